@@ -1,0 +1,3 @@
+from gbcli.cli import main
+
+main()

@@ -1,0 +1,441 @@
+"""Resolve, load and check the models gbcli compares.
+
+Three families, one loader: GPT-style causal LMs (`--gpt`), BERT-style masked LMs (`--bert`) and BART-style
+encoder-decoders (`--bart`). A model spec is a hub id or a local folder. Each model is loaded once per
+process, in eval mode, and its kind is checked against the flag it was given, so that a masked LM passed to
+`--gpt` is refused instead of silently growing a random causal head.
+
+torch and transformers are imported inside functions so that `gbcli --help` never pays for them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from gbcli.errors import GbcliError, usage_error
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+Family = Literal["gpt", "bert", "bart"]
+Kind = Literal["causal", "masked", "seq2seq"]
+FAMILIES: tuple[Family, ...] = ("gpt", "bert", "bart")
+
+
+@dataclass(frozen=True)
+class FamilyInfo:
+    """What a model flag expects: the kind of model, its default checkpoint and how to describe it."""
+
+    family: Family
+    flag: str
+    env: str
+    default: str
+    kind: Kind
+    kind_label: str
+    examples: str
+    objective: str
+    attention_direction: str
+
+
+FAMILY_INFO: dict[Family, FamilyInfo] = {
+    "gpt": FamilyInfo(
+        "gpt", "--gpt", "GBCLI_GPT", "gpt2", "causal", "a causal language model",
+        "gpt2, distilgpt2, gpt2-medium",
+        "causal language modelling (predict the next token)", "causal (left to right)",
+    ),
+    "bert": FamilyInfo(
+        "bert", "--bert", "GBCLI_BERT", "bert-base-uncased", "masked", "a masked language model",
+        "bert-base-uncased, distilbert-base-uncased, roberta-base",
+        "masked language modelling (predict hidden tokens)", "bidirectional",
+    ),
+    "bart": FamilyInfo(
+        "bart", "--bart", "GBCLI_BART", "facebook/bart-base", "seq2seq", "an encoder-decoder (seq2seq) model",
+        "facebook/bart-base, facebook/bart-large",
+        "denoising (reconstruct corrupted text)", "bidirectional encoder, causal decoder",
+    ),
+}
+
+KIND_LABEL: dict[str, str] = {
+    "causal": "a causal language model",
+    "masked": "a masked language model",
+    "seq2seq": "an encoder-decoder (seq2seq) model",
+    "encoder": "a bare encoder without a language-model head",
+}
+
+FLAG_FOR_KIND: dict[str, str] = {"causal": "--gpt", "masked": "--bert", "seq2seq": "--bart"}
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load every model of one command: the same for all columns."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    revision: str | None = None
+    offline: bool = False
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run: weights in eval mode on their device, with the tokenizer that belongs to them."""
+
+    family: Family
+    spec: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    kind: str
+    has_lm_head: bool
+    device: torch.device
+    dtype: torch.dtype
+    load_seconds: float
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """A short display name: the hub id, or a local folder's name."""
+        path = Path(self.spec)
+        return path.name if path.exists() else self.spec
+
+    @property
+    def max_positions(self) -> int:
+        """The longest input, in tokens, the model's position embeddings allow."""
+        return max_positions(self.model.config, self.tokenizer)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[0])
+
+
+def max_positions(config: Any, tokenizer: Any = None) -> int:
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx", "max_seq_len"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            # RoBERTa reserves two positions for its padding offset.
+            if getattr(config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"}:
+                return value - 2
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if isinstance(limit, int) and limit < 1_000_000 else 512
+
+
+def resolve_spec(family: Family, spec: str | None) -> str:
+    """The model spec to use: the flag's value, else its environment variable, else the family's default."""
+    info = FAMILY_INFO[family]
+    return spec or os.environ.get(info.env) or info.default
+
+
+def looks_like_path(spec: str) -> bool:
+    """Hub ids are `name` or `owner/name`; anything else that names the file system is a path."""
+    if os.path.exists(spec):
+        return True
+    return spec.startswith((".", "/", "~", "\\")) or spec.count("/") > 1 or (os.sep != "/" and os.sep in spec)
+
+
+def offline_requested(options: LoadOptions) -> bool:
+    return options.offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def resolve_device(device: str) -> torch.device:
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device not in {"cpu", "cuda", "mps"} and not device.startswith("cuda:"):
+        raise usage_error(f"Unknown device '{device}'.", "Use one of: auto, cpu, cuda, mps.")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise usage_error("--device cuda was asked for, but no CUDA GPU is available.", "Use --device cpu or auto.")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise usage_error("--device mps was asked for, but MPS is not available.", "Use --device cpu or auto.")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    import torch
+
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype == "auto":
+        # float32 on CPU keeps every printed number the model's exact number; GPUs get half precision.
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in names:
+        raise usage_error(f"Unknown dtype '{dtype}'.", "Use one of: auto, float32, bfloat16, float16.")
+    return names[dtype]
+
+
+def quiet_transformers() -> None:
+    """transformers prints progress bars and load reports; gbcli reports problems itself."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def classify_config(config: Any) -> str:
+    """causal, masked, seq2seq or encoder: what a checkpoint is, from the architecture it was saved as."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+    )
+
+    seq2seq = set(MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES.values())
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    masked = set(MODEL_FOR_MASKED_LM_MAPPING_NAMES.values())
+    for arch in getattr(config, "architectures", None) or []:
+        # Order matters: BART's conditional-generation class is also listed as a masked LM.
+        if arch in seq2seq:
+            return "seq2seq"
+        if arch in masked:
+            return "masked"
+        if arch in causal:
+            return "causal"
+        if arch.endswith(("Model", "Encoder")) and "For" not in arch:
+            return "encoder"
+    # No architecture recorded: fall back on the model type.
+    model_type = getattr(config, "model_type", "")
+    if getattr(config, "is_encoder_decoder", False) or model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
+        return "seq2seq"
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "masked"
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "causal"
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "masked"
+    return "encoder"
+
+
+def _hub_cache() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:  # pragma: no cover - depends on the installed hub client
+        return "~/.cache/huggingface/hub"
+
+
+def explain_load_failure(family: Family, spec: str, exc: BaseException, offline: bool) -> GbcliError:
+    """Turn whatever transformers, huggingface_hub or safetensors raised into one sentence and a hint."""
+    flag = FAMILY_INFO[family].flag
+    text = f"{type(exc).__name__}: {exc}"
+    lowered = text.lower()
+    if looks_like_path(spec):
+        path = Path(spec).expanduser()
+        if not path.exists():
+            return GbcliError(
+                f"Model folder '{spec}' for {flag} does not exist.",
+                "Check the path, or give a hub id such as " + FAMILY_INFO[family].default + ".",
+            )
+        if path.is_file():
+            return GbcliError(
+                f"'{spec}' for {flag} is a file, not a model folder.",
+                "Give the folder that holds config.json and the weights.",
+            )
+        if not (path / "config.json").exists():
+            return GbcliError(
+                f"'{spec}' for {flag} has no config.json, so it is not a model folder.",
+                "Save the model with save_pretrained(), or point at the folder that holds config.json.",
+            )
+        if "safetensor" in lowered or "header" in lowered or "deserializ" in lowered or "unpickl" in lowered:
+            return GbcliError(
+                f"The weights in '{spec}' for {flag} are corrupt or truncated ({_first_line(exc)}).",
+                "Re-download or re-save the checkpoint.",
+            )
+        if "does not appear to have" in lowered or "no file named" in lowered or "weights" in lowered:
+            return GbcliError(
+                f"'{spec}' for {flag} has a config.json but no weights file (model.safetensors).",
+                "Copy the weights into the folder, or save the model with save_pretrained().",
+            )
+        if "tokenizer" in lowered or "vocab" in lowered:
+            return GbcliError(
+                f"'{spec}' for {flag} has no usable tokenizer files ({_first_line(exc)}).",
+                "Save the tokenizer into the same folder with tokenizer.save_pretrained().",
+            )
+        return GbcliError(f"Could not load '{spec}' for {flag}: {_first_line(exc)}.", None)
+    if offline:
+        return GbcliError(
+            f"Model '{spec}' for {flag} is not in the local cache, and offline mode forbids downloading it.",
+            f"Download it once while online (cache: {_hub_cache()}), or pass a local folder to {flag}.",
+        )
+    if "couldn't connect" in lowered or "connection" in lowered or "resolve" in lowered or "offline" in lowered:
+        return GbcliError(
+            f"Model '{spec}' for {flag} is not cached and the Hugging Face hub cannot be reached.",
+            f"Connect to the network once (cache: {_hub_cache()}), or pass a local folder to {flag}.",
+        )
+    if "not a valid model identifier" in lowered or "repository not found" in lowered or "404" in lowered:
+        return GbcliError(
+            f"Model '{spec}' for {flag} does not exist on the Hugging Face hub.",
+            f"Check the spelling, e.g. {FAMILY_INFO[family].examples}.",
+        )
+    if "revision" in lowered:
+        return GbcliError(f"Revision not found for model '{spec}' ({_first_line(exc)}).", "Check --revision.")
+    return GbcliError(f"Could not load model '{spec}' for {flag}: {_first_line(exc)}.", None)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__).rstrip(".")[:200]
+
+
+_CACHE: dict[tuple, LoadedModel] = {}
+
+
+def load_model(
+    family: Family,
+    spec: str | None,
+    options: LoadOptions | None = None,
+    *,
+    need_head: bool = True,
+) -> LoadedModel:
+    """Load the model for one flag, once per process.
+
+    need_head=False (attention) accepts a bare encoder: no prediction is read from a head that isn't there.
+    """
+    options = options or LoadOptions()
+    spec = resolve_spec(family, spec)
+    key = (family, spec, options, need_head)
+    if key in _CACHE:
+        return _CACHE[key]
+    loaded = _load(family, spec, options, need_head)
+    _CACHE[key] = loaded
+    return loaded
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
+
+
+def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> LoadedModel:
+    info = FAMILY_INFO[family]
+    device = resolve_device(options.device)
+    dtype = resolve_dtype(options.dtype, device)
+    offline = offline_requested(options)
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    quiet_transformers()
+    import torch
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoModelForSeq2SeqLM,
+        AutoTokenizer,
+    )
+
+    started = time.perf_counter()
+    source = str(Path(spec).expanduser()) if looks_like_path(spec) else spec
+    common: dict[str, Any] = {"revision": options.revision, "trust_remote_code": False}
+    if offline:
+        common["local_files_only"] = True
+    try:
+        config = _from_cache_first(AutoConfig.from_pretrained, source, common)
+    except Exception as exc:
+        raise explain_load_failure(family, spec, exc, offline) from exc
+
+    kind = classify_config(config)
+    if kind == "encoder":
+        if need_head:
+            raise GbcliError(
+                f"'{spec}' for {info.flag} is {KIND_LABEL['encoder']} ({_arch(config)}): its language-model head "
+                "weights are missing, so it cannot predict tokens.",
+                f"Use a checkpoint with its head, e.g. {info.examples}; `gbcli attention` works with this one.",
+                exit_code=2,
+            )
+        # A bare encoder still has attention to show; its family decides nothing else.
+    elif kind != info.kind:
+        raise GbcliError(
+            f"'{spec}' is {KIND_LABEL[kind]} ({_arch(config)}), but {info.flag} expects {info.kind_label}.",
+            f"Pass it with {FLAG_FOR_KIND[kind]} instead, or choose e.g. {info.examples}.",
+            exit_code=2,
+        )
+
+    model_class = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM,
+                   "seq2seq": AutoModelForSeq2SeqLM, "encoder": AutoModel}[kind]
+    try:
+        model, loading = _from_cache_first(
+            model_class.from_pretrained,
+            source,
+            {**common, "config": config, "dtype": dtype, "output_loading_info": True},
+        )
+    except Exception as exc:
+        raise explain_load_failure(family, spec, exc, offline) from exc
+
+    missing = sorted(loading.get("missing_keys") or [])
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    head_missing = [k for k in missing if not k.startswith(prefix)] if kind != "encoder" else []
+    body_missing = [k for k in missing if k.startswith(prefix)]
+    has_lm_head = kind != "encoder" and not head_missing
+    if body_missing:
+        raise GbcliError(
+            f"The checkpoint '{spec}' for {info.flag} lacks {len(body_missing)} weights of the model itself "
+            f"(e.g. {body_missing[0]}); they would be random.",
+            "Check that the folder holds the complete weights of this architecture.",
+        )
+    if head_missing and need_head:
+        raise GbcliError(
+            f"'{spec}' for {info.flag} has no language-model head weights ({', '.join(head_missing[:2])}"
+            f"{' ...' if len(head_missing) > 2 else ''} missing), so its predictions would come from a random head.",
+            f"Use a checkpoint with its head, e.g. {info.examples}; `gbcli attention` works with this one.",
+            exit_code=2,
+        )
+
+    try:
+        tokenizer = _from_cache_first(AutoTokenizer.from_pretrained, source, common)
+    except Exception as exc:
+        raise GbcliError(
+            f"Could not load the tokenizer of '{spec}' for {info.flag}: {_first_line(exc)}.",
+            "Save the tokenizer into the model folder with tokenizer.save_pretrained().",
+        ) from exc
+
+    embeddings = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > embeddings:
+        raise GbcliError(
+            f"The tokenizer of '{spec}' has {len(tokenizer)} tokens but the model's embeddings hold only "
+            f"{embeddings}: they do not belong together.",
+            "Save the model and the tokenizer it was trained with into one folder.",
+        )
+
+    model.eval()
+    try:
+        model.to(device)
+    except Exception as exc:  # pragma: no cover - needs a GPU
+        raise GbcliError(f"Could not move '{spec}' to {device}: {_first_line(exc)}.", "Try --device cpu.") from exc
+    torch.set_grad_enabled(False)
+    return LoadedModel(
+        family=family,
+        spec=spec,
+        model=model,
+        tokenizer=tokenizer,
+        kind=kind,
+        has_lm_head=has_lm_head,
+        device=device,
+        dtype=dtype,
+        load_seconds=time.perf_counter() - started,
+    )
+
+
+def _arch(config: Any) -> str:
+    archs = getattr(config, "architectures", None) or [getattr(config, "model_type", "unknown")]
+    return archs[0]
+
+
+def _from_cache_first(loader: Any, source: str, kwargs: dict[str, Any]) -> Any:
+    """Look in the local cache before the network: a cached model then loads with no hub round trip."""
+    if kwargs.get("local_files_only") or os.path.isdir(source):
+        return loader(source, **kwargs)
+    try:
+        return loader(source, **{**kwargs, "local_files_only": True})
+    except OSError:
+        return loader(source, **kwargs)

@@ -1,0 +1,70 @@
+"""Consoles, JSON output and the readable display of tokenizer pieces, shared by every view."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+from typing import Any
+
+from rich.console import Console
+
+SPACE_MARK = "␣"  # GPT-2's leading-space marker Ġ, shown as the space it stands for
+CONTINUATION_MARK = "·"  # WordPiece's ##: this piece joins the one before it
+NEWLINE_MARK = "↵"
+
+
+def stdout_console() -> Console:
+    # Rich already drops colour for NO_COLOR and for output that is not a terminal.
+    return Console(highlight=False, soft_wrap=False)
+
+
+def stderr_console() -> Console:
+    # soft_wrap: an error stays one line however narrow the terminal, so scripts can grep it.
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses to dicts, non-finite floats to null (JSON has no NaN), tuples to lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
+
+
+def dumps(value: Any, *, indent: int | None = 2) -> str:
+    return json.dumps(to_jsonable(value), ensure_ascii=False, indent=indent)
+
+
+def print_json(value: Any, *, lines: bool = False) -> None:
+    """One JSON document (or one JSON Lines record) on stdout, flushed so a pipe sees it at once."""
+    sys.stdout.write(dumps(value, indent=None if lines else 2) + "\n")
+    sys.stdout.flush()
+
+
+def readable_piece(piece: str, text: str | None = None) -> str:
+    """A tokenizer piece as a reader sees it: `Ġduck` → `␣duck`, `##ing` → `·ing`, `Ċ` → `↵`.
+
+    `piece` is the raw vocabulary entry; `text` is what the tokenizer decodes it to, when known.
+    """
+    if piece.startswith("##") and len(piece) > 2:
+        return CONTINUATION_MARK + piece[2:]
+    shown = text if text is not None else piece.replace("Ġ", " ").replace("▁", " ").replace("Ċ", "\n")
+    if shown == "" and piece:
+        shown = piece
+    shown = shown.replace("\n", NEWLINE_MARK).replace("\t", "⇥")
+    if shown.startswith(" "):
+        shown = SPACE_MARK + shown[1:]
+    # Control characters would move the cursor; show their code points instead.
+    return "".join(ch if ch.isprintable() or ch in (NEWLINE_MARK,) else f"\\x{ord(ch):02x}" for ch in shown)
+
+
+def no_color() -> bool:
+    return "NO_COLOR" in os.environ

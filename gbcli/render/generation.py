@@ -1,0 +1,103 @@
+"""The `generate` screen: each model's continuation side by side, optionally coloured by token probability."""
+
+from __future__ import annotations
+
+import math
+
+from rich.columns import Columns
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from gbcli.tasks.generation import Continuation, GenerationResult, ModelGeneration
+
+# Probability bands for --show-probs, from confident to surprised.
+PROB_BANDS: list[tuple[float, str, str]] = [
+    (0.5, "bold green", "p ≥ 0.5"),
+    (0.2, "green", "0.2–0.5"),
+    (0.05, "yellow", "0.05–0.2"),
+    (0.01, "dark_orange", "0.01–0.05"),
+    (0.0, "red", "< 0.01"),
+]
+
+TITLES = {"gpt": "GPT", "bert": "BERT", "bart": "BART"}
+
+
+def prob_style(prob: float) -> str:
+    for floor, style, _ in PROB_BANDS:
+        if prob >= floor:
+            return style
+    return PROB_BANDS[-1][1]
+
+
+def prob_legend() -> Text:
+    legend = Text("token probability (raw model, before temperature/top-k/top-p): ")
+    for _, style, label in PROB_BANDS:
+        legend.append(f" {label} ", style=f"reverse {style}")
+        legend.append(" ")
+    return legend
+
+
+def continuation_text(prompt: str, continuation: Continuation, show_probs: bool) -> Text:
+    text = Text(prompt, style="dim")
+    if not show_probs:
+        text.append(continuation.text, style="bold")
+        return text
+    for token in continuation.tokens:
+        text.append(token.text, style=prob_style(math.exp(token.logprob)))
+    return text
+
+
+def column_panel(prompt: str, column: ModelGeneration, show_probs: bool) -> Panel:
+    parts: list[RenderableType] = []
+    for index, continuation in enumerate(column.continuations):
+        if len(column.continuations) > 1:
+            parts.append(Text(f"#{index + 1}", style="cyan"))
+        parts.append(continuation_text(prompt, continuation, show_probs))
+        mean = continuation.mean_logprob
+        parts.append(
+            Text(
+                f"mean log-prob {mean:.3f} per token" if mean is not None else "no tokens",
+                style="italic",
+            )
+        )
+    stats = Table.grid(padding=(0, 1))
+    stats.add_row("tokens", str(column.new_tokens))
+    stats.add_row("speed", f"{column.tokens_per_second:.1f} tokens/s ({column.seconds:.2f} s)")
+    stats.add_row("method", Text(column.method, style="dim"))
+    parts.append(stats)
+    return Panel(Group(*parts), title=f"{TITLES.get(column.family, column.family)} · {column.model}", expand=True)
+
+
+def generation_view(result: GenerationResult, show_probs: bool = False) -> RenderableType:
+    panels = [column_panel(result.prompt, column, show_probs) for column in result.columns]
+    parts: list[RenderableType] = [Columns(panels, equal=True, expand=True)]
+    parts.append(Text(f"decoding: {result.decoding}", style="dim"))
+    if show_probs:
+        parts.append(prob_legend())
+    return Group(*parts)
+
+
+class StreamingView:
+    """What a terminal shows while tokens arrive: one panel per model, filling as each writes."""
+
+    def __init__(self, prompt: str, columns: list[tuple[str, str]]) -> None:
+        self.prompt = prompt
+        self.columns = columns  # (family, model name)
+        self.texts: dict[str, str] = {family: "" for family, _ in columns}
+        self.active: str | None = None
+
+    def update(self, family: str, text: str) -> None:
+        self.active = family
+        self.texts[family] = text
+
+    def __rich__(self) -> RenderableType:
+        panels = []
+        for family, name in self.columns:
+            body = Text(self.prompt, style="dim")
+            body.append(self.texts[family], style="bold")
+            if family == self.active:
+                body.append("▌", style="blink")
+            panels.append(Panel(body, title=f"{TITLES.get(family, family)} · {name}", expand=True))
+        return Columns(panels, equal=True, expand=True)
