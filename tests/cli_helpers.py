@@ -1,0 +1,61 @@
+"""Running gbcli the way a user does: through the real Typer app, and through the installed executable."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+from typer.testing import CliRunner
+
+from gbcli.cli import app
+
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def run(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None) -> Any:
+    """Invoke `gbcli ARGS` in-process (models stay loaded between calls); returns click's Result.
+
+    The result has .exit_code, .stdout and .stderr kept apart, as a terminal user would see them.
+    """
+    runner = CliRunner(env={"NO_COLOR": "1", **(env or {})})
+    result = runner.invoke(app, list(args), input=input, catch_exceptions=True)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"gbcli {' '.join(args)} raised {result.exception!r}") from result.exception
+    return result
+
+
+def run_json(*args: str, **kwargs: Any) -> Any:
+    """Invoke with --json, assert success, and parse stdout as one JSON document."""
+    result = run(*args, "--json", **kwargs)
+    assert result.exit_code == 0, f"exit {result.exit_code}: {result.stderr}"
+    return json.loads(result.stdout)
+
+
+def assert_user_error(result: Any, code: int, *fragments: str) -> None:
+    """A user-facing failure: the given exit code, a message on stderr, nothing on stdout, no traceback."""
+    assert result.exit_code == code, f"expected exit {code}, got {result.exit_code}: {result.stderr}{result.stdout}"
+    assert TRACEBACK not in result.stderr and TRACEBACK not in result.stdout
+    assert result.stdout == "", f"stdout should be empty on error, got: {result.stdout!r}"
+    assert "error:" in result.stderr
+    for fragment in fragments:
+        assert fragment.lower() in result.stderr.lower(), f"{fragment!r} not in {result.stderr!r}"
+
+
+def gbcli_executable() -> str:
+    """The installed console script (the one a user types), next to this Python."""
+    candidate = os.path.join(os.path.dirname(sys.executable), "gbcli")
+    found = candidate if os.path.exists(candidate) else shutil.which("gbcli")
+    assert found, "the gbcli console script is not installed"
+    return found
+
+
+def run_installed(*args: str, input: bytes | None = None, timeout: float = 120, env: dict[str, str] | None = None):
+    """Run the installed `gbcli` as a subprocess; returns subprocess.CompletedProcess with bytes output."""
+    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+    return subprocess.run(
+        [gbcli_executable(), *args], input=input, capture_output=True, timeout=timeout, env=full_env, check=False
+    )
