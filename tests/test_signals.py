@@ -1,0 +1,101 @@
+"""Ctrl-C, closed pipes and colour: what a terminal user does to a running command."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+from tests.cli_helpers import TRACEBACK, gbcli_executable, run_installed
+
+
+@pytest.fixture(scope="module")
+def long_context_gpt(tmp_path_factory, gpt_path):
+    """A random-weight GPT-2 with room for thousands of tokens, so generation runs long enough to interrupt."""
+    folder = tmp_path_factory.mktemp("long-gpt")
+    tokenizer = AutoTokenizer.from_pretrained(gpt_path)
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=4, n_embd=128, n_head=2, n_positions=4096, vocab_size=len(tokenizer),
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = GPT2LMHeadModel(config)
+    # Make the end-of-text token impossible, so generation never stops early by itself.
+    with torch.no_grad():
+        model.lm_head.weight[tokenizer.eos_token_id].zero_()
+        model.transformer.wte.weight[tokenizer.eos_token_id] = -1e4 * model.transformer.wte.weight.abs().max()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
+def test_ctrl_c_during_streamed_generation_keeps_the_text_and_exits_130(long_context_gpt):
+    """On a terminal the text streams; Ctrl-C stops it, leaves what was written on screen, and exits 130."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: gbcli on a pseudo-terminal, as a user would run it
+        os.environ["COLUMNS"] = "100"
+        os.execv(gbcli_executable(), [
+            "gbcli", "generate", "once upon a time", "--models", "gpt", "--gpt", str(long_context_gpt),
+            "--max-new-tokens", "4000", "--seed", "1",
+        ])
+    try:
+        shown = _read_until(fd, b"once upon a time", timeout=60)
+        assert b"once upon a time" in shown, shown[-500:]
+        time.sleep(0.5)  # let a few tokens stream
+        os.kill(pid, signal.SIGINT)
+        shown += _read_until(fd, b"interrupted", timeout=30)
+        shown += _read_until(fd, b"\x00never", timeout=2)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 130
+    text = shown.decode("utf-8", "replace")
+    assert "interrupted" in text
+    assert TRACEBACK not in text
+    assert "GPT ·" in text  # the streamed panel stays on screen
+
+
+def test_ctrl_c_during_json_generation_prints_no_partial_json(long_context_gpt):
+    process = subprocess.Popen(
+        [gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt", str(long_context_gpt),
+         "--max-new-tokens", "4000", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    time.sleep(6)  # import, load, and be well into generation
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr.decode()
+    assert stdout == b""
+    assert TRACEBACK.encode() not in stderr
+
+
+def test_no_color_and_pipes_carry_no_ansi_codes(gpt_path):
+    completed = run_installed("generate", "once upon a time", "--greedy", "--max-new-tokens", "3", "--models", "gpt",
+                              "--gpt", str(gpt_path), "--show-probs", env={"FORCE_COLOR": ""})
+    assert completed.returncode == 0, completed.stderr.decode()
+    assert b"\x1b[" not in completed.stdout and b"\x1b[" not in completed.stderr
