@@ -68,3 +68,24 @@ def readable_piece(piece: str, text: str | None = None) -> str:
 
 def no_color() -> bool:
     return "NO_COLOR" in os.environ
+
+
+class SideBySide:
+    """Panels in equal columns when the terminal is wide enough, else stacked: one column per model."""
+
+    def __init__(self, renderables: list, min_column_width: int = 36) -> None:
+        self.renderables = renderables
+        self.min_column_width = min_column_width
+
+    def __rich_console__(self, console, options):
+        from rich.console import Group
+        from rich.table import Table
+
+        if len(self.renderables) > 1 and options.max_width >= self.min_column_width * len(self.renderables):
+            grid = Table.grid(expand=True, padding=(0, 1))
+            for _ in self.renderables:
+                grid.add_column(ratio=1)
+            grid.add_row(*self.renderables)
+            yield grid
+        else:
+            yield Group(*self.renderables)

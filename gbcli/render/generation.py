@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
-from rich.columns import Columns
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from gbcli.render.common import SideBySide
 from gbcli.tasks.generation import Continuation, GenerationResult, ModelGeneration
 
 # Probability bands for --show-probs, from confident to surprised.
@@ -56,12 +56,10 @@ def column_panel(prompt: str, column: ModelGeneration, show_probs: bool) -> Pane
             parts.append(Text(f"#{index + 1}", style="cyan"))
         parts.append(continuation_text(prompt, continuation, show_probs))
         mean = continuation.mean_logprob
-        parts.append(
-            Text(
-                f"mean log-prob {mean:.3f} per token" if mean is not None else "no tokens",
-                style="italic",
-            )
-        )
+        summary = f"mean log-prob {mean:.3f} per token" if mean is not None else "no tokens"
+        if continuation.stopped_at_eos:
+            summary += " · stopped at end of text"
+        parts.append(Text(summary, style="italic"))
     stats = Table.grid(padding=(0, 1))
     stats.add_row("tokens", str(column.new_tokens))
     stats.add_row("speed", f"{column.tokens_per_second:.1f} tokens/s ({column.seconds:.2f} s)")
@@ -72,7 +70,7 @@ def column_panel(prompt: str, column: ModelGeneration, show_probs: bool) -> Pane
 
 def generation_view(result: GenerationResult, show_probs: bool = False) -> RenderableType:
     panels = [column_panel(result.prompt, column, show_probs) for column in result.columns]
-    parts: list[RenderableType] = [Columns(panels, equal=True, expand=True)]
+    parts: list[RenderableType] = [SideBySide(panels)]
     parts.append(Text(f"decoding: {result.decoding}", style="dim"))
     if show_probs:
         parts.append(prob_legend())
@@ -100,4 +98,4 @@ class StreamingView:
             if family == self.active:
                 body.append("▌", style="blink")
             panels.append(Panel(body, title=f"{TITLES.get(family, family)} · {name}", expand=True))
-        return Columns(panels, equal=True, expand=True)
+        return SideBySide(panels)
