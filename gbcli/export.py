@@ -1,0 +1,452 @@
+"""Exporting attention to a file: every layer and head of every model, in the format the file's suffix names.
+
+- `.json`: the tokens, and the full `[layer][head][query][key]` array per model, as exact float32 values.
+- `.npz`: the same as NumPy arrays (`<family>_attention`, `<family>_tokens`, ...), loadable without pickle.
+- `.png`: a matplotlib grid, one heatmap per model and layer (mean over heads, or the chosen head).
+- `.html`: one self-contained page with a layer and head selector; no script, style or font is fetched.
+
+The target is checked before any model is loaded, so a typo costs nothing. Files are written to a temporary
+name beside the target and renamed into place, so a reader never sees half a file, and an existing file is
+only replaced with --force.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.util
+import io
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from gbcli.errors import GbcliError, usage_error
+from gbcli.tasks.attention import AttentionResult, AttentionToken, ExportInfo
+
+FORMATS: dict[str, str] = {".json": "json", ".npz": "npz", ".png": "png", ".html": "html", ".htm": "html"}
+FORMAT_VERSION = 1
+PLOT_HINT = "Install the plot extra: pip install 'gbcli[plot]' (or pip install matplotlib)."
+TITLES = {"gpt": "GPT", "bert": "BERT", "bart": "BART"}
+
+
+@dataclass(frozen=True)
+class ExportTarget:
+    path: Path
+    format: str
+    force: bool
+
+
+def check_export_target(path: str, force: bool) -> ExportTarget:
+    """Refuse a target that cannot be written, before any work is done."""
+    if not path.strip():
+        raise usage_error("--export needs a file name.", "e.g. --export attention.html")
+    target = Path(path).expanduser()
+    suffix = target.suffix.lower()
+    if suffix not in FORMATS:
+        known = ", ".join(s for s in FORMATS if s != ".htm")
+        raise usage_error(
+            f"Cannot tell the export format of '{path}': "
+            + (f"unknown suffix '{target.suffix}'." if suffix else "it has no suffix."),
+            f"End the file name in one of: {known}.",
+        )
+    folder = target.parent
+    if not folder.exists():
+        raise usage_error(f"The folder '{folder}' for --export does not exist.", "Create it first, or choose another.")
+    if not folder.is_dir():
+        raise usage_error(f"'{folder}' in the --export path is not a folder.", "Choose a path inside a folder.")
+    if target.is_dir():
+        raise usage_error(f"'{path}' is a folder.", "Give a file name, e.g. attention.json.")
+    if target.exists() and not force:
+        raise usage_error(f"'{path}' already exists.", "Pass --force to overwrite it, or choose another name.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise GbcliError(f"Cannot write to the folder '{folder}': permission denied.", "Choose a folder you can write.")
+    fmt = FORMATS[suffix]
+    if fmt == "png" and importlib.util.find_spec("matplotlib") is None:
+        raise GbcliError("Exporting PNG needs matplotlib, which is not installed.", PLOT_HINT)
+    return ExportTarget(target, fmt, force)
+
+
+def write_atomically(target: ExportTarget, write: Callable[[BinaryIO], None]) -> int:
+    """Write to a temporary file in the target's folder, then rename it into place; returns the size in bytes."""
+    path = target.path
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise GbcliError(
+            f"Cannot write to the folder '{path.parent}': {exc.strerror or exc}.", "Choose a folder you can write."
+        ) from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp makes the file private (0600); give it the permissions a newly created file would get.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        size = os.path.getsize(temporary)
+        if target.force:
+            os.replace(temporary, path)
+        else:
+            _link_without_overwrite(Path(temporary), path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise GbcliError(f"Could not write '{path}': {reason}.", "Check the folder and the free disk space.") from exc
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return size
+
+
+def _link_without_overwrite(temporary: Path, path: Path) -> None:
+    """Move into place unless a file appeared there meanwhile (a hard link never replaces an existing name)."""
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise usage_error(f"'{path}' already exists.", "Pass --force to overwrite it.") from None
+    except OSError:  # a file system without hard links
+        if path.exists():
+            raise usage_error(f"'{path}' already exists.", "Pass --force to overwrite it.") from None
+        os.replace(temporary, path)
+
+
+def export_attention(target: ExportTarget, text: str, results: list[AttentionResult], head: int | None) -> ExportInfo:
+    """Write every layer and head of every model; `head` only chooses what the PNG grid shows."""
+    writers: dict[str, Callable[[BinaryIO], None]] = {
+        "json": lambda handle: handle.write(attention_json(text, results).encode("utf-8")),
+        "npz": lambda handle: write_npz(handle, text, results),
+        "png": lambda handle: write_png(handle, text, results, head),
+        "html": lambda handle: handle.write(attention_html(text, results).encode("utf-8")),
+    }
+    if target.format == "png":
+        _require_matplotlib()
+    size = write_atomically(target, writers[target.format])
+    return ExportInfo(path=str(target.path), format=target.format, bytes=size)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# JSON and NPZ: the exact numbers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _token_dict(token: AttentionToken) -> dict:
+    return {"index": token.index, "id": token.id, "piece": token.piece, "label": token.label,
+            "special": token.special, "role": token.role}
+
+
+def _model_dict(result: AttentionResult, values: Callable[[np.ndarray], list]) -> dict:
+    main = result.main
+    entry = {
+        "family": result.family,
+        "model": result.model,
+        "kind": result.kind,
+        "implementation": result.implementation,
+        "map": main.name,
+        "causal": main.causal,
+        "layers": main.layers,
+        "heads": main.heads,
+        "tokens": [_token_dict(t) for t in main.queries],
+        "attention": values(main.weights),  # [layer][head][query][key]
+    }
+    others = [
+        {"name": m.name, "causal": m.causal, "queries": [_token_dict(t) for t in m.queries],
+         "keys": [_token_dict(t) for t in m.keys], "attention": values(m.weights)}
+        for m in result.maps[1:]
+    ]
+    if others:
+        entry["other_maps"] = others
+    return entry
+
+
+def attention_document(text: str, results: list[AttentionResult], values: Callable[[np.ndarray], list]) -> dict:
+    return {
+        "format": "gbcli-attention",
+        "version": FORMAT_VERSION,
+        "text": text,
+        "models": [_model_dict(r, values) for r in results],
+    }
+
+
+def attention_json(text: str, results: list[AttentionResult]) -> str:
+    # float32 → Python float is exact, and JSON prints the shortest repr that reads back to the same float.
+    return json.dumps(attention_document(text, results, lambda w: w.tolist()), ensure_ascii=False) + "\n"
+
+
+def npz_arrays(text: str, results: list[AttentionResult]) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {
+        "text": np.array(text),
+        "models": np.array([r.family for r in results]),
+        "format_version": np.array(FORMAT_VERSION),
+    }
+    for result in results:
+        for position, amap in enumerate(result.maps):
+            prefix = result.family if position == 0 else f"{result.family}_{amap.name}"
+            arrays[f"{prefix}_attention"] = amap.weights.astype(np.float32)  # (layer, head, query, key)
+            _token_arrays(arrays, f"{prefix}", amap.queries)
+            if amap.keys != amap.queries:
+                _token_arrays(arrays, f"{prefix}_key", amap.keys)
+        arrays[f"{result.family}_model"] = np.array(result.model)
+    return arrays
+
+
+def _token_arrays(arrays: dict[str, np.ndarray], prefix: str, tokens: list[AttentionToken]) -> None:
+    arrays[f"{prefix}_tokens"] = np.array([t.label for t in tokens], dtype=str)
+    arrays[f"{prefix}_pieces"] = np.array([t.piece for t in tokens], dtype=str)
+    arrays[f"{prefix}_token_ids"] = np.array([t.id for t in tokens], dtype=np.int64)
+    arrays[f"{prefix}_special"] = np.array([t.special for t in tokens], dtype=bool)
+
+
+def write_npz(handle: BinaryIO, text: str, results: list[AttentionResult]) -> None:
+    np.savez_compressed(handle, **npz_arrays(text, results))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# PNG: a matplotlib grid
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise GbcliError("Exporting PNG needs matplotlib, which is not installed.", PLOT_HINT) from exc
+
+
+def write_png(handle: BinaryIO, text: str, results: list[AttentionResult], head: int | None) -> None:
+    """One heatmap per model and layer, for the chosen head (default the mean), on a shared 0–1 colour scale."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import PowerNorm
+    from matplotlib.figure import Figure
+
+    per_row = max(min(max(r.main.layers for r in results), 6), 1)
+    grid_rows = [(r, layers) for r in results for layers in _chunks(list(range(r.main.layers)), per_row)]
+    longest = max(len(r.tokens) for r in results)
+    cell = min(max(2.4, 0.16 * longest + 0.9), 9.0)
+    figure = Figure(figsize=(cell * per_row + 1.2, cell * len(grid_rows) + 0.9), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(grid_rows), per_row, squeeze=False)
+    # A square-root scale keeps weak links visible; the colour bar shows the true weights.
+    norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
+    cmap = colormaps["Blues"].with_extremes(bad="#d9d9d9")
+    image = None
+    for row, (result, layers) in enumerate(grid_rows):
+        amap = result.main
+        labels = [t.label for t in amap.queries]
+        font = max(4.0, min(8.0, 140.0 / max(len(labels), 1)))
+        for column in range(per_row):
+            ax = axes[row][column]
+            if column >= len(layers):
+                ax.set_visible(False)
+                continue
+            layer = layers[column]
+            chosen = None if head is None else head % amap.heads
+            values = amap.matrix(layer, chosen).astype(np.float64)
+            if amap.causal:  # keys right of the query are masked, not merely weak: draw them grey
+                values[np.triu_indices_from(values, k=1)] = np.nan
+            image = ax.imshow(values, cmap=cmap, norm=norm, interpolation="nearest")
+            which = f"mean of {amap.heads} heads" if chosen is None else f"head {chosen}"
+            ax.set_title(f"{TITLES.get(result.family, result.family)} · {result.model}\nlayer {layer}, {which}",
+                         fontsize=8)
+            show_labels = len(labels) <= 60
+            ax.set_xticks(range(len(labels)), labels if show_labels else [], rotation=90, fontsize=font)
+            ax.set_yticks(range(len(labels)), labels if show_labels else [], fontsize=font)
+            ax.tick_params(length=0)
+            if column == 0:
+                ax.set_ylabel("query (attends)", fontsize=7)
+            ax.set_xlabel("key (attended to)", fontsize=7)
+    if image is not None:
+        figure.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
+    limit = max(int(figure.get_figwidth() * 10), 30)  # characters that fit the title line at this font size
+    shown = " ".join(text.split())
+    shown = shown if len(shown) <= limit else shown[: limit - 1] + "…"
+    masked = "; grey = masked" if any(r.main.causal for r in results) else ""
+    figure.suptitle(f"gbcli attention: {shown}\nrows: query tokens, columns: key tokens{masked}", fontsize=9)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a glyph missing from the font (emoji) is drawn as a box
+        figure.savefig(buffer, format="png")
+    handle.write(buffer.getvalue())
+
+
+def _chunks(items: list[int], size: int) -> list[list[int]]:
+    return [items[i : i + size] for i in range(0, len(items), size)] or [[]]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HTML: one page, no network
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def html_data(text: str, results: list[AttentionResult]) -> dict:
+    # Six decimals is far finer than any colour; the .json and .npz exports keep the exact float32 values.
+    return attention_document(text, results, lambda w: np.round(w.astype(np.float64), 6).tolist())
+
+
+def _script_json(value: dict) -> str:
+    """JSON that is safe inside a <script> element: no '</script>' or '<!--' can appear."""
+    return (
+        json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
+def attention_html(text: str, results: list[AttentionResult]) -> str:
+    title = "gbcli attention: " + (text if len(text) <= 80 else text[:77] + "…")
+    return (
+        HTML_TEMPLATE.replace("{{TITLE}}", html.escape(title))
+        .replace("{{TEXT}}", html.escape(text))
+        .replace("{{DATA}}", _script_json(html_data(text, results)))
+    )
+
+
+HTML_TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{TITLE}}</title>
+<style>
+  body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #1b1b1f; background: #fff; }
+  h1 { font-size: 1.1rem; font-weight: 600; }
+  .text { font-family: ui-monospace, monospace; background: #f4f4f6; padding: .4rem .6rem; border-radius: 4px; }
+  .models { display: flex; flex-wrap: wrap; gap: 2rem; align-items: flex-start; margin-top: 1rem; }
+  .model h2 { font-size: 1rem; margin: 0 0 .3rem 0; }
+  .model .what { color: #555; font-size: .85rem; margin-bottom: .5rem; }
+  .controls { margin-bottom: .6rem; font-size: .9rem; }
+  .controls select { margin-right: 1rem; }
+  table.heatmap { border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 12px; }
+  table.heatmap td.cell { width: 18px; height: 18px; padding: 0; border: 1px solid #fff; }
+  table.heatmap th { font-weight: normal; padding: 0 4px; white-space: nowrap; }
+  table.heatmap th.key { writing-mode: vertical-rl; transform: rotate(180deg); text-align: left; padding: 4px 0; }
+  table.heatmap th.query { text-align: right; }
+  .special { color: #a0309a; }
+  .legend { display: flex; align-items: center; gap: .5rem; font-size: .85rem; margin-top: 1rem; }
+  .legend .bar { width: 200px; height: 12px; border: 1px solid #ccc; }
+  .readout { font-family: ui-monospace, monospace; font-size: .85rem; min-height: 1.2em; margin-top: .4rem; }
+</style>
+</head>
+<body>
+<h1>{{TITLE}}</h1>
+<div class="text">{{TEXT}}</div>
+<div class="legend">weight 0 <div class="bar" id="legend-bar"></div> 1
+  <span>&nbsp;rows: query tokens (attending) · columns: key tokens (attended to) · colour on a square-root
+  scale · grey: masked (a causal model never attends to the right)</span>
+</div>
+<div class="models" id="models"></div>
+<script type="application/json" id="gbcli-attention-data">{{DATA}}</script>
+<script>
+"use strict";
+const DATA = JSON.parse(document.getElementById("gbcli-attention-data").textContent);
+const TITLES = {gpt: "GPT", bert: "BERT", bart: "BART"};
+
+function colour(weight) {
+  // white → deep blue, on a square-root scale so that weak links stay visible
+  const t = Math.sqrt(Math.max(0, Math.min(1, weight)));
+  const from = [255, 255, 255], to = [8, 48, 107];
+  const c = from.map((f, i) => Math.round(f + (to[i] - f) * t));
+  return "rgb(" + c.join(",") + ")";
+}
+
+function matrix(model, layer, head) {
+  const heads = model.attention[layer];
+  if (head !== "mean") return heads[Number(head)];
+  const n = heads[0].length, m = heads[0][0].length;
+  const out = [];
+  for (let q = 0; q < n; q++) {
+    const row = new Array(m).fill(0);
+    for (const h of heads) for (let k = 0; k < m; k++) row[k] += h[q][k] / heads.length;
+    out.push(row);
+  }
+  return out;
+}
+
+function option(select, value, label) {
+  const o = document.createElement("option");
+  o.value = value; o.textContent = label; select.appendChild(o);
+}
+
+function tokenCell(tag, token, cls) {
+  const th = document.createElement(tag);
+  th.className = cls + (token.special ? " special" : "");
+  th.textContent = token.label;
+  th.title = "#" + token.index + " " + token.piece + (token.special ? " (special)" : "");
+  return th;
+}
+
+function draw(model, table, layer, head, readout) {
+  const weights = matrix(model, layer, head);
+  table.textContent = "";
+  const header = document.createElement("tr");
+  header.appendChild(document.createElement("th"));
+  for (const token of model.tokens) header.appendChild(tokenCell("th", token, "key"));
+  table.appendChild(header);
+  model.tokens.forEach((query, q) => {
+    const tr = document.createElement("tr");
+    tr.appendChild(tokenCell("th", query, "query"));
+    model.tokens.forEach((key, k) => {
+      const td = document.createElement("td");
+      const w = weights[q][k];
+      const masked = model.causal && k > q;
+      td.className = "cell";
+      td.style.background = masked ? "#e4e4e8" : colour(w);
+      td.title = query.label + " → " + key.label + ": " + (masked ? "masked (0)" : w.toFixed(6));
+      td.onmouseenter = () => { readout.textContent = td.title; };
+      tr.appendChild(td);
+    });
+    table.appendChild(tr);
+  });
+}
+
+function build(model) {
+  const box = document.createElement("section");
+  box.className = "model";
+  const h2 = document.createElement("h2");
+  h2.textContent = (TITLES[model.family] || model.family) + " · " + model.model;
+  const what = document.createElement("div");
+  what.className = "what";
+  what.textContent = model.causal
+    ? "causal: each token attends only to itself and the tokens on its left"
+    : "bidirectional: each token attends to every token";
+  const controls = document.createElement("div");
+  controls.className = "controls";
+  const layer = document.createElement("select");
+  for (let l = 0; l < model.layers; l++) option(layer, l, "layer " + l);
+  layer.value = String(model.layers - 1);
+  const head = document.createElement("select");
+  option(head, "mean", "mean of " + model.heads + " heads");
+  for (let h = 0; h < model.heads; h++) option(head, h, "head " + h);
+  const l1 = document.createElement("label"); l1.textContent = "Layer "; l1.appendChild(layer);
+  const l2 = document.createElement("label"); l2.textContent = "Head "; l2.appendChild(head);
+  controls.append(l1, l2);
+  const table = document.createElement("table");
+  table.className = "heatmap";
+  const readout = document.createElement("div");
+  readout.className = "readout";
+  const redraw = () => draw(model, table, Number(layer.value), head.value, readout);
+  layer.onchange = redraw;
+  head.onchange = redraw;
+  box.append(h2, what, controls, table, readout);
+  redraw();
+  return box;
+}
+
+const bar = document.getElementById("legend-bar");
+bar.style.background = "linear-gradient(to right, " +
+  [0, 0.1, 0.25, 0.5, 0.75, 1].map(w => colour(w) + " " + (100 * w) + "%").join(", ") + ")";
+const root = document.getElementById("models");
+for (const model of DATA.models) root.appendChild(build(model));
+</script>
+</body>
+</html>
+"""

@@ -1,0 +1,512 @@
+"""Attention weights: which tokens each token looks at, in a causal LM and in a masked LM.
+
+GPT-2 must not see the tokens it is trained to predict, so a mask hides every key to the right of the query:
+its attention matrices are lower-triangular. BERT is trained to fill blanks from both sides, so every token
+attends to every other one: its matrices are full squares.
+
+One forward pass gives every layer and head. The weights are the model's own post-softmax attention
+probabilities, read with the eager attention implementation, because the fused kernels (sdpa, flash) never
+materialise them. `compute_attention` and `summarize` are the reusable API; the rest picks what one screen shows.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gbcli.errors import GbcliError, usage_error
+from gbcli.models import LoadedModel
+from gbcli.render.common import readable_piece
+
+MEAN = "mean"  # --head mean: the average over a layer's heads
+
+# Per-head statistics of `--summary`: name → what it measures. Shares are averaged over all query tokens.
+STATS: dict[str, str] = {
+    "entropy": "entropy of each query's attention, in bits (0 = all on one token)",
+    "distance": "mean |query − key| distance, weighted by attention",
+    "to_first": "share of attention on the first token",
+    "to_cls": "share of attention on [CLS] tokens",
+    "to_sep": "share of attention on [SEP] tokens",
+    "to_punct": "share of attention on punctuation tokens",
+    "to_special": "share of attention on any special token",
+    "previous": "share of attention on the token just before the query",
+}
+STAT_ALIASES: dict[str, str] = {
+    "first": "to_first", "cls": "to_cls", "sep": "to_sep", "punct": "to_punct", "punctuation": "to_punct",
+    "special": "to_special", "prev": "previous", "previous_token": "previous", "dist": "distance",
+}
+
+
+@dataclass
+class AttentionToken:
+    """One input token as the heatmap labels it."""
+
+    index: int
+    id: int
+    piece: str  # the raw vocabulary entry, e.g. Ġduck or ##s
+    label: str  # what a reader sees, e.g. ␣duck or ·s; special tokens keep their name ([CLS])
+    special: bool
+    role: str | None = None  # for special tokens: cls, sep, mask, pad, bos, eos or unk
+
+
+@dataclass
+class AttentionMap:
+    """One stack of attention weights: `weights[layer, head, query, key]`, post-softmax, float32.
+
+    GPT and BERT have one map, "self". A seq2seq model has several (encoder, decoder, cross), whose queries
+    and keys are different token sequences; that is why each map carries its own.
+    """
+
+    name: str
+    causal: bool
+    queries: list[AttentionToken]
+    keys: list[AttentionToken]
+    weights: np.ndarray
+
+    @property
+    def layers(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def heads(self) -> int:
+        return int(self.weights.shape[1])
+
+    def matrix(self, layer: int, head: int | None) -> np.ndarray:
+        """The query × key matrix of one head, or the mean over the layer's heads for head=None."""
+        stack = self.weights[layer]
+        return stack.mean(axis=0) if head is None else stack[head]
+
+
+@dataclass
+class AttentionResult:
+    """Every attention weight of one model on one text, from one forward pass."""
+
+    family: str
+    model: str
+    kind: str
+    implementation: str  # the attention implementation that produced the weights (always eager)
+    maps: list[AttentionMap]
+
+    @property
+    def main(self) -> AttentionMap:
+        return self.maps[0]
+
+    @property
+    def tokens(self) -> list[AttentionToken]:
+        return self.main.queries
+
+    def map(self, name: str) -> AttentionMap:
+        for item in self.maps:
+            if item.name == name:
+                return item
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One forward pass
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def check_text(text: str) -> str:
+    if not text.strip():
+        raise usage_error("The text is empty.", 'Give some text, e.g. gbcli attention "The duck quacks."')
+    return text
+
+
+SPECIAL_ROLES = ("cls", "sep", "mask", "pad", "bos", "eos", "unk")
+
+
+def label_tokens(tokenizer: Any, ids: list[int]) -> list[AttentionToken]:
+    """Readable labels; special tokens keep their own names and get their role from the tokenizer."""
+    special_ids = set(tokenizer.all_special_ids)
+    roles: dict[int, str] = {}
+    for role in reversed(SPECIAL_ROLES):  # the first role wins: GPT-2's <|endoftext|> is bos, eos and unk at once
+        role_id = getattr(tokenizer, f"{role}_token_id", None)
+        if isinstance(role_id, int):
+            roles[role_id] = role
+    tokens = []
+    for index, token_id in enumerate(ids):
+        piece = tokenizer.convert_ids_to_tokens(token_id)
+        special = token_id in special_ids
+        label = piece if special else readable_piece(piece, tokenizer.decode([token_id]))
+        tokens.append(AttentionToken(index, int(token_id), piece, label, special, roles.get(token_id)))
+    return tokens
+
+
+@contextmanager
+def eager_attention(model: Any) -> Iterator[None]:
+    """Run with the eager implementation, which returns its softmax weights, then restore the faster one.
+
+    The loaded model is cached and shared with other commands in the process; they keep their sdpa kernels.
+    """
+    previous = model.config._attn_implementation
+    if previous == "eager":
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
+
+
+def compute_attention(lm: LoadedModel, text: str) -> AttentionResult:
+    """Tokenize the text as the model would (with its special tokens) and read every layer's attention."""
+    import torch
+
+    if lm.kind == "seq2seq":
+        raise GbcliError(f"{lm.name} is an encoder-decoder model; its attention maps are not supported yet.")
+    check_text(text)
+    ids = lm.tokenizer(text)["input_ids"]
+    if not ids:
+        raise usage_error("The text tokenizes to nothing.", "Give some visible text.")
+    limit = lm.max_positions
+    if len(ids) > limit:
+        raise usage_error(
+            f"{lm.name} can hold at most {limit} tokens (its maximum positions), but the text is {len(ids)} tokens"
+            f"{' with its special tokens' if any(i in lm.tokenizer.all_special_ids for i in ids) else ''}.",
+            f"Shorten the text to at most {limit} tokens.",
+        )
+    input_ids = torch.tensor([ids], device=lm.device)
+    # The body alone: the language-model head would cost a vocabulary-sized projection and change no weight.
+    body = lm.model.base_model
+    with eager_attention(lm.model), torch.inference_mode():
+        output = body(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_attentions=True)
+    attentions = output.attentions
+    if not attentions or any(a is None for a in attentions):
+        raise GbcliError(
+            f"{lm.name} returned no attention weights (implementation {lm.model.config._attn_implementation}).",
+            "This architecture cannot switch to eager attention at run time.",
+        )
+    weights = torch.stack([a[0] for a in attentions]).float().cpu().numpy()
+    tokens = label_tokens(lm.tokenizer, ids)
+    self_map = AttentionMap("self", lm.kind == "causal", tokens, tokens, weights)
+    return AttentionResult(lm.family, lm.name, lm.kind, "eager", [self_map])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-head statistics (--summary)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HeadStats:
+    """What one head does, averaged over the query tokens. None: the input has no such token."""
+
+    layer: int
+    head: int
+    entropy: float
+    distance: float
+    to_first: float
+    to_cls: float | None
+    to_sep: float | None
+    to_punct: float | None
+    to_special: float | None
+    previous: float | None
+
+    def get(self, stat: str) -> float | None:
+        return getattr(self, stat)
+
+
+@dataclass
+class AttentionSummary:
+    """Statistics of every head of one attention map, and their means over all heads."""
+
+    family: str
+    model: str
+    map: str
+    layers: int
+    heads: int
+    per_head: list[HeadStats]
+    mean: dict[str, float | None]
+
+    def grid(self, stat: str) -> list[list[float | None]]:
+        """stat as a layer × head grid."""
+        rows: list[list[float | None]] = [[None] * self.heads for _ in range(self.layers)]
+        for item in self.per_head:
+            rows[item.layer][item.head] = item.get(stat)
+        return rows
+
+
+def is_punctuation(token: AttentionToken) -> bool:
+    text = token.label.lstrip("␣·").strip()
+    return not token.special and bool(text) and all(unicodedata.category(ch).startswith("P") for ch in text)
+
+
+def _share(weights: np.ndarray, columns: list[int]) -> np.ndarray | None:
+    """Mean over queries of the attention on the given key columns, per (layer, head); None if no such column."""
+    if not columns:
+        return None
+    return weights[..., columns].sum(axis=-1, dtype=np.float64).mean(axis=-1)
+
+
+def summarize(result: AttentionResult, map_name: str | None = None) -> AttentionSummary:
+    """Entropy, distance and where the attention goes, for every head of one map (default: the main one).
+
+    [CLS] and [SEP] are the tokens the tokenizer declares as its cls and sep tokens (<s> and </s> for RoBERTa).
+    """
+    amap = result.map(map_name) if map_name else result.main
+    w = amap.weights  # float32; sums below accumulate in float64
+    n_queries = w.shape[-2]
+    logs = np.log2(np.where(w > 0, w, np.float32(1.0)))
+    entropy = -(w * logs).sum(axis=-1, dtype=np.float64).mean(axis=-1)
+    q_pos = np.array([t.index for t in amap.queries])[:, None]
+    k_pos = np.array([t.index for t in amap.keys])[None, :]
+    distance = (w * np.abs(q_pos - k_pos).astype(np.float32)).sum(axis=-1, dtype=np.float64).mean(axis=-1)
+    keys = amap.keys
+    stats: dict[str, np.ndarray | None] = {
+        "entropy": entropy,
+        "distance": distance,
+        "to_first": _share(w, [0]),
+        "to_cls": _share(w, [k.index for k in keys if k.role == "cls"]),
+        "to_sep": _share(w, [k.index for k in keys if k.role == "sep"]),
+        "to_punct": _share(w, [k.index for k in keys if is_punctuation(k)]),
+        "to_special": _share(w, [k.index for k in keys if k.special]),
+        "previous": None,
+    }
+    if amap.queries == amap.keys and n_queries > 1:
+        # Only self-attention has a "previous token": the key one position left of the query.
+        rows = np.arange(1, n_queries)
+        stats["previous"] = w[..., rows, rows - 1].mean(axis=-1)
+    per_head = []
+    for layer in range(amap.layers):
+        for head in range(amap.heads):
+            values = {name: (None if v is None else float(v[layer, head])) for name, v in stats.items()}
+            per_head.append(HeadStats(layer=layer, head=head, **values))  # type: ignore[arg-type]
+    mean = {name: (None if v is None else float(v.mean())) for name, v in stats.items()}
+    return AttentionSummary(result.family, result.model, amap.name, amap.layers, amap.heads, per_head, mean)
+
+
+def resolve_stat(stat: str) -> str:
+    name = stat.strip().lower().replace("-", "_")
+    name = STAT_ALIASES.get(name, name)
+    if name not in STATS:
+        raise usage_error(f"Unknown statistic '{stat}' for --stat.", f"Choose from: {', '.join(STATS)}.")
+    return name
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Choosing what to show: a layer, a head, a query token
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def parse_head(head: str) -> int | None:
+    """--head: 'mean' (None) or a head index, negative counting from the end."""
+    value = head.strip().lower()
+    if value in {MEAN, "avg", "average"}:
+        return None
+    if re.fullmatch(r"-?\d+", value):
+        return int(value)
+    raise usage_error(f"--head must be a head index or 'mean', not '{head}'.", "e.g. --head 0, --head -1, --head mean")
+
+
+def resolve_layer(result: AttentionResult, layer: int | None) -> int:
+    """A layer index from 0, negative from the end (-1 = last); None is the last layer."""
+    count = result.main.layers
+    if layer is None:
+        return count - 1
+    if not -count <= layer < count:
+        raise usage_error(
+            f"{result.model} has {count} layers, numbered 0 to {count - 1}; --layer {layer} is out of range.",
+            "Give a layer from 0, or a negative one from the end (-1 is the last).",
+        )
+    return layer % count
+
+
+def resolve_head(result: AttentionResult, head: int | None) -> int | None:
+    count = result.main.heads
+    if head is None:
+        return None
+    if not -count <= head < count:
+        raise usage_error(
+            f"{result.model} has {count} heads per layer, numbered 0 to {count - 1}; --head {head} is out of range.",
+            "Give a head from 0, a negative one from the end, or --head mean.",
+        )
+    return head % count
+
+
+def _word_key(label: str) -> str:
+    return label.lstrip("␣·").strip().lower()
+
+
+def find_query_token(result: AttentionResult, spec: str) -> tuple[int, str | None]:
+    """--token: an index (negative from the end) or a word; a word in several pieces is found by its first piece.
+
+    Returns the index and a note for the reader when the choice needed one.
+    """
+    tokens = result.tokens
+    value = spec.strip()
+    if re.fullmatch(r"-?\d+", value):
+        index = int(value)
+        if not -len(tokens) <= index < len(tokens):
+            raise usage_error(
+                f"--token {index} is out of range: {result.model}'s input has {len(tokens)} tokens, numbered 0 to "
+                f"{len(tokens) - 1}.",
+                "Give a token index from 0, a negative one from the end, or a word.",
+            )
+        return index % len(tokens), None
+    word = value.lower()
+    if not word:
+        raise usage_error("--token is empty.", "Give a word of the text or a token index.")
+    matches: list[tuple[int, int]] = []  # (first piece, number of pieces)
+    for start, token in enumerate(tokens):
+        if token.label.strip().lower() == word or (not token.special and _word_key(token.label) == word):
+            matches.append((start, 1))
+            continue
+        if token.special or token.label.startswith("·"):
+            continue  # a word starts at a piece that does not continue the previous one
+        joined = _word_key(token.label)
+        end = start + 1
+        while word.startswith(joined) and joined != word and end < len(tokens):
+            nxt = tokens[end]
+            if nxt.special or nxt.label.startswith("␣"):
+                break
+            joined += nxt.label.lstrip("·").lower()
+            end += 1
+        if joined == word and end - start > 1:
+            matches.append((start, end - start))
+    if not matches:
+        shown = " ".join(t.label for t in tokens[:40]) + (" …" if len(tokens) > 40 else "")
+        raise usage_error(
+            f"'{spec}' is not a token of {result.model}'s input ({shown}).",
+            "Give a word of the text, or a token index (0 is the first token).",
+        )
+    index, pieces = matches[0]
+    notes = []
+    if pieces > 1:
+        parts = " + ".join(t.label for t in tokens[index : index + pieces])
+        notes.append(f"'{spec}' is {pieces} pieces for {result.model} ({parts}); showing the first")
+    if len(matches) > 1:
+        notes.append(f"it occurs {len(matches)} times; showing the first (use a token index to pick another)")
+    return index, "; ".join(notes) or None
+
+
+@dataclass
+class AttendedToken:
+    index: int
+    label: str
+    weight: float
+
+
+@dataclass
+class LayerFocus:
+    layer: int
+    top: list[AttendedToken]
+
+
+@dataclass
+class TokenFocus:
+    """For one query token: the keys it attends to most, layer by layer."""
+
+    query: AttentionToken
+    head: int | str
+    note: str | None
+    layers: list[LayerFocus]
+
+
+def token_focus(result: AttentionResult, query: int, head: int | None, top: int = 5) -> TokenFocus:
+    amap = result.main
+    layers = []
+    for layer in range(amap.layers):
+        row = amap.matrix(layer, head)[query]
+        order = np.argsort(-row, kind="stable")[:top]
+        layers.append(
+            LayerFocus(layer, [AttendedToken(int(k), amap.keys[k].label, float(row[k])) for k in order if row[k] > 0])
+        )
+    return TokenFocus(amap.queries[query], MEAN if head is None else head, None, layers)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What one run shows, for people (render/attention.py) and for scripts (--json)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelAttentionView:
+    """One model's column: its tokens and the chosen query × key matrix, plus summary or focus when asked."""
+
+    family: str
+    model: str
+    kind: str
+    causal: bool
+    layers: int
+    heads: int
+    tokens: list[AttentionToken]
+    layer: int
+    head: int | str  # a head index, or "mean"
+    matrix: list[list[float]]
+    summary: AttentionSummary | None = None
+    focus: TokenFocus | None = None
+
+
+@dataclass
+class ExportInfo:
+    path: str
+    format: str
+    bytes: int
+
+
+@dataclass
+class AttentionReport:
+    text: str
+    models: list[ModelAttentionView] = field(default_factory=list)
+    stat: str | None = None
+    export: ExportInfo | None = None
+
+
+def model_view(
+    result: AttentionResult,
+    layer: int | None,
+    head: int | None,
+    *,
+    summary: AttentionSummary | None = None,
+    focus: TokenFocus | None = None,
+) -> ModelAttentionView:
+    chosen_layer = resolve_layer(result, layer)
+    chosen_head = resolve_head(result, head)
+    matrix = result.main.matrix(chosen_layer, chosen_head)
+    return ModelAttentionView(
+        family=result.family,
+        model=result.model,
+        kind=result.kind,
+        causal=result.main.causal,
+        layers=result.main.layers,
+        heads=result.main.heads,
+        tokens=result.tokens,
+        layer=chosen_layer,
+        head=MEAN if chosen_head is None else chosen_head,
+        matrix=matrix.tolist(),  # float32 → float is exact
+        summary=summary,
+        focus=focus,
+    )
+
+
+def build_report(
+    text: str,
+    results: list[AttentionResult],
+    *,
+    layer: int | None = None,
+    head: int | None = None,
+    summary: bool = False,
+    stat: str = "entropy",
+    token: str | None = None,
+    top: int = 5,
+) -> AttentionReport:
+    """The chosen layer and head of every model, with the per-head summary and one token's focus when asked."""
+    report = AttentionReport(text=text, stat=stat if summary else None)
+    for result in results:
+        focus = None
+        if token is not None:
+            index, note = find_query_token(result, token)
+            focus = token_focus(result, index, resolve_head(result, head), top)
+            focus.note = note
+        report.models.append(
+            model_view(result, layer, head, summary=summarize(result) if summary else None, focus=focus)
+        )
+    return report
