@@ -247,15 +247,21 @@ def explain_load_failure(family: Family, spec: str, exc: BaseException, offline:
                 f"'{spec}' for {flag} has no config.json, so it is not a model folder.",
                 "Save the model with save_pretrained(), or point at the folder that holds config.json.",
             )
+        if "does not appear to have" in lowered or "no file named" in lowered:
+            return GbcliError(
+                f"'{spec}' for {flag} has a config.json but no weights file (model.safetensors).",
+                "Copy the weights into the folder, or save the model with save_pretrained().",
+            )
+        if "weights_only" in lowered or "weights only" in lowered:
+            return GbcliError(
+                f"The pickled weights in '{spec}' for {flag} contain more than tensors, so gbcli will not load "
+                "them: unpickling could run arbitrary code.",
+                "Convert the checkpoint to safetensors with a tool you trust.",
+            )
         if "safetensor" in lowered or "header" in lowered or "deserializ" in lowered or "unpickl" in lowered:
             return GbcliError(
                 f"The weights in '{spec}' for {flag} are corrupt or truncated ({_first_line(exc)}).",
                 "Re-download or re-save the checkpoint.",
-            )
-        if "does not appear to have" in lowered or "no file named" in lowered or "weights" in lowered:
-            return GbcliError(
-                f"'{spec}' for {flag} has a config.json but no weights file (model.safetensors).",
-                "Copy the weights into the folder, or save the model with save_pretrained().",
             )
         if "tokenizer" in lowered or "vocab" in lowered:
             return GbcliError(
