@@ -1,0 +1,200 @@
+"""The `fill-mask` screen: per blank, BERT's guesses beside GPT-2's, left context only and whole sentence.
+
+The word GPT-2 settles on once it sees the whole sentence is marked in every column, so a reader sees at once
+where the right-hand context changes the answer: BERT has it at the top, GPT-2's left-context column does not.
+"""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from gbcli.render.common import readable_piece
+from gbcli.tasks.masking import FillMaskResult, MaskColumn, MaskPrediction, MaskSlot
+
+HEADINGS: dict[str, tuple[str, str]] = {
+    "bert": ("BERT", "both sides of the blank"),
+    "gpt_left": ("GPT-2", "left context only"),
+    "gpt_whole": ("GPT-2", "whole sentence"),
+}
+WINNER_STYLE = "bold green"
+MASK_STYLE = "reverse cyan"
+
+
+def format_prob(prob: float | None) -> str:
+    if prob is None:
+        return "–"
+    return f"{prob:.4f}" if prob >= 1e-4 else f"{prob:.1e}"
+
+
+def prediction_label(prediction: MaskPrediction) -> str:
+    """How a reader sees the candidate: `␣duck` for GPT-2's Ġduck, `was·p` for WordPiece was ##p."""
+    if not prediction.pieces:
+        return prediction.word
+    if any(piece.startswith("##") and len(piece) > 2 for piece in prediction.pieces):
+        return "".join(readable_piece(piece) for piece in prediction.pieces)
+    # A byte-level piece without its space (GPT-2's `p` after `␣was`) already reads as joined.
+    return readable_piece(prediction.pieces[0], prediction.text)
+
+
+def marked_text(result: FillMaskResult, highlight: int | None = None) -> Text:
+    """The input with its masks picked out (the one being discussed brighter than the rest)."""
+    text = Text()
+    cursor = 0
+    for slot in result.masks:
+        text.append(result.text[cursor : slot.start])
+        style = MASK_STYLE if highlight in (None, slot.index) else "cyan"
+        text.append(result.text[slot.start : slot.end], style=style)
+        cursor = slot.end
+    text.append(result.text[cursor:])
+    return text
+
+
+def _winner(slot: MaskSlot) -> str | None:
+    """The word the most informed view chose: GPT-2 on the whole sentence, else BERT."""
+    for column in (slot.gpt_whole, slot.bert):
+        if column is not None and column.predictions:
+            return column.predictions[0].word
+    return None
+
+
+def _cell(prediction: MaskPrediction, winner: str | None, top: bool) -> Text:
+    label = prediction_label(prediction)
+    if len(prediction.pieces) > 1:
+        label += f" ({len(prediction.pieces)} pieces)"
+    style = WINNER_STYLE if winner is not None and prediction.word == winner else ("bold" if top else "")
+    return Text(label, style=style)
+
+
+def slot_table(slot: MaskSlot) -> Table:
+    """One row per rank, two cells (candidate, probability) per view; the --targets words below a rule."""
+    columns = slot.columns()
+    table = Table(show_edge=False, pad_edge=False, header_style="bold", box=None, padding=(0, 1))
+    table.add_column("#", justify="right", style="dim")
+    for column in columns:
+        family, view = HEADINGS[column.column]
+        table.add_column(Text.assemble((f"{family} · {column.model}", "bold"), "\n", (view, "dim italic")))
+        table.add_column(Text("p", style="bold"), justify="right")
+    winner = _winner(slot)
+    rows = max(len(c.predictions) for c in columns)
+    for rank in range(rows):
+        cells: list[Text | str] = [str(rank + 1)]
+        for column in columns:
+            if rank < len(column.predictions):
+                prediction = column.predictions[rank]
+                cells += [_cell(prediction, winner, rank == 0), format_prob(prediction.prob)]
+            else:
+                cells += ["", ""]
+        table.add_row(*cells)
+    if any(c.targets for c in columns):
+        table.add_section()
+        for index in range(len(columns[0].targets)):
+            cells = ["target"]
+            for column in columns:
+                prediction = column.targets[index]
+                cells += [_cell(prediction, winner, False), format_prob(prediction.prob)]
+            table.add_row(*cells)
+    return table
+
+
+def verdict(slot: MaskSlot) -> Text | None:
+    """One sentence on what the right-hand context did at this blank."""
+    left, whole, bert = slot.gpt_left, slot.gpt_whole, slot.bert
+    if left is None or whole is None or not left.predictions or not whole.predictions:
+        return None
+    left_word, whole_word = left.predictions[0].word, whole.predictions[0].word
+    text = Text()
+    if left_word != whole_word:
+        text.append("The right-hand context changes GPT-2's answer: ", style="bold")
+        text.append(f"{left_word!r} from the left context alone, ")
+        text.append(f"{whole_word!r}", style=WINNER_STYLE)
+        text.append(" once it reads the whole sentence.")
+    else:
+        text.append(f"GPT-2 says {whole_word!r} from the left context alone and from the whole sentence.")
+    if bert is not None and bert.predictions:
+        agrees = bert.predictions[0].word == whole_word
+        text.append(f" BERT's top guess {bert.predictions[0].word!r} " + ("agrees." if agrees else "differs."))
+    return text
+
+
+def filling_lines(result: FillMaskResult) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_column(style="dim")
+    for filling in result.fillings:
+        family, view = HEADINGS[filling.column]
+        score = f"log p {filling.logprob:.3f}"
+        if len(result.masks) > 1 and filling.column == "bert":
+            score += " · filled in order " + ", ".join(f"#{m + 1}" for m in filling.order)
+        grid.add_row(f"{family} ({view})", filling.text, score)
+    return grid
+
+
+def column_note(columns: list[MaskColumn]) -> Text:
+    names = {c.column for c in columns}
+    parts = []
+    if "bert" in names:
+        parts.append("BERT: softmax over the whole vocabulary")
+    if "gpt_left" in names:
+        parts.append("GPT-2 left: next-token probability from the words before the blank")
+    if "gpt_whole" in names:
+        parts.append("GPT-2 whole: sentence likelihoods normalised over the candidates")
+    parts.append("several pieces: one word, probabilities multiplied")
+    return Text(" · ".join(parts), style="dim")
+
+
+def fill_mask_view(result: FillMaskResult) -> RenderableType:
+    """A single text: the masked sentence, one table per blank, then each view's filled-in sentence."""
+    parts: list[RenderableType] = [marked_text(result)]
+    several = len(result.masks) > 1
+    for slot in result.masks:
+        parts.append(Text(""))
+        if several:
+            heading = Text(f"mask #{slot.index + 1}: ", style="bold")
+            heading.append_text(marked_text(result, slot.index))
+            parts.append(heading)
+        parts.append(slot_table(slot))
+        note = verdict(slot)
+        if note is not None:
+            parts.append(note)
+    parts.append(Text(""))
+    parts.append(Text("best joint filling" if several else "filled in", style="bold underline"))
+    parts.append(filling_lines(result))
+    if result.masks:
+        parts.append(column_note(result.masks[0].columns()))
+    return Group(*parts)
+
+
+def fill_mask_lines_view(results: list[FillMaskResult]) -> RenderableType:
+    """Many texts: one row per line with each view's top guess at every blank, errors in place."""
+    shown = next((r for r in results if r.error is None and r.masks), None)
+    views = [c.column for c in shown.masks[0].columns()] if shown else []
+    table = Table(header_style="bold", show_lines=False)
+    table.add_column("line", justify="right", style="dim")
+    table.add_column("text", overflow="ellipsis", no_wrap=True, max_width=60)
+    for view in views:
+        family, label = HEADINGS[view]
+        table.add_column(Text.assemble((family, "bold"), "\n", (label, "dim italic")), overflow="fold")
+    for result in results:
+        cells: list[Text | str] = [str(result.line), marked_text(result) if result.masks else Text(result.text)]
+        if result.error is not None:
+            cells.append(Text(f"error: {result.error}", style="red"))
+            cells += [""] * (len(views) - 1)
+        else:
+            for view in views:
+                cell = Text()
+                for slot in result.masks:
+                    column = getattr(slot, view)
+                    if cell:
+                        cell.append("; ")
+                    if column is None or not column.predictions:
+                        cell.append("–")
+                        continue
+                    top = column.predictions[0]
+                    cell.append(prediction_label(top), style="bold")
+                    cell.append(f" {format_prob(top.prob)}", style="dim")
+                cells.append(cell)
+        table.add_row(*cells)
+    return table

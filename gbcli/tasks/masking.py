@@ -1,0 +1,855 @@
+"""Fill in the blank: BERT reads both sides of a mask, GPT-2 only the words before it.
+
+A masked LM was trained to predict hidden tokens from the whole sentence, so it can use what follows the blank.
+A causal LM was trained to predict the next token from the ones before it, so at the blank it knows only the left
+context. It can still judge complete sentences, though: put each candidate in the blank and compare the
+likelihoods of the whole sentences. Three columns come out of this, one per view:
+
+- `bert`: the masked LM's top-k at each mask, a softmax over the whole vocabulary (as `pipeline("fill-mask")`);
+- `gpt_left`: the causal LM's next-token top-k given only the text before the mask;
+- `gpt_whole`: the candidates (BERT's top-k, GPT-2's left top-k and the targets) ranked by the causal LM's
+  log-likelihood of the complete sentence, normalised over the candidates.
+
+The module reads like a pipeline: parse and tokenize, run each model on padded batches of similar length (only
+the mask positions go through BERT's vocabulary projection), and turn log-probabilities into the dataclasses
+below. `fill_mask` does one text and raises on a bad one; `fill_mask_lines` does many and reports per line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from gbcli.errors import GbcliError, usage_error
+from gbcli.models import LoadedModel
+
+if TYPE_CHECKING:
+    import torch
+
+ColumnName = Literal["bert", "gpt_left", "gpt_whole"]
+
+MASK_PATTERN = re.compile(r"\[MASK\]|<mask>")
+MASK_SPELLINGS = "[MASK] or <mask>"
+MAX_MASKS = 32  # each mask costs a forward pass for the joint filling: more is a mistake, not a sentence
+DEFAULT_TOP_K = 5
+DEFAULT_BATCH_SIZE = 32
+# The joint filling and the greedy left-to-right filling pick the best token that can stand in a sentence
+# (not [CLS], [SEP], <|endoftext|>...) from this many of the most likely ones.
+CHOICE_POOL = 16
+
+COLUMN_METHODS: dict[ColumnName, str] = {
+    "bert": "masked LM, both sides of the blank: softmax over the whole vocabulary",
+    "gpt_left": "causal LM, left context only: next-token probabilities given the text before the blank",
+    "gpt_whole": "causal LM, whole sentence: each candidate's sentence log-likelihood, normalised over the candidates",
+}
+FILLING_METHODS: dict[ColumnName, str] = {
+    "bert": "most confident mask first, then re-predict the rest; score = sum of the chosen tokens' log-probs",
+    "gpt_left": "left to right, each mask its most likely next token; score = sum of their log-probs",
+    "gpt_whole": "each mask its best whole-sentence candidate; score = the sentence's log-likelihood",
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MaskPrediction:
+    """One candidate for one blank: a vocabulary token, or a whole word of several tokens (a target).
+
+    prob/logprob are the column's numbers: BERT's and GPT-2's left-context probability of the word (several
+    pieces multiply), or, in the whole-sentence column, the share of this candidate's sentence among the
+    candidates' sentences. They are None when the model cannot spell the word (unknown tokens).
+    """
+
+    word: str  # the text that goes into the blank
+    joins_previous: bool  # a continuation piece (WordPiece ##, byte-level piece without space): no space before it
+    text: str  # the pieces as the tokenizer decodes them (GPT-2 keeps the leading space)
+    pieces: list[str]  # raw vocabulary entries (Ġ, ##)
+    token_ids: list[int]
+    prob: float | None
+    logprob: float | None
+    sentence_logprob: float | None = None  # whole-sentence column: log-likelihood of the complete sentence
+
+
+@dataclass
+class MaskColumn:
+    """What one view says at one mask: its ranked predictions, and the --targets words in the order given."""
+
+    column: ColumnName
+    model: str
+    predictions: list[MaskPrediction]
+    targets: list[MaskPrediction] = field(default_factory=list)
+
+
+@dataclass
+class MaskSlot:
+    """One blank of the text (0-based, with its character offsets) and each view's predictions for it."""
+
+    index: int
+    start: int
+    end: int
+    bert: MaskColumn | None = None
+    gpt_left: MaskColumn | None = None
+    gpt_whole: MaskColumn | None = None
+
+    def columns(self) -> list[MaskColumn]:
+        return [c for c in (self.bert, self.gpt_left, self.gpt_whole) if c is not None]
+
+
+@dataclass
+class Filling:
+    """Every blank filled: one word per mask (in text order), the sentence it makes, and its joint score."""
+
+    column: ColumnName
+    method: str
+    words: list[str]
+    text: str
+    logprob: float
+    order: list[int]  # the masks in the order they were filled
+
+
+@dataclass
+class FillMaskResult:
+    """Everything `fill-mask` says about one text. `error`/`hint` are set instead for a line that failed."""
+
+    text: str
+    line: int | None = None  # 1-based line number for --file input
+    models: dict[str, str] = field(default_factory=dict)  # family → model name
+    masks: list[MaskSlot] = field(default_factory=list)
+    fillings: list[Filling] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    hint: str | None = None
+
+    def filling(self, column: ColumnName) -> Filling | None:
+        return next((f for f in self.fillings if f.column == column), None)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------------------
+
+
+def fill_mask(
+    models: dict[str, LoadedModel],
+    text: str,
+    top_k: int = DEFAULT_TOP_K,
+    targets: Sequence[str] = (),
+) -> FillMaskResult:
+    """Fill the masks of one text with every model given ("bert": masked LM, "gpt": causal LM).
+
+    Raises GbcliError (exit 2) for a text without mask, with too many masks, or too long for a model.
+    """
+    result = fill_mask_lines(models, [text], top_k, targets)[0]
+    result.line = None
+    if result.error is not None:
+        raise usage_error(result.error, result.hint)
+    return result
+
+
+def fill_mask_lines(
+    models: dict[str, LoadedModel],
+    lines: Sequence[str],
+    top_k: int = DEFAULT_TOP_K,
+    targets: Sequence[str] = (),
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[FillMaskResult]:
+    """Fill the masks of many texts, batched: one result per line, in input order.
+
+    A line that cannot be done (empty, no mask, too many masks, too long) gets `error` and `hint` and does not
+    stop the others. Texts are sorted by length and padded into batches of `batch_size`, so that every number
+    equals the unbatched one. on_progress(n) is called as n more lines are done.
+    """
+    import torch
+
+    if top_k < 1:
+        raise usage_error(f"--top-k must be at least 1, not {top_k}.", "For example --top-k 5.")
+    if batch_size < 1:
+        raise usage_error(f"--batch-size must be at least 1, not {batch_size}.", "For example --batch-size 32.")
+    targets = list(dict.fromkeys(t.strip() for t in targets if t.strip()))
+    bert, gpt = models.get("bert"), models.get("gpt")
+    if bert is None and gpt is None:
+        raise usage_error("fill-mask needs a masked LM (bert) or a causal LM (gpt).", "Use --models gpt,bert.")
+    if bert is not None and bert.tokenizer.mask_token_id is None:
+        raise GbcliError(f"{bert.name} has no mask token, so it cannot fill blanks.", "Use a masked LM for --bert.")
+    names = {family: lm.name for family, lm in models.items() if family in ("bert", "gpt")}
+    run = _Run(bert, gpt, top_k, targets, batch_size)
+    states = [_parse(number, line, names) for number, line in enumerate(lines, start=1)]
+    with torch.inference_mode():
+        if bert is not None:
+            run.tokenize_for_bert([s for s in states if s.error is None])
+        valid = [s for s in states if s.error is None]
+        if on_progress and len(valid) < len(states):
+            on_progress(len(states) - len(valid))
+        valid.sort(key=lambda s: len(s.bert_ids) if bert is not None else len(s.text))
+        for start in range(0, len(valid), batch_size):
+            chunk = valid[start : start + batch_size]
+            if bert is not None:
+                run.bert_columns([s for s in chunk if s.error is None])
+            if gpt is not None:
+                run.gpt_columns([s for s in chunk if s.error is None])
+            if on_progress:
+                on_progress(len(chunk))
+    return [s.finish(run.warnings) for s in states]
+
+
+def parse_targets(raw: str | None) -> list[str]:
+    """`--targets duck,dog` → ["duck", "dog"]."""
+    if raw is None:
+        return []
+    words = list(dict.fromkeys(w.strip() for w in raw.split(",") if w.strip()))
+    if not words:
+        raise usage_error("--targets names no word.", "For example --targets duck,dog.")
+    return words
+
+
+def split_masks(text: str) -> list[str]:
+    """The text around its masks: `the [MASK] quacks` → ["the ", " quacks"]. Raises for none or too many."""
+    segments = MASK_PATTERN.split(text)
+    masks = len(segments) - 1
+    if masks == 0:
+        lowered = text.lower()
+        nearly = "[mask]" in lowered or "<mask>" in lowered
+        raise usage_error(
+            "The text has no mask to fill.",
+            ("Masks are case-sensitive: write " if nearly else "Write ")
+            + f"{MASK_SPELLINGS} where a word is missing, e.g. \"the [MASK] quacks in the park .\"",
+        )
+    if masks > MAX_MASKS:
+        raise usage_error(
+            f"The text has {masks} masks; fill-mask takes at most {MAX_MASKS}.",
+            "Mask only the words you want predicted.",
+        )
+    return segments
+
+
+def fill_text(segments: Sequence[str], fills: Sequence[tuple[str, bool]]) -> str:
+    """The text with each mask replaced by (word, joins_previous); a joining piece sticks to the word before."""
+    out = segments[0]
+    for (word, joins), segment in zip(fills, segments[1:], strict=True):
+        if joins:
+            out = out.rstrip()
+        out += word + segment
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One text on its way through the models
+# --------------------------------------------------------------------------------------------------------------
+
+Fill = tuple[str, bool]  # (word, joins_previous)
+
+
+@dataclass
+class _Text:
+    number: int
+    text: str
+    models: dict[str, str]
+    segments: list[str] = field(default_factory=list)
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    error: GbcliError | None = None
+    slots: list[MaskSlot] = field(default_factory=list)
+    fillings: list[Filling] = field(default_factory=list)
+    bert_ids: list[int] = field(default_factory=list)
+    bert_positions: list[int] = field(default_factory=list)
+    bert_candidates: list[list[Fill]] = field(default_factory=list)  # per mask: BERT's top-k as fills
+    bert_filling: list[Fill] = field(default_factory=list)
+    gpt_candidates: list[list[Fill]] = field(default_factory=list)
+    gpt_filling: list[Fill] = field(default_factory=list)
+    gpt_filling_logprob: float = 0.0
+
+    @property
+    def masks(self) -> int:
+        return len(self.segments) - 1
+
+    def space_before(self, mask: int) -> str:
+        """" " when a space separates the mask from the text before it: the next word then carries GPT-2's Ġ."""
+        return " " if self.segments[mask].endswith(" ") else ""
+
+    def finish(self, warnings: list[str]) -> FillMaskResult:
+        result = FillMaskResult(text=self.text, line=self.number, models=self.models, warnings=list(warnings))
+        if self.error is not None:
+            result.error, result.hint = self.error.message, self.error.hint
+        else:
+            result.masks, result.fillings = self.slots, self.fillings
+        return result
+
+
+@dataclass
+class _JointFilling:
+    """BERT's joint filling of one text so far: its ids with the chosen tokens in, and the masks still open."""
+
+    text: _Text
+    ids: list[int]
+    open: list[int]
+    chosen: dict[int, int] = field(default_factory=dict)  # mask → token id
+    order: list[int] = field(default_factory=list)
+    logprob: float = 0.0
+
+    def fill(self, mask: int, token_id: int, logprob: float) -> None:
+        self.ids[self.text.bert_positions[mask]] = token_id
+        self.chosen[mask] = token_id
+        self.order.append(mask)
+        self.open.remove(mask)
+        self.logprob += logprob
+
+
+def _parse(number: int, text: str, models: dict[str, str]) -> _Text:
+    state = _Text(number, text, models)
+    if not text.strip():
+        state.error = usage_error("The line is empty.", f"Give a text with {MASK_SPELLINGS} on every line.")
+        return state
+    try:
+        state.segments = split_masks(text)
+    except GbcliError as error:
+        state.error = error
+        return state
+    state.spans = [(m.start(), m.end()) for m in MASK_PATTERN.finditer(text)]
+    state.slots = [MaskSlot(i, start, end) for i, (start, end) in enumerate(state.spans)]
+    return state
+
+
+def _too_long(lm: LoadedModel, tokens: int, what: str) -> GbcliError:
+    return usage_error(
+        f"The text is {tokens} tokens long for {lm.name} ({what}), but {lm.name} holds at most "
+        f"{lm.max_positions} tokens.",
+        "Shorten the text, or split it into several lines.",
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The run: both models over batches of texts
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _Run:
+    def __init__(
+        self, bert: LoadedModel | None, gpt: LoadedModel | None, top_k: int, targets: list[str], batch_size: int
+    ) -> None:
+        self.bert, self.gpt = bert, gpt
+        self.top_k, self.targets, self.batch_size = top_k, targets, batch_size
+        self.warnings: list[str] = []
+        self._target_cache: dict[tuple[int, str, str], list[int] | None] = {}
+        self._gpt_words: dict[str, list[int]] = {}
+
+    # ---- tokens ------------------------------------------------------------------------------------------------
+
+    def target_ids(self, lm: LoadedModel, word: str, space: str) -> list[int] | None:
+        """The word's pieces as they sit in the blank; None (with one warning) if the tokenizer does not know it."""
+        key = (id(lm), word, space)
+        if key not in self._target_cache:
+            tok = lm.tokenizer
+            ids = tok(space + word, add_special_tokens=False)["input_ids"]
+            unknown = tok.unk_token_id is not None and tok.unk_token_id in ids and word != tok.unk_token
+            if unknown or not ids:
+                ids = None
+                shown = " ".join(tok.convert_ids_to_tokens(tok(word, add_special_tokens=False)["input_ids"]))
+                message = (
+                    f"target '{word}' is unknown to {lm.name} (it tokenizes to {shown or 'nothing'}); "
+                    f"it is not scored in {lm.name}'s columns."
+                )
+                if message not in self.warnings:
+                    self.warnings.append(message)
+            self._target_cache[key] = ids
+        return self._target_cache[key]
+
+    def tokenize_for_bert(self, texts: list[_Text]) -> None:
+        """BERT's ids with its own mask token in every blank; texts too long for it get their error here."""
+        lm = self.bert
+        assert lm is not None
+        tok = lm.tokenizer
+        mask_id = tok.mask_token_id
+        if not texts:
+            return
+        encoded = tok([tok.mask_token.join(t.segments) for t in texts])["input_ids"]
+        longest_target = max(
+            (len(ids) for w in self.targets for ids in [self.target_ids(lm, w, " ")] if ids), default=1
+        )
+        for state, ids in zip(texts, encoded, strict=True):
+            positions = [i for i, token in enumerate(ids) if token == mask_id]
+            if len(positions) != state.masks:  # e.g. a mask glued inside a word the tokenizer keeps whole
+                state.error = usage_error(
+                    f"{lm.name} read {len(positions)} masks where the text has {state.masks}.",
+                    f"Put spaces or punctuation around each {MASK_SPELLINGS}.",
+                )
+                continue
+            needed = len(ids) + longest_target - 1
+            if needed > lm.max_positions:
+                what = "with its special tokens" if needed == len(ids) else "with the longest target in a blank"
+                state.error = _too_long(lm, needed, what)
+                continue
+            state.bert_ids, state.bert_positions = ids, positions
+
+    def as_fill(self, lm: LoadedModel, token_id: int, space: str) -> Fill:
+        """What a predicted token puts in the blank: WordPiece `##p` and GPT-2's space-less `p` join the word
+        before; GPT-2's `Ġduck` after a space is the word `duck`."""
+        piece, text = _piece(lm, token_id), _token_text(lm, token_id)
+        if piece.startswith("##") and len(piece) > 2:
+            return piece[2:], True
+        if space and _marks_spaces(lm):
+            return (text[1:], False) if text.startswith(" ") else (text, True)
+        return (text, False) if _marks_spaces(lm) else (text.strip(), False)
+
+    def prediction(self, lm: LoadedModel, token_ids: list[int], space: str, logprob: float | None) -> MaskPrediction:
+        word, joins = self.as_fill(lm, token_ids[0], space)
+        if len(token_ids) > 1:
+            joins = False
+            word = lm.tokenizer.decode(token_ids).strip()
+        return MaskPrediction(
+            word=word,
+            joins_previous=joins,
+            text=_token_text(lm, token_ids[0]) if len(token_ids) == 1 else lm.tokenizer.decode(token_ids),
+            pieces=[_piece(lm, t) for t in token_ids],
+            token_ids=list(token_ids),
+            prob=math.exp(logprob) if logprob is not None else None,
+            logprob=logprob,
+        )
+
+    def choose(self, lm: LoadedModel, top_ids: list[int], top_logprobs: list[float], space: str):
+        """The most likely token that can stand in a sentence: no special token, no empty piece."""
+        specials = _special_ids(lm)
+        for token_id, logprob in zip(top_ids, top_logprobs, strict=True):
+            if token_id not in specials and self.as_fill(lm, token_id, space)[0].strip():
+                return token_id, logprob
+        return top_ids[0], top_logprobs[0]
+
+    def target_prediction(self, lm: LoadedModel, word: str, ids: list[int] | None, logprob: float | None):
+        if ids is None:
+            return MaskPrediction(word, False, word, [], [], None, None)
+        prediction = self.prediction(lm, ids, "", logprob)
+        prediction.word, prediction.joins_previous = word, False
+        return prediction
+
+    # ---- BERT: both sides of the blank -------------------------------------------------------------------------
+
+    def bert_columns(self, texts: list[_Text]) -> None:
+        lm = self.bert
+        assert lm is not None
+        mask_id = lm.tokenizer.mask_token_id
+        pool = max(self.top_k, CHOICE_POOL)
+        # One query per text: every mask at once, as pipeline("fill-mask") does; single-piece targets ride along.
+        base: list[_MaskedQuery] = []
+        for state in texts:
+            wanted = []
+            for mask in range(state.masks):
+                ids = [self.target_ids(lm, w, state.space_before(mask)) for w in self.targets]
+                wanted.append([t[0] for t in ids if t is not None and len(t) == 1])
+            base.append(_MaskedQuery(state.bert_ids, state.bert_positions, pool, wanted))
+        # A word of k pieces fills k consecutive masks and is scored left to right within the word (the
+        # within-word PLL of Kauf and Ivanova 2023): log p(w1 | w1..wk masked) + log p(w2 | w1 shown, w2..wk
+        # masked) + ...; later pieces stay masked so that they cannot give the word away. Never the first piece
+        # alone, as pipeline("fill-mask") does.
+        pieces: list[tuple[_Text, int, str, _MaskedQuery]] = []
+        for state in texts:
+            for mask, position in enumerate(state.bert_positions):
+                for word in self.targets:
+                    ids = self.target_ids(lm, word, state.space_before(mask))
+                    if ids is None or len(ids) == 1:
+                        continue
+                    for j in range(len(ids)):
+                        seq = state.bert_ids[:position] + ids[:j] + [mask_id] * (len(ids) - j)
+                        seq += state.bert_ids[position + 1 :]
+                        pieces.append((state, mask, word, _MaskedQuery(seq, [position + j], 0, [[ids[j]]])))
+        _run_masked(lm, base + [q for *_, q in pieces], self.batch_size)
+        word_logprob: dict[tuple[int, int, str], float] = {}
+        for state, mask, word, query in pieces:
+            key = (id(state), mask, word)
+            word_logprob[key] = word_logprob.get(key, 0.0) + query.wanted_logprobs[0][0]
+
+        for state, query in zip(texts, base, strict=True):
+            state.bert_candidates = []
+            for mask, slot in enumerate(state.slots):
+                space = state.space_before(mask)
+                top_ids, top_lps = query.top_ids[mask][: self.top_k], query.top_logprobs[mask][: self.top_k]
+                predictions = [self.prediction(lm, [t], space, lp) for t, lp in zip(top_ids, top_lps, strict=True)]
+                single = dict(zip(query.wanted[mask], query.wanted_logprobs[mask], strict=True))
+                target_predictions = []
+                for word in self.targets:
+                    ids = self.target_ids(lm, word, space)
+                    if ids is None:
+                        logprob = None
+                    elif len(ids) == 1:
+                        logprob = single[ids[0]]
+                    else:
+                        logprob = word_logprob[(id(state), mask, word)]
+                    target_predictions.append(self.target_prediction(lm, word, ids, logprob))
+                slot.bert = MaskColumn("bert", lm.name, predictions, target_predictions)
+                specials = _special_ids(lm)
+                state.bert_candidates.append(
+                    [(p.word, p.joins_previous) for p in predictions if p.token_ids[0] not in specials and p.word]
+                )
+        self.bert_joint_filling(texts, base)
+
+    def bert_joint_filling(self, texts: list[_Text], base: list[_MaskedQuery]) -> None:
+        """Fill the most confident mask, re-predict the others with it in place, repeat (one pass per mask)."""
+        lm = self.bert
+        assert lm is not None
+        pool = max(self.top_k, CHOICE_POOL)
+        # The base query already predicted every mask of every text: it is the first round.
+        joints = [_JointFilling(state, list(state.bert_ids), list(range(state.masks))) for state in texts]
+        pending = list(zip(joints, base, strict=True))
+        while pending:
+            for joint, query in pending:
+                # The query's rows follow joint.open, the masks still to fill.
+                options = [
+                    (mask, *self.choose(lm, query.top_ids[row], query.top_logprobs[row], joint.text.space_before(mask)))
+                    for row, mask in enumerate(joint.open)
+                ]
+                joint.fill(*max(options, key=lambda option: option[2]))
+            pending = [
+                (joint, _MaskedQuery(list(joint.ids), [joint.text.bert_positions[m] for m in joint.open], pool))
+                for joint, _ in pending
+                if joint.open
+            ]
+            _run_masked(lm, [query for _, query in pending], self.batch_size)
+        for state, joint in zip(texts, joints, strict=True):
+            state.bert_filling = [self.as_fill(lm, joint.chosen[m], state.space_before(m)) for m in range(state.masks)]
+            state.fillings.append(
+                Filling("bert", FILLING_METHODS["bert"], [w for w, _ in state.bert_filling],
+                        fill_text(state.segments, state.bert_filling), joint.logprob, joint.order)
+            )
+
+    # ---- GPT-2: left context, then the whole sentence ----------------------------------------------------------
+
+    def gpt_prefix(self) -> list[int]:
+        """GPT-2 scores a text after <|endoftext|>, so that its first word has a probability too."""
+        tok = self.gpt.tokenizer  # type: ignore[union-attr]
+        bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        return [bos] if bos is not None else []
+
+    def gpt_word_ids(self, text: str) -> list[int]:
+        ids = self._gpt_words.get(text)
+        if ids is None:
+            ids = self._gpt_words[text] = self.gpt.tokenizer(text, add_special_tokens=False)["input_ids"]  # type: ignore[union-attr]
+        return ids
+
+    def gpt_columns(self, texts: list[_Text]) -> None:
+        lm = self.gpt
+        assert lm is not None
+        tok = lm.tokenizer
+        prefix = self.gpt_prefix()
+        pool = max(self.top_k, CHOICE_POOL)
+        for state in texts:
+            state.gpt_candidates, state.gpt_filling, state.gpt_filling_logprob = [], [], 0.0
+        # Left context only: mask r sees the text before it, earlier masks filled by GPT-2's own choices.
+        for r in range(max((s.masks for s in texts), default=0)):
+            work = [s for s in texts if s.error is None and s.masks > r]
+            lefts = []
+            for state in work:
+                left = fill_text(state.segments[: r + 1], state.gpt_filling[:r])
+                lefts.append(left[:-1] if state.space_before(r) else left)  # the space belongs to the next token
+            encoded = tok(lefts, add_special_tokens=False)["input_ids"] if lefts else []
+            jobs: list[tuple[_Text, _CausalQuery, list[tuple[str, list[int] | None, _CausalQuery | None]]]] = []
+            for state, left_ids in zip(work, encoded, strict=True):
+                context = prefix + left_ids
+                if not context:
+                    state.error = usage_error(
+                        f"{lm.name} has no start-of-text token, so it cannot predict a text's first word.",
+                        "Put some words before the first mask.",
+                    )
+                    continue
+                space = state.space_before(r)
+                scored = []
+                for word in self.targets:
+                    ids = self.target_ids(lm, word, space)
+                    scored.append((word, ids, _CausalQuery(context + ids, len(context)) if ids else None))
+                longest = max([len(context)] + [len(q.ids) for *_, q in scored if q is not None])
+                if longest > lm.max_positions:
+                    state.error = _too_long(lm, longest, "up to a blank, with a word in it")
+                    continue
+                jobs.append((state, _CausalQuery(context, len(context), len(context) - 1, pool), scored))
+            queries = [q for _, q, _ in jobs] + [q for *_, scored in jobs for *_, q in scored if q is not None]
+            _run_causal(lm, queries, self.batch_size)
+            for state, query, scored in jobs:
+                space = state.space_before(r)
+                predictions = [
+                    self.prediction(lm, [t], space, lp)
+                    for t, lp in zip(query.top_ids[: self.top_k], query.top_logprobs[: self.top_k], strict=True)
+                ]
+                target_predictions = [
+                    self.target_prediction(lm, word, ids, sum(q.token_logprobs) if q is not None else None)
+                    for word, ids, q in scored
+                ]
+                state.slots[r].gpt_left = MaskColumn("gpt_left", lm.name, predictions, target_predictions)
+                specials = _special_ids(lm)
+                state.gpt_candidates.append(
+                    [(p.word, p.joins_previous) for p in predictions if p.token_ids[0] not in specials and p.word]
+                )
+                token_id, logprob = self.choose(lm, query.top_ids, query.top_logprobs, space)
+                state.gpt_filling.append(self.as_fill(lm, token_id, space))
+                state.gpt_filling_logprob += logprob
+        texts = [s for s in texts if s.error is None]
+        for state in texts:
+            state.fillings.append(
+                Filling("gpt_left", FILLING_METHODS["gpt_left"], [w for w, _ in state.gpt_filling],
+                        fill_text(state.segments, state.gpt_filling), state.gpt_filling_logprob,
+                        list(range(state.masks)))
+            )
+        self.gpt_whole_sentence(texts)
+
+    def gpt_whole_sentence(self, texts: list[_Text]) -> None:
+        """Rank the candidates by GPT-2's likelihood of the complete sentence with each one in the blank.
+
+        The other masks hold the best joint filling (BERT's, or GPT-2's own left-to-right one without BERT).
+        """
+        lm = self.gpt
+        assert lm is not None
+        tok = lm.tokenizer
+        prefix = self.gpt_prefix()
+        score_from = 1  # after <|endoftext|> every token is scored; without it the first one cannot be
+        plans: list[tuple[_Text, int, list[Fill], int]] = []  # (text, mask, candidates, first sentence index)
+        sentences: list[str] = []
+        for state in texts:
+            context = state.bert_filling if self.bert is not None else state.gpt_filling
+            for mask in range(state.masks):
+                candidates: list[Fill] = []
+                if self.bert is not None:
+                    candidates += state.bert_candidates[mask]
+                candidates += state.gpt_candidates[mask]
+                space = state.space_before(mask)
+                candidates += [(w, False) for w in self.targets if self.target_ids(lm, w, space) is not None]
+                candidates = list(dict.fromkeys(candidates))
+                plans.append((state, mask, candidates, len(sentences)))
+                for candidate in candidates:
+                    fills = list(context)
+                    fills[mask] = candidate
+                    sentences.append(fill_text(state.segments, fills))
+        encoded = tok(sentences, add_special_tokens=False)["input_ids"] if sentences else []
+        queries = [_CausalQuery(prefix + ids, score_from) for ids in encoded]
+        for state, _mask, candidates, first in plans:
+            longest = max(len(q.ids) for q in queries[first : first + len(candidates)])
+            if longest > lm.max_positions and state.error is None:
+                state.error = _too_long(lm, longest, "with the blanks filled in")
+        plans = [p for p in plans if p[0].error is None]
+        _run_causal(lm, [q for _, _, c, first in plans for q in queries[first : first + len(c)]], self.batch_size)
+
+        best: dict[int, list[Fill]] = {}
+        best_score: dict[int, float] = {}
+        for state, mask, candidates, first in plans:
+            space = state.space_before(mask)
+            totals = [sum(q.token_logprobs) for q in queries[first : first + len(candidates)]]
+            norm = _logsumexp(totals)
+            scored = []
+            for (word, joins), total in zip(candidates, totals, strict=True):
+                ids = self.gpt_word_ids(word if joins else space + word)
+                scored.append(MaskPrediction(
+                    word=word, joins_previous=joins, text=tok.decode(ids), pieces=[_piece(lm, t) for t in ids],
+                    token_ids=ids, prob=math.exp(total - norm), logprob=total - norm, sentence_logprob=total,
+                ))
+            by_candidate = dict(zip(candidates, scored, strict=True))
+            scored.sort(key=lambda p: -(p.logprob or 0.0))
+            target_predictions = [
+                by_candidate.get((w, False)) or self.target_prediction(lm, w, None, None) for w in self.targets
+            ]
+            state.slots[mask].gpt_whole = MaskColumn("gpt_whole", lm.name, scored, target_predictions)
+            best.setdefault(id(state), [("", False)] * state.masks)[mask] = (scored[0].word, scored[0].joins_previous)
+            if state.masks == 1:
+                best_score[id(state)] = scored[0].sentence_logprob or 0.0
+
+        # The whole-sentence filling: every mask's best candidate at once, and that sentence's log-likelihood.
+        done = [s for s in texts if s.error is None]
+        several = [s for s in done if s.masks > 1]
+        filled = {id(s): fill_text(s.segments, best[id(s)]) for s in done}
+        extra = tok([filled[id(s)] for s in several], add_special_tokens=False)["input_ids"] if several else []
+        queries = [_CausalQuery(prefix + ids, score_from) for ids in extra]
+        for state, query in zip(several, queries, strict=True):
+            if len(query.ids) > lm.max_positions:
+                state.error = _too_long(lm, len(query.ids), "with the blanks filled in")
+        _run_causal(lm, [q for s, q in zip(several, queries, strict=True) if s.error is None], self.batch_size)
+        for state, query in zip(several, queries, strict=True):
+            if state.error is None:
+                best_score[id(state)] = sum(query.token_logprobs)
+        for state in done:
+            if state.error is None:
+                state.fillings.append(
+                    Filling("gpt_whole", FILLING_METHODS["gpt_whole"], [w for w, _ in best[id(state)]],
+                            filled[id(state)], best_score[id(state)], list(range(state.masks)))
+                )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Batched forward passes
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _MaskedQuery:
+    """Token ids for a masked LM, and what to read at some positions: the top tokens, and chosen tokens."""
+
+    ids: list[int]
+    positions: list[int]
+    top: int = 0
+    wanted: list[list[int]] | None = None  # per position: token ids whose log-prob to read
+    top_ids: list[list[int]] = field(default_factory=list)
+    top_logprobs: list[list[float]] = field(default_factory=list)
+    wanted_logprobs: list[list[float]] = field(default_factory=list)
+
+
+@dataclass
+class _CausalQuery:
+    """Token ids for a causal LM: read log p(ids[i] | ids[:i]) for i >= score_from, and the top next tokens
+    after ids[: top_at + 1]."""
+
+    ids: list[int]
+    score_from: int
+    top_at: int | None = None
+    top: int = 0
+    token_logprobs: list[float] = field(default_factory=list)
+    top_ids: list[int] = field(default_factory=list)
+    top_logprobs: list[float] = field(default_factory=list)
+
+
+def _batches(lm: LoadedModel, sequences: list[list[int]], batch_size: int):
+    """Indices of the sequences in batches of similar length, with their right-padded ids and attention mask.
+
+    Right padding keeps every real token at the position it has unbatched, and the attention mask hides the
+    padding from it, so a batched number equals the unbatched one.
+    """
+    import torch
+
+    pad = lm.tokenizer.pad_token_id
+    if pad is None:
+        pad = lm.tokenizer.eos_token_id or 0
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    for start in range(0, len(order), batch_size):
+        chosen = order[start : start + batch_size]
+        width = max(len(sequences[i]) for i in chosen)
+        ids = torch.full((len(chosen), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(chosen), width), dtype=torch.long)
+        for row, i in enumerate(chosen):
+            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
+            attention[row, : len(sequences[i])] = 1
+        yield chosen, ids.to(lm.device), attention.to(lm.device)
+
+
+def _run_masked(lm: LoadedModel, queries: list[_MaskedQuery], batch_size: int) -> None:
+    import torch
+
+    if not queries:
+        return
+    for chosen, ids, attention in _batches(lm, [q.ids for q in queries], batch_size):
+        batch = [queries[i] for i in chosen]
+        rows = torch.tensor([r for r, q in enumerate(batch) for _ in q.positions], device=lm.device)
+        cols = torch.tensor([p for q in batch for p in q.positions], device=lm.device)
+        logprobs = torch.log_softmax(masked_lm_logits(lm, ids, attention, rows, cols).float(), dim=-1)
+        top = max(q.top for q in batch)
+        if top:
+            values, indices = logprobs.topk(min(top, logprobs.shape[-1]), dim=-1)
+            values, indices = values.tolist(), indices.tolist()
+        flat = 0
+        for query in batch:
+            query.top_ids, query.top_logprobs, query.wanted_logprobs = [], [], []
+            for position in range(len(query.positions)):
+                if query.top:
+                    query.top_ids.append(indices[flat][: query.top])
+                    query.top_logprobs.append(values[flat][: query.top])
+                if query.wanted is not None:
+                    wanted = query.wanted[position]
+                    picked = logprobs[flat, wanted].tolist() if wanted else []
+                    query.wanted_logprobs.append(picked)
+                flat += 1
+
+
+def _run_causal(lm: LoadedModel, queries: list[_CausalQuery], batch_size: int) -> None:
+    import torch
+
+    if not queries:
+        return
+    for chosen, ids, attention in _batches(lm, [q.ids for q in queries], batch_size):
+        logits = lm.model(input_ids=ids, attention_mask=attention).logits.float()
+        # log p(token i | tokens before it), from the logits one position earlier
+        norm = torch.logsumexp(logits, dim=-1)
+        following = logits[:, :-1].gather(-1, ids[:, 1:, None])[..., 0] - norm[:, :-1]
+        following = following.tolist()
+        for row, i in enumerate(chosen):
+            query = queries[i]
+            query.token_logprobs = following[row][query.score_from - 1 : len(query.ids) - 1]
+            if query.top_at is not None and query.top:
+                logprobs = logits[row, query.top_at] - norm[row, query.top_at]
+                values, indices = logprobs.topk(min(query.top, logprobs.shape[-1]))
+                query.top_ids, query.top_logprobs = indices.tolist(), values.tolist()
+
+
+# Masked LMs whose vocabulary projection we apply to the mask positions only: (encoder attribute, head modules
+# applied in order). Projecting every position onto a 30k vocabulary costs as much as a good part of the
+# encoder; the answer needs only the masks. Every other architecture runs whole (`masked_lm_logits` fallback).
+MLM_HEADS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "BertForMaskedLM": ("bert", ("cls",)),
+    "RobertaForMaskedLM": ("roberta", ("lm_head",)),
+    "XLMRobertaForMaskedLM": ("roberta", ("lm_head",)),
+    "CamembertForMaskedLM": ("roberta", ("lm_head",)),
+    "AlbertForMaskedLM": ("albert", ("predictions",)),
+    "DistilBertForMaskedLM": ("distilbert", ("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")),
+    "ElectraForMaskedLM": ("electra", ("generator_predictions", "generator_lm_head")),
+}
+
+
+def masked_lm_logits(
+    lm: LoadedModel, ids: torch.Tensor, attention: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+) -> torch.Tensor:
+    """The masked LM's vocabulary logits at (rows[i], cols[i]) of a padded batch: [len(rows), vocab]."""
+    import torch
+
+    model = lm.model
+    inputs = {"input_ids": ids, "attention_mask": attention}
+    if "token_type_ids" in lm.tokenizer.model_input_names:
+        inputs["token_type_ids"] = torch.zeros_like(ids)
+    known = MLM_HEADS.get(type(model).__name__)
+    if known is not None:
+        encoder_name, head_names = known
+        encoder = getattr(model, encoder_name, None)
+        heads = [getattr(model, name, None) for name in head_names]
+        if encoder is not None and all(h is not None for h in heads):
+            hidden = encoder(**inputs)[0][rows, cols]
+            for head in heads:
+                hidden = head(hidden)
+            return hidden
+    return model(**inputs).logits[rows, cols]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _logsumexp(values: list[float]) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def _special_ids(lm: LoadedModel) -> set[int]:
+    cached = lm.extras.get("fill_mask_special_ids")
+    if cached is None:
+        cached = lm.extras["fill_mask_special_ids"] = set(lm.tokenizer.all_special_ids)
+    return cached
+
+
+def _piece(lm: LoadedModel, token_id: int) -> str:
+    piece = lm.tokenizer.convert_ids_to_tokens(token_id)
+    return piece if piece is not None else f"<{token_id}>"
+
+
+def _token_text(lm: LoadedModel, token_id: int) -> str:
+    """The token decoded on its own (GPT-2 `Ġduck` → " duck"), cached: top-k lists repeat the same tokens."""
+    cache = lm.extras.setdefault("fill_mask_texts", {})
+    text = cache.get(token_id)
+    if text is None:
+        text = cache[token_id] = lm.tokenizer.decode([token_id])
+    return text
+
+
+def _marks_spaces(lm: LoadedModel) -> bool:
+    """Whether tokens carry their leading space (byte-level BPE, SentencePiece) rather than drop it (WordPiece)."""
+    cached = lm.extras.get("fill_mask_marks_spaces")
+    if cached is None:
+        tok = lm.tokenizer
+        cached = tok.decode(tok(" a", add_special_tokens=False)["input_ids"]).startswith(" ")
+        lm.extras["fill_mask_marks_spaces"] = cached
+    return cached
