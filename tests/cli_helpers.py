@@ -55,7 +55,8 @@ def gbcli_executable() -> str:
 
 def run_installed(*args: str, input: bytes | None = None, timeout: float = 120, env: dict[str, str] | None = None):
     """Run the installed `gbcli` as a subprocess; returns subprocess.CompletedProcess with bytes output."""
-    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+    # One thread each: tests run several of these at once on a 2-core machine, and oversubscribed BLAS crawls.
+    full_env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
         [gbcli_executable(), *args], input=input, capture_output=True, timeout=timeout, env=full_env, check=False
     )

@@ -1,0 +1,139 @@
+"""Shared pytest fixtures for the gbcli test-suite.
+
+``tiny_models`` builds (once) the locally trained GPT-2 / BERT / BART fixture
+models of :mod:`tests.fixtures.tiny_models` and caches them on disk across test
+sessions:
+
+* cache base: ``$GBCLI_TEST_CACHE`` if set, else
+  ``<repo>/.pytest_cache/gbcli-tiny-models``;
+* cache dir: ``<base>/<key>`` where ``<key>`` is a short hash of the source of
+  ``tiny_models.py`` + torch / transformers / tokenizers versions, so editing
+  the fixture code (or upgrading a library) triggers a rebuild.
+
+The build happens in a temporary sibling directory which is atomically renamed
+into place, so an interrupted build never leaves a half-written cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # make ``tests.fixtures`` importable
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.fixtures import tiny_models as _tiny_models  # noqa: E402
+
+# Snapshot the source *now*, right after importing it: the key must describe
+# the code this process will run, even if the file is edited while a long
+# session is still going (otherwise the old code could fill the new key).
+_TINY_MODELS_SOURCE = Path(_tiny_models.__file__).read_bytes()
+_KEY_SCHEMA = b"gbcli-tiny-models/2"
+_COMPLETE_MARKER = ".complete"
+
+
+def _cache_key() -> str:
+    import tokenizers
+    import torch
+    import transformers
+
+    h = hashlib.sha256(_KEY_SCHEMA)
+    h.update(_TINY_MODELS_SOURCE)
+    for version in (torch.__version__, transformers.__version__, tokenizers.__version__):
+        h.update(b"\0" + version.encode())
+    return h.hexdigest()[:12]
+
+
+def _cache_base() -> Path:
+    env = os.environ.get("GBCLI_TEST_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return REPO_ROOT / ".pytest_cache" / "gbcli-tiny-models"
+
+
+def _paths_in(directory: Path) -> dict[str, Path]:
+    return {key: directory / key for key in _tiny_models.FIXTURE_KEYS}
+
+
+@contextlib.contextmanager
+def _exclusive_lock(lock_path: Path):
+    """Inter-process lock (POSIX ``flock``) so that concurrent sessions or
+    pytest-xdist workers build the models once; others wait and reuse."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX: rely on atomic rename
+        yield
+        return
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def get_tiny_models() -> dict[str, Path]:
+    """Return the fixture-model paths, building them first if not cached."""
+    final = _cache_base() / _cache_key()
+    if (final / _COMPLETE_MARKER).is_file():
+        return _paths_in(final)
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(final.parent / f"{final.name}.lock"):
+        if (final / _COMPLETE_MARKER).is_file():  # built while we waited
+            return _paths_in(final)
+        # Leftovers of an interrupted build (we hold the lock, so nobody else
+        # is building this key right now).
+        for stale in final.parent.glob(f"{final.name}.building-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if final.exists():
+            shutil.rmtree(final, ignore_errors=True)
+
+        tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.building-", dir=final.parent))
+        try:
+            _tiny_models.build_all(tmp)
+            (tmp / _COMPLETE_MARKER).write_text("ok\n")
+            tmp.chmod(0o755)  # mkdtemp creates it 0700
+            try:
+                os.rename(tmp, final)  # atomic: the cache is complete or absent
+            except OSError:
+                # Lost a race with a builder that could not lock (non-POSIX).
+                if not (final / _COMPLETE_MARKER).is_file():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return _paths_in(final)
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, Path]:
+    """Paths of the tiny fixture models.
+
+    Keys: ``gpt``, ``bert``, ``bart``, ``bert_no_head``, ``no_weights``,
+    ``corrupt_weights``, ``mismatched_tokenizer``.
+    """
+    return get_tiny_models()
+
+
+@pytest.fixture(scope="session")
+def gpt_path(tiny_models) -> Path:
+    return tiny_models["gpt"]
+
+
+@pytest.fixture(scope="session")
+def bert_path(tiny_models) -> Path:
+    return tiny_models["bert"]
+
+
+@pytest.fixture(scope="session")
+def bart_path(tiny_models) -> Path:
+    return tiny_models["bart"]
