@@ -43,6 +43,16 @@ BertOption = Annotated[
     typer.Option("--bert", envvar="GBCLI_BERT", help="Masked LM: hub id or local folder (default bert-base-uncased).",
                  show_default=False, rich_help_panel="Models"),
 ]
+BartOption = Annotated[
+    str | None,
+    typer.Option("--bart", envvar="GBCLI_BART", help="Encoder-decoder (seq2seq) denoiser: hub id or local folder "
+                 "(default facebook/bart-base). Shown with --with-bart or --models ...,bart.",
+                 show_default=False, rich_help_panel="Models"),
+]
+WithBartOption = Annotated[
+    bool,
+    typer.Option("--with-bart", help="Add BART's column to the ones --models chooses.", rich_help_panel="Models"),
+]
 ModelsOption = Annotated[
     str,
     typer.Option("--models", help="Which columns to show, comma-separated: gpt, bert.", rich_help_panel="Models"),
@@ -69,11 +79,11 @@ def stderr_console():
     return make()
 
 
-def report_error(error: GbcliError) -> None:
+def report_error(error: GbcliError, command: str = "") -> None:
     console = stderr_console()
     console.print(f"[bold red]error:[/] {_escape(error.message)}")
-    if error.hint:
-        console.print(f"[dim]hint:[/] {_escape(error.hint)}")
+    hint = error.hint or f"See `gbcli {command + ' ' if command else ''}--help` for what each option accepts."
+    console.print(f"[dim]hint:[/] {_escape(hint)}")
 
 
 def _escape(text: str) -> str:
@@ -85,12 +95,14 @@ def _escape(text: str) -> str:
 def handle_errors(function: F) -> F:
     """Every command ends in a message and an exit code, never a traceback, whatever goes wrong."""
 
+    command = function.__name__.removesuffix("_command").replace("_", "-")
+
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
         except GbcliError as error:
-            report_error(error)
+            report_error(error, command)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             stderr_console().print("[yellow]interrupted[/]")
@@ -115,6 +127,14 @@ def handle_errors(function: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def choose_columns(models: str, with_bart: bool, allowed: tuple[Family, ...] = FAMILIES) -> list[Family]:
+    """The model columns of a command: --models in the order given, and BART after them with --with-bart."""
+    families = parse_models(models, allowed)
+    if with_bart and "bart" not in families:
+        families.append("bart")
+    return families
 
 
 def parse_models(models: str, allowed: tuple[Family, ...] = FAMILIES) -> list[Family]:
@@ -259,6 +279,314 @@ def generate(
         print_json(result)
     else:
         console.print(generation_view(result, show_probs))
+
+
+@app.command()
+@handle_errors
+def tokenize(
+    text: Annotated[str, typer.Argument(help="The text, or - to read stdin.")],
+    models: ModelsOption = "gpt,bert",
+    gpt: GptOption = None,
+    bert: BertOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    revision: RevisionOption = None,
+    offline: OfflineOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Both tokenizers side by side: pieces, ids and counts, aligned by the characters each piece covers."""
+    from gbcli.inputs import read_text
+    from gbcli.render.common import print_json, stdout_console
+    from gbcli.render.tokenization import tokenization_view
+    from gbcli.tasks.tokenization import tokenize as tokenize_task
+
+    families = parse_models(models, ("gpt", "bert"))
+    source = read_text(text)
+    columns = load_columns(families, {"gpt": gpt, "bert": bert}, load_options(device, dtype, revision, offline),
+                           need_head=False)
+    result = tokenize_task(columns, source)
+    if json_output:
+        print_json(result)
+    else:
+        stdout_console().print(tokenization_view(result))
+
+
+@app.command()
+@handle_errors
+def score(
+    texts: Annotated[
+        list[str] | None, typer.Argument(help="Texts to score, each on its own; - reads one text from stdin.")
+    ] = None,
+    file: Annotated[
+        str | None, typer.Option("--file", "-f", help="Score each non-empty line of this file (- = stdin lines).")
+    ] = None,
+    stride: Annotated[
+        int | None,
+        typer.Option("--stride", help="GPT: how far the window moves over a text longer than the context "
+                     "(default: half the context).", show_default=False),
+    ] = None,
+    bos: Annotated[
+        bool, typer.Option("--bos/--no-bos", help="GPT: predict the first token after the BOS token "
+                           "(<|endoftext|>), so it is scored too; --no-bos leaves it unscored.")
+    ] = True,
+    pll: Annotated[
+        str, typer.Option("--pll", help="BERT: original (Salazar et al. 2020) or within-word (Kauf and Ivanova "
+                          "2023: also mask the later pieces of the same word).")
+    ] = "original",
+    tokens: Annotated[bool, typer.Option("--tokens", help="Show each token's surprisal, coloured.")] = False,
+    csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV: a row per text and model (per token with "
+                                             "--tokens).")] = False,
+    models: ModelsOption = "gpt,bert",
+    gpt: GptOption = None,
+    bert: BertOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    revision: RevisionOption = None,
+    offline: OfflineOption = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON Lines, one record per text.")] = False,
+) -> None:
+    """GPT-2's perplexity and BERT's pseudo-perplexity of each text (two different scales)."""
+    from collections import Counter
+
+    from gbcli.render.common import print_json, stderr_console, stdout_console
+    from gbcli.render.scoring import csv_header, progress_bar, score_view, write_csv
+    from gbcli.tasks.scoring import ScoreSettings, iter_scores, texts_to_score
+
+    if json_output and csv_output:
+        raise usage_error("--json and --csv cannot be combined.", "Choose one output format.")
+    families = parse_models(models, ("gpt", "bert"))
+    settings = ScoreSettings.from_options(bos=bos, stride=stride, pll=pll, with_tokens=tokens)
+    items = texts_to_score(texts, file)
+    columns = load_columns(families, {"gpt": gpt, "bert": bert}, load_options(device, dtype, revision, offline))
+    records, seconds, passes = [], Counter(), Counter()
+    streaming = json_output or csv_output
+    # A bar redrawn between streamed records would garble a terminal; on a pipe or a file it costs nothing.
+    show_progress = file is not None and stderr_console().is_terminal and not (streaming and sys.stdout.isatty())
+    with interrupt_exits_130(), progress_bar(len(items), show_progress) as advance:
+        if csv_output:
+            csv_header(tokens)
+        for batch in iter_scores(columns, items, settings):
+            advance(len(batch.records))
+            seconds.update(batch.seconds)
+            passes.update(batch.forward_passes)
+            if json_output:
+                for record in batch.records:
+                    print_json(record, lines=True)
+            elif csv_output:
+                write_csv(batch.records, tokens)
+            else:
+                records.extend(batch.records)
+    if not (json_output or csv_output):
+        stdout_console().print(score_view(records, seconds=dict(seconds), passes=dict(passes)))
+
+
+@app.command("fill-mask")
+@handle_errors
+def fill_mask_command(
+    text: Annotated[
+        str | None,
+        typer.Argument(help="Text with one or more [MASK] or <mask> blanks, or - to read stdin.", show_default=False),
+    ] = None,
+    file: Annotated[
+        str | None,
+        typer.Option("--file", "-f", help="One text per line (- = stdin lines), batched; JSON Lines with --json.",
+                     show_default=False),
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many candidates per blank and model.")] = 5,
+    targets: Annotated[
+        str | None,
+        typer.Option("--targets", help="Also score these words in every column: WORD[,WORD...]; a word of "
+                     "several pieces is scored whole.", show_default=False),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per forward pass with --file.")] = 32,
+    models: ModelsOption = "gpt,bert",
+    with_bart: WithBartOption = False,
+    gpt: GptOption = None,
+    bert: BertOption = None,
+    bart: BartOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    revision: RevisionOption = None,
+    offline: OfflineOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Fill in the blanks: BERT reads both sides of each mask, GPT-2 only the words before it.
+
+    With BART (--with-bart), each blank gets spans of any length from beam search over the restored text.
+    """
+    from gbcli.inputs import read_lines, read_text
+    from gbcli.render.common import print_json, stdout_console
+    from gbcli.render.masking import fill_mask_lines_view, fill_mask_view
+    from gbcli.tasks.masking import fill_mask, fill_mask_lines, parse_targets
+
+    if (text is None) == (file is None):
+        raise usage_error("Give either a TEXT or --file, not both." if text is not None else "No text given.",
+                          'For example: gbcli fill-mask "the [MASK] quacks in the park ."')
+    if top_k < 1:
+        raise usage_error(f"--top-k must be at least 1, not {top_k}.", "For example --top-k 5.")
+    if batch_size < 1:
+        raise usage_error(f"--batch-size must be at least 1, not {batch_size}.", "For example --batch-size 32.")
+    words = parse_targets(targets)
+    families = choose_columns(models, with_bart)
+    specs = {"gpt": gpt, "bert": bert, "bart": bart}
+    if file is None:
+        source = read_text(text)
+        columns = load_columns(families, specs, load_options(device, dtype, revision, offline))
+        with interrupt_exits_130():
+            result = fill_mask({lm.family: lm for lm in columns}, source, top_k, words)
+        _print_warnings(result.warnings)
+        if json_output:
+            print_json(result)
+        else:
+            stdout_console().print(fill_mask_view(result))
+        return
+    lines = read_lines(file)
+    columns = load_columns(families, specs, load_options(device, dtype, revision, offline))
+    with interrupt_exits_130(), _line_progress(len(lines)) as advance:
+        results = fill_mask_lines({lm.family: lm for lm in columns}, lines, top_k, words,
+                                  batch_size=batch_size, on_progress=advance)
+    _print_warnings(results[0].warnings if results else [])
+    if json_output:
+        for result in results:
+            print_json(result, lines=True)
+    else:
+        stdout_console().print(fill_mask_lines_view(results))
+    failed = sum(1 for r in results if r.error is not None)
+    if failed:
+        stderr_console().print(f"[yellow]{failed} of {len(results)} lines could not be filled; "
+                               "each says why in its place.[/]")
+    if failed == len(results):
+        raise typer.Exit(1)
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    console = stderr_console()
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {_escape(warning)}")
+
+
+@contextmanager
+def _line_progress(total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for files of more than a few lines (none when stderr is not a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = stderr_console()
+    if total <= 5 or not console.is_terminal:
+        yield lambda done: None
+        return
+    columns = (TextColumn("filling masks"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("fill-mask", total=total)
+        yield lambda done: progress.advance(task, done)
+
+
+@app.command()
+@handle_errors
+def attention(
+    text: Annotated[str, typer.Argument(help="The text, or - to read stdin.")],
+    layer: Annotated[
+        int | None, typer.Option("--layer", help="Layer to show, from 0; negative counts from the end "
+                                 "(default -1, the last).", show_default=False)
+    ] = None,
+    head: Annotated[str, typer.Option("--head", help="A head, from 0 (negative from the end), or mean.")] = "mean",
+    summary: Annotated[
+        bool, typer.Option("--summary", help="A table of every layer × head (entropy, distance, share of attention "
+                           "to the first token, [CLS], [SEP], punctuation, previous token) and a grid by --stat.")
+    ] = False,
+    stat: Annotated[
+        str, typer.Option("--stat", help="Statistic of the --summary grid: entropy, distance, to_first, to_cls, "
+                          "to_sep, to_punct, to_special or previous.")
+    ] = "entropy",
+    token: Annotated[
+        str | None, typer.Option("--token", help="For one query token (a word, or an index from 0), the tokens it "
+                                 "attends to most in each layer.", show_default=False)
+    ] = None,
+    top: Annotated[int, typer.Option("--top", help="How many attended tokens --token lists per layer.")] = 5,
+    export: Annotated[
+        str | None, typer.Option("--export", help="Write every layer and head to FILE: .json, .npz, .html (one "
+                                 "self-contained page) or .png (needs gbcli\\[plot]).", show_default=False)
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Let --export replace an existing file.")] = False,
+    window: Annotated[
+        int, typer.Option("--window", help="First key column shown when a heatmap is wider than the terminal.")
+    ] = 0,
+    models: ModelsOption = "gpt,bert",
+    with_bart: WithBartOption = False,
+    gpt: GptOption = None,
+    bert: BertOption = None,
+    bart: BartOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    revision: RevisionOption = None,
+    offline: OfflineOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Attention heatmaps: GPT-2 looks only left (lower-triangular), BERT both ways (a full square).
+
+    BART shows three: encoder (both ways), decoder (left only) and cross-attention (output over input).
+    """
+    from gbcli.export import check_export_target, export_attention
+    from gbcli.inputs import read_text
+    from gbcli.render.attention import attention_view
+    from gbcli.render.common import print_json, stderr_console, stdout_console
+    from gbcli.tasks.attention import build_report, check_text, compute_attention, parse_head, resolve_stat
+
+    families = choose_columns(models, with_bart)
+    head_index = parse_head(head)
+    stat_name = resolve_stat(stat)
+    if top < 1:
+        raise usage_error("--top must be at least 1.", "e.g. --top 5")
+    if window < 0:
+        raise usage_error("--window must be 0 or more.", "It is the first key column shown, counting from 0.")
+    target = check_export_target(export, force) if export is not None else None  # before any model loads
+    source = check_text(read_text(text))
+    columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart},
+                           load_options(device, dtype, revision, offline), need_head=False)
+    with interrupt_exits_130():
+        results = [compute_attention(lm, source) for lm in columns]
+    report = build_report(source, results, layer=layer, head=head_index, summary=summary, stat=stat_name,
+                          token=token, top=top)
+    if target is not None:
+        report.export = export_attention(target, source, results, head_index)
+    if json_output:
+        print_json(report)
+    else:
+        stdout_console().print(attention_view(report, window))
+        if report.export is not None:
+            stderr_console().print(f"wrote {report.export.path} ({report.export.format}, {report.export.bytes} bytes)")
+
+
+@app.command()
+@handle_errors
+def compare(
+    text: Annotated[str, typer.Argument(help="A sentence, with or without [MASK] blanks, or - to read stdin.")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many predictions per blank and model.")] = 5,
+    models: ModelsOption = "gpt,bert",
+    gpt: GptOption = None,
+    bert: BertOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    revision: RevisionOption = None,
+    offline: OfflineOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """The whole difference on one screen: model facts, tokens, predictions, scores, attention and time."""
+    from gbcli.inputs import read_text
+    from gbcli.render.common import print_json, stdout_console
+    from gbcli.render.comparison import comparison_view
+    from gbcli.tasks.comparison import compare as compare_task
+
+    if top_k < 1:
+        raise usage_error(f"--top-k must be at least 1, not {top_k}.", "For example --top-k 5.")
+    families = parse_models(models, ("gpt", "bert"))
+    source = read_text(text)
+    columns = load_columns(families, {"gpt": gpt, "bert": bert}, load_options(device, dtype, revision, offline))
+    with interrupt_exits_130():
+        result = compare_task(columns, source, top_k)
+    if json_output:
+        print_json(result)
+    else:
+        stdout_console().print(comparison_view(result))
 
 
 def main() -> None:

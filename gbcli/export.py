@@ -225,9 +225,10 @@ def write_png(handle: BinaryIO, text: str, results: list[AttentionResult], head:
     from matplotlib.colors import PowerNorm
     from matplotlib.figure import Figure
 
-    per_row = max(min(max(r.main.layers for r in results), 6), 1)
-    grid_rows = [(r, layers) for r in results for layers in _chunks(list(range(r.main.layers)), per_row)]
-    longest = max(len(r.tokens) for r in results)
+    per_row = max(min(max(m.layers for r in results for m in r.maps), 6), 1)
+    # One row of heatmaps per model and map (BART has three: encoder, decoder, cross), wrapped every 6 layers.
+    grid_rows = [(r, m, layers) for r in results for m in r.maps for layers in _chunks(list(range(m.layers)), per_row)]
+    longest = max(max(len(m.queries), len(m.keys)) for r in results for m in r.maps)
     cell = min(max(2.4, 0.16 * longest + 0.9), 9.0)
     figure = Figure(figsize=(cell * per_row + 1.2, cell * len(grid_rows) + 0.9), dpi=110, layout="constrained")
     FigureCanvasAgg(figure)
@@ -236,10 +237,10 @@ def write_png(handle: BinaryIO, text: str, results: list[AttentionResult], head:
     norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
     cmap = colormaps["Blues"].with_extremes(bad="#d9d9d9")
     image = None
-    for row, (result, layers) in enumerate(grid_rows):
-        amap = result.main
+    for row, (result, amap, layers) in enumerate(grid_rows):
         labels = [t.label for t in amap.queries]
-        font = max(4.0, min(8.0, 140.0 / max(len(labels), 1)))
+        key_labels = [t.label for t in amap.keys]
+        font = max(4.0, min(8.0, 140.0 / max(len(labels), len(key_labels), 1)))
         for column in range(per_row):
             ax = axes[row][column]
             if column >= len(layers):
@@ -252,10 +253,12 @@ def write_png(handle: BinaryIO, text: str, results: list[AttentionResult], head:
                 values[np.triu_indices_from(values, k=1)] = np.nan
             image = ax.imshow(values, cmap=cmap, norm=norm, interpolation="nearest")
             which = f"mean of {amap.heads} heads" if chosen is None else f"head {chosen}"
-            ax.set_title(f"{TITLES.get(result.family, result.family)} · {result.model}\nlayer {layer}, {which}",
-                         fontsize=8)
-            show_labels = len(labels) <= 60
-            ax.set_xticks(range(len(labels)), labels if show_labels else [], rotation=90, fontsize=font)
+            name = f"{TITLES.get(result.family, result.family)} · {result.model}"
+            if len(result.maps) > 1:
+                name += f" · {amap.name}"
+            ax.set_title(f"{name}\nlayer {layer}, {which}", fontsize=8)
+            show_labels = max(len(labels), len(key_labels)) <= 60
+            ax.set_xticks(range(len(key_labels)), key_labels if show_labels else [], rotation=90, fontsize=font)
             ax.set_yticks(range(len(labels)), labels if show_labels else [], fontsize=font)
             ax.tick_params(length=0)
             if column == 0:
@@ -266,7 +269,7 @@ def write_png(handle: BinaryIO, text: str, results: list[AttentionResult], head:
     limit = max(int(figure.get_figwidth() * 10), 30)  # characters that fit the title line at this font size
     shown = " ".join(text.split())
     shown = shown if len(shown) <= limit else shown[: limit - 1] + "…"
-    masked = "; grey = masked" if any(r.main.causal for r in results) else ""
+    masked = "; grey = masked" if any(m.causal for r in results for m in r.maps) else ""
     figure.suptitle(f"gbcli attention: {shown}\nrows: query tokens, columns: key tokens{masked}", fontsize=9)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -349,6 +352,11 @@ HTML_TEMPLATE = """<!DOCTYPE html>
 "use strict";
 const DATA = JSON.parse(document.getElementById("gbcli-attention-data").textContent);
 const TITLES = {gpt: "GPT", bert: "BERT", bart: "BART"};
+const MAPS = {
+  encoder: "encoder self-attention: bidirectional, each input token attends to every input token",
+  decoder: "decoder self-attention: causal, each output token attends only to itself and the output on its left",
+  cross: "cross-attention: each output token (row) attends to every encoded input token (column)",
+};
 
 function colour(weight) {
   // white → deep blue, on a square-root scale so that weak links stay visible
@@ -389,12 +397,12 @@ function draw(model, table, layer, head, readout) {
   table.textContent = "";
   const header = document.createElement("tr");
   header.appendChild(document.createElement("th"));
-  for (const token of model.tokens) header.appendChild(tokenCell("th", token, "key"));
+  for (const token of model.keys) header.appendChild(tokenCell("th", token, "key"));
   table.appendChild(header);
-  model.tokens.forEach((query, q) => {
+  model.queries.forEach((query, q) => {
     const tr = document.createElement("tr");
     tr.appendChild(tokenCell("th", query, "query"));
-    model.tokens.forEach((key, k) => {
+    model.keys.forEach((key, k) => {
       const td = document.createElement("td");
       const w = weights[q][k];
       const masked = model.causal && k > q;
@@ -412,12 +420,12 @@ function build(model) {
   const box = document.createElement("section");
   box.className = "model";
   const h2 = document.createElement("h2");
-  h2.textContent = (TITLES[model.family] || model.family) + " · " + model.model;
+  h2.textContent = model.title;
   const what = document.createElement("div");
   what.className = "what";
-  what.textContent = model.causal
+  what.textContent = MAPS[model.map] || (model.causal
     ? "causal: each token attends only to itself and the tokens on its left"
-    : "bidirectional: each token attends to every token";
+    : "bidirectional: each token attends to every token");
   const controls = document.createElement("div");
   controls.className = "controls";
   const layer = document.createElement("select");
@@ -444,8 +452,21 @@ function build(model) {
 const bar = document.getElementById("legend-bar");
 bar.style.background = "linear-gradient(to right, " +
   [0, 0.1, 0.25, 0.5, 0.75, 1].map(w => colour(w) + " " + (100 * w) + "%").join(", ") + ")";
+// One panel per attention map: GPT and BERT have one; an encoder-decoder (BART) has encoder, decoder and cross.
+function panels(model) {
+  const name = (TITLES[model.family] || model.family) + " · " + model.model;
+  const several = (model.other_maps || []).length > 0;
+  const main = {title: several ? name + " · " + model.map : name, map: model.map, causal: model.causal,
+                queries: model.tokens, keys: model.tokens, attention: model.attention,
+                layers: model.layers, heads: model.heads};
+  const others = (model.other_maps || []).map(m => ({
+    title: name + " · " + m.name, map: m.name, causal: m.causal, queries: m.queries, keys: m.keys,
+    attention: m.attention, layers: m.attention.length, heads: m.attention[0].length}));
+  return [main, ...others];
+}
+
 const root = document.getElementById("models");
-for (const model of DATA.models) root.appendChild(build(model));
+for (const model of DATA.models) for (const panel of panels(model)) root.appendChild(build(panel));
 </script>
 </body>
 </html>

@@ -502,7 +502,7 @@ def test_unknown_target_word_warns_and_is_not_scored(models):
         ((BERT_MASKED_DUCK, "--file", "x.txt"), "not both"),
         ((BERT_MASKED_DUCK, "--top-k", "0"), "--top-k"),
         ((BERT_MASKED_DUCK, "--targets", " , "), "--targets"),
-        ((BERT_MASKED_DUCK, "--models", "bart"), "bart"),
+        ((BERT_MASKED_DUCK, "--models", "t5"), "t5"),
         (("--file", "/nonexistent/lines.txt"), "does not exist"),
     ],
 )

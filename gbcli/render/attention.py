@@ -22,7 +22,14 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from gbcli.tasks.attention import STATS, AttentionReport, AttentionToken, ModelAttentionView
+from gbcli.tasks.attention import (
+    DECODER_INPUT,
+    SEQ2SEQ_MAPS,
+    STATS,
+    AttentionReport,
+    AttentionToken,
+    ModelAttentionView,
+)
 
 TITLES = {"gpt": "GPT", "bert": "BERT", "bart": "BART"}
 LABEL_MAX = 12  # cells of a row label (the query token)
@@ -102,12 +109,13 @@ class Heatmap:
     def __init__(self, view: ModelAttentionView, window_start: int = 0) -> None:
         self.view = view
         self.window_start = window_start
-        self.tokens = view.tokens
+        self.tokens = view.tokens  # rows: the queries
+        self.keys = view.key_tokens  # columns: the same tokens, except in cross-attention
         self.digits = len(str(max(len(self.tokens) - 1, 0)))
         self.label_width = min(max((cell_len(t.label) for t in self.tokens), default=1), LABEL_MAX)
 
     def natural_width(self) -> int:
-        return self.digits + 1 + self.label_width + 1 + 2 * len(self.tokens)
+        return self.digits + 1 + self.label_width + 1 + 2 * len(self.keys)
 
     def caption(self) -> str:
         return f"{layer_description(self.view)} · {head_description(self.view)}"
@@ -118,7 +126,7 @@ class Heatmap:
 
     def layout(self, width: int) -> tuple[int, int, int, int]:
         """(label cells, cell width, first key, key count) that fit in `width` cells."""
-        n = len(self.tokens)
+        n = len(self.keys)
         label = self.label_width
         index_part = self.digits + 1
         # Give up label cells before giving up key columns, down to 4 cells of label.
@@ -139,14 +147,14 @@ class Heatmap:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
         tokens = self.tokens
-        n = len(tokens)
+        n = len(self.keys)
         label, cell, start, count = self.layout(width)
         yield Text(self.caption(), style="cyan")
         if count <= 0:
-            yield Text(f"(too narrow to draw {n} × {n} cells: widen the terminal, or use --json / --export)",
+            yield Text(f"(too narrow to draw {len(tokens)} × {n} cells: widen the terminal, or use --json / --export)",
                        style="yellow")
             return
-        keys = tokens[start : start + count]
+        keys = self.keys[start : start + count]
         row_head = self.digits + 1 + (label + 1 if label else 0)
         height = min(max((len(t.label) for t in keys), default=1), HEADER_MAX)
         columns = [_vertical(t.label, height, cell) for t in keys]
@@ -171,7 +179,7 @@ class Heatmap:
                 hints.append(f"--window {max(start - count, 0)} the previous ones")
             hints.append("a wider terminal or --export FILE.html shows them all")
             yield Text(
-                f"Window: key columns {start}–{end} of 0–{n - 1} (all {n} rows); the full heatmap needs "
+                f"Window: key columns {start}–{end} of 0–{n - 1} (all {len(tokens)} rows); the full heatmap needs "
                 f"{self.natural_width()} columns, {width} are available. " + "; ".join(hints) + ".",
                 style="yellow",
             )
@@ -205,7 +213,15 @@ def layer_description(view: ModelAttentionView) -> str:
     return f"layer {view.layer}" + (" (last)" if view.layer == view.layers - 1 else f" of {view.layers}")
 
 
+def title(view: ModelAttentionView) -> str:
+    """GPT · gpt2, or BART · facebook/bart-base · encoder for one of an encoder-decoder's maps."""
+    name = f"{TITLES.get(view.family, view.family)} · {view.model}"
+    return name if view.map == "self" else f"{name} · {view.map}"
+
+
 def direction(view: ModelAttentionView) -> str:
+    if view.map in SEQ2SEQ_MAPS:
+        return SEQ2SEQ_MAPS[view.map]
     if view.causal:
         return "causal: each token sees only its left, so the matrix is lower-triangular"
     return "bidirectional: each token sees both sides, so the matrix is a full square"
@@ -214,7 +230,7 @@ def direction(view: ModelAttentionView) -> str:
 def heatmap_panel(view: ModelAttentionView, window_start: int = 0) -> Panel:
     return Panel(
         Heatmap(view, window_start),
-        title=f"{TITLES.get(view.family, view.family)} · {view.model}",
+        title=title(view),
         expand=False,
         padding=(0, 1),
     )
@@ -236,7 +252,9 @@ def heatmap_view(report: AttentionReport, window_start: int = 0) -> RenderableTy
     parts.append(Text("rows: query tokens (attending) · columns: key tokens (attended to) · "
                       "special tokens in magenta", style="dim"))
     for view in report.models:
-        parts.append(Text(f"{TITLES.get(view.family, view.family)}: {direction(view)}", style="dim"))
+        parts.append(Text(f"{title(view)}: {direction(view)}", style="dim"))
+    if any(view.map == "decoder" for view in report.models):
+        parts.append(Text(f"BART: {DECODER_INPUT}", style="dim"))
     return Group(*parts)
 
 
@@ -304,7 +322,7 @@ def summary_view(report: AttentionReport) -> RenderableType:
     for view in report.models:
         summary = view.summary
         assert summary is not None
-        name = f"{TITLES.get(view.family, view.family)} · {view.model}"
+        name = title(view)
         parts.append(Text(f"{name}: every head ({summary.layers} layers × {summary.heads} heads)", style="bold cyan"))
         parts.append(summary_table(view, stat))
         low, high = _stat_range((v for row in summary.grid(stat) for v in row), stat)
@@ -348,7 +366,7 @@ def focus_panel(view: ModelAttentionView) -> Panel:
         cells = []
         for attended in item.top:
             cell = Text(shade(attended.weight), style=weight_style(attended.weight))
-            token = view.tokens[attended.index]
+            token = view.key_tokens[attended.index]
             cell.append(" ")
             cell.append_text(_token_text(token))
             cell.append(f" {attended.weight:.3f}", style="dim")
@@ -357,7 +375,7 @@ def focus_panel(view: ModelAttentionView) -> Panel:
     parts.append(table)
     if view.causal:
         parts.append(Text("causal: only this token and the ones before it can get weight", style="dim"))
-    return Panel(Group(*parts), title=f"{TITLES.get(view.family, view.family)} · {view.model}", expand=False)
+    return Panel(Group(*parts), title=title(view), expand=False)
 
 
 def focus_view(report: AttentionReport) -> RenderableType:

@@ -2,6 +2,8 @@
 
 The word GPT-2 settles on once it sees the whole sentence is marked in every column, so a reader sees at once
 where the right-hand context changes the answer: BERT has it at the top, GPT-2's left-context column does not.
+With BART, a fourth column holds the spans (of any length) its beams wrote in the blank, and a table of every
+beam follows, with beam search's scores and the beams that rewrote the text around the blanks, marked.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from rich.table import Table
 from rich.text import Text
 
 from gbcli.render.common import readable_piece
-from gbcli.tasks.masking import FillMaskResult, MaskColumn, MaskPrediction, MaskSlot
+from gbcli.tasks.masking import FillMaskResult, MaskColumn, MaskPrediction, MaskSlot, SpanInfilling
 
 HEADINGS: dict[str, tuple[str, str]] = {
     "bert": ("BERT", "both sides of the blank"),
     "gpt_left": ("GPT-2", "left context only"),
     "gpt_whole": ("GPT-2", "whole sentence"),
+    "bart": ("BART", "span of any length"),
 }
+NOTHING = "(nothing)"  # BART may restore a blank as no text at all
+REWRITE_STYLE = "yellow"
 WINNER_STYLE = "bold green"
 MASK_STYLE = "reverse cyan"
 
@@ -31,7 +36,7 @@ def format_prob(prob: float | None) -> str:
 def prediction_label(prediction: MaskPrediction) -> str:
     """How a reader sees the candidate: `␣duck` for GPT-2's Ġduck, `was·p` for WordPiece was ##p."""
     if not prediction.pieces:
-        return prediction.word
+        return prediction.word or NOTHING
     if any(piece.startswith("##") and len(piece) > 2 for piece in prediction.pieces):
         return "".join(readable_piece(piece) for piece in prediction.pieces)
     # A byte-level piece without its space (GPT-2's `p` after `␣was`) already reads as joined.
@@ -61,7 +66,9 @@ def _winner(slot: MaskSlot) -> str | None:
 
 def _cell(prediction: MaskPrediction, winner: str | None, top: bool) -> Text:
     label = prediction_label(prediction)
-    if len(prediction.pieces) > 1:
+    if len(prediction.pieces) > 1 and " " in prediction.word.strip():
+        label = f"{prediction.word} ({len(prediction.pieces)} tokens)"  # a BART span of several words
+    elif len(prediction.pieces) > 1:
         label += f" ({len(prediction.pieces)} pieces)"
     style = WINNER_STYLE if winner is not None and prediction.word == winner else ("bold" if top else "")
     return Text(label, style=style)
@@ -77,13 +84,15 @@ def slot_table(slot: MaskSlot) -> Table:
         table.add_column(Text.assemble((f"{family} · {column.model}", "bold"), "\n", (view, "dim italic")))
         table.add_column(Text("p", style="bold"), justify="right")
     winner = _winner(slot)
-    rows = max(len(c.predictions) for c in columns)
+    rows = max(max(len(c.predictions) for c in columns), 1)
     for rank in range(rows):
         cells: list[Text | str] = [str(rank + 1)]
         for column in columns:
             if rank < len(column.predictions):
                 prediction = column.predictions[rank]
                 cells += [_cell(prediction, winner, rank == 0), format_prob(prediction.prob)]
+            elif rank == 0 and column.column == "bart":
+                cells += [Text("none: every beam rewrote the text", style=REWRITE_STYLE), ""]
             else:
                 cells += ["", ""]
         table.add_row(*cells)
@@ -115,6 +124,9 @@ def verdict(slot: MaskSlot) -> Text | None:
     if bert is not None and bert.predictions:
         agrees = bert.predictions[0].word == whole_word
         text.append(f" BERT's top guess {bert.predictions[0].word!r} " + ("agrees." if agrees else "differs."))
+    if slot.bart is not None and slot.bart.predictions:
+        span = slot.bart.predictions[0].word
+        text.append(f" BART writes {span!r}" + (" too." if span == whole_word else "."))
     return text
 
 
@@ -141,8 +153,49 @@ def column_note(columns: list[MaskColumn]) -> Text:
         parts.append("GPT-2 left: next-token probability from the words before the blank")
     if "gpt_whole" in names:
         parts.append("GPT-2 whole: sentence likelihoods normalised over the candidates")
+    if "bart" in names:
+        parts.append("BART: one row per beam that kept the text, p = probability of writing that whole text")
     parts.append("several pieces: one word, probabilities multiplied")
     return Text(" · ".join(parts), style="dim")
+
+
+def bart_beams_table(infilling: SpanInfilling, blanks: int) -> Table:
+    """Every beam of BART's search: the spans it put in the blanks, the probability of its whole output (raw
+    model, teacher-forced) and beam search's own score. A beam that rewrote the text around the blanks has no
+    span to show: it is marked, with what it wrote instead."""
+    table = Table(show_edge=False, pad_edge=False, header_style="bold", box=None, padding=(0, 1))
+    table.add_column("beam", justify="right", style="dim")
+    for blank in range(blanks):
+        table.add_column(f"mask #{blank + 1}" if blanks > 1 else "span in the blank")
+    table.add_column("p(output)", justify="right")
+    table.add_column("beam score", justify="right")
+    for beam in infilling.beams:
+        score = f"{beam.sequence_score:.4f}"
+        if beam.spans is None:
+            wrote = Text("✗ rewrote the text: ", style=REWRITE_STYLE)
+            wrote.append(beam.output, style="dim")
+            table.add_row(str(beam.rank), wrote, *[""] * (blanks - 1), format_prob(beam.prob), score, style="dim")
+            continue
+        spans = [Text(span.text or NOTHING, style="bold" if beam is infilling.fillings[0] else "")
+                 for span in beam.spans]
+        table.add_row(str(beam.rank), *spans, format_prob(beam.prob), score)
+    return table
+
+
+def bart_section(result: FillMaskResult) -> list[RenderableType]:
+    infilling = result.bart
+    if infilling is None:
+        return []
+    kept, rewrites = len(infilling.fillings), len(infilling.rewrites)
+    heading = Text(f"BART · {infilling.model}: beam search, {len(infilling.beams)} beams", style="bold underline")
+    parts: list[RenderableType] = [Text(""), heading, bart_beams_table(infilling, len(result.masks))]
+    summary = f"{kept} of {len(infilling.beams)} beams kept the text around the blanks"
+    if rewrites:
+        summary += f"; {rewrites} rewrote it (marked ✗), so no span can be read off them"
+    parts.append(Text(summary + ".", style=REWRITE_STYLE if not kept else "dim"))
+    parts.append(Text("p(output): probability that BART writes exactly that text, from the masked text (raw model, "
+                      "teacher-forced) · beam score: " + infilling.sequence_score, style="dim"))
+    return parts
 
 
 def fill_mask_view(result: FillMaskResult) -> RenderableType:
@@ -159,6 +212,7 @@ def fill_mask_view(result: FillMaskResult) -> RenderableType:
         note = verdict(slot)
         if note is not None:
             parts.append(note)
+    parts += bart_section(result)
     parts.append(Text(""))
     parts.append(Text("best joint filling" if several else "filled in", style="bold underline"))
     parts.append(filling_lines(result))

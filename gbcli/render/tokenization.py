@@ -6,7 +6,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gbcli.render.common import SPACE_MARK
+from gbcli.render.common import CONTINUATION_MARK, SPACE_MARK
 from gbcli.tasks.tokenization import ModelTokens, Piece, TokenizationResult
 
 TITLES = {"gpt": "GPT", "bert": "BERT", "bart": "BART"}
@@ -92,12 +92,80 @@ def ids_lines(result: TokenizationResult) -> list[Text]:
 
 def legend() -> Text:
     return Text(
-        f"{SPACE_MARK} a space that belongs to the piece (byte-level BPE) · · a piece that continues the word before "
-        "it (WordPiece ##) · \\xNN a piece holding part of a multi-byte character · one row = characters that no "
-        "piece of either model crosses",
+        f"{SPACE_MARK} a space that belongs to the piece (byte-level BPE);  {CONTINUATION_MARK} the piece continues "
+        "the word before it (WordPiece ##);  \\xNN part of a multi-byte character;  one row = characters that no "
+        "piece of any model crosses",
         style="dim",
     )
 
 
 def tokenization_view(result: TokenizationResult) -> RenderableType:
     return Group(summary_table(result), alignment_table(result), *ids_lines(result), legend())
+
+
+class AlignedPieces:
+    """A compact aligned view: one column per stretch of text, the pieces of each model underneath, wrapped to
+    the terminal's width. `compare` shows this; `tokenize` shows the full table."""
+
+    def __init__(self, result: TokenizationResult) -> None:
+        self.result = result
+
+    def _columns(self) -> list[tuple[int, list[Text]]]:
+        by_family = {c.family: c for c in self.result.columns}
+        columns = []
+        for span in self.result.spans:
+            cells = [span_text(span.text)]
+            for family, column in by_family.items():
+                positions = span.pieces.get(family, [])
+                cells.append(
+                    Text(" ").join(compact_piece(column.pieces[p], family) for p in positions)
+                    if positions else Text("—", style="dim")
+                )
+            columns.append((max(cell.cell_len for cell in cells), cells))
+        return columns
+
+    def __rich_console__(self, console, options):
+        labels = [Text("text", style="dim")] + [
+            Text(family_title(c.family), style="bold") for c in self.result.columns
+        ]
+        label_width = max(label.cell_len for label in labels) + 2
+        chunk: list[tuple[int, list[Text]]] = []
+        used = label_width
+        for width, cells in self._columns() + [(-1, [])]:
+            if chunk and (width < 0 or used + width + 3 > options.max_width):
+                for row, label in enumerate(labels):
+                    line = label.copy()
+                    line.align("left", label_width)
+                    line.append_text(Text(" │ ", style="dim").join(_padded(cells[row], w) for w, cells in chunk))
+                    yield line
+                chunk, used = [], label_width
+            if width >= 0:
+                chunk.append((width, cells))
+                used += width + 3
+
+
+def _padded(text: Text, width: int) -> Text:
+    padded = text.copy()
+    padded.align("left", width)
+    return padded
+
+
+def compact_piece(piece: Piece, family: str) -> Text:
+    if piece.unknown:
+        return Text(piece.shown, style="bold red reverse")
+    if piece.special:
+        return Text(piece.shown, style="magenta")
+    return Text(piece.shown, style=PIECE_STYLE.get(family, "cyan"))
+
+
+def counts_line(result: TokenizationResult) -> Text:
+    parts = []
+    for column in result.columns:
+        part = f"{family_title(column.family)} {column.algorithm}: {column.text_tokens} tokens"
+        if column.added_tokens:
+            added = [p.shown for p in column.pieces if p.added]
+            part += f" + {column.added_tokens} added ({', '.join(added)})"
+        if column.unknown_tokens:
+            part += f", {column.unknown_tokens} unknown"
+        parts.append(part)
+    return Text(" · ".join(parts), style="dim")

@@ -160,8 +160,6 @@ def compute_attention(lm: LoadedModel, text: str) -> AttentionResult:
     """Tokenize the text as the model would (with its special tokens) and read every layer's attention."""
     import torch
 
-    if lm.kind == "seq2seq":
-        raise GbcliError(f"{lm.name} is an encoder-decoder model; its attention maps are not supported yet.")
     check_text(text)
     ids = lm.tokenizer(text)["input_ids"]
     if not ids:
@@ -174,20 +172,64 @@ def compute_attention(lm: LoadedModel, text: str) -> AttentionResult:
             f"Shorten the text to at most {limit} tokens.",
         )
     input_ids = torch.tensor([ids], device=lm.device)
+    if getattr(lm.model.config, "is_encoder_decoder", False):
+        return _encoder_decoder_attention(lm, ids)
     # The body alone: the language-model head would cost a vocabulary-sized projection and change no weight.
     body = lm.model.base_model
     with eager_attention(lm.model), torch.inference_mode():
         output = body(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_attentions=True)
-    attentions = output.attentions
+    weights = _stack(lm, output.attentions)
+    tokens = label_tokens(lm.tokenizer, ids)
+    self_map = AttentionMap("self", lm.kind == "causal", tokens, tokens, weights)
+    return AttentionResult(lm.family, lm.name, lm.kind, "eager", [self_map])
+
+
+def _stack(lm: LoadedModel, attentions: Any) -> np.ndarray:
+    """Per-layer attention tensors of a batch of one, as [layer, head, query, key] float32."""
+    import torch
+
     if not attentions or any(a is None for a in attentions):
         raise GbcliError(
             f"{lm.name} returned no attention weights (implementation {lm.model.config._attn_implementation}).",
             "This architecture cannot switch to eager attention at run time.",
         )
-    weights = torch.stack([a[0] for a in attentions]).float().cpu().numpy()
-    tokens = label_tokens(lm.tokenizer, ids)
-    self_map = AttentionMap("self", lm.kind == "causal", tokens, tokens, weights)
-    return AttentionResult(lm.family, lm.name, lm.kind, "eager", [self_map])
+    return torch.stack([a[0] for a in attentions]).float().cpu().numpy()
+
+
+# What each of an encoder-decoder's three maps is, for the reader: name → description.
+SEQ2SEQ_MAPS: dict[str, str] = {
+    "encoder": "encoder self-attention: bidirectional, each input token sees every input token",
+    "decoder": "decoder self-attention: causal, each output token sees only the output tokens to its left",
+    "cross": "cross-attention: each output token (row) looks at every encoded input token (column)",
+}
+DECODER_INPUT = (
+    "the decoder reads the text shifted right after its start token, as when it is trained to reconstruct it"
+)
+
+
+def _encoder_decoder_attention(lm: LoadedModel, ids: list[int]) -> AttentionResult:
+    """BART's three maps from one teacher-forced pass: the encoder reads the text and the decoder reads the same
+    text shifted right (its start token first), which is how it is trained to write the text back."""
+    import torch
+
+    start = getattr(lm.model.generation_config, "decoder_start_token_id", None)
+    if not isinstance(start, int):
+        start = lm.model.config.decoder_start_token_id
+    decoder_ids = [start, *ids[:-1]]
+    input_ids = torch.tensor([ids], device=lm.device)
+    decoder_input = torch.tensor([decoder_ids], device=lm.device)
+    body = lm.model.base_model
+    with eager_attention(lm.model), torch.inference_mode():
+        output = body(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), decoder_input_ids=decoder_input,
+                      output_attentions=True)
+    encoder_tokens = label_tokens(lm.tokenizer, ids)
+    decoder_tokens = label_tokens(lm.tokenizer, decoder_ids)
+    maps = [
+        AttentionMap("encoder", False, encoder_tokens, encoder_tokens, _stack(lm, output.encoder_attentions)),
+        AttentionMap("decoder", True, decoder_tokens, decoder_tokens, _stack(lm, output.decoder_attentions)),
+        AttentionMap("cross", False, decoder_tokens, encoder_tokens, _stack(lm, output.cross_attentions)),
+    ]
+    return AttentionResult(lm.family, lm.name, lm.kind, "eager", maps)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -202,7 +244,7 @@ class HeadStats:
     layer: int
     head: int
     entropy: float
-    distance: float
+    distance: float | None  # None for cross-attention, whose queries and keys are different sequences
     to_first: float
     to_cls: float | None
     to_sep: float | None
@@ -258,7 +300,10 @@ def summarize(result: AttentionResult, map_name: str | None = None) -> Attention
     entropy = -(w * logs).sum(axis=-1, dtype=np.float64).mean(axis=-1)
     q_pos = np.array([t.index for t in amap.queries])[:, None]
     k_pos = np.array([t.index for t in amap.keys])[None, :]
-    distance = (w * np.abs(q_pos - k_pos).astype(np.float32)).sum(axis=-1, dtype=np.float64).mean(axis=-1)
+    same_sequence = amap.queries == amap.keys
+    distance = None
+    if same_sequence:  # a distance between positions of two different sequences would mean nothing
+        distance = (w * np.abs(q_pos - k_pos).astype(np.float32)).sum(axis=-1, dtype=np.float64).mean(axis=-1)
     keys = amap.keys
     stats: dict[str, np.ndarray | None] = {
         "entropy": entropy,
@@ -270,7 +315,7 @@ def summarize(result: AttentionResult, map_name: str | None = None) -> Attention
         "to_special": _share(w, [k.index for k in keys if k.special]),
         "previous": None,
     }
-    if amap.queries == amap.keys and n_queries > 1:
+    if same_sequence and n_queries > 1:
         # Only self-attention has a "previous token": the key one position left of the query.
         rows = np.arange(1, n_queries)
         stats["previous"] = w[..., rows, rows - 1].mean(axis=-1)
@@ -306,26 +351,34 @@ def parse_head(head: str) -> int | None:
     raise usage_error(f"--head must be a head index or 'mean', not '{head}'.", "e.g. --head 0, --head -1, --head mean")
 
 
-def resolve_layer(result: AttentionResult, layer: int | None) -> int:
+def _map_name(result: AttentionResult, amap: AttentionMap) -> str:
+    return result.model if len(result.maps) == 1 else f"{result.model}'s {amap.name}"
+
+
+def resolve_layer(result: AttentionResult, layer: int | None, amap: AttentionMap | None = None) -> int:
     """A layer index from 0, negative from the end (-1 = last); None is the last layer."""
-    count = result.main.layers
+    amap = amap or result.main
+    count = amap.layers
     if layer is None:
         return count - 1
     if not -count <= layer < count:
         raise usage_error(
-            f"{result.model} has {count} layers, numbered 0 to {count - 1}; --layer {layer} is out of range.",
+            f"{_map_name(result, amap)} has {count} layers, numbered 0 to {count - 1}; --layer {layer} is out of "
+            "range.",
             "Give a layer from 0, or a negative one from the end (-1 is the last).",
         )
     return layer % count
 
 
-def resolve_head(result: AttentionResult, head: int | None) -> int | None:
-    count = result.main.heads
+def resolve_head(result: AttentionResult, head: int | None, amap: AttentionMap | None = None) -> int | None:
+    amap = amap or result.main
+    count = amap.heads
     if head is None:
         return None
     if not -count <= head < count:
         raise usage_error(
-            f"{result.model} has {count} heads per layer, numbered 0 to {count - 1}; --head {head} is out of range.",
+            f"{_map_name(result, amap)} has {count} heads per layer, numbered 0 to {count - 1}; --head {head} is out "
+            "of range.",
             "Give a head from 0, a negative one from the end, or --head mean.",
         )
     return head % count
@@ -335,18 +388,19 @@ def _word_key(label: str) -> str:
     return label.lstrip("␣·").strip().lower()
 
 
-def find_query_token(result: AttentionResult, spec: str) -> tuple[int, str | None]:
+def find_query_token(result: AttentionResult, spec: str, amap: AttentionMap | None = None) -> tuple[int, str | None]:
     """--token: an index (negative from the end) or a word; a word in several pieces is found by its first piece.
 
     Returns the index and a note for the reader when the choice needed one.
     """
-    tokens = result.tokens
+    amap = amap or result.main
+    tokens, name = amap.queries, _map_name(result, amap)
     value = spec.strip()
     if re.fullmatch(r"-?\d+", value):
         index = int(value)
         if not -len(tokens) <= index < len(tokens):
             raise usage_error(
-                f"--token {index} is out of range: {result.model}'s input has {len(tokens)} tokens, numbered 0 to "
+                f"--token {index} is out of range: {name}'s input has {len(tokens)} tokens, numbered 0 to "
                 f"{len(tokens) - 1}.",
                 "Give a token index from 0, a negative one from the end, or a word.",
             )
@@ -374,14 +428,14 @@ def find_query_token(result: AttentionResult, spec: str) -> tuple[int, str | Non
     if not matches:
         shown = " ".join(t.label for t in tokens[:40]) + (" …" if len(tokens) > 40 else "")
         raise usage_error(
-            f"'{spec}' is not a token of {result.model}'s input ({shown}).",
+            f"'{spec}' is not a token of {name}'s input ({shown}).",
             "Give a word of the text, or a token index (0 is the first token).",
         )
     index, pieces = matches[0]
     notes = []
     if pieces > 1:
         parts = " + ".join(t.label for t in tokens[index : index + pieces])
-        notes.append(f"'{spec}' is {pieces} pieces for {result.model} ({parts}); showing the first")
+        notes.append(f"'{spec}' is {pieces} pieces for {name} ({parts}); showing the first")
     if len(matches) > 1:
         notes.append(f"it occurs {len(matches)} times; showing the first (use a token index to pick another)")
     return index, "; ".join(notes) or None
@@ -410,8 +464,10 @@ class TokenFocus:
     layers: list[LayerFocus]
 
 
-def token_focus(result: AttentionResult, query: int, head: int | None, top: int = 5) -> TokenFocus:
-    amap = result.main
+def token_focus(
+    result: AttentionResult, query: int, head: int | None, top: int = 5, amap: AttentionMap | None = None
+) -> TokenFocus:
+    amap = amap or result.main
     layers = []
     for layer in range(amap.layers):
         row = amap.matrix(layer, head)[query]
@@ -437,12 +493,18 @@ class ModelAttentionView:
     causal: bool
     layers: int
     heads: int
-    tokens: list[AttentionToken]
+    tokens: list[AttentionToken]  # the query tokens (rows)
     layer: int
     head: int | str  # a head index, or "mean"
     matrix: list[list[float]]
     summary: AttentionSummary | None = None
     focus: TokenFocus | None = None
+    map: str = "self"  # an encoder-decoder has three views: encoder, decoder and cross
+    keys: list[AttentionToken] | None = None  # the key tokens (columns) when they are not the query tokens
+
+    @property
+    def key_tokens(self) -> list[AttentionToken]:
+        return self.tokens if self.keys is None else self.keys
 
 
 @dataclass
@@ -467,23 +529,27 @@ def model_view(
     *,
     summary: AttentionSummary | None = None,
     focus: TokenFocus | None = None,
+    amap: AttentionMap | None = None,
 ) -> ModelAttentionView:
-    chosen_layer = resolve_layer(result, layer)
-    chosen_head = resolve_head(result, head)
-    matrix = result.main.matrix(chosen_layer, chosen_head)
+    amap = amap or result.main
+    chosen_layer = resolve_layer(result, layer, amap)
+    chosen_head = resolve_head(result, head, amap)
+    matrix = amap.matrix(chosen_layer, chosen_head)
     return ModelAttentionView(
         family=result.family,
         model=result.model,
         kind=result.kind,
-        causal=result.main.causal,
-        layers=result.main.layers,
-        heads=result.main.heads,
-        tokens=result.tokens,
+        causal=amap.causal,
+        layers=amap.layers,
+        heads=amap.heads,
+        tokens=amap.queries,
         layer=chosen_layer,
         head=MEAN if chosen_head is None else chosen_head,
         matrix=matrix.tolist(),  # float32 → float is exact
         summary=summary,
         focus=focus,
+        map=amap.name,
+        keys=None if amap.keys == amap.queries else amap.keys,
     )
 
 
@@ -501,12 +567,14 @@ def build_report(
     """The chosen layer and head of every model, with the per-head summary and one token's focus when asked."""
     report = AttentionReport(text=text, stat=stat if summary else None)
     for result in results:
-        focus = None
-        if token is not None:
-            index, note = find_query_token(result, token)
-            focus = token_focus(result, index, resolve_head(result, head), top)
-            focus.note = note
-        report.models.append(
-            model_view(result, layer, head, summary=summarize(result) if summary else None, focus=focus)
-        )
+        for amap in result.maps:  # one view for GPT and BERT; encoder, decoder and cross for BART
+            focus = None
+            if token is not None:
+                index, note = find_query_token(result, token, amap)
+                focus = token_focus(result, index, resolve_head(result, head, amap), top, amap)
+                focus.note = note
+            report.models.append(model_view(
+                result, layer, head, summary=summarize(result, amap.name) if summary else None, focus=focus,
+                amap=amap,
+            ))
     return report

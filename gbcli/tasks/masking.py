@@ -8,7 +8,10 @@ likelihoods of the whole sentences. Three columns come out of this, one per view
 - `bert`: the masked LM's top-k at each mask, a softmax over the whole vocabulary (as `pipeline("fill-mask")`);
 - `gpt_left`: the causal LM's next-token top-k given only the text before the mask;
 - `gpt_whole`: the candidates (BERT's top-k, GPT-2's left top-k and the targets) ranked by the causal LM's
-  log-likelihood of the complete sentence, normalised over the candidates.
+  log-likelihood of the complete sentence, normalised over the candidates;
+- `bart`: an encoder-decoder denoiser restores the whole text, and what it wrote in each blank is a span of any
+  number of tokens. Beam search gives the top-k restorations; the span is read off by matching each one against
+  the text around the blanks, and a beam that rewrote that text is kept, marked, without a span.
 
 The module reads like a pipeline: parse and tokenize, run each model on padded batches of similar length (only
 the mask positions go through BERT's vocabulary projection), and turn log-probabilities into the dataclasses
@@ -25,11 +28,12 @@ from typing import TYPE_CHECKING, Literal
 
 from gbcli.errors import GbcliError, usage_error
 from gbcli.models import LoadedModel
+from gbcli.tasks import seq2seq
 
 if TYPE_CHECKING:
     import torch
 
-ColumnName = Literal["bert", "gpt_left", "gpt_whole"]
+ColumnName = Literal["bert", "gpt_left", "gpt_whole", "bart"]
 
 MASK_PATTERN = re.compile(r"\[MASK\]|<mask>")
 MASK_SPELLINGS = "[MASK] or <mask>"
@@ -44,11 +48,15 @@ COLUMN_METHODS: dict[ColumnName, str] = {
     "bert": "masked LM, both sides of the blank: softmax over the whole vocabulary",
     "gpt_left": "causal LM, left context only: next-token probabilities given the text before the blank",
     "gpt_whole": "causal LM, whole sentence: each candidate's sentence log-likelihood, normalised over the candidates",
+    "bart": "encoder-decoder denoiser: spans of any length from beam search over the restored text; p = the "
+    "probability that BART writes that whole text",
 }
 FILLING_METHODS: dict[ColumnName, str] = {
     "bert": "most confident mask first, then re-predict the rest; score = sum of the chosen tokens' log-probs",
     "gpt_left": "left to right, each mask its most likely next token; score = sum of their log-probs",
     "gpt_whole": "each mask its best whole-sentence candidate; score = the sentence's log-likelihood",
+    "bart": "beam search's best restoration that keeps the text around the blanks; score = log p(that text | the "
+    "masked text)",
 }
 
 
@@ -96,9 +104,10 @@ class MaskSlot:
     bert: MaskColumn | None = None
     gpt_left: MaskColumn | None = None
     gpt_whole: MaskColumn | None = None
+    bart: MaskColumn | None = None  # one row per beam that kept the text: the span it put in this blank
 
     def columns(self) -> list[MaskColumn]:
-        return [c for c in (self.bert, self.gpt_left, self.gpt_whole) if c is not None]
+        return [c for c in (self.bert, self.gpt_left, self.gpt_whole, self.bart) if c is not None]
 
 
 @dataclass
@@ -114,6 +123,53 @@ class Filling:
 
 
 @dataclass
+class SpanFill:
+    """What one BART beam put in one blank: the text, its tokens, and their log-probability under the raw model."""
+
+    text: str
+    pieces: list[str]
+    token_ids: list[int]
+    logprob: float  # sum of log p(token | masked text, output before it) over the span's tokens; 0 when empty
+    prob: float
+
+
+@dataclass
+class SpanBeam:
+    """One output of BART's beam search, and the spans it put in the blanks if it kept the text around them."""
+
+    rank: int  # 1 = beam search's best
+    output: str  # the text BART wrote (decoded, without <s> and </s>)
+    token_ids: list[int]  # the decoder sequence, from the decoder start token to </s>
+    sequence_score: float  # `generate`'s sequences_scores; see seq2seq.SEQUENCE_SCORE
+    logprob: float  # log p(output | masked text): every token after the decoder start, raw model, teacher-forced
+    prob: float  # exp(logprob): the probability that BART writes exactly this output
+    rewrote_context: bool  # the output changes the text outside the blanks, so no span can be read off
+    spans: list[SpanFill] | None  # one per blank, in text order; None when the context was rewritten
+    filled: str | None  # the user's text with the spans in the blanks
+
+
+@dataclass
+class SpanInfilling:
+    """BART's answer for the blanks of one text: every beam, best first."""
+
+    model: str
+    method: str
+    source: str  # what the encoder read, with BART's own mask token in each blank
+    generate_settings: dict[str, object]  # the `model.generate` arguments that reproduce the beams
+    sequence_score: str  # what a beam's sequence_score is
+    beams: list[SpanBeam] = field(default_factory=list)
+
+    @property
+    def fillings(self) -> list[SpanBeam]:
+        """The beams that kept the text around the blanks, best first."""
+        return [b for b in self.beams if not b.rewrote_context]
+
+    @property
+    def rewrites(self) -> list[SpanBeam]:
+        return [b for b in self.beams if b.rewrote_context]
+
+
+@dataclass
 class FillMaskResult:
     """Everything `fill-mask` says about one text. `error`/`hint` are set instead for a line that failed."""
 
@@ -122,6 +178,7 @@ class FillMaskResult:
     models: dict[str, str] = field(default_factory=dict)  # family → model name
     masks: list[MaskSlot] = field(default_factory=list)
     fillings: list[Filling] = field(default_factory=list)
+    bart: SpanInfilling | None = None  # every beam of BART's infilling, rewrites included
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     hint: str | None = None
@@ -141,7 +198,7 @@ def fill_mask(
     top_k: int = DEFAULT_TOP_K,
     targets: Sequence[str] = (),
 ) -> FillMaskResult:
-    """Fill the masks of one text with every model given ("bert": masked LM, "gpt": causal LM).
+    """Fill the masks of one text with every model given ("bert": masked LM, "gpt": causal LM, "bart": seq2seq).
 
     Raises GbcliError (exit 2) for a text without mask, with too many masks, or too long for a model.
     """
@@ -174,13 +231,16 @@ def fill_mask_lines(
     if batch_size < 1:
         raise usage_error(f"--batch-size must be at least 1, not {batch_size}.", "For example --batch-size 32.")
     targets = list(dict.fromkeys(t.strip() for t in targets if t.strip()))
-    bert, gpt = models.get("bert"), models.get("gpt")
-    if bert is None and gpt is None:
-        raise usage_error("fill-mask needs a masked LM (bert) or a causal LM (gpt).", "Use --models gpt,bert.")
+    bert, gpt, bart = models.get("bert"), models.get("gpt"), models.get("bart")
+    if bert is None and gpt is None and bart is None:
+        raise usage_error("fill-mask needs a masked LM (bert), a causal LM (gpt) or a seq2seq model (bart).",
+                          "Use --models gpt,bert.")
     if bert is not None and bert.tokenizer.mask_token_id is None:
         raise GbcliError(f"{bert.name} has no mask token, so it cannot fill blanks.", "Use a masked LM for --bert.")
-    names = {family: lm.name for family, lm in models.items() if family in ("bert", "gpt")}
-    run = _Run(bert, gpt, top_k, targets, batch_size)
+    if bart is not None:
+        seq2seq.check_seq2seq(bart)
+    names = {family: lm.name for family, lm in models.items() if family in ("bert", "gpt", "bart")}
+    run = _Run(bert, gpt, top_k, targets, batch_size, bart)
     states = [_parse(number, line, names) for number, line in enumerate(lines, start=1)]
     with torch.inference_mode():
         if bert is not None:
@@ -195,6 +255,8 @@ def fill_mask_lines(
                 run.bert_columns([s for s in chunk if s.error is None])
             if gpt is not None:
                 run.gpt_columns([s for s in chunk if s.error is None])
+            if bart is not None:
+                run.bart_columns([s for s in chunk if s.error is None])
             if on_progress:
                 on_progress(len(chunk))
     return [s.finish(run.warnings) for s in states]
@@ -264,6 +326,7 @@ class _Text:
     gpt_candidates: list[list[Fill]] = field(default_factory=list)
     gpt_filling: list[Fill] = field(default_factory=list)
     gpt_filling_logprob: float = 0.0
+    bart: SpanInfilling | None = None
 
     @property
     def masks(self) -> int:
@@ -278,7 +341,7 @@ class _Text:
         if self.error is not None:
             result.error, result.hint = self.error.message, self.error.hint
         else:
-            result.masks, result.fillings = self.slots, self.fillings
+            result.masks, result.fillings, result.bart = self.slots, self.fillings, self.bart
         return result
 
 
@@ -331,9 +394,10 @@ def _too_long(lm: LoadedModel, tokens: int, what: str) -> GbcliError:
 
 class _Run:
     def __init__(
-        self, bert: LoadedModel | None, gpt: LoadedModel | None, top_k: int, targets: list[str], batch_size: int
+        self, bert: LoadedModel | None, gpt: LoadedModel | None, top_k: int, targets: list[str], batch_size: int,
+        bart: LoadedModel | None = None,
     ) -> None:
-        self.bert, self.gpt = bert, gpt
+        self.bert, self.gpt, self.bart = bert, gpt, bart
         self.top_k, self.targets, self.batch_size = top_k, targets, batch_size
         self.warnings: list[str] = []
         self._target_cache: dict[tuple[int, str, str], list[int] | None] = {}
@@ -672,6 +736,133 @@ class _Run:
                     Filling("gpt_whole", FILLING_METHODS["gpt_whole"], [w for w, _ in best[id(state)]],
                             filled[id(state)], best_score[id(state)], list(range(state.masks)))
                 )
+
+
+    # ---- BART: spans of any length -----------------------------------------------------------------------------
+
+    def bart_columns(self, texts: list[_Text]) -> None:
+        """BART restores each text by beam search (one text at a time: its beams already make a batch)."""
+        lm = self.bart
+        assert lm is not None
+        for state in texts:
+            try:
+                state.bart = infill_spans(lm, state.segments, self.top_k)
+            except GbcliError as error:
+                state.error = error
+                continue
+            kept = state.bart.fillings
+            targets = self.bart_targets(state, kept[0] if kept else None)
+            for mask, slot in enumerate(state.slots):
+                predictions = [_span_prediction(beam, mask) for beam in kept[: self.top_k]]
+                slot.bart = MaskColumn("bart", lm.name, predictions, targets[mask])
+            if kept:
+                best = kept[0]
+                state.fillings.append(Filling(
+                    "bart", FILLING_METHODS["bart"], [span.text for span in best.spans or []], best.filled or "",
+                    best.logprob, list(range(state.masks)),
+                ))
+
+    def bart_targets(self, state: _Text, best: SpanBeam | None) -> list[list[MaskPrediction]]:
+        """Per blank, each --targets word scored as BART's whole output: log p(text with the word in the blank |
+        masked text); the other blanks hold BART's best spans. One teacher-forced pass per text."""
+        lm = self.bart
+        assert lm is not None and state.bart is not None
+        if not self.targets:
+            return [[] for _ in range(state.masks)]
+        tok = lm.tokenizer
+        source = seq2seq.infill_source(lm, state.segments)
+        start = seq2seq.decoder_start_id(lm)
+        plans: list[tuple[int, str, list[int] | None]] = []
+        for mask in range(state.masks):
+            for word in self.targets:
+                if best is None and state.masks > 1:
+                    plans.append((mask, word, None))  # no restoration kept the text to hold the other blanks
+                    continue
+                spans = [s.text for s in best.spans or []] if best is not None else [""]
+                spans[mask] = word
+                ids = tok(seq2seq.fill_segments(state.segments, spans))["input_ids"]
+                plans.append((mask, word, [start, *ids] if len(ids) < lm.max_positions else None))
+        scored = iter(seq2seq.teacher_forced_logprobs(lm, source, [ids for _, _, ids in plans if ids is not None]))
+        out: list[list[MaskPrediction]] = [[] for _ in range(state.masks)]
+        for mask, word, ids in plans:
+            pieces_ids = tok(state.space_before(mask) + word, add_special_tokens=False)["input_ids"]
+            logprob = math.fsum(next(scored)) if ids is not None else None
+            out[mask].append(MaskPrediction(
+                word=word, joins_previous=False, text=word, pieces=[_piece(lm, t) for t in pieces_ids],
+                token_ids=pieces_ids, prob=math.exp(logprob) if logprob is not None else None, logprob=logprob,
+            ))
+        return out
+
+
+def _span_prediction(beam: SpanBeam, mask: int) -> MaskPrediction:
+    """One BART beam in one blank's column: the span it wrote there, with the probability of its whole output."""
+    assert beam.spans is not None
+    span = beam.spans[mask]
+    return MaskPrediction(word=span.text, joins_previous=False, text=span.text, pieces=span.pieces,
+                          token_ids=span.token_ids, prob=beam.prob, logprob=beam.logprob)
+
+
+def infill_spans(lm: LoadedModel, segments: Sequence[str], top_k: int) -> SpanInfilling:
+    """BART fills the blanks between `segments`: beam search with 2 × top_k beams (at least 4), best first.
+
+    Beams whose output rewrites the text around the blanks are kept and marked, not dropped: they are what the
+    model wrote. Every beam is then scored once more by teacher forcing, for the raw model's probabilities.
+    """
+    import torch
+
+    seq2seq.check_seq2seq(lm)
+    source = seq2seq.infill_source(lm, segments)
+    if len(source) > lm.max_positions:
+        raise _too_long(lm, len(source), "with its special tokens")
+    beams = min(max(2 * top_k, 4), seq2seq.MAX_BEAMS)
+    settings = seq2seq.infill_settings(lm, len(source), len(segments) - 1, beams)
+    input_ids = torch.tensor([source], device=lm.device)
+    with torch.inference_mode():
+        output = lm.model.generate(
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_scores=True,
+            return_dict_in_generate=True, pad_token_id=seq2seq.pad_id(lm), **settings,
+        )
+    eos = seq2seq.eos_id(lm)
+    sequences = []
+    for row in output.sequences.tolist():
+        ids = list(row)
+        if eos is not None and eos in ids[1:]:  # drop the padding after </s> (the start token is </s> too)
+            ids = ids[: ids.index(eos, 1) + 1]
+        sequences.append(ids)
+    logprobs = seq2seq.teacher_forced_logprobs(lm, source, sequences)
+    result = SpanInfilling(model=lm.name, method=seq2seq.INFILL_METHOD, source=seq2seq.decode(lm, source),
+                           generate_settings=settings, sequence_score=seq2seq.SEQUENCE_SCORE)
+    scores = output.sequences_scores.tolist()
+    for rank, (ids, token_logprobs, score) in enumerate(zip(sequences, logprobs, scores, strict=True), start=1):
+        result.beams.append(_span_beam(lm, segments, rank, ids, token_logprobs, score))
+    return result
+
+
+def _span_beam(lm: LoadedModel, segments: Sequence[str], rank: int, ids: list[int], token_logprobs: list[float],
+               score: float) -> SpanBeam:
+    text_ids = seq2seq.body_ids(lm, ids)
+    output = seq2seq.decode(lm, text_ids)
+    total = math.fsum(token_logprobs)
+    ranges = seq2seq.match_spans(segments, output)
+    spans = None
+    if ranges is not None:
+        # Token i of text_ids is token offset + i of the decoder sequence, whose log-prob is token_logprobs[offset +
+        # i - 1]: the first entry scores the token after the decoder start.
+        offset = 1 + (1 if len(ids) > 1 and ids[1] == lm.tokenizer.bos_token_id else 0)
+        ends = seq2seq.token_ends(lm, text_ids)
+        starts = [0, *ends[:-1]]
+        spans = []
+        for start, end in ranges:
+            # The tokens that overlap the span (a token may reach past it, e.g. a word glued to the blank).
+            inside = [i for i in range(len(text_ids)) if start < end and starts[i] < end and ends[i] > start]
+            logprob = math.fsum(token_logprobs[offset + i - 1] for i in inside)
+            spans.append(SpanFill(text=output[start:end], pieces=[_piece(lm, text_ids[i]) for i in inside],
+                                  token_ids=[text_ids[i] for i in inside], logprob=logprob, prob=math.exp(logprob)))
+    return SpanBeam(
+        rank=rank, output=output, token_ids=ids, sequence_score=score, logprob=total, prob=math.exp(total),
+        rewrote_context=ranges is None, spans=spans,
+        filled=seq2seq.fill_segments(segments, [s.text for s in spans]) if spans is not None else None,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------

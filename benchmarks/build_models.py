@@ -1,0 +1,65 @@
+"""Full-size random-weight models with the real published vocabularies, built once into a cache folder.
+
+Random weights cost the same to run as trained ones: the same shapes, the same vocabulary, the same compute. The
+vocabularies come from `../shared/tokenizers` (not part of this project: see that folder's README).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_TOKENIZERS = REPO.parent / "shared" / "tokenizers"
+DEFAULT_CACHE = REPO / "benchmarks" / ".models"
+
+
+def build_gpt2(tokenizers: Path, cache: Path) -> Path:
+    """GPT-2 small (124M parameters, `GPT2Config()`) with the real GPT-2 BPE vocabulary."""
+    target = cache / "gpt2-small-random"
+    if (target / "model.safetensors").exists():
+        return target
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(_vocabulary(tokenizers, "gpt2")))
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer)))
+    _save(model, tokenizer, target)
+    return target
+
+
+def build_bert(tokenizers: Path, cache: Path) -> Path:
+    """BERT-base (110M parameters, `BertConfig()`) with the real bert-base-uncased WordPiece vocabulary."""
+    target = cache / "bert-base-random"
+    if (target / "model.safetensors").exists():
+        return target
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(_vocabulary(tokenizers, "bert-base-uncased")))
+    model = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer)))
+    _save(model, tokenizer, target)
+    return target
+
+
+def _vocabulary(tokenizers: Path, name: str) -> Path:
+    folder = tokenizers / name
+    if not folder.is_dir():
+        raise SystemExit(
+            f"error: the {name} vocabulary is not at {folder}.\n"
+            "hint: pass --tokenizers DIR, the folder that holds gpt2/ and bert-base-uncased/."
+        )
+    return folder
+
+
+def _save(model, tokenizer, target: Path) -> None:
+    # Built next to the target and renamed into place, so an interrupted build never looks finished.
+    building = target.with_name(target.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    model.eval()
+    model.save_pretrained(building)
+    tokenizer.save_pretrained(building)
+    shutil.rmtree(target, ignore_errors=True)
+    building.rename(target)

@@ -1,0 +1,617 @@
+"""gbcli against the `transformers` pipelines: the same models, the same inputs, side by side in one run (issue 6).
+
+    python benchmarks/run.py                      # every row, full size
+    python benchmarks/run.py --quick              # fewer tokens, lines and repeats: a smoke run of a few minutes
+    python benchmarks/run.py --rows generate      # some rows only (generate, fill-mask, pll, compare, memory)
+
+The models are full-size GPT-2-small and BERT-base architectures with random weights and the real published
+vocabularies (from ../shared/tokenizers, or --tokenizers DIR), built once into benchmarks/.models/. The table is
+printed as Markdown (paste it into benchmarks/README.md) and saved as JSON in benchmarks/results/.
+
+Every row interleaves gbcli's runs with its peer's, so that a change in the machine's load hits both sides alike;
+the median of --repeats runs is reported. Start-up and loading are outside the timed region of the in-process
+rows (the peer gets the same treatment); the `compare` rows time whole processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+if str(REPO) not in sys.path:  # run from a clean clone without installing
+    sys.path.insert(0, str(REPO))
+
+from build_models import DEFAULT_CACHE, DEFAULT_TOKENIZERS, build_bert, build_gpt2  # noqa: E402
+
+ALL_ROWS = ("generate", "fill-mask", "pll", "compare", "memory")
+PROMPT = "Once upon a time there was a little fox who lived at the edge of a quiet forest."
+COMPARE_TEXT = "The capital of France is Paris."
+SUBPROCESS_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "NO_COLOR": "1"}
+
+
+@dataclass
+class Row:
+    """One line of the table: gbcli's figure, its peer's, and how the ratio stands against the target."""
+
+    row: str
+    gbcli: str
+    peer: str
+    ratio: float | None
+    target: str
+    met: bool | None
+    note: str = ""
+    data: dict = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    gpt_path: Path
+    bert_path: Path
+    bandwidth: float  # bytes per second, the best read rate measured
+    rows: list[Row] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return float("nan")
+
+
+@contextmanager
+def torch_threads(count: int | None):
+    import torch
+
+    before = torch.get_num_threads()
+    if count is not None and count != before:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def interleaved(sides: dict[str, Callable[[], object]], repeats: int, warmup: bool = True) -> dict[str, list[float]]:
+    """Seconds of each side's call, `repeats` times, taking turns; one untimed warm-up call each first."""
+    if warmup:
+        for run in sides.values():
+            run()
+    seconds: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(repeats):
+        for name, run in sides.items():
+            started = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - started)
+    return seconds
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def memory_bandwidth() -> dict[str, float]:
+    """Best read and copy rates over a 1 GiB float32 tensor (far larger than any cache), 1 thread and default."""
+    import torch
+
+    rates: dict[str, float] = {}
+    a = torch.ones(256 * 1024 * 1024)
+    b = torch.empty_like(a)
+    for threads in sorted({1, torch.get_num_threads()}):
+        with torch_threads(threads):
+            read = copy = 0.0
+            for _ in range(5):
+                started = time.perf_counter()
+                a.sum()
+                read = max(read, a.nbytes / (time.perf_counter() - started))
+                started = time.perf_counter()
+                b.copy_(a)
+                copy = max(copy, 2 * a.nbytes / (time.perf_counter() - started))
+        rates[f"read_{threads}_threads"] = read
+        rates[f"copy_{threads}_threads"] = copy
+    rates["read"] = max(v for k, v in rates.items() if k.startswith("read_"))
+    return rates
+
+
+# Runs one command and reports its wall time and peak RSS. It is a small fresh process on purpose: Linux carries a
+# process's memory high-water mark across fork and exec, so a command started straight from this benchmark (which
+# holds models) would report this benchmark's RSS as its own peak.
+LAUNCHER = """
+import json, resource, subprocess, sys, time
+started = time.perf_counter()
+code = subprocess.call(sys.argv[2:])
+seconds = time.perf_counter() - started
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+with open(sys.argv[1], "w") as f:
+    json.dump({"seconds": seconds, "peak": peak, "code": code}, f)
+"""
+
+
+def run_process(command: list[str]) -> tuple[float, int, int, str]:
+    """Wall seconds, peak resident memory (bytes), exit code, and stdout (stderr on failure) of one process."""
+    env = {**os.environ, **SUBPROCESS_ENV}
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "report.json"
+        out, err = Path(folder) / "out", Path(folder) / "err"
+        with out.open("w") as stdout, err.open("w") as stderr:
+            subprocess.run([sys.executable, "-c", LAUNCHER, str(report), *command], stdin=subprocess.DEVNULL,
+                           stdout=stdout, stderr=stderr, env=env, check=False)
+        measured = json.loads(report.read_text())
+        text = out.read_text() if measured["code"] == 0 else err.read_text()
+    return measured["seconds"], measured["peak"], measured["code"], text
+
+
+def weights_bytes(folder: Path) -> int:
+    """Bytes of the tensors stored in a checkpoint (tied weights are stored, and counted, once)."""
+    from safetensors import safe_open
+
+    total = 0
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        for name in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+            piece = f.get_slice(name)
+            count = 1
+            for size in piece.get_shape():
+                count *= size
+            total += count * {"F32": 4, "BF16": 2, "F16": 2}.get(piece.get_dtype(), 4)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs: deterministic English-like sentences of varied length
+# ---------------------------------------------------------------------------------------------------------------
+
+DETERMINERS = ["the", "a", "every", "one", "that", "this", "some", "my", "our", "her"]
+ADJECTIVES = ["small", "old", "bright", "quiet", "heavy", "young", "green", "strange", "happy", "cold", "tired",
+              "famous", "careful", "wooden", "distant", "little", "clever", "empty", "warm", "broken"]
+NOUNS = ["dog", "teacher", "river", "city", "farmer", "book", "garden", "child", "train", "village", "doctor",
+         "window", "bird", "student", "mountain", "kitchen", "letter", "market", "horse", "engine", "song",
+         "painter", "island", "bridge", "question", "table", "storm", "friend", "forest", "museum"]
+VERBS = ["saw", "found", "carried", "painted", "followed", "visited", "opened", "watched", "built", "heard",
+         "cleaned", "described", "remembered", "crossed", "answered", "borrowed", "moved", "chose"]
+PLACES = ["near the station", "in the morning", "after the rain", "behind the school", "at the end of the road",
+          "during the long winter", "by the old harbour", "before dinner", "across the valley", "on a sunday"]
+JOINS = ["and", "because", "while", "but", "so", "although"]
+
+
+def sentences(count: int, seed: int = 0) -> list[str]:
+    """`count` sentences of one to four clauses (about 8 to 45 words), the same for every run."""
+    rng = random.Random(seed)
+
+    def clause() -> str:
+        words = [rng.choice(DETERMINERS), rng.choice(ADJECTIVES), rng.choice(NOUNS), rng.choice(VERBS),
+                 rng.choice(DETERMINERS), rng.choice(NOUNS)]
+        if rng.random() < 0.6:
+            words.append(rng.choice(PLACES))
+        return " ".join(words)
+
+    made = []
+    for _ in range(count):
+        parts = [clause()]
+        for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
+            parts += [rng.choice(JOINS), clause()]
+        text = " ".join(parts)
+        made.append(text[0].upper() + text[1:] + ".")
+    return made
+
+
+def masked_lines(count: int, mask: str = "[MASK]", seed: int = 1) -> list[str]:
+    """Sentences with one word replaced by a mask (never the first word, never the final full stop)."""
+    rng = random.Random(seed)
+    lines = []
+    for text in sentences(count, seed):
+        words = text.rstrip(".").split()
+        words[rng.randrange(1, len(words))] = mask
+        lines.append(" ".join(words) + ".")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rows
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def generate_rows(ctx: Context) -> list[Row]:
+    """gbcli generate (greedy, one stream) against pipeline("text-generation"), both forced to N new tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+    from gbcli.models import LoadOptions, load_model
+    from gbcli.tasks.decoding import DecodingSettings
+    from gbcli.tasks.generation import generate_causal, step_threads
+
+    args = ctx.args
+    new = args.new_tokens
+    lm = load_model("gpt", str(ctx.gpt_path), LoadOptions(device="cpu", dtype="float32"))
+    settings = DecodingSettings.from_options(max_new_tokens=new, greedy=True)
+    # The peer is what a user writes: its own model instance, from the same folder, run by the pipeline.
+    peer_model = AutoModelForCausalLM.from_pretrained(str(ctx.gpt_path), dtype=torch.float32).eval()
+    peer = pipeline("text-generation", model=peer_model, tokenizer=AutoTokenizer.from_pretrained(str(ctx.gpt_path)),
+                    device="cpu")
+    default_threads = torch.get_num_threads()
+    gbcli_threads = step_threads(default_threads)
+    outputs: dict[str, object] = {}
+
+    def run_gbcli() -> None:
+        outputs["gbcli"] = generate_causal(lm, PROMPT, settings)
+
+    def run_peer(threads: int | None) -> Callable[[], None]:
+        def run() -> None:
+            with torch_threads(threads), torch.inference_mode():
+                outputs["peer"] = peer(PROMPT, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                                       return_full_text=False)
+        return run
+
+    sides = {"gbcli": run_gbcli, f"pipeline, torch default ({default_threads} threads)": run_peer(None)}
+    if gbcli_threads != default_threads:
+        sides[f"pipeline, {gbcli_threads} thread(s) like gbcli"] = run_peer(gbcli_threads)
+    load_before = load_average()
+    seconds = interleaved(sides, args.repeats)
+    result = outputs["gbcli"]
+    produced = result.new_tokens  # type: ignore[attr-defined]
+    peer_text = outputs["peer"][0]["generated_text"]  # type: ignore[index]
+    same_text = peer_text == result.continuations[0].text  # type: ignore[attr-defined]
+    rates = {name: (produced if name == "gbcli" else new) / median(s) for name, s in seconds.items()}
+
+    # The physical limit: every weight is read once per token (the tied embedding as the output projection; one row
+    # of the position table), plus the KV cache of the context so far.
+    config = lm.model.config
+    params = {id(p): p for p in lm.model.parameters()}.values()
+    weight_bytes = sum(p.numel() * p.element_size() for p in params)
+    position_table = lm.model.transformer.wpe.weight
+    weight_bytes -= position_table.numel() * position_table.element_size() - position_table[0].numel() * 4
+    prompt_tokens = len(lm.tokenizer(PROMPT)["input_ids"])
+    kv_bytes = 2 * config.n_layer * (prompt_tokens + new / 2) * config.n_embd * 4
+    per_token = weight_bytes + kv_bytes
+    limit = ctx.bandwidth / per_token
+
+    rows = []
+    gbcli_rate = rates["gbcli"]
+    cli = cli_generate(ctx)
+    for name, rate in rates.items():
+        if name == "gbcli":
+            continue
+        first = not rows
+        ratio = gbcli_rate / rate
+        rows.append(Row(
+            row=f"`generate`, greedy, {new} new tokens, one stream",
+            gbcli=f"{gbcli_rate:.1f} tokens/s ({gbcli_rate / limit:.0%} of limit)",
+            peer=f"{name}: {rate:.1f} tokens/s ({rate / limit:.0%} of limit)",
+            ratio=ratio, target="≥ 1.5", met=ratio >= 1.5,
+            note=(f"limit {limit:.0f} tokens/s = {ctx.bandwidth / 1e9:.1f} GB/s ÷ {per_token / 1e6:.0f} MB read per "
+                  f"token; same text as the pipeline: {'yes' if same_text else 'NO'}; gbcli produced {produced} "
+                  f"tokens on {gbcli_threads} thread(s)") if first else "",
+            data={"seconds": seconds, "rates": rates, "bytes_per_token": per_token, "limit_tokens_per_second": limit,
+                  "same_text": same_text, "gbcli_threads": gbcli_threads, "default_threads": default_threads,
+                  "load_before": load_before, "load_after": load_average()},
+        ))
+    if cli is not None:
+        rows.append(cli)
+    return rows
+
+
+def cli_generate(ctx: Context) -> Row | None:
+    """The exact command a user types, in a fresh process: gbcli's own tokens-per-second report (cold start)."""
+    new = ctx.args.new_tokens
+    command = [sys.executable, "-m", "gbcli", "generate", PROMPT, "--models", "gpt", "--greedy",
+               "--max-new-tokens", str(new), "--gpt", str(ctx.gpt_path), "--dtype", "float32", "--json"]
+    seconds, _, code, out = run_process(command)
+    if code != 0:
+        return Row("`gbcli generate` CLI", "failed", "", None, "", None, note=out.strip()[-300:])
+    column = json.loads(out)["columns"][0]
+    return Row(
+        row=f"`gbcli generate --models gpt --greedy --max-new-tokens {new}` (fresh process)",
+        gbcli=f"{column['tokens_per_second']:.1f} tokens/s as reported", peer="", ratio=None, target="", met=None,
+        note=f"{seconds:.1f} s wall for the whole command, start-up and loading included",
+        data={"column_seconds": column["seconds"], "wall_seconds": seconds},
+    )
+
+
+def fill_mask_rows(ctx: Context) -> list[Row]:
+    """gbcli fill-mask over many lines against pipeline("fill-mask") at batch size 1 and 32."""
+    import torch
+    from transformers import pipeline
+
+    from gbcli.models import LoadOptions, load_model
+    from gbcli.tasks.masking import fill_mask_lines
+
+    lines = masked_lines(ctx.args.lines)
+    lm = load_model("bert", str(ctx.bert_path), LoadOptions(device="cpu", dtype="float32"))
+    peer = pipeline("fill-mask", model=lm.model, tokenizer=lm.tokenizer, device="cpu")
+    outputs: dict[str, object] = {}
+
+    def run_gbcli() -> None:
+        outputs["gbcli"] = fill_mask_lines({"bert": lm}, lines, 5, batch_size=32)
+
+    def run_peer(batch: int) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode():
+                outputs[f"batch {batch}"] = peer(lines, top_k=5, batch_size=batch)
+        return run
+
+    warm = lines[:8]
+    fill_mask_lines({"bert": lm}, warm, 5, batch_size=32)
+    peer(warm, top_k=5, batch_size=1)
+    seconds = interleaved({"gbcli": run_gbcli, "batch 1": run_peer(1), "batch 32": run_peer(32)},
+                          ctx.args.heavy_repeats, warmup=False)
+    rates = {name: len(lines) / median(s) for name, s in seconds.items()}
+    agree = _fill_mask_agreement(outputs)
+    rows = []
+    for name, target in (("batch 1", 2.0), ("batch 32", 1.2)):
+        ratio = rates["gbcli"] / rates[name]
+        rows.append(Row(
+            row=f"`fill-mask` over {len(lines)} lines (gbcli batch 32, length-sorted)",
+            gbcli=f"{rates['gbcli']:.1f} lines/s", peer=f'pipeline("fill-mask"), {name}: {rates[name]:.1f} lines/s',
+            ratio=ratio, target=f"≥ {target:g}", met=ratio >= target, note=agree,
+            data={"seconds": seconds, "rates": rates},
+        ))
+    return rows
+
+
+def _fill_mask_agreement(outputs: dict[str, object]) -> str:
+    """Whether gbcli's first candidate is the pipeline's on every line: the same model must say the same thing."""
+    try:
+        ours = [result.masks[0].bert.predictions[0].token_ids[0] for result in outputs["gbcli"]]  # type: ignore
+        theirs = [candidates[0]["token"] for candidates in outputs["batch 1"]]  # type: ignore[index]
+        same = sum(a == b for a, b in zip(ours, theirs, strict=True))
+        return f"first candidate equal to the pipeline's on {same}/{len(theirs)} lines"
+    except Exception as exc:  # the result layout belongs to masking.py; this check is a courtesy
+        return f"(agreement not checked: {type(exc).__name__}: {exc})"
+
+
+def pll_rows(ctx: Context) -> list[Row]:
+    """gbcli's batched pseudo-log-likelihood against the naive loop: one masked copy per forward pass."""
+    import torch
+
+    from gbcli.models import LoadOptions, load_model
+    from gbcli.tasks.scoring import ScoreSettings, score_texts
+
+    texts = sentences(ctx.args.sentences, seed=2)
+    lm = load_model("bert", str(ctx.bert_path), LoadOptions(device="cpu", dtype="float32"))
+    tok, model = lm.tokenizer, lm.model
+    outputs: dict[str, list[float]] = {}
+
+    def run_gbcli() -> None:
+        records = score_texts([lm], texts, ScoreSettings())
+        outputs["gbcli"] = [r.columns[0].log_likelihood for r in records]
+
+    def run_naive() -> None:
+        totals = []
+        with torch.inference_mode():
+            for text in texts:
+                ids = tok(text, return_tensors="pt")["input_ids"]
+                total = 0.0
+                for position in range(1, ids.shape[1] - 1):  # every token but [CLS] and [SEP]
+                    masked = ids.clone()
+                    masked[0, position] = tok.mask_token_id
+                    logits = model(input_ids=masked).logits[0, position]
+                    total += torch.log_softmax(logits.float(), -1)[ids[0, position]].item()
+                totals.append(total)
+        outputs["naive"] = totals
+
+    warm = texts[:2]
+    score_texts([lm], warm, ScoreSettings())
+    seconds = interleaved({"gbcli": run_gbcli, "naive": run_naive}, ctx.args.heavy_repeats, warmup=False)
+    rates = {name: len(texts) / median(s) for name, s in seconds.items()}
+    worst = max(abs(a - b) for a, b in zip(outputs["gbcli"], outputs["naive"], strict=True))
+    ratio = rates["gbcli"] / rates["naive"]
+    return [Row(
+        row=f"pseudo-perplexity of {len(texts)} sentences (`gbcli score --models bert`)",
+        gbcli=f"{rates['gbcli']:.2f} sentences/s", peer=f"naive loop: {rates['naive']:.2f} sentences/s",
+        ratio=ratio, target="≥ 5", met=ratio >= 5,
+        note=f"largest difference in a sentence's log-likelihood: {worst:.1e} nats",
+        data={"seconds": seconds, "rates": rates, "max_abs_difference": worst},
+    )]
+
+
+MINIMUM_SCRIPT = """
+import sys, torch, transformers
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+gpt, bert, text = sys.argv[1], sys.argv[2], sys.argv[3]
+with torch.inference_mode():
+    for path, cls in ((gpt, AutoModelForCausalLM), (bert, AutoModelForMaskedLM)):
+        tok = AutoTokenizer.from_pretrained(path)
+        model = cls.from_pretrained(path).eval()
+        model(**tok(text, return_tensors="pt"))
+"""
+
+
+def compare_processes(ctx: Context) -> tuple[dict[str, list[float]], dict[str, list[int]]] | str:
+    """Run `gbcli compare` and the minimum script in fresh processes, taking turns: wall seconds and peak RSS."""
+    help_check = run_process([sys.executable, "-m", "gbcli", "compare", "--help"])
+    if help_check[2] != 0:
+        return "`gbcli compare` does not exist yet"
+    commands = {
+        "gbcli": [sys.executable, "-m", "gbcli", "compare", COMPARE_TEXT, "--gpt", str(ctx.gpt_path), "--bert",
+                  str(ctx.bert_path), "--json"],
+        "minimum": [sys.executable, "-c", MINIMUM_SCRIPT, str(ctx.gpt_path), str(ctx.bert_path), COMPARE_TEXT],
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in commands}
+    peaks: dict[str, list[int]] = {name: [] for name in commands}
+    for command in commands.values():  # warm the page cache: both read the same files
+        run_process(command)
+    for _ in range(ctx.args.repeats):
+        for name, command in commands.items():
+            wall, peak, code, out = run_process(command)
+            if code != 0:
+                return f"{name} failed: {out.strip()[-300:]}"
+            seconds[name].append(wall)
+            peaks[name].append(peak)
+    return seconds, peaks
+
+
+_COMPARE_CACHE: dict[str, object] = {}
+
+
+def compare_rows(ctx: Context) -> list[Row]:
+    measured = _COMPARE_CACHE.setdefault("result", compare_processes(ctx))
+    if isinstance(measured, str):
+        return [Row("`compare` end to end", "not run", "", None, "≤ 1.3", None, note=measured)]
+    seconds, _ = measured  # type: ignore[misc]
+    ratio = median(seconds["gbcli"]) / median(seconds["minimum"])
+    return [Row(
+        row=f"`gbcli compare \"{COMPARE_TEXT}\"` end to end (fresh process)",
+        gbcli=f"{median(seconds['gbcli']):.2f} s",
+        peer=f"minimum (import torch + transformers, load both, one forward each): {median(seconds['minimum']):.2f} s",
+        ratio=ratio, target="≤ 1.3", met=ratio <= 1.3, data={"seconds": seconds},
+    )]
+
+
+def memory_rows(ctx: Context) -> list[Row]:
+    measured = _COMPARE_CACHE.setdefault("result", compare_processes(ctx))
+    if isinstance(measured, str):
+        return [Row("peak resident memory of `compare`", "not run", "", None, "≤ 1.3", None, note=measured)]
+    _, peaks = measured  # type: ignore[misc]
+    weights = weights_bytes(ctx.gpt_path) + weights_bytes(ctx.bert_path)
+    peak = max(peaks["gbcli"])
+    ratio = peak / weights
+    return [Row(
+        row="peak resident memory of `compare`",
+        gbcli=f"{peak / 2**20:.0f} MiB", peer=f"the two models' weights: {weights / 2**20:.0f} MiB",
+        ratio=ratio, target="≤ 1.3", met=ratio <= 1.3,
+        note=f"the minimum script peaks at {max(peaks['minimum']) / 2**20:.0f} MiB "
+             f"({max(peaks['minimum']) / weights:.2f}x the weights)",
+        data={"peaks": peaks, "weights_bytes": weights},
+    )]
+
+
+ROW_FUNCTIONS: dict[str, Callable[[Context], list[Row]]] = {
+    "generate": generate_rows, "fill-mask": fill_mask_rows, "pll": pll_rows, "compare": compare_rows,
+    "memory": memory_rows,
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def markdown(rows: list[Row], header: bool = True, notes: bool = True) -> str:
+    lines = ["| row | gbcli | peer | ratio | target | met |", "|---|---|---|---|---|---|"] if header else []
+    for row in rows:
+        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
+        met = "" if row.met is None else ("yes" if row.met else "**no**")
+        lines.append(f"| {row.row} | {row.gbcli} | {row.peer} | {ratio} | {row.target} | {met} |")
+    remarks = [f"- {row.row}: {row.note}" for row in rows if row.note] if notes else []
+    return "\n".join(lines + ([""] + remarks if remarks else []))
+
+
+def machine_line(bandwidth: dict[str, float]) -> str:
+    import torch
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    reads = ", ".join(f"{k.split('_')[1]} thread(s) {v / 1e9:.1f}" for k, v in bandwidth.items()
+                      if k.startswith("read_"))
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads by "
+            f"default), transformers {transformers.__version__}, Python {platform.python_version()}; memory read "
+            f"bandwidth (GB/s) {reads}; load average {load_average():.1f}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", default=",".join(ALL_ROWS),
+                        help=f"comma-separated rows to run, from: {', '.join(ALL_ROWS)} (default: all)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 32 new tokens, 100 lines, 20 sentences, 1 repeat (sizes stay full)")
+    parser.add_argument("--new-tokens", type=int, default=None, help="tokens to generate (default 128)")
+    parser.add_argument("--lines", type=int, default=None, help="fill-mask lines (default 1000)")
+    parser.add_argument("--sentences", type=int, default=None, help="pseudo-perplexity sentences (default 100)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="runs per side, median reported (default 3 for generate and compare, 1 for the "
+                        "fill-mask and pll rows, whose 1,000 lines and 100 sentences already average)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for both sides of every row (default: torch's own choice); on a machine "
+                        "that other work keeps busy, 1 keeps thread teams from stalling each other")
+    parser.add_argument("--tokenizers", type=Path, default=DEFAULT_TOKENIZERS,
+                        help=f"folder holding gpt2/ and bert-base-uncased/ (default {DEFAULT_TOKENIZERS})")
+    parser.add_argument("--models-dir", type=Path, default=DEFAULT_CACHE,
+                        help=f"where the random-weight models are built once (default {DEFAULT_CACHE})")
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "latest.json",
+                        help="where to save the JSON results (default benchmarks/results/latest.json)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.new_tokens = args.new_tokens or (32 if quick else 128)
+    args.lines = args.lines or (100 if quick else 1000)
+    args.sentences = args.sentences or (20 if quick else 100)
+    args.heavy_repeats = args.repeats or 1
+    args.repeats = args.repeats or (1 if quick else 3)
+    chosen = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [r for r in chosen if r not in ALL_ROWS]
+    if unknown:
+        parser.error(f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(ALL_ROWS)}")
+    args.rows = chosen
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for name, value in SUBPROCESS_ENV.items():
+        os.environ.setdefault(name, value)
+    from gbcli.models import quiet_transformers
+
+    quiet_transformers()
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        SUBPROCESS_ENV["OMP_NUM_THREADS"] = str(args.threads)  # the same for the `compare` processes
+    print(f"building or finding the models in {args.models_dir} ...", file=sys.stderr)
+    gpt_path = build_gpt2(args.tokenizers, args.models_dir)
+    bert_path = build_bert(args.tokenizers, args.models_dir)
+    bandwidth = memory_bandwidth()
+    ctx = Context(args, gpt_path, bert_path, bandwidth["read"])
+    machine = machine_line(bandwidth)
+    print(machine, file=sys.stderr)
+    for name in args.rows:
+        print(f"running {name} (load average {load_average():.1f}) ...", file=sys.stderr)
+        started = time.perf_counter()
+        try:
+            rows = ROW_FUNCTIONS[name](ctx)
+        except Exception as exc:  # one row failing (a command not written yet) must not lose the others
+            rows = [Row(name, "could not run", "", None, "", None, note=f"{type(exc).__name__}: {exc}"[:300])]
+        ctx.rows.extend(rows)
+        print(f"  {name} took {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        print(markdown(rows, header=False, notes=False), file=sys.stderr)
+        save(args.output, machine, bandwidth, args, ctx.rows)  # after every row: a long run keeps what it measured
+    print(f"Machine: {machine}\n")
+    print(markdown(ctx.rows))
+    print(f"\n(saved to {args.output})", file=sys.stderr)
+    return 0
+
+
+def save(path: Path, machine: str, bandwidth: dict[str, float], args: argparse.Namespace, rows: list[Row]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "machine": machine, "bandwidth": bandwidth, "arguments": {k: str(v) for k, v in vars(args).items()},
+        "rows": [asdict(r) for r in rows],
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""The `compare` screen: one section each for model facts, tokenization, predictions, scores, attention, time."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.rule import Rule
+from rich.table import Table
+from rich.text import Text
+
+from gbcli.render.masking import fill_mask_view
+from gbcli.render.scoring import number, scale_note, single_table
+from gbcli.render.tokenization import AlignedPieces, counts_line, family_title
+from gbcli.tasks.comparison import SECTIONS, AttentionLine, ComparisonResult, ModelFacts
+
+
+def section(title: str) -> Rule:
+    return Rule(Text(title, style="bold"), align="left", style="dim")
+
+
+def parameters(count: int) -> str:
+    if count >= 1_000_000:
+        return f"{count / 1e6:.1f} M ({count:,})"
+    return f"{count:,}"
+
+
+def _value(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+FACT_ROWS: list[tuple[str, object]] = [
+    ("architecture", lambda f: f.architecture),
+    ("parameters", lambda f: parameters(f.parameters)),
+    ("layers", lambda f: _value(f.layers)),
+    ("attention heads", lambda f: _value(f.heads)),
+    ("hidden size", lambda f: _value(f.hidden_size)),
+    ("vocabulary", lambda f: _value(f.vocab_size)),
+    ("max positions", lambda f: _value(f.max_positions)),
+    ("tokenizer", lambda f: f.tokenizer),
+    ("attention", lambda f: f.attention_direction),
+    ("pre-training", lambda f: f.objective),
+]
+
+
+def facts_table(facts: list[ModelFacts]) -> Table:
+    table = Table(show_header=True, box=None, padding=(0, 2))
+    table.add_column("", style="dim")
+    for fact in facts:
+        table.add_column(f"{family_title(fact.family)} · {fact.model}")
+    for label, read in FACT_ROWS:
+        table.add_row(label, *[str(read(fact)) for fact in facts])  # type: ignore[operator]
+    return table
+
+
+def attention_table(lines: list[AttentionLine]) -> Table:
+    table = Table(show_header=True, box=None, padding=(0, 2))
+    table.add_column("model")
+    table.add_column("layers × heads", justify="right")
+    table.add_column("mean entropy (bits)", justify="right")
+    table.add_column("to first token", justify="right")
+    table.add_column("to special tokens", justify="right")
+    for line in lines:
+        special = "— (none in the input)" if line.to_special is None else f"{line.to_special:.1%}"
+        table.add_row(f"{family_title(line.family)} · {line.model}", f"{line.layers} × {line.heads}",
+                      number(line.mean_entropy, 2), f"{line.to_first:.1%}", special)
+    return table
+
+
+def time_table(result: ComparisonResult) -> Table:
+    table = Table(show_header=True, box=None, padding=(0, 2))
+    table.add_column("model")
+    table.add_column("load", justify="right")
+    for name in SECTIONS:
+        table.add_column(name, justify="right")
+    table.add_column("forward total", justify="right", style="bold")
+    for record in result.time:
+        cells = [f"{family_title(record.family)} · {record.model}", f"{record.load_seconds:.2f} s"]
+        for name in SECTIONS:
+            seconds = record.forward_seconds.get(name, 0.0)
+            passes = record.forward_passes.get(name, 0)
+            cells.append(f"{seconds:.3f} s ({passes})")
+        cells.append(f"{record.total_forward_seconds:.3f} s")
+        table.add_row(*cells)
+    return table
+
+
+def comparison_view(result: ComparisonResult) -> RenderableType:
+    prediction_note = Text(f"asked: {result.predictions_note}", style="dim")
+    parts: list[RenderableType] = [
+        Text.assemble(("compare: ", "bold"), result.text),
+        section("Model facts"),
+        facts_table(result.facts),
+        section("Tokenization"),
+        AlignedPieces(result.tokenization),
+        counts_line(result.tokenization),
+        section("Predictions"),
+        prediction_note,
+        fill_mask_view(result.predictions),
+        section("Scores"),
+    ]
+    if result.scored_text != result.text:
+        parts.append(Text(f"scored with the blanks filled: {result.scored_text}", style="dim"))
+    parts.append(single_table(result.scores))
+    if len(result.scores.columns) > 1:
+        parts.append(scale_note(result.scores))
+    parts += [
+        section("Attention (mean over layers, heads and tokens)"),
+        attention_table(result.attention),
+        section("Time"),
+        time_table(result),
+        Text("seconds inside each model's forward passes per section, (n) = number of forward passes; load = reading "
+             "the checkpoint", style="dim"),
+    ]
+    return Group(*parts)

@@ -1,0 +1,222 @@
+"""The `score` screen: perplexity and pseudo-perplexity per text, optional per-token surprisal tables, and CSV."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+from rich.columns import Columns
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from gbcli.render.tokenization import family_title
+from gbcli.tasks.scoring import ModelScore, TextScore
+
+# Probability bands for surprisal colours: the same colours as `generate --show-probs`.
+SURPRISAL_BANDS: list[tuple[float, str, str]] = [
+    (0.5, "bold green", "p ≥ 0.5"),
+    (0.2, "green", "0.2–0.5"),
+    (0.05, "yellow", "0.05–0.2"),
+    (0.01, "dark_orange", "0.01–0.05"),
+    (0.0, "red", "< 0.01"),
+]
+
+
+def prob_style(prob: float) -> str:
+    for floor, style, _ in SURPRISAL_BANDS:
+        if prob >= floor:
+            return style
+    return SURPRISAL_BANDS[-1][1]
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def measure_label(column: ModelScore) -> str:
+    return f"{family_title(column.family)} {column.measure}"
+
+
+def single_table(record: TextScore) -> Table:
+    table = Table(title=f"Scores of: {record.text}", title_justify="left", title_style="bold")
+    table.add_column("model")
+    table.add_column("measure")
+    table.add_column("value", justify="right", style="bold")
+    table.add_column("log-likelihood (nats)", justify="right")
+    table.add_column("tokens scored", justify="right")
+    table.add_column("mean NLL", justify="right")
+    table.add_column("how", style="dim")
+    for column in record.columns:
+        table.add_row(
+            f"{family_title(column.family)} · {column.model}",
+            column.measure,
+            number(column.value),
+            number(column.log_likelihood, 4),
+            f"{column.scored_tokens}/{column.text_tokens}",
+            number(column.mean_nll, 4),
+            column.detail,
+        )
+    return table
+
+
+def many_table(records: list[TextScore]) -> Table:
+    table = Table(title="Scores", title_justify="left", title_style="bold")
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("text", overflow="ellipsis", max_width=60)
+    for column in records[0].columns:
+        table.add_column(measure_label(column), justify="right", style="bold")
+        table.add_column("tokens", justify="right", style="dim")
+    for record in records:
+        cells: list[RenderableType] = [str(record.index), record.text]
+        for column in record.columns:
+            cells += [number(column.value), str(column.scored_tokens)]
+        table.add_row(*cells)
+    return table
+
+
+def methods(record: TextScore) -> list[Text]:
+    lines = []
+    for column in record.columns:
+        line = Text(f"{family_title(column.family)}: ", style="bold")
+        line.append(column.method)
+        if column.first_token:
+            line.append(f"; {column.first_token}")
+        lines.append(line)
+    return lines
+
+
+def token_table(column: ModelScore) -> Table:
+    table = Table(title=f"{family_title(column.family)} · {column.model}: surprisal per token", title_justify="left")
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("piece")
+    table.add_column("surprisal (nats)", justify="right")
+    table.add_column("p", justify="right")
+    table.add_column("masked" if column.family != "gpt" else "context", justify="right", style="dim")
+    for token in column.tokens or []:
+        if token.logprob is None:
+            table.add_row(str(token.position), token.shown, "—", "—", "no context")
+            continue
+        prob = math.exp(token.logprob)
+        style = prob_style(prob)
+        piece = Text(token.shown, style=style)
+        if token.unknown:
+            piece.append(" unknown", style="red")
+        how = str(token.masked_tokens) if column.family != "gpt" else str(token.context_tokens)
+        table.add_row(str(token.position), piece, Text(f"{token.surprisal:.3f}", style=style), f"{prob:.3f}", how)
+    table.add_section()
+    table.add_row("", Text("total", style="bold"), Text(number(0.0 - column.log_likelihood), style="bold"), "", "")
+    return table
+
+
+def heat_line(text: str, column: ModelScore) -> Text:
+    """The text itself, each token's characters coloured by how surprised the model was."""
+    line = Text(f"{family_title(column.family)}: ", style="bold")
+    cursor = 0
+    for token in column.tokens or []:
+        if token.start > cursor:
+            line.append(text[cursor : token.start])
+        if token.end > cursor:
+            style = prob_style(math.exp(token.logprob)) if token.logprob is not None else "dim"
+            line.append(text[max(cursor, token.start) : token.end], style=f"{style} underline")
+            cursor = token.end
+    line.append(text[cursor:])
+    return line
+
+
+def legend() -> Text:
+    text = Text("colour = probability of the actual token: ")
+    for _, style, label in SURPRISAL_BANDS:
+        text.append(f" {label} ", style=f"reverse {style}")
+        text.append(" ")
+    return text
+
+
+def tokens_view(record: TextScore) -> RenderableType:
+    parts: list[RenderableType] = [heat_line(record.text, column) for column in record.columns]
+    parts.append(Columns([token_table(column) for column in record.columns], padding=(0, 4)))
+    return Group(*parts)
+
+
+def timing_line(seconds: dict[str, float], passes: dict[str, int]) -> Text:
+    parts = [f"{family_title(f)} {seconds[f]:.2f} s in {passes.get(f, 0)} forward pass{'es' * (passes.get(f, 0) != 1)}"
+             for f in seconds]
+    return Text("time: " + " · ".join(parts), style="dim")
+
+
+def scale_note(record: TextScore) -> RenderableType:
+    return Panel(Text(record.note), title="not on the same scale", title_align="left", border_style="yellow",
+                 expand=False)
+
+
+def score_view(records: list[TextScore], *, seconds: dict[str, float] | None = None,
+               passes: dict[str, int] | None = None) -> RenderableType:
+    """A table of scores (one text: a row per model; several: a row per text), methods and the scale note."""
+    parts: list[RenderableType] = [single_table(records[0]) if len(records) == 1 else many_table(records)]
+    parts += methods(records[0])
+    for record in records:
+        if any(column.tokens is not None for column in record.columns):
+            if len(records) > 1:
+                parts.append(Text(f"\n#{record.index}: {record.text}", style="bold"))
+            parts.append(tokens_view(record))
+    if any(column.tokens is not None for record in records for column in record.columns):
+        parts.append(legend())
+    if seconds:
+        parts.append(timing_line(seconds, passes or {}))
+    if len({column.family for column in records[0].columns}) > 1:
+        parts.append(scale_note(records[0]))
+    return Group(*parts)
+
+
+SUMMARY_FIELDS = ["index", "text", "family", "model", "measure", "value", "log_likelihood", "mean_nll",
+                  "scored_tokens", "text_tokens"]
+TOKEN_FIELDS = ["index", "family", "model", "position", "id", "piece", "start", "end", "logprob", "surprisal",
+                "context_tokens", "masked_tokens"]
+
+
+def csv_header(with_tokens: bool, out: TextIO | None = None) -> None:
+    csv.writer(out or sys.stdout, lineterminator="\n").writerow(TOKEN_FIELDS if with_tokens else SUMMARY_FIELDS)
+
+
+def write_csv(records: list[TextScore], with_tokens: bool, out: TextIO | None = None) -> None:
+    """One row per text and model, or with --tokens one row per token and model."""
+    stream = out or sys.stdout
+    writer = csv.writer(stream, lineterminator="\n")
+    for record in records:
+        for column in record.columns:
+            if not with_tokens:
+                writer.writerow([record.index, record.text, column.family, column.model, column.measure,
+                                 _cell(column.value), repr(column.log_likelihood), _cell(column.mean_nll),
+                                 column.scored_tokens, column.text_tokens])
+                continue
+            for token in column.tokens or []:
+                writer.writerow([record.index, column.family, column.model, token.position, token.id, token.piece,
+                                 token.start, token.end, _cell(token.logprob), _cell(token.surprisal),
+                                 token.context_tokens, token.masked_tokens])
+    stream.flush()
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None or not math.isfinite(value) else repr(value)
+
+
+@contextmanager
+def progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr (stdout stays clean for pipes); yields a function that advances it."""
+    if not enabled:
+        yield lambda _count: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from gbcli.render.common import stderr_console
+
+    # No redirection: Rich would otherwise route the JSON Lines or CSV written meanwhile to stderr.
+    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=stderr_console(), transient=True, redirect_stdout=False, redirect_stderr=False) as progress:
+        task = progress.add_task("scoring", total=total)
+        yield lambda count: progress.advance(task, count)

@@ -1,0 +1,240 @@
+"""One sentence, both models: what each model is, how it tokenizes, predicts, scores and attends.
+
+`compare` is a composition of the other tasks, called once each with the models loaded once: tokenization
+(`tasks.tokenization`), the fill-mask views (`tasks.masking`), scores (`tasks.scoring`) and the attention summary
+(`tasks.attention`). Every section is therefore the same result the separate command gives for the same input.
+Without a mask in the text, the prediction section asks for the next word: GPT-2 causally, BERT for `TEXT [MASK]`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from gbcli.models import FAMILY_INFO, LoadedModel
+from gbcli.tasks.masking import DEFAULT_TOP_K, MASK_PATTERN, FillMaskResult, fill_mask
+from gbcli.tasks.scoring import ScoreSettings, TextScore, score_batch
+from gbcli.tasks.tokenization import TokenizationResult, algorithm_name, check_text, tokenize
+
+SECTIONS = ("predictions", "scores", "attention")
+
+
+@dataclass
+class ModelFacts:
+    """What the loaded config and weights say a model is."""
+
+    family: str
+    model: str
+    architecture: str
+    parameters: int
+    layers: int | None
+    heads: int | None
+    hidden_size: int | None
+    vocab_size: int | None
+    max_positions: int
+    attention_direction: str
+    objective: str
+    tokenizer: str
+
+
+@dataclass
+class AttentionLine:
+    """One model's attention, averaged over every layer, head and query token of the text."""
+
+    family: str
+    model: str
+    layers: int
+    heads: int
+    tokens: int
+    mean_entropy: float  # bits
+    to_first: float  # share of attention on the first token
+    to_special: float | None  # share on special tokens; None when the input has none (GPT-2 adds none)
+
+
+@dataclass
+class ModelTime:
+    """Seconds one model spent: loading, and inside its forward passes for each section."""
+
+    family: str
+    model: str
+    load_seconds: float
+    forward_seconds: dict[str, float] = field(default_factory=dict)
+    forward_passes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_forward_seconds(self) -> float:
+        return sum(self.forward_seconds.values())
+
+
+@dataclass
+class ComparisonResult:
+    text: str
+    facts: list[ModelFacts]
+    tokenization: TokenizationResult
+    predictions_text: str  # TEXT itself, or `TEXT [MASK]` when TEXT has no mask
+    predictions_note: str
+    predictions: FillMaskResult
+    scored_text: str  # TEXT itself, or TEXT with its masks filled
+    scores: TextScore
+    attention: list[AttentionLine]
+    time: list[ModelTime]
+    section_seconds: dict[str, float]  # wall-clock time of each section, both models together
+
+
+def model_facts(lm: LoadedModel) -> ModelFacts:
+    config = lm.model.config
+    info = FAMILY_INFO[lm.family]
+    architectures = getattr(config, "architectures", None) or [type(lm.model).__name__]
+    return ModelFacts(
+        family=lm.family,
+        model=lm.name,
+        architecture=architectures[0],
+        parameters=sum(p.numel() for p in lm.model.parameters()),
+        layers=_config_int(config, "num_hidden_layers"),
+        heads=_config_int(config, "num_attention_heads"),
+        hidden_size=_config_int(config, "hidden_size"),
+        vocab_size=_config_int(config, "vocab_size"),
+        max_positions=lm.max_positions,
+        attention_direction=info.attention_direction,
+        objective=info.objective,
+        tokenizer=algorithm_name(lm.tokenizer),
+    )
+
+
+def _config_int(config: Any, name: str) -> int | None:
+    value = getattr(config, name, None)  # GPT-2's config maps these names onto n_layer, n_head, n_embd
+    return int(value) if isinstance(value, int) else None
+
+
+class ForwardClock:
+    """Time spent inside each model's forward passes, per section, whichever task makes the call.
+
+    Hooks sit on the transformer body and on the output (vocabulary) layer, the two parts every task runs,
+    so the time of a section that runs both models at once (fill-mask) is still split between them.
+    """
+
+    def __init__(self, models: list[LoadedModel]) -> None:
+        self.times = {lm.family: ModelTime(lm.family, lm.name, lm.load_seconds) for lm in models}
+        self.section_seconds: dict[str, float] = {}
+        self._section: str | None = None
+        self._handles: list[Any] = []
+        for lm in models:
+            body = lm.model.base_model
+            parts = [body]
+            head = lm.model.get_output_embeddings()
+            if head is not None and head is not body:
+                parts.append(head)
+            for part in parts:
+                self._handles.append(part.register_forward_pre_hook(self._start))
+                self._handles.append(part.register_forward_hook(self._stop(lm.family, counts=part is body)))
+        self._started: dict[int, float] = {}
+
+    def _start(self, module: Any, args: Any) -> None:
+        self._started[id(module)] = time.perf_counter()
+
+    def _stop(self, family: str, *, counts: bool):
+        def hook(module: Any, args: Any, output: Any) -> None:
+            started = self._started.pop(id(module), None)
+            if started is None or self._section is None:
+                return
+            record = self.times[family]
+            record.forward_seconds[self._section] = (
+                record.forward_seconds.get(self._section, 0.0) + time.perf_counter() - started
+            )
+            if counts:
+                record.forward_passes[self._section] = record.forward_passes.get(self._section, 0) + 1
+
+        return hook
+
+    @contextmanager
+    def section(self, name: str) -> Iterator[None]:
+        self._section = name
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.section_seconds[name] = time.perf_counter() - started
+            self._section = None
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def attention_line(lm: LoadedModel, text: str) -> AttentionLine:
+    """The `attention --summary` means of one model: the same forward pass and the same statistics."""
+    from gbcli.tasks.attention import compute_attention, summarize
+
+    result = compute_attention(lm, text)
+    summary = summarize(result)
+    return AttentionLine(
+        family=lm.family,
+        model=lm.name,
+        layers=summary.layers,
+        heads=summary.heads,
+        tokens=len(result.tokens),
+        mean_entropy=float(summary.mean["entropy"] or 0.0),
+        to_first=float(summary.mean["to_first"] or 0.0),
+        to_special=summary.mean["to_special"],
+    )
+
+
+def prediction_input(text: str) -> tuple[str, str]:
+    """The text the prediction section fills, and a sentence saying what was asked."""
+    if MASK_PATTERN.search(text):
+        return text, "the blanks of the text: BERT reads both sides, GPT-2 the words before (and ranks whole sentences)"
+    return (
+        f"{text.rstrip()} [MASK]",
+        "the next word: GPT-2 predicts it from the text (causally); BERT fills `TEXT [MASK]`, where it also sees "
+        "the [SEP] that closes its input",
+    )
+
+
+def scored_input(text: str, predictions: FillMaskResult) -> str:
+    """Scores need a real sentence: masks are filled with BERT's choice (GPT-2's whole-sentence one without BERT)."""
+    if not MASK_PATTERN.search(text):
+        return text
+    for column in ("bert", "gpt_whole", "gpt_left"):
+        filling = predictions.filling(column)  # type: ignore[arg-type]
+        if filling is not None:
+            return filling.text
+    return text  # pragma: no cover - fill_mask always fills with at least one model
+
+
+def compare(models: list[LoadedModel], text: str, top_k: int = DEFAULT_TOP_K,
+            settings: ScoreSettings | None = None) -> ComparisonResult:
+    """Every section for one text. Each model is used as loaded, each task called once."""
+    text = check_text(text)
+    settings = settings or ScoreSettings()
+    clock = ForwardClock(models)
+    try:
+        facts = [model_facts(lm) for lm in models]
+        with clock.section("tokenization"):
+            tokenization = tokenize(models, text)
+        predictions_text, predictions_note = prediction_input(text)
+        with clock.section("predictions"):
+            predictions = fill_mask({lm.family: lm for lm in models}, predictions_text, top_k)
+        scored_text = scored_input(text, predictions)
+        with clock.section("scores"):
+            scores = score_batch(models, [scored_text], [1], settings).records[0]
+        with clock.section("attention"):
+            attention = [attention_line(lm, text) for lm in models]
+    finally:
+        clock.close()
+    return ComparisonResult(
+        text=text,
+        facts=facts,
+        tokenization=tokenization,
+        predictions_text=predictions_text,
+        predictions_note=predictions_note,
+        predictions=predictions,
+        scored_text=scored_text,
+        scores=scores,
+        attention=attention,
+        time=list(clock.times.values()),
+        section_seconds=clock.section_seconds,
+    )

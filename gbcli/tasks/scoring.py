@@ -1,0 +1,456 @@
+"""Scoring: how likely each model finds a text.
+
+GPT-2 gives an exact log-likelihood by the chain rule: every token is predicted from the tokens to its left, so
+one forward pass scores them all, and perplexity is exp(mean negative log-likelihood). BERT has no such
+factorisation. Its pseudo-log-likelihood (Salazar et al. 2020) masks each token in turn and asks the model to
+restore it from both sides; the sum of those log-probabilities gives a pseudo-perplexity that is *not* on the
+same scale as perplexity (every BERT prediction sees the whole rest of the sentence).
+
+Speed: BERT needs one masked copy of the sentence per token. All copies, of one or many sentences, run as rows of
+as few forward passes as possible, and the vocabulary projection (the model's largest matrix) is applied only at
+the masked position of each copy instead of at every position.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from gbcli.errors import usage_error
+from gbcli.models import LoadedModel
+from gbcli.tasks.tokenization import ModelTokens, check_text, tokenize_text
+
+if TYPE_CHECKING:
+    import torch
+
+PllVariant = Literal["original", "within-word"]
+PLL_VARIANTS: tuple[str, ...] = ("original", "within-word")
+
+# Rows × padded length of one forward pass. Causal windows need logits at every scored position, so they get a
+# smaller budget: with GPT-2's 50k vocabulary, 2048 positions already mean 400 MB of logits.
+MASKED_BATCH_TOKENS = 8192
+CAUSAL_BATCH_TOKENS = 2048
+
+SCALE_NOTE = (
+    "Perplexity (GPT) and pseudo-perplexity (BERT) are not on the same scale: each BERT prediction sees the "
+    "whole rest of the sentence, GPT only the words before. Compare each across texts, never with the other."
+)
+GPT_METHOD = "exact log-likelihood: each token predicted from the tokens to its left (chain rule)"
+PLL_METHODS = {
+    "original": "pseudo-log-likelihood (Salazar et al. 2020): each token masked in turn, predicted from both sides",
+    "within-word": "pseudo-log-likelihood, within-word variant (Kauf and Ivanova 2023, PLL-word-l2r): each token "
+    "masked together with the later pieces of its own word",
+}
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """How texts are scored; the same for every text of one command."""
+
+    bos: bool = True  # GPT: predict the first token after the BOS token (<|endoftext|>), so that it is scored too
+    stride: int | None = None  # GPT: how far the window moves over a text longer than the context; None = half
+    pll: PllVariant = "original"
+    with_tokens: bool = False  # keep the per-token table
+
+    @classmethod
+    def from_options(cls, *, bos: bool, stride: int | None, pll: str, with_tokens: bool) -> ScoreSettings:
+        if pll not in PLL_VARIANTS:
+            raise usage_error(f"Unknown --pll variant '{pll}'.", f"Choose from: {', '.join(PLL_VARIANTS)}.")
+        if stride is not None and stride < 1:
+            raise usage_error(f"--stride must be at least 1 (got {stride}).")
+        return cls(bos=bos, stride=stride, pll=pll, with_tokens=with_tokens)  # type: ignore[arg-type]
+
+
+@dataclass
+class TokenScore:
+    """One token's log-probability under the model, with the characters it covers."""
+
+    position: int  # index among the text's tokens (specials not counted)
+    id: int
+    piece: str
+    shown: str
+    start: int
+    end: int
+    logprob: float | None  # natural log; None for a token that cannot be scored (the first one, without BOS)
+    surprisal: float | None  # -logprob, in nats
+    context_tokens: int  # tokens the model saw when predicting this one (GPT: to its left; BERT: all unmasked)
+    masked_tokens: int  # BERT: tokens hidden in this copy (1, or more within a word); GPT: 0
+    unknown: bool = False
+
+
+@dataclass
+class ModelScore:
+    """One model's score of one text."""
+
+    family: str
+    model: str
+    measure: str  # "perplexity" or "pseudo-perplexity"
+    method: str
+    value: float | None  # the perplexity or pseudo-perplexity; None when no token could be scored
+    log_likelihood: float  # sum of the scored tokens' log-probabilities (nats)
+    mean_nll: float | None  # -log_likelihood / scored_tokens
+    scored_tokens: int
+    text_tokens: int
+    first_token: str | None  # GPT: whether the first token was predicted from a BOS token, or not scored
+    detail: str  # this text's windows (GPT) or masked copies (BERT)
+    tokens: list[TokenScore] | None = None
+
+
+@dataclass
+class TextScore:
+    index: int  # 1-based: the argument's number, or the line number in --file
+    text: str
+    columns: list[ModelScore]
+    note: str = SCALE_NOTE
+
+
+@dataclass
+class ScoreBatch:
+    """Scores of a few texts, with the time and forward passes each model needed for them."""
+
+    records: list[TextScore]
+    seconds: dict[str, float] = field(default_factory=dict)
+    forward_passes: dict[str, int] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One forward pass, with the vocabulary projection only where it is needed
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def logprobs_at(
+    lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor,
+    cols: torch.Tensor, targets: torch.Tensor,
+) -> torch.Tensor:
+    """log P(targets[k] | input row rows[k], read at position cols[k]), for every k, from one forward pass.
+
+    The output projection (hidden size × vocabulary) is applied to the selected positions only, by handing the
+    output layer just those hidden states: the same numbers as the full logits, a fraction of the work.
+    """
+    import torch
+
+    head = lm.model.get_output_embeddings()
+    handle = None
+    if isinstance(head, torch.nn.Linear):
+
+        def select(module, args):
+            return (args[0][rows, cols], *args[1:])
+
+        handle = head.register_forward_pre_hook(select)
+    try:
+        logits = lm.model(input_ids=input_ids, attention_mask=attention_mask).logits
+    finally:
+        if handle is not None:
+            handle.remove()
+    if logits.dim() == 3:  # a head the hook could not reach: read the full logits
+        logits = logits[rows, cols]
+    logits = logits.float()
+    return logits.gather(1, targets[:, None])[:, 0] - logits.logsumexp(-1)
+
+
+@dataclass
+class _Row:
+    """One input row of a batch and the (position, target) pairs read from it."""
+
+    owner: int  # index of the text
+    ids: list[int]
+    reads: list[tuple[int, int]]  # (position whose output is read, token id to score)
+    keys: list[int]  # where each read's log-probability goes, in the owner's token list
+
+
+def _run_rows(lm: LoadedModel, rows: list[_Row], budget: int, pad_id: int) -> tuple[list[list[float]], int]:
+    """Run every row, longest first, in batches of at most `budget` padded tokens; log-probs per row's reads."""
+    import torch
+
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].ids))
+    results: list[list[float]] = [[] for _ in rows]
+    passes = 0
+    start = 0
+    while start < len(order):
+        width = len(rows[order[start]].ids)
+        size = max(1, budget // width)
+        chosen = order[start : start + size]
+        start += size
+        ids = torch.full((len(chosen), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chosen), width), dtype=torch.long)
+        row_index, col_index, targets = [], [], []
+        for r, i in enumerate(chosen):
+            row = rows[i]
+            ids[r, : len(row.ids)] = torch.tensor(row.ids)
+            mask[r, : len(row.ids)] = 1
+            for position, target in row.reads:
+                row_index.append(r)
+                col_index.append(position)
+                targets.append(target)
+        device = lm.device
+        with torch.inference_mode():
+            values = logprobs_at(
+                lm, ids.to(device), mask.to(device), torch.tensor(row_index, device=device),
+                torch.tensor(col_index, device=device), torch.tensor(targets, device=device),
+            ).tolist()
+        passes += 1
+        cursor = 0
+        for i in chosen:
+            count = len(rows[i].reads)
+            results[i] = values[cursor : cursor + count]
+            cursor += count
+    return results, passes
+
+
+def _pad_id(lm: LoadedModel) -> int:
+    tok = lm.tokenizer
+    for candidate in (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0  # pragma: no cover
+
+
+def _summary(lm: LoadedModel, measure: str, method: str, first_token: str | None, detail: str,
+             tokens: list[TokenScore], text_tokens: int, keep: bool) -> ModelScore:
+    scored = [t.logprob for t in tokens if t.logprob is not None]
+    total = math.fsum(scored)
+    mean_nll = -total / len(scored) if scored else None
+    return ModelScore(
+        family=lm.family, model=lm.name, measure=measure, method=method,
+        value=math.exp(mean_nll) if mean_nll is not None else None,
+        log_likelihood=total, mean_nll=mean_nll, scored_tokens=len(scored), text_tokens=text_tokens,
+        first_token=first_token, detail=detail, tokens=tokens if keep else None,
+    )
+
+
+def _token(column: ModelTokens, index: int, position: int, logprob: float | None, context: int,
+           masked: int) -> TokenScore:
+    piece = column.pieces[index]
+    return TokenScore(
+        position=position, id=piece.id, piece=piece.piece, shown=piece.shown, start=piece.start, end=piece.end,
+        logprob=logprob, surprisal=-logprob if logprob is not None else None, context_tokens=context,
+        masked_tokens=masked, unknown=piece.unknown,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GPT: exact log-likelihood with a sliding window
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def causal_windows(length: int, context: int, stride: int) -> list[tuple[int, int, int]]:
+    """(begin, end, first scored position) of each window over a sequence of `length` tokens.
+
+    The first window scores every position it can (all but position 0, which has no left context); each next
+    window moves `stride` tokens on and scores only the tokens no earlier window scored, so each token is scored
+    once, with at least `context - stride` tokens of left context.
+    """
+    end = min(context, length)
+    windows = [(0, end, 1)]
+    while end < length:
+        new_end = min(end + stride, length)
+        windows.append((new_end - context, new_end, end))
+        end = new_end
+    return windows
+
+
+def resolve_stride(lm: LoadedModel, stride: int | None) -> int:
+    context = lm.max_positions
+    if stride is None:
+        return max(1, context // 2)
+    if stride >= context:
+        raise usage_error(
+            f"--stride {stride} is too large for {lm.name}, whose context holds {context} tokens.",
+            f"Use a stride between 1 and {context - 1}: each window keeps context − stride tokens of left context.",
+        )
+    return stride
+
+
+def first_token_detail(lm: LoadedModel, settings: ScoreSettings) -> tuple[int | None, str]:
+    """The BOS id to prepend (or None), and a sentence saying how the first token was treated."""
+    tok = lm.tokenizer
+    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    if not settings.bos:
+        return None, "first token not scored: it has no left context (--no-bos)"
+    if bos is None:
+        return None, "first token not scored: the tokenizer has no BOS token to predict it from"
+    name = tok.convert_ids_to_tokens(bos)
+    return bos, f"first token predicted after {name} as BOS context, so every token is scored"
+
+
+def score_causal(lm: LoadedModel, texts: list[str], settings: ScoreSettings) -> tuple[list[ModelScore], int]:
+    """Exact log-likelihood and perplexity of each text; the number of forward passes."""
+    context = lm.max_positions
+    stride = resolve_stride(lm, settings.stride)
+    bos, first = first_token_detail(lm, settings)
+    columns = [tokenize_text(lm, text) for text in texts]
+    rows: list[_Row] = []
+    sequences = []
+    for owner, column in enumerate(columns):
+        text_pieces = [i for i, p in enumerate(column.pieces) if not p.added]
+        ids = [column.pieces[i].id for i in text_pieces]
+        sequence = ([bos] if bos is not None else []) + ids
+        offset = len(sequence) - len(ids)  # position of text token 0 in the sequence
+        sequences.append((text_pieces, offset))
+        windows = causal_windows(len(sequence), context, stride) if len(sequence) > 1 else []
+        for begin, end, scored_from in windows:
+            # The output at position p predicts the token at p + 1.
+            reads = [(p - 1 - begin, sequence[p]) for p in range(scored_from, end)]
+            rows.append(_Row(owner, sequence[begin:end], reads, [p - offset for p in range(scored_from, end)]))
+    values, passes = _run_rows(lm, rows, CAUSAL_BATCH_TOKENS, _pad_id(lm)) if rows else ([], 0)
+    logprobs: list[dict[int, tuple[float, int]]] = [{} for _ in texts]
+    for row, row_values in zip(rows, values, strict=True):
+        for (position, _), key, value in zip(row.reads, row.keys, row_values, strict=True):
+            logprobs[row.owner][key] = (value, position + 1)  # it saw the window's tokens up to `position`
+    results = []
+    for owner, column in enumerate(columns):
+        text_pieces, offset = sequences[owner]
+        tokens = []
+        for k, index in enumerate(text_pieces):
+            value, seen = logprobs[owner].get(k, (None, 0))
+            tokens.append(_token(column, index, k, value, seen, 0))
+        total_len = len(text_pieces) + offset
+        windows = len(causal_windows(total_len, context, stride)) if total_len > 1 else 0
+        if windows == 0:
+            detail = "nothing to score: a single token and no BOS context"
+        elif windows > 1:
+            detail = (f"{windows} windows of {context} tokens, stride {stride}: each token after the first window "
+                      f"sees at least {context - stride} tokens")
+        else:
+            detail = f"1 window (the text fits the {context}-token context)"
+        results.append(_summary(lm, "perplexity", GPT_METHOD, first, detail, tokens, len(text_pieces),
+                                settings.with_tokens))
+    return results, passes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# BERT: pseudo-log-likelihood, all masked copies batched
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def masked_positions(word_ids: list[int | None], scored: list[int], variant: PllVariant) -> list[list[int]]:
+    """For each scored position, the positions to hide in its copy.
+
+    original: the token alone. within-word (PLL-word-l2r): the token and the later pieces of the same word, so
+    that `was ##p` is not scored as `was` given `##p` (which nearly gives the word away).
+    """
+    copies = []
+    for position in scored:
+        hidden = [position]
+        if variant == "within-word" and word_ids[position] is not None:
+            hidden += [q for q in scored if q > position and word_ids[q] == word_ids[position]]
+        copies.append(hidden)
+    return copies
+
+
+def check_masked_length(lm: LoadedModel, column: ModelTokens, index: int) -> None:
+    limit = lm.max_positions
+    length = len(column.pieces)
+    if length > limit:
+        raise usage_error(
+            f"Text {index} is {length} tokens long for {lm.name} (with [CLS] and [SEP]), but BERT scoring is "
+            f"limited to the model's {limit} positions.",
+            "Split the text into sentences (one per line with --file); pseudo-log-likelihood has no sliding window.",
+        )
+
+
+def score_masked(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
+                 indices: list[int] | None = None) -> tuple[list[ModelScore], int]:
+    """Pseudo-log-likelihood and pseudo-perplexity of each text; the number of forward passes."""
+    tok = lm.tokenizer
+    if tok.mask_token_id is None:
+        raise usage_error(f"{lm.name} has no mask token, so it cannot compute a pseudo-log-likelihood.",
+                          "Use a masked language model such as bert-base-uncased.")
+    mask_id = tok.mask_token_id
+    columns = [tokenize_text(lm, text) for text in texts]
+    rows: list[_Row] = []
+    plans = []
+    for owner, (text, column) in enumerate(zip(texts, columns, strict=True)):
+        check_masked_length(lm, column, (indices or list(range(1, len(texts) + 1)))[owner])
+        word_ids = tok(text).word_ids()
+        scored = [i for i, p in enumerate(column.pieces) if not p.added]
+        copies = masked_positions(word_ids, scored, settings.pll)
+        plans.append((scored, copies))
+        ids = column.ids
+        for k, (position, hidden) in enumerate(zip(scored, copies, strict=True)):
+            copy = list(ids)
+            for q in hidden:
+                copy[q] = mask_id
+            rows.append(_Row(owner, copy, [(position, ids[position])], [k]))
+    values, passes = _run_rows(lm, rows, MASKED_BATCH_TOKENS, _pad_id(lm)) if rows else ([], 0)
+    logprobs: list[dict[int, float]] = [{} for _ in texts]
+    for row, row_values in zip(rows, values, strict=True):
+        logprobs[row.owner][row.keys[0]] = row_values[0]
+    results = []
+    for owner, column in enumerate(columns):
+        scored, copies = plans[owner]
+        tokens = [
+            _token(column, index, k, logprobs[owner].get(k), len(column.pieces) - len(copies[k]), len(copies[k]))
+            for k, index in enumerate(scored)
+        ]
+        detail = f"{len(scored)} masked cop{'ies' if len(scored) != 1 else 'y'}, batched"
+        results.append(_summary(lm, "pseudo-perplexity", PLL_METHODS[settings.pll], None, detail, tokens,
+                                len(scored), settings.with_tokens))
+    return results, passes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Many texts, both models
+# ---------------------------------------------------------------------------------------------------------------
+
+ProgressCallback = Callable[[int], None]
+
+
+def score_batch(models: list[LoadedModel], texts: list[str], indices: list[int],
+                settings: ScoreSettings) -> ScoreBatch:
+    """Score a few texts with every model, each model's work batched across the texts."""
+    for text in texts:
+        check_text(text)
+    per_model: list[list[ModelScore]] = []
+    batch = ScoreBatch(records=[])
+    for lm in models:
+        started = time.perf_counter()
+        if lm.kind == "masked":
+            scores, passes = score_masked(lm, texts, settings, indices)
+        else:
+            scores, passes = score_causal(lm, texts, settings)
+        batch.seconds[lm.family] = time.perf_counter() - started
+        batch.forward_passes[lm.family] = passes
+        per_model.append(scores)
+    for k, (index, text) in enumerate(zip(indices, texts, strict=True)):
+        batch.records.append(TextScore(index=index, text=text, columns=[scores[k] for scores in per_model]))
+    return batch
+
+
+def iter_scores(models: list[LoadedModel], texts: list[tuple[int, str]], settings: ScoreSettings,
+                chunk: int = 32) -> Iterator[ScoreBatch]:
+    """Score (index, text) pairs a chunk at a time, so a long file shows progress and streams JSON Lines."""
+    if not texts:
+        raise usage_error("No text to score.", "Give one or more texts, - for stdin, or --file.")
+    for lm in models:  # refuse a text BERT cannot hold before any output, not halfway through a file
+        if lm.kind == "masked":
+            for index, text in texts:
+                check_masked_length(lm, tokenize_text(lm, check_text(text)), index)
+    for begin in range(0, len(texts), chunk):
+        part = texts[begin : begin + chunk]
+        yield score_batch(models, [t for _, t in part], [i for i, _ in part], settings)
+
+
+def texts_to_score(arguments: list[str] | None, file: str | None) -> list[tuple[int, str]]:
+    """(index, text) pairs: the arguments numbered from 1 (`-` reads one text from stdin), or a file's non-empty
+    lines numbered by line."""
+    from gbcli.inputs import read_lines, read_text
+
+    if arguments and file is not None:
+        raise usage_error("Give texts as arguments or --file, not both.")
+    if file is not None:
+        return [(number, line) for number, line in enumerate(read_lines(file), start=1) if line.strip()]
+    if not arguments:
+        raise usage_error("No text to score.", "Give one or more texts, - to read stdin, or --file F.")
+    return [(number, read_text(argument)) for number, argument in enumerate(arguments, start=1)]
+
+
+def score_texts(models: list[LoadedModel], texts: list[str], settings: ScoreSettings) -> list[TextScore]:
+    """Every text's scores, in order (texts numbered from 1)."""
+    records: list[TextScore] = []
+    for batch in iter_scores(models, list(enumerate(texts, start=1)), settings):
+        records.extend(batch.records)
+    return records

@@ -1,0 +1,387 @@
+"""BART-style encoder-decoders: the forward passes and text matching that every command's BART column shares.
+
+BART pairs a bidirectional encoder (like BERT) with an autoregressive decoder (like GPT) and was pre-trained as a
+denoiser: the encoder reads corrupted text (spans of any length replaced by one `<mask>`), and the decoder writes
+the original text, token by token, looking at the encoder through cross-attention. So each command asks BART the
+question it was trained on:
+
+- fill-mask: the encoder reads the text with `<mask>` in each blank, beam search writes the restored text, and
+  the span each beam put in a blank is read off by matching its output against the text around the blank;
+- generate: the encoder reads the prompt followed by `<mask>`, the decoder is given the prompt and continues it;
+- score: the encoder reads the sentence, the decoder is teacher-forced on the same sentence and scores it.
+
+Everything here is pure computation on a LoadedModel; no printing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gbcli.errors import GbcliError, usage_error
+from gbcli.models import LoadedModel
+
+INFILL_METHOD = (
+    "denoising: the encoder reads the text with <mask> in each blank, beam search writes the restored text, and "
+    "the span in each blank is read off by matching the output against the text around it"
+)
+SEQUENCE_SCORE = (
+    "the sum of the log-probabilities beam search ranked by (a token the model's generation config forces, such "
+    "as the opening <s>, counts 0), divided by the number of generated tokens"
+)
+RECONSTRUCTION_DEFINITION = (
+    "log p(x | x): the encoder reads the sentence x uncorrupted, the decoder is teacher-forced on x and each of its "
+    "tokens, from <s> to </s>, is scored from the tokens before it and the whole encoded sentence"
+)
+RECONSTRUCTION_NOTE = (
+    "BART's reconstruction log-likelihood is not comparable with perplexity or pseudo-perplexity: the decoder "
+    "copies a sentence its encoder has already read in full."
+)
+GENERATE_METHOD = (
+    "denoising decoder: the encoder reads the prompt followed by <mask>; the decoder is given the prompt and "
+    "writes what fills the mask, each token from the tokens to its left and the whole encoded input"
+)
+
+MAX_SPAN_TOKENS = 10  # room the decoder gets per blank, beyond the length of the text it copies
+MAX_BEAMS = 64
+
+
+def is_seq2seq(lm: LoadedModel) -> bool:
+    return bool(getattr(lm.model.config, "is_encoder_decoder", False))
+
+
+def check_seq2seq(lm: LoadedModel) -> None:
+    if not is_seq2seq(lm) or not lm.has_lm_head:
+        raise GbcliError(f"{lm.name} is not an encoder-decoder with a language-model head.",
+                         "Give --bart a seq2seq checkpoint, e.g. facebook/bart-base.")
+
+
+def decoder_start_id(lm: LoadedModel) -> int:
+    """The token the decoder starts from (BART: </s>), as `generate` and the training loss use it."""
+    for source in (lm.model.generation_config, lm.model.config):
+        value = getattr(source, "decoder_start_token_id", None)
+        if isinstance(value, int):
+            return value
+    raise GbcliError(f"{lm.name} declares no decoder start token.", "Check the checkpoint's config.json.")
+
+
+def pad_id(lm: LoadedModel) -> int:
+    tok = lm.tokenizer
+    for value in (tok.pad_token_id, lm.model.config.pad_token_id, tok.eos_token_id):
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def eos_id(lm: LoadedModel) -> int | None:
+    value = lm.tokenizer.eos_token_id
+    return value if isinstance(value, int) else lm.model.config.eos_token_id
+
+
+def check_length(lm: LoadedModel, tokens: int, what: str) -> None:
+    limit = lm.max_positions
+    if tokens > limit:
+        raise usage_error(
+            f"{lm.name} can hold at most {limit} tokens (its maximum positions), but {what} needs {tokens}.",
+            "Shorten the text.",
+        )
+
+
+def body_ids(lm: LoadedModel, decoded: Sequence[int]) -> list[int]:
+    """The text tokens of a decoder sequence: without its start token, the opening <s>, and anything from </s> on."""
+    ids = list(decoded[1:])
+    eos = eos_id(lm)
+    if eos is not None and eos in ids:
+        ids = ids[: ids.index(eos)]
+    bos = lm.tokenizer.bos_token_id
+    if ids and ids[0] == bos:
+        ids = ids[1:]
+    return ids
+
+
+def decode(lm: LoadedModel, ids: Sequence[int]) -> str:
+    # No clean-up: "park ." must stay "park ." to be matched against the text the user typed.
+    return lm.tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def token_ends(lm: LoadedModel, ids: Sequence[int]) -> list[int]:
+    """Where each token's text ends in decode(ids): decoding prefix by prefix handles byte-level pieces."""
+    return [len(decode(lm, ids[: i + 1])) for i in range(len(ids))]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Teacher forcing: the raw model's log-probability of given decoder sequences
+# --------------------------------------------------------------------------------------------------------------
+
+
+def teacher_forced_logprobs(
+    lm: LoadedModel, source: Sequence[int], targets: Sequence[Sequence[int]]
+) -> list[list[float]]:
+    """log p(target[t] | target[:t], source) for t >= 1, for each target (which starts with the decoder start).
+
+    The encoder runs once; the targets are right-padded rows of one decoder pass, so padding never precedes a
+    real token and the causal mask keeps it out of every real token's view.
+    """
+    import torch
+
+    if not targets:
+        return []
+    width = max(len(t) for t in targets)
+    pad = pad_id(lm)
+    decoder = torch.full((len(targets), width - 1), pad, dtype=torch.long)
+    decoder_mask = torch.zeros_like(decoder)
+    for row, target in enumerate(targets):
+        decoder[row, : len(target) - 1] = torch.tensor(list(target[:-1]))
+        decoder_mask[row, : len(target) - 1] = 1
+    encoder_ids = torch.tensor([list(source)], device=lm.device)
+    with torch.inference_mode():
+        encoded = lm.model.get_encoder()(input_ids=encoder_ids, attention_mask=torch.ones_like(encoder_ids))
+        hidden = encoded.last_hidden_state.expand(len(targets), -1, -1)
+        logits = lm.model(
+            encoder_outputs=(hidden,),
+            attention_mask=torch.ones(hidden.shape[:2], dtype=torch.long, device=lm.device),
+            decoder_input_ids=decoder.to(lm.device),
+            decoder_attention_mask=decoder_mask.to(lm.device),
+        ).logits.float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    out = []
+    for row, target in enumerate(targets):
+        wanted = torch.tensor(list(target[1:]), device=lm.device)
+        out.append(logprobs[row, : len(target) - 1].gather(-1, wanted[:, None])[:, 0].tolist())
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# fill-mask: reading the spans off a restored text (the beam search itself is in tasks/masking.py)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def context_pattern(segments: Sequence[str]) -> re.Pattern[str]:
+    """A pattern for the text around the blanks, each blank a group. Spacing may differ, nothing else may."""
+
+    def literal(segment: str) -> str:
+        # Any spacing between characters: a tokenizer may write "park ." for "park." (or the other way round).
+        return r"\s*" + "".join(re.escape(ch) + r"\s*" for ch in segment if not ch.isspace())
+
+    body = "(.*?)".join(literal(s) for s in segments)
+    return re.compile(r"\A" + body + r"\Z", re.DOTALL)
+
+
+def match_spans(segments: Sequence[str], output: str) -> list[tuple[int, int]] | None:
+    """Character ranges of the blanks' spans in `output` (surrounding spaces trimmed), or None if the output
+    does not keep the text around the blanks."""
+    found = context_pattern(segments).match(output)
+    if found is None:
+        return None
+    ranges = []
+    for group in range(1, len(segments)):
+        start, end = found.span(group)
+        text = output[start:end]
+        start += len(text) - len(text.lstrip())
+        end -= len(text) - len(text.rstrip())
+        ranges.append((start, max(start, end)))
+    return ranges
+
+
+def fill_segments(segments: Sequence[str], spans: Sequence[str]) -> str:
+    """The user's text with each blank replaced by its span, spaced as the user spaced the blank."""
+    out = segments[0]
+    for span, segment in zip(spans, segments[1:], strict=True):
+        out += span + segment
+    return out
+
+
+def infill_source(lm: LoadedModel, segments: Sequence[str]) -> list[int]:
+    """The encoder's input: the text with the model's own mask token in every blank."""
+    tok = lm.tokenizer
+    if tok.mask_token is None or tok.mask_token_id is None:
+        raise GbcliError(f"{lm.name} has no mask token, so it cannot fill blanks.", "Use a BART checkpoint.")
+    ids = tok(tok.mask_token.join(segments))["input_ids"]
+    if ids.count(tok.mask_token_id) != len(segments) - 1:
+        raise usage_error(
+            f"{lm.name} read {ids.count(tok.mask_token_id)} masks where the text has {len(segments) - 1}.",
+            "Put spaces or punctuation around each [MASK] or <mask>.",
+        )
+    return ids
+
+
+def infill_settings(lm: LoadedModel, source_tokens: int, masks: int, beams: int) -> dict[str, Any]:
+    """Beam search as `model.generate` runs it, with the options of the checkpoint's generation config that
+    would stop a faithful copy of the text switched off (summarisation checkpoints ship no_repeat_ngram_size=3
+    and long minimum lengths); its forced <s> and </s> stay, since they are how the model writes a sentence."""
+    room = source_tokens + MAX_SPAN_TOKENS * masks
+    return {
+        "do_sample": False,
+        "num_beams": beams,
+        "num_return_sequences": beams,
+        "max_new_tokens": max(1, min(room, lm.max_positions - 1)),
+        "length_penalty": 1.0,
+        "early_stopping": True,
+        "no_repeat_ngram_size": 0,
+        "encoder_no_repeat_ngram_size": 0,
+        "repetition_penalty": 1.0,
+        "min_length": 0,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# generate: the decoder continues the prompt
+# --------------------------------------------------------------------------------------------------------------
+
+
+def generation_inputs(lm: LoadedModel, prompt: str) -> tuple[list[int], list[int]]:
+    """(encoder input: the prompt then <mask>; decoder prefix: the start token, <s> and the prompt)."""
+    tok = lm.tokenizer
+    if tok.mask_token is None:
+        raise GbcliError(f"{lm.name} has no mask token to continue a prompt from.", "Use a BART checkpoint.")
+    source = tok(prompt.rstrip() + " " + tok.mask_token)["input_ids"]
+    prompt_ids = tok(prompt.rstrip(), add_special_tokens=False)["input_ids"]
+    if not prompt_ids:
+        raise usage_error("The prompt tokenizes to nothing.", "Give some visible text.")
+    prefix = [decoder_start_id(lm)]
+    if tok.bos_token_id is not None:
+        prefix.append(tok.bos_token_id)
+    return source, prefix + prompt_ids
+
+
+def generation_kwargs(lm: LoadedModel, settings: Any) -> dict[str, Any]:
+    """`model.generate` arguments for DecodingSettings, with the checkpoint's summarisation habits switched off
+    (forced </s> at the length limit, no_repeat_ngram_size, minimum lengths) so that BART decodes exactly as the
+    other columns are asked to."""
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": settings.max_new_tokens,
+        "num_return_sequences": settings.num_return_sequences,
+        "repetition_penalty": settings.repetition_penalty,
+        "no_repeat_ngram_size": 0,
+        "encoder_no_repeat_ngram_size": 0,
+        "min_length": 0,
+        "length_penalty": 1.0,
+        "forced_eos_token_id": None,
+        "forced_bos_token_id": None,
+        "pad_token_id": pad_id(lm),
+    }
+    if settings.mode == "sample":
+        kwargs.update(do_sample=True, num_beams=1, temperature=settings.temperature, top_k=settings.top_k,
+                      top_p=settings.top_p)
+    elif settings.mode == "beam":
+        kwargs.update(do_sample=False, num_beams=settings.num_beams, early_stopping=True)
+    else:
+        kwargs.update(do_sample=False, num_beams=1)
+    return kwargs
+
+
+class _Streamer:
+    """A `generate` streamer that hands the decoded continuation to a callback after every token."""
+
+    def __init__(self, lm: LoadedModel, on_token: Callable[[str, str], None]) -> None:
+        self.lm = lm
+        self.on_token = on_token
+        self.ids: list[int] = []
+        self.seen_prefix = False
+
+    def put(self, value: Any) -> None:
+        if not self.seen_prefix:  # generate() first hands over the decoder prefix itself
+            self.seen_prefix = True
+            return
+        self.ids.extend(value.reshape(-1).tolist())
+        self.on_token(self.lm.family, self.lm.tokenizer.decode(self.ids, skip_special_tokens=True))
+
+    def end(self) -> None:
+        pass
+
+
+def generate_seq2seq(lm: LoadedModel, prompt: str, settings: Any,
+                     on_token: Callable[[str, str], None] | None = None):  # -> ModelGeneration
+    """Continue the prompt with BART's decoder; each new token comes with its raw log-probability."""
+    import torch
+
+    from gbcli.tasks.generation import Continuation, GeneratedToken, ModelGeneration
+
+    check_seq2seq(lm)
+    source, prefix = generation_inputs(lm, prompt)
+    check_length(lm, len(source), "the prompt with <mask> and its special tokens")
+    check_length(lm, len(prefix) + settings.max_new_tokens, f"the prompt plus {settings.max_new_tokens} new tokens")
+    kwargs = generation_kwargs(lm, settings)
+    if on_token is not None and settings.mode != "beam" and settings.num_return_sequences == 1:
+        kwargs["streamer"] = _Streamer(lm, on_token)
+    input_ids = torch.tensor([source], device=lm.device)
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        output = lm.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                   decoder_input_ids=torch.tensor([prefix], device=lm.device), **kwargs)
+    seconds = time.perf_counter() - started
+    eos = eos_id(lm)
+    rows = []
+    for row in output.tolist():
+        new_ids = row[len(prefix):]
+        stopped = eos is not None and eos in new_ids
+        if stopped:
+            new_ids = new_ids[: new_ids.index(eos) + 1]
+        rows.append((new_ids, stopped))
+    scored = teacher_forced_logprobs(lm, source, [prefix + new_ids for new_ids, _ in rows])
+    continuations = []
+    produced = 0
+    for (new_ids, stopped), logprobs in zip(rows, scored, strict=True):
+        new_logprobs = logprobs[len(prefix) - 1 :]
+        produced = max(produced, len(new_ids))
+        tokens = []
+        before = lm.tokenizer.decode(prefix, skip_special_tokens=True)
+        for index, (token_id, logprob) in enumerate(zip(new_ids, new_logprobs, strict=True)):
+            after = lm.tokenizer.decode(prefix + new_ids[: index + 1], skip_special_tokens=True)
+            text = after[len(before):] if after.startswith(before) else lm.tokenizer.decode([token_id])
+            tokens.append(GeneratedToken(token_id, lm.tokenizer.convert_ids_to_tokens(token_id), text, logprob))
+            before = after
+        text = lm.tokenizer.decode(new_ids, skip_special_tokens=True)
+        mean = sum(new_logprobs) / len(new_logprobs) if new_logprobs else None
+        continuations.append(Continuation(text, tokens, mean, stopped))
+    return ModelGeneration(
+        family=lm.family,
+        model=lm.name,
+        method=GENERATE_METHOD,
+        continuations=continuations,
+        new_tokens=produced,
+        seconds=seconds,
+        tokens_per_second=produced * len(continuations) / seconds if seconds > 0 else 0.0,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# score: the log-likelihood of reconstructing a sentence from itself
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReconstructionToken:
+    id: int
+    piece: str
+    logprob: float
+
+
+@dataclass
+class Reconstruction:
+    """log p(x | x) of one text under BART; see RECONSTRUCTION_DEFINITION."""
+
+    model: str
+    log_likelihood: float
+    scored_tokens: int  # every decoder target token, <s> and </s> included
+    mean_logprob: float
+    tokens: list[ReconstructionToken]
+    definition: str = RECONSTRUCTION_DEFINITION
+    note: str = RECONSTRUCTION_NOTE
+
+
+def reconstruct(lm: LoadedModel, text: str) -> Reconstruction:
+    """Encoder reads the text, decoder is teacher-forced on it: the training loss of an uncorrupted input."""
+    check_seq2seq(lm)
+    ids = lm.tokenizer(text)["input_ids"]
+    check_length(lm, len(ids), "the text with its special tokens")
+    logprobs = teacher_forced_logprobs(lm, ids, [[decoder_start_id(lm), *ids]])[0]
+    total = sum(logprobs)
+    tokens = [ReconstructionToken(t, lm.tokenizer.convert_ids_to_tokens(t), lp)
+              for t, lp in zip(ids, logprobs, strict=True)]
+    return Reconstruction(lm.name, total, len(ids), total / len(ids), tokens)

@@ -1,0 +1,115 @@
+"""`gbcli compare`: one screen whose sections are exactly what the separate commands say about the same input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+from tests.cli_helpers import assert_user_error, run, run_installed, run_json
+from tests.fixtures.tiny_models import BERT_MASKED_DUCK, CORPUS, GPT_CAPITAL_PROMPT, MAX_POSITIONS
+
+
+@pytest.fixture(scope="module")
+def models(gpt_path, bert_path):
+    return ["--gpt", str(gpt_path), "--bert", str(bert_path)]
+
+
+@pytest.fixture(scope="module")
+def masked_doc(models):
+    return run_json("compare", BERT_MASKED_DUCK, *models)
+
+
+def test_sections_equal_the_separate_commands(masked_doc, models):
+    doc = masked_doc
+    assert doc["tokenization"] == run_json("tokenize", BERT_MASKED_DUCK, *models)
+    assert doc["predictions_text"] == BERT_MASKED_DUCK
+    assert doc["predictions"] == run_json("fill-mask", BERT_MASKED_DUCK, *models)
+    # Scores need a sentence without blanks: the text with BERT's filling, scored as `gbcli score` scores it.
+    assert doc["scored_text"] == doc["predictions"]["fillings"][0]["text"]
+    result = run("score", doc["scored_text"], "--json", *models)
+    assert result.exit_code == 0, result.stderr
+    assert doc["scores"] == json.loads(result.stdout)
+    summary = run_json("attention", BERT_MASKED_DUCK, "--summary", *models)
+    for line, view in zip(doc["attention"], summary["models"], strict=True):
+        assert line["family"] == view["family"]
+        assert line["mean_entropy"] == view["summary"]["mean"]["entropy"]
+        assert line["to_first"] == view["summary"]["mean"]["to_first"]
+        assert line["to_special"] == view["summary"]["mean"]["to_special"]
+
+
+def test_right_context_example_shows_in_the_predictions(masked_doc, models):
+    (slot,) = masked_doc["predictions"]["masks"]
+    assert slot["bert"]["predictions"][0]["word"] == "duck"
+    assert masked_doc["scored_text"] == "the duck quacks in the park ."
+    result = run("compare", BERT_MASKED_DUCK, *models, env={"COLUMNS": "140"})
+    assert result.exit_code == 0, result.stderr
+    assert "duck" in result.stdout
+
+
+def test_without_a_mask_both_models_predict_the_next_word(gpt_path, models):
+    doc = run_json("compare", GPT_CAPITAL_PROMPT, *models)
+    assert doc["predictions_text"] == f"{GPT_CAPITAL_PROMPT} [MASK]"
+    assert doc["predictions"] == run_json("fill-mask", f"{GPT_CAPITAL_PROMPT} [MASK]", *models)
+    assert doc["scored_text"] == GPT_CAPITAL_PROMPT
+    # GPT-2's left-context column is its plain next-token prediction after the text.
+    tokenizer = AutoTokenizer.from_pretrained(gpt_path)
+    model = AutoModelForCausalLM.from_pretrained(gpt_path).eval()
+    with torch.no_grad():
+        logits = model(**tokenizer(GPT_CAPITAL_PROMPT, return_tensors="pt")).logits[0, -1]
+    (slot,) = doc["predictions"]["masks"]
+    assert slot["gpt_left"]["predictions"][0]["token_ids"] == [int(logits.argmax())]
+    assert slot["bert"]["predictions"]
+
+
+def test_model_facts_come_from_the_loaded_configs(masked_doc, gpt_path, bert_path):
+    facts = {f["family"]: f for f in masked_doc["facts"]}
+    for family, path, loader in (("gpt", gpt_path, AutoModelForCausalLM), ("bert", bert_path, AutoModelForMaskedLM)):
+        config = AutoConfig.from_pretrained(path)
+        fact = facts[family]
+        assert fact["layers"] == config.num_hidden_layers == 2
+        assert fact["heads"] == config.num_attention_heads
+        assert fact["hidden_size"] == config.hidden_size
+        assert fact["vocab_size"] == config.vocab_size
+        assert fact["max_positions"] == MAX_POSITIONS
+        assert fact["parameters"] == sum(p.numel() for p in loader.from_pretrained(path).parameters())
+        assert fact["architecture"] == config.architectures[0]
+    assert facts["gpt"]["attention_direction"].startswith("causal")
+    assert facts["bert"]["attention_direction"] == "bidirectional"
+    assert "masked" in facts["bert"]["objective"] and "next token" in facts["gpt"]["objective"]
+
+
+def test_attention_and_time_sections_cover_each_model(masked_doc):
+    lines = {line["family"]: line for line in masked_doc["attention"]}
+    assert lines["gpt"]["to_special"] is None  # GPT-2 adds no special tokens around the text
+    assert 0 < lines["bert"]["to_special"] < 1
+    assert all(0 < line["to_first"] <= 1 and line["mean_entropy"] >= 0 for line in lines.values())
+    for record in masked_doc["time"]:
+        assert record["load_seconds"] >= 0
+        for section in ("predictions", "scores", "attention"):
+            assert record["forward_passes"][section] >= 1, (record["family"], section)
+            assert record["forward_seconds"][section] > 0
+
+
+def test_screen_has_every_section(models):
+    result = run("compare", "the wasp buzzes in the park .", *models, env={"COLUMNS": "140"})
+    assert result.exit_code == 0, result.stderr
+    for heading in ("Model facts", "Tokenization", "Predictions", "Scores", "Attention", "Time",
+                    "not on the same scale", "bidirectional", "·p"):
+        assert heading in result.stdout, heading
+
+
+def test_user_errors_exit_non_zero_without_traceback(models):
+    assert_user_error(run("compare", "  ", *models), 2, "empty")
+    too_long = " ".join(CORPUS[::6])
+    assert_user_error(run("compare", too_long, *models), 2, str(MAX_POSITIONS))
+    assert_user_error(run("compare", "the duck", "--top-k", "0", *models), 2, "--top-k")
+
+
+def test_installed_command_prints_json(models):
+    completed = run_installed("compare", BERT_MASKED_DUCK, "--json", *models)
+    assert completed.returncode == 0, completed.stderr
+    doc = json.loads(completed.stdout)
+    assert doc["predictions"]["masks"][0]["bert"]["predictions"][0]["word"] == "duck"

@@ -1,0 +1,188 @@
+"""The fast generation paths give the numbers of the slow, obvious ones (issue 6: speed never changes results).
+
+One stream is decoded by gbcli's own loop (and, for GPT-2, a written-out decoding step) instead of
+`model.generate`; these tests hold that loop to `generate`'s tokens and to a direct model computation of the
+log-probabilities, on the tiny fixtures and on a tiny random Llama (the path any other causal LM takes).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from gbcli.models import LoadOptions, load_model
+from gbcli.tasks import generation
+from gbcli.tasks.decoding import DecodingSettings
+from gbcli.tasks.generation import generate_causal
+from tests.fixtures.tiny_models import BERT_MASKED_DUCK, GPT_PROMPT
+
+SAMPLING_CASES = [
+    {"seed": 3},
+    {"seed": 4, "temperature": 0.7, "top_k": 20, "top_p": 0.9},
+    {"seed": 5, "repetition_penalty": 1.3},
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and a thread team crawls when other processes share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def gpt(gpt_path):
+    return load_model("gpt", str(gpt_path), LoadOptions(device="cpu", dtype="float32"))
+
+
+@pytest.fixture(scope="module")
+def llama(gpt_path, tmp_path_factory):
+    """A tiny random Llama with the fixture's tokenizer: a causal LM that is not GPT-2."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(str(gpt_path))
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return load_model("gpt", str(folder), LoadOptions(device="cpu", dtype="float32"))
+
+
+def _reference(lm, settings: DecodingSettings) -> list[int]:
+    """What `model.generate` produces for the same prompt and settings."""
+    ids = lm.tokenizer(GPT_PROMPT, return_tensors="pt")
+    kwargs = {"max_new_tokens": settings.max_new_tokens, "pad_token_id": lm.tokenizer.eos_token_id,
+              "repetition_penalty": settings.repetition_penalty}
+    if settings.mode == "sample":
+        kwargs.update(do_sample=True, temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
+        torch.manual_seed(settings.seed)
+    else:
+        kwargs.update(do_sample=False)
+    with torch.inference_mode():
+        return lm.model.generate(**ids, **kwargs)[0, ids["input_ids"].shape[1]:].tolist()
+
+
+def _produced(result) -> list[int]:
+    return [token.id for token in result.continuations[0].tokens]
+
+
+@pytest.mark.parametrize("family", ["gpt", "llama"])
+def test_own_loop_greedy_equals_model_generate(family, request):
+    lm = request.getfixturevalue(family)
+    settings = DecodingSettings.from_options(max_new_tokens=30, greedy=True)
+    assert generation.decodes_in_own_loop(lm, settings)
+    assert _produced(generate_causal(lm, GPT_PROMPT, settings)) == _reference(lm, settings)
+
+
+@pytest.mark.parametrize("family", ["gpt", "llama"])
+@pytest.mark.parametrize("options", SAMPLING_CASES, ids=["plain", "warped", "repetition-penalty"])
+def test_own_loop_sample_equals_model_generate_with_the_same_seed(family, options, request):
+    lm = request.getfixturevalue(family)
+    settings = DecodingSettings.from_options(max_new_tokens=30, **options)
+    produced = _produced(generate_causal(lm, GPT_PROMPT, settings))
+    assert produced == _reference(lm, settings)
+    assert produced == _produced(generate_causal(lm, GPT_PROMPT, settings))
+
+
+@pytest.mark.parametrize("family", ["gpt", "llama"])
+def test_logprobs_read_while_decoding_equal_a_teacher_forced_pass(family, request):
+    lm = request.getfixturevalue(family)
+    settings = DecodingSettings.from_options(max_new_tokens=30, seed=11)
+    result = generate_causal(lm, GPT_PROMPT, settings)
+    prompt_ids = lm.tokenizer(GPT_PROMPT)["input_ids"]
+    ids = torch.tensor([prompt_ids + _produced(result)])
+    with torch.inference_mode():
+        logprobs = torch.log_softmax(lm.model(input_ids=ids).logits[0].float(), dim=-1)
+    for offset, token in enumerate(result.continuations[0].tokens):
+        assert token.logprob == pytest.approx(logprobs[len(prompt_ids) + offset - 1, token.id].item(), abs=1e-5)
+
+
+def test_gpt2_step_is_the_models_own_forward_bit_for_bit(gpt):
+    """The written-out GPT-2 step, read through the model's own output layer, equals `model(...)` exactly."""
+    assert isinstance(generation._decoder_for(gpt), generation._Gpt2Decoder)
+    ids = gpt.tokenizer(GPT_PROMPT, return_tensors="pt")["input_ids"]
+    capacity = ids.shape[1] + 12
+    written_out = generation._Gpt2Decoder(gpt.model)
+    written_out.head_t = None  # the model's lm_head layout: no re-ordered sums anywhere
+    fast = generation._Gpt2Decoder(gpt.model)
+    model = generation._ModelDecoder(gpt.model)
+    with torch.inference_mode():
+        ours, fast_logits, theirs = written_out.start(ids, capacity), fast.start(ids, capacity), model.start(ids,
+                                                                                                             capacity)
+        for position in range(ids.shape[1], capacity):
+            assert torch.equal(ours, theirs)
+            # The re-laid-out output projection changes the order of the sums only.
+            torch.testing.assert_close(fast_logits, theirs, rtol=0, atol=1e-5)
+            token = theirs.argmax(-1, keepdim=True)
+            ours, fast_logits, theirs = (written_out.step(token, position), fast.step(token, position),
+                                         model.step(token, position))
+
+
+def test_streaming_hands_over_the_text_so_far_after_every_token(gpt):
+    settings = DecodingSettings.from_options(max_new_tokens=10, seed=2)
+    seen: list[tuple[str, str]] = []
+    result = generate_causal(gpt, GPT_PROMPT, settings, on_token=lambda family, text: seen.append((family, text)))
+    assert len(seen) == len(result.continuations[0].tokens)
+    assert {family for family, _ in seen} == {"gpt"}
+    assert seen[-1][1] == result.continuations[0].text
+    texts = [text for _, text in seen]
+    assert all(later.startswith(earlier.rstrip()) for earlier, later in itertools.pairwise(texts))
+
+
+def test_beams_and_several_sequences_stay_on_model_generate(gpt):
+    for options in ({"num_beams": 3}, {"num_return_sequences": 2, "seed": 1}):
+        settings = DecodingSettings.from_options(max_new_tokens=5, **options)
+        assert not generation.decodes_in_own_loop(gpt, settings)
+
+
+def test_a_generation_config_with_extra_rules_stays_on_model_generate(llama):
+    settings = DecodingSettings.from_options(max_new_tokens=5, greedy=True)
+    llama.model.generation_config.no_repeat_ngram_size = 2
+    try:
+        assert not generation.decodes_in_own_loop(llama, settings)
+        assert _produced(generate_causal(llama, GPT_PROMPT, settings)) == _reference(llama, settings)
+    finally:
+        llama.model.generation_config.no_repeat_ngram_size = None
+
+
+def test_decoding_gives_the_caller_its_thread_setting_back(gpt, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    monkeypatch.setattr(generation.os, "getloadavg", lambda: (64.0, 64.0, 64.0))  # a very busy machine
+    try:
+        assert generation.step_threads(2) == 1
+        generate_causal(gpt, GPT_PROMPT, DecodingSettings.from_options(max_new_tokens=3, greedy=True))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_idle_cores_or_an_explicit_thread_count_keep_the_threads(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(generation.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(generation.os, "getloadavg", lambda: (1.0, 1.0, 1.0))  # only ourselves
+    assert generation.step_threads(8) == 8
+    monkeypatch.setattr(generation.os, "getloadavg", lambda: (5.0, 5.0, 5.0))  # four other busy processes
+    assert generation.step_threads(8) == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    assert generation.step_threads(8) == 8
+
+
+def test_bert_head_at_the_mask_alone_equals_the_full_forward(bert_path):
+    bert = load_model("bert", str(bert_path), LoadOptions(device="cpu", dtype="float32"))
+    assert generation.masked_lm_parts(bert.model) is not None
+    tok = bert.tokenizer
+    ids = tok(BERT_MASKED_DUCK.replace("[MASK]", "").replace("  ", " "))["input_ids"]
+    body, closing = ids[:-1], ids[-1:]
+    bodies = [body, body[:1] + body[2:] + body[1:2]]  # two rows, as beam search sends
+    position = len(body)
+    with torch.inference_mode():
+        full = bert.model(input_ids=torch.tensor([b + [tok.mask_token_id] + closing for b in bodies])).logits
+    torch.testing.assert_close(generation._mask_logits(bert, bodies, closing), full[:, position], rtol=0, atol=1e-5)
