@@ -231,22 +231,26 @@ def generate(
         bool, typer.Option("--show-probs", help="Colour each generated token by its probability.")
     ] = False,
     models: ModelsOption = "gpt,bert",
+    with_bart: WithBartOption = False,
     gpt: GptOption = None,
     bert: BertOption = None,
+    bart: BartOption = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
     revision: RevisionOption = None,
     offline: OfflineOption = False,
     json_output: JsonOption = False,
 ) -> None:
-    """GPT-2 continues the prompt; BERT tries the same by iterative mask filling. Side by side."""
+    """GPT-2 continues the prompt; BERT tries the same by iterative mask filling; BART writes through its decoder."""
     from gbcli.inputs import read_text
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.generation import StreamingView, generation_view
     from gbcli.tasks.decoding import DecodingSettings
     from gbcli.tasks.generation import GenerationResult, check_prompt, generate_causal, generate_masked
+    from gbcli.tasks.seq2seq import generate_seq2seq
 
-    families = parse_models(models, ("gpt", "bert"))
+    runners = {"gpt": generate_causal, "bert": generate_masked, "bart": generate_seq2seq}
+    families = choose_columns(models, with_bart)
     settings = DecodingSettings.from_options(
         max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p,
         repetition_penalty=repetition_penalty, num_beams=num_beams, num_return_sequences=num_return_sequences,
@@ -254,7 +258,7 @@ def generate(
     )
     text = check_prompt(read_text(prompt, "prompt"))
     options = load_options(device, dtype, revision, offline)
-    columns = load_columns(families, {"gpt": gpt, "bert": bert}, options)
+    columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart}, options)
     result = GenerationResult(prompt=text, decoding=settings.describe(), settings=settings)
     console = stdout_console()
     stream = console.is_terminal and not json_output
@@ -266,15 +270,13 @@ def generate(
             with Live(view, console=console, refresh_per_second=12, transient=True) as live:
                 try:
                     for lm in columns:
-                        runner = generate_causal if lm.family == "gpt" else generate_masked
-                        result.columns.append(runner(lm, text, settings, view.update))
+                        result.columns.append(runners[lm.family](lm, text, settings, view.update))
                 except KeyboardInterrupt:
                     live.transient = False  # keep what was written so far on the screen
                     raise
         else:
             for lm in columns:
-                runner = generate_causal if lm.family == "gpt" else generate_masked
-                result.columns.append(runner(lm, text, settings))
+                result.columns.append(runners[lm.family](lm, text, settings))
     if json_output:
         print_json(result)
     else:

@@ -129,7 +129,7 @@ def test_fill_mask_cli_shows_bart_spans_beside_bert_and_gpt(gpt_path, bert_path,
     assert duck["prob"] == pytest.approx(beam["prob"], rel=1e-5)  # the same output, scored again
     assert dog["prob"] < 1e-3
     assert {f["column"] for f in doc["fillings"]} == {"bert", "gpt_left", "gpt_whole", "bart"}
-    screen = run("fill-mask", "the [MASK] quacks in the park .", "--with-bart", "-k", "2", *paths,
+    screen = run("fill-mask", "the [MASK] quacks in the park .", "--models", "bart", "-k", "2", *paths,
                  env={"COLUMNS": "160"})
     assert screen.exit_code == 0, screen.stderr
     assert "BART · bart" in screen.stdout and "✗ rewrote the text" in screen.stdout and "beam score" in screen.stdout
@@ -137,7 +137,8 @@ def test_fill_mask_cli_shows_bart_spans_beside_bert_and_gpt(gpt_path, bert_path,
 
 def test_bart_target_probability_is_the_teacher_forced_probability_of_the_filled_text(bart_path, reference):
     tokenizer, model = reference
-    doc = run_json("fill-mask", BART_MASKED_DUCK, "--models", "bart", "--bart", str(bart_path), "--targets", "dog")
+    doc = run_json("fill-mask", BART_MASKED_DUCK, "--models", "bart", "--bart", str(bart_path), "--targets", "dog",
+                   "-k", "1")
     (dog,) = doc["masks"][0]["bart"]["targets"]
     source = tokenizer(BART_MASKED_DUCK)["input_ids"]
     target = [model.config.decoder_start_token_id, *tokenizer("the dog quacks in the park .")["input_ids"]]

@@ -203,3 +203,25 @@ def test_installed_gbcli_generates_json(gpt_path, bert_path):
     doc = json.loads(completed.stdout)
     assert [c["family"] for c in doc["columns"]] == ["gpt", "bert"]
     assert b"\x1b[" not in completed.stdout + completed.stderr
+
+
+def test_with_bart_adds_a_third_column_whose_greedy_text_equals_model_generate(bart_path, models):
+    from transformers import AutoModelForSeq2SeqLM
+
+    doc = run_json("generate", GPT_PROMPT, "--greedy", "--max-new-tokens", "8", "--with-bart", "--bart",
+                   str(bart_path), *models)
+    assert [c["family"] for c in doc["columns"]] == ["gpt", "bert", "bart"]
+    (continuation,) = _column(doc, "bart")["continuations"]
+    tokenizer = AutoTokenizer.from_pretrained(bart_path)
+    model = AutoModelForSeq2SeqLM.from_pretrained(bart_path).eval()
+    # BART writes through its decoder: the encoder reads "prompt <mask>", the decoder starts from the prompt.
+    source = tokenizer(GPT_PROMPT + " <mask>", return_tensors="pt")
+    prefix = [model.config.decoder_start_token_id, tokenizer.bos_token_id,
+              *tokenizer(GPT_PROMPT, add_special_tokens=False)["input_ids"]]
+    expected = model.generate(**source, decoder_input_ids=torch.tensor([prefix]), do_sample=False, num_beams=1,
+                              max_new_tokens=8, no_repeat_ngram_size=0, forced_eos_token_id=None)[0].tolist()
+    new_ids = expected[len(prefix):]
+    if tokenizer.eos_token_id in new_ids:
+        new_ids = new_ids[: new_ids.index(tokenizer.eos_token_id) + 1]
+    assert [t["id"] for t in continuation["tokens"]] == new_ids
+    assert continuation["text"] == tokenizer.decode(new_ids, skip_special_tokens=True)
