@@ -288,8 +288,10 @@ def generate(
 def tokenize(
     text: Annotated[str, typer.Argument(help="The text, or - to read stdin.")],
     models: ModelsOption = "gpt,bert",
+    with_bart: WithBartOption = False,
     gpt: GptOption = None,
     bert: BertOption = None,
+    bart: BartOption = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
     revision: RevisionOption = None,
@@ -302,10 +304,10 @@ def tokenize(
     from gbcli.render.tokenization import tokenization_view
     from gbcli.tasks.tokenization import tokenize as tokenize_task
 
-    families = parse_models(models, ("gpt", "bert"))
+    families = choose_columns(models, with_bart)
     source = read_text(text)
-    columns = load_columns(families, {"gpt": gpt, "bert": bert}, load_options(device, dtype, revision, offline),
-                           need_head=False)
+    options = load_options(device, dtype, revision, offline)
+    columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart}, options, need_head=False)
     result = tokenize_task(columns, source)
     if json_output:
         print_json(result)
@@ -339,8 +341,10 @@ def score(
     csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV: a row per text and model (per token with "
                                              "--tokens).")] = False,
     models: ModelsOption = "gpt,bert",
+    with_bart: WithBartOption = False,
     gpt: GptOption = None,
     bert: BertOption = None,
+    bart: BartOption = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
     revision: RevisionOption = None,
@@ -356,10 +360,11 @@ def score(
 
     if json_output and csv_output:
         raise usage_error("--json and --csv cannot be combined.", "Choose one output format.")
-    families = parse_models(models, ("gpt", "bert"))
+    families = choose_columns(models, with_bart)
     settings = ScoreSettings.from_options(bos=bos, stride=stride, pll=pll, with_tokens=tokens)
     items = texts_to_score(texts, file)
-    columns = load_columns(families, {"gpt": gpt, "bert": bert}, load_options(device, dtype, revision, offline))
+    options = load_options(device, dtype, revision, offline)
+    columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart}, options)
     records, seconds, passes = [], Counter(), Counter()
     streaming = json_output or csv_output
     # A bar redrawn between streamed records would garble a terminal; on a pipe or a file it costs nothing.

@@ -272,3 +272,31 @@ def test_installed_cli_fills_a_span_with_bart(bart_path):
     out = done.stdout.decode()
     assert "BART · bart" in out and "the duck quacks in the park ." in out
     assert b"Traceback" not in done.stderr
+
+
+def test_score_cli_gives_bart_reconstruction_log_likelihood_equal_to_the_models_loss(bart_path, reference):
+    tokenizer, model = reference
+    lines = run("score", DUCK_SENTENCE, "--models", "bart", "--bart", str(bart_path), "--json")
+    assert lines.exit_code == 0, lines.stderr
+    (column,) = json.loads(lines.stdout)["columns"]
+    assert column["measure"] == "reconstruction log-likelihood"
+    assert "not comparable" in json.loads(lines.stdout)["note"]
+    encoded = tokenizer(DUCK_SENTENCE, return_tensors="pt")
+    with torch.no_grad():
+        # labels = the sentence itself: the model shifts them right behind its decoder start token.
+        loss = model(**encoded, labels=encoded["input_ids"]).loss.item()
+    n = encoded["input_ids"].shape[1]
+    assert column["log_likelihood"] == pytest.approx(-loss * n, abs=1e-4)
+    assert column["value"] == pytest.approx(column["log_likelihood"], abs=1e-9)
+
+
+def test_tokenize_cli_shows_barts_byte_level_bpe_column(bart_path, reference):
+    tokenizer, _ = reference
+    doc = run_json("tokenize", DUCK_SENTENCE, "--with-bart", "--models", "gpt", "--bart", str(bart_path),
+                   "--gpt", str(bart_path.parent / "gpt"))
+    assert [c["family"] for c in doc["columns"]] == ["gpt", "bart"]
+    bart_column = doc["columns"][1]
+    assert bart_column["algorithm"] == "byte-level BPE"
+    assert [p["id"] for p in bart_column["pieces"]] == tokenizer(DUCK_SENTENCE)["input_ids"]
+    for piece in bart_column["pieces"]:
+        assert piece["text"] == DUCK_SENTENCE[piece["start"] : piece["end"]]

@@ -393,6 +393,38 @@ def score_masked(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# BART: the log-likelihood of reconstructing the text from itself
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def score_seq2seq(lm: LoadedModel, texts: list[str], settings: ScoreSettings) -> tuple[list[ModelScore], int]:
+    """log p(x | x) of each text: the encoder reads it uncorrupted, the decoder is teacher-forced on it; one pass
+    per text (each has its own encoder input). See seq2seq.RECONSTRUCTION_DEFINITION."""
+    from gbcli.tasks import seq2seq
+
+    seq2seq.check_seq2seq(lm)
+    start = seq2seq.decoder_start_id(lm)
+    results = []
+    for text in texts:
+        column = tokenize_text(lm, text)
+        ids = column.ids
+        seq2seq.check_length(lm, len(ids), "the text with its special tokens")
+        logprobs = seq2seq.teacher_forced_logprobs(lm, ids, [[start, *ids]])[0]
+        # Every decoder target is scored, <s> and </s> included: the decoder sees the whole encoded text and the
+        # tokens before this one (its start token first).
+        tokens = [_token(column, index, index, logprob, len(ids) + index + 1, 0)
+                  for index, logprob in enumerate(logprobs)]
+        score = _summary(lm, "reconstruction log-likelihood", seq2seq.RECONSTRUCTION_DEFINITION,
+                         f"every token scored, {column.pieces[0].piece} and {column.pieces[-1].piece} included, "
+                         f"after the decoder start token {lm.tokenizer.convert_ids_to_tokens(start)}",
+                         "1 teacher-forced pass: the encoder reads the text, the decoder scores it",
+                         tokens, column.text_tokens, settings.with_tokens)
+        score.value = score.log_likelihood  # not a perplexity: BART's number is the log-likelihood itself
+        results.append(score)
+    return results, len(texts)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Many texts, both models
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -410,13 +442,21 @@ def score_batch(models: list[LoadedModel], texts: list[str], indices: list[int],
         started = time.perf_counter()
         if lm.kind == "masked":
             scores, passes = score_masked(lm, texts, settings, indices)
+        elif lm.kind == "seq2seq":
+            scores, passes = score_seq2seq(lm, texts, settings)
         else:
             scores, passes = score_causal(lm, texts, settings)
         batch.seconds[lm.family] = time.perf_counter() - started
         batch.forward_passes[lm.family] = passes
         per_model.append(scores)
+    note = SCALE_NOTE
+    if any(lm.kind == "seq2seq" for lm in models):
+        from gbcli.tasks.seq2seq import RECONSTRUCTION_NOTE
+
+        note = f"{SCALE_NOTE} {RECONSTRUCTION_NOTE}"
     for k, (index, text) in enumerate(zip(indices, texts, strict=True)):
-        batch.records.append(TextScore(index=index, text=text, columns=[scores[k] for scores in per_model]))
+        batch.records.append(TextScore(index=index, text=text, columns=[scores[k] for scores in per_model],
+                                       note=note))
     return batch
 
 
