@@ -55,7 +55,7 @@ WithBartOption = Annotated[
 ]
 ModelsOption = Annotated[
     str,
-    typer.Option("--models", help="Which columns to show, comma-separated: gpt, bert.", rich_help_panel="Models"),
+    typer.Option("--models", help="Which columns to show, comma-separated: gpt, bert, bart.", rich_help_panel="Models"),
 ]
 DeviceOption = Annotated[
     str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps.", rich_help_panel="Models")
@@ -569,8 +569,10 @@ def compare(
     text: Annotated[str, typer.Argument(help="A sentence, with or without [MASK] blanks, or - to read stdin.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many predictions per blank and model.")] = 5,
     models: ModelsOption = "gpt,bert",
+    with_bart: WithBartOption = False,
     gpt: GptOption = None,
     bert: BertOption = None,
+    bart: BartOption = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
     revision: RevisionOption = None,
@@ -585,9 +587,10 @@ def compare(
 
     if top_k < 1:
         raise usage_error(f"--top-k must be at least 1, not {top_k}.", "For example --top-k 5.")
-    families = parse_models(models, ("gpt", "bert"))
+    families = choose_columns(models, with_bart)
     source = read_text(text)
-    columns = load_columns(families, {"gpt": gpt, "bert": bert}, load_options(device, dtype, revision, offline))
+    options = load_options(device, dtype, revision, offline)
+    columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart}, options)
     with interrupt_exits_130():
         result = compare_task(columns, source, top_k)
     if json_output:

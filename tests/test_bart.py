@@ -300,3 +300,25 @@ def test_tokenize_cli_shows_barts_byte_level_bpe_column(bart_path, reference):
     assert [p["id"] for p in bart_column["pieces"]] == tokenizer(DUCK_SENTENCE)["input_ids"]
     for piece in bart_column["pieces"]:
         assert piece["text"] == DUCK_SENTENCE[piece["start"] : piece["end"]]
+
+
+def test_compare_with_bart_shows_encoder_decoder_facts_three_attention_maps_and_its_spans(
+    gpt_path, bert_path, bart_path, reference
+):
+    _, model = reference
+    models = ("--gpt", str(gpt_path), "--bert", str(bert_path), "--bart", str(bart_path))
+    doc = run_json("compare", BART_MASKED_DUCK.replace("<mask>", "[MASK]"), "--with-bart", *models)
+    facts = {f["family"]: f for f in doc["facts"]}
+    assert set(facts) == {"gpt", "bert", "bart"}
+    assert facts["bart"]["layers"] == model.config.encoder_layers
+    assert facts["bart"]["decoder_layers"] == model.config.decoder_layers
+    assert facts["bart"]["decoder_heads"] == model.config.decoder_attention_heads
+    assert facts["bart"]["parameters"] == sum(p.numel() for p in model.parameters())
+    assert "denoising" in facts["bart"]["objective"]
+    assert facts["gpt"]["decoder_layers"] is None
+    maps = [line["map"] for line in doc["attention"] if line["family"] == "bart"]
+    assert maps == ["encoder", "decoder", "cross"]
+    # The predictions section is the fill-mask command's result on the same input.
+    alone = run_json("fill-mask", BART_MASKED_DUCK.replace("<mask>", "[MASK]"), "--with-bart", *models)
+    assert doc["predictions"]["masks"][0]["bart"] == alone["masks"][0]["bart"]
+    assert doc["predictions"]["masks"][0]["bart"]["predictions"][0]["word"].strip() == "duck"

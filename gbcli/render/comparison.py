@@ -30,8 +30,10 @@ def _value(value: int | None) -> str:
 FACT_ROWS: list[tuple[str, object]] = [
     ("architecture", lambda f: f.architecture),
     ("parameters", lambda f: parameters(f.parameters)),
-    ("layers", lambda f: _value(f.layers)),
-    ("attention heads", lambda f: _value(f.heads)),
+    ("layers", lambda f: _value(f.layers) + (f" encoder + {f.decoder_layers:,} decoder"
+                                               if f.decoder_layers is not None else "")),
+    ("attention heads", lambda f: _value(f.heads) + (f" encoder, {f.decoder_heads:,} decoder"
+                                                     if f.decoder_heads is not None else "")),
     ("hidden size", lambda f: _value(f.hidden_size)),
     ("vocabulary", lambda f: _value(f.vocab_size)),
     ("max positions", lambda f: _value(f.max_positions)),
@@ -60,7 +62,8 @@ def attention_table(lines: list[AttentionLine]) -> Table:
     table.add_column("to special tokens", justify="right")
     for line in lines:
         special = "— (none in the input)" if line.to_special is None else f"{line.to_special:.1%}"
-        table.add_row(f"{family_title(line.family)} · {line.model}", f"{line.layers} × {line.heads}",
+        name = f"{family_title(line.family)} · {line.model}" + (f" · {line.map}" if line.map != "self" else "")
+        table.add_row(name, f"{line.layers} × {line.heads}",
                       number(line.mean_entropy, 2), f"{line.to_first:.1%}", special)
     return table
 

@@ -38,6 +38,9 @@ class ModelFacts:
     attention_direction: str
     objective: str
     tokenizer: str
+    # Encoder-decoders only (BART): `layers` and `heads` above are the encoder's.
+    decoder_layers: int | None = None
+    decoder_heads: int | None = None
 
 
 @dataclass
@@ -52,6 +55,7 @@ class AttentionLine:
     mean_entropy: float  # bits
     to_first: float  # share of attention on the first token
     to_special: float | None  # share on special tokens; None when the input has none (GPT-2 adds none)
+    map: str = "self"  # BART has three: encoder, decoder and cross
 
 
 @dataclass
@@ -88,6 +92,23 @@ def model_facts(lm: LoadedModel) -> ModelFacts:
     config = lm.model.config
     info = FAMILY_INFO[lm.family]
     architectures = getattr(config, "architectures", None) or [type(lm.model).__name__]
+    if lm.kind == "seq2seq":
+        return ModelFacts(
+            family=lm.family,
+            model=lm.name,
+            architecture=architectures[0],
+            parameters=sum(p.numel() for p in lm.model.parameters()),
+            layers=_config_int(config, "encoder_layers"),
+            heads=_config_int(config, "encoder_attention_heads"),
+            hidden_size=_config_int(config, "d_model"),
+            vocab_size=_config_int(config, "vocab_size"),
+            max_positions=lm.max_positions,
+            attention_direction=info.attention_direction,
+            objective=info.objective,
+            tokenizer=algorithm_name(lm.tokenizer),
+            decoder_layers=_config_int(config, "decoder_layers"),
+            decoder_heads=_config_int(config, "decoder_attention_heads"),
+        )
     return ModelFacts(
         family=lm.family,
         model=lm.name,
@@ -165,22 +186,26 @@ class ForwardClock:
         self._handles.clear()
 
 
-def attention_line(lm: LoadedModel, text: str) -> AttentionLine:
-    """The `attention --summary` means of one model: the same forward pass and the same statistics."""
+def attention_lines(lm: LoadedModel, text: str) -> list[AttentionLine]:
+    """The `attention --summary` means of one model, one line per attention map (BART has three)."""
     from gbcli.tasks.attention import compute_attention, summarize
 
     result = compute_attention(lm, text)
-    summary = summarize(result)
-    return AttentionLine(
-        family=lm.family,
-        model=lm.name,
-        layers=summary.layers,
-        heads=summary.heads,
-        tokens=len(result.tokens),
-        mean_entropy=float(summary.mean["entropy"] or 0.0),
-        to_first=float(summary.mean["to_first"] or 0.0),
-        to_special=summary.mean["to_special"],
-    )
+    lines = []
+    for amap in result.maps:
+        summary = summarize(result, amap.name)
+        lines.append(AttentionLine(
+            family=lm.family,
+            model=lm.name,
+            layers=summary.layers,
+            heads=summary.heads,
+            tokens=len(amap.queries),
+            mean_entropy=float(summary.mean["entropy"] or 0.0),
+            to_first=float(summary.mean["to_first"] or 0.0),
+            to_special=summary.mean["to_special"],
+            map=amap.name,
+        ))
+    return lines
 
 
 def prediction_input(text: str) -> tuple[str, str]:
@@ -198,7 +223,7 @@ def scored_input(text: str, predictions: FillMaskResult) -> str:
     """Scores need a real sentence: masks are filled with BERT's choice (GPT-2's whole-sentence one without BERT)."""
     if not MASK_PATTERN.search(text):
         return text
-    for column in ("bert", "gpt_whole", "gpt_left"):
+    for column in ("bert", "gpt_whole", "bart", "gpt_left"):
         filling = predictions.filling(column)  # type: ignore[arg-type]
         if filling is not None:
             return filling.text
@@ -222,7 +247,7 @@ def compare(models: list[LoadedModel], text: str, top_k: int = DEFAULT_TOP_K,
         with clock.section("scores"):
             scores = score_batch(models, [scored_text], [1], settings).records[0]
         with clock.section("attention"):
-            attention = [attention_line(lm, text) for lm in models]
+            attention = [line for lm in models for line in attention_lines(lm, text)]
     finally:
         clock.close()
     return ComparisonResult(
