@@ -449,14 +449,20 @@ def fill_mask_command(
         return
     lines = read_lines(file)
     columns = load_columns(families, specs, load_options(device, dtype, revision, offline))
+    results: list = []
+    # A chunk at a time, so JSON Lines stream out in input order and Ctrl-C keeps every finished line.
+    chunk = max(FILL_MASK_CHUNK_LINES, batch_size)
     with interrupt_exits_130(), _line_progress(len(lines)) as advance:
-        results = fill_mask_lines({lm.family: lm for lm in columns}, lines, top_k, words,
-                                  batch_size=batch_size, on_progress=advance)
-    _print_warnings(results[0].warnings if results else [])
-    if json_output:
-        for result in results:
-            print_json(result, lines=True)
-    else:
+        for begin in range(0, len(lines), chunk):
+            part = fill_mask_lines({lm.family: lm for lm in columns}, lines[begin : begin + chunk], top_k, words,
+                                   batch_size=batch_size, on_progress=advance, first_line=begin + 1)
+            if begin == 0:
+                _print_warnings(part[0].warnings if part else [])
+            if json_output:
+                for result in part:
+                    print_json(result, lines=True)
+            results.extend(part)
+    if not json_output:
         stdout_console().print(fill_mask_lines_view(results))
     failed = sum(1 for r in results if r.error is not None)
     if failed:
@@ -464,6 +470,9 @@ def fill_mask_command(
                                "each says why in its place.[/]")
     if failed == len(results):
         raise typer.Exit(1)
+
+
+FILL_MASK_CHUNK_LINES = 128  # lines sorted and batched together; their results are printed before the next chunk
 
 
 def _print_warnings(warnings: list[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -99,3 +100,22 @@ def test_no_color_and_pipes_carry_no_ansi_codes(gpt_path):
                               "--gpt", str(gpt_path), "--show-probs", env={"FORCE_COLOR": ""})
     assert completed.returncode == 0, completed.stderr.decode()
     assert b"\x1b[" not in completed.stdout and b"\x1b[" not in completed.stderr
+
+
+def test_ctrl_c_during_a_file_run_keeps_finished_json_lines_valid(tmp_path, bert_path):
+    lines = tmp_path / "lines.txt"
+    lines.write_text("the [MASK] quacks in the park .\n" * 50000)
+    process = subprocess.Popen(
+        [gbcli_executable(), "fill-mask", "--file", str(lines), "--json", "--models", "bert", "--bert",
+         str(bert_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,  # unbuffered: communicate() misses read-ahead
+    )
+    first = process.stdout.readline()  # wait until results stream out, then interrupt
+    assert first, process.stderr.read().decode()
+    process.send_signal(signal.SIGINT)
+    rest, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr.decode()
+    records = [json.loads(line) for line in (first + rest).decode().splitlines()]
+    assert 1 <= len(records) < 50000
+    assert [r["line"] for r in records] == list(range(1, len(records) + 1))  # in input order, none half-written
+    assert TRACEBACK.encode() not in stderr

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -44,9 +48,30 @@ def dumps(value: Any, *, indent: int | None = 2) -> str:
 
 
 def print_json(value: Any, *, lines: bool = False) -> None:
-    """One JSON document (or one JSON Lines record) on stdout, flushed so a pipe sees it at once."""
-    sys.stdout.write(dumps(value, indent=None if lines else 2) + "\n")
-    sys.stdout.flush()
+    """One JSON document (or one JSON Lines record) on stdout, flushed so a pipe sees it at once.
+
+    Ctrl-C is held back until the record is out: an interrupted run never leaves half a line behind.
+    """
+    text = dumps(value, indent=None if lines else 2) + "\n"
+    with deferred_interrupt():
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Run the block whole: a SIGINT that arrives meanwhile is raised as KeyboardInterrupt once it ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
 
 
 def readable_piece(piece: str, text: str | None = None) -> str:

@@ -217,6 +217,7 @@ def fill_mask_lines(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_progress: Callable[[int], None] | None = None,
+    first_line: int = 1,
 ) -> list[FillMaskResult]:
     """Fill the masks of many texts, batched: one result per line, in input order.
 
@@ -241,7 +242,7 @@ def fill_mask_lines(
         seq2seq.check_seq2seq(bart)
     names = {family: lm.name for family, lm in models.items() if family in ("bert", "gpt", "bart")}
     run = _Run(bert, gpt, top_k, targets, batch_size, bart)
-    states = [_parse(number, line, names) for number, line in enumerate(lines, start=1)]
+    states = [_parse(number, line, names) for number, line in enumerate(lines, start=first_line)]
     with torch.inference_mode():
         if bert is not None:
             run.tokenize_for_bert([s for s in states if s.error is None])
