@@ -528,8 +528,8 @@ def machine_line(bandwidth: dict[str, float]) -> str:
         pass
     reads = ", ".join(f"{k.split('_')[1]} thread(s) {v / 1e9:.1f}" for k, v in bandwidth.items()
                       if k.startswith("read_"))
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads by "
-            f"default), transformers {transformers.__version__}, Python {platform.python_version()}; memory read "
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} on {torch.get_num_threads()} thread(s), "
+            f"transformers {transformers.__version__}, Python {platform.python_version()}; memory read "
             f"bandwidth (GB/s) {reads}; load average {load_average():.1f}")
 
 

@@ -108,9 +108,10 @@ def test_gpt2_step_is_the_models_own_forward_bit_for_bit(gpt):
     assert isinstance(generation._decoder_for(gpt), generation._Gpt2Decoder)
     ids = gpt.tokenizer(GPT_PROMPT, return_tensors="pt")["input_ids"]
     capacity = ids.shape[1] + 12
-    written_out = generation._Gpt2Decoder(gpt.model)
-    written_out.head_t = None  # the model's lm_head layout: no re-ordered sums anywhere
+    written_out = generation._Gpt2Decoder(gpt.model)  # the model's lm_head layout: no re-ordered sums anywhere
     fast = generation._Gpt2Decoder(gpt.model)
+    fast.relayout_head()
+    assert fast.head_t is not None
     model = generation._ModelDecoder(gpt.model)
     with torch.inference_mode():
         ours, fast_logits, theirs = written_out.start(ids, capacity), fast.start(ids, capacity), model.start(ids,
