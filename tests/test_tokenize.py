@@ -127,7 +127,7 @@ def test_one_model_only_and_stdin(models):
 
 def test_empty_text_is_a_usage_error(models):
     assert_user_error(run("tokenize", "   ", *models), 2, "empty")
-    assert_user_error(run("tokenize", "the", "--models", "bart", *models), 2, "bart")
+    assert_user_error(run("tokenize", "the", "--models", "t5", *models), 2, "t5")
 
 
 def test_installed_command_prints_json(models):
