@@ -92,36 +92,23 @@ def model_facts(lm: LoadedModel) -> ModelFacts:
     config = lm.model.config
     info = FAMILY_INFO[lm.family]
     architectures = getattr(config, "architectures", None) or [type(lm.model).__name__]
-    if lm.kind == "seq2seq":
-        return ModelFacts(
-            family=lm.family,
-            model=lm.name,
-            architecture=architectures[0],
-            parameters=sum(p.numel() for p in lm.model.parameters()),
-            layers=_config_int(config, "encoder_layers"),
-            heads=_config_int(config, "encoder_attention_heads"),
-            hidden_size=_config_int(config, "d_model"),
-            vocab_size=_config_int(config, "vocab_size"),
-            max_positions=lm.max_positions,
-            attention_direction=info.attention_direction,
-            objective=info.objective,
-            tokenizer=algorithm_name(lm.tokenizer),
-            decoder_layers=_config_int(config, "decoder_layers"),
-            decoder_heads=_config_int(config, "decoder_attention_heads"),
-        )
+    # An encoder-decoder's config names its sizes per stack; `layers` and `heads` are then the encoder's.
+    seq2seq = lm.kind == "seq2seq"
     return ModelFacts(
         family=lm.family,
         model=lm.name,
         architecture=architectures[0],
         parameters=sum(p.numel() for p in lm.model.parameters()),
-        layers=_config_int(config, "num_hidden_layers"),
-        heads=_config_int(config, "num_attention_heads"),
-        hidden_size=_config_int(config, "hidden_size"),
+        layers=_config_int(config, "encoder_layers" if seq2seq else "num_hidden_layers"),
+        heads=_config_int(config, "encoder_attention_heads" if seq2seq else "num_attention_heads"),
+        hidden_size=_config_int(config, "d_model" if seq2seq else "hidden_size"),
         vocab_size=_config_int(config, "vocab_size"),
         max_positions=lm.max_positions,
         attention_direction=info.attention_direction,
         objective=info.objective,
         tokenizer=algorithm_name(lm.tokenizer),
+        decoder_layers=_config_int(config, "decoder_layers") if seq2seq else None,
+        decoder_heads=_config_int(config, "decoder_attention_heads") if seq2seq else None,
     )
 
 
