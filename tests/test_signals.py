@@ -23,7 +23,7 @@ def long_context_gpt(tmp_path_factory, gpt_path):
     folder = tmp_path_factory.mktemp("long-gpt")
     tokenizer = AutoTokenizer.from_pretrained(gpt_path)
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=4, n_embd=128, n_head=2, n_positions=4096, vocab_size=len(tokenizer),
+    config = GPT2Config(n_layer=8, n_embd=512, n_head=8, n_positions=4096, vocab_size=len(tokenizer),
                         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
     model = GPT2LMHeadModel(config)
     # Make the end-of-text token impossible, so generation never stops early by itself.
@@ -82,17 +82,23 @@ def test_ctrl_c_during_streamed_generation_keeps_the_text_and_exits_130(long_con
 
 
 def test_ctrl_c_during_json_generation_prints_no_partial_json(long_context_gpt):
+    """--json writes one document at the end: Ctrl-C before it leaves stdout empty, never half a document."""
     process = subprocess.Popen(
         [gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt", str(long_context_gpt),
          "--max-new-tokens", "4000", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
-    time.sleep(6)  # import, load, and be well into generation
+    time.sleep(6)  # import, load, and be well into generation (4,000 tokens of this model take far longer than this)
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr.decode()
-    assert stdout == b""
+    stdout, stderr = process.communicate(timeout=120)
     assert TRACEBACK.encode() not in stderr
+    if stdout:
+        # A very fast machine may finish first; even then the document must be whole, never cut by the signal.
+        json.loads(stdout)
+        assert process.returncode in (0, 130), stderr.decode()
+    else:
+        assert process.returncode == 130, stderr.decode()
+        assert b"interrupted" in stderr
 
 
 def test_no_color_and_pipes_carry_no_ansi_codes(gpt_path):
