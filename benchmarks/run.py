@@ -510,7 +510,7 @@ def markdown(rows: list[Row], header: bool = True, notes: bool = True) -> str:
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
         met = "" if row.met is None else ("yes" if row.met else "**no**")
         lines.append(f"| {row.row} | {row.gbcli} | {row.peer} | {ratio} | {row.target} | {met} |")
-    remarks = [f"- {row.row}: {row.note}" for row in rows if row.note] if notes else []
+    remarks = list(dict.fromkeys(f"- {row.row}: {row.note}" for row in rows if row.note)) if notes else []
     return "\n".join(lines + ([""] + remarks if remarks else []))
 
 
