@@ -187,3 +187,39 @@ def test_bert_head_at_the_mask_alone_equals_the_full_forward(bert_path):
     with torch.inference_mode():
         full = bert.model(input_ids=torch.tensor([b + [tok.mask_token_id] + closing for b in bodies])).logits
     torch.testing.assert_close(generation._mask_logits(bert, bodies, closing), full[:, position], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("parts", [2, 3, 4])
+@pytest.mark.parametrize("columns", [2304, 50257, 10])
+def test_column_blocks_compute_the_same_product(parts, columns):
+    """The threaded matrix-vector product covers every column once, including uneven splits (GPT-2's vocabulary)."""
+    torch.manual_seed(parts * columns)
+    weight, bias, x = torch.randn(96, columns), torch.randn(columns), torch.randn(1, 96)
+    for with_bias in (bias, None):
+        blocks = generation._ColumnBlocks(weight, with_bias, parts)
+        assert blocks.parts == parts
+        expected = torch.addmm(with_bias, x, weight) if with_bias is not None else x @ weight
+        torch.testing.assert_close(blocks(x), expected, rtol=1e-6, atol=1e-5)  # summation order only
+
+
+def test_gpt2_step_on_two_threads_splits_its_products_and_keeps_the_models_numbers(gpt):
+    """With two threads each product runs in column blocks; the logits stay the model's to 1e-5, greedy its text."""
+    torch.set_num_threads(2)
+    try:
+        ids = gpt.tokenizer(GPT_PROMPT, return_tensors="pt")["input_ids"]
+        capacity = ids.shape[1] + 12
+        fast = generation._Gpt2Decoder(gpt.model)
+        fast.relayout_head()
+        model = generation._ModelDecoder(gpt.model)
+        with torch.inference_mode():
+            fast_logits, theirs = fast.start(ids, capacity), model.start(ids, capacity)
+            assert fast.parts == 2
+            assert all(blocks.parts == 2 for layer in fast._column_blocks() for blocks in layer)
+            for position in range(ids.shape[1], capacity):
+                torch.testing.assert_close(fast_logits, theirs, rtol=0, atol=1e-5)
+                token = theirs.argmax(-1, keepdim=True)
+                fast_logits, theirs = fast.step(token, position), model.step(token, position)
+        settings = DecodingSettings.from_options(max_new_tokens=30, greedy=True)
+        assert _produced(generate_causal(gpt, GPT_PROMPT, settings)) == _reference(gpt, settings)
+    finally:
+        torch.set_num_threads(1)
