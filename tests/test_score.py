@@ -219,3 +219,16 @@ def test_installed_command_reads_stdin(models):
     record = json.loads(line)
     assert record["text"] == DUCK_SENTENCE
     assert [c["measure"] for c in record["columns"]] == ["perplexity", "pseudo-perplexity"]
+
+
+def test_bfloat16_scores_stay_within_the_stated_tolerance_of_float32(bert_path):
+    """`--dtype bfloat16` (the fast path on CPUs with native bf16) really runs in bf16, and stays within the
+    README's stated tolerance of float32: log-likelihoods within 1%, mean NLL within 0.01 nats per token."""
+    args = ("--models", "bert", "--bert", str(bert_path))
+    exact = _records(*SENTENCES, *args, "--dtype", "float32")
+    fast = _records(*SENTENCES, *args, "--dtype", "bfloat16")
+    pairs = [(e["columns"][0], f["columns"][0]) for e, f in zip(exact, fast, strict=True)]
+    assert any(e["log_likelihood"] != f["log_likelihood"] for e, f in pairs)  # the model did run in bfloat16
+    for e, f in pairs:
+        assert f["log_likelihood"] == pytest.approx(e["log_likelihood"], rel=1e-2, abs=1e-2)
+        assert abs(f["mean_nll"] - e["mean_nll"]) <= 0.01
