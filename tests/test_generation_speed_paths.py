@@ -159,10 +159,69 @@ def test_decoding_gives_the_caller_its_thread_setting_back(gpt, monkeypatch):
     monkeypatch.setattr(generation.os, "getloadavg", lambda: (64.0, 64.0, 64.0))  # a very busy machine
     try:
         assert generation.step_threads(2) == 1
-        generate_causal(gpt, GPT_PROMPT, DecodingSettings.from_options(max_new_tokens=3, greedy=True))
+        generate_causal(gpt, GPT_PROMPT, DecodingSettings.from_options(max_new_tokens=12, greedy=True))
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_step_threads_tries_each_count_then_keeps_the_fastest(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(generation.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    chooser = generation.StepThreads(2)
+    assert chooser.candidates == [2, 1]
+    seconds = {2: 0.010, 1: 0.025}  # two threads decode faster
+    tried = []
+    for _ in range(generation.StepThreads.PROBE_STEPS * 2):
+        count = chooser.next()
+        tried.append(count)
+        chooser.record(count, seconds[count])
+    assert sorted(tried) == [1, 1, 1, 2, 2, 2]
+    assert [chooser.next() for _ in range(10)] == [2] * 10
+    # The machine gets busy: two threads now stall. The next probe round notices and one thread takes over.
+    seconds = {2: 0.270, 1: 0.026}
+    picked = []
+    for _ in range(generation.StepThreads.PROBE_EVERY * 2):
+        count = chooser.next()
+        chooser.record(count, seconds[count])
+        picked.append(count)
+    assert picked[-10:] == [1] * 10
+
+
+def test_step_threads_keeps_an_explicit_or_single_thread_count(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert generation.StepThreads(2).candidates == [2]
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert generation.StepThreads(1).candidates == [1]
+
+
+def test_gpt2_steps_give_the_same_numbers_on_one_thread_or_two(gpt):
+    """The thread count a step runs on does not change its numbers beyond the last bits: the products' split
+    follows the caller's setting, not the count; only torch's attention kernel divides its sums by thread count
+    (in `model.generate` as well), ~1e-7 here."""
+    ids = gpt.tokenizer(GPT_PROMPT, return_tensors="pt")["input_ids"]
+    capacity = ids.shape[1] + 8
+    torch.set_num_threads(2)
+    try:
+        decoder = generation._Gpt2Decoder(gpt.model)
+        decoder.relayout_head()
+        runs = []
+        for counts in ([2] * 8, [1] * 8, [1, 2] * 4):
+            with torch.inference_mode():
+                torch.set_num_threads(2)
+                logits = [decoder.start(ids, capacity)]
+                token = logits[0].argmax(-1, keepdim=True)
+                for position, count in zip(range(ids.shape[1], capacity), counts, strict=False):
+                    torch.set_num_threads(count)
+                    logits.append(decoder.step(token, position))
+                    token = logits[-1].argmax(-1, keepdim=True)
+            assert decoder.parts == 2
+            runs.append(torch.cat(logits))
+        for other in runs[1:]:
+            torch.testing.assert_close(other, runs[0], rtol=0, atol=1e-5)
+            assert torch.equal(other.argmax(-1), runs[0].argmax(-1))
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_idle_cores_or_an_explicit_thread_count_keep_the_threads(monkeypatch):

@@ -146,6 +146,55 @@ def _threads_for_steps() -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+class StepThreads:
+    """Chooses, step by step, the thread count that decodes fastest right now, by timing the steps themselves.
+
+    The load average is a one-minute mean: just after other work ends it still says "busy" and would keep decoding
+    on one core of an idle machine (41 instead of 66 tokens/s for GPT-2-small here), and it cannot see work that
+    has just begun. So each candidate count (torch's setting, one, and the load average's guess) runs a few steps
+    in turn, the fastest median wins, and every PROBE_EVERY steps the candidates are timed again. `_Gpt2Decoder`
+    splits its products by the caller's thread setting, not by the count that runs them, so these give the same
+    bits either way; torch's attention kernel alone divides its sums by thread count (in `model.generate` too),
+    which moves the last bits (~1e-7). OMP_NUM_THREADS, when set, is the user's choice and is kept.
+    """
+
+    PROBE_STEPS = 3  # steps per candidate at the start
+    PROBE_EVERY = 32
+
+    def __init__(self, threads: int) -> None:
+        from collections import deque
+
+        self.threads = threads
+        if os.environ.get("OMP_NUM_THREADS") or threads <= 1:
+            self.candidates = [threads]
+        else:
+            self.candidates = sorted({threads, 1, step_threads(threads)}, reverse=True)
+        self.times: dict[int, deque[float]] = {count: deque(maxlen=self.PROBE_STEPS) for count in self.candidates}
+        self.steps = 0
+
+    def next(self) -> int:
+        """The thread count for the next step."""
+        step, count = self.steps, len(self.candidates)
+        self.steps += 1
+        if count == 1:
+            return self.candidates[0]
+        if step < self.PROBE_STEPS * count:
+            return self.candidates[step % count]
+        if step % self.PROBE_EVERY < count:
+            return self.candidates[step % self.PROBE_EVERY]
+        return self.fastest()
+
+    def record(self, threads: int, seconds: float) -> None:
+        self.times[threads].append(seconds)
+
+    def fastest(self) -> int:
+        def median(count: int) -> float:
+            times = sorted(self.times[count])
+            return times[len(times) // 2] if times else float("inf")
+
+        return min(self.candidates, key=median)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # GPT: causal decoding
 # --------------------------------------------------------------------------------------------------------------
@@ -306,27 +355,38 @@ def _decode_one_stream(lm: LoadedModel, input_ids, settings: DecodingSettings, o
     stopped = False
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
-    with torch.inference_mode(), _threads_for_steps():
-        decoder = _decoder_for(lm, settings.max_new_tokens)
-        logits = decoder.start(input_ids, prompt_len + settings.max_new_tokens)
-        for step in range(settings.max_new_tokens):
-            length = prompt_len + step
-            scores = processors(sequence[:, :length], logits) if processors else logits
-            if settings.mode == "sample":
-                choice = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1)
-            else:
-                choice = torch.argmax(scores, dim=-1, keepdim=True)
-            token = int(choice)
-            new_ids.append(token)
-            logprobs.append(float(torch.log_softmax(logits, dim=-1)[0, token]))
-            sequence[:, length] = token
-            if on_token is not None:
-                on_token(lm.family, tok.decode(new_ids, skip_special_tokens=True))
-            if token in eos:
-                stopped = True
-                break
-            if step + 1 < settings.max_new_tokens:
-                logits = decoder.step(choice, length)
+    threads = torch.get_num_threads()
+    chooser = StepThreads(threads)
+    try:
+        with torch.inference_mode():
+            decoder = _decoder_for(lm, settings.max_new_tokens)
+            logits = decoder.start(input_ids, prompt_len + settings.max_new_tokens)
+            for step in range(settings.max_new_tokens):
+                length = prompt_len + step
+                scores = processors(sequence[:, :length], logits) if processors else logits
+                if settings.mode == "sample":
+                    choice = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1)
+                else:
+                    choice = torch.argmax(scores, dim=-1, keepdim=True)
+                token = int(choice)
+                new_ids.append(token)
+                logprobs.append(float(torch.log_softmax(logits, dim=-1)[0, token]))
+                sequence[:, length] = token
+                if on_token is not None:
+                    on_token(lm.family, tok.decode(new_ids, skip_special_tokens=True))
+                if token in eos:
+                    stopped = True
+                    break
+                if step + 1 < settings.max_new_tokens:
+                    count = chooser.next()
+                    if count != torch.get_num_threads():
+                        torch.set_num_threads(count)
+                    started = time.perf_counter()
+                    logits = decoder.step(choice, length)
+                    chooser.record(count, time.perf_counter() - started)
+    finally:
+        if torch.get_num_threads() != threads:  # the caller's setting back, Ctrl-C included
+            torch.set_num_threads(threads)
     return new_ids, logprobs, stopped
 
 
