@@ -601,7 +601,8 @@ def compare(
     options = load_options(device, dtype, revision, offline)
     columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart}, options)
     with interrupt_exits_130():
-        result = compare_task(columns, source, top_k)
+        # The models are used one after the other; each is let go once its sections are done (peak memory).
+        result = compare_task(columns, source, top_k, release=True)
     if json_output:
         print_json(result)
     else:

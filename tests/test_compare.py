@@ -113,3 +113,42 @@ def test_installed_command_prints_json(models):
     assert completed.returncode == 0, completed.stderr
     doc = json.loads(completed.stdout)
     assert doc["predictions"]["masks"][0]["bert"]["predictions"][0]["word"] == "duck"
+
+
+def test_each_model_is_let_go_once_its_sections_are_done(gpt_path, bert_path):
+    """`compare` holds one model's weights at a time: after the run no weight is left in memory (no gc needed),
+    a released model says so loudly if used, and loading the checkpoint again gives a working model."""
+    import weakref
+
+    from gbcli.models import LoadOptions, load_model
+    from gbcli.tasks.comparison import compare
+
+    options = LoadOptions(device="cpu", dtype="float32")
+    gpt, bert = load_model("gpt", str(gpt_path), options), load_model("bert", str(bert_path), options)
+    weights = [weakref.ref(gpt.model), weakref.ref(bert.model.get_input_embeddings().weight)]
+    kept = compare([load_model("gpt", str(gpt_path), options), load_model("bert", str(bert_path), options)],
+                   BERT_MASKED_DUCK)  # without release: same objects, still usable afterwards
+    assert all(ref() is not None for ref in weights)
+    released = compare([gpt, bert], BERT_MASKED_DUCK, release=True)
+    assert all(ref() is None for ref in weights)
+    with pytest.raises(RuntimeError, match="released"):
+        gpt.model(input_ids=torch.tensor([[1, 2]]))
+    assert gpt.model.config.n_positions == MAX_POSITIONS  # the config stays readable
+    again = load_model("gpt", str(gpt_path), options)
+    assert again is not gpt and again.model(input_ids=torch.tensor([[1, 2]])).logits.shape[-1] > 0
+    # Releasing changes nothing in the result.
+    assert released.predictions == kept.predictions and released.scores == kept.scores
+    assert released.attention == kept.attention and released.scored_text == kept.scored_text
+
+
+@pytest.mark.parametrize("families", ["gpt", "gpt,bart", "bart"])
+def test_without_bert_the_sections_still_equal_the_separate_commands(families, gpt_path, bart_path):
+    models = ["--models", families, "--gpt", str(gpt_path), "--bart", str(bart_path)]
+    doc = run_json("compare", BERT_MASKED_DUCK, *models)
+    assert doc["predictions"] == run_json("fill-mask", BERT_MASKED_DUCK, *models)
+    # Without BERT the scored sentence is GPT-2's whole-sentence filling, or BART's when GPT-2 is absent.
+    fillings = {f["column"]: f["text"] for f in doc["predictions"]["fillings"]}
+    assert doc["scored_text"] == fillings["gpt_whole" if "gpt" in families else "bart"]
+    result = run("score", doc["scored_text"], "--json", *models)
+    assert result.exit_code == 0, result.stderr
+    assert doc["scores"] == json.loads(result.stdout)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gbcli.models import FAMILY_INFO, LoadedModel
-from gbcli.tasks.masking import DEFAULT_TOP_K, MASK_PATTERN, FillMaskResult, fill_mask
-from gbcli.tasks.scoring import ScoreSettings, TextScore, score_batch
+from gbcli.tasks.masking import DEFAULT_TOP_K, MASK_PATTERN, FillMaskResult, fill_mask_in_turn
+from gbcli.tasks.scoring import ModelScore, ScoreSettings, TextScore, score_batch, score_note
 from gbcli.tasks.tokenization import TokenizationResult, algorithm_name, check_text, tokenize
 
 SECTIONS = ("predictions", "scores", "attention")
@@ -159,12 +159,13 @@ class ForwardClock:
 
     @contextmanager
     def section(self, name: str) -> Iterator[None]:
+        """Time a stretch of one section; a section done in several stretches (one per model) adds them up."""
         self._section = name
         started = time.perf_counter()
         try:
             yield
         finally:
-            self.section_seconds[name] = time.perf_counter() - started
+            self.section_seconds[name] = self.section_seconds.get(name, 0.0) + time.perf_counter() - started
             self._section = None
 
     def close(self) -> None:
@@ -218,25 +219,52 @@ def scored_input(text: str, predictions: FillMaskResult) -> str:
 
 
 def compare(models: list[LoadedModel], text: str, top_k: int = DEFAULT_TOP_K,
-            settings: ScoreSettings | None = None) -> ComparisonResult:
-    """Every section for one text. Each model is used as loaded, each task called once."""
+            settings: ScoreSettings | None = None, *, release: bool = False) -> ComparisonResult:
+    """Every section for one text. Each model is used as loaded, each task called once.
+
+    The models are used one after the other (BERT, then GPT-2, then BART: the order their predictions depend on
+    each other): each model's prediction column, score and attention are done before the next model runs. With
+    `release`, each model's weights are let go as soon as its sections are done (`release_model`), so that the
+    peak memory is that of the largest model rather than the sum; the caller hands the models over and must not
+    use them afterwards. The result is the same either way.
+    """
+    from gbcli.models import release_model
+
     text = check_text(text)
     settings = settings or ScoreSettings()
+    by_family = {lm.family: lm for lm in models}
     clock = ForwardClock(models)
+    scores: dict[str, ModelScore] = {}
+    attention: dict[str, list[AttentionLine]] = {}
+    scored_text: str | None = None
     try:
         facts = [model_facts(lm) for lm in models]
         with clock.section("tokenization"):
             tokenization = tokenize(models, text)
         predictions_text, predictions_note = prediction_input(text)
-        with clock.section("predictions"):
-            predictions = fill_mask({lm.family: lm for lm in models}, predictions_text, top_k)
-        scored_text = scored_input(text, predictions)
-        with clock.section("scores"):
-            scores = score_batch(models, [scored_text], [1], settings).records[0]
-        with clock.section("attention"):
-            attention = [line for lm in models for line in attention_lines(lm, text)]
+        steps = fill_mask_in_turn(by_family, predictions_text, top_k)
+        while True:
+            with clock.section("predictions"):
+                step = next(steps, None)
+            if step is None:
+                break
+            family, predictions = step
+            lm = by_family[family]
+            if scored_text is None:
+                # The first column done is the one scored_input prefers (BERT's filling, else GPT-2's).
+                scored_text = scored_input(text, predictions)
+            with clock.section("scores"):
+                scores[family] = score_batch([lm], [scored_text], [1], settings).records[0].columns[0]
+            with clock.section("attention"):
+                attention[family] = attention_lines(lm, text)
+            if release:
+                release_model(lm)
     finally:
         clock.close()
+        if release:
+            for lm in models:
+                release_model(lm)
+    assert scored_text is not None
     return ComparisonResult(
         text=text,
         facts=facts,
@@ -245,8 +273,9 @@ def compare(models: list[LoadedModel], text: str, top_k: int = DEFAULT_TOP_K,
         predictions_note=predictions_note,
         predictions=predictions,
         scored_text=scored_text,
-        scores=scores,
-        attention=attention,
+        scores=TextScore(index=1, text=scored_text, columns=[scores[lm.family] for lm in models],
+                         note=score_note(models)),
+        attention=[line for lm in models for line in attention[lm.family]],
         time=list(clock.times.values()),
         section_seconds=clock.section_seconds,
     )

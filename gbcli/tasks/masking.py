@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -227,21 +227,10 @@ def fill_mask_lines(
     """
     import torch
 
-    if top_k < 1:
-        raise usage_error(f"--top-k must be at least 1, not {top_k}.", "For example --top-k 5.")
     if batch_size < 1:
         raise usage_error(f"--batch-size must be at least 1, not {batch_size}.", "For example --batch-size 32.")
-    targets = list(dict.fromkeys(t.strip() for t in targets if t.strip()))
-    bert, gpt, bart = models.get("bert"), models.get("gpt"), models.get("bart")
-    if bert is None and gpt is None and bart is None:
-        raise usage_error("fill-mask needs a masked LM (bert), a causal LM (gpt) or a seq2seq model (bart).",
-                          "Use --models gpt,bert.")
-    if bert is not None and bert.tokenizer.mask_token_id is None:
-        raise GbcliError(f"{bert.name} has no mask token, so it cannot fill blanks.", "Use a masked LM for --bert.")
-    if bart is not None:
-        seq2seq.check_seq2seq(bart)
-    names = {family: lm.name for family, lm in models.items() if family in ("bert", "gpt", "bart")}
-    run = _Run(bert, gpt, top_k, targets, batch_size, bart)
+    run, names = _start_run(models, top_k, targets, batch_size)
+    bert = run.bert
     states = [_parse(number, line, names) for number, line in enumerate(lines, start=first_line)]
     with torch.inference_mode():
         if bert is not None:
@@ -252,15 +241,62 @@ def fill_mask_lines(
         valid.sort(key=lambda s: len(s.bert_ids) if bert is not None else len(s.text))
         for start in range(0, len(valid), batch_size):
             chunk = valid[start : start + batch_size]
-            if bert is not None:
-                run.bert_columns([s for s in chunk if s.error is None])
-            if gpt is not None:
-                run.gpt_columns([s for s in chunk if s.error is None])
-            if bart is not None:
-                run.bart_columns([s for s in chunk if s.error is None])
+            for _ in run.columns_in_turn(chunk):
+                pass
             if on_progress:
                 on_progress(len(chunk))
     return [s.finish(run.warnings) for s in states]
+
+
+def _start_run(models: dict[str, LoadedModel], top_k: int, targets: Sequence[str],
+               batch_size: int) -> tuple[_Run, dict[str, str]]:
+    """Check the models and options of a fill-mask run; the run, and each family's display name."""
+    if top_k < 1:
+        raise usage_error(f"--top-k must be at least 1, not {top_k}.", "For example --top-k 5.")
+    targets = list(dict.fromkeys(t.strip() for t in targets if t.strip()))
+    bert, gpt, bart = models.get("bert"), models.get("gpt"), models.get("bart")
+    if bert is None and gpt is None and bart is None:
+        raise usage_error("fill-mask needs a masked LM (bert), a causal LM (gpt) or a seq2seq model (bart).",
+                          "Use --models gpt,bert.")
+    if bert is not None and bert.tokenizer.mask_token_id is None:
+        raise GbcliError(f"{bert.name} has no mask token, so it cannot fill blanks.", "Use a masked LM for --bert.")
+    if bart is not None:
+        seq2seq.check_seq2seq(bart)
+    names = {family: lm.name for family, lm in models.items() if family in ("bert", "gpt", "bart")}
+    return _Run(bert, gpt, top_k, list(targets), batch_size, bart), names
+
+
+def fill_mask_in_turn(
+    models: dict[str, LoadedModel],
+    text: str,
+    top_k: int = DEFAULT_TOP_K,
+    targets: Sequence[str] = (),
+) -> Iterator[tuple[str, FillMaskResult]]:
+    """`fill_mask`, one model at a time: yields (family, the result so far) as each model's column is done.
+
+    The order is fill_mask's own (bert, gpt, bart), which is the order the columns depend on each other in
+    (GPT-2's whole-sentence candidates include BERT's top-k), so the final result equals `fill_mask`'s. Between
+    two steps the caller may use the model just finished for other work and release it (`compare` does).
+    """
+    import torch
+
+    run, names = _start_run(models, top_k, targets, DEFAULT_BATCH_SIZE)
+    bert = run.bert
+    state = _parse(1, text, names)
+    with torch.inference_mode():
+        if bert is not None and state.error is None:
+            run.tokenize_for_bert([state])
+    steps = run.columns_in_turn([state]) if state.error is None else iter(())
+    while True:
+        with torch.inference_mode():
+            family = next(steps, None)
+        if state.error is not None:
+            raise usage_error(state.error.message, state.error.hint)
+        if family is None:
+            return
+        result = state.finish(run.warnings)
+        result.line = None
+        yield family, result
 
 
 def parse_targets(raw: str | None) -> list[str]:
@@ -403,6 +439,14 @@ class _Run:
         self.warnings: list[str] = []
         self._target_cache: dict[tuple[int, str, str], list[int] | None] = {}
         self._gpt_words: dict[str, list[int]] = {}
+
+    def columns_in_turn(self, chunk: list[_Text]) -> Iterator[str]:
+        """Each model's column for a chunk of texts, in dependency order; yields the family after each."""
+        for family, lm, column in (("bert", self.bert, self.bert_columns), ("gpt", self.gpt, self.gpt_columns),
+                                   ("bart", self.bart, self.bart_columns)):
+            if lm is not None:
+                column([s for s in chunk if s.error is None])
+                yield family
 
     # ---- tokens ------------------------------------------------------------------------------------------------
 

@@ -435,6 +435,15 @@ def score_seq2seq(lm: LoadedModel, texts: list[str], settings: ScoreSettings) ->
 ProgressCallback = Callable[[int], None]
 
 
+def score_note(models: list[LoadedModel]) -> str:
+    """The note every score record carries: the scales differ, and BART's number is a reconstruction."""
+    if any(lm.kind == "seq2seq" for lm in models):
+        from gbcli.tasks.seq2seq import RECONSTRUCTION_NOTE
+
+        return f"{SCALE_NOTE} {RECONSTRUCTION_NOTE}"
+    return SCALE_NOTE
+
+
 def score_batch(models: list[LoadedModel], texts: list[str], indices: list[int],
                 settings: ScoreSettings) -> ScoreBatch:
     """Score a few texts with every model, each model's work batched across the texts."""
@@ -453,11 +462,7 @@ def score_batch(models: list[LoadedModel], texts: list[str], indices: list[int],
         batch.seconds[lm.family] = time.perf_counter() - started
         batch.forward_passes[lm.family] = passes
         per_model.append(scores)
-    note = SCALE_NOTE
-    if any(lm.kind == "seq2seq" for lm in models):
-        from gbcli.tasks.seq2seq import RECONSTRUCTION_NOTE
-
-        note = f"{SCALE_NOTE} {RECONSTRUCTION_NOTE}"
+    note = score_note(models)
     for k, (index, text) in enumerate(zip(indices, texts, strict=True)):
         batch.records.append(TextScore(index=index, text=text, columns=[scores[k] for scores in per_model],
                                        note=note))
