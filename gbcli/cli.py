@@ -424,15 +424,12 @@ def fill_mask_command(
     from gbcli.inputs import read_lines, read_text
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.masking import fill_mask_lines_view, fill_mask_view
-    from gbcli.tasks.masking import fill_mask, fill_mask_lines, parse_targets
+    from gbcli.tasks.masking import check_fill_options, fill_mask, fill_mask_lines, parse_targets
 
     if (text is None) == (file is None):
         raise usage_error("Give either a TEXT or --file, not both." if text is not None else "No text given.",
                           'For example: gbcli fill-mask "the [MASK] quacks in the park ."')
-    if top_k < 1:
-        raise usage_error(f"--top-k must be at least 1, not {top_k}.", "For example --top-k 5.")
-    if batch_size < 1:
-        raise usage_error(f"--batch-size must be at least 1, not {batch_size}.", "For example --batch-size 32.")
+    check_fill_options(top_k, batch_size)
     words = parse_targets(targets)
     families = choose_columns(models, with_bart)
     specs = {"gpt": gpt, "bert": bert, "bart": bart}
@@ -593,9 +590,9 @@ def compare(
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.comparison import comparison_view
     from gbcli.tasks.comparison import compare as compare_task
+    from gbcli.tasks.masking import check_fill_options
 
-    if top_k < 1:
-        raise usage_error(f"--top-k must be at least 1, not {top_k}.", "For example --top-k 5.")
+    check_fill_options(top_k)
     families = choose_columns(models, with_bart)
     source = read_text(text)
     options = load_options(device, dtype, revision, offline)

@@ -227,8 +227,6 @@ def fill_mask_lines(
     """
     import torch
 
-    if batch_size < 1:
-        raise usage_error(f"--batch-size must be at least 1, not {batch_size}.", "For example --batch-size 32.")
     run, names = _start_run(models, top_k, targets, batch_size)
     bert = run.bert
     states = [_parse(number, line, names) for number, line in enumerate(lines, start=first_line)]
@@ -248,11 +246,18 @@ def fill_mask_lines(
     return [s.finish(run.warnings) for s in states]
 
 
+def check_fill_options(top_k: int, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    """Refuse a top-k or batch size below 1 (the CLI calls this before loading any model)."""
+    if top_k < 1:
+        raise usage_error(f"--top-k must be at least 1, not {top_k}.", "For example --top-k 5.")
+    if batch_size < 1:
+        raise usage_error(f"--batch-size must be at least 1, not {batch_size}.", "For example --batch-size 32.")
+
+
 def _start_run(models: dict[str, LoadedModel], top_k: int, targets: Sequence[str],
                batch_size: int) -> tuple[_Run, dict[str, str]]:
     """Check the models and options of a fill-mask run; the run, and each family's display name."""
-    if top_k < 1:
-        raise usage_error(f"--top-k must be at least 1, not {top_k}.", "For example --top-k 5.")
+    check_fill_options(top_k, batch_size)
     targets = list(dict.fromkeys(t.strip() for t in targets if t.strip()))
     bert, gpt, bart = models.get("bert"), models.get("gpt"), models.get("bart")
     if bert is None and gpt is None and bart is None:
