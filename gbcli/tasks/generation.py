@@ -88,21 +88,37 @@ def _check_length(lm: LoadedModel, prompt_tokens: int, settings: DecodingSetting
         )
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def _tokens(lm: LoadedModel, context: list[int], new_ids: list[int], logprobs: list[float]) -> list[GeneratedToken]:
-    """Each new token with the text it adds after the ones before it (WordPiece `##` pieces join up)."""
+def continuation(lm: LoadedModel, context: list[int], new_ids: list[int], logprobs: list[float],
+                 stopped: bool = False, text: str | None = None) -> Continuation:
+    """New tokens after `context`, each with the text it adds and its log-probability; `text` defaults to the
+    decoded new tokens."""
     tok = lm.tokenizer
     tokens = []
     before = tok.decode(context, skip_special_tokens=True)
     for index, (token_id, logprob) in enumerate(zip(new_ids, logprobs, strict=True)):
+        # The text a token adds after the ones before it (WordPiece `##` pieces join up).
         after = tok.decode(context + new_ids[: index + 1], skip_special_tokens=True)
-        text = after[len(before):] if after.startswith(before) else tok.decode([token_id])
-        tokens.append(GeneratedToken(token_id, tok.convert_ids_to_tokens(token_id), text, logprob))
+        added = after[len(before):] if after.startswith(before) else tok.decode([token_id])
+        tokens.append(GeneratedToken(token_id, tok.convert_ids_to_tokens(token_id), added, logprob))
         before = after
-    return tokens
+    if text is None:
+        text = tok.decode(new_ids, skip_special_tokens=True)
+    mean = sum(logprobs) / len(logprobs) if logprobs else None
+    return Continuation(text, tokens, mean, stopped)
+
+
+def model_generation(lm: LoadedModel, method: str, continuations: list[Continuation], new_tokens: int,
+                     seconds: float) -> ModelGeneration:
+    """One model's column, its speed counted over every continuation it wrote."""
+    return ModelGeneration(
+        family=lm.family,
+        model=lm.name,
+        method=method,
+        continuations=continuations,
+        new_tokens=new_tokens,
+        seconds=seconds,
+        tokens_per_second=new_tokens * len(continuations) / seconds if seconds > 0 else 0.0,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -164,7 +180,6 @@ class StepThreads:
     def __init__(self, threads: int) -> None:
         from collections import deque
 
-        self.threads = threads
         if os.environ.get("OMP_NUM_THREADS") or threads <= 1:
             self.candidates = [threads]
         else:
@@ -219,22 +234,9 @@ def generate_causal(
     else:
         outputs, seconds = _generate_with_model(lm, input_ids, encoded["attention_mask"].to(lm.device), settings,
                                                 on_token)
-    continuations = []
-    produced = 0
-    for new_ids, logprobs, stopped in outputs:
-        produced = max(produced, len(new_ids))
-        tokens = _tokens(lm, prompt_ids, new_ids, logprobs)
-        text = tok.decode(new_ids, skip_special_tokens=True)
-        continuations.append(Continuation(text, tokens, _mean(logprobs), stopped))
-    return ModelGeneration(
-        family=lm.family,
-        model=lm.name,
-        method=GPT_METHOD,
-        continuations=continuations,
-        new_tokens=produced,
-        seconds=seconds,
-        tokens_per_second=produced * len(continuations) / seconds if seconds > 0 else 0.0,
-    )
+    continuations = [continuation(lm, prompt_ids, new_ids, logprobs, stopped) for new_ids, logprobs, stopped in outputs]
+    produced = max(len(new_ids) for new_ids, _, _ in outputs)
+    return model_generation(lm, GPT_METHOD, continuations, produced, seconds)
 
 
 def _eos_ids(lm: LoadedModel) -> set[int]:
@@ -658,20 +660,9 @@ def generate_masked(
             for _ in range(settings.num_return_sequences):
                 beams.append(_sample_fill(lm, body, closing, settings, processors, banned, generator, on_token))
     seconds = time.perf_counter() - started
-    continuations = []
-    for new_ids, logprobs in beams:
-        tokens = _tokens(lm, body, new_ids, logprobs)
-        continuations.append(Continuation(_continuation_text(lm, body, new_ids), tokens, _mean(logprobs)))
-    produced = settings.max_new_tokens
-    return ModelGeneration(
-        family=lm.family,
-        model=lm.name,
-        method=BERT_METHOD,
-        continuations=continuations,
-        new_tokens=produced,
-        seconds=seconds,
-        tokens_per_second=produced * len(continuations) / seconds if seconds > 0 else 0.0,
-    )
+    continuations = [continuation(lm, body, new_ids, logprobs, text=_continuation_text(lm, body, new_ids))
+                     for new_ids, logprobs in beams]
+    return model_generation(lm, BERT_METHOD, continuations, settings.max_new_tokens, seconds)
 
 
 def _continuation_text(lm: LoadedModel, body: list[int], new_ids: list[int]) -> str:

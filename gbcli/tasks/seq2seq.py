@@ -298,7 +298,7 @@ def generate_seq2seq(lm: LoadedModel, prompt: str, settings: Any,
     """Continue the prompt with BART's decoder; each new token comes with its raw log-probability."""
     import torch
 
-    from gbcli.tasks.generation import Continuation, GeneratedToken, ModelGeneration
+    from gbcli.tasks.generation import continuation, model_generation
 
     check_seq2seq(lm)
     source, prefix = generation_inputs(lm, prompt)
@@ -324,30 +324,10 @@ def generate_seq2seq(lm: LoadedModel, prompt: str, settings: Any,
             new_ids = new_ids[: new_ids.index(eos) + 1]
         rows.append((new_ids, stopped))
     scored = teacher_forced_logprobs(lm, source, [prefix + new_ids for new_ids, _ in rows])
-    continuations = []
-    produced = 0
-    for (new_ids, stopped), logprobs in zip(rows, scored, strict=True):
-        new_logprobs = logprobs[len(prefix) - 1 :]
-        produced = max(produced, len(new_ids))
-        tokens = []
-        before = lm.tokenizer.decode(prefix, skip_special_tokens=True)
-        for index, (token_id, logprob) in enumerate(zip(new_ids, new_logprobs, strict=True)):
-            after = lm.tokenizer.decode(prefix + new_ids[: index + 1], skip_special_tokens=True)
-            text = after[len(before):] if after.startswith(before) else lm.tokenizer.decode([token_id])
-            tokens.append(GeneratedToken(token_id, lm.tokenizer.convert_ids_to_tokens(token_id), text, logprob))
-            before = after
-        text = lm.tokenizer.decode(new_ids, skip_special_tokens=True)
-        mean = sum(new_logprobs) / len(new_logprobs) if new_logprobs else None
-        continuations.append(Continuation(text, tokens, mean, stopped))
-    return ModelGeneration(
-        family=lm.family,
-        model=lm.name,
-        method=GENERATE_METHOD,
-        continuations=continuations,
-        new_tokens=produced,
-        seconds=seconds,
-        tokens_per_second=produced * len(continuations) / seconds if seconds > 0 else 0.0,
-    )
+    continuations = [continuation(lm, prefix, new_ids, logprobs[len(prefix) - 1 :], stopped)
+                     for (new_ids, stopped), logprobs in zip(rows, scored, strict=True)]
+    produced = max(len(new_ids) for new_ids, _ in rows)
+    return model_generation(lm, GENERATE_METHOD, continuations, produced, seconds)
 
 
 # --------------------------------------------------------------------------------------------------------------
