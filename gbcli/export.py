@@ -27,12 +27,12 @@ from typing import BinaryIO
 import numpy as np
 
 from gbcli.errors import GbcliError, usage_error
+from gbcli.models import family_title
 from gbcli.tasks.attention import AttentionResult, AttentionToken, ExportInfo
 
 FORMATS: dict[str, str] = {".json": "json", ".npz": "npz", ".png": "png", ".html": "html", ".htm": "html"}
 FORMAT_VERSION = 1
 PLOT_HINT = "Install the plot extra: pip install 'gbcli[plot]' (or pip install matplotlib)."
-TITLES = {"gpt": "GPT", "bert": "BERT", "bart": "BART"}
 
 
 @dataclass(frozen=True)
@@ -253,7 +253,7 @@ def write_png(handle: BinaryIO, text: str, results: list[AttentionResult], head:
                 values[np.triu_indices_from(values, k=1)] = np.nan
             image = ax.imshow(values, cmap=cmap, norm=norm, interpolation="nearest")
             which = f"mean of {amap.heads} heads" if chosen is None else f"head {chosen}"
-            name = f"{TITLES.get(result.family, result.family)} · {result.model}"
+            name = f"{family_title(result.family)} · {result.model}"
             if len(result.maps) > 1:
                 name += f" · {amap.name}"
             ax.set_title(f"{name}\nlayer {layer}, {which}", fontsize=8)

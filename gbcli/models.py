@@ -40,25 +40,32 @@ class FamilyInfo:
     examples: str
     objective: str
     attention_direction: str
+    title: str  # how screens and exports name the column
 
 
 FAMILY_INFO: dict[Family, FamilyInfo] = {
     "gpt": FamilyInfo(
         "gpt", "--gpt", "GBCLI_GPT", "gpt2", "causal", "a causal language model",
         "gpt2, distilgpt2, gpt2-medium",
-        "causal language modelling (predict the next token)", "causal (left to right)",
+        "causal language modelling (predict the next token)", "causal (left to right)", "GPT",
     ),
     "bert": FamilyInfo(
         "bert", "--bert", "GBCLI_BERT", "bert-base-uncased", "masked", "a masked language model",
         "bert-base-uncased, distilbert-base-uncased, roberta-base",
-        "masked language modelling (predict hidden tokens)", "bidirectional",
+        "masked language modelling (predict hidden tokens)", "bidirectional", "BERT",
     ),
     "bart": FamilyInfo(
         "bart", "--bart", "GBCLI_BART", "facebook/bart-base", "seq2seq", "an encoder-decoder (seq2seq) model",
         "facebook/bart-base, facebook/bart-large",
-        "denoising (reconstruct corrupted text)", "bidirectional encoder, causal decoder",
+        "denoising (reconstruct corrupted text)", "bidirectional encoder, causal decoder", "BART",
     ),
 }
+
+def family_title(family: str) -> str:
+    """A column's title: GPT, BERT or BART (any other name as it is)."""
+    info = FAMILY_INFO.get(family)  # type: ignore[call-overload]
+    return info.title if info is not None else family
+
 
 KIND_LABEL: dict[str, str] = {
     "causal": "a causal language model",

@@ -22,6 +22,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+from gbcli.models import family_title
 from gbcli.tasks.attention import (
     DECODER_INPUT,
     SEQ2SEQ_MAPS,
@@ -31,7 +32,6 @@ from gbcli.tasks.attention import (
     ModelAttentionView,
 )
 
-TITLES = {"gpt": "GPT", "bert": "BERT", "bart": "BART"}
 LABEL_MAX = 12  # cells of a row label (the query token)
 HEADER_MAX = 8  # lines of a vertical column label (the key token)
 SPECIAL_STYLE = Style(color="magenta")
@@ -215,7 +215,7 @@ def layer_description(view: ModelAttentionView) -> str:
 
 def title(view: ModelAttentionView) -> str:
     """GPT · gpt2, or BART · facebook/bart-base · encoder for one of an encoder-decoder's maps."""
-    name = f"{TITLES.get(view.family, view.family)} · {view.model}"
+    name = f"{family_title(view.family)} · {view.model}"
     return name if view.map == "self" else f"{name} · {view.map}"
 
 

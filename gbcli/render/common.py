@@ -14,10 +14,35 @@ from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 SPACE_MARK = "␣"  # GPT-2's leading-space marker Ġ, shown as the space it stands for
 CONTINUATION_MARK = "·"  # WordPiece's ##: this piece joins the one before it
 NEWLINE_MARK = "↵"
+
+# Probability bands for token colours (`generate --show-probs`, `score --tokens`), from confident to surprised.
+PROB_BANDS: list[tuple[float, str, str]] = [
+    (0.5, "bold green", "p ≥ 0.5"),
+    (0.2, "green", "0.2–0.5"),
+    (0.05, "yellow", "0.05–0.2"),
+    (0.01, "dark_orange", "0.01–0.05"),
+    (0.0, "red", "< 0.01"),
+]
+
+
+def prob_style(prob: float) -> str:
+    for floor, style, _ in PROB_BANDS:
+        if prob >= floor:
+            return style
+    return PROB_BANDS[-1][1]
+
+
+def prob_legend(intro: str) -> Text:
+    legend = Text(intro)
+    for _, style, label in PROB_BANDS:
+        legend.append(f" {label} ", style=f"reverse {style}")
+        legend.append(" ")
+    return legend
 
 
 def stdout_console() -> Console:

@@ -7,9 +7,10 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
+from gbcli.models import family_title
 from gbcli.render.masking import fill_mask_view
 from gbcli.render.scoring import number, scale_note, single_table
-from gbcli.render.tokenization import AlignedPieces, counts_line, family_title
+from gbcli.render.tokenization import AlignedPieces, counts_line
 from gbcli.tasks.comparison import SECTIONS, AttentionLine, ComparisonResult, ModelFacts
 
 

@@ -9,34 +9,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from gbcli.render.common import SideBySide
+from gbcli.models import family_title
+from gbcli.render.common import SideBySide, prob_legend, prob_style
 from gbcli.tasks.generation import Continuation, GenerationResult, ModelGeneration
-
-# Probability bands for --show-probs, from confident to surprised.
-PROB_BANDS: list[tuple[float, str, str]] = [
-    (0.5, "bold green", "p ≥ 0.5"),
-    (0.2, "green", "0.2–0.5"),
-    (0.05, "yellow", "0.05–0.2"),
-    (0.01, "dark_orange", "0.01–0.05"),
-    (0.0, "red", "< 0.01"),
-]
-
-TITLES = {"gpt": "GPT", "bert": "BERT", "bart": "BART"}
-
-
-def prob_style(prob: float) -> str:
-    for floor, style, _ in PROB_BANDS:
-        if prob >= floor:
-            return style
-    return PROB_BANDS[-1][1]
-
-
-def prob_legend() -> Text:
-    legend = Text("token probability (raw model, before temperature/top-k/top-p): ")
-    for _, style, label in PROB_BANDS:
-        legend.append(f" {label} ", style=f"reverse {style}")
-        legend.append(" ")
-    return legend
 
 
 def continuation_text(prompt: str, continuation: Continuation, show_probs: bool) -> Text:
@@ -65,7 +40,7 @@ def column_panel(prompt: str, column: ModelGeneration, show_probs: bool) -> Pane
     stats.add_row("speed", f"{column.tokens_per_second:.1f} tokens/s ({column.seconds:.2f} s)")
     stats.add_row("method", Text(column.method, style="dim"))
     parts.append(stats)
-    return Panel(Group(*parts), title=f"{TITLES.get(column.family, column.family)} · {column.model}", expand=True)
+    return Panel(Group(*parts), title=f"{family_title(column.family)} · {column.model}", expand=True)
 
 
 def generation_view(result: GenerationResult, show_probs: bool = False) -> RenderableType:
@@ -73,7 +48,7 @@ def generation_view(result: GenerationResult, show_probs: bool = False) -> Rende
     parts: list[RenderableType] = [SideBySide(panels)]
     parts.append(Text(f"decoding: {result.decoding}", style="dim"))
     if show_probs:
-        parts.append(prob_legend())
+        parts.append(prob_legend("token probability (raw model, before temperature/top-k/top-p): "))
     return Group(*parts)
 
 
@@ -97,5 +72,5 @@ class StreamingView:
             body.append(self.texts[family], style="bold")
             if family == self.active:
                 body.append("▌", style="blink")
-            panels.append(Panel(body, title=f"{TITLES.get(family, family)} · {name}", expand=True))
+            panels.append(Panel(body, title=f"{family_title(family)} · {name}", expand=True))
         return SideBySide(panels)

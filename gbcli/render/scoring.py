@@ -15,24 +15,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from gbcli.render.tokenization import family_title
+from gbcli.models import family_title
+from gbcli.render.common import prob_legend, prob_style
 from gbcli.tasks.scoring import ModelScore, TextScore
-
-# Probability bands for surprisal colours: the same colours as `generate --show-probs`.
-SURPRISAL_BANDS: list[tuple[float, str, str]] = [
-    (0.5, "bold green", "p ≥ 0.5"),
-    (0.2, "green", "0.2–0.5"),
-    (0.05, "yellow", "0.05–0.2"),
-    (0.01, "dark_orange", "0.01–0.05"),
-    (0.0, "red", "< 0.01"),
-]
-
-
-def prob_style(prob: float) -> str:
-    for floor, style, _ in SURPRISAL_BANDS:
-        if prob >= floor:
-            return style
-    return SURPRISAL_BANDS[-1][1]
 
 
 def number(value: float | None, digits: int = 3) -> str:
@@ -129,14 +114,6 @@ def heat_line(text: str, column: ModelScore) -> Text:
     return line
 
 
-def legend() -> Text:
-    text = Text("colour = probability of the actual token: ")
-    for _, style, label in SURPRISAL_BANDS:
-        text.append(f" {label} ", style=f"reverse {style}")
-        text.append(" ")
-    return text
-
-
 def tokens_view(record: TextScore) -> RenderableType:
     parts: list[RenderableType] = [heat_line(record.text, column) for column in record.columns]
     parts.append(Columns([token_table(column) for column in record.columns], padding=(0, 4)))
@@ -165,7 +142,7 @@ def score_view(records: list[TextScore], *, seconds: dict[str, float] | None = N
                 parts.append(Text(f"\n#{record.index}: {record.text}", style="bold"))
             parts.append(tokens_view(record))
     if any(column.tokens is not None for record in records for column in record.columns):
-        parts.append(legend())
+        parts.append(prob_legend("colour = probability of the actual token: "))
     if seconds:
         parts.append(timing_line(seconds, passes or {}))
     if len({column.family for column in records[0].columns}) > 1:

@@ -6,15 +6,11 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from gbcli.models import family_title
 from gbcli.render.common import CONTINUATION_MARK, SPACE_MARK
 from gbcli.tasks.tokenization import ModelTokens, Piece, TokenizationResult
 
-TITLES = {"gpt": "GPT", "bert": "BERT", "bart": "BART"}
 PIECE_STYLE = {"gpt": "cyan", "bert": "green", "bart": "blue"}
-
-
-def family_title(family: str) -> str:
-    return TITLES.get(family, family)
 
 
 def piece_text(piece: Piece, family: str, *, show_id: bool = True) -> Text:
