@@ -16,10 +16,6 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-SPACE_MARK = "␣"  # GPT-2's leading-space marker Ġ, shown as the space it stands for
-CONTINUATION_MARK = "·"  # WordPiece's ##: this piece joins the one before it
-NEWLINE_MARK = "↵"
-
 # Probability bands for token colours (`generate --show-probs`, `score --tokens`), from confident to surprised.
 PROB_BANDS: list[tuple[float, str, str]] = [
     (0.5, "bold green", "p ≥ 0.5"),
@@ -97,23 +93,6 @@ def deferred_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
         if received:
             raise KeyboardInterrupt
-
-
-def readable_piece(piece: str, text: str | None = None) -> str:
-    """A tokenizer piece as a reader sees it: `Ġduck` → `␣duck`, `##ing` → `·ing`, `Ċ` → `↵`.
-
-    `piece` is the raw vocabulary entry; `text` is what the tokenizer decodes it to, when known.
-    """
-    if piece.startswith("##") and len(piece) > 2:
-        return CONTINUATION_MARK + piece[2:]
-    shown = text if text is not None else piece.replace("Ġ", " ").replace("▁", " ").replace("Ċ", "\n")
-    if shown == "" and piece:
-        shown = piece
-    shown = shown.replace("\n", NEWLINE_MARK).replace("\t", "⇥")
-    if shown.startswith(" "):
-        shown = SPACE_MARK + shown[1:]
-    # Control characters would move the cursor; show their code points instead.
-    return "".join(ch if ch.isprintable() or ch in (NEWLINE_MARK,) else f"\\x{ord(ch):02x}" for ch in shown)
 
 
 def no_color() -> bool:

@@ -12,8 +12,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gbcli.render.common import readable_piece
 from gbcli.tasks.masking import FillMaskResult, MaskColumn, MaskPrediction, MaskSlot, SpanInfilling
+from gbcli.tasks.tokenization import readable_piece
 
 HEADINGS: dict[str, tuple[str, str]] = {
     "bert": ("BERT", "both sides of the blank"),

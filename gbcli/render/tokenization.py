@@ -7,8 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gbcli.models import family_title
-from gbcli.render.common import CONTINUATION_MARK, SPACE_MARK
-from gbcli.tasks.tokenization import ModelTokens, Piece, TokenizationResult
+from gbcli.tasks.tokenization import CONTINUATION_MARK, NEWLINE_MARK, SPACE_MARK, ModelTokens, Piece, TokenizationResult
 
 PIECE_STYLE = {"gpt": "cyan", "bert": "green", "bart": "blue"}
 
@@ -35,7 +34,7 @@ def pieces_cell(column: ModelTokens, positions: list[int]) -> Text:
 def span_text(text: str) -> Text:
     if not text:
         return Text("(added)", style="italic dim")
-    return Text(text.replace(" ", SPACE_MARK).replace("\n", "↵").replace("\t", "⇥"))
+    return Text(text.replace(" ", SPACE_MARK).replace("\n", NEWLINE_MARK).replace("\t", "⇥"))
 
 
 def summary_table(result: TokenizationResult) -> Table:

@@ -22,7 +22,7 @@ import numpy as np
 
 from gbcli.errors import GbcliError, usage_error
 from gbcli.models import LoadedModel
-from gbcli.render.common import readable_piece
+from gbcli.tasks.tokenization import readable_piece
 
 MEAN = "mean"  # --head mean: the average over a layer's heads
 

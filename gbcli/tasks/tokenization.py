@@ -14,7 +14,27 @@ from dataclasses import dataclass, field
 
 from gbcli.errors import usage_error
 from gbcli.models import LoadedModel
-from gbcli.render.common import readable_piece
+
+SPACE_MARK = "␣"  # GPT-2's leading-space marker Ġ, shown as the space it stands for
+CONTINUATION_MARK = "·"  # WordPiece's ##: this piece joins the one before it
+NEWLINE_MARK = "↵"
+
+
+def readable_piece(piece: str, text: str | None = None) -> str:
+    """A tokenizer piece as a reader sees it: `Ġduck` → `␣duck`, `##ing` → `·ing`, `Ċ` → `↵`.
+
+    `piece` is the raw vocabulary entry; `text` is what the tokenizer decodes it to, when known.
+    """
+    if piece.startswith("##") and len(piece) > 2:
+        return CONTINUATION_MARK + piece[2:]
+    shown = text if text is not None else piece.replace("Ġ", " ").replace("▁", " ").replace("Ċ", "\n")
+    if shown == "" and piece:
+        shown = piece
+    shown = shown.replace("\n", NEWLINE_MARK).replace("\t", "⇥")
+    if shown.startswith(" "):
+        shown = SPACE_MARK + shown[1:]
+    # Control characters would move the cursor; show their code points instead.
+    return "".join(ch if ch.isprintable() or ch in (NEWLINE_MARK,) else f"\\x{ord(ch):02x}" for ch in shown)
 
 
 @dataclass
