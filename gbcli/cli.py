@@ -354,15 +354,16 @@ def score(
     """GPT-2's perplexity and BERT's pseudo-perplexity of each text (two different scales)."""
     from collections import Counter
 
+    from gbcli.inputs import numbered_texts
     from gbcli.render.common import print_json, stderr_console, stdout_console
     from gbcli.render.scoring import csv_header, progress_bar, score_view, write_csv
-    from gbcli.tasks.scoring import ScoreSettings, iter_scores, texts_to_score
+    from gbcli.tasks.scoring import ScoreSettings, iter_scores
 
     if json_output and csv_output:
         raise usage_error("--json and --csv cannot be combined.", "Choose one output format.")
     families = choose_columns(models, with_bart)
     settings = ScoreSettings.from_options(bos=bos, stride=stride, pll=pll, with_tokens=tokens)
-    items = texts_to_score(texts, file)
+    items = numbered_texts(texts, file)
     options = load_options(device, dtype, revision, offline)
     columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart}, options)
     records, seconds, passes = [], Counter(), Counter()

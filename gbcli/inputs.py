@@ -58,3 +58,15 @@ def read_lines(path: str) -> list[str]:
     if not any(line.strip() for line in lines):
         raise usage_error(f"File '{path}' has no text.", "Give a file with one text per line.")
     return lines
+
+
+def numbered_texts(arguments: list[str] | None, file: str | None) -> list[tuple[int, str]]:
+    """(index, text) pairs: the arguments numbered from 1 (`-` reads one text from stdin), or a file's non-empty
+    lines numbered by line."""
+    if arguments and file is not None:
+        raise usage_error("Give texts as arguments or --file, not both.")
+    if file is not None:
+        return [(number, line) for number, line in enumerate(read_lines(file), start=1) if line.strip()]
+    if not arguments:
+        raise usage_error("No text to score.", "Give one or more texts, - to read stdin, or --file F.")
+    return [(number, read_text(argument)) for number, argument in enumerate(arguments, start=1)]

@@ -483,20 +483,6 @@ def iter_scores(models: list[LoadedModel], texts: list[tuple[int, str]], setting
         yield score_batch(models, [t for _, t in part], [i for i, _ in part], settings)
 
 
-def texts_to_score(arguments: list[str] | None, file: str | None) -> list[tuple[int, str]]:
-    """(index, text) pairs: the arguments numbered from 1 (`-` reads one text from stdin), or a file's non-empty
-    lines numbered by line."""
-    from gbcli.inputs import read_lines, read_text
-
-    if arguments and file is not None:
-        raise usage_error("Give texts as arguments or --file, not both.")
-    if file is not None:
-        return [(number, line) for number, line in enumerate(read_lines(file), start=1) if line.strip()]
-    if not arguments:
-        raise usage_error("No text to score.", "Give one or more texts, - to read stdin, or --file F.")
-    return [(number, read_text(argument)) for number, argument in enumerate(arguments, start=1)]
-
-
 def score_texts(models: list[LoadedModel], texts: list[str], settings: ScoreSettings) -> list[TextScore]:
     """Every text's scores, in order (texts numbered from 1)."""
     records: list[TextScore] = []
