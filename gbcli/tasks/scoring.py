@@ -149,10 +149,17 @@ def logprobs_at(
     if logits.dim() == 3:  # a head the hook could not reach: read the full logits
         logits = logits[rows, cols]
     logits = logits.float()
-    # The normaliser in blocks of rows: logsumexp's temporary is as large as its input (411 MB for 2,048 reads of
-    # GPT-2's vocabulary), a block's is 1/8 of that at most.
-    norm = torch.cat([block.logsumexp(-1) for block in logits.split(256)])
-    return logits.gather(1, targets[:, None])[:, 0] - norm
+    return logits.gather(1, targets[:, None])[:, 0] - logsumexp_in_blocks(logits, 256)
+
+
+def logsumexp_in_blocks(logits, rows: int):
+    """`logits.logsumexp(-1)`, a block of `rows` along the first dimension at a time.
+
+    logsumexp's temporary is as large as its input: 411 MB for 2,048 reads of GPT-2's vocabulary at once.
+    """
+    import torch
+
+    return torch.cat([block.logsumexp(-1) for block in logits.split(rows)])
 
 
 @dataclass
