@@ -61,6 +61,7 @@ FAMILY_INFO: dict[Family, FamilyInfo] = {
     ),
 }
 
+
 def family_title(family: str) -> str:
     """A column's title: GPT, BERT or BART (any other name as it is)."""
     info = FAMILY_INFO.get(family)  # type: ignore[call-overload]

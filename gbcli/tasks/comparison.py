@@ -1,6 +1,6 @@
 """One sentence, both models: what each model is, how it tokenizes, predicts, scores and attends.
 
-`compare` is a composition of the other tasks, called once each with the models loaded once: tokenization
+`compare` is a composition of the other tasks, called for one model after another, each loaded once: tokenization
 (`tasks.tokenization`), the fill-mask views (`tasks.masking`), scores (`tasks.scoring`) and the attention summary
 (`tasks.attention`). Every section is therefore the same result the separate command gives for the same input.
 Without a mask in the text, the prediction section asks for the next word: GPT-2 causally, BERT for `TEXT [MASK]`.
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from gbcli.models import FAMILY_INFO, LoadedModel
+from gbcli.models import FAMILY_INFO, LoadedModel, release_model
 from gbcli.tasks.masking import DEFAULT_TOP_K, MASK_PATTERN, FillMaskResult, fill_mask_in_turn
 from gbcli.tasks.scoring import ModelScore, ScoreSettings, TextScore, score_batch, score_note
 from gbcli.tasks.tokenization import TokenizationResult, algorithm_name, check_text, tokenize
@@ -220,7 +220,7 @@ def scored_input(text: str, predictions: FillMaskResult) -> str:
 
 def compare(models: list[LoadedModel], text: str, top_k: int = DEFAULT_TOP_K,
             settings: ScoreSettings | None = None, *, release: bool = False) -> ComparisonResult:
-    """Every section for one text. Each model is used as loaded, each task called once.
+    """Every section for one text. Each model is used as loaded, each task called once per model.
 
     The models are used one after the other (BERT, then GPT-2, then BART: the order their predictions depend on
     each other): each model's prediction column, score and attention are done before the next model runs. With
@@ -228,8 +228,6 @@ def compare(models: list[LoadedModel], text: str, top_k: int = DEFAULT_TOP_K,
     peak memory is that of the largest model rather than the sum; the caller hands the models over and must not
     use them afterwards. The result is the same either way.
     """
-    from gbcli.models import release_model
-
     text = check_text(text)
     settings = settings or ScoreSettings()
     by_family = {lm.family: lm for lm in models}
