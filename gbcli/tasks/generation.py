@@ -563,12 +563,10 @@ class _Gpt2Decoder:
 
         hidden = hidden.reshape(1, -1)
         if self.head_t is not None:
-            if self.parts > 1:
-                head = self._head_blocks.get(self.parts)
-                if head is None:
-                    head = self._head_blocks[self.parts] = _ColumnBlocks(self.head_t, None, self.parts)
-                return head(hidden)
-            return torch.mv(self.head_t.t(), hidden[0]).unsqueeze(0)
+            head = self._head_blocks.get(self.parts)
+            if head is None:
+                head = self._head_blocks[self.parts] = _ColumnBlocks(self.head_t, None, self.parts)
+            return head(hidden)
         return F.linear(hidden, self.head).to(torch.float32)
 
 
