@@ -18,7 +18,7 @@ import typer
 
 from gbcli import __version__
 from gbcli.errors import INTERRUPTED, GbcliError, usage_error
-from gbcli.models import FAMILIES, FAMILY_INFO, Family, LoadedModel, LoadOptions
+from gbcli.models import FAMILIES, FAMILY_INFO, Family, LoadedModel, LoadOptions, display_name
 
 app = typer.Typer(
     name="gbcli",
@@ -161,19 +161,31 @@ def load_options(device: str, dtype: str, revision: str | None, offline: bool) -
     return LoadOptions(device=device, dtype=dtype, revision=revision, offline=offline)
 
 
+def requested_columns(
+    families: list[Family], specs: dict[Family, str | None], options: LoadOptions
+) -> list[tuple[Family, str]]:
+    """(family, spec) of each chosen column, after checking that every one of them can be had (one error for all)."""
+    from gbcli.models import check_available, resolve_spec
+
+    requested = [(family, resolve_spec(family, specs.get(family))) for family in families]
+    check_available(requested, options)
+    return requested
+
+
+def load_column(family: Family, spec: str, options: LoadOptions, *, need_head: bool = True) -> LoadedModel:
+    """Load one model (once per process), with a status line on stderr while it loads."""
+    from gbcli.models import load_model
+
+    with stderr_console().status(f"Loading {FAMILY_INFO[family].flag[2:].upper()} model {spec} …", spinner="dots"):
+        return load_model(family, spec, options, need_head=need_head)
+
+
 def load_columns(
     families: list[Family], specs: dict[Family, str | None], options: LoadOptions, *, need_head: bool = True
 ) -> list[LoadedModel]:
-    """Load each chosen model once, with a status line on stderr while it loads."""
-    from gbcli.models import load_model, resolve_spec
-
-    loaded = []
-    console = stderr_console()
-    for family in families:
-        spec = resolve_spec(family, specs.get(family))
-        with console.status(f"Loading {FAMILY_INFO[family].flag[2:].upper()} model {spec} …", spinner="dots"):
-            loaded.append(load_model(family, spec, options, need_head=need_head))
-    return loaded
+    """Load each chosen model once, after checking that all of them can be had."""
+    requested = requested_columns(families, specs, options)
+    return [load_column(family, spec, options, need_head=need_head) for family, spec in requested]
 
 
 @contextmanager
@@ -258,25 +270,31 @@ def generate(
     )
     text = check_prompt(read_text(prompt, "prompt"))
     options = load_options(device, dtype, revision, offline)
-    columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart}, options)
+    requested = requested_columns(families, {"gpt": gpt, "bert": bert, "bart": bart}, options)
     result = GenerationResult(prompt=text, decoding=settings.describe(), settings=settings)
     console = stdout_console()
     stream = console.is_terminal and not json_output
+    # Each model is loaded just before it writes, so the first column streams while the later ones wait to load.
     with interrupt_exits_130():
         if stream:
             from rich.live import Live
 
-            view = StreamingView(text, [(lm.family, lm.name) for lm in columns])
+            from gbcli.models import load_model
+
+            view = StreamingView(text, [(family, display_name(spec)) for family, spec in requested])
             with Live(view, console=console, refresh_per_second=12, transient=True) as live:
                 try:
-                    for lm in columns:
-                        result.columns.append(runners[lm.family](lm, text, settings, view.update))
+                    for family, spec in requested:
+                        view.loading(family)  # the spinner lives in the view: one live display per terminal
+                        lm = load_model(family, spec, options)
+                        result.columns.append(runners[family](lm, text, settings, view.update))
                 except KeyboardInterrupt:
                     live.transient = False  # keep what was written so far on the screen
                     raise
         else:
-            for lm in columns:
-                result.columns.append(runners[lm.family](lm, text, settings))
+            for family, spec in requested:
+                lm = load_column(family, spec, options)
+                result.columns.append(runners[family](lm, text, settings))
     if json_output:
         print_json(result)
     else:

@@ -105,9 +105,7 @@ class LoadedModel:
 
     @property
     def name(self) -> str:
-        """A short display name: the hub id, or a local folder's name."""
-        path = Path(self.spec)
-        return path.name if path.exists() else self.spec
+        return display_name(self.spec)
 
     @property
     def max_positions(self) -> int:
@@ -117,6 +115,12 @@ class LoadedModel:
     @property
     def vocab_size(self) -> int:
         return int(self.model.get_input_embeddings().weight.shape[0])
+
+
+def display_name(spec: str) -> str:
+    """A short display name: the hub id, or a local folder's name."""
+    path = Path(spec)
+    return path.name if path.exists() else spec
 
 
 def max_positions(config: Any, tokenizer: Any = None) -> int:
@@ -188,6 +192,10 @@ def quiet_transformers() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    # huggingface_hub logs each retry ("Retrying in 8s") itself; the one error gbcli prints says what failed.
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()
 
 
 def classify_config(config: Any) -> str:
@@ -300,6 +308,137 @@ def explain_load_failure(family: Family, spec: str, exc: BaseException, offline:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else type(exc).__name__).rstrip(".")[:200]
+
+
+# Whether the hub answered this process's one probe (None: not asked yet). When it did not, nothing goes to the
+# network again: huggingface_hub would retry each file for ~28 s before giving up.
+_HUB_REACHABLE: bool | None = None
+
+
+def hub_reachable(timeout: float = 1.5) -> bool:
+    """Can the hub's host be reached at all? One TCP connection, once per process, bounded by `timeout`.
+
+    Name resolution runs in a daemon thread, since a resolver with no network may block far longer than any
+    socket timeout.
+    """
+    global _HUB_REACHABLE
+    if _HUB_REACHABLE is not None:
+        return _HUB_REACHABLE
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    parts = urlsplit(endpoint)
+    host = parts.hostname or "huggingface.co"
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    addresses: list[Any] = []
+
+    def resolve() -> None:
+        try:
+            addresses.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError:
+            pass
+
+    started = time.monotonic()
+    resolver = threading.Thread(target=resolve, daemon=True)
+    resolver.start()
+    resolver.join(timeout)
+    reachable = False
+    for family_, type_, proto, _, address in list(addresses)[:2]:
+        left = timeout - (time.monotonic() - started)
+        if left <= 0:
+            break
+        try:
+            with socket.socket(family_, type_, proto) as probe:
+                probe.settimeout(left)
+                probe.connect(address)
+            reachable = True
+            break
+        except OSError:
+            continue
+    _HUB_REACHABLE = reachable
+    return reachable
+
+
+def _is_cached(spec: str, revision: str | None) -> bool:
+    """Is this hub id's config in the local Hugging Face cache? (A cheap look at the cache folder.)"""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(spec, "config.json", revision=revision)
+    except Exception:  # an id the hub client rejects is not cached; loading explains it
+        return False
+    return isinstance(found, str)
+
+
+def _unavailable(family: Family, spec: str, options: LoadOptions) -> GbcliError | None:
+    """Why this model cannot be loaded, found without loading anything; None when it may load."""
+    offline = offline_requested(options)
+    if looks_like_path(spec):
+        path = Path(spec).expanduser()
+        if path.is_dir() and (path / "config.json").exists():
+            return None
+        return explain_load_failure(family, spec, FileNotFoundError(spec), offline)
+    if _is_cached(spec, options.revision):
+        return None
+    if offline:
+        return explain_load_failure(family, spec, FileNotFoundError(spec), offline=True)
+    if hub_reachable():
+        return None
+    return _NotCachedNoNetwork(family, spec)
+
+
+class _NotCachedNoNetwork(GbcliError):
+    """A hub id that is not cached while the hub cannot be reached (several of them are reported as one)."""
+
+    def __init__(self, family: Family, spec: str) -> None:
+        self.family, self.spec = family, spec
+        super().__init__(
+            f"Model {self.described()} is not cached, and the Hugging Face hub cannot be reached.",
+            _no_network_hint([family]),
+        )
+
+    def described(self) -> str:
+        # `models/bert-tiny` is a valid hub id and a relative path alike: say that it is neither.
+        typed = "/" in self.spec and self.spec != FAMILY_INFO[self.family].default
+        folder = " (no local folder of that name either)" if typed else ""
+        return f"'{self.spec}' for {FAMILY_INFO[self.family].flag}{folder}"
+
+
+def _no_network_hint(families: list[Family]) -> str:
+    flags = [FAMILY_INFO[family].flag for family in families]
+    flags = ", ".join(flags[:-1]) + " and " + flags[-1] if len(flags) > 1 else flags[0]
+    folder = "a local folder" if len(families) == 1 else "local folders"
+    return f"Connect to the network once (cache: {_hub_cache()}), or pass {folder} to {flags}."
+
+
+def check_available(requests: list[tuple[Family, str]], options: LoadOptions | None = None) -> None:
+    """Refuse at once, before any model loads, when a requested model cannot be had: all of them in one message.
+
+    A missing folder or an uncached hub id without network would otherwise surface only after the models before
+    it had loaded, one per run, each after huggingface_hub's retries.
+    """
+    options = options or LoadOptions()
+    problems = [problem for family, spec in requests if (problem := _unavailable(family, spec, options))]
+    if not problems:
+        return
+    if len(problems) == 1:
+        raise problems[0]
+    uncached = [problem for problem in problems if isinstance(problem, _NotCachedNoNetwork)]
+    others = [problem for problem in problems if not isinstance(problem, _NotCachedNoNetwork)]
+    messages = [problem.message for problem in others]
+    hints = [problem.hint for problem in others if problem.hint]
+    if uncached:
+        names = ", ".join(problem.described() for problem in uncached)
+        verb = "is" if len(uncached) == 1 else "are"
+        messages.append(f"{names} {verb} not cached, and the Hugging Face hub cannot be reached.")
+        hints.append(_no_network_hint([problem.family for problem in uncached]))
+    raise GbcliError(
+        f"{len(problems)} models cannot be loaded. " + " ".join(messages),
+        " ".join(dict.fromkeys(hints)) or None,
+        exit_code=max(problem.exit_code for problem in problems),
+    )
 
 
 _CACHE: dict[tuple, LoadedModel] = {}
@@ -483,4 +622,6 @@ def _from_cache_first(loader: Any, source: str, kwargs: dict[str, Any]) -> Any:
     try:
         return loader(source, **{**kwargs, "local_files_only": True})
     except OSError:
+        if _HUB_REACHABLE is False:  # the probe found no network: the hub's retries would only add ~28 s
+            raise
         return loader(source, **kwargs)

@@ -60,9 +60,15 @@ class StreamingView:
         self.columns = columns  # (family, model name)
         self.texts: dict[str, str] = {family: "" for family, _ in columns}
         self.active: str | None = None
+        self.loading_family: str | None = None
+
+    def loading(self, family: str) -> None:
+        """This column's model is being loaded (the ones before it have finished writing)."""
+        self.loading_family = family
 
     def update(self, family: str, text: str) -> None:
         self.active = family
+        self.loading_family = None
         self.texts[family] = text
 
     def __rich__(self) -> RenderableType:
@@ -70,7 +76,9 @@ class StreamingView:
         for family, name in self.columns:
             body = Text(self.prompt, style="dim")
             body.append(self.texts[family], style="bold")
-            if family == self.active:
+            if family == self.loading_family:
+                body = Text(f"loading {name} …", style="dim italic")
+            elif family == self.active:
                 body.append("▌", style="blink")
             panels.append(Panel(body, title=f"{family_title(family)} · {name}", expand=True))
         return SideBySide(panels)
