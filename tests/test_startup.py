@@ -10,6 +10,9 @@ import pytest
 from tests.cli_helpers import run_installed
 
 HEAVY = ("torch", "transformers", "numpy", "tokenizers")
+# What the help screens must not pay for either: Typer's Rich help formatter (rich.markdown, rich.traceback with
+# pygments: ~0.2 s) and pydantic (Typer 0.26+ builds its parameters with it: ~0.4 s).
+SLOW_FOR_HELP = ("typer.rich_utils", "pydantic", "markdown_it", "pygments")
 COMMANDS = ["generate", "fill-mask", "attention", "tokenize", "score", "compare"]
 
 
@@ -27,6 +30,28 @@ def test_help_imports_no_heavy_library(args):
     completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["score", "--help"]])
+def test_help_imports_neither_the_rich_help_formatter_nor_pydantic(args):
+    """The parts of --help's time budget that are ours to choose: the help formatter and Typer's version."""
+    probe = (
+        "import sys\n"
+        "from gbcli.cli import app\n"
+        "try:\n"
+        f"    app({args!r}, standalone_mode=False)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(sorted(m for m in sys.modules if m in {SLOW_FOR_HELP!r} or m.split('.')[0] in {SLOW_FOR_HELP!r}))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_version_has_a_short_flag():
+    completed = run_installed("-V")
+    assert completed.returncode == 0 and completed.stdout.decode().startswith("gbcli ")
 
 
 def test_installed_help_lists_every_command():
