@@ -88,9 +88,17 @@ def test_attention_and_time_sections_cover_each_model(masked_doc):
     assert all(0 < line["to_first"] <= 1 and line["mean_entropy"] >= 0 for line in lines.values())
     for record in masked_doc["time"]:
         assert record["load_seconds"] >= 0
+        assert record["first_pass_seconds"] > 0 and record["first_pass_section"] == "predictions"
         for section in ("predictions", "scores", "attention"):
             assert record["forward_passes"][section] >= 1, (record["family"], section)
-            assert record["forward_seconds"][section] > 0
+            only_the_first = section == record["first_pass_section"] and record["forward_passes"][section] == 1
+            assert record["forward_seconds"].get(section, 0.0) > 0 or only_the_first
+    # Forward passes happen inside the sections: the per-model parts fit in the sections' wall-clock time, and the
+    # sections cover the run (facts and bookkeeping aside).
+    forward = sum(r["first_pass_seconds"] + sum(r["forward_seconds"].values()) for r in masked_doc["time"])
+    sections = sum(masked_doc["section_seconds"].values())
+    assert forward <= sections <= masked_doc["wall_seconds"]
+    assert sections >= 0.8 * masked_doc["wall_seconds"]
 
 
 def test_screen_has_every_section(models):

@@ -73,15 +73,18 @@ def time_table(result: ComparisonResult) -> Table:
     table = Table(show_header=True, box=None, padding=(0, 2))
     table.add_column("model")
     table.add_column("load", justify="right")
+    table.add_column("first pass", justify="right")
     for name in SECTIONS:
         table.add_column(name, justify="right")
     table.add_column("forward total", justify="right", style="bold")
     for record in result.time:
-        cells = [f"{family_title(record.family)} · {record.model}", f"{record.load_seconds:.2f} s"]
+        cells = [f"{family_title(record.family)} · {record.model}", f"{record.load_seconds:.2f} s",
+                 f"{record.first_pass_seconds:.3f} s"]
         for name in SECTIONS:
             seconds = record.forward_seconds.get(name, 0.0)
             passes = record.forward_passes.get(name, 0)
-            cells.append(f"{seconds:.3f} s ({passes})")
+            warm = passes - (record.first_pass_section == name)
+            cells.append(f"{seconds:.3f} s ({passes})" if warm else f"— ({passes})")
         cells.append(f"{record.total_forward_seconds:.3f} s")
         table.add_row(*cells)
     return table
@@ -110,8 +113,11 @@ def comparison_view(result: ComparisonResult) -> RenderableType:
         section("Attention (mean over layers, heads and tokens)"),
         attention_table(result.attention),
         section("Time"),
+        Text(f"start-up: {result.startup_seconds:.2f} s importing torch, transformers and the models' code (once "
+             "per process)", style="dim"),
         time_table(result),
-        Text("seconds inside each model's forward passes per section, (n) = number of forward passes; load = reading "
-             "the checkpoint", style="dim"),
+        Text("load = reading the checkpoint; first pass = each model's first forward pass (one-time set-up); the "
+             "sections = seconds inside the later forward passes, (n) = number of forward passes, — = the first pass "
+             "only", style="dim"),
     ]
     return Group(*parts)

@@ -60,17 +60,22 @@ class AttentionLine:
 
 @dataclass
 class ModelTime:
-    """Seconds one model spent: loading, and inside its forward passes for each section."""
+    """Seconds one model spent: the one-time imports its load triggered, loading, its first forward pass (one-time
+    set-up: weights paged in from the memory-mapped checkpoint, kernels chosen), and its later (warm) forward passes
+    in each section."""
 
     family: str
     model: str
     load_seconds: float
-    forward_seconds: dict[str, float] = field(default_factory=dict)
-    forward_passes: dict[str, int] = field(default_factory=dict)
+    import_seconds: float = 0.0
+    first_pass_seconds: float = 0.0
+    forward_seconds: dict[str, float] = field(default_factory=dict)  # the later (warm) passes only
+    forward_passes: dict[str, int] = field(default_factory=dict)  # every pass, the first one included
+    first_pass_section: str | None = None
 
     @property
     def total_forward_seconds(self) -> float:
-        return sum(self.forward_seconds.values())
+        return self.first_pass_seconds + sum(self.forward_seconds.values())
 
 
 @dataclass
@@ -86,6 +91,12 @@ class ComparisonResult:
     attention: list[AttentionLine]
     time: list[ModelTime]
     section_seconds: dict[str, float]  # wall-clock time of each section, both models together
+    wall_seconds: float = 0.0  # the whole comparison, the models already loaded
+
+    @property
+    def startup_seconds(self) -> float:
+        """The one-time imports (torch, transformers, each architecture's code) that the loads triggered."""
+        return sum(record.import_seconds for record in self.time)
 
 
 def model_facts(lm: LoadedModel) -> ModelFacts:
@@ -125,7 +136,8 @@ class ForwardClock:
     """
 
     def __init__(self, models: list[LoadedModel]) -> None:
-        self.times = {lm.family: ModelTime(lm.family, lm.name, lm.load_seconds) for lm in models}
+        self.times = {lm.family: ModelTime(lm.family, lm.name, lm.load_seconds, lm.import_seconds) for lm in models}
+        self._warm: set[int] = set()  # the parts whose first call is behind them
         self.section_seconds: dict[str, float] = {}
         self._section: str | None = None
         self._handles: list[Any] = []
@@ -149,11 +161,16 @@ class ForwardClock:
             if started is None or self._section is None:
                 return
             record = self.times[family]
-            record.forward_seconds[self._section] = (
-                record.forward_seconds.get(self._section, 0.0) + time.perf_counter() - started
-            )
+            seconds = time.perf_counter() - started
             if counts:
                 record.forward_passes[self._section] = record.forward_passes.get(self._section, 0) + 1
+            if id(module) not in self._warm:
+                # A first call pays set-up costs no later call pays: it is shown apart, not as the section's speed.
+                self._warm.add(id(module))
+                record.first_pass_seconds += seconds
+                record.first_pass_section = self._section
+                return
+            record.forward_seconds[self._section] = record.forward_seconds.get(self._section, 0.0) + seconds
 
         return hook
 
@@ -228,6 +245,7 @@ def compare(models: list[LoadedModel], text: str, top_k: int = DEFAULT_TOP_K,
     peak memory is that of the largest model rather than the sum; the caller hands the models over and must not
     use them afterwards. The result is the same either way.
     """
+    started = time.perf_counter()
     text = check_text(text)
     settings = settings or ScoreSettings()
     by_family = {lm.family: lm for lm in models}
@@ -276,4 +294,5 @@ def compare(models: list[LoadedModel], text: str, top_k: int = DEFAULT_TOP_K,
         attention=[line for lm in models for line in attention[lm.family]],
         time=list(clock.times.values()),
         section_seconds=clock.section_seconds,
+        wall_seconds=time.perf_counter() - started,
     )
