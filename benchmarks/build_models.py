@@ -44,6 +44,24 @@ def build_bert(tokenizers: Path, cache: Path) -> Path:
     return target
 
 
+def build_llama(tokenizers: Path, cache: Path) -> Path:
+    """A Llama of GPT-2-small's size (12 layers, 768 wide) with the GPT-2 vocabulary: a causal LM that gbcli decodes
+    through its generic path (the model's own forward and KV cache), not the written-out GPT-2 step."""
+    target = cache / "llama-gpt2-size-random"
+    if (target / "model.safetensors").exists():
+        return target
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(_vocabulary(tokenizers, "gpt2")))
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                         num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=1024,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    _save(LlamaForCausalLM(config), tokenizer, target)
+    return target
+
+
 def _vocabulary(tokenizers: Path, name: str) -> Path:
     folder = tokenizers / name
     if not folder.is_dir():

@@ -37,7 +37,7 @@ if str(REPO) not in sys.path:  # run from a clean clone without installing
 
 from build_models import DEFAULT_CACHE, DEFAULT_TOKENIZERS, build_bert, build_gpt2  # noqa: E402
 
-ALL_ROWS = ("generate", "fill-mask", "pll", "compare", "memory")
+ALL_ROWS = ("generate", "fill-mask", "pll", "compare", "memory", "startup", "cold", "fresh-generate", "busy")
 PROMPT = "Once upon a time there was a little fox who lived at the edge of a quiet forest."
 COMPARE_TEXT = "The capital of France is Paris."
 SUBPROCESS_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "NO_COLOR": "1"}
@@ -551,9 +551,21 @@ def memory_rows(ctx: Context) -> list[Row]:
     )]
 
 
+def _cold(name: str) -> Callable[[Context], list[Row]]:
+    def rows(ctx: Context) -> list[Row]:
+        import cold  # imports this module: loaded on first use
+
+        return getattr(cold, name)(ctx)
+
+    return rows
+
+
 ROW_FUNCTIONS: dict[str, Callable[[Context], list[Row]]] = {
     "generate": generate_rows, "fill-mask": fill_mask_rows, "pll": pll_rows, "compare": compare_rows,
     "memory": memory_rows,
+    # What one fresh command costs (issues 13 and 19): benchmarks/cold.py.
+    "startup": _cold("startup_rows"), "cold": _cold("cold_rows"), "fresh-generate": _cold("fresh_generate_rows"),
+    "busy": _cold("busy_rows"),
 }
 
 
@@ -586,6 +598,12 @@ def machine_line(bandwidth: dict[str, float]) -> str:
         pass
     reads = ", ".join(f"{k.split('_')[1]} thread(s) {v / 1e9:.1f}" for k, v in bandwidth.items()
                       if k.startswith("read_"))
+    config = torch.__config__.show()
+    blas = next((part.split("=", 1)[1] for part in config.replace(",", " ").split() if part.startswith("BLAS_INFO=")),
+                "unknown")
+    capability = next((line.split(":", 1)[1].strip() for line in config.splitlines() if "CPU capability" in line),
+                      "unknown")
+    cpu += f" (BLAS {blas}, kernels {capability})"
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} on {torch.get_num_threads()} thread(s), "
             f"transformers {transformers.__version__}, Python {platform.python_version()}; memory read "
             f"bandwidth (GB/s) {reads}; load average {load_average():.1f}")

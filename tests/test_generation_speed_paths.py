@@ -8,6 +8,8 @@ log-probabilities, on the tiny fixtures and on a tiny random Llama (the path any
 from __future__ import annotations
 
 import itertools
+import os
+import time
 
 import pytest
 import torch
@@ -156,7 +158,7 @@ def test_decoding_gives_the_caller_its_thread_setting_back(gpt, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
-    monkeypatch.setattr(generation.os, "getloadavg", lambda: (64.0, 64.0, 64.0))  # a very busy machine
+    monkeypatch.setattr(generation, "other_busy_cores", lambda: 63.0)  # a very busy machine
     try:
         assert generation.step_threads(2) == 1
         generate_causal(gpt, GPT_PROMPT, DecodingSettings.from_options(max_new_tokens=12, greedy=True))
@@ -167,7 +169,8 @@ def test_decoding_gives_the_caller_its_thread_setting_back(gpt, monkeypatch):
 
 def test_step_threads_tries_each_count_then_keeps_the_fastest(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(generation.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(generation, "usable_cores", lambda: 2)
+    monkeypatch.setattr(generation, "other_busy_cores", lambda: 0.0)
     chooser = generation.StepThreads(2)
     assert chooser.candidates == [2, 1]
     seconds = {2: 0.010, 1: 0.025}  # two threads decode faster
@@ -226,10 +229,10 @@ def test_gpt2_steps_give_the_same_numbers_on_one_thread_or_two(gpt):
 
 def test_idle_cores_or_an_explicit_thread_count_keep_the_threads(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(generation.os, "cpu_count", lambda: 8)
-    monkeypatch.setattr(generation.os, "getloadavg", lambda: (1.0, 1.0, 1.0))  # only ourselves
+    monkeypatch.setattr(generation, "usable_cores", lambda: 8)
+    monkeypatch.setattr(generation, "other_busy_cores", lambda: 0.0)  # only ourselves
     assert generation.step_threads(8) == 8
-    monkeypatch.setattr(generation.os, "getloadavg", lambda: (5.0, 5.0, 5.0))  # four other busy processes
+    monkeypatch.setattr(generation, "other_busy_cores", lambda: 4.0)  # four other busy processes
     assert generation.step_threads(8) == 4
     monkeypatch.setenv("OMP_NUM_THREADS", "8")
     assert generation.step_threads(8) == 8
@@ -282,3 +285,42 @@ def test_gpt2_step_on_two_threads_splits_its_products_and_keeps_the_models_numbe
         assert _produced(generate_causal(gpt, GPT_PROMPT, settings)) == _reference(gpt, settings)
     finally:
         torch.set_num_threads(1)
+
+
+def test_step_threads_never_runs_a_team_larger_than_the_free_cores(monkeypatch):
+    """With one of two cores busy elsewhere, a two-thread step would wait for time slices (~10 steps' worth):
+    the chooser neither uses nor probes it, and takes it back once the core is free again."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(generation, "usable_cores", lambda: 2)
+    busy = {"others": 1.0}
+    monkeypatch.setattr(generation, "other_busy_cores", lambda: busy["others"])
+    chooser = generation.StepThreads(2)
+    assert chooser.candidates == [2, 1]
+    picked = []
+    for _ in range(100):
+        count = chooser.next()
+        chooser.record(count, 0.026 if count == 1 else 0.270)
+        picked.append(count)
+    assert picked == [1] * 100
+    busy["others"] = 0.0  # the other work ends: two threads are probed again, and win
+    picked = []
+    for _ in range(generation.StepThreads.PROBE_EVERY * 2):
+        count = chooser.next()
+        chooser.record(count, 0.026 if count == 1 else 0.012)
+        picked.append(count)
+    assert chooser.fastest() == 2
+    assert picked[-32:].count(1) <= 1  # one thread is now only probed now and then
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="reads Linux's run queue")
+def test_other_busy_cores_sees_a_process_that_keeps_a_core_busy():
+    import subprocess
+    import sys
+
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert generation.other_busy_cores() >= 1
+    finally:
+        hog.kill()
+        hog.wait()

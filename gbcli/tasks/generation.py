@@ -126,6 +126,41 @@ def model_generation(lm: LoadedModel, method: str, continuations: list[Continuat
 # --------------------------------------------------------------------------------------------------------------
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform says, else every core)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def other_busy_cores() -> float:
+    """How many cores other processes keep busy right now.
+
+    Linux counts the runnable tasks at this instant (/proc/loadavg's fourth field); this process's own running
+    threads (OpenMP workers spin for a while after each op) are taken off. The least of three looks ignores a task
+    that is runnable only for a moment. Elsewhere, the one-minute load average less this process stands in: it
+    lags by a minute, which is why StepThreads also times the steps.
+    """
+    try:
+        looks = []
+        for _ in range(3):
+            with open("/proc/loadavg") as f:
+                runnable = int(f.read().split()[3].split("/")[0])
+            own = 0
+            for task in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{task}/stat") as f:
+                    own += f.read().rsplit(")", 1)[1].split()[0] == "R"
+            looks.append(max(0, runnable - own))
+        return float(min(looks))
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return max(0.0, os.getloadavg()[0] - 1)
+    except (AttributeError, OSError):  # pragma: no cover - not available on Windows
+        return 0.0
+
+
 def step_threads(current: int) -> int:
     """How many threads token-by-token work should use: the cores no other process is busy on, at most `current`.
 
@@ -136,13 +171,7 @@ def step_threads(current: int) -> int:
     """
     if os.environ.get("OMP_NUM_THREADS") or current <= 1:
         return current
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # pragma: no cover - not available on Windows
-        return current
-    cores = os.cpu_count() or current
-    # The load average counts this process too (it was busy loading the model), hence the + 1.
-    idle = int(cores - load + 1)
+    idle = int(usable_cores() - other_busy_cores())
     return max(1, min(current, idle))
 
 
@@ -165,17 +194,19 @@ def _threads_for_steps() -> Iterator[None]:
 class StepThreads:
     """Chooses, step by step, the thread count that decodes fastest right now, by timing the steps themselves.
 
-    The load average is a one-minute mean: just after other work ends it still says "busy" and would keep decoding
-    on one core of an idle machine (41 instead of 66 tokens/s for GPT-2-small here), and it cannot see work that
-    has just begun. So each candidate count (torch's setting, one, and the load average's guess) runs a few steps
-    in turn, the fastest median wins, and every PROBE_EVERY steps the candidates are timed again. `_Gpt2Decoder`
-    splits its products by the caller's thread setting, not by the count that runs them, so these give the same
-    bits either way; torch's attention kernel alone divides its sums by thread count (in `model.generate` too),
-    which moves the last bits (~1e-7). OMP_NUM_THREADS, when set, is the user's choice and is kept.
+    Candidates are torch's setting, one, and what `step_threads` finds free. A count that needs more cores than are
+    free right now (`other_busy_cores`, looked at every LOOK_EVERY steps) is neither used nor probed: one step of a
+    team whose threads wait for time slices costs ~10 ordinary steps, so probing it would lose more than it could
+    win. Among the counts that fit, each runs PROBE_STEPS steps in turn, the fastest median wins, and every
+    PROBE_EVERY steps the others are timed again (the machine may have become idle or busy). `_Gpt2Decoder` splits
+    its products by the caller's thread setting, not by the count that runs them, so these give the same bits
+    either way; torch's attention kernel alone divides its sums by thread count (in `model.generate` too), which
+    moves the last bits (~1e-7). OMP_NUM_THREADS, when set, is the user's choice and is kept.
     """
 
     PROBE_STEPS = 3  # steps per candidate at the start
     PROBE_EVERY = 32
+    LOOK_EVERY = 4  # steps between two looks at how busy the machine is (a look costs ~0.1 ms)
 
     def __init__(self, threads: int) -> None:
         from collections import deque
@@ -186,17 +217,29 @@ class StepThreads:
             self.candidates = sorted({threads, 1, step_threads(threads)}, reverse=True)
         self.times: dict[int, deque[float]] = {count: deque(maxlen=self.PROBE_STEPS) for count in self.candidates}
         self.steps = 0
+        self.fitting = self._fitting()
+
+    def _fitting(self) -> list[int]:
+        """The candidates that fit in the cores free right now (one thread always does)."""
+        if len(self.candidates) == 1:
+            return self.candidates
+        free = usable_cores() - other_busy_cores()
+        return [count for count in self.candidates if count <= max(1.0, free)]
 
     def next(self) -> int:
         """The thread count for the next step."""
-        step, count = self.steps, len(self.candidates)
+        step = self.steps
         self.steps += 1
-        if count == 1:
+        if len(self.candidates) == 1:
             return self.candidates[0]
-        if step < self.PROBE_STEPS * count:
-            return self.candidates[step % count]
-        if step % self.PROBE_EVERY < count:
-            return self.candidates[step % self.PROBE_EVERY]
+        if step and step % self.LOOK_EVERY == 0:
+            self.fitting = self._fitting()
+        fitting = self.fitting
+        unprobed = [count for count in fitting if len(self.times[count]) < self.PROBE_STEPS]
+        if unprobed and step < self.PROBE_STEPS * len(self.candidates):
+            return min(unprobed, key=lambda count: len(self.times[count]))
+        if len(fitting) > 1 and step % self.PROBE_EVERY < len(fitting):
+            return fitting[step % self.PROBE_EVERY]
         return self.fastest()
 
     def record(self, threads: int, seconds: float) -> None:
@@ -207,7 +250,7 @@ class StepThreads:
             times = sorted(self.times[count])
             return times[len(times) // 2] if times else float("inf")
 
-        return min(self.candidates, key=median)
+        return min(self.fitting, key=median)
 
 
 # --------------------------------------------------------------------------------------------------------------
