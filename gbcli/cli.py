@@ -18,6 +18,7 @@ import typer
 
 from gbcli import __version__
 from gbcli.errors import INTERRUPTED, GbcliError, usage_error
+from gbcli.finite import check_finite
 from gbcli.models import FAMILIES, FAMILY_INFO, Family, LoadedModel, LoadOptions, display_name
 
 app = typer.Typer(
@@ -275,6 +276,7 @@ def generate(
     result = GenerationResult(prompt=text, decoding=settings.describe(), settings=settings)
     console = stdout_console()
     stream = console.is_terminal and not json_output
+    columns: list[LoadedModel] = []
     # Each model is loaded just before it writes, so the first column streams while the later ones wait to load.
     with interrupt_exits_130():
         if stream:
@@ -288,6 +290,7 @@ def generate(
                     for family, spec in requested:
                         view.loading(family)  # the spinner lives in the view: one live display per terminal
                         lm = load_model(family, spec, options)
+                        columns.append(lm)
                         result.columns.append(runners[family](lm, text, settings, view.update))
                 except KeyboardInterrupt:
                     live.transient = False  # keep what was written so far on the screen
@@ -295,7 +298,9 @@ def generate(
         else:
             for family, spec in requested:
                 lm = load_column(family, spec, options)
+                columns.append(lm)
                 result.columns.append(runners[family](lm, text, settings))
+    check_finite(result, columns)
     if json_output:
         print_json(result)
     else:
@@ -376,7 +381,7 @@ def score(
     from gbcli.inputs import numbered_texts
     from gbcli.render.common import print_json, stderr_console, stdout_console
     from gbcli.render.scoring import csv_header, progress_bar, score_view, write_csv
-    from gbcli.tasks.scoring import ScoreSettings, iter_scores
+    from gbcli.tasks.scoring import ScoreSettings, iter_scores, unknown_token_warnings
 
     if json_output and csv_output:
         raise usage_error("--json and --csv cannot be combined.", "Choose one output format.")
@@ -385,14 +390,16 @@ def score(
     items = numbered_texts(texts, file)
     options = load_options(device, dtype, revision, offline)
     columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart}, options)
-    records, seconds, passes = [], Counter(), Counter()
+    records, seconds, passes, unknown = [], Counter(), Counter(), []
     streaming = json_output or csv_output
     # A bar redrawn between streamed records would garble a terminal; on a pipe or a file it costs nothing.
     show_progress = file is not None and stderr_console().is_terminal and not (streaming and sys.stdout.isatty())
     with interrupt_exits_130(), progress_bar(len(items), show_progress) as advance:
-        if csv_output:
-            csv_header(tokens)
-        for batch in iter_scores(columns, items, settings):
+        for number, batch in enumerate(iter_scores(columns, items, settings)):
+            check_finite(batch.records, columns)
+            if csv_output and number == 0:  # after the first check: a refused run leaves stdout empty
+                csv_header(tokens)
+            unknown.extend(r for r in batch.records if any(c.unknown_tokens for c in r.columns))
             advance(len(batch.records))
             seconds.update(batch.seconds)
             passes.update(batch.forward_passes)
@@ -405,6 +412,7 @@ def score(
                 records.extend(batch.records)
     if not (json_output or csv_output):
         stdout_console().print(score_view(records, seconds=dict(seconds), passes=dict(passes)))
+    _print_warnings(unknown_token_warnings(unknown))
 
 
 @app.command("fill-mask")
@@ -458,6 +466,7 @@ def fill_mask_command(
         columns = load_columns(families, specs, load_options(device, dtype, revision, offline))
         with interrupt_exits_130():
             result = fill_mask({lm.family: lm for lm in columns}, source, top_k, words)
+        check_finite(result, columns)
         _print_warnings(result.warnings)
         if json_output:
             print_json(result)
@@ -473,6 +482,7 @@ def fill_mask_command(
         for begin in range(0, len(lines), chunk):
             part = fill_mask_lines({lm.family: lm for lm in columns}, lines[begin : begin + chunk], top_k, words,
                                    batch_size=batch_size, on_progress=advance, first_line=begin + 1)
+            check_finite(part, columns)
             if begin == 0:
                 _print_warnings(part[0].warnings if part else [])
             if json_output:
@@ -577,6 +587,7 @@ def attention(
                            load_options(device, dtype, revision, offline), need_head=False)
     with interrupt_exits_130():
         results = [compute_attention(lm, source) for lm in columns]
+    check_finite(results, columns)
     report = build_report(source, results, layer=layer, head=head_index, summary=summary, stat=stat_name,
                           token=token, top=top)
     if target is not None:
@@ -620,6 +631,7 @@ def compare(
     with interrupt_exits_130():
         # The models are used one after the other; each is let go once its sections are done (peak memory).
         result = compare_task(columns, source, top_k, release=True)
+    check_finite(result, columns)
     if json_output:
         print_json(result)
     else:

@@ -1,30 +1,72 @@
-"""Reading the user's text: an argument, `-` for stdin, or a file of one text per line."""
+"""Reading the user's text: an argument, `-` for stdin, or a file of one text per line.
+
+A line is what `wc -l` counts: text up to a `\\n` (a `\\r` before it goes too). `str.splitlines` would also split on
+U+2028, form feed, NEL and others that can sit inside a sentence, and shift every later line number. A leading
+UTF-8 byte-order mark is an encoding marker, not text, and is dropped. Input is read a line at a time with a cap,
+so `/dev/zero` or a file of one gigabyte-long line is refused after reading one capped line, never swallowed.
+"""
 
 from __future__ import annotations
 
+import io
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from gbcli.errors import GbcliError, usage_error
 
+UTF8_BOM = b"\xef\xbb\xbf"
+# The longest text accepted, per argument read from stdin or per line of a file. The longest context of any model
+# gbcli runs is far below this many tokens (GPT-2: 1,024; long-context models: some 100,000, i.e. well under 1 MB
+# of English), so a longer line can only be refused by a model later, after costing memory first.
+MAX_TEXT_BYTES = 1 << 20
 
-def _decode(data: bytes, source: str) -> str:
+
+def _decode(data: bytes, source: str, line: int = 1, offset: int = 0) -> str:
+    """UTF-8 text of `data`, which starts at `offset` bytes, on line `line`, of `source`."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        line += data[: exc.start].count(b"\n")
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1)
         raise GbcliError(
             f"{source} is not valid UTF-8: byte 0x{data[exc.start]:02x} at line {line}, byte {column + 1} "
-            f"(offset {exc.start}).",
+            f"(offset {offset + exc.start}).",
             "Convert it first, e.g. iconv -f latin1 -t utf-8.",
             exit_code=2,
         ) from exc
 
 
+def _stdin_bytes() -> BinaryIO:
+    # A test harness's stdin may be text only: read it as the UTF-8 bytes a terminal would send.
+    return sys.stdin.buffer if hasattr(sys.stdin, "buffer") else io.BytesIO(sys.stdin.read().encode())
+
+
+def _too_long(source: str, line: int | None = None) -> GbcliError:
+    where = f"line {line} of {source}" if line is not None else source
+    return usage_error(
+        f"{where[0].upper()}{where[1:]} is longer than {MAX_TEXT_BYTES // (1 << 20)} MiB: longer than any model "
+        "here can read, so it was not read further.",
+        "Split the text into sentences or paragraphs, one per line.",
+    )
+
+
+def _no_nul(text: str, source: str, line: int) -> str:
+    # A NUL byte is never in a text file: this is binary data (or a sparse file), which tokenizes to nonsense.
+    if "\x00" in text:
+        raise usage_error(f"Line {line} of {source} holds a NUL byte: it is binary data, not text.",
+                          "Give a UTF-8 text file with one text per line.")
+    return text
+
+
 def read_stdin() -> str:
-    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
-    text = _decode(data, "standard input")
+    """All of stdin as one text (a leading BOM dropped), at most MAX_TEXT_BYTES."""
+    data = _stdin_bytes().read(MAX_TEXT_BYTES + 1)
+    if len(data) > MAX_TEXT_BYTES:
+        raise _too_long("standard input")
+    data = data.removeprefix(UTF8_BOM)
+    text = _no_nul(_decode(data, "standard input"), "standard input", 1)
     if not text.strip():
         raise usage_error("Standard input is empty.", "Pipe some text in, or give it as an argument.")
     return text
@@ -35,26 +77,47 @@ def read_text(argument: str | None, what: str = "text") -> str:
     if argument is None:
         raise usage_error(f"No {what} given.", f"Give the {what} as an argument, or - to read stdin.")
     if argument == "-":
-        return read_stdin().rstrip("\n")
+        return read_stdin().removesuffix("\n").removesuffix("\r")
     if not argument.strip():
         raise usage_error(f"The {what} is empty.", f"Give the {what} as a non-empty argument, or - to read stdin.")
     return argument
 
 
+def iter_lines(stream: BinaryIO, source: str) -> Iterator[str]:
+    """The lines of a byte stream, without their `\\n` or `\\r\\n`, one capped read at a time."""
+    number, offset = 0, 0
+    while True:
+        raw = stream.readline(MAX_TEXT_BYTES + 2)  # the cap, plus room for its \r\n
+        if not raw:
+            return
+        number += 1
+        body = raw.removesuffix(b"\n").removesuffix(b"\r") if raw.endswith(b"\n") else raw
+        if len(body) > MAX_TEXT_BYTES:
+            raise _too_long(source, number)
+        start = offset
+        if number == 1 and body.startswith(UTF8_BOM):
+            body, start = body[len(UTF8_BOM) :], start + len(UTF8_BOM)
+        yield _no_nul(_decode(body, source, number, start), source, number)
+        offset += len(raw)
+
+
 def read_lines(path: str) -> list[str]:
     """The lines of a text file (or stdin for `-`), without their line endings."""
     if path == "-":
-        return read_stdin().splitlines()
+        lines = list(iter_lines(_stdin_bytes(), "standard input"))
+        if not any(line.strip() for line in lines):
+            raise usage_error("Standard input is empty.", "Pipe some text in, one text per line.")
+        return lines
     file = Path(path)
     if not file.exists():
         raise usage_error(f"File '{path}' does not exist.", "Check the path.")
     if file.is_dir():
         raise usage_error(f"'{path}' is a folder, not a file.", "Give a text file with one text per line.")
     try:
-        data = file.read_bytes()
+        with file.open("rb") as stream:
+            lines = list(iter_lines(stream, f"'{path}'"))
     except OSError as exc:
         raise GbcliError(f"Cannot read '{path}': {exc.strerror}.", "Check the file's permissions.") from exc
-    lines = _decode(data, f"'{path}'").splitlines()
     if not any(line.strip() for line in lines):
         raise usage_error(f"File '{path}' has no text.", "Give a file with one text per line.")
     return lines

@@ -584,6 +584,7 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
             exit_code=2,
         )
 
+    check_finite_weights(spec, info.flag, model)
     try:
         tokenizer = _from_cache_first(AutoTokenizer.from_pretrained, source, common)
     except Exception as exc:
@@ -592,13 +593,7 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
             "Save the tokenizer into the model folder with tokenizer.save_pretrained().",
         ) from exc
 
-    embeddings = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > embeddings:
-        raise GbcliError(
-            f"The tokenizer of '{spec}' has {len(tokenizer)} tokens but the model's embeddings hold only "
-            f"{embeddings}: they do not belong together.",
-            "Save the model and the tokenizer it was trained with into one folder.",
-        )
+    check_tokenizer_matches(spec, info.flag, source, len(tokenizer), model.get_input_embeddings().weight.shape[0])
 
     model.eval()
     try:
@@ -617,6 +612,71 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
         dtype=dtype,
         load_seconds=time.perf_counter() - started - resolve_seconds,
         import_seconds=started - importing + resolve_seconds,
+    )
+
+
+def check_finite_weights(spec: str, flag: str, model: Any) -> None:
+    """Refuse a model with a NaN or an infinity in its weights: every number it computes would be meaningless.
+
+    One float32 sum per tensor is a NaN or an infinity if any element is one (~0.03 s for GPT-2-small's 124M
+    weights on a laptop CPU); a sum that merely overflowed is told apart by the exact (slower) test.
+    """
+    import torch
+
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if not tensor.is_floating_point() or bool(torch.isfinite(tensor.sum(dtype=torch.float32))):
+            continue
+        bad = tensor[~torch.isfinite(tensor)]
+        if bad.numel():
+            kind = "NaN" if bool(bad.isnan().any()) else "infinite values"
+            raise GbcliError(
+                f"The weights of '{spec}' for {flag} hold {kind} ({bad.numel()} in {name}), so every number the "
+                "model computes would be meaningless.",
+                "The checkpoint is damaged: download or save it again.",
+            )
+
+
+# Files that hold a tokenizer's vocabulary, one of which every saved tokenizer with a vocabulary has.
+TOKENIZER_VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "merges.txt", "*.model", "*.tiktoken",
+                              "vocab.*", "spiece.*", "sentencepiece*")
+
+
+def tokenizer_covers_embeddings(tokens: int, rows: int) -> bool:
+    """Whether a tokenizer of `tokens` ids can belong to input embeddings of `rows` rows.
+
+    More tokens than rows never: an id past the last row has no embedding. Fewer is normal by a little: embeddings
+    are padded to a multiple of 64 or 128 for speed (OPT: 50,265 tokens, 50,272 rows; T5: 32,100 and 32,128), or
+    keep a few percent of rows in reserve (Phi-2: 50,295 and 51,200, 1.8 %; Qwen2: 0.2 %). Far fewer means the
+    tokenizer is not the model's: transformers 5 builds an empty default tokenizer (BERT's has 5 tokens) for a
+    folder without tokenizer files, and every word would become [UNK]. So fewer tokens pass when the unused rows
+    are padding (rows a multiple of 64, fewer than 128 unused, and the tokenizer holds most of them) or at most 5 %.
+    """
+    if tokens > rows:
+        return False
+    unused = rows - tokens
+    padding = rows % 64 == 0 and unused < 128 and tokens * 2 > rows
+    return padding or unused <= rows * 0.05
+
+
+def check_tokenizer_matches(spec: str, flag: str, source: str, tokens: int, rows: int) -> None:
+    """Refuse a tokenizer that does not belong to the model's embeddings (see tokenizer_covers_embeddings)."""
+    if tokenizer_covers_embeddings(tokens, rows):
+        return
+    folder = Path(source)
+    if tokens < rows and folder.is_dir() and not any(any(folder.glob(p)) for p in TOKENIZER_VOCABULARY_FILES):
+        raise GbcliError(
+            f"'{spec}' for {flag} has no tokenizer files (tokenizer.json, vocab.txt, ...): transformers would put "
+            f"an empty tokenizer of {tokens} token{'s' if tokens != 1 else ''} in place of the model's {rows}, and "
+            "every number would be about unknown tokens.",
+            "Save the tokenizer into the model folder with tokenizer.save_pretrained().",
+        )
+    if tokens > rows:
+        relation = f"{tokens} tokens but the model's embeddings hold only {rows}"
+    else:
+        relation = f"only {tokens} tokens but the model's embeddings hold {rows}"
+    raise GbcliError(
+        f"The tokenizer of '{spec}' for {flag} has {relation}: they do not belong together.",
+        "Save the model and the tokenizer it was trained with into one folder.",
     )
 
 

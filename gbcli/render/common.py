@@ -64,8 +64,13 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+# Line separators that JSON leaves raw but that str.splitlines() and older JavaScript split lines on: escaped, a
+# JSON Lines record stays one line for every reader. (Outside strings JSON holds only ASCII, so this is safe.)
+_LINE_BREAKING = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
 def dumps(value: Any, *, indent: int | None = 2) -> str:
-    return json.dumps(to_jsonable(value), ensure_ascii=False, indent=indent)
+    return json.dumps(to_jsonable(value), ensure_ascii=False, indent=indent).translate(_LINE_BREAKING)
 
 
 def print_json(value: Any, *, lines: bool = False) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from gbcli.errors import usage_error
-from gbcli.models import LoadedModel
+from gbcli.models import LoadedModel, family_title
 from gbcli.tasks.tokenization import ModelTokens, check_text, tokenize_text
 
 if TYPE_CHECKING:
@@ -98,6 +98,9 @@ class ModelScore:
     first_token: str | None  # GPT: whether the first token was predicted from a BOS token, or not scored
     detail: str  # this text's windows (GPT) or masked copies (BERT)
     tokens: list[TokenScore] | None = None
+    # Scored tokens that are the tokenizer's unknown token ([UNK]): their log-probability is the model's guess at
+    # "[UNK]", not at the characters the text holds.
+    unknown_tokens: int = 0
 
 
 @dataclass
@@ -229,6 +232,7 @@ def _summary(lm: LoadedModel, measure: str, method: str, first_token: str | None
         value=math.exp(mean_nll) if mean_nll is not None else None,
         log_likelihood=total, mean_nll=mean_nll, scored_tokens=len(scored), text_tokens=text_tokens,
         first_token=first_token, detail=detail, tokens=tokens if keep else None,
+        unknown_tokens=sum(1 for t in tokens if t.unknown and t.logprob is not None),
     )
 
 
@@ -488,6 +492,25 @@ def iter_scores(models: list[LoadedModel], texts: list[tuple[int, str]], setting
     for begin in range(0, len(texts), chunk):
         part = texts[begin : begin + chunk]
         yield score_batch(models, [t for _, t in part], [i for i, _ in part], settings)
+
+
+def unknown_token_warnings(records: list[TextScore], limit: int = 5) -> list[str]:
+    """One warning per model that scored [UNK] tokens: the texts, and why their numbers mislead."""
+    texts: dict[tuple[str, str], list[int]] = {}
+    for record in records:
+        for column in record.columns:
+            if column.unknown_tokens:
+                texts.setdefault((column.family, column.model), []).append(record.index)
+    warnings = []
+    for (family, model), indices in texts.items():
+        shown = ", ".join(str(i) for i in indices[:limit]) + (f" and {len(indices) - limit} more"
+                                                             if len(indices) > limit else "")
+        texts_word = "texts" if len(indices) > 1 else "text"
+        warnings.append(
+            f"{family_title(family)} ({model}) has no token for some characters of {texts_word} {shown} and scored "
+            "its unknown token ([UNK]) in their place: that number is about [UNK], not about what the text says."
+        )
+    return warnings
 
 
 def score_texts(models: list[LoadedModel], texts: list[str], settings: ScoreSettings) -> list[TextScore]:
