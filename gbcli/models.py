@@ -234,6 +234,35 @@ def classify_config(config: Any) -> str:
     return "encoder"
 
 
+# Checkpoints transformers lists among its causal LMs that do not predict each token from the ones to its left:
+# gbcli's left-to-right numbers (generate, score, fill-mask) would not be the model's. Architecture → why.
+NOT_LEFT_TO_RIGHT: dict[str, str] = {
+    "XLNetLMHeadModel": "XLNet is a permutation language model: it predicts tokens in sampled orders through "
+    "two-stream attention over memory",
+}
+# Encoders whose causal-LM head (BertLMHeadModel, RobertaForCausalLM ...) masks the right context only when the
+# config sets is_decoder; without it the "causal" model reads both sides.
+DECODER_ONLY_IF_CONFIGURED = frozenset({
+    "bert", "big_bird", "camembert", "data2vec-text", "electra", "ernie", "megatron-bert", "rembert", "roberta",
+    "roberta-prelayernorm", "roc_bert", "roformer", "xlm-roberta", "xlm-roberta-xl", "xmod",
+})
+
+
+def refuse_unsupported_architecture(config: Any, kind: str, spec: str, flag: str) -> None:
+    """Refuse, by name, an architecture whose numbers gbcli cannot give as the model's own."""
+    arch = _arch(config)
+    reason = NOT_LEFT_TO_RIGHT.get(arch)
+    decoder_only_if_configured = kind == "causal" and config.model_type in DECODER_ONLY_IF_CONFIGURED
+    if reason is None and decoder_only_if_configured and not getattr(config, "is_decoder", False):
+        reason = f"{arch} attends to both sides unless its config sets is_decoder, and this one does not"
+    if reason is not None:
+        raise GbcliError(
+            f"'{spec}' for {flag} is {arch}, not a left-to-right causal LM: {reason}.",
+            "Use a left-to-right causal LM such as gpt2, or a masked LM with --bert.",
+            exit_code=2,
+        )
+
+
 def _hub_cache() -> str:
     try:
         from huggingface_hub import constants
@@ -532,6 +561,7 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
         raise explain_load_failure(family, spec, exc, offline) from exc
 
     kind = classify_config(config)
+    refuse_unsupported_architecture(config, kind, spec, info.flag)
     if kind == "encoder":
         if need_head:
             raise GbcliError(

@@ -140,20 +140,59 @@ def label_tokens(tokenizer: Any, ids: list[int]) -> list[AttentionToken]:
 
 
 @contextmanager
-def eager_attention(model: Any) -> Iterator[None]:
-    """Run with the eager implementation, which returns its softmax weights, then restore the faster one.
+def eager_attention(model: Any) -> Iterator[Any]:
+    """Yield a model that runs the eager implementation, which returns its softmax weights.
 
-    The loaded model is cached and shared with other commands in the process; they keep their sdpa kernels.
+    The loaded model is cached and shared with other commands in the process; they keep their sdpa kernels, so
+    the previous implementation is restored afterwards. An architecture that cannot switch at run time (Falcon:
+    no AttentionInterface) silently stays on sdpa, where `output_attentions=True` adds sdpa's boolean mask to the
+    scores as 0/1 instead of 0/-inf and returns weights on future keys. For those, the pass runs on an eager twin
+    built around the same weight tensors (nothing is copied).
     """
     previous = model.config._attn_implementation
     if previous == "eager":
-        yield
+        yield model
+        return
+    if not type(model)._can_set_attn_implementation():
+        yield eager_twin(model)
         return
     model.set_attn_implementation("eager")
     try:
-        yield
+        yield model
     finally:
         model.set_attn_implementation(previous)
+
+
+def eager_twin(model: Any) -> Any:
+    """The same architecture built for eager attention around `model`'s own parameters and buffers.
+
+    It is built on the meta device (no memory, no random initialisation), then every parameter, buffer and other
+    tensor attribute is the original's object, so its outputs are the model's with eager attention.
+    """
+    import copy
+
+    import torch
+
+    config = copy.deepcopy(model.config)
+    with torch.device("meta"):
+        twin = type(model)._from_config(config, attn_implementation="eager", dtype=model.dtype)
+    twin.load_state_dict(model.state_dict(), strict=True, assign=True)
+    originals = dict(model.named_modules())
+    for name, module in twin.named_modules():
+        original = originals[name]
+        for attribute, value in list(vars(module).items()):
+            if attribute == "_buffers":
+                for buffer_name in value:
+                    value[buffer_name] = original._buffers[buffer_name]
+            elif isinstance(value, torch.Tensor):
+                setattr(module, attribute, getattr(original, attribute))
+    left = [name for name, tensor in [*twin.named_parameters(), *twin.named_buffers()] if tensor.is_meta]
+    if left or twin.config._attn_implementation != "eager":
+        raise GbcliError(
+            f"{type(model).__name__} cannot run its eager attention, so its attention weights cannot be read.",
+            "Use another architecture for `gbcli attention`.",
+        )
+    return twin.eval()
 
 
 def compute_attention(lm: LoadedModel, text: str) -> AttentionResult:
@@ -174,13 +213,15 @@ def compute_attention(lm: LoadedModel, text: str) -> AttentionResult:
     input_ids = torch.tensor([ids], device=lm.device)
     if getattr(lm.model.config, "is_encoder_decoder", False):
         return _encoder_decoder_attention(lm, ids)
-    # The body alone: the language-model head would cost a vocabulary-sized projection and change no weight.
-    body = lm.model.base_model
-    with eager_attention(lm.model), torch.inference_mode():
-        output = body(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_attentions=True)
-    weights = _stack(lm, output.attentions)
+    # The body alone (base_model): the language-model head would cost a vocabulary-sized projection and change no
+    # weight.
+    refuse_attention_free(lm)
+    with eager_attention(lm.model) as model, torch.inference_mode():
+        output = model.base_model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                  output_attentions=True)
+    weights = _stack(lm, getattr(output, "attentions", None))
     tokens = label_tokens(lm.tokenizer, ids)
-    self_map = AttentionMap("self", lm.kind == "causal", tokens, tokens, weights)
+    self_map = check_map(lm, AttentionMap("self", lm.kind == "causal", tokens, tokens, weights))
     return AttentionResult(lm.family, lm.name, lm.kind, "eager", [self_map])
 
 
@@ -188,12 +229,69 @@ def _stack(lm: LoadedModel, attentions: Any) -> np.ndarray:
     """Per-layer attention tensors of a batch of one, as [layer, head, query, key] float32."""
     import torch
 
-    if not attentions or any(a is None for a in attentions):
+    if not attentions or any(a is None or a.dim() != 4 for a in attentions):
         raise GbcliError(
             f"{lm.name} returned no attention weights (implementation {lm.model.config._attn_implementation}).",
             "This architecture cannot switch to eager attention at run time.",
         )
     return torch.stack([a[0] for a in attentions]).float().cpu().numpy()
+
+
+# Architectures that mix tokens without attention weights (state-space models, linear recurrences): model type →
+# what they use instead. RWKV's `output_attentions` returns its time-mixing outputs, which are not weights at all.
+ATTENTION_FREE: dict[str, str] = {
+    "mamba": "a selective state-space recurrence",
+    "mamba2": "a selective state-space recurrence",
+    "falcon_mamba": "a selective state-space recurrence",
+    "rwkv": "RWKV's linear time-mixing recurrence",
+}
+
+
+def refuse_attention_free(lm: LoadedModel) -> None:
+    """A model without attention has no map to show: say so, instead of a crash or an empty map."""
+    model_type = getattr(lm.model.config, "model_type", "")
+    if model_type in ATTENTION_FREE:
+        raise GbcliError(
+            f"{lm.name} ({type(lm.model).__name__}) has no attention: this model has no attention weights to show; "
+            f"it mixes tokens with {ATTENTION_FREE[model_type]}.",
+            "Use a transformer for `gbcli attention`; generate, score and fill-mask work with this model.",
+            exit_code=2,
+        )
+
+
+# How far a row of softmax weights may sum from 1: float32 rounding, and bfloat16/float16 weights.
+ROW_SUM_TOLERANCE = 1e-4
+HALF_ROW_SUM_TOLERANCE = 2e-2
+
+
+def check_map(lm: LoadedModel, amap: AttentionMap) -> AttentionMap:
+    """Hold the weights to what their labels claim: every row a probability distribution over the keys, and a
+    causal map exactly zero above the diagonal. A map that is not is refused, never shown under those labels."""
+    import torch
+
+    weights = amap.weights
+    expected = (len(amap.queries), len(amap.keys))
+    tolerance = ROW_SUM_TOLERANCE if lm.dtype == torch.float32 else HALF_ROW_SUM_TOLERANCE
+    problem = None
+    if weights.shape[-2:] != expected:
+        problem = f"its {amap.name} map is {weights.shape[-2]} x {weights.shape[-1]}, not {expected[0]} x {expected[1]}"
+    elif not np.isfinite(weights).all() or (weights < 0).any():
+        problem = f"its {amap.name} map holds negative or non-finite weights"
+    elif np.abs(weights.sum(axis=-1, dtype=np.float64) - 1).max() > tolerance:
+        worst = float(np.abs(weights.sum(axis=-1, dtype=np.float64) - 1).max())
+        problem = f"rows of its {amap.name} map sum to 1 ± {worst:.3g}, so they are not softmax weights"
+    elif amap.causal:
+        above = np.triu(np.ones(expected, dtype=bool), k=1)
+        future = float(weights[..., above].max()) if above.any() else 0.0
+        if future != 0.0:
+            problem = f"its causal {amap.name} map puts weight up to {future:.3g} on future keys (above the diagonal)"
+    if problem is not None:
+        raise GbcliError(
+            f"{lm.name} ({type(lm.model).__name__}): {problem}; gbcli will not show weights that are not the "
+            "model's attention.",
+            "Please report this architecture; the other commands still work with it.",
+        )
+    return amap
 
 
 # What each of an encoder-decoder's three maps is, for the reader: name → description.
@@ -218,10 +316,9 @@ def _encoder_decoder_attention(lm: LoadedModel, ids: list[int]) -> AttentionResu
     decoder_ids = [start, *ids[:-1]]
     input_ids = torch.tensor([ids], device=lm.device)
     decoder_input = torch.tensor([decoder_ids], device=lm.device)
-    body = lm.model.base_model
-    with eager_attention(lm.model), torch.inference_mode():
-        output = body(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), decoder_input_ids=decoder_input,
-                      output_attentions=True)
+    with eager_attention(lm.model) as model, torch.inference_mode():
+        output = model.base_model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                  decoder_input_ids=decoder_input, output_attentions=True)
     encoder_tokens = label_tokens(lm.tokenizer, ids)
     decoder_tokens = label_tokens(lm.tokenizer, decoder_ids)
     maps = [
@@ -229,6 +326,7 @@ def _encoder_decoder_attention(lm: LoadedModel, ids: list[int]) -> AttentionResu
         AttentionMap("decoder", True, decoder_tokens, decoder_tokens, _stack(lm, output.decoder_attentions)),
         AttentionMap("cross", False, decoder_tokens, encoder_tokens, _stack(lm, output.cross_attentions)),
     ]
+    maps = [check_map(lm, amap) for amap in maps]
     return AttentionResult(lm.family, lm.name, lm.kind, "eager", maps)
 
 

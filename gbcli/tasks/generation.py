@@ -452,40 +452,48 @@ def _decoder_for(lm: LoadedModel, new_tokens: int = RELAYOUT_MIN_TOKENS):
     return decoder
 
 
-def _cache_argument(model) -> str:
-    """transformers 5.x renamed `past_key_values` to `cache`; use whichever this version's forward takes."""
-    parameters = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
-
-
 class _ModelDecoder:
-    """Any causal LM: its own forward with its own KV cache, called with the inputs `generate` gives it."""
+    """Any causal LM: its own forward with its own cache, called with the inputs `generate` gives it.
+
+    Those inputs come from the model's own `prepare_inputs_for_generation` and `_update_model_kwargs_for_generation`,
+    as in `generate`, because models differ in what a cached step takes: most want the attention mask over every
+    position so far, Mamba multiplies its hidden states by the mask and is given none after the prompt (a
+    full-length mask there changed its greedy tokens from the third one on), and RWKV carries a `state` instead
+    of a cache.
+    """
 
     def __init__(self, model) -> None:
         self.model = model
         parameters = inspect.signature(model.forward).parameters
-        self.cache_argument = _cache_argument(model)
-        # Only the last position's logits are needed: skip the vocabulary projection everywhere else.
-        self.extra: dict[str, Any] = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
-        self.cache = None
+        self.first: dict[str, Any] = {"use_cache": True}
+        if "logits_to_keep" in parameters:
+            # Only the last position's logits are needed: skip the vocabulary projection everywhere else.
+            self.first["logits_to_keep"] = 1
+        self.kwargs: dict[str, Any] = {}
 
     def start(self, input_ids, capacity: int):
         import torch
 
-        self.mask = torch.ones((1, capacity), dtype=torch.long, device=input_ids.device)
-        out = self.model(input_ids=input_ids, attention_mask=self.mask[:, : input_ids.shape[1]], use_cache=True,
-                         **self.extra)
-        return self._keep(out)
+        length = input_ids.shape[1]
+        self.ids = torch.empty((1, capacity), dtype=input_ids.dtype, device=input_ids.device)
+        self.ids[:, :length] = input_ids
+        self.kwargs = {**self.first, "attention_mask": torch.ones_like(input_ids)}
+        inputs = self.model.prepare_inputs_for_generation(self.ids[:, :length], is_first_iteration=True,
+                                                          **self.kwargs)
+        return self._keep(self.model(**inputs, return_dict=True))
 
     def step(self, token, position: int):
-        out = self.model(input_ids=token, attention_mask=self.mask[:, : position + 1], use_cache=True,
-                         **{self.cache_argument: self.cache}, **self.extra)
-        return self._keep(out)
+        """Logits for the token after `token`, which sits at `position`."""
+        self.ids[:, position] = token.view(-1)
+        inputs = self.model.prepare_inputs_for_generation(self.ids[:, : position + 1], next_sequence_length=1,
+                                                          is_first_iteration=False, **self.kwargs)
+        return self._keep(self.model(**inputs, return_dict=True))
 
     def _keep(self, out):
         import torch
 
-        self.cache = _output_cache(out)
+        # The cache (or RWKV's state) and the grown attention mask, for the next step.
+        self.kwargs = self.model._update_model_kwargs_for_generation(out, self.kwargs, is_encoder_decoder=False)
         return out.logits[:, -1].to(dtype=torch.float32, copy=True)
 
 
