@@ -607,6 +607,48 @@ def compare(
         stdout_console().print(comparison_view(result))
 
 
+@app.command()
+@handle_errors
+def lens(
+    text: Annotated[str, typer.Argument(help="A sentence with one [MASK] or <mask> blank (GPT-2 and BART also "
+                                        "take one without: they predict the next word), or - to read stdin.")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many predictions per layer.")] = 5,
+    models: ModelsOption = "gpt,bert",
+    with_bart: WithBartOption = False,
+    gpt: GptOption = None,
+    bert: BertOption = None,
+    bart: BartOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    revision: RevisionOption = None,
+    offline: OfflineOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Logit lens: what each layer would predict at the blank if the model stopped there.
+
+    GPT-2: each block's residual stream through ln_f and the tied unembedding; BERT: each layer through its
+    masked-LM head; BART: its decoder's layers, the encoder's output fixed.
+    """
+    from gbcli.inputs import read_text
+    from gbcli.render.common import print_json, stdout_console
+    from gbcli.render.lens import lens_view
+    from gbcli.tasks.lens import check_text, check_top_k
+    from gbcli.tasks.lens import lens as lens_task
+
+    check_top_k(top_k)
+    families = choose_columns(models, with_bart)
+    source = read_text(text)
+    check_text(source, families)  # before any model loads
+    columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart},
+                           load_options(device, dtype, revision, offline))
+    with interrupt_exits_130():
+        result = lens_task(columns, source, top_k)
+    if json_output:
+        print_json(result)
+    else:
+        stdout_console().print(lens_view(result))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

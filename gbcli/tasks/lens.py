@@ -1,0 +1,318 @@
+"""The logit lens: what each model would predict if its computation stopped after a given layer.
+
+Every layer of a transformer writes into the same residual stream, so the stream after layer ℓ can be read out
+with the model's own final read-out, as if the layers above it were skipped (nostalgebraist 2020):
+
+- GPT-2: the residual stream after each block, through the final layer norm `ln_f` and the tied unembedding.
+  The last hidden state GPT-2 reports has `ln_f` applied already, so it goes through the unembedding alone
+  (applying `ln_f` twice is the classic logit-lens bug);
+- BERT: each layer's hidden states through the masked-LM head (dense, activation, layer norm, decoder). Every
+  BERT layer ends in a layer norm, so nothing else is needed;
+- BART: the decoder's hidden states (the encoder's output fixed) through `lm_head` and its logit bias.
+
+The read-out happens at the position that predicts the blank: the `[MASK]` itself for BERT, the token before
+the blank (or the text's last token, without a blank) for GPT-2 and for BART's decoder. Each layer gets its top-k,
+the rank and probability of the model's final answer, and the KL divergence from the final distribution. The last
+row is the model's own output (the logits of its forward pass), and `final_check` says how far the lens's read-out
+of the last hidden state is from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gbcli.errors import GbcliError, usage_error
+from gbcli.models import LoadedModel
+from gbcli.tasks import seq2seq
+from gbcli.tasks.masking import MASK_PATTERN, MASK_SPELLINGS, split_masks
+from gbcli.tasks.tokenization import readable_piece
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_TOP_K = 5
+KL_NOTE = "KL = KL(final ‖ layer), nats: how far a layer's distribution is from the model's final one"
+
+
+@dataclass
+class LensToken:
+    """One vocabulary token at one layer: its readable piece and the probability the read-out gives it."""
+
+    token: str  # readable piece (␣duck for GPT-2's Ġduck)
+    id: int
+    prob: float
+    logprob: float
+
+
+@dataclass
+class LensLayer:
+    """What the read-out says after one layer (layer 0 = the embeddings)."""
+
+    layer: int
+    name: str  # emb, then 1, 2, ...
+    top: list[LensToken]
+    answer_rank: int  # 1 = the final answer is this layer's top prediction too
+    answer_prob: float
+    kl_from_final: float  # KL(final ‖ this layer), nats; 0 at the last layer
+
+
+@dataclass
+class ModelLens:
+    """One model's lens at one position of the text."""
+
+    family: str
+    model: str
+    kind: str
+    readout: str  # how a hidden state becomes logits
+    layer_kind: str  # what a layer is called: block (GPT-2), layer (BERT), decoder layer (BART)
+    tokens: list[str]  # what the model reads (readable pieces; BART: its decoder's input)
+    position: int  # the index in `tokens` whose hidden states are read
+    predicts: str  # what the position predicts, in words
+    answer: LensToken  # the model's own top prediction (the last row's #1)
+    layers: list[LensLayer] = field(default_factory=list)
+    final_check: float = 0.0  # max |lens read-out of the last hidden state − the model's logits| at the position
+
+
+@dataclass
+class LensResult:
+    """Everything `gbcli lens` says about one text."""
+
+    text: str
+    top_k: int
+    models: list[ModelLens] = field(default_factory=list)
+    note: str = KL_NOTE
+
+
+def check_top_k(top_k: int) -> None:
+    if top_k < 1:
+        raise usage_error(f"--top-k must be at least 1, not {top_k}.", "For example --top-k 5.")
+
+
+def blank_segments(text: str) -> list[str] | None:
+    """The text around its one blank, or None without one; more than one blank is refused."""
+    if not text.strip():
+        raise usage_error("The text is empty.", 'Give a sentence, e.g. gbcli lens "the [MASK] quacks in the park ."')
+    if MASK_PATTERN.search(text) is None:
+        return None
+    segments = split_masks(text)
+    if len(segments) > 2:
+        raise usage_error(
+            f"The text has {len(segments) - 1} blanks; the lens reads one.",
+            f"Keep one {MASK_SPELLINGS} and write the other words out.",
+        )
+    return segments
+
+
+def check_text(text: str, families: list[str]) -> None:
+    """Refuse, before any model loads, a text the chosen models cannot be read on."""
+    if blank_segments(text) is None and "bert" in families:
+        raise _no_blank("BERT")
+
+
+def _no_blank(name: str) -> GbcliError:
+    return usage_error(
+        f"The text has no blank, and {name}, a masked LM, predicts only at one.",
+        f"Write {MASK_SPELLINGS} where the word to predict goes, e.g. \"the [MASK] quacks in the park .\", "
+        "or use --models gpt to read the next word.",
+    )
+
+
+def lens(models: list[LoadedModel], text: str, top_k: int = DEFAULT_TOP_K) -> LensResult:
+    """Each model's logit lens on the text: at its one blank, or (GPT-2, BART) after its last word."""
+    check_top_k(top_k)
+    segments = blank_segments(text)
+    result = LensResult(text=text, top_k=top_k)
+    runners: dict[str, Callable[[LoadedModel, str, list[str] | None, int], ModelLens]] = {
+        "causal": _causal_lens, "masked": _masked_lens, "seq2seq": _seq2seq_lens,
+    }
+    for lm in models:
+        if lm.kind not in runners or not lm.has_lm_head:
+            raise GbcliError(f"{lm.name} has no language-model head, so there is nothing to read the layers with.",
+                             "Use a checkpoint with its head; `gbcli context` works with a bare encoder.",
+                             exit_code=2)
+        result.models.append(runners[lm.kind](lm, text, segments, top_k))
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One model each
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _causal_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k: int) -> ModelLens:
+    import torch
+
+    tok = lm.tokenizer
+    # After <|endoftext|>, as GPT-2 scores a text, so that even a first word has a prediction. The space before
+    # a blank belongs to the word in it (GPT-2's Ġduck), so the context ends before that space.
+    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    context = segments[0].rstrip(" ") if segments is not None else text.rstrip()
+    ids = ([bos] if bos is not None else []) + (tok(context, add_special_tokens=False)["input_ids"] if context
+                                                else [])
+    if not ids:
+        raise usage_error(f"{lm.name} has no start-of-text token, so it cannot predict a text's first word.",
+                          "Put some words before the blank.")
+    _check_length(lm, len(ids))
+    norm = _final_norm(lm)
+    head = lm.model.get_output_embeddings()
+    input_ids = torch.tensor([ids], device=lm.device)
+    with torch.inference_mode():
+        out = lm.model(input_ids=input_ids, output_hidden_states=True)
+    position = len(ids) - 1
+    hidden = out.hidden_states
+    # hidden[-1] is the last block's output after ln_f (transformers returns last_hidden_state there).
+    # Read out every position, as the model does, so that the last layer's read-out is its very computation.
+    readouts = [head(norm(h))[0, position] for h in hidden[:-1]] + [head(hidden[-1])[0, position]]
+    what = "the blank, from the words before it" if segments is not None else "the next token after the text"
+    return _model_lens(lm, ids, position, what, "final layer norm (ln_f), then the tied unembedding",
+                       readouts, out.logits[0, position], "block", top_k)
+
+
+def _masked_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k: int) -> ModelLens:
+    import torch
+
+    from gbcli.tasks.masking import MLM_HEADS
+
+    tok = lm.tokenizer
+    if segments is None:
+        raise _no_blank(lm.name)
+    if tok.mask_token is None:
+        raise GbcliError(f"{lm.name} has no mask token.", "Use a masked LM for --bert.")
+    ids = tok(tok.mask_token.join(segments))["input_ids"]
+    if ids.count(tok.mask_token_id) != 1:
+        raise usage_error(f"{lm.name} read {ids.count(tok.mask_token_id)} masks where the text has 1.",
+                          f"Put spaces or punctuation around {MASK_SPELLINGS}.")
+    _check_length(lm, len(ids))
+    known = MLM_HEADS.get(type(lm.model).__name__)
+    if known is None:
+        raise GbcliError(f"The lens does not know the masked-LM head of {type(lm.model).__name__}.",
+                         f"Supported: {', '.join(MLM_HEADS)}.")
+    heads = [getattr(lm.model, name) for name in known[1]]
+
+    def head(hidden: torch.Tensor) -> torch.Tensor:
+        for module in heads:
+            hidden = module(hidden)
+        return hidden
+
+    input_ids = torch.tensor([ids], device=lm.device)
+    inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    if "token_type_ids" in tok.model_input_names:
+        inputs["token_type_ids"] = torch.zeros_like(input_ids)
+    with torch.inference_mode():
+        out = lm.model(**inputs, output_hidden_states=True)
+    position = ids.index(tok.mask_token_id)
+    readouts = [head(h)[0, position] for h in out.hidden_states]
+    names = " → ".join(known[1])
+    return _model_lens(lm, ids, position, "the blank, from both sides", f"the masked-LM head ({names})",
+                       readouts, out.logits[0, position], "layer", top_k)
+
+
+def _seq2seq_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k: int) -> ModelLens:
+    import torch
+
+    seq2seq.check_seq2seq(lm)
+    tok = lm.tokenizer
+    if segments is not None:
+        # The encoder reads the text with BART's mask in the blank; the decoder has rewritten it up to the blank.
+        source = seq2seq.infill_source(lm, segments)
+        left = segments[0].rstrip(" ")
+        prefix = [seq2seq.decoder_start_id(lm)] + ([tok.bos_token_id] if tok.bos_token_id is not None else [])
+        decoder_ids = prefix + (tok(left, add_special_tokens=False)["input_ids"] if left else [])
+        what = "the blank: the decoder has written the words before it"
+    else:
+        # As `generate` continues a prompt: the encoder reads it with a mask after it, the decoder has copied it.
+        source, decoder_ids = seq2seq.generation_inputs(lm, text)
+        what = "the next token after the text, as the decoder continues it"
+    seq2seq.check_length(lm, max(len(source), len(decoder_ids)), "the lens")
+    model = lm.model
+    decoder = model.get_decoder()
+    norm = getattr(decoder, "layer_norm", None) or (lambda hidden: hidden)  # mBART has one; BART does not
+    bias = getattr(model, "final_logits_bias", None)
+    unembed = model.get_output_embeddings()
+
+    def head(hidden: torch.Tensor) -> torch.Tensor:
+        logits = unembed(hidden)
+        return logits + bias.to(logits.dtype) if bias is not None else logits
+
+    source_ids = torch.tensor([source], device=lm.device)
+    target_ids = torch.tensor([decoder_ids], device=lm.device)
+    with torch.inference_mode():
+        out = model(input_ids=source_ids, attention_mask=torch.ones_like(source_ids), decoder_input_ids=target_ids,
+                    output_hidden_states=True)
+    position = len(decoder_ids) - 1
+    hidden = out.decoder_hidden_states
+    readouts = [head(norm(h))[0, position] for h in hidden[:-1]] + [head(hidden[-1])[0, position]]
+    return _model_lens(lm, decoder_ids, position, what, "the decoder's states (encoder output fixed) through "
+                       "lm_head and its logit bias", readouts, out.logits[0, position], "decoder layer", top_k)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# From read-outs to the result
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _model_lens(lm: LoadedModel, ids: list[int], position: int, predicts: str, readout: str,
+                readouts: list[torch.Tensor], output_logits: torch.Tensor, layer_word: str, top_k: int) -> ModelLens:
+    """Turn the per-layer logits at the position into the result; the last row is the model's own output."""
+    import torch
+
+    final_check = float((readouts[-1].float() - output_logits.float()).abs().max())
+    rows = [r.float() for r in readouts[:-1]] + [output_logits.float()]
+    final_logprobs = torch.log_softmax(rows[-1], dim=-1)
+    answer_id = int(final_logprobs.argmax())
+    k = min(top_k, final_logprobs.shape[-1])
+    layers = []
+    for index, logits in enumerate(rows):
+        logprobs = torch.log_softmax(logits, dim=-1)
+        values, top_ids = logprobs.topk(k)
+        # KL(final ‖ layer): the information lost by stopping here, measured where the final model puts its mass.
+        kl = float((final_logprobs.exp() * (final_logprobs - logprobs)).sum().clamp_min(0.0))
+        if index == len(rows) - 1:
+            kl = 0.0
+        rank = int((logprobs > logprobs[answer_id]).sum()) + 1
+        layers.append(LensLayer(
+            layer=index,
+            name="emb" if index == 0 else str(index),
+            top=[_token(lm, int(t), float(v)) for t, v in zip(top_ids.tolist(), values.tolist(), strict=True)],
+            answer_rank=rank,
+            answer_prob=float(logprobs[answer_id].exp()),
+            kl_from_final=kl,
+        ))
+    labels = [_label(lm, i) for i in ids]
+    return ModelLens(lm.family, lm.name, lm.kind, readout, layer_word, labels, position, predicts,
+                     _token(lm, answer_id, float(final_logprobs[answer_id])), layers, final_check)
+
+
+def _token(lm: LoadedModel, token_id: int, logprob: float) -> LensToken:
+    import math
+
+    return LensToken(_label(lm, token_id), token_id, math.exp(logprob), logprob)
+
+
+def _label(lm: LoadedModel, token_id: int) -> str:
+    tok = lm.tokenizer
+    piece = tok.convert_ids_to_tokens(token_id)
+    if piece is None:
+        return f"<{token_id}>"
+    if token_id in tok.all_special_ids:
+        return piece
+    return readable_piece(piece, tok.decode([token_id]))
+
+
+def _final_norm(lm: LoadedModel) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The causal LM's last layer norm, the one between the residual stream and the unembedding."""
+    body = lm.model.base_model
+    for name in ("ln_f", "norm", "final_layer_norm", "final_layernorm", "layer_norm"):
+        module = getattr(body, name, None)
+        if module is not None:
+            return module
+    raise GbcliError(f"The lens cannot find the final layer norm of {type(lm.model).__name__}.",
+                     "It knows GPT-2 (ln_f) and models whose body calls it norm or final_layer_norm.")
+
+
+def _check_length(lm: LoadedModel, tokens: int) -> None:
+    if tokens > lm.max_positions:
+        raise usage_error(f"The text is {tokens} tokens long for {lm.name}, which holds at most "
+                          f"{lm.max_positions}.", "Shorten the text.")
