@@ -649,6 +649,58 @@ def lens(
         stdout_console().print(lens_view(result))
 
 
+@app.command()
+@handle_errors
+def context(
+    texts: Annotated[list[str], typer.Argument(help="One text with --change, two texts that differ in one place, "
+                                               "or several sentences with --word; - reads one from stdin.")],
+    change: Annotated[
+        str | None, typer.Option("--change", help="WORD=NEW: compare the text with WORD (its first time standing "
+                                 "alone) replaced by NEW.", show_default=False)
+    ] = None,
+    word: Annotated[
+        str | None, typer.Option("--word", help="Compare this word's contextual vectors across the sentences, "
+                                 "layer by layer.", show_default=False)
+    ] = None,
+    measure: Annotated[str, typer.Option("--measure", help="What the grid shows: cosine (distance) or l2 "
+                                         "(relative); --json has both.")] = "cosine",
+    models: ModelsOption = "gpt,bert",
+    with_bart: WithBartOption = False,
+    gpt: GptOption = None,
+    bert: BertOption = None,
+    bart: BartOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    revision: RevisionOption = None,
+    offline: OfflineOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """How far every hidden state moves when one word changes: GPT-2's states before it stay exactly put.
+
+    With --word, how alike a word's vectors are across sentences at each layer (e.g. bank by a river and in town).
+    """
+    from gbcli.inputs import read_text
+    from gbcli.render.common import print_json, stdout_console
+    from gbcli.render.context import MEASURES, context_view
+    from gbcli.tasks.context import check_texts, context_shift, word_similarity
+
+    if measure not in MEASURES:
+        raise usage_error(f"Unknown --measure '{measure}'.", f"Choose from: {', '.join(MEASURES)}.")
+    families = choose_columns(models, with_bart)
+    sources, mode = check_texts([read_text(t) for t in texts], change, word)
+    columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart},
+                           load_options(device, dtype, revision, offline), need_head=False)
+    with interrupt_exits_130():
+        if mode == "word":
+            result = word_similarity(columns, sources, word or "")
+        else:
+            result = context_shift(columns, sources, change)
+    if json_output:
+        print_json(result)
+    else:
+        stdout_console().print(context_view(result, measure))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
