@@ -701,6 +701,58 @@ def context(
         stdout_console().print(context_view(result, measure))
 
 
+@app.command()
+@handle_errors
+def saliency(
+    text: Annotated[str, typer.Argument(help="A sentence with one [MASK] or <mask> blank (GPT-2 and BART also "
+                                        "take one without: the next word), or - to read stdin.")],
+    target: Annotated[
+        str | None, typer.Option("--target", help="Explain this word (one token) instead of each model's top "
+                                 "prediction.", show_default=False)
+    ] = None,
+    method: Annotated[str, typer.Option("--method", help="ig (integrated gradients), gxi (gradient × input) "
+                                        "or both.")] = "both",
+    steps: Annotated[int, typer.Option("--steps", help="Integrated gradients: points on the path from the "
+                                       "baseline.")] = 50,
+    models: ModelsOption = "gpt,bert",
+    with_bart: WithBartOption = False,
+    gpt: GptOption = None,
+    bert: BertOption = None,
+    bart: BartOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    revision: RevisionOption = None,
+    offline: OfflineOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Which input tokens drove the prediction at the blank: BERT draws on both sides, GPT-2 on the left only.
+
+    Gradient × input and integrated gradients of log p(target) on the input embeddings, with IG's completeness
+    error.
+    """
+    from gbcli.inputs import read_text
+    from gbcli.render.common import print_json, stdout_console
+    from gbcli.render.saliency import saliency_view
+    from gbcli.tasks.lens import check_text
+    from gbcli.tasks.saliency import check_options
+    from gbcli.tasks.saliency import saliency as saliency_task
+
+    methods = check_options(method, steps)
+    if target is not None and not target.strip():
+        raise usage_error("--target is empty.", "For example --target duck.")
+    families = choose_columns(models, with_bart)
+    source = read_text(text)
+    check_text(source, families)  # before any model loads
+    columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart},
+                           load_options(device, dtype, revision, offline))
+    with interrupt_exits_130():
+        result = saliency_task(columns, source, target.strip() if target else None, methods, steps)
+    if json_output:
+        print_json(result)
+    else:
+        stdout_console().print(saliency_view(result))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -85,6 +85,65 @@ class LensResult:
     note: str = KL_NOTE
 
 
+@dataclass
+class Query:
+    """Where a model predicts the blank (or the next word): its input, the position read and what it predicts.
+
+    BART reads the text in its encoder and predicts in its decoder: `decoder_ids` and `position` are then the
+    decoder's. `space_before` says whether the predicted word follows a space (GPT-2's Ġduck, not duck).
+    """
+
+    ids: list[int]
+    position: int
+    predicts: str
+    space_before: bool
+    decoder_ids: list[int] | None = None
+
+
+def prediction_query(lm: LoadedModel, text: str, segments: list[str] | None) -> Query:
+    """The input on which `lm` predicts the one blank of `segments` (or, without a blank, the next word)."""
+    tok = lm.tokenizer
+    space = segments[0].endswith(" ") if segments is not None else True
+    if lm.kind == "causal":
+        # After <|endoftext|>, as GPT-2 scores a text, so that even a first word has a prediction. The space
+        # before a blank belongs to the word in it (GPT-2's Ġduck), so the context ends before that space.
+        bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        context = segments[0].rstrip(" ") if segments is not None else text.rstrip()
+        ids = ([bos] if bos is not None else []) + (tok(context, add_special_tokens=False)["input_ids"]
+                                                    if context else [])
+        if not ids:
+            raise usage_error(f"{lm.name} has no start-of-text token, so it cannot predict a text's first word.",
+                              "Put some words before the blank.")
+        _check_length(lm, len(ids))
+        what = "the blank, from the words before it" if segments is not None else "the next token after the text"
+        return Query(ids, len(ids) - 1, what, space)
+    if lm.kind == "masked":
+        if segments is None:
+            raise _no_blank(lm.name)
+        if tok.mask_token is None:
+            raise GbcliError(f"{lm.name} has no mask token.", "Use a masked LM for --bert.")
+        ids = tok(tok.mask_token.join(segments))["input_ids"]
+        if ids.count(tok.mask_token_id) != 1:
+            raise usage_error(f"{lm.name} read {ids.count(tok.mask_token_id)} masks where the text has 1.",
+                              f"Put spaces or punctuation around {MASK_SPELLINGS}.")
+        _check_length(lm, len(ids))
+        return Query(ids, ids.index(tok.mask_token_id), "the blank, from both sides", space)
+    seq2seq.check_seq2seq(lm)
+    if segments is not None:
+        # The encoder reads the text with BART's mask in the blank; the decoder has rewritten it up to the blank.
+        source = seq2seq.infill_source(lm, segments)
+        left = segments[0].rstrip(" ")
+        prefix = [seq2seq.decoder_start_id(lm)] + ([tok.bos_token_id] if tok.bos_token_id is not None else [])
+        decoder_ids = prefix + (tok(left, add_special_tokens=False)["input_ids"] if left else [])
+        what = "the blank: the decoder has written the words before it"
+    else:
+        # As `generate` continues a prompt: the encoder reads it with a mask after it, the decoder has copied it.
+        source, decoder_ids = seq2seq.generation_inputs(lm, text)
+        what = "the next token after the text, as the decoder continues it"
+    seq2seq.check_length(lm, max(len(source), len(decoder_ids)), "the text")
+    return Query(source, len(decoder_ids) - 1, what, space, decoder_ids)
+
+
 def check_top_k(top_k: int) -> None:
     if top_k < 1:
         raise usage_error(f"--top-k must be at least 1, not {top_k}.", "For example --top-k 5.")
@@ -144,29 +203,18 @@ def lens(models: list[LoadedModel], text: str, top_k: int = DEFAULT_TOP_K) -> Le
 def _causal_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k: int) -> ModelLens:
     import torch
 
-    tok = lm.tokenizer
-    # After <|endoftext|>, as GPT-2 scores a text, so that even a first word has a prediction. The space before
-    # a blank belongs to the word in it (GPT-2's Ġduck), so the context ends before that space.
-    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    context = segments[0].rstrip(" ") if segments is not None else text.rstrip()
-    ids = ([bos] if bos is not None else []) + (tok(context, add_special_tokens=False)["input_ids"] if context
-                                                else [])
-    if not ids:
-        raise usage_error(f"{lm.name} has no start-of-text token, so it cannot predict a text's first word.",
-                          "Put some words before the blank.")
-    _check_length(lm, len(ids))
+    query = prediction_query(lm, text, segments)
+    ids, position = query.ids, query.position
     norm = _final_norm(lm)
     head = lm.model.get_output_embeddings()
     input_ids = torch.tensor([ids], device=lm.device)
     with torch.inference_mode():
         out = lm.model(input_ids=input_ids, output_hidden_states=True)
-    position = len(ids) - 1
     hidden = out.hidden_states
     # hidden[-1] is the last block's output after ln_f (transformers returns last_hidden_state there).
     # Read out every position, as the model does, so that the last layer's read-out is its very computation.
     readouts = [head(norm(h))[0, position] for h in hidden[:-1]] + [head(hidden[-1])[0, position]]
-    what = "the blank, from the words before it" if segments is not None else "the next token after the text"
-    return _model_lens(lm, ids, position, what, "final layer norm (ln_f), then the tied unembedding",
+    return _model_lens(lm, ids, position, query.predicts, "final layer norm (ln_f), then the tied unembedding",
                        readouts, out.logits[0, position], "block", top_k)
 
 
@@ -175,16 +223,8 @@ def _masked_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k: 
 
     from gbcli.tasks.masking import MLM_HEADS
 
-    tok = lm.tokenizer
-    if segments is None:
-        raise _no_blank(lm.name)
-    if tok.mask_token is None:
-        raise GbcliError(f"{lm.name} has no mask token.", "Use a masked LM for --bert.")
-    ids = tok(tok.mask_token.join(segments))["input_ids"]
-    if ids.count(tok.mask_token_id) != 1:
-        raise usage_error(f"{lm.name} read {ids.count(tok.mask_token_id)} masks where the text has 1.",
-                          f"Put spaces or punctuation around {MASK_SPELLINGS}.")
-    _check_length(lm, len(ids))
+    query = prediction_query(lm, text, segments)
+    ids, position = query.ids, query.position
     known = MLM_HEADS.get(type(lm.model).__name__)
     if known is None:
         raise GbcliError(f"The lens does not know the masked-LM head of {type(lm.model).__name__}.",
@@ -197,35 +237,20 @@ def _masked_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k: 
         return hidden
 
     input_ids = torch.tensor([ids], device=lm.device)
-    inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-    if "token_type_ids" in tok.model_input_names:
-        inputs["token_type_ids"] = torch.zeros_like(input_ids)
     with torch.inference_mode():
-        out = lm.model(**inputs, output_hidden_states=True)
-    position = ids.index(tok.mask_token_id)
+        out = lm.model(input_ids=input_ids, **encoder_extras(lm, input_ids), output_hidden_states=True)
     readouts = [head(h)[0, position] for h in out.hidden_states]
     names = " → ".join(known[1])
-    return _model_lens(lm, ids, position, "the blank, from both sides", f"the masked-LM head ({names})",
+    return _model_lens(lm, ids, position, query.predicts, f"the masked-LM head ({names})",
                        readouts, out.logits[0, position], "layer", top_k)
 
 
 def _seq2seq_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k: int) -> ModelLens:
     import torch
 
-    seq2seq.check_seq2seq(lm)
-    tok = lm.tokenizer
-    if segments is not None:
-        # The encoder reads the text with BART's mask in the blank; the decoder has rewritten it up to the blank.
-        source = seq2seq.infill_source(lm, segments)
-        left = segments[0].rstrip(" ")
-        prefix = [seq2seq.decoder_start_id(lm)] + ([tok.bos_token_id] if tok.bos_token_id is not None else [])
-        decoder_ids = prefix + (tok(left, add_special_tokens=False)["input_ids"] if left else [])
-        what = "the blank: the decoder has written the words before it"
-    else:
-        # As `generate` continues a prompt: the encoder reads it with a mask after it, the decoder has copied it.
-        source, decoder_ids = seq2seq.generation_inputs(lm, text)
-        what = "the next token after the text, as the decoder continues it"
-    seq2seq.check_length(lm, max(len(source), len(decoder_ids)), "the lens")
+    query = prediction_query(lm, text, segments)
+    assert query.decoder_ids is not None
+    source, decoder_ids, position = query.ids, query.decoder_ids, query.position
     model = lm.model
     decoder = model.get_decoder()
     norm = getattr(decoder, "layer_norm", None) or (lambda hidden: hidden)  # mBART has one; BART does not
@@ -241,16 +266,25 @@ def _seq2seq_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k:
     with torch.inference_mode():
         out = model(input_ids=source_ids, attention_mask=torch.ones_like(source_ids), decoder_input_ids=target_ids,
                     output_hidden_states=True)
-    position = len(decoder_ids) - 1
     hidden = out.decoder_hidden_states
     readouts = [head(norm(h))[0, position] for h in hidden[:-1]] + [head(hidden[-1])[0, position]]
-    return _model_lens(lm, decoder_ids, position, what, "the decoder's states (encoder output fixed) through "
+    return _model_lens(lm, decoder_ids, position, query.predicts, "the decoder's states (encoder output fixed) through "
                        "lm_head and its logit bias", readouts, out.logits[0, position], "decoder layer", top_k)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # From read-outs to the result
 # --------------------------------------------------------------------------------------------------------------
+
+
+def encoder_extras(lm: LoadedModel, input_ids: torch.Tensor) -> dict[str, Any]:
+    """The attention mask of an unpadded text, and the segment ids (all 0, one sentence) a BERT also takes."""
+    import torch
+
+    extras: dict[str, Any] = {"attention_mask": torch.ones_like(input_ids)}
+    if "token_type_ids" in lm.tokenizer.model_input_names:
+        extras["token_type_ids"] = torch.zeros_like(input_ids)
+    return extras
 
 
 def _model_lens(lm: LoadedModel, ids: list[int], position: int, predicts: str, readout: str,
@@ -280,7 +314,7 @@ def _model_lens(lm: LoadedModel, ids: list[int], position: int, predicts: str, r
             answer_prob=float(logprobs[answer_id].exp()),
             kl_from_final=kl,
         ))
-    labels = [_label(lm, i) for i in ids]
+    labels = [token_label(lm, i) for i in ids]
     return ModelLens(lm.family, lm.name, lm.kind, readout, layer_word, labels, position, predicts,
                      _token(lm, answer_id, float(final_logprobs[answer_id])), layers, final_check)
 
@@ -288,10 +322,10 @@ def _model_lens(lm: LoadedModel, ids: list[int], position: int, predicts: str, r
 def _token(lm: LoadedModel, token_id: int, logprob: float) -> LensToken:
     import math
 
-    return LensToken(_label(lm, token_id), token_id, math.exp(logprob), logprob)
+    return LensToken(token_label(lm, token_id), token_id, math.exp(logprob), logprob)
 
 
-def _label(lm: LoadedModel, token_id: int) -> str:
+def token_label(lm: LoadedModel, token_id: int) -> str:
     tok = lm.tokenizer
     piece = tok.convert_ids_to_tokens(token_id)
     if piece is None:
