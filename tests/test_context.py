@@ -135,9 +135,12 @@ def test_word_similarity_equals_an_independent_computation(models, gpt_path, ber
 def test_gpt2_word_vector_ignores_what_follows_bert_does_not(models):
     doc = run_json("context", "--word", "duck", DUCK_SENTENCE, "the duck quacks in the garden .", *models)
     by_family = {s["family"]: s for s in doc["similarities"]}
-    assert by_family["gpt"]["pairs"][0]["cosine"] == [1.0] * len(by_family["gpt"]["layers"])
-    bert = by_family["bert"]["pairs"][0]["cosine"]
-    assert bert[0] == 1.0 and all(value < 1.0 for value in bert[1:])
+    layers = len(by_family["gpt"]["layers"])
+    assert by_family["gpt"]["pairs"][0]["cosine"] == [1.0] * layers
+    assert by_family["gpt"]["pairs"][0]["identical"] == [True] * layers
+    bert = by_family["bert"]["pairs"][0]
+    assert bert["cosine"][0] == 1.0 and all(value < 1.0 for value in bert["cosine"][1:])
+    assert bert["identical"] == [True] + [False] * (layers - 1)
 
 
 def test_word_of_several_pieces_is_their_mean(models):
@@ -178,7 +181,8 @@ def test_word_view_fits_80_columns(models):
         assert len(entry["pairs"]) == 10
         for pair in entry["pairs"]:
             assert f"{pair['a']}–{pair['b']}" in words
-            assert {format_similarity(v) for v in pair["cosine"]} <= words
+            shown = zip(pair["cosine"], pair["identical"], strict=True)
+            assert {format_similarity(v, same) for v, same in shown} <= words
 
 
 def test_a_grid_wider_than_the_terminal_is_cut_into_blocks_of_layers():

@@ -32,8 +32,9 @@ def format_shift(value: float | None) -> str:
     return f"{value:.1f}" if value < 1000 else f"{value:.0f}"
 
 
-def format_similarity(value: float) -> str:
-    return f"{value:.3f}"
+def format_similarity(value: float, identical: bool) -> str:
+    """1 only for bit-identical vectors; four decimals otherwise, so that 0.99996 does not pass for the same."""
+    return "1" if identical else f"{value:.4f}"
 
 
 def shift_style(value: float | None) -> str:
@@ -112,7 +113,8 @@ def similarity_section(similarity: WordSimilarity) -> list[RenderableType]:
     columns = [f"{pair.a}–{pair.b}" for pair in similarity.pairs]
     rows = []
     for layer, name in enumerate(similarity.layers):
-        cells = [Text(format_similarity(pair.cosine[layer])) for pair in similarity.pairs]
+        cells = [Text(format_similarity(pair.cosine[layer], pair.identical[layer]),
+                      style="dim" if pair.identical[layer] else "") for pair in similarity.pairs]
         rows.append((Text(name), cells))
     pieces = "; ".join(f"{o.sentence}: {' '.join(o.pieces)}" for o in similarity.occurrences)
     return [_title(similarity.family, similarity.model, similarity.stack, similarity.causal),

@@ -106,7 +106,7 @@ def model_section(saliency: ModelSaliency, methods: list[str]) -> list[Renderabl
         Text.assemble((f"{family_title(saliency.family)} · {saliency.model}", "bold"),
                       (f"  predicts {saliency.predicts}", "dim")),
         Text.assemble("target ", (target.token, "bold green"), f" (p {format_prob(target.prob)}, {how}); "
-                      "most weight on ", (saliency.most_salient, "bold")),
+                      "most weight on ", (saliency.most_salient, "bold"), ""),
         shaded_sentence(saliency, methods),
         token_table(saliency, methods),
     ]

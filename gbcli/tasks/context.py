@@ -39,10 +39,10 @@ SHIFT_NOTE = (
     "0 means bit-identical states. emb = the embeddings (GPT-2: its last layer is after ln_f)."
 )
 WORD_NOTE = (
-    "cosine similarity of the word's vectors (mean of its pieces) between two sentences, per layer: 1 = the same "
-    "vector. The embeddings (emb) ignore the context; a causal model's vector sees only the words before it, so "
-    "sentences that agree up to the word stay at 1 in every layer. Compare pairs within a layer: deep-layer "
-    "vectors are all alike (anisotropy), so levels across layers or models are not comparable."
+    "cosine similarity of the word's vectors (mean of its pieces) between two sentences, per layer; 1 exactly: "
+    "bit-identical vectors. The embeddings (emb) ignore the context; a causal model's vector sees only the words "
+    "before it, so sentences that agree up to the word stay at 1 in every layer. Compare pairs within a layer: "
+    "deep-layer vectors are all alike (anisotropy), so levels across layers or models are not comparable."
 )
 
 
@@ -92,6 +92,7 @@ class PairSimilarity:
     a: int
     b: int
     cosine: list[float]
+    identical: list[bool]  # the two vectors are bit-identical at that layer (cosine exactly 1)
 
 
 @dataclass
@@ -298,6 +299,8 @@ def _shift(lm: LoadedModel, a: _Stack, b: _Stack) -> ModelShift:
 
 def word_similarity(models: list[LoadedModel], texts: list[str], word: str) -> ContextResult:
     """The cosine similarity of the word's contextual vectors between every pair of sentences, per layer."""
+    import torch
+
     result = ContextResult(mode="word", texts=list(texts), word=word, note=WORD_NOTE)
     for lm in models:
         per_text = [_stacks(lm, text) for text in texts]
@@ -307,9 +310,11 @@ def word_similarity(models: list[LoadedModel], texts: list[str], word: str) -> C
                 occurrence = _find_word(lm, text, word, number, decoder=stacks[index].name == "decoder")
                 occurrences.append(occurrence)
                 vectors.append(stacks[index].states[:, occurrence.positions].mean(dim=1))
+            layers = range(vectors[0].shape[0])
             pairs = [
-                PairSimilarity(a + 1, b + 1, [1.0 - _cosine_distance(vectors[a][layer], vectors[b][layer])
-                                              for layer in range(vectors[a].shape[0])])
+                PairSimilarity(a + 1, b + 1,
+                               [1.0 - _cosine_distance(vectors[a][layer], vectors[b][layer]) for layer in layers],
+                               [bool(torch.equal(vectors[a][layer], vectors[b][layer])) for layer in layers])
                 for a in range(len(texts)) for b in range(a + 1, len(texts))
             ]
             result.similarities.append(WordSimilarity(lm.family, lm.name, stack.name, stack.causal,

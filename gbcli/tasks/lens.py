@@ -135,11 +135,11 @@ def prediction_query(lm: LoadedModel, text: str, segments: list[str] | None) -> 
         left = segments[0].rstrip(" ")
         prefix = [seq2seq.decoder_start_id(lm)] + ([tok.bos_token_id] if tok.bos_token_id is not None else [])
         decoder_ids = prefix + (tok(left, add_special_tokens=False)["input_ids"] if left else [])
-        what = "the blank: the decoder has written the words before it"
+        what = "the blank (decoder, after the words before it)"
     else:
         # As `generate` continues a prompt: the encoder reads it with a mask after it, the decoder has copied it.
         source, decoder_ids = seq2seq.generation_inputs(lm, text)
-        what = "the next token after the text, as the decoder continues it"
+        what = "the next token (decoder, after the text)"
     seq2seq.check_length(lm, max(len(source), len(decoder_ids)), "the text")
     return Query(source, len(decoder_ids) - 1, what, space, decoder_ids)
 
@@ -268,8 +268,8 @@ def _seq2seq_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k:
                     output_hidden_states=True)
     hidden = out.decoder_hidden_states
     readouts = [head(norm(h))[0, position] for h in hidden[:-1]] + [head(hidden[-1])[0, position]]
-    return _model_lens(lm, decoder_ids, position, query.predicts, "the decoder's states (encoder output fixed) through "
-                       "lm_head and its logit bias", readouts, out.logits[0, position], "decoder layer", top_k)
+    return _model_lens(lm, decoder_ids, position, query.predicts, "decoder states through lm_head + logit bias "
+                       "(encoder output fixed)", readouts, out.logits[0, position], "decoder layer", top_k)
 
 
 # --------------------------------------------------------------------------------------------------------------
