@@ -219,3 +219,7 @@ def test_bare_encoder_loaded_by_automodel_is_what_the_task_reads(tiny_models):
     # Guards the body read: AutoModel (no head) gives the states the bare-encoder run compares.
     states = _states(tiny_models["bert_no_head"], AutoModel, DUCK_SENTENCE)
     assert states.shape[0] == 3
+
+
+def test_json_bad_input_prints_nothing_on_stdout(models):
+    assert_user_error(run("context", DUCK_SENTENCE, "--change", "swan=dog", *models, "--json"), 2, "not in the text")

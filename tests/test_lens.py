@@ -174,3 +174,7 @@ def test_top_k_must_be_positive(models):
 def test_bare_encoder_is_refused(tiny_models, gpt_path):
     result = run("lens", BERT_MASKED_DUCK, "--models", "bert", "--bert", str(tiny_models["bert_no_head"]))
     assert_user_error(result, 2, "hint:")
+
+
+def test_json_bad_input_prints_nothing_on_stdout(models):
+    assert_user_error(run("lens", GPT_CAPITAL_PROMPT, *models, "--json"), 2, "no blank", "hint:")

@@ -195,3 +195,17 @@ def test_bert_needs_a_blank(models):
 def test_bare_encoder_is_refused(tiny_models):
     result = run("saliency", BERT_MASKED_DUCK, "--models", "bert", "--bert", str(tiny_models["bert_no_head"]))
     assert_user_error(result, 2, "hint:")
+
+
+def test_json_bad_input_prints_nothing_on_stdout(models):
+    assert_user_error(run("saliency", BERT_MASKED_DUCK, *models, "--target", "zebra", "--json"), 2, "not one token")
+
+
+def test_gradient_x_input_alone_has_no_completeness(models, duck):
+    out = run("saliency", BERT_MASKED_DUCK, *models, "--models", "bert", "--method", "gxi", env={"COLUMNS": "80"})
+    assert out.exit_code == 0 and "completeness" not in out.stdout and "G×I" in out.stdout and " IG " not in out.stdout
+    doc = run_json("saliency", BERT_MASKED_DUCK, *models, "--models", "bert", "--method", "gxi")
+    (saliency,) = doc["models"]
+    assert saliency["completeness"] is None
+    alone = [t["gradient_x_input"] for t in saliency["tokens"]]
+    assert alone == [t["gradient_x_input"] for t in duck["bert"]["tokens"]]

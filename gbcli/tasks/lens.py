@@ -212,8 +212,9 @@ def _causal_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k: 
         out = lm.model(input_ids=input_ids, output_hidden_states=True)
     hidden = out.hidden_states
     # hidden[-1] is the last block's output after ln_f (transformers returns last_hidden_state there).
-    # Read out every position, as the model does, so that the last layer's read-out is its very computation.
-    readouts = [head(norm(h))[0, position] for h in hidden[:-1]] + [head(hidden[-1])[0, position]]
+    # Read out every position, as the model does, so that the last layer's read-out is its very computation
+    # (clone: a view of one row would keep each layer's whole [tokens × vocabulary] logits alive).
+    readouts = [head(norm(h))[0, position].clone() for h in hidden[:-1]] + [head(hidden[-1])[0, position].clone()]
     return _model_lens(lm, ids, position, query.predicts, "final layer norm (ln_f), then the tied unembedding",
                        readouts, out.logits[0, position], "block", top_k)
 
@@ -239,7 +240,7 @@ def _masked_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k: 
     input_ids = torch.tensor([ids], device=lm.device)
     with torch.inference_mode():
         out = lm.model(input_ids=input_ids, **encoder_extras(lm, input_ids), output_hidden_states=True)
-    readouts = [head(h)[0, position] for h in out.hidden_states]
+    readouts = [head(h)[0, position].clone() for h in out.hidden_states]
     names = " → ".join(known[1])
     return _model_lens(lm, ids, position, query.predicts, f"the masked-LM head ({names})",
                        readouts, out.logits[0, position], "layer", top_k)
@@ -267,7 +268,7 @@ def _seq2seq_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k:
         out = model(input_ids=source_ids, attention_mask=torch.ones_like(source_ids), decoder_input_ids=target_ids,
                     output_hidden_states=True)
     hidden = out.decoder_hidden_states
-    readouts = [head(norm(h))[0, position] for h in hidden[:-1]] + [head(hidden[-1])[0, position]]
+    readouts = [head(norm(h))[0, position].clone() for h in hidden[:-1]] + [head(hidden[-1])[0, position].clone()]
     return _model_lens(lm, decoder_ids, position, query.predicts, "decoder states through lm_head + logit bias "
                        "(encoder output fixed)", readouts, out.logits[0, position], "decoder layer", top_k)
 

@@ -175,21 +175,41 @@ def _model_saliency(lm: LoadedModel, text: str, segments: list[str] | None, targ
 
 
 def _log_prob_function(lm: LoadedModel, query: Query) -> Callable[[torch.Tensor, int | None], torch.Tensor]:
-    """f(embeddings [batch, tokens, d], target) → log p(target) per row (all log-probs for target None)."""
+    """f(embeddings [batch, tokens, d], target) → log p(target) per row (all log-probs for target None).
+
+    Only the predicting position goes through the vocabulary projection: integrated gradients run the model on
+    a batch of path points, and logits at every position would cost batch × tokens × vocabulary floats.
+    """
+    import inspect
+
     import torch
+
+    from gbcli.tasks.masking import MLM_HEADS
 
     model = lm.model
     ids = torch.tensor([query.ids], device=lm.device)
     extras = encoder_extras(lm, ids)
     decoder = None if query.decoder_ids is None else torch.tensor([query.decoder_ids], device=lm.device)
+    known = MLM_HEADS.get(type(model).__name__) if lm.kind == "masked" else None
+    # A causal LM predicts at its last position, so it can keep the logits of that one alone.
+    keep_last = lm.kind == "causal" and "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    def logits_at_position(points: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
+        if known is not None:
+            hidden = getattr(model, known[0])(inputs_embeds=points, **inputs)[0][:, query.position]
+            for name in known[1]:
+                hidden = getattr(model, name)(hidden)
+            return hidden
+        if keep_last:
+            return model(inputs_embeds=points, **inputs, logits_to_keep=1).logits[:, -1]
+        return model(inputs_embeds=points, **inputs).logits[:, query.position]
 
     def f(points: torch.Tensor, target: int | None) -> torch.Tensor:
         batch = points.shape[0]
         inputs: dict[str, Any] = {k: v.expand(batch, -1) for k, v in extras.items()}
         if decoder is not None:
             inputs["decoder_input_ids"] = decoder.expand(batch, -1)
-        logits = model(inputs_embeds=points, **inputs).logits[:, query.position]
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        logprobs = torch.log_softmax(logits_at_position(points, inputs).float(), dim=-1)
         return logprobs if target is None else logprobs[:, target]
 
     return f
