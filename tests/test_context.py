@@ -223,3 +223,8 @@ def test_bare_encoder_loaded_by_automodel_is_what_the_task_reads(tiny_models):
 
 def test_json_bad_input_prints_nothing_on_stdout(models):
     assert_user_error(run("context", DUCK_SENTENCE, "--change", "swan=dog", *models, "--json"), 2, "not in the text")
+
+
+@pytest.mark.parametrize("text,fragment", [("  ", "empty"), ("duck " * 80, "at most 64")])
+def test_empty_or_too_long_text_exits_2(models, text, fragment):
+    assert_user_error(run("context", text, "--change", "duck=dog", *models), 2, fragment, "hint:")

@@ -178,3 +178,9 @@ def test_bare_encoder_is_refused(tiny_models, gpt_path):
 
 def test_json_bad_input_prints_nothing_on_stdout(models):
     assert_user_error(run("lens", GPT_CAPITAL_PROMPT, *models, "--json"), 2, "no blank", "hint:")
+
+
+@pytest.mark.parametrize("command", ["lens", "saliency"])
+@pytest.mark.parametrize("text,fragment", [("  ", "empty"), ("duck " * 80 + "[MASK]", "at most 64")])
+def test_empty_or_too_long_text_exits_2(models, command, text, fragment):
+    assert_user_error(run(command, text, *models), 2, fragment, "hint:")

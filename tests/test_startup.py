@@ -10,7 +10,7 @@ import pytest
 from tests.cli_helpers import run_installed
 
 HEAVY = ("torch", "transformers", "numpy", "tokenizers")
-COMMANDS = ["generate", "fill-mask", "attention", "tokenize", "score", "compare"]
+COMMANDS = ["generate", "fill-mask", "attention", "tokenize", "score", "compare", "lens", "context", "saliency"]
 
 
 @pytest.mark.parametrize("args", [["--help"], *[[command, "--help"] for command in COMMANDS]])
