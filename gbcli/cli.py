@@ -632,8 +632,9 @@ def lens(
     from gbcli.inputs import read_text
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.lens import lens_view
-    from gbcli.tasks.lens import check_text, check_top_k
+    from gbcli.tasks.lens import check_top_k
     from gbcli.tasks.lens import lens as lens_task
+    from gbcli.tasks.prediction import check_text
 
     check_top_k(top_k)
     families = choose_columns(models, with_bart)
@@ -733,7 +734,7 @@ def saliency(
     from gbcli.inputs import read_text
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.saliency import saliency_view
-    from gbcli.tasks.lens import check_text
+    from gbcli.tasks.prediction import check_text
     from gbcli.tasks.saliency import check_options
     from gbcli.tasks.saliency import saliency as saliency_task
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from gbcli.errors import GbcliError, usage_error
 from gbcli.models import LoadedModel
-from gbcli.tasks.lens import Query, blank_segments, encoder_extras, prediction_query, token_label
+from gbcli.tasks.prediction import Query, blank_segments, encoder_extras, prediction_query, token_label
 from gbcli.tasks.tokenization import readable_piece
 
 if TYPE_CHECKING:
