@@ -9,7 +9,7 @@ import torch
 from rich.cells import cell_len
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from gbcli.render.saliency import format_attribution, format_share
+from gbcli.render.saliency import format_amount, format_attribution, format_share
 from tests.cli_helpers import assert_user_error, run, run_json
 from tests.fixtures.tiny_models import BERT_MASKED_DUCK, GPT_CAPITAL_PROMPT
 
@@ -172,7 +172,8 @@ def test_view_fits_80_columns_and_shows_every_number_whole(models, duck):
                         format_attribution(token["integrated_gradients"]),
                         format_share(token["integrated_gradients_share"])} <= words
         check = saliency["completeness"]
-        assert f"{check['error']:.1e}" in words and f"{check['attribution_sum']:.4f}" in words
+        assert f"{check['error']:.1e}" in words and format_amount(check["attribution_sum"]) in words
+        assert format_amount(check["f_input"] - check["f_baseline"]) in words
 
 
 # --- bad input -------------------------------------------------------------------------------------------------
@@ -209,3 +210,11 @@ def test_gradient_x_input_alone_has_no_completeness(models, duck):
     assert saliency["completeness"] is None
     alone = [t["gradient_x_input"] for t in saliency["tokens"]]
     assert alone == [t["gradient_x_input"] for t in duck["bert"]["tokens"]]
+
+
+def test_gpt2_with_the_blank_first_has_nothing_to_attribute(models):
+    doc = run_json("saliency", "[MASK] quacks in the park .", *models, "--models", "gpt")
+    (saliency,) = doc["models"]
+    assert saliency["most_salient"] is None
+    assert [t["role"] for t in saliency["tokens"]] == ["special"] + ["unseen"] * 6
+    assert saliency["completeness"]["attribution_sum"] == 0.0 and saliency["completeness"]["holds"] is True

@@ -23,6 +23,11 @@ def format_attribution(value: float | None) -> str:
     return f"{value:+.4f}" if abs(value) >= 1e-3 else f"{value:+.1e}"
 
 
+def format_amount(value: float) -> str:
+    """A sum of attributions or a difference of log-probabilities, in nats."""
+    return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
+
+
 def format_share(share: float | None) -> str:
     return "·" if share is None else f"{share * 100:.1f}%"
 
@@ -91,8 +96,8 @@ def completeness_line(saliency: ModelSaliency) -> Text | None:
     check = saliency.completeness
     if check is None:
         return None
-    line = Text(f"completeness ({check.steps} steps): Σ IG {check.attribution_sum:.4f}, f(x) − f(x') "
-                f"{check.f_input - check.f_baseline:.4f}, error {check.error:.1e} "
+    line = Text(f"completeness ({check.steps} steps): Σ IG {format_amount(check.attribution_sum)}, f(x) − f(x') "
+                f"{format_amount(check.f_input - check.f_baseline)}, error {check.error:.1e} "
                 f"({check.relative_error * 100:.2f}%)", style="dim")
     if not check.holds:
         line.append(f" over {check.tolerance:.0%}: raise --steps", style="yellow")
@@ -105,8 +110,9 @@ def model_section(saliency: ModelSaliency, methods: list[str]) -> list[Renderabl
     parts: list[RenderableType] = [
         Text.assemble((f"{family_title(saliency.family)} · {saliency.model}", "bold"),
                       (f"  predicts {saliency.predicts}", "dim")),
-        Text.assemble("target ", (target.token, "bold green"), f" (p {format_prob(target.prob)}, {how}); "
-                      "most weight on ", (saliency.most_salient, "bold"), ""),
+        Text.assemble("target ", (target.token, "bold green"), f" (p {format_prob(target.prob)}, {how}); ",
+                      *(("most weight on ", (saliency.most_salient, "bold")) if saliency.most_salient is not None
+                        else ("no token of the text is read",))),
         shaded_sentence(saliency, methods),
         token_table(saliency, methods),
     ]

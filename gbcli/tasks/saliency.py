@@ -35,7 +35,8 @@ METHOD_CHOICES: dict[str, tuple[Method, ...]] = {"both": ("gxi", "ig"), "gxi": (
 DEFAULT_STEPS = 50
 MAX_STEPS = 2000
 STEP_BATCH = 16  # path points per forward pass
-COMPLETENESS_TOLERANCE = 0.01  # relative: above it, the path integral needs more --steps
+COMPLETENESS_TOLERANCE = 0.01  # relative: above it, the path integral needs more --steps ...
+COMPLETENESS_FLOOR = 1e-4  # ... unless the error is below this many nats (f(x) ≈ f(x') makes relative meaningless)
 Role = Literal["text", "special", "unseen"]
 
 NOTE = (
@@ -68,7 +69,7 @@ class Completeness:
     error: float  # |Σ a_i − (f(x) − f(x'))|
     relative_error: float  # error / |f(x) − f(x')|
     tolerance: float = COMPLETENESS_TOLERANCE
-    holds: bool = True  # relative_error ≤ tolerance
+    holds: bool = True  # relative_error ≤ tolerance, or error ≤ COMPLETENESS_FLOOR
 
 
 @dataclass
@@ -88,7 +89,7 @@ class ModelSaliency:
     target: Target
     tokens: list[SalientToken]
     completeness: Completeness | None
-    most_salient: str  # the token with the largest share (integrated gradients if computed)
+    most_salient: str | None  # the token with the largest share (integrated gradients if computed)
 
 
 @dataclass
@@ -164,12 +165,13 @@ def _model_saliency(lm: LoadedModel, text: str, segments: list[str] | None, targ
         error = abs(attribution_sum - (f_x - f_base))
         relative = error / abs(f_x - f_base) if f_x != f_base else 0.0
         completeness = Completeness(steps, attribution_sum, f_x, f_base, error, relative,
-                                    holds=relative <= COMPLETENESS_TOLERANCE)
+                                    holds=relative <= COMPLETENESS_TOLERANCE or error <= COMPLETENESS_FLOOR)
     tokens = _tokens(lm, query, held, gxi, ig)
     if segments is not None and lm.kind == "causal":
         tokens += _unseen(lm, segments)
     shares = [(t.integrated_gradients_share if ig is not None else t.gradient_x_input_share) or 0.0 for t in tokens]
-    most = tokens[max(range(len(tokens)), key=lambda i: shares[i])].token
+    # None when nothing can be attributed (GPT-2 with a blank at the very start reads only <|endoftext|>).
+    most = tokens[max(range(len(tokens)), key=lambda i: shares[i])].token if any(shares) else None
     chosen_target = Target(token_label(lm, target_id), target_id, float(logprobs[target_id].exp()), chosen)
     return ModelSaliency(lm.family, lm.name, lm.kind, query.predicts, chosen_target, tokens, completeness, most)
 
