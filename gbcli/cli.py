@@ -638,6 +638,153 @@ def compare(
         stdout_console().print(comparison_view(result))
 
 
+@app.command()
+@handle_errors
+def lens(
+    text: Annotated[str, typer.Argument(help="A sentence with one [MASK] or <mask> blank (GPT-2 and BART also "
+                                        "take one without: they predict the next word), or - to read stdin.")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many predictions per layer.")] = 5,
+    models: ModelsOption = "gpt,bert",
+    with_bart: WithBartOption = False,
+    gpt: GptOption = None,
+    bert: BertOption = None,
+    bart: BartOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    revision: RevisionOption = None,
+    offline: OfflineOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Logit lens: what each layer would predict at the blank if the model stopped there.
+
+    GPT-2: each block's residual stream through ln_f and the tied unembedding; BERT: each layer through its
+    masked-LM head; BART: its decoder's layers, the encoder's output fixed.
+    """
+    from gbcli.inputs import read_text
+    from gbcli.render.common import print_json, stdout_console
+    from gbcli.render.lens import lens_view
+    from gbcli.tasks.lens import check_top_k
+    from gbcli.tasks.lens import lens as lens_task
+    from gbcli.tasks.prediction import check_text
+
+    check_top_k(top_k)
+    families = choose_columns(models, with_bart)
+    source = read_text(text)
+    check_text(source, families)  # before any model loads
+    columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart},
+                           load_options(device, dtype, revision, offline))
+    with interrupt_exits_130():
+        result = lens_task(columns, source, top_k)
+    if json_output:
+        print_json(result)
+    else:
+        stdout_console().print(lens_view(result))
+
+
+@app.command()
+@handle_errors
+def context(
+    texts: Annotated[list[str], typer.Argument(help="One text with --change, two texts that differ in one place, "
+                                               "or several sentences with --word; - reads one from stdin.")],
+    change: Annotated[
+        str | None, typer.Option("--change", help="WORD=NEW: compare the text with WORD (its first time standing "
+                                 "alone) replaced by NEW.", show_default=False)
+    ] = None,
+    word: Annotated[
+        str | None, typer.Option("--word", help="Compare this word's contextual vectors across the sentences, "
+                                 "layer by layer.", show_default=False)
+    ] = None,
+    measure: Annotated[str, typer.Option("--measure", help="What the grid shows: cosine (distance) or l2 "
+                                         "(relative); --json has both.")] = "cosine",
+    models: ModelsOption = "gpt,bert",
+    with_bart: WithBartOption = False,
+    gpt: GptOption = None,
+    bert: BertOption = None,
+    bart: BartOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    revision: RevisionOption = None,
+    offline: OfflineOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """How far every hidden state moves when one word changes: GPT-2's states before it stay exactly put.
+
+    With --word, how alike a word's vectors are across sentences at each layer (e.g. bank by a river and in town).
+    """
+    from gbcli.inputs import read_text
+    from gbcli.render.common import print_json, stdout_console
+    from gbcli.render.context import MEASURES, context_view
+    from gbcli.tasks.context import check_texts, context_shift, word_similarity
+
+    if measure not in MEASURES:
+        raise usage_error(f"Unknown --measure '{measure}'.", f"Choose from: {', '.join(MEASURES)}.")
+    families = choose_columns(models, with_bart)
+    sources, mode = check_texts([read_text(t) for t in texts], change, word)
+    columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart},
+                           load_options(device, dtype, revision, offline), need_head=False)
+    with interrupt_exits_130():
+        if mode == "word":
+            result = word_similarity(columns, sources, word or "")
+        else:
+            result = context_shift(columns, sources, change)
+    if json_output:
+        print_json(result)
+    else:
+        stdout_console().print(context_view(result, measure))
+
+
+@app.command()
+@handle_errors
+def saliency(
+    text: Annotated[str, typer.Argument(help="A sentence with one [MASK] or <mask> blank (GPT-2 and BART also "
+                                        "take one without: the next word), or - to read stdin.")],
+    target: Annotated[
+        str | None, typer.Option("--target", help="Explain this word (one token) instead of each model's top "
+                                 "prediction.", show_default=False)
+    ] = None,
+    method: Annotated[str, typer.Option("--method", help="ig (integrated gradients), gxi (gradient × input) "
+                                        "or both.")] = "both",
+    steps: Annotated[int, typer.Option("--steps", help="Integrated gradients: points on the path from the "
+                                       "baseline.")] = 50,
+    models: ModelsOption = "gpt,bert",
+    with_bart: WithBartOption = False,
+    gpt: GptOption = None,
+    bert: BertOption = None,
+    bart: BartOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    revision: RevisionOption = None,
+    offline: OfflineOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Which input tokens drove the prediction at the blank: BERT draws on both sides, GPT-2 on the left only.
+
+    Gradient × input and integrated gradients of log p(target) on the input embeddings, with IG's completeness
+    error.
+    """
+    from gbcli.inputs import read_text
+    from gbcli.render.common import print_json, stdout_console
+    from gbcli.render.saliency import saliency_view
+    from gbcli.tasks.prediction import check_text
+    from gbcli.tasks.saliency import check_options
+    from gbcli.tasks.saliency import saliency as saliency_task
+
+    methods = check_options(method, steps)
+    if target is not None and not target.strip():
+        raise usage_error("--target is empty.", "For example --target duck.")
+    families = choose_columns(models, with_bart)
+    source = read_text(text)
+    check_text(source, families)  # before any model loads
+    columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart},
+                           load_options(device, dtype, revision, offline))
+    with interrupt_exits_130():
+        result = saliency_task(columns, source, target.strip() if target else None, methods, steps)
+    if json_output:
+        print_json(result)
+    else:
+        stdout_console().print(saliency_view(result))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

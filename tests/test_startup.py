@@ -6,14 +6,17 @@ import subprocess
 import sys
 
 import pytest
+import typer
 
+from gbcli.cli import app
 from tests.cli_helpers import run_installed
 
 HEAVY = ("torch", "transformers", "numpy", "tokenizers")
 # What the help screens must not pay for either: Typer's Rich help formatter (rich.markdown, rich.traceback with
 # pygments: ~0.2 s) and pydantic (Typer 0.26+ builds its parameters with it: ~0.4 s).
 SLOW_FOR_HELP = ("typer.rich_utils", "pydantic", "markdown_it", "pygments")
-COMMANDS = ["generate", "fill-mask", "attention", "tokenize", "score", "compare"]
+# Every command the app has, so that a new one is guarded without anyone remembering to list it.
+COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("args", [["--help"], *[[command, "--help"] for command in COMMANDS]])
