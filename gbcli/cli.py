@@ -338,8 +338,11 @@ def score(
                           "2023: also mask the later pieces of the same word).")
     ] = "original",
     tokens: Annotated[bool, typer.Option("--tokens", help="Show each token's surprisal, coloured.")] = False,
+    words: Annotated[bool, typer.Option("--words", help="Show and export each word's surprisal: the tokenizer's "
+                                        "own words, their pieces' log-probabilities summed.")] = False,
+    bits: Annotated[bool, typer.Option("--bits", help="Log-probabilities in bits (base 2) instead of nats.")] = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV: a row per text and model (per token with "
-                                             "--tokens).")] = False,
+                                             "--tokens, per word with --words).")] = False,
     models: ModelsOption = "gpt,bert",
     with_bart: WithBartOption = False,
     gpt: GptOption = None,
@@ -361,8 +364,11 @@ def score(
 
     if json_output and csv_output:
         raise usage_error("--json and --csv cannot be combined.", "Choose one output format.")
+    if csv_output and tokens and words:
+        raise usage_error("--csv has a row per token or a row per word, not both.", "Drop --tokens or --words.")
     families = choose_columns(models, with_bart)
-    settings = ScoreSettings.from_options(bos=bos, stride=stride, pll=pll, with_tokens=tokens)
+    settings = ScoreSettings.from_options(bos=bos, stride=stride, pll=pll, with_tokens=tokens, with_words=words,
+                                          bits=bits)
     items = numbered_texts(texts, file)
     options = load_options(device, dtype, revision, offline)
     columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart}, options)
@@ -372,7 +378,7 @@ def score(
     show_progress = file is not None and stderr_console().is_terminal and not (streaming and sys.stdout.isatty())
     with interrupt_exits_130(), progress_bar(len(items), show_progress) as advance:
         if csv_output:
-            csv_header(tokens)
+            csv_header(tokens, with_words=words)
         for batch in iter_scores(columns, items, settings):
             advance(len(batch.records))
             seconds.update(batch.seconds)
@@ -381,7 +387,7 @@ def score(
                 for record in batch.records:
                     print_json(record, lines=True)
             elif csv_output:
-                write_csv(batch.records, tokens)
+                write_csv(batch.records, tokens, with_words=words)
             else:
                 records.extend(batch.records)
     if not (json_output or csv_output):
