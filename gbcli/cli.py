@@ -747,8 +747,8 @@ def _pairs_file(path: str, fields, file_format: str, output: str | None, resume:
         count = len(run.failures)
         lines = ", ".join(str(f.line) for f in run.failures[:10]) + (" ..." if count > 10 else "")
         plural = "s" * (count != 1)
-        raise GbcliError(f"{count} line{plural} of {path} failed (line{plural} {lines}); the other "
-                         f"{summary.pairs} pairs were scored.",
+        scored = f"{summary.pairs} pair{'s' * (summary.pairs != 1)} {'were' if summary.pairs != 1 else 'was'}"
+        raise GbcliError(f"{count} line{plural} of {path} failed (line{plural} {lines}); the other {scored} scored.",
                          "Fix or remove those lines; with --output and --resume only they are scored again.")
 
 

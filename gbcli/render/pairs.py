@@ -101,7 +101,8 @@ def percent(correct: int, total: int) -> str:
 
 def summary_view(summary: PairsSummary) -> RenderableType:
     """Accuracy per model over the whole file, then per group, with the conventions behind it."""
-    table = Table(title=f"Accuracy over {summary.pairs} pairs of {summary.file}", title_justify="left",
+    table = Table(title=f"Accuracy over {summary.pairs} pair{'s' * (summary.pairs != 1)} of {summary.file}",
+                  title_justify="left",
                   title_style="bold")
     table.add_column(summary.group_field or "pairs", overflow="fold")
     for accuracy in summary.overall:
