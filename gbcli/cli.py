@@ -362,8 +362,11 @@ def score(
                           "2023: also mask the later pieces of the same word).")
     ] = "original",
     tokens: Annotated[bool, typer.Option("--tokens", help="Show each token's surprisal, coloured.")] = False,
+    words: Annotated[bool, typer.Option("--words", help="Show and export each word's surprisal: the tokenizer's "
+                                        "own words, their pieces' log-probabilities summed.")] = False,
+    bits: Annotated[bool, typer.Option("--bits", help="Log-probabilities in bits (base 2) instead of nats.")] = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV: a row per text and model (per token with "
-                                             "--tokens).")] = False,
+                                             "--tokens, per word with --words).")] = False,
     models: ModelsOption = "gpt,bert",
     with_bart: WithBartOption = False,
     gpt: GptOption = None,
@@ -385,8 +388,11 @@ def score(
 
     if json_output and csv_output:
         raise usage_error("--json and --csv cannot be combined.", "Choose one output format.")
+    if csv_output and tokens and words:
+        raise usage_error("--csv has a row per token or a row per word, not both.", "Drop --tokens or --words.")
     families = choose_columns(models, with_bart)
-    settings = ScoreSettings.from_options(bos=bos, stride=stride, pll=pll, with_tokens=tokens)
+    settings = ScoreSettings.from_options(bos=bos, stride=stride, pll=pll, with_tokens=tokens, with_words=words,
+                                          bits=bits)
     items = numbered_texts(texts, file)
     options = load_options(device, dtype, revision, offline)
     columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart}, options)
@@ -398,7 +404,7 @@ def score(
         for number, batch in enumerate(iter_scores(columns, items, settings)):
             check_finite(batch.records, columns)
             if csv_output and number == 0:  # after the first check: a refused run leaves stdout empty
-                csv_header(tokens)
+                csv_header(tokens, with_words=words)
             unknown.extend(r for r in batch.records if any(c.unknown_tokens for c in r.columns))
             advance(len(batch.records))
             seconds.update(batch.seconds)
@@ -407,7 +413,7 @@ def score(
                 for record in batch.records:
                     print_json(record, lines=True)
             elif csv_output:
-                write_csv(batch.records, tokens)
+                write_csv(batch.records, tokens, with_words=words)
             else:
                 records.extend(batch.records)
     if not (json_output or csv_output):
@@ -783,6 +789,145 @@ def saliency(
         print_json(result)
     else:
         stdout_console().print(saliency_view(result))
+
+
+@app.command()
+@handle_errors
+def pairs(
+    good: Annotated[str | None, typer.Argument(help="The good (grammatical, expected) sentence.",
+                                               show_default=False)] = None,
+    bad: Annotated[str | None, typer.Argument(help="The bad sentence of the pair.", show_default=False)] = None,
+    file: Annotated[
+        str | None, typer.Option("--file", "-f", help="Pairs, one a line: TSV (good, bad; an optional header) or "
+                                 "JSON Lines with BLiMP's fields (sentence_good, sentence_bad, UID ...).",
+                                 show_default=False)
+    ] = None,
+    file_format: Annotated[str, typer.Option("--format", help="Of --file: auto (by extension, else by the first "
+                                             "line), tsv or jsonl.")] = "auto",
+    good_field: Annotated[str, typer.Option("--good-field", help="--file: the good sentence's field "
+                                            "(a JSON key, or a column named in a TSV header).")] = "sentence_good",
+    bad_field: Annotated[str, typer.Option("--bad-field", help="--file: the bad sentence's field.")] = "sentence_bad",
+    group_field: Annotated[
+        str | None, typer.Option("--group-field", help="--file: accuracy per value of this field (default: the "
+                                 "first of UID, phenomenon, linguistics_term, field the file has).", show_default=False)
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="--file: write each pair's result to this file as JSON "
+                                 "Lines (stdout keeps the accuracy).", show_default=False)
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted --output file: its finished "
+                                         "lines are kept, not scored again.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Let --output replace an existing file.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="--file: pairs scored together (both sentences of "
+                                            "each share the model's batches).")] = 32,
+    bos: Annotated[
+        bool, typer.Option("--bos/--no-bos", help="GPT: predict the first token after the BOS token "
+                           "(<|endoftext|>), so it is scored too; --no-bos leaves it unscored.")
+    ] = True,
+    pll: Annotated[
+        str, typer.Option("--pll", help="BERT: original (Salazar et al. 2020) or within-word (Kauf and Ivanova "
+                          "2023: also mask the later pieces of the same word).")
+    ] = "original",
+    words: Annotated[
+        bool | None, typer.Option("--words/--no-words", help="Word surprisals of both sentences, aligned (default: "
+                                  "on for one pair, off for --file).", show_default=False)
+    ] = None,
+    bits: Annotated[bool, typer.Option("--bits", help="Log-probabilities in bits (base 2) instead of nats.")] = False,
+    models: ModelsOption = "gpt,bert",
+    with_bart: WithBartOption = False,
+    gpt: GptOption = None,
+    bert: BertOption = None,
+    bart: BartOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    revision: RevisionOption = None,
+    offline: OfflineOption = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON (--file: JSON Lines, a record per pair "
+                                              "and the accuracy last).")] = False,
+) -> None:
+    """Minimal pairs: which of two sentences each model prefers, and at which words."""
+    from gbcli.inputs import read_text
+    from gbcli.render.common import print_json, stdout_console
+    from gbcli.render.pairs import pair_view
+    from gbcli.tasks import pairs as task
+    from gbcli.tasks.scoring import ScoreSettings
+
+    if file is not None and (good is not None or bad is not None):
+        raise usage_error("Give a pair as two arguments or --file, not both.")
+    if file is None and (output is not None or resume):
+        raise usage_error("--output and --resume go with --file.", "e.g. gbcli pairs --file blimp.jsonl -o out.jsonl")
+    if resume and output is None:
+        raise usage_error("--resume needs --output: the file to continue.")
+    if batch_size < 1:
+        raise usage_error(f"--batch-size must be at least 1 (got {batch_size}).")
+    families = choose_columns(models, with_bart)
+    settings = ScoreSettings.from_options(bos=bos, stride=None, pll=pll, with_tokens=False,
+                                          with_words=words if words is not None else file is None, bits=bits)
+    specs: dict[Family, str | None] = {"gpt": gpt, "bert": bert, "bart": bart}
+    options = load_options(device, dtype, revision, offline)
+    if file is not None:
+        _pairs_file(file, task.PairFields(good_field, bad_field, group_field), file_format, output, resume, force,
+                    batch_size, settings, load=lambda: load_columns(families, specs, options), json_output=json_output)
+        return
+    if good is None or bad is None:
+        raise usage_error("Give two sentences (good, then bad), or --file.",
+                          'e.g. gbcli pairs "the keys are here ." "the keys is here ."')
+    pair = task.PairInput(line=1, good=read_text(good, "good sentence"), bad=read_text(bad, "bad sentence"))
+    task.check_pair_text(pair)
+    columns = load_columns(families, specs, options)
+    task.check_pair_fits(pair, columns)
+    with interrupt_exits_130():
+        (result,) = task.score_pairs(columns, [pair], settings)
+    if json_output:
+        print_json(result)
+    else:
+        stdout_console().print(pair_view(result, task.PAIR_NOTE))
+
+
+def _pairs_file(path: str, fields, file_format: str, output: str | None, resume: bool, force: bool,
+                batch_size: int, settings, *, load: Callable[[], list[LoadedModel]], json_output: bool) -> None:
+    """`pairs --file`: score the pairs a chunk at a time, stream the records, then print the accuracy."""
+    from gbcli.render.common import dumps, print_json, stdout_console
+    from gbcli.render.pairs import summary_view
+    from gbcli.render.scoring import progress_bar
+    from gbcli.tasks import pairs as task
+
+    entries, group_field = task.read_pair_file(path, file_format, fields)
+    resumed = task.open_output(output, resume=resume, force=force) if output else task.ResumedOutput({}, False)
+    columns = load()
+    run = task.prepare_file_run(columns, entries, group_field, resumed, settings, output)
+    for failure in run.failures:  # all known before any scoring: say them at once
+        stderr_console().print(f"[bold red]error:[/] line {failure.line}: {_escape(failure.message)}")
+    show_progress = stderr_console().is_terminal and not (json_output and output is None and sys.stdout.isatty())
+    try:
+        with interrupt_exits_130(), progress_bar(run.todo, show_progress) as advance:
+            for chunk in task.iter_pair_chunks(run.pairs, run.done, batch_size):
+                results = task.score_pairs(columns, chunk, settings)
+                if output is not None:
+                    task.append_records(output, [dumps(r, indent=None) + "\n" for r in results])
+                elif json_output:
+                    for result in results:
+                        print_json(result, lines=True)
+                for result in results:
+                    run.tally.add(*task.outcomes(result))
+                advance(len(results))
+    except KeyboardInterrupt:
+        if output is not None:
+            stderr_console().print(f"[yellow]{run.tally.pairs} pairs are in {_escape(output)}; run the same command "
+                                   "with --resume to continue.[/]")
+        raise
+    summary = task.summarize(run.tally, path, len(resumed.records), run.failures, run.group_field, columns, settings)
+    if json_output:
+        print_json(summary, lines=output is None)
+    else:
+        stdout_console().print(summary_view(summary))
+    if run.failures:
+        count = len(run.failures)
+        lines = ", ".join(str(f.line) for f in run.failures[:10]) + (" ..." if count > 10 else "")
+        plural = "s" * (count != 1)
+        scored = f"{summary.pairs} pair{'s' * (summary.pairs != 1)} {'were' if summary.pairs != 1 else 'was'}"
+        raise GbcliError(f"{count} line{plural} of {path} failed (line{plural} {lines}); the other {scored} scored.",
+                         "Fix or remove those lines; with --output and --resume only they are scored again.")
 
 
 def main() -> None:

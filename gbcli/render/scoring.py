@@ -17,11 +17,35 @@ from rich.text import Text
 
 from gbcli.models import family_title
 from gbcli.render.common import prob_legend, prob_style
-from gbcli.tasks.scoring import ModelScore, TextScore
+from gbcli.tasks.scoring import LN2, ModelScore, TextScore
 
 
 def number(value: float | None, digits: int = 3) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def probability(logprob: float, unit: str) -> float:
+    """The probability a log-probability stands for, in either unit."""
+    return math.exp(logprob * LN2 if unit == "bits" else logprob)
+
+
+def conventions_line(columns: list[ModelScore]) -> Text:
+    """One line naming every convention behind the numbers: the unit, GPT-2's first token, BERT's PLL variant."""
+    line = Text("conventions: ", style="bold")
+    parts = [f"unit {columns[0].unit} (log base {'2' if columns[0].unit == 'bits' else 'e'})"]
+    for column in columns:
+        rules = column.conventions
+        if rules is None:
+            continue
+        if rules.bos is not None:
+            parts.append(f"{family_title(column.family)} {'--bos' if rules.bos else '--no-bos'}")
+        if rules.pll is not None:
+            parts.append(f"{family_title(column.family)} --pll {rules.pll}")
+    line.append(" · ".join(parts))
+    words = next((c.conventions.words for c in columns if c.conventions and c.conventions.words), None)
+    if words:
+        line.append(f"\n{words}", style="dim")
+    return line
 
 
 def measure_label(column: ModelScore) -> str:
@@ -33,7 +57,7 @@ def single_table(record: TextScore) -> Table:
     table.add_column("model")
     table.add_column("measure")
     table.add_column("value", justify="right", style="bold")
-    table.add_column("log-likelihood (nats)", justify="right")
+    table.add_column(f"log-likelihood ({record.columns[0].unit})", justify="right")
     table.add_column("tokens scored", justify="right")
     table.add_column("mean NLL", justify="right")
     table.add_column("how", style="dim")
@@ -80,20 +104,43 @@ def token_table(column: ModelScore) -> Table:
     table = Table(title=f"{family_title(column.family)} · {column.model}: surprisal per token", title_justify="left")
     table.add_column("#", justify="right", style="dim")
     table.add_column("piece")
-    table.add_column("surprisal (nats)", justify="right")
+    table.add_column(f"surprisal ({column.unit})", justify="right")
     table.add_column("p", justify="right")
     table.add_column("masked" if column.family != "gpt" else "context", justify="right", style="dim")
     for token in column.tokens or []:
         if token.logprob is None:
             table.add_row(str(token.position), token.shown, "—", "—", "no context")
             continue
-        prob = math.exp(token.logprob)
+        prob = probability(token.logprob, column.unit)
         style = prob_style(prob)
         piece = Text(token.shown, style=style)
         if token.unknown:
             piece.append(" unknown", style="red")
         how = str(token.masked_tokens) if column.family != "gpt" else str(token.context_tokens)
         table.add_row(str(token.position), piece, Text(f"{token.surprisal:.3f}", style=style), f"{prob:.3f}", how)
+    table.add_section()
+    table.add_row("", Text("total", style="bold"), Text(number(0.0 - column.log_likelihood), style="bold"), "", "")
+    return table
+
+
+def word_table(column: ModelScore) -> Table:
+    """Each word's surprisal: its pieces' log-probabilities summed (the tokenizer's own word boundaries)."""
+    table = Table(title=f"{family_title(column.family)} · {column.model}: surprisal per word", title_justify="left")
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("word", overflow="fold")
+    table.add_column(f"surprisal ({column.unit})", justify="right")
+    table.add_column("p", justify="right")
+    table.add_column("pieces", justify="right", style="dim")
+    for word in column.words or []:
+        label = Text(word.text, style="dim" if word.special else "")
+        if word.logprob is None:
+            table.add_row(str(word.index), label, "—", "—", str(len(word.tokens)))
+            continue
+        prob = probability(word.logprob, column.unit)
+        style = prob_style(prob)
+        label.stylize(style)
+        table.add_row(str(word.index), label, Text(f"{word.surprisal:.3f}", style=style), f"{prob:.3f}",
+                      str(len(word.tokens)))
     table.add_section()
     table.add_row("", Text("total", style="bold"), Text(number(0.0 - column.log_likelihood), style="bold"), "", "")
     return table
@@ -107,7 +154,7 @@ def heat_line(text: str, column: ModelScore) -> Text:
         if token.start > cursor:
             line.append(text[cursor : token.start])
         if token.end > cursor:
-            style = prob_style(math.exp(token.logprob)) if token.logprob is not None else "dim"
+            style = prob_style(probability(token.logprob, column.unit)) if token.logprob is not None else "dim"
             line.append(text[max(cursor, token.start) : token.end], style=f"{style} underline")
             cursor = token.end
     line.append(text[cursor:])
@@ -115,8 +162,12 @@ def heat_line(text: str, column: ModelScore) -> Text:
 
 
 def tokens_view(record: TextScore) -> RenderableType:
-    parts: list[RenderableType] = [heat_line(record.text, column) for column in record.columns]
-    parts.append(Columns([token_table(column) for column in record.columns], padding=(0, 4)))
+    parts: list[RenderableType] = []
+    if any(column.tokens is not None for column in record.columns):
+        parts += [heat_line(record.text, column) for column in record.columns]
+        parts.append(Columns([token_table(column) for column in record.columns], padding=(0, 4)))
+    if any(column.words is not None for column in record.columns):
+        parts.append(Columns([word_table(column) for column in record.columns], padding=(0, 4)))
     return Group(*parts)
 
 
@@ -136,12 +187,13 @@ def score_view(records: list[TextScore], *, seconds: dict[str, float] | None = N
     """A table of scores (one text: a row per model; several: a row per text), methods and the scale note."""
     parts: list[RenderableType] = [single_table(records[0]) if len(records) == 1 else many_table(records)]
     parts += methods(records[0])
+    parts.append(conventions_line(records[0].columns))
     for record in records:
-        if any(column.tokens is not None for column in record.columns):
+        if any(column.tokens is not None or column.words is not None for column in record.columns):
             if len(records) > 1:
                 parts.append(Text(f"\n#{record.index}: {record.text}", style="bold"))
             parts.append(tokens_view(record))
-    if any(column.tokens is not None for record in records for column in record.columns):
+    if any(column.tokens is not None or column.words is not None for record in records for column in record.columns):
         parts.append(prob_legend("colour = probability of the actual token: "))
     if seconds:
         parts.append(timing_line(seconds, passes or {}))
@@ -150,31 +202,50 @@ def score_view(records: list[TextScore], *, seconds: dict[str, float] | None = N
     return Group(*parts)
 
 
+# Every row names its conventions: the unit of its log-probabilities, GPT-2's --bos, BERT's --pll ("" elsewhere).
+CONVENTION_FIELDS = ["unit", "bos", "pll"]
 SUMMARY_FIELDS = ["index", "text", "family", "model", "measure", "value", "log_likelihood", "mean_nll",
-                  "scored_tokens", "text_tokens"]
+                  "scored_tokens", "text_tokens", *CONVENTION_FIELDS]
 TOKEN_FIELDS = ["index", "family", "model", "position", "id", "piece", "start", "end", "logprob", "surprisal",
-                "context_tokens", "masked_tokens"]
+                "context_tokens", "masked_tokens", "word", *CONVENTION_FIELDS]
+WORD_FIELDS = ["index", "family", "model", "word", "text", "start", "end", "pieces", "logprob", "surprisal",
+               *CONVENTION_FIELDS]
 
 
-def csv_header(with_tokens: bool, out: TextIO | None = None) -> None:
-    csv.writer(out or sys.stdout, lineterminator="\n").writerow(TOKEN_FIELDS if with_tokens else SUMMARY_FIELDS)
+def csv_header(with_tokens: bool, out: TextIO | None = None, with_words: bool = False) -> None:
+    fields = WORD_FIELDS if with_words else TOKEN_FIELDS if with_tokens else SUMMARY_FIELDS
+    csv.writer(out or sys.stdout, lineterminator="\n").writerow(fields)
 
 
-def write_csv(records: list[TextScore], with_tokens: bool, out: TextIO | None = None) -> None:
-    """One row per text and model, or with --tokens one row per token and model."""
+def _convention_cells(column: ModelScore) -> list[str]:
+    rules = column.conventions
+    bos = "" if rules is None or rules.bos is None else ("bos" if rules.bos else "no-bos")
+    return [column.unit, bos, "" if rules is None or rules.pll is None else rules.pll]
+
+
+def write_csv(records: list[TextScore], with_tokens: bool, out: TextIO | None = None,
+              with_words: bool = False) -> None:
+    """One row per text and model, or with --tokens one row per token and model (--words: per word)."""
     stream = out or sys.stdout
     writer = csv.writer(stream, lineterminator="\n")
     for record in records:
         for column in record.columns:
-            if not with_tokens:
+            rules = _convention_cells(column)
+            if with_words:
+                for word in column.words or []:
+                    writer.writerow([record.index, column.family, column.model, word.index, word.text, word.start,
+                                     word.end, len(word.tokens), _cell(word.logprob), _cell(word.surprisal),
+                                     *rules])
+            elif not with_tokens:
                 writer.writerow([record.index, record.text, column.family, column.model, column.measure,
                                  _cell(column.value), repr(column.log_likelihood), _cell(column.mean_nll),
-                                 column.scored_tokens, column.text_tokens])
-                continue
-            for token in column.tokens or []:
-                writer.writerow([record.index, column.family, column.model, token.position, token.id, token.piece,
-                                 token.start, token.end, _cell(token.logprob), _cell(token.surprisal),
-                                 token.context_tokens, token.masked_tokens])
+                                 column.scored_tokens, column.text_tokens, *rules])
+            else:
+                for token in column.tokens or []:
+                    writer.writerow([record.index, column.family, column.model, token.position, token.id,
+                                     token.piece, token.start, token.end, _cell(token.logprob),
+                                     _cell(token.surprisal), token.context_tokens, token.masked_tokens,
+                                     "" if token.word is None else token.word, *rules])
     stream.flush()
 
 

@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 
 PllVariant = Literal["original", "within-word"]
 PLL_VARIANTS: tuple[str, ...] = ("original", "within-word")
+Unit = Literal["nats", "bits"]
+LN2 = math.log(2)  # nats per bit: a log-probability in bits is the natural one divided by ln 2
+WORD_RULE = (
+    "word = the tokenizer's own word (its pre-tokenizer unit, from the encoding's word ids and offsets); a word's "
+    "log-probability is the sum of its pieces'; a word with an unscored piece has none"
+)
 
 # Rows × padded length of one forward pass. On BERT-base on a 2-core CPU, 2048 tokens ran within noise of the
 # fastest size measured (512 to 16384; 16384 was clearly slower) and keeps activations small. Causal windows
@@ -55,14 +61,18 @@ class ScoreSettings:
     stride: int | None = None  # GPT: how far the window moves over a text longer than the context; None = half
     pll: PllVariant = "original"
     with_tokens: bool = False  # keep the per-token table
+    with_words: bool = False  # keep the per-word table (pieces' log-probabilities summed per word)
+    unit: Unit = "nats"  # of every log-probability, surprisal, log-likelihood and mean NLL in the result
 
     @classmethod
-    def from_options(cls, *, bos: bool, stride: int | None, pll: str, with_tokens: bool) -> ScoreSettings:
+    def from_options(cls, *, bos: bool, stride: int | None, pll: str, with_tokens: bool, with_words: bool = False,
+                     bits: bool = False) -> ScoreSettings:
         if pll not in PLL_VARIANTS:
             raise usage_error(f"Unknown --pll variant '{pll}'.", f"Choose from: {', '.join(PLL_VARIANTS)}.")
         if stride is not None and stride < 1:
             raise usage_error(f"--stride must be at least 1 (got {stride}).")
-        return cls(bos=bos, stride=stride, pll=pll, with_tokens=with_tokens)  # type: ignore[arg-type]
+        return cls(bos=bos, stride=stride, pll=pll, with_tokens=with_tokens,  # type: ignore[arg-type]
+                   with_words=with_words, unit="bits" if bits else "nats")
 
 
 @dataclass
@@ -80,6 +90,31 @@ class TokenScore:
     context_tokens: int  # tokens the model saw when predicting this one (GPT: to its left; BERT: all unmasked)
     masked_tokens: int  # BERT: tokens hidden in this copy (1, or more within a word); GPT: 0
     unknown: bool = False
+    word: int | None = None  # index of the word (in ModelScore.words) this token belongs to
+
+
+@dataclass
+class WordScore:
+    """One word of the text (the tokenizer's own word boundaries) and the summed log-probability of its pieces."""
+
+    index: int  # among the words of the text (BART's added <s> and </s> count as words of their own)
+    text: str  # the characters the word covers, without the space GPT-2's pieces carry in front
+    start: int
+    end: int
+    tokens: list[int]  # positions of its pieces in ModelScore.tokens
+    logprob: float | None  # sum of the pieces' log-probabilities; None when one of them was not scored
+    surprisal: float | None
+    special: bool = False  # a token the tokenizer added (BART's <s>, </s>), not a word of the text
+
+
+@dataclass
+class Conventions:
+    """Every choice that changes a number, stated beside the numbers."""
+
+    unit: Unit  # of log-probabilities, surprisals, log-likelihoods and mean NLL (perplexity does not depend on it)
+    bos: bool | None  # GPT: the first token predicted after BOS (True) or left unscored (False); None: not GPT
+    pll: str | None  # BERT: the pseudo-log-likelihood variant; None: not BERT
+    words: str | None  # the word rule, when word scores were asked for
 
 
 @dataclass
@@ -101,6 +136,9 @@ class ModelScore:
     # Scored tokens that are the tokenizer's unknown token ([UNK]): their log-probability is the model's guess at
     # "[UNK]", not at the characters the text holds.
     unknown_tokens: int = 0
+    unit: Unit = "nats"
+    conventions: Conventions | None = None
+    words: list[WordScore] | None = None
 
 
 @dataclass
@@ -222,18 +260,76 @@ def _pad_id(lm: LoadedModel) -> int:
     return 0  # pragma: no cover
 
 
-def _summary(lm: LoadedModel, measure: str, method: str, first_token: str | None, detail: str,
-             tokens: list[TokenScore], text_tokens: int, keep: bool) -> ModelScore:
+def conventions(lm: LoadedModel, settings: ScoreSettings) -> Conventions:
+    return Conventions(
+        unit=settings.unit,
+        bos=settings.bos if lm.kind == "causal" else None,
+        pll=settings.pll if lm.kind == "masked" else None,
+        words=WORD_RULE if settings.with_words else None,
+    )
+
+
+def word_scores(text: str, tokens: list[TokenScore]) -> list[WordScore]:
+    """Group the scored tokens by the tokenizer's word ids and sum each word's log-probabilities.
+
+    A token with no word (a special the tokenizer added, which BART scores) is a word of its own, so that the words'
+    log-probabilities always add up to the text's log-likelihood.
+    """
+    words: list[WordScore] = []
+    current: int | None = None
+    for position, token in enumerate(tokens):
+        if token.word is None or token.word != current or not words:
+            words.append(WordScore(index=len(words), text="", start=token.start, end=token.end, tokens=[],
+                                   logprob=0.0, surprisal=None, special=token.word is None))
+            current = token.word
+        entry = words[-1]
+        entry.tokens.append(position)
+        entry.end = max(entry.end, token.end)
+        entry.logprob = None if entry.logprob is None or token.logprob is None else entry.logprob + token.logprob
+        token.word = entry.index
+    for entry in words:
+        entry.surprisal = None if entry.logprob is None else -entry.logprob
+        if entry.special:
+            entry.text = "".join(tokens[k].piece for k in entry.tokens)
+            continue
+        covered = text[entry.start : entry.end]
+        entry.start += len(covered) - len(covered.lstrip())  # GPT-2's pieces carry the space before the word
+        entry.end -= len(covered) - len(covered.rstrip())
+        entry.text = text[entry.start : entry.end] or covered
+    return words
+
+
+def _summary(lm: LoadedModel, settings: ScoreSettings, measure: str, method: str, first_token: str | None,
+             detail: str, tokens: list[TokenScore], text_tokens: int, text: str) -> ModelScore:
     scored = [t.logprob for t in tokens if t.logprob is not None]
     total = math.fsum(scored)
     mean_nll = -total / len(scored) if scored else None
-    return ModelScore(
+    score = ModelScore(
         family=lm.family, model=lm.name, measure=measure, method=method,
-        value=math.exp(mean_nll) if mean_nll is not None else None,
+        value=math.exp(mean_nll) if mean_nll is not None else None,  # the same in any unit: e^(nats) = 2^(bits)
         log_likelihood=total, mean_nll=mean_nll, scored_tokens=len(scored), text_tokens=text_tokens,
-        first_token=first_token, detail=detail, tokens=tokens if keep else None,
+        first_token=first_token, detail=detail, tokens=tokens if settings.with_tokens else None,
         unknown_tokens=sum(1 for t in tokens if t.unknown and t.logprob is not None),
+        unit=settings.unit, conventions=conventions(lm, settings),
     )
+    words = word_scores(text, tokens)  # also numbers each token's word
+    if settings.with_words:
+        score.words = words
+    if settings.unit == "bits":
+        to_bits(score, tokens)
+    return score
+
+
+def to_bits(score: ModelScore, tokens: list[TokenScore]) -> None:
+    """Every log-probability of the score divided by ln 2 (computed in nats, converted once at the end)."""
+
+    def bits(value: float | None) -> float | None:
+        return None if value is None else value / LN2
+
+    score.log_likelihood = score.log_likelihood / LN2
+    score.mean_nll = bits(score.mean_nll)
+    for item in [*tokens, *(score.words or [])]:
+        item.logprob, item.surprisal = bits(item.logprob), bits(item.surprisal)
 
 
 def _token(column: ModelTokens, index: int, position: int, logprob: float | None, context: int,
@@ -242,7 +338,7 @@ def _token(column: ModelTokens, index: int, position: int, logprob: float | None
     return TokenScore(
         position=position, id=piece.id, piece=piece.piece, shown=piece.shown, start=piece.start, end=piece.end,
         logprob=logprob, surprisal=-logprob if logprob is not None else None, context_tokens=context,
-        masked_tokens=masked, unknown=piece.unknown,
+        masked_tokens=masked, unknown=piece.unknown, word=piece.word,
     )
 
 
@@ -331,8 +427,8 @@ def score_causal(lm: LoadedModel, texts: list[str], settings: ScoreSettings) -> 
                       f"sees at least {context - stride} tokens")
         else:
             detail = f"1 window (the text fits the {context}-token context)"
-        results.append(_summary(lm, "perplexity", GPT_METHOD, first, detail, tokens, len(text_pieces),
-                                settings.with_tokens))
+        results.append(_summary(lm, settings, "perplexity", GPT_METHOD, first, detail, tokens, len(text_pieces),
+                                texts[owner]))
     return results, passes
 
 
@@ -378,9 +474,9 @@ def score_masked(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
     columns = [tokenize_text(lm, text) for text in texts]
     rows: list[_Row] = []
     plans = []
-    for owner, (text, column) in enumerate(zip(texts, columns, strict=True)):
+    for owner, column in enumerate(columns):
         check_masked_length(lm, column, (indices or list(range(1, len(texts) + 1)))[owner])
-        word_ids = tok(text).word_ids()
+        word_ids = [p.word for p in column.pieces]  # the tokenizer's own word ids (None for [CLS] and [SEP])
         scored = [i for i, p in enumerate(column.pieces) if not p.added]
         copies = masked_positions(word_ids, scored, settings.pll)
         plans.append((scored, copies))
@@ -402,8 +498,8 @@ def score_masked(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
             for k, index in enumerate(scored)
         ]
         detail = f"{len(scored)} masked cop{'ies' if len(scored) != 1 else 'y'}, batched"
-        results.append(_summary(lm, "pseudo-perplexity", PLL_METHODS[settings.pll], None, detail, tokens,
-                                len(scored), settings.with_tokens))
+        results.append(_summary(lm, settings, "pseudo-perplexity", PLL_METHODS[settings.pll], None, detail, tokens,
+                                len(scored), texts[owner]))
     return results, passes
 
 
@@ -429,11 +525,11 @@ def score_seq2seq(lm: LoadedModel, texts: list[str], settings: ScoreSettings) ->
         # tokens before this one (its start token first).
         tokens = [_token(column, index, index, logprob, len(ids) + index + 1, 0)
                   for index, logprob in enumerate(logprobs)]
-        score = _summary(lm, "reconstruction log-likelihood", seq2seq.RECONSTRUCTION_DEFINITION,
+        score = _summary(lm, settings, "reconstruction log-likelihood", seq2seq.RECONSTRUCTION_DEFINITION,
                          f"every token scored, {column.pieces[0].piece} and {column.pieces[-1].piece} included, "
                          f"after the decoder start token {lm.tokenizer.convert_ids_to_tokens(start)}",
                          "1 teacher-forced pass: the encoder reads the text, the decoder scores it",
-                         tokens, column.text_tokens, settings.with_tokens)
+                         tokens, column.text_tokens, text)
         score.value = score.log_likelihood  # not a perplexity: BART's number is the log-likelihood itself
         results.append(score)
     return results, len(texts)

@@ -51,6 +51,7 @@ class Piece:
     special: bool  # [CLS], [SEP], <|endoftext|>, [MASK] ...
     added: bool  # special token added by the tokenizer, not written in the text
     unknown: bool  # the tokenizer had no piece for these characters ([UNK])
+    word: int | None = None  # the tokenizer's own word (pre-tokenizer unit) this piece belongs to; None: special
 
 
 @dataclass
@@ -147,12 +148,15 @@ def tokenize_text(lm: LoadedModel, text: str) -> ModelTokens:
     ids: list[int] = encoded["input_ids"]
     offsets = encoded["offset_mapping"]
     pieces_raw = tok.convert_ids_to_tokens(ids)
+    words = encoded.word_ids()
     special_ids = set(tok.all_special_ids)
     unk_id, unk_token = tok.unk_token_id, tok.unk_token
     algorithm = algorithm_name(tok)
     byte_level = algorithm == "byte-level BPE"
     pieces = []
-    for position, (token_id, raw, (start, end)) in enumerate(zip(ids, pieces_raw, offsets, strict=True)):
+    for position, (token_id, raw, (start, end), word) in enumerate(
+        zip(ids, pieces_raw, offsets, words, strict=True)
+    ):
         covered = text[start:end]
         # A tokenizer whose unknown token doubles as BOS/EOS (GPT-2) only reports an unknown when the characters
         # it stands for are not that token written literally.
@@ -163,6 +167,7 @@ def tokenize_text(lm: LoadedModel, text: str) -> ModelTokens:
             Piece(
                 position=position, id=token_id, piece=raw, shown=shown_piece(tok, raw, byte_level),
                 start=start, end=end, text=covered, special=special, added=added, unknown=unknown,
+                word=None if added else word,
             )
         )
     added_count = sum(p.added for p in pieces)
