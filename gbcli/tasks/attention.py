@@ -275,8 +275,12 @@ def check_map(lm: LoadedModel, amap: AttentionMap) -> AttentionMap:
     problem = None
     if weights.shape[-2:] != expected:
         problem = f"its {amap.name} map is {weights.shape[-2]} x {weights.shape[-1]}, not {expected[0]} x {expected[1]}"
-    elif not np.isfinite(weights).all() or (weights < 0).any():
-        problem = f"its {amap.name} map holds negative or non-finite weights"
+    elif not np.isfinite(weights).all():
+        from gbcli.finite import check_finite
+
+        check_finite(amap, [lm])  # an overflow is the arithmetic's, not the architecture's: say it as such
+    elif (weights < 0).any():
+        problem = f"its {amap.name} map holds negative weights"
     elif np.abs(weights.sum(axis=-1, dtype=np.float64) - 1).max() > tolerance:
         worst = float(np.abs(weights.sum(axis=-1, dtype=np.float64) - 1).max())
         problem = f"rows of its {amap.name} map sum to 1 ± {worst:.3g}, so they are not softmax weights"
