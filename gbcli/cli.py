@@ -607,6 +607,39 @@ def compare(
         stdout_console().print(comparison_view(result))
 
 
+@app.command()
+@handle_errors
+def shell(
+    models: Annotated[
+        str | None, typer.Option("--models", help="Models to load at start, comma-separated: gpt, bert, bart "
+                                 "(default gpt,bert); also every command's default.", show_default=False,
+                                 rich_help_panel="Models")
+    ] = None,
+    gpt: GptOption = None,
+    bert: BertOption = None,
+    bart: BartOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    json_output: Annotated[bool, typer.Option("--json", help="Every command prints JSON: one document per "
+                                              "command, one per line.")] = False,
+) -> None:
+    """Load the models once, then type commands without `gbcli` (help, models, set, load, exit): answers at once.
+
+    A line of text alone runs fill-mask on it when it holds a mask, compare otherwise. Off a terminal
+    (`gbcli shell < commands.txt`) it reads the commands from stdin, without prompt or colour.
+    """
+    from gbcli.shell import Session, run_shell
+
+    load_options(device, dtype, None, False)  # refuse a bad --device or --dtype before anything loads
+    session = Session(json_lines=json_output)
+    for name, value in (("models", models), ("device", device), ("dtype", dtype)):
+        if value is not None and value != "auto":
+            session.defaults[name] = value
+    families = parse_models(models or "gpt,bert")
+    code = run_shell(session, families, {"gpt": gpt, "bert": bert, "bart": bart})
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
