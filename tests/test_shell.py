@@ -38,7 +38,7 @@ def without_timings(value):
     """A result with its wall-clock figures taken out: two runs time differently, and agree on all the rest."""
     if isinstance(value, dict):
         return {key: without_timings(item) for key, item in value.items()
-                if key not in {"time", "section_seconds"} and not key.endswith("seconds")}
+                if key not in {"time", "section_seconds"} and not key.endswith(("seconds", "per_second"))}
     if isinstance(value, list):
         return [without_timings(item) for item in value]
     return value
