@@ -61,7 +61,7 @@ def show_status(json_output: bool) -> int:
         return 1
     keep_alive = answer.get("keep_alive")
     console.print(f"gbcli server pid {answer['pid']} on {answer['socket']}, up {format_duration(answer['uptime'])}, "
-                  f"{answer['served']} requests, keep-alive "
+                  f"{answer['served']} request{'' if answer['served'] == 1 else 's'} served, keep-alive "
                   f"{'never' if keep_alive is None else format_duration(keep_alive)}"
                   f"{'' if answer.get('ready') else ', still loading'}{', busy' if answer.get('busy') else ''}",
                   markup=False)

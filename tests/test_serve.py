@@ -364,3 +364,22 @@ def test_stop_ends_the_server_and_removes_its_socket(models):
         assert running.client("stop").returncode == 0  # nothing to stop is no failure
     finally:
         stop_process(running)
+
+
+@pytest.mark.parametrize("args", [["serve", "--help"], ["shell", "--help"], ["ps"], ["stop"]])
+def test_managing_the_server_imports_no_heavy_library(tmp_path, args):
+    probe = (
+        "import sys\n"
+        "from gbcli.cli import main\n"
+        f"sys.argv = ['gbcli', *{args!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'numpy', "
+        "'tokenizers'))\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                               env={**os.environ, **client_env(tmp_path / "run")})
+    assert completed.stderr.strip().splitlines()[-1] == "HEAVY []"
