@@ -2,7 +2,7 @@
 
     python benchmarks/run.py                      # every row, full size
     python benchmarks/run.py --quick              # fewer tokens, lines and repeats: a smoke run of a few minutes
-    python benchmarks/run.py --rows generate      # some rows only (generate, fill-mask, pll, compare, memory)
+    python benchmarks/run.py --rows generate      # some rows only (generate, fill-mask, pll, compare, memory, warm)
 
 The models are full-size GPT-2-small and BERT-base architectures with random weights and the real published
 vocabularies (from ../shared/tokenizers, or --tokenizers DIR), built once into benchmarks/.models/. The table is
@@ -37,7 +37,7 @@ if str(REPO) not in sys.path:  # run from a clean clone without installing
 
 from build_models import DEFAULT_CACHE, DEFAULT_TOKENIZERS, build_bert, build_gpt2  # noqa: E402
 
-ALL_ROWS = ("generate", "fill-mask", "pll", "compare", "memory", "startup", "cold", "fresh-generate", "busy")
+ALL_ROWS = ("generate", "fill-mask", "pll", "compare", "memory", "warm", "startup", "cold", "fresh-generate", "busy")
 PROMPT = "Once upon a time there was a little fox who lived at the edge of a quiet forest."
 COMPARE_TEXT = "The capital of France is Paris."
 SUBPROCESS_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "NO_COLOR": "1"}
@@ -560,12 +560,138 @@ def _cold(name: str) -> Callable[[Context], list[Row]]:
     return rows
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Warm models (issue 12): `gbcli serve` and `gbcli shell` against the cold command
+# ---------------------------------------------------------------------------------------------------------------
+
+WARM_TEXT = "The capital of France is [MASK]."
+
+
+def gbcli_command() -> list[str]:
+    """The console script a user types (its start-up is part of what is measured), else `python -m gbcli`."""
+    script = Path(sys.executable).with_name("gbcli")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gbcli"]
+
+
+@contextmanager
+def warm_server(ctx: Context):
+    """A `gbcli serve` holding both models in a private runtime folder; yields (its pid, the client env)."""
+    folder = Path(tempfile.mkdtemp(prefix="gbcli-bench-"))
+    env = {**os.environ, **SUBPROCESS_ENV, "GBCLI_RUNTIME_DIR": str(folder / "run"), "GBCLI_NO_SERVER": ""}
+    log = (folder / "server.log").open("wb")
+    server = subprocess.Popen([*gbcli_command(), "serve", "--keep-alive", "never", "--gpt", str(ctx.gpt_path),
+                               "--bert", str(ctx.bert_path)], stdout=log, stderr=log, env=env)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            ps = subprocess.run([*gbcli_command(), "ps", "--json"], capture_output=True, env=env, check=False)
+            if ps.returncode == 0 and json.loads(ps.stdout or b"null") and json.loads(ps.stdout).get("ready"):
+                break
+            if server.poll() is not None:
+                raise RuntimeError(f"gbcli serve exited: {(folder / 'server.log').read_text()[-300:]}")
+            time.sleep(0.5)
+        yield server.pid, env
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def timed_processes(commands: dict[str, list[str]], env: dict[str, str], repeats: int) -> dict[str, list[float]]:
+    """Whole-process wall seconds of each command, taking turns, after one untimed run each."""
+    saved = dict(os.environ)
+    os.environ.update(env)  # run_process passes os.environ on
+    try:
+        seconds: dict[str, list[float]] = {name: [] for name in commands}
+        for command in commands.values():
+            run_process(command)
+        for _ in range(repeats):
+            for name, command in commands.items():
+                wall, _, code, out = run_process(command)
+                if code != 0:
+                    raise RuntimeError(f"{name} failed: {out.strip()[-300:]}")
+                seconds[name].append(wall)
+        return seconds
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def shell_line_seconds(ctx: Context, repeats: int) -> list[float]:
+    """From writing a fill-mask line into `gbcli shell` to the last line of its table."""
+    env = {**os.environ, **SUBPROCESS_ENV, "COLUMNS": "200"}
+    shell = subprocess.Popen([*gbcli_command(), "shell", "--gpt", str(ctx.gpt_path), "--bert", str(ctx.bert_path)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    assert shell.stdin is not None and shell.stdout is not None
+    last_line = b"probabilities multiplied"  # the footnote that ends the fill-mask table
+    seconds = []
+    try:
+        for attempt in range(repeats + 1):  # the first line waits for the models to load: not timed
+            started = time.perf_counter()
+            shell.stdin.write(f'fill-mask "{WARM_TEXT}"\n'.encode())
+            shell.stdin.flush()
+            while True:
+                line = shell.stdout.readline()
+                if not line:
+                    raise RuntimeError("gbcli shell ended early")
+                if last_line in line:
+                    break
+            if attempt:
+                seconds.append(time.perf_counter() - started)
+    finally:
+        shell.stdin.close()
+        shell.wait(timeout=60)
+    return seconds
+
+
+def peak_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def warm_rows(ctx: Context) -> list[Row]:
+    repeats = max(ctx.args.repeats, 5)
+    models = ["--gpt", str(ctx.gpt_path), "--bert", str(ctx.bert_path)]
+    fill = [*gbcli_command(), "fill-mask", WARM_TEXT, *models]
+    compare = [*gbcli_command(), "compare", COMPARE_TEXT.replace("Paris", "[MASK]"), *models]
+    with warm_server(ctx) as (pid, env):
+        fill_s = timed_processes({"warm": fill, "cold": [*fill, "--no-server"]}, env, repeats)
+        compare_s = timed_processes({"warm": compare, "cold": [*compare, "--no-server"]}, env, ctx.args.repeats)
+        peak = peak_rss(pid)
+    line_s = shell_line_seconds(ctx, repeats)
+    weights = weights_bytes(ctx.gpt_path) + weights_bytes(ctx.bert_path)
+    warm_fill, cold_fill = median(fill_s["warm"]), median(fill_s["cold"])
+    warm_compare, cold_compare = median(compare_s["warm"]), median(compare_s["cold"])
+    return [
+        Row(row="`gbcli fill-mask TEXT`, warm server, whole process", gbcli=f"{warm_fill:.3f} s",
+            peer=f"the cold command (`--no-server`): {cold_fill:.2f} s", ratio=cold_fill / warm_fill,
+            target="≤ 0.5 s and ≥ 10", met=warm_fill <= 0.5 and cold_fill / warm_fill >= 10,
+            data={"seconds": fill_s}),
+        Row(row="a `fill-mask` line in `gbcli shell`, to its last output line", gbcli=f"{median(line_s):.3f} s",
+            peer="", ratio=None, target="≤ 0.25 s", met=median(line_s) <= 0.25, data={"seconds": line_s}),
+        Row(row="`gbcli compare TEXT`, warm server, whole process", gbcli=f"{warm_compare:.3f} s",
+            peer=f"the cold command (`--no-server`): {cold_compare:.2f} s", ratio=cold_compare / warm_compare,
+            target="≥ 5", met=cold_compare / warm_compare >= 5, data={"seconds": compare_s}),
+        Row(row="peak memory of the server holding GPT-2 and BERT", gbcli=f"{peak / 2**20:.0f} MiB",
+            peer=f"the two models' weights: {weights / 2**20:.0f} MiB", ratio=peak / weights, target="≤ 1.3",
+            met=peak / weights <= 1.3, data={"peak": peak, "weights_bytes": weights},
+            note="the server's VmHWM after the fill-mask and compare requests above; torch, transformers and the "
+                 "tokenizers alone are ~430 MiB of it"),
+    ]
+
+
 ROW_FUNCTIONS: dict[str, Callable[[Context], list[Row]]] = {
     "generate": generate_rows, "fill-mask": fill_mask_rows, "pll": pll_rows, "compare": compare_rows,
     "memory": memory_rows,
     # What one fresh command costs (issues 13 and 19): benchmarks/cold.py.
     "startup": _cold("startup_rows"), "cold": _cold("cold_rows"), "fresh-generate": _cold("fresh_generate_rows"),
-    "busy": _cold("busy_rows"),
+    "busy": _cold("busy_rows"), "warm": warm_rows,
 }
 
 

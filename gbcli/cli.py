@@ -216,6 +216,10 @@ def main_callback(
         bool,
         typer.Option("--version", "-V", callback=version_callback, is_eager=True, help="Show the version and exit."),
     ] = False,
+    no_server: Annotated[
+        bool, typer.Option("--no-server", help="Run here even if a `gbcli serve` is up (also GBCLI_NO_SERVER=1); "
+                           "may also follow the command.")
+    ] = False,
 ) -> None:
     """GPT-style and BERT-style transformers side by side: see how a causal LM and a masked LM differ."""
 
@@ -930,9 +934,119 @@ def _pairs_file(path: str, fields, file_format: str, output: str | None, resume:
                          "Fix or remove those lines; with --output and --resume only they are scored again.")
 
 
+@app.command()
+@handle_errors
+def shell(
+    models: Annotated[
+        str | None, typer.Option("--models", help="Models to load at start, comma-separated: gpt, bert, bart "
+                                 "(default gpt,bert); also every command's default.", show_default=False,
+                                 rich_help_panel="Models")
+    ] = None,
+    gpt: GptOption = None,
+    bert: BertOption = None,
+    bart: BartOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    json_output: Annotated[bool, typer.Option("--json", help="Every command prints JSON: one document per "
+                                              "command, one per line.")] = False,
+) -> None:
+    """Load the models once, then type commands without `gbcli` (help, models, set, load, exit): answers at once.
+
+    A line of text alone runs fill-mask on it when it holds a mask, compare otherwise. Off a terminal
+    (`gbcli shell < commands.txt`) it reads the commands from stdin, without prompt or colour.
+    """
+    from gbcli.shell import Session, run_shell
+
+    load_options(device, dtype, None, False)  # refuse a bad --device or --dtype before anything loads
+    session = Session(json_lines=json_output)
+    for name, value in (("models", models), ("device", device), ("dtype", dtype)):
+        if value is not None and value != "auto":
+            session.defaults[name] = value
+    families = parse_models(models or "gpt,bert")
+    code = run_shell(session, families, {"gpt": gpt, "bert": bert, "bart": bart})
+    raise typer.Exit(code)
+
+
+@app.command()
+@handle_errors
+def serve(
+    keep_alive: Annotated[
+        str, typer.Option("--keep-alive", help="Unload a model after this long unused: 30m, 90s, 2h, or never.")
+    ] = "30m",
+    detach: Annotated[bool, typer.Option("--detach", help="Run in the background; its log goes to the runtime "
+                                         "folder's server.log.")] = False,
+    models: Annotated[
+        str | None, typer.Option("--models", help="Models to load at start, comma-separated: gpt, bert, bart "
+                                 "(default: those named by --gpt/--bert/--bart or GBCLI_*, else gpt,bert).",
+                                 show_default=False, rich_help_panel="Models")
+    ] = None,
+    gpt: GptOption = None,
+    bert: BertOption = None,
+    bart: BartOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+) -> None:
+    """Keep models loaded in a local server: every other command then uses it by itself (--no-server: not).
+
+    It listens on a Unix socket only this user can open, in $XDG_RUNTIME_DIR/gbcli (else /tmp/gbcli-UID). Other
+    models load on the first request that names them. `gbcli ps` lists what it holds; `gbcli stop` ends it.
+    """
+    from gbcli.warm import parse_duration
+
+    seconds = parse_duration(keep_alive)
+    options = load_options(device, dtype, None, False)
+    specs: dict[Family, str | None] = {"gpt": gpt, "bert": bert, "bart": bart}
+    named = [family for family in FAMILIES if specs[family]]
+    families = parse_models(models) if models else named or ["gpt", "bert"]
+    if detach:
+        from gbcli.serving import start_detached
+
+        argv = ["serve", "--keep-alive", keep_alive, "--models", ",".join(families), "--device", device,
+                "--dtype", dtype]
+        for family in FAMILIES:
+            if specs[family]:
+                argv += [FAMILY_INFO[family].flag, str(specs[family])]
+        raise typer.Exit(start_detached(argv))
+    from gbcli.server import run_server
+
+    def preload() -> None:
+        for family in families:
+            try:
+                load_columns([family], specs, options)
+            except GbcliError as error:  # the others still load; this one reports again when a request names it
+                stderr_console().print(f"[yellow]warning:[/] {_escape(error.message)}")
+
+    raise typer.Exit(run_server(seconds, preload))
+
+
+@app.command()
+@handle_errors
+def ps(json_output: JsonOption = False) -> None:
+    """The running server: its process, and the models it holds with their memory and idle time."""
+    from gbcli.serving import show_status
+
+    raise typer.Exit(show_status(json_output))
+
+
+@app.command()
+@handle_errors
+def stop() -> None:
+    """Stop the running server (it finishes the request it is running first)."""
+    from gbcli.serving import stop_server
+
+    raise typer.Exit(stop_server())
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: a running `gbcli serve` answers if there is one, else this process does."""
+    from gbcli.client import forward, strip_no_server
+
+    argv, in_process = strip_no_server(sys.argv[1:])
+    if not in_process:
+        code = forward(argv)
+        if code is not None:
+            sys.exit(code)
+    app(args=argv, prog_name="gbcli")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -473,6 +473,10 @@ def check_available(requests: list[tuple[Family, str]], options: LoadOptions | N
 
 
 _CACHE: dict[tuple, LoadedModel] = {}
+# When models were last asked for, by cache key: a warm process (`gbcli serve`) unloads the idle ones.
+LAST_USED: dict[tuple, float] = {}
+# Set by `gbcli shell` and `gbcli serve`: there the next command reuses the models, so none is let go after use.
+KEEP_LOADED = False
 
 
 def load_model(
@@ -488,7 +492,11 @@ def load_model(
     """
     options = options or LoadOptions()
     spec = resolve_spec(family, spec)
-    key = (family, spec, options, need_head)
+    key = (family, spec, _files_identity(spec), options, need_head)
+    with_head = (*key[:-1], True)
+    if not need_head and with_head in _CACHE:  # a model that passed the stricter check serves this one as well
+        key = with_head
+    LAST_USED[key] = time.monotonic()
     if key in _CACHE:
         return _CACHE[key]
     loaded = _load(family, spec, options, need_head)
@@ -496,8 +504,23 @@ def load_model(
     return loaded
 
 
+def _files_identity(spec: str) -> tuple | None:
+    """For a local folder: where it is and when its files last changed, so that a process that lives on
+    (`gbcli serve`, `gbcli shell`) never answers from another folder of the same relative name, or from weights
+    saved over since they were loaded."""
+    if not looks_like_path(spec):
+        return None
+    folder = Path(spec).expanduser().resolve()
+    try:
+        changed = max((entry.stat().st_mtime_ns for entry in folder.iterdir()), default=0)
+    except OSError:
+        changed = None
+    return (str(folder), changed)
+
+
 def clear_cache() -> None:
     _CACHE.clear()
+    LAST_USED.clear()
 
 
 class ReleasedModel:
@@ -523,7 +546,7 @@ def release_model(lm: LoadedModel) -> None:
     holds no reference cycle, and `gc.collect()` would cost ~0.2 s). The LoadedModel keeps its tokenizer and
     config; the next `load_model` for the same checkpoint reads it anew.
     """
-    if isinstance(lm.model, ReleasedModel):
+    if KEEP_LOADED or isinstance(lm.model, ReleasedModel):
         return
     for key in [key for key, cached in _CACHE.items() if cached is lm]:
         del _CACHE[key]

@@ -1,0 +1,165 @@
+"""The wire between `gbcli` commands and `gbcli serve`: where the socket lives, and its JSON-lines messages.
+
+Every message is one JSON object on one line. The first one a client sends names the protocol and the exact
+gbcli build (its version and a hash of its source), and a server of another build refuses it; the client checks
+the server's answer the same way. Output travels as base64 bytes, so that it arrives exactly as written.
+
+Only the standard library is imported here: the client side of every command loads this module and must start
+as fast as Python does.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import select
+import socket
+import stat
+import threading
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+PROTOCOL = 1
+SOCKET_NAME = "server.sock"
+LOG_NAME = "server.log"
+HEARTBEAT_SECONDS = 2.0  # a server that runs a request says so this often
+MAX_LINE = 64 * 1024 * 1024  # a longer line is not a gbcli message
+
+
+class ProtocolError(Exception):
+    """The other side sent something that is not a gbcli message, or went away."""
+
+
+@cache
+def build_id() -> str:
+    """The gbcli version and a hash of the package's source: a server running other code refuses the client."""
+    from gbcli import __version__
+
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return f"{__version__}+{digest.hexdigest()[:12]}"
+
+
+def runtime_dir() -> Path:
+    """The user's runtime folder for gbcli: GBCLI_RUNTIME_DIR, else $XDG_RUNTIME_DIR/gbcli, else /tmp/gbcli-UID."""
+    chosen = os.environ.get("GBCLI_RUNTIME_DIR")
+    if chosen:
+        return Path(chosen)
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg):
+        return Path(xdg) / "gbcli"
+    return Path("/tmp") / f"gbcli-{os.getuid()}"
+
+
+def socket_path() -> Path:
+    return runtime_dir() / SOCKET_NAME
+
+
+def private_dir() -> Path:
+    """The runtime folder, created 0700 if missing; refused if another user could reach into it."""
+    folder = runtime_dir()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.stat()
+    if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+        raise PermissionError(f"{folder} is not private to this user (owner {info.st_uid}, mode "
+                              f"{stat.S_IMODE(info.st_mode):o}); gbcli keeps its socket only in a 0700 folder")
+    return folder
+
+
+def peer_pid(sock: socket.socket) -> int | None:
+    """The process at the other end of a Unix socket, as the kernel reports it (Linux)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    import struct
+
+    credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", credentials)[0]
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    import struct
+
+    credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", credentials)[1]
+
+
+def hello(kind: str, **fields: Any) -> dict[str, Any]:
+    """The first message of either side: who is speaking."""
+    return {"type": kind, "protocol": PROTOCOL, "build": build_id(), **fields}
+
+
+def same_build(message: dict[str, Any]) -> bool:
+    return message.get("protocol") == PROTOCOL and message.get("build") == build_id()
+
+
+def encode_bytes(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def decode_bytes(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise ProtocolError("bytes must travel as a base64 string")
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+class Channel:
+    """One end of a connection: whole messages in and out, sends from several threads kept whole."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = b""
+        self._send_lock = threading.Lock()
+        self.broken = False
+
+    def send(self, message: dict[str, Any]) -> bool:
+        """Send one message; False (never an exception) once the other side has gone."""
+        data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        with self._send_lock:
+            if self.broken:
+                return False
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                self.broken = True
+                return False
+        return True
+
+    def receive(self, timeout: float | None) -> dict[str, Any] | None:
+        """The next message; None when the other side closed; TimeoutError after `timeout` seconds of silence."""
+        while b"\n" not in self._buffer:
+            if timeout is not None:
+                ready, _, _ = select.select([self.sock], [], [], timeout)
+                if not ready:
+                    raise TimeoutError
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except (ConnectionResetError, BrokenPipeError):
+                chunk = b""
+            if not chunk:
+                if self._buffer:
+                    raise ProtocolError("the connection closed in the middle of a message")
+                return None
+            self._buffer += chunk
+            if len(self._buffer) > MAX_LINE:
+                raise ProtocolError("a message longer than any gbcli sends")
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            message = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"not a JSON line ({exc})") from None
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            raise ProtocolError("a message must be a JSON object with a type")
+        return message
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass

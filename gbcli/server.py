@@ -1,0 +1,386 @@
+"""`gbcli serve`: one process keeps the models loaded and runs the commands that clients send it.
+
+A thread per connection talks to its client (validates the request, relays standard input, notices a client
+that leaves, sends a heartbeat); the main thread runs the requests one at a time, each by the CLI's own Typer
+app with stdout, stderr and stdin bound to that client, so the output is the in-process output byte for byte.
+One at a time is the simplest way to never mix two requests on one model. A client that leaves or presses Ctrl-C
+gets SIGINT delivered to the main thread: the command stops exactly as Ctrl-C stops it in-process.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gbcli.client import forwarded
+from gbcli.protocol import (
+    HEARTBEAT_SECONDS,
+    Channel,
+    ProtocolError,
+    decode_bytes,
+    encode_bytes,
+    hello,
+    peer_uid,
+    private_dir,
+    same_build,
+    socket_path,
+)
+from gbcli.warm import format_duration, loaded_models, models_kept_loaded, run_command_line, unload_idle
+
+REQUEST_SECONDS = 10.0  # for a client to send its request once connected
+
+
+@dataclass
+class Job:
+    """One request: what to run, where, for which terminal; and how it ended."""
+
+    channel: Channel
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+    umask: int
+    tty: list[bool]
+    encoding: list[list[str]]
+    stdin: queue.Queue = field(default_factory=queue.Queue)
+    done: threading.Event = field(default_factory=threading.Event)
+    cancel_requested: bool = False
+    code: int = 1
+
+
+def parse_job(channel: Channel, message: dict[str, Any]) -> Job:
+    """The request checked field by field: a malformed one is refused, never half-run."""
+    argv, cwd, env = message.get("argv"), message.get("cwd"), message.get("env")
+    tty, encoding, umask = message.get("tty"), message.get("encoding"), message.get("umask")
+    valid = (
+        isinstance(argv, list) and all(isinstance(a, str) for a in argv) and isinstance(cwd, str)
+        and isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+        and isinstance(tty, list) and len(tty) == 3 and all(isinstance(t, bool) for t in tty)
+        and isinstance(encoding, list) and len(encoding) == 2
+        and all(isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e) for e in encoding)
+        and isinstance(umask, int) and 0 <= umask <= 0o777
+    )
+    if not valid:
+        raise ProtocolError("a run request needs argv, cwd, env, umask, tty and encoding of the right types")
+    env = {name: value for name, value in env.items() if forwarded(name)}  # nothing else of the client's
+    return Job(channel, argv, cwd, env, umask, tty, encoding)  # type: ignore[arg-type]
+
+
+class _ClientWriter(io.RawIOBase):
+    """stdout or stderr of a request: bytes to the client as they are written; a terminal if the client's is."""
+
+    def __init__(self, job: Job, fd: int) -> None:
+        self.job, self.fd = job, fd
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self.job.tty[self.fd]
+
+    def write(self, data: Any) -> int:
+        data = bytes(data)
+        if data:
+            self.job.channel.send({"type": "out", "fd": self.fd, "data": encode_bytes(data)})
+        return len(data)  # a client that left loses what follows; the command is being stopped anyway
+
+
+class _ClientReader(io.RawIOBase):
+    """stdin of a request: asked of the client on first read, so a command that never reads it never waits."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.asked = False
+        self.ended = False
+        self.pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self.job.tty[0]
+
+    def readinto(self, buffer: Any) -> int:
+        if not self.pending and not self.ended:
+            if not self.asked:
+                self.asked = True
+                self.job.channel.send({"type": "stdin_request"})
+            chunk = self.job.stdin.get()
+            if chunk is None:
+                self.ended = True
+            else:
+                self.pending = chunk
+        size = min(len(buffer), len(self.pending))
+        buffer[:size] = self.pending[:size]
+        self.pending = self.pending[size:]
+        return size
+
+
+class Server:
+    def __init__(self, keep_alive: float | None, log: Any) -> None:
+        self.keep_alive = keep_alive
+        self.log = log
+        self.path = socket_path()
+        self.jobs: queue.Queue[Job] = queue.Queue()
+        self.lock = threading.Lock()
+        self.current: Job | None = None
+        self.cancel_signalled = False  # SIGINT sent by a connection thread, not typed at the server's terminal
+        self.stopping = False
+        self.ready = False
+        self.started = time.time()
+        self.served = 0
+        self.listener: socket.socket | None = None
+
+    # -- start and stop ------------------------------------------------------------------------------------------
+    def bind(self) -> None:
+        from gbcli.client import connect
+        from gbcli.errors import GbcliError
+
+        try:
+            private_dir()
+        except PermissionError as exc:
+            raise GbcliError(str(exc), "Remove the folder, or set GBCLI_RUNTIME_DIR to a private one.") from None
+        existing = connect()  # removes a stale socket left by a killed server
+        if existing is not None:
+            existing.close()
+            raise GbcliError(f"A gbcli server is already running on {self.path}.",
+                             "See it with `gbcli ps`; stop it with `gbcli stop`.")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        previous = os.umask(0o177)  # the socket is born 0600: no other user can connect
+        try:
+            listener.bind(str(self.path))
+        finally:
+            os.umask(previous)
+        os.chmod(self.path, 0o600)
+        listener.listen(16)
+        self.listener = listener
+        self.inode = os.stat(self.path).st_ino
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        try:
+            if os.stat(self.path).st_ino == self.inode:  # never remove a socket a newer server made
+                os.unlink(self.path)
+        except OSError:
+            pass
+        while True:  # whoever still waits in the queue hears why nothing will run
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            job.channel.send({"type": "out", "fd": 2, "data": encode_bytes(
+                b"error: the gbcli server stopped before running this command.\nhint: Run it again.\n")})
+            job.code = 1
+            job.done.set()
+
+    def say(self, text: str) -> None:
+        try:
+            self.log.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+            self.log.flush()
+        except (OSError, ValueError):
+            pass
+
+    # -- the main thread: one request at a time ------------------------------------------------------------------
+    def serve(self, preload: Any) -> None:
+        threading.Thread(target=self.accept_loop, daemon=True).start()
+        previous = {number: signal.signal(number, self.on_signal) for number in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with models_kept_loaded():
+                try:
+                    preload()
+                except KeyboardInterrupt:
+                    return
+                self.ready = True
+                self.say(f"ready on {self.path} (pid {os.getpid()})")
+                while not self.stopping:
+                    try:
+                        job = self.jobs.get(timeout=1.0)
+                    except queue.Empty:
+                        self.unload_idle()
+                        continue
+                    except KeyboardInterrupt:
+                        continue  # the stop flag decides
+                    self.run(job)
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def on_signal(self, number: int, frame: Any) -> None:
+        if number == signal.SIGINT and self.cancel_signalled:
+            self.cancel_signalled = False
+            if self.current is not None:
+                raise KeyboardInterrupt
+            return
+        self.stopping = True  # SIGTERM (gbcli stop) or Ctrl-C at the server: finish the current request, then go
+        if number == signal.SIGINT and self.current is None:
+            raise KeyboardInterrupt
+
+    def unload_idle(self) -> None:
+        if self.keep_alive is None:
+            return
+        for name in unload_idle(self.keep_alive):
+            self.say(f"unloaded {name} after {format_duration(self.keep_alive)} idle")
+
+    def run(self, job: Job) -> None:
+        started = time.perf_counter()
+        saved_streams = sys.stdin, sys.stdout, sys.stderr
+        saved_env = dict(os.environ)
+        saved_cwd = os.getcwd()
+        with self.lock:
+            self.current = job
+        try:
+            if job.cancel_requested:
+                raise KeyboardInterrupt
+            os.chdir(job.cwd)
+            for name in [name for name in os.environ if forwarded(name)]:
+                del os.environ[name]
+            os.environ.update(job.env)
+            saved_umask = os.umask(job.umask)
+            try:
+                sys.stdout = _text(_ClientWriter(job, 1), job.encoding[0])
+                sys.stderr = _text(_ClientWriter(job, 2), job.encoding[1])
+                sys.stdin = io.TextIOWrapper(io.BufferedReader(_ClientReader(job)), encoding="utf-8")
+                job.code = run_command_line(job.argv)
+            finally:
+                os.umask(saved_umask)
+        except KeyboardInterrupt:
+            job.code = 130
+        except FileNotFoundError:
+            job.code = 1
+            job.channel.send({"type": "out", "fd": 2, "data": encode_bytes(
+                f"error: the folder {job.cwd} is gone.\nhint: Run the command from a folder that exists.\n".encode())})
+        except BaseException as exc:  # the server outlives any one request
+            job.code = 1
+            self.say(f"request failed: {type(exc).__name__}: {exc}")
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            sys.stdin, sys.stdout, sys.stderr = saved_streams
+            os.environ.clear()
+            os.environ.update(saved_env)
+            try:
+                os.chdir(saved_cwd)
+            except OSError:
+                pass
+            with self.lock:
+                self.current = None
+                self.cancel_signalled = False
+            if job.code == 130 and not job.cancel_requested:
+                self.stopping = True  # a Ctrl-C typed at the server's own terminal
+            self.served += 1
+            job.done.set()
+            self.say(f"{' '.join(job.argv)[:120]} -> {job.code} in {time.perf_counter() - started:.3f} s")
+
+    def cancel(self, job: Job) -> None:
+        with self.lock:
+            job.cancel_requested = True
+            job.stdin.put(None)  # a command waiting for stdin sees its end
+            if self.current is job:
+                self.cancel_signalled = True
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+
+    # -- connection threads --------------------------------------------------------------------------------------
+    def accept_loop(self) -> None:
+        assert self.listener is not None
+        while not self.stopping:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.talk, args=(sock,), daemon=True).start()
+
+    def talk(self, sock: socket.socket) -> None:
+        channel = Channel(sock)
+        try:
+            if peer_uid(sock) not in (None, os.getuid()):
+                return  # the socket is 0600 already; this is the second lock on the door
+            message = channel.receive(REQUEST_SECONDS)
+            if message is None:
+                return
+            if not same_build(message):
+                channel.send(hello("refused", message=f"this server is gbcli {hello('x')['build']}"))
+                self.say(f"refused a client of build {message.get('build')!r}")
+                return
+            if message["type"] == "status":
+                channel.send(self.status())
+            elif message["type"] == "run":
+                self.relay(channel, parse_job(channel, message))
+        except (ProtocolError, TimeoutError, OSError) as exc:
+            self.say(f"dropped a connection: {exc or type(exc).__name__}")
+        finally:
+            channel.close()
+
+    def relay(self, channel: Channel, job: Job) -> None:
+        """Queue the job, then until it ends: stdin and Ctrl-C from the client, a heartbeat to it."""
+        channel.send(hello("accepted", pid=os.getpid()))
+        if self.stopping:
+            channel.send({"type": "exit", "code": 1})
+            return
+        self.jobs.put(job)
+        client_here = True
+        last_beat = time.monotonic()
+        while not job.done.is_set():
+            if client_here:
+                try:
+                    message = channel.receive(0.2)
+                except TimeoutError:
+                    message = {"type": "none"}
+                except (ProtocolError, OSError):
+                    message = None
+                if message is None:  # the client left (killed, or its pipe closed): stop its work
+                    client_here = False
+                    self.cancel(job)
+                elif message["type"] == "interrupt":
+                    self.cancel(job)
+                elif message["type"] == "stdin":
+                    if message.get("eof"):
+                        job.stdin.put(None)
+                    else:
+                        job.stdin.put(decode_bytes(message.get("data")))
+            else:
+                job.done.wait(0.2)
+            if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+                channel.send({"type": "alive"})
+                last_beat = time.monotonic()
+        channel.send({"type": "exit", "code": job.code})
+
+    def status(self) -> dict[str, Any]:
+        from gbcli.render.common import to_jsonable
+
+        try:
+            models = to_jsonable(loaded_models())
+        except RuntimeError:  # the cache changed under us; the next `ps` sees it settled
+            models = []
+        return hello("status", pid=os.getpid(), socket=str(self.path), ready=self.ready, busy=self.current is not None,
+                     queued=self.jobs.qsize(), served=self.served, uptime=time.time() - self.started,
+                     keep_alive=self.keep_alive, models=models)
+
+
+def _text(raw: io.RawIOBase, encoding: list[str]) -> io.TextIOWrapper:
+    return io.TextIOWrapper(raw, encoding=encoding[0], errors=encoding[1], write_through=True)  # type: ignore[arg-type]
+
+
+def run_server(keep_alive: float | None, preload: Any) -> int:
+    """Serve until `gbcli stop`, SIGTERM or Ctrl-C; returns the exit code."""
+    log = sys.stderr
+    server = Server(keep_alive, log)
+    server.bind()
+    server.say(f"gbcli server {hello('x')['build']} starting on {server.path} (pid {os.getpid()}), keep-alive "
+               f"{'never' if keep_alive is None else format_duration(keep_alive)}")
+    try:
+        server.serve(preload)
+    finally:
+        server.close()
+        server.say("stopped")
+    return 0

@@ -1,0 +1,179 @@
+"""What `gbcli shell` and `gbcli serve` share: run a command line in a process that keeps its models loaded.
+
+A command line is run by the very Typer app the console script runs, so a warm command prints exactly what a cold
+one prints; only the models are already in memory (`gbcli.models` caches them per process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+
+@cache
+def command_tree() -> Any:
+    """The click group behind the Typer app (Typer's own copy of click): commands, options and help, built once."""
+    from typer.main import get_command
+
+    from gbcli.cli import app
+
+    return get_command(app)
+
+
+def options_of(command: Any) -> list[Any]:
+    """A command's options (not its arguments), as click describes them: .opts, .secondary_opts, .is_flag."""
+    return [param for param in command.params if param.param_type_name == "option"]
+
+
+def run_command_line(args: list[str]) -> int:
+    """Run `gbcli ARGS` in this process, as the console script would, and return its exit code."""
+    try:
+        command_tree().main(args=args, prog_name="gbcli", standalone_mode=True)
+    except SystemExit as exit:
+        return exit_code_of(exit.code)
+    return 0
+
+
+def exit_code_of(code: Any) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    return 1  # sys.exit("message") prints the message and exits 1
+
+
+@contextlib.contextmanager
+def models_kept_loaded() -> Iterator[None]:
+    """While it lasts, no command lets go of its models after use (`compare` would): the next command needs them."""
+    from gbcli import models
+
+    before, models.KEEP_LOADED = models.KEEP_LOADED, True
+    try:
+        yield
+    finally:
+        models.KEEP_LOADED = before
+
+
+@dataclass
+class LoadedEntry:
+    """One model held in memory, as `models` (shell) and `gbcli ps` list it."""
+
+    family: str
+    model: str
+    kind: str
+    device: str
+    dtype: str
+    parameters: int
+    bytes: int
+    idle_seconds: float
+
+
+def loaded_models() -> list[LoadedEntry]:
+    """The models this process holds, once each (a model cached under two keys is one model in memory)."""
+    from gbcli import models
+
+    now = time.monotonic()
+    entries: dict[int, LoadedEntry] = {}
+    for key, lm in list(models._CACHE.items()):
+        idle = now - models.LAST_USED.get(key, now)
+        known = entries.get(id(lm))
+        if known is not None:
+            known.idle_seconds = min(known.idle_seconds, idle)
+            continue
+        parameters, size = weight_size(lm.model)
+        entries[id(lm)] = LoadedEntry(
+            family=lm.family, model=lm.name, kind=lm.kind, device=str(lm.device),
+            dtype=str(lm.dtype).removeprefix("torch."), parameters=parameters, bytes=size, idle_seconds=idle,
+        )
+    return list(entries.values())
+
+
+def weight_size(model: Any) -> tuple[int, int]:
+    """Parameters and bytes of a model's weights and buffers (a tied matrix counted once)."""
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    parameters = sum(t.numel() for t in model.parameters())
+    return parameters, sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def unload_idle(keep_alive: float) -> list[str]:
+    """Let go of every model nobody asked for in the last `keep_alive` seconds; returns their names."""
+    from gbcli import models
+
+    now = time.monotonic()
+    idle_keys = [key for key in list(models._CACHE) if now - models.LAST_USED.get(key, now) >= keep_alive]
+    names = []
+    for key in idle_keys:
+        lm = models._CACHE.pop(key, None)
+        models.LAST_USED.pop(key, None)
+        if lm is not None and lm not in models._CACHE.values():
+            names.append(f"{lm.family} {lm.name}")
+    if names:
+        gc.collect()  # the weights go now, not at some later collection
+        _empty_accelerator_cache()
+    return names
+
+
+def _empty_accelerator_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def format_bytes(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"  # pragma: no cover
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+
+
+def parse_duration(text: str) -> float | None:
+    """`30m`, `90s`, `2h`, `45` (seconds), or `never`/`-1` for no limit (None)."""
+    from gbcli.errors import usage_error
+
+    value = text.strip().lower()
+    if value in {"never", "forever", "inf", "-1"}:
+        return None
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, scale = value, 1.0
+    for suffix in sorted(units, key=len, reverse=True):
+        if value.endswith(suffix):
+            number, scale = value[: -len(suffix)], units[suffix]
+            break
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        seconds = -1
+    if not seconds >= 0:
+        raise usage_error(f"Cannot read the duration '{text}'.", "For example 30m, 90s, 2h, or never.")
+    return seconds
+
+
+def model_table(entries: list[LoadedEntry]) -> Any:
+    """A Rich table of the loaded models (the shell's `models` and `gbcli ps`)."""
+    from rich.table import Table
+
+    from gbcli.models import family_title
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for title, justify in (("column", "left"), ("model", "left"), ("device", "left"), ("dtype", "left"),
+                           ("params", "right"), ("memory", "right"), ("idle", "right")):
+        table.add_column(title, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for entry in entries:
+        table.add_row(family_title(entry.family), entry.model, entry.device, entry.dtype,
+                      f"{entry.parameters / 1e6:.1f}M", format_bytes(entry.bytes), format_duration(entry.idle_seconds))
+    return table

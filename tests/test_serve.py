@@ -1,0 +1,385 @@
+"""`gbcli serve`, `ps`, `stop`: a real server on a temporary socket, and the ordinary commands that use it.
+
+Every server here runs in its own temporary runtime folder and is stopped (killed if need be) at teardown; every
+other test of the suite runs with GBCLI_NO_SERVER=1 (tests/conftest.py), so none of them can reach these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cli_helpers import TRACEBACK, gbcli_executable, run, run_installed
+from tests.test_shell import _read_until, without_timings
+from tests.test_signals import long_context_gpt  # noqa: F401 - a model that generates long enough to interrupt
+
+
+def client_env(runtime: Path, **extra: str) -> dict[str, str]:
+    return {"GBCLI_NO_SERVER": "", "GBCLI_RUNTIME_DIR": str(runtime), "COLUMNS": "80", "NO_COLOR": "1", **extra}
+
+
+@contextlib.contextmanager
+def runtime_env(runtime: Path):
+    """This test process looking at one runtime folder (for gbcli.client.status)."""
+    before = os.environ.get("GBCLI_RUNTIME_DIR")
+    os.environ["GBCLI_RUNTIME_DIR"] = str(runtime)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("GBCLI_RUNTIME_DIR", None)
+        else:
+            os.environ["GBCLI_RUNTIME_DIR"] = before
+
+
+def server_status(runtime: Path) -> dict | None:
+    from gbcli.client import status
+
+    with runtime_env(runtime):
+        return status()
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class RunningServer:
+    def __init__(self, runtime: Path, process: subprocess.Popen, log: Path) -> None:
+        self.runtime, self.process, self.log = runtime, process, log
+
+    @property
+    def socket(self) -> Path:
+        return self.runtime / "server.sock"
+
+    def served(self) -> int:
+        return server_status(self.runtime)["served"]
+
+    def client(self, *args: str, **kwargs):
+        env = client_env(self.runtime, **kwargs.pop("env", {}))
+        return run_installed(*args, env=env, **kwargs)
+
+
+def start_server(*args: str, keep_alive: str = "1h") -> RunningServer:
+    runtime = Path(tempfile.mkdtemp(prefix="gbcli-test-")) / "run"  # short: a socket path has ~100 bytes
+    log = runtime.parent / "server.log"
+    # torch's default threads, as in this test process: a sum split over other threads rounds otherwise.
+    env = {**os.environ, "GBCLI_RUNTIME_DIR": str(runtime)}
+    with open(log, "wb") as out:
+        process = subprocess.Popen([gbcli_executable(), "serve", "--keep-alive", keep_alive, *args],
+                                   stdout=out, stderr=out, env=env, start_new_session=True)
+    server = RunningServer(runtime, process, log)
+    try:
+        wait_for(lambda: process.poll() is not None or (server_status(runtime) or {}).get("ready"), 120,
+                 "the server to be ready")
+        assert process.poll() is None, log.read_text()
+    except BaseException:
+        stop_process(server)
+        raise
+    return server
+
+
+def stop_process(server: RunningServer) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(timeout=30)
+    shutil.rmtree(server.runtime.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def models(gpt_path, bert_path):
+    return ["--gpt", str(gpt_path), "--bert", str(bert_path)]
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    running = start_server(*models)
+    yield running
+    stop_process(running)
+
+
+def assert_same_as_in_process(server: RunningServer, *args: str, env: dict[str, str] | None = None,
+                              timings: bool = False, stderr: bool = True, input: bytes | None = None):
+    """The command through the server, then in this process (what --no-server runs): the same bytes."""
+    env = env or {}
+    before = server.served()
+    warm = server.client(*args, env=env, input=input)
+    assert server.served() == before + 1, "the request did not go to the server"
+    cold = run(*args, input=input, env={"COLUMNS": "80", "NO_COLOR": "1", **{k: v or None for k, v in env.items()}})
+    assert warm.returncode == cold.exit_code, warm.stderr.decode()
+    if timings:  # wall-clock figures differ between any two runs; all the rest must not
+        assert without_timings(json.loads(warm.stdout)) == without_timings(json.loads(cold.stdout))
+    else:
+        assert warm.stdout.decode() == cold.stdout
+    if stderr:  # (a spinner's frames on a terminal depend on how long loading takes)
+        assert warm.stderr.decode() == cold.stderr
+    return warm
+
+
+def test_the_socket_is_private_to_the_user(server):
+    assert stat.S_IMODE(server.socket.stat().st_mode) == 0o600
+    assert stat.S_IMODE(server.runtime.stat().st_mode) == 0o700
+    assert stat.S_ISSOCK(server.socket.stat().st_mode)
+
+
+def test_a_runtime_folder_others_can_enter_is_refused(tmp_path):
+    folder = tmp_path / "open"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    result = run("serve", env={"GBCLI_RUNTIME_DIR": str(folder)})
+    assert result.exit_code == 1
+    assert "not private" in result.stderr and not (folder / "server.sock").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ("fill-mask", "the [MASK] quacks in the park .", "-k", "3"),
+    ("fill-mask", "the [MASK] quacks in the park .", "--json", "--targets", "duck,dog"),
+    ("tokenize", "hello world"),
+    ("attention", "the duck quacks .", "--layer", "0", "--head", "1"),
+    ("fill-mask", "a sentence without a blank"),  # an error: the same message and exit code
+])
+def test_output_is_the_in_process_output_byte_for_byte(server, models, args):
+    assert_same_as_in_process(server, *args, *models)
+
+
+def test_no_server_runs_in_process_with_the_same_output(server, models):
+    before = server.served()
+    cold = server.client("--no-server", "fill-mask", "the [MASK] quacks .", "-k", "2", *models)
+    after_flag = server.served()
+    also_cold = server.client("fill-mask", "the [MASK] quacks .", "-k", "2", *models, env={"GBCLI_NO_SERVER": "1"})
+    warm = server.client("fill-mask", "the [MASK] quacks .", "-k", "2", *models)
+    assert after_flag == before and server.served() == before + 1  # neither --no-server nor the variable reached it
+    assert cold.returncode == 0 and cold.stdout == also_cold.stdout == warm.stdout and cold.stderr == warm.stderr
+
+
+def test_colour_and_width_follow_the_client(server, models):
+    warm = assert_same_as_in_process(server, "fill-mask", "the [MASK] quacks .", *models,
+                                     env={"NO_COLOR": "", "FORCE_COLOR": "1", "COLUMNS": "120"}, stderr=False)
+    assert b"\x1b[" in warm.stdout
+    assert max(len(line) for line in warm.stdout.decode().splitlines()) > 80
+
+
+def test_stdin_and_timed_results_travel_too(server, models):
+    assert_same_as_in_process(server, "fill-mask", "-", "--json", *models, input=b"the [MASK] quacks .\n")
+    assert_same_as_in_process(server, "compare", "the duck quacks .", "--json", *models, timings=True)
+    assert_same_as_in_process(server, "generate", "once upon", "--seed", "3", "--max-new-tokens", "6", "--json",
+                              *models, timings=True)
+
+
+def test_the_client_imports_no_heavy_library(server, models):
+    probe = (
+        "import sys\n"
+        "from gbcli.cli import main\n"
+        f"sys.argv = ['gbcli', 'tokenize', 'hello', *{models!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'numpy', "
+        "'tokenizers'))\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    before = server.served()
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                               env={**os.environ, **client_env(server.runtime)})
+    assert server.served() == before + 1
+    assert "GPT ids:" in completed.stdout
+    assert completed.stderr.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_two_clients_at_once_each_get_their_own_answer(server, models):
+    texts = ["the [MASK] quacks in the park .", "the [MASK] barks at the cat ."]
+    env = {**os.environ, **client_env(server.runtime), "OMP_NUM_THREADS": "1"}
+    before = server.served()
+    clients = [subprocess.Popen([gbcli_executable(), "fill-mask", text, "--json", *models], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for text in texts * 2]
+    outputs = [client.communicate(timeout=120) for client in clients]
+    assert server.served() == before + len(clients)
+    for text, (stdout, stderr), client in zip(texts * 2, outputs, clients, strict=True):
+        assert client.returncode == 0, stderr.decode()
+        assert stdout.decode() == run("fill-mask", text, "--json", *models).stdout
+
+
+def test_ps_lists_the_models_with_their_memory(server, gpt_path):
+    from transformers import AutoModelForCausalLM
+
+    result = server.client("ps", "--json")
+    answer = json.loads(result.stdout)
+    by_model = {entry["model"]: entry for entry in answer["models"]}
+    model = AutoModelForCausalLM.from_pretrained(gpt_path)
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    assert by_model["gpt"]["bytes"] == sum(t.numel() * t.element_size() for t in tensors.values())
+    assert answer["pid"] == server.process.pid and answer["keep_alive"] == 3600
+    table = server.client("ps").stdout.decode()
+    assert f"pid {server.process.pid}" in table and "GPT" in table and "BERT" in table and "KB" in table
+
+
+def test_a_client_of_another_build_is_refused(server):
+    from gbcli.protocol import Channel
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(server.socket))
+    channel = Channel(sock)
+    channel.send({"type": "run", "protocol": 1, "build": "0.0.1+other", "argv": ["tokenize", "x"]})
+    answer = channel.receive(10)
+    channel.close()
+    assert answer["type"] == "refused" and "this server is gbcli" in answer["message"]
+
+
+def test_a_server_of_another_build_is_refused_and_the_command_runs_here(tmp_path, models):
+    from gbcli.protocol import Channel
+
+    runtime = Path(tempfile.mkdtemp(prefix="gbcli-fake-"))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(runtime / "server.sock"))
+    listener.listen(1)
+
+    def answer_once():
+        sock, _ = listener.accept()
+        channel = Channel(sock)
+        channel.receive(10)
+        channel.send({"type": "accepted", "protocol": 1, "build": "9.9.9+future"})
+        channel.close()
+
+    threading.Thread(target=answer_once, daemon=True).start()
+    try:
+        warm = run_installed("tokenize", "hello", *models, env=client_env(runtime))
+    finally:
+        listener.close()
+        shutil.rmtree(runtime, ignore_errors=True)
+    cold = run_installed("tokenize", "hello", *models, env={"COLUMNS": "80"})
+    assert warm.returncode == 0 and warm.stdout == cold.stdout
+    assert b"9.9.9+future" in warm.stderr and b"refuse each other" in warm.stderr
+
+
+def test_streaming_generate_streams_and_ctrl_c_cancels_on_the_server(server, long_context_gpt):  # noqa: F811
+    pid, fd = pty.fork()
+    if pid == 0:  # the client on a terminal, as a user runs it
+        os.environ.update(client_env(server.runtime, COLUMNS="100"))
+        os.environ.pop("NO_COLOR")
+        os.execv(gbcli_executable(), ["gbcli", "generate", "once upon a time", "--models", "gpt", "--gpt",
+                                      str(long_context_gpt), "--max-new-tokens", "4000", "--seed", "1"])
+    try:
+        shown = _read_until(fd, b"once upon a time", timeout=60)
+        assert b"once upon a time" in shown, shown[-500:]
+        assert server_status(server.runtime)["busy"]  # it streamed while the server still generates
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGINT)
+        shown += _read_until(fd, b"interrupted", timeout=30)
+        shown += _read_until(fd, b"\x00never", timeout=2)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 130
+    assert b"interrupted" in shown and TRACEBACK.encode() not in shown and b"GPT" in shown
+    wait_for(lambda: not server_status(server.runtime)["busy"], 10, "the server to be free")
+
+
+def test_a_killed_client_cancels_its_work_and_the_server_goes_on(server, models, long_context_gpt):  # noqa: F811
+    env = {**os.environ, **client_env(server.runtime)}
+    client = subprocess.Popen([gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt",
+                               str(long_context_gpt), "--max-new-tokens", "4000", "--json"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: server_status(server.runtime)["busy"], 60, "the server to start the request")
+        time.sleep(0.5)
+        client.kill()
+        client.wait(timeout=10)
+        wait_for(lambda: not server_status(server.runtime)["busy"], 10, "the work to stop")
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert_same_as_in_process(server, "tokenize", "still here", *models)
+
+
+def test_detach_keep_alive_a_killed_server_and_its_stale_socket(models, tmp_path, long_context_gpt):  # noqa: F811
+    runtime = Path(tempfile.mkdtemp(prefix="gbcli-test-")) / "run"
+    env = client_env(runtime)
+    pid = None
+    try:
+        started = run_installed("serve", "--detach", "--keep-alive", "2s", *models, env=env, timeout=200)
+        assert started.returncode == 0, started.stderr.decode()
+        answer = server_status(runtime)
+        pid = answer["pid"]
+        assert {entry["model"] for entry in answer["models"]} == {"gpt", "bert"}
+        # Idle longer than the keep-alive: unloaded; the next request that names a model loads it again.
+        wait_for(lambda: server_status(runtime)["models"] == [], 20, "the idle models to unload")
+        assert "unloaded gpt gpt after 2s idle" in (runtime / "server.log").read_text()
+        assert run_installed("tokenize", "hi", "--models", "bert", *models, env=env).returncode == 0
+        assert [entry["model"] for entry in server_status(runtime)["models"]] == ["bert"]
+        # A server killed in the middle of a request: the client says so and exits 1, without hanging.
+        client = subprocess.Popen([gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt",
+                                   str(long_context_gpt), "--max-new-tokens", "4000", "--json"],
+                                  env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for(lambda: server_status(runtime)["busy"], 60, "the server to start the request")
+        os.kill(pid, signal.SIGKILL)
+        stdout, stderr = client.communicate(timeout=30)
+        assert client.returncode == 1 and b"error: the gbcli server stopped while running this command" in stderr
+        assert stdout == b"" and TRACEBACK.encode() not in stderr
+        # Its socket is left behind; the next command finds nobody there, removes it and runs in-process.
+        assert (runtime / "server.sock").exists()
+        after = run_installed("tokenize", "hi", *models, env=env)
+        assert after.returncode == 0 and b"GPT ids:" in after.stdout and after.stderr == b""
+        assert not (runtime / "server.sock").exists()
+        assert b"No gbcli server is running" in run_installed("ps", env=env).stdout
+    finally:
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(runtime.parent, ignore_errors=True)
+
+
+def test_stop_ends_the_server_and_removes_its_socket(models):
+    running = start_server(*models)
+    try:
+        stopped = running.client("stop")
+        assert stopped.returncode == 0 and f"gbcli server {running.process.pid} stopped".encode() in stopped.stderr
+        assert running.process.wait(timeout=30) == 0
+        assert not running.socket.exists()
+        assert running.client("stop").returncode == 0  # nothing to stop is no failure
+    finally:
+        stop_process(running)
+
+
+@pytest.mark.parametrize("args", [["serve", "--help"], ["shell", "--help"], ["ps"], ["stop"]])
+def test_managing_the_server_imports_no_heavy_library(tmp_path, args):
+    probe = (
+        "import sys\n"
+        "from gbcli.cli import main\n"
+        f"sys.argv = ['gbcli', *{args!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'numpy', "
+        "'tokenizers'))\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                               env={**os.environ, **client_env(tmp_path / "run")})
+    assert completed.stderr.strip().splitlines()[-1] == "HEAVY []"
