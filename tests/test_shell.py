@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import shutil
 import signal
@@ -95,7 +96,7 @@ def test_a_bad_command_reports_like_the_cli_and_the_loop_goes_on(models):
                    options=("--json",))
     assert result.exit_code == 2  # the batch's status: the last command that failed
     assert TRACEBACK not in result.stderr
-    assert "No such option: --nope" in result.stderr  # click's own message, as on the command line
+    assert "No such option" in result.stderr and "--nope" in result.stderr
     assert "error: No such command 'fil-mask'." in result.stderr
     assert "hint: Did you mean fill-mask?" in result.stderr
     documents = json_lines(result.stdout)
@@ -152,16 +153,19 @@ def test_compare_keeps_its_models_loaded_in_the_shell(models):
     result = shell(models, "the duck quacks .", "the duck quacks .", "models", options=("--json",))
     first, second, entries = json_lines(result.stdout)
     assert without_timings(first) == without_timings(second)
-    assert {entry["model"] for entry in entries} == {"gpt", "bert"}  # compare did not let them go
+    # compare did not let them go (models loaded by earlier tests in this process may be listed too)
+    assert {"gpt", "bert"} <= {entry["model"] for entry in entries}
 
 
 PROMPT = b"gbcli>"
 
 
 def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
+    """What the terminal showed until `needle` appeared, without its escape sequences: the line editor redraws as
+    it goes, and a sequence may fall inside a typed word."""
     seen = b""
     deadline = time.monotonic() + timeout
-    while needle not in seen and time.monotonic() < deadline:
+    while needle not in _shown(seen) and time.monotonic() < deadline:
         ready, _, _ = select.select([fd], [], [], 0.2)
         if ready:
             try:
@@ -171,7 +175,11 @@ def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
             if not chunk:
                 break
             seen += chunk
-    return seen
+    return _shown(seen)
+
+
+def _shown(output: bytes) -> bytes:
+    return re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", output)
 
 
 @pytest.fixture
