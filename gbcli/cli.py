@@ -685,6 +685,7 @@ def lens(
                            load_options(device, dtype, revision, offline))
     with interrupt_exits_130():
         result = lens_task(columns, source, top_k)
+        check_finite(result, columns)
     if json_output:
         print_json(result)
     else:
@@ -737,6 +738,7 @@ def context(
             result = word_similarity(columns, sources, word or "")
         else:
             result = context_shift(columns, sources, change)
+        check_finite(result, columns)
     if json_output:
         print_json(result)
     else:
@@ -789,6 +791,7 @@ def saliency(
                            load_options(device, dtype, revision, offline))
     with interrupt_exits_130():
         result = saliency_task(columns, source, target.strip() if target else None, methods, steps)
+        check_finite(result, columns)
     if json_output:
         print_json(result)
     else:
@@ -882,6 +885,7 @@ def pairs(
     task.check_pair_fits(pair, columns)
     with interrupt_exits_130():
         (result,) = task.score_pairs(columns, [pair], settings)
+        check_finite(result, columns)
     if json_output:
         print_json(result)
     else:
@@ -907,6 +911,7 @@ def _pairs_file(path: str, fields, file_format: str, output: str | None, resume:
         with interrupt_exits_130(), progress_bar(run.todo, show_progress) as advance:
             for chunk in task.iter_pair_chunks(run.pairs, run.done, batch_size):
                 results = task.score_pairs(columns, chunk, settings)
+                check_finite(results, columns)
                 if output is not None:
                     task.append_records(output, [dumps(r, indent=None) + "\n" for r in results])
                 elif json_output:

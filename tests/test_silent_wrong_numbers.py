@@ -152,6 +152,9 @@ def overflowing_gpt(tmp_path_factory, gpt_path) -> Path:
     ("generate", "the duck", "--num-beams", "2", "--max-new-tokens", "2"),
     ("attention", DUCK_SENTENCE),
     ("compare", DUCK_SENTENCE),
+    ("lens", "the duck"),
+    ("saliency", "the [MASK] quacks"),
+    ("pairs", DUCK_SENTENCE, "the dog quacks in the park ."),
 ])
 def test_non_finite_numbers_are_an_error_never_printed(command, overflowing_gpt):
     # The model itself does produce NaN: what the tool must not do is print it.
