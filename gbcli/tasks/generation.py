@@ -95,13 +95,20 @@ def continuation(lm: LoadedModel, context: list[int], new_ids: list[int], logpro
     tok = lm.tokenizer
     tokens = []
     before = tok.decode(context, skip_special_tokens=True)
+    undecodable = False
     for index, (token_id, logprob) in enumerate(zip(new_ids, logprobs, strict=True)):
         # The text a token adds after the ones before it (WordPiece `##` pieces join up).
         after = tok.decode(context + new_ids[: index + 1], skip_special_tokens=True)
         added = after[len(before):] if after.startswith(before) else tok.decode([token_id])
-        tokens.append(GeneratedToken(token_id, tok.convert_ids_to_tokens(token_id), added, logprob))
+        piece = tok.convert_ids_to_tokens(token_id)
+        if token_id >= len(tok):  # a padded embedding row: the tokenizer has no text for it, so it shows its id
+            piece = added = f"<id {token_id}>"
+            undecodable = True
+        tokens.append(GeneratedToken(token_id, piece, added, logprob))
         before = after
-    if text is None:
+    if undecodable:
+        text = "".join(t.text for t in tokens)
+    elif text is None:
         text = tok.decode(new_ids, skip_special_tokens=True)
     mean = sum(logprobs) / len(logprobs) if logprobs else None
     return Continuation(text, tokens, mean, stopped)
