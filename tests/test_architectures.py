@@ -8,6 +8,7 @@ fill-mask pipeline, eager `output_attentions`).
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def one_thread():
     yield
     torch.set_num_threads(before)
     clear_cache()  # the matrix's models are of no use to other modules
+    reference.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +63,9 @@ def folder(tiny_models, tmp_path_factory):
     return get
 
 
+@functools.cache
 def reference(path: Path, family: str, attn: str | None = None):
-    """A fresh copy of the checkpoint, loaded by transformers alone, with its tokenizer."""
+    """A fresh copy of the checkpoint, loaded by transformers alone (once per module), with its tokenizer."""
     extra = {"attn_implementation": attn} if attn else {}
     return AutoTokenizer.from_pretrained(path), LOADERS[family].from_pretrained(path, **extra).eval()
 
@@ -271,6 +274,29 @@ def test_seq2seq_score_and_attention_are_the_models_own(name, folder, tmp_path):
         np.testing.assert_allclose(exported[key], expected_map, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", [a.name for a in SEQ2SEQ])
+def test_seq2seq_greedy_generation_is_model_generate(name, folder):
+    path = folder(name)
+    doc = run_json("generate", GPT_PROMPT, "--greedy", "--max-new-tokens", str(NEW_TOKENS), *gbcli_args(name, path))
+    (continuation,) = _column(doc)["continuations"]
+    tokenizer, model = reference(path, "bart")
+    # The encoder reads "prompt <mask>"; the decoder starts from its start token, <s> and the prompt.
+    source = tokenizer(GPT_PROMPT + " " + tokenizer.mask_token, return_tensors="pt")
+    prefix = [model.config.decoder_start_token_id, tokenizer.bos_token_id,
+              *tokenizer(GPT_PROMPT, add_special_tokens=False)["input_ids"]]
+    with torch.no_grad():
+        expected = model.generate(**source, decoder_input_ids=torch.tensor([prefix]), do_sample=False, num_beams=1,
+                                  max_new_tokens=NEW_TOKENS, no_repeat_ngram_size=0)[0, len(prefix):].tolist()
+    if tokenizer.eos_token_id in expected:
+        expected = expected[: expected.index(tokenizer.eos_token_id) + 1]
+    assert [t["id"] for t in continuation["tokens"]] == expected
+    with torch.no_grad():
+        logits = model(**source, decoder_input_ids=torch.tensor([prefix + expected])).logits[0]
+    table = torch.log_softmax(logits, -1)
+    for offset, token in enumerate(continuation["tokens"]):
+        assert token["logprob"] == pytest.approx(table[len(prefix) + offset - 1, token["id"]].item(), abs=2e-5)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Labels checked against numbers
 # --------------------------------------------------------------------------------------------------------------
@@ -316,7 +342,8 @@ def padded(tiny_models, tmp_path_factory) -> Path:
     """A GPT-J whose embedding matrix has 100 rows more than its tokenizer has tokens (as checkpoints padded to a
     multiple of 64 have), with an output bias that makes those rows the most likely next tokens everywhere."""
     path = build("gpt-j", tmp_path_factory.mktemp("padded") / "padded", tiny_models["gpt"], extra_rows=PADDED_ROWS)
-    tokenizer, model = reference(path, "gpt")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
     with torch.no_grad():
         model.lm_head.bias[len(tokenizer):] = 20.0
     model.save_pretrained(path)
