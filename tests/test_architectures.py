@@ -167,6 +167,13 @@ def test_attention_free_models_are_refused_by_attention_and_nothing_else(name, f
                       "this model has no attention", ALL[name].model_class)
 
 
+def test_compare_leaves_an_attention_free_model_out_of_the_attention_section(folder, tiny_models):
+    doc = run_json("compare", MASKED_SENTENCE, "--gpt", str(folder("mamba")), "--bert", str(tiny_models["bert"]),
+                   "--device", "cpu")
+    assert [line["family"] for line in doc["attention"]] == ["bert"]
+    assert [column["family"] for column in doc["scores"]["columns"]] == ["gpt", "bert"]
+
+
 @pytest.mark.parametrize("name", [a.name for a in REFUSED])
 @pytest.mark.parametrize("command", ["generate", "score", "attention"])
 def test_architectures_that_are_not_left_to_right_are_refused_by_name(name, command, folder):

@@ -429,10 +429,10 @@ class _ModelDecoder:
     def __init__(self, model) -> None:
         self.model = model
         parameters = inspect.signature(model.forward).parameters
-        self.first: dict[str, Any] = {"use_cache": True}
+        self.initial_kwargs: dict[str, Any] = {"use_cache": True}
         if "logits_to_keep" in parameters:
             # Only the last position's logits are needed: skip the vocabulary projection everywhere else.
-            self.first["logits_to_keep"] = 1
+            self.initial_kwargs["logits_to_keep"] = 1
         self.kwargs: dict[str, Any] = {}
 
     def start(self, input_ids, capacity: int):
@@ -441,7 +441,7 @@ class _ModelDecoder:
         length = input_ids.shape[1]
         self.ids = torch.empty((1, capacity), dtype=input_ids.dtype, device=input_ids.device)
         self.ids[:, :length] = input_ids
-        self.kwargs = {**self.first, "attention_mask": torch.ones_like(input_ids)}
+        self.kwargs = {**self.initial_kwargs, "attention_mask": torch.ones_like(input_ids)}
         inputs = self.model.prepare_inputs_for_generation(self.ids[:, :length], is_first_iteration=True,
                                                           **self.kwargs)
         return self._keep(self.model(**inputs, return_dict=True))
