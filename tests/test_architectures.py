@@ -8,6 +8,7 @@ fill-mask pipeline, eager `output_attentions`).
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def one_thread():
     yield
     torch.set_num_threads(before)
     clear_cache()  # the matrix's models are of no use to other modules
+    reference.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +63,9 @@ def folder(tiny_models, tmp_path_factory):
     return get
 
 
+@functools.cache
 def reference(path: Path, family: str, attn: str | None = None):
-    """A fresh copy of the checkpoint, loaded by transformers alone, with its tokenizer."""
+    """A fresh copy of the checkpoint, loaded by transformers alone (once per module), with its tokenizer."""
     extra = {"attn_implementation": attn} if attn else {}
     return AutoTokenizer.from_pretrained(path), LOADERS[family].from_pretrained(path, **extra).eval()
 
@@ -162,6 +165,13 @@ def test_attention_free_models_are_refused_by_attention_and_nothing_else(name, f
     path = folder(name)
     assert_user_error(run("attention", DUCK_SENTENCE, *gbcli_args(name, path)), 2,
                       "this model has no attention", ALL[name].model_class)
+
+
+def test_compare_leaves_an_attention_free_model_out_of_the_attention_section(folder, tiny_models):
+    doc = run_json("compare", MASKED_SENTENCE, "--gpt", str(folder("mamba")), "--bert", str(tiny_models["bert"]),
+                   "--device", "cpu")
+    assert [line["family"] for line in doc["attention"]] == ["bert"]
+    assert [column["family"] for column in doc["scores"]["columns"]] == ["gpt", "bert"]
 
 
 @pytest.mark.parametrize("name", [a.name for a in REFUSED])
@@ -269,3 +279,108 @@ def test_seq2seq_score_and_attention_are_the_models_own(name, folder, tmp_path):
                       ("cross", "bart_cross_attention")):
         expected_map = torch.stack([a[0] for a in getattr(output, f"{part}_attentions")]).numpy()
         np.testing.assert_allclose(exported[key], expected_map, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", [a.name for a in SEQ2SEQ])
+def test_seq2seq_greedy_generation_is_model_generate(name, folder):
+    path = folder(name)
+    doc = run_json("generate", GPT_PROMPT, "--greedy", "--max-new-tokens", str(NEW_TOKENS), *gbcli_args(name, path))
+    (continuation,) = _column(doc)["continuations"]
+    tokenizer, model = reference(path, "bart")
+    # The encoder reads "prompt <mask>"; the decoder starts from its start token, <s> and the prompt.
+    source = tokenizer(GPT_PROMPT + " " + tokenizer.mask_token, return_tensors="pt")
+    prefix = [model.config.decoder_start_token_id, tokenizer.bos_token_id,
+              *tokenizer(GPT_PROMPT, add_special_tokens=False)["input_ids"]]
+    with torch.no_grad():
+        expected = model.generate(**source, decoder_input_ids=torch.tensor([prefix]), do_sample=False, num_beams=1,
+                                  max_new_tokens=NEW_TOKENS, no_repeat_ngram_size=0)[0, len(prefix):].tolist()
+    if tokenizer.eos_token_id in expected:
+        expected = expected[: expected.index(tokenizer.eos_token_id) + 1]
+    assert [t["id"] for t in continuation["tokens"]] == expected
+    with torch.no_grad():
+        logits = model(**source, decoder_input_ids=torch.tensor([prefix + expected])).logits[0]
+    table = torch.log_softmax(logits, -1)
+    for offset, token in enumerate(continuation["tokens"]):
+        assert token["logprob"] == pytest.approx(table[len(prefix) + offset - 1, token["id"]].item(), abs=2e-5)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Labels checked against numbers
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_a_causal_map_with_weight_on_future_keys_is_refused_not_shown(folder, monkeypatch):
+    """Falcon's sdpa path with output_attentions adds sdpa's boolean mask as 0/1, so its weights reach future keys:
+    gbcli reads Falcon through an eager twin; without the twin, the check on the labels must refuse the map."""
+    from gbcli.tasks import attention
+
+    path = folder("falcon")
+    monkeypatch.setattr(attention, "eager_twin", lambda model: model)
+    clear_cache()
+    try:
+        result = run("attention", DUCK_SENTENCE, *gbcli_args("falcon", path))
+    finally:
+        clear_cache()
+    assert_user_error(result, 1, "FalconForCausalLM", "future keys", "will not show")
+
+
+def test_the_eager_twin_runs_on_the_models_own_tensors(folder):
+    from gbcli.models import LoadOptions, load_model
+    from gbcli.tasks.attention import eager_twin
+
+    lm = load_model("gpt", str(folder("falcon")), LoadOptions(device="cpu"), need_head=False)
+    twin = eager_twin(lm.model)
+    assert twin.config._attn_implementation == "eager" and lm.model.config._attn_implementation == "sdpa"
+    originals = lm.model.state_dict()
+    shared = twin.state_dict()
+    assert shared.keys() == originals.keys()
+    assert all(tensor.data_ptr() == originals[name].data_ptr() for name, tensor in shared.items())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A vocabulary padded past the tokenizer
+# --------------------------------------------------------------------------------------------------------------
+
+PADDED_ROWS = 100
+
+
+@pytest.fixture(scope="module")
+def padded(tiny_models, tmp_path_factory) -> Path:
+    """A GPT-J whose embedding matrix has 100 rows more than its tokenizer has tokens (as checkpoints padded to a
+    multiple of 64 have), with an output bias that makes those rows the most likely next tokens everywhere."""
+    path = build("gpt-j", tmp_path_factory.mktemp("padded") / "padded", tiny_models["gpt"], extra_rows=PADDED_ROWS)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():
+        model.lm_head.bias[len(tokenizer):] = 20.0
+    model.save_pretrained(path)
+    return path
+
+
+def test_padded_rows_are_shown_as_ids_and_never_put_in_a_sentence(padded):
+    doc = run_json("fill-mask", LEFT_CONTEXT_SENTENCE, "--models", "gpt", "--gpt", str(padded))
+    (slot,) = doc["masks"]
+    tokenizer, model = reference(padded, "gpt")
+    ids = [tokenizer.bos_token_id] + tokenizer("the capital of", add_special_tokens=False)["input_ids"]
+    top = teacher_forced(model, ids)[-1].topk(TOP_K)
+    left = slot["gpt_left"]["predictions"]
+    assert [p["token_ids"][0] for p in left] == top.indices.tolist()
+    assert [p["logprob"] for p in left] == pytest.approx(top.values.tolist(), abs=2e-5)
+    assert all(p["undecodable"] and p["word"] == f"<id {p['token_ids'][0]}>" for p in left)
+    whole = slot["gpt_whole"]["predictions"]
+    assert whole and all(t < len(tokenizer) for p in whole for t in p["token_ids"])
+    assert any("cannot be written as text" in w for w in doc["warnings"])
+    assert all("<id" not in f["text"] for f in doc["fillings"])
+
+
+def test_generated_padded_rows_show_their_ids(padded):
+    doc = run_json("generate", GPT_PROMPT, "--greedy", "--max-new-tokens", "3", "--models", "gpt", "--gpt",
+                   str(padded))
+    (continuation,) = _column(doc)["continuations"]
+    tokenizer, model = reference(padded, "gpt")
+    prompt = tokenizer(GPT_PROMPT, return_tensors="pt")
+    expected = model.generate(**prompt, do_sample=False, max_new_tokens=3)[0, prompt["input_ids"].shape[1]:].tolist()
+    assert [t["id"] for t in continuation["tokens"]] == expected
+    assert all(t >= len(tokenizer) for t in expected)
+    assert [t["piece"] for t in continuation["tokens"]] == [f"<id {t}>" for t in expected]
+    assert continuation["text"] == "".join(f"<id {t}>" for t in expected)

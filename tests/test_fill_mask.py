@@ -521,3 +521,28 @@ def test_installed_command_reads_stdin_lines_and_prints_json_lines(models):
     assert words(first["masks"][0]["bert"])[0] == "duck"
     assert words(first["masks"][0]["gpt_whole"])[0] == "duck"
     assert second["error"] and b"Traceback" not in completed.stderr
+
+
+def test_footnote_states_the_multi_piece_rule_the_numbers_follow(models, bert):
+    """The footnote says how a word of several pieces is scored, and the number is that rule: the chain of
+    conditionals with the later pieces still masked, not the pieces masked and scored independently."""
+    text = "the [MASK] buzzes in the park ."
+    doc = fill(models, text, "--targets", "wasp")
+    (target,) = doc["masks"][0]["bert"]["targets"]
+    pieces, chained = bert_whole_word_logprob(bert, text, "wasp")
+    assert len(pieces) == 2 and target["logprob"] == pytest.approx(chained, abs=1e-5)
+    tokenizer, model = bert
+    ids = tokenizer(text)["input_ids"]
+    at = ids.index(tokenizer.mask_token_id)
+    both_masked = ids[:at] + [tokenizer.mask_token_id] * 2 + ids[at + 1 :]
+    with torch.no_grad():
+        table = torch.log_softmax(model(torch.tensor([both_masked])).logits[0], -1)
+    independent = sum(table[at + j, piece].item() for j, piece in enumerate(pieces))
+    # Far enough apart for the check above (1e-5) to tell the two rules apart.
+    assert abs(chained - independent) > 1e-4
+
+    table_view = run("fill-mask", text, "--targets", "wasp", *models, env={"COLUMNS": "200"}).stdout
+    assert "p(piece 1 | k masks) × p(piece 2 | piece 1 shown, the rest masked)" in table_view
+    assert "p(piece 1 | left) × p(piece 2 | left, piece 1)" in table_view
+    plain = run("fill-mask", BERT_MASKED_DUCK, *models, env={"COLUMNS": "200"}).stdout
+    assert "piece" not in plain.split("filled in")[-1]  # no multi-piece word, no rule to state

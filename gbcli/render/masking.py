@@ -110,9 +110,10 @@ def slot_table(slot: MaskSlot) -> Table:
 def verdict(slot: MaskSlot) -> Text | None:
     """One sentence on what the right-hand context did at this blank."""
     left, whole, bert = slot.gpt_left, slot.gpt_whole, slot.bert
-    if left is None or whole is None or not left.predictions or not whole.predictions:
+    left_top, bert_top = _top_word(left), _top_word(bert)
+    if left_top is None or whole is None or not whole.predictions:
         return None
-    left_word, whole_word = left.predictions[0].word, whole.predictions[0].word
+    left_word, whole_word = left_top.word, whole.predictions[0].word
     text = Text()
     if left_word != whole_word:
         text.append("The right-hand context changes GPT-2's answer: ", style="bold")
@@ -121,13 +122,20 @@ def verdict(slot: MaskSlot) -> Text | None:
         text.append(" once it reads the whole sentence.")
     else:
         text.append(f"GPT-2 says {whole_word!r} from the left context alone and from the whole sentence.")
-    if bert is not None and bert.predictions:
-        agrees = bert.predictions[0].word == whole_word
-        text.append(f" BERT's top guess {bert.predictions[0].word!r} " + ("agrees." if agrees else "differs."))
+    if bert_top is not None:
+        agrees = bert_top.word == whole_word
+        text.append(f" BERT's top guess {bert_top.word!r} " + ("agrees." if agrees else "differs."))
     if slot.bart is not None and slot.bart.predictions:
         span = slot.bart.predictions[0].word
         text.append(f" BART writes {span!r}" + (" too." if span == whole_word else "."))
     return text
+
+
+def _top_word(column: MaskColumn | None) -> MaskPrediction | None:
+    """A column's best prediction that is text (not a padded vocabulary row shown as <id N>)."""
+    if column is None:
+        return None
+    return next((p for p in column.predictions if not p.undecodable), None)
 
 
 def filling_lines(result: FillMaskResult) -> Table:
@@ -155,7 +163,13 @@ def column_note(columns: list[MaskColumn]) -> Text:
         parts.append("GPT-2 whole: sentence likelihoods normalised over the candidates")
     if "bart" in names:
         parts.append("BART: one row per beam that kept the text, p = probability of writing that whole text")
-    parts.append("several pieces: one word, probabilities multiplied")
+    # A target of several pieces is one word; how each column chains its pieces' probabilities.
+    several = {c.column for c in columns for p in [*c.predictions, *c.targets] if len(p.token_ids) > 1}
+    if "bert" in several:
+        parts.append("BERT, a word of k pieces: p(piece 1 | k masks) × p(piece 2 | piece 1 shown, the rest masked) × "
+                     "…, left to right")
+    if "gpt_left" in several:
+        parts.append("GPT-2 left, a word of k pieces: p(piece 1 | left) × p(piece 2 | left, piece 1) × … (chain rule)")
     return Text(" · ".join(parts), style="dim")
 
 

@@ -213,9 +213,9 @@ def compute_attention(lm: LoadedModel, text: str) -> AttentionResult:
     input_ids = torch.tensor([ids], device=lm.device)
     if getattr(lm.model.config, "is_encoder_decoder", False):
         return _encoder_decoder_attention(lm, ids)
+    refuse_attention_free(lm)
     # The body alone (base_model): the language-model head would cost a vocabulary-sized projection and change no
     # weight.
-    refuse_attention_free(lm)
     with eager_attention(lm.model) as model, torch.inference_mode():
         output = model.base_model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                   output_attentions=True)

@@ -193,8 +193,10 @@ class ForwardClock:
 
 def attention_lines(lm: LoadedModel, text: str) -> list[AttentionLine]:
     """The `attention --summary` means of one model, one line per attention map (BART has three)."""
-    from gbcli.tasks.attention import compute_attention, summarize
+    from gbcli.tasks.attention import ATTENTION_FREE, compute_attention, summarize
 
+    if lm.model.config.model_type in ATTENTION_FREE:  # Mamba, RWKV: no attention, so no line
+        return []
     result = compute_attention(lm, text)
     lines = []
     for amap in result.maps:

@@ -95,13 +95,20 @@ def continuation(lm: LoadedModel, context: list[int], new_ids: list[int], logpro
     tok = lm.tokenizer
     tokens = []
     before = tok.decode(context, skip_special_tokens=True)
+    undecodable = False
     for index, (token_id, logprob) in enumerate(zip(new_ids, logprobs, strict=True)):
         # The text a token adds after the ones before it (WordPiece `##` pieces join up).
         after = tok.decode(context + new_ids[: index + 1], skip_special_tokens=True)
         added = after[len(before):] if after.startswith(before) else tok.decode([token_id])
-        tokens.append(GeneratedToken(token_id, tok.convert_ids_to_tokens(token_id), added, logprob))
+        piece = tok.convert_ids_to_tokens(token_id)
+        if token_id >= len(tok):  # a padded embedding row: the tokenizer has no text for it, so it shows its id
+            piece = added = f"<id {token_id}>"
+            undecodable = True
+        tokens.append(GeneratedToken(token_id, piece, added, logprob))
         before = after
-    if text is None:
+    if undecodable:
+        text = "".join(t.text for t in tokens)
+    elif text is None:
         text = tok.decode(new_ids, skip_special_tokens=True)
     mean = sum(logprobs) / len(logprobs) if logprobs else None
     return Continuation(text, tokens, mean, stopped)
@@ -465,10 +472,10 @@ class _ModelDecoder:
     def __init__(self, model) -> None:
         self.model = model
         parameters = inspect.signature(model.forward).parameters
-        self.first: dict[str, Any] = {"use_cache": True}
+        self.initial_kwargs: dict[str, Any] = {"use_cache": True}
         if "logits_to_keep" in parameters:
             # Only the last position's logits are needed: skip the vocabulary projection everywhere else.
-            self.first["logits_to_keep"] = 1
+            self.initial_kwargs["logits_to_keep"] = 1
         self.kwargs: dict[str, Any] = {}
 
     def start(self, input_ids, capacity: int):
@@ -477,7 +484,7 @@ class _ModelDecoder:
         length = input_ids.shape[1]
         self.ids = torch.empty((1, capacity), dtype=input_ids.dtype, device=input_ids.device)
         self.ids[:, :length] = input_ids
-        self.kwargs = {**self.first, "attention_mask": torch.ones_like(input_ids)}
+        self.kwargs = {**self.initial_kwargs, "attention_mask": torch.ones_like(input_ids)}
         inputs = self.model.prepare_inputs_for_generation(self.ids[:, :length], is_first_iteration=True,
                                                           **self.kwargs)
         return self._keep(self.model(**inputs, return_dict=True))

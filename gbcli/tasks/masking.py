@@ -83,6 +83,9 @@ class MaskPrediction:
     prob: float | None
     logprob: float | None
     sentence_logprob: float | None = None  # whole-sentence column: log-likelihood of the complete sentence
+    # An id past the tokenizer's entries (a row the embedding matrix was padded with): shown as <id N>, never put in
+    # a sentence.
+    undecodable: bool = False
 
 
 @dataclass
@@ -512,7 +515,18 @@ class _Run:
             return (text[1:], False) if text.startswith(" ") else (text, True)
         return (text, False) if _marks_spaces(lm) else (text.strip(), False)
 
+    def choice_pool(self, lm: LoadedModel) -> int:
+        """How many of the most likely tokens to read: the top-k, and enough that the choice of a token that can
+        stand in a sentence (`choose`) always has one, past the special tokens and any padded rows."""
+        return max(self.top_k, CHOICE_POOL) + len(_special_ids(lm)) + _undecodable_rows(lm)
+
     def prediction(self, lm: LoadedModel, token_ids: list[int], space: str, logprob: float | None) -> MaskPrediction:
+        if len(token_ids) == 1 and _undecodable(lm, token_ids[0]):
+            self.warn_undecodable(lm)
+            label = _piece(lm, token_ids[0])
+            return MaskPrediction(word=label, joins_previous=False, text="", pieces=[label], token_ids=list(token_ids),
+                                  prob=math.exp(logprob) if logprob is not None else None, logprob=logprob,
+                                  undecodable=True)
         word, joins = self.as_fill(lm, token_ids[0], space)
         if len(token_ids) > 1:
             joins = False
@@ -527,11 +541,21 @@ class _Run:
             logprob=logprob,
         )
 
+    def warn_undecodable(self, lm: LoadedModel) -> None:
+        message = (
+            f"{lm.name}'s vocabulary has {lm.vocab_size} rows but its tokenizer only {len(lm.tokenizer)} tokens: "
+            f"ids from {len(lm.tokenizer)} on (padding rows) cannot be written as text, so they are shown as "
+            "<id N> and never put in a sentence."
+        )
+        if message not in self.warnings:
+            self.warnings.append(message)
+
     def choose(self, lm: LoadedModel, top_ids: list[int], top_logprobs: list[float], space: str):
-        """The most likely token that can stand in a sentence: no special token, no empty piece."""
+        """The most likely token that can stand in a sentence: no special token, no padded row, no empty piece."""
         specials = _special_ids(lm)
         for token_id, logprob in zip(top_ids, top_logprobs, strict=True):
-            if token_id not in specials and self.as_fill(lm, token_id, space)[0].strip():
+            writable = token_id not in specials and not _undecodable(lm, token_id)
+            if writable and self.as_fill(lm, token_id, space)[0].strip():
                 return token_id, logprob
         return top_ids[0], top_logprobs[0]
 
@@ -548,7 +572,7 @@ class _Run:
         lm = self.bert
         assert lm is not None
         mask_id = lm.tokenizer.mask_token_id
-        pool = max(self.top_k, CHOICE_POOL)
+        pool = self.choice_pool(lm)
         # One query per text: every mask at once, as pipeline("fill-mask") does; single-piece targets ride along.
         base: list[_MaskedQuery] = []
         for state in texts:
@@ -598,7 +622,8 @@ class _Run:
                 slot.bert = MaskColumn("bert", lm.name, predictions, target_predictions)
                 specials = _special_ids(lm)
                 state.bert_candidates.append(
-                    [(p.word, p.joins_previous) for p in predictions if p.token_ids[0] not in specials and p.word]
+                    [(p.word, p.joins_previous) for p in predictions
+                     if p.token_ids[0] not in specials and p.word and not p.undecodable]
                 )
         self.bert_joint_filling(texts, base)
 
@@ -606,7 +631,7 @@ class _Run:
         """Fill the most confident mask, re-predict the others with it in place, repeat (one pass per mask)."""
         lm = self.bert
         assert lm is not None
-        pool = max(self.top_k, CHOICE_POOL)
+        pool = self.choice_pool(lm)
         # The base query already predicted every mask of every text: it is the first round.
         joints = [_JointFilling(state, list(state.bert_ids), list(range(state.masks))) for state in texts]
         pending = list(zip(joints, base, strict=True))
@@ -650,7 +675,7 @@ class _Run:
         assert lm is not None
         tok = lm.tokenizer
         prefix = self.gpt_prefix()
-        pool = max(self.top_k, CHOICE_POOL)
+        pool = self.choice_pool(lm)
         for state in texts:
             state.gpt_candidates, state.gpt_filling, state.gpt_filling_logprob = [], [], 0.0
         # Left context only: mask r sees the text before it, earlier masks filled by GPT-2's own choices.
@@ -695,7 +720,8 @@ class _Run:
                 state.slots[r].gpt_left = MaskColumn("gpt_left", lm.name, predictions, target_predictions)
                 specials = _special_ids(lm)
                 state.gpt_candidates.append(
-                    [(p.word, p.joins_previous) for p in predictions if p.token_ids[0] not in specials and p.word]
+                    [(p.word, p.joins_previous) for p in predictions
+                     if p.token_ids[0] not in specials and p.word and not p.undecodable]
                 )
                 token_id, logprob = self.choose(lm, query.top_ids, query.top_logprobs, space)
                 state.gpt_filling.append(self.as_fill(lm, token_id, space))
@@ -731,6 +757,8 @@ class _Run:
                 space = state.space_before(mask)
                 candidates += [(w, False) for w in self.targets if self.target_ids(lm, w, space) is not None]
                 candidates = list(dict.fromkeys(candidates))
+                if not candidates:  # every top-k token was special or a padded row: GPT-2's own choice stands
+                    candidates = [state.gpt_filling[mask]]
                 plans.append((state, mask, candidates, len(sentences)))
                 for candidate in candidates:
                     fills = list(context)
@@ -1075,7 +1103,16 @@ def _special_ids(lm: LoadedModel) -> set[int]:
 
 def _piece(lm: LoadedModel, token_id: int) -> str:
     piece = lm.tokenizer.convert_ids_to_tokens(token_id)
-    return piece if piece is not None else f"<{token_id}>"
+    return piece if piece is not None else f"<id {token_id}>"
+
+
+def _undecodable(lm: LoadedModel, token_id: int) -> bool:
+    """An id the model can predict but its tokenizer has no entry for: a row the embeddings were padded with."""
+    return token_id >= len(lm.tokenizer)
+
+
+def _undecodable_rows(lm: LoadedModel) -> int:
+    return max(0, lm.vocab_size - len(lm.tokenizer))
 
 
 def _token_text(lm: LoadedModel, token_id: int) -> str:
