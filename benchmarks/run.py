@@ -37,7 +37,8 @@ if str(REPO) not in sys.path:  # run from a clean clone without installing
 
 from build_models import DEFAULT_CACHE, DEFAULT_TOKENIZERS, build_bert, build_gpt2  # noqa: E402
 
-ALL_ROWS = ("generate", "fill-mask", "pll", "compare", "memory", "warm", "startup", "cold", "fresh-generate", "busy")
+ALL_ROWS = ("generate", "fill-mask", "pll", "compare", "memory", "pairs", "warm", "startup", "cold",
+            "fresh-generate", "busy")
 PROMPT = "Once upon a time there was a little fox who lived at the edge of a quiet forest."
 COMPARE_TEXT = "The capital of France is Paris."
 SUBPROCESS_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "NO_COLOR": "1"}
@@ -458,6 +459,111 @@ def pll_rows(ctx: Context) -> list[Row]:
     return rows
 
 
+# Present-tense verbs with their plural form: a pair is one agreement error, as in BLiMP's regular_plural rows.
+AGREEMENT_VERBS = [("sees", "see"), ("finds", "find"), ("carries", "carry"), ("paints", "paint"),
+                   ("follows", "follow"), ("visits", "visit"), ("opens", "open"), ("watches", "watch"),
+                   ("builds", "build"), ("hears", "hear"), ("cleans", "clean"), ("describes", "describe")]
+
+
+def minimal_pairs(count: int, seed: int = 3) -> list[tuple[str, str]]:
+    """`count` BLiMP-sized pairs (7 to 11 words): subject-verb agreement, right and wrong."""
+    rng = random.Random(seed)
+    made = []
+    for _ in range(count):
+        right, wrong = rng.choice(AGREEMENT_VERBS)
+        start = f"{rng.choice(DETERMINERS)} {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)}"
+        end = f"{rng.choice(DETERMINERS)} {rng.choice(NOUNS)}" + (f" {rng.choice(PLACES)}" if rng.random() < 0.5
+                                                                   else "")
+        made.append((f"{start[0].upper()}{start[1:]} {right} {end}.", f"{start[0].upper()}{start[1:]} {wrong} {end}."))
+    return made
+
+
+def pairs_rows(ctx: Context) -> list[Row]:
+    """`gbcli pairs --file` (both sentences of each pair in shared batches) against the straightforward loop: one
+    sentence at a time, GPT-2 one forward pass per sentence, BERT one masked copy per forward pass."""
+    import torch
+
+    from gbcli.models import LoadOptions, load_model
+    from gbcli.tasks.pairs import PairInput, iter_pair_chunks, score_pairs
+    from gbcli.tasks.scoring import ScoreSettings
+
+    pairs = minimal_pairs(ctx.args.pairs)
+    inputs = [PairInput(line=k + 1, good=g, bad=b) for k, (g, b) in enumerate(pairs)]
+    options = LoadOptions(device="cpu", dtype="float32")
+    models = {"gpt": load_model("gpt", str(ctx.gpt_path), options), "bert": load_model("bert", str(ctx.bert_path),
+                                                                                      options)}
+    outputs: dict[str, list[tuple[float, float]]] = {}
+
+    def gbcli_side(family: str) -> Callable[[], None]:
+        def run() -> None:
+            scores = []
+            for chunk in iter_pair_chunks(inputs, set(), 32):  # what `gbcli pairs --file` runs, batch size 32
+                for result in score_pairs([models[family]], chunk, ScoreSettings()):
+                    scores.append((result.columns[0].good, result.columns[0].bad))
+            outputs[f"gbcli {family}"] = scores
+        return run
+
+    def naive_gpt(text: str) -> float:
+        lm = models["gpt"]
+        ids = torch.tensor([[lm.tokenizer.bos_token_id, *lm.tokenizer(text)["input_ids"]]])
+        logprobs = torch.log_softmax(lm.model(input_ids=ids).logits[0].float(), -1)
+        return sum(logprobs[t - 1, ids[0, t]].item() for t in range(1, ids.shape[1]))
+
+    def naive_bert(text: str) -> float:
+        lm = models["bert"]
+        ids = lm.tokenizer(text, return_tensors="pt")["input_ids"]
+        total = 0.0
+        for position in range(1, ids.shape[1] - 1):
+            masked = ids.clone()
+            masked[0, position] = lm.tokenizer.mask_token_id
+            logits = lm.model(input_ids=masked).logits[0, position]
+            total += torch.log_softmax(logits.float(), -1)[ids[0, position]].item()
+        return total
+
+    def naive_side(family: str) -> Callable[[], None]:
+        score = naive_gpt if family == "gpt" else naive_bert
+
+        def run() -> None:
+            with torch.inference_mode():
+                outputs[f"naive {family}"] = [(score(good), score(bad)) for good, bad in pairs]
+        return run
+
+    for family in models:  # warm-up, untimed
+        score_pairs([models[family]], inputs[:2], ScoreSettings())
+    sides = {f"{who} {family}": (gbcli_side if who == "gbcli" else naive_side)(family)
+             for family in models for who in ("gbcli", "naive")}
+    seconds = interleaved(sides, ctx.args.heavy_repeats, warmup=False)
+    spent = {name: median(s) for name, s in seconds.items()}
+
+    def gaps(family: str) -> tuple[float, float, bool]:
+        mine, theirs = outputs[f"gbcli {family}"], outputs[f"naive {family}"]
+        absolute = max(abs(a - b) for x, y in zip(mine, theirs, strict=True) for a, b in zip(x, y, strict=True))
+        relative = max(abs(a - b) / abs(b) for x, y in zip(mine, theirs, strict=True)
+                       for a, b in zip(x, y, strict=True))
+        same_verdicts = all((x[0] > x[1]) == (y[0] > y[1]) for x, y in zip(mine, theirs, strict=True))
+        return absolute, relative, same_verdicts
+
+    rows = []
+    count = len(pairs)
+    for family, title in (("gpt", "GPT-2"), ("bert", "BERT"), ("both", "GPT-2 and BERT")):
+        names = ["gpt", "bert"] if family == "both" else [family]
+        mine = sum(spent[f"gbcli {f}"] for f in names)
+        theirs = sum(spent[f"naive {f}"] for f in names)
+        ratio = theirs / mine
+        notes = []
+        for f in names:
+            absolute, relative, same = gaps(f)
+            notes.append(f"{f}: largest difference from the loop {absolute:.1e} nats in a sentence's log-likelihood "
+                         f"({relative:.1e} of it), verdicts {'all the same' if same else '**differ**'}")
+        rows.append(Row(
+            row=f"{count} minimal pairs through {title} (`gbcli pairs --file`)",
+            gbcli=f"{count / mine:.2f} pairs/s", peer=f"loop, one sentence at a time: {count / theirs:.2f} pairs/s",
+            ratio=ratio, target="≥ 3" if family == "both" else "", met=ratio >= 3 if family == "both" else None,
+            note="; ".join(notes), data={"seconds": seconds},
+        ))
+    return rows
+
+
 MINIMUM_SCRIPT = """
 import sys, torch, transformers
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
@@ -691,7 +797,7 @@ ROW_FUNCTIONS: dict[str, Callable[[Context], list[Row]]] = {
     "memory": memory_rows,
     # What one fresh command costs (issues 13 and 19): benchmarks/cold.py.
     "startup": _cold("startup_rows"), "cold": _cold("cold_rows"), "fresh-generate": _cold("fresh_generate_rows"),
-    "busy": _cold("busy_rows"), "warm": warm_rows,
+    "busy": _cold("busy_rows"), "warm": warm_rows, "pairs": pairs_rows,
 }
 
 
@@ -744,6 +850,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--new-tokens", type=int, default=None, help="tokens to generate (default 128)")
     parser.add_argument("--lines", type=int, default=None, help="fill-mask lines (default 1000)")
     parser.add_argument("--sentences", type=int, default=None, help="pseudo-perplexity sentences (default 100)")
+    parser.add_argument("--pairs", type=int, default=None, help="minimal pairs of the pairs row (default 1000)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="runs per side, median reported (default 3 for generate and compare, 1 for the "
                         "fill-mask and pll rows, whose 1,000 lines and 100 sentences already average)")
@@ -761,6 +868,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.new_tokens = args.new_tokens or (32 if quick else 128)
     args.lines = args.lines or (100 if quick else 1000)
     args.sentences = args.sentences or (20 if quick else 100)
+    args.pairs = args.pairs or (50 if quick else 1000)
     args.heavy_repeats = args.repeats or 1
     args.repeats = args.repeats or (1 if quick else 3)
     chosen = [r.strip() for r in args.rows.split(",") if r.strip()]

@@ -30,9 +30,7 @@ from gbcli.tasks.scoring import (
     WordScore,
     check_masked_length,
     conventions,
-    score_causal,
-    score_masked,
-    score_seq2seq,
+    score_with,
 )
 from gbcli.tasks.tokenization import tokenize_text
 
@@ -173,14 +171,6 @@ def align_words(good: list[WordScore], bad: list[WordScore]) -> list[AlignedWord
     return rows
 
 
-def _score_model(lm: LoadedModel, texts: list[str], settings: ScoreSettings) -> list[ModelScore]:
-    if lm.kind == "masked":
-        return score_masked(lm, texts, settings)[0]
-    if lm.kind == "seq2seq":
-        return score_seq2seq(lm, texts, settings)[0]
-    return score_causal(lm, texts, settings)[0]
-
-
 def pair_column(lm: LoadedModel, good: ModelScore, bad: ModelScore, with_words: bool) -> PairColumn:
     difference = good.log_likelihood - bad.log_likelihood
     prefers: Preference = "good" if difference > 0 else "bad" if difference < 0 else "neither"
@@ -196,11 +186,10 @@ def pair_column(lm: LoadedModel, good: ModelScore, bad: ModelScore, with_words: 
 def score_pairs(models: list[LoadedModel], pairs: list[PairInput], settings: ScoreSettings) -> list[PairResult]:
     """Every pair's verdict from every model; each model scores all the pairs' sentences in one call (shared
     batches), good and bad side by side."""
-    with_words = settings.with_words
-    # Word scores are what the alignment is made of; tokens are not kept.
-    inner = replace(settings, with_words=with_words, with_tokens=False)
+    with_words = settings.with_words  # word scores are what the alignment is made of
+    inner = replace(settings, with_tokens=False)
     texts = [text for pair in pairs for text in (pair.good, pair.bad)]
-    per_model = [_score_model(lm, texts, inner) for lm in models]
+    per_model = [score_with(lm, texts, inner)[0] for lm in models]
     results = []
     for k, pair in enumerate(pairs):
         columns = [pair_column(lm, scores[2 * k], scores[2 * k + 1], with_words)
@@ -438,16 +427,16 @@ def open_output(path: str, *, resume: bool, force: bool) -> ResumedOutput:
     target = Path(path)
     if target.is_dir():
         raise usage_error(f"--output '{path}' is a folder.", "Give a file name.")
-    if not target.exists():
-        if resume:
-            return ResumedOutput({}, False)  # nothing to resume: start from the beginning
-        target.parent.mkdir(parents=True, exist_ok=True) if target.parent != Path("") else None
-        return ResumedOutput({}, False)
-    if not resume:
-        if not force:
-            raise usage_error(f"--output '{path}' already exists.",
-                              "Add --resume to continue an interrupted run, or --force to start it again.")
-        target.write_text("", encoding="utf-8")
+    if target.exists() and not resume and not force:
+        raise usage_error(f"--output '{path}' already exists.",
+                          "Add --resume to continue an interrupted run, or --force to start it again.")
+    if not target.exists() or not resume:  # a new file (--resume with no file yet starts from the beginning)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("", encoding="utf-8")
+        except OSError as exc:
+            raise GbcliError(f"Cannot write --output '{path}': {exc.strerror}.",
+                             "Check the folder's permissions.") from exc
         return ResumedOutput({}, False)
     data = target.read_bytes()
     kept_end = 0
@@ -523,8 +512,10 @@ def prepare_file_run(models: list[LoadedModel], entries: list[PairInput | LineFa
     if output is not None:
         check_resumed(resumed, pairs, models, settings, output)
     tally = Tally([(lm.family, lm.name) for lm in models])
+    by_line = {p.line: p for p in pairs}
     for line in sorted(resumed.records):
-        tally.add(*outcomes(resumed.records[line]))
+        _, verdicts = outcomes(resumed.records[line])
+        tally.add(by_line[line].group, verdicts)  # grouped as this run groups (--group-field may have changed)
     return FileRun(pairs, set(resumed.records), sorted(failures, key=lambda f: f.line), group_field, tally)
 
 

@@ -551,6 +551,16 @@ def score_note(models: list[LoadedModel]) -> str:
     return SCALE_NOTE
 
 
+def score_with(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
+               indices: list[int] | None = None) -> tuple[list[ModelScore], int]:
+    """Each text's score by the model's own measure, all texts batched together; the forward passes it took."""
+    if lm.kind == "masked":
+        return score_masked(lm, texts, settings, indices)
+    if lm.kind == "seq2seq":
+        return score_seq2seq(lm, texts, settings)
+    return score_causal(lm, texts, settings)
+
+
 def score_batch(models: list[LoadedModel], texts: list[str], indices: list[int],
                 settings: ScoreSettings) -> ScoreBatch:
     """Score a few texts with every model, each model's work batched across the texts."""
@@ -560,12 +570,7 @@ def score_batch(models: list[LoadedModel], texts: list[str], indices: list[int],
     batch = ScoreBatch(records=[])
     for lm in models:
         started = time.perf_counter()
-        if lm.kind == "masked":
-            scores, passes = score_masked(lm, texts, settings, indices)
-        elif lm.kind == "seq2seq":
-            scores, passes = score_seq2seq(lm, texts, settings)
-        else:
-            scores, passes = score_causal(lm, texts, settings)
+        scores, passes = score_with(lm, texts, settings, indices)
         batch.seconds[lm.family] = time.perf_counter() - started
         batch.forward_passes[lm.family] = passes
         per_model.append(scores)
