@@ -201,6 +201,10 @@ class Server:
                 except KeyboardInterrupt:
                     return
                 self.ready = True
+                from gbcli.models import LAST_USED
+
+                for key in LAST_USED:  # idle time counts from now: a slow start must not unload the first model
+                    LAST_USED[key] = time.monotonic()
                 self.say(f"ready on {self.path} (pid {os.getpid()})")
                 while not self.stopping:
                     try:
