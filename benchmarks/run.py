@@ -762,7 +762,7 @@ def peak_rss(pid: int) -> int:
 
 
 def warm_rows(ctx: Context) -> list[Row]:
-    repeats = max(ctx.args.repeats, 5)
+    repeats = ctx.args.repeats
     models = ["--gpt", str(ctx.gpt_path), "--bert", str(ctx.bert_path)]
     fill = [*gbcli_command(), "fill-mask", WARM_TEXT, *models]
     compare = [*gbcli_command(), "compare", COMPARE_TEXT.replace("Paris", "[MASK]"), *models]
@@ -770,6 +770,12 @@ def warm_rows(ctx: Context) -> list[Row]:
         fill_s = timed_processes({"warm": fill, "cold": [*fill, "--no-server"]}, env, repeats)
         compare_s = timed_processes({"warm": compare, "cold": [*compare, "--no-server"]}, env, ctx.args.repeats)
         peak = peak_rss(pid)
+        served = json.loads(subprocess.run([*gbcli_command(), "ps", "--json"], capture_output=True, env=env,
+                                           check=False).stdout or b"null")
+    # Every warm run must have been answered by the server (a client of another build runs in-process instead).
+    if not served or served.get("served") != 2 * (repeats + 1):
+        raise RuntimeError(f"the server answered {served and served.get('served')} of {2 * (repeats + 1)} warm "
+                           "runs: was gbcli's source edited while the benchmark ran?")
     line_s = shell_line_seconds(ctx, repeats)
     weights = weights_bytes(ctx.gpt_path) + weights_bytes(ctx.bert_path)
     warm_fill, cold_fill = median(fill_s["warm"]), median(fill_s["cold"])

@@ -134,7 +134,7 @@ def _encoding(stream: Any) -> list[str]:
 
 def forward(argv: list[str]) -> int | None:
     """Run `gbcli ARGV` on the server if one is up and of this build: its exit code, or None to run in-process."""
-    if server_disabled() or not wants_server(argv):
+    if server_disabled() or not wants_server(argv) or not hasattr(socket, "AF_UNIX"):
         return None
     sock = connect()
     if sock is None:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gbcli.client import forwarded
+from gbcli.client import LOCAL_COMMANDS, forwarded
 from gbcli.protocol import (
     HEARTBEAT_SECONDS,
     Channel,
@@ -69,6 +69,8 @@ def parse_job(channel: Channel, message: dict[str, Any]) -> Job:
     )
     if not valid:
         raise ProtocolError("a run request needs argv, cwd, env, umask, tty and encoding of the right types")
+    if argv and argv[0] in LOCAL_COMMANDS:
+        raise ProtocolError(f"`gbcli {argv[0]}` runs where it is typed, never on the server")
     env = {name: value for name, value in env.items() if forwarded(name)}  # nothing else of the client's
     return Job(channel, argv, cwd, env, umask, tty, encoding)  # type: ignore[arg-type]
 
@@ -199,6 +201,10 @@ class Server:
                 except KeyboardInterrupt:
                     return
                 self.ready = True
+                from gbcli.models import LAST_USED
+
+                for key in LAST_USED:  # idle time counts from now: a slow start must not unload the first model
+                    LAST_USED[key] = time.monotonic()
                 self.say(f"ready on {self.path} (pid {os.getpid()})")
                 while not self.stopping:
                     try:
