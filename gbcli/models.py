@@ -10,8 +10,10 @@ torch and transformers are imported inside functions so that `gbcli --help` neve
 
 from __future__ import annotations
 
+import errno
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -139,7 +141,7 @@ def resolve_spec(family: Family, spec: str | None) -> str:
 
 def looks_like_path(spec: str) -> bool:
     """Hub ids are `name` or `owner/name`; anything else that names the file system is a path."""
-    if os.path.exists(spec):
+    if os.path.lexists(spec):  # lexists: a dangling or looping symbolic link names the file system too
         return True
     return spec.startswith((".", "/", "~", "\\")) or spec.count("/") > 1 or (os.sep != "/" and os.sep in spec)
 
@@ -188,6 +190,8 @@ def quiet_transformers() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    # torch warns about a pickle's protocol before the weights-only loader refuses it; the refusal says enough.
+    warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
 
 
 def classify_config(config: Any) -> str:
@@ -240,6 +244,14 @@ def explain_load_failure(family: Family, spec: str, exc: BaseException, offline:
     lowered = text.lower()
     if looks_like_path(spec):
         path = Path(spec).expanduser()
+        unreadable = _unreadable_part(path)
+        if unreadable is not None:
+            return GbcliError(
+                f"Permission denied: '{unreadable}' for {flag} cannot be read.",
+                "Check the permissions of the model folder, its files and the folders above it.",
+            )
+        if path.is_symlink() and not path.exists():
+            return broken_link(spec, flag, path)
         if not path.exists():
             return GbcliError(
                 f"Model folder '{spec}' for {flag} does not exist.",
@@ -295,6 +307,44 @@ def explain_load_failure(family: Family, spec: str, exc: BaseException, offline:
     if "revision" in lowered:
         return GbcliError(f"Revision not found for model '{spec}' ({_first_line(exc)}).", "Check --revision.")
     return GbcliError(f"Could not load model '{spec}' for {flag}: {_first_line(exc)}.", None)
+
+
+def check_local_path(family: Family, spec: str) -> None:
+    """Refuse a model path that is missing, a broken link or unreadable before torch loads: no hub lookup, no wait."""
+    if not looks_like_path(spec):
+        return
+    path = Path(spec).expanduser()
+    try:
+        usable = path.exists() and _unreadable_part(path) is None
+    except OSError:
+        usable = False
+    if not usable:
+        raise explain_load_failure(family, spec, FileNotFoundError(str(path)), offline=False)
+
+
+def _unreadable_part(path: Path) -> Path | None:
+    """The model folder, or the first file in it, that this user may not read (None if all can be read)."""
+    try:
+        if not path.is_dir():
+            return path if path.exists() and not os.access(path, os.R_OK) else None
+        files = list(path.iterdir())
+    except PermissionError:
+        return path
+    return next((f for f in files if f.is_file() and not os.access(f, os.R_OK)), None)
+
+
+def broken_link(spec: str, flag: str, path: Path) -> GbcliError:
+    """A model path that is a symbolic link to nowhere, or one of a loop of links."""
+    try:
+        path.resolve(strict=True)
+        where = "a missing target"
+    except RuntimeError:  # Python < 3.13 reports a loop so
+        where = "itself, in a loop of links"
+    except OSError as exc:
+        loop = exc.errno == errno.ELOOP
+        where = "itself, in a loop of links" if loop else f"'{os.readlink(path)}', which does not exist"
+    return GbcliError(f"'{spec}' for {flag} is a symbolic link to {where}.",
+                      "Point the link at the model folder, or give the folder itself.")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -363,6 +413,7 @@ def release_model(lm: LoadedModel) -> None:
 
 def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> LoadedModel:
     info = FAMILY_INFO[family]
+    check_local_path(family, spec)
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
     offline = offline_requested(options)
