@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -457,17 +458,20 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
             exit_code=2,
         )
 
+    check_layer_count(spec, info.flag, source, config)
     model_class = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM,
                    "seq2seq": AutoModelForSeq2SeqLM, "encoder": AutoModel}[kind]
     try:
         model, loading = _from_cache_first(
             model_class.from_pretrained,
             source,
-            {**common, "config": config, "dtype": dtype, "output_loading_info": True},
+            # Mismatched shapes load (as random tensors) so that we can name them, then refuse (check_shapes).
+            {**common, "config": config, "dtype": dtype, "output_loading_info": True, "ignore_mismatched_sizes": True},
         )
     except Exception as exc:
         raise explain_load_failure(family, spec, exc, offline) from exc
 
+    check_shapes(spec, info.flag, loading.get("mismatched_keys") or [])
     missing = sorted(loading.get("missing_keys") or [])
     prefix = getattr(model, "base_model_prefix", "") + "."
     head_missing = [k for k in missing if not k.startswith(prefix)] if kind != "encoder" else []
@@ -515,6 +519,71 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
         dtype=dtype,
         load_seconds=time.perf_counter() - started,
     )
+
+
+def check_shapes(spec: str, flag: str, mismatched: Any) -> None:
+    """Refuse weights whose shapes differ from what config.json builds, naming the tensor and both shapes."""
+    if not mismatched:
+        return
+    name, stored, expected = sorted(mismatched, key=lambda item: item[0])[0]
+    more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
+    raise GbcliError(
+        f"The weights of '{spec}' for {flag} do not fit its config.json: {name} is {list(stored)} in the "
+        f"checkpoint but {list(expected)} in the model the config describes{more}.",
+        "Use the config.json that was saved with these weights.",
+    )
+
+
+def checkpoint_tensor_names(folder: Path) -> list[str] | None:
+    """The tensor names of a local safetensors checkpoint, from its header or index alone (no weight is read)."""
+    import json
+    import struct
+
+    index = folder / "model.safetensors.index.json"
+    try:
+        if index.is_file():
+            return list(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}))
+        single = folder / "model.safetensors"
+        if not single.is_file():
+            return None
+        with single.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > 100_000_000:  # not a real header: the loader will call the file corrupt
+                return None
+            return [k for k in json.loads(handle.read(length)) if k != "__metadata__"]
+    except (OSError, ValueError, struct.error):
+        return None  # unreadable or corrupt: the loader explains it
+
+
+_LAYER_INDEX = re.compile(r"^(.*?\.(?:h|layer|layers|block|blocks))\.(\d+)\.")
+
+
+def check_layer_count(spec: str, flag: str, source: str, config: Any) -> None:
+    """Refuse a config.json that asks for more layers than the checkpoint holds, before anything is built.
+
+    A config with `n_layer: 10000` next to GPT-2's 12 layers of weights would first build 10,000 layers (minutes,
+    gigabytes) only to find them missing; counting the layer indices in the safetensors header costs nothing.
+    """
+    folder = Path(source)
+    names = checkpoint_tensor_names(folder) if folder.is_dir() else None
+    if not names:
+        return
+    stacks: dict[str, int] = {}
+    for name in names:
+        match = _LAYER_INDEX.match(name)
+        if match:
+            stacks[match.group(1)] = max(stacks.get(match.group(1), 0), int(match.group(2)) + 1)
+    if not stacks:
+        return
+    wanted = (getattr(config, "encoder_layers", 0) or 0) + (getattr(config, "decoder_layers", 0) or 0)
+    wanted = wanted or getattr(config, "num_hidden_layers", 0) or 0
+    held = sum(stacks.values())
+    if isinstance(wanted, int) and wanted > held:
+        raise GbcliError(
+            f"The config.json of '{spec}' for {flag} asks for {wanted} layers, but its weights hold {held}: the "
+            "rest would be random, and building them first could exhaust the memory.",
+            "Use the config.json that was saved with these weights.",
+        )
 
 
 def check_finite_weights(spec: str, flag: str, model: Any) -> None:

@@ -221,3 +221,32 @@ def test_a_raw_pickle_is_refused_without_a_warning(tiny_models, tmp_path):
     assert_user_error(result, 1, "could run arbitrary code")
     assert not [w for w in caught if "pickle" in str(w.message)], [str(w.message) for w in caught]
     assert "Warning" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 6. A config.json that does not fit its weights is refused before anything large is built, naming what differs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _with_config(source: Path, target: Path, **changes) -> Path:
+    shutil.copytree(source, target)
+    config = json.loads((target / "config.json").read_text())
+    config.update(changes)
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
+def test_a_config_with_absurdly_many_layers_is_refused_before_building(tiny_models, tmp_path):
+    import time
+
+    folder = _with_config(Path(tiny_models["gpt"]), tmp_path / "deep", n_layer=10000)
+    started = time.perf_counter()
+    result = run("score", DUCK_SENTENCE, "--models", "gpt", "--gpt", str(folder))
+    assert_user_error(result, 1, "asks for 10000 layers", "weights hold 2")
+    assert time.perf_counter() - started < 30  # building 10,000 layers first took minutes
+
+
+def test_a_size_mismatch_names_the_tensor_and_both_shapes(tiny_models, tmp_path):
+    folder = _with_config(Path(tiny_models["gpt"]), tmp_path / "wide", n_inner=999)
+    result = run("score", DUCK_SENTENCE, "--models", "gpt", "--gpt", str(folder))
+    assert_user_error(result, 1, "transformer.h.0.mlp.c_fc.bias is [256] in the checkpoint but [999]", "5 more")
