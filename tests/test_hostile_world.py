@@ -250,3 +250,41 @@ def test_a_size_mismatch_names_the_tensor_and_both_shapes(tiny_models, tmp_path)
     folder = _with_config(Path(tiny_models["gpt"]), tmp_path / "wide", n_inner=999)
     result = run("score", DUCK_SENTENCE, "--models", "gpt", "--gpt", str(folder))
     assert_user_error(result, 1, "transformer.h.0.mlp.c_fc.bias is [256] in the checkpoint but [999]", "5 more")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 11. SIGTERM during an export leaves no .part file; stale ones of a killed writer are swept
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_sigterm_while_an_export_is_written_removes_its_part_file(tmp_path):
+    import signal
+
+    from gbcli.export import check_export_target, write_atomically
+
+    target = check_export_target(str(tmp_path / "attention.json"), force=False)
+
+    def write_then_get_killed(handle):
+        handle.write(b"{" * 1_000_000)
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a timeout would, halfway through
+        handle.write(b"}")
+
+    with pytest.raises(SystemExit) as ended:
+        write_atomically(target, write_then_get_killed)
+    assert ended.value.code == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []  # neither the export nor its .part
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the default handler is back
+
+
+def test_stale_part_files_of_a_dead_writer_are_swept(tmp_path, tiny_models):
+    finished = subprocess.Popen(["true"])  # a process id that no longer runs
+    finished.wait()
+    stale = tmp_path / f".attention.json.{finished.pid}.x1y2.part"
+    live = tmp_path / f".attention.json.{os.getpid()}.a1b2.part"  # a writer that still runs: ours
+    stale.write_bytes(b"half")
+    live.write_bytes(b"half")
+    result = run("attention", DUCK_SENTENCE, "--models", "gpt", "--gpt", str(tiny_models["gpt"]), "--export",
+                 str(tmp_path / "attention.json"))
+    assert result.exit_code == 0, result.stderr
+    assert not stale.exists() and live.exists()
+    assert json.loads((tmp_path / "attention.json").read_text())["format"] == "gbcli-attention"
