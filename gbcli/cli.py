@@ -342,8 +342,15 @@ def generate(
                     live.transient = False  # keep what was written so far on the screen
                     raise
         else:
-            for lm in columns:
-                result.columns.append(runners[lm.family](lm, text, settings))
+            written: dict[str, str] = {}  # each column's text so far, for Ctrl-C
+            try:
+                for lm in columns:
+                    result.columns.append(runners[lm.family](lm, text, settings,
+                                                             lambda family, so_far: written.update({family: so_far})))
+            except KeyboardInterrupt:
+                if not json_output:  # a pipe or a file keeps what was generated (JSON: never half a document)
+                    _write_partial_generation(text, columns, written)
+                raise
     check_finite(result, columns)
     if json_output:
         print_json(result)
@@ -552,6 +559,18 @@ def fill_mask_command(
     if failed:
         stderr_console().print(f"[yellow]{failed} of {len(results)} lines could not be filled; "
                                "each says why in its place.[/]")
+
+
+def _write_partial_generation(prompt: str, columns: list[LoadedModel], written: dict[str, str]) -> None:
+    """After Ctrl-C off a terminal: each model's text so far, one paragraph per model, before exit 130."""
+    from gbcli.models import family_title
+    from gbcli.render.common import visible_controls
+
+    for lm in columns:
+        if lm.family in written:
+            sys.stdout.write(f"{family_title(lm.family)} · {lm.name} (interrupted): "
+                             f"{visible_controls(prompt + written[lm.family])}\n")
+    sys.stdout.flush()
 
 
 FILL_MASK_CHUNK_LINES = 128  # lines sorted and batched together; their results are printed before the next chunk

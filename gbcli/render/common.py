@@ -111,7 +111,13 @@ def deferred_interrupt() -> Iterator[None]:
         yield
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+
+    def hold(number: int, frame: Any) -> None:
+        if received:  # a second Ctrl-C: the write is stuck (a reader that stopped reading), so stop at once
+            os._exit(130)
+        received.append(number)
+
+    previous = signal.signal(signal.SIGINT, hold)
     try:
         yield
     finally:
