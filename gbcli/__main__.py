@@ -1,3 +1,3 @@
-from gbcli.cli import main
+from gbcli.entry import main
 
 main()

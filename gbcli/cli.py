@@ -6,6 +6,7 @@ No model logic lives here, and nothing here imports torch or transformers at mod
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import signal
@@ -15,13 +16,58 @@ from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer._click import exceptions as click_errors  # Typer 0.29 vendors Click: its exceptions live here
+from typer.core import TyperGroup
 
 from gbcli import __version__
-from gbcli.errors import INTERRUPTED, GbcliError, usage_error
+from gbcli.errors import INTERRUPTED, USAGE, GbcliError, explain_os_error, usage_error
 from gbcli.finite import check_finite
 from gbcli.models import FAMILIES, FAMILY_INFO, Family, LoadedModel, LoadOptions, display_name
 
+
+class GbcliGroup(TyperGroup):
+    """The command group, whose usage errors (a bad option value, an unknown option or command) end like every
+    other error: an `error:` line and a `hint:` line on stderr, exit 2, instead of Typer's boxed panel."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError:  # plain `gbcli`: Typer has printed the help already
+            if not standalone_mode:
+                raise
+            sys.exit(USAGE)
+        except click_errors.ClickException as error:
+            if not standalone_mode:
+                raise
+            report_click_error(error)
+            sys.exit(error.exit_code)
+        except typer.Abort:  # end of input at a prompt
+            if not standalone_mode:
+                raise
+            stderr_console().print("[yellow]interrupted[/]")
+            sys.exit(INTERRUPTED)
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def report_click_error(error: click_errors.ClickException) -> None:
+    """Click's message as our `error:`, the command's usage line and where the help is as the `hint:`."""
+    context = getattr(error, "ctx", None)
+    message = error.format_message().strip()
+    if context is not None:
+        usage = context.get_usage().strip().removeprefix("Usage: ")
+        hint = f"Usage: {usage} · see `{context.command_path} --help` for what each option accepts."
+    else:
+        hint = "See `gbcli --help`."
+    console = stderr_console()
+    console.print(f"[bold red]error:[/] {_escape(message)}")
+    console.print(f"[dim]hint:[/] {_escape(hint)}")
+
+
 app = typer.Typer(
+    cls=GbcliGroup,
     name="gbcli",
     help="GPT-style and BERT-style transformers side by side: see how a causal LM and a masked LM differ.",
     no_args_is_help=True,
@@ -101,7 +147,11 @@ def handle_errors(function: F) -> F:
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return function(*args, **kwargs)
+            if sys.stdout is None:  # Python's stdout when the shell closed it (`gbcli ... >&-`)
+                raise explain_os_error(OSError(errno.EBADF, "Bad file descriptor"))
+            value = function(*args, **kwargs)
+            sys.stdout.flush()  # a full disk (`> /dev/full`) shows here, while we can still say so
+            return value
         except GbcliError as error:
             report_error(error, command)
             raise typer.Exit(error.exit_code) from None
@@ -110,11 +160,17 @@ def handle_errors(function: F) -> F:
             raise typer.Exit(INTERRUPTED) from None
         except BrokenPipeError:
             # The reader went away (`gbcli ... | head -1`): stop quietly, and keep Python's exit from complaining.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            _discard_stdout()
             raise typer.Exit(0) from None
         except typer.Exit:
             raise
+        except OSError as error:  # the world around us: a full disk, a permission, a closed stream
+            _discard_stdout()
+            report_error(explain_os_error(error), command)
+            raise typer.Exit(1) from None
+        except MemoryError:
+            report_error(GbcliError("Out of memory.", "Use a smaller model or shorter texts, or free some memory."))
+            raise typer.Exit(1) from None
         except Exception as error:  # a bug, or a failure below us that we did not foresee
             if os.environ.get("GBCLI_DEBUG"):
                 raise
@@ -128,6 +184,16 @@ def handle_errors(function: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that what is still buffered for a broken or full stream is not written again
+    (and Python's exit does not complain about it)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):  # no stdout at all, or not a real file
+        pass
 
 
 def choose_columns(models: str, with_bart: bool, allowed: tuple[Family, ...] = FAMILIES) -> list[Family]:
@@ -300,10 +366,17 @@ def generate(
                     live.transient = False  # keep what was written so far on the screen
                     raise
         else:
-            for family, spec in requested:
-                lm = load_column(family, spec, options)
-                columns.append(lm)
-                result.columns.append(runners[family](lm, text, settings))
+            written: dict[str, str] = {}  # each column's text so far, for Ctrl-C
+            try:
+                for family, spec in requested:
+                    lm = load_column(family, spec, options)
+                    columns.append(lm)
+                    result.columns.append(runners[family](lm, text, settings,
+                                                          lambda family, so_far: written.update({family: so_far})))
+            except KeyboardInterrupt:
+                if not json_output:  # a pipe or a file keeps what was generated (JSON: never half a document)
+                    _write_partial_generation(text, columns, written)
+                raise
     check_finite(result, columns)
     if json_output:
         print_json(result)
@@ -462,7 +535,14 @@ def fill_mask_command(
     from gbcli.inputs import read_lines, read_text
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.masking import fill_mask_lines_view, fill_mask_view
-    from gbcli.tasks.masking import check_fill_options, fill_mask, fill_mask_lines, parse_targets
+    from gbcli.tasks.masking import (
+        MASK_PATTERN,
+        MASK_SPELLINGS,
+        check_fill_options,
+        fill_mask,
+        fill_mask_lines,
+        parse_targets,
+    )
 
     if (text is None) == (file is None):
         raise usage_error("Give either a TEXT or --file, not both." if text is not None else "No text given.",
@@ -484,6 +564,9 @@ def fill_mask_command(
             stdout_console().print(fill_mask_view(result))
         return
     lines = read_lines(file)
+    if not any(MASK_PATTERN.search(line) for line in lines):  # before any model loads
+        raise usage_error(f"No line of {'standard input' if file == '-' else repr(file)} has a mask to fill.",
+                          f"Write {MASK_SPELLINGS} where a word is missing, e.g. \"the [MASK] quacks in the park .\"")
     columns = load_columns(families, specs, load_options(device, dtype, revision, offline))
     results: list = []
     # A chunk at a time, so JSON Lines stream out in input order and Ctrl-C keeps every finished line.
@@ -502,11 +585,24 @@ def fill_mask_command(
     if not json_output:
         stdout_console().print(fill_mask_lines_view(results))
     failed = sum(1 for r in results if r.error is not None)
+    if failed == len(results):  # every line's reason is a usage error: empty, no mask, too many, too long
+        raise usage_error(f"None of the {len(results)} lines could be filled; each says why in its place.",
+                          f"Line {results[0].line}: {results[0].error}")
     if failed:
         stderr_console().print(f"[yellow]{failed} of {len(results)} lines could not be filled; "
                                "each says why in its place.[/]")
-    if failed == len(results):
-        raise typer.Exit(1)
+
+
+def _write_partial_generation(prompt: str, columns: list[LoadedModel], written: dict[str, str]) -> None:
+    """After Ctrl-C off a terminal: each model's text so far, one paragraph per model, before exit 130."""
+    from gbcli.models import family_title
+    from gbcli.render.common import visible_controls
+
+    for lm in columns:
+        if lm.family in written:
+            sys.stdout.write(f"{family_title(lm.family)} · {lm.name} (interrupted): "
+                             f"{visible_controls(prompt + written[lm.family])}\n")
+    sys.stdout.flush()
 
 
 FILL_MASK_CHUNK_LINES = 128  # lines sorted and batched together; their results are printed before the next chunk

@@ -12,17 +12,21 @@ only replaced with --force.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import html
 import importlib.util
 import io
 import json
 import os
+import signal
 import tempfile
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -75,14 +79,16 @@ def check_export_target(path: str, force: bool) -> ExportTarget:
 def write_atomically(target: ExportTarget, write: Callable[[BinaryIO], None]) -> int:
     """Write to a temporary file in the target's folder, then rename it into place; returns the size in bytes."""
     path = target.path
+    sweep_stale_parts(path)
     try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        # The process id in the name tells a stale part (its writer gone) from one being written right now.
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent)
     except OSError as exc:
         raise GbcliError(
             f"Cannot write to the folder '{path.parent}': {exc.strerror or exc}.", "Choose a folder you can write."
         ) from exc
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with os.fdopen(fd, "wb") as handle, _sigterm_unwinds():
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -102,6 +108,43 @@ def write_atomically(target: ExportTarget, write: Callable[[BinaryIO], None]) ->
         if os.path.exists(temporary):
             os.unlink(temporary)
     return size
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (`kill`, a timeout) ends the process as Ctrl-C does, through `finally`, so the .part file goes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(number: int, frame: Any) -> None:
+        raise SystemExit(128 + number)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def sweep_stale_parts(path: Path) -> None:
+    """Remove `.NAME.PID.xxxx.part` files next to `path` whose writing process no longer runs (killed hard)."""
+    for part in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+        pid = part.name[len(path.name) + 2 :].split(".", 1)[0]
+        if not pid.isdigit() or _process_runs(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            part.unlink()
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True
 
 
 def _link_without_overwrite(temporary: Path, path: Path) -> None:

@@ -11,8 +11,11 @@ torch and transformers are imported inside functions so that `gbcli --help` neve
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -145,7 +148,7 @@ def resolve_spec(family: Family, spec: str | None) -> str:
 
 def looks_like_path(spec: str) -> bool:
     """Hub ids are `name` or `owner/name`; anything else that names the file system is a path."""
-    if os.path.exists(spec):
+    if os.path.lexists(spec):  # lexists: a dangling or looping symbolic link names the file system too
         return True
     return spec.startswith((".", "/", "~", "\\")) or spec.count("/") > 1 or (os.sep != "/" and os.sep in spec)
 
@@ -198,6 +201,8 @@ def quiet_transformers() -> None:
     from huggingface_hub.utils import logging as hub_logging
 
     hub_logging.set_verbosity_error()
+    # torch warns about a pickle's protocol before the weights-only loader refuses it; the refusal says enough.
+    warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
 
 
 def classify_config(config: Any) -> str:
@@ -279,6 +284,14 @@ def explain_load_failure(family: Family, spec: str, exc: BaseException, offline:
     lowered = text.lower()
     if looks_like_path(spec):
         path = Path(spec).expanduser()
+        unreadable = _unreadable_part(path)
+        if unreadable is not None:
+            return GbcliError(
+                f"Permission denied: '{unreadable}' for {flag} cannot be read.",
+                "Check the permissions of the model folder, its files and the folders above it.",
+            )
+        if path.is_symlink() and not path.exists():
+            return broken_link(spec, flag, path)
         if not path.exists():
             return GbcliError(
                 f"Model folder '{spec}' for {flag} does not exist.",
@@ -334,6 +347,44 @@ def explain_load_failure(family: Family, spec: str, exc: BaseException, offline:
     if "revision" in lowered:
         return GbcliError(f"Revision not found for model '{spec}' ({_first_line(exc)}).", "Check --revision.")
     return GbcliError(f"Could not load model '{spec}' for {flag}: {_first_line(exc)}.", None)
+
+
+def check_local_path(family: Family, spec: str) -> None:
+    """Refuse a model path that is missing, a broken link or unreadable before torch loads: no hub lookup, no wait."""
+    if not looks_like_path(spec):
+        return
+    path = Path(spec).expanduser()
+    try:
+        usable = path.exists() and _unreadable_part(path) is None
+    except OSError:
+        usable = False
+    if not usable:
+        raise explain_load_failure(family, spec, FileNotFoundError(str(path)), offline=False)
+
+
+def _unreadable_part(path: Path) -> Path | None:
+    """The model folder, or the first file in it, that this user may not read (None if all can be read)."""
+    try:
+        if not path.is_dir():
+            return path if path.exists() and not os.access(path, os.R_OK) else None
+        files = list(path.iterdir())
+    except PermissionError:
+        return path
+    return next((f for f in files if f.is_file() and not os.access(f, os.R_OK)), None)
+
+
+def broken_link(spec: str, flag: str, path: Path) -> GbcliError:
+    """A model path that is a symbolic link to nowhere, or one of a loop of links."""
+    try:
+        path.resolve(strict=True)
+        where = "a missing target"
+    except RuntimeError:  # Python < 3.13 reports a loop so
+        where = "itself, in a loop of links"
+    except OSError as exc:
+        loop = exc.errno == errno.ELOOP
+        where = "itself, in a loop of links" if loop else f"'{os.readlink(path)}', which does not exist"
+    return GbcliError(f"'{spec}' for {flag} is a symbolic link to {where}.",
+                      "Point the link at the model folder, or give the folder itself.")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -556,6 +607,7 @@ def release_model(lm: LoadedModel) -> None:
 
 def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> LoadedModel:
     info = FAMILY_INFO[family]
+    check_local_path(family, spec)
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
     offline = offline_requested(options)
@@ -601,6 +653,7 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
             exit_code=2,
         )
 
+    check_layer_count(spec, info.flag, source, config)
     model_class = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM,
                    "seq2seq": AutoModelForSeq2SeqLM, "encoder": AutoModel}[kind]
     # transformers imports the modeling code lazily, on the first model built (~1,000 modules, most of a cold
@@ -613,11 +666,13 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
         model, loading = _from_cache_first(
             model_class.from_pretrained,
             source,
-            {**common, "config": config, "dtype": dtype, "output_loading_info": True},
+            # Mismatched shapes load (as random tensors) so that we can name them, then refuse (check_shapes).
+            {**common, "config": config, "dtype": dtype, "output_loading_info": True, "ignore_mismatched_sizes": True},
         )
     except Exception as exc:
         raise explain_load_failure(family, spec, exc, offline) from exc
 
+    check_shapes(spec, info.flag, loading.get("mismatched_keys") or [])
     missing = sorted(loading.get("missing_keys") or [])
     prefix = getattr(model, "base_model_prefix", "") + "."
     head_missing = [k for k in missing if not k.startswith(prefix)] if kind != "encoder" else []
@@ -666,6 +721,71 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
         load_seconds=time.perf_counter() - started - resolve_seconds,
         import_seconds=started - importing + resolve_seconds,
     )
+
+
+def check_shapes(spec: str, flag: str, mismatched: Any) -> None:
+    """Refuse weights whose shapes differ from what config.json builds, naming the tensor and both shapes."""
+    if not mismatched:
+        return
+    name, stored, expected = sorted(mismatched, key=lambda item: item[0])[0]
+    more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
+    raise GbcliError(
+        f"The weights of '{spec}' for {flag} do not fit its config.json: {name} is {list(stored)} in the "
+        f"checkpoint but {list(expected)} in the model the config describes{more}.",
+        "Use the config.json that was saved with these weights.",
+    )
+
+
+def checkpoint_tensor_names(folder: Path) -> list[str] | None:
+    """The tensor names of a local safetensors checkpoint, from its header or index alone (no weight is read)."""
+    import json
+    import struct
+
+    index = folder / "model.safetensors.index.json"
+    try:
+        if index.is_file():
+            return list(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}))
+        single = folder / "model.safetensors"
+        if not single.is_file():
+            return None
+        with single.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > 100_000_000:  # not a real header: the loader will call the file corrupt
+                return None
+            return [k for k in json.loads(handle.read(length)) if k != "__metadata__"]
+    except (OSError, ValueError, struct.error):
+        return None  # unreadable or corrupt: the loader explains it
+
+
+_LAYER_INDEX = re.compile(r"^(.*?\.(?:h|layer|layers|block|blocks))\.(\d+)\.")
+
+
+def check_layer_count(spec: str, flag: str, source: str, config: Any) -> None:
+    """Refuse a config.json that asks for more layers than the checkpoint holds, before anything is built.
+
+    A config with `n_layer: 10000` next to GPT-2's 12 layers of weights would first build 10,000 layers (minutes,
+    gigabytes) only to find them missing; counting the layer indices in the safetensors header costs nothing.
+    """
+    folder = Path(source)
+    names = checkpoint_tensor_names(folder) if folder.is_dir() else None
+    if not names:
+        return
+    stacks: dict[str, int] = {}
+    for name in names:
+        match = _LAYER_INDEX.match(name)
+        if match:
+            stacks[match.group(1)] = max(stacks.get(match.group(1), 0), int(match.group(2)) + 1)
+    if not stacks:
+        return
+    wanted = (getattr(config, "encoder_layers", 0) or 0) + (getattr(config, "decoder_layers", 0) or 0)
+    wanted = wanted or getattr(config, "num_hidden_layers", 0) or 0
+    held = sum(stacks.values())
+    if isinstance(wanted, int) and wanted > held:
+        raise GbcliError(
+            f"The config.json of '{spec}' for {flag} asks for {wanted} layers, but its weights hold {held}: the "
+            "rest would be random, and building them first could exhaust the memory.",
+            "Use the config.json that was saved with these weights.",
+        )
 
 
 def check_finite_weights(spec: str, flag: str, model: Any) -> None:

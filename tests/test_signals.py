@@ -9,6 +9,7 @@ import select
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,4 +125,56 @@ def test_ctrl_c_during_a_file_run_keeps_finished_json_lines_valid(tmp_path, bert
     records = [json.loads(line) for line in (first + rest).decode().splitlines()]
     assert 1 <= len(records) < 50000
     assert [r["line"] for r in records] == list(range(1, len(records) + 1))  # in input order, none half-written
+    assert TRACEBACK.encode() not in stderr
+
+
+def _wait_for_cpu_seconds(pid: int, seconds: float, timeout: float = 60) -> None:
+    """Until a process has used `seconds` of CPU: start-up is CPU-bound, so this is a moment of it however busy
+    the machine is (wall-clock delays are not, on a shared 2-core runner)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return  # it ended
+        if (int(fields[11]) + int(fields[12])) / ticks >= seconds:
+            return
+        time.sleep(0.01)
+
+
+# CPU seconds into start-up: importing typer and gbcli, torch, transformers, loading the model. (Before ~0.1 s the
+# signal lands in the interpreter's own start, in its site imports, before any line of gbcli runs.)
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc")
+@pytest.mark.parametrize("moment", [0.15, 0.5, 1.0, 2.0])
+def test_ctrl_c_at_any_moment_of_start_up_exits_130_with_one_line(moment, gpt_path):
+    """While Python imports typer, torch or transformers, or the model loads: exit 130, one line, nothing else."""
+    process = subprocess.Popen(
+        [gbcli_executable(), "tokenize", "once upon a time", "--models", "gpt", "--gpt", str(gpt_path), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"},
+    )
+    _wait_for_cpu_seconds(process.pid, moment)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    if process.returncode == 0:  # a machine fast enough to finish first: then the output is whole
+        json.loads(stdout)
+        return
+    assert process.returncode == 130, stderr.decode()
+    assert stdout == b""
+    assert stderr.decode().strip() == "interrupted", stderr.decode()
+
+
+def test_ctrl_c_while_generating_into_a_pipe_writes_the_text_so_far(long_context_gpt):
+    process = subprocess.Popen(
+        [gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt", str(long_context_gpt),
+         "--max-new-tokens", "4000", "--seed", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"},
+    )
+    _wait_for_cpu_seconds(process.pid, 12, timeout=180)  # start-up takes ~5 CPU seconds: well into generation
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr.decode()
+    text = stdout.decode()
+    assert text.startswith("GPT · ") and "(interrupted): once upon a time" in text
+    assert len(text.split("once upon a time", 1)[1]) > 0  # some generated text came out
     assert TRACEBACK.encode() not in stderr

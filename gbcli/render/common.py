@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import rich.text
 from rich.console import Console
 from rich.text import Text
 
@@ -39,6 +40,25 @@ def prob_legend(intro: str) -> Text:
         legend.append(f" {label} ", style=f"reverse {style}")
         legend.append(" ")
     return legend
+
+
+# Control characters in the user's text or a model's output are shown, never obeyed: `\x1b[31m` would recolour the
+# terminal and `\x1b]0;…\x07` retitle it, `\r` overwrite the line. Rich's Text drops only five of them (BEL, BS, VT,
+# FF, CR), silently, and lets ESC through. Every Text, table cell and markup string passes Rich's
+# `strip_control_codes` as it is built (before its width is measured), so there each control character becomes its
+# escape (`\x1b`, as tokenize writes byte pieces): on a terminal and off it, in every view, columns still aligned.
+# Tab and newline keep their meaning. JSON escapes control characters itself.
+_VISIBLE_CONTROLS = str.maketrans({
+    code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if code not in (0x09, 0x0A)
+})
+
+
+def visible_controls(text: str) -> str:
+    """`the\x1b[31m duck` → `the\\x1b[31m duck`: every control character but tab and newline as its escape."""
+    return text.translate(_VISIBLE_CONTROLS)
+
+
+rich.text.strip_control_codes = visible_controls  # type: ignore[assignment]
 
 
 def stdout_console() -> Console:
@@ -91,7 +111,13 @@ def deferred_interrupt() -> Iterator[None]:
         yield
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+
+    def hold(number: int, frame: Any) -> None:
+        if received:  # a second Ctrl-C: the write is stuck (a reader that stopped reading), so stop at once
+            os._exit(130)
+        received.append(number)
+
+    previous = signal.signal(signal.SIGINT, hold)
     try:
         yield
     finally:

@@ -63,6 +63,9 @@ class DecodingSettings:
             raise usage_error(f"--num-beams must be between 1 and 64 (got {num_beams}).")
         if num_return_sequences < 1 or num_return_sequences > 64:
             raise usage_error(f"-n/--num-return-sequences must be between 1 and 64 (got {num_return_sequences}).")
+        if seed is not None and not 0 <= seed < 2**64:
+            # torch.manual_seed takes a 64-bit seed; a larger one would fail deep inside torch.
+            raise usage_error(f"--seed must be between 0 and 2**64 - 1 (got {seed}).", "For example --seed 42.")
         sampling_options = [
             name for name, value in (("--temperature", temperature), ("--top-k", top_k), ("--top-p", top_p))
             if value is not None

@@ -1,0 +1,32 @@
+"""The console script's entry point: Ctrl-C at any moment of start-up ends with exit 130 and one line.
+
+A SIGINT that lands while Python imports typer, torch or transformers would raise KeyboardInterrupt inside that
+import: a traceback, a half-imported module ("cannot load module more than once") or, inside torch's C++
+initialisation, an abort. So before anything is imported, SIGINT is handled by exiting at once: nothing has been
+written yet, so nothing is lost. A command swaps in Python's KeyboardInterrupt while it computes
+(`cli.interrupt_exits_130`), where finished output must be kept, and gets this handler back afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+INTERRUPTED = 130  # as gbcli.errors.INTERRUPTED, which is not imported here: this module must import nothing
+
+
+def exit_at_once(number: int, frame: object) -> None:
+    try:
+        os.write(2, b"interrupted\n")
+    except OSError:
+        pass
+    os._exit(INTERRUPTED)
+
+
+def main() -> None:
+    if sys.platform != "win32":
+        signal.signal(signal.SIGINT, exit_at_once)
+    from gbcli.cli import main as run
+
+    run()
