@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 import typer
-from typer._click import exceptions as click_errors  # Typer 0.29 vendors Click: its exceptions live here
+from click import exceptions as click_errors
 from typer.core import TyperGroup
 
 from gbcli import __version__
@@ -33,9 +33,10 @@ class GbcliGroup(TyperGroup):
              standalone_mode: bool = True, **extra: Any) -> Any:
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click_errors.NoArgsIsHelpError:  # plain `gbcli`: Typer has printed the help already
+        except click_errors.NoArgsIsHelpError as error:  # plain `gbcli`: the help, as Click itself shows it
             if not standalone_mode:
                 raise
+            error.show()
             sys.exit(USAGE)
         except click_errors.ClickException as error:
             if not standalone_mode:
