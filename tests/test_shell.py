@@ -153,7 +153,7 @@ def test_compare_keeps_its_models_loaded_in_the_shell(models):
     result = shell(models, "the duck quacks .", "the duck quacks .", "models", options=("--json",))
     first, second, entries = json_lines(result.stdout)
     assert without_timings(first) == without_timings(second)
-    assert {entry["model"] for entry in entries} == {"gpt", "bert"}  # compare did not let them go
+    assert {entry["model"] for entry in entries} >= {"gpt", "bert"}  # compare did not let them go
 
 
 PROMPT = b"gbcli>"
