@@ -175,8 +175,13 @@ def requested_columns(
 def load_column(family: Family, spec: str, options: LoadOptions, *, need_head: bool = True) -> LoadedModel:
     """Load one model (once per process), with a status line on stderr while it loads."""
     from gbcli.models import load_model
+    from gbcli.render.common import animated
 
-    with stderr_console().status(f"Loading {FAMILY_INFO[family].flag[2:].upper()} model {spec} …", spinner="dots"):
+    console = stderr_console()
+    message = f"Loading {FAMILY_INFO[family].flag[2:].upper()} model {spec} …"
+    if not animated(console):  # NO_COLOR or not a terminal: no spinner, whose redraws are escape codes
+        return load_model(family, spec, options, need_head=need_head)
+    with console.status(message, spinner="dots"):
         return load_model(family, spec, options, need_head=need_head)
 
 
@@ -274,7 +279,9 @@ def generate(
     requested = requested_columns(families, {"gpt": gpt, "bert": bert, "bart": bart}, options)
     result = GenerationResult(prompt=text, decoding=settings.describe(), settings=settings)
     console = stdout_console()
-    stream = console.is_terminal and not json_output
+    from gbcli.render.common import animated
+
+    stream = animated(console) and not json_output
     # Each model is loaded just before it writes, so the first column streams while the later ones wait to load.
     with interrupt_exits_130():
         if stream:
@@ -388,7 +395,9 @@ def score(
     records, seconds, passes = [], Counter(), Counter()
     streaming = json_output or csv_output
     # A bar redrawn between streamed records would garble a terminal; on a pipe or a file it costs nothing.
-    show_progress = file is not None and stderr_console().is_terminal and not (streaming and sys.stdout.isatty())
+    from gbcli.render.common import animated
+
+    show_progress = file is not None and animated(stderr_console()) and not (streaming and sys.stdout.isatty())
     with interrupt_exits_130(), progress_bar(len(items), show_progress) as advance:
         if csv_output:
             csv_header(tokens)
@@ -503,8 +512,10 @@ def _line_progress(total: int) -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr for files of more than a few lines (none when stderr is not a terminal)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from gbcli.render.common import animated
+
     console = stderr_console()
-    if total <= 5 or not console.is_terminal:
+    if total <= 5 or not animated(console):
         yield lambda done: None
         return
     columns = (TextColumn("filling masks"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -594,6 +605,9 @@ def attention(
 def compare(
     text: Annotated[str, typer.Argument(help="A sentence, with or without [MASK] blanks, or - to read stdin.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many predictions per blank and model.")] = 5,
+    full: Annotated[
+        bool, typer.Option("--full", help="Every section: model facts, tokenization, attention and time too.")
+    ] = False,
     models: ModelsOption = "gpt,bert",
     with_bart: WithBartOption = False,
     gpt: GptOption = None,
@@ -605,7 +619,7 @@ def compare(
     offline: OfflineOption = False,
     json_output: JsonOption = False,
 ) -> None:
-    """The whole difference on one screen: model facts, tokens, predictions, scores, attention and time."""
+    """Predictions and scores of one sentence on one screen; --full adds facts, tokens, attention and time."""
     from gbcli.inputs import read_text
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.comparison import comparison_view
@@ -623,7 +637,7 @@ def compare(
     if json_output:
         print_json(result)
     else:
-        stdout_console().print(comparison_view(result))
+        stdout_console().print(comparison_view(result, full=full))
 
 
 def main() -> None:

@@ -87,7 +87,7 @@ def test_table_shows_the_three_views_and_where_the_right_context_changes_the_ans
     result = run("fill-mask", BERT_MASKED_DUCK, *models, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.stderr
     out = result.stdout
-    for heading in ("both sides of the blank", "left context only", "whole sentence"):
+    for heading in ("both sides", "left context only", "whole sentence"):
         assert heading in out
     assert "right-hand context changes" in out and "'duck' once it reads the whole sentence" in out
     assert "the duck quacks in the park ." in out

@@ -12,14 +12,15 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from gbcli.render.common import format_nats, format_prob
 from gbcli.tasks.masking import FillMaskResult, MaskColumn, MaskPrediction, MaskSlot, SpanInfilling
 from gbcli.tasks.tokenization import readable_piece
 
 HEADINGS: dict[str, tuple[str, str]] = {
-    "bert": ("BERT", "both sides of the blank"),
-    "gpt_left": ("GPT-2", "left context only"),
-    "gpt_whole": ("GPT-2", "whole sentence"),
-    "bart": ("BART", "span of any length"),
+    "bert": ("BERT", "both sides"),
+    "gpt_left": ("GPT", "left context only"),
+    "gpt_whole": ("GPT", "whole sentence"),
+    "bart": ("BART", "span, any length"),
 }
 NOTHING = "(nothing)"  # BART may restore a blank as no text at all
 REWRITE_STYLE = "yellow"
@@ -27,10 +28,6 @@ WINNER_STYLE = "bold green"
 MASK_STYLE = "reverse cyan"
 
 
-def format_prob(prob: float | None) -> str:
-    if prob is None:
-        return "–"
-    return f"{prob:.4f}" if prob >= 1e-4 else f"{prob:.1e}"
 
 
 def prediction_label(prediction: MaskPrediction) -> str:
@@ -81,8 +78,11 @@ def slot_table(slot: MaskSlot) -> Table:
     table.add_column("#", justify="right", style="dim")
     for column in columns:
         family, view = HEADINGS[column.column]
-        table.add_column(Text.assemble((f"{family} · {column.model}", "bold"), "\n", (view, "dim italic")))
-        table.add_column(Text("p", style="bold"), justify="right")
+        # Three short header lines (family, model, view), so four views fit side by side in 80 columns.
+        table.add_column(Text.assemble((family, "bold"), "\n", (column.model, "dim"), "\n", (view, "dim italic")),
+                         overflow="fold")
+        table.add_column(Text("p(sent.)" if column.column == "gpt_whole" else "p", style="bold"), justify="right",
+                         no_wrap=True)
     winner = _winner(slot)
     rows = max(max(len(c.predictions) for c in columns), 1)
     for rank in range(rows):
@@ -115,12 +115,12 @@ def verdict(slot: MaskSlot) -> Text | None:
     left_word, whole_word = left.predictions[0].word, whole.predictions[0].word
     text = Text()
     if left_word != whole_word:
-        text.append("The right-hand context changes GPT-2's answer: ", style="bold")
+        text.append("The right-hand context changes GPT's answer: ", style="bold")
         text.append(f"{left_word!r} from the left context alone, ")
         text.append(f"{whole_word!r}", style=WINNER_STYLE)
         text.append(" once it reads the whole sentence.")
     else:
-        text.append(f"GPT-2 says {whole_word!r} from the left context alone and from the whole sentence.")
+        text.append(f"GPT says {whole_word!r} from the left context alone and from the whole sentence.")
     if bert is not None and bert.predictions:
         agrees = bert.predictions[0].word == whole_word
         text.append(f" BERT's top guess {bert.predictions[0].word!r} " + ("agrees." if agrees else "differs."))
@@ -130,32 +130,49 @@ def verdict(slot: MaskSlot) -> Text | None:
     return text
 
 
-def filling_lines(result: FillMaskResult) -> Table:
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    grid.add_column(style="dim")
+FILLING_MEASURES: dict[str, str] = {
+    "bert": "Σ log p(word)",  # the chosen tokens' log-probabilities, each at its blank
+    "gpt_left": "Σ log p(word)",
+    "gpt_whole": "log p(sentence)",  # the whole sentence's log-likelihood
+    "bart": "log p(output)",  # BART writing that whole text
+}
+
+
+def filling_lines(result: FillMaskResult) -> Group:
+    """Each view's filled-in sentence and its score, each score labelled for what it measures.
+
+    One line of prose per view (labels padded to one width), so a narrow terminal wraps it as text and never
+    splits a sentence across the cells of a grid."""
+    labels = {f.column: " ".join(HEADINGS[f.column]) for f in result.fillings}
+    width = max((len(label) for label in labels.values()), default=0)
+    lines = []
     for filling in result.fillings:
-        family, view = HEADINGS[filling.column]
-        score = f"log p {filling.logprob:.3f}"
+        score = f"{FILLING_MEASURES[filling.column]} {format_nats(filling.logprob)}"
         if len(result.masks) > 1 and filling.column == "bert":
             score += " · filled in order " + ", ".join(f"#{m + 1}" for m in filling.order)
-        grid.add_row(f"{family} ({view})", filling.text, score)
-    return grid
+        line = Text(labels[filling.column].ljust(width) + "  ", style="bold")
+        line.append(filling.text)
+        line.append("  " + score, style="dim")
+        lines.append(line)
+    return Group(*lines)
 
 
 def column_note(columns: list[MaskColumn]) -> Text:
     names = {c.column for c in columns}
     parts = []
     if "bert" in names:
-        parts.append("BERT: softmax over the whole vocabulary")
+        parts.append("BERT p: softmax over the whole vocabulary")
     if "gpt_left" in names:
-        parts.append("GPT-2 left: next-token probability from the words before the blank")
+        parts.append("GPT left p: next-token probability from the words before the blank")
     if "gpt_whole" in names:
-        parts.append("GPT-2 whole: sentence likelihoods normalised over the candidates")
+        whole = next(c for c in columns if c.column == "gpt_whole")
+        parts.append(f"GPT whole p(sent.): each candidate's sentence likelihood as a share of the "
+                     f"{len(whole.predictions)} candidates' sentences (every candidate the other columns found)")
     if "bart" in names:
-        parts.append("BART: one row per beam that kept the text, p = probability of writing that whole text")
+        parts.append("BART p: one row per beam that kept the text, the probability of writing that whole text")
     parts.append("several pieces: one word, probabilities multiplied")
+    parts.append("Σ log p(word): the filled words' log-probabilities; log p(sentence): the whole sentence's "
+                 "log-likelihood")
     return Text(" · ".join(parts), style="dim")
 
 
@@ -198,8 +215,10 @@ def bart_section(result: FillMaskResult) -> list[RenderableType]:
     return parts
 
 
-def fill_mask_view(result: FillMaskResult) -> RenderableType:
-    """A single text: the masked sentence, one table per blank, then each view's filled-in sentence."""
+def fill_mask_view(result: FillMaskResult, compact: bool = False) -> RenderableType:
+    """A single text: the masked sentence, one table per blank, then each view's filled-in sentence.
+
+    `compact` (compare's default screen) leaves out BART's table of beams and the notes on each column."""
     parts: list[RenderableType] = [marked_text(result)]
     several = len(result.masks) > 1
     for slot in result.masks:
@@ -212,11 +231,12 @@ def fill_mask_view(result: FillMaskResult) -> RenderableType:
         note = verdict(slot)
         if note is not None:
             parts.append(note)
-    parts += bart_section(result)
+    if not compact:
+        parts += bart_section(result)
     parts.append(Text(""))
     parts.append(Text("best joint filling" if several else "filled in", style="bold underline"))
     parts.append(filling_lines(result))
-    if result.masks:
+    if result.masks and not compact:
         parts.append(column_note(result.masks[0].columns()))
     return Group(*parts)
 
