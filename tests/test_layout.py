@@ -11,6 +11,7 @@ import io
 import math
 
 import pytest
+from rich.cells import cell_len
 from rich.console import Console
 
 from gbcli.models import load_model
@@ -46,7 +47,7 @@ def assert_whole(screen: str, expected: list[str], width: int) -> None:
     words = " ".join(screen.replace("│", " ").replace("┃", " ").split())
     missing = [item for item in expected if " ".join(item.split()) not in words]
     assert not missing, f"cut or missing at {width} columns: {missing}\n{screen}"
-    assert max(len(line.rstrip()) for line in screen.splitlines()) <= width
+    assert max(cell_len(line.rstrip()) for line in screen.splitlines()) <= width  # cells, not characters
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +149,36 @@ def test_generate_view_shows_every_generated_token_whole(models, width):
                 if word:
                     expected.append(word + prob_mark(math.exp(token.logprob)) if show_probs else word)
         assert_whole(screen, expected, width)
+
+
+def test_generated_wide_characters_keep_their_text_side_by_side(models, gpt_path):
+    from transformers import AutoTokenizer
+
+    from gbcli.tasks.generation import continuation, model_generation
+
+    # A continuation with a wide character, through GPT-2's byte-level tokenizer: き is three bytes, split over
+    # tokens that each hold part of it.
+    lm = models["gpt"]
+    text = " breached ifixき830 rooted feel regulates the market"
+    tokenizer = AutoTokenizer.from_pretrained(gpt_path)
+    context = tokenizer("the prompt", add_special_tokens=False)["input_ids"]
+    new_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    made = continuation(lm, context, new_ids, [-0.5] * len(new_ids))
+    assert made.text == text
+    assert "".join(token.text for token in made.tokens) == text  # no � from a half character
+    settings = DecodingSettings.from_options(max_new_tokens=len(new_ids), greedy=True, temperature=None, top_k=None,
+                                             top_p=None, repetition_penalty=None, num_beams=1,
+                                             num_return_sequences=1, seed=None)
+    result = GenerationResult(prompt="the prompt", decoding=settings.describe(), settings=settings)
+    result.columns = [model_generation(lm, "m", [made], len(new_ids), 1.0),
+                      model_generation(lm, "m", [made], len(new_ids), 1.0)]
+    result.columns[1].family = "bert"
+    for width in WIDTHS:
+        for show_probs in (False, True):
+            screen = render(generation_view(result, show_probs), width)
+            assert max(cell_len(line.rstrip()) for line in screen.splitlines()) <= width
+            words = " ".join(screen.replace("│", " ").split())
+            for word in text.split():
+                shown = word if not show_probs else None
+                assert shown is None or shown in words, (word, screen)
+            assert "�" not in screen and "…" not in screen

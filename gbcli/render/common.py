@@ -112,6 +112,7 @@ class ProbText:
 
     def text(self, plain: bool) -> Text:
         text = self.prefix.copy() if self.prefix is not None else Text()
+        text.overflow = "fold"  # never an ellipsis over a token (see render.generation.continuation_text)
         for piece, prob in self.pieces:
             if prob is None:
                 text.append(piece)

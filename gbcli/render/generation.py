@@ -16,7 +16,10 @@ from gbcli.tasks.generation import Continuation, GenerationResult, ModelGenerati
 
 def continuation_text(prompt: str, continuation: Continuation, show_probs: bool) -> RenderableType:
     # The prompt dim, the continuation bold: two spans of one unstyled Text, never bold and dim at once.
-    text = Text()
+    # overflow="fold": a word wider than the panel folds rather than being cut; and Rich measures a wrapped line's
+    # trailing space in characters, so a line holding a wide character (き) that ends exactly at the edge would
+    # otherwise lose its last word to an ellipsis.
+    text = Text(overflow="fold")
     text.append(prompt, style="dim")
     if not show_probs:
         text.append(continuation.text, style="bold")
@@ -76,7 +79,7 @@ class StreamingView:
     def __rich__(self) -> RenderableType:
         panels = []
         for family, name in self.columns:
-            body = Text()
+            body = Text(overflow="fold")  # see continuation_text
             body.append(self.prompt, style="dim")
             body.append(self.texts[family], style="bold")
             if family == self.loading_family:
