@@ -200,14 +200,15 @@ def test_multi_piece_target_is_scored_as_the_whole_word(
 def test_whole_sentence_column_ranks_the_candidate_union_by_sentence_likelihood(models, gpt):
     doc = fill(models, BERT_MASKED_DOG, "--top-k", "3", "--targets", "cow,wasp")
     (slot,) = doc["masks"]
-    union = list(dict.fromkeys(words(slot["bert"]) + [p["word"] for p in slot["gpt_left"]["predictions"]
-                                                      if p["word"].strip()] + ["cow", "wasp"]))
+    shown = words(slot["bert"]) + [p["word"] for p in slot["gpt_left"]["predictions"] if not p["special"]]
     whole = slot["gpt_whole"]["predictions"]
-    assert sorted(p["word"] for p in whole) == sorted(union)
+    assert set(shown + ["cow", "wasp"]) <= {p["word"] for p in whole}  # every candidate of every column, at least
     assert sum(p["prob"] for p in whole) == pytest.approx(1.0, abs=1e-6)
     assert [p["prob"] for p in whole] == sorted((p["prob"] for p in whole), reverse=True)
     for prediction in whole:
-        sentence = BERT_MASKED_DOG.replace("[MASK]", prediction["word"])
+        # A continuation piece (WordPiece ##s, GPT-2's space-less piece) joins the word before the blank.
+        blank = " [MASK]" if prediction["joins_previous"] else "[MASK]"
+        sentence = BERT_MASKED_DOG.replace(blank, prediction["word"])
         assert prediction["sentence_logprob"] == pytest.approx(gpt_sentence_logprob(gpt, sentence), abs=1e-4)
     totals = [p["sentence_logprob"] for p in whole]
     norm = math.log(sum(math.exp(t) for t in totals))
@@ -521,3 +522,53 @@ def test_installed_command_reads_stdin_lines_and_prints_json_lines(models):
     assert words(first["masks"][0]["bert"])[0] == "duck"
     assert words(first["masks"][0]["gpt_whole"])[0] == "duck"
     assert second["error"] and b"Traceback" not in completed.stderr
+
+
+# ---- what each number and sentence on the screen claims ---------------------------------------------------------
+
+
+def test_whole_sentence_pool_is_every_columns_sixteen_most_likely(models):
+    (slot,) = fill(models, "the [MASK] is the capital of italy .", "--top-k", "16")["masks"]
+    (small,) = fill(models, "the [MASK] is the capital of italy .")["masks"]  # the default top-k of 5
+    expected = {p["word"] for column in ("bert", "gpt_left") for p in slot[column]["predictions"]
+                if not p["special"] and p["word"].strip()}
+    # The ranking does not depend on how many candidates the table shows.
+    assert {p["word"] for p in small["gpt_whole"]["predictions"]} == expected
+    assert small["gpt_whole"]["predictions"][0]["word"] == slot["gpt_whole"]["predictions"][0]["word"]
+    screen = run("fill-mask", "the [MASK] is the capital of italy .", *models, env={"COLUMNS": "80"}).stdout
+    assert f"ranks among {len(small['gpt_whole']['predictions'])} candidates" in " ".join(screen.split())
+
+
+def test_filled_in_scores_say_word_log_prob_or_sentence_log_likelihood(models):
+    screen = run("fill-mask", BERT_MASKED_DUCK, *models, env={"COLUMNS": "80"}).stdout
+    doc = fill(models, BERT_MASKED_DUCK)
+    flat = " ".join(screen.split())
+    by_column = {f["column"]: f["logprob"] for f in doc["fillings"]}
+    assert f"Σ log p(word) {by_column['bert']:.3f}" in flat
+    assert f"Σ log p(word) {by_column['gpt_left']:.3f}" in flat
+    assert f"log p(sentence) {by_column['gpt_whole']:.3f}" in flat
+    assert "p(sent.)" in screen
+
+
+def test_two_masks_show_the_context_each_column_read(models):
+    text = "the [MASK] quacks in the [MASK] ."
+    doc = fill(models, text)
+    first, second = doc["masks"]
+    gpt_first = first["gpt_left"]["predictions"][0]["word"]
+    bert_first = doc["fillings"][0]["words"][0]
+    assert second["gpt_left"]["context"] == f"the {gpt_first} quacks in the ___"
+    assert second["gpt_whole"]["context"] == f"the {bert_first} quacks in the ___ ."
+    assert second["bert"]["context"] == text
+    screen = " ".join(run("fill-mask", text, *models, env={"COLUMNS": "80"}).stdout.split())
+    assert f"GPT left context only read: the {gpt_first} quacks in the ___" in screen
+
+
+def test_nothing_after_the_blank_claims_no_right_hand_context_and_names_end_of_text(models):
+    text = "the duck quacks in the park . [MASK]"
+    (slot,) = fill(models, text)["masks"]
+    top = slot["gpt_left"]["predictions"][0]
+    assert top["special"] and top["word"] == "<|endoftext|>"  # the tiny GPT ends the text here
+    screen = " ".join(run("fill-mask", text, *models, env={"COLUMNS": "80"}).stdout.split())
+    assert "right-hand context changes" not in screen
+    assert "Nothing follows the blank" in screen
+    assert f"<|endoftext|> (p {top['prob']:.4f}): it would end the text here" in screen

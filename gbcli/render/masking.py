@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gbcli.render.common import format_nats, format_prob
-from gbcli.tasks.masking import FillMaskResult, MaskColumn, MaskPrediction, MaskSlot, SpanInfilling
+from gbcli.tasks.masking import CHOICE_POOL, FillMaskResult, MaskColumn, MaskPrediction, MaskSlot, SpanInfilling
 from gbcli.tasks.tokenization import readable_piece
 
 HEADINGS: dict[str, tuple[str, str]] = {
@@ -84,11 +84,11 @@ def slot_table(slot: MaskSlot) -> Table:
         table.add_column(Text("p(sent.)" if column.column == "gpt_whole" else "p", style="bold"), justify="right",
                          no_wrap=True)
     winner = _winner(slot)
-    rows = max(max(len(c.predictions) for c in columns), 1)
+    rows = shown_rows(slot)
     for rank in range(rows):
         cells: list[Text | str] = [str(rank + 1)]
         for column in columns:
-            if rank < len(column.predictions):
+            if rank < len(column.predictions) and rank < rows:
                 prediction = column.predictions[rank]
                 cells += [_cell(prediction, winner, rank == 0), format_prob(prediction.prob)]
             elif rank == 0 and column.column == "bart":
@@ -107,14 +107,51 @@ def slot_table(slot: MaskSlot) -> Table:
     return table
 
 
-def verdict(slot: MaskSlot) -> Text | None:
-    """One sentence on what the right-hand context did at this blank."""
+def shown_rows(slot: MaskSlot) -> int:
+    """Rows of the table: the other columns' top-k; the whole-sentence ranking of the larger pool is cut there."""
+    others = [len(c.predictions) for c in slot.columns() if c.column != "gpt_whole"]
+    return max(max(others) if others else len(slot.gpt_whole.predictions if slot.gpt_whole else []), 1)
+
+
+def pool_note(slot: MaskSlot) -> Text | None:
+    """What the whole-sentence column's p is a share of."""
+    whole = slot.gpt_whole
+    if whole is None:
+        return None
+    rows = shown_rows(slot)
+    text = Text(f"GPT whole sentence: p(sent.) ranks among {len(whole.predictions)} candidates", style="dim")
+    sources = [f"the {CHOICE_POOL} most likely of {' and of '.join(names)}" for names in [
+        [HEADINGS[c.column][0] + (" left" if c.column == "gpt_left" else "") for c in (slot.bert, slot.gpt_left)
+         if c is not None]] if names]
+    if whole.targets:
+        sources.append("--targets")
+    if sources:
+        text.append(" (" + ", ".join(sources) + ")", style="dim")
+    if len(whole.predictions) > rows:
+        text.append(f"; the top {rows} are shown, --json lists all", style="dim")
+    return text
+
+
+def verdict(slot: MaskSlot, result: FillMaskResult | None = None) -> Text | None:
+    """One sentence on what the right-hand context did at this blank: only what is true of this input."""
     left, whole, bert = slot.gpt_left, slot.gpt_whole, slot.bert
     if left is None or whole is None or not left.predictions or not whole.predictions:
         return None
-    left_word, whole_word = left.predictions[0].word, whole.predictions[0].word
+    top_left = left.predictions[0]
+    left_word, whole_word = top_left.word, whole.predictions[0].word
     text = Text()
-    if left_word != whole_word:
+    if top_left.special:
+        # GPT's next token would end the text; the fillings take its most likely word instead, consistently.
+        text.append(f"GPT's most likely next token is {top_left.word} (p {format_prob(top_left.prob)}): it would "
+                    "end the text here. Fillings use words only, ")
+        word = next((p.word for p in left.predictions if not p.special), None)
+        left_word = word if word is not None else left_word
+        text.append(f"so its left-context word is {left_word!r}. ")
+    right_hand = result is None or bool(result.text[slot.end :].strip())
+    if not right_hand:
+        text.append("Nothing follows the blank, so the whole sentence adds no context: GPT's whole-sentence "
+                    f"ranking is its next-token ranking over the candidates, led by {whole_word!r}.")
+    elif left_word != whole_word:
         text.append("The right-hand context changes GPT's answer: ", style="bold")
         text.append(f"{left_word!r} from the left context alone, ")
         text.append(f"{whole_word!r}", style=WINNER_STYLE)
@@ -165,9 +202,8 @@ def column_note(columns: list[MaskColumn]) -> Text:
     if "gpt_left" in names:
         parts.append("GPT left p: next-token probability from the words before the blank")
     if "gpt_whole" in names:
-        whole = next(c for c in columns if c.column == "gpt_whole")
-        parts.append(f"GPT whole p(sent.): each candidate's sentence likelihood as a share of the "
-                     f"{len(whole.predictions)} candidates' sentences (every candidate the other columns found)")
+        parts.append("GPT whole p(sent.): each candidate's sentence likelihood as a share of all the candidates' "
+                     "sentences")
     if "bart" in names:
         parts.append("BART p: one row per beam that kept the text, the probability of writing that whole text")
     parts.append("several pieces: one word, probabilities multiplied")
@@ -215,6 +251,20 @@ def bart_section(result: FillMaskResult) -> list[RenderableType]:
     return parts
 
 
+def context_lines(slot: MaskSlot) -> list[Text]:
+    """With several blanks, the text each column read for this one (the blank as ___): GPT's left column holds its
+    own earlier fills, the whole-sentence column the joint filling of the other blanks."""
+    lines = []
+    for column in slot.columns():
+        if column.context is None or column.column == "bert":
+            continue
+        family, view = HEADINGS[column.column]
+        line = Text(f"  {family} {view} read: ", style="dim")
+        line.append(column.context)
+        lines.append(line)
+    return lines
+
+
 def fill_mask_view(result: FillMaskResult, compact: bool = False) -> RenderableType:
     """A single text: the masked sentence, one table per blank, then each view's filled-in sentence.
 
@@ -228,7 +278,13 @@ def fill_mask_view(result: FillMaskResult, compact: bool = False) -> RenderableT
             heading.append_text(marked_text(result, slot.index))
             parts.append(heading)
         parts.append(slot_table(slot))
-        note = verdict(slot)
+        if several:
+            parts += context_lines(slot)
+        if not compact:
+            note = pool_note(slot)
+            if note is not None:
+                parts.append(note)
+        note = verdict(slot, result)
         if note is not None:
             parts.append(note)
     if not compact:
