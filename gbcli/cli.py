@@ -227,7 +227,11 @@ def main_callback(
 @app.command()
 @handle_errors
 def generate(
-    prompt: Annotated[str, typer.Argument(help="The prompt, or - to read stdin. [MASK] in it is taken literally.")],
+    prompt: Annotated[
+        list[str],
+        typer.Argument(help="The prompt, quoted, or - to read stdin. [MASK] in it is taken literally.",
+                       metavar="PROMPT", show_default=False),
+    ],
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="How many tokens to add.")] = 40,
     greedy: Annotated[bool, typer.Option("--greedy", help="Always take the most likely token.")] = False,
     temperature: Annotated[
@@ -267,6 +271,10 @@ def generate(
     from gbcli.tasks.generation import GenerationResult, check_prompt, generate_causal, generate_masked
     from gbcli.tasks.seq2seq import generate_seq2seq
 
+    if len(prompt) > 1:  # the shell split an unquoted prompt into words
+        joined = " ".join(prompt)
+        raise usage_error(f"The prompt came as {len(prompt)} separate words.",
+                          f'Quote a prompt of several words: gbcli generate "{joined}"')
     runners = {"gpt": generate_causal, "bert": generate_masked, "bart": generate_seq2seq}
     families = choose_columns(models, with_bart)
     settings = DecodingSettings.from_options(
@@ -274,7 +282,7 @@ def generate(
         repetition_penalty=repetition_penalty, num_beams=num_beams, num_return_sequences=num_return_sequences,
         seed=seed,
     )
-    text = check_prompt(read_text(prompt, "prompt"))
+    text = check_prompt(read_text(prompt[0], "prompt"))
     options = load_options(device, dtype, revision, offline)
     requested = requested_columns(families, {"gpt": gpt, "bert": bert, "bart": bart}, options)
     result = GenerationResult(prompt=text, decoding=settings.describe(), settings=settings)
@@ -390,6 +398,11 @@ def score(
     families = choose_columns(models, with_bart)
     settings = ScoreSettings.from_options(bos=bos, stride=stride, pll=pll, with_tokens=tokens)
     items = numbered_texts(texts, file)
+    if file is None and len(items) > 1 and all(len(text.split()) == 1 for _, text in items):
+        # `gbcli score rome is the capital`: the shell made four one-word texts of what was meant as one.
+        joined = " ".join(text for _, text in items)
+        _print_warnings([f"every text is a single word, so {len(items)} one-word texts are scored separately; "
+                         f'to score one sentence, quote it: gbcli score "{joined}"'])
     options = load_options(device, dtype, revision, offline)
     columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart}, options)
     records, seconds, passes = [], Counter(), Counter()
@@ -425,7 +438,8 @@ def fill_mask_command(
     ] = None,
     file: Annotated[
         str | None,
-        typer.Option("--file", "-f", help="One text per line (- = stdin lines), batched; JSON Lines with --json.",
+        typer.Option("--file", "-f", help="One text per line (- = stdin lines; empty lines skipped), batched; JSON "
+                     "Lines with --json.",
                      show_default=False),
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many candidates per blank and model.")] = 5,
@@ -481,7 +495,8 @@ def fill_mask_command(
     with interrupt_exits_130(), _line_progress(len(lines)) as advance:
         for begin in range(0, len(lines), chunk):
             part = fill_mask_lines({lm.family: lm for lm in columns}, lines[begin : begin + chunk], top_k, words,
-                                   batch_size=batch_size, on_progress=advance, first_line=begin + 1)
+                                   batch_size=batch_size, on_progress=advance, first_line=begin + 1,
+                                   skip_empty=True)
             if begin == 0:
                 _print_warnings(part[0].warnings if part else [])
             if json_output:

@@ -198,7 +198,8 @@ def deferred_interrupt() -> Iterator[None]:
 
 
 def no_color() -> bool:
-    return "NO_COLOR" in os.environ
+    # no-color.org: NO_COLOR set to any non-empty value (as Rich reads it).
+    return os.environ.get("NO_COLOR", "") != ""
 
 
 class SideBySide:

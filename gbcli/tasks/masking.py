@@ -224,12 +224,14 @@ def fill_mask_lines(
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_progress: Callable[[int], None] | None = None,
     first_line: int = 1,
+    skip_empty: bool = False,
 ) -> list[FillMaskResult]:
     """Fill the masks of many texts, batched: one result per line, in input order.
 
     A line that cannot be done (empty, no mask, too many masks, too long) gets `error` and `hint` and does not
     stop the others. Texts are sorted by length and padded into batches of `batch_size`, so that every number
-    equals the unbatched one. on_progress(n) is called as n more lines are done.
+    equals the unbatched one. on_progress(n) is called as n more lines are done. With `skip_empty`, empty lines
+    get no result at all.
     """
     import torch
 
@@ -249,7 +251,8 @@ def fill_mask_lines(
                 pass
             if on_progress:
                 on_progress(len(chunk))
-    return [s.finish(run.warnings) for s in states]
+    # --file skips empty lines, as `score --file` does (the others keep their line numbers).
+    return [s.finish(run.warnings) for s in states if not (skip_empty and not s.text.strip())]
 
 
 def check_fill_options(top_k: int, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
