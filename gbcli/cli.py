@@ -169,6 +169,12 @@ def requested_columns(
 
     requested = [(family, resolve_spec(family, specs.get(family))) for family in families]
     check_available(requested, options)
+    if options.revision is not None:
+        folders = [spec for _, spec in requested if os.path.isdir(spec)]
+        if folders:  # a folder has no revisions: say so rather than ignore the option silently
+            what = "folder" if len(folders) == 1 else "folders"
+            _print_warnings([f"--revision {options.revision} does not apply to the local {what} "
+                             f"{', '.join(folders)}; a folder is read as it is."])
     return requested
 
 

@@ -87,3 +87,23 @@ def test_score_warns_when_every_text_is_one_word(models):
     assert "warning:" in result.stderr and 'gbcli score "rome is the capital"' in result.stderr
     quiet = run("score", "rome is the capital", "the duck", "--models", "gpt", *models)
     assert "warning:" not in quiet.stderr
+
+
+def test_attention_legend_shows_every_colour_the_cells_use():
+    from rich.console import Console
+
+    from gbcli.render.attention import legend, weight_style
+
+    console = Console(color_system="truecolor", width=200, file=__import__("io").StringIO())
+    shown = {segment.style for segment in console.render(legend()) if segment.style is not None}
+    used = {weight_style(step / 1000) for step in range(1, 1001)}  # 1.0 included: the ramp's brightest colour
+    assert used <= shown
+    plain = Console(color_system=None, width=200, file=__import__("io").StringIO(), record=True)
+    plain.print(legend())
+    assert "colour:" not in plain.export_text()  # no colour ramp where no colour shows
+
+
+def test_revision_for_a_local_folder_says_it_does_not_apply(models):
+    result = run("tokenize", "the duck", "--revision", "main", *models)
+    assert result.exit_code == 0, result.stderr
+    assert "warning: --revision main does not apply to the local folders" in result.stderr

@@ -236,14 +236,28 @@ def heatmap_panel(view: ModelAttentionView, window_start: int = 0) -> Panel:
     )
 
 
-def legend() -> Text:
-    text = Text("cell = attention weight: ")
-    for floor, char, label in reversed(SHADES):
-        sample = floor if floor > 0 else 0.05
-        text.append(char * 2, style=weight_style(sample))
-        text.append(f" {label}  ")
-    text.append("(blank = exactly 0, a masked key)", style="dim")
-    return text
+class Legend:
+    """The shade characters' bands, and in a colour terminal the colour ramp the cells actually use, 0 to 1."""
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from gbcli.render.common import colourless
+
+        text = Text("cell = attention weight: ")
+        for _floor, char, label in reversed(SHADES):
+            text.append(char * 2)
+            text.append(f" {label}  ")
+        if not colourless(console):
+            # The cells' colour is continuous (by the square root of the weight): show the ramp itself.
+            text.append("colour: 0 ")
+            for step in range(RAMP_STEPS):
+                text.append("█", style=_WEIGHT_STYLES[step])
+            text.append(" 1  ")
+        text.append("(blank = exactly 0, a masked key)", style="dim")
+        yield text
+
+
+def legend() -> Legend:
+    return Legend()
 
 
 def heatmap_view(report: AttentionReport, window_start: int = 0) -> RenderableType:
