@@ -237,14 +237,25 @@ def requested_columns(
 
     requested = [(family, resolve_spec(family, specs.get(family))) for family in families]
     check_available(requested, options)
+    if options.revision is not None:
+        folders = [spec for _, spec in requested if os.path.isdir(spec)]
+        if folders:  # a folder has no revisions: say so rather than ignore the option silently
+            what = "folder" if len(folders) == 1 else "folders"
+            _print_warnings([f"--revision {options.revision} does not apply to the local {what} "
+                             f"{', '.join(folders)}; a folder is read as it is."])
     return requested
 
 
 def load_column(family: Family, spec: str, options: LoadOptions, *, need_head: bool = True) -> LoadedModel:
     """Load one model (once per process), with a status line on stderr while it loads."""
     from gbcli.models import load_model
+    from gbcli.render.common import animated
 
-    with stderr_console().status(f"Loading {FAMILY_INFO[family].flag[2:].upper()} model {spec} …", spinner="dots"):
+    console = stderr_console()
+    message = f"Loading {FAMILY_INFO[family].flag[2:].upper()} model {spec} …"
+    if not animated(console):  # NO_COLOR or not a terminal: no spinner, whose redraws are escape codes
+        return load_model(family, spec, options, need_head=need_head)
+    with console.status(message, spinner="dots"):
         return load_model(family, spec, options, need_head=need_head)
 
 
@@ -294,7 +305,11 @@ def main_callback(
 @app.command()
 @handle_errors
 def generate(
-    prompt: Annotated[str, typer.Argument(help="The prompt, or - to read stdin. [MASK] in it is taken literally.")],
+    prompt: Annotated[
+        list[str],
+        typer.Argument(help="The prompt, quoted, or - to read stdin. [MASK] in it is taken literally.",
+                       metavar="PROMPT", show_default=False),
+    ],
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="How many tokens to add.")] = 40,
     greedy: Annotated[bool, typer.Option("--greedy", help="Always take the most likely token.")] = False,
     temperature: Annotated[
@@ -334,6 +349,10 @@ def generate(
     from gbcli.tasks.generation import GenerationResult, check_prompt, generate_causal, generate_masked
     from gbcli.tasks.seq2seq import generate_seq2seq
 
+    if len(prompt) > 1:  # the shell split an unquoted prompt into words
+        joined = " ".join(prompt)
+        raise usage_error(f"The prompt came as {len(prompt)} separate words.",
+                          f'Quote a prompt of several words: gbcli generate "{joined}"')
     runners = {"gpt": generate_causal, "bert": generate_masked, "bart": generate_seq2seq}
     families = choose_columns(models, with_bart)
     settings = DecodingSettings.from_options(
@@ -341,12 +360,14 @@ def generate(
         repetition_penalty=repetition_penalty, num_beams=num_beams, num_return_sequences=num_return_sequences,
         seed=seed,
     )
-    text = check_prompt(read_text(prompt, "prompt"))
+    text = check_prompt(read_text(prompt[0], "prompt"))
     options = load_options(device, dtype, revision, offline)
     requested = requested_columns(families, {"gpt": gpt, "bert": bert, "bart": bart}, options)
     result = GenerationResult(prompt=text, decoding=settings.describe(), settings=settings)
     console = stdout_console()
-    stream = console.is_terminal and not json_output
+    from gbcli.render.common import animated
+
+    stream = animated(console) and not json_output
     columns: list[LoadedModel] = []
     # Each model is loaded just before it writes, so the first column streams while the later ones wait to load.
     with interrupt_exits_130():
@@ -472,12 +493,19 @@ def score(
     settings = ScoreSettings.from_options(bos=bos, stride=stride, pll=pll, with_tokens=tokens, with_words=words,
                                           bits=bits)
     items = numbered_texts(texts, file)
+    if file is None and len(items) > 1 and all(len(text.split()) == 1 for _, text in items):
+        # `gbcli score rome is the capital`: the shell made four one-word texts of what was meant as one.
+        joined = " ".join(text for _, text in items)
+        _print_warnings([f"every text is a single word, so {len(items)} one-word texts are scored separately; "
+                         f'to score one sentence, quote it: gbcli score "{joined}"'])
     options = load_options(device, dtype, revision, offline)
     columns = load_columns(families, {"gpt": gpt, "bert": bert, "bart": bart}, options)
     records, seconds, passes, unknown = [], Counter(), Counter(), []
     streaming = json_output or csv_output
     # A bar redrawn between streamed records would garble a terminal; on a pipe or a file it costs nothing.
-    show_progress = file is not None and stderr_console().is_terminal and not (streaming and sys.stdout.isatty())
+    from gbcli.render.common import animated
+
+    show_progress = file is not None and animated(stderr_console()) and not (streaming and sys.stdout.isatty())
     with interrupt_exits_130(), progress_bar(len(items), show_progress) as advance:
         for number, batch in enumerate(iter_scores(columns, items, settings)):
             check_finite(batch.records, columns)
@@ -508,7 +536,8 @@ def fill_mask_command(
     ] = None,
     file: Annotated[
         str | None,
-        typer.Option("--file", "-f", help="One text per line (- = stdin lines), batched; JSON Lines with --json.",
+        typer.Option("--file", "-f", help="One text per line (- = stdin lines; empty lines skipped), batched; JSON "
+                     "Lines with --json.",
                      show_default=False),
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many candidates per blank and model.")] = 5,
@@ -575,7 +604,8 @@ def fill_mask_command(
     with interrupt_exits_130(), _line_progress(len(lines)) as advance:
         for begin in range(0, len(lines), chunk):
             part = fill_mask_lines({lm.family: lm for lm in columns}, lines[begin : begin + chunk], top_k, words,
-                                   batch_size=batch_size, on_progress=advance, first_line=begin + 1)
+                                   batch_size=batch_size, on_progress=advance, first_line=begin + 1,
+                                   skip_empty=True)
             check_finite(part, columns)
             if begin == 0:
                 _print_warnings(part[0].warnings if part else [])
@@ -620,8 +650,10 @@ def _line_progress(total: int) -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr for files of more than a few lines (none when stderr is not a terminal)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from gbcli.render.common import animated
+
     console = stderr_console()
-    if total <= 5 or not console.is_terminal:
+    if total <= 5 or not animated(console):
         yield lambda done: None
         return
     columns = (TextColumn("filling masks"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -712,6 +744,9 @@ def attention(
 def compare(
     text: Annotated[str, typer.Argument(help="A sentence, with or without [MASK] blanks, or - to read stdin.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many predictions per blank and model.")] = 5,
+    full: Annotated[
+        bool, typer.Option("--full", help="Every section: model facts, tokenization, attention and time too.")
+    ] = False,
     models: ModelsOption = "gpt,bert",
     with_bart: WithBartOption = False,
     gpt: GptOption = None,
@@ -723,7 +758,7 @@ def compare(
     offline: OfflineOption = False,
     json_output: JsonOption = False,
 ) -> None:
-    """The whole difference on one screen: model facts, tokens, predictions, scores, attention and time."""
+    """Predictions and scores of one sentence on one screen; --full adds facts, tokens, attention and time."""
     from gbcli.inputs import read_text
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.comparison import comparison_view
@@ -742,7 +777,7 @@ def compare(
     if json_output:
         print_json(result)
     else:
-        stdout_console().print(comparison_view(result))
+        stdout_console().print(comparison_view(result, full=full))
 
 
 @app.command()

@@ -101,12 +101,22 @@ def test_attention_and_time_sections_cover_each_model(masked_doc):
     assert sections >= 0.8 * masked_doc["wall_seconds"]
 
 
-def test_screen_has_every_section(models):
-    result = run("compare", "the wasp buzzes in the park .", *models, env={"COLUMNS": "140"})
+def test_full_screen_has_every_section(models):
+    result = run("compare", "the wasp buzzes in the park .", "--full", *models, env={"COLUMNS": "140"})
     assert result.exit_code == 0, result.stderr
     for heading in ("Model facts", "Tokenization", "Predictions", "Scores", "Attention", "Time",
                     "not on the same scale", "bidirectional", "·p"):
         assert heading in result.stdout, heading
+
+
+def test_default_screen_is_compact_and_fits_one_screen(models):
+    result = run("compare", "the [MASK] quacks in the park .", *models, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.stderr
+    for heading in ("Predictions", "Scores", "not on the same scale", "--full"):
+        assert heading in result.stdout, heading
+    for full_only in ("Model facts", "Tokenization", "Attention", "Time"):
+        assert full_only not in result.stdout, full_only
+    assert len(result.stdout.splitlines()) <= 45  # the full report runs to 70-150 lines
 
 
 def test_user_errors_exit_non_zero_without_traceback(models):

@@ -87,7 +87,7 @@ def test_table_shows_the_three_views_and_where_the_right_context_changes_the_ans
     result = run("fill-mask", BERT_MASKED_DUCK, *models, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.stderr
     out = result.stdout
-    for heading in ("both sides of the blank", "left context only", "whole sentence"):
+    for heading in ("both sides", "left context only", "whole sentence"):
         assert heading in out
     assert "right-hand context changes" in out and "'duck' once it reads the whole sentence" in out
     assert "the duck quacks in the park ." in out
@@ -200,14 +200,15 @@ def test_multi_piece_target_is_scored_as_the_whole_word(
 def test_whole_sentence_column_ranks_the_candidate_union_by_sentence_likelihood(models, gpt):
     doc = fill(models, BERT_MASKED_DOG, "--top-k", "3", "--targets", "cow,wasp")
     (slot,) = doc["masks"]
-    union = list(dict.fromkeys(words(slot["bert"]) + [p["word"] for p in slot["gpt_left"]["predictions"]
-                                                      if p["word"].strip()] + ["cow", "wasp"]))
+    shown = words(slot["bert"]) + [p["word"] for p in slot["gpt_left"]["predictions"] if not p["special"]]
     whole = slot["gpt_whole"]["predictions"]
-    assert sorted(p["word"] for p in whole) == sorted(union)
+    assert set(shown + ["cow", "wasp"]) <= {p["word"] for p in whole}  # every candidate of every column, at least
     assert sum(p["prob"] for p in whole) == pytest.approx(1.0, abs=1e-6)
     assert [p["prob"] for p in whole] == sorted((p["prob"] for p in whole), reverse=True)
     for prediction in whole:
-        sentence = BERT_MASKED_DOG.replace("[MASK]", prediction["word"])
+        # A continuation piece (WordPiece ##s, GPT-2's space-less piece) joins the word before the blank.
+        blank = " [MASK]" if prediction["joins_previous"] else "[MASK]"
+        sentence = BERT_MASKED_DOG.replace(blank, prediction["word"])
         assert prediction["sentence_logprob"] == pytest.approx(gpt_sentence_logprob(gpt, sentence), abs=1e-4)
     totals = [p["sentence_logprob"] for p in whole]
     norm = math.log(sum(math.exp(t) for t in totals))
@@ -370,14 +371,15 @@ def test_file_gives_one_result_per_line_in_input_order(models, tmp_path):
     result = run("fill-mask", "--file", str(path), "--json", "--batch-size", "2", *models)
     assert result.exit_code == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["line"] for r in records] == list(range(1, len(lines) + 1))
-    assert [r["text"] for r in records] == lines
+    # The empty line 4 is skipped (as `score --file` skips it); the others keep their line numbers.
+    assert [r["line"] for r in records] == [1, 2, 3, 5, 6, 7]
+    assert [r["text"] for r in records] == [line for line in lines if line]
     errors = {r["line"]: r["error"] for r in records if r["error"]}
-    assert set(errors) == {2, 4, 5}
-    assert "no mask" in errors[2] and "empty" in errors[4] and f"at most {MAX_POSITIONS}" in errors[5]
+    assert set(errors) == {2, 5}
+    assert "no mask" in errors[2] and f"at most {MAX_POSITIONS}" in errors[5]
     assert words(records[2]["masks"][0]["bert"])[0] == "duck"
-    assert words(records[6]["masks"][0]["bert"])[0] == "dog"
-    assert "3 of 7 lines" in result.stderr
+    assert words(records[5]["masks"][0]["bert"])[0] == "dog"
+    assert "2 of 6 lines" in result.stderr
 
 
 def test_batched_results_equal_unbatched(models, tmp_path):
@@ -546,3 +548,52 @@ def test_footnote_states_the_multi_piece_rule_the_numbers_follow(models, bert):
     assert "p(piece 1 | left) × p(piece 2 | left, piece 1)" in table_view
     plain = run("fill-mask", BERT_MASKED_DUCK, *models, env={"COLUMNS": "200"}).stdout
     assert "piece" not in plain.split("filled in")[-1]  # no multi-piece word, no rule to state
+
+# ---- what each number and sentence on the screen claims ---------------------------------------------------------
+
+
+def test_whole_sentence_pool_is_every_columns_sixteen_most_likely(models):
+    (slot,) = fill(models, "the [MASK] is the capital of italy .", "--top-k", "16")["masks"]
+    (small,) = fill(models, "the [MASK] is the capital of italy .")["masks"]  # the default top-k of 5
+    expected = {p["word"] for column in ("bert", "gpt_left") for p in slot[column]["predictions"]
+                if not p["special"] and p["word"].strip()}
+    # The ranking does not depend on how many candidates the table shows.
+    assert {p["word"] for p in small["gpt_whole"]["predictions"]} == expected
+    assert small["gpt_whole"]["predictions"][0]["word"] == slot["gpt_whole"]["predictions"][0]["word"]
+    screen = run("fill-mask", "the [MASK] is the capital of italy .", *models, env={"COLUMNS": "80"}).stdout
+    assert f"ranks among {len(small['gpt_whole']['predictions'])} candidates" in " ".join(screen.split())
+
+
+def test_filled_in_scores_say_word_log_prob_or_sentence_log_likelihood(models):
+    screen = run("fill-mask", BERT_MASKED_DUCK, *models, env={"COLUMNS": "80"}).stdout
+    doc = fill(models, BERT_MASKED_DUCK)
+    flat = " ".join(screen.split())
+    by_column = {f["column"]: f["logprob"] for f in doc["fillings"]}
+    assert f"Σ log p(word) {by_column['bert']:.3f}" in flat
+    assert f"Σ log p(word) {by_column['gpt_left']:.3f}" in flat
+    assert f"log p(sentence) {by_column['gpt_whole']:.3f}" in flat
+    assert "p(sent.)" in screen
+
+
+def test_two_masks_show_the_context_each_column_read(models):
+    text = "the [MASK] quacks in the [MASK] ."
+    doc = fill(models, text)
+    first, second = doc["masks"]
+    gpt_first = first["gpt_left"]["predictions"][0]["word"]
+    bert_first = doc["fillings"][0]["words"][0]
+    assert second["gpt_left"]["context"] == f"the {gpt_first} quacks in the ___"
+    assert second["gpt_whole"]["context"] == f"the {bert_first} quacks in the ___ ."
+    assert second["bert"]["context"] == text
+    screen = " ".join(run("fill-mask", text, *models, env={"COLUMNS": "80"}).stdout.split())
+    assert f"GPT left context only read: the {gpt_first} quacks in the ___" in screen
+
+
+def test_nothing_after_the_blank_claims_no_right_hand_context_and_names_end_of_text(models):
+    text = "the duck quacks in the park . [MASK]"
+    (slot,) = fill(models, text)["masks"]
+    top = slot["gpt_left"]["predictions"][0]
+    assert top["special"] and top["word"] == "<|endoftext|>"  # the tiny GPT ends the text here
+    screen = " ".join(run("fill-mask", text, *models, env={"COLUMNS": "80"}).stdout.split())
+    assert "right-hand context changes" not in screen
+    assert "Nothing follows the blank" in screen
+    assert f"<|endoftext|> (p {top['prob']:.4f}): it would end the text here" in screen

@@ -236,14 +236,28 @@ def heatmap_panel(view: ModelAttentionView, window_start: int = 0) -> Panel:
     )
 
 
-def legend() -> Text:
-    text = Text("cell = attention weight: ")
-    for floor, char, label in reversed(SHADES):
-        sample = floor if floor > 0 else 0.05
-        text.append(char * 2, style=weight_style(sample))
-        text.append(f" {label}  ")
-    text.append("(blank = exactly 0, a masked key)", style="dim")
-    return text
+class Legend:
+    """The shade characters' bands, and in a colour terminal the colour ramp the cells actually use, 0 to 1."""
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from gbcli.render.common import colourless
+
+        text = Text("cell = attention weight: ")
+        for _floor, char, label in reversed(SHADES):
+            text.append(char * 2)
+            text.append(f" {label}  ")
+        if not colourless(console):
+            # The cells' colour is continuous (by the square root of the weight): show the ramp itself.
+            text.append("colour: 0 ")
+            for step in range(RAMP_STEPS):
+                text.append("█", style=_WEIGHT_STYLES[step])
+            text.append(" 1  ")
+        text.append("(blank = exactly 0, a masked key)", style="dim")
+        yield text
+
+
+def legend() -> Legend:
+    return Legend()
 
 
 def heatmap_view(report: AttentionReport, window_start: int = 0) -> RenderableType:
@@ -346,6 +360,32 @@ def _token_text(token: AttentionToken) -> Text:
     return Text(token.label, style=SPECIAL_STYLE if token.special else "bold")
 
 
+class Flow:
+    """Items laid out left to right and wrapped between items, never inside one: a cell whose entries
+    (`▓ ␣italy 0.263`) must stay whole however narrow the column."""
+
+    def __init__(self, items: list[Text], gap: int = 2) -> None:
+        self.items = items
+        self.gap = gap
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        widths = [item.cell_len for item in self.items] or [0]
+        return Measurement(max(widths), sum(widths) + self.gap * (len(widths) - 1))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        line, used = Text(), 0
+        for item in self.items:
+            if used and used + self.gap + item.cell_len > options.max_width:
+                yield line
+                line, used = Text(), 0
+            if used:
+                line.append(" " * self.gap)
+                used += self.gap
+            line.append_text(item)
+            used += item.cell_len
+        yield line
+
+
 def focus_panel(view: ModelAttentionView) -> Panel:
     focus = view.focus
     assert focus is not None
@@ -358,10 +398,8 @@ def focus_panel(view: ModelAttentionView) -> Panel:
     if focus.note:
         parts.append(Text(focus.note, style="yellow"))
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    table.add_column("layer", justify="right")
-    width = max((len(item.top) for item in focus.layers), default=0)
-    for rank in range(width):
-        table.add_column(f"#{rank + 1}", no_wrap=True)
+    table.add_column("layer", justify="right", no_wrap=True)
+    table.add_column("attends most to (weight), strongest first")
     for item in focus.layers:
         cells = []
         for attended in item.top:
@@ -371,7 +409,7 @@ def focus_panel(view: ModelAttentionView) -> Panel:
             cell.append_text(_token_text(token))
             cell.append(f" {attended.weight:.3f}", style="dim")
             cells.append(cell)
-        table.add_row(str(item.layer), *cells)
+        table.add_row(str(item.layer), Flow(cells))
     parts.append(table)
     if view.causal:
         parts.append(Text("causal: only this token and the ones before it can get weight", style="dim"))

@@ -27,6 +27,40 @@ PROB_BANDS: list[tuple[float, str, str]] = [
 ]
 
 
+# One number format on every screen (the JSON keeps full precision).
+
+
+def format_prob(prob: float | None) -> str:
+    """A probability: four decimals, or two significant digits below 0.0001 (never a bare 0.000)."""
+    if prob is None or not math.isfinite(prob):
+        return "—"
+    return f"{prob:.4f}" if prob >= 1e-4 or prob == 0.0 else f"{prob:.1e}"
+
+
+def format_nats(value: float | None) -> str:
+    """A log-probability, log-likelihood or surprisal in nats: three decimals, never a bare -0.000."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    if value != 0.0 and abs(value) < 5e-4:
+        return f"{value:.1e}"
+    return f"{value:.3f}"
+
+
+def format_perplexity(value: float | None, digits: int = 5) -> str:
+    """A (pseudo-)perplexity to five significant digits: float noise between batch sizes stays out of sight."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    if value == 0.0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    decimals = max(digits - 1 - magnitude, 0)
+    return f"{round(value, digits - 1 - magnitude):.{decimals}f}"
+
+
+def format_seconds(seconds: float) -> str:
+    return f"{seconds:.2f} s"
+
+
 def prob_style(prob: float) -> str:
     for floor, style, _ in PROB_BANDS:
         if prob >= floor:
@@ -34,12 +68,75 @@ def prob_style(prob: float) -> str:
     return PROB_BANDS[-1][1]
 
 
-def prob_legend(intro: str) -> Text:
-    legend = Text(intro)
-    for _, style, label in PROB_BANDS:
-        legend.append(f" {label} ", style=f"reverse {style}")
-        legend.append(" ")
-    return legend
+def prob_mark(prob: float) -> str:
+    """A token's probability written after it where colour cannot be shown: `[0.42]`, `[<.01]`."""
+    return f"[{prob:.2f}]" if prob >= 0.01 else "[<.01]"
+
+
+def colourless(console: Console) -> bool:
+    """No colour reaches this console (NO_COLOR, or not a terminal): probabilities must be written out."""
+    return console.no_color or console.color_system is None
+
+
+class ProbLegend:
+    """What the probability colours mean, or, where there is no colour, what the written marks mean."""
+
+    def __init__(self, intro: str) -> None:
+        self.intro = intro
+
+    def __rich_console__(self, console: Console, options: Any):
+        legend = Text(self.intro)
+        if colourless(console):
+            legend.append("[p] after each token is its probability, [<.01] below 0.01")
+        else:
+            for _, style, label in PROB_BANDS:
+                legend.append(f" {label} ", style=f"reverse {style}")
+                legend.append(" ")
+        yield legend
+
+
+def prob_legend(intro: str) -> ProbLegend:
+    return ProbLegend(intro)
+
+
+class ProbText:
+    """Text whose tokens are coloured by probability, or followed by `[p]` on a console without colour.
+
+    `pieces` are (text, probability or None); a piece with None is shown as it is.
+    """
+
+    def __init__(self, pieces: list[tuple[str, float | None]], *, prefix: Text | None = None,
+                 extra_style: str = "") -> None:
+        self.pieces = pieces
+        self.prefix = prefix
+        self.extra_style = extra_style
+
+    def text(self, plain: bool) -> Text:
+        text = self.prefix.copy() if self.prefix is not None else Text()
+        text.overflow = "fold"  # never an ellipsis over a token (see render.generation.continuation_text)
+        for piece, prob in self.pieces:
+            if prob is None:
+                text.append(piece)
+            elif plain:
+                # The mark goes before trailing spaces or newlines, so it stays on the token's line.
+                body = piece.rstrip()
+                text.append(body + prob_mark(prob) + piece[len(body):])
+            else:
+                text.append(piece, style=f"{prob_style(prob)} {self.extra_style}".strip())
+        return text
+
+    def __rich_console__(self, console: Console, options: Any):
+        yield self.text(colourless(console))
+
+    def __rich_measure__(self, console: Console, options: Any):
+        from rich.measure import Measurement
+
+        return Measurement.get(console, options, self.text(colourless(console)))
+
+
+def _colour_system() -> str | None:
+    # Rich drops colour for NO_COLOR but still sends bold, dim and reverse: no colour system sends none of them.
+    return None if no_color() else "auto"
 
 
 # Control characters in the user's text or a model's output are shown, never obeyed: `\x1b[31m` would recolour the
@@ -62,13 +159,18 @@ rich.text.strip_control_codes = visible_controls  # type: ignore[assignment]
 
 
 def stdout_console() -> Console:
-    # Rich already drops colour for NO_COLOR and for output that is not a terminal.
-    return Console(highlight=False, soft_wrap=False)
+    return Console(highlight=False, soft_wrap=False, color_system=_colour_system())
 
 
 def stderr_console() -> Console:
     # soft_wrap: an error stays one line however narrow the terminal, so scripts can grep it.
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(stderr=True, highlight=False, soft_wrap=True, color_system=_colour_system())
+
+
+def animated(console: Console) -> bool:
+    """Spinners, progress bars and live redraws move the cursor with escape codes: only in a terminal, not with
+    NO_COLOR (which asks for output free of escape codes)."""
+    return console.is_terminal and not no_color()
 
 
 def to_jsonable(value: Any) -> Any:
@@ -127,7 +229,8 @@ def deferred_interrupt() -> Iterator[None]:
 
 
 def no_color() -> bool:
-    return "NO_COLOR" in os.environ
+    # no-color.org: NO_COLOR set to any non-empty value (as Rich reads it).
+    return os.environ.get("NO_COLOR", "") != ""
 
 
 class SideBySide:

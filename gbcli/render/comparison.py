@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gbcli.models import family_title
+from gbcli.render.common import format_seconds
 from gbcli.render.masking import fill_mask_view
 from gbcli.render.scoring import number, scale_note, single_table
 from gbcli.render.tokenization import AlignedPieces, counts_line
@@ -48,21 +49,21 @@ def facts_table(facts: list[ModelFacts]) -> Table:
     table = Table(show_header=True, box=None, padding=(0, 2))
     table.add_column("", style="dim")
     for fact in facts:
-        table.add_column(f"{family_title(fact.family)} · {fact.model}")
+        table.add_column(f"{family_title(fact.family)} · {fact.model}", overflow="fold")
     for label, read in FACT_ROWS:
         table.add_row(label, *[str(read(fact)) for fact in facts])  # type: ignore[operator]
     return table
 
 
 def attention_table(lines: list[AttentionLine]) -> Table:
-    table = Table(show_header=True, box=None, padding=(0, 2))
-    table.add_column("model")
+    table = Table(show_header=True, box=None, padding=(0, 1))
+    table.add_column("model", overflow="fold")
     table.add_column("layers × heads", justify="right")
     table.add_column("mean entropy (bits)", justify="right")
     table.add_column("to first token", justify="right")
     table.add_column("to special tokens", justify="right")
     for line in lines:
-        special = "— (none in the input)" if line.to_special is None else f"{line.to_special:.1%}"
+        special = "— (none)" if line.to_special is None else f"{line.to_special:.1%}"
         name = f"{family_title(line.family)} · {line.model}" + (f" · {line.map}" if line.map != "self" else "")
         table.add_row(name, f"{line.layers} × {line.heads}",
                       number(line.mean_entropy, 2), f"{line.to_first:.1%}", special)
@@ -70,38 +71,42 @@ def attention_table(lines: list[AttentionLine]) -> Table:
 
 
 def time_table(result: ComparisonResult) -> Table:
-    table = Table(show_header=True, box=None, padding=(0, 2))
-    table.add_column("model")
-    table.add_column("load", justify="right")
-    table.add_column("first pass", justify="right")
+    table = Table(show_header=True, box=None, padding=(0, 1))
+    table.add_column("model", overflow="fold")
+    table.add_column("load", justify="right", no_wrap=True)
+    table.add_column("first\npass", justify="right", no_wrap=True)
     for name in SECTIONS:
-        table.add_column(name, justify="right")
-    table.add_column("forward total", justify="right", style="bold")
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("forward\ntotal", justify="right", style="bold", no_wrap=True)
     for record in result.time:
-        cells = [f"{family_title(record.family)} · {record.model}", f"{record.load_seconds:.2f} s",
-                 f"{record.first_pass_seconds:.3f} s"]
+        cells = [f"{family_title(record.family)} · {record.model}", format_seconds(record.load_seconds),
+                 format_seconds(record.first_pass_seconds)]
         for name in SECTIONS:
             seconds = record.forward_seconds.get(name, 0.0)
             passes = record.forward_passes.get(name, 0)
             warm = passes - (record.first_pass_section == name)
-            cells.append(f"{seconds:.3f} s ({passes})" if warm else f"— ({passes})")
-        cells.append(f"{record.total_forward_seconds:.3f} s")
+            cells.append(f"{format_seconds(seconds)} ({passes})" if warm else f"— ({passes})")
+        cells.append(format_seconds(record.total_forward_seconds))
         table.add_row(*cells)
     return table
 
 
-def comparison_view(result: ComparisonResult) -> RenderableType:
+def comparison_view(result: ComparisonResult, full: bool = False) -> RenderableType:
+    """The compact screen (predictions and scores), or with `full` every section: facts, tokens, attention, time."""
     prediction_note = Text(f"asked: {result.predictions_note}", style="dim")
-    parts: list[RenderableType] = [
-        Text.assemble(("compare: ", "bold"), result.text),
-        section("Model facts"),
-        facts_table(result.facts),
-        section("Tokenization"),
-        AlignedPieces(result.tokenization),
-        counts_line(result.tokenization),
+    parts: list[RenderableType] = [Text.assemble(("compare: ", "bold"), result.text)]
+    if full:
+        parts += [
+            section("Model facts"),
+            facts_table(result.facts),
+            section("Tokenization"),
+            AlignedPieces(result.tokenization),
+            counts_line(result.tokenization),
+        ]
+    parts += [
         section("Predictions"),
         prediction_note,
-        fill_mask_view(result.predictions),
+        fill_mask_view(result.predictions, compact=not full),
         section("Scores"),
     ]
     if result.scored_text != result.text:
@@ -109,6 +114,9 @@ def comparison_view(result: ComparisonResult) -> RenderableType:
     parts.append(single_table(result.scores))
     if len(result.scores.columns) > 1:
         parts.append(scale_note(result.scores))
+    if not full:
+        parts.append(Text("--full adds the model facts, tokenization, attention and time sections.", style="dim"))
+        return Group(*parts)
     parts += [
         section("Attention (mean over layers, heads and tokens)"),
         attention_table(result.attention),

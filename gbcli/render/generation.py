@@ -10,18 +10,21 @@ from rich.table import Table
 from rich.text import Text
 
 from gbcli.models import family_title
-from gbcli.render.common import SideBySide, prob_legend, prob_style
+from gbcli.render.common import ProbText, SideBySide, format_nats, format_seconds, prob_legend
 from gbcli.tasks.generation import Continuation, GenerationResult, ModelGeneration
 
 
-def continuation_text(prompt: str, continuation: Continuation, show_probs: bool) -> Text:
-    text = Text(prompt, style="dim")
+def continuation_text(prompt: str, continuation: Continuation, show_probs: bool) -> RenderableType:
+    # The prompt dim, the continuation bold: two spans of one unstyled Text, never bold and dim at once.
+    # overflow="fold": a word wider than the panel folds rather than being cut; and Rich measures a wrapped line's
+    # trailing space in characters, so a line holding a wide character (き) that ends exactly at the edge would
+    # otherwise lose its last word to an ellipsis.
+    text = Text(overflow="fold")
+    text.append(prompt, style="dim")
     if not show_probs:
         text.append(continuation.text, style="bold")
         return text
-    for token in continuation.tokens:
-        text.append(token.text, style=prob_style(math.exp(token.logprob)))
-    return text
+    return ProbText([(token.text, math.exp(token.logprob)) for token in continuation.tokens], prefix=text)
 
 
 def column_panel(prompt: str, column: ModelGeneration, show_probs: bool) -> Panel:
@@ -31,13 +34,15 @@ def column_panel(prompt: str, column: ModelGeneration, show_probs: bool) -> Pane
             parts.append(Text(f"#{index + 1}", style="cyan"))
         parts.append(continuation_text(prompt, continuation, show_probs))
         mean = continuation.mean_logprob
-        summary = f"mean log-prob {mean:.3f} per token" if mean is not None else "no tokens"
+        summary = f"mean log-prob {format_nats(mean)} per token" if mean is not None else "no tokens"
         if continuation.stopped_at_eos:
             summary += " · stopped at end of text"
         parts.append(Text(summary, style="italic"))
     stats = Table.grid(padding=(0, 1))
+    stats.add_column(no_wrap=True)
+    stats.add_column()
     stats.add_row("tokens", str(column.new_tokens))
-    stats.add_row("speed", f"{column.tokens_per_second:.1f} tokens/s ({column.seconds:.2f} s)")
+    stats.add_row("speed", f"{column.tokens_per_second:.1f} tokens/s ({format_seconds(column.seconds)})")
     stats.add_row("method", Text(column.method, style="dim"))
     parts.append(stats)
     return Panel(Group(*parts), title=f"{family_title(column.family)} · {column.model}", expand=True)
@@ -74,7 +79,8 @@ class StreamingView:
     def __rich__(self) -> RenderableType:
         panels = []
         for family, name in self.columns:
-            body = Text(self.prompt, style="dim")
+            body = Text(overflow="fold")  # see continuation_text
+            body.append(self.prompt, style="dim")
             body.append(self.texts[family], style="bold")
             if family == self.loading_family:
                 body = Text(f"loading {name} …", style="dim italic")

@@ -12,14 +12,15 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gbcli.tasks.masking import FillMaskResult, MaskColumn, MaskPrediction, MaskSlot, SpanInfilling
+from gbcli.render.common import format_nats, format_prob
+from gbcli.tasks.masking import CHOICE_POOL, FillMaskResult, MaskColumn, MaskPrediction, MaskSlot, SpanInfilling
 from gbcli.tasks.tokenization import readable_piece
 
 HEADINGS: dict[str, tuple[str, str]] = {
-    "bert": ("BERT", "both sides of the blank"),
-    "gpt_left": ("GPT-2", "left context only"),
-    "gpt_whole": ("GPT-2", "whole sentence"),
-    "bart": ("BART", "span of any length"),
+    "bert": ("BERT", "both sides"),
+    "gpt_left": ("GPT", "left context only"),
+    "gpt_whole": ("GPT", "whole sentence"),
+    "bart": ("BART", "span, any length"),
 }
 NOTHING = "(nothing)"  # BART may restore a blank as no text at all
 REWRITE_STYLE = "yellow"
@@ -27,10 +28,6 @@ WINNER_STYLE = "bold green"
 MASK_STYLE = "reverse cyan"
 
 
-def format_prob(prob: float | None) -> str:
-    if prob is None:
-        return "–"
-    return f"{prob:.4f}" if prob >= 1e-4 else f"{prob:.1e}"
 
 
 def prediction_label(prediction: MaskPrediction) -> str:
@@ -81,14 +78,17 @@ def slot_table(slot: MaskSlot) -> Table:
     table.add_column("#", justify="right", style="dim")
     for column in columns:
         family, view = HEADINGS[column.column]
-        table.add_column(Text.assemble((f"{family} · {column.model}", "bold"), "\n", (view, "dim italic")))
-        table.add_column(Text("p", style="bold"), justify="right")
+        # Three short header lines (family, model, view), so four views fit side by side in 80 columns.
+        table.add_column(Text.assemble((family, "bold"), "\n", (column.model, "dim"), "\n", (view, "dim italic")),
+                         overflow="fold")
+        table.add_column(Text("p(sent.)" if column.column == "gpt_whole" else "p", style="bold"), justify="right",
+                         no_wrap=True)
     winner = _winner(slot)
-    rows = max(max(len(c.predictions) for c in columns), 1)
+    rows = shown_rows(slot)
     for rank in range(rows):
         cells: list[Text | str] = [str(rank + 1)]
         for column in columns:
-            if rank < len(column.predictions):
+            if rank < len(column.predictions) and rank < rows:
                 prediction = column.predictions[rank]
                 cells += [_cell(prediction, winner, rank == 0), format_prob(prediction.prob)]
             elif rank == 0 and column.column == "bart":
@@ -107,21 +107,58 @@ def slot_table(slot: MaskSlot) -> Table:
     return table
 
 
-def verdict(slot: MaskSlot) -> Text | None:
-    """One sentence on what the right-hand context did at this blank."""
+def shown_rows(slot: MaskSlot) -> int:
+    """Rows of the table: the other columns' top-k; the whole-sentence ranking of the larger pool is cut there."""
+    others = [len(c.predictions) for c in slot.columns() if c.column != "gpt_whole"]
+    return max(max(others) if others else len(slot.gpt_whole.predictions if slot.gpt_whole else []), 1)
+
+
+def pool_note(slot: MaskSlot) -> Text | None:
+    """What the whole-sentence column's p is a share of."""
+    whole = slot.gpt_whole
+    if whole is None:
+        return None
+    rows = shown_rows(slot)
+    text = Text(f"GPT whole sentence: p(sent.) ranks among {len(whole.predictions)} candidates", style="dim")
+    sources = [f"the {CHOICE_POOL} most likely of {' and of '.join(names)}" for names in [
+        [HEADINGS[c.column][0] + (" left" if c.column == "gpt_left" else "") for c in (slot.bert, slot.gpt_left)
+         if c is not None]] if names]
+    if whole.targets:
+        sources.append("--targets")
+    if sources:
+        text.append(" (" + ", ".join(sources) + ")", style="dim")
+    if len(whole.predictions) > rows:
+        text.append(f"; the top {rows} are shown, --json lists all", style="dim")
+    return text
+
+
+def verdict(slot: MaskSlot, result: FillMaskResult | None = None) -> Text | None:
+    """One sentence on what the right-hand context did at this blank: only what is true of this input."""
     left, whole, bert = slot.gpt_left, slot.gpt_whole, slot.bert
     left_top, bert_top = _top_word(left), _top_word(bert)
     if left_top is None or whole is None or not whole.predictions:
         return None
-    left_word, whole_word = left_top.word, whole.predictions[0].word
+    top_left = left_top
+    left_word, whole_word = top_left.word, whole.predictions[0].word
     text = Text()
-    if left_word != whole_word:
-        text.append("The right-hand context changes GPT-2's answer: ", style="bold")
+    if top_left.special:
+        # GPT's next token would end the text; the fillings take its most likely word instead, consistently.
+        text.append(f"GPT's most likely next token is {top_left.word} (p {format_prob(top_left.prob)}): it would "
+                    "end the text here. Fillings use words only, ")
+        word = next((p.word for p in left.predictions if not p.special), None)
+        left_word = word if word is not None else left_word
+        text.append(f"so its left-context word is {left_word!r}. ")
+    right_hand = result is None or bool(result.text[slot.end :].strip())
+    if not right_hand:
+        text.append("Nothing follows the blank, so the whole sentence adds no context: GPT's whole-sentence "
+                    f"ranking is its next-token ranking over the candidates, led by {whole_word!r}.")
+    elif left_word != whole_word:
+        text.append("The right-hand context changes GPT's answer: ", style="bold")
         text.append(f"{left_word!r} from the left context alone, ")
         text.append(f"{whole_word!r}", style=WINNER_STYLE)
         text.append(" once it reads the whole sentence.")
     else:
-        text.append(f"GPT-2 says {whole_word!r} from the left context alone and from the whole sentence.")
+        text.append(f"GPT says {whole_word!r} from the left context alone and from the whole sentence.")
     if bert_top is not None:
         agrees = bert_top.word == whole_word
         text.append(f" BERT's top guess {bert_top.word!r} " + ("agrees." if agrees else "differs."))
@@ -138,38 +175,54 @@ def _top_word(column: MaskColumn | None) -> MaskPrediction | None:
     return next((p for p in column.predictions if not p.undecodable), None)
 
 
-def filling_lines(result: FillMaskResult) -> Table:
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    grid.add_column(style="dim")
+FILLING_MEASURES: dict[str, str] = {
+    "bert": "Σ log p(word)",  # the chosen tokens' log-probabilities, each at its blank
+    "gpt_left": "Σ log p(word)",
+    "gpt_whole": "log p(sentence)",  # the whole sentence's log-likelihood
+    "bart": "log p(output)",  # BART writing that whole text
+}
+
+
+def filling_lines(result: FillMaskResult) -> Group:
+    """Each view's filled-in sentence and its score, each score labelled for what it measures.
+
+    One line of prose per view (labels padded to one width), so a narrow terminal wraps it as text and never
+    splits a sentence across the cells of a grid."""
+    labels = {f.column: " ".join(HEADINGS[f.column]) for f in result.fillings}
+    width = max((len(label) for label in labels.values()), default=0)
+    lines = []
     for filling in result.fillings:
-        family, view = HEADINGS[filling.column]
-        score = f"log p {filling.logprob:.3f}"
+        score = f"{FILLING_MEASURES[filling.column]} {format_nats(filling.logprob)}"
         if len(result.masks) > 1 and filling.column == "bert":
             score += " · filled in order " + ", ".join(f"#{m + 1}" for m in filling.order)
-        grid.add_row(f"{family} ({view})", filling.text, score)
-    return grid
+        line = Text(labels[filling.column].ljust(width) + "  ", style="bold")
+        line.append(filling.text)
+        line.append("  " + score, style="dim")
+        lines.append(line)
+    return Group(*lines)
 
 
 def column_note(columns: list[MaskColumn]) -> Text:
     names = {c.column for c in columns}
     parts = []
     if "bert" in names:
-        parts.append("BERT: softmax over the whole vocabulary")
+        parts.append("BERT p: softmax over the whole vocabulary")
     if "gpt_left" in names:
-        parts.append("GPT-2 left: next-token probability from the words before the blank")
+        parts.append("GPT left p: next-token probability from the words before the blank")
     if "gpt_whole" in names:
-        parts.append("GPT-2 whole: sentence likelihoods normalised over the candidates")
+        parts.append("GPT whole p(sent.): each candidate's sentence likelihood as a share of all the candidates' "
+                     "sentences")
     if "bart" in names:
-        parts.append("BART: one row per beam that kept the text, p = probability of writing that whole text")
+        parts.append("BART p: one row per beam that kept the text, the probability of writing that whole text")
     # A target of several pieces is one word; how each column chains its pieces' probabilities.
     several = {c.column for c in columns for p in [*c.predictions, *c.targets] if len(p.token_ids) > 1}
     if "bert" in several:
         parts.append("BERT, a word of k pieces: p(piece 1 | k masks) × p(piece 2 | piece 1 shown, the rest masked) × "
                      "…, left to right")
     if "gpt_left" in several:
-        parts.append("GPT-2 left, a word of k pieces: p(piece 1 | left) × p(piece 2 | left, piece 1) × … (chain rule)")
+        parts.append("GPT left, a word of k pieces: p(piece 1 | left) × p(piece 2 | left, piece 1) × … (chain rule)")
+    parts.append("Σ log p(word): the filled words' log-probabilities; log p(sentence): the whole sentence's "
+                 "log-likelihood")
     return Text(" · ".join(parts), style="dim")
 
 
@@ -212,8 +265,24 @@ def bart_section(result: FillMaskResult) -> list[RenderableType]:
     return parts
 
 
-def fill_mask_view(result: FillMaskResult) -> RenderableType:
-    """A single text: the masked sentence, one table per blank, then each view's filled-in sentence."""
+def context_lines(slot: MaskSlot) -> list[Text]:
+    """With several blanks, the text each column read for this one (the blank as ___): GPT's left column holds its
+    own earlier fills, the whole-sentence column the joint filling of the other blanks."""
+    lines = []
+    for column in slot.columns():
+        if column.context is None or column.column == "bert":
+            continue
+        family, view = HEADINGS[column.column]
+        line = Text(f"  {family} {view} read: ", style="dim")
+        line.append(column.context)
+        lines.append(line)
+    return lines
+
+
+def fill_mask_view(result: FillMaskResult, compact: bool = False) -> RenderableType:
+    """A single text: the masked sentence, one table per blank, then each view's filled-in sentence.
+
+    `compact` (compare's default screen) leaves out BART's table of beams and the notes on each column."""
     parts: list[RenderableType] = [marked_text(result)]
     several = len(result.masks) > 1
     for slot in result.masks:
@@ -223,14 +292,21 @@ def fill_mask_view(result: FillMaskResult) -> RenderableType:
             heading.append_text(marked_text(result, slot.index))
             parts.append(heading)
         parts.append(slot_table(slot))
-        note = verdict(slot)
+        if several:
+            parts += context_lines(slot)
+        if not compact:
+            note = pool_note(slot)
+            if note is not None:
+                parts.append(note)
+        note = verdict(slot, result)
         if note is not None:
             parts.append(note)
-    parts += bart_section(result)
+    if not compact:
+        parts += bart_section(result)
     parts.append(Text(""))
     parts.append(Text("best joint filling" if several else "filled in", style="bold underline"))
     parts.append(filling_lines(result))
-    if result.masks:
+    if result.masks and not compact:
         parts.append(column_note(result.masks[0].columns()))
     return Group(*parts)
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
+from rich.cells import cell_len
 from rich.columns import Columns
 from rich.console import Group, RenderableType
 from rich.panel import Panel
@@ -16,7 +17,15 @@ from rich.table import Table
 from rich.text import Text
 
 from gbcli.models import family_title
-from gbcli.render.common import prob_legend, prob_style
+from gbcli.render.common import (
+    ProbText,
+    format_nats,
+    format_perplexity,
+    format_prob,
+    format_seconds,
+    prob_legend,
+    prob_style,
+)
 from gbcli.tasks.scoring import LN2, ModelScore, TextScore
 
 
@@ -48,43 +57,45 @@ def conventions_line(columns: list[ModelScore]) -> Text:
     return line
 
 
+def measure_value(column: ModelScore) -> str:
+    """A (pseudo-)perplexity to five significant digits; a log-likelihood (BART's measure) in nats."""
+    return format_perplexity(column.value) if "perplexity" in column.measure else format_nats(column.value)
+
+
 def measure_label(column: ModelScore) -> str:
     return f"{family_title(column.family)} {column.measure}"
 
 
 def single_table(record: TextScore) -> Table:
+    """One column per model, one row per quantity: narrow enough for three models in 80 columns."""
     table = Table(title=f"Scores of: {record.text}", title_justify="left", title_style="bold")
-    table.add_column("model")
-    table.add_column("measure")
-    table.add_column("value", justify="right", style="bold")
-    table.add_column(f"log-likelihood ({record.columns[0].unit})", justify="right")
-    table.add_column("tokens scored", justify="right")
-    table.add_column("mean NLL", justify="right")
-    table.add_column("how", style="dim")
+    table.add_column("", style="dim", min_width=len("log-likelihood"))
     for column in record.columns:
-        table.add_row(
-            f"{family_title(column.family)} · {column.model}",
-            column.measure,
-            number(column.value),
-            number(column.log_likelihood, 4),
-            f"{column.scored_tokens}/{column.text_tokens}",
-            number(column.mean_nll, 4),
-            column.detail,
-        )
+        # As narrow as the longest word or number in it, never narrower: a measure's name is not cut.
+        words = [*column.measure.split(), measure_value(column), format_nats(column.log_likelihood)]
+        table.add_column(f"{family_title(column.family)} · {column.model}", justify="right", overflow="fold",
+                         min_width=max(cell_len(word) for word in words))
+    table.add_row("measure", *[Text(column.measure, justify="right") for column in record.columns])
+    table.add_row("value", *[Text(measure_value(column), style="bold") for column in record.columns])
+    unit = record.columns[0].unit
+    table.add_row(f"log-likelihood ({unit})", *[format_nats(column.log_likelihood) for column in record.columns])
+    table.add_row(f"mean NLL ({unit}/token)", *[format_nats(column.mean_nll) for column in record.columns])
+    table.add_row("tokens scored", *[f"{column.scored_tokens}/{column.text_tokens}" for column in record.columns])
     return table
 
 
 def many_table(records: list[TextScore]) -> Table:
     table = Table(title="Scores", title_justify="left", title_style="bold")
-    table.add_column("#", justify="right", style="dim")
-    table.add_column("text", overflow="ellipsis", max_width=60)
+    table.add_column("#", justify="right", style="dim", no_wrap=True)
+    table.add_column("text", overflow="fold", max_width=60, ratio=1)
     for column in records[0].columns:
-        table.add_column(measure_label(column), justify="right", style="bold")
-        table.add_column("tokens", justify="right", style="dim")
+        # One word a line, so the column is as narrow as its longest word, and no word is cut.
+        header = "\n".join([family_title(column.family), *column.measure.split(), "(tokens)"])
+        table.add_column(header, justify="right", no_wrap=True)
     for record in records:
         cells: list[RenderableType] = [str(record.index), record.text]
         for column in record.columns:
-            cells += [number(column.value), str(column.scored_tokens)]
+            cells.append(Text.assemble((measure_value(column), "bold"), (f" ({column.scored_tokens})", "dim")))
         table.add_row(*cells)
     return table
 
@@ -96,6 +107,8 @@ def methods(record: TextScore) -> list[Text]:
         line.append(column.method)
         if column.first_token:
             line.append(f"; {column.first_token}")
+        if column.detail:
+            line.append(f"; {column.detail}")
         lines.append(line)
     return lines
 
@@ -103,9 +116,9 @@ def methods(record: TextScore) -> list[Text]:
 def token_table(column: ModelScore) -> Table:
     table = Table(title=f"{family_title(column.family)} · {column.model}: surprisal per token", title_justify="left")
     table.add_column("#", justify="right", style="dim")
-    table.add_column("piece")
-    table.add_column(f"surprisal ({column.unit})", justify="right")
-    table.add_column("p", justify="right")
+    table.add_column("piece", overflow="fold")
+    table.add_column(f"surprisal ({column.unit})", justify="right", no_wrap=True)
+    table.add_column("p", justify="right", no_wrap=True)
     table.add_column("masked" if column.family != "gpt" else "context", justify="right", style="dim")
     for token in column.tokens or []:
         if token.logprob is None:
@@ -117,9 +130,11 @@ def token_table(column: ModelScore) -> Table:
         if token.unknown:
             piece.append(" unknown", style="red")
         how = str(token.masked_tokens) if column.family != "gpt" else str(token.context_tokens)
-        table.add_row(str(token.position), piece, Text(f"{token.surprisal:.3f}", style=style), f"{prob:.3f}", how)
+        table.add_row(str(token.position), piece, Text(format_nats(token.surprisal), style=style), format_prob(prob),
+                      how)
     table.add_section()
-    table.add_row("", Text("total", style="bold"), Text(number(0.0 - column.log_likelihood), style="bold"), "", "")
+    table.add_row("", Text("total", style="bold"), Text(format_nats(0.0 - column.log_likelihood), style="bold"), "",
+                  "")
     return table
 
 
@@ -128,8 +143,8 @@ def word_table(column: ModelScore) -> Table:
     table = Table(title=f"{family_title(column.family)} · {column.model}: surprisal per word", title_justify="left")
     table.add_column("#", justify="right", style="dim")
     table.add_column("word", overflow="fold")
-    table.add_column(f"surprisal ({column.unit})", justify="right")
-    table.add_column("p", justify="right")
+    table.add_column(f"surprisal ({column.unit})", justify="right", no_wrap=True)
+    table.add_column("p", justify="right", no_wrap=True)
     table.add_column("pieces", justify="right", style="dim")
     for word in column.words or []:
         label = Text(word.text, style="dim" if word.special else "")
@@ -139,26 +154,27 @@ def word_table(column: ModelScore) -> Table:
         prob = probability(word.logprob, column.unit)
         style = prob_style(prob)
         label.stylize(style)
-        table.add_row(str(word.index), label, Text(f"{word.surprisal:.3f}", style=style), f"{prob:.3f}",
+        table.add_row(str(word.index), label, Text(format_nats(word.surprisal), style=style), format_prob(prob),
                       str(len(word.tokens)))
     table.add_section()
-    table.add_row("", Text("total", style="bold"), Text(number(0.0 - column.log_likelihood), style="bold"), "", "")
+    table.add_row("", Text("total", style="bold"), Text(format_nats(0.0 - column.log_likelihood), style="bold"), "",
+                  "")
     return table
 
 
-def heat_line(text: str, column: ModelScore) -> Text:
-    """The text itself, each token's characters coloured by how surprised the model was."""
-    line = Text(f"{family_title(column.family)}: ", style="bold")
+def heat_line(text: str, column: ModelScore) -> ProbText:
+    """The text itself, each token's characters coloured by how likely the model found it (or marked `[p]`)."""
+    pieces: list[tuple[str, float | None]] = []
     cursor = 0
     for token in column.tokens or []:
         if token.start > cursor:
-            line.append(text[cursor : token.start])
+            pieces.append((text[cursor : token.start], None))
         if token.end > cursor:
-            style = prob_style(probability(token.logprob, column.unit)) if token.logprob is not None else "dim"
-            line.append(text[max(cursor, token.start) : token.end], style=f"{style} underline")
+            prob = probability(token.logprob, column.unit) if token.logprob is not None else None
+            pieces.append((text[max(cursor, token.start) : token.end], prob))
             cursor = token.end
-    line.append(text[cursor:])
-    return line
+    pieces.append((text[cursor:], None))
+    return ProbText(pieces, prefix=Text(f"{family_title(column.family)}: ", style="bold"), extra_style="underline")
 
 
 def tokens_view(record: TextScore) -> RenderableType:
@@ -172,8 +188,8 @@ def tokens_view(record: TextScore) -> RenderableType:
 
 
 def timing_line(seconds: dict[str, float], passes: dict[str, int]) -> Text:
-    parts = [f"{family_title(f)} {seconds[f]:.2f} s in {passes.get(f, 0)} forward pass{'es' * (passes.get(f, 0) != 1)}"
-             for f in seconds]
+    parts = [f"{family_title(f)} {format_seconds(seconds[f])} in {passes.get(f, 0)} forward "
+             f"pass{'es' * (passes.get(f, 0) != 1)}" for f in seconds]
     return Text("time: " + " · ".join(parts), style="dim")
 
 
@@ -194,7 +210,7 @@ def score_view(records: list[TextScore], *, seconds: dict[str, float] | None = N
                 parts.append(Text(f"\n#{record.index}: {record.text}", style="bold"))
             parts.append(tokens_view(record))
     if any(column.tokens is not None or column.words is not None for record in records for column in record.columns):
-        parts.append(prob_legend("colour = probability of the actual token: "))
+        parts.append(prob_legend("probability of the actual token: "))
     if seconds:
         parts.append(timing_line(seconds, passes or {}))
     if len({column.family for column in records[0].columns}) > 1:

@@ -218,10 +218,10 @@ def attention_lines(lm: LoadedModel, text: str) -> list[AttentionLine]:
 def prediction_input(text: str) -> tuple[str, str]:
     """The text the prediction section fills, and a sentence saying what was asked."""
     if MASK_PATTERN.search(text):
-        return text, "the blanks of the text: BERT reads both sides, GPT-2 the words before (and ranks whole sentences)"
+        return text, "the blanks of the text: BERT reads both sides, GPT the words before (and ranks whole sentences)"
     return (
         f"{text.rstrip()} [MASK]",
-        "the next word: GPT-2 predicts it from the text (causally); BERT fills `TEXT [MASK]`, where it also sees "
+        "the next word: GPT predicts it from the text (causally); BERT fills `TEXT [MASK]`, where it also sees "
         "the [SEP] that closes its input",
     )
 

@@ -99,6 +99,10 @@ def continuation(lm: LoadedModel, context: list[int], new_ids: list[int], logpro
     for index, (token_id, logprob) in enumerate(zip(new_ids, logprobs, strict=True)):
         # The text a token adds after the ones before it (WordPiece `##` pieces join up).
         after = tok.decode(context + new_ids[: index + 1], skip_special_tokens=True)
+        if index < len(new_ids) - 1:
+            # A byte-level token may hold only part of a character (き is three bytes): it adds nothing yet, and
+            # the token that completes the character adds it, so the tokens' texts join into the text itself.
+            after = after.rstrip("\ufffd")
         added = after[len(before):] if after.startswith(before) else tok.decode([token_id])
         piece = tok.convert_ids_to_tokens(token_id)
         if token_id >= len(tok):  # a padded embedding row: the tokenizer has no text for it, so it shows its id

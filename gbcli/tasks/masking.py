@@ -44,6 +44,7 @@ DEFAULT_BATCH_SIZE = 32
 # The joint filling and the greedy left-to-right filling pick the best token that can stand in a sentence
 # (not [CLS], [SEP], <|endoftext|>...) from this many of the most likely ones.
 CHOICE_POOL = 16
+BLANK = " ___"  # the blank a column predicts, in the context it read
 
 COLUMN_METHODS: dict[ColumnName, str] = {
     "bert": "masked LM, both sides of the blank: softmax over the whole vocabulary",
@@ -86,6 +87,7 @@ class MaskPrediction:
     # An id past the tokenizer's entries (a row the embedding matrix was padded with): shown as <id N>, never put in
     # a sentence.
     undecodable: bool = False
+    special: bool = False  # a special token (GPT-2's <|endoftext|>: the model would end the text here)
 
 
 @dataclass
@@ -96,6 +98,9 @@ class MaskColumn:
     model: str
     predictions: list[MaskPrediction]
     targets: list[MaskPrediction] = field(default_factory=list)
+    # The text this column read for this blank, the blank as ___: GPT's left column stops at the blank and holds
+    # its own earlier fills; the whole-sentence column holds the joint filling in the other blanks.
+    context: str | None = None
 
 
 @dataclass
@@ -222,12 +227,14 @@ def fill_mask_lines(
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_progress: Callable[[int], None] | None = None,
     first_line: int = 1,
+    skip_empty: bool = False,
 ) -> list[FillMaskResult]:
     """Fill the masks of many texts, batched: one result per line, in input order.
 
     A line that cannot be done (empty, no mask, too many masks, too long) gets `error` and `hint` and does not
     stop the others. Texts are sorted by length and padded into batches of `batch_size`, so that every number
-    equals the unbatched one. on_progress(n) is called as n more lines are done.
+    equals the unbatched one. on_progress(n) is called as n more lines are done. With `skip_empty`, empty lines
+    get no result at all.
     """
     import torch
 
@@ -247,7 +254,8 @@ def fill_mask_lines(
                 pass
             if on_progress:
                 on_progress(len(chunk))
-    return [s.finish(run.warnings) for s in states]
+    # --file skips empty lines, as `score --file` does (the others keep their line numbers).
+    return [s.finish(run.warnings) for s in states if not (skip_empty and not s.text.strip())]
 
 
 def check_fill_options(top_k: int, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
@@ -539,6 +547,7 @@ class _Run:
             token_ids=list(token_ids),
             prob=math.exp(logprob) if logprob is not None else None,
             logprob=logprob,
+            special=len(token_ids) == 1 and token_ids[0] in _special_ids(lm),
         )
 
     def warn_undecodable(self, lm: LoadedModel) -> None:
@@ -558,6 +567,14 @@ class _Run:
             if writable and self.as_fill(lm, token_id, space)[0].strip():
                 return token_id, logprob
         return top_ids[0], top_logprobs[0]
+
+    def candidate_pool(self, lm: LoadedModel, top_ids: list[int], space: str) -> list[Fill]:
+        """A column's candidates for the whole-sentence ranking: its CHOICE_POOL most likely tokens (at least the
+        top-k it shows), without special tokens or empty pieces, so the obvious answer is rarely left out."""
+        specials = _special_ids(lm)
+        fills = [self.as_fill(lm, t, space) for t in top_ids[: max(self.top_k, CHOICE_POOL)]
+                 if t not in specials and not _undecodable(lm, t)]
+        return [fill for fill in fills if fill[0].strip()]
 
     def target_prediction(self, lm: LoadedModel, word: str, ids: list[int] | None, logprob: float | None):
         if ids is None:
@@ -619,12 +636,9 @@ class _Run:
                     else:
                         logprob = word_logprob[(id(state), mask, word)]
                     target_predictions.append(self.target_prediction(lm, word, ids, logprob))
-                slot.bert = MaskColumn("bert", lm.name, predictions, target_predictions)
-                specials = _special_ids(lm)
-                state.bert_candidates.append(
-                    [(p.word, p.joins_previous) for p in predictions
-                     if p.token_ids[0] not in specials and p.word and not p.undecodable]
-                )
+                slot.bert = MaskColumn("bert", lm.name, predictions, target_predictions,
+                                       context=lm.tokenizer.mask_token.join(state.segments))
+                state.bert_candidates.append(self.candidate_pool(lm, query.top_ids[mask], space))
         self.bert_joint_filling(texts, base)
 
     def bert_joint_filling(self, texts: list[_Text], base: list[_MaskedQuery]) -> None:
@@ -717,12 +731,11 @@ class _Run:
                     self.target_prediction(lm, word, ids, sum(q.token_logprobs) if q is not None else None)
                     for word, ids, q in scored
                 ]
-                state.slots[r].gpt_left = MaskColumn("gpt_left", lm.name, predictions, target_predictions)
-                specials = _special_ids(lm)
-                state.gpt_candidates.append(
-                    [(p.word, p.joins_previous) for p in predictions
-                     if p.token_ids[0] not in specials and p.word and not p.undecodable]
-                )
+                read = fill_text(state.segments[: r + 1], state.gpt_filling[:r])
+                read = read.rstrip() + BLANK if state.space_before(r) else read + BLANK.strip()
+                state.slots[r].gpt_left = MaskColumn("gpt_left", lm.name, predictions, target_predictions,
+                                                     context=read)
+                state.gpt_candidates.append(self.candidate_pool(lm, query.top_ids, space))
                 token_id, logprob = self.choose(lm, query.top_ids, query.top_logprobs, space)
                 state.gpt_filling.append(self.as_fill(lm, token_id, space))
                 state.gpt_filling_logprob += logprob
@@ -791,7 +804,10 @@ class _Run:
             target_predictions = [
                 by_candidate.get((w, False)) or self.target_prediction(lm, w, None, None) for w in self.targets
             ]
-            state.slots[mask].gpt_whole = MaskColumn("gpt_whole", lm.name, scored, target_predictions)
+            others = list(state.bert_filling if self.bert is not None else state.gpt_filling)
+            others[mask] = (BLANK.strip(), False)
+            state.slots[mask].gpt_whole = MaskColumn("gpt_whole", lm.name, scored, target_predictions,
+                                                     context=fill_text(state.segments, others))
             best.setdefault(id(state), [("", False)] * state.masks)[mask] = (scored[0].word, scored[0].joins_previous)
             if state.masks == 1:
                 best_score[id(state)] = scored[0].sentence_logprob or 0.0
