@@ -598,7 +598,9 @@ def fill_mask_command(
         raise usage_error(f"No line of {'standard input' if file == '-' else repr(file)} has a mask to fill.",
                           f"Write {MASK_SPELLINGS} where a word is missing, e.g. \"the [MASK] quacks in the park .\"")
     columns = load_columns(families, specs, load_options(device, dtype, revision, offline))
-    results: list = []
+    results: list = []  # kept for the table only: JSON Lines stream out, so memory stays flat on long files
+    failures: list = []
+    done = 0
     # A chunk at a time, so JSON Lines stream out in input order and Ctrl-C keeps every finished line.
     chunk = max(FILL_MASK_CHUNK_LINES, batch_size)
     with interrupt_exits_130(), _line_progress(len(lines)) as advance:
@@ -612,15 +614,17 @@ def fill_mask_command(
             if json_output:
                 for result in part:
                     print_json(result, lines=True)
-            results.extend(part)
+            else:
+                results.extend(part)
+            done += len(part)
+            failures.extend((r.line, r.error) for r in part if r.error is not None)
     if not json_output:
         stdout_console().print(fill_mask_lines_view(results))
-    failed = sum(1 for r in results if r.error is not None)
-    if failed == len(results):  # every line's reason is a usage error: empty, no mask, too many, too long
-        raise usage_error(f"None of the {len(results)} lines could be filled; each says why in its place.",
-                          f"Line {results[0].line}: {results[0].error}")
-    if failed:
-        stderr_console().print(f"[yellow]{failed} of {len(results)} lines could not be filled; "
+    if len(failures) == done:  # every line's reason is a usage error: empty, no mask, too many, too long
+        raise usage_error(f"None of the {done} lines could be filled; each says why in its place.",
+                          f"Line {failures[0][0]}: {failures[0][1]}")
+    if failures:
+        stderr_console().print(f"[yellow]{len(failures)} of {done} lines could not be filled; "
                                "each says why in its place.[/]")
 
 

@@ -162,13 +162,18 @@ def _link_without_overwrite(temporary: Path, path: Path) -> None:
 def export_attention(target: ExportTarget, text: str, results: list[AttentionResult], head: int | None) -> ExportInfo:
     """Write every layer and head of every model; `head` only chooses what the PNG grid shows."""
     writers: dict[str, Callable[[BinaryIO], None]] = {
-        "json": lambda handle: handle.write(attention_json(text, results).encode("utf-8")),
+        "json": lambda handle: write_attention_json(handle, text, results),
         "npz": lambda handle: write_npz(handle, text, results),
         "png": lambda handle: write_png(handle, text, results, head),
         "html": lambda handle: handle.write(attention_html(text, results).encode("utf-8")),
     }
     if target.format == "png":
         _require_matplotlib()
+    warning = json_export_warning(results) if target.format == "json" else None
+    if warning is not None:
+        from gbcli.render.common import stderr_console
+
+        stderr_console().print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
     size = write_atomically(target, writers[target.format])
     return ExportInfo(path=str(target.path), format=target.format, bytes=size)
 
@@ -214,6 +219,54 @@ def attention_document(text: str, results: list[AttentionResult], values: Callab
         "text": text,
         "models": [_model_dict(r, values) for r in results],
     }
+
+
+# Above this, the JSON export gets a warning with its size before it is written (12 layers × 12 heads of a 512-token
+# GPT-2-small text are 38 million weights: about 800 MB of JSON, 150 MB of .npz).
+JSON_WARNING_BYTES = 100 * 1024 * 1024
+JSON_BYTES_PER_WEIGHT = 21  # a float32 written as its shortest repr, with ", " between
+
+
+def json_export_warning(results: list[AttentionResult]) -> str | None:
+    weights = sum(int(m.weights.size) for r in results for m in r.maps)
+    estimate = weights * JSON_BYTES_PER_WEIGHT
+    if estimate < JSON_WARNING_BYTES:
+        return None
+    return (f"the JSON export holds {weights:,} attention weights: about {estimate / 2**20:,.0f} MB "
+            f"(.npz holds the same numbers in {weights * 4 / 2**20:,.0f} MB).")
+
+
+def write_attention_json(handle: BinaryIO, text: str, results: list[AttentionResult]) -> None:
+    """The JSON document, streamed: the arrays a query row at a time, never whole as Python lists (a 1,024-token
+    GPT-2-small export would be 150 million Python floats, over 10 GB). The bytes equal `attention_json`'s."""
+    import uuid
+
+    nonce = uuid.uuid4().hex  # marks where each array goes; no text can contain it by chance
+    arrays: list[np.ndarray] = []
+
+    def placeholder(weights: np.ndarray) -> str:
+        arrays.append(weights)
+        return f"@@gbcli-{nonce}-{len(arrays) - 1}@@"
+
+    skeleton = json.dumps(attention_document(text, results, placeholder), ensure_ascii=False) + "\n"
+    for index, weights in enumerate(arrays):
+        before, skeleton = skeleton.split(f'"@@gbcli-{nonce}-{index}@@"', 1)
+        handle.write(before.encode("utf-8"))
+        _write_nested(handle, weights)
+    handle.write(skeleton.encode("utf-8"))
+
+
+def _write_nested(handle: BinaryIO, array: np.ndarray) -> None:
+    """`json.dumps(array.tolist())`, written a row of the last axis at a time."""
+    if array.ndim <= 1:
+        handle.write(json.dumps(array.tolist()).encode("utf-8"))
+        return
+    handle.write(b"[")
+    for index, part in enumerate(array):
+        if index:
+            handle.write(b", ")
+        _write_nested(handle, part)
+    handle.write(b"]")
 
 
 def attention_json(text: str, results: list[AttentionResult]) -> str:

@@ -411,13 +411,20 @@ def assert_same(a, b, path="") -> None:
         assert a == b, path
 
 
-def test_file_where_every_line_fails_exits_1_after_reporting_each(models, tmp_path):
+def test_file_where_every_line_fails_is_a_usage_error_after_reporting_each(models, tmp_path):
+    path = tmp_path / "lines.txt"
+    path.write_text("[MASK] " * 40 + "\n" + "the [MASK] " + "duck " * 80 + "\n", encoding="utf-8")
+    result = run("fill-mask", "--file", str(path), "--json", *models)
+    assert result.exit_code == 2
+    assert [json.loads(line)["line"] for line in result.stdout.splitlines()] == [1, 2]
+    assert result.stderr.startswith("error: None of the 2 lines could be filled") and "hint: Line 1:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_file_where_no_line_has_a_mask_is_refused_before_loading(models, tmp_path):
     path = tmp_path / "lines.txt"
     path.write_text("no mask\nnor here\n", encoding="utf-8")
-    result = run("fill-mask", "--file", str(path), "--json", *models)
-    assert result.exit_code == 1
-    assert [json.loads(line)["line"] for line in result.stdout.splitlines()] == [1, 2]
-    assert "2 of 2 lines" in result.stderr and "Traceback" not in result.stderr
+    assert_user_error(run("fill-mask", "--file", str(path), "--json", *models), 2, "no line of", "has a mask")
 
 
 def test_file_table_has_a_row_per_line(models, tmp_path):

@@ -288,3 +288,44 @@ def test_stale_part_files_of_a_dead_writer_are_swept(tmp_path, tiny_models):
     assert result.exit_code == 0, result.stderr
     assert not stale.exists() and live.exists()
     assert json.loads((tmp_path / "attention.json").read_text())["format"] == "gbcli-attention"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 7. The attention JSON export is streamed, and a large one is announced with its size
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _attention_result(shape_self, shape_cross):
+    import numpy as np
+
+    from gbcli.tasks.attention import AttentionMap, AttentionResult, AttentionToken
+
+    rng = np.random.default_rng(0)
+    tokens = [AttentionToken(i, i, f"p{i}", f"l{i}", False) for i in range(shape_self[-1])]
+    return AttentionResult("gpt", "m", "causal", "eager", [
+        AttentionMap("self", True, tokens, tokens, rng.random(shape_self, dtype=np.float32)),
+        AttentionMap("cross", False, tokens, tokens[: shape_cross[-1]], rng.random(shape_cross, dtype=np.float32)),
+    ])
+
+
+def test_the_streamed_json_export_is_the_same_document_byte_for_byte():
+    import io
+
+    from gbcli.export import attention_json, write_attention_json
+
+    results = [_attention_result((2, 3, 5, 5), (2, 3, 5, 3)), _attention_result((1, 2, 4, 4), (1, 2, 4, 2))]
+    text = 'a text that quotes "@@gbcli-" itself'
+    streamed = io.BytesIO()
+    write_attention_json(streamed, text, results)
+    assert streamed.getvalue() == attention_json(text, results).encode("utf-8")
+    assert json.loads(streamed.getvalue())["models"][1]["other_maps"][0]["attention"][0][1][3][1] == pytest.approx(
+        float(results[1].maps[1].weights[0, 1, 3, 1]))
+
+
+def test_a_large_json_export_is_announced_with_its_size():
+    from gbcli.export import json_export_warning
+
+    assert json_export_warning([_attention_result((2, 2, 8, 8), (2, 2, 8, 8))]) is None
+    big = _attention_result((12, 12, 190, 190), (1, 1, 1, 1))  # 5.2 million weights: ~110 MB of JSON
+    warning = json_export_warning([big])
+    assert warning is not None and "5,198,401 attention weights" in warning and ".npz" in warning
