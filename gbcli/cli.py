@@ -370,35 +370,38 @@ def generate(
     stream = animated(console) and not json_output
     columns: list[LoadedModel] = []
     # Each model is loaded just before it writes, so the first column streams while the later ones wait to load.
-    with interrupt_exits_130():
-        if stream:
-            from rich.live import Live
+    # Loading stays outside `interrupt_exits_130`: a Ctrl-C that lands inside torch's or transformers' imports must
+    # end the process at once (gbcli.entry), not raise KeyboardInterrupt half-way through an import.
+    if stream:
+        from rich.live import Live
 
-            from gbcli.models import load_model
+        from gbcli.models import load_model
 
-            view = StreamingView(text, [(family, display_name(spec)) for family, spec in requested])
-            with Live(view, console=console, refresh_per_second=12, transient=True) as live:
-                try:
-                    for family, spec in requested:
-                        view.loading(family)  # the spinner lives in the view: one live display per terminal
-                        lm = load_model(family, spec, options)
-                        columns.append(lm)
-                        result.columns.append(runners[family](lm, text, settings, view.update))
-                except KeyboardInterrupt:
-                    live.transient = False  # keep what was written so far on the screen
-                    raise
-        else:
-            written: dict[str, str] = {}  # each column's text so far, for Ctrl-C
+        view = StreamingView(text, [(family, display_name(spec)) for family, spec in requested])
+        with Live(view, console=console, refresh_per_second=12, transient=True) as live:
             try:
                 for family, spec in requested:
-                    lm = load_column(family, spec, options)
+                    view.loading(family)  # the spinner lives in the view: one live display per terminal
+                    lm = load_model(family, spec, options)
                     columns.append(lm)
+                    with interrupt_exits_130():
+                        result.columns.append(runners[family](lm, text, settings, view.update))
+            except KeyboardInterrupt:
+                live.transient = False  # keep what was written so far on the screen
+                raise
+    else:
+        written: dict[str, str] = {}  # each column's text so far, for Ctrl-C
+        try:
+            for family, spec in requested:
+                lm = load_column(family, spec, options)
+                columns.append(lm)
+                with interrupt_exits_130():
                     result.columns.append(runners[family](lm, text, settings,
                                                           lambda family, so_far: written.update({family: so_far})))
-            except KeyboardInterrupt:
-                if not json_output:  # a pipe or a file keeps what was generated (JSON: never half a document)
-                    _write_partial_generation(text, columns, written)
-                raise
+        except KeyboardInterrupt:
+            if not json_output:  # a pipe or a file keeps what was generated (JSON: never half a document)
+                _write_partial_generation(text, columns, written)
+            raise
     check_finite(result, columns)
     if json_output:
         print_json(result)

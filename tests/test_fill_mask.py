@@ -550,7 +550,7 @@ def test_footnote_states_the_multi_piece_rule_the_numbers_follow(models, bert):
     # Far enough apart for the check above (1e-5) to tell the two rules apart.
     assert abs(chained - independent) > 1e-4
 
-    table_view = run("fill-mask", text, "--targets", "wasp", *models, env={"COLUMNS": "200"}).stdout
+    table_view = " ".join(run("fill-mask", text, "--targets", "wasp", *models, env={"COLUMNS": "200"}).stdout.split())
     assert "p(piece 1 | k masks) × p(piece 2 | piece 1 shown, the rest masked)" in table_view
     assert "p(piece 1 | left) × p(piece 2 | left, piece 1)" in table_view
     plain = run("fill-mask", BERT_MASKED_DUCK, *models, env={"COLUMNS": "200"}).stdout

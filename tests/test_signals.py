@@ -52,6 +52,17 @@ def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
     return seen
 
 
+def _wait(pid: int, timeout: float) -> int:
+    """The child's wait status, or a failure if it has not ended within `timeout` (never a hung test run)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.1)
+    pytest.fail(f"gbcli did not end within {timeout} s of Ctrl-C")
+
+
 def test_ctrl_c_during_streamed_generation_keeps_the_text_and_exits_130(long_context_gpt):
     """On a terminal the text streams; Ctrl-C stops it, leaves what was written on screen, and exits 130."""
     pid, fd = pty.fork()
@@ -68,7 +79,7 @@ def test_ctrl_c_during_streamed_generation_keeps_the_text_and_exits_130(long_con
         os.kill(pid, signal.SIGINT)
         shown += _read_until(fd, b"interrupted", timeout=30)
         shown += _read_until(fd, b"\x00never", timeout=2)
-        _, status = os.waitpid(pid, 0)
+        status = _wait(pid, timeout=30)
     finally:
         try:
             os.kill(pid, signal.SIGKILL)

@@ -65,7 +65,8 @@ class StreamingView:
         self.columns = columns  # (family, model name)
         self.texts: dict[str, str] = {family: "" for family, _ in columns}
         self.active: str | None = None
-        self.loading_family: str | None = None
+        # Until the first model is ready nothing is being written: the first column shows that it loads.
+        self.loading_family: str | None = columns[0][0] if columns else None
 
     def loading(self, family: str) -> None:
         """This column's model is being loaded (the ones before it have finished writing)."""
