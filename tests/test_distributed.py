@@ -1,0 +1,131 @@
+"""File jobs under torchrun (Gloo, CPU, 2 processes): the single-process file byte for byte, a killed worker named
+with its lines, --resume after a kill or a torn line, and no torch.distributed without torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gbcli.distributed import split_by_cost
+from tests.cli_helpers import TRACEBACK, run
+from tests.test_pairs import _write_jsonl, corpus_pairs
+
+TIMEOUT_S = 30  # GBCLI_DIST_TIMEOUT for the jobs here: a failed job must end well within the test's wait
+
+
+@pytest.fixture(scope="module")
+def models(gpt_path, bert_path):
+    return ["--gpt", str(gpt_path), "--bert", str(bert_path)]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "GBCLI_THREADS": "1", "GBCLI_DIST_TIMEOUT": str(TIMEOUT_S),
+            **extra}
+
+
+def _torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "-m", "gbcli", *args]
+
+
+def _single(tmp_path: Path, file: str, models: list[str], *options: str) -> bytes:
+    """The reference: one process, one thread, the same options."""
+    out = tmp_path / "single.jsonl"
+    done = subprocess.run([sys.executable, "-m", "gbcli", "pairs", "--file", file, *models, *options,
+                           "--output", str(out), "--json"], capture_output=True, timeout=300, env=_env())
+    assert done.returncode == 0, done.stderr.decode()
+    return out.read_bytes()
+
+
+def test_cost_split_keeps_order_and_evens_the_cost():
+    assert split_by_cost([1, 1, 1, 1], 2) == [range(0, 2), range(2, 4)]
+    # One long item (BERT's cost grows with the square of its tokens) is worth many short ones.
+    assert split_by_cost([16, 1, 1, 1, 1, 4, 4, 4, 4], 2) == [range(0, 3), range(3, 9)]  # 18 and 18
+    assert [len(r) for r in split_by_cost([5], 3)] == [0, 1, 0]
+    assert [len(r) for r in split_by_cost([], 2)] == [0, 0]
+
+
+def test_without_torchrun_the_distributed_path_is_never_taken(tmp_path, models, monkeypatch):
+    """`import torch` (2.13) loads torch.distributed itself, so what is checked is gbcli's side: without torchrun's
+    environment no process group is made and the job module is not even imported."""
+    import torch.distributed
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delitem(sys.modules, "gbcli.corpus_jobs", raising=False)
+    file = _write_jsonl(tmp_path / "pairs.jsonl", corpus_pairs(2))
+    result = run("pairs", "--file", file, *models, "--output", str(tmp_path / "out.jsonl"), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "gbcli.corpus_jobs" not in sys.modules and not torch.distributed.is_initialized()
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
+
+
+def test_two_processes_write_the_single_process_file_and_a_torn_resume_is_repaired(tmp_path, models):
+    file = _write_jsonl(tmp_path / "pairs.jsonl", corpus_pairs(10))
+    expected = _single(tmp_path, file, models, "--batch-size", "2")
+    out = tmp_path / "out.jsonl"
+    done = subprocess.run(_torchrun("pairs", "--file", file, *models, "--batch-size", "2", "--output", str(out),
+                                    "--json"), capture_output=True, timeout=300, env=_env())
+    assert done.returncode == 0, done.stderr.decode()
+    assert out.read_bytes() == expected
+    summary = json.loads(done.stdout)  # rank 0 alone prints: one summary
+    assert summary["kind"] == "summary" and summary["pairs"] == 10
+    assert not list(tmp_path.glob("out.jsonl.part*"))
+
+    # A crashed job's leftovers: --output with a torn last line, and a part file with one too.
+    lines = expected.splitlines(keepends=True)
+    out.write_bytes(b"".join(lines[:4]) + lines[4][:40])
+    (tmp_path / "out.jsonl.part1").write_bytes(b"".join(lines[6:8]) + lines[8][:25])
+    resumed = subprocess.run(_torchrun("pairs", "--file", file, *models, "--batch-size", "2", "--output", str(out),
+                                       "--resume", "--json"), capture_output=True, timeout=300, env=_env())
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    assert out.read_bytes() == expected
+    assert json.loads(resumed.stdout)["resumed"] == 6
+
+
+def _rank_pid(marker: str, rank: int) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"GBCLI_TEST_JOB={marker}".encode() in environ and f"RANK={rank}".encode() in environ:
+            return int(entry.name)
+    return None
+
+
+def test_a_killed_worker_ends_the_job_naming_its_lines_and_resume_completes_the_file(tmp_path, models):
+    file = _write_jsonl(tmp_path / "pairs.jsonl", corpus_pairs(60))
+    out = tmp_path / "out.jsonl"
+    args = ("pairs", "--file", file, *models, "--batch-size", "1", "--output", str(out), "--json")
+    job = subprocess.Popen(_torchrun(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env=_env(GBCLI_TEST_JOB=str(tmp_path)))
+    part = tmp_path / "out.jsonl.part1"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (part.exists() and part.stat().st_size):
+        time.sleep(0.01)
+    pid = _rank_pid(str(tmp_path), 1)
+    assert pid is not None, "rank 1 was not found"
+    os.kill(pid, signal.SIGKILL)
+    started = time.monotonic()
+    _, stderr = job.communicate(timeout=TIMEOUT_S + 60)
+    assert job.returncode != 0
+    assert time.monotonic() - started < TIMEOUT_S + 30
+    text = stderr.decode()
+    assert "rank 1 held lines 31–60" in text and "--resume" in text, text
+    assert TRACEBACK not in text.split("torch.distributed.elastic")[0]  # gbcli's own message is no traceback
+    kept = part.read_bytes()
+    assert kept.endswith(b"\n") and 1 <= len(kept.splitlines()) < 30
+
+    resumed = subprocess.run(_torchrun(*args, "--resume"), capture_output=True, timeout=300, env=_env())
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    assert out.read_bytes() == _single(tmp_path, file, models, "--batch-size", "1")
