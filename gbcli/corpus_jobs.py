@@ -61,6 +61,9 @@ def pairs_file_distributed(world: World, path: str, fields: task.PairFields, fil
     from gbcli.render.common import dumps
     from gbcli.render.scoring import progress_bar
 
+    # Installed first: torchrun may stop this rank (another one failed) before the lines are even shared out.
+    job = Job(world, output, [None] * world.size, [0] * world.size)
+    distributed.on_termination(job, lambda message, hint: report_error(GbcliError(message, hint), "pairs"))
     entries, group_field = task.read_pair_file(path, file_format, fields)
     if world.is_main:
         _prepare_output(output, resume=resume, force=force)
@@ -72,10 +75,9 @@ def pairs_file_distributed(world: World, path: str, fields: task.PairFields, fil
     costs = [sum(text_cost(columns, p.good) + text_cost(columns, p.bad) for p in chunk) for chunk in chunks]
     runs = distributed.split_by_cost(costs, world.size)
     ranges = [(chunks[r[0]][0].line, chunks[r[-1]][-1].line) if len(r) else None for r in runs]
-    job = Job(world, output, ranges, [sum(len(chunks[k]) for k in r) for r in runs])
+    job.ranges, job.expected = ranges, [sum(len(chunks[k]) for k in r) for r in runs]
     mine = part_path(output, world.rank)
     mine.unlink(missing_ok=True)
-    distributed.on_termination(job, lambda message, hint: report_error(GbcliError(message, hint), "pairs"))
     if world.is_main:
         for failure in run.failures:  # all known before any scoring: say them at once
             stderr_console().print(f"[bold red]error:[/] line {failure.line}: {_escape(failure.message)}")

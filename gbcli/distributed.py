@@ -221,6 +221,8 @@ class Job:
         return [count_lines(part_path(self.output, r)) for r in range(self.world.size)]
 
     def unfinished(self) -> str:
+        if all(lines is None for lines in self.ranges):
+            return "the lines had not been shared out yet"
         done = self.progress()
         rows = [f"rank {r} held {describe_range(self.ranges[r])} ({done[r]} of {self.expected[r]} done)"
                 for r in range(self.world.size) if done[r] < self.expected[r]]
