@@ -390,6 +390,7 @@ def score(
     from gbcli.render.scoring import csv_header, progress_bar, score_view, write_csv
     from gbcli.tasks.scoring import ScoreSettings, iter_scores, unknown_token_warnings
 
+    _refuse_under_torchrun("score")
     if json_output and csv_output:
         raise usage_error("--json and --csv cannot be combined.", "Choose one output format.")
     if csv_output and tokens and words:
@@ -464,6 +465,7 @@ def fill_mask_command(
     from gbcli.render.masking import fill_mask_lines_view, fill_mask_view
     from gbcli.tasks.masking import check_fill_options, fill_mask, fill_mask_lines, parse_targets
 
+    _refuse_under_torchrun("fill-mask")
     if (text is None) == (file is None):
         raise usage_error("Give either a TEXT or --file, not both." if text is not None else "No text given.",
                           'For example: gbcli fill-mask "the [MASK] quacks in the park ."')
@@ -510,6 +512,15 @@ def fill_mask_command(
 
 
 FILL_MASK_CHUNK_LINES = 128  # lines sorted and batched together; their results are printed before the next chunk
+
+
+def _refuse_under_torchrun(command: str) -> None:
+    """Commands not yet shared among torchrun's processes would each run the whole input: refused, not repeated."""
+    from gbcli.distributed import detect
+
+    if detect() is not None:
+        raise usage_error(f"`gbcli {command}` does not run under torchrun yet: every process would do the whole job.",
+                          "Run it as one process; under torchrun, use `gbcli pairs --file F --output OUT`.")
 
 
 def _print_warnings(warnings: list[str]) -> None:
