@@ -91,6 +91,11 @@ def pairs_file_distributed(world: World, path: str, fields: task.PairFields, fil
                 task.append_records(str(mine), [dumps(r, indent=None) + "\n" for r in results])
                 if world.is_main:
                     advance(progress.poll())
+        except KeyboardInterrupt:
+            if world.is_main:
+                stderr_console().print(f"[yellow]Finished lines are kept in {_escape(output)} and its part files; "
+                                       "run the same command with --resume to continue.[/]")
+            raise
         except GbcliError as error:
             raise GbcliError(f"Rank {world.rank} ({describe_range(ranges[world.rank])}): {error.message}",
                              error.hint, exit_code=error.exit_code) from error
@@ -100,8 +105,9 @@ def pairs_file_distributed(world: World, path: str, fields: task.PairFields, fil
     if not world.is_main:
         distributed.finish()
         return None
-    earlier = [Path(output)] if Path(output).exists() else []
-    distributed.merge_in_order(output, [*earlier, *(part_path(output, r) for r in range(world.size))])
+    # A rank with no chunk (more ranks than chunks) wrote no part file.
+    sources = [path for path in (Path(output), *(part_path(output, r) for r in range(world.size))) if path.exists()]
+    distributed.merge_in_order(output, sources)
     merged = task.open_output(output, resume=True, force=False)
     run.tally = task.Tally([(lm.family, lm.name) for lm in columns])
     for line in sorted(merged.records):
