@@ -177,16 +177,21 @@ def record_line(raw: bytes) -> int:
 
 
 def merge_in_order(output: str, sources: Sequence[Path]) -> None:
-    """Write OUTPUT as the records of all the sources in input order (each source is already in order), then remove
-    the part files. The new file replaces the old in one rename: a crash leaves one or the other, never half."""
+    """Write OUTPUT as the records of all the sources in input order (each source is already in order; a line found
+    twice is written once), then remove the part files. The new file replaces the old in one rename: a crash leaves
+    one or the other, never half."""
     target = Path(output)
     temporary = target.with_name(target.name + ".merging")
     with ExitStack() as stack:
         streams = [stack.enter_context(open(path, "rb")) for path in sources]
         keyed = [((record_line(raw), raw) for raw in stream if raw.strip()) for stream in streams]
         merged = stack.enter_context(open(temporary, "wb"))
-        for _, raw in heapq.merge(*keyed, key=lambda item: item[0]):
-            merged.write(raw)
+        last = None
+        for line, raw in heapq.merge(*keyed, key=lambda item: item[0]):
+            # A crash between the rename below and the removal of the parts leaves their records in both places.
+            if line != last:
+                merged.write(raw)
+            last = line
         merged.flush()
         os.fsync(merged.fileno())
     os.replace(temporary, target)
