@@ -488,6 +488,7 @@ def score(
     from gbcli.render.scoring import csv_header, progress_bar, score_view, write_csv
     from gbcli.tasks.scoring import ScoreSettings, iter_scores, unknown_token_warnings
 
+    _refuse_under_torchrun("score")
     if json_output and csv_output:
         raise usage_error("--json and --csv cannot be combined.", "Choose one output format.")
     if csv_output and tokens and words:
@@ -577,6 +578,7 @@ def fill_mask_command(
         parse_targets,
     )
 
+    _refuse_under_torchrun("fill-mask")
     if (text is None) == (file is None):
         raise usage_error("Give either a TEXT or --file, not both." if text is not None else "No text given.",
                           'For example: gbcli fill-mask "the [MASK] quacks in the park ."')
@@ -644,6 +646,15 @@ def _write_partial_generation(prompt: str, columns: list[LoadedModel], written: 
 
 
 FILL_MASK_CHUNK_LINES = 128  # lines sorted and batched together; their results are printed before the next chunk
+
+
+def _refuse_under_torchrun(command: str) -> None:
+    """Commands not yet shared among torchrun's processes would each run the whole input: refused, not repeated."""
+    from gbcli.distributed import detect
+
+    if detect() is not None:
+        raise usage_error(f"`gbcli {command}` does not run under torchrun yet: every process would do the whole job.",
+                          "Run it as one process; under torchrun, use `gbcli pairs --file F --output OUT`.")
 
 
 def _print_warnings(warnings: list[str]) -> None:
@@ -1012,8 +1023,21 @@ def pairs(
     specs: dict[Family, str | None] = {"gpt": gpt, "bert": bert, "bart": bart}
     options = load_options(device, dtype, revision, offline)
     if file is not None:
+        from gbcli.distributed import detect
+
+        world = detect()  # a torchrun job of several processes, or None (then torch.distributed is never imported)
+        if world is not None:
+            from dataclasses import replace
+
+            from gbcli.distributed import start
+
+            if output is None:
+                raise usage_error("Under torchrun, pairs --file needs --output: the processes write one file.",
+                                  "e.g. torchrun --nproc-per-node 2 -m gbcli pairs --file blimp.jsonl -o out.jsonl")
+            options = replace(options, device=start(world, options.device))
         _pairs_file(file, task.PairFields(good_field, bad_field, group_field), file_format, output, resume, force,
-                    batch_size, settings, load=lambda: load_columns(families, specs, options), json_output=json_output)
+                    batch_size, settings, load=lambda: load_columns(families, specs, options), json_output=json_output,
+                    world=world)
         return
     if good is None or bad is None:
         raise usage_error("Give two sentences (good, then bad), or --file.",
@@ -1032,10 +1056,43 @@ def pairs(
 
 
 def _pairs_file(path: str, fields, file_format: str, output: str | None, resume: bool, force: bool,
-                batch_size: int, settings, *, load: Callable[[], list[LoadedModel]], json_output: bool) -> None:
-    """`pairs --file`: score the pairs a chunk at a time, stream the records, then print the accuracy."""
-    from gbcli.render.common import dumps, print_json, stdout_console
+                batch_size: int, settings, *, load: Callable[[], list[LoadedModel]], json_output: bool,
+                world=None) -> None:
+    """`pairs --file`: score the pairs a chunk at a time (here, or shared among torchrun's processes), then print
+    the accuracy."""
+    from gbcli.render.common import print_json, stdout_console
     from gbcli.render.pairs import summary_view
+    from gbcli.tasks import pairs as task
+
+    if world is not None:
+        from gbcli.corpus_jobs import pairs_file_distributed
+
+        finished = pairs_file_distributed(world, path, fields, file_format, output, resume, force, batch_size,
+                                          settings, load=load)
+        if finished is None:  # not rank 0: only rank 0 prints
+            return
+        run, resumed, columns = finished
+    else:
+        run, resumed, columns = _pairs_file_here(path, fields, file_format, output, resume, force, batch_size,
+                                                 settings, load=load, json_output=json_output)
+    summary = task.summarize(run.tally, path, len(resumed.records), run.failures, run.group_field, columns, settings)
+    if json_output:
+        print_json(summary, lines=output is None)
+    else:
+        stdout_console().print(summary_view(summary))
+    if run.failures:
+        count = len(run.failures)
+        lines = ", ".join(str(f.line) for f in run.failures[:10]) + (" ..." if count > 10 else "")
+        plural = "s" * (count != 1)
+        scored = f"{summary.pairs} pair{'s' * (summary.pairs != 1)} {'were' if summary.pairs != 1 else 'was'}"
+        raise GbcliError(f"{count} line{plural} of {path} failed (line{plural} {lines}); the other {scored} scored.",
+                         "Fix or remove those lines; with --output and --resume only they are scored again.")
+
+
+def _pairs_file_here(path: str, fields, file_format: str, output: str | None, resume: bool, force: bool,
+                     batch_size: int, settings, *, load: Callable[[], list[LoadedModel]], json_output: bool):
+    """`pairs --file` in one process: the pairs a chunk at a time, the records streamed as they come."""
+    from gbcli.render.common import dumps, print_json
     from gbcli.render.scoring import progress_bar
     from gbcli.tasks import pairs as task
 
@@ -1064,18 +1121,7 @@ def _pairs_file(path: str, fields, file_format: str, output: str | None, resume:
             stderr_console().print(f"[yellow]{run.tally.pairs} pairs are in {_escape(output)}; run the same command "
                                    "with --resume to continue.[/]")
         raise
-    summary = task.summarize(run.tally, path, len(resumed.records), run.failures, run.group_field, columns, settings)
-    if json_output:
-        print_json(summary, lines=output is None)
-    else:
-        stdout_console().print(summary_view(summary))
-    if run.failures:
-        count = len(run.failures)
-        lines = ", ".join(str(f.line) for f in run.failures[:10]) + (" ..." if count > 10 else "")
-        plural = "s" * (count != 1)
-        scored = f"{summary.pairs} pair{'s' * (summary.pairs != 1)} {'were' if summary.pairs != 1 else 'was'}"
-        raise GbcliError(f"{count} line{plural} of {path} failed (line{plural} {lines}); the other {scored} scored.",
-                         "Fix or remove those lines; with --output and --resume only they are scored again.")
+    return run, resumed, columns
 
 
 @app.command()

@@ -1,0 +1,150 @@
+"""File jobs under torchrun (Gloo, CPU, 2 processes): the single-process file byte for byte, a killed worker named
+with its lines, --resume after a kill or a torn line, and no torch.distributed without torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gbcli.distributed import split_by_cost
+from tests.cli_helpers import run
+from tests.test_pairs import _write_jsonl, corpus_pairs
+
+TIMEOUT_S = 30  # GBCLI_DIST_TIMEOUT for the jobs here: a failed job must end well within the test's wait
+
+
+@pytest.fixture(scope="module")
+def models(gpt_path, bert_path):
+    return ["--gpt", str(gpt_path), "--bert", str(bert_path)]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "GBCLI_THREADS": "1", "GBCLI_DIST_TIMEOUT": str(TIMEOUT_S),
+            **extra}
+
+
+def _torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "-m", "gbcli", *args]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, models) -> tuple[str, bytes]:
+    """A file of 40 pairs, and the reference --output file: one process, one thread, chunks of 2 pairs."""
+    folder = tmp_path_factory.mktemp("corpus")
+    file = _write_jsonl(folder / "pairs.jsonl", corpus_pairs(40))
+    out = folder / "single.jsonl"
+    done = subprocess.run([sys.executable, "-m", "gbcli", "pairs", "--file", file, *models, *BATCH,
+                           "--output", str(out), "--json"], capture_output=True, timeout=300, env=_env())
+    assert done.returncode == 0, done.stderr.decode()
+    return file, out.read_bytes()
+
+
+BATCH = ("--batch-size", "2")
+
+
+def test_cost_split_keeps_order_and_evens_the_cost():
+    assert split_by_cost([1, 1, 1, 1], 2) == [range(0, 2), range(2, 4)]
+    # One long item (BERT's cost grows with the square of its tokens) is worth many short ones.
+    assert split_by_cost([16, 1, 1, 1, 1, 4, 4, 4, 4], 2) == [range(0, 3), range(3, 9)]  # 18 and 18
+    assert [len(r) for r in split_by_cost([5], 3)] == [0, 1, 0]
+    assert [len(r) for r in split_by_cost([], 2)] == [0, 0]
+
+
+def test_without_torchrun_the_distributed_path_is_never_taken(tmp_path, models, monkeypatch):
+    """`import torch` (2.13) loads torch.distributed itself, so what is checked is gbcli's side: without torchrun's
+    environment no process group is made and the job module is not even imported."""
+    import torch.distributed
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delitem(sys.modules, "gbcli.corpus_jobs", raising=False)
+    file = _write_jsonl(tmp_path / "pairs.jsonl", corpus_pairs(2))
+    result = run("pairs", "--file", file, *models, "--output", str(tmp_path / "out.jsonl"), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "gbcli.corpus_jobs" not in sys.modules and not torch.distributed.is_initialized()
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
+
+
+def test_two_processes_write_the_single_process_file(tmp_path, models, corpus):
+    file, expected = corpus
+    out = tmp_path / "out.jsonl"
+    done = subprocess.run(_torchrun("pairs", "--file", file, *models, *BATCH, "--output", str(out), "--json"),
+                          capture_output=True, timeout=300, env=_env())
+    assert done.returncode == 0, done.stderr.decode()
+    assert out.read_bytes() == expected
+    summary = json.loads(done.stdout)  # rank 0 alone prints: one summary
+    assert summary["kind"] == "summary" and summary["pairs"] == 40
+    assert not list(tmp_path.glob("out.jsonl.part*"))
+
+
+@pytest.mark.parametrize("command", [["score", "--file", "x.txt"], ["fill-mask", "--file", "x.txt"],
+                                     ["pairs", "--file", "x.txt"]])
+def test_under_torchrun_what_cannot_be_shared_is_refused(command, monkeypatch):
+    """score and fill-mask would run the whole input on every rank; pairs needs --output (one file, not stdout)."""
+    from tests.cli_helpers import assert_user_error
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    fragment = "needs --output" if command[0] == "pairs" else "does not run under torchrun"
+    assert_user_error(run(*command), 2, fragment)
+
+
+def _rank_pid(marker: str, rank: int) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"GBCLI_TEST_JOB={marker}".encode() in environ and f"RANK={rank}".encode() in environ:
+            return int(entry.name)
+    return None
+
+
+def test_a_killed_worker_ends_the_job_naming_its_lines_and_resume_completes_the_file(tmp_path, models, corpus):
+    file, expected = corpus
+    out = tmp_path / "out.jsonl"
+    args = ("pairs", "--file", file, *models, *BATCH, "--output", str(out), "--json")
+    job = subprocess.Popen(_torchrun(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env=_env(GBCLI_TEST_JOB=str(tmp_path)))
+    deadline = time.monotonic() + 120
+    pid = None
+    while pid is None and time.monotonic() < deadline:
+        pid = _rank_pid(str(tmp_path), 1)
+    assert pid is not None, "rank 1 was not found"
+    part = tmp_path / "out.jsonl.part1"
+    while time.monotonic() < deadline and not (part.exists() and part.stat().st_size):
+        time.sleep(0.005)
+    os.kill(pid, signal.SIGKILL)  # mid-job: its first chunk is written, 9 more to go
+    started = time.monotonic()
+    _, stderr = job.communicate(timeout=TIMEOUT_S + 60)
+    assert job.returncode != 0
+    assert time.monotonic() - started < TIMEOUT_S + 30  # torchrun stops the others at once; the rest is teardown
+    text = stderr.decode()
+    assert "rank 1 held lines 21–40" in text and "--resume" in text, text
+    # torchrun adds its own traceback (ChildFailedError); none comes from gbcli's code.
+    assert not [line for line in text.splitlines() if line.lstrip().startswith("File") and "/gbcli/" in line]
+    kept = part.read_bytes()
+    assert kept.endswith(b"\n") and 2 <= len(kept.splitlines()) < 20
+
+    # Torn lines as a crash mid-write leaves them: in a part file, and in an --output that also holds records of a
+    # part (as when a crash falls between rank 0's merge and its removal of the parts).
+    in_part0 = (tmp_path / "out.jsonl.part0").read_bytes().splitlines(keepends=True)
+    whole_in_part0 = sum(line.endswith(b"\n") for line in in_part0)  # SIGTERM may tear rank 0's last line too
+    first_two = in_part0[:2]
+    out.write_bytes(first_two[0] + first_two[1][:30])
+    with open(part, "ab") as stream:
+        stream.write(expected.splitlines(keepends=True)[39][:25])
+    resumed = subprocess.run(_torchrun(*args, "--resume"), capture_output=True, timeout=300, env=_env())
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    assert out.read_bytes() == expected
+    assert json.loads(resumed.stdout)["resumed"] == whole_in_part0 + len(kept.splitlines())
