@@ -141,3 +141,31 @@ def bert_path(tiny_models) -> Path:
 @pytest.fixture(scope="session")
 def bart_path(tiny_models) -> Path:
     return tiny_models["bart"]
+
+
+# The trained models as transformers loads them, for the independent computations the tests compare against.
+@pytest.fixture(scope="module")
+def models(gpt_path, bert_path) -> list[str]:
+    """The model options of a command run on the tiny GPT-2 and BERT."""
+    return ["--gpt", str(gpt_path), "--bert", str(bert_path)]
+
+
+@pytest.fixture(scope="module")
+def gpt(gpt_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(gpt_path), AutoModelForCausalLM.from_pretrained(gpt_path).eval()
+
+
+@pytest.fixture(scope="module")
+def bert(bert_path):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(bert_path), AutoModelForMaskedLM.from_pretrained(bert_path).eval()
+
+
+@pytest.fixture(scope="module")
+def bart(bart_path):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(bart_path), AutoModelForSeq2SeqLM.from_pretrained(bart_path).eval()

@@ -12,7 +12,6 @@ import time
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from gbcli.tasks.pairs import align_words
 from gbcli.tasks.scoring import WordScore
@@ -23,24 +22,6 @@ BAD_DUCK = "the duck barks in the park ."
 LONGER_BAD = "the duck barks loudly in the park ."
 
 
-@pytest.fixture(scope="module")
-def models(gpt_path, bert_path):
-    return ["--gpt", str(gpt_path), "--bert", str(bert_path)]
-
-
-@pytest.fixture(scope="module")
-def gpt(gpt_path):
-    return AutoTokenizer.from_pretrained(gpt_path), AutoModelForCausalLM.from_pretrained(gpt_path).eval()
-
-
-@pytest.fixture(scope="module")
-def bert(bert_path):
-    return AutoTokenizer.from_pretrained(bert_path), AutoModelForMaskedLM.from_pretrained(bert_path).eval()
-
-
-@pytest.fixture(scope="module")
-def bart(bart_path):
-    return AutoTokenizer.from_pretrained(bart_path), AutoModelForSeq2SeqLM.from_pretrained(bart_path).eval()
 
 
 def _pair(*args: str) -> dict:

@@ -9,7 +9,6 @@ import math
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from tests.cli_helpers import assert_user_error, run, run_installed
 from tests.fixtures.tiny_models import CORPUS, DUCK_SENTENCE, MAX_POSITIONS, MULTI_PIECE_SENTENCE
@@ -18,19 +17,6 @@ SENTENCES = [DUCK_SENTENCE, "the dog quacks in the park .", MULTI_PIECE_SENTENCE
 LONG_TEXT = " ".join(CORPUS[::6])  # far longer than the 64-token context
 
 
-@pytest.fixture(scope="module")
-def models(gpt_path, bert_path):
-    return ["--gpt", str(gpt_path), "--bert", str(bert_path)]
-
-
-@pytest.fixture(scope="module")
-def gpt(gpt_path):
-    return AutoTokenizer.from_pretrained(gpt_path), AutoModelForCausalLM.from_pretrained(gpt_path).eval()
-
-
-@pytest.fixture(scope="module")
-def bert(bert_path):
-    return AutoTokenizer.from_pretrained(bert_path), AutoModelForMaskedLM.from_pretrained(bert_path).eval()
 
 
 def _records(*args: str, **kwargs) -> list[dict]:

@@ -10,7 +10,6 @@ import math
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from tests.cli_helpers import assert_user_error, run
 from tests.fixtures.tiny_models import DUCK_SENTENCE, MULTI_PIECE_SENTENCE
@@ -18,19 +17,6 @@ from tests.fixtures.tiny_models import DUCK_SENTENCE, MULTI_PIECE_SENTENCE
 TEXT = MULTI_PIECE_SENTENCE  # "the wasp buzzes in the park .": "wasp" is two pieces in every tokenizer
 
 
-@pytest.fixture(scope="module")
-def models(gpt_path, bert_path):
-    return ["--gpt", str(gpt_path), "--bert", str(bert_path)]
-
-
-@pytest.fixture(scope="module")
-def gpt(gpt_path):
-    return AutoTokenizer.from_pretrained(gpt_path), AutoModelForCausalLM.from_pretrained(gpt_path).eval()
-
-
-@pytest.fixture(scope="module")
-def bert(bert_path):
-    return AutoTokenizer.from_pretrained(bert_path), AutoModelForMaskedLM.from_pretrained(bert_path).eval()
 
 
 def _column(*args: str) -> list[dict]:
