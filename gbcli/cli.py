@@ -376,9 +376,10 @@ def generate(
         from rich.live import Live
 
         from gbcli.models import load_model
+        from gbcli.render.common import terminal_echo_off
 
         view = StreamingView(text, [(family, display_name(spec)) for family, spec in requested])
-        with Live(view, console=console, refresh_per_second=12, transient=True) as live:
+        with terminal_echo_off(), Live(view, console=console, refresh_per_second=12, transient=True) as live:
             try:
                 for family, spec in requested:
                     view.loading(family)  # the spinner lives in the view: one live display per terminal
@@ -387,7 +388,8 @@ def generate(
                     with interrupt_exits_130():
                         result.columns.append(runners[family](lm, text, settings, view.update))
             except KeyboardInterrupt:
-                live.transient = False  # keep what was written so far on the screen
+                view.interrupted = True  # the last frame, whole and without the cursor, stays on the screen
+                live.transient = False
                 raise
     else:
         written: dict[str, str] = {}  # each column's text so far, for Ctrl-C

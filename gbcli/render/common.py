@@ -173,6 +173,31 @@ def animated(console: Console) -> bool:
     return console.is_terminal and not no_color()
 
 
+@contextlib.contextmanager
+def terminal_echo_off() -> Iterator[None]:
+    """While a live display redraws itself, keys typed into the terminal are not echoed: the echo of Ctrl-C ("^C")
+    lands after the display's last line and, when that line fills the width, wraps it onto a new one, so the
+    final redraw starts one line low and leaves a second top border behind. Typed keys still reach the shell."""
+    try:
+        import termios
+    except ImportError:  # Windows: no termios, and its console does not echo Ctrl-C into the output
+        yield
+        return
+    try:
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+    except (termios.error, OSError, ValueError):  # no terminal on stdin (a pipe, a file): nothing echoes
+        yield
+        return
+    quiet = list(saved)
+    quiet[3] &= ~termios.ECHO
+    try:
+        termios.tcsetattr(fd, termios.TCSANOW, quiet)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
+
+
 def to_jsonable(value: Any) -> Any:
     """Dataclasses to dicts, non-finite floats to null (JSON has no NaN), tuples to lists."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

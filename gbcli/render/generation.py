@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.panel import Panel
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -67,6 +68,8 @@ class StreamingView:
         self.active: str | None = None
         # Until the first model is ready nothing is being written: the first column shows that it loads.
         self.loading_family: str | None = columns[0][0] if columns else None
+        # After Ctrl-C the last frame is printed whole, taller than the terminal if need be.
+        self.interrupted = False
 
     def loading(self, family: str) -> None:
         """This column's model is being loaded (the ones before it have finished writing)."""
@@ -77,7 +80,7 @@ class StreamingView:
         self.loading_family = None
         self.texts[family] = text
 
-    def __rich__(self) -> RenderableType:
+    def panels(self) -> list[Panel]:
         panels = []
         for family, name in self.columns:
             body = Text(overflow="fold")  # see continuation_text
@@ -85,7 +88,23 @@ class StreamingView:
             body.append(self.texts[family], style="bold")
             if family == self.loading_family:
                 body = Text(f"loading {name} …", style="dim italic")
-            elif family == self.active:
+            elif family == self.active and not self.interrupted:
                 body.append("▌", style="blink")
             panels.append(Panel(body, title=f"{family_title(family)} · {name}", expand=True))
-        return SideBySide(panels)
+        return panels
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        view = SideBySide(self.panels())
+        if self.interrupted:
+            yield view
+            return
+        # A live display taller than the terminal cannot be redrawn (its top has scrolled away, so every later frame
+        # would leave a copy behind), and Rich would show its top while the new tokens arrive at the bottom: keep
+        # the panels' top border and their newest lines within the screen.
+        lines = console.render_lines(view, options, pad=False)
+        room = max(3, options.max_height - 1)
+        if len(lines) > room:
+            lines = [lines[0], *lines[len(lines) - (room - 1):]]
+        for line in lines:
+            yield from line
+            yield Segment.line()

@@ -1,0 +1,134 @@
+"""What a terminal shows while `generate` streams and after Ctrl-C is typed: read back through a terminal emulator."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import struct
+import termios
+import time
+
+import pyte
+import pytest
+import torch
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+from tests.cli_helpers import TRACEBACK, gbcli_executable
+
+ROWS, COLUMNS = 14, 80
+
+
+@pytest.fixture(scope="module")
+def endless_gpt(tmp_path_factory, gpt_path):
+    """A small random GPT-2 with room for thousands of tokens that never ends its text by itself: it streams fast
+    enough to outgrow the screen within a second."""
+    folder = tmp_path_factory.mktemp("endless-gpt")
+    tokenizer = AutoTokenizer.from_pretrained(gpt_path)
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=4096, vocab_size=len(tokenizer),
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = GPT2LMHeadModel(config)
+    with torch.no_grad():
+        model.lm_head.weight[tokenizer.eos_token_id].zero_()
+        model.transformer.wte.weight[tokenizer.eos_token_id] = -1e4 * model.transformer.wte.weight.abs().max()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+class Terminal:
+    """gbcli on a pseudo-terminal of ROWS x COLUMNS; everything it writes, replayed by a terminal emulator."""
+
+    def __init__(self, *args: str) -> None:
+        self.output = b""
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            os.environ.update(COLUMNS=str(COLUMNS), LINES=str(ROWS), GBCLI_NO_SERVER="1", TERM="xterm-256color")
+            os.environ.pop("NO_COLOR", None)
+            os.execv(gbcli_executable(), ["gbcli", *args])
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
+
+    def read(self, seconds: float, until: bytes | None = None) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not (until and until in self.output):
+            ready, _, _ = select.select([self.fd], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(self.fd, 65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                self.output += chunk
+
+    def screen(self) -> list[str]:
+        """What the visible screen shows now."""
+        screen = pyte.Screen(COLUMNS, ROWS)
+        pyte.ByteStream(screen).feed(self.output)
+        return [line.rstrip() for line in screen.display]
+
+    def scrollback_and_screen(self) -> list[str]:
+        """Every line the user can scroll back to, then the screen."""
+        screen = pyte.HistoryScreen(COLUMNS, ROWS, history=100_000)
+        pyte.ByteStream(screen).feed(self.output)
+        history = ["".join(line[i].data for i in sorted(line)) for line in screen.history.top]
+        return [line.rstrip() for line in history + screen.display]
+
+    def wait(self, seconds: float) -> int:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.read(0.2)
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.read(0.5)
+                return os.waitstatus_to_exitcode(status)
+        pytest.fail(f"gbcli did not end within {seconds} s of Ctrl-C")
+
+    def close(self) -> None:
+        try:
+            os.kill(self.pid, 9)
+        except ProcessLookupError:
+            pass
+        os.close(self.fd)
+
+
+CURSOR = "▌"
+
+
+def test_typed_ctrl_c_leaves_one_whole_panel_and_the_newest_tokens_stay_in_view(endless_gpt):
+    """The live panel outgrows the screen: the screen keeps showing the newest tokens (the cursor), and after Ctrl-C
+    is typed (the terminal echoes it) the panel is on screen once, whole, with one top border and no `^C`."""
+    terminal = Terminal("generate", "once upon a time", "--models", "gpt", "--gpt", str(endless_gpt),
+                        "--max-new-tokens", "4000", "--seed", "1")
+    try:
+        terminal.read(120, until=CURSOR.encode())
+        assert CURSOR.encode() in terminal.output, terminal.output[-500:]
+        start = time.monotonic()  # stream until the text is taller than the screen: its first line scrolls away
+        first_line = "│ once upon a time"
+        while time.monotonic() - start < 60 and any(line.startswith(first_line) for line in terminal.screen()):
+            terminal.read(0.3)
+        live = terminal.screen()
+        os.write(terminal.fd, b"\x03")  # Ctrl-C typed on the keyboard, echoed by the terminal unless gbcli stops it
+        code = terminal.wait(60)
+        echo_restored = bool(termios.tcgetattr(terminal.fd)[3] & termios.ECHO)
+    finally:
+        terminal.close()
+    assert code == 130
+    # While it streams, the live frame fits the screen and shows where the text grows: its top border and cursor.
+    assert any("GPT ·" in line for line in live), live
+    assert any(CURSOR in line for line in live), live
+    everything = terminal.scrollback_and_screen()
+    text = "\n".join(everything)
+    assert TRACEBACK not in text and "interrupted" in text
+    assert "^C" not in text
+    tops = [index for index, line in enumerate(everything) if line.startswith("╭") and "GPT ·" in line]
+    assert len(tops) == 1, text
+    bottom = next(index for index in range(tops[0], len(everything)) if everything[index].startswith("╰"))
+    body = everything[tops[0] + 1:bottom]
+    assert len(body) > ROWS  # the whole interrupted text, taller than the screen, not only its last frame
+    assert all(line.startswith("│") and line.endswith("│") for line in body), text
+    assert body[0].startswith("│ once upon a time")
+    assert CURSOR not in "".join(body)  # the final frame has no cursor
+    assert echo_restored  # the terminal echoes keys again after gbcli ends
