@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import random
+import select
 import statistics
 import subprocess
 import sys
@@ -155,7 +156,7 @@ def run_process(command: list[str]) -> tuple[float, int, int, str]:
         out, err = Path(folder) / "out", Path(folder) / "err"
         with out.open("w") as stdout, err.open("w") as stderr:
             subprocess.run([sys.executable, "-c", LAUNCHER, str(report), *command], stdin=subprocess.DEVNULL,
-                           stdout=stdout, stderr=stderr, env=env, check=False)
+                           stdout=stdout, stderr=stderr, env=env, check=False, timeout=1800)
         measured = json.loads(report.read_text())
         text = out.read_text() if measured["code"] == 0 else err.read_text()
     return measured["seconds"], measured["peak"], measured["code"], text
@@ -729,28 +730,49 @@ def timed_processes(commands: dict[str, list[str]], env: dict[str, str], repeats
 def shell_line_seconds(ctx: Context, repeats: int) -> list[float]:
     """From writing a fill-mask line into `gbcli shell` to the last line of its table."""
     env = {**os.environ, **SUBPROCESS_ENV, "COLUMNS": "200"}
-    shell = subprocess.Popen([*gbcli_command(), "shell", "--gpt", str(ctx.gpt_path), "--bert", str(ctx.bert_path)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    models = ["--gpt", str(ctx.gpt_path), "--bert", str(ctx.bert_path)]
+    # The shell prints what the command prints: its last line, taken from a plain run, marks the end of an answer
+    # (a phrase written into this script would go stale with the next change of the table's wording).
+    plain = subprocess.run([*gbcli_command(), "fill-mask", WARM_TEXT, *models, "--no-server"], capture_output=True,
+                           env=env, check=True, timeout=600)
+    last_line = plain.stdout.rstrip().splitlines()[-1].rstrip()
+    shell = subprocess.Popen([*gbcli_command(), "shell", *models], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, env=env)
     assert shell.stdin is not None and shell.stdout is not None
-    last_line = b"probabilities multiplied"  # the footnote that ends the fill-mask table
     seconds = []
     try:
         for attempt in range(repeats + 1):  # the first line waits for the models to load: not timed
             started = time.perf_counter()
             shell.stdin.write(f'fill-mask "{WARM_TEXT}"\n'.encode())
             shell.stdin.flush()
-            while True:
-                line = shell.stdout.readline()
-                if not line:
-                    raise RuntimeError("gbcli shell ended early")
-                if last_line in line:
-                    break
+            _read_until_line(shell, last_line, timeout=600)
             if attempt:
                 seconds.append(time.perf_counter() - started)
     finally:
         shell.stdin.close()
         shell.wait(timeout=60)
     return seconds
+
+
+def _read_until_line(process: subprocess.Popen, wanted: bytes, timeout: float) -> None:
+    """Read the process's stdout up to a line equal to `wanted`; an error, never a hang, if it does not come."""
+    assert process.stdout is not None
+    fd = process.stdout.fileno()  # read the pipe itself: a buffered reader would hide lines from select()
+    pending = getattr(process, "pending_output", b"")
+    deadline = time.monotonic() + timeout
+    while True:
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            if line.rstrip() == wanted:
+                process.pending_output = pending  # type: ignore[attr-defined]  # the next answer's first lines
+                return
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise RuntimeError(f"gbcli shell did not print {wanted[:60]!r} within {timeout:.0f} s")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise RuntimeError("gbcli shell ended early")
+        pending += chunk
 
 
 def peak_rss(pid: int) -> int:
