@@ -10,15 +10,20 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from dataclasses import replace
 
 import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from gbcli.lm import threads
+from gbcli.lm.decoding import ModelDecoder, decoder_for
+from gbcli.lm.gpt2_fast import RELAYOUT_MIN_TOKENS, _ColumnBlocks, gpt2_decoder
 from gbcli.models import LoadOptions, load_model
 from gbcli.tasks import generation
 from gbcli.tasks.decoding import DecodingSettings
 from gbcli.tasks.generation import generate_causal
+from gbcli.tasks.generation.masked import _mask_logits
 from tests.fixtures.tiny_models import BERT_MASKED_DUCK, GPT_PROMPT
 
 SAMPLING_CASES = [
@@ -74,6 +79,11 @@ def _produced(result) -> list[int]:
     return [token.id for token in result.continuations[0].tokens]
 
 
+def _own_gpt2_decoder(lm, new_tokens: int):
+    """A GPT-2 decoder of its own (the loaded model keeps one), re-laid-out when `new_tokens` asks for it."""
+    return gpt2_decoder(replace(lm, extras={}), new_tokens)
+
+
 @pytest.mark.parametrize("family", ["gpt", "llama"])
 def test_own_loop_greedy_equals_model_generate(family, request):
     lm = request.getfixturevalue(family)
@@ -107,14 +117,13 @@ def test_logprobs_read_while_decoding_equal_a_teacher_forced_pass(family, reques
 
 def test_gpt2_step_is_the_models_own_forward_bit_for_bit(gpt):
     """The written-out GPT-2 step, read through the model's own output layer, equals `model(...)` exactly."""
-    assert isinstance(generation._decoder_for(gpt), generation._Gpt2Decoder)
+    assert decoder_for(gpt, 12) is gpt2_decoder(gpt, 12) is not None
     ids = gpt.tokenizer(GPT_PROMPT, return_tensors="pt")["input_ids"]
     capacity = ids.shape[1] + 12
-    written_out = generation._Gpt2Decoder(gpt.model)  # the model's lm_head layout: no re-ordered sums anywhere
-    fast = generation._Gpt2Decoder(gpt.model)
-    fast.relayout_head()
+    written_out = _own_gpt2_decoder(gpt, 12)  # the model's lm_head layout: no re-ordered sums anywhere
+    fast = _own_gpt2_decoder(gpt, RELAYOUT_MIN_TOKENS)
     assert fast.head_t is not None
-    model = generation._ModelDecoder(gpt.model)
+    model = ModelDecoder(gpt.model)
     with torch.inference_mode():
         ours, fast_logits, theirs = written_out.start(ids, capacity), fast.start(ids, capacity), model.start(ids,
                                                                                                              capacity)
@@ -158,9 +167,9 @@ def test_decoding_gives_the_caller_its_thread_setting_back(gpt, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
-    monkeypatch.setattr(generation, "other_busy_cores", lambda: 63.0)  # a very busy machine
+    monkeypatch.setattr(threads, "other_busy_cores", lambda: 63.0)  # a very busy machine
     try:
-        assert generation.step_threads(2) == 1
+        assert threads.step_threads(2) == 1
         generate_causal(gpt, GPT_PROMPT, DecodingSettings.from_options(max_new_tokens=12, greedy=True))
         assert torch.get_num_threads() == 2
     finally:
@@ -169,13 +178,13 @@ def test_decoding_gives_the_caller_its_thread_setting_back(gpt, monkeypatch):
 
 def test_step_threads_tries_each_count_then_keeps_the_fastest(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(generation, "usable_cores", lambda: 2)
-    monkeypatch.setattr(generation, "other_busy_cores", lambda: 0.0)
-    chooser = generation.StepThreads(2)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "other_busy_cores", lambda: 0.0)
+    chooser = threads.StepThreads(2)
     assert chooser.candidates == [2, 1]
     seconds = {2: 0.010, 1: 0.025}  # two threads decode faster
     tried = []
-    for _ in range(generation.StepThreads.PROBE_STEPS * 2):
+    for _ in range(threads.StepThreads.PROBE_STEPS * 2):
         count = chooser.next()
         tried.append(count)
         chooser.record(count, seconds[count])
@@ -184,7 +193,7 @@ def test_step_threads_tries_each_count_then_keeps_the_fastest(monkeypatch):
     # The machine gets busy: two threads now stall. The next probe round notices and one thread takes over.
     seconds = {2: 0.270, 1: 0.026}
     picked = []
-    for _ in range(generation.StepThreads.PROBE_EVERY * 2):
+    for _ in range(threads.StepThreads.PROBE_EVERY * 2):
         count = chooser.next()
         chooser.record(count, seconds[count])
         picked.append(count)
@@ -193,9 +202,9 @@ def test_step_threads_tries_each_count_then_keeps_the_fastest(monkeypatch):
 
 def test_step_threads_keeps_an_explicit_or_single_thread_count(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert generation.StepThreads(2).candidates == [2]
+    assert threads.StepThreads(2).candidates == [2]
     monkeypatch.delenv("OMP_NUM_THREADS")
-    assert generation.StepThreads(1).candidates == [1]
+    assert threads.StepThreads(1).candidates == [1]
 
 
 def test_gpt2_steps_give_the_same_numbers_on_one_thread_or_two(gpt):
@@ -206,8 +215,7 @@ def test_gpt2_steps_give_the_same_numbers_on_one_thread_or_two(gpt):
     capacity = ids.shape[1] + 8
     torch.set_num_threads(2)
     try:
-        decoder = generation._Gpt2Decoder(gpt.model)
-        decoder.relayout_head()
+        decoder = _own_gpt2_decoder(gpt, RELAYOUT_MIN_TOKENS)
         runs = []
         for counts in ([2] * 8, [1] * 8, [1, 2] * 4):
             with torch.inference_mode():
@@ -229,13 +237,13 @@ def test_gpt2_steps_give_the_same_numbers_on_one_thread_or_two(gpt):
 
 def test_idle_cores_or_an_explicit_thread_count_keep_the_threads(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(generation, "usable_cores", lambda: 8)
-    monkeypatch.setattr(generation, "other_busy_cores", lambda: 0.0)  # only ourselves
-    assert generation.step_threads(8) == 8
-    monkeypatch.setattr(generation, "other_busy_cores", lambda: 4.0)  # four other busy processes
-    assert generation.step_threads(8) == 4
+    monkeypatch.setattr(threads, "usable_cores", lambda: 8)
+    monkeypatch.setattr(threads, "other_busy_cores", lambda: 0.0)  # only ourselves
+    assert threads.step_threads(8) == 8
+    monkeypatch.setattr(threads, "other_busy_cores", lambda: 4.0)  # four other busy processes
+    assert threads.step_threads(8) == 4
     monkeypatch.setenv("OMP_NUM_THREADS", "8")
-    assert generation.step_threads(8) == 8
+    assert threads.step_threads(8) == 8
 
 
 def test_bert_head_at_the_mask_alone_equals_the_full_forward(bert_path):
@@ -248,7 +256,7 @@ def test_bert_head_at_the_mask_alone_equals_the_full_forward(bert_path):
     position = len(body)
     with torch.inference_mode():
         full = bert.model(input_ids=torch.tensor([b + [tok.mask_token_id] + closing for b in bodies])).logits
-    torch.testing.assert_close(generation._mask_logits(bert, bodies, closing), full[:, position], rtol=0, atol=1e-5)
+    torch.testing.assert_close(_mask_logits(bert, bodies, closing), full[:, position], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("parts", [2, 3, 4])
@@ -258,7 +266,7 @@ def test_column_blocks_compute_the_same_product(parts, columns):
     torch.manual_seed(parts * columns)
     weight, bias, x = torch.randn(96, columns), torch.randn(columns), torch.randn(1, 96)
     for with_bias in (bias, None):
-        blocks = generation._ColumnBlocks(weight, with_bias, parts)
+        blocks = _ColumnBlocks(weight, with_bias, parts)
         assert blocks.parts == parts
         expected = torch.addmm(with_bias, x, weight) if with_bias is not None else x @ weight
         torch.testing.assert_close(blocks(x), expected, rtol=1e-6, atol=1e-5)  # summation order only
@@ -270,9 +278,8 @@ def test_gpt2_step_on_two_threads_splits_its_products_and_keeps_the_models_numbe
     try:
         ids = gpt.tokenizer(GPT_PROMPT, return_tensors="pt")["input_ids"]
         capacity = ids.shape[1] + 12
-        fast = generation._Gpt2Decoder(gpt.model)
-        fast.relayout_head()
-        model = generation._ModelDecoder(gpt.model)
+        fast = _own_gpt2_decoder(gpt, RELAYOUT_MIN_TOKENS)
+        model = ModelDecoder(gpt.model)
         with torch.inference_mode():
             fast_logits, theirs = fast.start(ids, capacity), model.start(ids, capacity)
             assert fast.parts == 2
@@ -291,10 +298,10 @@ def test_step_threads_never_runs_a_team_larger_than_the_free_cores(monkeypatch):
     """With one of two cores busy elsewhere, a two-thread step would wait for time slices (~10 steps' worth):
     the chooser neither uses nor probes it, and takes it back once the core is free again."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(generation, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     busy = {"others": 1.0}
-    monkeypatch.setattr(generation, "other_busy_cores", lambda: busy["others"])
-    chooser = generation.StepThreads(2)
+    monkeypatch.setattr(threads, "other_busy_cores", lambda: busy["others"])
+    chooser = threads.StepThreads(2)
     assert chooser.candidates == [2, 1]
     picked = []
     for _ in range(100):
@@ -304,7 +311,7 @@ def test_step_threads_never_runs_a_team_larger_than_the_free_cores(monkeypatch):
     assert picked == [1] * 100
     busy["others"] = 0.0  # the other work ends: two threads are probed again, and win
     picked = []
-    for _ in range(generation.StepThreads.PROBE_EVERY * 2):
+    for _ in range(threads.StepThreads.PROBE_EVERY * 2):
         count = chooser.next()
         chooser.record(count, 0.026 if count == 1 else 0.012)
         picked.append(count)
@@ -320,7 +327,7 @@ def test_other_busy_cores_sees_a_process_that_keeps_a_core_busy():
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)
-        assert generation.other_busy_cores() >= 1
+        assert threads.other_busy_cores() >= 1
     finally:
         hog.kill()
         hog.wait()

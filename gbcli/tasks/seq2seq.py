@@ -16,7 +16,6 @@ Everything here is pure computation on a LoadedModel; no printing.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -251,46 +250,10 @@ def generation_kwargs(lm: LoadedModel, settings: Any) -> dict[str, Any]:
     """`model.generate` arguments for DecodingSettings, with the checkpoint's summarisation habits switched off
     (forced </s> at the length limit, no_repeat_ngram_size, minimum lengths) so that BART decodes exactly as the
     other columns are asked to."""
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": settings.max_new_tokens,
-        "num_return_sequences": settings.num_return_sequences,
-        "repetition_penalty": settings.repetition_penalty,
-        "no_repeat_ngram_size": 0,
-        "encoder_no_repeat_ngram_size": 0,
-        "min_length": 0,
-        "length_penalty": 1.0,
-        "forced_eos_token_id": None,
-        "forced_bos_token_id": None,
-        "pad_token_id": pad_id(lm),
-    }
-    if settings.mode == "sample":
-        kwargs.update(do_sample=True, num_beams=1, temperature=settings.temperature, top_k=settings.top_k,
-                      top_p=settings.top_p)
-    elif settings.mode == "beam":
-        kwargs.update(do_sample=False, num_beams=settings.num_beams, early_stopping=True)
-    else:
-        kwargs.update(do_sample=False, num_beams=1)
-    return kwargs
+    from gbcli.lm.hf_generate import generate_kwargs
 
-
-class _Streamer:
-    """A `generate` streamer that hands the decoded continuation to a callback after every token."""
-
-    def __init__(self, lm: LoadedModel, on_token: Callable[[str, str], None]) -> None:
-        self.lm = lm
-        self.on_token = on_token
-        self.ids: list[int] = []
-        self.seen_prefix = False
-
-    def put(self, value: Any) -> None:
-        if not self.seen_prefix:  # generate() first hands over the decoder prefix itself
-            self.seen_prefix = True
-            return
-        self.ids.extend(value.reshape(-1).tolist())
-        self.on_token(self.lm.family, self.lm.tokenizer.decode(self.ids, skip_special_tokens=True))
-
-    def end(self) -> None:
-        pass
+    return generate_kwargs(settings, pad_id(lm), no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0,
+                           min_length=0, length_penalty=1.0, forced_eos_token_id=None, forced_bos_token_id=None)
 
 
 def generate_seq2seq(lm: LoadedModel, prompt: str, settings: Any,
@@ -298,31 +261,20 @@ def generate_seq2seq(lm: LoadedModel, prompt: str, settings: Any,
     """Continue the prompt with BART's decoder; each new token comes with its raw log-probability."""
     import torch
 
+    from gbcli.lm.hf_generate import run_generate
     from gbcli.tasks.generation import continuation, model_generation
 
     check_seq2seq(lm)
     source, prefix = generation_inputs(lm, prompt)
     check_length(lm, len(source), "the prompt with <mask> and its special tokens")
     check_length(lm, len(prefix) + settings.max_new_tokens, f"the prompt plus {settings.max_new_tokens} new tokens")
-    kwargs = generation_kwargs(lm, settings)
-    if on_token is not None and settings.mode != "beam" and settings.num_return_sequences == 1:
-        kwargs["streamer"] = _Streamer(lm, on_token)
     input_ids = torch.tensor([source], device=lm.device)
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
-    started = time.perf_counter()
-    with torch.inference_mode():
-        output = lm.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                   decoder_input_ids=torch.tensor([prefix], device=lm.device), **kwargs)
-    seconds = time.perf_counter() - started
-    eos = eos_id(lm)
-    rows = []
-    for row in output.tolist():
-        new_ids = row[len(prefix):]
-        stopped = eos is not None and eos in new_ids
-        if stopped:
-            new_ids = new_ids[: new_ids.index(eos) + 1]
-        rows.append((new_ids, stopped))
+    rows, seconds = run_generate(
+        lm, settings, generation_kwargs(lm, settings), prompt_length=len(prefix), eos_token_id=eos_id(lm),
+        on_text=None if on_token is None else lambda text: on_token(lm.family, text),
+        input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+        decoder_input_ids=torch.tensor([prefix], device=lm.device),
+    )
     scored = teacher_forced_logprobs(lm, source, [prefix + new_ids for new_ids, _ in rows])
     continuations = [continuation(lm, prefix, new_ids, logprobs[len(prefix) - 1 :], stopped)
                      for (new_ids, stopped), logprobs in zip(rows, scored, strict=True)]

@@ -1,0 +1,177 @@
+"""How many threads token-by-token work runs on: the cores no other process is busy on, chosen by timing steps.
+
+Decoding one token is a few hundred small ops, and an OpenMP team waits at the end of each op for its slowest
+thread, so on a shared machine fewer threads are often faster. Everything here is about the machine, not about
+any model: the decoding loop (gbcli.lm.decoding) and BERT's mask filling use it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform says, else every core)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def other_busy_cores() -> float:
+    """How many cores other processes keep busy right now.
+
+    Linux counts the runnable tasks at this instant (/proc/loadavg's fourth field); this process's own running
+    threads (OpenMP workers spin for a while after each op) are taken off. The least of three looks ignores a task
+    that is runnable only for a moment. Elsewhere, the one-minute load average less this process stands in: it
+    lags by a minute, which is why StepThreads also times the steps.
+    """
+    try:
+        looks = []
+        for _ in range(3):
+            with open("/proc/loadavg") as f:
+                runnable = int(f.read().split()[3].split("/")[0])
+            own = 0
+            for task in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{task}/stat") as f:
+                    own += f.read().rsplit(")", 1)[1].split()[0] == "R"
+            looks.append(max(0, runnable - own))
+        return float(min(looks))
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return max(0.0, os.getloadavg()[0] - 1)
+    except (AttributeError, OSError):  # pragma: no cover - not available on Windows
+        return 0.0
+
+
+def step_threads(current: int) -> int:
+    """How many threads token-by-token work should use: the cores no other process is busy on, at most `current`.
+
+    When another process holds one of the cores, every op waits for a time slice: on a busy 2-core machine a
+    GPT-2-small token took 270 ms with 2 threads and 26 ms with 1. A single core streams the weights (the real cost
+    of a decoding step) about as fast as two here. OMP_NUM_THREADS, when set, is the user's choice and is kept.
+    """
+    if os.environ.get("OMP_NUM_THREADS") or current <= 1:
+        return current
+    idle = int(usable_cores() - other_busy_cores())
+    return max(1, min(current, idle))
+
+
+@contextmanager
+def threads_for_steps() -> Iterator[None]:
+    """Run token-by-token loops on `step_threads()` threads, and give the caller its setting back afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    wanted = step_threads(before)
+    if wanted != before:
+        torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        if wanted != before:
+            torch.set_num_threads(before)
+
+
+class StepThreads:
+    """Chooses, step by step, the thread count that decodes fastest right now, by timing the steps themselves.
+
+    Candidates are torch's setting, one, and what `step_threads` finds free. A count that needs more cores than are
+    free right now (`other_busy_cores`, looked at every LOOK_EVERY steps) is neither used nor probed: one step of a
+    team whose threads wait for time slices costs ~10 ordinary steps, so probing it would lose more than it could
+    win. Among the counts that fit, each runs PROBE_STEPS steps in turn, the fastest median wins, and every
+    PROBE_EVERY steps the others are timed again (the machine may have become idle or busy). The GPT-2 decoder
+    (gbcli.lm.gpt2_fast) splits its products by the caller's thread setting, not by the count that runs them, so
+    these give the same bits either way; torch's attention kernel alone divides its sums by thread count (in
+    `model.generate` too), which moves the last bits (~1e-7). OMP_NUM_THREADS, when set, is the user's choice and
+    is kept.
+    """
+
+    PROBE_STEPS = 3  # steps per candidate at the start
+    PROBE_EVERY = 32
+    LOOK_EVERY = 4  # steps between two looks at how busy the machine is (a look costs ~0.1 ms)
+
+    def __init__(self, threads: int) -> None:
+        if os.environ.get("OMP_NUM_THREADS") or threads <= 1:
+            self.candidates = [threads]
+        else:
+            self.candidates = sorted({threads, 1, step_threads(threads)}, reverse=True)
+        self.times: dict[int, deque[float]] = {count: deque(maxlen=self.PROBE_STEPS) for count in self.candidates}
+        self.steps = 0
+        self.fitting = self._fitting()
+
+    def _fitting(self) -> list[int]:
+        """The candidates that fit in the cores free right now (one thread always does)."""
+        if len(self.candidates) == 1:
+            return self.candidates
+        free = usable_cores() - other_busy_cores()
+        return [count for count in self.candidates if count <= max(1.0, free)]
+
+    def next(self) -> int:
+        """The thread count for the next step."""
+        step = self.steps
+        self.steps += 1
+        if len(self.candidates) == 1:
+            return self.candidates[0]
+        if step and step % self.LOOK_EVERY == 0:
+            self.fitting = self._fitting()
+        fitting = self.fitting
+        unprobed = [count for count in fitting if len(self.times[count]) < self.PROBE_STEPS]
+        if unprobed and step < self.PROBE_STEPS * len(self.candidates):
+            return min(unprobed, key=lambda count: len(self.times[count]))
+        if len(fitting) > 1 and step % self.PROBE_EVERY < len(fitting):
+            return fitting[step % self.PROBE_EVERY]
+        return self.fastest()
+
+    def record(self, threads: int, seconds: float) -> None:
+        self.times[threads].append(seconds)
+
+    def fastest(self) -> int:
+        def median(count: int) -> float:
+            times = sorted(self.times[count])
+            return times[len(times) // 2] if times else float("inf")
+
+        return min(self.fitting, key=median)
+
+
+class _TimedSteps:
+    """A decoder whose every step runs on the thread count StepThreads picks, and is timed for it."""
+
+    def __init__(self, decoder: Any, chooser: StepThreads) -> None:
+        self.decoder = decoder
+        self.chooser = chooser
+
+    def start(self, input_ids: Any, capacity: int) -> Any:
+        return self.decoder.start(input_ids, capacity)  # the prompt runs on the caller's setting
+
+    def step(self, token: Any, position: int) -> Any:
+        import torch
+
+        count = self.chooser.next()
+        if count != torch.get_num_threads():
+            torch.set_num_threads(count)
+        started = time.perf_counter()
+        logits = self.decoder.step(token, position)
+        self.chooser.record(count, time.perf_counter() - started)
+        return logits
+
+
+@contextmanager
+def on_fastest_threads(decoder: Any) -> Iterator[Any]:
+    """The decoder (anything with `start` and `step`) with each step on the thread count that is fastest right
+    now (StepThreads); the caller's thread setting comes back afterwards, Ctrl-C included."""
+    import torch
+
+    threads = torch.get_num_threads()
+    chooser = StepThreads(threads)
+    try:
+        yield _TimedSteps(decoder, chooser)
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
