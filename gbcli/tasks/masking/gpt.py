@@ -1,0 +1,252 @@
+"""The causal LM's two columns: the next token from the left context alone, then whole sentences ranked.
+
+A causal LM was trained to predict the next token from the ones before it, so at the blank it knows only the left
+context (`gpt_left`). It can still judge complete sentences: put each candidate in the blank (BERT's top-k, its
+own left top-k and the targets) and compare the likelihoods of the whole sentences (`gpt_whole`), normalised over
+the candidates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from gbcli.errors import usage_error
+from gbcli.models import LoadedModel
+from gbcli.tasks.masking.column import Column, RunSettings, as_fill
+from gbcli.tasks.masking.engine import _CausalQuery, _logsumexp, _run_causal
+from gbcli.tasks.masking.masks import Fill, fill_text
+from gbcli.tasks.masking.results import FILLING_METHODS, Filling, MaskColumn, MaskPrediction
+from gbcli.tasks.masking.text import TextState, too_long
+from gbcli.tasks.masking.tokens import piece
+
+BLANK = " ___"  # the blank a column predicts, in the context it read
+# A sentence's tokens are scored from position 1: after <|endoftext|> that is every one of them; a model without
+# a start token cannot score the first.
+SCORE_FROM = 1
+
+# One target word at one blank of the left-context column: the word, its pieces, and the query that scores it.
+_ScoredTarget = tuple[str, list[int] | None, _CausalQuery | None]
+
+
+@dataclass
+class GptReading:
+    """GPT-2's part of one text: its left-to-right filling, each blank's candidates, and the whole-sentence best."""
+
+    candidates: list[list[Fill]] = field(default_factory=list)  # per mask: GPT-2's top next tokens as fills
+    filling: list[Fill] = field(default_factory=list)  # left to right, each mask its most likely next token
+    filling_logprob: float = 0.0
+    best: list[Fill] = field(default_factory=list)  # per mask: its best whole-sentence candidate
+    best_text: str = ""  # the text with every best candidate in
+    best_logprob: float = 0.0  # log-likelihood of best_text
+
+
+@dataclass
+class _Ranking:
+    """One blank of one text for the whole-sentence column: the candidates, and one sentence query each."""
+
+    text: TextState
+    mask: int
+    candidates: list[Fill]
+    queries: list[_CausalQuery]
+
+
+def _reading(state: TextState) -> GptReading:
+    assert state.gpt is not None
+    return state.gpt
+
+
+def _joint(state: TextState) -> list[Fill]:
+    """What the other blanks hold while GPT-2 ranks one: BERT's joint filling, or without BERT GPT-2's own."""
+    return state.bert.filling if state.bert is not None else _reading(state).filling
+
+
+class GptColumns(Column):
+    """The causal LM over a batch of texts: `gpt_left` blank by blank, then `gpt_whole` for every blank."""
+
+    def __init__(self, lm: LoadedModel, settings: RunSettings) -> None:
+        super().__init__(lm, settings)
+        # GPT-2 scores a text after <|endoftext|>, so that its first word has a probability too.
+        tok = lm.tokenizer
+        bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        self.prefix: list[int] = [bos] if bos is not None else []
+        self._word_ids: dict[str, list[int]] = {}
+
+    def word_ids(self, text: str) -> list[int]:
+        ids = self._word_ids.get(text)
+        if ids is None:
+            ids = self._word_ids[text] = self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def run(self, texts: list[TextState]) -> None:
+        for state in texts:
+            state.gpt = GptReading()
+        # Left context only: mask r sees the text before it, earlier masks filled by GPT-2's own choices.
+        for r in range(max((s.masks for s in texts), default=0)):
+            self._left_round([s for s in texts if s.error is None and s.masks > r], r)
+        texts = [s for s in texts if s.error is None]
+        for state in texts:
+            reading = _reading(state)
+            state.fillings.append(
+                Filling("gpt_left", FILLING_METHODS["gpt_left"], [w for w, _ in reading.filling],
+                        fill_text(state.segments, reading.filling), reading.filling_logprob,
+                        list(range(state.masks)))
+            )
+        self._whole_sentence(texts)
+
+    # ---- left context ------------------------------------------------------------------------------------------
+
+    def _left_round(self, work: list[TextState], r: int) -> None:
+        """Mask r of every text that has one: GPT-2's top next tokens after the text before it, and the targets."""
+        lefts = []
+        for state in work:
+            left = fill_text(state.segments[: r + 1], _reading(state).filling[:r])
+            lefts.append(left[:-1] if state.space_before(r) else left)  # the space belongs to the next token
+        encoded = self.lm.tokenizer(lefts, add_special_tokens=False)["input_ids"] if lefts else []
+        jobs: list[tuple[TextState, _CausalQuery, list[_ScoredTarget]]] = []
+        for state, left_ids in zip(work, encoded, strict=True):
+            job = self._left_queries(state, r, self.prefix + left_ids)
+            if job is not None:
+                jobs.append((state, *job))
+        queries = [q for _, q, _ in jobs] + [q for *_, scored in jobs for *_, q in scored if q is not None]
+        _run_causal(self.lm, queries, self.batch_size)
+        for state, query, scored in jobs:
+            self._read_left(state, r, query, scored)
+
+    def _left_queries(self, state: TextState, r: int,
+                      context: list[int]) -> tuple[_CausalQuery, list[_ScoredTarget]] | None:
+        """The queries for mask r after `context`: its next token, and each target in the blank; None (and the
+        text's error) when the model cannot read them."""
+        lm = self.lm
+        if not context:
+            state.error = usage_error(
+                f"{lm.name} has no start-of-text token, so it cannot predict a text's first word.",
+                "Put some words before the first mask.",
+            )
+            return None
+        space = state.space_before(r)
+        scored: list[_ScoredTarget] = []
+        for word in self.targets:
+            ids = self.target_ids(word, space)
+            scored.append((word, ids, _CausalQuery(context + ids, len(context)) if ids else None))
+        longest = max([len(context)] + [len(q.ids) for *_, q in scored if q is not None])
+        if longest > lm.max_positions:
+            state.error = too_long(lm, longest, "up to a blank, with a word in it")
+            return None
+        return _CausalQuery(context, len(context), len(context) - 1, self.choice_pool()), scored
+
+    def _read_left(self, state: TextState, r: int, query: _CausalQuery, scored: list[_ScoredTarget]) -> None:
+        """Mask r's left-context column, and GPT-2's own choice for it, which the next masks read."""
+        reading, space = _reading(state), state.space_before(r)
+        predictions = [
+            self.prediction([t], space, lp)
+            for t, lp in zip(query.top_ids[: self.top_k], query.top_logprobs[: self.top_k], strict=True)
+        ]
+        target_predictions = [
+            self.target_prediction(word, ids, sum(q.token_logprobs) if q is not None else None)
+            for word, ids, q in scored
+        ]
+        read = fill_text(state.segments[: r + 1], reading.filling[:r])
+        read = read.rstrip() + BLANK if state.space_before(r) else read + BLANK.strip()
+        state.slots[r].gpt_left = MaskColumn("gpt_left", self.lm.name, predictions, target_predictions, context=read)
+        reading.candidates.append(self.candidate_pool(query.top_ids, space))
+        token_id, logprob = self.choose(query.top_ids, query.top_logprobs, space)
+        reading.filling.append(as_fill(self.lm, token_id, space))
+        reading.filling_logprob += logprob
+
+    # ---- whole sentence ----------------------------------------------------------------------------------------
+
+    def _whole_sentence(self, texts: list[TextState]) -> None:
+        """Rank the candidates by GPT-2's likelihood of the complete sentence with each one in the blank.
+
+        The other masks hold the best joint filling (BERT's, or GPT-2's own left-to-right one without BERT).
+        """
+        rankings = self._rankings(texts)
+        for ranking in rankings:
+            longest = max(len(q.ids) for q in ranking.queries)
+            if longest > self.lm.max_positions and ranking.text.error is None:
+                ranking.text.error = too_long(self.lm, longest, "with the blanks filled in")
+        rankings = [r for r in rankings if r.text.error is None]
+        _run_causal(self.lm, [q for r in rankings for q in r.queries], self.batch_size)
+        for state in texts:
+            _reading(state).best = [("", False)] * state.masks
+        for ranking in rankings:
+            self._rank(ranking)
+        self._whole_filling([s for s in texts if s.error is None])
+
+    def _rankings(self, texts: list[TextState]) -> list[_Ranking]:
+        """Each blank's candidates (BERT's, GPT-2's, the targets), and one sentence with each in the blank."""
+        plans: list[tuple[TextState, int, list[Fill], int]] = []  # (text, mask, candidates, first sentence index)
+        sentences: list[str] = []
+        for state in texts:
+            reading = _reading(state)
+            for mask in range(state.masks):
+                candidates: list[Fill] = []
+                if state.bert is not None:
+                    candidates += state.bert.candidates[mask]
+                candidates += reading.candidates[mask]
+                space = state.space_before(mask)
+                candidates += [(w, False) for w in self.targets if self.target_ids(w, space) is not None]
+                candidates = list(dict.fromkeys(candidates))
+                if not candidates:  # every top-k token was special or a padded row: GPT-2's own choice stands
+                    candidates = [reading.filling[mask]]
+                plans.append((state, mask, candidates, len(sentences)))
+                for candidate in candidates:
+                    fills = list(_joint(state))
+                    fills[mask] = candidate
+                    sentences.append(fill_text(state.segments, fills))
+        encoded = self.lm.tokenizer(sentences, add_special_tokens=False)["input_ids"] if sentences else []
+        queries = [_CausalQuery(self.prefix + ids, SCORE_FROM) for ids in encoded]
+        return [_Ranking(state, mask, candidates, queries[first : first + len(candidates)])
+                for state, mask, candidates, first in plans]
+
+    def _rank(self, ranking: _Ranking) -> None:
+        """One blank's whole-sentence column: each candidate's share among the candidates' sentences."""
+        lm, state, mask = self.lm, ranking.text, ranking.mask
+        space = state.space_before(mask)
+        totals = [sum(q.token_logprobs) for q in ranking.queries]
+        norm = _logsumexp(totals)
+        scored = []
+        for (word, joins), total in zip(ranking.candidates, totals, strict=True):
+            ids = self.word_ids(word if joins else space + word)
+            scored.append(MaskPrediction(
+                word=word, joins_previous=joins, text=lm.tokenizer.decode(ids), pieces=[piece(lm, t) for t in ids],
+                token_ids=ids, prob=math.exp(total - norm), logprob=total - norm, sentence_logprob=total,
+            ))
+        by_candidate = dict(zip(ranking.candidates, scored, strict=True))
+        scored.sort(key=lambda p: -(p.logprob or 0.0))
+        target_predictions = [
+            by_candidate.get((w, False)) or self.target_prediction(w, None, None) for w in self.targets
+        ]
+        others = list(_joint(state))
+        others[mask] = (BLANK.strip(), False)
+        state.slots[mask].gpt_whole = MaskColumn("gpt_whole", lm.name, scored, target_predictions,
+                                                 context=fill_text(state.segments, others))
+        reading = _reading(state)
+        reading.best[mask] = (scored[0].word, scored[0].joins_previous)
+        if state.masks == 1:
+            reading.best_logprob = scored[0].sentence_logprob or 0.0
+
+    def _whole_filling(self, done: list[TextState]) -> None:
+        """Every mask's best candidate at once, and that sentence's log-likelihood (scored again with several)."""
+        lm = self.lm
+        for state in done:
+            _reading(state).best_text = fill_text(state.segments, _reading(state).best)
+        several = [s for s in done if s.masks > 1]
+        texts = [_reading(s).best_text for s in several]
+        extra = lm.tokenizer(texts, add_special_tokens=False)["input_ids"] if several else []
+        queries = [_CausalQuery(self.prefix + ids, SCORE_FROM) for ids in extra]
+        for state, query in zip(several, queries, strict=True):
+            if len(query.ids) > lm.max_positions:
+                state.error = too_long(lm, len(query.ids), "with the blanks filled in")
+        _run_causal(lm, [q for s, q in zip(several, queries, strict=True) if s.error is None], self.batch_size)
+        for state, query in zip(several, queries, strict=True):
+            if state.error is None:
+                _reading(state).best_logprob = sum(query.token_logprobs)
+        for state in done:
+            if state.error is None:
+                reading = _reading(state)
+                state.fillings.append(
+                    Filling("gpt_whole", FILLING_METHODS["gpt_whole"], [w for w, _ in reading.best],
+                            reading.best_text, reading.best_logprob, list(range(state.masks)))
+                )
