@@ -56,7 +56,7 @@ def pairs_file_distributed(world: World, path: str, fields: task.PairFields, fil
                            resume: bool, force: bool, batch_size: int, settings,
                            *, load: Callable[[], list[LoadedModel]]):
     """This rank's share of `pairs --file`; on rank 0, (run, resumed, models) for the summary, else None."""
-    from gbcli.cli import _escape, report_error, stderr_console
+    from gbcli.cli.reporting import _escape, report_error, stderr_console
     from gbcli.finite import check_finite
     from gbcli.render.common import dumps
     from gbcli.render.scoring import progress_bar
