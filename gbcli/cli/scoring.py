@@ -71,7 +71,7 @@ def score(
     from gbcli.inputs import numbered_texts
     from gbcli.render.common import animated, stdout_console
     from gbcli.render.scoring import progress_bar, score_view
-    from gbcli.tasks.files import score_texts
+    from gbcli.tasks.files import score_in_batches
     from gbcli.tasks.scoring import ScoreSettings, unknown_token_warnings
 
     refuse_under_torchrun("score")
@@ -94,7 +94,7 @@ def score(
     # A bar redrawn between streamed records would garble a terminal; on a pipe or a file it costs nothing.
     show_progress = file is not None and animated(stderr_console()) and not (streaming and sys.stdout.isatty())
     with interrupt_exits_130(), progress_bar(len(items), show_progress) as advance:
-        totals = score_texts(columns, items, settings, on_results=records, on_progress=advance)
+        totals = score_in_batches(columns, items, settings, on_results=records, on_progress=advance)
     if not streaming:
         stdout_console().print(score_view(records.kept, seconds=dict(totals.seconds), passes=dict(totals.passes)))
     print_warnings(unknown_token_warnings(totals.unknown))

@@ -41,7 +41,7 @@ class ScoreTotals:
         self.passes.update(batch.forward_passes)
 
 
-def score_texts(models: list[LoadedModel], items: list[tuple[int, str]], settings: ScoreSettings, *,
+def score_in_batches(models: list[LoadedModel], items: list[tuple[int, str]], settings: ScoreSettings, *,
                 on_results: Callable[[list[TextScore]], None], on_progress: Callable[[int], None]) -> ScoreTotals:
     """Score (index, text) pairs a batch at a time, each batch checked finite before it is handed on."""
     from gbcli.tasks.scoring import iter_scores
