@@ -56,10 +56,9 @@ def pairs_file_distributed(world: World, path: str, fields: task.PairFields, fil
                            resume: bool, force: bool, batch_size: int, settings,
                            *, load: Callable[[], list[LoadedModel]]):
     """This rank's share of `pairs --file`; on rank 0, (run, resumed, models) for the summary, else None."""
-    from gbcli.cli import _escape, report_error, stderr_console
-    from gbcli.finite import check_finite
-    from gbcli.render.common import dumps
+    from gbcli.cli.reporting import _escape, report_error, stderr_console
     from gbcli.render.scoring import progress_bar
+    from gbcli.tasks.files import score_pair_chunk
 
     # Installed first: torchrun may stop this rank (another one failed) before the lines are even shared out.
     job = Job(world, output, [None] * world.size, [0] * world.size)
@@ -86,9 +85,7 @@ def pairs_file_distributed(world: World, path: str, fields: task.PairFields, fil
     with progress_bar(sum(job.expected), show) as advance:
         try:
             for k in runs[world.rank]:
-                results = task.score_pairs(columns, chunks[k], settings)
-                check_finite(results, columns)
-                task.append_records(str(mine), [dumps(r, indent=None) + "\n" for r in results])
+                score_pair_chunk(columns, chunks[k], settings, str(mine))
                 if world.is_main:
                     advance(progress.poll())
         except KeyboardInterrupt:

@@ -220,7 +220,7 @@ class Shell:
         else:
             value = args[1]
         if name == "models":
-            from gbcli.cli import parse_models
+            from gbcli.cli.options import parse_models
 
             parse_models(str(value))  # refuse a bad list now rather than on every command
         self.session.defaults[name] = value
@@ -260,7 +260,7 @@ def _parse_switch(value: str, name: str) -> bool:
 def preload(session: Session, families: list[str], specs: dict[str, str | None], *, strict: bool = False) -> None:
     """Load these models now, with the session's device and dtype. A model that fails is reported and the others
     stay usable; with strict, its error is raised instead."""
-    from gbcli.cli import load_columns, load_options
+    from gbcli.cli.options import load_columns, load_options
 
     options = load_options(str(session.defaults.get("device", "auto")), str(session.defaults.get("dtype", "auto")),
                            None, False)
@@ -302,7 +302,7 @@ def _stderr():
 
 
 def _report(error: GbcliError) -> None:
-    from gbcli.cli import report_error
+    from gbcli.cli.reporting import report_error
 
     report_error(error)
 

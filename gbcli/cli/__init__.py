@@ -1,0 +1,147 @@
+"""The gbcli command line: parse options, call one task, render its result, map errors to exit codes.
+
+This package holds the Typer `app` and `main`; `options` the options every command shares (and the loading of the
+models they name), `reporting` the error mapping and what goes to stderr, and one module per group of commands.
+No model logic lives here, and nothing here imports torch or transformers at module level, so that
+`gbcli --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from click import exceptions as click_errors
+from typer.core import TyperGroup
+
+from gbcli import __version__
+from gbcli.cli import analysis, fill_mask, generation, scoring, server
+from gbcli.cli.options import (
+    ModelChoice,
+    choose_columns,
+    load_column,
+    load_columns,
+    load_options,
+    model_options,
+    parse_models,
+    requested_columns,
+)
+from gbcli.cli.reporting import (
+    _escape,
+    handle_errors,
+    interrupt_exits_130,
+    print_warnings,
+    report_error,
+    stderr_console,
+)
+from gbcli.errors import INTERRUPTED, USAGE
+
+__all__ = [  # what other modules and the tests import from gbcli.cli
+    "ModelChoice", "app", "choose_columns", "handle_errors", "interrupt_exits_130", "load_column", "load_columns",
+    "load_options", "main", "model_options", "parse_models", "print_warnings", "report_error", "requested_columns",
+    "stderr_console",
+]
+
+
+class GbcliGroup(TyperGroup):
+    """The command group, whose usage errors (a bad option value, an unknown option or command) end like every
+    other error: an `error:` line and a `hint:` line on stderr, exit 2, instead of Typer's boxed panel."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as error:  # plain `gbcli`: the help, as Click itself shows it
+            if not standalone_mode:
+                raise
+            error.show()
+            sys.exit(USAGE)
+        except click_errors.ClickException as error:
+            if not standalone_mode:
+                raise
+            report_click_error(error)
+            sys.exit(error.exit_code)
+        except typer.Abort:  # end of input at a prompt
+            if not standalone_mode:
+                raise
+            stderr_console().print("[yellow]interrupted[/]")
+            sys.exit(INTERRUPTED)
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def report_click_error(error: click_errors.ClickException) -> None:
+    """Click's message as our `error:`, the command's usage line and where the help is as the `hint:`."""
+    context = getattr(error, "ctx", None)
+    message = error.format_message().strip()
+    if context is not None:
+        usage = context.get_usage().strip().removeprefix("Usage: ")
+        hint = f"Usage: {usage} · see `{context.command_path} --help` for what each option accepts."
+    else:
+        hint = "See `gbcli --help`."
+    console = stderr_console()
+    console.print(f"[bold red]error:[/] {_escape(message)}")
+    console.print(f"[dim]hint:[/] {_escape(hint)}")
+
+
+app = typer.Typer(
+    cls=GbcliGroup,
+    name="gbcli",
+    help="GPT-style and BERT-style transformers side by side: see how a causal LM and a masked LM differ.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain Click help: the Rich formatter costs ~0.2 s of imports per --help
+)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"gbcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=version_callback, is_eager=True, help="Show the version and exit."),
+    ] = False,
+    no_server: Annotated[
+        bool, typer.Option("--no-server", help="Run here even if a `gbcli serve` is up (also GBCLI_NO_SERVER=1); "
+                           "may also follow the command.")
+    ] = False,
+) -> None:
+    """GPT-style and BERT-style transformers side by side: see how a causal LM and a masked LM differ."""
+
+
+# In the order `gbcli --help` lists them.
+app.command()(generation.generate)
+app.command()(analysis.tokenize)
+app.command()(scoring.score)
+app.command("fill-mask")(fill_mask.fill_mask_command)
+app.command()(analysis.attention)
+app.command()(analysis.compare)
+app.command()(analysis.lens)
+app.command()(analysis.context)
+app.command()(analysis.saliency)
+app.command()(scoring.pairs)
+app.command()(server.shell)
+app.command()(server.serve)
+app.command()(server.ps)
+app.command()(server.stop)
+
+
+def main() -> None:
+    """Console-script entry point: a running `gbcli serve` answers if there is one, else this process does."""
+    from gbcli.client import forward, strip_no_server
+
+    argv, in_process = strip_no_server(sys.argv[1:])
+    if not in_process:
+        code = forward(argv)
+        if code is not None:
+            sys.exit(code)
+    app(args=argv, prog_name="gbcli")

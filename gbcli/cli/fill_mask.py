@@ -1,0 +1,94 @@
+"""`gbcli fill-mask`: the blanks of one text, or of every line of a file (batched, streamed as JSON Lines)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from gbcli.cli.options import JsonOption, ModelChoice, model_options
+from gbcli.cli.reporting import handle_errors, interrupt_exits_130, line_progress, print_warnings
+from gbcli.errors import usage_error
+from gbcli.finite import check_finite
+
+
+@handle_errors
+@model_options
+def fill_mask_command(
+    text: Annotated[
+        str | None,
+        typer.Argument(help="Text with one or more [MASK] or <mask> blanks, or - to read stdin.", show_default=False),
+    ] = None,
+    file: Annotated[
+        str | None,
+        typer.Option("--file", "-f", help="One text per line (- = stdin lines; empty lines skipped), batched; JSON "
+                     "Lines with --json.",
+                     show_default=False),
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many candidates per blank and model.")] = 5,
+    targets: Annotated[
+        str | None,
+        typer.Option("--targets", help="Also score these words in every column: WORD[,WORD...]; a word of "
+                     "several pieces is scored whole.", show_default=False),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per forward pass with --file.")] = 32,
+    *,
+    choice: ModelChoice,
+    json_output: JsonOption = False,
+) -> None:
+    """Fill in the blanks: BERT reads both sides of each mask, GPT-2 only the words before it.
+
+    With BART (--with-bart), each blank gets spans of any length from beam search over the restored text.
+    """
+    from gbcli.cli.scoring import refuse_under_torchrun
+    from gbcli.inputs import read_text
+    from gbcli.render.common import print_json, stdout_console
+    from gbcli.render.masking import fill_mask_view
+    from gbcli.tasks.masking import check_fill_options, fill_mask, parse_targets
+
+    refuse_under_torchrun("fill-mask")
+    if (text is None) == (file is None):
+        raise usage_error("Give either a TEXT or --file, not both." if text is not None else "No text given.",
+                          'For example: gbcli fill-mask "the [MASK] quacks in the park ."')
+    check_fill_options(top_k, batch_size)
+    words = parse_targets(targets)
+    families = choice.families()
+    if file is not None:
+        _fill_mask_file(file, choice, families, top_k, words, batch_size, json_output)
+        return
+    source = read_text(text)
+    columns = choice.load(families)
+    with interrupt_exits_130():
+        result = fill_mask({lm.family: lm for lm in columns}, source, top_k, words)
+    check_finite(result, columns)
+    print_warnings(result.warnings)
+    if json_output:
+        print_json(result)
+    else:
+        stdout_console().print(fill_mask_view(result))
+
+
+def _fill_mask_file(file: str, choice: ModelChoice, families, top_k: int, words: list[str], batch_size: int,
+                    json_output: bool) -> None:
+    """`fill-mask --file`: every line's blanks, JSON Lines streamed as they come, or one table at the end."""
+    from gbcli.cli.streams import Records, json_lines
+    from gbcli.inputs import read_lines
+    from gbcli.render.common import stderr_console, stdout_console
+    from gbcli.render.masking import fill_mask_lines_view
+    from gbcli.tasks.files import fill_mask_file
+    from gbcli.tasks.masking import MASK_PATTERN, MASK_SPELLINGS
+
+    lines = read_lines(file)
+    if not any(MASK_PATTERN.search(line) for line in lines):  # before any model loads
+        raise usage_error(f"No line of {'standard input' if file == '-' else repr(file)} has a mask to fill.",
+                          f"Write {MASK_SPELLINGS} where a word is missing, e.g. \"the [MASK] quacks in the park .\"")
+    columns = choice.load(families)
+    records = Records(json_lines if json_output else None)
+    with interrupt_exits_130(), line_progress(len(lines)) as advance:
+        tally = fill_mask_file(columns, lines, top_k, words, batch_size=batch_size, on_results=records,
+                               on_progress=advance, on_warnings=print_warnings)
+    if not json_output:
+        stdout_console().print(fill_mask_lines_view(records.kept))
+    some_failed = tally.check()
+    if some_failed:
+        stderr_console().print(f"[yellow]{some_failed}[/]")

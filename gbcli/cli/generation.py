@@ -1,0 +1,152 @@
+"""`gbcli generate`: each model continues the prompt in turn, streamed into a live view on a terminal."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from gbcli.cli.options import JsonOption, ModelChoice, model_options, requested_columns
+from gbcli.cli.reporting import handle_errors, interrupt_exits_130
+from gbcli.errors import usage_error
+from gbcli.finite import check_finite
+from gbcli.models import Family, LoadedModel, LoadOptions, display_name
+
+if TYPE_CHECKING:
+    from gbcli.tasks.generation import GenerationResult
+
+
+@handle_errors
+@model_options
+def generate(
+    prompt: Annotated[
+        list[str],
+        typer.Argument(help="The prompt, quoted, or - to read stdin. [MASK] in it is taken literally.",
+                       metavar="PROMPT", show_default=False),
+    ],
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="How many tokens to add.")] = 40,
+    greedy: Annotated[bool, typer.Option("--greedy", help="Always take the most likely token.")] = False,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", help="Sampling temperature (default 1.0).", show_default=False)
+    ] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Sample from the k most likely (default 50).")] = None,
+    top_p: Annotated[
+        float | None, typer.Option("--top-p", help="Nucleus sampling mass in (0, 1] (default 1.0).")
+    ] = None,
+    repetition_penalty: Annotated[
+        float | None, typer.Option("--repetition-penalty", help="Penalty > 1 discourages repeats (default 1.0).")
+    ] = None,
+    num_beams: Annotated[int, typer.Option("--num-beams", help="Beam search with this many beams.")] = 1,
+    num_return_sequences: Annotated[
+        int, typer.Option("-n", "--num-return-sequences", help="How many continuations per model.")
+    ] = 1,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed: the same seed gives the same text.")] = None,
+    show_probs: Annotated[
+        bool, typer.Option("--show-probs", help="Colour each generated token by its probability.")
+    ] = False,
+    *,
+    choice: ModelChoice,
+    json_output: JsonOption = False,
+) -> None:
+    """GPT-2 continues the prompt; BERT tries the same by iterative mask filling; BART writes through its decoder."""
+    from gbcli.inputs import read_text
+    from gbcli.render.common import animated, print_json, stdout_console
+    from gbcli.render.generation import generation_view
+    from gbcli.tasks.decoding import DecodingSettings
+    from gbcli.tasks.generation import GenerationResult, check_prompt
+
+    if len(prompt) > 1:  # the shell split an unquoted prompt into words
+        joined = " ".join(prompt)
+        raise usage_error(f"The prompt came as {len(prompt)} separate words.",
+                          f'Quote a prompt of several words: gbcli generate "{joined}"')
+    families = choice.families()
+    settings = DecodingSettings.from_options(
+        max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p,
+        repetition_penalty=repetition_penalty, num_beams=num_beams, num_return_sequences=num_return_sequences,
+        seed=seed,
+    )
+    text = check_prompt(read_text(prompt[0], "prompt"))
+    options = choice.load_options()
+    requested = requested_columns(families, choice.specs, options)
+    result = GenerationResult(prompt=text, decoding=settings.describe(), settings=settings)
+    console = stdout_console()
+    columns: list[LoadedModel] = []
+    if animated(console) and not json_output:
+        _generate_live(console, requested, options, result, columns)
+    else:
+        _generate_plain(requested, options, result, columns, keep_partial=not json_output)
+    check_finite(result, columns)
+    if json_output:
+        print_json(result)
+    else:
+        console.print(generation_view(result, show_probs))
+
+
+def _generate_in_turn(requested: list[tuple[Family, str]], result: GenerationResult, columns: list[LoadedModel],
+                      load: Callable[[Family, str], LoadedModel], on_text: Callable[[str, str], None]) -> None:
+    """Each model is loaded just before it writes, so the first column streams while the later ones wait to load.
+
+    Loading stays outside `interrupt_exits_130`: a Ctrl-C that lands inside torch's or transformers' imports must
+    end the process at once (gbcli.entry), not raise KeyboardInterrupt half-way through an import.
+    """
+    from gbcli.tasks.generation import generate_causal, generate_masked
+    from gbcli.tasks.seq2seq import generate_seq2seq
+
+    runners = {"gpt": generate_causal, "bert": generate_masked, "bart": generate_seq2seq}
+    for family, spec in requested:
+        lm = load(family, spec)
+        columns.append(lm)
+        with interrupt_exits_130():
+            result.columns.append(runners[family](lm, result.prompt, result.settings, on_text))
+
+
+def _generate_live(console, requested: list[tuple[Family, str]], options: LoadOptions, result: GenerationResult,
+                   columns: list[LoadedModel]) -> None:
+    """On a terminal: the columns fill in as they are written; Ctrl-C keeps what was written on the screen."""
+    from rich.live import Live
+
+    from gbcli.models import load_model
+    from gbcli.render.generation import StreamingView
+
+    view = StreamingView(result.prompt, [(family, display_name(spec)) for family, spec in requested])
+
+    def load(family: Family, spec: str) -> LoadedModel:
+        view.loading(family)  # the spinner lives in the view: one live display per terminal
+        return load_model(family, spec, options)
+
+    with Live(view, console=console, refresh_per_second=12, transient=True) as live:
+        try:
+            _generate_in_turn(requested, result, columns, load, view.update)
+        except KeyboardInterrupt:
+            live.transient = False  # keep what was written so far on the screen
+            raise
+
+
+def _generate_plain(requested: list[tuple[Family, str]], options: LoadOptions, result: GenerationResult,
+                    columns: list[LoadedModel], *, keep_partial: bool) -> None:
+    """Off a terminal (or with --json): the view once all are written; Ctrl-C writes each model's text so far
+    when `keep_partial` (a pipe or a file keeps what was generated; JSON is never half a document)."""
+    from gbcli.cli.options import load_column
+
+    written: dict[str, str] = {}  # each column's text so far, for Ctrl-C
+    try:
+        _generate_in_turn(requested, result, columns, lambda family, spec: load_column(family, spec, options),
+                          lambda family, so_far: written.update({family: so_far}))
+    except KeyboardInterrupt:
+        if keep_partial:
+            _write_partial_generation(result.prompt, columns, written)
+        raise
+
+
+def _write_partial_generation(prompt: str, columns: list[LoadedModel], written: dict[str, str]) -> None:
+    """After Ctrl-C off a terminal: each model's text so far, one paragraph per model, before exit 130."""
+    from gbcli.models import family_title
+    from gbcli.render.common import visible_controls
+
+    for lm in columns:
+        if lm.family in written:
+            sys.stdout.write(f"{family_title(lm.family)} · {lm.name} (interrupted): "
+                             f"{visible_controls(prompt + written[lm.family])}\n")
+    sys.stdout.flush()

@@ -1,0 +1,136 @@
+"""How a command ends and what it says on stderr: errors mapped to exit codes, warnings, Ctrl-C, progress.
+
+Every command is wrapped in `handle_errors`, so that whatever goes wrong ends in an `error:` and a `hint:` line and
+an exit code (2 usage, 1 runtime, 130 Ctrl-C), never a traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import typer
+
+from gbcli.errors import INTERRUPTED, GbcliError, explain_os_error
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def stderr_console():
+    from gbcli.render.common import stderr_console as make
+
+    return make()
+
+
+def report_error(error: GbcliError, command: str = "") -> None:
+    console = stderr_console()
+    console.print(f"[bold red]error:[/] {_escape(error.message)}")
+    hint = error.hint or f"See `gbcli {command + ' ' if command else ''}--help` for what each option accepts."
+    console.print(f"[dim]hint:[/] {_escape(hint)}")
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def print_warnings(warnings: list[str]) -> None:
+    console = stderr_console()
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {_escape(warning)}")
+
+
+def handle_errors(function: F) -> F:
+    """Every command ends in a message and an exit code, never a traceback, whatever goes wrong."""
+
+    command = function.__name__.removesuffix("_command").replace("_", "-")
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            if sys.stdout is None:  # Python's stdout when the shell closed it (`gbcli ... >&-`)
+                raise explain_os_error(OSError(errno.EBADF, "Bad file descriptor"))
+            value = function(*args, **kwargs)
+            sys.stdout.flush()  # a full disk (`> /dev/full`) shows here, while we can still say so
+            return value
+        except GbcliError as error:
+            report_error(error, command)
+            raise typer.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            stderr_console().print("[yellow]interrupted[/]")
+            raise typer.Exit(INTERRUPTED) from None
+        except BrokenPipeError:
+            # The reader went away (`gbcli ... | head -1`): stop quietly, and keep Python's exit from complaining.
+            _discard_stdout()
+            raise typer.Exit(0) from None
+        except typer.Exit:
+            raise
+        except OSError as error:  # the world around us: a full disk, a permission, a closed stream
+            _discard_stdout()
+            report_error(explain_os_error(error), command)
+            raise typer.Exit(1) from None
+        except MemoryError:
+            report_error(GbcliError("Out of memory.", "Use a smaller model or shorter texts, or free some memory."))
+            raise typer.Exit(1) from None
+        except Exception as error:  # a bug, or a failure below us that we did not foresee
+            if os.environ.get("GBCLI_DEBUG"):
+                raise
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            report_error(
+                GbcliError(
+                    f"Unexpected {type(error).__name__}: {first_line}",
+                    "Set GBCLI_DEBUG=1 to see the traceback, and please report it.",
+                )
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that what is still buffered for a broken or full stream is not written again
+    (and Python's exit does not complain about it)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):  # no stdout at all, or not a real file
+        pass
+
+
+@contextmanager
+def interrupt_exits_130() -> Iterator[None]:
+    """Restore Python's default SIGINT handling so that Ctrl-C reaches us as KeyboardInterrupt inside torch."""
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        if previous is not signal.default_int_handler and sys.platform != "win32":
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        yield
+    finally:
+        try:
+            signal.signal(signal.SIGINT, previous)
+        except (TypeError, ValueError):  # pragma: no cover - not in the main thread
+            pass
+
+
+@contextmanager
+def line_progress(total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for files of more than a few lines (none when stderr is not a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from gbcli.render.common import animated
+
+    console = stderr_console()
+    if total <= 5 or not animated(console):
+        yield lambda done: None
+        return
+    columns = (TextColumn("filling masks"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("fill-mask", total=total)
+        yield lambda done: progress.advance(task, done)

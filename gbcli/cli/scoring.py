@@ -1,0 +1,266 @@
+"""`gbcli score` and `gbcli pairs`: log-probabilities of texts, and which sentence of a minimal pair each model
+prefers; both over one text or every line of a file (`pairs --file` also under torchrun)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from gbcli.cli.options import ModelChoice, model_options
+from gbcli.cli.reporting import _escape, handle_errors, interrupt_exits_130, print_warnings, stderr_console
+from gbcli.errors import usage_error
+from gbcli.finite import check_finite
+from gbcli.models import LoadedModel, LoadOptions
+
+if TYPE_CHECKING:
+    from gbcli.cli.streams import Records
+    from gbcli.tasks.pairs import FileRun, PairFields, PairsSummary, ResumedOutput
+    from gbcli.tasks.scoring import ScoreSettings
+
+# The scoring conventions, the same on both commands.
+BosOption = Annotated[
+    bool, typer.Option("--bos/--no-bos", help="GPT: predict the first token after the BOS token "
+                       "(<|endoftext|>), so it is scored too; --no-bos leaves it unscored.")
+]
+PllOption = Annotated[
+    str, typer.Option("--pll", help="BERT: original (Salazar et al. 2020) or within-word (Kauf and Ivanova "
+                      "2023: also mask the later pieces of the same word).")
+]
+BitsOption = Annotated[bool, typer.Option("--bits", help="Log-probabilities in bits (base 2) instead of nats.")]
+
+
+def refuse_under_torchrun(command: str) -> None:
+    """Commands not yet shared among torchrun's processes would each run the whole input: refused, not repeated."""
+    from gbcli.distributed import detect
+
+    if detect() is not None:
+        raise usage_error(f"`gbcli {command}` does not run under torchrun yet: every process would do the whole job.",
+                          "Run it as one process; under torchrun, use `gbcli pairs --file F --output OUT`.")
+
+
+@handle_errors
+@model_options
+def score(
+    texts: Annotated[
+        list[str] | None, typer.Argument(help="Texts to score, each on its own; - reads one text from stdin.")
+    ] = None,
+    file: Annotated[
+        str | None, typer.Option("--file", "-f", help="Score each non-empty line of this file (- = stdin lines).")
+    ] = None,
+    stride: Annotated[
+        int | None,
+        typer.Option("--stride", help="GPT: how far the window moves over a text longer than the context "
+                     "(default: half the context).", show_default=False),
+    ] = None,
+    bos: BosOption = True,
+    pll: PllOption = "original",
+    tokens: Annotated[bool, typer.Option("--tokens", help="Show each token's surprisal, coloured.")] = False,
+    words: Annotated[bool, typer.Option("--words", help="Show and export each word's surprisal: the tokenizer's "
+                                        "own words, their pieces' log-probabilities summed.")] = False,
+    bits: BitsOption = False,
+    csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV: a row per text and model (per token with "
+                                             "--tokens, per word with --words).")] = False,
+    *,
+    choice: ModelChoice,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON Lines, one record per text.")] = False,
+) -> None:
+    """GPT-2's perplexity and BERT's pseudo-perplexity of each text (two different scales)."""
+    from gbcli.inputs import numbered_texts
+    from gbcli.render.common import animated, stdout_console
+    from gbcli.render.scoring import progress_bar, score_view
+    from gbcli.tasks.files import score_in_batches
+    from gbcli.tasks.scoring import ScoreSettings, unknown_token_warnings
+
+    refuse_under_torchrun("score")
+    if json_output and csv_output:
+        raise usage_error("--json and --csv cannot be combined.", "Choose one output format.")
+    if csv_output and tokens and words:
+        raise usage_error("--csv has a row per token or a row per word, not both.", "Drop --tokens or --words.")
+    families = choice.families()
+    settings = ScoreSettings.from_options(bos=bos, stride=stride, pll=pll, with_tokens=tokens, with_words=words,
+                                          bits=bits)
+    items = numbered_texts(texts, file)
+    if file is None and len(items) > 1 and all(len(text.split()) == 1 for _, text in items):
+        # `gbcli score rome is the capital`: the shell made four one-word texts of what was meant as one.
+        joined = " ".join(text for _, text in items)
+        print_warnings([f"every text is a single word, so {len(items)} one-word texts are scored separately; "
+                        f'to score one sentence, quote it: gbcli score "{joined}"'])
+    columns = choice.load(families)
+    records = _score_records(json_output, csv_output, tokens, words)
+    streaming = json_output or csv_output
+    # A bar redrawn between streamed records would garble a terminal; on a pipe or a file it costs nothing.
+    show_progress = file is not None and animated(stderr_console()) and not (streaming and sys.stdout.isatty())
+    with interrupt_exits_130(), progress_bar(len(items), show_progress) as advance:
+        totals = score_in_batches(columns, items, settings, on_results=records, on_progress=advance)
+    if not streaming:
+        stdout_console().print(score_view(records.kept, seconds=dict(totals.seconds), passes=dict(totals.passes)))
+    print_warnings(unknown_token_warnings(totals.unknown))
+
+
+def _score_records(json_output: bool, csv_output: bool, tokens: bool, words: bool) -> Records:
+    """JSON Lines or CSV rows written as each batch is scored, else the records kept for the table."""
+    from gbcli.cli.streams import Records, json_lines
+    from gbcli.render.scoring import csv_header, write_csv
+
+    if json_output:
+        return Records(json_lines)
+    if not csv_output:
+        return Records()
+    header_written = False
+
+    def csv_rows(batch: list) -> None:
+        nonlocal header_written
+        if not header_written:  # after the first batch is checked finite: a refused run leaves stdout empty
+            csv_header(tokens, with_words=words)
+            header_written = True
+        write_csv(batch, tokens, with_words=words)
+
+    return Records(csv_rows)
+
+
+@handle_errors
+@model_options
+def pairs(
+    good: Annotated[str | None, typer.Argument(help="The good (grammatical, expected) sentence.",
+                                               show_default=False)] = None,
+    bad: Annotated[str | None, typer.Argument(help="The bad sentence of the pair.", show_default=False)] = None,
+    file: Annotated[
+        str | None, typer.Option("--file", "-f", help="Pairs, one a line: TSV (good, bad; an optional header) or "
+                                 "JSON Lines with BLiMP's fields (sentence_good, sentence_bad, UID ...).",
+                                 show_default=False)
+    ] = None,
+    file_format: Annotated[str, typer.Option("--format", help="Of --file: auto (by extension, else by the first "
+                                             "line), tsv or jsonl.")] = "auto",
+    good_field: Annotated[str, typer.Option("--good-field", help="--file: the good sentence's field "
+                                            "(a JSON key, or a column named in a TSV header).")] = "sentence_good",
+    bad_field: Annotated[str, typer.Option("--bad-field", help="--file: the bad sentence's field.")] = "sentence_bad",
+    group_field: Annotated[
+        str | None, typer.Option("--group-field", help="--file: accuracy per value of this field (default: the "
+                                 "first of UID, phenomenon, linguistics_term, field the file has).", show_default=False)
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="--file: write each pair's result to this file as JSON "
+                                 "Lines (stdout keeps the accuracy).", show_default=False)
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted --output file: its finished "
+                                         "lines are kept, not scored again.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Let --output replace an existing file.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="--file: pairs scored together (both sentences of "
+                                            "each share the model's batches).")] = 32,
+    bos: BosOption = True,
+    pll: PllOption = "original",
+    words: Annotated[
+        bool | None, typer.Option("--words/--no-words", help="Word surprisals of both sentences, aligned (default: "
+                                  "on for one pair, off for --file).", show_default=False)
+    ] = None,
+    bits: BitsOption = False,
+    *,
+    choice: ModelChoice,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON (--file: JSON Lines, a record per pair "
+                                              "and the accuracy last).")] = False,
+) -> None:
+    """Minimal pairs: which of two sentences each model prefers, and at which words."""
+    from gbcli.inputs import read_text
+    from gbcli.render.common import print_json, stdout_console
+    from gbcli.render.pairs import pair_view
+    from gbcli.tasks import pairs as task
+    from gbcli.tasks.scoring import ScoreSettings
+
+    if file is not None and (good is not None or bad is not None):
+        raise usage_error("Give a pair as two arguments or --file, not both.")
+    if file is None and (output is not None or resume):
+        raise usage_error("--output and --resume go with --file.", "e.g. gbcli pairs --file blimp.jsonl -o out.jsonl")
+    if resume and output is None:
+        raise usage_error("--resume needs --output: the file to continue.")
+    if batch_size < 1:
+        raise usage_error(f"--batch-size must be at least 1 (got {batch_size}).")
+    families = choice.families()
+    settings = ScoreSettings.from_options(bos=bos, stride=None, pll=pll, with_tokens=False,
+                                          with_words=words if words is not None else file is None, bits=bits)
+    options = choice.load_options()
+    if file is not None:
+        _pairs_file(file, task.PairFields(good_field, bad_field, group_field), file_format, output, resume, force,
+                    batch_size, settings, options, load=lambda options: choice.load(families, options),
+                    json_output=json_output)
+        return
+    if good is None or bad is None:
+        raise usage_error("Give two sentences (good, then bad), or --file.",
+                          'e.g. gbcli pairs "the keys are here ." "the keys is here ."')
+    pair = task.PairInput(line=1, good=read_text(good, "good sentence"), bad=read_text(bad, "bad sentence"))
+    task.check_pair_text(pair)
+    columns = choice.load(families, options)
+    task.check_pair_fits(pair, columns)
+    with interrupt_exits_130():
+        (result,) = task.score_pairs(columns, [pair], settings)
+        check_finite(result, columns)
+    if json_output:
+        print_json(result)
+    else:
+        stdout_console().print(pair_view(result, task.PAIR_NOTE))
+
+
+def _pairs_file(path: str, fields: PairFields, file_format: str, output: str | None, resume: bool, force: bool,
+                batch_size: int, settings: ScoreSettings, options: LoadOptions, *,
+                load: Callable[[LoadOptions], list[LoadedModel]], json_output: bool) -> None:
+    """`pairs --file`: score the pairs a chunk at a time (here, or shared among torchrun's processes), then print
+    the accuracy."""
+    from gbcli.distributed import detect
+    from gbcli.render.common import print_json, stdout_console
+    from gbcli.render.pairs import summary_view
+    from gbcli.tasks import pairs as task
+    from gbcli.tasks.files import failed_lines_error
+
+    world = detect()  # a torchrun job of several processes, or None (then torch.distributed is never imported)
+    if world is not None:
+        from dataclasses import replace
+
+        from gbcli.corpus_jobs import pairs_file_distributed
+        from gbcli.distributed import start
+
+        if output is None:
+            raise usage_error("Under torchrun, pairs --file needs --output: the processes write one file.",
+                              "e.g. torchrun --nproc-per-node 2 -m gbcli pairs --file blimp.jsonl -o out.jsonl")
+        options = replace(options, device=start(world, options.device))
+        finished = pairs_file_distributed(world, path, fields, file_format, output, resume, force, batch_size,
+                                          settings, load=lambda: load(options))
+        if finished is None:  # not rank 0: only rank 0 prints
+            return
+        run, resumed, columns = finished
+    else:
+        run, resumed, columns = _pairs_file_here(path, fields, file_format, output, resume, force, batch_size,
+                                                 settings, load=lambda: load(options), json_output=json_output)
+    summary: PairsSummary = task.summarize(run.tally, path, len(resumed.records), run.failures, run.group_field,
+                                           columns, settings)
+    if json_output:
+        print_json(summary, lines=output is None)
+    else:
+        stdout_console().print(summary_view(summary))
+    if run.failures:
+        raise failed_lines_error(path, run.failures, summary.pairs)
+
+
+def _pairs_file_here(path: str, fields: PairFields, file_format: str, output: str | None, resume: bool, force: bool,
+                     batch_size: int, settings: ScoreSettings, *, load: Callable[[], list[LoadedModel]],
+                     json_output: bool) -> tuple[FileRun, ResumedOutput, list[LoadedModel]]:
+    """`pairs --file` in one process: the records streamed (to --output, or as JSON Lines) as they come."""
+    from gbcli.cli.streams import json_lines
+    from gbcli.render.scoring import progress_bar
+    from gbcli.tasks.files import open_pair_file, score_pair_file
+
+    run, resumed, columns = open_pair_file(path, fields, file_format, output, resume, force, settings, load)
+    for failure in run.failures:  # all known before any scoring: say them at once
+        stderr_console().print(f"[bold red]error:[/] line {failure.line}: {_escape(failure.message)}")
+    show_progress = stderr_console().is_terminal and not (json_output and output is None and sys.stdout.isatty())
+    try:
+        with interrupt_exits_130(), progress_bar(run.todo, show_progress) as advance:
+            score_pair_file(columns, run, settings, batch_size, output,
+                            on_results=json_lines if json_output else lambda results: None, on_progress=advance)
+    except KeyboardInterrupt:
+        if output is not None:
+            stderr_console().print(f"[yellow]{run.tally.pairs} pairs are in {_escape(output)}; run the same command "
+                                   "with --resume to continue.[/]")
+        raise
+    return run, resumed, columns

@@ -1,0 +1,108 @@
+"""The commands that keep models loaded: `gbcli shell` (in this process) and `gbcli serve` (a local server that
+every other command then uses), with `ps` and `stop` for the server."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from gbcli.cli.options import JsonOption, ModelChoice, load_columns, model_options, parse_models
+from gbcli.cli.reporting import handle_errors, print_warnings
+from gbcli.errors import GbcliError
+from gbcli.models import FAMILIES, FAMILY_INFO
+
+
+@handle_errors
+@model_options(columns=False)
+def shell(
+    models: Annotated[
+        str | None, typer.Option("--models", help="Models to load at start, comma-separated: gpt, bert, bart "
+                                 "(default gpt,bert); also every command's default.", show_default=False,
+                                 rich_help_panel="Models")
+    ] = None,
+    *,
+    choice: ModelChoice,
+    json_output: Annotated[bool, typer.Option("--json", help="Every command prints JSON: one document per "
+                                              "command, one per line.")] = False,
+) -> None:
+    """Load the models once, then type commands without `gbcli` (help, models, set, load, exit): answers at once.
+
+    A line of text alone runs fill-mask on it when it holds a mask, compare otherwise. Off a terminal
+    (`gbcli shell < commands.txt`) it reads the commands from stdin, without prompt or colour.
+    """
+    from gbcli.shell import Session, run_shell
+
+    choice.load_options()  # refuse a bad --device or --dtype before anything loads
+    session = Session(json_lines=json_output)
+    for name, value in (("models", models), ("device", choice.device), ("dtype", choice.dtype)):
+        if value is not None and value != "auto":
+            session.defaults[name] = value
+    families = parse_models(models or "gpt,bert")
+    code = run_shell(session, families, choice.specs)
+    raise typer.Exit(code)
+
+
+@handle_errors
+@model_options(columns=False)
+def serve(
+    keep_alive: Annotated[
+        str, typer.Option("--keep-alive", help="Unload a model after this long unused: 30m, 90s, 2h, or never.")
+    ] = "30m",
+    detach: Annotated[bool, typer.Option("--detach", help="Run in the background; its log goes to the runtime "
+                                         "folder's server.log.")] = False,
+    models: Annotated[
+        str | None, typer.Option("--models", help="Models to load at start, comma-separated: gpt, bert, bart "
+                                 "(default: those named by --gpt/--bert/--bart or GBCLI_*, else gpt,bert).",
+                                 show_default=False, rich_help_panel="Models")
+    ] = None,
+    *,
+    choice: ModelChoice,
+) -> None:
+    """Keep models loaded in a local server: every other command then uses it by itself (--no-server: not).
+
+    It listens on a Unix socket only this user can open, in $XDG_RUNTIME_DIR/gbcli (else /tmp/gbcli-UID). Other
+    models load on the first request that names them. `gbcli ps` lists what it holds; `gbcli stop` ends it.
+    """
+    from gbcli.warm import parse_duration
+
+    seconds = parse_duration(keep_alive)
+    options = choice.load_options()
+    specs = choice.specs
+    named = [family for family in FAMILIES if specs[family]]
+    families = parse_models(models) if models else named or ["gpt", "bert"]
+    if detach:
+        from gbcli.serving import start_detached
+
+        argv = ["serve", "--keep-alive", keep_alive, "--models", ",".join(families), "--device", choice.device,
+                "--dtype", choice.dtype]
+        for family in FAMILIES:
+            if specs[family]:
+                argv += [FAMILY_INFO[family].flag, str(specs[family])]
+        raise typer.Exit(start_detached(argv))
+    from gbcli.server import run_server
+
+    def preload() -> None:
+        for family in families:
+            try:
+                load_columns([family], specs, options)
+            except GbcliError as error:  # the others still load; this one reports again when a request names it
+                print_warnings([error.message])
+
+    raise typer.Exit(run_server(seconds, preload))
+
+
+@handle_errors
+def ps(json_output: JsonOption = False) -> None:
+    """The running server: its process, and the models it holds with their memory and idle time."""
+    from gbcli.serving import show_status
+
+    raise typer.Exit(show_status(json_output))
+
+
+@handle_errors
+def stop() -> None:
+    """Stop the running server (it finishes the request it is running first)."""
+    from gbcli.serving import stop_server
+
+    raise typer.Exit(stop_server())
