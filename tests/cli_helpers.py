@@ -60,3 +60,25 @@ def run_installed(*args: str, input: bytes | None = None, timeout: float = 120, 
     return subprocess.run(
         [gbcli_executable(), *args], input=input, capture_output=True, timeout=timeout, env=full_env, check=False
     )
+
+
+def failure_problems(exit_code: int, stdout: str | bytes, stderr: str, code: int, fragment: str) -> list[str]:
+    """What is wrong with one failure as a user meets it: the wrong exit code, anything on stdout, a traceback, or
+    a message that does not say `fragment`. Empty when all is as it should be."""
+    problems = []
+    if exit_code != code:
+        problems.append(f"exit {exit_code} (wanted {code})")
+    if stdout:
+        problems.append(f"stdout not empty: {stdout[:120]!r}")
+    if TRACEBACK in stderr:
+        problems.append("traceback")
+    if fragment.lower() not in stderr.lower():
+        problems.append(f"{fragment!r} not in message")
+    return problems
+
+
+def assert_no_problems(found: list[tuple[str, list[str], str]]) -> None:
+    """One assertion for a whole table of cases (name, problems, stderr), naming every case that went wrong."""
+    failures = [f"{name}: {'; '.join(problems)}\n    stderr: {stderr.strip()[:300]}"
+                for name, problems, stderr in found if problems]
+    assert not failures, "\n".join(failures)
