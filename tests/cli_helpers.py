@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import select
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from typer.testing import CliRunner
@@ -82,3 +86,33 @@ def assert_no_problems(found: list[tuple[str, list[str], str]]) -> None:
     failures = [f"{name}: {'; '.join(problems)}\n    stderr: {stderr.strip()[:300]}"
                 for name, problems, stderr in found if problems]
     assert not failures, "\n".join(failures)
+
+
+def column_of(doc: dict, family: str) -> dict:
+    """The one column (or record) of a --json document that a model family produced."""
+    (found,) = [c for c in doc["columns"] if c["family"] == family]
+    return found
+
+
+def visible(shown: bytes) -> bytes:
+    """What the terminal shows, without its control sequences (prompt_toolkit redraws in pieces)."""
+    return re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]", b"", shown)
+
+
+def read_terminal_until(fd: int, needle: bytes, timeout: float,
+                        shown: Callable[[bytes], bytes] = lambda raw: raw) -> bytes:
+    """What a pseudo-terminal's program wrote until `needle` appeared in `shown(...)` of it (or the time ran out,
+    or the program closed it), passed through `shown`: the raw bytes, or `visible` ones."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in shown(seen) and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return shown(seen)
