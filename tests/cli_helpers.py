@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from typer.testing import CliRunner
@@ -64,6 +65,17 @@ def run_installed(*args: str, input: bytes | None = None, timeout: float = 120, 
     return subprocess.run(
         [gbcli_executable(), *args], input=input, capture_output=True, timeout=timeout, env=full_env, check=False
     )
+
+
+@dataclass(frozen=True)
+class FailureCase:
+    """One row of a table of bad inputs: the command line, its exit code, a fragment of its message, its stdin."""
+
+    name: str
+    args: tuple[str, ...]
+    code: int
+    fragment: str
+    stdin: bytes = b""
 
 
 def failure_problems(exit_code: int, stdout: str | bytes, stderr: str, code: int, fragment: str) -> list[str]:

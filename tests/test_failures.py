@@ -13,11 +13,18 @@ import os
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import pytest
 
-from tests.cli_helpers import TRACEBACK, assert_no_problems, assert_user_error, failure_problems, run, run_installed
+from tests.cli_helpers import (
+    TRACEBACK,
+    FailureCase,
+    assert_no_problems,
+    assert_user_error,
+    failure_problems,
+    run,
+    run_installed,
+)
 from tests.fixtures.tiny_models import BERT_MASKED_DUCK, DUCK_SENTENCE
 
 UNICODE_TEXTS = [
@@ -28,13 +35,7 @@ UNICODE_TEXTS = [
 ]
 
 
-@dataclass(frozen=True)
-class Case:
-    name: str
-    args: tuple[str, ...]
-    code: int
-    fragment: str
-    stdin: bytes | None = None
+Case = FailureCase
 
 
 @pytest.fixture(scope="module")
@@ -135,14 +136,14 @@ def test_every_bad_input_gets_a_message_a_hint_and_its_exit_code(files, monkeypa
     monkeypatch.setenv("HF_HUB_OFFLINE", "")  # --offline sets it for the process: this test's, here
     found = []
     for case in cases(files):
-        result = run(*case.args, input=case.stdin if case.stdin is not None else b"")
+        result = run(*case.args, input=case.stdin)
         found.append((case.name, message_problems(case, result.exit_code, result.stdout, result.stderr),
                       result.stderr))
     assert_no_problems(found)
 
 
 def _run_installed(case: Case) -> tuple[str, list[str], str]:
-    completed = run_installed(*case.args, input=case.stdin if case.stdin is not None else b"", timeout=180)
+    completed = run_installed(*case.args, input=case.stdin, timeout=180)
     stderr = completed.stderr.decode("utf-8", "replace")
     return case.name, message_problems(case, completed.returncode, completed.stdout, stderr), stderr
 

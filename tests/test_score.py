@@ -12,6 +12,7 @@ import torch
 
 from tests.cli_helpers import assert_user_error, column_of, run, run_installed
 from tests.fixtures.tiny_models import CORPUS, DUCK_SENTENCE, MAX_POSITIONS, MULTI_PIECE_SENTENCE
+from tests.helpers_reference import naive_pll
 
 SENTENCES = [DUCK_SENTENCE, "the dog quacks in the park .", MULTI_PIECE_SENTENCE, CORPUS[-1]]
 LONG_TEXT = " ".join(CORPUS[::6])  # far longer than the 64-token context
@@ -31,25 +32,6 @@ def _direct_gpt_logprobs(gpt, ids: list[int]) -> list[float]:
     with torch.no_grad():
         logprobs = model(torch.tensor([ids])).logits[0].log_softmax(-1)
     return [logprobs[t - 1, ids[t]].item() for t in range(1, len(ids))]
-
-
-def _naive_pll(bert, text: str, within_word: bool = False) -> list[float]:
-    """One masked copy per forward pass, the textbook loop."""
-    tokenizer, model = bert
-    encoded = tokenizer(text)
-    ids, words = encoded["input_ids"], encoded.word_ids()
-    result = []
-    for i in range(1, len(ids) - 1):
-        copy = list(ids)
-        copy[i] = tokenizer.mask_token_id
-        if within_word:
-            for j in range(i + 1, len(ids) - 1):
-                if words[j] == words[i]:
-                    copy[j] = tokenizer.mask_token_id
-        with torch.no_grad():
-            logits = model(torch.tensor([copy])).logits[0, i]
-        result.append(logits.log_softmax(-1)[ids[i]].item())
-    return result
 
 
 def test_gpt2_perplexity_is_exp_mean_nll_with_bos_context(gpt, models):
@@ -81,7 +63,7 @@ def test_gpt2_without_bos_leaves_the_first_token_unscored(gpt, models):
 def test_batched_pseudo_log_likelihood_equals_the_naive_loop(bert, models):
     records = _records(*SENTENCES, "--models", "bert", "--tokens", *models)
     for text, record in zip(SENTENCES, records, strict=True):
-        expected = _naive_pll(bert, text)
+        expected = naive_pll(bert, text)
         column = column_of(record, "bert")
         assert [t["logprob"] for t in column["tokens"]] == pytest.approx(expected, abs=1e-5)
         assert column["log_likelihood"] == pytest.approx(sum(expected), abs=1e-5)
@@ -93,13 +75,13 @@ def test_within_word_variant_also_masks_the_later_pieces_of_the_word(bert, model
     records = _records(*SENTENCES, "--models", "bert", "--tokens", "--pll", "within-word", *models)
     by_text = dict(zip(SENTENCES, records, strict=True))
     multi = column_of(by_text[MULTI_PIECE_SENTENCE], "bert")
-    expected = _naive_pll(bert, MULTI_PIECE_SENTENCE, within_word=True)
+    expected = naive_pll(bert, MULTI_PIECE_SENTENCE, within_word=True)
     assert [t["logprob"] for t in multi["tokens"]] == pytest.approx(expected, abs=1e-5)
     assert [t["masked_tokens"] for t in multi["tokens"]][:3] == [1, 2, 1]  # `was` is scored with `##p` hidden too
-    assert expected != pytest.approx(_naive_pll(bert, MULTI_PIECE_SENTENCE), abs=1e-4)
+    assert expected != pytest.approx(naive_pll(bert, MULTI_PIECE_SENTENCE), abs=1e-4)
     # A sentence of one-piece words scores exactly as in the original method.
     duck = column_of(by_text[DUCK_SENTENCE], "bert")
-    assert duck["log_likelihood"] == pytest.approx(sum(_naive_pll(bert, DUCK_SENTENCE)), abs=1e-5)
+    assert duck["log_likelihood"] == pytest.approx(sum(naive_pll(bert, DUCK_SENTENCE)), abs=1e-5)
     assert "Kauf and Ivanova" in multi["method"]
 
 
