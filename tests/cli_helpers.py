@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import select
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from typer.testing import CliRunner
@@ -60,3 +65,66 @@ def run_installed(*args: str, input: bytes | None = None, timeout: float = 120, 
     return subprocess.run(
         [gbcli_executable(), *args], input=input, capture_output=True, timeout=timeout, env=full_env, check=False
     )
+
+
+@dataclass(frozen=True)
+class FailureCase:
+    """One row of a table of bad inputs: the command line, its exit code, a fragment of its message, its stdin."""
+
+    name: str
+    args: tuple[str, ...]
+    code: int
+    fragment: str
+    stdin: bytes = b""
+
+
+def failure_problems(exit_code: int, stdout: str | bytes, stderr: str, code: int, fragment: str) -> list[str]:
+    """What is wrong with one failure as a user meets it: the wrong exit code, anything on stdout, a traceback, or
+    a message that does not say `fragment`. Empty when all is as it should be."""
+    problems = []
+    if exit_code != code:
+        problems.append(f"exit {exit_code} (wanted {code})")
+    if stdout:
+        problems.append(f"stdout not empty: {stdout[:120]!r}")
+    if TRACEBACK in stderr:
+        problems.append("traceback")
+    if fragment.lower() not in stderr.lower():
+        problems.append(f"{fragment!r} not in message")
+    return problems
+
+
+def assert_no_problems(found: list[tuple[str, list[str], str]]) -> None:
+    """One assertion for a whole table of cases (name, problems, stderr), naming every case that went wrong."""
+    failures = [f"{name}: {'; '.join(problems)}\n    stderr: {stderr.strip()[:300]}"
+                for name, problems, stderr in found if problems]
+    assert not failures, "\n".join(failures)
+
+
+def column_of(doc: dict, family: str) -> dict:
+    """The one column (or record) of a --json document that a model family produced."""
+    (found,) = [c for c in doc["columns"] if c["family"] == family]
+    return found
+
+
+def visible(shown: bytes) -> bytes:
+    """What the terminal shows, without its control sequences (prompt_toolkit redraws in pieces)."""
+    return re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]", b"", shown)
+
+
+def read_terminal_until(fd: int, needle: bytes, timeout: float,
+                        shown: Callable[[bytes], bytes] = lambda raw: raw) -> bytes:
+    """What a pseudo-terminal's program wrote until `needle` appeared in `shown(...)` of it (or the time ran out,
+    or the program closed it), passed through `shown`: the raw bytes, or `visible` ones."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in shown(seen) and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return shown(seen)

@@ -169,3 +169,36 @@ def bart(bart_path):
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     return AutoTokenizer.from_pretrained(bart_path), AutoModelForSeq2SeqLM.from_pretrained(bart_path).eval()
+
+
+@pytest.fixture(scope="session")
+def long_context_gpt(tmp_path_factory, gpt_path) -> Path:
+    """A random-weight GPT-2 with room for thousands of tokens, so generation runs long enough to interrupt."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    folder = tmp_path_factory.mktemp("long-gpt")
+    tokenizer = AutoTokenizer.from_pretrained(gpt_path)
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=8, n_embd=512, n_head=8, n_positions=4096, vocab_size=len(tokenizer),
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = GPT2LMHeadModel(config)
+    # Make the end-of-text token impossible, so generation never stops early by itself.
+    with torch.no_grad():
+        model.lm_head.weight[tokenizer.eos_token_id].zero_()
+        model.transformer.wte.weight[tokenizer.eos_token_id] = -1e4 * model.transformer.wte.weight.abs().max()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine a thread team crawls when other
+    processes share the cores. A module takes it with `pytestmark = pytest.mark.usefixtures("single_torch_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

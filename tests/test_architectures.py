@@ -39,12 +39,8 @@ LOADERS = {"gpt": AutoModelForCausalLM, "bert": AutoModelForMaskedLM, "bart": Au
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and a thread team crawls when other processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(single_torch_thread):
     yield
-    torch.set_num_threads(before)
     clear_cache()  # the matrix's models are of no use to other modules
     reference.cache_clear()
 

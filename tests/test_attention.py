@@ -24,11 +24,6 @@ LONG_TEXT = " ".join([DUCK_SENTENCE] * 4)  # ~30 tokens: wider than a narrow ter
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def models(gpt_path, bert_path):
-    return ["--gpt", str(gpt_path), "--bert", str(bert_path)]
-
-
 def _model(doc: dict, family: str) -> dict:
     (entry,) = [m for m in doc["models"] if m["family"] == family]
     return entry

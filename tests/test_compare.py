@@ -13,11 +13,6 @@ from tests.fixtures.tiny_models import BERT_MASKED_DUCK, CORPUS, GPT_CAPITAL_PRO
 
 
 @pytest.fixture(scope="module")
-def models(gpt_path, bert_path):
-    return ["--gpt", str(gpt_path), "--bert", str(bert_path)]
-
-
-@pytest.fixture(scope="module")
 def masked_doc(models):
     return run_json("compare", BERT_MASKED_DUCK, *models)
 

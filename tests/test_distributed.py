@@ -21,11 +21,6 @@ from tests.test_pairs import _write_jsonl, corpus_pairs
 TIMEOUT_S = 30  # GBCLI_DIST_TIMEOUT for the jobs here: a failed job must end well within the test's wait
 
 
-@pytest.fixture(scope="module")
-def models(gpt_path, bert_path):
-    return ["--gpt", str(gpt_path), "--bert", str(bert_path)]
-
-
 def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "GBCLI_THREADS": "1", "GBCLI_DIST_TIMEOUT": str(TIMEOUT_S),
             **extra}

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, pipeline
+from transformers import AutoTokenizer, pipeline
 
 from gbcli.models import LoadedModel
 from gbcli.tasks.masking import MAX_MASKS, MLM_HEADS, masked_lm_logits
@@ -28,21 +28,6 @@ SENTENCES = [
     "once upon a time there was a [MASK] who lived in the garden .",
     "[MASK] cow moos in the field .",
 ]
-
-
-@pytest.fixture(scope="module")
-def models(gpt_path, bert_path):
-    return ["--gpt", str(gpt_path), "--bert", str(bert_path)]
-
-
-@pytest.fixture(scope="module")
-def bert(bert_path):
-    return AutoTokenizer.from_pretrained(bert_path), AutoModelForMaskedLM.from_pretrained(bert_path).eval()
-
-
-@pytest.fixture(scope="module")
-def gpt(gpt_path):
-    return AutoTokenizer.from_pretrained(gpt_path), AutoModelForCausalLM.from_pretrained(gpt_path).eval()
 
 
 @pytest.fixture(scope="module")

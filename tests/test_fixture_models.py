@@ -15,7 +15,6 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
-    AutoModelForSeq2SeqLM,
     AutoTokenizer,
 )
 
@@ -41,33 +40,11 @@ EOT = "<|endoftext|>"
 
 
 # --------------------------------------------------------------------------
-# loaded models (module-scoped: loading is cheap but not free)
+# one torch thread; the loaded models are conftest.py's gpt, bert and bart
 # --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core CI
-    box OpenMP oversubscription makes them many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def gpt(gpt_path):
-    return AutoTokenizer.from_pretrained(gpt_path), AutoModelForCausalLM.from_pretrained(gpt_path).eval()
-
-
-@pytest.fixture(scope="module")
-def bert(bert_path):
-    return AutoTokenizer.from_pretrained(bert_path), AutoModelForMaskedLM.from_pretrained(bert_path).eval()
-
-
-@pytest.fixture(scope="module")
-def bart(bart_path):
-    return AutoTokenizer.from_pretrained(bart_path), AutoModelForSeq2SeqLM.from_pretrained(bart_path).eval()
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _bert_mask_probs(tok, model, text: str) -> list[torch.Tensor]:

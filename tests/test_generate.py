@@ -6,42 +6,30 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-from tests.cli_helpers import assert_user_error, run, run_installed, run_json
+from tests.cli_helpers import assert_user_error, column_of, run, run_installed, run_json
 from tests.fixtures.tiny_models import GPT_PROMPT
 
 
-@pytest.fixture(scope="module")
-def models(gpt_path, bert_path):
-    return ["--gpt", str(gpt_path), "--bert", str(bert_path)]
-
-
-def _column(doc: dict, family: str) -> dict:
-    (column,) = [c for c in doc["columns"] if c["family"] == family]
-    return column
-
-
-def test_gpt2_greedy_equals_model_generate(gpt_path, models):
+def test_gpt2_greedy_equals_model_generate(gpt, models):
     doc = run_json("generate", GPT_PROMPT, "--greedy", "--max-new-tokens", "12", "--models", "gpt", *models)
-    tokenizer = AutoTokenizer.from_pretrained(gpt_path)
-    model = AutoModelForCausalLM.from_pretrained(gpt_path).eval()
+    tokenizer, model = gpt
     ids = tokenizer(GPT_PROMPT, return_tensors="pt")
     expected = model.generate(**ids, do_sample=False, max_new_tokens=12, pad_token_id=tokenizer.eos_token_id)
     new_ids = expected[0, ids["input_ids"].shape[1] :].tolist()
-    (continuation,) = _column(doc, "gpt")["continuations"]
+    (continuation,) = column_of(doc, "gpt")["continuations"]
     produced = [t["id"] for t in continuation["tokens"]]
-    assert produced == new_ids[: len(produced)]
+    assert produced == new_ids  # every token model.generate wrote, its end-of-text included, and no more
+    assert continuation["stopped_at_eos"] == (new_ids[-1] == tokenizer.eos_token_id) == (len(new_ids) < 12)
     assert continuation["text"] == tokenizer.decode(produced, skip_special_tokens=True)
     # The corpus teaches the model real sentences, so the greedy text is corpus-like.
     assert continuation["text"].strip().split()[0] in {"there", ","}
 
 
-def test_gpt2_token_logprobs_are_the_models_own(gpt_path, models):
+def test_gpt2_token_logprobs_are_the_models_own(gpt, models):
     doc = run_json("generate", GPT_PROMPT, "--max-new-tokens", "8", "--seed", "3", "--models", "gpt", *models)
-    (continuation,) = _column(doc, "gpt")["continuations"]
-    tokenizer = AutoTokenizer.from_pretrained(gpt_path)
-    model = AutoModelForCausalLM.from_pretrained(gpt_path).eval()
+    (continuation,) = column_of(doc, "gpt")["continuations"]
+    tokenizer, model = gpt
     prompt_ids = tokenizer(GPT_PROMPT)["input_ids"]
     new_ids = [t["id"] for t in continuation["tokens"]]
     with torch.no_grad():
@@ -60,7 +48,7 @@ def test_same_seed_reproduces_sampled_text_and_another_seed_changes_it(models):
     again = run_json(*args, "--seed", "7")
     other = run_json(*args, "--seed", "8")
     for family in ("gpt", "bert"):
-        texts = [_column(doc, family)["continuations"][0]["text"] for doc in (first, again, other)]
+        texts = [column_of(doc, family)["continuations"][0]["text"] for doc in (first, again, other)]
         assert texts[0] == texts[1], family
         assert texts[0] != texts[2], family
     assert first["settings"]["seed"] == 7
@@ -71,7 +59,7 @@ def test_unseeded_sampling_reports_the_seed_it_drew(models):
     seed = doc["settings"]["seed"]
     assert isinstance(seed, int)
     again = run_json("generate", GPT_PROMPT, "--max-new-tokens", "10", "--models", "gpt", "--seed", str(seed), *models)
-    assert _column(again, "gpt")["continuations"][0]["text"] == _column(doc, "gpt")["continuations"][0]["text"]
+    assert column_of(again, "gpt")["continuations"][0]["text"] == column_of(doc, "gpt")["continuations"][0]["text"]
 
 
 def test_json_holds_both_columns_with_statistics(models):
@@ -82,21 +70,20 @@ def test_json_holds_both_columns_with_statistics(models):
         assert column["tokens_per_second"] > 0
         assert column["seconds"] > 0
         assert column["continuations"][0]["mean_logprob"] <= 0
-    assert "mask" in _column(doc, "bert")["method"]
+    assert "mask" in column_of(doc, "bert")["method"]
 
 
 def test_bert_iterative_filling_yields_requested_number_of_tokens(models):
     doc = run_json("generate", GPT_PROMPT, "--max-new-tokens", "7", "--greedy", "--models", "bert", *models)
-    (continuation,) = _column(doc, "bert")["continuations"]
+    (continuation,) = column_of(doc, "bert")["continuations"]
     assert len(continuation["tokens"]) == 7
-    assert _column(doc, "bert")["new_tokens"] == 7
+    assert column_of(doc, "bert")["new_tokens"] == 7
 
 
-def test_bert_greedy_first_token_is_the_argmax_at_an_appended_mask(bert_path, models):
+def test_bert_greedy_first_token_is_the_argmax_at_an_appended_mask(bert, models):
     doc = run_json("generate", GPT_PROMPT, "--max-new-tokens", "3", "--greedy", "--models", "bert", *models)
-    tokens = _column(doc, "bert")["continuations"][0]["tokens"]
-    tokenizer = AutoTokenizer.from_pretrained(bert_path)
-    model = AutoModelForMaskedLM.from_pretrained(bert_path).eval()
+    tokens = column_of(doc, "bert")["continuations"][0]["tokens"]
+    tokenizer, model = bert
     ids = tokenizer(GPT_PROMPT)["input_ids"]
     for token in tokens:
         masked = ids[:-1] + [tokenizer.mask_token_id] + ids[-1:]
@@ -129,7 +116,7 @@ def test_models_option_runs_one_column_alone(models):
 def test_models_from_environment_variables(gpt_path):
     doc = run_json("generate", GPT_PROMPT, "--max-new-tokens", "3", "--greedy", "--models", "gpt",
                    env={"GBCLI_GPT": str(gpt_path)})
-    assert _column(doc, "gpt")["model"] == gpt_path.name
+    assert column_of(doc, "gpt")["model"] == gpt_path.name
 
 
 def test_table_view_shows_both_columns_and_probability_legend(models):
@@ -206,15 +193,12 @@ def test_installed_gbcli_generates_json(gpt_path, bert_path):
     assert b"\x1b[" not in completed.stdout + completed.stderr
 
 
-def test_with_bart_adds_a_third_column_whose_greedy_text_equals_model_generate(bart_path, models):
-    from transformers import AutoModelForSeq2SeqLM
-
+def test_with_bart_adds_a_third_column_whose_greedy_text_equals_model_generate(bart, bart_path, models):
     doc = run_json("generate", GPT_PROMPT, "--greedy", "--max-new-tokens", "8", "--with-bart", "--bart",
                    str(bart_path), *models)
     assert [c["family"] for c in doc["columns"]] == ["gpt", "bert", "bart"]
-    (continuation,) = _column(doc, "bart")["continuations"]
-    tokenizer = AutoTokenizer.from_pretrained(bart_path)
-    model = AutoModelForSeq2SeqLM.from_pretrained(bart_path).eval()
+    (continuation,) = column_of(doc, "bart")["continuations"]
+    tokenizer, model = bart
     # BART writes through its decoder: the encoder reads "prompt <mask>", the decoder starts from the prompt.
     source = tokenizer(GPT_PROMPT + " <mask>", return_tensors="pt")
     prefix = [model.config.decoder_start_token_id, tokenizer.bos_token_id,

@@ -15,8 +15,9 @@ import torch
 
 from gbcli.tasks.pairs import align_words
 from gbcli.tasks.scoring import WordScore
-from tests.cli_helpers import TRACEBACK, assert_user_error, gbcli_executable, run
+from tests.cli_helpers import TRACEBACK, assert_user_error, column_of, gbcli_executable, run
 from tests.fixtures.tiny_models import ANIMAL_SOUNDS, DUCK_SENTENCE, PLACES
+from tests.helpers_reference import naive_pll
 
 BAD_DUCK = "the duck barks in the park ."
 LONGER_BAD = "the duck barks loudly in the park ."
@@ -30,29 +31,12 @@ def _pair(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
-def _column(record: dict, family: str) -> dict:
-    (column,) = [c for c in record["columns"] if c["family"] == family]
-    return column
-
-
 def _gpt_log_likelihood(gpt, text: str) -> float:
     tokenizer, model = gpt
     ids = [tokenizer.bos_token_id, *tokenizer(text)["input_ids"]]
     with torch.no_grad():
         logprobs = model(torch.tensor([ids])).logits[0].log_softmax(-1)
     return math.fsum(logprobs[t - 1, ids[t]].item() for t in range(1, len(ids)))
-
-
-def _naive_pll(bert, text: str) -> float:
-    tokenizer, model = bert
-    ids = tokenizer(text)["input_ids"]
-    total = []
-    for i in range(1, len(ids) - 1):
-        copy = list(ids)
-        copy[i] = tokenizer.mask_token_id
-        with torch.no_grad():
-            total.append(model(torch.tensor([copy])).logits[0, i].log_softmax(-1)[ids[i]].item())
-    return math.fsum(total)
 
 
 def _bart_reconstruction(bart, text: str) -> float:
@@ -73,25 +57,25 @@ def test_each_model_prefers_the_true_sentence_by_its_own_score(gpt, bert, bart, 
     record = _pair(DUCK_SENTENCE, BAD_DUCK, *models, "--with-bart", "--bart", str(bart_path))
     expected = {
         "gpt": (_gpt_log_likelihood, "log-likelihood", gpt),
-        "bert": (_naive_pll, "pseudo-log-likelihood", bert),
+        "bert": (lambda bert, text: math.fsum(naive_pll(bert, text)), "pseudo-log-likelihood", bert),
         "bart": (_bart_reconstruction, "reconstruction log-likelihood", bart),
     }
     for family, (score, measure, model) in expected.items():
-        column = _column(record, family)
+        column = column_of(record, family)
         good, bad = score(model, DUCK_SENTENCE), score(model, BAD_DUCK)
         assert column["measure"] == measure
         assert (column["good"], column["bad"]) == pytest.approx((good, bad), abs=1e-4)
         assert column["difference"] == pytest.approx(good - bad, abs=1e-4)
         assert (column["prefers"], column["correct"]) == ("good", True)
         assert column["unit"] == "nats"
-    assert _column(record, "gpt")["conventions"]["bos"] is True
-    assert _column(record, "bert")["conventions"]["pll"] == "original"
+    assert column_of(record, "gpt")["conventions"]["bos"] is True
+    assert column_of(record, "bert")["conventions"]["pll"] == "original"
 
 
 def test_bits_and_no_bos_change_the_numbers_as_score_does(gpt, models):
     record = _pair(DUCK_SENTENCE, BAD_DUCK, "--bits", "--no-bos", "--models", "gpt", *models)
     tokenizer, model = gpt
-    column = _column(record, "gpt")
+    column = column_of(record, "gpt")
 
     def without_bos(text: str) -> float:
         ids = tokenizer(text)["input_ids"]
@@ -107,7 +91,7 @@ def test_bits_and_no_bos_change_the_numbers_as_score_does(gpt, models):
 def test_words_are_aligned_across_sentences_of_different_lengths(models):
     record = _pair(DUCK_SENTENCE, LONGER_BAD, *models)
     for family in ("gpt", "bert"):
-        column = _column(record, family)
+        column = column_of(record, family)
         rows = column["words"]
         assert [r["op"] for r in rows] == ["equal", "equal", "replace", "insert", "equal", "equal", "equal", "equal"]
         assert [r["good"] for r in rows] == ["the", "duck", "quacks", None, "in", "the", "park", "."]
@@ -127,7 +111,7 @@ def test_words_are_aligned_across_sentences_of_different_lengths(models):
 
 def test_gpt2_is_untouched_before_the_difference_while_bert_reads_it_from_the_right(models):
     columns = _pair(DUCK_SENTENCE, BAD_DUCK, *models)["columns"]
-    gpt, bert = (_column({"columns": columns}, f) for f in ("gpt", "bert"))
+    gpt, bert = (column_of({"columns": columns}, f) for f in ("gpt", "bert"))
     # "duck" comes before "quacks"/"barks": GPT-2 sees only the left context, so nothing changes there ...
     assert [r["difference"] for r in gpt["words"][:2]] == [0.0, 0.0]
     # ... BERT reads "barks" when it predicts "duck", and is surprised already.
@@ -340,9 +324,9 @@ def test_ctrl_c_keeps_every_line_whole_and_resume_finishes_the_file(tmp_path, mo
     assert written.endswith("\n")
     first = _lines(written)
     assert 3 <= len(first) < 200 and [r["line"] for r in first] == list(range(1, len(first) + 1))
-    resumed = subprocess.run([*command, "--resume"], capture_output=True, timeout=300, check=False,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert resumed.returncode == 0, resumed.stderr.decode()
+    # The resumed run needs no signal: in-process, where the models are already loaded.
+    resumed = run(*command[1:], "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
     records = _lines(out.read_text())
     assert [r["line"] for r in records] == list(range(1, 201))
     assert json.loads(resumed.stdout)["resumed"] == len(first)

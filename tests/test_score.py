@@ -10,8 +10,9 @@ import math
 import pytest
 import torch
 
-from tests.cli_helpers import assert_user_error, run, run_installed
+from tests.cli_helpers import assert_user_error, column_of, run, run_installed
 from tests.fixtures.tiny_models import CORPUS, DUCK_SENTENCE, MAX_POSITIONS, MULTI_PIECE_SENTENCE
+from tests.helpers_reference import naive_pll
 
 SENTENCES = [DUCK_SENTENCE, "the dog quacks in the park .", MULTI_PIECE_SENTENCE, CORPUS[-1]]
 LONG_TEXT = " ".join(CORPUS[::6])  # far longer than the 64-token context
@@ -25,11 +26,6 @@ def _records(*args: str, **kwargs) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def _column(record: dict, family: str) -> dict:
-    (column,) = [c for c in record["columns"] if c["family"] == family]
-    return column
-
-
 def _direct_gpt_logprobs(gpt, ids: list[int]) -> list[float]:
     """log P(ids[t] | ids[:t]) for t ≥ 1, from one plain forward pass."""
     _, model = gpt
@@ -38,32 +34,13 @@ def _direct_gpt_logprobs(gpt, ids: list[int]) -> list[float]:
     return [logprobs[t - 1, ids[t]].item() for t in range(1, len(ids))]
 
 
-def _naive_pll(bert, text: str, within_word: bool = False) -> list[float]:
-    """One masked copy per forward pass, the textbook loop."""
-    tokenizer, model = bert
-    encoded = tokenizer(text)
-    ids, words = encoded["input_ids"], encoded.word_ids()
-    result = []
-    for i in range(1, len(ids) - 1):
-        copy = list(ids)
-        copy[i] = tokenizer.mask_token_id
-        if within_word:
-            for j in range(i + 1, len(ids) - 1):
-                if words[j] == words[i]:
-                    copy[j] = tokenizer.mask_token_id
-        with torch.no_grad():
-            logits = model(torch.tensor([copy])).logits[0, i]
-        result.append(logits.log_softmax(-1)[ids[i]].item())
-    return result
-
-
 def test_gpt2_perplexity_is_exp_mean_nll_with_bos_context(gpt, models):
     tokenizer, _ = gpt
     records = _records(*SENTENCES, "--models", "gpt", "--tokens", *models)
     for text, record in zip(SENTENCES, records, strict=True):
         ids = tokenizer(text)["input_ids"]
         expected = _direct_gpt_logprobs(gpt, [tokenizer.bos_token_id, *ids])
-        column = _column(record, "gpt")
+        column = column_of(record, "gpt")
         assert [t["logprob"] for t in column["tokens"]] == pytest.approx(expected, abs=1e-5)
         assert column["scored_tokens"] == len(ids)
         assert column["value"] == pytest.approx(math.exp(-sum(expected) / len(ids)), rel=1e-5)
@@ -73,7 +50,7 @@ def test_gpt2_perplexity_is_exp_mean_nll_with_bos_context(gpt, models):
 def test_gpt2_without_bos_leaves_the_first_token_unscored(gpt, models):
     tokenizer, _ = gpt
     (record,) = _records(DUCK_SENTENCE, "--models", "gpt", "--no-bos", "--tokens", *models)
-    column = _column(record, "gpt")
+    column = column_of(record, "gpt")
     ids = tokenizer(DUCK_SENTENCE)["input_ids"]
     expected = _direct_gpt_logprobs(gpt, ids)
     assert column["tokens"][0]["logprob"] is None
@@ -86,8 +63,8 @@ def test_gpt2_without_bos_leaves_the_first_token_unscored(gpt, models):
 def test_batched_pseudo_log_likelihood_equals_the_naive_loop(bert, models):
     records = _records(*SENTENCES, "--models", "bert", "--tokens", *models)
     for text, record in zip(SENTENCES, records, strict=True):
-        expected = _naive_pll(bert, text)
-        column = _column(record, "bert")
+        expected = naive_pll(bert, text)
+        column = column_of(record, "bert")
         assert [t["logprob"] for t in column["tokens"]] == pytest.approx(expected, abs=1e-5)
         assert column["log_likelihood"] == pytest.approx(sum(expected), abs=1e-5)
         assert column["value"] == pytest.approx(math.exp(-sum(expected) / len(expected)), rel=1e-5)
@@ -97,14 +74,14 @@ def test_batched_pseudo_log_likelihood_equals_the_naive_loop(bert, models):
 def test_within_word_variant_also_masks_the_later_pieces_of_the_word(bert, models):
     records = _records(*SENTENCES, "--models", "bert", "--tokens", "--pll", "within-word", *models)
     by_text = dict(zip(SENTENCES, records, strict=True))
-    multi = _column(by_text[MULTI_PIECE_SENTENCE], "bert")
-    expected = _naive_pll(bert, MULTI_PIECE_SENTENCE, within_word=True)
+    multi = column_of(by_text[MULTI_PIECE_SENTENCE], "bert")
+    expected = naive_pll(bert, MULTI_PIECE_SENTENCE, within_word=True)
     assert [t["logprob"] for t in multi["tokens"]] == pytest.approx(expected, abs=1e-5)
     assert [t["masked_tokens"] for t in multi["tokens"]][:3] == [1, 2, 1]  # `was` is scored with `##p` hidden too
-    assert expected != pytest.approx(_naive_pll(bert, MULTI_PIECE_SENTENCE), abs=1e-4)
+    assert expected != pytest.approx(naive_pll(bert, MULTI_PIECE_SENTENCE), abs=1e-4)
     # A sentence of one-piece words scores exactly as in the original method.
-    duck = _column(by_text[DUCK_SENTENCE], "bert")
-    assert duck["log_likelihood"] == pytest.approx(sum(_naive_pll(bert, DUCK_SENTENCE)), abs=1e-5)
+    duck = column_of(by_text[DUCK_SENTENCE], "bert")
+    assert duck["log_likelihood"] == pytest.approx(sum(naive_pll(bert, DUCK_SENTENCE)), abs=1e-5)
     assert "Kauf and Ivanova" in multi["method"]
 
 
@@ -123,7 +100,7 @@ def test_sliding_window_equals_direct_computation_when_the_text_fits(gpt, models
     ids = [tokenizer.bos_token_id, *tokenizer(text)["input_ids"]]
     assert len(ids) <= MAX_POSITIONS
     (record,) = _records(text, "--models", "gpt", "--stride", "5", "--tokens", *models)
-    column = _column(record, "gpt")
+    column = column_of(record, "gpt")
     assert [t["logprob"] for t in column["tokens"]] == pytest.approx(_direct_gpt_logprobs(gpt, ids), abs=1e-5)
     assert "1 window" in column["detail"]
 
@@ -134,7 +111,7 @@ def test_sliding_window_scores_every_token_of_a_text_longer_than_the_context(gpt
     assert len(ids) > 3 * MAX_POSITIONS
     stride = 16
     (record,) = _records(LONG_TEXT, "--models", "gpt", "--stride", str(stride), "--tokens", *models)
-    column = _column(record, "gpt")
+    column = column_of(record, "gpt")
     assert column["scored_tokens"] == len(ids) - 1
     assert "windows" in column["detail"]
     for k, token in enumerate(column["tokens"]):

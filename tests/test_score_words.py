@@ -13,6 +13,7 @@ import torch
 
 from tests.cli_helpers import assert_user_error, run
 from tests.fixtures.tiny_models import DUCK_SENTENCE, MULTI_PIECE_SENTENCE
+from tests.helpers_reference import naive_pll
 
 TEXT = MULTI_PIECE_SENTENCE  # "the wasp buzzes in the park .": "wasp" is two pieces in every tokenizer
 
@@ -49,22 +50,6 @@ def _gpt_logprobs(gpt, text: str, bos: bool) -> tuple[list[int | None], list[flo
     return encoded.word_ids(), scored if bos else [None, *scored]
 
 
-def _bert_within_word_pll(bert, text: str) -> tuple[list[int | None], list[float]]:
-    """PLL-word-l2r by the textbook loop: mask the token and the later pieces of its word, one copy per pass."""
-    tokenizer, model = bert
-    encoded = tokenizer(text)
-    ids, words = encoded["input_ids"], encoded.word_ids()
-    result = []
-    for i in range(1, len(ids) - 1):
-        copy = list(ids)
-        for j in range(i, len(ids) - 1):
-            if j == i or words[j] == words[i]:
-                copy[j] = tokenizer.mask_token_id
-        with torch.no_grad():
-            result.append(model(torch.tensor([copy])).logits[0, i].log_softmax(-1)[ids[i]].item())
-    return words[1:-1], result
-
-
 def test_gpt2_word_surprisal_is_the_sum_of_its_pieces_under_the_tokenizers_word_ids(gpt, models):
     (column,) = _column(TEXT, "--words", "--models", "gpt", *models)
     expected = _by_word(*_gpt_logprobs(gpt, TEXT, bos=True))
@@ -87,7 +72,8 @@ def test_without_bos_the_first_word_has_no_score(gpt, models):
 
 def test_bert_within_word_pll_summed_per_word(bert, models):
     (column,) = _column(TEXT, "--words", "--pll", "within-word", "--models", "bert", *models)
-    words, logprobs = _bert_within_word_pll(bert, TEXT)
+    words = bert[0](TEXT).word_ids()[1:-1]  # PLL-word-l2r: the token and its word's later pieces masked
+    logprobs = naive_pll(bert, TEXT, within_word=True)
     assert [w["logprob"] for w in column["words"]] == pytest.approx(_by_word(words, logprobs), abs=1e-5)
     assert column["conventions"] == {"unit": "nats", "bos": None, "pll": "within-word",
                                      "words": column["conventions"]["words"]}

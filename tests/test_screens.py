@@ -6,18 +6,11 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
-
 from gbcli.render.common import format_nats, format_perplexity, format_prob
 from tests.cli_helpers import assert_user_error, run, run_json
 from tests.fixtures.tiny_models import DUCK_SENTENCE, GPT_CAPITAL_PROMPT
 
 ESCAPE = "\x1b["
-
-
-@pytest.fixture(scope="module")
-def models(gpt_path, bert_path):
-    return ["--gpt", str(gpt_path), "--bert", str(bert_path)]
 
 
 def test_no_color_in_a_terminal_sends_no_escape_codes_at_all(models):

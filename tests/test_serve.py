@@ -25,7 +25,6 @@ import pytest
 
 from tests.cli_helpers import TRACEBACK, gbcli_executable, run, run_installed
 from tests.test_shell import _read_until, without_timings
-from tests.test_signals import long_context_gpt  # noqa: F401 - a model that generates long enough to interrupt
 
 
 def client_env(runtime: Path, **extra: str) -> dict[str, str]:
@@ -110,11 +109,6 @@ def stop_process(server: RunningServer) -> None:
 
 
 @pytest.fixture(scope="module")
-def models(gpt_path, bert_path):
-    return ["--gpt", str(gpt_path), "--bert", str(bert_path)]
-
-
-@pytest.fixture(scope="module")
 def server(models):
     running = start_server(*models)
     yield running
@@ -137,6 +131,22 @@ def assert_same_as_in_process(server: RunningServer, *args: str, env: dict[str, 
     if stderr:  # (a spinner's frames on a terminal depend on how long loading takes)
         assert warm.stderr.decode() == cold.stderr
     return warm
+
+
+def heavy_import_probe(args: list[str]) -> str:
+    """A Python program that runs `gbcli ARGS` and prints, last on stderr, the heavy libraries it imported."""
+    return (
+        "import sys\n"
+        "from gbcli.cli import main\n"
+        f"sys.argv = ['gbcli', *{args!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'numpy', "
+        "'tokenizers'))\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
 
 
 def test_the_socket_is_private_to_the_user(server):
@@ -190,18 +200,7 @@ def test_stdin_and_timed_results_travel_too(server, models):
 
 
 def test_the_client_imports_no_heavy_library(server, models):
-    probe = (
-        "import sys\n"
-        "from gbcli.cli import main\n"
-        f"sys.argv = ['gbcli', 'tokenize', 'hello', *{models!r}]\n"
-        "try:\n"
-        "    main()\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'numpy', "
-        "'tokenizers'))\n"
-        "print('HEAVY', heavy, file=sys.stderr)\n"
-    )
+    probe = heavy_import_probe(["tokenize", "hello", *models])
     before = server.served()
     completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
                                env={**os.environ, **client_env(server.runtime)})
@@ -270,12 +269,12 @@ def test_a_server_of_another_build_is_refused_and_the_command_runs_here(tmp_path
     finally:
         listener.close()
         shutil.rmtree(runtime, ignore_errors=True)
-    cold = run_installed("tokenize", "hello", *models, env={"COLUMNS": "80"})
-    assert warm.returncode == 0 and warm.stdout == cold.stdout
+    cold = run("tokenize", "hello", *models, env={"COLUMNS": "80"})
+    assert warm.returncode == 0 and warm.stdout.decode() == cold.stdout
     assert b"9.9.9+future" in warm.stderr and b"refuse each other" in warm.stderr
 
 
-def test_streaming_generate_streams_and_ctrl_c_cancels_on_the_server(server, long_context_gpt):  # noqa: F811
+def test_streaming_generate_streams_and_ctrl_c_cancels_on_the_server(server, long_context_gpt):
     pid, fd = pty.fork()
     if pid == 0:  # the client on a terminal, as a user runs it
         os.environ.update(client_env(server.runtime, COLUMNS="100"))
@@ -300,7 +299,7 @@ def test_streaming_generate_streams_and_ctrl_c_cancels_on_the_server(server, lon
     wait_for(lambda: not server_status(server.runtime)["busy"], 10, "the server to be free")
 
 
-def test_a_killed_client_cancels_its_work_and_the_server_goes_on(server, models, long_context_gpt):  # noqa: F811
+def test_a_killed_client_cancels_its_work_and_the_server_goes_on(server, models, long_context_gpt):
     env = {**os.environ, **client_env(server.runtime)}
     client = subprocess.Popen([gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt",
                                str(long_context_gpt), "--max-new-tokens", "4000", "--json"], env=env,
@@ -317,7 +316,7 @@ def test_a_killed_client_cancels_its_work_and_the_server_goes_on(server, models,
     assert_same_as_in_process(server, "tokenize", "still here", *models)
 
 
-def test_detach_keep_alive_a_killed_server_and_its_stale_socket(models, tmp_path, long_context_gpt):  # noqa: F811
+def test_detach_keep_alive_a_killed_server_and_its_stale_socket(models, tmp_path, long_context_gpt):
     runtime = Path(tempfile.mkdtemp(prefix="gbcli-test-")) / "run"
     env = client_env(runtime)
     pid = None
@@ -353,32 +352,18 @@ def test_detach_keep_alive_a_killed_server_and_its_stale_socket(models, tmp_path
         shutil.rmtree(runtime.parent, ignore_errors=True)
 
 
-def test_stop_ends_the_server_and_removes_its_socket(models):
-    running = start_server(*models)
-    try:
-        stopped = running.client("stop")
-        assert stopped.returncode == 0 and f"gbcli server {running.process.pid} stopped".encode() in stopped.stderr
-        assert running.process.wait(timeout=30) == 0
-        assert not running.socket.exists()
-        assert running.client("stop").returncode == 0  # nothing to stop is no failure
-    finally:
-        stop_process(running)
+def test_stop_ends_the_server_and_removes_its_socket(server):
+    """The module's server, stopped: so this test comes after every other test that uses it."""
+    stopped = server.client("stop")
+    assert stopped.returncode == 0 and f"gbcli server {server.process.pid} stopped".encode() in stopped.stderr
+    assert server.process.wait(timeout=30) == 0
+    assert not server.socket.exists()
+    assert server.client("stop").returncode == 0  # nothing to stop is no failure
 
 
 @pytest.mark.parametrize("args", [["serve", "--help"], ["shell", "--help"], ["ps"], ["stop"]])
 def test_managing_the_server_imports_no_heavy_library(tmp_path, args):
-    probe = (
-        "import sys\n"
-        "from gbcli.cli import main\n"
-        f"sys.argv = ['gbcli', *{args!r}]\n"
-        "try:\n"
-        "    main()\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'numpy', "
-        "'tokenizers'))\n"
-        "print('HEAVY', heavy, file=sys.stderr)\n"
-    )
+    probe = heavy_import_probe(args)
     completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
                                env={**os.environ, **client_env(tmp_path / "run")})
     assert completed.stderr.strip().splitlines()[-1] == "HEAVY []"

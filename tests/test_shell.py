@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import re
-import select
 import shutil
 import signal
 import subprocess
@@ -16,14 +14,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-from tests.cli_helpers import TRACEBACK, gbcli_executable, run, run_json
+from tests.cli_helpers import TRACEBACK, gbcli_executable, read_terminal_until, run, run_json, visible
 from tests.fixtures.tiny_models import BERT_MASKED_DUCK
-from tests.test_signals import long_context_gpt  # noqa: F401 - the fixture, for a computation long enough to stop
-
-
-@pytest.fixture(scope="module")
-def models(gpt_path, bert_path):
-    return ["--gpt", str(gpt_path), "--bert", str(bert_path)]
 
 
 def shell(models, *lines: str, options: tuple[str, ...] = ()):
@@ -160,27 +152,10 @@ def test_compare_keeps_its_models_loaded_in_the_shell(models):
 PROMPT = b"gbcli>"
 
 
-def visible(shown: bytes) -> bytes:
-    """What the terminal shows, without its control sequences (prompt_toolkit redraws in pieces)."""
-    return re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]", b"", shown)
-
-
 def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
     """What the terminal showed until `needle` appeared, without its escape sequences: the line editor redraws as
     it goes, and a sequence may fall inside a typed word."""
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while needle not in visible(seen) and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    return visible(seen)
+    return read_terminal_until(fd, needle, timeout, shown=visible)
 
 
 @pytest.fixture
@@ -226,7 +201,7 @@ def test_on_a_terminal_it_prompts_completes_keeps_history_and_exits_0_on_ctrl_d(
     assert 'fill-mask "the [MASK] quacks ." -k 2' in history and "nosuch --x" in history
 
 
-def test_ctrl_c_stops_the_computation_and_returns_to_the_prompt(terminal_shell, long_context_gpt):  # noqa: F811
+def test_ctrl_c_stops_the_computation_and_returns_to_the_prompt(terminal_shell, long_context_gpt):
     process, fd = terminal_shell("--models", "gpt")
     assert PROMPT in _read_until(fd, PROMPT, 60)
     os.write(fd, f'generate "once upon a time" --gpt {long_context_gpt} --max-new-tokens 4000 --seed 1\r'.encode())

@@ -5,51 +5,14 @@ from __future__ import annotations
 import json
 import os
 import pty
-import select
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from tests.cli_helpers import TRACEBACK, gbcli_executable, run_installed
-
-
-@pytest.fixture(scope="module")
-def long_context_gpt(tmp_path_factory, gpt_path):
-    """A random-weight GPT-2 with room for thousands of tokens, so generation runs long enough to interrupt."""
-    folder = tmp_path_factory.mktemp("long-gpt")
-    tokenizer = AutoTokenizer.from_pretrained(gpt_path)
-    torch.manual_seed(0)
-    config = GPT2Config(n_layer=8, n_embd=512, n_head=8, n_positions=4096, vocab_size=len(tokenizer),
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    model = GPT2LMHeadModel(config)
-    # Make the end-of-text token impossible, so generation never stops early by itself.
-    with torch.no_grad():
-        model.lm_head.weight[tokenizer.eos_token_id].zero_()
-        model.transformer.wte.weight[tokenizer.eos_token_id] = -1e4 * model.transformer.wte.weight.abs().max()
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while needle not in seen and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    return seen
+from tests.cli_helpers import TRACEBACK, gbcli_executable, read_terminal_until, run_installed
 
 
 def _wait(pid: int, timeout: float) -> int:
@@ -73,12 +36,12 @@ def test_ctrl_c_during_streamed_generation_keeps_the_text_and_exits_130(long_con
             "--max-new-tokens", "4000", "--seed", "1",
         ])
     try:
-        shown = _read_until(fd, b"once upon a time", timeout=60)
+        shown = read_terminal_until(fd, b"once upon a time", timeout=60)
         assert b"once upon a time" in shown, shown[-500:]
         time.sleep(0.5)  # let a few tokens stream
         os.kill(pid, signal.SIGINT)
-        shown += _read_until(fd, b"interrupted", timeout=30)
-        shown += _read_until(fd, b"\x00never", timeout=2)
+        shown += read_terminal_until(fd, b"interrupted", timeout=30)
+        shown += read_terminal_until(fd, b"\x00never", timeout=2)
         status = _wait(pid, timeout=30)
     finally:
         try:

@@ -4,44 +4,33 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from transformers import AutoTokenizer
 
-from tests.cli_helpers import assert_user_error, run, run_installed, run_json
+from tests.cli_helpers import assert_user_error, column_of, run, run_installed, run_json
 from tests.fixtures.tiny_models import MULTI_PIECE_SENTENCE
 
 TEXT = "the wasp buzzes in the park ."
-
-
-@pytest.fixture(scope="module")
-def models(gpt_path, bert_path):
-    return ["--gpt", str(gpt_path), "--bert", str(bert_path)]
-
-
-def _column(doc: dict, family: str) -> dict:
-    (column,) = [c for c in doc["columns"] if c["family"] == family]
-    return column
 
 
 def test_ids_are_the_tokenizers_own(gpt_path, bert_path, models):
     doc = run_json("tokenize", TEXT, *models)
     for family, path in (("gpt", gpt_path), ("bert", bert_path)):
         expected = AutoTokenizer.from_pretrained(path)(TEXT)["input_ids"]
-        column = _column(doc, family)
+        column = column_of(doc, family)
         assert [p["id"] for p in column["pieces"]] == expected
         assert column["text_tokens"] + column["added_tokens"] == len(expected)
-    assert _column(doc, "bert")["added_tokens"] == 2  # [CLS] and [SEP]
-    assert _column(doc, "gpt")["added_tokens"] == 0
+    assert column_of(doc, "bert")["added_tokens"] == 2  # [CLS] and [SEP]
+    assert column_of(doc, "gpt")["added_tokens"] == 0
 
 
 def test_offsets_point_at_the_characters_of_each_piece(gpt_path, models):
     text = "the  wasp buzzes, in the park ."  # a double space and a comma the corpus never had
     doc = run_json("tokenize", text, *models)
     gpt_tokenizer = AutoTokenizer.from_pretrained(gpt_path)
-    for piece in _column(doc, "gpt")["pieces"]:
+    for piece in column_of(doc, "gpt")["pieces"]:
         assert piece["text"] == text[piece["start"] : piece["end"]]
         assert gpt_tokenizer.convert_tokens_to_string([piece["piece"]]) == piece["text"]
-    for piece in _column(doc, "bert")["pieces"]:
+    for piece in column_of(doc, "bert")["pieces"]:
         if piece["added"]:
             assert piece["start"] == piece["end"]
             continue
@@ -51,8 +40,8 @@ def test_offsets_point_at_the_characters_of_each_piece(gpt_path, models):
 
 def test_multi_piece_word_shows_space_mark_and_continuation_mark(models):
     doc = run_json("tokenize", MULTI_PIECE_SENTENCE, *models)
-    assert [p["shown"] for p in _column(doc, "gpt")["pieces"]][1:3] == ["␣was", "p"]
-    assert [p["shown"] for p in _column(doc, "bert")["pieces"]][2:4] == ["was", "·p"]
+    assert [p["shown"] for p in column_of(doc, "gpt")["pieces"]][1:3] == ["␣was", "p"]
+    assert [p["shown"] for p in column_of(doc, "bert")["pieces"]][2:4] == ["was", "·p"]
 
 
 def test_alignment_rows_hold_the_pieces_that_cover_the_same_characters(models):
@@ -86,13 +75,13 @@ def test_pieces_of_different_lengths_are_grouped_until_both_models_agree_on_a_bo
     rows = {span["text"]: span["pieces"] for span in doc["spans"]}
     # GPT-2 spends three byte pieces on each CJK character, BERT one [UNK]; the row is one character wide.
     assert len(rows["日"]["gpt"]) == 3 and len(rows["日"]["bert"]) == 1
-    shown = [_column(doc, "gpt")["pieces"][i]["shown"] for i in rows["日"]["gpt"]]
+    shown = [column_of(doc, "gpt")["pieces"][i]["shown"] for i in rows["日"]["gpt"]]
     assert all(s.startswith("\\x") for s in shown)
 
 
 def test_unknown_characters_are_marked_for_wordpiece_only(models):
     doc = run_json("tokenize", "the duck 日 .", *models)
-    bert, gpt = _column(doc, "bert"), _column(doc, "gpt")
+    bert, gpt = column_of(doc, "bert"), column_of(doc, "gpt")
     assert bert["unknown_tokens"] == 1
     (unknown,) = [p for p in bert["pieces"] if p["unknown"]]
     assert unknown["piece"] == "[UNK]" and unknown["text"] == "日"
@@ -101,7 +90,7 @@ def test_unknown_characters_are_marked_for_wordpiece_only(models):
 
 def test_special_tokens_are_labelled_and_a_literal_one_is_not_added(models):
     doc = run_json("tokenize", "the [MASK] quacks <|endoftext|>", *models)
-    bert, gpt = _column(doc, "bert")["pieces"], _column(doc, "gpt")["pieces"]
+    bert, gpt = column_of(doc, "bert")["pieces"], column_of(doc, "gpt")["pieces"]
     assert [(p["piece"], p["added"]) for p in bert if p["special"]] == [
         ("[CLS]", True), ("[MASK]", False), ("[SEP]", True)
     ]
