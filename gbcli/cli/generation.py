@@ -108,6 +108,7 @@ def _generate_live(console, requested: list[tuple[Family, str]], options: LoadOp
     from rich.live import Live
 
     from gbcli.models import load_model
+    from gbcli.render.common import terminal_echo_off
     from gbcli.render.generation import StreamingView
 
     view = StreamingView(result.prompt, [(family, display_name(spec)) for family, spec in requested])
@@ -116,11 +117,12 @@ def _generate_live(console, requested: list[tuple[Family, str]], options: LoadOp
         view.loading(family)  # the spinner lives in the view: one live display per terminal
         return load_model(family, spec, options)
 
-    with Live(view, console=console, refresh_per_second=12, transient=True) as live:
+    with terminal_echo_off(), Live(view, console=console, refresh_per_second=12, transient=True) as live:
         try:
             _generate_in_turn(requested, result, columns, load, view.update)
         except KeyboardInterrupt:
-            live.transient = False  # keep what was written so far on the screen
+            view.interrupted = True  # the last frame, whole and without the cursor, stays on the screen
+            live.transient = False
             raise
 
 
