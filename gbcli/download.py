@@ -76,6 +76,23 @@ def wants_rich_display(stream: Any = None) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)()) and "NO_COLOR" not in os.environ
 
 
+def _live_console() -> Any:
+    """The console of the live display already on screen (the command's "Loading ..." spinner), if any.
+
+    Rich nests a second live display inside the first only on the same Console; on another one both would redraw
+    the same lines. Rich keeps no public registry of live displays, but each runs a refresh thread holding it.
+    """
+    import threading
+
+    from rich.live import Live
+
+    for thread in threading.enumerate():
+        live = getattr(thread, "live", None)
+        if isinstance(live, Live) and live.is_started:
+            return live.console
+    return None
+
+
 def human_size(size: int | None) -> str:
     """548 MB, 1.4 GB, 12 kB: decimal units, as the hub's web pages show file sizes."""
     if size is None:
@@ -99,10 +116,12 @@ def make_progress(console: Any = None) -> Any:
         TimeRemainingColumn,
         TransferSpeedColumn,
     )
+    from rich.table import Column
 
+    # Sized for 80 columns: a long repo or shard name is shortened with an ellipsis, never the figures.
     return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis", max_width=32)),
+        BarColumn(bar_width=12),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
@@ -183,12 +202,13 @@ def download_missing(repo: str, revision: str | None, flag: str) -> None:
         files = files_to_fetch([sibling.rfilename for sibling in info.siblings or []])
         # Every file comes from the one commit the revision named when the listing was made.
         commit = info.sha or revision
-        display = make_progress() if wants_rich_display() else None
+        display = make_progress(_live_console()) if wants_rich_display() else None
         if display is not None:
+            display.console.print(f"downloading {repo}")  # once; each row then names its file
             display.start()
         try:
             for filename in files:
-                bar = progress_bar_class(display, f"{repo}: {filename}")
+                bar = progress_bar_class(display, filename if display else f"{repo}: {filename}")
                 hf_hub_download(repo, filename, revision=commit, tqdm_class=bar)
         finally:
             if display is not None:

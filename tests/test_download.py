@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from gbcli import download, models
-from tests.cli_helpers import TRACEBACK, assert_user_error, run
+from tests.cli_helpers import TRACEBACK, assert_user_error, run, run_installed
 from tests.fake_hub import FakeHub
 
 SENTENCE = "the [MASK] quacks"
@@ -105,19 +106,22 @@ def test_connection_broken_mid_file_leaves_no_complete_looking_file(fake_hub, tm
 def test_rich_display_counts_the_bytes_up_to_the_file_size():
     from rich.console import Console
 
-    console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    console = Console(file=io.StringIO(), force_terminal=True, width=80)
     display = download.make_progress(console)
     size = 3_500_000
-    bar_class = download.progress_bar_class(display, "test-org/tiny-bert: model.safetensors")
+    bar_class = download.progress_bar_class(display, "model-00001-of-00002.safetensors")
     with display, bar_class(total=size, initial=0, desc="model.safetensors", unit="B", unit_scale=True) as bar:
         bar.update(size // 2)
+        display.refresh()
         task = display.tasks[0]
         assert task.completed == size // 2 and task.total == size
         bar.update(size - size // 2)
         assert display.tasks[0].completed == size and display.tasks[0].finished
     screen = console.file.getvalue()
-    assert "model.safetensors" in screen
-    assert "3.5/3.5 MB" in screen
+    assert "model-00001-of-00002.safetensors" in screen  # the whole file name, at 80 columns
+    assert "1.8/3.5 MB" in screen and "3.5/3.5 MB" in screen  # the bytes figure moves to the file's size
+    lines = [line for line in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen).replace("\r", "\n").split("\n")]
+    assert max(len(line) for line in lines) <= 80 and not [line for line in lines if line.strip() == "MB"]
 
 
 def test_plain_line_when_not_a_terminal():
@@ -144,3 +148,15 @@ def test_only_the_files_from_pretrained_reads_are_chosen():
                                                   "model-00002-of-00002.safetensors"]
     assert download.files_to_fetch(["config.json", "pytorch_model.bin", "vocab.txt"]) == \
         ["config.json", "vocab.txt", "pytorch_model.bin"]
+
+
+def test_installed_gbcli_downloads_from_the_hub_hf_endpoint_names(tmp_path, bert_path):
+    """The installed command reads HF_ENDPOINT as a user sets it (no patched constants), probes that host, fetches."""
+    with FakeHub({"test-org/tiny-bert": bert_path}) as hub:
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hub-cache")}
+        result = run_installed("fill-mask", SENTENCE, "--models", "bert", "--bert", "test-org/tiny-bert", "--json",
+                               env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"downloading test-org/tiny-bert: model.safetensors" in result.stderr
+    assert json.loads(result.stdout)["masks"][0]["bert"]["predictions"][0]["word"] == "duck"
+    assert len(hub.file_gets()) == len([p for p in bert_path.iterdir() if p.is_file()])
