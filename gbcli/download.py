@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import sys
 from typing import Any
 
@@ -72,8 +71,11 @@ def is_complete_in_cache(repo: str, revision: str | None) -> bool:
 
 
 def wants_rich_display(stream: Any = None) -> bool:
+    """A progress display moves the cursor: only on a terminal, and not with NO_COLOR (as gbcli's spinners)."""
+    from gbcli.render.common import no_color
+
     stream = stream or sys.stderr
-    return bool(getattr(stream, "isatty", lambda: False)()) and "NO_COLOR" not in os.environ
+    return bool(getattr(stream, "isatty", lambda: False)()) and not no_color()
 
 
 def _live_console() -> Any:
@@ -200,8 +202,6 @@ def download_missing(repo: str, revision: str | None, flag: str) -> None:
     try:
         info = HfApi().model_info(repo, revision=revision)
         files = files_to_fetch([sibling.rfilename for sibling in info.siblings or []])
-        # Every file comes from the one commit the revision named when the listing was made.
-        commit = info.sha or revision
         display = make_progress(_live_console()) if wants_rich_display() else None
         if display is not None:
             display.console.print(f"downloading {repo}")  # once; each row then names its file
@@ -209,7 +209,9 @@ def download_missing(repo: str, revision: str | None, flag: str) -> None:
         try:
             for filename in files:
                 bar = progress_bar_class(display, filename if display else f"{repo}: {filename}")
-                hf_hub_download(repo, filename, revision=commit, tqdm_class=bar)
+                # By the revision's name, not its commit: the cache then maps that name to the commit, so that
+                # from_pretrained(revision=...) and the next run find the files without asking the hub.
+                hf_hub_download(repo, filename, revision=revision, tqdm_class=bar)
         finally:
             if display is not None:
                 display.stop()

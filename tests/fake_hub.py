@@ -22,6 +22,7 @@ class FakeHub:
     def __init__(self, repos: dict[str, Path]) -> None:
         self.repos = repos
         self.break_after: dict[str, int] = {}
+        self.gated: set[str] = set()  # repos that answer 403 GatedRepo, as to a user not granted access
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request served
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -77,6 +78,12 @@ class FakeHub:
             def _model_info(self, rest: str) -> None:
                 repo, _, _revision = rest.partition("/revision/")
                 folder = hub.repos.get(repo)
+                if repo in hub.gated:
+                    self.send_response(403)
+                    self.send_header("X-Error-Code", "GatedRepo")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
                 if folder is None:
                     return self._not_found("RepoNotFound")
                 files = sorted(p.name for p in folder.iterdir() if p.is_file())

@@ -82,6 +82,21 @@ def test_revision_is_asked_of_the_hub(fake_hub):
                  "--revision", "v1.0", "--json")
     assert result.exit_code == 0, result.stderr
     assert ("GET", "/api/models/test-org/tiny-bert/revision/v1.0") in fake_hub.requests
+    assert all("/resolve/v1.0/" in path for path in fake_hub.file_gets())
+    # The cache now knows v1.0: the same revision again asks the hub nothing.
+    asked = len(fake_hub.requests)
+    models.clear_cache()
+    again = run("fill-mask", SENTENCE, "--models", "bert", "--bert", "test-org/tiny-bert",
+                "--revision", "v1.0", "--json")
+    assert again.exit_code == 0 and again.stdout == result.stdout
+    assert fake_hub.requests[asked:] == []
+
+
+def test_gated_repo_says_so_and_how_to_get_access(fake_hub):
+    fake_hub.gated.add("test-org/tiny-bert")
+    result = run("fill-mask", SENTENCE, "--models", "bert", "--bert", "test-org/tiny-bert", "--json")
+    assert_user_error(result, 1, "'test-org/tiny-bert' for --bert is gated", "hint: request access")
+    assert result.stderr.count("error:") == 1 and result.stderr.count("hint:") == 1
 
 
 def test_repo_the_hub_does_not_have_is_one_error(fake_hub):
