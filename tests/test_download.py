@@ -175,3 +175,9 @@ def test_installed_gbcli_downloads_from_the_hub_hf_endpoint_names(tmp_path, bert
     assert b"downloading test-org/tiny-bert: model.safetensors" in result.stderr
     assert json.loads(result.stdout)["masks"][0]["bert"]["predictions"][0]["word"] == "duck"
     assert len(hub.file_gets()) == len([p for p in bert_path.iterdir() if p.is_file()])
+
+
+def test_offline_never_asks_the_hub(fake_hub):
+    result = run("fill-mask", SENTENCE, "--models", "bert", "--bert", "test-org/tiny-bert", "--offline", "--json")
+    assert_user_error(result, 1, "not in the local cache", "offline")
+    assert fake_hub.requests == []
