@@ -630,6 +630,10 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
     common: dict[str, Any] = {"revision": options.revision, "trust_remote_code": False}
     if offline:
         common["local_files_only"] = True
+    if not offline and not looks_like_path(spec):  # an uncached hub id downloads here, its bytes shown as they come
+        from gbcli.download import download_missing
+
+        download_missing(spec, options.revision, info.flag)
     try:
         config = _from_cache_first(AutoConfig.from_pretrained, source, common)
     except Exception as exc:
