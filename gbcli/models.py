@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from gbcli.errors import GbcliError, usage_error
+from gbcli.errors import RUNTIME, GbcliError, usage_error
 
 if TYPE_CHECKING:
     import torch
@@ -120,6 +120,45 @@ class LoadedModel:
     @property
     def vocab_size(self) -> int:
         return int(self.model.get_input_embeddings().weight.shape[0])
+
+    @property
+    def pad_id(self) -> int:
+        """The id that fills a right-padded batch: the tokenizer's pad token, else the config's, else EOS, else
+        [UNK], else 0.
+
+        Which id it is changes no number: every padded position is hidden by the attention mask (and, in a causal
+        model, comes after every real token), so it is a placeholder, never a token any output depends on.
+        """
+        tok = self.tokenizer
+        for value in (tok.pad_token_id, self.model.config.pad_token_id, tok.eos_token_id, tok.unk_token_id):
+            if isinstance(value, int):
+                return value
+        return 0
+
+    @property
+    def bos_id(self) -> int | None:
+        """The token a causal LM reads before a text so that its first word is predicted too: BOS, else EOS
+        (GPT-2's <|endoftext|> is both, and is what separated documents in training); None when it has neither."""
+        tok = self.tokenizer
+        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+    def check_fits(self, tokens: int, what: str, hint: str = "Shorten the text.") -> None:
+        """Refuse (exit 2) an input of `tokens` tokens that the model's position embeddings cannot hold; `what`
+        names the input in the message ("the text with its special tokens")."""
+        limit = self.max_positions
+        if tokens > limit:
+            raise usage_error(
+                f"{self.name} can hold at most {limit} tokens (its maximum positions), but {what} needs {tokens}.",
+                hint,
+            )
+
+    def require_mask_token(self, purpose: str, hint: str, *, exit_code: int = RUNTIME) -> int:
+        """The model's mask token id, or a one-sentence refusal: "<model> has no mask token, so it cannot
+        <purpose>." (a checkpoint that is a masked LM by architecture may still ship a tokenizer without one)."""
+        mask_id = self.tokenizer.mask_token_id
+        if self.tokenizer.mask_token is None or mask_id is None:
+            raise GbcliError(f"{self.name} has no mask token, so it cannot {purpose}.", hint, exit_code=exit_code)
+        return int(mask_id)
 
 
 def display_name(spec: str) -> str:

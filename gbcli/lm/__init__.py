@@ -1,0 +1,21 @@
+"""What one loaded model computes, knowing nothing of commands.
+
+- `batching`: right-padded batches of token-id sequences under a token or row budget;
+- `heads`: the vocabulary projection applied at chosen positions only (`logits_at`), the masked-LM head table;
+- `reads`: log-probabilities of given tokens and the top k at chosen positions (`run_reads`), and the causal
+  log-probability of given sequences (`causal_logprobs`);
+- `seq2seq`: teacher forcing of an encoder-decoder (`teacher_forced_logprobs`).
+
+The model-level facts these need (the pad id, the BOS id, whether an input fits, the mask token) are properties
+and methods of `gbcli.models.LoadedModel`. Nothing here imports torch at module level.
+"""
+
+from gbcli.lm.batching import PaddedBatch, cut_batches, padded_batches
+from gbcli.lm.heads import MLM_HEADS, logits_at, logsumexp_in_blocks, model_inputs
+from gbcli.lm.reads import Reads, causal_logprobs, run_reads
+from gbcli.lm.seq2seq import teacher_forced_logprobs
+
+__all__ = [
+    "MLM_HEADS", "PaddedBatch", "Reads", "causal_logprobs", "cut_batches", "logits_at", "logsumexp_in_blocks",
+    "model_inputs", "padded_batches", "run_reads", "teacher_forced_logprobs",
+]

@@ -203,13 +203,8 @@ def compute_attention(lm: LoadedModel, text: str) -> AttentionResult:
     ids = lm.tokenizer(text)["input_ids"]
     if not ids:
         raise usage_error("The text tokenizes to nothing.", "Give some visible text.")
-    limit = lm.max_positions
-    if len(ids) > limit:
-        raise usage_error(
-            f"{lm.name} can hold at most {limit} tokens (its maximum positions), but the text is {len(ids)} tokens"
-            f"{' with its special tokens' if any(i in lm.tokenizer.all_special_ids for i in ids) else ''}.",
-            f"Shorten the text to at most {limit} tokens.",
-        )
+    specials = " with its special tokens" if any(i in lm.tokenizer.all_special_ids for i in ids) else ""
+    lm.check_fits(len(ids), f"the text{specials}", f"Shorten the text to at most {lm.max_positions} tokens.")
     input_ids = torch.tensor([ids], device=lm.device)
     if getattr(lm.model.config, "is_encoder_decoder", False):
         return _encoder_decoder_attention(lm, ids)

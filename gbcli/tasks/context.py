@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Literal
 from gbcli.errors import usage_error
 from gbcli.models import LoadedModel
 from gbcli.tasks.attention import label_tokens
-from gbcli.tasks.seq2seq import check_length, decoder_start_id, is_seq2seq
+from gbcli.tasks.seq2seq import decoder_start_id, is_seq2seq
 
 if TYPE_CHECKING:
     import torch
@@ -192,7 +192,7 @@ def _stacks(lm: LoadedModel, text: str) -> list[_Stack]:
     ids = lm.tokenizer(text)["input_ids"]
     if not ids:
         raise usage_error("A text tokenizes to nothing.", "Give some visible text.")
-    check_length(lm, len(ids), "the text")
+    lm.check_fits(len(ids), "the text")
     body = lm.model.base_model
     input_ids = torch.tensor([ids], device=lm.device)
     # One text per forward pass, never a padded batch: the states before a change then come from the very same

@@ -132,7 +132,7 @@ def _causal_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k: 
 def _masked_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k: int) -> ModelLens:
     import torch
 
-    from gbcli.tasks.masking import MLM_HEADS
+    from gbcli.lm.heads import MLM_HEADS
 
     query = prediction_query(lm, text, segments)
     ids, position = query.ids, query.position

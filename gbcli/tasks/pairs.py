@@ -145,9 +145,7 @@ def check_pair_fits(pair: PairInput, models: list[LoadedModel]) -> None:
             if lm.kind == "masked":
                 check_masked_length(lm, column, pair.line)
             elif lm.kind == "seq2seq":
-                from gbcli.tasks import seq2seq
-
-                seq2seq.check_length(lm, len(column.ids), "a sentence with its special tokens")
+                lm.check_fits(len(column.ids), "a sentence with its special tokens")
 
 
 def align_words(good: list[WordScore], bad: list[WordScore]) -> list[AlignedWord]:

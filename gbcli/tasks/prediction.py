@@ -8,6 +8,7 @@ written the words before the blank, predicts at its last position.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,32 +39,40 @@ class Query:
 
 def prediction_query(lm: LoadedModel, text: str, segments: list[str] | None) -> Query:
     """The input on which `lm` predicts the one blank of `segments` (or, without a blank, the next word)."""
+    build = _QUERIES.get(lm.kind, _seq2seq_query)
+    return build(lm, text, segments, segments[0].endswith(" ") if segments is not None else True)
+
+
+def _causal_query(lm: LoadedModel, text: str, segments: list[str] | None, space: bool) -> Query:
+    # After <|endoftext|>, as GPT-2 scores a text, so that even a first word has a prediction. The space
+    # before a blank belongs to the word in it (GPT-2's Ġduck), so the context ends before that space.
+    bos = lm.bos_id
+    context = segments[0].rstrip(" ") if segments is not None else text.rstrip()
+    ids = ([bos] if bos is not None else []) + (lm.tokenizer(context, add_special_tokens=False)["input_ids"]
+                                                if context else [])
+    if not ids:
+        raise usage_error(f"{lm.name} has no start-of-text token, so it cannot predict a text's first word.",
+                          "Put some words before the blank.")
+    lm.check_fits(len(ids), "the text")
+    what = "the blank, from the words before it" if segments is not None else "the next token after the text"
+    return Query(ids, len(ids) - 1, what, space)
+
+
+def _masked_query(lm: LoadedModel, text: str, segments: list[str] | None, space: bool) -> Query:
+    if segments is None:
+        raise _no_blank(lm.name)
     tok = lm.tokenizer
-    space = segments[0].endswith(" ") if segments is not None else True
-    if lm.kind == "causal":
-        # After <|endoftext|>, as GPT-2 scores a text, so that even a first word has a prediction. The space
-        # before a blank belongs to the word in it (GPT-2's Ġduck), so the context ends before that space.
-        bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-        context = segments[0].rstrip(" ") if segments is not None else text.rstrip()
-        ids = ([bos] if bos is not None else []) + (tok(context, add_special_tokens=False)["input_ids"]
-                                                    if context else [])
-        if not ids:
-            raise usage_error(f"{lm.name} has no start-of-text token, so it cannot predict a text's first word.",
-                              "Put some words before the blank.")
-        _check_length(lm, len(ids))
-        what = "the blank, from the words before it" if segments is not None else "the next token after the text"
-        return Query(ids, len(ids) - 1, what, space)
-    if lm.kind == "masked":
-        if segments is None:
-            raise _no_blank(lm.name)
-        if tok.mask_token is None:
-            raise GbcliError(f"{lm.name} has no mask token.", "Use a masked LM for --bert.")
-        ids = tok(tok.mask_token.join(segments))["input_ids"]
-        if ids.count(tok.mask_token_id) != 1:
-            raise usage_error(f"{lm.name} read {ids.count(tok.mask_token_id)} masks where the text has 1.",
-                              f"Put spaces or punctuation around {MASK_SPELLINGS}.")
-        _check_length(lm, len(ids))
-        return Query(ids, ids.index(tok.mask_token_id), "the blank, from both sides", space)
+    mask_id = lm.require_mask_token("predict at a blank", "Use a masked LM for --bert.")
+    ids = tok(tok.mask_token.join(segments))["input_ids"]
+    if ids.count(mask_id) != 1:
+        raise usage_error(f"{lm.name} read {ids.count(mask_id)} masks where the text has 1.",
+                          f"Put spaces or punctuation around {MASK_SPELLINGS}.")
+    lm.check_fits(len(ids), "the text with its special tokens")
+    return Query(ids, ids.index(mask_id), "the blank, from both sides", space)
+
+
+def _seq2seq_query(lm: LoadedModel, text: str, segments: list[str] | None, space: bool) -> Query:
+    tok = lm.tokenizer
     seq2seq.check_seq2seq(lm)
     if segments is not None:
         # The encoder reads the text with BART's mask in the blank; the decoder has rewritten it up to the blank.
@@ -76,8 +85,14 @@ def prediction_query(lm: LoadedModel, text: str, segments: list[str] | None) -> 
         # As `generate` continues a prompt: the encoder reads it with a mask after it, the decoder has copied it.
         source, decoder_ids = seq2seq.generation_inputs(lm, text)
         what = "the next token (decoder, after the text)"
-    seq2seq.check_length(lm, max(len(source), len(decoder_ids)), "the text")
+    lm.check_fits(max(len(source), len(decoder_ids)), "the text")
     return Query(source, len(decoder_ids) - 1, what, space, decoder_ids)
+
+
+# Where each kind of model predicts: the one place lens and saliency choose by the model's kind.
+_QUERIES: dict[str, Callable[[LoadedModel, str, list[str] | None, bool], Query]] = {
+    "causal": _causal_query, "masked": _masked_query, "seq2seq": _seq2seq_query,
+}
 
 
 def blank_segments(text: str) -> list[str] | None:
@@ -129,8 +144,3 @@ def token_label(lm: LoadedModel, token_id: int) -> str:
         return piece
     return readable_piece(piece, tok.decode([token_id]))
 
-
-def _check_length(lm: LoadedModel, tokens: int) -> None:
-    if tokens > lm.max_positions:
-        raise usage_error(f"The text is {tokens} tokens long for {lm.name}, which holds at most "
-                          f"{lm.max_positions}.", "Shorten the text.")

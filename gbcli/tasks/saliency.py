@@ -186,7 +186,7 @@ def _log_prob_function(lm: LoadedModel, query: Query) -> Callable[[torch.Tensor,
 
     import torch
 
-    from gbcli.tasks.masking import MLM_HEADS
+    from gbcli.lm.heads import MLM_HEADS
 
     model = lm.model
     ids = torch.tensor([query.ids], device=lm.device)

@@ -17,14 +17,15 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from gbcli.errors import usage_error
+from gbcli.errors import USAGE, usage_error
+from gbcli.lm import Reads, causal_logprobs, run_reads
+
+# Re-exported: tasks/masking.py imports it from here until it reads its predictions through gbcli.lm.
+from gbcli.lm.heads import logsumexp_in_blocks as logsumexp_in_blocks
 from gbcli.models import LoadedModel, family_title
 from gbcli.tasks.tokenization import ModelTokens, check_text, tokenize_text
-
-if TYPE_CHECKING:
-    import torch
 
 PllVariant = Literal["original", "within-word"]
 PLL_VARIANTS: tuple[str, ...] = ("original", "within-word")
@@ -158,108 +159,6 @@ class ScoreBatch:
     forward_passes: dict[str, int] = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# One forward pass, with the vocabulary projection only where it is needed
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def logprobs_at(
-    lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor,
-    cols: torch.Tensor, targets: torch.Tensor,
-) -> torch.Tensor:
-    """log P(targets[k] | input row rows[k], read at position cols[k]), for every k, from one forward pass.
-
-    The output projection (hidden size × vocabulary) is applied to the selected positions only, by handing the
-    output layer just those hidden states: the same numbers as the full logits, a fraction of the work.
-    """
-    import torch
-
-    head = lm.model.get_output_embeddings()
-    handle = None
-    if isinstance(head, torch.nn.Linear):
-
-        def select(module, args):
-            return (args[0][rows, cols], *args[1:])
-
-        handle = head.register_forward_pre_hook(select)
-    try:
-        logits = lm.model(input_ids=input_ids, attention_mask=attention_mask).logits
-    finally:
-        if handle is not None:
-            handle.remove()
-    if logits.dim() == 3:  # a head the hook could not reach: read the full logits
-        logits = logits[rows, cols]
-    logits = logits.float()
-    return logits.gather(1, targets[:, None])[:, 0] - logsumexp_in_blocks(logits, 256)
-
-
-def logsumexp_in_blocks(logits, rows: int):
-    """`logits.logsumexp(-1)`, a block of `rows` along the first dimension at a time.
-
-    logsumexp's temporary is as large as its input: 411 MB for 2,048 reads of GPT-2's vocabulary at once.
-    """
-    import torch
-
-    return torch.cat([block.logsumexp(-1) for block in logits.split(rows)])
-
-
-@dataclass
-class _Row:
-    """One input row of a batch and the (position, target) pairs read from it."""
-
-    owner: int  # index of the text
-    ids: list[int]
-    reads: list[tuple[int, int]]  # (position whose output is read, token id to score)
-    keys: list[int]  # where each read's log-probability goes, in the owner's token list
-
-
-def _run_rows(lm: LoadedModel, rows: list[_Row], budget: int, pad_id: int) -> tuple[list[list[float]], int]:
-    """Run every row, longest first, in batches of at most `budget` padded tokens; log-probs per row's reads."""
-    import torch
-
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].ids))
-    results: list[list[float]] = [[] for _ in rows]
-    passes = 0
-    start = 0
-    while start < len(order):
-        width = len(rows[order[start]].ids)
-        size = max(1, budget // width)
-        chosen = order[start : start + size]
-        start += size
-        ids = torch.full((len(chosen), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chosen), width), dtype=torch.long)
-        row_index, col_index, targets = [], [], []
-        for r, i in enumerate(chosen):
-            row = rows[i]
-            ids[r, : len(row.ids)] = torch.tensor(row.ids)
-            mask[r, : len(row.ids)] = 1
-            for position, target in row.reads:
-                row_index.append(r)
-                col_index.append(position)
-                targets.append(target)
-        device = lm.device
-        with torch.inference_mode():
-            values = logprobs_at(
-                lm, ids.to(device), mask.to(device), torch.tensor(row_index, device=device),
-                torch.tensor(col_index, device=device), torch.tensor(targets, device=device),
-            ).tolist()
-        passes += 1
-        cursor = 0
-        for i in chosen:
-            count = len(rows[i].reads)
-            results[i] = values[cursor : cursor + count]
-            cursor += count
-    return results, passes
-
-
-def _pad_id(lm: LoadedModel) -> int:
-    tok = lm.tokenizer
-    for candidate in (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id, 0):
-        if candidate is not None:
-            return int(candidate)
-    return 0  # pragma: no cover
-
-
 def conventions(lm: LoadedModel, settings: ScoreSettings) -> Conventions:
     return Conventions(
         unit=settings.unit,
@@ -377,40 +276,50 @@ def resolve_stride(lm: LoadedModel, stride: int | None) -> int:
 
 def first_token_detail(lm: LoadedModel, settings: ScoreSettings) -> tuple[int | None, str]:
     """The BOS id to prepend (or None), and a sentence saying how the first token was treated."""
-    tok = lm.tokenizer
-    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    bos = lm.bos_id
     if not settings.bos:
         return None, "first token not scored: it has no left context (--no-bos)"
     if bos is None:
         return None, "first token not scored: the tokenizer has no BOS token to predict it from"
-    name = tok.convert_ids_to_tokens(bos)
+    name = lm.tokenizer.convert_ids_to_tokens(bos)
     return bos, f"first token predicted after {name} as BOS context, so every token is scored"
 
 
-def score_causal(lm: LoadedModel, texts: list[str], settings: ScoreSettings) -> tuple[list[ModelScore], int]:
+def _windows_detail(windows: int, context: int, stride: int) -> str:
+    if windows == 0:
+        return "nothing to score: a single token and no BOS context"
+    if windows > 1:
+        return (f"{windows} windows of {context} tokens, stride {stride}: each token after the first window "
+                f"sees at least {context - stride} tokens")
+    return f"1 window (the text fits the {context}-token context)"
+
+
+def score_causal(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
+                 indices: list[int] | None = None) -> tuple[list[ModelScore], int]:
     """Exact log-likelihood and perplexity of each text; the number of forward passes."""
     context = lm.max_positions
     stride = resolve_stride(lm, settings.stride)
     bos, first = first_token_detail(lm, settings)
     columns = [tokenize_text(lm, text) for text in texts]
-    rows: list[_Row] = []
+    windows: list[list[int]] = []  # each window's token ids
+    starts: list[int] = []  # the first position each window scores, within the window
+    places: list[tuple[int, int]] = []  # (text, sequence position of the window's first token)
     sequences = []
     for owner, column in enumerate(columns):
         text_pieces = [i for i, p in enumerate(column.pieces) if not p.added]
-        ids = [column.pieces[i].id for i in text_pieces]
-        sequence = ([bos] if bos is not None else []) + ids
-        offset = len(sequence) - len(ids)  # position of text token 0 in the sequence
-        sequences.append((text_pieces, offset))
-        windows = causal_windows(len(sequence), context, stride) if len(sequence) > 1 else []
-        for begin, end, scored_from in windows:
-            # The output at position p predicts the token at p + 1.
-            reads = [(p - 1 - begin, sequence[p]) for p in range(scored_from, end)]
-            rows.append(_Row(owner, sequence[begin:end], reads, [p - offset for p in range(scored_from, end)]))
-    values, passes = _run_rows(lm, rows, CAUSAL_BATCH_TOKENS, _pad_id(lm)) if rows else ([], 0)
+        sequence = ([bos] if bos is not None else []) + [column.pieces[i].id for i in text_pieces]
+        sequences.append((text_pieces, len(sequence) - len(text_pieces)))  # offset: where text token 0 is
+        for begin, end, scored_from in causal_windows(len(sequence), context, stride) if len(sequence) > 1 else []:
+            windows.append(sequence[begin:end])
+            starts.append(scored_from - begin)
+            places.append((owner, begin))
+    values, passes = causal_logprobs(lm, windows, starts, max_tokens=CAUSAL_BATCH_TOKENS)
     logprobs: list[dict[int, tuple[float, int]]] = [{} for _ in texts]
-    for row, row_values in zip(rows, values, strict=True):
-        for (position, _), key, value in zip(row.reads, row.keys, row_values, strict=True):
-            logprobs[row.owner][key] = (value, position + 1)  # it saw the window's tokens up to `position`
+    for (owner, begin), start, window_values in zip(places, starts, values, strict=True):
+        offset = sequences[owner][1]
+        for i, value in enumerate(window_values, start=start):
+            # Window token i (sequence position begin + i) was predicted from the window's i tokens before it.
+            logprobs[owner][begin + i - offset] = (value, i)
     results = []
     for owner, column in enumerate(columns):
         text_pieces, offset = sequences[owner]
@@ -419,16 +328,9 @@ def score_causal(lm: LoadedModel, texts: list[str], settings: ScoreSettings) -> 
             value, seen = logprobs[owner].get(k, (None, 0))
             tokens.append(_token(column, index, k, value, seen, 0))
         total_len = len(text_pieces) + offset
-        windows = len(causal_windows(total_len, context, stride)) if total_len > 1 else 0
-        if windows == 0:
-            detail = "nothing to score: a single token and no BOS context"
-        elif windows > 1:
-            detail = (f"{windows} windows of {context} tokens, stride {stride}: each token after the first window "
-                      f"sees at least {context - stride} tokens")
-        else:
-            detail = f"1 window (the text fits the {context}-token context)"
-        results.append(_summary(lm, settings, "perplexity", GPT_METHOD, first, detail, tokens, len(text_pieces),
-                                texts[owner]))
+        count = len(causal_windows(total_len, context, stride)) if total_len > 1 else 0
+        results.append(_summary(lm, settings, "perplexity", GPT_METHOD, first, _windows_detail(count, context, stride),
+                                tokens, len(text_pieces), texts[owner]))
     return results, passes
 
 
@@ -453,48 +355,40 @@ def masked_positions(word_ids: list[int | None], scored: list[int], variant: Pll
 
 
 def check_masked_length(lm: LoadedModel, column: ModelTokens, index: int) -> None:
-    limit = lm.max_positions
-    length = len(column.pieces)
-    if length > limit:
-        raise usage_error(
-            f"Text {index} is {length} tokens long for {lm.name} (with [CLS] and [SEP]), but BERT scoring is "
-            f"limited to the model's {limit} positions.",
-            "Split the text into sentences (one per line with --file); pseudo-log-likelihood has no sliding window.",
-        )
+    lm.check_fits(
+        len(column.pieces), f"text {index} with [CLS] and [SEP]",
+        f"BERT scoring is limited to the model's {lm.max_positions} positions: pseudo-log-likelihood has no "
+        "sliding window. Split the text into sentences (one per line with --file).",
+    )
 
 
 def score_masked(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
                  indices: list[int] | None = None) -> tuple[list[ModelScore], int]:
     """Pseudo-log-likelihood and pseudo-perplexity of each text; the number of forward passes."""
-    tok = lm.tokenizer
-    if tok.mask_token_id is None:
-        raise usage_error(f"{lm.name} has no mask token, so it cannot compute a pseudo-log-likelihood.",
-                          "Use a masked language model such as bert-base-uncased.")
-    mask_id = tok.mask_token_id
+    mask_id = lm.require_mask_token("compute a pseudo-log-likelihood",
+                                    "Use a masked language model such as bert-base-uncased.", exit_code=USAGE)
     columns = [tokenize_text(lm, text) for text in texts]
-    rows: list[_Row] = []
+    copies_read: list[Reads] = []  # one masked copy per scored token, read at that token
     plans = []
     for owner, column in enumerate(columns):
         check_masked_length(lm, column, (indices or list(range(1, len(texts) + 1)))[owner])
         word_ids = [p.word for p in column.pieces]  # the tokenizer's own word ids (None for [CLS] and [SEP])
         scored = [i for i, p in enumerate(column.pieces) if not p.added]
         copies = masked_positions(word_ids, scored, settings.pll)
-        plans.append((scored, copies))
+        plans.append((scored, copies, len(copies_read)))
         ids = column.ids
-        for k, (position, hidden) in enumerate(zip(scored, copies, strict=True)):
+        for position, hidden in zip(scored, copies, strict=True):
             copy = list(ids)
             for q in hidden:
                 copy[q] = mask_id
-            rows.append(_Row(owner, copy, [(position, ids[position])], [k]))
-    values, passes = _run_rows(lm, rows, MASKED_BATCH_TOKENS, _pad_id(lm)) if rows else ([], 0)
-    logprobs: list[dict[int, float]] = [{} for _ in texts]
-    for row, row_values in zip(rows, values, strict=True):
-        logprobs[row.owner][row.keys[0]] = row_values[0]
+            copies_read.append(Reads(copy, [position], [[ids[position]]]))
+    passes = run_reads(lm, copies_read, max_tokens=MASKED_BATCH_TOKENS) if copies_read else 0
     results = []
     for owner, column in enumerate(columns):
-        scored, copies = plans[owner]
+        scored, copies, first = plans[owner]
         tokens = [
-            _token(column, index, k, logprobs[owner].get(k), len(column.pieces) - len(copies[k]), len(copies[k]))
+            _token(column, index, k, copies_read[first + k].target_logprobs[0][0],
+                   len(column.pieces) - len(copies[k]), len(copies[k]))
             for k, index in enumerate(scored)
         ]
         detail = f"{len(scored)} masked cop{'ies' if len(scored) != 1 else 'y'}, batched"
@@ -508,7 +402,8 @@ def score_masked(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def score_seq2seq(lm: LoadedModel, texts: list[str], settings: ScoreSettings) -> tuple[list[ModelScore], int]:
+def score_seq2seq(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
+                  indices: list[int] | None = None) -> tuple[list[ModelScore], int]:
     """log p(x | x) of each text: the encoder reads it uncorrupted, the decoder is teacher-forced on it; one pass
     per text (each has its own encoder input). See seq2seq.RECONSTRUCTION_DEFINITION."""
     from gbcli.tasks import seq2seq
@@ -519,7 +414,7 @@ def score_seq2seq(lm: LoadedModel, texts: list[str], settings: ScoreSettings) ->
     for text in texts:
         column = tokenize_text(lm, text)
         ids = column.ids
-        seq2seq.check_length(lm, len(ids), "the text with its special tokens")
+        lm.check_fits(len(ids), "the text with its special tokens")
         logprobs = seq2seq.teacher_forced_logprobs(lm, ids, [[start, *ids]])[0]
         # Every decoder target is scored, <s> and </s> included: the decoder sees the whole encoded text and the
         # tokens before this one (its start token first).
@@ -539,9 +434,6 @@ def score_seq2seq(lm: LoadedModel, texts: list[str], settings: ScoreSettings) ->
 # Many texts, both models
 # ---------------------------------------------------------------------------------------------------------------
 
-ProgressCallback = Callable[[int], None]
-
-
 def score_note(models: list[LoadedModel]) -> str:
     """The note every score record carries: the scales differ, and BART's number is a reconstruction."""
     if any(lm.kind == "seq2seq" for lm in models):
@@ -551,14 +443,16 @@ def score_note(models: list[LoadedModel]) -> str:
     return SCALE_NOTE
 
 
+# Each kind of model by its own measure: the one place the scoring method is chosen by the model's kind.
+SCORERS: dict[str, Callable[..., tuple[list[ModelScore], int]]] = {
+    "causal": score_causal, "masked": score_masked, "seq2seq": score_seq2seq,
+}
+
+
 def score_with(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
                indices: list[int] | None = None) -> tuple[list[ModelScore], int]:
     """Each text's score by the model's own measure, all texts batched together; the forward passes it took."""
-    if lm.kind == "masked":
-        return score_masked(lm, texts, settings, indices)
-    if lm.kind == "seq2seq":
-        return score_seq2seq(lm, texts, settings)
-    return score_causal(lm, texts, settings)
+    return SCORERS.get(lm.kind, score_causal)(lm, texts, settings, indices)
 
 
 def score_batch(models: list[LoadedModel], texts: list[str], indices: list[int],

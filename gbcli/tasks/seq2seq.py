@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gbcli.errors import GbcliError, usage_error
+
+# Re-exported: generate_seq2seq below and fill-mask (tasks/masking.py) score BART's outputs by teacher forcing.
+from gbcli.lm.seq2seq import teacher_forced_logprobs as teacher_forced_logprobs
 from gbcli.models import LoadedModel
 
 INFILL_METHOD = (
@@ -68,11 +71,8 @@ def decoder_start_id(lm: LoadedModel) -> int:
 
 
 def pad_id(lm: LoadedModel) -> int:
-    tok = lm.tokenizer
-    for value in (tok.pad_token_id, lm.model.config.pad_token_id, tok.eos_token_id):
-        if isinstance(value, int):
-            return value
-    return 0
+    """The pad id `generate` is given (LoadedModel.pad_id: the one rule for every model)."""
+    return lm.pad_id
 
 
 def eos_id(lm: LoadedModel) -> int | None:
@@ -81,12 +81,8 @@ def eos_id(lm: LoadedModel) -> int | None:
 
 
 def check_length(lm: LoadedModel, tokens: int, what: str) -> None:
-    limit = lm.max_positions
-    if tokens > limit:
-        raise usage_error(
-            f"{lm.name} can hold at most {limit} tokens (its maximum positions), but {what} needs {tokens}.",
-            "Shorten the text.",
-        )
+    """Refuse an input the model cannot hold (LoadedModel.check_fits, whose message names `what`)."""
+    lm.check_fits(tokens, what)
 
 
 def body_ids(lm: LoadedModel, decoded: Sequence[int]) -> list[int]:
@@ -109,48 +105,6 @@ def decode(lm: LoadedModel, ids: Sequence[int]) -> str:
 def token_ends(lm: LoadedModel, ids: Sequence[int]) -> list[int]:
     """Where each token's text ends in decode(ids): decoding prefix by prefix handles byte-level pieces."""
     return [len(decode(lm, ids[: i + 1])) for i in range(len(ids))]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Teacher forcing: the raw model's log-probability of given decoder sequences
-# --------------------------------------------------------------------------------------------------------------
-
-
-def teacher_forced_logprobs(
-    lm: LoadedModel, source: Sequence[int], targets: Sequence[Sequence[int]]
-) -> list[list[float]]:
-    """log p(target[t] | target[:t], source) for t >= 1, for each target (which starts with the decoder start).
-
-    The encoder runs once; the targets are right-padded rows of one decoder pass, so padding never precedes a
-    real token and the causal mask keeps it out of every real token's view.
-    """
-    import torch
-
-    if not targets:
-        return []
-    width = max(len(t) for t in targets)
-    pad = pad_id(lm)
-    decoder = torch.full((len(targets), width - 1), pad, dtype=torch.long)
-    decoder_mask = torch.zeros_like(decoder)
-    for row, target in enumerate(targets):
-        decoder[row, : len(target) - 1] = torch.tensor(list(target[:-1]))
-        decoder_mask[row, : len(target) - 1] = 1
-    encoder_ids = torch.tensor([list(source)], device=lm.device)
-    with torch.inference_mode():
-        encoded = lm.model.get_encoder()(input_ids=encoder_ids, attention_mask=torch.ones_like(encoder_ids))
-        hidden = encoded.last_hidden_state.expand(len(targets), -1, -1)
-        logits = lm.model(
-            encoder_outputs=(hidden,),
-            attention_mask=torch.ones(hidden.shape[:2], dtype=torch.long, device=lm.device),
-            decoder_input_ids=decoder.to(lm.device),
-            decoder_attention_mask=decoder_mask.to(lm.device),
-        ).logits.float()
-    logprobs = torch.log_softmax(logits, dim=-1)
-    out = []
-    for row, target in enumerate(targets):
-        wanted = torch.tensor(list(target[1:]), device=lm.device)
-        out.append(logprobs[row, : len(target) - 1].gather(-1, wanted[:, None])[:, 0].tolist())
-    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -196,12 +150,11 @@ def fill_segments(segments: Sequence[str], spans: Sequence[str]) -> str:
 def infill_source(lm: LoadedModel, segments: Sequence[str]) -> list[int]:
     """The encoder's input: the text with the model's own mask token in every blank."""
     tok = lm.tokenizer
-    if tok.mask_token is None or tok.mask_token_id is None:
-        raise GbcliError(f"{lm.name} has no mask token, so it cannot fill blanks.", "Use a BART checkpoint.")
+    mask_id = lm.require_mask_token("fill blanks", "Use a BART checkpoint.")
     ids = tok(tok.mask_token.join(segments))["input_ids"]
-    if ids.count(tok.mask_token_id) != len(segments) - 1:
+    if ids.count(mask_id) != len(segments) - 1:
         raise usage_error(
-            f"{lm.name} read {ids.count(tok.mask_token_id)} masks where the text has {len(segments) - 1}.",
+            f"{lm.name} read {ids.count(mask_id)} masks where the text has {len(segments) - 1}.",
             "Put spaces or punctuation around each [MASK] or <mask>.",
         )
     return ids

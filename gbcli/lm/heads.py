@@ -1,0 +1,77 @@
+"""The vocabulary projection, applied only at the positions whose prediction is read.
+
+The projection (hidden size × vocabulary) is the largest matrix of a small model's forward pass, and most
+analyses read one or a few positions of each row. `logits_at` hands the model's output layer just those
+hidden states, through a pre-hook on `get_output_embeddings()`: the same rule for every architecture, the same
+numbers as the full logits, a fraction of the work.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from gbcli.models import LoadedModel
+
+# Masked LMs whose prediction head is a plain function of one position's hidden state: (encoder attribute, head
+# modules applied in order). The logit lens applies the head to every layer and saliency runs the encoder on
+# embeddings, so both need the head as a function of its own, not only the projection `logits_at` narrows.
+MLM_HEADS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "BertForMaskedLM": ("bert", ("cls",)),
+    "RobertaForMaskedLM": ("roberta", ("lm_head",)),
+    "XLMRobertaForMaskedLM": ("roberta", ("lm_head",)),
+    "CamembertForMaskedLM": ("roberta", ("lm_head",)),
+    "AlbertForMaskedLM": ("albert", ("predictions",)),
+    "DistilBertForMaskedLM": ("distilbert", ("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")),
+    "ElectraForMaskedLM": ("electra", ("generator_predictions", "generator_lm_head")),
+}
+
+
+def model_inputs(lm: LoadedModel, ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
+    """The forward arguments of a padded batch: ids and mask, and the segment ids (all 0: one sentence) of a
+    model whose tokenizer makes them (BERT)."""
+    import torch
+
+    inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": attention_mask}
+    if "token_type_ids" in lm.tokenizer.model_input_names:
+        inputs["token_type_ids"] = torch.zeros_like(ids)
+    return inputs
+
+
+def logits_at(lm: LoadedModel, inputs: dict[str, Any], rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """The vocabulary logits at (rows[k], cols[k]) of one forward pass on `inputs`: [len(rows), vocabulary].
+
+    The output layer sees only the selected hidden states. A model whose output layer is not a plain Linear, or
+    is not where its logits come from (the hook then never fires), runs whole and is indexed afterwards.
+    """
+    import torch
+
+    head = lm.model.get_output_embeddings()
+    handle = None
+    if isinstance(head, torch.nn.Linear):
+
+        def select(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+            return (args[0][rows, cols], *args[1:])
+
+        handle = head.register_forward_pre_hook(select)
+    try:
+        logits = lm.model(**inputs).logits
+    finally:
+        if handle is not None:
+            handle.remove()
+    if logits.dim() == 3:
+        logits = logits[rows, cols]
+    return logits
+
+
+def logsumexp_in_blocks(logits: torch.Tensor, rows: int) -> torch.Tensor:
+    """`logits.logsumexp(-1)`, a block of `rows` along the first dimension at a time.
+
+    logsumexp's temporary is as large as its input: 411 MB for 2,048 reads of GPT-2's vocabulary at once.
+    """
+    import torch
+
+    return torch.cat([block.logsumexp(-1) for block in logits.split(rows)])
+

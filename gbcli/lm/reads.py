@@ -1,0 +1,118 @@
+"""Reading predictions at chosen positions of many sequences: log-probabilities of given tokens, and the top k.
+
+Every analysis of gbcli that scores tokens is a set of reads: "at position p of this sequence, how likely is
+token t, and which tokens are most likely". BERT's pseudo-log-likelihood reads each masked copy at its mask;
+GPT-2 reads position p for the token at p + 1. All reads of all sequences run as rows of as few right-padded
+forward passes as the budget allows, and the vocabulary is projected at the read positions only.
+
+Log-probabilities are `logit - logsumexp(logits)`, in float32 whatever the model's dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from gbcli.lm.batching import Order, PaddedBatch, padded_batches
+from gbcli.lm.heads import logits_at, logsumexp_in_blocks, model_inputs
+
+if TYPE_CHECKING:
+    import torch
+
+    from gbcli.models import LoadedModel
+
+# The logsumexp over the vocabulary runs this many reads at a time (its temporary is as large as its input).
+NORMALISER_BLOCK = 256
+
+
+@dataclass
+class Reads:
+    """One input sequence and what to read at some of its positions; the results are filled in by run_reads."""
+
+    ids: list[int]
+    positions: list[int]  # positions whose output (prediction) is read
+    targets: list[list[int]] | None = None  # per position: token ids whose log-probability to read
+    top: int = 0  # per position: how many of the most likely tokens to read
+    target_logprobs: list[list[float]] = field(default_factory=list)
+    top_ids: list[list[int]] = field(default_factory=list)
+    top_logprobs: list[list[float]] = field(default_factory=list)
+
+
+def run_reads(lm: LoadedModel, reads: list[Reads], *, max_tokens: int | None = None, max_rows: int | None = None,
+              order: Order = "longest") -> int:
+    """Fill in every Reads, batched under `max_tokens` padded tokens and `max_rows` rows; the forward passes run.
+
+    The model runs in inference mode; the caller's sequences must fit the model (see LoadedModel.check_fits).
+    """
+    import torch
+
+    passes = 0
+    sequences = [r.ids for r in reads]
+    for batch in padded_batches(sequences, lm.pad_id, lm.device, max_tokens=max_tokens, max_rows=max_rows,
+                                order=order):
+        with torch.inference_mode():
+            _read_batch(lm, batch, [reads[i] for i in batch.indices])
+        passes += 1
+    return passes
+
+
+def _read_batch(lm: LoadedModel, batch: PaddedBatch, chosen: list[Reads]) -> None:
+    """One forward pass: the logits at every read position of the batch, normalised, then split per Reads."""
+    import torch
+
+    device = lm.device
+    rows = torch.tensor([r for r, q in enumerate(chosen) for _ in q.positions], dtype=torch.long, device=device)
+    cols = torch.tensor([p for q in chosen for p in q.positions], dtype=torch.long, device=device)
+    logits = logits_at(lm, model_inputs(lm, batch.ids, batch.attention_mask), rows, cols).float()
+    norm = logsumexp_in_blocks(logits, NORMALISER_BLOCK)
+    wanted = _target_logprobs(logits, norm, chosen)
+    top = max(q.top for q in chosen)
+    if top:
+        values, indices = logits.topk(min(top, logits.shape[-1]), dim=-1)
+        top_values, top_indices = (values - norm[:, None]).tolist(), indices.tolist()
+    flat = 0
+    for query in chosen:
+        count = len(query.positions)
+        query.target_logprobs = wanted[flat : flat + count]
+        if query.top:
+            query.top_ids = [row[: query.top] for row in top_indices[flat : flat + count]]
+            query.top_logprobs = [row[: query.top] for row in top_values[flat : flat + count]]
+        flat += count
+
+
+def _target_logprobs(logits: torch.Tensor, norm: torch.Tensor, chosen: list[Reads]) -> list[list[float]]:
+    """log p(target) of every (read, target) pair, in one gather; a list per read position."""
+    import torch
+
+    read_index, target_ids, counts = [], [], []
+    flat = 0
+    for query in chosen:
+        for k in range(len(query.positions)):
+            targets = query.targets[k] if query.targets is not None else []
+            read_index += [flat] * len(targets)
+            target_ids += targets
+            counts.append(len(targets))
+            flat += 1
+    if not target_ids:
+        return [[] for _ in counts]
+    device = logits.device
+    read = torch.tensor(read_index, dtype=torch.long, device=device)
+    values = (logits[read, torch.tensor(target_ids, dtype=torch.long, device=device)] - norm[read]).tolist()
+    out, start = [], 0
+    for count in counts:
+        out.append(values[start : start + count])
+        start += count
+    return out
+
+
+def causal_logprobs(lm: LoadedModel, sequences: list[list[int]], score_from: list[int], *,
+                    max_tokens: int | None = None, max_rows: int | None = None,
+                    order: Order = "longest") -> tuple[list[list[float]], int]:
+    """log p(ids[i] | ids[:i]) for score_from[s] <= i < len(ids), of each sequence s; the forward passes run.
+
+    A causal LM's output at position i - 1 is its prediction of the token at i, so token i is read there.
+    """
+    reads = [Reads(ids, list(range(start - 1, len(ids) - 1)), [[t] for t in ids[start:]])
+             for ids, start in zip(sequences, score_from, strict=True)]
+    passes = run_reads(lm, reads, max_tokens=max_tokens, max_rows=max_rows, order=order) if reads else 0
+    return [[values[0] for values in r.target_logprobs] for r in reads], passes

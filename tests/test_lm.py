@@ -1,0 +1,119 @@
+"""The model-primitives layer (gbcli.lm) and the facts LoadedModel states: checked against direct model calls."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gbcli.errors import GbcliError
+from gbcli.lm import Reads, causal_logprobs, cut_batches, logits_at, model_inputs, padded_batches, run_reads
+from gbcli.lm.seq2seq import teacher_forced_logprobs
+from gbcli.models import LoadOptions, load_model
+from tests.fixtures.tiny_models import MAX_POSITIONS
+
+SENTENCES = ["the duck quacks in the park .", "a cat .", "the dog barks at the duck in the big park ."]
+
+
+@pytest.fixture(scope="module")
+def gpt_lm(gpt_path):
+    return load_model("gpt", str(gpt_path), LoadOptions(device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def bert_lm(bert_path):
+    return load_model("bert", str(bert_path), LoadOptions(device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def bart_lm(bart_path):
+    return load_model("bart", str(bart_path), LoadOptions(device="cpu"))
+
+
+def test_batches_hold_the_token_budget_longest_first():
+    lengths = [3, 9, 5, 9, 1, 4]
+    groups = cut_batches(lengths, max_tokens=18)
+    assert groups == [[1, 3], [2, 5, 0], [4]]  # 2 × 9, 3 × 5, 1 × 1: each under 18 padded tokens
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert cut_batches(lengths, max_rows=4, order="shortest") == [[4, 0, 5, 2], [1, 3]]
+    assert cut_batches(lengths, max_tokens=2) == [[1], [3], [2], [5], [0], [4]]  # a row wider than the budget
+    assert cut_batches(lengths, order="given") == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_padding_id_changes_no_number(gpt_lm, bert_lm):
+    """Padded positions are masked (and, for GPT-2, come after every real token): any pad id, same logits."""
+    for lm in (gpt_lm, bert_lm):
+        sequences = [lm.tokenizer(s)["input_ids"] for s in SENTENCES]
+        rows = torch.tensor([r for r, s in enumerate(sequences) for _ in s])
+        cols = torch.tensor([p for s in sequences for p in range(len(s))])
+        got = []
+        for pad in (lm.pad_id, 7, lm.vocab_size - 1):
+            batch = next(padded_batches(sequences, pad, order="given"))
+            with torch.inference_mode():
+                got.append(logits_at(lm, model_inputs(lm, batch.ids, batch.attention_mask), rows, cols))
+        assert torch.equal(got[0], got[1]) and torch.equal(got[0], got[2])
+
+
+def test_logits_at_equal_the_full_models_logits(gpt_lm, bert_lm):
+    for lm in (gpt_lm, bert_lm):
+        batch = next(padded_batches([lm.tokenizer(s)["input_ids"] for s in SENTENCES], lm.pad_id))
+        rows, cols = torch.tensor([0, 0, 1, 2]), torch.tensor([0, 3, 2, 1])
+        inputs = model_inputs(lm, batch.ids, batch.attention_mask)
+        with torch.inference_mode():
+            expected = lm.model(**inputs).logits[rows, cols]
+            got = logits_at(lm, inputs, rows, cols)
+        assert got.shape == (4, lm.vocab_size)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_causal_logprobs_batched_equal_one_sequence_at_a_time(gpt_lm):
+    sequences = [gpt_lm.tokenizer(s)["input_ids"] for s in SENTENCES]
+    values, passes = causal_logprobs(gpt_lm, sequences, [1, 2, 1], max_tokens=20)
+    assert passes == 2  # the longest (11 tokens) alone, then 7 + 3 tokens padded to 2 × 7
+    for ids, start, got in zip(sequences, [1, 2, 1], values, strict=True):
+        with torch.inference_mode():
+            logprobs = gpt_lm.model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+        expected = [logprobs[i - 1, ids[i]].item() for i in range(start, len(ids))]
+        assert got == pytest.approx(expected, abs=1e-5)
+
+
+def test_masked_reads_give_top_k_and_chosen_tokens(bert_lm):
+    tok = bert_lm.tokenizer
+    ids = tok(f"the {tok.mask_token} quacks in the {tok.mask_token} .")["input_ids"]
+    masks = [i for i, t in enumerate(ids) if t == tok.mask_token_id]
+    duck, park = tok.convert_tokens_to_ids(["duck", "park"])
+    query = Reads(ids, masks, [[duck, park], []], top=3)
+    short = Reads(tok(f"a {tok.mask_token} .")["input_ids"], [2], [[duck]], top=1)
+    assert run_reads(bert_lm, [query, short], max_rows=1, order="shortest") == 2
+    with torch.inference_mode():
+        logprobs = bert_lm.model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+    expected = logprobs[masks].topk(3)
+    assert query.top_ids == expected.indices.tolist()
+    assert query.top_logprobs[0] == pytest.approx(expected.values[0].tolist(), abs=1e-5)
+    assert query.target_logprobs[0] == pytest.approx(logprobs[masks[0], [duck, park]].tolist(), abs=1e-5)
+    assert query.target_logprobs[1] == [] and len(short.top_ids[0]) == 1
+
+
+def test_teacher_forcing_scores_each_target_as_the_models_loss_does(bart_lm):
+    tok = bart_lm.tokenizer
+    source = tok(SENTENCES[0])["input_ids"]
+    start = bart_lm.model.config.decoder_start_token_id
+    targets = [[start, *source], [start, *tok(SENTENCES[1])["input_ids"]]]
+    got = teacher_forced_logprobs(bart_lm, source, targets)
+    for target, logprobs in zip(targets, got, strict=True):
+        with torch.inference_mode():
+            loss = bart_lm.model(input_ids=torch.tensor([source]), labels=torch.tensor([target[1:]])).loss
+        assert len(logprobs) == len(target) - 1
+        assert -sum(logprobs) / len(logprobs) == pytest.approx(loss.item(), abs=1e-4)
+
+
+def test_model_facts_and_refusals(gpt_lm, bert_lm):
+    assert gpt_lm.pad_id == gpt_lm.tokenizer.eos_token_id  # GPT-2 has no pad token: EOS fills the padding
+    assert bert_lm.pad_id == bert_lm.tokenizer.pad_token_id
+    assert gpt_lm.bos_id == gpt_lm.tokenizer.eos_token_id and bert_lm.bos_id is None
+    assert bert_lm.require_mask_token("fill blanks", "hint") == bert_lm.tokenizer.mask_token_id
+    with pytest.raises(GbcliError, match="has no mask token, so it cannot fill blanks") as refused:
+        gpt_lm.require_mask_token("fill blanks", "Use a masked LM for --bert.")
+    assert refused.value.exit_code == 1 and refused.value.hint == "Use a masked LM for --bert."
+    gpt_lm.check_fits(MAX_POSITIONS, "the text")
+    with pytest.raises(GbcliError, match=f"at most {MAX_POSITIONS} tokens .*the text needs {MAX_POSITIONS + 1}"):
+        gpt_lm.check_fits(MAX_POSITIONS + 1, "the text")
