@@ -9,8 +9,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer, pipeline
 
+from gbcli.lm import MLM_HEADS, logits_at, model_inputs
 from gbcli.models import LoadedModel
-from gbcli.tasks.masking import MAX_MASKS, MLM_HEADS, masked_lm_logits
+from gbcli.tasks.masking import MAX_MASKS
 from tests.cli_helpers import assert_user_error, run, run_installed, run_json
 from tests.fixtures.tiny_models import (
     BERT_MASKED_DOG,
@@ -329,7 +330,7 @@ def test_mask_position_logits_equal_the_full_model(class_name, bert_path):
     attention = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
     rows, cols = torch.tensor([0, 0, 1]), torch.tensor([2, 4, 1])
     with torch.no_grad():
-        got = masked_lm_logits(lm, ids, attention, rows, cols)
+        got = logits_at(lm, model_inputs(lm, ids, attention), rows, cols)
         inputs = {"input_ids": ids, "attention_mask": attention}
         if class_name not in {"DistilBertForMaskedLM"}:
             inputs["token_type_ids"] = torch.zeros_like(ids)

@@ -105,14 +105,28 @@ def _target_logprobs(logits: torch.Tensor, norm: torch.Tensor, chosen: list[Read
     return out
 
 
-def causal_logprobs(lm: LoadedModel, sequences: list[list[int]], score_from: list[int], *,
-                    max_tokens: int | None = None, max_rows: int | None = None,
-                    order: Order = "longest") -> tuple[list[list[float]], int]:
-    """log p(ids[i] | ids[:i]) for score_from[s] <= i < len(ids), of each sequence s; the forward passes run.
+def scored_tokens(ids: list[int], score_from: int) -> Reads:
+    """The reads of a causal LM's log p(ids[i] | ids[:i]) for score_from <= i < len(ids) (score_from >= 1).
 
     A causal LM's output at position i - 1 is its prediction of the token at i, so token i is read there.
     """
-    reads = [Reads(ids, list(range(start - 1, len(ids) - 1)), [[t] for t in ids[start:]])
-             for ids, start in zip(sequences, score_from, strict=True)]
+    return Reads(ids, list(range(score_from - 1, len(ids) - 1)), [[t] for t in ids[score_from:]])
+
+
+def next_tokens(ids: list[int], top: int) -> Reads:
+    """The read of a causal LM's `top` most likely tokens after `ids`."""
+    return Reads(ids, [len(ids) - 1], top=top)
+
+
+def token_logprobs(reads: Reads) -> list[float]:
+    """The log-probability of each token of a `scored_tokens` read, in order."""
+    return [values[0] for values in reads.target_logprobs]
+
+
+def causal_logprobs(lm: LoadedModel, sequences: list[list[int]], score_from: list[int], *,
+                    max_tokens: int | None = None, max_rows: int | None = None,
+                    order: Order = "longest") -> tuple[list[list[float]], int]:
+    """log p(ids[i] | ids[:i]) for score_from[s] <= i < len(ids), of each sequence s; the forward passes run."""
+    reads = [scored_tokens(ids, start) for ids, start in zip(sequences, score_from, strict=True)]
     passes = run_reads(lm, reads, max_tokens=max_tokens, max_rows=max_rows, order=order) if reads else 0
-    return [[values[0] for values in r.target_logprobs] for r in reads], passes
+    return [token_logprobs(r) for r in reads], passes

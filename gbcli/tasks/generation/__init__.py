@@ -13,7 +13,7 @@ BART's column is gbcli.tasks.seq2seq.generate_seq2seq.
 from gbcli.lm.decoding import decodes_in_own_loop
 from gbcli.lm.threads import StepThreads, other_busy_cores, step_threads, usable_cores
 from gbcli.tasks.generation.causal import GPT_METHOD, generate_causal, score_continuation
-from gbcli.tasks.generation.masked import BERT_METHOD, generate_masked, masked_lm_parts
+from gbcli.tasks.generation.masked import BERT_METHOD, generate_masked
 from gbcli.tasks.generation.results import (
     Continuation,
     GeneratedToken,
@@ -39,7 +39,6 @@ __all__ = [
     "decodes_in_own_loop",
     "generate_causal",
     "generate_masked",
-    "masked_lm_parts",
     "model_generation",
     "other_busy_cores",
     "score_continuation",

@@ -60,12 +60,8 @@ def _generate_with_model(lm: LoadedModel, input_ids: Any, attention_mask: Any, s
 
 def score_continuation(lm: LoadedModel, prompt_ids: list[int], new_ids: list[int]) -> list[float]:
     """log p(token | everything before it) for each new token, from one teacher-forced forward pass."""
-    import torch
+    from gbcli.lm.reads import causal_logprobs
 
     if not new_ids:
         return []
-    ids = torch.tensor([prompt_ids + new_ids], device=lm.device)
-    with torch.inference_mode():
-        logits = lm.model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
-    logprobs = torch.log_softmax(logits, dim=-1)
-    return logprobs.gather(1, torch.tensor(new_ids, device=lm.device)[:, None])[:, 0].tolist()
+    return causal_logprobs(lm, [prompt_ids + new_ids], [len(prompt_ids)])[0][0]

@@ -8,7 +8,6 @@ search over the fills.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from gbcli.errors import GbcliError, usage_error
 from gbcli.lm.threads import threads_for_steps
@@ -62,36 +61,20 @@ def _continuation_text(lm: LoadedModel, body: list[int], new_ids: list[int]) -> 
     return full[len(head):] if full.startswith(head) else tok.decode(new_ids, skip_special_tokens=True)
 
 
-def masked_lm_parts(model) -> tuple[Any, Any] | None:
-    """(encoder, prediction head) of a masked LM whose head is a plain function of one position's hidden state.
-
-    The vocabulary projection is the largest matrix of a BERT-base forward pass on a short sentence; applying the
-    head at the mask position alone skips it everywhere else. None for architectures not listed here: they run whole.
-    """
-    name = type(model).__name__
-    if name in {"BertForMaskedLM"}:
-        return model.bert, model.cls
-    if name in {"RobertaForMaskedLM", "XLMRobertaForMaskedLM", "CamembertForMaskedLM"}:
-        return model.roberta, model.lm_head
-    return None
-
-
 def _mask_logits(lm: LoadedModel, bodies: list[list[int]], closing: list[int]):
-    """Logits at the appended mask for each body (all the same length), in one batched forward pass."""
+    """Logits at the appended mask for each body (all the same length), in one batched forward pass; the
+    vocabulary is projected at the mask alone (`gbcli.lm.heads.logits_at`)."""
     import torch
+
+    from gbcli.lm.heads import logits_at, model_inputs
 
     mask = lm.tokenizer.mask_token_id
     position = len(bodies[0])
     ids = torch.tensor([b + [mask] + closing for b in bodies], device=lm.device)
+    rows = torch.arange(len(bodies), device=lm.device)
+    cols = torch.full((len(bodies),), position, device=lm.device)
     with torch.inference_mode():
-        parts = masked_lm_parts(lm.model)
-        if parts is None:
-            logits = lm.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, position]
-        else:
-            encoder, head = parts
-            hidden = encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
-            logits = head(hidden[:, position : position + 1])[:, 0]
-    return logits.float()
+        return logits_at(lm, model_inputs(lm, ids, torch.ones_like(ids)), rows, cols).float()
 
 
 def _sample_fill(lm, body, closing, settings, processors, banned, generator, on_token):

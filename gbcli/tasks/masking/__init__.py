@@ -14,12 +14,11 @@ likelihoods of the whole sentences. Four columns come out of this, one per view:
 
 The package reads like a pipeline (`pipeline`): parse the text at its masks (`masks`, `text`), run each model's
 column on padded batches of similar length (`bert`, `gpt`, `bart`, on the shared `column` and the batched
-forward passes of `engine`), and turn log-probabilities into the dataclasses of `results`.
+forward passes of `gbcli.lm`), and turn log-probabilities into the dataclasses of `results`.
 """
 
 from gbcli.tasks.masking.bart import infill_spans
 from gbcli.tasks.masking.column import CHOICE_POOL
-from gbcli.tasks.masking.engine import MLM_HEADS, masked_lm_logits
 from gbcli.tasks.masking.masks import MASK_PATTERN, MASK_SPELLINGS, MAX_MASKS, fill_text, parse_targets, split_masks
 from gbcli.tasks.masking.pipeline import (
     DEFAULT_BATCH_SIZE,
@@ -50,7 +49,6 @@ __all__ = [
     "MASK_PATTERN",
     "MASK_SPELLINGS",
     "MAX_MASKS",
-    "MLM_HEADS",
     "ColumnName",
     "FillMaskResult",
     "Filling",
@@ -66,7 +64,6 @@ __all__ = [
     "fill_mask_lines",
     "fill_text",
     "infill_spans",
-    "masked_lm_logits",
     "parse_targets",
     "split_masks",
 ]

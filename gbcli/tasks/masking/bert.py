@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gbcli.errors import usage_error
+from gbcli.lm.reads import Reads, run_reads
 from gbcli.tasks.masking.column import Column, as_fill
-from gbcli.tasks.masking.engine import _MaskedQuery, _run_masked
 from gbcli.tasks.masking.masks import MASK_SPELLINGS, Fill, fill_text
 from gbcli.tasks.masking.results import FILLING_METHODS, Filling, MaskColumn
 from gbcli.tasks.masking.text import TextState, too_long
@@ -84,23 +84,23 @@ class BertColumn(Column):
     def run(self, texts: list[TextState]) -> None:
         base = [self._base_query(state) for state in texts]
         pieces = [job for state in texts for job in self._piece_queries(state)]
-        _run_masked(self.lm, base + [q for *_, q in pieces], self.batch_size)
+        run_reads(self.lm, base + [q for *_, q in pieces], max_rows=self.batch_size, order="shortest")
         for state, mask, word, query in pieces:
             words = _reading(state).word_logprobs
-            words[(mask, word)] = words.get((mask, word), 0.0) + query.wanted_logprobs[0][0]
+            words[(mask, word)] = words.get((mask, word), 0.0) + query.target_logprobs[0][0]
         for state, query in zip(texts, base, strict=True):
             self._read_masks(state, query)
         self._joint_filling(texts, base)
 
-    def _base_query(self, state: TextState) -> _MaskedQuery:
+    def _base_query(self, state: TextState) -> Reads:
         """One query per text: every mask at once, as pipeline("fill-mask") does; single-piece targets ride along."""
         wanted = []
         for mask in range(state.masks):
             ids = [self.target_ids(w, state.space_before(mask)) for w in self.targets]
             wanted.append([t[0] for t in ids if t is not None and len(t) == 1])
-        return _MaskedQuery(_reading(state).ids, _reading(state).positions, self.choice_pool(), wanted)
+        return Reads(_reading(state).ids, _reading(state).positions, wanted, self.choice_pool())
 
-    def _piece_queries(self, state: TextState) -> list[tuple[TextState, int, str, _MaskedQuery]]:
+    def _piece_queries(self, state: TextState) -> list[tuple[TextState, int, str, Reads]]:
         """One query per piece of each target word of several pieces, in every blank of the text.
 
         A word of k pieces fills k consecutive masks and is scored left to right within the word (the within-word
@@ -117,18 +117,18 @@ class BertColumn(Column):
                     continue
                 for j in range(len(ids)):
                     seq = bert_ids[:position] + ids[:j] + [mask_id] * (len(ids) - j) + bert_ids[position + 1 :]
-                    pieces.append((state, mask, word, _MaskedQuery(seq, [position + j], 0, [[ids[j]]])))
+                    pieces.append((state, mask, word, Reads(seq, [position + j], [[ids[j]]])))
         return pieces
 
-    def _read_masks(self, state: TextState, query: _MaskedQuery) -> None:
+    def _read_masks(self, state: TextState, query: Reads) -> None:
         """Each blank's column: the top-k, the targets, and the candidates GPT-2 will rank."""
-        assert query.wanted is not None
+        assert query.targets is not None
         lm, reading = self.lm, _reading(state)
         for mask, slot in enumerate(state.slots):
             space = state.space_before(mask)
             top_ids, top_lps = query.top_ids[mask][: self.top_k], query.top_logprobs[mask][: self.top_k]
             predictions = [self.prediction([t], space, lp) for t, lp in zip(top_ids, top_lps, strict=True)]
-            single = dict(zip(query.wanted[mask], query.wanted_logprobs[mask], strict=True))
+            single = dict(zip(query.targets[mask], query.target_logprobs[mask], strict=True))
             target_predictions = []
             for word in self.targets:
                 ids = self.target_ids(word, space)
@@ -143,7 +143,7 @@ class BertColumn(Column):
                                    context=lm.tokenizer.mask_token.join(state.segments))
             reading.candidates.append(self.candidate_pool(query.top_ids[mask], space))
 
-    def _joint_filling(self, texts: list[TextState], base: list[_MaskedQuery]) -> None:
+    def _joint_filling(self, texts: list[TextState], base: list[Reads]) -> None:
         """Fill the most confident mask, re-predict the others with it in place, repeat (one pass per mask)."""
         lm = self.lm
         pool = self.choice_pool()
@@ -160,11 +160,11 @@ class BertColumn(Column):
                 ]
                 joint.fill(*max(options, key=lambda option: option[2]))
             pending = [
-                (joint, _MaskedQuery(list(joint.ids), [joint.positions[m] for m in joint.open], pool))
+                (joint, Reads(list(joint.ids), [joint.positions[m] for m in joint.open], top=pool))
                 for joint, _ in pending
                 if joint.open
             ]
-            _run_masked(lm, [query for _, query in pending], self.batch_size)
+            run_reads(lm, [query for _, query in pending], max_rows=self.batch_size, order="shortest")
         for state, joint in zip(texts, joints, strict=True):
             filling = _reading(state).filling = [as_fill(lm, joint.chosen[m], state.space_before(m))
                                                  for m in range(state.masks)]

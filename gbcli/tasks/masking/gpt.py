@@ -12,9 +12,9 @@ import math
 from dataclasses import dataclass, field
 
 from gbcli.errors import usage_error
+from gbcli.lm.reads import Reads, next_tokens, run_reads, scored_tokens, token_logprobs
 from gbcli.models import LoadedModel
 from gbcli.tasks.masking.column import Column, RunSettings, as_fill
-from gbcli.tasks.masking.engine import _CausalQuery, _logsumexp, _run_causal
 from gbcli.tasks.masking.masks import Fill, fill_text
 from gbcli.tasks.masking.results import FILLING_METHODS, Filling, MaskColumn, MaskPrediction
 from gbcli.tasks.masking.text import TextState, too_long
@@ -26,7 +26,7 @@ BLANK = " ___"  # the blank a column predicts, in the context it read
 SCORE_FROM = 1
 
 # One target word at one blank of the left-context column: the word, its pieces, and the query that scores it.
-_ScoredTarget = tuple[str, list[int] | None, _CausalQuery | None]
+_ScoredTarget = tuple[str, list[int] | None, Reads | None]
 
 
 @dataclass
@@ -48,7 +48,7 @@ class _Ranking:
     text: TextState
     mask: int
     candidates: list[Fill]
-    queries: list[_CausalQuery]
+    queries: list[Reads]
 
 
 def _reading(state: TextState) -> GptReading:
@@ -103,18 +103,18 @@ class GptColumns(Column):
             left = fill_text(state.segments[: r + 1], _reading(state).filling[:r])
             lefts.append(left[:-1] if state.space_before(r) else left)  # the space belongs to the next token
         encoded = self.lm.tokenizer(lefts, add_special_tokens=False)["input_ids"] if lefts else []
-        jobs: list[tuple[TextState, _CausalQuery, list[_ScoredTarget]]] = []
+        jobs: list[tuple[TextState, Reads, list[_ScoredTarget]]] = []
         for state, left_ids in zip(work, encoded, strict=True):
             job = self._left_queries(state, r, self.prefix + left_ids)
             if job is not None:
                 jobs.append((state, *job))
         queries = [q for _, q, _ in jobs] + [q for *_, scored in jobs for *_, q in scored if q is not None]
-        _run_causal(self.lm, queries, self.batch_size)
+        run_reads(self.lm, queries, max_rows=self.batch_size, order="shortest")
         for state, query, scored in jobs:
             self._read_left(state, r, query, scored)
 
     def _left_queries(self, state: TextState, r: int,
-                      context: list[int]) -> tuple[_CausalQuery, list[_ScoredTarget]] | None:
+                      context: list[int]) -> tuple[Reads, list[_ScoredTarget]] | None:
         """The queries for mask r after `context`: its next token, and each target in the blank; None (and the
         text's error) when the model cannot read them."""
         lm = self.lm
@@ -128,29 +128,29 @@ class GptColumns(Column):
         scored: list[_ScoredTarget] = []
         for word in self.targets:
             ids = self.target_ids(word, space)
-            scored.append((word, ids, _CausalQuery(context + ids, len(context)) if ids else None))
+            scored.append((word, ids, scored_tokens(context + ids, len(context)) if ids else None))
         longest = max([len(context)] + [len(q.ids) for *_, q in scored if q is not None])
         if longest > lm.max_positions:
             state.error = too_long(lm, longest, "up to a blank, with a word in it")
             return None
-        return _CausalQuery(context, len(context), len(context) - 1, self.choice_pool()), scored
+        return next_tokens(context, self.choice_pool()), scored
 
-    def _read_left(self, state: TextState, r: int, query: _CausalQuery, scored: list[_ScoredTarget]) -> None:
+    def _read_left(self, state: TextState, r: int, query: Reads, scored: list[_ScoredTarget]) -> None:
         """Mask r's left-context column, and GPT-2's own choice for it, which the next masks read."""
         reading, space = _reading(state), state.space_before(r)
         predictions = [
             self.prediction([t], space, lp)
-            for t, lp in zip(query.top_ids[: self.top_k], query.top_logprobs[: self.top_k], strict=True)
+            for t, lp in zip(query.top_ids[0][: self.top_k], query.top_logprobs[0][: self.top_k], strict=True)
         ]
         target_predictions = [
-            self.target_prediction(word, ids, sum(q.token_logprobs) if q is not None else None)
+            self.target_prediction(word, ids, sum(token_logprobs(q)) if q is not None else None)
             for word, ids, q in scored
         ]
         read = fill_text(state.segments[: r + 1], reading.filling[:r])
         read = read.rstrip() + BLANK if state.space_before(r) else read + BLANK.strip()
         state.slots[r].gpt_left = MaskColumn("gpt_left", self.lm.name, predictions, target_predictions, context=read)
-        reading.candidates.append(self.candidate_pool(query.top_ids, space))
-        token_id, logprob = self.choose(query.top_ids, query.top_logprobs, space)
+        reading.candidates.append(self.candidate_pool(query.top_ids[0], space))
+        token_id, logprob = self.choose(query.top_ids[0], query.top_logprobs[0], space)
         reading.filling.append(as_fill(self.lm, token_id, space))
         reading.filling_logprob += logprob
 
@@ -167,7 +167,7 @@ class GptColumns(Column):
             if longest > self.lm.max_positions and ranking.text.error is None:
                 ranking.text.error = too_long(self.lm, longest, "with the blanks filled in")
         rankings = [r for r in rankings if r.text.error is None]
-        _run_causal(self.lm, [q for r in rankings for q in r.queries], self.batch_size)
+        run_reads(self.lm, [q for r in rankings for q in r.queries], max_rows=self.batch_size, order="shortest")
         for state in texts:
             _reading(state).best = [("", False)] * state.masks
         for ranking in rankings:
@@ -196,7 +196,7 @@ class GptColumns(Column):
                     fills[mask] = candidate
                     sentences.append(fill_text(state.segments, fills))
         encoded = self.lm.tokenizer(sentences, add_special_tokens=False)["input_ids"] if sentences else []
-        queries = [_CausalQuery(self.prefix + ids, SCORE_FROM) for ids in encoded]
+        queries = [scored_tokens(self.prefix + ids, SCORE_FROM) for ids in encoded]
         return [_Ranking(state, mask, candidates, queries[first : first + len(candidates)])
                 for state, mask, candidates, first in plans]
 
@@ -204,7 +204,7 @@ class GptColumns(Column):
         """One blank's whole-sentence column: each candidate's share among the candidates' sentences."""
         lm, state, mask = self.lm, ranking.text, ranking.mask
         space = state.space_before(mask)
-        totals = [sum(q.token_logprobs) for q in ranking.queries]
+        totals = [sum(token_logprobs(q)) for q in ranking.queries]
         norm = _logsumexp(totals)
         scored = []
         for (word, joins), total in zip(ranking.candidates, totals, strict=True):
@@ -235,14 +235,15 @@ class GptColumns(Column):
         several = [s for s in done if s.masks > 1]
         texts = [_reading(s).best_text for s in several]
         extra = lm.tokenizer(texts, add_special_tokens=False)["input_ids"] if several else []
-        queries = [_CausalQuery(self.prefix + ids, SCORE_FROM) for ids in extra]
+        queries = [scored_tokens(self.prefix + ids, SCORE_FROM) for ids in extra]
         for state, query in zip(several, queries, strict=True):
             if len(query.ids) > lm.max_positions:
                 state.error = too_long(lm, len(query.ids), "with the blanks filled in")
-        _run_causal(lm, [q for s, q in zip(several, queries, strict=True) if s.error is None], self.batch_size)
+        ready = [q for s, q in zip(several, queries, strict=True) if s.error is None]
+        run_reads(lm, ready, max_rows=self.batch_size, order="shortest")
         for state, query in zip(several, queries, strict=True):
             if state.error is None:
-                _reading(state).best_logprob = sum(query.token_logprobs)
+                _reading(state).best_logprob = sum(token_logprobs(query))
         for state in done:
             if state.error is None:
                 reading = _reading(state)
@@ -250,3 +251,8 @@ class GptColumns(Column):
                     Filling("gpt_whole", FILLING_METHODS["gpt_whole"], [w for w, _ in reading.best],
                             reading.best_text, reading.best_logprob, list(range(state.masks)))
                 )
+
+
+def _logsumexp(values: list[float]) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
