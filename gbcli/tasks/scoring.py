@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -538,9 +538,6 @@ def score_seq2seq(lm: LoadedModel, texts: list[str], settings: ScoreSettings) ->
 # ---------------------------------------------------------------------------------------------------------------
 # Many texts, both models
 # ---------------------------------------------------------------------------------------------------------------
-
-ProgressCallback = Callable[[int], None]
-
 
 def score_note(models: list[LoadedModel]) -> str:
     """The note every score record carries: the scales differ, and BART's number is a reconstruction."""
