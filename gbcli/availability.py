@@ -49,58 +49,64 @@ def _hub_cache() -> str:
         return "~/.cache/huggingface/hub"
 
 
+def _explain_local_failure(family: Family, spec: str, exc: BaseException, lowered: str) -> GbcliError:
+    """What is wrong with a model folder, from the folder itself first and the loader's words second."""
+    flag = _info(family).flag
+    path = Path(spec).expanduser()
+    unreadable = _unreadable_part(path)
+    if unreadable is not None:
+        return GbcliError(
+            f"Permission denied: '{unreadable}' for {flag} cannot be read.",
+            "Check the permissions of the model folder, its files and the folders above it.",
+        )
+    if path.is_symlink() and not path.exists():
+        return broken_link(spec, flag, path)
+    if not path.exists():
+        return GbcliError(
+            f"Model folder '{spec}' for {flag} does not exist.",
+            "Check the path, or give a hub id such as " + _info(family).default + ".",
+        )
+    if path.is_file():
+        return GbcliError(
+            f"'{spec}' for {flag} is a file, not a model folder.",
+            "Give the folder that holds config.json and the weights.",
+        )
+    if not (path / "config.json").exists():
+        return GbcliError(
+            f"'{spec}' for {flag} has no config.json, so it is not a model folder.",
+            "Save the model with save_pretrained(), or point at the folder that holds config.json.",
+        )
+    if "does not appear to have" in lowered or "no file named" in lowered:
+        return GbcliError(
+            f"'{spec}' for {flag} has a config.json but no weights file (model.safetensors).",
+            "Copy the weights into the folder, or save the model with save_pretrained().",
+        )
+    if "weights_only" in lowered or "weights only" in lowered:
+        return GbcliError(
+            f"The pickled weights in '{spec}' for {flag} contain more than tensors, so gbcli will not load "
+            "them: unpickling could run arbitrary code.",
+            "Convert the checkpoint to safetensors with a tool you trust.",
+        )
+    if "safetensor" in lowered or "header" in lowered or "deserializ" in lowered or "unpickl" in lowered:
+        return GbcliError(
+            f"The weights in '{spec}' for {flag} are corrupt or truncated ({first_line(exc)}).",
+            "Re-download or re-save the checkpoint.",
+        )
+    if "tokenizer" in lowered or "vocab" in lowered:
+        return GbcliError(
+            f"'{spec}' for {flag} has no usable tokenizer files ({first_line(exc)}).",
+            "Save the tokenizer into the same folder with tokenizer.save_pretrained().",
+        )
+    return GbcliError(f"Could not load '{spec}' for {flag}: {first_line(exc)}.", None)
+
+
 def explain_load_failure(family: Family, spec: str, exc: BaseException, offline: bool) -> GbcliError:
     """Turn whatever transformers, huggingface_hub or safetensors raised into one sentence and a hint."""
     flag = _info(family).flag
     text = f"{type(exc).__name__}: {exc}"
     lowered = text.lower()
     if looks_like_path(spec):
-        path = Path(spec).expanduser()
-        unreadable = _unreadable_part(path)
-        if unreadable is not None:
-            return GbcliError(
-                f"Permission denied: '{unreadable}' for {flag} cannot be read.",
-                "Check the permissions of the model folder, its files and the folders above it.",
-            )
-        if path.is_symlink() and not path.exists():
-            return broken_link(spec, flag, path)
-        if not path.exists():
-            return GbcliError(
-                f"Model folder '{spec}' for {flag} does not exist.",
-                "Check the path, or give a hub id such as " + _info(family).default + ".",
-            )
-        if path.is_file():
-            return GbcliError(
-                f"'{spec}' for {flag} is a file, not a model folder.",
-                "Give the folder that holds config.json and the weights.",
-            )
-        if not (path / "config.json").exists():
-            return GbcliError(
-                f"'{spec}' for {flag} has no config.json, so it is not a model folder.",
-                "Save the model with save_pretrained(), or point at the folder that holds config.json.",
-            )
-        if "does not appear to have" in lowered or "no file named" in lowered:
-            return GbcliError(
-                f"'{spec}' for {flag} has a config.json but no weights file (model.safetensors).",
-                "Copy the weights into the folder, or save the model with save_pretrained().",
-            )
-        if "weights_only" in lowered or "weights only" in lowered:
-            return GbcliError(
-                f"The pickled weights in '{spec}' for {flag} contain more than tensors, so gbcli will not load "
-                "them: unpickling could run arbitrary code.",
-                "Convert the checkpoint to safetensors with a tool you trust.",
-            )
-        if "safetensor" in lowered or "header" in lowered or "deserializ" in lowered or "unpickl" in lowered:
-            return GbcliError(
-                f"The weights in '{spec}' for {flag} are corrupt or truncated ({first_line(exc)}).",
-                "Re-download or re-save the checkpoint.",
-            )
-        if "tokenizer" in lowered or "vocab" in lowered:
-            return GbcliError(
-                f"'{spec}' for {flag} has no usable tokenizer files ({first_line(exc)}).",
-                "Save the tokenizer into the same folder with tokenizer.save_pretrained().",
-            )
-        return GbcliError(f"Could not load '{spec}' for {flag}: {first_line(exc)}.", None)
+        return _explain_local_failure(family, spec, exc, lowered)
     if offline:
         return GbcliError(
             f"Model '{spec}' for {flag} is not in the local cache, and offline mode forbids downloading it.",
