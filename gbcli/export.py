@@ -3,7 +3,10 @@
 - `.json`: the tokens, and the full `[layer][head][query][key]` array per model, as exact float32 values.
 - `.npz`: the same as NumPy arrays (`<family>_attention`, `<family>_tokens`, ...), loadable without pickle.
 - `.png`: a matplotlib grid, one heatmap per model and layer (mean over heads, or the chosen head).
-- `.html`: one self-contained page with a layer and head selector; no script, style or font is fetched.
+- `.html`: one self-contained page with a layer and head selector; no script, style or font is fetched
+  (the page itself is `gbcli/render/attention_page.py`).
+
+The JSON document (and the HTML page's data) is built from `to_jsonable`, the conversion `--json` uses.
 
 The target is checked before any model is loaded, so a typo costs nothing. Files are written to a temporary
 name beside the target and renamed into place, so a reader never sees half a file, and an existing file is
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import html
 import importlib.util
 import io
 import json
@@ -31,7 +33,9 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from gbcli.errors import GbcliError, usage_error
-from gbcli.models import family_title
+from gbcli.render.attention import map_title
+from gbcli.render.attention_page import attention_html
+from gbcli.render.common import stderr_console, to_jsonable
 from gbcli.tasks.attention import AttentionResult, AttentionToken, ExportInfo
 
 FORMATS: dict[str, str] = {".json": "json", ".npz": "npz", ".png": "png", ".html": "html", ".htm": "html"}
@@ -165,14 +169,12 @@ def export_attention(target: ExportTarget, text: str, results: list[AttentionRes
         "json": lambda handle: write_attention_json(handle, text, results),
         "npz": lambda handle: write_npz(handle, text, results),
         "png": lambda handle: write_png(handle, text, results, head),
-        "html": lambda handle: handle.write(attention_html(text, results).encode("utf-8")),
+        "html": lambda handle: handle.write(attention_page(text, results).encode("utf-8")),
     }
     if target.format == "png":
         _require_matplotlib()
     warning = json_export_warning(results) if target.format == "json" else None
     if warning is not None:
-        from gbcli.render.common import stderr_console
-
         stderr_console().print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
     size = write_atomically(target, writers[target.format])
     return ExportInfo(path=str(target.path), format=target.format, bytes=size)
@@ -183,32 +185,26 @@ def export_attention(target: ExportTarget, text: str, results: list[AttentionRes
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _token_dict(token: AttentionToken) -> dict:
-    return {"index": token.index, "id": token.id, "piece": token.piece, "label": token.label,
-            "special": token.special, "role": token.role}
-
-
 def _model_dict(result: AttentionResult, values: Callable[[np.ndarray], list]) -> dict:
-    main = result.main
+    """One model's entry, built from the dict `--json` gives the same result (`to_jsonable`), in the export's
+    names: its first map's fields at the top (`tokens`, `attention`), any others under `other_maps`."""
+    data = to_jsonable(result)  # the weights stay arrays: `values` chooses how exactly they are written
+    main, *others = data.pop("maps")
     entry = {
-        "family": result.family,
-        "model": result.model,
-        "kind": result.kind,
-        "implementation": result.implementation,
-        "map": main.name,
-        "causal": main.causal,
-        "layers": main.layers,
-        "heads": main.heads,
-        "tokens": [_token_dict(t) for t in main.queries],
-        "attention": values(main.weights),  # [layer][head][query][key]
+        **data,
+        "map": main["name"],
+        "causal": main["causal"],
+        "layers": result.main.layers,
+        "heads": result.main.heads,
+        "tokens": main["queries"],
+        "attention": values(main["weights"]),  # [layer][head][query][key]
     }
-    others = [
-        {"name": m.name, "causal": m.causal, "queries": [_token_dict(t) for t in m.queries],
-         "keys": [_token_dict(t) for t in m.keys], "attention": values(m.weights)}
-        for m in result.maps[1:]
-    ]
     if others:
-        entry["other_maps"] = others
+        entry["other_maps"] = [
+            {"name": m["name"], "causal": m["causal"], "queries": m["queries"], "keys": m["keys"],
+             "attention": values(m["weights"])}
+            for m in others
+        ]
     return entry
 
 
@@ -349,10 +345,7 @@ def write_png(handle: BinaryIO, text: str, results: list[AttentionResult], head:
                 values[np.triu_indices_from(values, k=1)] = np.nan
             image = ax.imshow(values, cmap=cmap, norm=norm, interpolation="nearest")
             which = f"mean of {amap.heads} heads" if chosen is None else f"head {chosen}"
-            name = f"{family_title(result.family)} · {result.model}"
-            if len(result.maps) > 1:
-                name += f" · {amap.name}"
-            ax.set_title(f"{name}\nlayer {layer}, {which}", fontsize=8)
+            ax.set_title(f"{map_title(result.family, result.model, amap.name)}\nlayer {layer}, {which}", fontsize=8)
             show_labels = max(len(labels), len(key_labels)) <= 60
             ax.set_xticks(range(len(key_labels)), key_labels if show_labels else [], rotation=90, fontsize=font)
             ax.set_yticks(range(len(labels)), labels if show_labels else [], fontsize=font)
@@ -388,182 +381,5 @@ def html_data(text: str, results: list[AttentionResult]) -> dict:
     return attention_document(text, results, lambda w: np.round(w.astype(np.float64), 6).tolist())
 
 
-def _script_json(value: dict) -> str:
-    """JSON that is safe inside a <script> element: no '</script>' or '<!--' can appear."""
-    return (
-        json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        .replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("&", "\\u0026")
-        .replace("\u2028", "\\u2028")
-        .replace("\u2029", "\\u2029")
-    )
-
-
-def attention_html(text: str, results: list[AttentionResult]) -> str:
-    title = "gbcli attention: " + (text if len(text) <= 80 else text[:77] + "…")
-    return (
-        HTML_TEMPLATE.replace("{{TITLE}}", html.escape(title))
-        .replace("{{TEXT}}", html.escape(text))
-        .replace("{{DATA}}", _script_json(html_data(text, results)))
-    )
-
-
-HTML_TEMPLATE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{TITLE}}</title>
-<style>
-  body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #1b1b1f; background: #fff; }
-  h1 { font-size: 1.1rem; font-weight: 600; }
-  .text { font-family: ui-monospace, monospace; background: #f4f4f6; padding: .4rem .6rem; border-radius: 4px; }
-  .models { display: flex; flex-wrap: wrap; gap: 2rem; align-items: flex-start; margin-top: 1rem; }
-  .model h2 { font-size: 1rem; margin: 0 0 .3rem 0; }
-  .model .what { color: #555; font-size: .85rem; margin-bottom: .5rem; }
-  .controls { margin-bottom: .6rem; font-size: .9rem; }
-  .controls select { margin-right: 1rem; }
-  table.heatmap { border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 12px; }
-  table.heatmap td.cell { width: 18px; height: 18px; padding: 0; border: 1px solid #fff; }
-  table.heatmap th { font-weight: normal; padding: 0 4px; white-space: nowrap; }
-  table.heatmap th.key { writing-mode: vertical-rl; transform: rotate(180deg); text-align: left; padding: 4px 0; }
-  table.heatmap th.query { text-align: right; }
-  .special { color: #a0309a; }
-  .legend { display: flex; align-items: center; gap: .5rem; font-size: .85rem; margin-top: 1rem; }
-  .legend .bar { width: 200px; height: 12px; border: 1px solid #ccc; }
-  .readout { font-family: ui-monospace, monospace; font-size: .85rem; min-height: 1.2em; margin-top: .4rem; }
-</style>
-</head>
-<body>
-<h1>{{TITLE}}</h1>
-<div class="text">{{TEXT}}</div>
-<div class="legend">weight 0 <div class="bar" id="legend-bar"></div> 1
-  <span>&nbsp;rows: query tokens (attending) · columns: key tokens (attended to) · colour on a square-root
-  scale · grey: masked (a causal model never attends to the right)</span>
-</div>
-<div class="models" id="models"></div>
-<script type="application/json" id="gbcli-attention-data">{{DATA}}</script>
-<script>
-"use strict";
-const DATA = JSON.parse(document.getElementById("gbcli-attention-data").textContent);
-const TITLES = {gpt: "GPT", bert: "BERT", bart: "BART"};
-const MAPS = {
-  encoder: "encoder self-attention: bidirectional, each input token attends to every input token",
-  decoder: "decoder self-attention: causal, each output token attends only to itself and the output on its left",
-  cross: "cross-attention: each output token (row) attends to every encoded input token (column)",
-};
-
-function colour(weight) {
-  // white → deep blue, on a square-root scale so that weak links stay visible
-  const t = Math.sqrt(Math.max(0, Math.min(1, weight)));
-  const from = [255, 255, 255], to = [8, 48, 107];
-  const c = from.map((f, i) => Math.round(f + (to[i] - f) * t));
-  return "rgb(" + c.join(",") + ")";
-}
-
-function matrix(model, layer, head) {
-  const heads = model.attention[layer];
-  if (head !== "mean") return heads[Number(head)];
-  const n = heads[0].length, m = heads[0][0].length;
-  const out = [];
-  for (let q = 0; q < n; q++) {
-    const row = new Array(m).fill(0);
-    for (const h of heads) for (let k = 0; k < m; k++) row[k] += h[q][k] / heads.length;
-    out.push(row);
-  }
-  return out;
-}
-
-function option(select, value, label) {
-  const o = document.createElement("option");
-  o.value = value; o.textContent = label; select.appendChild(o);
-}
-
-function tokenCell(tag, token, cls) {
-  const th = document.createElement(tag);
-  th.className = cls + (token.special ? " special" : "");
-  th.textContent = token.label;
-  th.title = "#" + token.index + " " + token.piece + (token.special ? " (special)" : "");
-  return th;
-}
-
-function draw(model, table, layer, head, readout) {
-  const weights = matrix(model, layer, head);
-  table.textContent = "";
-  const header = document.createElement("tr");
-  header.appendChild(document.createElement("th"));
-  for (const token of model.keys) header.appendChild(tokenCell("th", token, "key"));
-  table.appendChild(header);
-  model.queries.forEach((query, q) => {
-    const tr = document.createElement("tr");
-    tr.appendChild(tokenCell("th", query, "query"));
-    model.keys.forEach((key, k) => {
-      const td = document.createElement("td");
-      const w = weights[q][k];
-      const masked = model.causal && k > q;
-      td.className = "cell";
-      td.style.background = masked ? "#e4e4e8" : colour(w);
-      td.title = query.label + " → " + key.label + ": " + (masked ? "masked (0)" : w.toFixed(6));
-      td.onmouseenter = () => { readout.textContent = td.title; };
-      tr.appendChild(td);
-    });
-    table.appendChild(tr);
-  });
-}
-
-function build(model) {
-  const box = document.createElement("section");
-  box.className = "model";
-  const h2 = document.createElement("h2");
-  h2.textContent = model.title;
-  const what = document.createElement("div");
-  what.className = "what";
-  what.textContent = MAPS[model.map] || (model.causal
-    ? "causal: each token attends only to itself and the tokens on its left"
-    : "bidirectional: each token attends to every token");
-  const controls = document.createElement("div");
-  controls.className = "controls";
-  const layer = document.createElement("select");
-  for (let l = 0; l < model.layers; l++) option(layer, l, "layer " + l);
-  layer.value = String(model.layers - 1);
-  const head = document.createElement("select");
-  option(head, "mean", "mean of " + model.heads + " heads");
-  for (let h = 0; h < model.heads; h++) option(head, h, "head " + h);
-  const l1 = document.createElement("label"); l1.textContent = "Layer "; l1.appendChild(layer);
-  const l2 = document.createElement("label"); l2.textContent = "Head "; l2.appendChild(head);
-  controls.append(l1, l2);
-  const table = document.createElement("table");
-  table.className = "heatmap";
-  const readout = document.createElement("div");
-  readout.className = "readout";
-  const redraw = () => draw(model, table, Number(layer.value), head.value, readout);
-  layer.onchange = redraw;
-  head.onchange = redraw;
-  box.append(h2, what, controls, table, readout);
-  redraw();
-  return box;
-}
-
-const bar = document.getElementById("legend-bar");
-bar.style.background = "linear-gradient(to right, " +
-  [0, 0.1, 0.25, 0.5, 0.75, 1].map(w => colour(w) + " " + (100 * w) + "%").join(", ") + ")";
-// One panel per attention map: GPT and BERT have one; an encoder-decoder (BART) has encoder, decoder and cross.
-function panels(model) {
-  const name = (TITLES[model.family] || model.family) + " · " + model.model;
-  const several = (model.other_maps || []).length > 0;
-  const main = {title: several ? name + " · " + model.map : name, map: model.map, causal: model.causal,
-                queries: model.tokens, keys: model.tokens, attention: model.attention,
-                layers: model.layers, heads: model.heads};
-  const others = (model.other_maps || []).map(m => ({
-    title: name + " · " + m.name, map: m.name, causal: m.causal, queries: m.queries, keys: m.keys,
-    attention: m.attention, layers: m.attention.length, heads: m.attention[0].length}));
-  return [main, ...others];
-}
-
-const root = document.getElementById("models");
-for (const model of DATA.models) for (const panel of panels(model)) root.appendChild(build(panel));
-</script>
-</body>
-</html>
-"""
+def attention_page(text: str, results: list[AttentionResult]) -> str:
+    return attention_html(text, html_data(text, results))

@@ -3,9 +3,9 @@
 A model with a NaN in its weights (a damaged checkpoint, a bad conversion) or one that overflows in half precision
 produces NaN or infinite logits, and every probability, perplexity and attention weight read from them is
 meaningless. Printing `p nan` with exit 0 is the worst failure this tool can have. Weights are checked when a
-model loads (`models.check_finite_weights`, which names the tensor); what the arithmetic itself makes (an overflow)
-is caught here: every result is checked once, just before it is printed, and a non-finite number becomes an error
-that names the model.
+model loads (`checkpoint_checks.check_finite_weights`, which names the tensor); what the arithmetic itself makes
+(an overflow) is caught here: every result is checked once, just before it is printed, and a non-finite number
+becomes an error that names the model.
 
 Every number a command prints lives in its result dataclass, so checking the result covers every command and
 every path that computed it (batched, streamed or written-out decoding steps alike).
@@ -84,7 +84,7 @@ def check_finite(result: Any, models: Sequence[LoadedModel]) -> None:
         lm = models[0]
     who = f"{family_title(lm.family)} model '{lm.spec}'" if lm is not None else f"model '{found.model or '?'}'"
     field = found.path.rsplit(".", 1)[-1] or "its output"
-    # The weights were checked when the model loaded (models.check_finite_weights): this is the arithmetic's.
+    # The weights were checked when the model loaded (checkpoint_checks.check_finite_weights): this is the arithmetic's.
     raise GbcliError(
         f"{who} computed {describe(found.value)} for {field} (at {found.path}): a number overflowed, so no "
         "result is shown.",

@@ -5,21 +5,40 @@ encoder-decoders (`--bart`). A model spec is a hub id or a local folder. Each mo
 process, in eval mode, and its kind is checked against the flag it was given, so that a masked LM passed to
 `--gpt` is refused instead of silently growing a random causal head.
 
+Whether a model can be had at all (before a long load) is `gbcli.availability`; whether a checkpoint is what its
+flag asks for and intact is `gbcli.checkpoint_checks`.
+
 torch and transformers are imported inside functions so that `gbcli --help` never pays for them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import re
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from gbcli.availability import check_available as check_available  # cli.py's preflight, imported from here
+from gbcli.availability import (
+    check_local_path,
+    explain_load_failure,
+    looks_like_path,
+    offline_requested,
+)
+from gbcli.availability import first_line as _first_line
+from gbcli.availability import from_cache_first as _from_cache_first
+from gbcli.checkpoint_checks import architecture_name as _arch
+from gbcli.checkpoint_checks import (
+    check_finite_weights,
+    check_layer_count,
+    check_shapes,
+    check_tokenizer_matches,
+    classify_config,
+    refuse_unsupported_architecture,
+)
 from gbcli.errors import RUNTIME, GbcliError, usage_error
 
 if TYPE_CHECKING:
@@ -185,17 +204,6 @@ def resolve_spec(family: Family, spec: str | None) -> str:
     return spec or os.environ.get(info.env) or info.default
 
 
-def looks_like_path(spec: str) -> bool:
-    """Hub ids are `name` or `owner/name`; anything else that names the file system is a path."""
-    if os.path.lexists(spec):  # lexists: a dangling or looping symbolic link names the file system too
-        return True
-    return spec.startswith((".", "/", "~", "\\")) or spec.count("/") > 1 or (os.sep != "/" and os.sep in spec)
-
-
-def offline_requested(options: LoadOptions) -> bool:
-    return options.offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def resolve_device(device: str) -> torch.device:
     import torch
 
@@ -242,324 +250,6 @@ def quiet_transformers() -> None:
     hub_logging.set_verbosity_error()
     # torch warns about a pickle's protocol before the weights-only loader refuses it; the refusal says enough.
     warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-
-
-def classify_config(config: Any) -> str:
-    """causal, masked, seq2seq or encoder: what a checkpoint is, from the architecture it was saved as."""
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
-    )
-
-    seq2seq = set(MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES.values())
-    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
-    masked = set(MODEL_FOR_MASKED_LM_MAPPING_NAMES.values())
-    for arch in getattr(config, "architectures", None) or []:
-        # Order matters: BART's conditional-generation class is also listed as a masked LM.
-        if arch in seq2seq:
-            return "seq2seq"
-        if arch in masked:
-            return "masked"
-        if arch in causal:
-            return "causal"
-        if arch.endswith(("Model", "Encoder")) and "For" not in arch:
-            return "encoder"
-    # No architecture recorded: fall back on the model type.
-    model_type = getattr(config, "model_type", "")
-    if getattr(config, "is_encoder_decoder", False) or model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
-        return "seq2seq"
-    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        return "masked"
-    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-        return "causal"
-    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-        return "masked"
-    return "encoder"
-
-
-# Checkpoints transformers lists among its causal LMs that do not predict each token from the ones to its left:
-# gbcli's left-to-right numbers (generate, score, fill-mask) would not be the model's. Architecture → why.
-NOT_LEFT_TO_RIGHT: dict[str, str] = {
-    "XLNetLMHeadModel": "XLNet is a permutation language model: it predicts tokens in sampled orders through "
-    "two-stream attention over memory",
-}
-# Encoders whose causal-LM head (BertLMHeadModel, RobertaForCausalLM ...) masks the right context only when the
-# config sets is_decoder; without it the "causal" model reads both sides.
-DECODER_ONLY_IF_CONFIGURED = frozenset({
-    "bert", "big_bird", "camembert", "data2vec-text", "electra", "ernie", "megatron-bert", "rembert", "roberta",
-    "roberta-prelayernorm", "roc_bert", "roformer", "xlm-roberta", "xlm-roberta-xl", "xmod",
-})
-
-
-def refuse_unsupported_architecture(config: Any, kind: str, spec: str, flag: str) -> None:
-    """Refuse, by name, an architecture whose numbers gbcli cannot give as the model's own."""
-    arch = _arch(config)
-    reason = NOT_LEFT_TO_RIGHT.get(arch)
-    decoder_only_if_configured = kind == "causal" and config.model_type in DECODER_ONLY_IF_CONFIGURED
-    if reason is None and decoder_only_if_configured and not getattr(config, "is_decoder", False):
-        reason = f"{arch} attends to both sides unless its config sets is_decoder, and this one does not"
-    if reason is not None:
-        raise GbcliError(
-            f"'{spec}' for {flag} is {arch}, not a left-to-right causal LM: {reason}.",
-            "Use a left-to-right causal LM such as gpt2, or a masked LM with --bert.",
-            exit_code=2,
-        )
-
-
-def _hub_cache() -> str:
-    try:
-        from huggingface_hub import constants
-
-        return str(constants.HF_HUB_CACHE)
-    except Exception:  # pragma: no cover - depends on the installed hub client
-        return "~/.cache/huggingface/hub"
-
-
-def explain_load_failure(family: Family, spec: str, exc: BaseException, offline: bool) -> GbcliError:
-    """Turn whatever transformers, huggingface_hub or safetensors raised into one sentence and a hint."""
-    flag = FAMILY_INFO[family].flag
-    text = f"{type(exc).__name__}: {exc}"
-    lowered = text.lower()
-    if looks_like_path(spec):
-        path = Path(spec).expanduser()
-        unreadable = _unreadable_part(path)
-        if unreadable is not None:
-            return GbcliError(
-                f"Permission denied: '{unreadable}' for {flag} cannot be read.",
-                "Check the permissions of the model folder, its files and the folders above it.",
-            )
-        if path.is_symlink() and not path.exists():
-            return broken_link(spec, flag, path)
-        if not path.exists():
-            return GbcliError(
-                f"Model folder '{spec}' for {flag} does not exist.",
-                "Check the path, or give a hub id such as " + FAMILY_INFO[family].default + ".",
-            )
-        if path.is_file():
-            return GbcliError(
-                f"'{spec}' for {flag} is a file, not a model folder.",
-                "Give the folder that holds config.json and the weights.",
-            )
-        if not (path / "config.json").exists():
-            return GbcliError(
-                f"'{spec}' for {flag} has no config.json, so it is not a model folder.",
-                "Save the model with save_pretrained(), or point at the folder that holds config.json.",
-            )
-        if "does not appear to have" in lowered or "no file named" in lowered:
-            return GbcliError(
-                f"'{spec}' for {flag} has a config.json but no weights file (model.safetensors).",
-                "Copy the weights into the folder, or save the model with save_pretrained().",
-            )
-        if "weights_only" in lowered or "weights only" in lowered:
-            return GbcliError(
-                f"The pickled weights in '{spec}' for {flag} contain more than tensors, so gbcli will not load "
-                "them: unpickling could run arbitrary code.",
-                "Convert the checkpoint to safetensors with a tool you trust.",
-            )
-        if "safetensor" in lowered or "header" in lowered or "deserializ" in lowered or "unpickl" in lowered:
-            return GbcliError(
-                f"The weights in '{spec}' for {flag} are corrupt or truncated ({_first_line(exc)}).",
-                "Re-download or re-save the checkpoint.",
-            )
-        if "tokenizer" in lowered or "vocab" in lowered:
-            return GbcliError(
-                f"'{spec}' for {flag} has no usable tokenizer files ({_first_line(exc)}).",
-                "Save the tokenizer into the same folder with tokenizer.save_pretrained().",
-            )
-        return GbcliError(f"Could not load '{spec}' for {flag}: {_first_line(exc)}.", None)
-    if offline:
-        return GbcliError(
-            f"Model '{spec}' for {flag} is not in the local cache, and offline mode forbids downloading it.",
-            f"Download it once while online (cache: {_hub_cache()}), or pass a local folder to {flag}.",
-        )
-    if "couldn't connect" in lowered or "connection" in lowered or "resolve" in lowered or "offline" in lowered:
-        return GbcliError(
-            f"Model '{spec}' for {flag} is not cached and the Hugging Face hub cannot be reached.",
-            f"Connect to the network once (cache: {_hub_cache()}), or pass a local folder to {flag}.",
-        )
-    if "not a valid model identifier" in lowered or "repository not found" in lowered or "404" in lowered:
-        return GbcliError(
-            f"Model '{spec}' for {flag} does not exist on the Hugging Face hub.",
-            f"Check the spelling, e.g. {FAMILY_INFO[family].examples}.",
-        )
-    if "revision" in lowered:
-        return GbcliError(f"Revision not found for model '{spec}' ({_first_line(exc)}).", "Check --revision.")
-    return GbcliError(f"Could not load model '{spec}' for {flag}: {_first_line(exc)}.", None)
-
-
-def check_local_path(family: Family, spec: str) -> None:
-    """Refuse a model path that is missing, a broken link or unreadable before torch loads: no hub lookup, no wait."""
-    if not looks_like_path(spec):
-        return
-    path = Path(spec).expanduser()
-    try:
-        usable = path.exists() and _unreadable_part(path) is None
-    except OSError:
-        usable = False
-    if not usable:
-        raise explain_load_failure(family, spec, FileNotFoundError(str(path)), offline=False)
-
-
-def _unreadable_part(path: Path) -> Path | None:
-    """The model folder, or the first file in it, that this user may not read (None if all can be read)."""
-    try:
-        if not path.is_dir():
-            return path if path.exists() and not os.access(path, os.R_OK) else None
-        files = list(path.iterdir())
-    except PermissionError:
-        return path
-    return next((f for f in files if f.is_file() and not os.access(f, os.R_OK)), None)
-
-
-def broken_link(spec: str, flag: str, path: Path) -> GbcliError:
-    """A model path that is a symbolic link to nowhere, or one of a loop of links."""
-    try:
-        path.resolve(strict=True)
-        where = "a missing target"
-    except RuntimeError:  # Python < 3.13 reports a loop so
-        where = "itself, in a loop of links"
-    except OSError as exc:
-        loop = exc.errno == errno.ELOOP
-        where = "itself, in a loop of links" if loop else f"'{os.readlink(path)}', which does not exist"
-    return GbcliError(f"'{spec}' for {flag} is a symbolic link to {where}.",
-                      "Point the link at the model folder, or give the folder itself.")
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__).rstrip(".")[:200]
-
-
-# Whether the hub answered this process's one probe (None: not asked yet). When it did not, nothing goes to the
-# network again: huggingface_hub would retry each file for ~28 s before giving up.
-_HUB_REACHABLE: bool | None = None
-
-
-def hub_reachable(timeout: float = 1.5) -> bool:
-    """Can the hub's host be reached at all? One TCP connection, once per process, bounded by `timeout`.
-
-    Name resolution runs in a daemon thread, since a resolver with no network may block far longer than any
-    socket timeout.
-    """
-    global _HUB_REACHABLE
-    if _HUB_REACHABLE is not None:
-        return _HUB_REACHABLE
-    import socket
-    import threading
-    from urllib.parse import urlsplit
-
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    parts = urlsplit(endpoint)
-    host = parts.hostname or "huggingface.co"
-    port = parts.port or (80 if parts.scheme == "http" else 443)
-    addresses: list[Any] = []
-
-    def resolve() -> None:
-        try:
-            addresses.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-        except OSError:
-            pass
-
-    started = time.monotonic()
-    resolver = threading.Thread(target=resolve, daemon=True)
-    resolver.start()
-    resolver.join(timeout)
-    reachable = False
-    for family_, type_, proto, _, address in list(addresses)[:2]:
-        left = timeout - (time.monotonic() - started)
-        if left <= 0:
-            break
-        try:
-            with socket.socket(family_, type_, proto) as probe:
-                probe.settimeout(left)
-                probe.connect(address)
-            reachable = True
-            break
-        except OSError:
-            continue
-    _HUB_REACHABLE = reachable
-    return reachable
-
-
-def _is_cached(spec: str, revision: str | None) -> bool:
-    """Is this hub id's config in the local Hugging Face cache? (A cheap look at the cache folder.)"""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(spec, "config.json", revision=revision)
-    except Exception:  # an id the hub client rejects is not cached; loading explains it
-        return False
-    return isinstance(found, str)
-
-
-def _unavailable(family: Family, spec: str, options: LoadOptions) -> GbcliError | None:
-    """Why this model cannot be loaded, found without loading anything; None when it may load."""
-    offline = offline_requested(options)
-    if looks_like_path(spec):
-        path = Path(spec).expanduser()
-        if path.is_dir() and (path / "config.json").exists():
-            return None
-        return explain_load_failure(family, spec, FileNotFoundError(spec), offline)
-    if _is_cached(spec, options.revision):
-        return None
-    if offline:
-        return explain_load_failure(family, spec, FileNotFoundError(spec), offline=True)
-    if hub_reachable():
-        return None
-    return _NotCachedNoNetwork(family, spec)
-
-
-class _NotCachedNoNetwork(GbcliError):
-    """A hub id that is not cached while the hub cannot be reached (several of them are reported as one)."""
-
-    def __init__(self, family: Family, spec: str) -> None:
-        self.family, self.spec = family, spec
-        super().__init__(
-            f"Model {self.described()} is not cached, and the Hugging Face hub cannot be reached.",
-            _no_network_hint([family]),
-        )
-
-    def described(self) -> str:
-        # `models/bert-tiny` is a valid hub id and a relative path alike: say that it is neither.
-        typed = "/" in self.spec and self.spec != FAMILY_INFO[self.family].default
-        folder = " (no local folder of that name either)" if typed else ""
-        return f"'{self.spec}' for {FAMILY_INFO[self.family].flag}{folder}"
-
-
-def _no_network_hint(families: list[Family]) -> str:
-    flags = [FAMILY_INFO[family].flag for family in families]
-    flags = ", ".join(flags[:-1]) + " and " + flags[-1] if len(flags) > 1 else flags[0]
-    folder = "a local folder" if len(families) == 1 else "local folders"
-    return f"Connect to the network once (cache: {_hub_cache()}), or pass {folder} to {flags}."
-
-
-def check_available(requests: list[tuple[Family, str]], options: LoadOptions | None = None) -> None:
-    """Refuse at once, before any model loads, when a requested model cannot be had: all of them in one message.
-
-    A missing folder or an uncached hub id without network would otherwise surface only after the models before
-    it had loaded, one per run, each after huggingface_hub's retries.
-    """
-    options = options or LoadOptions()
-    problems = [problem for family, spec in requests if (problem := _unavailable(family, spec, options))]
-    if not problems:
-        return
-    if len(problems) == 1:
-        raise problems[0]
-    uncached = [problem for problem in problems if isinstance(problem, _NotCachedNoNetwork)]
-    others = [problem for problem in problems if not isinstance(problem, _NotCachedNoNetwork)]
-    messages = [problem.message for problem in others]
-    hints = [problem.hint for problem in others if problem.hint]
-    if uncached:
-        names = ", ".join(problem.described() for problem in uncached)
-        verb = "is" if len(uncached) == 1 else "are"
-        messages.append(f"{names} {verb} not cached, and the Hugging Face hub cannot be reached.")
-        hints.append(_no_network_hint([problem.family for problem in uncached]))
-    raise GbcliError(
-        f"{len(problems)} models cannot be loaded. " + " ".join(messages),
-        " ".join(dict.fromkeys(hints)) or None,
-        exit_code=max(problem.exit_code for problem in problems),
-    )
 
 
 _CACHE: dict[tuple, LoadedModel] = {}
@@ -766,148 +456,3 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
     )
 
 
-def check_shapes(spec: str, flag: str, mismatched: Any) -> None:
-    """Refuse weights whose shapes differ from what config.json builds, naming the tensor and both shapes."""
-    if not mismatched:
-        return
-    name, stored, expected = sorted(mismatched, key=lambda item: item[0])[0]
-    more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
-    raise GbcliError(
-        f"The weights of '{spec}' for {flag} do not fit its config.json: {name} is {list(stored)} in the "
-        f"checkpoint but {list(expected)} in the model the config describes{more}.",
-        "Use the config.json that was saved with these weights.",
-    )
-
-
-def checkpoint_tensor_names(folder: Path) -> list[str] | None:
-    """The tensor names of a local safetensors checkpoint, from its header or index alone (no weight is read)."""
-    import json
-    import struct
-
-    index = folder / "model.safetensors.index.json"
-    try:
-        if index.is_file():
-            return list(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}))
-        single = folder / "model.safetensors"
-        if not single.is_file():
-            return None
-        with single.open("rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            if length > 100_000_000:  # not a real header: the loader will call the file corrupt
-                return None
-            return [k for k in json.loads(handle.read(length)) if k != "__metadata__"]
-    except (OSError, ValueError, struct.error):
-        return None  # unreadable or corrupt: the loader explains it
-
-
-_LAYER_INDEX = re.compile(r"^(.*?\.(?:h|layer|layers|block|blocks))\.(\d+)\.")
-
-
-def check_layer_count(spec: str, flag: str, source: str, config: Any) -> None:
-    """Refuse a config.json that asks for more layers than the checkpoint holds, before anything is built.
-
-    A config with `n_layer: 10000` next to GPT-2's 12 layers of weights would first build 10,000 layers (minutes,
-    gigabytes) only to find them missing; counting the layer indices in the safetensors header costs nothing.
-    """
-    folder = Path(source)
-    names = checkpoint_tensor_names(folder) if folder.is_dir() else None
-    if not names:
-        return
-    stacks: dict[str, int] = {}
-    for name in names:
-        match = _LAYER_INDEX.match(name)
-        if match:
-            stacks[match.group(1)] = max(stacks.get(match.group(1), 0), int(match.group(2)) + 1)
-    if not stacks:
-        return
-    wanted = (getattr(config, "encoder_layers", 0) or 0) + (getattr(config, "decoder_layers", 0) or 0)
-    wanted = wanted or getattr(config, "num_hidden_layers", 0) or 0
-    held = sum(stacks.values())
-    if isinstance(wanted, int) and wanted > held:
-        raise GbcliError(
-            f"The config.json of '{spec}' for {flag} asks for {wanted} layers, but its weights hold {held}: the "
-            "rest would be random, and building them first could exhaust the memory.",
-            "Use the config.json that was saved with these weights.",
-        )
-
-
-def check_finite_weights(spec: str, flag: str, model: Any) -> None:
-    """Refuse a model with a NaN or an infinity in its weights: every number it computes would be meaningless.
-
-    One float32 sum per tensor is a NaN or an infinity if any element is one (~0.03 s for GPT-2-small's 124M
-    weights on a laptop CPU); a sum that merely overflowed is told apart by the exact (slower) test.
-    """
-    import torch
-
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        if not tensor.is_floating_point() or bool(torch.isfinite(tensor.sum(dtype=torch.float32))):
-            continue
-        bad = tensor[~torch.isfinite(tensor)]
-        if bad.numel():
-            kind = "NaN" if bool(bad.isnan().any()) else "infinite values"
-            raise GbcliError(
-                f"The weights of '{spec}' for {flag} hold {kind} ({bad.numel()} in {name}), so every number the "
-                "model computes would be meaningless.",
-                "The checkpoint is damaged: download or save it again.",
-            )
-
-
-# Files that hold a tokenizer's vocabulary, one of which every saved tokenizer with a vocabulary has.
-TOKENIZER_VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "merges.txt", "*.model", "*.tiktoken",
-                              "vocab.*", "spiece.*", "sentencepiece*")
-
-
-def tokenizer_covers_embeddings(tokens: int, rows: int) -> bool:
-    """Whether a tokenizer of `tokens` ids can belong to input embeddings of `rows` rows.
-
-    More tokens than rows never: an id past the last row has no embedding. Fewer is normal by a little: embeddings
-    are padded to a multiple of 64 or 128 for speed (OPT: 50,265 tokens, 50,272 rows; T5: 32,100 and 32,128), or
-    keep a few percent of rows in reserve (Phi-2: 50,295 and 51,200, 1.8 %; Qwen2: 0.2 %). Far fewer means the
-    tokenizer is not the model's: transformers 5 builds an empty default tokenizer (BERT's has 5 tokens) for a
-    folder without tokenizer files, and every word would become [UNK]. So fewer tokens pass when the unused rows
-    are padding (rows a multiple of 64, fewer than 128 unused, and the tokenizer holds most of them) or at most 5 %.
-    """
-    if tokens > rows:
-        return False
-    unused = rows - tokens
-    padding = rows % 64 == 0 and unused < 128 and tokens * 2 > rows
-    return padding or unused <= rows * 0.05
-
-
-def check_tokenizer_matches(spec: str, flag: str, source: str, tokens: int, rows: int) -> None:
-    """Refuse a tokenizer that does not belong to the model's embeddings (see tokenizer_covers_embeddings)."""
-    if tokenizer_covers_embeddings(tokens, rows):
-        return
-    folder = Path(source)
-    if tokens < rows and folder.is_dir() and not any(any(folder.glob(p)) for p in TOKENIZER_VOCABULARY_FILES):
-        raise GbcliError(
-            f"'{spec}' for {flag} has no tokenizer files (tokenizer.json, vocab.txt, ...): transformers would put "
-            f"an empty tokenizer of {tokens} token{'s' if tokens != 1 else ''} in place of the model's {rows}, and "
-            "every number would be about unknown tokens.",
-            "Save the tokenizer into the model folder with tokenizer.save_pretrained().",
-        )
-    if tokens > rows:
-        relation = f"{tokens} tokens but the model's embeddings hold only {rows}"
-    else:
-        relation = f"only {tokens} tokens but the model's embeddings hold {rows}"
-    raise GbcliError(
-        f"The tokenizer of '{spec}' for {flag} has {relation}: they do not belong together.",
-        "Save the model and the tokenizer it was trained with into one folder.",
-    )
-
-
-def _arch(config: Any) -> str:
-    archs = getattr(config, "architectures", None) or [getattr(config, "model_type", "unknown")]
-    return archs[0]
-
-
-def _from_cache_first(loader: Any, source: str, kwargs: dict[str, Any]) -> Any:
-    """Look in the local cache before the network: a cached model then loads with no hub round trip."""
-    if kwargs.get("local_files_only") or os.path.isdir(source):
-        return loader(source, **kwargs)
-    try:
-        return loader(source, **{**kwargs, "local_files_only": True})
-    except OSError:
-        if _HUB_REACHABLE is False:  # the probe found no network: the hub's retries would only add ~28 s
-            raise
-        return loader(source, **kwargs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -15,10 +16,10 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from gbcli.models import load_model
-from gbcli.tasks.attention import compute_attention
+from gbcli.tasks.attention import SEQ2SEQ_MAPS, compute_attention
 from gbcli.tasks.decoding import DecodingSettings
 from gbcli.tasks.masking import infill_spans, split_masks
-from gbcli.tasks.seq2seq import generate_seq2seq, match_spans, reconstruct
+from gbcli.tasks.seq2seq import generate_seq2seq, match_spans
 from tests.cli_helpers import assert_user_error, run, run_installed, run_json
 from tests.fixtures.tiny_models import BART_MASKED_DUCK, DUCK_SENTENCE, GPT_PROMPT, MULTI_PIECE_WORD
 
@@ -218,6 +219,23 @@ def test_attention_screen_shows_three_bart_heatmaps_beside_gpt(gpt_path, bart_pa
     assert len(views[2]["matrix"]) == len(views[1]["tokens"]) and len(views[2]["matrix"][0]) == len(views[2]["keys"])
 
 
+def test_html_export_names_and_describes_each_map_as_the_terminal_view_does(tmp_path, bart_path):
+    target = tmp_path / "bart.html"
+    result = run("attention", DUCK_SENTENCE, "--models", "bart", "--bart", str(bart_path), "--export", str(target),
+                 env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.stderr
+    page = target.read_text(encoding="utf-8")
+    data = re.search(r'<script type="application/json" id="gbcli-attention-data">(.*?)</script>', page, re.S)
+    (entry,) = json.loads(data.group(1))["models"]
+    maps = [entry, *entry["other_maps"]]
+    assert [m["title"] for m in maps] == ["BART · bart · encoder", "BART · bart · decoder", "BART · bart · cross"]
+    assert [m["description"] for m in maps] == [SEQ2SEQ_MAPS[name] for name in ("encoder", "decoder", "cross")]
+    for amap in maps:  # the page shows what the terminal shows, word for word
+        assert amap["title"] in result.stdout and amap["description"] in result.stdout
+    script = page[page.index("<script>"):]
+    assert not re.search(r'"(GPT|BERT|BART)"', script)  # no family name is hard-coded in the page's JavaScript
+
+
 def test_bart_joins_only_when_asked(gpt_path, bart_path):
     doc = run_json("attention", DUCK_SENTENCE, "--models", "gpt", "--gpt", str(gpt_path), "--bart", str(bart_path))
     assert [v["family"] for v in doc["models"]] == ["gpt"]
@@ -248,18 +266,6 @@ def test_generate_greedy_equals_model_generate_greedy(bart, reference):
     assert continuation.mean_logprob == pytest.approx(sum(logprobs) / len(logprobs), abs=1e-4)
     assert column.new_tokens == len(new_ids) and column.tokens_per_second > 0
     assert "<mask>" in column.method
-
-
-def test_reconstruction_score_equals_the_models_own_teacher_forced_loss(bart, reference):
-    tokenizer, model = reference
-    result = reconstruct(bart, DUCK_SENTENCE)
-    ids = tokenizer(DUCK_SENTENCE, return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        loss = model(input_ids=ids, labels=ids).loss  # mean NLL over every label token, <s> and </s> included
-    assert result.scored_tokens == ids.shape[1]
-    assert result.log_likelihood == pytest.approx(-float(loss) * ids.shape[1], abs=1e-4)
-    assert sum(t.logprob for t in result.tokens) == pytest.approx(result.log_likelihood, abs=1e-9)
-    assert "not comparable" in result.note and "teacher-forced" in result.definition
 
 
 # --- the installed command ---------------------------------------------------------------------------------------

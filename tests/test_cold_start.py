@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gbcli import models
+from gbcli import availability, models
 from tests.cli_helpers import TRACEBACK, assert_user_error, run, run_installed
 
 # A closed port on this machine: connecting is refused at once, as a hub that cannot be reached would be.
@@ -17,7 +17,7 @@ NO_HUB = {"HF_ENDPOINT": "http://127.0.0.1:9"}
 @pytest.fixture
 def fresh_probe(monkeypatch):
     """Each test asks the hub anew (the answer is kept per process)."""
-    monkeypatch.setattr(models, "_HUB_REACHABLE", None)
+    monkeypatch.setattr(availability, "_HUB_REACHABLE", None)
     monkeypatch.setenv("HF_ENDPOINT", NO_HUB["HF_ENDPOINT"])
 
 
@@ -51,8 +51,9 @@ def test_a_mistyped_relative_folder_is_called_neither_folder_nor_cached(fresh_pr
 
 
 def test_offline_mode_reports_without_probing(monkeypatch):
-    monkeypatch.setattr(models, "_HUB_REACHABLE", None)
-    monkeypatch.setattr(models, "hub_reachable", lambda *a: pytest.fail("offline mode must not touch the network"))
+    monkeypatch.setattr(availability, "_HUB_REACHABLE", None)
+    monkeypatch.setattr(availability, "hub_reachable",
+                        lambda *a: pytest.fail("offline mode must not touch the network"))
     result = run("tokenize", "x", "--models", "gpt", "--gpt", "gbcli-test/absent", "--offline")
     assert_user_error(result, 1, "offline mode forbids downloading")
 

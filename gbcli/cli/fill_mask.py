@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from gbcli.cli.options import JsonOption, ModelChoice, model_options
-from gbcli.cli.reporting import handle_errors, interrupt_exits_130, line_progress, print_warnings
+from gbcli.cli.reporting import handle_errors, interrupt_exits_130, print_warnings
 from gbcli.errors import usage_error
 from gbcli.finite import check_finite
 
@@ -78,13 +78,15 @@ def _fill_mask_file(file: str, choice: ModelChoice, families, top_k: int, words:
     from gbcli.tasks.files import fill_mask_file
     from gbcli.tasks.masking import MASK_PATTERN, MASK_SPELLINGS
 
+    from gbcli.render.progress import line_progress
+
     lines = read_lines(file)
     if not any(MASK_PATTERN.search(line) for line in lines):  # before any model loads
         raise usage_error(f"No line of {'standard input' if file == '-' else repr(file)} has a mask to fill.",
                           f"Write {MASK_SPELLINGS} where a word is missing, e.g. \"the [MASK] quacks in the park .\"")
     columns = choice.load(families)
     records = Records(json_lines if json_output else None)
-    with interrupt_exits_130(), line_progress(len(lines)) as advance:
+    with interrupt_exits_130(), line_progress(len(lines), "filling masks") as advance:
         tally = fill_mask_file(columns, lines, top_k, words, batch_size=batch_size, on_results=records,
                                on_progress=advance, on_warnings=print_warnings)
     if not json_output:

@@ -117,20 +117,3 @@ def interrupt_exits_130() -> Iterator[None]:
             signal.signal(signal.SIGINT, previous)
         except (TypeError, ValueError):  # pragma: no cover - not in the main thread
             pass
-
-
-@contextmanager
-def line_progress(total: int) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr for files of more than a few lines (none when stderr is not a terminal)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from gbcli.render.common import animated
-
-    console = stderr_console()
-    if total <= 5 or not animated(console):
-        yield lambda done: None
-        return
-    columns = (TextColumn("filling masks"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("fill-mask", total=total)
-        yield lambda done: progress.advance(task, done)

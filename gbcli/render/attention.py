@@ -213,18 +213,28 @@ def layer_description(view: ModelAttentionView) -> str:
     return f"layer {view.layer}" + (" (last)" if view.layer == view.layers - 1 else f" of {view.layers}")
 
 
+def map_title(family: str, model: str, map_name: str) -> str:
+    """GPT · gpt2, or BART · facebook/bart-base · encoder for one of an encoder-decoder's maps (the terminal
+    panels, the PNG grid and the HTML page all name a map this way)."""
+    name = f"{family_title(family)} · {model}"
+    return name if map_name == "self" else f"{name} · {map_name}"
+
+
 def title(view: ModelAttentionView) -> str:
-    """GPT · gpt2, or BART · facebook/bart-base · encoder for one of an encoder-decoder's maps."""
-    name = f"{family_title(view.family)} · {view.model}"
-    return name if view.map == "self" else f"{name} · {view.map}"
+    return map_title(view.family, view.model, view.map)
+
+
+def map_direction(map_name: str, causal: bool) -> str:
+    """Which tokens each query sees in a map, for the reader."""
+    if map_name in SEQ2SEQ_MAPS:
+        return SEQ2SEQ_MAPS[map_name]
+    if causal:
+        return "causal: each token sees only its left, so the matrix is lower-triangular"
+    return "bidirectional: each token sees both sides, so the matrix is a full square"
 
 
 def direction(view: ModelAttentionView) -> str:
-    if view.map in SEQ2SEQ_MAPS:
-        return SEQ2SEQ_MAPS[view.map]
-    if view.causal:
-        return "causal: each token sees only its left, so the matrix is lower-triangular"
-    return "bidirectional: each token sees both sides, so the matrix is a full square"
+    return map_direction(view.map, view.causal)
 
 
 def heatmap_panel(view: ModelAttentionView, window_start: int = 0) -> Panel:
@@ -277,10 +287,8 @@ def heatmap_view(report: AttentionReport, window_start: int = 0) -> RenderableTy
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _format(value: float | None, stat: str) -> str:
-    if value is None:
-        return "—"
-    return f"{value:.2f}"
+def _format(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 def _stat_range(values: Iterable[float | None], stat: str) -> tuple[float, float]:
@@ -301,9 +309,9 @@ def summary_table(view: ModelAttentionView, stat: str) -> Table:
         header_style = "bold reverse" if name == stat else "bold"
         table.add_column(SHORT_STAT[name], justify="right", header_style=header_style, no_wrap=True)
     for item in summary.per_head:
-        table.add_row(str(item.layer), str(item.head), *(_format(item.get(name), name) for name in STATS),
+        table.add_row(str(item.layer), str(item.head), *(_format(item.get(name)) for name in STATS),
                       end_section=item.head == summary.heads - 1 and item.layer < summary.layers - 1)
-    table.add_row("all", "mean", *(_format(summary.mean[name], name) for name in STATS), style="bold")
+    table.add_row("all", "mean", *(_format(summary.mean[name]) for name in STATS), style="bold")
     return table
 
 

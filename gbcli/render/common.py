@@ -37,13 +37,21 @@ def format_prob(prob: float | None) -> str:
     return f"{prob:.4f}" if prob >= 1e-4 or prob == 0.0 else f"{prob:.1e}"
 
 
-def format_nats(value: float | None) -> str:
-    """A log-probability, log-likelihood or surprisal in nats: three decimals, never a bare -0.000."""
+def format_nats(value: float | None, digits: int = 3) -> str:
+    """A log-probability, log-likelihood, surprisal or entropy (in nats or bits): `digits` decimals, — when
+    missing, and never a bare -0.000 (a value too small for the decimals keeps its exponent)."""
     if value is None or not math.isfinite(value):
         return "—"
-    if value != 0.0 and abs(value) < 5e-4:
+    if value != 0.0 and abs(value) < 0.5 / 10**digits:
         return f"{value:.1e}"
-    return f"{value:.3f}"
+    return f"{value:.{digits}f}"
+
+
+def titled_line(title: str, body: str) -> Text:
+    """`GPT ids: 464 12`: a bold title, then the plain text."""
+    line = Text(title, style="bold")
+    line.append(body)
+    return line
 
 
 def format_perplexity(value: float | None, digits: int = 5) -> str:
@@ -199,7 +207,10 @@ def terminal_echo_off() -> Iterator[None]:
 
 
 def to_jsonable(value: Any) -> Any:
-    """Dataclasses to dicts, non-finite floats to null (JSON has no NaN), tuples to lists."""
+    """Dataclasses to dicts, non-finite floats to null (JSON has no NaN), tuples to lists.
+
+    NumPy arrays are passed through as they are: the caller chooses how exactly to write them (the attention
+    export writes exact float32 values to .json, six decimals into its HTML page)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):

@@ -8,9 +8,10 @@ from rich.table import Table
 from rich.text import Text
 
 from gbcli.models import family_title
-from gbcli.render.common import format_seconds
+from gbcli.render.attention import map_title
+from gbcli.render.common import format_nats, format_seconds
 from gbcli.render.masking import fill_mask_view
-from gbcli.render.scoring import number, scale_note, single_table
+from gbcli.render.scoring import scale_note, single_table
 from gbcli.render.tokenization import AlignedPieces, counts_line
 from gbcli.tasks.comparison import SECTIONS, AttentionLine, ComparisonResult, ModelFacts
 
@@ -64,9 +65,8 @@ def attention_table(lines: list[AttentionLine]) -> Table:
     table.add_column("to special tokens", justify="right")
     for line in lines:
         special = "— (none)" if line.to_special is None else f"{line.to_special:.1%}"
-        name = f"{family_title(line.family)} · {line.model}" + (f" · {line.map}" if line.map != "self" else "")
-        table.add_row(name, f"{line.layers} × {line.heads}",
-                      number(line.mean_entropy, 2), f"{line.to_first:.1%}", special)
+        table.add_row(map_title(line.family, line.model, line.map), f"{line.layers} × {line.heads}",
+                      format_nats(line.mean_entropy, 2), f"{line.to_first:.1%}", special)
     return table
 
 

@@ -8,7 +8,8 @@ from rich.table import Table
 from rich.text import Text
 
 from gbcli.models import family_title
-from gbcli.render.scoring import conventions_line, number
+from gbcli.render.common import format_nats
+from gbcli.render.scoring import conventions_line
 from gbcli.tasks.pairs import DIFFERENCE_RULE, AlignedWord, PairColumn, PairResult, PairsSummary
 
 # Below this a word's surprisal difference is shown dim: it is rounding, not a preference.
@@ -37,8 +38,8 @@ def verdict_table(result: PairResult) -> Table:
     for column in result.columns:
         label = Text(f"{family_title(column.family)} · {column.model}\n", style="bold")
         label.append(column.measure, style="dim")
-        table.add_row(label, number(column.good),
-                      number(column.bad), signed(column.difference), verdict(column))
+        table.add_row(label, format_nats(column.good),
+                      format_nats(column.bad), signed(column.difference), verdict(column))
     table.caption = f"log-likelihoods in {unit}; > 0 in good − bad: the good sentence is preferred"
     table.caption_justify = "left"
     return table
@@ -67,11 +68,12 @@ def word_table(column: PairColumn) -> Table:
         differs = row.op != "equal"
         word_style = "bold" if differs else ""
         table.add_row(
-            OP_MARKS[row.op], Text(row.good or "", style=word_style), number(row.good_surprisal),
-            Text(row.bad or "", style=word_style), number(row.bad_surprisal), difference_cell(row),
+            OP_MARKS[row.op], Text(row.good or "", style=word_style), format_nats(row.good_surprisal),
+            Text(row.bad or "", style=word_style), format_nats(row.bad_surprisal), difference_cell(row),
         )
     table.add_section()
-    table.add_row("", "total", number(-column.good), "", number(-column.bad), signed(column.good - column.bad))
+    table.add_row("", "total", format_nats(-column.good), "", format_nats(-column.bad),
+                  signed(column.good - column.bad))
     return table
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import math
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
 from typing import TextIO
 
 from rich.cells import cell_len
@@ -25,12 +26,10 @@ from gbcli.render.common import (
     format_seconds,
     prob_legend,
     prob_style,
+    titled_line,
 )
-from gbcli.tasks.scoring import LN2, ModelScore, TextScore
-
-
-def number(value: float | None, digits: int = 3) -> str:
-    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+from gbcli.render.progress import progress_bar as progress_bar  # where cli.py and corpus_jobs.py import it
+from gbcli.tasks.scoring import LN2, ModelScore, TextScore, TokenScore, WordScore
 
 
 def probability(logprob: float, unit: str) -> float:
@@ -101,65 +100,70 @@ def many_table(records: list[TextScore]) -> Table:
 
 
 def methods(record: TextScore) -> list[Text]:
-    lines = []
-    for column in record.columns:
-        line = Text(f"{family_title(column.family)}: ", style="bold")
-        line.append(column.method)
-        if column.first_token:
-            line.append(f"; {column.first_token}")
-        if column.detail:
-            line.append(f"; {column.detail}")
-        lines.append(line)
-    return lines
+    return [titled_line(f"{family_title(c.family)}: ", "; ".join([c.method, *filter(None, [c.first_token, c.detail])]))
+            for c in record.columns]
 
 
-def token_table(column: ModelScore) -> Table:
-    table = Table(title=f"{family_title(column.family)} · {column.model}: surprisal per token", title_justify="left")
+def surprisal_table(column: ModelScore, unit: str, label: str, detail: str, rows: Iterable[SurprisalRow]) -> Table:
+    """Surprisal per `unit` (token or word): one row per item coloured by its probability, and the total."""
+    table = Table(title=f"{family_title(column.family)} · {column.model}: surprisal per {unit}", title_justify="left")
     table.add_column("#", justify="right", style="dim")
-    table.add_column("piece", overflow="fold")
+    table.add_column(label, overflow="fold")
     table.add_column(f"surprisal ({column.unit})", justify="right", no_wrap=True)
     table.add_column("p", justify="right", no_wrap=True)
-    table.add_column("masked" if column.family != "gpt" else "context", justify="right", style="dim")
-    for token in column.tokens or []:
-        if token.logprob is None:
-            table.add_row(str(token.position), token.shown, "—", "—", "no context")
+    table.add_column(detail, justify="right", style="dim")
+    for row in rows:
+        if row.logprob is None:
+            table.add_row(str(row.index), row.label(None), "—", "—", row.detail)
             continue
-        prob = probability(token.logprob, column.unit)
+        prob = probability(row.logprob, column.unit)
         style = prob_style(prob)
-        piece = Text(token.shown, style=style)
-        if token.unknown:
-            piece.append(" unknown", style="red")
-        how = str(token.masked_tokens) if column.family != "gpt" else str(token.context_tokens)
-        table.add_row(str(token.position), piece, Text(format_nats(token.surprisal), style=style), format_prob(prob),
-                      how)
+        table.add_row(str(row.index), row.label(style), Text(format_nats(row.surprisal), style=style),
+                      format_prob(prob), row.detail)
     table.add_section()
     table.add_row("", Text("total", style="bold"), Text(format_nats(0.0 - column.log_likelihood), style="bold"), "",
                   "")
     return table
+
+
+@dataclass
+class SurprisalRow:
+    index: int
+    label: Callable[[str | None], RenderableType]  # the cell, given its probability's style (None: no probability)
+    logprob: float | None
+    surprisal: float | None
+    detail: str  # the last column
+
+
+def _piece_cell(token: TokenScore, style: str | None) -> RenderableType:
+    if style is None:
+        return token.shown
+    text = Text(token.shown, style=style)
+    if token.unknown:
+        text.append(" unknown", style="red")
+    return text
+
+
+def _word_cell(word: WordScore, style: str | None) -> RenderableType:
+    text = Text(word.text, style="dim" if word.special else "")
+    if style is not None:
+        text.stylize(style)
+    return text
+
+
+def token_table(column: ModelScore) -> Table:
+    gpt = column.family == "gpt"  # GPT-2 counts a token's left context, BERT its masked pieces
+    rows = (SurprisalRow(t.position, partial(_piece_cell, t), t.logprob, t.surprisal,
+                         "no context" if t.logprob is None else str(t.context_tokens if gpt else t.masked_tokens))
+            for t in column.tokens or [])
+    return surprisal_table(column, "token", "piece", "context" if gpt else "masked", rows)
 
 
 def word_table(column: ModelScore) -> Table:
     """Each word's surprisal: its pieces' log-probabilities summed (the tokenizer's own word boundaries)."""
-    table = Table(title=f"{family_title(column.family)} · {column.model}: surprisal per word", title_justify="left")
-    table.add_column("#", justify="right", style="dim")
-    table.add_column("word", overflow="fold")
-    table.add_column(f"surprisal ({column.unit})", justify="right", no_wrap=True)
-    table.add_column("p", justify="right", no_wrap=True)
-    table.add_column("pieces", justify="right", style="dim")
-    for word in column.words or []:
-        label = Text(word.text, style="dim" if word.special else "")
-        if word.logprob is None:
-            table.add_row(str(word.index), label, "—", "—", str(len(word.tokens)))
-            continue
-        prob = probability(word.logprob, column.unit)
-        style = prob_style(prob)
-        label.stylize(style)
-        table.add_row(str(word.index), label, Text(format_nats(word.surprisal), style=style), format_prob(prob),
-                      str(len(word.tokens)))
-    table.add_section()
-    table.add_row("", Text("total", style="bold"), Text(format_nats(0.0 - column.log_likelihood), style="bold"), "",
-                  "")
-    return table
+    rows = (SurprisalRow(w.index, partial(_word_cell, w), w.logprob, w.surprisal, str(len(w.tokens)))
+            for w in column.words or [])
+    return surprisal_table(column, "word", "word", "pieces", rows)
 
 
 def heat_line(text: str, column: ModelScore) -> ProbText:
@@ -267,20 +271,3 @@ def write_csv(records: list[TextScore], with_tokens: bool, out: TextIO | None = 
 
 def _cell(value: float | None) -> str:
     return "" if value is None or not math.isfinite(value) else repr(value)
-
-
-@contextmanager
-def progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr (stdout stays clean for pipes); yields a function that advances it."""
-    if not enabled:
-        yield lambda _count: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from gbcli.render.common import stderr_console
-
-    # No redirection: Rich would otherwise route the JSON Lines or CSV written meanwhile to stderr.
-    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=stderr_console(), transient=True, redirect_stdout=False, redirect_stderr=False) as progress:
-        task = progress.add_task("scoring", total=total)
-        yield lambda count: progress.advance(task, count)

@@ -1,4 +1,5 @@
-"""The `tokenize` screen: each model's pieces side by side, one row per stretch of text they both cover."""
+"""The `tokenize` screen: each model's pieces side by side, one row per stretch of text that no piece of any model
+crosses."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gbcli.models import family_title
+from gbcli.render.common import titled_line
 from gbcli.tasks.tokenization import CONTINUATION_MARK, NEWLINE_MARK, SPACE_MARK, ModelTokens, Piece, TokenizationResult
 
 PIECE_STYLE = {"gpt": "cyan", "bert": "green", "bart": "blue"}
@@ -77,12 +79,7 @@ def alignment_table(result: TokenizationResult) -> Table:
 
 
 def ids_lines(result: TokenizationResult) -> list[Text]:
-    lines = []
-    for column in result.columns:
-        line = Text(f"{family_title(column.family)} ids: ", style="bold")
-        line.append(" ".join(str(i) for i in column.ids))
-        lines.append(line)
-    return lines
+    return [titled_line(f"{family_title(c.family)} ids: ", " ".join(str(i) for i in c.ids)) for c in result.columns]
 
 
 def legend() -> Text:

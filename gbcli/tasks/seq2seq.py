@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from gbcli.errors import GbcliError, usage_error
@@ -233,40 +232,3 @@ def generate_seq2seq(lm: LoadedModel, prompt: str, settings: Any,
                      for (new_ids, stopped), logprobs in zip(rows, scored, strict=True)]
     produced = max(len(new_ids) for new_ids, _ in rows)
     return model_generation(lm, GENERATE_METHOD, continuations, produced, seconds)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# score: the log-likelihood of reconstructing a sentence from itself
-# --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ReconstructionToken:
-    id: int
-    piece: str
-    logprob: float
-
-
-@dataclass
-class Reconstruction:
-    """log p(x | x) of one text under BART; see RECONSTRUCTION_DEFINITION."""
-
-    model: str
-    log_likelihood: float
-    scored_tokens: int  # every decoder target token, <s> and </s> included
-    mean_logprob: float
-    tokens: list[ReconstructionToken]
-    definition: str = RECONSTRUCTION_DEFINITION
-    note: str = RECONSTRUCTION_NOTE
-
-
-def reconstruct(lm: LoadedModel, text: str) -> Reconstruction:
-    """Encoder reads the text, decoder is teacher-forced on it: the training loss of an uncorrupted input."""
-    check_seq2seq(lm)
-    ids = lm.tokenizer(text)["input_ids"]
-    check_length(lm, len(ids), "the text with its special tokens")
-    logprobs = teacher_forced_logprobs(lm, ids, [[decoder_start_id(lm), *ids]])[0]
-    total = sum(logprobs)
-    tokens = [ReconstructionToken(t, lm.tokenizer.convert_ids_to_tokens(t), lp)
-              for t, lp in zip(ids, logprobs, strict=True)]
-    return Reconstruction(lm.name, total, len(ids), total / len(ids), tokens)
