@@ -75,10 +75,9 @@ def _fill_mask_file(file: str, choice: ModelChoice, families, top_k: int, words:
     from gbcli.inputs import read_lines
     from gbcli.render.common import stderr_console, stdout_console
     from gbcli.render.masking import fill_mask_lines_view
+    from gbcli.render.progress import line_progress
     from gbcli.tasks.files import fill_mask_file
     from gbcli.tasks.masking import MASK_PATTERN, MASK_SPELLINGS
-
-    from gbcli.render.progress import line_progress
 
     lines = read_lines(file)
     if not any(MASK_PATTERN.search(line) for line in lines):  # before any model loads
