@@ -421,13 +421,23 @@ def score_seq2seq(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
         tokens = [_token(column, index, index, logprob, len(ids) + index + 1, 0)
                   for index, logprob in enumerate(logprobs)]
         score = _summary(lm, settings, "reconstruction log-likelihood", seq2seq.RECONSTRUCTION_DEFINITION,
-                         f"every token scored, {column.pieces[0].piece} and {column.pieces[-1].piece} included, "
-                         f"after the decoder start token {lm.tokenizer.convert_ids_to_tokens(start)}",
+                         f"{_scored_ends(lm, ids)}, after the decoder start token "
+                         f"{lm.tokenizer.convert_ids_to_tokens(start)}",
                          "1 teacher-forced pass: the encoder reads the text, the decoder scores it",
                          tokens, column.text_tokens, text)
         score.value = score.log_likelihood  # not a perplexity: BART's number is the log-likelihood itself
         results.append(score)
     return results, len(texts)
+
+
+def _scored_ends(lm: LoadedModel, ids: list[int]) -> str:
+    """Which special tokens the decoder's scored sequence holds at its ends: named only when the tokenizer added
+    them (a text's own first and last pieces are not "<s> and </s>")."""
+    special = set(lm.tokenizer.all_special_ids)
+    ends = [lm.tokenizer.convert_ids_to_tokens(i) for i in dict.fromkeys([ids[0], ids[-1]]) if i in special]
+    if not ends:
+        return "every token scored (the tokenizer adds no special tokens)"
+    return f"every token scored, {' and '.join(ends)} included"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ SEQUENCE_SCORE = (
 )
 RECONSTRUCTION_DEFINITION = (
     "log p(x | x): the encoder reads the sentence x uncorrupted, the decoder is teacher-forced on x and each of its "
-    "tokens, from <s> to </s>, is scored from the tokens before it and the whole encoded sentence"
+    "tokens (with the special tokens its tokenizer adds) is scored from the tokens before it and the whole encoded "
+    "sentence"
 )
 RECONSTRUCTION_NOTE = (
     "BART's reconstruction log-likelihood is not comparable with perplexity or pseudo-perplexity: the decoder "
