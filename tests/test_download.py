@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gbcli import download, models
+from gbcli import availability, download, models
 from tests.cli_helpers import TRACEBACK, assert_user_error, run, run_installed
 from tests.fake_hub import FakeHub
 
@@ -37,7 +37,7 @@ def fake_hub(monkeypatch, tmp_path, bert_path, gpt_path):
         monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
         monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(models, "_HUB_REACHABLE", None)
+        monkeypatch.setattr(availability, "_HUB_REACHABLE", None)
         models.clear_cache()
         yield hub
         models.clear_cache()
