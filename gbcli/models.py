@@ -334,40 +334,9 @@ def release_model(lm: LoadedModel) -> None:
     lm.model = ReleasedModel(lm.model.config, lm.name)  # type: ignore[assignment]
 
 
-def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> LoadedModel:
-    info = FAMILY_INFO[family]
-    check_local_path(family, spec)
-    device = resolve_device(options.device)
-    dtype = resolve_dtype(options.dtype, device)
-    offline = offline_requested(options)
-    if offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-    importing = time.perf_counter()
-    quiet_transformers()
-    import torch
-    from transformers import (
-        AutoConfig,
-        AutoModel,
-        AutoModelForCausalLM,
-        AutoModelForMaskedLM,
-        AutoModelForSeq2SeqLM,
-        AutoTokenizer,
-    )
-
-    started = time.perf_counter()
-    source = str(Path(spec).expanduser()) if looks_like_path(spec) else spec
-    common: dict[str, Any] = {"revision": options.revision, "trust_remote_code": False}
-    if offline:
-        common["local_files_only"] = True
-    if not offline and not looks_like_path(spec):  # an uncached hub id downloads here, its bytes shown as they come
-        from gbcli.download import download_missing
-
-        download_missing(spec, options.revision, info.flag)
-    try:
-        config = _from_cache_first(AutoConfig.from_pretrained, source, common)
-    except Exception as exc:
-        raise explain_load_failure(family, spec, exc, offline) from exc
-
+def _checked_kind(config: Any, spec: str, info: FamilyInfo, need_head: bool) -> Kind:
+    """The checkpoint's kind, refused when it is not the one this family's flag expects (a bare encoder is
+    allowed where no head is needed)."""
     kind = classify_config(config)
     refuse_unsupported_architecture(config, kind, spec, info.flag)
     if kind == "encoder":
@@ -385,6 +354,83 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
             f"Pass it with {FLAG_FOR_KIND[kind]} instead, or choose e.g. {info.examples}.",
             exit_code=2,
         )
+    return kind
+
+
+def _checked_weights(model: Any, loading: dict[str, Any], kind: str, spec: str, info: FamilyInfo,
+                     need_head: bool) -> bool:
+    """Refuse mismatched shapes and missing body weights (they would be random); a missing head is refused
+    where predictions are needed. Returns whether the language-model head is there."""
+    check_shapes(spec, info.flag, loading.get("mismatched_keys") or [])
+    missing = sorted(loading.get("missing_keys") or [])
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    head_missing = [k for k in missing if not k.startswith(prefix)] if kind != "encoder" else []
+    body_missing = [k for k in missing if k.startswith(prefix)]
+    has_lm_head = kind != "encoder" and not head_missing
+    if body_missing:
+        raise GbcliError(
+            f"The checkpoint '{spec}' for {info.flag} lacks {len(body_missing)} weights of the model itself "
+            f"(e.g. {body_missing[0]}); they would be random.",
+            "Check that the folder holds the complete weights of this architecture.",
+        )
+    if head_missing and need_head:
+        raise GbcliError(
+            f"'{spec}' for {info.flag} has no language-model head weights ({', '.join(head_missing[:2])}"
+            f"{' ...' if len(head_missing) > 2 else ''} missing), so its predictions would come from a random head.",
+            f"Use a checkpoint with its head, e.g. {info.examples}; `gbcli attention` works with this one.",
+            exit_code=2,
+        )
+    return has_lm_head
+
+
+def _load_tokenizer(source: str, common: dict[str, Any], spec: str, info: FamilyInfo) -> Any:
+    """The checkpoint's own tokenizer; a folder without one is refused in one sentence."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = _from_cache_first(AutoTokenizer.from_pretrained, source, common)
+    except Exception as exc:
+        raise GbcliError(
+            f"Could not load the tokenizer of '{spec}' for {info.flag}: {_first_line(exc)}.",
+            "Save the tokenizer into the model folder with tokenizer.save_pretrained().",
+        ) from exc
+    return tokenizer
+
+
+def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> LoadedModel:
+    info = FAMILY_INFO[family]
+    check_local_path(family, spec)
+    device = resolve_device(options.device)
+    dtype = resolve_dtype(options.dtype, device)
+    offline = offline_requested(options)
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    importing = time.perf_counter()
+    quiet_transformers()
+    import torch
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoModelForSeq2SeqLM,
+    )
+
+    started = time.perf_counter()
+    source = str(Path(spec).expanduser()) if looks_like_path(spec) else spec
+    common: dict[str, Any] = {"revision": options.revision, "trust_remote_code": False}
+    if offline:
+        common["local_files_only"] = True
+    if not offline and not looks_like_path(spec):  # an uncached hub id downloads here, its bytes shown as they come
+        from gbcli.download import download_missing
+
+        download_missing(spec, options.revision, info.flag)
+    try:
+        config = _from_cache_first(AutoConfig.from_pretrained, source, common)
+    except Exception as exc:
+        raise explain_load_failure(family, spec, exc, offline) from exc
+
+    kind = _checked_kind(config, spec, info, need_head)
 
     check_layer_count(spec, info.flag, source, config)
     model_class = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM,
@@ -405,35 +451,9 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
     except Exception as exc:
         raise explain_load_failure(family, spec, exc, offline) from exc
 
-    check_shapes(spec, info.flag, loading.get("mismatched_keys") or [])
-    missing = sorted(loading.get("missing_keys") or [])
-    prefix = getattr(model, "base_model_prefix", "") + "."
-    head_missing = [k for k in missing if not k.startswith(prefix)] if kind != "encoder" else []
-    body_missing = [k for k in missing if k.startswith(prefix)]
-    has_lm_head = kind != "encoder" and not head_missing
-    if body_missing:
-        raise GbcliError(
-            f"The checkpoint '{spec}' for {info.flag} lacks {len(body_missing)} weights of the model itself "
-            f"(e.g. {body_missing[0]}); they would be random.",
-            "Check that the folder holds the complete weights of this architecture.",
-        )
-    if head_missing and need_head:
-        raise GbcliError(
-            f"'{spec}' for {info.flag} has no language-model head weights ({', '.join(head_missing[:2])}"
-            f"{' ...' if len(head_missing) > 2 else ''} missing), so its predictions would come from a random head.",
-            f"Use a checkpoint with its head, e.g. {info.examples}; `gbcli attention` works with this one.",
-            exit_code=2,
-        )
-
+    has_lm_head = _checked_weights(model, loading, kind, spec, info, need_head)
     check_finite_weights(spec, info.flag, model)
-    try:
-        tokenizer = _from_cache_first(AutoTokenizer.from_pretrained, source, common)
-    except Exception as exc:
-        raise GbcliError(
-            f"Could not load the tokenizer of '{spec}' for {info.flag}: {_first_line(exc)}.",
-            "Save the tokenizer into the model folder with tokenizer.save_pretrained().",
-        ) from exc
-
+    tokenizer = _load_tokenizer(source, common, spec, info)
     check_tokenizer_matches(spec, info.flag, source, len(tokenizer), model.get_input_embeddings().weight.shape[0])
 
     model.eval()
