@@ -4,7 +4,10 @@
 - `heads`: the vocabulary projection applied at chosen positions only (`logits_at`), the masked-LM head table;
 - `reads`: log-probabilities of given tokens and the top k at chosen positions (`run_reads`), and the causal
   log-probability of given sequences (`causal_logprobs`);
-- `seq2seq`: teacher forcing of an encoder-decoder (`teacher_forced_logprobs`).
+- `seq2seq`: teacher forcing of an encoder-decoder (`teacher_forced_logprobs`);
+- `decoding`: the token-by-token decoding loop with a cache; `gpt2_fast`: GPT-2's written-out step behind
+  `gpt2_decoder`; `threads`: the per-step thread chooser; `hf_generate`: one `model.generate` call (its arguments
+  and streamer) for GPT-2's sampled/beam paths and BART.
 
 The model-level facts these need (the pad id, the BOS id, whether an input fits, the mask token) are properties
 and methods of `gbcli.models.LoadedModel`. Nothing here imports torch at module level.
