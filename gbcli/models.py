@@ -164,12 +164,16 @@ class LoadedModel:
     def check_fits(self, tokens: int, what: str, hint: str = "Shorten the text.") -> None:
         """Refuse (exit 2) an input of `tokens` tokens that the model's position embeddings cannot hold; `what`
         names the input in the message ("the text with its special tokens")."""
-        limit = self.max_positions
-        if tokens > limit:
-            raise usage_error(
-                f"{self.name} can hold at most {limit} tokens (its maximum positions), but {what} needs {tokens}.",
-                hint,
-            )
+        if tokens > self.max_positions:
+            raise self.too_long_error(tokens, what, hint)
+
+    def too_long_error(self, tokens: int, what: str, hint: str = "Shorten the text.") -> GbcliError:
+        """The refusal of `check_fits`, for a caller that records it (one line of a file) instead of raising."""
+        return usage_error(
+            f"{self.name} can hold at most {self.max_positions} tokens (its maximum positions), but {what} needs "
+            f"{tokens}.",
+            hint,
+        )
 
     def require_mask_token(self, purpose: str, hint: str, *, exit_code: int = RUNTIME) -> int:
         """The model's mask token id, or a one-sentence refusal: "<model> has no mask token, so it cannot

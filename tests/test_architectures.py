@@ -308,10 +308,10 @@ def test_seq2seq_greedy_generation_is_model_generate(name, folder):
 def test_a_causal_map_with_weight_on_future_keys_is_refused_not_shown(folder, monkeypatch):
     """Falcon's sdpa path with output_attentions adds sdpa's boolean mask as 0/1, so its weights reach future keys:
     gbcli reads Falcon through an eager twin; without the twin, the check on the labels must refuse the map."""
-    from gbcli.tasks import attention
+    from gbcli.tasks.attention import maps
 
     path = folder("falcon")
-    monkeypatch.setattr(attention, "eager_twin", lambda model: model)
+    monkeypatch.setattr(maps, "eager_twin", lambda model: model)  # where compute_attention looks it up
     clear_cache()
     try:
         result = run("attention", DUCK_SENTENCE, *gbcli_args("falcon", path))

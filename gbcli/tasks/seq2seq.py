@@ -187,8 +187,7 @@ def infill_settings(lm: LoadedModel, source_tokens: int, masks: int, beams: int)
 def generation_inputs(lm: LoadedModel, prompt: str) -> tuple[list[int], list[int]]:
     """(encoder input: the prompt then <mask>; decoder prefix: the start token, <s> and the prompt)."""
     tok = lm.tokenizer
-    if tok.mask_token is None:
-        raise GbcliError(f"{lm.name} has no mask token to continue a prompt from.", "Use a BART checkpoint.")
+    lm.require_mask_token("continue a prompt", "Use a BART checkpoint.")
     source = tok(prompt.rstrip() + " " + tok.mask_token)["input_ids"]
     prompt_ids = tok(prompt.rstrip(), add_special_tokens=False)["input_ids"]
     if not prompt_ids:

@@ -48,11 +48,8 @@ def generate_causal(
 def _generate_with_model(lm: LoadedModel, input_ids: Any, attention_mask: Any, settings: DecodingSettings,
                          on_text: Any) -> tuple[list[tuple[list[int], list[float], bool]], float]:
     """Beam search and several sequences: `model.generate`, then one teacher-forced pass per sequence for scores."""
-    tok = lm.tokenizer
-    eos = tok.eos_token_id
-    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-    rows, seconds = run_generate(lm, settings, generate_kwargs(settings, pad), prompt_length=input_ids.shape[1],
-                                 eos_token_id=eos, on_text=on_text, input_ids=input_ids,
+    rows, seconds = run_generate(lm, settings, generate_kwargs(settings, lm.pad_id), prompt_length=input_ids.shape[1],
+                                 eos_token_id=lm.tokenizer.eos_token_id, on_text=on_text, input_ids=input_ids,
                                  attention_mask=attention_mask)
     prompt_ids = input_ids[0].tolist()
     return [(new_ids, score_continuation(lm, prompt_ids, new_ids), stopped) for new_ids, stopped in rows], seconds

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from gbcli.errors import GbcliError, usage_error
+from gbcli.errors import usage_error
 from gbcli.lm.threads import threads_for_steps
 from gbcli.models import LoadedModel
 from gbcli.tasks.decoding import DecodingSettings
@@ -25,8 +25,7 @@ def generate_masked(
     import torch
 
     tok = lm.tokenizer
-    if tok.mask_token_id is None:
-        raise GbcliError(f"{lm.name} has no mask token, so it cannot fill blanks.", "Use a masked LM for --bert.")
+    lm.require_mask_token("fill blanks", "Use a masked LM for --bert.")
     ids = tok(prompt)["input_ids"]
     # Keep the closing special token ([SEP] or </s>) after the text, as in pre-training.
     closing = [ids[-1]] if ids and ids[-1] in tok.all_special_ids else []

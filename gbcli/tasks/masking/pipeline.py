@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from gbcli.errors import GbcliError, usage_error
+from gbcli.errors import usage_error
 from gbcli.models import LoadedModel
 from gbcli.tasks import seq2seq
 from gbcli.tasks.masking.bart import BartColumn
@@ -120,8 +120,8 @@ def _start_run(models: dict[str, LoadedModel], top_k: int, targets: Sequence[str
     if bert is None and gpt is None and bart is None:
         raise usage_error("fill-mask needs a masked LM (bert), a causal LM (gpt) or a seq2seq model (bart).",
                           "Use --models gpt,bert.")
-    if bert is not None and bert.tokenizer.mask_token_id is None:
-        raise GbcliError(f"{bert.name} has no mask token, so it cannot fill blanks.", "Use a masked LM for --bert.")
+    if bert is not None:
+        bert.require_mask_token("fill blanks", "Use a masked LM for --bert.")
     if bart is not None:
         seq2seq.check_seq2seq(bart)
     names = {family: lm.name for family, lm in models.items() if family in ("bert", "gpt", "bart")}

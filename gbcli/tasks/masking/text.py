@@ -64,8 +64,5 @@ def parse_text(number: int, text: str, models: dict[str, str]) -> TextState:
 
 
 def too_long(lm: LoadedModel, tokens: int, what: str) -> GbcliError:
-    return usage_error(
-        f"The text is {tokens} tokens long for {lm.name} ({what}), but {lm.name} holds at most "
-        f"{lm.max_positions} tokens.",
-        "Shorten the text, or split it into several lines.",
-    )
+    """A text (or one line of a file) too long for the model: the shared refusal, recorded on the line."""
+    return lm.too_long_error(tokens, f"the text {what}", "Shorten the text, or split it into several lines.")
