@@ -1,13 +1,5 @@
-"""Attention weights: which tokens each token looks at, in a causal LM and in a masked LM.
-
-GPT-2 must not see the tokens it is trained to predict, so a mask hides every key to the right of the query:
-its attention matrices are lower-triangular. BERT is trained to fill blanks from both sides, so every token
-attends to every other one: its matrices are full squares.
-
-One forward pass gives every layer and head. The weights are the model's own post-softmax attention
-probabilities, read with the eager attention implementation, because the fused kernels (sdpa, flash) never
-materialise them. `compute_attention` and `summarize` are the reusable API; the rest picks what one screen shows.
-"""
+"""The attention maps of one text: the model's own post-softmax weights from one eager forward pass (a twin
+sharing the model's tensors where the fused kernels would hide them), labelled and checked against the labels."""
 
 from __future__ import annotations
 
