@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
-import select
 import struct
 import termios
 import time
@@ -13,7 +12,7 @@ import time
 import pyte
 import pytest
 
-from tests.cli_helpers import TRACEBACK, gbcli_executable
+from tests.cli_helpers import TRACEBACK, gbcli_executable, read_terminal_until
 
 ROWS, COLUMNS = 14, 80
 
@@ -31,17 +30,8 @@ class Terminal:
         fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
 
     def read(self, seconds: float, until: bytes | None = None) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not (until and until in self.output):
-            ready, _, _ = select.select([self.fd], [], [], 0.1)
-            if ready:
-                try:
-                    chunk = os.read(self.fd, 65536)
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                self.output += chunk
+        # A NUL byte never reaches a terminal from gbcli (control characters are shown escaped): "read it all".
+        self.output += read_terminal_until(self.fd, until or b"\x00", seconds)
 
     def screen(self) -> list[str]:
         """What the screen showed after the last whole frame: the output up to where the newest redraw begins
