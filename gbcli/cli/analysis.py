@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from gbcli.cli.options import JsonOption, ModelChoice, model_options
-from gbcli.cli.reporting import handle_errors, interrupt_exits_130
+from gbcli.cli.reporting import handle_errors, interrupt_exits_130, show
 from gbcli.errors import usage_error
 from gbcli.finite import check_finite
 
@@ -23,7 +23,6 @@ def tokenize(
 ) -> None:
     """Both tokenizers side by side: pieces, ids and counts, aligned by the characters each piece covers."""
     from gbcli.inputs import read_text
-    from gbcli.render.common import print_json, stdout_console
     from gbcli.render.tokenization import tokenization_view
     from gbcli.tasks.tokenization import tokenize as tokenize_task
 
@@ -31,10 +30,7 @@ def tokenize(
     source = read_text(text)
     columns = choice.load(families, need_head=False)
     result = tokenize_task(columns, source)
-    if json_output:
-        print_json(result)
-    else:
-        stdout_console().print(tokenization_view(result))
+    show(result, json_output, tokenization_view)
 
 
 @handle_errors
@@ -120,7 +116,6 @@ def compare(
 ) -> None:
     """Predictions and scores of one sentence on one screen; --full adds facts, tokens, attention and time."""
     from gbcli.inputs import read_text
-    from gbcli.render.common import print_json, stdout_console
     from gbcli.render.comparison import comparison_view
     from gbcli.tasks.comparison import compare as compare_task
     from gbcli.tasks.masking import check_fill_options
@@ -133,10 +128,7 @@ def compare(
         # The models are used one after the other; each is let go once its sections are done (peak memory).
         result = compare_task(columns, source, top_k, release=True)
     check_finite(result, columns)
-    if json_output:
-        print_json(result)
-    else:
-        stdout_console().print(comparison_view(result, full=full))
+    show(result, json_output, lambda r: comparison_view(r, full=full))
 
 
 @handle_errors
@@ -155,7 +147,6 @@ def lens(
     masked-LM head; BART: its decoder's layers, the encoder's output fixed.
     """
     from gbcli.inputs import read_text
-    from gbcli.render.common import print_json, stdout_console
     from gbcli.render.lens import lens_view
     from gbcli.tasks.lens import check_top_k
     from gbcli.tasks.lens import lens as lens_task
@@ -169,10 +160,7 @@ def lens(
     with interrupt_exits_130():
         result = lens_task(columns, source, top_k)
         check_finite(result, columns)
-    if json_output:
-        print_json(result)
-    else:
-        stdout_console().print(lens_view(result))
+    show(result, json_output, lens_view)
 
 
 @handle_errors
@@ -199,7 +187,6 @@ def context(
     With --word, how alike a word's vectors are across sentences at each layer (e.g. bank by a river and in town).
     """
     from gbcli.inputs import read_text
-    from gbcli.render.common import print_json, stdout_console
     from gbcli.render.context import MEASURES, context_view
     from gbcli.tasks.context import check_texts, context_shift, word_similarity
 
@@ -214,10 +201,7 @@ def context(
         else:
             result = context_shift(columns, sources, change)
         check_finite(result, columns)
-    if json_output:
-        print_json(result)
-    else:
-        stdout_console().print(context_view(result, measure))
+    show(result, json_output, lambda r: context_view(r, measure))
 
 
 @handle_errors
@@ -243,7 +227,6 @@ def saliency(
     error.
     """
     from gbcli.inputs import read_text
-    from gbcli.render.common import print_json, stdout_console
     from gbcli.render.saliency import saliency_view
     from gbcli.tasks.prediction import check_text
     from gbcli.tasks.saliency import check_options
@@ -259,7 +242,4 @@ def saliency(
     with interrupt_exits_130():
         result = saliency_task(columns, source, target.strip() if target else None, methods, steps)
         check_finite(result, columns)
-    if json_output:
-        print_json(result)
-    else:
-        stdout_console().print(saliency_view(result))
+    show(result, json_output, saliency_view)

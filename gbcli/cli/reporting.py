@@ -28,6 +28,16 @@ def stderr_console():
     return make()
 
 
+def show(result: Any, json_output: bool, view: Callable[[Any], Any]) -> None:
+    """The one result, as the JSON a script reads or as the view a person reads: both come from the same object."""
+    from gbcli.render.common import print_json, stdout_console
+
+    if json_output:
+        print_json(result)
+    else:
+        stdout_console().print(view(result))
+
+
 def report_error(error: GbcliError, command: str = "") -> None:
     console = stderr_console()
     console.print(f"[bold red]error:[/] {_escape(error.message)}")
