@@ -1,0 +1,135 @@
+"""Scoring many sequences that begin alike: the shared tokens run through a causal LM once, not once per sequence.
+
+Ranking the candidates of a blank scores sentences that differ only from the blank on ("The capital of France
+is Paris." / "... is Rome."). A causal LM's state after the shared tokens is the same for all of them, so
+`grouped_logprobs` runs the longest common token prefix of each group once, with the model's KV cache, and then
+only the differing suffixes, batched against copies of that cache. The numbers are the full passes' (the same
+attention over the same keys, in a different batch shape: ~1e-6 apart in float32; tests/test_prefix_scoring.py
+holds every cached architecture to the full pass).
+
+A model without a KV cache that can be copied along the batch (Mamba's and RWKV's recurrent states) scores every
+sequence whole, as `causal_logprobs` does.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from gbcli.lm.batching import padded_batches
+from gbcli.lm.heads import model_inputs
+from gbcli.lm.reads import Reads, causal_logprobs, read_batch, token_logprobs
+
+if TYPE_CHECKING:
+    from gbcli.models import LoadedModel
+
+_CACHES = "caches_prefix"  # lm.extras: whether the model's prefix cache can be copied (see caches_prefix)
+
+
+def grouped_logprobs(lm: LoadedModel, groups: list[list[list[int]]], score_from: int, *,
+                     max_rows: int | None = None) -> list[list[list[float]]]:
+    """log p(ids[i] | ids[:i]) for score_from <= i < len(ids), of each sequence of each group (as
+    `causal_logprobs` gives them); each group's longest common prefix runs once where the model allows it."""
+    out: list[list[list[float]] | None] = []
+    for group in groups:
+        out.append(_shared_prefix_logprobs(lm, group, score_from, max_rows) if caches_prefix(lm) is not False
+                   else None)
+    # The rest (a model without a usable cache, a group without a shared start) run whole, batched together.
+    whole = [ids for group, scores in zip(groups, out, strict=True) if scores is None for ids in group]
+    if whole:
+        scores, _ = causal_logprobs(lm, whole, [score_from] * len(whole), max_rows=max_rows, order="shortest")
+        start = 0
+        for k, group in enumerate(groups):
+            if out[k] is None:
+                out[k] = scores[start : start + len(group)]
+                start += len(group)
+    return [scores for scores in out if scores is not None]
+
+
+def caches_prefix(lm: LoadedModel) -> bool | None:
+    """Whether the model's state after a prefix is a KV cache that can be copied along the batch: known from its
+    forward's arguments, or once its first prefix pass showed which cache it keeps (None until then).
+
+    RWKV carries a `state`, not a cache; Mamba's cache holds recurrent states (LinearAttentionLayer), which a
+    suffix of several tokens cannot be run against as keys and values can.
+    """
+    if _CACHES not in lm.extras and _cache_argument(lm) is None:
+        lm.extras[_CACHES] = False
+    return lm.extras.get(_CACHES)
+
+
+def _cache_argument(lm: LoadedModel) -> str | None:
+    """The name the model's forward takes its cache under (`cache` in transformers 5.x, `past_key_values` before)."""
+    parameters = inspect.signature(lm.model.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def _key_value_cache(output: Any) -> Any:
+    """The KV cache a prefix pass returned, or None when it is not one of attention keys and values only."""
+    from transformers.cache_utils import DynamicLayer, LinearAttentionCacheLayerMixin
+
+    cache = getattr(output, "cache", None)
+    if cache is None:
+        cache = getattr(output, "past_key_values", None)
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(isinstance(layer, DynamicLayer) and not isinstance(layer, LinearAttentionCacheLayerMixin)
+                             for layer in layers):
+        return None
+    return cache
+
+
+def common_prefix_length(sequences: list[list[int]]) -> int:
+    """How many tokens every sequence begins with alike."""
+    first = sequences[0]
+    length = min(len(s) for s in sequences)
+    for other in sequences[1:]:
+        same = 0
+        while same < length and other[same] == first[same]:
+            same += 1
+        length = same
+    return length
+
+
+def _shared_prefix_logprobs(lm: LoadedModel, sequences: list[list[int]], score_from: int,
+                            max_rows: int | None) -> list[list[float]] | None:
+    """One group: the shared prefix once (its reads, and the read that predicts each suffix's first token),
+    then the suffixes in batches of `max_rows`, each batch against its own copy of the prefix's cache; None when
+    the group shares too little, or the model's cache turns out not to be keys and values."""
+    import torch
+
+    # The prefix keeps at least one token of every sequence out, so each has a suffix to run.
+    shared = min(common_prefix_length(sequences), min(len(s) for s in sequences) - 1)
+    if len(sequences) < 2 or shared < max(1, score_from):
+        return None
+    prefix = sequences[0][:shared]
+    # Position p predicts token p + 1: the prefix's own tokens from score_from on, and at its last position the
+    # first token of every suffix.
+    positions = list(range(score_from - 1, shared))
+    firsts = [s[shared] for s in sequences]
+    targets = [[prefix[p + 1]] for p in positions[:-1]] + [firsts]
+    head = Reads(prefix, positions, targets)
+    device = lm.device
+    with torch.inference_mode():
+        ids = torch.tensor([prefix], dtype=torch.long, device=device)
+        output = read_batch(lm, {**model_inputs(lm, ids, torch.ones_like(ids)), "use_cache": True}, [head])
+        cache = _key_value_cache(output)
+        lm.extras[_CACHES] = cache is not None
+        if cache is None:
+            return None
+        suffixes = [Reads(s[shared:], list(range(len(s) - shared - 1)), [[t] for t in s[shared + 1 :]])
+                    for s in sequences]
+        for batch in padded_batches([r.ids for r in suffixes], lm.pad_id, device, max_rows=max_rows, order="given"):
+            rows = len(batch.indices)
+            if not any(suffixes[i].positions for i in batch.indices):
+                continue  # one-token suffixes: the prefix's last position has read them all
+            past = copy.deepcopy(cache)
+            past.batch_repeat_interleave(rows)
+            mask = torch.cat([torch.ones((rows, shared), dtype=batch.attention_mask.dtype, device=device),
+                              batch.attention_mask], dim=1)
+            inputs: dict[str, Any] = {**model_inputs(lm, batch.ids, mask), _cache_argument(lm): past,
+                                      "use_cache": True}
+            read_batch(lm, inputs, [suffixes[i] for i in batch.indices])
+    common = [values[0] for values in head.target_logprobs[:-1]]
+    return [common + [head.target_logprobs[-1][k]] + token_logprobs(suffix)
+            for k, suffix in enumerate(suffixes)]
