@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gbcli.lm.prefix import caches_prefix, common_prefix_length, grouped_logprobs
+from gbcli.lm.prefix import caches_prefix, common_prefix_length, grouped_logprobs, suffix_batches
 from gbcli.lm.reads import causal_logprobs
 from gbcli.models import LoadOptions, clear_cache, load_model
 from tests.fixtures.random_models import ALL, ATTENTION_FREE, CAUSAL, build
@@ -97,3 +97,12 @@ def test_attention_free_models_score_every_sequence_whole(name, tiny_models, tmp
     _check_same_numbers(lm, 2)
     assert caches_prefix(lm) is False
     clear_cache()
+
+
+def test_suffix_batches_cut_where_padding_costs_more_than_a_pass():
+    lengths = [2] * 25 + [3, 5, 2, 4]
+    batches = suffix_batches(lengths, None)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert [max(lengths[i] for i in b) for b in batches] == [2, 5]  # 25 rows of 2, then 4 rows of 3 to 5
+    assert all(len(b) <= 10 for b in suffix_batches(lengths, 10))
+    assert suffix_batches([4, 4, 4], None) == [[0, 1, 2]]
