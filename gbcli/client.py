@@ -171,6 +171,16 @@ def _encoding(stream: Any) -> list[str]:
     return [getattr(stream, "encoding", None) or "utf-8", getattr(stream, "errors", None) or "strict"]
 
 
+def forward_or_in_process(argv: list[str]) -> list[str]:
+    """Send `gbcli ARGV` to a server and exit with its code if one answers; else the arguments to run here."""
+    argv, in_process = strip_no_server(argv)
+    if not in_process:
+        code = forward(argv)
+        if code is not None:
+            sys.exit(code)
+    return argv
+
+
 def forward(argv: list[str]) -> int | None:
     """Run `gbcli ARGV` on the server if one is up and of this build: its exit code, or None to run in-process.
 

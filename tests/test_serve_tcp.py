@@ -150,3 +150,21 @@ def test_stop_removes_the_token(tcp):
     result = tcp.server.client("stop")
     assert result.returncode == 0
     assert not token.exists() and not tcp.server.socket.exists()
+
+
+def test_a_forwarded_command_imports_neither_typer_nor_torch(tcp, models):
+    """The console script asks the server before it imports the CLI: a warm command is Python's start-up."""
+    import subprocess
+    import sys
+
+    probe = ("import atexit, sys\n"
+             "atexit.register(lambda: print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & "
+             "{'typer', 'click', 'rich', 'torch', 'transformers', 'numpy'}), file=sys.stderr))\n"
+             f"sys.argv = ['gbcli', 'tokenize', 'hello', *{list(models)!r}]\n"
+             "from gbcli.entry import main\n"
+             "main()\n")
+    before = tcp.server.served()
+    env = {**os.environ, "GBCLI_NO_SERVER": "", "GBCLI_RUNTIME_DIR": str(tcp.server.runtime), "NO_COLOR": "1"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
+    assert tcp.server.served() == before + 1 and "GPT ids:" in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == "LOADED []"
