@@ -106,3 +106,30 @@ def test_suffix_batches_cut_where_padding_costs_more_than_a_pass():
     assert [max(lengths[i] for i in b) for b in batches] == [2, 5]  # 25 rows of 2, then 4 rows of 3 to 5
     assert all(len(b) <= 10 for b in suffix_batches(lengths, 10))
     assert suffix_batches([4, 4, 4], None) == [[0, 1, 2]]
+
+
+def test_one_texts_fill_mask_runs_its_context_once_for_both_gpt_columns(gpt_path, bert_path):
+    """The left column's pass over "<|endoftext|> the capital of france is" is the one the whole-sentence
+    ranking starts from: GPT-2 sees that context once, and every number is still the model's own."""
+    from gbcli.tasks.masking.pipeline import fill_mask
+
+    gpt = load_model("gpt", str(gpt_path), LoadOptions(device="cpu"))
+    bert = load_model("bert", str(bert_path), LoadOptions(device="cpu"))
+    text = STEM + " [MASK] ."
+    context = [gpt.bos_id] + gpt.tokenizer(STEM, add_special_tokens=False)["input_ids"]
+    seen: list[list[int]] = []
+    handle = gpt.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.extend(kwargs["input_ids"].tolist()), with_kwargs=True)
+    try:
+        slot = fill_mask({"gpt": gpt, "bert": bert}, text, 3, ["rome"]).masks[0]
+    finally:
+        handle.remove()
+    assert sum(row[: len(context)] == context for row in seen) == 1
+    with torch.no_grad():
+        table = torch.log_softmax(gpt.model(torch.tensor([context])).logits[0, -1].float(), dim=-1)
+    for prediction in slot.gpt_left.predictions + slot.gpt_left.targets:
+        assert abs(prediction.logprob - float(table[prediction.token_ids[0]])) < TOLERANCE
+    for prediction in slot.gpt_whole.predictions:
+        written = STEM + ("" if prediction.joins_previous else " ") + prediction.word + " ."
+        sentence = [gpt.bos_id] + gpt.tokenizer(written, add_special_tokens=False)["input_ids"]
+        assert abs(prediction.sentence_logprob - sum(causal_logprobs(gpt, [sentence], [1])[0][0])) < TOLERANCE

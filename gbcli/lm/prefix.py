@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gbcli.lm.batching import padded_batches
-from gbcli.lm.heads import model_inputs
-from gbcli.lm.reads import Reads, causal_logprobs, read_batch, token_logprobs
+from gbcli.lm.heads import forward_at, logsumexp_in_blocks, model_inputs
+from gbcli.lm.reads import NORMALISER_BLOCK, Reads, causal_logprobs, read_batch, token_logprobs
 
 if TYPE_CHECKING:
+    import torch
+
     from gbcli.models import LoadedModel
 
 # What one more forward pass costs, in tokens of a batch: on CPU a small model's pass reads all its weights
@@ -30,14 +34,37 @@ PASS_TOKENS = 12
 _CACHES = "caches_prefix"  # lm.extras: whether the model's prefix cache can be copied (see caches_prefix)
 
 
+@dataclass
+class Prefix:
+    """A causal LM's state after `ids`, kept to score continuations of them: its KV cache, the log-probabilities
+    of its own tokens from `score_from` on, and of every token that could come next."""
+
+    ids: list[int]
+    score_from: int
+    cache: Any
+    logprobs: list[float]  # log p(ids[i] | ids[:i]) for score_from <= i < len(ids)
+    next_logprobs: torch.Tensor  # [vocabulary] float32: log p(t | ids)
+
+    def starts(self, sequences: list[list[int]]) -> bool:
+        """Whether every sequence begins with these ids and goes on past them."""
+        size = len(self.ids)
+        return all(len(s) > size and s[:size] == self.ids for s in sequences)
+
+
 def grouped_logprobs(lm: LoadedModel, groups: list[list[list[int]]], score_from: int, *,
-                     max_rows: int | None = None) -> list[list[list[float]]]:
+                     max_rows: int | None = None, known: Sequence[Prefix] = ()) -> list[list[list[float]]]:
     """log p(ids[i] | ids[:i]) for score_from <= i < len(ids), of each sequence of each group (as
-    `causal_logprobs` gives them); each group's longest common prefix runs once where the model allows it."""
+    `causal_logprobs` gives them); each group's longest common prefix runs once where the model allows it, and
+    not at all when a `known` prefix (run before, with the same score_from) starts every sequence of the group."""
     out: list[list[list[float]] | None] = []
     for group in groups:
-        out.append(_shared_prefix_logprobs(lm, group, score_from, max_rows) if caches_prefix(lm) is not False
-                   else None)
+        prefix = next((p for p in known if p.score_from == score_from and p.starts(group)), None)
+        if prefix is None and len(group) > 1 and caches_prefix(lm) is not False:
+            # The prefix keeps at least one token of every sequence out, so each has a continuation to score.
+            shared = min(common_prefix_length(group), min(len(s) for s in group) - 1)
+            prefix = run_prefix(lm, group[0][:shared], score_from) if shared >= max(1, score_from) else None
+        out.append(None if prefix is None else
+                   [prefix.logprobs + rest for rest in continuation_logprobs(lm, prefix, group, max_rows=max_rows)])
     # The rest (a model without a usable cache, a group without a shared start) run whole, batched together.
     whole = [ids for group, scores in zip(groups, out, strict=True) if scores is None for ids in group]
     if whole:
@@ -48,6 +75,59 @@ def grouped_logprobs(lm: LoadedModel, groups: list[list[list[int]]], score_from:
                 out[k] = scores[start : start + len(group)]
                 start += len(group)
     return [scores for scores in out if scores is not None]
+
+
+def run_prefix(lm: LoadedModel, ids: list[int], score_from: int) -> Prefix | None:
+    """One pass over `ids` (score_from >= 1, at most len(ids)) that keeps the model's KV cache; None when the
+    model has none that a batch of continuations can be run against (and from then on for this model)."""
+    import torch
+
+    if caches_prefix(lm) is False:
+        return None
+    device = lm.device
+    positions = list(range(score_from - 1, len(ids)))
+    with torch.inference_mode():
+        tensor = torch.tensor([ids], dtype=torch.long, device=device)
+        rows = torch.zeros(len(positions), dtype=torch.long, device=device)
+        cols = torch.tensor(positions, dtype=torch.long, device=device)
+        logits, output = forward_at(lm, {**model_inputs(lm, tensor, torch.ones_like(tensor)), "use_cache": True},
+                                    rows, cols)
+        cache = _key_value_cache(output)
+        lm.extras[_CACHES] = cache is not None
+        if cache is None:
+            return None
+        logits = logits.float()
+        logprobs = logits - logsumexp_in_blocks(logits, NORMALISER_BLOCK)[:, None]
+        # Position p predicts token p + 1: the prefix's own tokens, all but the last position.
+        own = logprobs[torch.arange(len(positions) - 1, device=device), tensor[0, cols[:-1] + 1]]
+    return Prefix(list(ids), score_from, cache, own.tolist(), logprobs[-1])
+
+
+def continuation_logprobs(lm: LoadedModel, prefix: Prefix, sequences: list[list[int]], *,
+                          max_rows: int | None = None) -> list[list[float]]:
+    """log p(ids[i] | ids[:i]) for len(prefix.ids) <= i < len(ids), of each sequence (each begins with the
+    prefix and goes on past it): the first token from the prefix's last position, the rest run against copies of
+    its cache, in batches of at most `max_rows` rows of alike lengths."""
+    import torch
+
+    size, device = len(prefix.ids), lm.device
+    suffixes = [Reads(s[size:], list(range(len(s) - size - 1)), [[t] for t in s[size + 1 :]]) for s in sequences]
+    # A one-token suffix is read whole at the prefix's last position; the others run, little padding with them.
+    running = [k for k, r in enumerate(suffixes) if r.positions]
+    with torch.inference_mode():
+        firsts = prefix.next_logprobs[torch.tensor([s[size] for s in sequences], dtype=torch.long,
+                                                   device=prefix.next_logprobs.device)].tolist()
+        for group in suffix_batches([len(suffixes[k].ids) for k in running], max_rows):
+            chosen = [suffixes[running[i]] for i in group]
+            (batch,) = padded_batches([r.ids for r in chosen], lm.pad_id, device, order="given")
+            past = copy.deepcopy(prefix.cache)
+            past.batch_repeat_interleave(len(chosen))
+            mask = torch.cat([torch.ones((len(chosen), size), dtype=batch.attention_mask.dtype, device=device),
+                              batch.attention_mask], dim=1)
+            inputs: dict[str, Any] = {**model_inputs(lm, batch.ids, mask), _cache_argument(lm): past,
+                                      "use_cache": True}
+            read_batch(lm, inputs, chosen)
+    return [[first] + token_logprobs(suffix) for first, suffix in zip(firsts, suffixes, strict=True)]
 
 
 def caches_prefix(lm: LoadedModel) -> bool | None:
@@ -112,50 +192,3 @@ def suffix_batches(lengths: list[int], max_rows: int | None) -> list[list[int]]:
         batches.append(order[cut[end] : end])
         end = cut[end]
     return batches[::-1]
-
-
-def _shared_prefix_logprobs(lm: LoadedModel, sequences: list[list[int]], score_from: int,
-                            max_rows: int | None) -> list[list[float]] | None:
-    """One group: the shared prefix once (its reads, and the read that predicts each suffix's first token),
-    then the suffixes in batches of `max_rows`, each batch against its own copy of the prefix's cache; None when
-    the group shares too little, or the model's cache turns out not to be keys and values."""
-    import torch
-
-    # The prefix keeps at least one token of every sequence out, so each has a suffix to run.
-    shared = min(common_prefix_length(sequences), min(len(s) for s in sequences) - 1)
-    if len(sequences) < 2 or shared < max(1, score_from):
-        return None
-    prefix = sequences[0][:shared]
-    # Position p predicts token p + 1: the prefix's own tokens from score_from on, and at its last position the
-    # first token of every suffix.
-    positions = list(range(score_from - 1, shared))
-    firsts = [s[shared] for s in sequences]
-    targets = [[prefix[p + 1]] for p in positions[:-1]] + [firsts]
-    head = Reads(prefix, positions, targets)
-    device = lm.device
-    with torch.inference_mode():
-        ids = torch.tensor([prefix], dtype=torch.long, device=device)
-        output = read_batch(lm, {**model_inputs(lm, ids, torch.ones_like(ids)), "use_cache": True}, [head])
-        cache = _key_value_cache(output)
-        lm.extras[_CACHES] = cache is not None
-        if cache is None:
-            return None
-        suffixes = [Reads(s[shared:], list(range(len(s) - shared - 1)), [[t] for t in s[shared + 1 :]])
-                    for s in sequences]
-        # A one-token suffix was read whole at the prefix's last position; the others run in batches of alike
-        # lengths, so that little padding runs.
-        running = [k for k, r in enumerate(suffixes) if r.positions]
-        for group in suffix_batches([len(suffixes[k].ids) for k in running], max_rows):
-            chosen = [suffixes[running[i]] for i in group]
-            (batch,) = padded_batches([r.ids for r in chosen], lm.pad_id, device, order="given")
-            rows = len(chosen)
-            past = copy.deepcopy(cache)
-            past.batch_repeat_interleave(rows)
-            mask = torch.cat([torch.ones((rows, shared), dtype=batch.attention_mask.dtype, device=device),
-                              batch.attention_mask], dim=1)
-            inputs: dict[str, Any] = {**model_inputs(lm, batch.ids, mask), _cache_argument(lm): past,
-                                      "use_cache": True}
-            read_batch(lm, inputs, chosen)
-    common = [values[0] for values in head.target_logprobs[:-1]]
-    return [common + [head.target_logprobs[-1][k]] + token_logprobs(suffix)
-            for k, suffix in enumerate(suffixes)]
