@@ -17,14 +17,19 @@ import time
 from typing import Any
 
 from gbcli.protocol import (
+    SERVER_VARIABLE,
+    TOKEN_VARIABLE,
     Channel,
     ProtocolError,
+    chosen_server,
+    client_token,
     decode_bytes,
     encode_bytes,
     hello,
     peer_pid,
     same_build,
     socket_path,
+    tcp_url,
 )
 
 LOCAL_COMMANDS = {"serve", "shell", "ps", "stop"}  # never sent to a server
@@ -33,12 +38,13 @@ LOCAL_FLAGS = {"-h", "--help", "--version"}  # instant in-process; nothing to ga
 FORWARDED_NAMES = {"COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TERM", "COLORTERM", "TTY_COMPATIBLE",
                    "TTY_INTERACTIVE", "CLICOLOR", "CLICOLOR_FORCE", "PY_COLORS", "TERMINAL_WIDTH"}
 FORWARDED_PREFIXES = ("GBCLI_", "HF_", "TRANSFORMERS_")
+PRIVATE_NAMES = {SERVER_VARIABLE, TOKEN_VARIABLE}  # the client's own: the token never travels twice
 ANSWER_SECONDS = 10.0  # for the server to accept or refuse a request
 DEFAULT_SILENCE_SECONDS = 30.0  # a server that says nothing (not even its heartbeat) this long is taken for dead
 
 
 def forwarded(name: str) -> bool:
-    return name in FORWARDED_NAMES or name.startswith(FORWARDED_PREFIXES)
+    return (name in FORWARDED_NAMES or name.startswith(FORWARDED_PREFIXES)) and name not in PRIVATE_NAMES
 
 
 def strip_no_server(argv: list[str]) -> tuple[list[str], bool]:
@@ -80,6 +86,39 @@ def connect(timeout: float = 2.0) -> socket.socket | None:
     return sock
 
 
+def connect_tcp(address: tuple[str, int], timeout: float = 5.0) -> socket.socket:
+    """A TCP connection to `gbcli serve --port`; OSError when nothing answers there."""
+    sock = socket.create_connection(address, timeout=timeout)
+    sock.settimeout(None)
+    return sock
+
+
+class Target:
+    """The server a command is sent to: GBCLI_SERVER's TCP address (a token with every request), else the local
+    socket. A local server that is not there means "run in-process"; a named one that is not there is an error."""
+
+    def __init__(self, address: tuple[str, int] | None) -> None:
+        self.address = address
+        self.named = address is not None
+        self.where = tcp_url(*address) if address is not None else str(socket_path())
+
+    def open(self) -> socket.socket | None:
+        if self.address is None:
+            return connect() if hasattr(socket, "AF_UNIX") else None
+        return connect_tcp(self.address)
+
+    def hello(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """The first message, with the token a TCP server asks for (empty when none is known: it is refused)."""
+        if self.named:
+            fields["token"] = client_token() or ""
+        return hello(kind, **fields)
+
+
+def unreachable(target: Target, exc: OSError) -> int:
+    return _fail(f"cannot reach the gbcli server at {target.where} ({SERVER_VARIABLE}): {exc.strerror or exc}.",
+                 f"Start it there (gbcli serve --port ...), or unset {SERVER_VARIABLE}, or pass --no-server.")
+
+
 def remove_stale(path: Any) -> None:
     import stat
 
@@ -108,13 +147,13 @@ def terminal_size() -> tuple[int, int]:
     return (int(columns) if columns.isdigit() else width or 80, int(lines) if lines.isdigit() else height or 25)
 
 
-def run_request(argv: list[str]) -> dict[str, Any]:
+def run_request(argv: list[str], target: Target) -> dict[str, Any]:
     width, height = terminal_size()
     env = {name: value for name, value in os.environ.items() if forwarded(name)}
     env["COLUMNS"], env["LINES"] = str(width), str(height)
     umask = os.umask(0)
     os.umask(umask)
-    return hello(
+    return target.hello(
         "run", argv=argv, cwd=os.getcwd(), env=env, umask=umask,
         tty=[_isatty(0), _isatty(1), _isatty(2)],
         encoding=[_encoding(sys.stdout), _encoding(sys.stderr)],
@@ -132,29 +171,64 @@ def _encoding(stream: Any) -> list[str]:
     return [getattr(stream, "encoding", None) or "utf-8", getattr(stream, "errors", None) or "strict"]
 
 
+def forward_or_in_process(argv: list[str]) -> list[str]:
+    """Send `gbcli ARGV` to a server and exit with its code if one answers; else the arguments to run here."""
+    argv, in_process = strip_no_server(argv)
+    if not in_process:
+        code = forward(argv)
+        if code is not None:
+            sys.exit(code)
+    return argv
+
+
 def forward(argv: list[str]) -> int | None:
-    """Run `gbcli ARGV` on the server if one is up and of this build: its exit code, or None to run in-process."""
-    if server_disabled() or not wants_server(argv) or not hasattr(socket, "AF_UNIX"):
+    """Run `gbcli ARGV` on the server if one is up and of this build: its exit code, or None to run in-process.
+
+    A server named by GBCLI_SERVER that cannot be reached, or refuses, is an error (exit 1): the user asked for it.
+    """
+    if server_disabled() or not wants_server(argv):
         return None
-    sock = connect()
+    try:
+        target = Target(chosen_server())
+        sock = target.open()
+    except ValueError as exc:
+        return _fail(f"{exc}.", f"Set {SERVER_VARIABLE} to the address `gbcli serve --port` printed, or unset it.")
+    except OSError as exc:
+        return unreachable(target, exc)
     if sock is None:
         return None
     channel = Channel(sock)
     try:
-        if not channel.send(run_request(argv)):
+        if not channel.send(run_request(argv, target)):
             return None
         answer = channel.receive(ANSWER_SECONDS)
     except (TimeoutError, ProtocolError, OSError) as exc:
         channel.close()
-        _warn(f"the gbcli server at {socket_path()} did not answer ({type(exc).__name__}); running in-process.")
+        if target.named:
+            return _fail(f"the gbcli server at {target.where} did not answer ({type(exc).__name__}).",
+                         f"Check that it runs, or unset {SERVER_VARIABLE}, or pass --no-server.")
+        _warn(f"the gbcli server at {target.where} did not answer ({type(exc).__name__}); running in-process.")
         return None
     if answer is None or answer.get("type") != "accepted" or not same_build(answer):
         channel.close()
-        theirs = (answer or {}).get("build", "unknown")
-        _warn(f"the gbcli server at {socket_path()} is gbcli {theirs}, this is {hello('x')['build']}: they refuse "
-              "each other, so this command runs in-process. Restart it: gbcli stop; gbcli serve --detach")
-        return None
+        return refused(target, answer)
     return Session(channel).run()
+
+
+def refused(target: Target, answer: dict[str, Any] | None) -> int | None:
+    """A server that refused the request: a wrong token or a named server is an error, a local server of another
+    build leaves the command to run in-process."""
+    answer = answer or {}
+    if answer.get("reason") == "token":
+        return _fail(f"the gbcli server at {target.where} refused this client: {answer.get('message')}.",
+                     f"Set {TOKEN_VARIABLE} to the token in that server's runtime folder (server.token).")
+    theirs = answer.get("build", "unknown")
+    mismatch = (f"the gbcli server at {target.where} is gbcli {theirs}, this is {hello('x')['build']}: they refuse "
+                "each other")
+    if target.named:
+        return _fail(f"{mismatch}.", "Run the same gbcli on both sides, or pass --no-server.")
+    _warn(f"{mismatch}, so this command runs in-process. Restart it: gbcli stop; gbcli serve --detach")
+    return None
 
 
 class Session:
@@ -247,14 +321,16 @@ def _fail(message: str, hint: str) -> int:
     return 1
 
 
-def status(timeout: float = 10.0) -> dict[str, Any] | None:
-    """The running server's own account of itself (`gbcli ps`), or None when none runs."""
-    sock = connect()
+def status(timeout: float = 10.0, named: bool = False) -> dict[str, Any] | None:
+    """The running server's own account of itself (`gbcli ps`), or None when none runs: the local one, or with
+    `named` the one GBCLI_SERVER names (OSError or ValueError when it cannot be reached)."""
+    target = Target(chosen_server() if named else None)
+    sock = target.open()
     if sock is None:
         return None
     channel = Channel(sock)
     try:
-        channel.send(hello("status"))
+        channel.send(target.hello("status"))
         answer = channel.receive(timeout)
     except (TimeoutError, ProtocolError, OSError):
         answer = None
@@ -268,6 +344,8 @@ def status(timeout: float = 10.0) -> dict[str, Any] | None:
 
 
 def _peer(sock: socket.socket) -> int | None:
+    if sock.family != getattr(socket, "AF_UNIX", None):
+        return None  # a TCP peer's process is not the kernel's to tell
     try:
         return peer_pid(sock)
     except OSError:

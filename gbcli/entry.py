@@ -27,6 +27,11 @@ def exit_at_once(number: int, frame: object) -> None:
 def main() -> None:
     if sys.platform != "win32":
         signal.signal(signal.SIGINT, exit_at_once)
+    # A warm command is Python's start-up and one round trip: the server is asked before typer (~0.3 s of
+    # imports) is; only a command that runs here imports the CLI.
+    from gbcli.client import forward_or_in_process
+
+    argv = forward_or_in_process(sys.argv[1:])
     from gbcli.cli import main as run
 
-    run()
+    run(argv)

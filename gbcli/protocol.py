@@ -25,6 +25,9 @@ from typing import Any
 PROTOCOL = 1
 SOCKET_NAME = "server.sock"
 LOG_NAME = "server.log"
+TOKEN_NAME = "server.token"  # the TCP listener's secret, 0600 in the runtime folder (`gbcli serve --port`)
+SERVER_VARIABLE = "GBCLI_SERVER"  # tcp://HOST:PORT: the server a client uses instead of the local socket
+TOKEN_VARIABLE = "GBCLI_SERVER_TOKEN"  # that server's token, for a client that cannot read the runtime folder
 HEARTBEAT_SECONDS = 2.0  # a server that runs a request says so this often
 MAX_LINE = 64 * 1024 * 1024  # a longer line is not a gbcli message
 
@@ -58,6 +61,45 @@ def runtime_dir() -> Path:
 
 def socket_path() -> Path:
     return runtime_dir() / SOCKET_NAME
+
+
+def token_path() -> Path:
+    return runtime_dir() / TOKEN_NAME
+
+
+def chosen_server() -> tuple[str, int] | None:
+    """The (host, port) that GBCLI_SERVER names (tcp://HOST:PORT, IPv6 hosts in brackets), None when unset.
+
+    Raises ValueError, with the reason, on anything else.
+    """
+    value = os.environ.get(SERVER_VARIABLE, "").strip()
+    if not value:
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise ValueError(f"{SERVER_VARIABLE}={value} is not tcp://HOST:PORT ({exc})") from None
+    if parts.scheme != "tcp" or not host or port is None or parts.path not in ("", "/"):
+        raise ValueError(f"{SERVER_VARIABLE}={value} is not tcp://HOST:PORT")
+    return host, port
+
+
+def tcp_url(host: str, port: int) -> str:
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+def client_token() -> str | None:
+    """The token a TCP client sends: GBCLI_SERVER_TOKEN, else the one the server wrote on this machine."""
+    token = os.environ.get(TOKEN_VARIABLE, "").strip()
+    if token:
+        return token
+    try:
+        return token_path().read_text().strip() or None
+    except OSError:
+        return None
 
 
 def private_dir() -> Path:

@@ -32,6 +32,8 @@ from gbcli.protocol import (
     private_dir,
     same_build,
     socket_path,
+    tcp_url,
+    token_path,
 )
 from gbcli.warm import format_duration, loaded_models, models_kept_loaded, run_command_line, unload_idle
 
@@ -126,10 +128,14 @@ class _ClientReader(io.RawIOBase):
 
 
 class Server:
-    def __init__(self, keep_alive: float | None, log: Any) -> None:
+    def __init__(self, keep_alive: float | None, log: Any, tcp: tuple[str, int] | None = None) -> None:
         self.keep_alive = keep_alive
         self.log = log
         self.path = socket_path()
+        self.tcp = tcp  # (host, port) to listen on as well, with a token (`gbcli serve --port`)
+        self.tcp_listener: socket.socket | None = None
+        self.tcp_address = ""  # tcp://HOST:PORT once bound (the port the system chose for --port 0)
+        self.token = ""
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.lock = threading.Lock()
         self.current: Job | None = None
@@ -139,6 +145,7 @@ class Server:
         self.started = time.time()
         self.served = 0
         self.listener: socket.socket | None = None
+        self.inode: int | None = None  # the socket file this server made
 
     # -- start and stop ------------------------------------------------------------------------------------------
     def bind(self) -> None:
@@ -164,10 +171,46 @@ class Server:
         listener.listen(16)
         self.listener = listener
         self.inode = os.stat(self.path).st_ino
+        if self.tcp is not None:
+            self.bind_tcp(*self.tcp)
+
+    def bind_tcp(self, host: str, port: int) -> None:
+        """Listen on host:port too. TCP has no file permissions, so every request must carry a random token,
+        which only this user can read (0600 in the 0700 runtime folder); a remote client is given it."""
+        import secrets
+
+        from gbcli.errors import GbcliError
+
+        try:
+            family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+            listener = socket.create_server(address[:2], family=family, backlog=16)
+        except OSError as exc:
+            raise GbcliError(f"Cannot listen on {tcp_url(host, port)}: {exc.strerror or exc}.",
+                             "Choose another --port (0: any free one), or --host 127.0.0.1.") from None
+        self.tcp_listener = listener
+        bound_host, bound_port = listener.getsockname()[:2]
+        self.tcp_address = tcp_url(bound_host, bound_port)
+        self.token = secrets.token_urlsafe(32)
+        path = token_path()
+        path.unlink(missing_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(self.token + "\n")
+        warning = exposure_warning(bound_host, bound_port)
+        if warning:
+            sys.stderr.write(f"warning: {warning}\n")
+            sys.stderr.flush()
 
     def close(self) -> None:
         if self.listener is not None:
             self.listener.close()
+        if self.tcp_listener is not None:
+            self.tcp_listener.close()
+            try:
+                if token_path().read_text().strip() == self.token:  # never remove a newer server's token
+                    token_path().unlink()
+            except OSError:
+                pass
         try:
             if os.stat(self.path).st_ino == self.inode:  # never remove a socket a newer server made
                 os.unlink(self.path)
@@ -192,7 +235,9 @@ class Server:
 
     # -- the main thread: one request at a time ------------------------------------------------------------------
     def serve(self, preload: Any) -> None:
-        threading.Thread(target=self.accept_loop, daemon=True).start()
+        threading.Thread(target=self.accept_loop, args=(self.listener, False), daemon=True).start()
+        if self.tcp_listener is not None:
+            threading.Thread(target=self.accept_loop, args=(self.tcp_listener, True), daemon=True).start()
         previous = {number: signal.signal(number, self.on_signal) for number in (signal.SIGINT, signal.SIGTERM)}
         try:
             with models_kept_loaded():
@@ -205,7 +250,8 @@ class Server:
 
                 for key in LAST_USED:  # idle time counts from now: a slow start must not unload the first model
                     LAST_USED[key] = time.monotonic()
-                self.say(f"ready on {self.path} (pid {os.getpid()})")
+                also = f" and {self.tcp_address}" if self.tcp_address else ""
+                self.say(f"ready on {self.path}{also} (pid {os.getpid()})")
                 while not self.stopping:
                     try:
                         job = self.jobs.get(timeout=1.0)
@@ -297,22 +343,30 @@ class Server:
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
 
     # -- connection threads --------------------------------------------------------------------------------------
-    def accept_loop(self) -> None:
-        assert self.listener is not None
+    def accept_loop(self, listener: socket.socket | None, tcp: bool) -> None:
+        assert listener is not None
         while not self.stopping:
             try:
-                sock, _ = self.listener.accept()
+                sock, _ = listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self.talk, args=(sock,), daemon=True).start()
+            threading.Thread(target=self.talk, args=(sock, tcp), daemon=True).start()
 
-    def talk(self, sock: socket.socket) -> None:
+    def talk(self, sock: socket.socket, tcp: bool = False) -> None:
+        import hmac
+
         channel = Channel(sock)
         try:
-            if peer_uid(sock) not in (None, os.getuid()):
+            if not tcp and peer_uid(sock) not in (None, os.getuid()):
                 return  # the socket is 0600 already; this is the second lock on the door
             message = channel.receive(REQUEST_SECONDS)
             if message is None:
+                return
+            token = message.get("token")
+            if tcp and not (isinstance(token, str) and hmac.compare_digest(token.encode(), self.token.encode())):
+                said = "a wrong token" if token else "no token"
+                channel.send(hello("refused", reason="token", message=f"its request carried {said}"))
+                self.say(f"refused a TCP client with {said}")
                 return
             if not same_build(message):
                 channel.send(hello("refused", message=f"this server is gbcli {hello('x')['build']}"))
@@ -368,22 +422,42 @@ class Server:
             models = to_jsonable(loaded_models())
         except RuntimeError:  # the cache changed under us; the next `ps` sees it settled
             models = []
-        return hello("status", pid=os.getpid(), socket=str(self.path), ready=self.ready, busy=self.current is not None,
-                     queued=self.jobs.qsize(), served=self.served, uptime=time.time() - self.started,
-                     keep_alive=self.keep_alive, models=models)
+        extra = {"tcp": self.tcp_address} if self.tcp_address else {}
+        return hello("status", pid=os.getpid(), socket=str(self.path), **extra, ready=self.ready,
+                     busy=self.current is not None, queued=self.jobs.qsize(), served=self.served,
+                     uptime=time.time() - self.started, keep_alive=self.keep_alive, models=models)
 
 
 def _text(raw: io.RawIOBase, encoding: list[str]) -> io.TextIOWrapper:
     return io.TextIOWrapper(raw, encoding=encoding[0], errors=encoding[1], write_through=True)  # type: ignore[arg-type]
 
 
-def run_server(keep_alive: float | None, preload: Any) -> int:
+def exposure_warning(host: str, port: int) -> str | None:
+    """What a listener on a non-loopback address risks, in one sentence; None for 127.0.0.1 and ::1."""
+    import ipaddress
+
+    try:
+        if ipaddress.ip_address(host.split("%")[0]).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (f"gbcli serve listens on {tcp_url(host, port)}, which other machines may reach: anyone with the token "
+            f"in {token_path()} can run commands and read files as this user here, and the traffic is not "
+            "encrypted. Use --host 127.0.0.1 (the default) unless this network is yours.")
+
+
+def run_server(keep_alive: float | None, preload: Any, tcp: tuple[str, int] | None = None) -> int:
     """Serve until `gbcli stop`, SIGTERM or Ctrl-C; returns the exit code."""
     log = sys.stderr
-    server = Server(keep_alive, log)
-    server.bind()
-    server.say(f"gbcli server {hello('x')['build']} starting on {server.path} (pid {os.getpid()}), keep-alive "
-               f"{'never' if keep_alive is None else format_duration(keep_alive)}")
+    server = Server(keep_alive, log, tcp)
+    try:
+        server.bind()
+    except BaseException:
+        server.close()  # a TCP address that cannot be had leaves no socket behind
+        raise
+    also = f" and {server.tcp_address} (token in {token_path()})" if server.tcp_address else ""
+    server.say(f"gbcli server {hello('x')['build']} starting on {server.path}{also} (pid {os.getpid()}), "
+               f"keep-alive {'never' if keep_alive is None else format_duration(keep_alive)}")
     try:
         server.serve(preload)
     finally:

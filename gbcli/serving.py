@@ -10,7 +10,7 @@ import time
 
 from gbcli.client import status
 from gbcli.errors import GbcliError
-from gbcli.protocol import LOG_NAME, hello, private_dir, same_build, socket_path
+from gbcli.protocol import LOG_NAME, SERVER_VARIABLE, hello, private_dir, same_build, socket_path, token_path
 from gbcli.warm import LoadedEntry, format_duration, model_table
 
 START_SECONDS = 300.0  # loading full-size models on a busy machine takes a while
@@ -36,7 +36,8 @@ def start_detached(argv: list[str]) -> int:
                              f"The whole log: {log_path}")
         answer = status()
         if answer is not None and answer.get("ready"):
-            sys.stderr.write(f"gbcli server ready (pid {child.pid}) on {socket_path()}; log: {log_path}\n")
+            also = f" and {answer['tcp']} (token in {token_path()})" if answer.get("tcp") else ""
+            sys.stderr.write(f"gbcli server ready (pid {child.pid}) on {socket_path()}{also}; log: {log_path}\n")
             return 0
         time.sleep(0.2)
     child.terminate()
@@ -46,7 +47,11 @@ def start_detached(argv: list[str]) -> int:
 def show_status(json_output: bool) -> int:
     from gbcli.render.common import dumps, stdout_console
 
-    answer = status()
+    try:
+        answer = status(named=True)  # the server GBCLI_SERVER names, else the local one
+    except (OSError, ValueError) as exc:
+        raise GbcliError(f"Cannot reach the gbcli server that {SERVER_VARIABLE} names: {exc}.",
+                         f"Start it, or unset {SERVER_VARIABLE}.") from None
     if json_output:
         print(dumps(answer))
         return 0 if answer else 1
@@ -60,7 +65,8 @@ def show_status(json_output: bool) -> int:
                       markup=False)
         return 1
     keep_alive = answer.get("keep_alive")
-    console.print(f"gbcli server pid {answer['pid']} on {answer['socket']}, up {format_duration(answer['uptime'])}, "
+    where = answer["socket"] + (f" and {answer['tcp']}" if answer.get("tcp") else "")
+    console.print(f"gbcli server pid {answer['pid']} on {where}, up {format_duration(answer['uptime'])}, "
                   f"{answer['served']} request{'' if answer['served'] == 1 else 's'} served, keep-alive "
                   f"{'never' if keep_alive is None else format_duration(keep_alive)}"
                   f"{'' if answer.get('ready') else ', still loading'}{', busy' if answer.get('busy') else ''}",

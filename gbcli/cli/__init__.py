@@ -135,13 +135,13 @@ app.command()(server.ps)
 app.command()(server.stop)
 
 
-def main() -> None:
-    """Console-script entry point: a running `gbcli serve` answers if there is one, else this process does."""
-    from gbcli.client import forward, strip_no_server
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: a running `gbcli serve` answers if there is one, else this process does.
 
-    argv, in_process = strip_no_server(sys.argv[1:])
-    if not in_process:
-        code = forward(argv)
-        if code is not None:
-            sys.exit(code)
+    Given `argv`, the client side has run already (gbcli.entry, before typer is imported) and this process answers.
+    """
+    if argv is None:
+        from gbcli.client import forward_or_in_process
+
+        argv = forward_or_in_process(sys.argv[1:])
     app(args=argv, prog_name="gbcli")

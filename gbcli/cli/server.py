@@ -56,17 +56,28 @@ def serve(
                                  "(default: those named by --gpt/--bert/--bart or GBCLI_*, else gpt,bert).",
                                  show_default=False, rich_help_panel="Models")
     ] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="With --port: the address to listen on (default 127.0.0.1); "
+                                 "any other than localhost is warned about.", show_default=False)
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Listen on this TCP port too (0: any free one); every request "
+                                 "must carry the token the server writes to its runtime folder.",
+                                 show_default=False)
+    ] = None,
     *,
     choice: ModelChoice,
 ) -> None:
     """Keep models loaded in a local server: every other command then uses it by itself (--no-server: not).
 
-    It listens on a Unix socket only this user can open, in $XDG_RUNTIME_DIR/gbcli (else /tmp/gbcli-UID). Other
-    models load on the first request that names them. `gbcli ps` lists what it holds; `gbcli stop` ends it.
+    It listens on a Unix socket only this user can open, in $XDG_RUNTIME_DIR/gbcli (else /tmp/gbcli-UID), and
+    on TCP only with --port (clients: GBCLI_SERVER=tcp://HOST:PORT, and GBCLI_SERVER_TOKEN off this machine).
+    Other models load on the first request that names them. `gbcli ps` lists what it holds; `gbcli stop` ends it.
     """
     from gbcli.warm import parse_duration
 
     seconds = parse_duration(keep_alive)
+    tcp = tcp_address(host, port)
     options = choice.load_options()
     specs = choice.specs
     named = [family for family in FAMILIES if specs[family]]
@@ -76,6 +87,8 @@ def serve(
 
         argv = ["serve", "--keep-alive", keep_alive, "--models", ",".join(families), "--device", choice.device,
                 "--dtype", choice.dtype]
+        if tcp is not None:
+            argv += ["--host", tcp[0], "--port", str(tcp[1])]
         for family in FAMILIES:
             if specs[family]:
                 argv += [FAMILY_INFO[family].flag, str(specs[family])]
@@ -89,7 +102,21 @@ def serve(
             except GbcliError as error:  # the others still load; this one reports again when a request names it
                 print_warnings([error.message])
 
-    raise typer.Exit(run_server(seconds, preload))
+    raise typer.Exit(run_server(seconds, preload, tcp))
+
+
+def tcp_address(host: str | None, port: int | None) -> tuple[str, int] | None:
+    """The (host, port) of --host/--port: None without --port (no TCP unless asked), 127.0.0.1 by default."""
+    from gbcli.errors import usage_error
+
+    if port is None:
+        if host is not None:
+            raise usage_error("--host needs --port: gbcli serve listens on TCP only when given a port.",
+                              "For example --host 127.0.0.1 --port 8765 (--port 0: any free port).")
+        return None
+    if not 0 <= port <= 65535:
+        raise usage_error(f"--port must be between 0 and 65535, not {port}.", "For example --port 8765.")
+    return (host or "127.0.0.1").strip("[]"), port
 
 
 @handle_errors

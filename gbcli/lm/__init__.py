@@ -4,6 +4,8 @@
 - `heads`: the vocabulary projection applied at chosen positions only (`logits_at`), the masked-LM head table;
 - `reads`: log-probabilities of given tokens and the top k at chosen positions (`run_reads`), and the causal
   log-probability of given sequences (`causal_logprobs`);
+- `prefix`: sequences that begin alike scored with their shared start run once, against copies of its KV cache
+  (`grouped_logprobs`, `run_prefix`, `continuation_logprobs`);
 - `seq2seq`: teacher forcing of an encoder-decoder (`teacher_forced_logprobs`);
 - `decoding`: the token-by-token decoding loop with a cache; `gpt2_fast`: GPT-2's written-out step behind
   `gpt2_decoder`; `threads`: the per-step thread chooser; `hf_generate`: one `model.generate` call (its arguments

@@ -46,6 +46,12 @@ def logits_at(lm: LoadedModel, inputs: dict[str, Any], rows: torch.Tensor, cols:
     The output layer sees only the selected hidden states. A model whose output layer is not a plain Linear, or
     is not where its logits come from (the hook then never fires), runs whole and is indexed afterwards.
     """
+    return forward_at(lm, inputs, rows, cols)[0]
+
+
+def forward_at(lm: LoadedModel, inputs: dict[str, Any], rows: torch.Tensor,
+               cols: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """`logits_at`, and the model's whole output (its cache, when `inputs` ask for one)."""
     import torch
 
     head = lm.model.get_output_embeddings()
@@ -57,13 +63,14 @@ def logits_at(lm: LoadedModel, inputs: dict[str, Any], rows: torch.Tensor, cols:
 
         handle = head.register_forward_pre_hook(select)
     try:
-        logits = lm.model(**inputs).logits
+        output = lm.model(**inputs)
     finally:
         if handle is not None:
             handle.remove()
+    logits = output.logits
     if logits.dim() == 3:
         logits = logits[rows, cols]
-    return logits
+    return logits, output
 
 
 def logsumexp_in_blocks(logits: torch.Tensor, rows: int) -> torch.Tensor:

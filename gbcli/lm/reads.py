@@ -11,10 +11,10 @@ Log-probabilities are `logit - logsumexp(logits)`, in float32 whatever the model
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from gbcli.lm.batching import Order, PaddedBatch, padded_batches
-from gbcli.lm.heads import logits_at, logsumexp_in_blocks, model_inputs
+from gbcli.lm.batching import Order, padded_batches
+from gbcli.lm.heads import forward_at, logsumexp_in_blocks, model_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -51,19 +51,22 @@ def run_reads(lm: LoadedModel, reads: list[Reads], *, max_tokens: int | None = N
     for batch in padded_batches(sequences, lm.pad_id, lm.device, max_tokens=max_tokens, max_rows=max_rows,
                                 order=order):
         with torch.inference_mode():
-            _read_batch(lm, batch, [reads[i] for i in batch.indices])
+            read_batch(lm, model_inputs(lm, batch.ids, batch.attention_mask), [reads[i] for i in batch.indices])
         passes += 1
     return passes
 
 
-def _read_batch(lm: LoadedModel, batch: PaddedBatch, chosen: list[Reads]) -> None:
-    """One forward pass: the logits at every read position of the batch, normalised, then split per Reads."""
+def read_batch(lm: LoadedModel, inputs: dict[str, Any], chosen: list[Reads]) -> Any:
+    """One forward pass on `inputs` (row r holds chosen[r]'s ids, at positions that count from 0 after any
+    cached ones): the logits at every read position, normalised, split per Reads; the model's output comes back,
+    for its cache."""
     import torch
 
     device = lm.device
     rows = torch.tensor([r for r, q in enumerate(chosen) for _ in q.positions], dtype=torch.long, device=device)
     cols = torch.tensor([p for q in chosen for p in q.positions], dtype=torch.long, device=device)
-    logits = logits_at(lm, model_inputs(lm, batch.ids, batch.attention_mask), rows, cols).float()
+    logits, output = forward_at(lm, inputs, rows, cols)
+    logits = logits.float()
     norm = logsumexp_in_blocks(logits, NORMALISER_BLOCK)
     wanted = _target_logprobs(logits, norm, chosen)
     top = max(q.top for q in chosen)
@@ -78,6 +81,7 @@ def _read_batch(lm: LoadedModel, batch: PaddedBatch, chosen: list[Reads]) -> Non
             query.top_ids = [row[: query.top] for row in top_indices[flat : flat + count]]
             query.top_logprobs = [row[: query.top] for row in top_values[flat : flat + count]]
         flat += count
+    return output
 
 
 def _target_logprobs(logits: torch.Tensor, norm: torch.Tensor, chosen: list[Reads]) -> list[list[float]]:

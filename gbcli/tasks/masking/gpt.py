@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from gbcli.errors import usage_error
+from gbcli.lm.prefix import Prefix, continuation_logprobs, grouped_logprobs, run_prefix
 from gbcli.lm.reads import Reads, next_tokens, run_reads, scored_tokens, token_logprobs
 from gbcli.models import LoadedModel
 from gbcli.tasks.masking.column import Column, RunSettings, as_fill
@@ -43,12 +44,14 @@ class GptReading:
 
 @dataclass
 class _Ranking:
-    """One blank of one text for the whole-sentence column: the candidates, and one sentence query each."""
+    """One blank of one text for the whole-sentence column: the candidates, one sentence (token ids) each, and
+    each sentence's log-likelihood once scored."""
 
     text: TextState
     mask: int
     candidates: list[Fill]
-    queries: list[Reads]
+    sentences: list[list[int]]
+    totals: list[float] = field(default_factory=list)
 
 
 def _reading(state: TextState) -> GptReading:
@@ -71,6 +74,7 @@ class GptColumns(Column):
         bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
         self.prefix: list[int] = [bos] if bos is not None else []
         self._word_ids: dict[str, list[int]] = {}
+        self.prefixes: list[Prefix] = []  # contexts the left column ran with their cache kept (one text alone)
 
     def word_ids(self, text: str) -> list[int]:
         ids = self._word_ids.get(text)
@@ -108,10 +112,27 @@ class GptColumns(Column):
             job = self._left_queries(state, r, self.prefix + left_ids)
             if job is not None:
                 jobs.append((state, *job))
-        queries = [q for _, q, _ in jobs] + [q for *_, scored in jobs for *_, q in scored if q is not None]
-        run_reads(self.lm, queries, max_rows=self.batch_size, order="shortest")
+        if len(jobs) != 1 or not self._run_alone(*jobs[0][1:]):
+            queries = [q for _, q, _ in jobs] + [q for *_, scored in jobs for *_, q in scored if q is not None]
+            run_reads(self.lm, queries, max_rows=self.batch_size, order="shortest")
         for state, query, scored in jobs:
             self._read_left(state, r, query, scored)
+
+    def _run_alone(self, query: Reads, scored: list[_ScoredTarget]) -> bool:
+        """One text's blank: its context runs once with the model's cache kept, for the whole-sentence ranking of
+        the same blank, which starts from it; the targets are scored as continuations of it. False (and nothing
+        run) for a model that keeps no such cache."""
+        prefix = run_prefix(self.lm, query.ids, SCORE_FROM)
+        if prefix is None:
+            return False
+        values, ids = prefix.next_logprobs.topk(min(query.top, prefix.next_logprobs.shape[-1]))
+        query.top_ids, query.top_logprobs = [ids.tolist()], [values.tolist()]
+        targets = [q for *_, q in scored if q is not None]
+        scores = continuation_logprobs(self.lm, prefix, [q.ids for q in targets], max_rows=self.batch_size)
+        for target, values_of_target in zip(targets, scores, strict=True):
+            target.target_logprobs = [[v] for v in values_of_target]
+        self.prefixes.append(prefix)
+        return True
 
     def _left_queries(self, state: TextState, r: int,
                       context: list[int]) -> tuple[Reads, list[_ScoredTarget]] | None:
@@ -160,14 +181,19 @@ class GptColumns(Column):
         """Rank the candidates by GPT-2's likelihood of the complete sentence with each one in the blank.
 
         The other masks hold the best joint filling (BERT's, or GPT-2's own left-to-right one without BERT).
+        One blank's sentences are alike up to it, so that shared start runs once (gbcli.lm.prefix).
         """
         rankings = self._rankings(texts)
         for ranking in rankings:
-            longest = max(len(q.ids) for q in ranking.queries)
+            longest = max(len(ids) for ids in ranking.sentences)
             if longest > self.lm.max_positions and ranking.text.error is None:
                 ranking.text.error = too_long(self.lm, longest, "with the blanks filled in")
         rankings = [r for r in rankings if r.text.error is None]
-        run_reads(self.lm, [q for r in rankings for q in r.queries], max_rows=self.batch_size, order="shortest")
+        scores = grouped_logprobs(self.lm, [r.sentences for r in rankings], SCORE_FROM, max_rows=self.batch_size,
+                                  known=self.prefixes)
+        self.prefixes = []  # their caches are of no more use
+        for ranking, sentence_scores in zip(rankings, scores, strict=True):
+            ranking.totals = [sum(values) for values in sentence_scores]
         for state in texts:
             _reading(state).best = [("", False)] * state.masks
         for ranking in rankings:
@@ -196,15 +222,15 @@ class GptColumns(Column):
                     fills[mask] = candidate
                     sentences.append(fill_text(state.segments, fills))
         encoded = self.lm.tokenizer(sentences, add_special_tokens=False)["input_ids"] if sentences else []
-        queries = [scored_tokens(self.prefix + ids, SCORE_FROM) for ids in encoded]
-        return [_Ranking(state, mask, candidates, queries[first : first + len(candidates)])
+        full = [self.prefix + ids for ids in encoded]
+        return [_Ranking(state, mask, candidates, full[first : first + len(candidates)])
                 for state, mask, candidates, first in plans]
 
     def _rank(self, ranking: _Ranking) -> None:
         """One blank's whole-sentence column: each candidate's share among the candidates' sentences."""
         lm, state, mask = self.lm, ranking.text, ranking.mask
         space = state.space_before(mask)
-        totals = [sum(token_logprobs(q)) for q in ranking.queries]
+        totals = ranking.totals
         norm = _logsumexp(totals)
         scored = []
         for (word, joins), total in zip(ranking.candidates, totals, strict=True):

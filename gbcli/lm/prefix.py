@@ -1,0 +1,194 @@
+"""Scoring many sequences that begin alike: the shared tokens run through a causal LM once, not once per sequence.
+
+Ranking the candidates of a blank scores sentences that differ only from the blank on ("The capital of France
+is Paris." / "... is Rome."). A causal LM's state after the shared tokens is the same for all of them, so
+`grouped_logprobs` runs the longest common token prefix of each group once, with the model's KV cache, and then
+only the differing suffixes, batched against copies of that cache. The numbers are the full passes' (the same
+attention over the same keys, in a different batch shape: ~1e-6 apart in float32; tests/test_prefix_scoring.py
+holds every cached architecture to the full pass).
+
+A model without a KV cache that can be copied along the batch (Mamba's and RWKV's recurrent states) scores every
+sequence whole, as `causal_logprobs` does.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gbcli.lm.batching import padded_batches
+from gbcli.lm.heads import forward_at, logsumexp_in_blocks, model_inputs
+from gbcli.lm.reads import NORMALISER_BLOCK, Reads, causal_logprobs, read_batch, token_logprobs
+
+if TYPE_CHECKING:
+    import torch
+
+    from gbcli.models import LoadedModel
+
+# What one more forward pass costs, in tokens of a batch: on CPU a small model's pass reads all its weights
+# whatever its size: measured on GPT-2-small, one thread, a pass of 1 token takes ~40 ms and each more ~3.5 ms.
+PASS_TOKENS = 12
+_CACHES = "caches_prefix"  # lm.extras: whether the model's prefix cache can be copied (see caches_prefix)
+
+
+@dataclass
+class Prefix:
+    """A causal LM's state after `ids`, kept to score continuations of them: its KV cache, the log-probabilities
+    of its own tokens from `score_from` on, and of every token that could come next."""
+
+    ids: list[int]
+    score_from: int
+    cache: Any
+    logprobs: list[float]  # log p(ids[i] | ids[:i]) for score_from <= i < len(ids)
+    next_logprobs: torch.Tensor  # [vocabulary] float32: log p(t | ids)
+
+    def starts(self, sequences: list[list[int]]) -> bool:
+        """Whether every sequence begins with these ids and goes on past them."""
+        size = len(self.ids)
+        return all(len(s) > size and s[:size] == self.ids for s in sequences)
+
+
+def grouped_logprobs(lm: LoadedModel, groups: list[list[list[int]]], score_from: int, *,
+                     max_rows: int | None = None, known: Sequence[Prefix] = ()) -> list[list[list[float]]]:
+    """log p(ids[i] | ids[:i]) for score_from <= i < len(ids), of each sequence of each group (as
+    `causal_logprobs` gives them); each group's longest common prefix runs once where the model allows it, and
+    not at all when a `known` prefix (run before, with the same score_from) starts every sequence of the group."""
+    out: list[list[list[float]] | None] = []
+    for group in groups:
+        prefix = next((p for p in known if p.score_from == score_from and p.starts(group)), None)
+        if prefix is None and len(group) > 1 and caches_prefix(lm) is not False:
+            # The prefix keeps at least one token of every sequence out, so each has a continuation to score.
+            shared = min(common_prefix_length(group), min(len(s) for s in group) - 1)
+            prefix = run_prefix(lm, group[0][:shared], score_from) if shared >= max(1, score_from) else None
+        out.append(None if prefix is None else
+                   [prefix.logprobs + rest for rest in continuation_logprobs(lm, prefix, group, max_rows=max_rows)])
+    # The rest (a model without a usable cache, a group without a shared start) run whole, batched together.
+    whole = [ids for group, scores in zip(groups, out, strict=True) if scores is None for ids in group]
+    if whole:
+        scores, _ = causal_logprobs(lm, whole, [score_from] * len(whole), max_rows=max_rows, order="shortest")
+        start = 0
+        for k, group in enumerate(groups):
+            if out[k] is None:
+                out[k] = scores[start : start + len(group)]
+                start += len(group)
+    return [scores for scores in out if scores is not None]
+
+
+def run_prefix(lm: LoadedModel, ids: list[int], score_from: int) -> Prefix | None:
+    """One pass over `ids` (score_from >= 1, at most len(ids)) that keeps the model's KV cache; None when the
+    model has none that a batch of continuations can be run against (and from then on for this model)."""
+    import torch
+
+    if caches_prefix(lm) is False:
+        return None
+    device = lm.device
+    positions = list(range(score_from - 1, len(ids)))
+    with torch.inference_mode():
+        tensor = torch.tensor([ids], dtype=torch.long, device=device)
+        rows = torch.zeros(len(positions), dtype=torch.long, device=device)
+        cols = torch.tensor(positions, dtype=torch.long, device=device)
+        logits, output = forward_at(lm, {**model_inputs(lm, tensor, torch.ones_like(tensor)), "use_cache": True},
+                                    rows, cols)
+        cache = _key_value_cache(output)
+        lm.extras[_CACHES] = cache is not None
+        if cache is None:
+            return None
+        logits = logits.float()
+        logprobs = logits - logsumexp_in_blocks(logits, NORMALISER_BLOCK)[:, None]
+        # Position p predicts token p + 1: the prefix's own tokens, all but the last position.
+        own = logprobs[torch.arange(len(positions) - 1, device=device), tensor[0, cols[:-1] + 1]]
+    return Prefix(list(ids), score_from, cache, own.tolist(), logprobs[-1])
+
+
+def continuation_logprobs(lm: LoadedModel, prefix: Prefix, sequences: list[list[int]], *,
+                          max_rows: int | None = None) -> list[list[float]]:
+    """log p(ids[i] | ids[:i]) for len(prefix.ids) <= i < len(ids), of each sequence (each begins with the
+    prefix and goes on past it): the first token from the prefix's last position, the rest run against copies of
+    its cache, in batches of at most `max_rows` rows of alike lengths."""
+    import torch
+
+    size, device = len(prefix.ids), lm.device
+    suffixes = [Reads(s[size:], list(range(len(s) - size - 1)), [[t] for t in s[size + 1 :]]) for s in sequences]
+    # A one-token suffix is read whole at the prefix's last position; the others run, little padding with them.
+    running = [k for k, r in enumerate(suffixes) if r.positions]
+    with torch.inference_mode():
+        firsts = prefix.next_logprobs[torch.tensor([s[size] for s in sequences], dtype=torch.long,
+                                                   device=prefix.next_logprobs.device)].tolist()
+        for group in suffix_batches([len(suffixes[k].ids) for k in running], max_rows):
+            chosen = [suffixes[running[i]] for i in group]
+            (batch,) = padded_batches([r.ids for r in chosen], lm.pad_id, device, order="given")
+            past = copy.deepcopy(prefix.cache)
+            past.batch_repeat_interleave(len(chosen))
+            mask = torch.cat([torch.ones((len(chosen), size), dtype=batch.attention_mask.dtype, device=device),
+                              batch.attention_mask], dim=1)
+            inputs: dict[str, Any] = {**model_inputs(lm, batch.ids, mask), _cache_argument(lm): past,
+                                      "use_cache": True}
+            read_batch(lm, inputs, chosen)
+    return [[first] + token_logprobs(suffix) for first, suffix in zip(firsts, suffixes, strict=True)]
+
+
+def caches_prefix(lm: LoadedModel) -> bool | None:
+    """Whether the model's state after a prefix is a KV cache that can be copied along the batch: known from its
+    forward's arguments, or once its first prefix pass showed which cache it keeps (None until then).
+
+    RWKV carries a `state`, not a cache; Mamba's cache holds recurrent states (LinearAttentionLayer), which a
+    suffix of several tokens cannot be run against as keys and values can.
+    """
+    if _CACHES not in lm.extras and _cache_argument(lm) is None:
+        lm.extras[_CACHES] = False
+    return lm.extras.get(_CACHES)
+
+
+def _cache_argument(lm: LoadedModel) -> str | None:
+    """The name the model's forward takes its cache under (`cache` in transformers 5.x, `past_key_values` before)."""
+    parameters = inspect.signature(lm.model.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def _key_value_cache(output: Any) -> Any:
+    """The KV cache a prefix pass returned, or None when it is not one of attention keys and values only."""
+    from transformers.cache_utils import DynamicLayer, LinearAttentionCacheLayerMixin
+
+    cache = getattr(output, "cache", None)
+    if cache is None:
+        cache = getattr(output, "past_key_values", None)
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(isinstance(layer, DynamicLayer) and not isinstance(layer, LinearAttentionCacheLayerMixin)
+                             for layer in layers):
+        return None
+    return cache
+
+
+def common_prefix_length(sequences: list[list[int]]) -> int:
+    """How many tokens every sequence begins with alike."""
+    first = sequences[0]
+    length = min(len(s) for s in sequences)
+    for other in sequences[1:]:
+        same = 0
+        while same < length and other[same] == first[same]:
+            same += 1
+        length = same
+    return length
+
+
+def suffix_batches(lengths: list[int], max_rows: int | None) -> list[list[int]]:
+    """The indices of `lengths` cut into batches of at most `max_rows` rows that run the fewest tokens: sorted by
+    length, then split where a narrower batch saves more padding than one more pass costs (PASS_TOKENS)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    limit = max_rows or len(order)
+    # best[j]: the cheapest cost of the first j sorted rows; cut[j]: where its last batch starts.
+    best, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        width = lengths[order[end - 1]]
+        for start in range(max(0, end - limit), end):
+            cost = best[start] + PASS_TOKENS + (end - start) * width
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    batches, end = [], len(order)
+    while end > 0:
+        batches.append(order[cut[end] : end])
+        end = cut[end]
+    return batches[::-1]
