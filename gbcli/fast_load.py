@@ -33,14 +33,16 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 # model_type values transformers loads without renaming or converting any key (no conversion mapping registered
-# for the type or its classes; tests/test_fast_load.py checks it against the installed transformers).
+# for the type or its classes), each checked bit for bit against from_pretrained by tests/test_fast_load.py.
+# (gpt_neox is not: GPTNeoXForCausalLM saves its head as embed_out and renames it to lm_head on loading.)
 FAST_MODEL_TYPES = frozenset({
-    "bart", "bert", "bloom", "distilbert", "electra", "falcon", "gemma2", "gpt2", "gpt_bigcode", "gpt_neo",
-    "gpt_neox", "gptj", "llama", "mistral", "opt", "phi", "qwen2", "roberta",
+    "albert", "bart", "bert", "bloom", "deberta-v2", "distilbert", "electra", "falcon", "gemma2", "gpt2",
+    "gpt_bigcode", "gpt_neo", "gptj", "llama", "mamba", "mistral", "modernbert", "opt", "phi", "qwen2", "roberta",
+    "rwkv",
 })
 # Parts of key names that transformers' "legacy" renames apply to whatever the architecture (LayerNorm.gamma →
-# .weight, weight-norm parts, a doubled ".model.model"): a checkpoint with one goes the long way.
-LEGACY_KEY_PARTS = ("gamma", "beta", "weight_g", "weight_v", ".model.model")
+# .weight, weight-norm parts, a doubled "language_model.model"): a checkpoint with one goes the long way.
+LEGACY_KEY_PARTS = ("gamma", "beta", "weight_g", "weight_v", "language_model")
 SAFETENSORS_FILE = "model.safetensors"
 # Other weight files transformers may read in preference to or beside model.safetensors.
 OTHER_WEIGHT_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json", "adapter_config.json")
@@ -114,7 +116,10 @@ def fast_load(model_class: Any, folder: Path, config: Any, dtype: torch.dtype) -
         return None
     if model._get_dtype_plan(dtype) or not _matches(model, header):
         return None  # fp32-kept modules, or keys from_pretrained must rename or report: its report is needed
-    _assign_tensors(model, path)
+    try:
+        _assign_tensors(model, path)
+    except Exception:  # a damaged file: from_pretrained's own error names it
+        return None
     _finish(model, folder)
     return model
 
