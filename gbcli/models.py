@@ -426,9 +426,8 @@ def _load_tokenizer_while_checking_weights(source: str, common: dict[str, Any], 
     """The tokenizer, read while another thread checks that every weight is finite.
 
     Both take a few tenths of a second on a fresh process: the tokenizer is mostly Python parsing tokenizer.json
-    (it holds the GIL), the check is torch summing the memory-mapped weights (it releases the GIL, and its first
-    touch of each page is paid once: the first forward pass finds them mapped). A damaged weight is reported before a
-    tokenizer problem, as when the two ran one after the other.
+    (it holds the GIL), the check is torch summing every weight once (it releases the GIL), so on two cores they
+    overlap. A damaged weight is reported before a tokenizer problem, as when the two ran one after the other.
     """
     from concurrent.futures import ThreadPoolExecutor
 

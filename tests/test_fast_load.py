@@ -161,3 +161,17 @@ def test_transformers_renames_no_key_of_the_fast_types():
     for rename in get_checkpoint_conversion_mapping("legacy"):
         for pattern in rename.source_patterns:
             assert any(part in pattern.replace("\\", "") for part in LEGACY_KEY_PARTS), pattern
+
+
+def test_a_damaged_weight_is_named_before_a_damaged_tokenizer(tiny_models, tmp_path):
+    """The finite check runs beside the tokenizer's load, and its refusal still comes first."""
+    from tests.cli_helpers import assert_user_error, run
+    from tests.fixtures.tiny_models import GPT_PROMPT
+
+    def poison(tensors):
+        tensors["transformer.h.1.mlp.c_proj.weight"].view(-1)[5] = float("inf")
+
+    folder = _copy_with(tmp_path, tiny_models["gpt"], poison)
+    (folder / "tokenizer.json").write_text("{ not json")
+    result = run("score", GPT_PROMPT, "--models", "gpt", "--gpt", str(folder), "--json")
+    assert_user_error(result, 1, "hold infinite values (1 in transformer.h.1.mlp.c_proj.weight)")
