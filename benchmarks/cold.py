@@ -61,26 +61,56 @@ LOAD_VS_FLOOR = """
 import json, sys, time
 started = time.perf_counter()
 import torch, transformers  # noqa: F401
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+from transformers.initialization import no_init_weights
 from safetensors.torch import load_file
 imported = time.perf_counter()
-path, way = sys.argv[1], sys.argv[2]
+path, way, family = sys.argv[1], sys.argv[2], sys.argv[3]
+auto = AutoModelForCausalLM if family == "gpt" else AutoModelForMaskedLM
 config = AutoConfig.from_pretrained(path)
-AutoModelForCausalLM._model_mapping[type(config)]  # the lazy modeling import, outside the timed part
+auto._model_mapping[type(config)]  # the lazy modeling import, outside the timed part
 ready = time.perf_counter()
 if way == "gbcli":
     from gbcli.models import LoadOptions, load_model
-    lm = load_model("gpt", path, LoadOptions(device="cpu", dtype="float32"))
+    lm = load_model(family, path, LoadOptions(device="cpu", dtype="float32"))
     model = lm.model
 else:
     # The floor: build the module without initialising weights that are then overwritten, and take the
     # memory-mapped tensors as they are.
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+    with torch.device("meta"), no_init_weights():
+        model = auto.from_config(config)
     model.load_state_dict(load_file(f"{path}/model.safetensors"), strict=False, assign=True)
     model.tie_weights()
 loaded = time.perf_counter()
 print(json.dumps({"load": loaded - ready}))
+"""
+
+# Peak memory of a process that loads both full-size models (the tokenizers too, on gbcli's side) and reads every
+# weight once, against the same with the floor's load: what loading adds over holding the weights.
+LOAD_BOTH_MEMORY = """
+import json, sys
+import torch, transformers  # noqa: F401
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+from transformers.initialization import no_init_weights
+from safetensors.torch import load_file
+way, paths = sys.argv[1], {"gpt": sys.argv[2], "bert": sys.argv[3]}
+models = []
+for family, path in paths.items():
+    if way == "gbcli":
+        from gbcli.models import LoadOptions, load_model
+        models.append(load_model(family, path, LoadOptions(device="cpu", dtype="float32")).model)
+        continue
+    auto = AutoModelForCausalLM if family == "gpt" else AutoModelForMaskedLM
+    with torch.device("meta"), no_init_weights():
+        model = auto.from_config(AutoConfig.from_pretrained(path))
+    model.load_state_dict(load_file(f"{path}/model.safetensors"), strict=False, assign=True)
+    model.tie_weights()
+    AutoTokenizer.from_pretrained(path)
+    models.append(model)
+for model in models:  # every weight read once, as a forward pass reads it
+    sum(float(t.sum()) for t in model.parameters())
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(json.dumps({"VmHWM": int(status["VmHWM"].split()[0]) * 1024}))
 """
 
 
@@ -169,19 +199,47 @@ def cold_rows(ctx: Context) -> list[Row]:
         target="≤ 1.2x the minimum", met=ours / peer <= 1.2, data=seconds,
     ))
 
+    for family, path, label in (("gpt", ctx.gpt_path, "GPT-2-small"), ("bert", ctx.bert_path, "BERT-base")):
+        rows.append(_load_row(family, path, label, repeats))
+    rows.append(_memory_row(ctx))
+    return rows
+
+
+def _load_row(family: str, path: Path, label: str, repeats: int) -> Row:
+    """One model's load in a fresh process (imports excluded), gbcli against the floor, in turns."""
     loads: dict[str, list[float]] = {"gbcli": [], "floor": []}
     for _ in range(repeats):
         for way in loads:
-            out = subprocess.run([sys.executable, "-c", LOAD_VS_FLOOR, str(ctx.gpt_path), way],
+            out = subprocess.run([sys.executable, "-c", LOAD_VS_FLOOR, str(path), way, family],
                                  capture_output=True, text=True, check=True).stdout
             loads[way].append(json.loads(out.strip().splitlines()[-1])["load"])
     ours, floor = statistics.median(loads["gbcli"]), statistics.median(loads["floor"])
-    rows.append(Row(
-        row="loading GPT-2-small (fresh process, imports excluded)", gbcli=f"{ours:.2f} s",
-        peer=f"{floor:.2f} s (meta-device build + memory-mapped safetensors)", ratio=ours / floor, target="",
-        met=None, note="gbcli's load keeps its checks (kind, head, missing keys, tokenizer)", data=loads,
-    ))
-    return rows
+    return Row(
+        row=f"loading {label} (fresh process, imports excluded)", gbcli=f"{ours:.2f} s",
+        peer=f"{floor:.2f} s (meta-device build, no init, memory-mapped safetensors)", ratio=ours / floor,
+        target="", met=None,
+        note="gbcli's load keeps its checks (kind, head, missing keys, finite weights) and loads the tokenizer",
+        data=loads,
+    )
+
+
+def _memory_row(ctx: Context) -> Row:
+    """VmHWM of one process that loads GPT-2 and BERT and reads every weight, gbcli against the floor's load."""
+    from run import weights_bytes
+
+    peaks = {}
+    for way in ("gbcli", "floor"):
+        out = subprocess.run([sys.executable, "-c", LOAD_BOTH_MEMORY, way, str(ctx.gpt_path), str(ctx.bert_path)],
+                             capture_output=True, text=True, check=True).stdout
+        peaks[way] = json.loads(out.strip().splitlines()[-1])["VmHWM"]
+    weights = weights_bytes(ctx.gpt_path) + weights_bytes(ctx.bert_path)
+    mib = 1024 * 1024
+    return Row(
+        row="peak memory of a process loading GPT-2 and BERT (VmHWM)", gbcli=f"{peaks['gbcli'] / mib:.0f} MiB",
+        peer=f"{peaks['floor'] / mib:.0f} MiB (the floor's load)", ratio=peaks["gbcli"] / peaks["floor"], target="",
+        met=None, note=f"weights {weights / mib:.0f} MiB: gbcli {peaks['gbcli'] / weights:.2f}x, floor "
+        f"{peaks['floor'] / weights:.2f}x of them", data={**peaks, "weights": weights},
+    )
 
 
 def fresh_generate_rows(ctx: Context) -> list[Row]:

@@ -40,6 +40,7 @@ from gbcli.checkpoint_checks import (
     refuse_unsupported_architecture,
 )
 from gbcli.errors import RUNTIME, GbcliError, usage_error
+from gbcli.fast_load import fast_load
 
 if TYPE_CHECKING:
     import torch
@@ -401,6 +402,46 @@ def _load_tokenizer(source: str, common: dict[str, Any], spec: str, info: Family
     return tokenizer
 
 
+def _build_model(model_class: Any, source: str, config: Any, dtype: torch.dtype, common: dict[str, Any],
+                 family: Family, spec: str, offline: bool) -> tuple[Any, dict[str, Any]]:
+    """The model and transformers' loading report: the short way for a plain local checkpoint (gbcli.fast_load,
+    which loads only what matches exactly, so its report is empty), else `from_pretrained`."""
+    if looks_like_path(spec) and not common.get("revision"):
+        model = fast_load(model_class, Path(source), config, dtype)
+        if model is not None:
+            return model, {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": []}
+    try:
+        return _from_cache_first(
+            model_class.from_pretrained,
+            source,
+            # Mismatched shapes load (as random tensors) so that we can name them, then refuse (check_shapes).
+            {**common, "config": config, "dtype": dtype, "output_loading_info": True, "ignore_mismatched_sizes": True},
+        )
+    except Exception as exc:
+        raise explain_load_failure(family, spec, exc, offline) from exc
+
+
+def _load_tokenizer_while_checking_weights(source: str, common: dict[str, Any], spec: str, info: FamilyInfo,
+                                           model: Any) -> Any:
+    """The tokenizer, read while another thread checks that every weight is finite.
+
+    Both take a few tenths of a second on a fresh process: the tokenizer is mostly Python parsing tokenizer.json
+    (it holds the GIL), the check is torch summing every weight once (it releases the GIL), so on two cores they
+    overlap. A damaged weight is reported before a tokenizer problem, as when the two ran one after the other.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gbcli-finite") as pool:
+        checking = pool.submit(check_finite_weights, spec, info.flag, model)
+        try:
+            tokenizer = _load_tokenizer(source, common, spec, info)
+        except GbcliError:
+            checking.result()  # raises first if a weight is not finite
+            raise
+        checking.result()
+    return tokenizer
+
+
 def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> LoadedModel:
     info = FAMILY_INFO[family]
     check_local_path(family, spec)
@@ -445,19 +486,9 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
     with contextlib.suppress(Exception):  # an unmapped config fails below, with its own message
         model_class._model_mapping[type(config)]
     resolve_seconds = time.perf_counter() - resolving
-    try:
-        model, loading = _from_cache_first(
-            model_class.from_pretrained,
-            source,
-            # Mismatched shapes load (as random tensors) so that we can name them, then refuse (check_shapes).
-            {**common, "config": config, "dtype": dtype, "output_loading_info": True, "ignore_mismatched_sizes": True},
-        )
-    except Exception as exc:
-        raise explain_load_failure(family, spec, exc, offline) from exc
-
+    model, loading = _build_model(model_class, source, config, dtype, common, family, spec, offline)
     has_lm_head = _checked_weights(model, loading, kind, spec, info, need_head)
-    check_finite_weights(spec, info.flag, model)
-    tokenizer = _load_tokenizer(source, common, spec, info)
+    tokenizer = _load_tokenizer_while_checking_weights(source, common, spec, info, model)
     check_tokenizer_matches(spec, info.flag, source, len(tokenizer), model.get_input_embeddings().weight.shape[0])
 
     model.eval()

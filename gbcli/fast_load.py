@@ -1,0 +1,163 @@
+"""Loading a plain checkpoint at the cost of mapping it: the model built on the meta device, its tensors taken from
+the memory-mapped safetensors file as they are.
+
+`from_pretrained` does the same underneath, but first pays for machinery a plain checkpoint never uses: on the first
+load of a process it compiles the key-renaming rules of every architecture transformers knows (~1,000 regular
+expressions, 0.25-0.45 s on these machines) and walks each tensor through its conversion pipeline. For a local
+folder with one `model.safetensors` whose tensor names, shapes and kinds are exactly those of the model its
+config.json builds, none of that changes a number, and `fast_load` builds the model the short way:
+
+- build it under transformers' own init context (meta device, the requested dtype, ties postponed);
+- take each tensor from the mapped file (no copy; cast only where the dtype differs, as transformers casts);
+- let transformers finish as `from_pretrained` finishes: `_finalize_model_loading` (non-persistent buffers such as
+  `position_ids` made and initialised, tied weights tied), eval mode, the generation config read from the folder.
+
+Anything else returns None and the caller uses `from_pretrained`, whose report (missing, unexpected, mismatched
+keys) gbcli's checks read: a sharded or `.bin` checkpoint, a quantised or remote-code config, an architecture
+outside `FAST_MODEL_TYPES`, a key that transformers would rename, a tensor missing, left over or of another shape.
+So every error a broken checkpoint gets is the one it got before. tests/test_fast_load.py checks, for every
+architecture of tests/test_architectures.py, that this path falls back or gives bit-identical logits, names, dtypes
+and ties to `from_pretrained`, and that transformers registers no key conversion for the types listed here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
+
+# model_type values transformers loads without renaming or converting any key (no conversion mapping registered
+# for the type or its classes), each checked bit for bit against from_pretrained by tests/test_fast_load.py.
+# (gpt_neox is not: GPTNeoXForCausalLM saves its head as embed_out and renames it to lm_head on loading.)
+FAST_MODEL_TYPES = frozenset({
+    "albert", "bart", "bert", "bloom", "deberta-v2", "distilbert", "electra", "falcon", "gemma2", "gpt2",
+    "gpt_bigcode", "gpt_neo", "gptj", "llama", "mamba", "mistral", "modernbert", "opt", "phi", "qwen2", "roberta",
+    "rwkv",
+})
+# Parts of key names that transformers' "legacy" renames apply to whatever the architecture (LayerNorm.gamma →
+# .weight, weight-norm parts, a doubled "language_model.model"): a checkpoint with one goes the long way.
+LEGACY_KEY_PARTS = ("gamma", "beta", "weight_g", "weight_v", "language_model")
+SAFETENSORS_FILE = "model.safetensors"
+# Other weight files transformers may read in preference to or beside model.safetensors.
+OTHER_WEIGHT_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json", "adapter_config.json")
+
+
+def _header(path: Path) -> dict[str, Any] | None:
+    """The safetensors header (tensor name → dtype, shape, offsets), or None when the file is not a sound one."""
+    try:
+        with path.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > 100_000_000:
+                return None
+            return json.loads(handle.read(length))
+    except (OSError, ValueError, struct.error):
+        return None
+
+
+def eligible_file(folder: Path, config: Any) -> Path | None:
+    """The one safetensors file a plain checkpoint of a known architecture loads from, else None."""
+    if not folder.is_dir() or getattr(config, "model_type", None) not in FAST_MODEL_TYPES:
+        return None
+    if any(getattr(config, name, None) for name in ("quantization_config", "auto_map", "transformers_weights")):
+        return None
+    if type(config).extra_files or config.sub_configs:  # extra head files, composite models: the long way
+        return None
+    if any((folder / name).exists() for name in OTHER_WEIGHT_FILES):
+        return None
+    path = folder / SAFETENSORS_FILE
+    return path if path.is_file() else None
+
+
+def _matches(model: PreTrainedModel, header: dict[str, Any]) -> bool:
+    """Whether the checkpoint holds exactly the model's persistent tensors (less the tied copies), shape for shape."""
+    metadata = header.get("__metadata__") or {}
+    if metadata.get("format", "pt") != "pt":
+        return False
+    stored = {name: info for name, info in header.items() if name != "__metadata__"}
+    if any(part in name for name in stored for part in LEGACY_KEY_PARTS):
+        return False
+    expected = model.state_dict()
+    tied = set(model.all_tied_weights_keys)
+    if set(stored) != set(expected) - tied:
+        return False
+    return all(list(expected[name].shape) == list(info["shape"]) for name, info in stored.items())
+
+
+def fast_load(model_class: Any, folder: Path, config: Any, dtype: torch.dtype) -> PreTrainedModel | None:
+    """The model of a plain local safetensors checkpoint, loaded as `from_pretrained(folder, config=config,
+    dtype=dtype)` would load it; None when the checkpoint is not plain (the caller then uses from_pretrained)."""
+    path = eligible_file(folder, config)
+    header = _header(path) if path is not None else None
+    if header is None:
+        return None
+    from transformers.initialization import no_init_weights
+    from transformers.models.auto.auto_factory import _get_model_class
+    from transformers.utils.generic import ContextManagers
+
+    try:
+        concrete = _get_model_class(config, model_class._model_mapping)
+    except (KeyError, ValueError):
+        return None
+    config = copy.deepcopy(config)
+    config.name_or_path = str(folder)
+    config.dtype = dtype
+    # Random initialisation of meta tensors computes nothing but still costs torch's reference kernels (0.2 s for
+    # GPT-2's 50 normal_ calls): switched off, as transformers switches it off under DeepSpeed.
+    try:
+        with ContextManagers([*concrete.get_init_context(dtype, False, False, None), no_init_weights()]):
+            model = concrete(config)
+    except Exception:  # an __init__ that needs what an init function returns: the long way
+        return None
+    if model._get_dtype_plan(dtype) or not _matches(model, header):
+        return None  # fp32-kept modules, or keys from_pretrained must rename or report: its report is needed
+    try:
+        _assign_tensors(model, path)
+    except Exception:  # a damaged file: from_pretrained's own error names it
+        return None
+    _finish(model, folder)
+    return model
+
+
+def _assign_tensors(model: PreTrainedModel, path: Path) -> None:
+    """Put each memory-mapped tensor in its place, as transformers' `set_param_for_module` does."""
+    import torch
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as weights:
+        for name in weights.keys():  # noqa: SIM118 - safe_open is not a mapping
+            module_path, _, attribute = name.rpartition(".")
+            module = model.get_submodule(module_path) if module_path else model
+            empty = getattr(module, attribute)
+            value = weights.get_tensor(name)
+            if value.dtype != empty.dtype:
+                value = value.to(empty.dtype)
+            if attribute not in module._buffers:
+                value = torch.nn.Parameter(value, requires_grad=value.is_floating_point())
+            value._is_hf_initialized = True  # transformers' own mark: "loaded, do not initialise"
+            setattr(module, attribute, value)
+
+
+def _finish(model: PreTrainedModel, folder: Path) -> None:
+    """What `from_pretrained` does after the tensors are in: buffers made, ties tied, eval mode, generation config."""
+    from transformers.modeling_utils import LoadStateDictConfig
+    from transformers.utils.loading_report import LoadStateDictInfo
+
+    # As from_pretrained reports it: nothing wrong, the tied copies "missing" until tie_weights ties them.
+    loading_info = LoadStateDictInfo(missing_keys=set(model.all_tied_weights_keys), unexpected_keys=set(),
+                                     mismatched_keys=set(), error_msgs=[], conversion_errors={}, skipped_pp_keys=set())
+    load_config = LoadStateDictConfig(pretrained_model_name_or_path=str(folder), dtype=model.dtype)
+    type(model)._finalize_model_loading(model, load_config, loading_info)
+    if loading_info.missing_keys:  # a tie that did not happen: cannot be, but a random tensor must never pass
+        raise RuntimeError(f"fast_load left {sorted(loading_info.missing_keys)[:3]} unloaded")
+    model.eval()
+    model.set_use_kernels(False, None)
+    if model.can_generate() and hasattr(model, "adjust_generation_fn"):
+        model.adjust_generation_fn(None, True, None, str(folder), cache_dir=None, force_download=False,
+                                   proxies=None, local_files_only=True, token=None, revision=None, subfolder="",
+                                   trust_remote_code=False)
