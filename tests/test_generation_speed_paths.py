@@ -116,11 +116,11 @@ def test_gpt2_step_is_the_models_own_forward_bit_for_bit(gpt):
     capacity = ids.shape[1] + 12
     written_out = _own_gpt2_decoder(gpt, 12)  # the model's lm_head layout: no re-ordered sums anywhere
     fast = _own_gpt2_decoder(gpt, RELAYOUT_MIN_TOKENS)
-    assert fast.head_t is not None
     model = ModelDecoder(gpt.model)
     with torch.inference_mode():
         ours, fast_logits, theirs = written_out.start(ids, capacity), fast.start(ids, capacity), model.start(ids,
                                                                                                              capacity)
+        assert fast.head_t is not None and written_out.head_t is None
         for position in range(ids.shape[1], capacity):
             assert torch.equal(ours, theirs)
             # The re-laid-out output projection changes the order of the sums only.

@@ -15,16 +15,19 @@ RELAYOUT_MIN_TOKENS = 32
 def gpt2_decoder(lm: LoadedModel, new_tokens: int) -> _Gpt2Decoder | None:
     """The written-out decoder for a GPT2LMHeadModel (gpt2, distilgpt2, gpt2-medium, ...), None for other models.
 
-    One per loaded model, as it may hold a re-laid-out copy of the output embedding, made once a generation asks
-    for RELAYOUT_MIN_TOKENS new tokens or more (see _Gpt2Decoder).
+    One per loaded model, as it may hold a re-laid-out copy of the output embedding, made (in `start`, on the
+    thread count the prompt runs on) once a generation asks for RELAYOUT_MIN_TOKENS new tokens or more (see
+    _Gpt2Decoder). The caller's thread setting now is the number of column blocks of every product.
     """
+    import torch
+
     if not _Gpt2Decoder.fits(lm.model):
         return None
     decoder = lm.extras.get("gpt2_decoder")
     if decoder is None:
         decoder = lm.extras["gpt2_decoder"] = _Gpt2Decoder(lm.model)
-    if new_tokens >= RELAYOUT_MIN_TOKENS:
-        decoder.relayout_head()
+    decoder.parts = torch.get_num_threads() if decoder.wte.device.type == "cpu" else 1
+    decoder.wants_relayout = new_tokens >= RELAYOUT_MIN_TOKENS
     return decoder
 
 
@@ -70,7 +73,10 @@ class _Gpt2Decoder:
         self.head = model.lm_head.weight
         self.head_t = None
         self.keys = self.values = None
-        self.parts = 1  # column blocks per matrix-vector product: the thread count when start() runs
+        # Column blocks per matrix-vector product: the caller's thread count when gpt2_decoder() hands this out,
+        # whatever count each step then runs on (gbcli.lm.threads), so that every count gives the same bits.
+        self.parts = 1
+        self.wants_relayout = False
         self._blocks: dict[int, list[tuple[_ColumnBlocks, ...]]] = {}
         self._head_blocks: dict[int, _ColumnBlocks] = {}
 
@@ -85,7 +91,8 @@ class _Gpt2Decoder:
     def start(self, input_ids, capacity: int):
         import torch
 
-        self.parts = torch.get_num_threads() if self.wte.device.type == "cpu" else 1
+        if self.wants_relayout:
+            self.relayout_head()
         # The prompt is one batched pass through the model itself; its cache moves into pre-allocated buffers.
         out = self.model.transformer(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=True)
         cache = _output_cache(out)
