@@ -325,3 +325,56 @@ def test_other_busy_cores_sees_a_process_that_keeps_a_core_busy():
     finally:
         hog.kill()
         hog.wait()
+
+
+def test_the_prompt_pass_runs_on_the_free_cores_only(gpt, monkeypatch):
+    """With one of two cores busy elsewhere, the prompt's batched pass (and GPT-2's head re-layout) runs on one
+    thread, not on a two-thread team that would wait for time slices at every op; the caller's setting comes back."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    busy = {"others": 1.0}
+    monkeypatch.setattr(threads, "other_busy_cores", lambda: busy["others"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        decoder = _own_gpt2_decoder(gpt, RELAYOUT_MIN_TOKENS)
+        assert decoder.parts == 2  # the caller's setting splits the products, whatever count runs them
+        seen = []
+        real_start = decoder.start
+
+        def start(input_ids, capacity):
+            seen.append(torch.get_num_threads())
+            return real_start(input_ids, capacity)
+
+        decoder.start = start
+        ids = gpt.tokenizer(GPT_PROMPT, return_tensors="pt")["input_ids"]
+        for others in (1.0, 0.0):
+            busy["others"] = others
+            with torch.inference_mode(), threads.on_fastest_threads(decoder) as timed:
+                timed.start(ids, ids.shape[1] + 4)
+        assert seen == [1, 2]
+        assert decoder.head_t is not None and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_count_that_keeps_losing_is_probed_less_and_less_often(monkeypatch):
+    """Two threads stalled by work the looks at the run queue miss: each re-probe costs ~10 ordinary steps, so the
+    wait between two re-probes doubles each time the count loses again, and resets once it wins."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "other_busy_cores", lambda: 0.0)
+    chooser = threads.StepThreads(2)
+    seconds = {2: 0.270, 1: 0.026}
+    picked = []
+    for _ in range(500):
+        count = chooser.next()
+        chooser.record(count, seconds[count])
+        picked.append(count)
+    probes = [step for step, count in enumerate(picked) if count == 2 and step >= threads.StepThreads.PROBE_STEPS * 2]
+    # Re-probes at steps 32, 64, 128 and 256 (then every 256): four in 500 steps, where a fixed wait of 32 takes 15.
+    assert len(probes) == 4
+    assert all(later - earlier >= 32 for earlier, later in itertools.pairwise(probes))
+    seconds = {2: 0.012, 1: 0.026}  # the other work ends: the next re-probes find two threads faster again
+    picked = [chooser.record(count, seconds[count]) or count for count in (chooser.next() for _ in range(300))]
+    assert picked[-32:].count(2) >= 31
