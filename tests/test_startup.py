@@ -47,6 +47,37 @@ def test_help_imports_neither_the_rich_help_formatter_nor_pydantic(args):
     assert modules_imported_by(args, SLOW_FOR_HELP) == []
 
 
+# The parts of --help's time budget, imports only (wall time is the benchmark's: `benchmarks/run.py --rows startup`):
+# Python itself, Typer with Click (and the two small packages Typer brings), and gbcli's own command modules.
+# Anything else a help path imports is a new cost that someone must have chosen, so this list says what it is.
+HELP_BUDGET = {"typer", "click", "shellingham", "annotated_doc", "gbcli"}
+
+
+def packages_imported_by(args: list[str]) -> set[str]:
+    """The top-level packages outside the standard library that `gbcli ARGS` imported in a fresh interpreter."""
+    probe = (
+        "import sys\n"
+        "from gbcli.cli import app\n"
+        "try:\n"
+        f"    app({args!r}, standalone_mode=False)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    found = set(ast.literal_eval(completed.stdout.strip().splitlines()[-1]))
+    return {name for name in found if not name.startswith("_") and name != "__main__"}
+
+
+@pytest.mark.parametrize("args", [["--help"], ["generate", "--help"]])
+def test_help_imports_only_its_budgeted_parts(args):
+    """`--help`'s import budget: the standard library, Typer and Click, gbcli's CLI; not even Rich."""
+    imported = packages_imported_by(args)
+    assert "typer" in imported and "gbcli" in imported  # the probe sees what it should
+    assert imported <= HELP_BUDGET, sorted(imported - HELP_BUDGET)
+
+
 def test_version_has_a_short_flag():
     completed = run_installed("-V")
     assert completed.returncode == 0 and completed.stdout.decode().startswith("gbcli ")
