@@ -20,8 +20,8 @@ SLOW_FOR_HELP = ("typer.rich_utils", "pydantic", "markdown_it", "pygments")
 COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
 
 
-def modules_imported_by(args: list[str], packages: tuple[str, ...]) -> list[str]:
-    """The modules of `packages` that running `gbcli ARGS` in a fresh interpreter imported."""
+def after_running(args: list[str], expression: str):
+    """The value of `expression` (Python, printed with sys imported) after `gbcli ARGS` ran in a fresh interpreter."""
     probe = (
         "import sys\n"
         "from gbcli.cli import app\n"
@@ -29,11 +29,17 @@ def modules_imported_by(args: list[str], packages: tuple[str, ...]) -> list[str]
         f"    app({args!r}, standalone_mode=False)\n"
         "except SystemExit:\n"
         "    pass\n"
-        f"print(sorted(m for m in sys.modules if m in {packages!r} or m.split('.')[0] in {packages!r}))\n"
+        f"print({expression})\n"
     )
     completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr
     return ast.literal_eval(completed.stdout.strip().splitlines()[-1])
+
+
+def modules_imported_by(args: list[str], packages: tuple[str, ...]) -> list[str]:
+    """The modules of `packages` that running `gbcli ARGS` in a fresh interpreter imported."""
+    wanted = f"m in {packages!r} or m.split('.')[0] in {packages!r}"
+    return after_running(args, f"sorted(m for m in sys.modules if {wanted})")
 
 
 @pytest.mark.parametrize("args", [["--help"], *[[command, "--help"] for command in COMMANDS]])
@@ -55,18 +61,7 @@ HELP_BUDGET = {"typer", "click", "shellingham", "annotated_doc", "gbcli"}
 
 def packages_imported_by(args: list[str]) -> set[str]:
     """The top-level packages outside the standard library that `gbcli ARGS` imported in a fresh interpreter."""
-    probe = (
-        "import sys\n"
-        "from gbcli.cli import app\n"
-        "try:\n"
-        f"    app({args!r}, standalone_mode=False)\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)))\n"
-    )
-    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-    assert completed.returncode == 0, completed.stderr
-    found = set(ast.literal_eval(completed.stdout.strip().splitlines()[-1]))
+    found = set(after_running(args, "sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names))"))
     return {name for name in found if not name.startswith("_") and name != "__main__"}
 
 
