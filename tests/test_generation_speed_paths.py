@@ -378,3 +378,20 @@ def test_a_count_that_keeps_losing_is_probed_less_and_less_often(monkeypatch):
     seconds = {2: 0.012, 1: 0.026}  # the other work ends: the next re-probes find two threads faster again
     picked = [chooser.record(count, seconds[count]) or count for count in (chooser.next() for _ in range(300))]
     assert picked[-32:].count(2) >= 31
+
+
+@pytest.mark.parametrize("thread_count", [1, 2])
+def test_greedy_through_the_relaid_out_head_equals_model_generate(gpt, thread_count):
+    """From RELAYOUT_MIN_TOKENS new tokens on, GPT-2's step reads the re-laid-out output projection (and, on two
+    threads, column blocks): greedy still picks `generate`'s tokens, every one of them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(thread_count)
+    try:
+        settings = DecodingSettings.from_options(max_new_tokens=RELAYOUT_MIN_TOKENS + 8, greedy=True)
+        fresh = replace(gpt, extras={})
+        produced = _produced(generate_causal(fresh, GPT_PROMPT, settings))
+        assert fresh.extras["gpt2_decoder"].head_t is not None
+        assert len(produced) == settings.max_new_tokens or produced[-1] == gpt.tokenizer.eos_token_id
+        assert produced == _reference(gpt, settings)
+    finally:
+        torch.set_num_threads(before)
