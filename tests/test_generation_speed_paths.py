@@ -202,9 +202,9 @@ def test_step_threads_keeps_an_explicit_or_single_thread_count(monkeypatch):
 
 
 def test_gpt2_steps_give_the_same_numbers_on_one_thread_or_two(gpt):
-    """The thread count a step runs on does not change its numbers beyond the last bits: the products' split
-    follows the caller's setting, not the count; only torch's attention kernel divides its sums by thread count
-    (in `model.generate` as well), ~1e-7 here."""
+    """The thread count a step runs on does not change its numbers beyond the last bits: the caller's setting
+    (`parts`) stays, a step on one thread runs the model's own products, and torch's attention kernel divides its
+    sums by thread count (in `model.generate` as well): summation order only, well under 1e-5, the same argmax."""
     ids = gpt.tokenizer(GPT_PROMPT, return_tensors="pt")["input_ids"]
     capacity = ids.shape[1] + 8
     torch.set_num_threads(2)
@@ -393,5 +393,28 @@ def test_greedy_through_the_relaid_out_head_equals_model_generate(gpt, thread_co
         assert fresh.extras["gpt2_decoder"].head_t is not None
         assert len(produced) == settings.max_new_tokens or produced[-1] == gpt.tokenizer.eos_token_id
         assert produced == _reference(gpt, settings)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_step_on_one_thread_runs_the_models_own_products(gpt):
+    """Two threads asked for, one running (a busy machine): the step does not run two column blocks one after the
+    other (slower than the model's own `addmm`), so its logits are the model's own, bit for bit."""
+    ids = gpt.tokenizer(GPT_PROMPT, return_tensors="pt")["input_ids"]
+    capacity = ids.shape[1] + 6
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        decoder = _own_gpt2_decoder(gpt, 6)  # short: the model's own output layer, no re-laid-out head
+        assert decoder.parts == 2
+        model = ModelDecoder(gpt.model)
+        torch.set_num_threads(1)
+        with torch.inference_mode():
+            ours, theirs = decoder.start(ids, capacity), model.start(ids, capacity)
+            for position in range(ids.shape[1], capacity):
+                assert torch.equal(ours, theirs)
+                token = theirs.argmax(-1, keepdim=True)
+                ours, theirs = decoder.step(token, position), model.step(token, position)
+        assert set(decoder._blocks) == {1}
     finally:
         torch.set_num_threads(before)

@@ -88,11 +88,10 @@ class StepThreads:
     win. Among the counts that fit, each runs PROBE_STEPS steps in turn and the fastest median wins; each other
     count is timed again after PROBE_EVERY steps (the machine may have become idle or busy), and after twice as
     many each time it loses again, so that a count that keeps losing (a team stalled by other work that the looks
-    missed) costs a few steps per generation, not one every PROBE_EVERY. The GPT-2 decoder
-    (gbcli.lm.gpt2_fast) splits its products by the caller's thread setting, not by the count that runs them, so
-    these give the same bits either way; torch's attention kernel alone divides its sums by thread count (in
-    `model.generate` too), which moves the last bits (~1e-7). OMP_NUM_THREADS, when set, is the user's choice and
-    is kept.
+    missed) costs a few steps per generation, not one every PROBE_EVERY. The count moves only the last bits of a
+    step's numbers (~1e-6): the GPT-2 decoder (gbcli.lm.gpt2_fast) splits its products into as many column blocks
+    as threads run them, and torch's attention kernel divides its sums by thread count (in `model.generate` too).
+    OMP_NUM_THREADS, when set, is the user's choice and is kept.
     """
 
     PROBE_STEPS = 3  # steps per candidate at the start
