@@ -320,7 +320,7 @@ def cli_generate(ctx: Context) -> Row | None:
                "--max-new-tokens", str(new), "--gpt", str(ctx.gpt_path), "--dtype", "float32", "--json"]
     seconds, _, code, out = run_process(command)
     if code != 0:
-        return Row("`gbcli generate` CLI", "failed", "", None, "", None, note=out.strip()[-300:])
+        return Row("`gbcli generate` CLI", "failed", "", None, "", None, note=out.strip()[-300:], fresh=True)
     column = json.loads(out)["columns"][0]
     return Row(
         row=f"`gbcli generate --models gpt --greedy --max-new-tokens {new}` (fresh process)",
