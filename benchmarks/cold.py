@@ -138,13 +138,13 @@ def startup_rows(ctx: Context) -> list[Row]:
     sides = {
         "python": [sys.executable, "-c", "pass"],
         "typer+rich": [sys.executable, "-c", "import typer, rich"],
-        "help": [str(Path(sys.executable).with_name("gbcli")), "--help"],
+        "--help": [str(Path(sys.executable).with_name("gbcli")), "--help"],
         "score --help": [str(Path(sys.executable).with_name("gbcli")), "score", "--help"],
     }
     seconds, _ = _median_processes(sides, repeats)
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     rows = []
-    for name in ("help", "score --help"):
+    for name in ("--help", "score --help"):
         rows.append(Row(
             row=f"`gbcli {name}`, whole process (median of {repeats})", gbcli=f"{medians[name]:.3f} s",
             peer=f"{medians['typer+rich']:.3f} s (python -c 'import typer, rich')", ratio=None,
@@ -245,7 +245,7 @@ def _memory_row(ctx: Context) -> Row:
 def fresh_generate_rows(ctx: Context) -> list[Row]:
     """Issue 19: the tokens/s one fresh `gbcli generate` gets, against the pipeline's in a fresh process too."""
     repeats = ctx.args.repeats or 3
-    new = ctx.args.new_tokens or 96
+    new = ctx.args.new_tokens_given or 96
     ours_rates, peer_rates = [], []
     for _ in range(repeats):
         _, _, code, out = run_process(_gbcli("generate", PROMPT, "--models", "gpt", "--gpt", str(ctx.gpt_path),
@@ -271,7 +271,7 @@ BUSY_LOOP = "import time\nend = time.time() + float(__import__('sys').argv[1])\n
 def busy_rows(ctx: Context) -> list[Row]:
     """Issue 13: with one core kept busy by another process, the default threads must not lose to one thread."""
     repeats = ctx.args.repeats or 3
-    new = ctx.args.new_tokens or 64
+    new = ctx.args.new_tokens_given or 64
     rows = []
     from build_models import build_llama
 

@@ -57,6 +57,8 @@ class Row:
     met: bool | None
     note: str = ""
     data: dict = field(default_factory=dict)
+    fresh: bool | None = None  # measured in fresh processes (None: the default of its row name, FRESH_ROWS)
+    machine: dict = field(default_factory=dict)  # CPU, BLAS, threads: filled in by main() for every row
 
 
 @dataclass
@@ -318,13 +320,13 @@ def cli_generate(ctx: Context) -> Row | None:
                "--max-new-tokens", str(new), "--gpt", str(ctx.gpt_path), "--dtype", "float32", "--json"]
     seconds, _, code, out = run_process(command)
     if code != 0:
-        return Row("`gbcli generate` CLI", "failed", "", None, "", None, note=out.strip()[-300:])
+        return Row("`gbcli generate` CLI", "failed", "", None, "", None, note=out.strip()[-300:], fresh=True)
     column = json.loads(out)["columns"][0]
     return Row(
         row=f"`gbcli generate --models gpt --greedy --max-new-tokens {new}` (fresh process)",
         gbcli=f"{column['tokens_per_second']:.1f} tokens/s as reported", peer="", ratio=None, target="", met=None,
         note=f"{seconds:.1f} s wall for the whole command, start-up and loading included",
-        data={"column_seconds": column["seconds"], "wall_seconds": seconds},
+        data={"column_seconds": column["seconds"], "wall_seconds": seconds}, fresh=True,
     )
 
 
@@ -827,6 +829,9 @@ ROW_FUNCTIONS: dict[str, Callable[[Context], list[Row]]] = {
     "startup": _cold("startup_rows"), "cold": _cold("cold_rows"), "fresh-generate": _cold("fresh_generate_rows"),
     "busy": _cold("busy_rows"), "warm": warm_rows, "pairs": pairs_rows,
 }
+# The rows whose figures come from fresh processes (Python started for each run, as a user's command); the
+# others are measured inside this benchmark's one warm process, unless a row says otherwise (Row.fresh).
+FRESH_ROWS = {"startup", "cold", "fresh-generate", "busy", "compare", "memory", "warm"}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -844,9 +849,9 @@ def markdown(rows: list[Row], header: bool = True, notes: bool = True) -> str:
     return "\n".join(lines + ([""] + remarks if remarks else []))
 
 
-def machine_line(bandwidth: dict[str, float]) -> str:
+def machine_facts() -> dict:
+    """The CPU model, torch's BLAS and kernel level, its thread count and the cores: what every row is from."""
     import torch
-    import transformers
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -856,17 +861,42 @@ def machine_line(bandwidth: dict[str, float]) -> str:
                 break
     except OSError:
         pass
-    reads = ", ".join(f"{k.split('_')[1]} thread(s) {v / 1e9:.1f}" for k, v in bandwidth.items()
-                      if k.startswith("read_"))
     config = torch.__config__.show()
     blas = next((part.split("=", 1)[1] for part in config.replace(",", " ").split() if part.startswith("BLAS_INFO=")),
                 "unknown")
     capability = next((line.split(":", 1)[1].strip() for line in config.splitlines() if "CPU capability" in line),
                       "unknown")
-    cpu += f" (BLAS {blas}, kernels {capability})"
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} on {torch.get_num_threads()} thread(s), "
+    return {"cpu": cpu, "blas": blas, "kernels": capability, "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
+
+
+def machine_note(facts: dict, fresh: bool) -> str:
+    """One row's machine, as its note says it: CPU, BLAS, threads, and whether the process was fresh."""
+    where = "fresh process" if fresh else "one warm benchmark process"
+    return (f"{facts['cpu']}, BLAS {facts['blas']} ({facts['kernels']}), {facts['torch_threads']} torch threads on "
+            f"{facts['cores']} cores, {where}")
+
+
+def machine_line(bandwidth: dict[str, float]) -> str:
+    import torch
+    import transformers
+
+    facts = machine_facts()
+    reads = ", ".join(f"{k.split('_')[1]} thread(s) {v / 1e9:.1f}" for k, v in bandwidth.items()
+                      if k.startswith("read_"))
+    cpu = f"{facts['cpu']} (BLAS {facts['blas']}, kernels {facts['kernels']})"
+    return (f"{cpu}, {facts['cores']} cores, torch {torch.__version__} on {facts['torch_threads']} thread(s), "
             f"transformers {transformers.__version__}, Python {platform.python_version()}; memory read "
             f"bandwidth (GB/s) {reads}; load average {load_average():.1f}")
+
+
+def stamp(rows: list[Row], name: str, facts: dict, load: float) -> None:
+    """Give each row of `name` its machine: in its saved JSON, and at the end of its printed note."""
+    for row in rows:
+        if row.fresh is None:
+            row.fresh = name in FRESH_ROWS
+        row.machine = {**facts, "fresh_process": row.fresh, "load_average_before": round(load, 2)}
+        row.note = "; ".join(part for part in (row.note, machine_note(facts, row.fresh)) if part)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -893,6 +923,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="where to save the JSON results (default benchmarks/results/latest.json)")
     args = parser.parse_args(argv)
     quick = args.quick
+    args.new_tokens_given = args.new_tokens or (32 if quick else None)  # fresh rows: their own default otherwise
     args.new_tokens = args.new_tokens or (32 if quick else 128)
     args.lines = args.lines or (100 if quick else 1000)
     args.sentences = args.sentences or (20 if quick else 100)
@@ -926,13 +957,16 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(args, gpt_path, bert_path, bandwidth["read"])
     machine = machine_line(bandwidth)
     print(machine, file=sys.stderr)
+    facts = machine_facts()
     for name in args.rows:
-        print(f"running {name} (load average {load_average():.1f}) ...", file=sys.stderr)
+        load = load_average()
+        print(f"running {name} (load average {load:.1f}) ...", file=sys.stderr)
         started = time.perf_counter()
         try:
             rows = ROW_FUNCTIONS[name](ctx)
         except Exception as exc:  # one row failing (a command not written yet) must not lose the others
             rows = [Row(name, "could not run", "", None, "", None, note=f"{type(exc).__name__}: {exc}"[:300])]
+        stamp(rows, name, facts, load)
         ctx.rows.extend(rows)
         print(f"  {name} took {time.perf_counter() - started:.0f} s", file=sys.stderr)
         print(markdown(rows, header=False, notes=False), file=sys.stderr)

@@ -116,11 +116,11 @@ def test_gpt2_step_is_the_models_own_forward_bit_for_bit(gpt):
     capacity = ids.shape[1] + 12
     written_out = _own_gpt2_decoder(gpt, 12)  # the model's lm_head layout: no re-ordered sums anywhere
     fast = _own_gpt2_decoder(gpt, RELAYOUT_MIN_TOKENS)
-    assert fast.head_t is not None
     model = ModelDecoder(gpt.model)
     with torch.inference_mode():
         ours, fast_logits, theirs = written_out.start(ids, capacity), fast.start(ids, capacity), model.start(ids,
                                                                                                              capacity)
+        assert fast.head_t is not None and written_out.head_t is None
         for position in range(ids.shape[1], capacity):
             assert torch.equal(ours, theirs)
             # The re-laid-out output projection changes the order of the sums only.
@@ -202,9 +202,9 @@ def test_step_threads_keeps_an_explicit_or_single_thread_count(monkeypatch):
 
 
 def test_gpt2_steps_give_the_same_numbers_on_one_thread_or_two(gpt):
-    """The thread count a step runs on does not change its numbers beyond the last bits: the products' split
-    follows the caller's setting, not the count; only torch's attention kernel divides its sums by thread count
-    (in `model.generate` as well), ~1e-7 here."""
+    """The thread count a step runs on does not change its numbers beyond the last bits: the caller's setting
+    (`parts`) stays, a step on one thread runs the model's own products, and torch's attention kernel divides its
+    sums by thread count (in `model.generate` as well): summation order only, well under 1e-5, the same argmax."""
     ids = gpt.tokenizer(GPT_PROMPT, return_tensors="pt")["input_ids"]
     capacity = ids.shape[1] + 8
     torch.set_num_threads(2)
@@ -325,3 +325,96 @@ def test_other_busy_cores_sees_a_process_that_keeps_a_core_busy():
     finally:
         hog.kill()
         hog.wait()
+
+
+def test_the_prompt_pass_runs_on_the_free_cores_only(gpt, monkeypatch):
+    """With one of two cores busy elsewhere, the prompt's batched pass (and GPT-2's head re-layout) runs on one
+    thread, not on a two-thread team that would wait for time slices at every op; the caller's setting comes back."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    busy = {"others": 1.0}
+    monkeypatch.setattr(threads, "other_busy_cores", lambda: busy["others"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        decoder = _own_gpt2_decoder(gpt, RELAYOUT_MIN_TOKENS)
+        assert decoder.parts == 2  # the caller's setting splits the products, whatever count runs them
+        seen = []
+        real_start = decoder.start
+
+        def start(input_ids, capacity):
+            seen.append(torch.get_num_threads())
+            return real_start(input_ids, capacity)
+
+        decoder.start = start
+        ids = gpt.tokenizer(GPT_PROMPT, return_tensors="pt")["input_ids"]
+        for others in (1.0, 0.0):
+            busy["others"] = others
+            with torch.inference_mode(), threads.on_fastest_threads(decoder) as timed:
+                timed.start(ids, ids.shape[1] + 4)
+        assert seen == [1, 2]
+        assert decoder.head_t is not None and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_count_that_keeps_losing_is_probed_less_and_less_often(monkeypatch):
+    """Two threads stalled by work the looks at the run queue miss: each re-probe costs ~10 ordinary steps, so the
+    wait between two re-probes doubles each time the count loses again, and resets once it wins."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "other_busy_cores", lambda: 0.0)
+    chooser = threads.StepThreads(2)
+    seconds = {2: 0.270, 1: 0.026}
+    picked = []
+    for _ in range(500):
+        count = chooser.next()
+        chooser.record(count, seconds[count])
+        picked.append(count)
+    probes = [step for step, count in enumerate(picked) if count == 2 and step >= threads.StepThreads.PROBE_STEPS * 2]
+    # Re-probes at steps 32, 64, 128 and 256 (then every 256): four in 500 steps, where a fixed wait of 32 takes 15.
+    assert len(probes) == 4
+    assert all(later - earlier >= 32 for earlier, later in itertools.pairwise(probes))
+    seconds = {2: 0.012, 1: 0.026}  # the other work ends: the next re-probes find two threads faster again
+    picked = [chooser.record(count, seconds[count]) or count for count in (chooser.next() for _ in range(300))]
+    assert picked[-32:].count(2) >= 31
+
+
+@pytest.mark.parametrize("thread_count", [1, 2])
+def test_greedy_through_the_relaid_out_head_equals_model_generate(gpt, thread_count):
+    """From RELAYOUT_MIN_TOKENS new tokens on, GPT-2's step reads the re-laid-out output projection (and, on two
+    threads, column blocks): greedy still picks `generate`'s tokens, every one of them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(thread_count)
+    try:
+        settings = DecodingSettings.from_options(max_new_tokens=RELAYOUT_MIN_TOKENS + 8, greedy=True)
+        fresh = replace(gpt, extras={})
+        produced = _produced(generate_causal(fresh, GPT_PROMPT, settings))
+        assert fresh.extras["gpt2_decoder"].head_t is not None
+        assert len(produced) == settings.max_new_tokens or produced[-1] == gpt.tokenizer.eos_token_id
+        assert produced == _reference(gpt, settings)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_step_on_one_thread_runs_the_models_own_products(gpt):
+    """Two threads asked for, one running (a busy machine): the step does not run two column blocks one after the
+    other (slower than the model's own `addmm`), so its logits are the model's own, bit for bit."""
+    ids = gpt.tokenizer(GPT_PROMPT, return_tensors="pt")["input_ids"]
+    capacity = ids.shape[1] + 6
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        decoder = _own_gpt2_decoder(gpt, 6)  # short: the model's own output layer, no re-laid-out head
+        assert decoder.parts == 2
+        model = ModelDecoder(gpt.model)
+        torch.set_num_threads(1)
+        with torch.inference_mode():
+            ours, theirs = decoder.start(ids, capacity), model.start(ids, capacity)
+            for position in range(ids.shape[1], capacity):
+                assert torch.equal(ours, theirs)
+                token = theirs.argmax(-1, keepdim=True)
+                ours, theirs = decoder.step(token, position), model.step(token, position)
+        assert set(decoder._blocks) == {1}
+    finally:
+        torch.set_num_threads(before)

@@ -15,16 +15,19 @@ RELAYOUT_MIN_TOKENS = 32
 def gpt2_decoder(lm: LoadedModel, new_tokens: int) -> _Gpt2Decoder | None:
     """The written-out decoder for a GPT2LMHeadModel (gpt2, distilgpt2, gpt2-medium, ...), None for other models.
 
-    One per loaded model, as it may hold a re-laid-out copy of the output embedding, made once a generation asks
-    for RELAYOUT_MIN_TOKENS new tokens or more (see _Gpt2Decoder).
+    One per loaded model, as it may hold a re-laid-out copy of the output embedding, made (in `start`, on the
+    thread count the prompt runs on) once a generation asks for RELAYOUT_MIN_TOKENS new tokens or more (see
+    _Gpt2Decoder). The caller's thread setting now is the number of column blocks of every product.
     """
+    import torch
+
     if not _Gpt2Decoder.fits(lm.model):
         return None
     decoder = lm.extras.get("gpt2_decoder")
     if decoder is None:
         decoder = lm.extras["gpt2_decoder"] = _Gpt2Decoder(lm.model)
-    if new_tokens >= RELAYOUT_MIN_TOKENS:
-        decoder.relayout_head()
+    decoder.parts = torch.get_num_threads() if decoder.wte.device.type == "cpu" else 1
+    decoder.wants_relayout = new_tokens >= RELAYOUT_MIN_TOKENS
     return decoder
 
 
@@ -45,6 +48,7 @@ class _Gpt2Decoder:
       this AMD machine) runs on one thread whatever the setting: 22 GB/s for the 340 MB of GPT-2-small's blocks,
       where two column blocks at once stream 34 GB/s, and the output projection goes from 5.2 to 3.1 ms. Each
       output is still one dot product over the same inputs; only the kernel's summation order may differ (~1e-6).
+      A step on one thread runs the model's own `addmm`, whatever the caller's setting.
     """
 
     @staticmethod
@@ -70,7 +74,10 @@ class _Gpt2Decoder:
         self.head = model.lm_head.weight
         self.head_t = None
         self.keys = self.values = None
-        self.parts = 1  # column blocks per matrix-vector product: the thread count when start() runs
+        # Column blocks per matrix-vector product: the caller's thread count when gpt2_decoder() hands this out;
+        # a step that runs on fewer threads (gbcli.lm.threads) splits into no more blocks than it has threads.
+        self.parts = 1
+        self.wants_relayout = False
         self._blocks: dict[int, list[tuple[_ColumnBlocks, ...]]] = {}
         self._head_blocks: dict[int, _ColumnBlocks] = {}
 
@@ -85,7 +92,8 @@ class _Gpt2Decoder:
     def start(self, input_ids, capacity: int):
         import torch
 
-        self.parts = torch.get_num_threads() if self.wte.device.type == "cpu" else 1
+        if self.wants_relayout:
+            self.relayout_head()
         # The prompt is one batched pass through the model itself; its cache moves into pre-allocated buffers.
         out = self.model.transformer(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=True)
         cache = _output_cache(out)
@@ -97,7 +105,7 @@ class _Gpt2Decoder:
             keys, values = _layer_cache(cache, index)
             self.keys[index, :, :, :length] = keys
             self.values[index, :, :, :length] = values
-        return self._logits(out.last_hidden_state[:, -1])
+        return self._logits(out.last_hidden_state[:, -1], self._running_parts())
 
     def step(self, token, position: int):
         """Logits for the token after `token`, which sits at `position`."""
@@ -106,7 +114,8 @@ class _Gpt2Decoder:
         width = self.wte.shape[1]
         hidden = F.embedding(token, self.wte) + F.embedding(token.new_tensor([[position]]), self.wpe)
         hidden = hidden.view(1, width)
-        blocks = self._column_blocks()
+        parts = self._running_parts()
+        blocks = self._column_blocks(parts)
         for index, block in enumerate(self.blocks):
             attn, mlp = block.attn, block.mlp
             c_attn, c_proj, c_fc, mlp_proj = blocks[index]
@@ -126,28 +135,39 @@ class _Gpt2Decoder:
             x = F.layer_norm(hidden, (width,), block.ln_2.weight, block.ln_2.bias, block.ln_2.eps)
             x = mlp.act(c_fc(x))
             hidden = hidden + mlp_proj(x)
-        return self._logits(self.ln_f(hidden))
+        return self._logits(self.ln_f(hidden), parts)
 
-    def _column_blocks(self) -> list[tuple[_ColumnBlocks, ...]]:
-        """Each block's four Conv1D products, split into `self.parts` column blocks (built once per count)."""
-        blocks = self._blocks.get(self.parts)
+    def _running_parts(self) -> int:
+        """Column blocks for the product about to run: the caller's split, but no more blocks than threads run
+        now. One thread given two blocks runs them one after the other through a batched product, slower than the
+        model's own `addmm` (0.71 against 1.0 times OMP_NUM_THREADS=1's tokens/s with another process spinning
+        on one of two cores), and the model's own op is what a step on one thread should run anyway."""
+        import torch
+
+        return min(self.parts, torch.get_num_threads())
+
+    def _column_blocks(self, parts: int | None = None) -> list[tuple[_ColumnBlocks, ...]]:
+        """Each block's four Conv1D products, split into `parts` (default: `self.parts`) column blocks (built once
+        per count)."""
+        parts = self.parts if parts is None else parts
+        blocks = self._blocks.get(parts)
         if blocks is None:
-            blocks = self._blocks[self.parts] = [
-                tuple(_ColumnBlocks(conv.weight, conv.bias, self.parts)
+            blocks = self._blocks[parts] = [
+                tuple(_ColumnBlocks(conv.weight, conv.bias, parts)
                       for conv in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj))
                 for block in self.blocks
             ]
         return blocks
 
-    def _logits(self, hidden):
+    def _logits(self, hidden, parts: int):
         import torch
         import torch.nn.functional as F
 
         hidden = hidden.reshape(1, -1)
         if self.head_t is not None:
-            head = self._head_blocks.get(self.parts)
+            head = self._head_blocks.get(parts)
             if head is None:
-                head = self._head_blocks[self.parts] = _ColumnBlocks(self.head_t, None, self.parts)
+                head = self._head_blocks[parts] = _ColumnBlocks(self.head_t, None, parts)
             return head(hidden)
         return F.linear(hidden, self.head).to(torch.float32)
 

@@ -85,16 +85,18 @@ class StepThreads:
     Candidates are torch's setting, one, and what `step_threads` finds free. A count that needs more cores than are
     free right now (`other_busy_cores`, looked at every LOOK_EVERY steps) is neither used nor probed: one step of a
     team whose threads wait for time slices costs ~10 ordinary steps, so probing it would lose more than it could
-    win. Among the counts that fit, each runs PROBE_STEPS steps in turn, the fastest median wins, and every
-    PROBE_EVERY steps the others are timed again (the machine may have become idle or busy). The GPT-2 decoder
-    (gbcli.lm.gpt2_fast) splits its products by the caller's thread setting, not by the count that runs them, so
-    these give the same bits either way; torch's attention kernel alone divides its sums by thread count (in
-    `model.generate` too), which moves the last bits (~1e-7). OMP_NUM_THREADS, when set, is the user's choice and
-    is kept.
+    win. Among the counts that fit, each runs PROBE_STEPS steps in turn and the fastest median wins; each other
+    count is timed again after PROBE_EVERY steps (the machine may have become idle or busy), and after twice as
+    many each time it loses again, so that a count that keeps losing (a team stalled by other work that the looks
+    missed) costs a few steps per generation, not one every PROBE_EVERY. The count moves only the last bits of a
+    step's numbers (~1e-6): the GPT-2 decoder (gbcli.lm.gpt2_fast) splits its products into as many column blocks
+    as threads run them, and torch's attention kernel divides its sums by thread count (in `model.generate` too).
+    OMP_NUM_THREADS, when set, is the user's choice and is kept.
     """
 
     PROBE_STEPS = 3  # steps per candidate at the start
-    PROBE_EVERY = 32
+    PROBE_EVERY = 32  # steps before a losing count is timed again; doubled each time it loses again
+    LONGEST_WAIT = 256
     LOOK_EVERY = 4  # steps between two looks at how busy the machine is (a look costs ~0.1 ms)
 
     def __init__(self, threads: int) -> None:
@@ -105,6 +107,13 @@ class StepThreads:
         self.times: dict[int, deque[float]] = {count: deque(maxlen=self.PROBE_STEPS) for count in self.candidates}
         self.steps = 0
         self.fitting = self._fitting()
+        self.wait = dict.fromkeys(self.candidates, self.PROBE_EVERY)  # steps between two re-probes of each count
+        self.probe_at = dict(self.wait)  # the step from which each count may be re-probed
+
+    def prompt_threads(self) -> int:
+        """The thread count for the prompt's batched pass: the most that fit in the cores free right now."""
+        self.fitting = self._fitting()
+        return max(self.fitting)
 
     def _fitting(self) -> list[int]:
         """The candidates that fit in the cores free right now (one thread always does)."""
@@ -125,12 +134,18 @@ class StepThreads:
         unprobed = [count for count in fitting if len(self.times[count]) < self.PROBE_STEPS]
         if unprobed and step < self.PROBE_STEPS * len(self.candidates):
             return min(unprobed, key=lambda count: len(self.times[count]))
-        if len(fitting) > 1 and step % self.PROBE_EVERY < len(fitting):
-            return fitting[step % self.PROBE_EVERY]
-        return self.fastest()
+        fastest = self.fastest()
+        for count in fitting:
+            if count != fastest and step >= self.probe_at[count]:
+                self.probe_at[count] = step + self.wait[count]
+                self.wait[count] = min(2 * self.wait[count], self.LONGEST_WAIT)  # back to PROBE_EVERY if it wins
+                return count
+        return fastest
 
     def record(self, threads: int, seconds: float) -> None:
         self.times[threads].append(seconds)
+        if len(self.times[threads]) == self.PROBE_STEPS and self.fastest() == threads:
+            self.wait[threads] = self.PROBE_EVERY
 
     def fastest(self) -> int:
         def median(count: int) -> float:
@@ -148,7 +163,14 @@ class _TimedSteps:
         self.chooser = chooser
 
     def start(self, input_ids: Any, capacity: int) -> Any:
-        return self.decoder.start(input_ids, capacity)  # the prompt runs on the caller's setting
+        import torch
+
+        # One batched pass, on as many threads as there are free cores: a team larger than that waits for time
+        # slices at every op (3.4 s instead of ~0.3 s for a GPT-2-small prompt with other work on the machine).
+        count = self.chooser.prompt_threads()
+        if count != torch.get_num_threads():
+            torch.set_num_threads(count)
+        return self.decoder.start(input_ids, capacity)
 
     def step(self, token: Any, position: int) -> Any:
         import torch
