@@ -91,8 +91,9 @@ def print_output_summary(file: str, output: str, finished: tuple[ResumedOutput, 
         print_json(summary)
         return
     earlier = f" ({summary.resumed} done by an earlier run)" if summary.resumed else ""
+    # soft_wrap: a path is never broken across lines (it is to be copied)
     stdout_console().print(f"{summary.lines} lines of {file} are in {output}{earlier}.", markup=False,
-                           highlight=False)
+                           highlight=False, soft_wrap=True)
 
 
 def under_torchrun_needs_output(command: str, output: str | None) -> None:
