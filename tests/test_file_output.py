@@ -103,6 +103,7 @@ def test_resume_refuses_a_file_of_another_command_input_or_model(request, models
     assert_user_error(_job(request, "score", models, out, "--resume")[1], 2, "another input")
     out.write_text(streamed["score"], encoding="utf-8")
     assert_user_error(_job(request, "score", models, out, "--resume", "--bits")[1], 2, "other models or conventions")
+    assert_user_error(_job(request, "score", models, out, "--resume", "--tokens")[1], 2, "other models or conventions")
     out.write_text(streamed["fill-mask"], encoding="utf-8")
     assert_user_error(_job(request, "fill-mask", ["--gpt", str(gpt_path), "--models", "gpt"], out, "--resume")[1],
                       2, "other models")

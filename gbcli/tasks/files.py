@@ -176,9 +176,13 @@ def score_plan(models: list[LoadedModel], items: list[tuple[int, str]], resumed:
     from gbcli.tasks.scoring import SCORE_CHUNK, check_texts, conventions, score_batch
 
     check_texts(models, items)
+    # --tokens adds each token's surprisal to every column: a file made with it and without would be mixed too.
     check_resumed(resumed, output, dict(items), lambda record: record.get("text"),
-                  [(lm.family, lm.name, to_jsonable(conventions(lm, settings))) for lm in models], column_keys,
-                  ("conventions", "--bos/--pll/--bits/--words"))
+                  [(lm.family, lm.name, to_jsonable(conventions(lm, settings)), settings.with_tokens)
+                   for lm in models],
+                  lambda record: [(*key, column.get("tokens") is not None)
+                                  for key, column in zip(column_keys(record), record["columns"], strict=True)],
+                  ("conventions", "--bos/--pll/--bits/--words/--tokens"))
 
     def write(chunk: list[tuple[int, str]], path: str) -> None:
         batch = score_batch(models, [text for _, text in chunk], [index for index, _ in chunk], settings)
