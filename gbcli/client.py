@@ -34,6 +34,9 @@ from gbcli.protocol import (
 
 LOCAL_COMMANDS = {"serve", "shell", "ps", "stop"}  # never sent to a server
 LOCAL_FLAGS = {"-h", "--help", "--version"}  # instant in-process; nothing to gain
+# A file job into --output runs where it is typed: it may last hours (a server would be held that long), and under
+# torchrun every process must do its own share on its own device.
+LOCAL_OPTIONS = ("--output", "-o")
 # The variables that change what a command prints or loads; every other variable stays the client's own.
 FORWARDED_NAMES = {"COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TERM", "COLORTERM", "TTY_COMPATIBLE",
                    "TTY_INTERACTIVE", "CLICOLOR", "CLICOLOR_FORCE", "PY_COLORS", "TERMINAL_WIDTH"}
@@ -60,10 +63,10 @@ def server_disabled() -> bool:
 
 
 def wants_server(argv: list[str]) -> bool:
-    if not argv or argv[0].startswith("-") or argv[0] in LOCAL_COMMANDS:
+    if not argv or argv[0].startswith("-") or argv[0] in LOCAL_COMMANDS or "WORLD_SIZE" in os.environ:
         return False
     end = argv.index("--") if "--" in argv else len(argv)
-    return not any(arg in LOCAL_FLAGS for arg in argv[:end])
+    return not any(arg in LOCAL_FLAGS or arg.startswith(LOCAL_OPTIONS) for arg in argv[:end])
 
 
 def connect(timeout: float = 2.0) -> socket.socket | None:

@@ -172,19 +172,15 @@ def existing_parts(output: str) -> list[Path]:
     return sorted(p for p in folder.glob(target.name + ".part*") if p.name[len(prefix):].isdigit())
 
 
-def record_line(raw: bytes) -> int:
-    return int(json.loads(raw)["line"])
-
-
-def merge_in_order(output: str, sources: Sequence[Path]) -> None:
+def merge_in_order(output: str, sources: Sequence[Path], key: str = "line") -> None:
     """Write OUTPUT as the records of all the sources in input order (each source is already in order; a line found
-    twice is written once), then remove the part files. The new file replaces the old in one rename: a crash leaves
-    one or the other, never half."""
+    twice is written once; `key` is the field of a record that holds its input line), then remove the part files.
+    The new file replaces the old in one rename: a crash leaves one or the other, never half."""
     target = Path(output)
     temporary = target.with_name(target.name + ".merging")
     with ExitStack() as stack:
         streams = [stack.enter_context(open(path, "rb")) for path in sources]
-        keyed = [((record_line(raw), raw) for raw in stream if raw.strip()) for stream in streams]
+        keyed = [((int(json.loads(raw)[key]), raw) for raw in stream if raw.strip()) for stream in streams]
         merged = stack.enter_context(open(temporary, "wb"))
         last = None
         for line, raw in heapq.merge(*keyed, key=lambda item: item[0]):

@@ -1,5 +1,6 @@
-"""File jobs under torchrun (Gloo, CPU, 2 processes): the single-process file byte for byte, a killed worker named
-with its lines, --resume after a kill or a torn line, and no torch.distributed without torchrun."""
+"""File jobs under torchrun (Gloo, CPU, 2 processes): `pairs`, `score` and `fill-mask` write the single-process
+file byte for byte, a killed worker is named with its lines, --resume after a kill or a torn line completes the file,
+and no torch.distributed without torchrun."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 
 from gbcli.distributed import split_by_cost
 from tests.cli_helpers import run
-from tests.test_pairs import _write_jsonl, corpus_pairs
+from tests.test_pairs import corpus_pairs
 
 TIMEOUT_S = 30  # GBCLI_DIST_TIMEOUT for the jobs here: a failed job must end well within the test's wait
 
@@ -31,19 +32,42 @@ def _torchrun(*args: str) -> list[str]:
             "-m", "gbcli", *args]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, models) -> tuple[str, bytes]:
-    """A file of 40 pairs, and the reference --output file: one process, one thread, chunks of 2 pairs."""
-    folder = tmp_path_factory.mktemp("corpus")
-    file = _write_jsonl(folder / "pairs.jsonl", corpus_pairs(40))
-    out = folder / "single.jsonl"
-    done = subprocess.run([sys.executable, "-m", "gbcli", "pairs", "--file", file, *models, *BATCH,
-                           "--output", str(out), "--json"], capture_output=True, timeout=300, env=_env())
-    assert done.returncode == 0, done.stderr.decode()
-    return file, out.read_bytes()
-
-
 BATCH = ("--batch-size", "2")
+# Each command's job: the file it reads, made by `lines(count)`, and its options. Chunks: 2 pairs (--batch-size),
+# 32 texts (score's), 128 lines (fill-mask's), so that every rank gets several chunks, or two of fill-mask's.
+JOBS = {
+    "pairs": (40, lambda n: "".join(json.dumps(p) + "\n" for p in corpus_pairs(n)), BATCH),
+    # Two sentences a line: BERT's pseudo-log-likelihood then takes long enough to be killed mid-job.
+    "score": (160, lambda n: "".join(f"{p['sentence_good']} and {p['sentence_bad']}\n" for p in corpus_pairs(n)), ()),
+    "fill-mask": (140, lambda n: "".join(p["sentence_good"].replace(" in ", " [MASK] ") + "\n"
+                                         for p in corpus_pairs(n)), ("--top-k", "2")),
+}
+
+
+CHUNK = {"pairs": 2, "score": 32}  # the records a rank writes at once
+HELD = {  # what the error says of an unfinished rank: 40 pairs of one cost split in halves; score's by its costs
+    "pairs": r"rank [01] held lines (1–20|21–40) \(\d+ of 20 done\)",
+    "score": r"rank [01] held lines (1–\d+|\d+–160) \(\d+ of \d+ done\)",
+}
+
+
+def _job_args(command: str, file: str, models: list[str], out) -> tuple[str, ...]:
+    return (command, "--file", file, *models, *JOBS[command][2], "--output", str(out), "--json")
+
+
+@pytest.fixture(scope="module", params=list(JOBS))
+def job(request, tmp_path_factory, models) -> tuple[str, str, bytes]:
+    """A command, its input file, and the reference --output file: one process, one thread."""
+    command = request.param
+    count, lines, _ = JOBS[command]
+    folder = tmp_path_factory.mktemp(command)
+    file = folder / ("pairs.jsonl" if command == "pairs" else "texts.txt")
+    file.write_text(lines(count), encoding="utf-8")
+    out = folder / "single.jsonl"
+    done = subprocess.run([sys.executable, "-m", "gbcli", *_job_args(command, str(file), models, out)],
+                          capture_output=True, timeout=300, env=_env())
+    assert done.returncode == 0, done.stderr.decode()
+    return command, str(file), out.read_bytes()
 
 
 def test_cost_split_keeps_order_and_evens_the_cost():
@@ -54,7 +78,8 @@ def test_cost_split_keeps_order_and_evens_the_cost():
     assert [len(r) for r in split_by_cost([], 2)] == [0, 0]
 
 
-def test_without_torchrun_the_distributed_path_is_never_taken(tmp_path, models, monkeypatch):
+@pytest.mark.parametrize("command", list(JOBS))
+def test_without_torchrun_the_distributed_path_is_never_taken(command, tmp_path, models, monkeypatch):
     """`import torch` (2.13) loads torch.distributed itself, so what is checked is gbcli's side: without torchrun's
     environment no process group is made and the job module is not even imported."""
     import torch.distributed
@@ -62,35 +87,36 @@ def test_without_torchrun_the_distributed_path_is_never_taken(tmp_path, models, 
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delitem(sys.modules, "gbcli.corpus_jobs", raising=False)
-    file = _write_jsonl(tmp_path / "pairs.jsonl", corpus_pairs(2))
-    result = run("pairs", "--file", file, *models, "--output", str(tmp_path / "out.jsonl"), "--json")
+    file = tmp_path / "in.txt"
+    file.write_text(JOBS[command][1](2), encoding="utf-8")
+    result = run(command, "--file", str(file), *models, "--output", str(tmp_path / "out.jsonl"), "--json")
     assert result.exit_code == 0, result.stderr
     assert "gbcli.corpus_jobs" not in sys.modules and not torch.distributed.is_initialized()
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
 
 
-def test_two_processes_write_the_single_process_file(tmp_path, models, corpus):
-    file, expected = corpus
+def test_two_processes_write_the_single_process_file(tmp_path, models, job):
+    command, file, expected = job
     out = tmp_path / "out.jsonl"
-    done = subprocess.run(_torchrun("pairs", "--file", file, *models, *BATCH, "--output", str(out), "--json"),
-                          capture_output=True, timeout=300, env=_env())
+    done = subprocess.run(_torchrun(*_job_args(command, file, models, out)), capture_output=True, timeout=300,
+                          env=_env())
     assert done.returncode == 0, done.stderr.decode()
     assert out.read_bytes() == expected
     summary = json.loads(done.stdout)  # rank 0 alone prints: one summary
-    assert summary["kind"] == "summary" and summary["pairs"] == 40
+    count = len(expected.splitlines())
+    assert summary["kind"] == "summary" and summary.get("pairs", summary.get("lines")) == count == JOBS[command][0]
     assert not list(tmp_path.glob("out.jsonl.part*"))
 
 
 @pytest.mark.parametrize("command", [["score", "--file", "x.txt"], ["fill-mask", "--file", "x.txt"],
                                      ["pairs", "--file", "x.txt"]])
-def test_under_torchrun_what_cannot_be_shared_is_refused(command, monkeypatch):
-    """score and fill-mask would run the whole input on every rank; pairs needs --output (one file, not stdout)."""
+def test_under_torchrun_a_file_job_needs_output(command, monkeypatch):
+    """Several processes cannot share stdout: each file command under torchrun writes one --output."""
     from tests.cli_helpers import assert_user_error
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    fragment = "needs --output" if command[0] == "pairs" else "does not run under torchrun"
-    assert_user_error(run(*command), 2, fragment)
+    assert_user_error(run(*command), 2, "needs --output")
 
 
 def _rank_pid(marker: str, rank: int) -> int | None:
@@ -106,10 +132,11 @@ def _rank_pid(marker: str, rank: int) -> int | None:
     return None
 
 
-def test_a_killed_worker_ends_the_job_naming_its_lines_and_resume_completes_the_file(tmp_path, models, corpus):
-    file, expected = corpus
+@pytest.mark.parametrize("job", ["pairs", "score"], indirect=True)
+def test_a_killed_worker_ends_the_job_naming_its_lines_and_resume_completes_the_file(tmp_path, models, job):
+    command, file, expected = job
     out = tmp_path / "out.jsonl"
-    args = ("pairs", "--file", file, *models, *BATCH, "--output", str(out), "--json")
+    args = _job_args(command, file, models, out)
     job = subprocess.Popen(_torchrun(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            env=_env(GBCLI_TEST_JOB=str(tmp_path)))
     deadline = time.monotonic() + 120
@@ -121,7 +148,7 @@ def test_a_killed_worker_ends_the_job_naming_its_lines_and_resume_completes_the_
     parts = [tmp_path / "out.jsonl.part0", part]  # both ranks under way: rank 0 has shared the lines out too
     while time.monotonic() < deadline and not all(p.exists() and p.stat().st_size for p in parts):
         time.sleep(0.005)
-    os.kill(pid, signal.SIGKILL)  # mid-job: its first chunk is written, 9 more to go
+    os.kill(pid, signal.SIGKILL)  # mid-job: its first chunk is written, more to go
     started = time.monotonic()
     _, stderr = job.communicate(timeout=TIMEOUT_S + 60)
     assert job.returncode != 0
@@ -131,12 +158,12 @@ def test_a_killed_worker_ends_the_job_naming_its_lines_and_resume_completes_the_
     # have written its last line before the kill landed): the error names each unfinished rank's lines, or says
     # that rank 0 had not yet shared them out.
     assert "--resume" in text, text
-    assert (re.search(r"rank [01] held lines (1–20|21–40) \(\d+ of 20 done\)", text)
+    assert (re.search(HELD[command], text)
             or "had not been shared out yet" in text), text
     # torchrun adds its own traceback (ChildFailedError); none comes from gbcli's code.
     assert not [line for line in text.splitlines() if line.lstrip().startswith("File") and "/gbcli/" in line]
     kept = part.read_bytes()
-    assert kept.endswith(b"\n") and 2 <= len(kept.splitlines()) <= 20
+    assert kept.endswith(b"\n") and CHUNK[command] <= len(kept.splitlines()) < JOBS[command][0]
 
     # Torn lines as a crash mid-write leaves them: in a part file, and in an --output that also holds records of a
     # part (as when a crash falls between rank 0's merge and its removal of the parts).
@@ -145,7 +172,7 @@ def test_a_killed_worker_ends_the_job_naming_its_lines_and_resume_completes_the_
     first_two = in_part0[:2]
     out.write_bytes(first_two[0] + first_two[1][:30])
     with open(part, "ab") as stream:
-        stream.write(expected.splitlines(keepends=True)[39][:25])
+        stream.write(expected.splitlines(keepends=True)[-1][:25])
     resumed = subprocess.run(_torchrun(*args, "--resume"), capture_output=True, timeout=300, env=_env())
     assert resumed.returncode == 0, resumed.stderr.decode()
     assert out.read_bytes() == expected

@@ -8,6 +8,8 @@ import typer
 
 from gbcli.cli.options import JsonOption, ModelChoice, model_options
 from gbcli.cli.reporting import handle_errors, interrupt_exits_130, print_warnings
+from gbcli.cli.scoring import ForceOption, OutputOption, ResumeOption
+from gbcli.cli.streams import check_output_options, under_torchrun_needs_output
 from gbcli.errors import usage_error
 from gbcli.finite import check_finite
 
@@ -32,6 +34,9 @@ def fill_mask_command(
                      "several pieces is scored whole.", show_default=False),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per forward pass with --file.")] = 32,
+    output: OutputOption = None,
+    resume: ResumeOption = False,
+    force: ForceOption = False,
     *,
     choice: ModelChoice,
     json_output: JsonOption = False,
@@ -40,21 +45,22 @@ def fill_mask_command(
 
     With BART (--with-bart), each blank gets spans of any length from beam search over the restored text.
     """
-    from gbcli.cli.scoring import refuse_under_torchrun
     from gbcli.inputs import read_text
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.masking import fill_mask_view
     from gbcli.tasks.masking import check_fill_options, fill_mask, parse_targets
 
-    refuse_under_torchrun("fill-mask")
     if (text is None) == (file is None):
         raise usage_error("Give either a TEXT or --file, not both." if text is not None else "No text given.",
                           'For example: gbcli fill-mask "the [MASK] quacks in the park ."')
+    check_output_options("fill-mask", output, resume, force, file)
+    under_torchrun_needs_output("fill-mask", output)
     check_fill_options(top_k, batch_size)
     words = parse_targets(targets)
     families = choice.families()
     if file is not None:
-        _fill_mask_file(file, choice, families, top_k, words, batch_size, json_output)
+        _fill_mask_file(file, choice, families, top_k, words, batch_size, json_output,
+                        output=output, resume=resume, force=force)
         return
     source = read_text(text)
     columns = choice.load(families)
@@ -69,8 +75,9 @@ def fill_mask_command(
 
 
 def _fill_mask_file(file: str, choice: ModelChoice, families, top_k: int, words: list[str], batch_size: int,
-                    json_output: bool) -> None:
-    """`fill-mask --file`: every line's blanks, JSON Lines streamed as they come, or one table at the end."""
+                    json_output: bool, *, output: str | None, resume: bool, force: bool) -> None:
+    """`fill-mask --file`: every line's blanks, JSON Lines streamed as they come (or into --output), or one table
+    at the end."""
     from gbcli.cli.streams import Records, json_lines
     from gbcli.inputs import read_lines
     from gbcli.render.common import stderr_console, stdout_console
@@ -83,6 +90,10 @@ def _fill_mask_file(file: str, choice: ModelChoice, families, top_k: int, words:
     if not any(MASK_PATTERN.search(line) for line in lines):  # before any model loads
         raise usage_error(f"No line of {'standard input' if file == '-' else repr(file)} has a mask to fill.",
                           f"Write {MASK_SPELLINGS} where a word is missing, e.g. \"the [MASK] quacks in the park .\"")
+    if output is not None:
+        _fill_mask_into(output, file, lines, choice, families, top_k, words, batch_size, json_output,
+                        resume=resume, force=force)
+        return
     columns = choice.load(families)
     records = Records(json_lines if json_output else None)
     with interrupt_exits_130(), line_progress(len(lines), "filling masks") as advance:
@@ -90,6 +101,30 @@ def _fill_mask_file(file: str, choice: ModelChoice, families, top_k: int, words:
                                on_progress=advance, on_warnings=print_warnings)
     if not json_output:
         stdout_console().print(fill_mask_lines_view(records.kept))
+    some_failed = tally.check()
+    if some_failed:
+        stderr_console().print(f"[yellow]{some_failed}[/]")
+
+
+def _fill_mask_into(output: str, file: str, lines: list[str], choice: ModelChoice, families, top_k: int,
+                    words: list[str], batch_size: int, json_output: bool, *, resume: bool, force: bool) -> None:
+    """`fill-mask --file --output`: the records into the file (here, or shared among torchrun's processes); rank 0
+    then says how many lines it holds and which could not be filled, as the streamed run does."""
+    from gbcli.cli.streams import output_job, print_output_summary
+    from gbcli.render.common import stderr_console
+    from gbcli.tasks.files import LineTally, fill_mask_plan
+    from gbcli.tasks.jsonl_output import FILL_MASK_RECORDS
+
+    finished = output_job(output, FILL_MASK_RECORDS, resume=resume, force=force, options=choice.load_options(),
+                          label="filling masks",
+                          plan=lambda resumed, options: fill_mask_plan(choice.load(families, options), lines, resumed,
+                                                                       top_k, words, batch_size, output))
+    if finished is None:
+        return
+    records = [record for _, record in sorted(finished[0].records.items())]
+    print_warnings(records[0]["warnings"] if records else [])
+    tally = LineTally(len(records), [(r["line"], r["error"]) for r in records if r["error"] is not None])
+    print_output_summary(file, output, finished, json_output=json_output, failed=len(tally.failures))
     some_failed = tally.check()
     if some_failed:
         stderr_console().print(f"[yellow]{some_failed}[/]")

@@ -1,5 +1,5 @@
 """`gbcli score` and `gbcli pairs`: log-probabilities of texts, and which sentence of a minimal pair each model
-prefers; both over one text or every line of a file (`pairs --file` also under torchrun)."""
+prefers; both over one text or every line of a file (into --output, also under torchrun)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ import typer
 
 from gbcli.cli.options import ModelChoice, model_options
 from gbcli.cli.reporting import _escape, handle_errors, interrupt_exits_130, print_warnings, stderr_console
+from gbcli.cli.streams import check_output_options, under_torchrun_needs_output
 from gbcli.errors import usage_error
 from gbcli.finite import check_finite
 from gbcli.models import LoadedModel, LoadOptions
 
 if TYPE_CHECKING:
     from gbcli.cli.streams import Records
-    from gbcli.tasks.pairs import FileRun, PairFields, PairsSummary, ResumedOutput
+    from gbcli.tasks.jsonl_output import ResumedOutput
+    from gbcli.tasks.pairs import FileRun, PairFields, PairsSummary
     from gbcli.tasks.scoring import ScoreSettings
 
 # The scoring conventions, the same on both commands.
@@ -32,13 +34,13 @@ PllOption = Annotated[
 BitsOption = Annotated[bool, typer.Option("--bits", help="Log-probabilities in bits (base 2) instead of nats.")]
 
 
-def refuse_under_torchrun(command: str) -> None:
-    """Commands not yet shared among torchrun's processes would each run the whole input: refused, not repeated."""
-    from gbcli.distributed import detect
-
-    if detect() is not None:
-        raise usage_error(f"`gbcli {command}` does not run under torchrun yet: every process would do the whole job.",
-                          "Run it as one process; under torchrun, use `gbcli pairs --file F --output OUT`.")
+ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue an interrupted --output file: its finished "
+                                          "lines are kept, not done again.")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Let --output replace an existing file.")]
+OutputOption = Annotated[
+    str | None, typer.Option("--output", "-o", help="--file: write each line's record (as --json prints it) to this "
+                             "file, JSON Lines in input order; also under torchrun.", show_default=False)
+]
 
 
 @handle_errors
@@ -63,6 +65,9 @@ def score(
     bits: BitsOption = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV: a row per text and model (per token with "
                                              "--tokens, per word with --words).")] = False,
+    output: OutputOption = None,
+    resume: ResumeOption = False,
+    force: ForceOption = False,
     *,
     choice: ModelChoice,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON Lines, one record per text.")] = False,
@@ -74,9 +79,13 @@ def score(
     from gbcli.tasks.files import score_in_batches
     from gbcli.tasks.scoring import ScoreSettings, unknown_token_warnings
 
-    refuse_under_torchrun("score")
     if json_output and csv_output:
         raise usage_error("--json and --csv cannot be combined.", "Choose one output format.")
+    check_output_options("score", output, resume, force, file)
+    if output is not None and csv_output:
+        raise usage_error("--output writes JSON Lines: it cannot go with --csv.",
+                          "Drop --csv (the file holds every number --json prints), or drop --output.")
+    under_torchrun_needs_output("score", output)
     if csv_output and tokens and words:
         raise usage_error("--csv has a row per token or a row per word, not both.", "Drop --tokens or --words.")
     families = choice.families()
@@ -88,6 +97,10 @@ def score(
         joined = " ".join(text for _, text in items)
         print_warnings([f"every text is a single word, so {len(items)} one-word texts are scored separately; "
                         f'to score one sentence, quote it: gbcli score "{joined}"'])
+    if file is not None and output is not None:
+        _score_into(output, file, items, settings, resume=resume, force=force, choice=choice,
+                    json_output=json_output)
+        return
     columns = choice.load(families)
     records = _score_records(json_output, csv_output, tokens, words)
     streaming = json_output or csv_output
@@ -98,6 +111,25 @@ def score(
     if not streaming:
         stdout_console().print(score_view(records.kept, seconds=dict(totals.seconds), passes=dict(totals.passes)))
     print_warnings(unknown_token_warnings(totals.unknown))
+
+
+def _score_into(output: str, file: str, items: list[tuple[int, str]], settings: ScoreSettings, *, resume: bool,
+                force: bool, choice: ModelChoice, json_output: bool) -> None:
+    """`score --file --output`: the records into the file (here, or shared among torchrun's processes), then what
+    rank 0 says about it."""
+    from gbcli.cli.streams import output_job, print_output_summary
+    from gbcli.tasks.files import score_plan, unknown_in
+    from gbcli.tasks.jsonl_output import SCORE_RECORDS
+    from gbcli.tasks.scoring import unknown_token_warnings
+
+    families = choice.families()
+    finished = output_job(output, SCORE_RECORDS, resume=resume, force=force, options=choice.load_options(),
+                          plan=lambda resumed, options: score_plan(choice.load(families, options), items, resumed,
+                                                                   settings, output))
+    if finished is None:
+        return
+    print_output_summary(file, output, finished, json_output=json_output)
+    print_warnings(unknown_token_warnings(unknown_in(finished[0].records)))
 
 
 def _score_records(json_output: bool, csv_output: bool, tokens: bool, words: bool) -> Records:
@@ -145,9 +177,8 @@ def pairs(
         str | None, typer.Option("--output", "-o", help="--file: write each pair's result to this file as JSON "
                                  "Lines (stdout keeps the accuracy).", show_default=False)
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted --output file: its finished "
-                                         "lines are kept, not scored again.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Let --output replace an existing file.")] = False,
+    resume: ResumeOption = False,
+    force: ForceOption = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="--file: pairs scored together (both sentences of "
                                             "each share the model's batches).")] = 32,
     bos: BosOption = True,
@@ -171,10 +202,7 @@ def pairs(
 
     if file is not None and (good is not None or bad is not None):
         raise usage_error("Give a pair as two arguments or --file, not both.")
-    if file is None and (output is not None or resume):
-        raise usage_error("--output and --resume go with --file.", "e.g. gbcli pairs --file blimp.jsonl -o out.jsonl")
-    if resume and output is None:
-        raise usage_error("--resume needs --output: the file to continue.")
+    check_output_options("pairs", output, resume, force, file)
     if batch_size < 1:
         raise usage_error(f"--batch-size must be at least 1 (got {batch_size}).")
     families = choice.families()
@@ -213,19 +241,10 @@ def _pairs_file(path: str, fields: PairFields, file_format: str, output: str | N
     from gbcli.tasks import pairs as task
     from gbcli.tasks.files import failed_lines_error
 
-    world = detect()  # a torchrun job of several processes, or None (then torch.distributed is never imported)
-    if world is not None:
-        from dataclasses import replace
-
-        from gbcli.corpus_jobs import pairs_file_distributed
-        from gbcli.distributed import start
-
-        if output is None:
-            raise usage_error("Under torchrun, pairs --file needs --output: the processes write one file.",
-                              "e.g. torchrun --nproc-per-node 2 -m gbcli pairs --file blimp.jsonl -o out.jsonl")
-        options = replace(options, device=start(world, options.device))
-        finished = pairs_file_distributed(world, path, fields, file_format, output, resume, force, batch_size,
-                                          settings, load=lambda: load(options))
+    under_torchrun_needs_output("pairs", output)
+    if output is not None and detect() is not None:
+        finished = _pairs_file_shared(path, fields, file_format, output, resume, force, batch_size, settings,
+                                      options, load=load)
         if finished is None:  # not rank 0: only rank 0 prints
             return
         run, resumed, columns = finished
@@ -242,6 +261,42 @@ def _pairs_file(path: str, fields: PairFields, file_format: str, output: str | N
         raise failed_lines_error(path, run.failures, summary.pairs)
 
 
+def _pairs_file_shared(path: str, fields: PairFields, file_format: str, output: str, resume: bool, force: bool,
+                       batch_size: int, settings: ScoreSettings, options: LoadOptions, *,
+                       load: Callable[[LoadOptions], list[LoadedModel]]
+                       ) -> tuple[FileRun, ResumedOutput, list[LoadedModel]] | None:
+    """`pairs --file --output` as one of torchrun's processes; on rank 0 the run with its tally read back from the
+    merged file, the output as the job found it, and the models."""
+    from gbcli.cli.streams import output_job
+    from gbcli.tasks import pairs as task
+    from gbcli.tasks.files import pairs_plan
+    from gbcli.tasks.jsonl_output import PAIR_RECORDS
+
+    entries, group_field = task.read_pair_file(path, file_format, fields)
+    known: dict = {}  # what the plan found, for the summary
+
+    def plan(resumed: ResumedOutput, options: LoadOptions):
+        known["columns"] = columns = load(options)
+        known["resumed"] = resumed
+        known["run"] = run = task.prepare_file_run(columns, entries, group_field, resumed, settings, output)
+        return pairs_plan(columns, run, settings, batch_size)
+
+    finished = output_job(output, PAIR_RECORDS, resume=resume, force=force, options=options, plan=plan,
+                          announce=lambda: _say_failures(known["run"]))
+    if finished is None:
+        return None
+    run = known["run"]
+    run.tally = task.Tally([(lm.family, lm.name) for lm in known["columns"]])
+    for line in sorted(finished[0].records):
+        run.tally.add(*task.outcomes(finished[0].records[line]))
+    return run, known["resumed"], known["columns"]
+
+
+def _say_failures(run: FileRun) -> None:
+    for failure in run.failures:  # all known before any scoring: say them at once
+        stderr_console().print(f"[bold red]error:[/] line {failure.line}: {_escape(failure.message)}")
+
+
 def _pairs_file_here(path: str, fields: PairFields, file_format: str, output: str | None, resume: bool, force: bool,
                      batch_size: int, settings: ScoreSettings, *, load: Callable[[], list[LoadedModel]],
                      json_output: bool) -> tuple[FileRun, ResumedOutput, list[LoadedModel]]:
@@ -251,8 +306,7 @@ def _pairs_file_here(path: str, fields: PairFields, file_format: str, output: st
     from gbcli.tasks.files import open_pair_file, score_pair_file
 
     run, resumed, columns = open_pair_file(path, fields, file_format, output, resume, force, settings, load)
-    for failure in run.failures:  # all known before any scoring: say them at once
-        stderr_console().print(f"[bold red]error:[/] line {failure.line}: {_escape(failure.message)}")
+    _say_failures(run)
     show_progress = stderr_console().is_terminal and not (json_output and output is None and sys.stdout.isatty())
     try:
         with interrupt_exits_130(), progress_bar(run.todo, show_progress) as advance:

@@ -1,9 +1,17 @@
-"""Where a command over many texts puts each batch of results as it is finished: out on stdout at once, or kept."""
+"""Where a command over many texts puts each batch of results as it is finished: out on stdout at once, kept for
+the table, or (`--output`) into a file, by this process or shared among torchrun's."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from gbcli.errors import usage_error
+
+if TYPE_CHECKING:
+    from gbcli.models import LoadOptions
+    from gbcli.tasks.files import Plan
+    from gbcli.tasks.jsonl_output import RecordShape, ResumedOutput
 
 
 class Records:
@@ -27,3 +35,81 @@ def json_lines(batch: list[Any]) -> None:
 
     for record in batch:
         print_json(record, lines=True)
+
+
+def output_job(output: str, shape: RecordShape, *, resume: bool, force: bool, options: LoadOptions,
+               plan: Callable[[ResumedOutput, LoadOptions], Plan], announce: Callable[[], None] = lambda: None,
+               label: str = "scoring") -> tuple[ResumedOutput, int] | None:
+    """A file job into --output: here, or this rank's share under torchrun (then the models load on this rank's
+    device). The finished file read back, and how many of its records an earlier run had written; None on a rank
+    other than 0, which prints nothing."""
+    from gbcli.distributed import detect
+
+    read_back: list[int] = []
+
+    def planned(resumed: ResumedOutput, options: LoadOptions) -> Plan:
+        read_back.append(len(resumed.records))
+        return plan(resumed, options)
+
+    world = detect()  # a torchrun job of several processes, or None (then torch.distributed is never imported)
+    if world is not None:
+        from dataclasses import replace
+
+        from gbcli.corpus_jobs import run_distributed
+        from gbcli.distributed import start
+
+        options = replace(options, device=start(world, options.device))
+        finished = run_distributed(world, output, shape, resume=resume, force=force,
+                                   plan=lambda resumed: planned(resumed, options), announce=announce, label=label)
+        return None if finished is None else (finished, read_back[0])
+    from gbcli.cli.reporting import _escape, interrupt_exits_130, stderr_console
+    from gbcli.render.progress import progress_bar
+    from gbcli.tasks.files import run_here
+    from gbcli.tasks.jsonl_output import open_output
+
+    work = planned(open_output(output, shape, resume=resume, force=force), options)
+    announce()
+    try:
+        with interrupt_exits_130(), progress_bar(sum(work.sizes), stderr_console().is_terminal, label) as advance:
+            run_here(work, output, advance)
+    except KeyboardInterrupt:
+        stderr_console().print(f"[yellow]Finished lines are kept in {_escape(output)}; run the same command with "
+                               "--resume to continue.[/]")
+        raise
+    return open_output(output, shape, resume=True, force=False), read_back[0]
+
+
+def print_output_summary(file: str, output: str, finished: tuple[ResumedOutput, int], *, json_output: bool,
+                         failed: int = 0) -> None:
+    """What a file job into --output says on stdout at the end: how many lines the file holds, and how many of
+    them an earlier run had done."""
+    from gbcli.render.common import print_json, stdout_console
+    from gbcli.tasks.files import OutputSummary
+
+    summary = OutputSummary("summary", file, output, len(finished[0].records), finished[1], failed)
+    if json_output:
+        print_json(summary)
+        return
+    earlier = f" ({summary.resumed} done by an earlier run)" if summary.resumed else ""
+    # soft_wrap: a path is never broken across lines (it is to be copied)
+    stdout_console().print(f"{summary.lines} lines of {file} are in {output}{earlier}.", markup=False,
+                           highlight=False, soft_wrap=True)
+
+
+def under_torchrun_needs_output(command: str, output: str | None) -> None:
+    """Several processes cannot share stdout: under torchrun a file job writes one --output."""
+    from gbcli.distributed import detect
+
+    if output is None and detect() is not None:
+        raise usage_error(f"Under torchrun, {command} --file needs --output: the processes write one file.",
+                          f"e.g. torchrun --nproc-per-node 2 -m gbcli {command} --file F.txt -o out.jsonl")
+
+
+def check_output_options(command: str, output: str | None, resume: bool, force: bool, file: str | None) -> None:
+    """--output, --resume and --force go together, with --file."""
+    if file is None and (output is not None or resume):
+        raise usage_error("--output and --resume go with --file.", f"e.g. gbcli {command} --file F -o out.jsonl")
+    if resume and output is None:
+        raise usage_error("--resume needs --output: the file to continue.")
+    if force and output is None:
+        raise usage_error("--force goes with --output: the file to replace.")

@@ -3,24 +3,26 @@ through one task, each batch's results handed on as soon as it is finished, and 
 end added up.
 
 Handing each batch on at once is what lets JSON Lines stream out in input order, keeps memory flat on long files,
-and keeps every finished line when Ctrl-C comes. Under torchrun, `pairs --file` shares its chunks out among the
-processes in gbcli.corpus_jobs.
+and keeps every finished line when Ctrl-C comes. With `--output`, a command's work is a `Plan`: the chunks one
+process cuts, the done lines left out, each chunk written to the file whole; one process does every chunk
+(`run_here`), or torchrun's processes share them out by cost (gbcli.corpus_jobs).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from gbcli.errors import GbcliError, usage_error
 from gbcli.finite import check_finite
 from gbcli.models import LoadedModel
 
 if TYPE_CHECKING:
+    from gbcli.tasks.jsonl_output import ResumedOutput
     from gbcli.tasks.masking import FillMaskResult
-    from gbcli.tasks.pairs import FileRun, LineFailure, PairFields, PairInput, PairResult, ResumedOutput
+    from gbcli.tasks.pairs import FileRun, LineFailure, PairFields, PairInput, PairResult
     from gbcli.tasks.scoring import ScoreBatch, ScoreSettings, TextScore
 
 FILL_MASK_CHUNK_LINES = 128  # lines sorted and batched together; their results are handed on before the next chunk
@@ -77,25 +79,159 @@ class LineTally:
         return None
 
 
+def fill_mask_chunks(lines: list[str], done: set[int], batch_size: int) -> Iterator[tuple[int, list[str]]]:
+    """The file's chunks, cut from the whole file as one process cuts them: (first line number, its lines), the
+    lines already done blanked (an empty line gets no result)."""
+    size = max(FILL_MASK_CHUNK_LINES, batch_size)
+    for begin in range(0, len(lines), size):
+        part = lines[begin : begin + size]
+        yield begin + 1, [("" if begin + 1 + k in done else line) for k, line in enumerate(part)]
+
+
 def fill_mask_file(models: list[LoadedModel], lines: list[str], top_k: int, targets: Sequence[str], *,
                    batch_size: int, on_results: Callable[[list[FillMaskResult]], None],
                    on_progress: Callable[[int], None], on_warnings: Callable[[list[str]], None]) -> LineTally:
     """`fill-mask --file`: the lines a chunk at a time (empty ones skipped), each chunk's results handed on in input
     order; the warnings (the same for every line) are handed on once, after the first chunk."""
+    tally = LineTally()
+    for first, part in fill_mask_chunks(lines, set(), batch_size):
+        results = fill_mask_chunk(models, first, part, top_k, targets, batch_size, on_progress=on_progress)
+        if first == 1:
+            on_warnings(results[0].warnings if results else [])
+        on_results(results)
+        tally.add(results)
+    return tally
+
+
+def fill_mask_chunk(models: list[LoadedModel], first: int, part: list[str], top_k: int, targets: Sequence[str],
+                    batch_size: int, on_progress: Callable[[int], None] | None = None) -> list[FillMaskResult]:
     from gbcli.tasks.masking import fill_mask_lines
 
-    by_family = {lm.family: lm for lm in models}
-    tally = LineTally()
-    chunk = max(FILL_MASK_CHUNK_LINES, batch_size)
-    for begin in range(0, len(lines), chunk):
-        part = fill_mask_lines(by_family, lines[begin : begin + chunk], top_k, targets, batch_size=batch_size,
-                               on_progress=on_progress, first_line=begin + 1, skip_empty=True)
-        check_finite(part, models)
-        if begin == 0:
-            on_warnings(part[0].warnings if part else [])
-        on_results(part)
-        tally.add(part)
-    return tally
+    results = fill_mask_lines({lm.family: lm for lm in models}, part, top_k, targets, batch_size=batch_size,
+                              on_progress=on_progress, first_line=first, skip_empty=True)
+    check_finite(results, models)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --output: a file's work as chunks, done here or shared among torchrun's processes
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """A file job's work as one process cuts it: the chunks still to do (each done in the batches one process uses,
+    so that any sharing-out of whole chunks writes the same bytes), and how each is done."""
+
+    chunks: list[Any]
+    costs: list[float]  # estimated work of each chunk (to balance the processes)
+    spans: list[tuple[int, int]]  # each chunk's first and last input line
+    sizes: list[int]  # records each chunk writes
+    write: Callable[[Any, str], None]  # do a chunk, append its records to the file named
+
+    def add(self, chunk: Any, cost: float, lines: list[int]) -> None:
+        if lines:
+            self.chunks.append(chunk)
+            self.costs.append(cost)
+            self.spans.append((lines[0], lines[-1]))
+            self.sizes.append(len(lines))
+
+
+@dataclass
+class OutputSummary:
+    """The end of a file job into --output (`score`, `fill-mask`): the records are in the file, this counts them."""
+
+    kind: Literal["summary"]
+    file: str
+    output: str
+    lines: int  # records in --output: this run's and an earlier one's
+    resumed: int  # of which an earlier run (before --resume) had written
+    failed: int = 0  # fill-mask: records that say why their line could not be filled
+
+
+def run_here(plan: Plan, output: str, on_progress: Callable[[int], None]) -> None:
+    for chunk, size in zip(plan.chunks, plan.sizes, strict=True):
+        plan.write(chunk, output)
+        on_progress(size)
+
+
+def token_cost(models: list[LoadedModel], text: str, *, pll: bool) -> float:
+    """The work of one text, in token passes: a forward pass over n tokens (GPT-2, BART, BERT filling blanks), or,
+    for BERT's pseudo-log-likelihood (`pll`), one pass per masked copy: n²."""
+    from gbcli.tasks.tokenization import tokenize_text
+
+    cost = 0.0
+    for lm in models:
+        n = len(tokenize_text(lm, text).ids)
+        cost += n * n if pll and lm.kind == "masked" else n
+    return cost
+
+
+def score_plan(models: list[LoadedModel], items: list[tuple[int, str]], resumed: ResumedOutput,
+               settings: ScoreSettings, output: str) -> Plan:
+    """`score --file --output`: the texts in the chunks `score --file --json` streams, those in --output skipped."""
+    from gbcli.render.common import to_jsonable
+    from gbcli.tasks.jsonl_output import append_results, check_resumed
+    from gbcli.tasks.pairs import column_keys
+    from gbcli.tasks.scoring import SCORE_CHUNK, check_texts, conventions, score_batch
+
+    check_texts(models, items)
+    # --tokens adds each token's surprisal to every column: a file made with it and without would be mixed too.
+    check_resumed(resumed, output, dict(items), lambda record: record.get("text"),
+                  [(lm.family, lm.name, to_jsonable(conventions(lm, settings)), settings.with_tokens)
+                   for lm in models],
+                  lambda record: [(*key, column.get("tokens") is not None)
+                                  for key, column in zip(column_keys(record), record["columns"], strict=True)],
+                  ("conventions", "--bos/--pll/--bits/--words/--tokens"))
+
+    def write(chunk: list[tuple[int, str]], path: str) -> None:
+        batch = score_batch(models, [text for _, text in chunk], [index for index, _ in chunk], settings)
+        check_finite(batch.records, models)
+        append_results(path, batch.records)
+
+    plan = Plan([], [], [], [], write)
+    for begin in range(0, len(items), SCORE_CHUNK):
+        todo = [(index, text) for index, text in items[begin : begin + SCORE_CHUNK] if index not in resumed.records]
+        plan.add(todo, sum(token_cost(models, text, pll=True) for _, text in todo), [index for index, _ in todo])
+    return plan
+
+
+def unknown_in(records: dict[int, dict]) -> list[Any]:
+    """The records of --output that scored [UNK] tokens, in input order, as the attributes the warnings read."""
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(index=record["index"], columns=[SimpleNamespace(**c) for c in record["columns"]])
+            for _, record in sorted(records.items()) if any(c.get("unknown_tokens") for c in record["columns"])]
+
+
+def pairs_plan(models: list[LoadedModel], run: FileRun, settings: ScoreSettings, batch_size: int) -> Plan:
+    """`pairs --file --output` under torchrun: the chunks of pairs one process scores, those done left out."""
+    from gbcli.tasks.pairs import iter_pair_chunks
+
+    plan = Plan([], [], [], [], lambda chunk, path: score_pair_chunk(models, chunk, settings, path))
+    for chunk in iter_pair_chunks(run.pairs, run.done, batch_size):
+        cost = sum(token_cost(models, p.good, pll=True) + token_cost(models, p.bad, pll=True) for p in chunk)
+        plan.add(chunk, cost, [p.line for p in chunk])
+    return plan
+
+
+def fill_mask_plan(models: list[LoadedModel], lines: list[str], resumed: ResumedOutput, top_k: int,
+                   targets: Sequence[str], batch_size: int, output: str) -> Plan:
+    """`fill-mask --file --output`: the chunks `fill-mask --file --json` streams, the lines in --output skipped."""
+    from gbcli.tasks.jsonl_output import append_results, check_resumed
+
+    names = {lm.family: lm.name for lm in models}
+    check_resumed(resumed, output, dict(enumerate(lines, start=1)), lambda record: record.get("text"),
+                  names, lambda record: record.get("models") or names, ("options", "--top-k/--targets"))
+
+    def write(chunk: tuple[int, list[str]], path: str) -> None:
+        append_results(path, fill_mask_chunk(models, *chunk, top_k, targets, batch_size))
+
+    plan = Plan([], [], [], [], write)
+    for first, part in fill_mask_chunks(lines, set(resumed.records), batch_size):
+        todo = [first + k for k, line in enumerate(part) if line.strip()]
+        plan.add((first, part), sum(token_cost(models, line, pll=False) for line in part if line.strip()), todo)
+    return plan
 
 
 def open_pair_file(path: str, fields: PairFields, file_format: str, output: str | None, resume: bool, force: bool,
@@ -106,7 +242,9 @@ def open_pair_file(path: str, fields: PairFields, file_format: str, output: str 
     from gbcli.tasks import pairs as task
 
     entries, group_field = task.read_pair_file(path, file_format, fields)
-    resumed = task.open_output(output, resume=resume, force=force) if output else task.ResumedOutput({}, False)
+    from gbcli.tasks.jsonl_output import PAIR_RECORDS, ResumedOutput, open_output
+
+    resumed = open_output(output, PAIR_RECORDS, resume=resume, force=force) if output else ResumedOutput({}, False)
     models = load()
     return task.prepare_file_run(models, entries, group_field, resumed, settings, output), resumed, models
 
@@ -114,13 +252,13 @@ def open_pair_file(path: str, fields: PairFields, file_format: str, output: str 
 def score_pair_chunk(models: list[LoadedModel], chunk: list[PairInput], settings: ScoreSettings,
                      output: str | None) -> list[PairResult]:
     """One chunk of pairs scored and checked finite; with `output`, its records appended there, whole and flushed."""
-    from gbcli.render.common import dumps
     from gbcli.tasks import pairs as task
+    from gbcli.tasks.jsonl_output import append_results
 
     results = task.score_pairs(models, chunk, settings)
     check_finite(results, models)
     if output is not None:
-        task.append_records(output, [dumps(r, indent=None) + "\n" for r in results])
+        append_results(output, results)
     return results
 
 

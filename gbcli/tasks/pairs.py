@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 from gbcli.errors import GbcliError, usage_error
 from gbcli.models import LoadedModel
+from gbcli.tasks.jsonl_output import ResumedOutput
+from gbcli.tasks.jsonl_output import check_resumed as check_output
 from gbcli.tasks.scoring import (
     Conventions,
     ModelScore,
@@ -408,73 +408,23 @@ def summarize(tally: Tally, file: str, resumed: int, failures: list[LineFailure]
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# --output with --resume: JSON Lines that survive an interruption
+# --output with --resume (gbcli.tasks.jsonl_output)
 # ---------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ResumedOutput:
-    """The records an earlier run left in --output, keyed by input line."""
-
-    records: dict[int, dict]
-    torn: bool  # the last line was cut short (and has been removed, to be scored again)
-
-
-def open_output(path: str, *, resume: bool, force: bool) -> ResumedOutput:
-    """Check --output before any model runs; with --resume read what is done, dropping a torn last line."""
-    target = Path(path)
-    if target.is_dir():
-        raise usage_error(f"--output '{path}' is a folder.", "Give a file name.")
-    if target.exists() and not resume and not force:
-        raise usage_error(f"--output '{path}' already exists.",
-                          "Add --resume to continue an interrupted run, or --force to start it again.")
-    if not target.exists() or not resume:  # a new file (--resume with no file yet starts from the beginning)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text("", encoding="utf-8")
-        except OSError as exc:
-            raise GbcliError(f"Cannot write --output '{path}': {exc.strerror}.",
-                             "Check the folder's permissions.") from exc
-        return ResumedOutput({}, False)
-    data = target.read_bytes()
-    kept_end = 0
-    records: dict[int, dict] = {}
-    torn = False
-    for raw in data.splitlines(keepends=True):
-        try:
-            record = json.loads(raw.decode("utf-8")) if raw.endswith(b"\n") else None
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            record = None
-        if not isinstance(record, dict) or record.get("kind") != "pair" or "line" not in record:
-            if kept_end + len(raw) == len(data):  # the last line, cut short by a kill: redo it
-                torn = True
-                break
-            raise usage_error(f"--output '{path}' has a line that is not a pair record (byte {kept_end}).",
-                              "Resume only into a file an earlier `gbcli pairs --output` wrote, or use --force.")
-        records[int(record["line"])] = record
-        kept_end += len(raw)
-    if torn:
-        with open(target, "r+b") as stream:
-            stream.truncate(kept_end)
-    return ResumedOutput(records, torn)
 
 
 def check_resumed(resumed: ResumedOutput, pairs: list[PairInput], models: list[LoadedModel],
                   settings: ScoreSettings, path: str) -> None:
-    """A resumed file must come from the same input, models and conventions, or its lines would be mixed up."""
+    """A resumed file must come from the same pairs, models and conventions."""
     from gbcli.render.common import to_jsonable
 
-    by_line = {p.line: p for p in pairs}
-    expected = [(lm.family, lm.name, to_jsonable(conventions(lm, settings))) for lm in models]
-    for line, record in resumed.records.items():
-        pair = by_line.get(line)
-        if pair is None or (record.get("good"), record.get("bad")) != (pair.good, pair.bad):
-            raise usage_error(f"--output '{path}' holds line {line} of another input.",
-                              "Resume with the same --file, or start again with --force.")
-        found = [(c.get("family"), c.get("model"), c.get("conventions")) for c in record.get("columns", [])]
-        if found != expected:
-            raise usage_error(f"--output '{path}' was made with other models or conventions (line {line}).",
-                              "Resume with the same models and --bos/--pll/--bits/--words, or use --force.")
+    check_output(resumed, path, {p.line: (p.good, p.bad) for p in pairs}, lambda r: (r.get("good"), r.get("bad")),
+                 [(lm.family, lm.name, to_jsonable(conventions(lm, settings))) for lm in models], column_keys,
+                 ("conventions", "--bos/--pll/--bits/--words"))
+
+
+def column_keys(record: dict) -> list[tuple]:
+    """The models and conventions a `score` or `pairs` record was made with."""
+    return [(c.get("family"), c.get("model"), c.get("conventions")) for c in record.get("columns", [])]
 
 
 @dataclass
@@ -515,13 +465,3 @@ def prepare_file_run(models: list[LoadedModel], entries: list[PairInput | LineFa
         _, verdicts = outcomes(resumed.records[line])
         tally.add(by_line[line].group, verdicts)  # grouped as this run groups (--group-field may have changed)
     return FileRun(pairs, set(resumed.records), sorted(failures, key=lambda f: f.line), group_field, tally)
-
-
-def append_records(path: str, lines: list[str]) -> None:
-    """Append whole JSON Lines, flushed to disk; Ctrl-C is held back until they are all written."""
-    from gbcli.render.common import deferred_interrupt
-
-    with deferred_interrupt(), open(path, "a", encoding="utf-8") as stream:
-        stream.write("".join(lines))
-        stream.flush()
-        os.fsync(stream.fileno())

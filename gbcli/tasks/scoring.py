@@ -485,15 +485,23 @@ def score_batch(models: list[LoadedModel], texts: list[str], indices: list[int],
     return batch
 
 
-def iter_scores(models: list[LoadedModel], texts: list[tuple[int, str]], settings: ScoreSettings,
-                chunk: int = 32) -> Iterator[ScoreBatch]:
-    """Score (index, text) pairs a chunk at a time, so a long file shows progress and streams JSON Lines."""
+SCORE_CHUNK = 32  # texts scored together (and streamed out together)
+
+
+def check_texts(models: list[LoadedModel], texts: list[tuple[int, str]]) -> None:
+    """Refuse no text at all, or a text BERT cannot hold, before any output, not halfway through a file."""
     if not texts:
         raise usage_error("No text to score.", "Give one or more texts, - for stdin, or --file.")
-    for lm in models:  # refuse a text BERT cannot hold before any output, not halfway through a file
+    for lm in models:
         if lm.kind == "masked":
             for index, text in texts:
                 check_masked_length(lm, tokenize_text(lm, check_text(text)), index)
+
+
+def iter_scores(models: list[LoadedModel], texts: list[tuple[int, str]], settings: ScoreSettings,
+                chunk: int = SCORE_CHUNK) -> Iterator[ScoreBatch]:
+    """Score (index, text) pairs a chunk at a time, so a long file shows progress and streams JSON Lines."""
+    check_texts(models, texts)
     for begin in range(0, len(texts), chunk):
         part = texts[begin : begin + chunk]
         yield score_batch(models, [t for _, t in part], [i for i, _ in part], settings)
