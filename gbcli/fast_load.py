@@ -96,13 +96,14 @@ def fast_load(model_class: Any, folder: Path, config: Any, dtype: torch.dtype) -
     header = _header(path) if path is not None else None
     if header is None:
         return None
-    from transformers.initialization import no_init_weights
-    from transformers.models.auto.auto_factory import _get_model_class
-    from transformers.utils.generic import ContextManagers
-
+    # The short way leans on transformers internals of 5.24; another 5.x that moved one of them takes the long way.
     try:
+        from transformers.initialization import no_init_weights
+        from transformers.models.auto.auto_factory import _get_model_class
+        from transformers.utils.generic import ContextManagers
+
         concrete = _get_model_class(config, model_class._model_mapping)
-    except (KeyError, ValueError):
+    except (ImportError, AttributeError, KeyError, ValueError):
         return None
     config = copy.deepcopy(config)
     config.name_or_path = str(folder)
@@ -114,13 +115,13 @@ def fast_load(model_class: Any, folder: Path, config: Any, dtype: torch.dtype) -
             model = concrete(config)
     except Exception:  # an __init__ that needs what an init function returns: the long way
         return None
-    if model._get_dtype_plan(dtype) or not _matches(model, header):
-        return None  # fp32-kept modules, or keys from_pretrained must rename or report: its report is needed
     try:
+        if model._get_dtype_plan(dtype) or not _matches(model, header):
+            return None  # fp32-kept modules, or keys from_pretrained must rename or report: its report is needed
         _assign_tensors(model, path)
-    except Exception:  # a damaged file: from_pretrained's own error names it
+        _finish(model, folder)
+    except Exception:  # a damaged file (from_pretrained's own error names it), or internals that moved
         return None
-    _finish(model, folder)
     return model
 
 

@@ -145,13 +145,6 @@ def test_bad_tcp_options_are_refused_before_anything_loads(args, fragment, tmp_p
     assert not (tmp_path / "run").exists()
 
 
-def test_stop_removes_the_token(tcp):
-    token = tcp.server.runtime / "server.token"
-    result = tcp.server.client("stop")
-    assert result.returncode == 0
-    assert not token.exists() and not tcp.server.socket.exists()
-
-
 def test_a_forwarded_command_imports_neither_typer_nor_torch(tcp, models):
     """The console script asks the server before it imports the CLI: a warm command is Python's start-up."""
     import subprocess
@@ -168,3 +161,11 @@ def test_a_forwarded_command_imports_neither_typer_nor_torch(tcp, models):
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
     assert tcp.server.served() == before + 1 and "GPT ids:" in done.stdout
     assert done.stderr.strip().splitlines()[-1] == "LOADED []"
+
+
+def test_stop_removes_the_token(tcp):
+    """Last in this file: it stops the module's server."""
+    token = tcp.server.runtime / "server.token"
+    result = tcp.server.client("stop")
+    assert result.returncode == 0
+    assert not token.exists() and not tcp.server.socket.exists()
