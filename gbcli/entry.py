@@ -14,6 +14,7 @@ import signal
 import sys
 
 INTERRUPTED = 130  # as gbcli.errors.INTERRUPTED, which is not imported here: this module must import nothing
+HELP_FLAGS = ("-h", "--help", "--version", "-V")  # always answered here, as gbcli.client.LOCAL_FLAGS are
 
 
 def exit_at_once(number: int, frame: object) -> None:
@@ -29,9 +30,18 @@ def main() -> None:
         signal.signal(signal.SIGINT, exit_at_once)
     # A warm command is Python's start-up and one round trip: the server is asked before typer (~0.3 s of
     # imports) is; only a command that runs here imports the CLI.
-    from gbcli.client import forward_or_in_process
+    argv = sys.argv[1:]
+    if not asks_for_help(argv):  # help never goes to a server: skip the client's imports (~30 ms of --help)
+        from gbcli.client import forward_or_in_process
 
-    argv = forward_or_in_process(sys.argv[1:])
+        argv = forward_or_in_process(argv)
     from gbcli.cli import main as run
 
     run(argv)
+
+
+def asks_for_help(argv: list[str]) -> bool:
+    """`gbcli --help`, `gbcli COMMAND --help`, `--version`: answered here. With --no-server the client's
+    stripping of that flag is still needed, so those go the usual way."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    return "--no-server" not in argv[:end] and any(arg in HELP_FLAGS for arg in argv[:end])

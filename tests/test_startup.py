@@ -53,6 +53,12 @@ def test_help_imports_neither_the_rich_help_formatter_nor_pydantic(args):
     assert modules_imported_by(args, SLOW_FOR_HELP) == []
 
 
+@pytest.mark.parametrize("args", [["--help"], ["score", "--help"], ["-V"]])
+def test_help_does_not_ask_for_a_server(args):
+    """Help is answered here: the warm-server client (sockets, the protocol) is not even imported."""
+    assert modules_imported_by(args, ("gbcli.client", "gbcli.protocol")) == []
+
+
 # The parts of --help's time budget, imports only (wall time is the benchmark's: `benchmarks/run.py --rows startup`):
 # Python itself, Typer with Click (and the two small packages Typer brings), and gbcli's own command modules.
 # Anything else a help path imports is a new cost that someone must have chosen, so this list says what it is.
