@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+from gbcli.entry import HELP_FLAGS
 from gbcli.protocol import (
     SERVER_VARIABLE,
     TOKEN_VARIABLE,
@@ -33,7 +34,7 @@ from gbcli.protocol import (
 )
 
 LOCAL_COMMANDS = {"serve", "shell", "ps", "stop"}  # never sent to a server
-LOCAL_FLAGS = {"-h", "--help", "--version"}  # instant in-process; nothing to gain
+LOCAL_FLAGS = set(HELP_FLAGS)  # instant in-process; nothing to gain (entry answers them before this module)
 # A file job into --output runs where it is typed: it may last hours (a server would be held that long), and under
 # torchrun every process must do its own share on its own device.
 LOCAL_OPTIONS = ("--output", "-o")

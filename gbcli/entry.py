@@ -14,7 +14,7 @@ import signal
 import sys
 
 INTERRUPTED = 130  # as gbcli.errors.INTERRUPTED, which is not imported here: this module must import nothing
-HELP_FLAGS = ("-h", "--help", "--version", "-V")  # always answered here, as gbcli.client.LOCAL_FLAGS are
+HELP_FLAGS = ("-h", "--help", "--version", "-V")  # always answered here; gbcli.client.LOCAL_FLAGS is this set
 
 
 def exit_at_once(number: int, frame: object) -> None:
