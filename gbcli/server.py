@@ -225,6 +225,7 @@ class Server:
                 b"error: the gbcli server stopped before running this command.\nhint: Run it again.\n")})
             job.code = 1
             job.done.set()
+            job.channel.send({"type": "exit", "code": 1})
 
     def say(self, text: str) -> None:
         try:
@@ -332,6 +333,9 @@ class Server:
                 self.stopping = True  # a Ctrl-C typed at the server's own terminal
             self.served += 1
             job.done.set()
+            # Sent from here, after the last output and once the job is no longer current (a client that leaves
+            # now cancels nothing): the relay thread may be waiting on its socket for up to a poll interval.
+            job.channel.send({"type": "exit", "code": job.code})
             self.say(f"{' '.join(job.argv)[:120]} -> {job.code} in {time.perf_counter() - started:.3f} s")
 
     def cancel(self, job: Job) -> None:
@@ -391,9 +395,12 @@ class Server:
         client_here = True
         last_beat = time.monotonic()
         while not job.done.is_set():
+            # Wait for the client or for the next heartbeat, whichever comes first: the job's end needs no wake-up
+            # here, as `run` sends the exit itself, and the client then closes, which ends this wait.
+            wait = max(0.0, HEARTBEAT_SECONDS - (time.monotonic() - last_beat))
             if client_here:
                 try:
-                    message = channel.receive(0.2)
+                    message = channel.receive(wait)
                 except TimeoutError:
                     message = {"type": "none"}
                 except (ProtocolError, OSError):
@@ -409,11 +416,11 @@ class Server:
                     else:
                         job.stdin.put(decode_bytes(message.get("data")))
             else:
-                job.done.wait(0.2)
+                job.done.wait(wait)
             if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
                 channel.send({"type": "alive"})
                 last_beat = time.monotonic()
-        channel.send({"type": "exit", "code": job.code})
+        # The exit message was sent by `run` as the job ended.
 
     def status(self) -> dict[str, Any]:
         from gbcli.render.common import to_jsonable

@@ -76,6 +76,58 @@ def test_causal_logprobs_batched_equal_one_sequence_at_a_time(gpt_lm):
         assert got == pytest.approx(expected, abs=1e-5)
 
 
+
+def test_a_causal_read_runs_no_token_after_its_last_read_position(gpt_lm):
+    """A scored sequence's last token is a target only: the pass runs without it, and the numbers are the full
+    pass's. A masked LM reads every token of its input, so it keeps them all."""
+    sequences = [gpt_lm.tokenizer(s)["input_ids"] for s in SENTENCES]
+    widths = []
+    handle = gpt_lm.model.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        values, passes = causal_logprobs(gpt_lm, sequences, [1, 1, 1])
+    finally:
+        handle.remove()
+    assert passes == 1 and widths == [max(len(ids) for ids in sequences) - 1]
+    for ids, got in zip(sequences, values, strict=True):
+        with torch.inference_mode():
+            logprobs = gpt_lm.model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+        assert got == pytest.approx([logprobs[i - 1, ids[i]].item() for i in range(1, len(ids))], abs=1e-5)
+
+
+def test_a_wide_vocabulary_is_projected_in_blocks_with_the_same_logits(gpt_lm, monkeypatch):
+    """On CPU an output layer of BLOCKED_VOCABULARY columns or more is applied a block of rows at a time: the
+    logits are F.linear's, and the full model's."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    import gbcli.lm.heads as heads
+    from gbcli.models import LoadedModel
+
+    weight = torch.randn(20_000, 64)
+    bias = torch.randn(20_000)
+    hidden = torch.randn(7, 64)
+    blocks = heads.BLOCK_BYTES // (64 * 4)
+    assert blocks < 20_000  # several blocks, the last one short
+    torch.testing.assert_close(heads.project_in_blocks(hidden, weight, bias),
+                               torch.nn.functional.linear(hidden, weight, bias), atol=1e-5, rtol=1e-5)
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=heads.BLOCKED_VOCABULARY + 100, n_positions=32, n_embd=32, n_layer=1, n_head=2)
+    wide = LoadedModel("gpt", "wide", GPT2LMHeadModel(config).eval(), gpt_lm.tokenizer, "gpt2", True,
+                       torch.device("cpu"), torch.float32, 0.0)
+    calls, original = [], heads.project_in_blocks
+    monkeypatch.setattr(heads, "project_in_blocks", lambda h, w, b: calls.append(h.shape) or original(h, w, b))
+    ids = torch.tensor([[5, 9, 11, 3], [7, 2, 4, 8]])
+    rows, cols = torch.tensor([0, 0, 1]), torch.tensor([1, 3, 2])
+    inputs = model_inputs(wide, ids, torch.ones_like(ids))
+    with torch.inference_mode():
+        expected = wide.model(**inputs).logits[rows, cols]
+        got = logits_at(wide, inputs, rows, cols)
+    assert calls == [torch.Size([3, 32])]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert "forward" not in vars(wide.model.get_output_embeddings())  # the layer is itself again
+
+
 def test_masked_reads_give_top_k_and_chosen_tokens(bert_lm):
     tok = bert_lm.tokenizer
     ids = tok(f"the {tok.mask_token} quacks in the {tok.mask_token} .")["input_ids"]

@@ -7,7 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gbcli.lm.prefix import caches_prefix, common_prefix_length, grouped_logprobs, suffix_batches
+from gbcli.lm.prefix import (
+    caches_prefix,
+    common_prefix_length,
+    continuation_logprobs,
+    grouped_logprobs,
+    run_prefix,
+    suffix_batches,
+)
 from gbcli.lm.reads import causal_logprobs
 from gbcli.models import LoadOptions, clear_cache, load_model
 from tests.fixtures.random_models import ALL, ATTENTION_FREE, CAUSAL, build
@@ -133,3 +140,26 @@ def test_one_texts_fill_mask_runs_its_context_once_for_both_gpt_columns(gpt_path
         written = STEM + ("" if prediction.joins_previous else " ") + prediction.word + " ."
         sentence = [gpt.bos_id] + gpt.tokenizer(written, add_special_tokens=False)["input_ids"]
         assert abs(prediction.sentence_logprob - sum(causal_logprobs(gpt, [sentence], [1])[0][0])) < TOLERANCE
+
+
+def test_a_continuations_last_token_is_read_but_never_run(gpt_path):
+    """Only the tokens whose next-token prediction is read run against the prefix's cache: a suffix's last token
+    is a target, so a batch is one token narrower than its longest suffix (and a one-token suffix runs nothing)."""
+    lm = load_model("gpt", str(gpt_path), LoadOptions(device="cpu"))
+    tok = lm.tokenizer
+    context = [lm.bos_id] + tok(STEM, add_special_tokens=False)["input_ids"]
+    prefix = run_prefix(lm, context, 1)
+    endings = [" rome", " the big park .", " a duck ."]
+    sequences = [context + tok(e, add_special_tokens=False)["input_ids"] for e in endings]
+    widths: list[int] = []
+    handle = lm.model.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        got = continuation_logprobs(lm, prefix, sequences)
+    finally:
+        handle.remove()
+    suffix_lengths = [len(s) - len(context) for s in sequences]
+    assert suffix_lengths[0] == 1 and max(widths) == max(suffix_lengths) - 1
+    full, _ = causal_logprobs(lm, sequences, [len(context)] * len(sequences))
+    for want, have in zip(full, got, strict=True):
+        assert max(abs(a - b) for a, b in zip(want, have, strict=True)) < TOLERANCE

@@ -29,6 +29,11 @@ MLM_HEADS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+# The vocabulary projection runs in blocks (see project_in_blocks) on CPU for outputs this wide, of blocks this size.
+BLOCKED_VOCABULARY = 8192
+BLOCK_BYTES = 2 << 20
+
+
 def model_inputs(lm: LoadedModel, ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
     """The forward arguments of a padded batch: ids and mask, and the segment ids (all 0: one sentence) of a
     model whose tokenizer makes them (BERT)."""
@@ -56,21 +61,44 @@ def forward_at(lm: LoadedModel, inputs: dict[str, Any], rows: torch.Tensor,
 
     head = lm.model.get_output_embeddings()
     handle = None
+    in_blocks = False
     if isinstance(head, torch.nn.Linear):
 
         def select(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
             return (args[0][rows, cols], *args[1:])
 
         handle = head.register_forward_pre_hook(select)
+        if head.weight.device.type == "cpu" and head.out_features >= BLOCKED_VOCABULARY and len(rows) > 1:
+            # An instance attribute shadows Linear.forward for this pass only; hooks still run around it.
+            head.forward = lambda hidden: project_in_blocks(hidden, head.weight, head.bias)
+            in_blocks = True
     try:
         output = lm.model(**inputs)
     finally:
         if handle is not None:
             handle.remove()
+        if in_blocks:
+            del head.forward
     logits = output.logits
     if logits.dim() == 3:
         logits = logits[rows, cols]
     return logits, output
+
+
+def project_in_blocks(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`F.linear(hidden, weight, bias)`, a block of the vocabulary's rows at a time: the same numbers (each logit is
+    the same dot product), up to twice as fast on CPU.
+
+    For several rows MKL packs the whole [vocabulary × hidden] matrix into a buffer per call; GPT-2's 154 MB then
+    goes through memory three times. A block of ~2 MB stays in cache while it is packed and used (GPT-2-small,
+    2 cores: 6 rows 41 -> 29 ms, 50 rows 104 -> 60 ms; benchmarks/README.md).
+    """
+    import torch
+
+    rows = max(256, BLOCK_BYTES // (weight.shape[1] * weight.element_size()))
+    return torch.cat([torch.nn.functional.linear(hidden, block, None if bias is None else bias[start : start + rows])
+                      for start, block in zip(range(0, weight.shape[0], rows), weight.split(rows), strict=True)],
+                     dim=-1)
 
 
 def logsumexp_in_blocks(logits: torch.Tensor, rows: int) -> torch.Tensor:

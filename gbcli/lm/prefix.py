@@ -111,8 +111,9 @@ def continuation_logprobs(lm: LoadedModel, prefix: Prefix, sequences: list[list[
     import torch
 
     size, device = len(prefix.ids), lm.device
-    suffixes = [Reads(s[size:], list(range(len(s) - size - 1)), [[t] for t in s[size + 1 :]]) for s in sequences]
-    # A one-token suffix is read whole at the prefix's last position; the others run, little padding with them.
+    # A suffix's last token is only read, never run (see needed_ids); a one-token suffix is read whole at the
+    # prefix's last position; the others run, little padding with them.
+    suffixes = [Reads(s[size:-1], list(range(len(s) - size - 1)), [[t] for t in s[size + 1 :]]) for s in sequences]
     running = [k for k, r in enumerate(suffixes) if r.positions]
     with torch.inference_mode():
         firsts = prefix.next_logprobs[torch.tensor([s[size] for s in sequences], dtype=torch.long,

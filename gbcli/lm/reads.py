@@ -47,13 +47,21 @@ def run_reads(lm: LoadedModel, reads: list[Reads], *, max_tokens: int | None = N
     import torch
 
     passes = 0
-    sequences = [r.ids for r in reads]
+    sequences = [needed_ids(lm, r) for r in reads]
     for batch in padded_batches(sequences, lm.pad_id, lm.device, max_tokens=max_tokens, max_rows=max_rows,
                                 order=order):
         with torch.inference_mode():
             read_batch(lm, model_inputs(lm, batch.ids, batch.attention_mask), [reads[i] for i in batch.indices])
         passes += 1
     return passes
+
+
+def needed_ids(lm: LoadedModel, reads: Reads) -> list[int]:
+    """The tokens a pass must run for these reads: a causal LM's outputs up to the last read position depend on
+    no later token, so a scored sequence's last token (read as a target, never as an input) is not run."""
+    if lm.family == "gpt" and reads.positions:
+        return reads.ids[: max(reads.positions) + 1]
+    return reads.ids
 
 
 def read_batch(lm: LoadedModel, inputs: dict[str, Any], chosen: list[Reads]) -> Any:
