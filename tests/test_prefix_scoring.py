@@ -12,6 +12,7 @@ from gbcli.lm.prefix import (
     common_prefix_length,
     continuation_logprobs,
     grouped_logprobs,
+    packs_continuations,
     run_prefix,
     suffix_batches,
 )
@@ -142,24 +143,46 @@ def test_one_texts_fill_mask_runs_its_context_once_for_both_gpt_columns(gpt_path
         assert abs(prediction.sentence_logprob - sum(causal_logprobs(gpt, [sentence], [1])[0][0])) < TOLERANCE
 
 
-def test_a_continuations_last_token_is_read_but_never_run(gpt_path):
+@pytest.mark.parametrize("packed", [True, False])
+def test_a_continuations_last_token_is_read_but_never_run(gpt_path, packed, monkeypatch):
     """Only the tokens whose next-token prediction is read run against the prefix's cache: a suffix's last token
-    is a target, so a batch is one token narrower than its longest suffix (and a one-token suffix runs nothing)."""
+    is a target only, and a one-token suffix runs nothing. GPT-2 runs them all packed in one row, one pass; a
+    model that cannot runs them as padded rows, one token narrower than the longest suffix."""
+    import gbcli.lm.prefix as prefix_module
+
+    if not packed:
+        monkeypatch.setattr(prefix_module, "PACKED_MODEL_TYPES", frozenset())
     lm = load_model("gpt", str(gpt_path), LoadOptions(device="cpu"))
     tok = lm.tokenizer
     context = [lm.bos_id] + tok(STEM, add_special_tokens=False)["input_ids"]
     prefix = run_prefix(lm, context, 1)
-    endings = [" rome", " the big park .", " a duck ."]
+    endings = [" rome", " the big park .", " a duck .", " rome ."]
     sequences = [context + tok(e, add_special_tokens=False)["input_ids"] for e in endings]
-    widths: list[int] = []
+    shapes: list[tuple[int, int]] = []
     handle = lm.model.register_forward_pre_hook(
-        lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
     try:
         got = continuation_logprobs(lm, prefix, sequences)
     finally:
         handle.remove()
     suffix_lengths = [len(s) - len(context) for s in sequences]
-    assert suffix_lengths[0] == 1 and max(widths) == max(suffix_lengths) - 1
+    assert suffix_lengths[0] == 1
+    if packed:
+        assert shapes == [(1, sum(length - 1 for length in suffix_lengths))]
+    else:
+        assert max(width for _, width in shapes) == max(suffix_lengths) - 1
+        assert sum(rows for rows, _ in shapes) == len(sequences) - 1
     full, _ = causal_logprobs(lm, sequences, [len(context)] * len(sequences))
     for want, have in zip(full, got, strict=True):
         assert max(abs(a - b) for a, b in zip(want, have, strict=True)) < TOLERANCE
+
+
+@pytest.mark.parametrize("name", [a.name for a in CAUSAL])
+def test_continuations_run_packed_where_the_architecture_allows(name, tiny_models, tmp_path):
+    """Packed continuations need explicit positions and a mask taken as given: not a sliding window shorter than
+    the text (the fixture's Mistral and Gemma 2), ALiBi or GPT-Neo's local attention."""
+    lm = load_model("gpt", str(build(name, tmp_path / name, tiny_models[ALL[name].tokenizer])),
+                    LoadOptions(device="cpu"))
+    unpacked = {"gpt-neo", "falcon-alibi", "bloom", "mistral", "gemma2"}
+    assert packs_continuations(lm, 16) == (name not in unpacked)
+    clear_cache()

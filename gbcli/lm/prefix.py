@@ -28,6 +28,14 @@ if TYPE_CHECKING:
 
     from gbcli.models import LoadedModel
 
+# Architectures whose forward takes explicit position ids and a 4D attention mask as given (transformers passes a
+# 4D mask through untouched): their continuations run packed into one row, each attending to the prefix and to
+# its own earlier tokens (see _run_packed). Each is held to the full pass in tests/test_prefix_scoring.py; a
+# model whose mask transformers must shape itself (a sliding window, ALiBi, positions counted from the mask) is
+# not one of them, and runs its continuations as padded rows.
+PACKED_MODEL_TYPES = frozenset({"gpt2", "gpt_neox", "gptj", "llama", "qwen2", "phi", "gpt_bigcode", "mistral",
+                                "opt", "falcon", "bert"})
+PACK_TOKENS = 512  # the most continuation tokens one packed pass runs (its mask is PACK_TOKENS x (prefix + that))
 # What one more forward pass costs, in tokens of a batch: on CPU a small model's pass reads all its weights
 # whatever its size: measured on GPT-2-small, one thread, a pass of 1 token takes ~40 ms and each more ~3.5 ms.
 PASS_TOKENS = 12
@@ -118,6 +126,10 @@ def continuation_logprobs(lm: LoadedModel, prefix: Prefix, sequences: list[list[
     with torch.inference_mode():
         firsts = prefix.next_logprobs[torch.tensor([s[size] for s in sequences], dtype=torch.long,
                                                    device=prefix.next_logprobs.device)].tolist()
+        if packs_continuations(lm, max((len(s) for s in sequences), default=0)):
+            for group in packs([len(suffixes[k].ids) for k in running], PACK_TOKENS):
+                _run_packed(lm, prefix, [suffixes[running[i]] for i in group])
+            return [[first] + token_logprobs(suffix) for first, suffix in zip(firsts, suffixes, strict=True)]
         for group in suffix_batches([len(suffixes[k].ids) for k in running], max_rows):
             chosen = [suffixes[running[i]] for i in group]
             (batch,) = padded_batches([r.ids for r in chosen], lm.pad_id, device, order="given")
@@ -129,6 +141,63 @@ def continuation_logprobs(lm: LoadedModel, prefix: Prefix, sequences: list[list[
                                       "use_cache": True}
             read_batch(lm, inputs, chosen)
     return [[first] + token_logprobs(suffix) for first, suffix in zip(firsts, suffixes, strict=True)]
+
+
+def packs_continuations(lm: LoadedModel, longest: int) -> bool:
+    """Whether the model's continuations of one prefix, `longest` tokens at most with it, run packed into one row
+    (PACKED_MODEL_TYPES; a sliding window is fine when no sequence is as long as it)."""
+    config = lm.model.config
+    window = getattr(config, "sliding_window", None)
+    return (config.model_type in PACKED_MODEL_TYPES and (not window or longest < window)
+            and not getattr(config, "alibi", False)
+            and getattr(config, "_attn_implementation", "eager") in ("eager", "sdpa")
+            and "position_ids" in inspect.signature(lm.model.forward).parameters)
+
+
+def packs(lengths: list[int], budget: int) -> list[list[int]]:
+    """The indices of `lengths`, in order, cut into runs of at most `budget` tokens (a longer one alone)."""
+    groups: list[list[int]] = []
+    used = budget
+    for index, length in enumerate(lengths):
+        if used + length > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(index)
+        used += length
+    return groups
+
+
+def _run_packed(lm: LoadedModel, prefix: Prefix, chosen: list[Reads]) -> None:
+    """One pass of every continuation in `chosen` side by side in one row, after the prefix's cache (not copied
+    along the batch: there is one row). Each token sits at its own position and sees the prefix and the earlier
+    tokens of its own continuation only, so its output is the one a row of its own would give (~1e-6 apart).
+
+    On CPU one pass of N tokens costs much less than two of N/2: every pass streams all the weights.
+    """
+    import torch
+
+    size, device = len(prefix.ids), lm.device
+    ids = [t for r in chosen for t in r.ids]
+    positions = [size + j for r in chosen for j in range(len(r.ids))]
+    owner = torch.tensor([k for k, r in enumerate(chosen) for _ in r.ids], device=device)
+    count = len(ids)
+    earlier = torch.ones((count, count), dtype=torch.bool, device=device).tril()
+    allowed = torch.ones((count, size + count), dtype=torch.bool, device=device)
+    allowed[:, size:] = earlier & (owner[:, None] == owner[None, :])
+    mask = torch.zeros(allowed.shape, dtype=lm.dtype, device=device)
+    mask.masked_fill_(~allowed, torch.finfo(lm.dtype).min)  # additive: eager attention adds it, sdpa takes it
+    packed = Reads(ids, list(range(count)), [t for r in chosen for t in r.targets or []])
+    tensor = torch.tensor([ids], dtype=torch.long, device=device)
+    inputs: dict[str, Any] = {"input_ids": tensor, "position_ids": torch.tensor([positions], device=device),
+                              "attention_mask": mask[None, None], _cache_argument(lm): copy.deepcopy(prefix.cache),
+                              "use_cache": True}
+    if "token_type_ids" in lm.tokenizer.model_input_names:
+        inputs["token_type_ids"] = torch.zeros_like(tensor)
+    read_batch(lm, inputs, [packed])
+    flat = 0
+    for reads in chosen:
+        reads.target_logprobs = packed.target_logprobs[flat : flat + len(reads.positions)]
+        flat += len(reads.positions)
 
 
 def caches_prefix(lm: LoadedModel) -> bool | None:
