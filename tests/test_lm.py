@@ -169,3 +169,64 @@ def test_model_facts_and_refusals(gpt_lm, bert_lm):
     gpt_lm.check_fits(MAX_POSITIONS, "the text")
     with pytest.raises(GbcliError, match=f"at most {MAX_POSITIONS} tokens .*the text needs {MAX_POSITIONS + 1}"):
         gpt_lm.check_fits(MAX_POSITIONS + 1, "the text")
+
+
+
+def _close(a, b) -> bool:
+    """Two JSON values alike, floats within 1e-5: one thread or two may sum a product in another order."""
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= 1e-5
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def test_bert_and_gpt2_left_column_run_side_by_side_with_the_same_results(gpt_lm, bert_lm):
+    """On CPU with two threads or more, GPT-2's left-context column runs beside BERT's column on another thread
+    (each on half the threads); the results, errors included, are those of the columns one after the other."""
+    import threading
+
+    from gbcli.render.common import to_jsonable
+    from gbcli.tasks.masking.pipeline import fill_mask_lines
+
+    lines = ["the [MASK] quacks in the park .", "the dog [MASK] at the [MASK] .", "no mask here", "the " * 200]
+    models = {"gpt": gpt_lm, "bert": bert_lm}
+    where: list[tuple[str, str]] = []
+    handles = [lm.model.register_forward_pre_hook(
+        lambda module, args, family=family: where.append((family, threading.current_thread().name)))
+        for family, lm in models.items()]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        in_turn = [to_jsonable(r) for r in fill_mask_lines(models, lines, 3, ["duck"])]
+        assert {name for _, name in where} == {threading.current_thread().name}
+        where.clear()
+        torch.set_num_threads(2)
+        beside = [to_jsonable(r) for r in fill_mask_lines(models, lines, 3, ["duck"])]
+        assert torch.get_num_threads() == 2  # given back
+    finally:
+        torch.set_num_threads(before)
+        for handle in handles:
+            handle.remove()
+    assert {name for family, name in where if family == "bert"} == {"gbcli-beside"}
+    assert threading.current_thread().name in {name for family, name in where if family == "gpt"}
+    assert in_turn[2]["error"] and in_turn[3]["error"]
+    assert _close(beside, in_turn)
+
+
+def test_run_beside_raises_either_sides_exception_after_both_end():
+    from gbcli.lm.threads import run_beside
+
+    done = []
+
+    def fails() -> None:
+        raise ValueError("beside")
+
+    with pytest.raises(ValueError, match="beside"):
+        run_beside(fails, lambda: done.append("here"))
+    assert done == ["here"]
+    with pytest.raises(KeyError):
+        run_beside(lambda: done.append("there"), lambda: {}["missing"])
+    assert done == ["here", "there"]

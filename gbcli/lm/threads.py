@@ -197,3 +197,44 @@ def on_fastest_threads(decoder: Any) -> Iterator[Any]:
     finally:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
+
+
+def side_by_side(*models: Any) -> bool:
+    """Whether work on these loaded models may run at once, on halves of the threads: all on CPU, two threads
+    or more."""
+    import torch
+
+    return torch.get_num_threads() >= 2 and all(lm.device.type == "cpu" for lm in models)
+
+
+def run_beside(first: Any, second: Any) -> None:
+    """`first()` on another thread while `second()` runs on this one, each on half of this process's threads
+    (an odd one left over is left idle: MKL's thread count is one setting for the whole process); both finish
+    before this returns, and an exception of either is raised here (this thread's first)."""
+    import threading
+
+    import torch
+
+    threads = torch.get_num_threads()
+    half = max(1, threads // 2)
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            torch.set_num_threads(half)
+            with torch.inference_mode():  # a thread-local mode: the caller's does not reach this thread
+                first()
+        except BaseException as exc:  # re-raised on the caller's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name="gbcli-beside", daemon=True)
+    torch.set_num_threads(half)
+    worker.start()
+    try:
+        second()
+    finally:
+        worker.join()
+        torch.set_num_threads(threads)
+    if failure:
+        raise failure[0]
+

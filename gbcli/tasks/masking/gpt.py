@@ -83,11 +83,19 @@ class GptColumns(Column):
         return ids
 
     def run(self, texts: list[TextState]) -> None:
+        self.run_left(texts)
+        self.run_whole(texts)
+
+    def run_left(self, texts: list[TextState]) -> None:
+        """The left-context column: it needs nothing of BERT's, so it may run while BERT's column does."""
         for state in texts:
             state.gpt = GptReading()
         # Left context only: mask r sees the text before it, earlier masks filled by GPT-2's own choices.
         for r in range(max((s.masks for s in texts), default=0)):
             self._left_round([s for s in texts if s.error is None and s.masks > r], r)
+
+    def run_whole(self, texts: list[TextState]) -> None:
+        """The left column's filling, then the whole-sentence column (after BERT's, whose candidates it ranks)."""
         texts = [s for s in texts if s.error is None]
         for state in texts:
             reading = _reading(state)

@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 
 from gbcli.errors import usage_error
+from gbcli.lm.threads import run_beside, side_by_side
 from gbcli.models import LoadedModel
 from gbcli.tasks import seq2seq
 from gbcli.tasks.masking.bart import BartColumn
@@ -42,9 +44,23 @@ class _Run:
             self.bert.tokenize([s for s in texts if s.error is None])
 
     def columns_in_turn(self, chunk: list[TextState]) -> Iterator[str]:
-        """Each model's column for a chunk of texts, in dependency order; yields the family after each."""
+        """Each model's column for a chunk of texts, in dependency order; yields the family after each.
+
+        On CPU, GPT-2's left-context column runs beside BERT's (each on half the threads): it needs nothing of
+        BERT's, and small batches leave a second thread of one product mostly idle (GPT-2-small and BERT-base on
+        one short text: ~380 ms one after the other, ~260 ms side by side). BERT sets no error while it runs
+        (texts too long for it got theirs when tokenized), so both see the same texts as in turn.
+        """
+        gpt = next((column for family, column in self.columns if family == "gpt"), None)
+        beside = self.bert is not None and isinstance(gpt, GptColumns) and side_by_side(self.bert.lm, gpt.lm)
         for family, column in self.columns:
-            column.run([s for s in chunk if s.error is None])
+            ready = [s for s in chunk if s.error is None]
+            if beside and family == "bert":
+                run_beside(partial(column.run, ready), partial(gpt.run_left, ready))
+            elif beside and family == "gpt":
+                gpt.run_whole(ready)
+            else:
+                column.run(ready)
             yield family
 
 
