@@ -12,9 +12,7 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
-from typing import Any
 
 from gbcli.entry import HELP_FLAGS
 from gbcli.protocol import (
@@ -32,6 +30,10 @@ from gbcli.protocol import (
     socket_path,
     tcp_url,
 )
+
+TYPE_CHECKING = False  # typing costs a warm command ~4 ms of start-up; annotations here are strings anyway
+if TYPE_CHECKING:
+    from typing import Any
 
 LOCAL_COMMANDS = {"serve", "shell", "ps", "stop"}  # never sent to a server
 LOCAL_FLAGS = set(HELP_FLAGS)  # instant in-process; nothing to gain (entry answers them before this module)
@@ -280,6 +282,8 @@ class Session:
                 if not self._write(message):
                     return 0
             elif kind == "stdin_request":
+                import threading  # only a command that reads standard input needs a second thread
+
                 threading.Thread(target=self._send_stdin, daemon=True).start()
             elif kind == "exit":
                 code = message.get("code")

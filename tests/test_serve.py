@@ -404,3 +404,41 @@ def test_managing_the_server_imports_no_heavy_library(tmp_path, args):
                                env={**os.environ, **client_env(tmp_path / "run")})
     assert completed.stderr.strip().splitlines()[-1] == "HEAVY []"
 
+
+
+def test_output_bytes_travel_exactly_and_malformed_ones_are_refused():
+    from gbcli.protocol import ProtocolError, decode_bytes, encode_bytes
+
+    data = bytes(range(256)) + "é ✓\n".encode()
+    assert decode_bytes(encode_bytes(data)) == data
+    for bad in ("not base64!", "QUJD\nRA==", 42, "é"):
+        with pytest.raises(ProtocolError):
+            decode_bytes(bad)
+
+
+def test_the_build_id_changes_with_any_byte_of_the_source(tmp_path, monkeypatch):
+    """A server refuses a client whose build differs: the id is the version and a fingerprint of every source
+    file's name and bytes."""
+    import gbcli.protocol as protocol
+
+    package = tmp_path / "gbcli"
+    (package / "sub").mkdir(parents=True)
+    (package / "protocol.py").write_text("x = 1\n")
+    (package / "sub" / "a.py").write_text("y = 2\n")
+    monkeypatch.setattr(protocol, "__file__", str(package / "protocol.py"))
+
+    def build() -> str:
+        protocol.build_id.cache_clear()
+        return protocol.build_id()
+
+    try:
+        first = build()
+        assert first == build() and first.startswith("0.1.0+") and len(first.split("+")[1]) == 16
+        (package / "sub" / "a.py").write_text("y = 3\n")
+        second = build()
+        (package / "sub" / "a.py").rename(package / "sub" / "b.py")
+        third = build()
+        assert len({first, second, third}) == 3
+    finally:
+        monkeypatch.undo()
+        protocol.build_id.cache_clear()
