@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from gbcli.lm import threads
 from gbcli.lm.decoding import ModelDecoder, decoder_for
-from gbcli.lm.gpt2_fast import RELAYOUT_MIN_TOKENS, _ColumnBlocks, gpt2_decoder
+from gbcli.lm.gpt2_fast import RELAYOUT_MIN_TOKENS, _ColumnBlocks, _RowBlocks, gpt2_decoder
 from gbcli.models import LoadOptions, load_model
 from gbcli.tasks import generation
 from gbcli.tasks.decoding import DecodingSettings
@@ -255,15 +255,30 @@ def test_bert_head_at_the_mask_alone_equals_the_full_forward(bert_path):
 
 @pytest.mark.parametrize("parts", [2, 3, 4])
 @pytest.mark.parametrize("columns", [2304, 50257, 10])
-def test_column_blocks_compute_the_same_product(parts, columns):
-    """The threaded matrix-vector product covers every column once, including uneven splits (GPT-2's vocabulary)."""
-    torch.manual_seed(parts * columns)
-    weight, bias, x = torch.randn(96, columns), torch.randn(columns), torch.randn(1, 96)
+@pytest.mark.parametrize("rows", [96, 97])
+def test_column_blocks_compute_the_same_product(parts, columns, rows):
+    """The threaded matrix-vector product covers every column once: in contiguous row ranges whose partial sums
+    are added when the rows divide evenly (96), else in column blocks, uneven ones too (GPT-2's vocabulary)."""
+    torch.manual_seed(parts * columns + rows)
+    weight, bias, x = torch.randn(rows, columns), torch.randn(columns), torch.randn(1, rows)
     for with_bias in (bias, None):
         blocks = _ColumnBlocks(weight, with_bias, parts)
         assert blocks.parts == parts
+        assert (blocks.row_ranges is not None) == (rows % parts == 0)
         expected = torch.addmm(with_bias, x, weight) if with_bias is not None else x @ weight
         torch.testing.assert_close(blocks(x), expected, rtol=1e-6, atol=1e-5)  # summation order only
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+@pytest.mark.parametrize("vocabulary", [50257, 64])
+def test_row_blocks_of_the_tied_embedding_give_f_linears_logits_bit_for_bit(parts, vocabulary):
+    """Without the [hidden, vocab] copy, the output projection runs over contiguous row ranges of the embedding
+    as the model keeps it: every logit is F.linear's dot product, uneven ranges included."""
+    torch.manual_seed(parts + vocabulary)
+    weight, x = torch.randn(vocabulary, 48), torch.randn(1, 48)
+    head = _RowBlocks(weight, parts)
+    assert head.parts == parts
+    torch.testing.assert_close(head(x), torch.nn.functional.linear(x, weight), rtol=1e-6, atol=1e-5)
 
 
 def test_gpt2_step_on_two_threads_splits_its_products_and_keeps_the_models_numbers(gpt):
@@ -277,7 +292,8 @@ def test_gpt2_step_on_two_threads_splits_its_products_and_keeps_the_models_numbe
         with torch.inference_mode():
             fast_logits, theirs = fast.start(ids, capacity), model.start(ids, capacity)
             assert fast.parts == 2
-            assert all(blocks.parts == 2 for layer in fast._column_blocks() for blocks in layer)
+            assert all(blocks.parts == 2 and blocks.row_ranges is not None
+                       for layer in fast._column_blocks() for blocks in layer)
             for position in range(ids.shape[1], capacity):
                 torch.testing.assert_close(fast_logits, theirs, rtol=0, atol=1e-5)
                 token = theirs.argmax(-1, keepdim=True)
@@ -381,13 +397,17 @@ def test_a_count_that_keeps_losing_is_probed_less_and_less_often(monkeypatch):
 
 
 @pytest.mark.parametrize("thread_count", [1, 2])
-def test_greedy_through_the_relaid_out_head_equals_model_generate(gpt, thread_count):
+def test_greedy_through_the_relaid_out_head_equals_model_generate(gpt, thread_count, monkeypatch):
     """From RELAYOUT_MIN_TOKENS new tokens on, GPT-2's step reads the re-laid-out output projection (and, on two
-    threads, column blocks): greedy still picks `generate`'s tokens, every one of them."""
+    threads, column blocks): greedy still picks `generate`'s tokens, every one of them. (The tiny model holds 64
+    tokens, fewer than RELAYOUT_MIN_TOKENS: the threshold is lowered here.)"""
+    import gbcli.lm.gpt2_fast as gpt2_fast
+
+    monkeypatch.setattr(gpt2_fast, "RELAYOUT_MIN_TOKENS", 24)
     before = torch.get_num_threads()
     torch.set_num_threads(thread_count)
     try:
-        settings = DecodingSettings.from_options(max_new_tokens=RELAYOUT_MIN_TOKENS + 8, greedy=True)
+        settings = DecodingSettings.from_options(max_new_tokens=24 + 8, greedy=True)
         fresh = replace(gpt, extras={})
         produced = _produced(generate_causal(fresh, GPT_PROMPT, settings))
         assert fresh.extras["gpt2_decoder"].head_t is not None

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from gbcli.models import LoadedModel
 
-# Copying GPT-2-small's output embedding into the faster layout takes ~100 ms, what ~30 tokens then save.
-RELAYOUT_MIN_TOKENS = 32
+# Copying GPT-2-small's output embedding into the [hidden, vocab] layout takes ~190 ms (a fresh process, 2 cores).
+# On two threads the copy is ~1 ms a token faster than row blocks of the tied embedding itself (8.5 vs 9.5 ms),
+# so it pays for itself after ~200 tokens; on one thread (a busy machine) after ~40 (11.8 vs 16.7 ms).
+RELAYOUT_MIN_TOKENS = 256
 
 
 def gpt2_decoder(lm: LoadedModel, new_tokens: int) -> _Gpt2Decoder | None:
@@ -43,11 +45,11 @@ class _Gpt2Decoder:
       measured), and the projection reads 30% of GPT-2's weights per token. The logits then differ from `lm_head`'s
       in summation order only (~1e-6). The copy (vocab x hidden floats, 154 MB for GPT-2 small) stays with the
       loaded model for the rest of the process;
-    - with T > 1 threads, each matrix-vector product runs as T products over column blocks of the same weights
-      (`_ColumnBlocks`: strided views, no copy), one per thread. torch's CPU matrix-vector product (MKL's sgemv on
-      this AMD machine) runs on one thread whatever the setting: 22 GB/s for the 340 MB of GPT-2-small's blocks,
-      where two column blocks at once stream 34 GB/s, and the output projection goes from 5.2 to 3.1 ms. Each
-      output is still one dot product over the same inputs; only the kernel's summation order may differ (~1e-6).
+    - with T > 1 threads, each matrix-vector product runs as T products over blocks of the same weights
+      (`_ColumnBlocks` for the blocks' products: contiguous row ranges whose partial sums are added; `_RowBlocks`
+      for the output projection without the copy), one per thread: no copy. torch's CPU matrix-vector product
+      (MKL's sgemv on this AMD machine) runs on one thread whatever the setting: 11 GB/s for the 340 MB of
+      GPT-2-small's blocks, where two row ranges at once stream 16 GB/s. Only the summation order may differ (~1e-6).
       A step on one thread runs the model's own `addmm`, whatever the caller's setting.
     """
 
@@ -79,7 +81,7 @@ class _Gpt2Decoder:
         self.parts = 1
         self.wants_relayout = False
         self._blocks: dict[int, list[tuple[_ColumnBlocks, ...]]] = {}
-        self._head_blocks: dict[int, _ColumnBlocks] = {}
+        self._head_blocks: dict[tuple[bool, int], _ColumnBlocks | _RowBlocks] = {}
 
     def relayout_head(self) -> None:
         """Keep a [hidden, vocab] copy of the output projection (float32 on CPU, where its speed was measured)."""
@@ -161,30 +163,37 @@ class _Gpt2Decoder:
 
     def _logits(self, hidden, parts: int):
         import torch
-        import torch.nn.functional as F
 
         hidden = hidden.reshape(1, -1)
-        if self.head_t is not None:
-            head = self._head_blocks.get(parts)
-            if head is None:
-                head = self._head_blocks[parts] = _ColumnBlocks(self.head_t, None, parts)
-            return head(hidden)
-        return F.linear(hidden, self.head).to(torch.float32)
+        copied = self.head_t is not None
+        head = self._head_blocks.get((copied, parts))
+        if head is None:
+            head = self._head_blocks[(copied, parts)] = (
+                _ColumnBlocks(self.head_t, None, parts) if copied else _RowBlocks(self.head, parts))
+        return head(hidden).to(torch.float32)
 
 
 class _ColumnBlocks:
-    """`bias + x @ weight` for one row x, computed as `parts` products over column blocks of `weight`, in parallel.
+    """`bias + x @ weight` for one row x, computed as `parts` products over blocks of `weight`, in parallel.
 
-    The blocks are strided views of the weight, so nothing is copied; `torch.bmm` runs one block per thread. When
-    the columns do not divide evenly (GPT-2's 50,257-token vocabulary), neighbouring blocks overlap by a few columns,
-    computed twice and kept once. With one part it is the plain `torch.addmm` the model itself runs.
+    When the rows divide evenly (GPT-2's 768 and 3072) the blocks are row ranges: each thread streams one
+    contiguous part of the matrix, and the `parts` partial sums are added (16 instead of 13 GB/s over GPT-2-small's
+    blocks on this 2-core machine: 21 against 25 ms a token). Otherwise they are column blocks, strided views: when
+    the columns do not divide evenly either (GPT-2's 50,257-token vocabulary), neighbouring blocks overlap by a few
+    columns, computed twice and kept once. Nothing is copied; `torch.bmm` runs one block per thread. Either way
+    only the summation order differs from one product (~1e-6). With one part it is the plain `torch.addmm` the model
+    itself runs.
     """
 
     def __init__(self, weight, bias, parts: int) -> None:
         rows, columns = weight.shape
         self.weight, self.bias, self.columns = weight, bias, columns
         self.parts = parts if parts > 1 and columns >= 2 * parts and weight.stride(1) == 1 else 1
+        self.row_ranges = None
         if self.parts == 1:
+            return
+        if rows % self.parts == 0 and weight.is_contiguous():
+            self.row_ranges = weight.view(self.parts, rows // self.parts, columns)
             return
         # Blocks of `width` columns starting every `step` columns, the last one ending exactly at the last column.
         width = -(-columns // self.parts)
@@ -200,6 +209,9 @@ class _ColumnBlocks:
 
         if self.parts == 1:
             return torch.mm(x, self.weight) if self.bias is None else torch.addmm(self.bias, x, self.weight)
+        if self.row_ranges is not None:
+            partial = torch.bmm(x.reshape(self.parts, 1, -1), self.row_ranges).sum(0)
+            return partial if self.bias is None else partial + self.bias
         rows = x.expand(self.parts, 1, x.shape[1])
         if self.bias_blocks is not None:
             return torch.baddbmm(self.bias_blocks, rows, self.views).view(1, self.columns)
@@ -209,6 +221,34 @@ class _ColumnBlocks:
         else:
             out = blocks.view(1, self.columns)
         return out if self.bias is None else out + self.bias
+
+
+class _RowBlocks:
+    """`x @ weight.T` for one row x, where weight is [vocab, hidden] as the model keeps it (the tied embedding):
+    `parts` products over ranges of its rows, in parallel, each range a contiguous part of the matrix. Each logit is
+    the same dot product as in `F.linear` (bit for bit for GPT-2's vocabulary here), and no copy of the matrix is
+    made. Ranges that do not divide the vocabulary evenly overlap by a few rows, computed twice and kept once."""
+
+    def __init__(self, weight, parts: int) -> None:
+        rows, width = weight.shape
+        self.weight, self.rows = weight, rows
+        self.parts = parts if parts > 1 and rows >= 2 * parts and weight.is_contiguous() else 1
+        if self.parts == 1:
+            return
+        size = -(-rows // self.parts)
+        while (rows - size) % (self.parts - 1):
+            size += 1
+        self.step = (rows - size) // (self.parts - 1)
+        self.views = weight.as_strided((self.parts, size, width), (self.step * width, width, 1))
+
+    def __call__(self, x):
+        import torch
+        import torch.nn.functional as F
+
+        if self.parts == 1:
+            return F.linear(x, self.weight)
+        blocks = torch.bmm(x.expand(self.parts, 1, x.shape[1]), self.views.transpose(1, 2))
+        return torch.cat([blocks[:-1, 0, : self.step].reshape(-1), blocks[-1, 0]]).view(1, self.rows)
 
 
 def _output_cache(out):
