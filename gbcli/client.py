@@ -27,7 +27,7 @@ from gbcli.protocol import (
     hello,
     peer_pid,
     same_build,
-    socket_path,
+    socket_file,
     tcp_url,
 )
 
@@ -74,13 +74,13 @@ def wants_server(argv: list[str]) -> bool:
 
 def connect(timeout: float = 2.0) -> socket.socket | None:
     """A connection to the running server, or None. A socket nobody listens on (a killed server's) is removed."""
-    path = socket_path()
-    if not path.exists():
+    path = socket_file()
+    if not os.path.exists(path):
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(str(path))
+        sock.connect(path)
     except (ConnectionRefusedError, FileNotFoundError):
         sock.close()
         remove_stale(path)
@@ -106,7 +106,7 @@ class Target:
     def __init__(self, address: tuple[str, int] | None) -> None:
         self.address = address
         self.named = address is not None
-        self.where = tcp_url(*address) if address is not None else str(socket_path())
+        self.where = tcp_url(*address) if address is not None else socket_file()
 
     def open(self) -> socket.socket | None:
         if self.address is None:

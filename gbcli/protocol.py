@@ -19,10 +19,10 @@ import socket
 import stat
 import zlib
 from functools import cache
-from pathlib import Path
 
 TYPE_CHECKING = False  # typing costs a warm command ~4 ms of start-up; annotations here are strings anyway
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
 PROTOCOL = 1
@@ -48,22 +48,38 @@ def build_id() -> str:
     # two sources apart (it guards against mistakes, not attacks: the socket's permissions and the TCP token do
     # that), and zlib costs a warm command no start-up where hashlib's OpenSSL costs ~5 ms.
     crc, adler = 0, 1
-    package = Path(__file__).resolve().parent
-    for path in sorted(package.rglob("*.py")):
-        chunk = str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0"
+    package = os.path.dirname(os.path.realpath(__file__))
+    sources = sorted(os.path.relpath(os.path.join(folder, name), package)
+                     for folder, _, names in os.walk(package) for name in names if name.endswith(".py"))
+    for relative in sources:
+        with open(os.path.join(package, relative), "rb") as source:
+            chunk = relative.encode() + b"\0" + source.read() + b"\0"
         crc, adler = zlib.crc32(chunk, crc), zlib.adler32(chunk, adler)
     return f"{__version__}+{crc:08x}{adler:08x}"
 
 
-def runtime_dir() -> Path:
-    """The user's runtime folder for gbcli: GBCLI_RUNTIME_DIR, else $XDG_RUNTIME_DIR/gbcli, else /tmp/gbcli-UID."""
+def runtime_folder() -> str:
+    """The user's runtime folder for gbcli: GBCLI_RUNTIME_DIR, else $XDG_RUNTIME_DIR/gbcli, else /tmp/gbcli-UID.
+
+    A string: the client's start-up has no use for pathlib (~8 ms of imports); `runtime_dir` is its Path.
+    """
     chosen = os.environ.get("GBCLI_RUNTIME_DIR")
     if chosen:
-        return Path(chosen)
+        return chosen
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isdir(xdg):
-        return Path(xdg) / "gbcli"
-    return Path("/tmp") / f"gbcli-{os.getuid()}"
+        return os.path.join(xdg, "gbcli")
+    return os.path.join("/tmp", f"gbcli-{os.getuid()}")
+
+
+def runtime_dir() -> Path:
+    from pathlib import Path
+
+    return Path(runtime_folder())
+
+
+def socket_file() -> str:
+    return os.path.join(runtime_folder(), SOCKET_NAME)
 
 
 def socket_path() -> Path:
@@ -104,7 +120,8 @@ def client_token() -> str | None:
     if token:
         return token
     try:
-        return token_path().read_text().strip() or None
+        with open(os.path.join(runtime_folder(), TOKEN_NAME)) as file:
+            return file.read().strip() or None
     except OSError:
         return None
 
