@@ -230,3 +230,33 @@ def test_run_beside_raises_either_sides_exception_after_both_end():
     with pytest.raises(KeyError):
         run_beside(lambda: done.append("there"), lambda: {}["missing"])
     assert done == ["here", "there"]
+
+
+def test_run_beside_waits_for_its_thread_through_ctrl_c():
+    """Ctrl-C on the caller's thread while the other side still runs: the other side ends first (it may hold a
+    model the next command needs), then the interrupt goes on."""
+    import signal
+    import threading
+    import time
+
+    from gbcli.lm.threads import run_beside
+
+    finished = threading.Event()
+    main = threading.main_thread().ident
+
+    def slow() -> None:
+        time.sleep(0.5)
+        finished.set()
+
+    def interrupted_while_waiting() -> None:  # Ctrl-C lands while this thread waits for the other one
+        threading.Timer(0.1, lambda: signal.pthread_kill(main, signal.SIGINT)).start()
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_beside(slow, interrupted_while_waiting)
+        assert finished.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            run_beside(slow, lambda: (_ for _ in ()).throw(KeyboardInterrupt))
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -218,6 +218,7 @@ def run_beside(first: Any, second: Any) -> None:
     threads = torch.get_num_threads()
     half = max(1, threads // 2)
     failure: list[BaseException] = []
+    done = threading.Event()
 
     def work() -> None:
         try:
@@ -226,6 +227,8 @@ def run_beside(first: Any, second: Any) -> None:
                 first()
         except BaseException as exc:  # re-raised on the caller's thread
             failure.append(exc)
+        finally:
+            done.set()
 
     worker = threading.Thread(target=work, name="gbcli-beside", daemon=True)
     torch.set_num_threads(half)
@@ -233,8 +236,21 @@ def run_beside(first: Any, second: Any) -> None:
     try:
         second()
     finally:
-        worker.join()
+        _wait_for(done)
         torch.set_num_threads(threads)
     if failure:
         raise failure[0]
 
+
+def _wait_for(done: Any) -> None:
+    """Wait for the other thread even through Ctrl-C (raised once it has ended): it may be running a model that
+    the next command of a warm server or shell runs too, and two passes at once on one model would share its
+    hooks. (An Event, not Thread.join: an interrupted join in CPython 3.11 marks a running thread as ended.)"""
+    interrupted: BaseException | None = None
+    while not done.is_set():
+        try:
+            done.wait()
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
