@@ -44,9 +44,9 @@ def build_id() -> str:
     """The gbcli version and a hash of the package's source: a server running other code refuses the client."""
     from gbcli import __version__
 
-    # CRC-32 and Adler-32 of the names and bytes: a 64-bit fingerprint, as good as a cryptographic hash at telling
-    # two sources apart (it guards against mistakes, not attacks: the socket's permissions and the TCP token do
-    # that), and zlib costs a warm command no start-up where hashlib's OpenSSL costs ~5 ms.
+    # CRC-32 and Adler-32 of the names and bytes: a 64-bit fingerprint that tells two builds apart by mistake-proof
+    # odds (it is no defence against a forger: the socket's permissions and the TCP token are that), and zlib costs
+    # a warm command no start-up where hashlib's OpenSSL costs ~5 ms.
     crc, adler = 0, 1
     package = os.path.dirname(os.path.realpath(__file__))
     sources = sorted(os.path.relpath(os.path.join(folder, name), package)

@@ -414,10 +414,14 @@ class Server:
                     if message.get("eof"):
                         job.stdin.put(None)
                     else:
-                        job.stdin.put(decode_bytes(message.get("data")))
+                        try:
+                            job.stdin.put(decode_bytes(message.get("data")))
+                        except ProtocolError:  # a client that sends garbage is treated as gone: stop its work
+                            client_here = False
+                            self.cancel(job)
             else:
                 job.done.wait(wait)
-            if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+            if not job.done.is_set() and time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
                 channel.send({"type": "alive"})
                 last_beat = time.monotonic()
         # The exit message was sent by `run` as the job ended.

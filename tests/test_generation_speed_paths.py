@@ -269,6 +269,14 @@ def test_column_blocks_compute_the_same_product(parts, columns, rows):
         torch.testing.assert_close(blocks(x), expected, rtol=1e-6, atol=1e-5)  # summation order only
 
 
+def test_half_precision_blocks_never_add_rounded_partial_sums():
+    """Row ranges add partial sums: in bfloat16 each would be rounded first, so half precision takes column blocks."""
+    weight = torch.randn(96, 64).to(torch.bfloat16)
+    blocks = _ColumnBlocks(weight, None, 2)
+    assert blocks.parts == 2 and blocks.row_ranges is None
+    assert _ColumnBlocks(weight.float(), None, 2).row_ranges is not None
+
+
 @pytest.mark.parametrize("parts", [1, 2, 3])
 @pytest.mark.parametrize("vocabulary", [50257, 64])
 def test_row_blocks_of_the_tied_embedding_give_f_linears_logits_bit_for_bit(parts, vocabulary):

@@ -126,6 +126,14 @@ def test_a_wide_vocabulary_is_projected_in_blocks_with_the_same_logits(gpt_lm, m
     assert calls == [torch.Size([3, 32])]
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert "forward" not in vars(wide.model.get_output_embeddings())  # the layer is itself again
+    # A forward that another library put on the layer (accelerate's hooks do) is used as it is, and kept.
+    head = wide.model.get_output_embeddings()
+    theirs = []
+    head.forward = lambda hidden: theirs.append(hidden.shape) or torch.nn.functional.linear(hidden, head.weight)
+    calls.clear()
+    with torch.inference_mode():
+        torch.testing.assert_close(logits_at(wide, inputs, rows, cols), expected, atol=1e-5, rtol=1e-5)
+    assert calls == [] and theirs == [torch.Size([3, 32])] and "forward" in vars(head)
 
 
 def test_masked_reads_give_top_k_and_chosen_tokens(bert_lm):

@@ -125,7 +125,8 @@ def assert_same_as_in_process(server: RunningServer, *args: str, env: dict[str, 
     cold = run(*args, input=input, env={"COLUMNS": "80", "NO_COLOR": "1", **{k: v or None for k, v in env.items()}})
     assert warm.returncode == cold.exit_code, warm.stderr.decode()
     if timings:  # wall-clock figures differ between any two runs; all the rest must not
-        assert rounded(without_timings(json.loads(warm.stdout))) == rounded(without_timings(json.loads(cold.stdout)))
+        ours, theirs = without_timings(json.loads(warm.stdout)), without_timings(json.loads(cold.stdout))
+        assert alike(ours, theirs), (ours, theirs)
     else:
         assert warm.stdout.decode() == cold.stdout
     if stderr:  # (a spinner's frames on a terminal depend on how long loading takes)
@@ -133,16 +134,16 @@ def assert_same_as_in_process(server: RunningServer, *args: str, env: dict[str, 
     return warm
 
 
-def rounded(value, digits: int = 6):
-    """Floats to `digits` significant digits: a timed run's decoding step picks its thread split by timing it
+def alike(a, b) -> bool:
+    """Equal JSON values, floats to 1e-6: a timed run's decoding step picks its thread split by timing it
     (gbcli.lm.threads), and another split may sum a dot product in another order (~1e-7 apart)."""
-    if isinstance(value, float):
-        return float(f"{value:.{digits}g}")
-    if isinstance(value, dict):
-        return {key: rounded(item, digits) for key, item in value.items()}
-    if isinstance(value, list):
-        return [rounded(item, digits) for item in value]
-    return value
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(alike(a[key], b[key]) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(alike(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
 
 
 def heavy_import_probe(args: list[str]) -> str:
@@ -256,6 +257,28 @@ def test_the_exit_follows_the_last_output_at_once(server, models):
                 channel.close()
             assert message["code"] == 0 and last_output is not None
             assert ended - last_output < 0.5, f"the exit came {ended - last_output:.2f} s after the last output"
+
+
+def test_a_client_that_sends_garbage_for_stdin_is_cut_off_and_the_server_goes_on(server, models):
+    """A stdin message that is not base64: the command that waits for stdin is stopped as if the client had left,
+    and the next request is served."""
+    from gbcli.client import Target, run_request
+    from gbcli.protocol import Channel
+
+    with runtime_env(server.runtime):
+        before = server.served()
+        target = Target(None)
+        channel = Channel(target.open())
+        try:
+            channel.send(run_request(["fill-mask", "-", *models], target))
+            assert channel.receive(10)["type"] == "accepted"
+            while channel.receive(30)["type"] != "stdin_request":
+                pass
+            channel.send({"type": "stdin", "data": "this is not base64!"})
+            wait_for(lambda: server.served() == before + 1, 30, "the stopped command to end")
+        finally:
+            channel.close()
+    assert_same_as_in_process(server, "tokenize", "hello", *models)
 
 
 def test_ps_lists_the_models_with_their_memory(server, gpt_path):

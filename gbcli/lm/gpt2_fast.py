@@ -178,7 +178,8 @@ class _ColumnBlocks:
 
     When the rows divide evenly (GPT-2's 768 and 3072) the blocks are row ranges: each thread streams one
     contiguous part of the matrix, and the `parts` partial sums are added (16 instead of 13 GB/s over GPT-2-small's
-    blocks on this 2-core machine: 21 against 25 ms a token). Otherwise they are column blocks, strided views: when
+    blocks on this 2-core machine: 21 against 25 ms a token), in float32. Otherwise they are column blocks, strided
+    views: when
     the columns do not divide evenly either (GPT-2's 50,257-token vocabulary), neighbouring blocks overlap by a few
     columns, computed twice and kept once. Nothing is copied; `torch.bmm` runs one block per thread. Either way
     only the summation order differs from one product (~1e-6). With one part it is the plain `torch.addmm` the model
@@ -186,13 +187,17 @@ class _ColumnBlocks:
     """
 
     def __init__(self, weight, bias, parts: int) -> None:
+        import torch
+
         rows, columns = weight.shape
         self.weight, self.bias, self.columns = weight, bias, columns
         self.parts = parts if parts > 1 and columns >= 2 * parts and weight.stride(1) == 1 else 1
         self.row_ranges = None
         if self.parts == 1:
             return
-        if rows % self.parts == 0 and weight.is_contiguous():
+        # In float32 only: in half precision each partial sum would be rounded before they are added, two
+        # roundings where one product has one (bfloat16: errors twice addmm's).
+        if rows % self.parts == 0 and weight.is_contiguous() and weight.dtype == torch.float32:
             self.row_ranges = weight.view(self.parts, rows // self.parts, columns)
             return
         # Blocks of `width` columns starting every `step` columns, the last one ending exactly at the last column.

@@ -68,7 +68,8 @@ def forward_at(lm: LoadedModel, inputs: dict[str, Any], rows: torch.Tensor,
             return (args[0][rows, cols], *args[1:])
 
         handle = head.register_forward_pre_hook(select)
-        if head.weight.device.type == "cpu" and head.out_features >= BLOCKED_VOCABULARY and len(rows) > 1:
+        if (head.weight.device.type == "cpu" and head.out_features >= BLOCKED_VOCABULARY and len(rows) > 1
+                and "forward" not in vars(head)):  # a forward another library set on the layer is left alone
             # An instance attribute shadows Linear.forward for this pass only; hooks still run around it.
             head.forward = lambda hidden: project_in_blocks(hidden, head.weight, head.bias)
             in_blocks = True

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 
 from gbcli.errors import usage_error
@@ -56,7 +57,14 @@ class _Run:
         for family, column in self.columns:
             ready = [s for s in chunk if s.error is None]
             if beside and family == "bert":
-                run_beside(partial(column.run, ready), partial(gpt.run_left, ready))
+                # GPT-2's warnings of this phase come after BERT's, as in turn (each side appends as it goes).
+                shared, gpt.settings = gpt.settings, replace(gpt.settings, warnings=[])
+                try:
+                    run_beside(partial(column.run, ready), partial(gpt.run_left, ready))
+                finally:
+                    later, gpt.settings = gpt.settings.warnings, shared
+                    for message in later:
+                        shared.warn(message)
             elif beside and family == "gpt":
                 gpt.run_whole(ready)
             else:
