@@ -82,12 +82,20 @@ def socket_file() -> str:
     return os.path.join(runtime_folder(), SOCKET_NAME)
 
 
+def token_file() -> str:
+    return os.path.join(runtime_folder(), TOKEN_NAME)
+
+
 def socket_path() -> Path:
-    return runtime_dir() / SOCKET_NAME
+    from pathlib import Path
+
+    return Path(socket_file())
 
 
 def token_path() -> Path:
-    return runtime_dir() / TOKEN_NAME
+    from pathlib import Path
+
+    return Path(token_file())
 
 
 def chosen_server() -> tuple[str, int] | None:
@@ -120,7 +128,7 @@ def client_token() -> str | None:
     if token:
         return token
     try:
-        with open(os.path.join(runtime_folder(), TOKEN_NAME)) as file:
+        with open(token_file()) as file:
             return file.read().strip() or None
     except OSError:
         return None

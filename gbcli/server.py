@@ -334,7 +334,7 @@ class Server:
             self.served += 1
             job.done.set()
             # Sent from here, after the last output and once the job is no longer current (a client that leaves
-            # now cancels nothing): the relay thread may be waiting on its socket for up to a poll interval.
+            # now cancels nothing): the relay thread may be waiting on its socket until the next heartbeat.
             job.channel.send({"type": "exit", "code": job.code})
             self.say(f"{' '.join(job.argv)[:120]} -> {job.code} in {time.perf_counter() - started:.3f} s")
 

@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from gbcli.lm import threads
 from gbcli.lm.decoding import ModelDecoder, decoder_for
-from gbcli.lm.gpt2_fast import RELAYOUT_MIN_TOKENS, _ColumnBlocks, _RowBlocks, gpt2_decoder
+from gbcli.lm.gpt2_fast import RELAYOUT_MIN_TOKENS, _BlockedProduct, _RowBlocks, gpt2_decoder
 from gbcli.models import LoadOptions, load_model
 from gbcli.tasks import generation
 from gbcli.tasks.decoding import DecodingSettings
@@ -256,13 +256,13 @@ def test_bert_head_at_the_mask_alone_equals_the_full_forward(bert_path):
 @pytest.mark.parametrize("parts", [2, 3, 4])
 @pytest.mark.parametrize("columns", [2304, 50257, 10])
 @pytest.mark.parametrize("rows", [96, 97])
-def test_column_blocks_compute_the_same_product(parts, columns, rows):
+def test_block_products_compute_the_same_product(parts, columns, rows):
     """The threaded matrix-vector product covers every column once: in contiguous row ranges whose partial sums
     are added when the rows divide evenly (96), else in column blocks, uneven ones too (GPT-2's vocabulary)."""
     torch.manual_seed(parts * columns + rows)
     weight, bias, x = torch.randn(rows, columns), torch.randn(columns), torch.randn(1, rows)
     for with_bias in (bias, None):
-        blocks = _ColumnBlocks(weight, with_bias, parts)
+        blocks = _BlockedProduct(weight, with_bias, parts)
         assert blocks.parts == parts
         assert (blocks.row_ranges is not None) == (rows % parts == 0)
         expected = torch.addmm(with_bias, x, weight) if with_bias is not None else x @ weight
@@ -272,9 +272,9 @@ def test_column_blocks_compute_the_same_product(parts, columns, rows):
 def test_half_precision_blocks_never_add_rounded_partial_sums():
     """Row ranges add partial sums: in bfloat16 each would be rounded first, so half precision takes column blocks."""
     weight = torch.randn(96, 64).to(torch.bfloat16)
-    blocks = _ColumnBlocks(weight, None, 2)
+    blocks = _BlockedProduct(weight, None, 2)
     assert blocks.parts == 2 and blocks.row_ranges is None
-    assert _ColumnBlocks(weight.float(), None, 2).row_ranges is not None
+    assert _BlockedProduct(weight.float(), None, 2).row_ranges is not None
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3])
@@ -301,7 +301,7 @@ def test_gpt2_step_on_two_threads_splits_its_products_and_keeps_the_models_numbe
             fast_logits, theirs = fast.start(ids, capacity), model.start(ids, capacity)
             assert fast.parts == 2
             assert all(blocks.parts == 2 and blocks.row_ranges is not None
-                       for layer in fast._column_blocks() for blocks in layer)
+                       for layer in fast._block_products() for blocks in layer)
             for position in range(ids.shape[1], capacity):
                 torch.testing.assert_close(fast_logits, theirs, rtol=0, atol=1e-5)
                 token = theirs.argmax(-1, keepdim=True)

@@ -19,7 +19,7 @@ def gpt2_decoder(lm: LoadedModel, new_tokens: int) -> _Gpt2Decoder | None:
 
     One per loaded model, as it may hold a re-laid-out copy of the output embedding, made (in `start`, on the
     thread count the prompt runs on) once a generation asks for RELAYOUT_MIN_TOKENS new tokens or more (see
-    _Gpt2Decoder). The caller's thread setting now is the number of column blocks of every product.
+    _Gpt2Decoder). The caller's thread setting now is the number of blocks every product is split into.
     """
     import torch
 
@@ -46,7 +46,7 @@ class _Gpt2Decoder:
       in summation order only (~1e-6). The copy (vocab x hidden floats, 154 MB for GPT-2 small) stays with the
       loaded model for the rest of the process;
     - with T > 1 threads, each matrix-vector product runs as T products over blocks of the same weights
-      (`_ColumnBlocks` for the blocks' products: contiguous row ranges whose partial sums are added; `_RowBlocks`
+      (`_BlockedProduct` for the blocks' products: contiguous row ranges whose partial sums are added; `_RowBlocks`
       for the output projection without the copy), one per thread: no copy. torch's CPU matrix-vector product
       (MKL's sgemv on this AMD machine) runs on one thread whatever the setting: 11 GB/s for the 340 MB of
       GPT-2-small's blocks, where two row ranges at once stream 16 GB/s. Only the summation order may differ (~1e-6).
@@ -76,12 +76,12 @@ class _Gpt2Decoder:
         self.head = model.lm_head.weight
         self.head_t = None
         self.keys = self.values = None
-        # Column blocks per matrix-vector product: the caller's thread count when gpt2_decoder() hands this out;
+        # Blocks per matrix-vector product: the caller's thread count when gpt2_decoder() hands this out;
         # a step that runs on fewer threads (gbcli.lm.threads) splits into no more blocks than it has threads.
         self.parts = 1
         self.wants_relayout = False
-        self._blocks: dict[int, list[tuple[_ColumnBlocks, ...]]] = {}
-        self._head_blocks: dict[tuple[bool, int], _ColumnBlocks | _RowBlocks] = {}
+        self._blocks: dict[int, list[tuple[_BlockedProduct, ...]]] = {}
+        self._head_blocks: dict[tuple[bool, int], _BlockedProduct | _RowBlocks] = {}
 
     def relayout_head(self) -> None:
         """Keep a [hidden, vocab] copy of the output projection (float32 on CPU, where its speed was measured)."""
@@ -117,7 +117,7 @@ class _Gpt2Decoder:
         hidden = F.embedding(token, self.wte) + F.embedding(token.new_tensor([[position]]), self.wpe)
         hidden = hidden.view(1, width)
         parts = self._running_parts()
-        blocks = self._column_blocks(parts)
+        blocks = self._block_products(parts)
         for index, block in enumerate(self.blocks):
             attn, mlp = block.attn, block.mlp
             c_attn, c_proj, c_fc, mlp_proj = blocks[index]
@@ -140,7 +140,7 @@ class _Gpt2Decoder:
         return self._logits(self.ln_f(hidden), parts)
 
     def _running_parts(self) -> int:
-        """Column blocks for the product about to run: the caller's split, but no more blocks than threads run
+        """Blocks for the product about to run: the caller's split, but no more blocks than threads run
         now. One thread given two blocks runs them one after the other through a batched product, slower than the
         model's own `addmm` (0.71 against 1.0 times OMP_NUM_THREADS=1's tokens/s with another process spinning
         on one of two cores), and the model's own op is what a step on one thread should run anyway."""
@@ -148,14 +148,14 @@ class _Gpt2Decoder:
 
         return min(self.parts, torch.get_num_threads())
 
-    def _column_blocks(self, parts: int | None = None) -> list[tuple[_ColumnBlocks, ...]]:
-        """Each block's four Conv1D products, split into `parts` (default: `self.parts`) column blocks (built once
-        per count)."""
+    def _block_products(self, parts: int | None = None) -> list[tuple[_BlockedProduct, ...]]:
+        """Each block's four Conv1D products, split into `parts` (default: `self.parts`) blocks (built once per
+        count)."""
         parts = self.parts if parts is None else parts
         blocks = self._blocks.get(parts)
         if blocks is None:
             blocks = self._blocks[parts] = [
-                tuple(_ColumnBlocks(conv.weight, conv.bias, parts)
+                tuple(_BlockedProduct(conv.weight, conv.bias, parts)
                       for conv in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj))
                 for block in self.blocks
             ]
@@ -169,21 +169,19 @@ class _Gpt2Decoder:
         head = self._head_blocks.get((copied, parts))
         if head is None:
             head = self._head_blocks[(copied, parts)] = (
-                _ColumnBlocks(self.head_t, None, parts) if copied else _RowBlocks(self.head, parts))
+                _BlockedProduct(self.head_t, None, parts) if copied else _RowBlocks(self.head, parts))
         return head(hidden).to(torch.float32)
 
 
-class _ColumnBlocks:
+class _BlockedProduct:
     """`bias + x @ weight` for one row x, computed as `parts` products over blocks of `weight`, in parallel.
 
-    When the rows divide evenly (GPT-2's 768 and 3072) the blocks are row ranges: each thread streams one
-    contiguous part of the matrix, and the `parts` partial sums are added (16 instead of 13 GB/s over GPT-2-small's
-    blocks on this 2-core machine: 21 against 25 ms a token), in float32. Otherwise they are column blocks, strided
-    views: when
-    the columns do not divide evenly either (GPT-2's 50,257-token vocabulary), neighbouring blocks overlap by a few
-    columns, computed twice and kept once. Nothing is copied; `torch.bmm` runs one block per thread. Either way
-    only the summation order differs from one product (~1e-6). With one part it is the plain `torch.addmm` the model
-    itself runs.
+    In float32, when the rows divide evenly (GPT-2's 768 and 3072), the blocks are row ranges: each thread streams
+    one contiguous part of the matrix, and the `parts` partial sums are added (16 instead of 13 GB/s over
+    GPT-2-small's blocks on this 2-core machine: 21 against 25 ms a token). Otherwise they are column blocks,
+    strided views, overlapping by a few columns where the columns do not divide evenly either (GPT-2's 50,257-token
+    vocabulary). Nothing is copied; `torch.bmm` runs one block per thread. Either way only the summation order
+    differs from one product (~1e-6). With one part it is the plain `torch.addmm` the model itself runs.
     """
 
     def __init__(self, weight, bias, parts: int) -> None:
@@ -200,11 +198,7 @@ class _ColumnBlocks:
         if rows % self.parts == 0 and weight.is_contiguous() and weight.dtype == torch.float32:
             self.row_ranges = weight.view(self.parts, rows // self.parts, columns)
             return
-        # Blocks of `width` columns starting every `step` columns, the last one ending exactly at the last column.
-        width = -(-columns // self.parts)
-        while (columns - width) % (self.parts - 1):
-            width += 1
-        self.step = (columns - width) // (self.parts - 1)
+        width, self.step = _overlapping_ranges(columns, self.parts)
         self.views = weight.as_strided((self.parts, rows, width), (self.step, weight.stride(0), 1))
         self.overlap = self.step < width
         self.bias_blocks = bias.view(self.parts, 1, width) if bias is not None and not self.overlap else None
@@ -221,10 +215,7 @@ class _ColumnBlocks:
         if self.bias_blocks is not None:
             return torch.baddbmm(self.bias_blocks, rows, self.views).view(1, self.columns)
         blocks = torch.bmm(rows, self.views)
-        if self.overlap:
-            out = torch.cat([blocks[:-1, 0, : self.step].reshape(-1), blocks[-1, 0]]).view(1, self.columns)
-        else:
-            out = blocks.view(1, self.columns)
+        out = _joined(blocks[:, 0], self.step) if self.overlap else blocks.view(1, self.columns)
         return out if self.bias is None else out + self.bias
 
 
@@ -240,10 +231,7 @@ class _RowBlocks:
         self.parts = parts if parts > 1 and rows >= 2 * parts and weight.is_contiguous() else 1
         if self.parts == 1:
             return
-        size = -(-rows // self.parts)
-        while (rows - size) % (self.parts - 1):
-            size += 1
-        self.step = (rows - size) // (self.parts - 1)
+        size, self.step = _overlapping_ranges(rows, self.parts)
         self.views = weight.as_strided((self.parts, size, width), (self.step * width, width, 1))
 
     def __call__(self, x):
@@ -253,7 +241,24 @@ class _RowBlocks:
         if self.parts == 1:
             return F.linear(x, self.weight)
         blocks = torch.bmm(x.expand(self.parts, 1, x.shape[1]), self.views.transpose(1, 2))
-        return torch.cat([blocks[:-1, 0, : self.step].reshape(-1), blocks[-1, 0]]).view(1, self.rows)
+        return _joined(blocks[:, 0], self.step)
+
+
+def _overlapping_ranges(length: int, parts: int) -> tuple[int, int]:
+    """(size, step): `parts` ranges of `size` along `length`, one starting every `step`, the last ending exactly at
+    the end; when `parts` does not divide `length`, neighbours overlap by a few (computed twice, kept once)."""
+    size = -(-length // parts)
+    while (length - size) % (parts - 1):
+        size += 1
+    return size, (length - size) // (parts - 1)
+
+
+def _joined(blocks, step: int):
+    """One row [1, length] from the [parts, size] results of `_overlapping_ranges`' ranges: each but the last gives
+    its first `step` values, the last all of its own."""
+    import torch
+
+    return torch.cat([blocks[:-1, :step].reshape(-1), blocks[-1]]).view(1, -1)
 
 
 def _output_cache(out):

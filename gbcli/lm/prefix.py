@@ -3,9 +3,10 @@
 Ranking the candidates of a blank scores sentences that differ only from the blank on ("The capital of France
 is Paris." / "... is Rome."). A causal LM's state after the shared tokens is the same for all of them, so
 `grouped_logprobs` runs the longest common token prefix of each group once, with the model's KV cache, and then
-only the differing suffixes, batched against copies of that cache. The numbers are the full passes' (the same
-attention over the same keys, in a different batch shape: ~1e-6 apart in float32; tests/test_prefix_scoring.py
-holds every cached architecture to the full pass).
+only the differing suffixes: packed side by side into one row after that cache where the architecture allows it,
+else as padded rows against copies of it. The numbers are the full passes' (the same attention over the same
+keys, in a different batch shape: ~1e-6 apart in float32; tests/test_prefix_scoring.py holds every cached
+architecture to the full pass).
 
 A model without a KV cache that can be copied along the batch (Mamba's and RWKV's recurrent states) scores every
 sequence whole, as `causal_logprobs` does.
@@ -114,11 +115,12 @@ def run_prefix(lm: LoadedModel, ids: list[int], score_from: int) -> Prefix | Non
 def continuation_logprobs(lm: LoadedModel, prefix: Prefix, sequences: list[list[int]], *,
                           max_rows: int | None = None) -> list[list[float]]:
     """log p(ids[i] | ids[:i]) for len(prefix.ids) <= i < len(ids), of each sequence (each begins with the
-    prefix and goes on past it): the first token from the prefix's last position, the rest run against copies of
-    its cache, in batches of at most `max_rows` rows of alike lengths."""
+    prefix and goes on past it): the first token from the prefix's last position, the rest run after its cache,
+    packed into one row (`packs_continuations`), else in padded batches of at most `max_rows` rows of alike
+    lengths."""
     import torch
 
-    size, device = len(prefix.ids), lm.device
+    size = len(prefix.ids)
     # A suffix's last token is only read, never run (see needed_ids); a one-token suffix is read whole at the
     # prefix's last position; the others run, little padding with them.
     suffixes = [Reads(s[size:-1], list(range(len(s) - size - 1)), [[t] for t in s[size + 1 :]]) for s in sequences]
@@ -126,20 +128,13 @@ def continuation_logprobs(lm: LoadedModel, prefix: Prefix, sequences: list[list[
     with torch.inference_mode():
         firsts = prefix.next_logprobs[torch.tensor([s[size] for s in sequences], dtype=torch.long,
                                                    device=prefix.next_logprobs.device)].tolist()
+        lengths = [len(suffixes[k].ids) for k in running]
         if packs_continuations(lm, max((len(s) for s in sequences), default=0)):
-            for group in packs([len(suffixes[k].ids) for k in running], PACK_TOKENS):
+            for group in packs(lengths, PACK_TOKENS):
                 _run_packed(lm, prefix, [suffixes[running[i]] for i in group])
-            return [[first] + token_logprobs(suffix) for first, suffix in zip(firsts, suffixes, strict=True)]
-        for group in suffix_batches([len(suffixes[k].ids) for k in running], max_rows):
-            chosen = [suffixes[running[i]] for i in group]
-            (batch,) = padded_batches([r.ids for r in chosen], lm.pad_id, device, order="given")
-            past = copy.deepcopy(prefix.cache)
-            past.batch_repeat_interleave(len(chosen))
-            mask = torch.cat([torch.ones((len(chosen), size), dtype=batch.attention_mask.dtype, device=device),
-                              batch.attention_mask], dim=1)
-            inputs: dict[str, Any] = {**model_inputs(lm, batch.ids, mask), _cache_argument(lm): past,
-                                      "use_cache": True}
-            read_batch(lm, inputs, chosen)
+        else:
+            for group in suffix_batches(lengths, max_rows):
+                _run_padded(lm, prefix, [suffixes[running[i]] for i in group])
     return [[first] + token_logprobs(suffix) for first, suffix in zip(firsts, suffixes, strict=True)]
 
 
@@ -167,6 +162,20 @@ def packs(lengths: list[int], budget: int) -> list[list[int]]:
     return groups
 
 
+def _run_padded(lm: LoadedModel, prefix: Prefix, chosen: list[Reads]) -> None:
+    """One pass of the continuations in `chosen` as right-padded rows, each against its own copy of the prefix's
+    cache."""
+    import torch
+
+    size, device = len(prefix.ids), lm.device
+    (batch,) = padded_batches([r.ids for r in chosen], lm.pad_id, device, order="given")
+    past = copy.deepcopy(prefix.cache)
+    past.batch_repeat_interleave(len(chosen))
+    mask = torch.cat([torch.ones((len(chosen), size), dtype=batch.attention_mask.dtype, device=device),
+                      batch.attention_mask], dim=1)
+    read_batch(lm, {**model_inputs(lm, batch.ids, mask), _cache_argument(lm): past, "use_cache": True}, chosen)
+
+
 def _run_packed(lm: LoadedModel, prefix: Prefix, chosen: list[Reads]) -> None:
     """One pass of every continuation in `chosen` side by side in one row, after the prefix's cache (not copied
     along the batch: there is one row). Each token sits at its own position and sees the prefix and the earlier
@@ -188,11 +197,9 @@ def _run_packed(lm: LoadedModel, prefix: Prefix, chosen: list[Reads]) -> None:
     mask.masked_fill_(~allowed, torch.finfo(lm.dtype).min)  # additive: eager attention adds it, sdpa takes it
     packed = Reads(ids, list(range(count)), [t for r in chosen for t in r.targets or []])
     tensor = torch.tensor([ids], dtype=torch.long, device=device)
-    inputs: dict[str, Any] = {"input_ids": tensor, "position_ids": torch.tensor([positions], device=device),
-                              "attention_mask": mask[None, None], _cache_argument(lm): copy.deepcopy(prefix.cache),
-                              "use_cache": True}
-    if "token_type_ids" in lm.tokenizer.model_input_names:
-        inputs["token_type_ids"] = torch.zeros_like(tensor)
+    inputs: dict[str, Any] = {**model_inputs(lm, tensor, mask[None, None]),
+                              "position_ids": torch.tensor([positions], device=device),
+                              _cache_argument(lm): copy.deepcopy(prefix.cache), "use_cache": True}
     read_batch(lm, inputs, [packed])
     flat = 0
     for reads in chosen:

@@ -89,8 +89,8 @@ class StepThreads:
     count is timed again after PROBE_EVERY steps (the machine may have become idle or busy), and after twice as
     many each time it loses again, so that a count that keeps losing (a team stalled by other work that the looks
     missed) costs a few steps per generation, not one every PROBE_EVERY. The count moves only the last bits of a
-    step's numbers (~1e-6): the GPT-2 decoder (gbcli.lm.gpt2_fast) splits its products into as many column blocks
-    as threads run them, and torch's attention kernel divides its sums by thread count (in `model.generate` too).
+    step's numbers (~1e-6): the GPT-2 decoder (gbcli.lm.gpt2_fast) splits its products into as many blocks as
+    threads run them, and torch's attention kernel divides its sums by thread count (in `model.generate` too).
     OMP_NUM_THREADS, when set, is the user's choice and is kept.
     """
 
