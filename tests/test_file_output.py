@@ -109,6 +109,23 @@ def test_resume_refuses_a_file_of_another_command_input_or_model(request, models
                       2, "other models")
 
 
+@pytest.mark.parametrize("other", [("--top-k", "4"), ("--targets", "duck"), ("--targets", "duck,cow")])
+def test_fill_mask_resume_refuses_a_file_made_with_other_options(request, models, streamed, tmp_path, other):
+    """Half a file made with --top-k 3 and no targets: resuming it with other options would mix two kinds of
+    line; the records say which options made them. The same options resume it."""
+    records = streamed["fill-mask"].splitlines(keepends=True)
+    assert {(r["top_k"], tuple(r["targets"])) for r in map(json.loads, records)} == {(3, ())}
+    out = tmp_path / "out.jsonl"
+    out.write_text("".join(records[:4]), encoding="utf-8")
+    file = request.getfixturevalue("masks_file")
+    refused = run("fill-mask", "--file", file, *models, "--top-k", "3", *other, "--output", str(out), "--resume")
+    assert_user_error(refused, 2, "other models or options")
+    assert out.read_text(encoding="utf-8") == "".join(records[:4])
+    _, resumed = _job(request, "fill-mask", models, out, "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert out.read_text(encoding="utf-8") == streamed["fill-mask"]
+
+
 BAD_OPTIONS = [
     (["score", "a text", "--output", "{out}"], "go with --file"),
     (["score", "--file", "{file}", "--resume"], "--resume needs --output"),

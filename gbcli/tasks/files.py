@@ -219,10 +219,15 @@ def fill_mask_plan(models: list[LoadedModel], lines: list[str], resumed: Resumed
                    targets: Sequence[str], batch_size: int, output: str) -> Plan:
     """`fill-mask --file --output`: the chunks `fill-mask --file --json` streams, the lines in --output skipped."""
     from gbcli.tasks.jsonl_output import append_results, check_resumed
+    from gbcli.tasks.masking.pipeline import target_words
 
     names = {lm.family: lm.name for lm in models}
+    # Records carry the options they were made with: a run with another --top-k or --targets would mix two kinds
+    # of line in one file. (A record of a gbcli that did not write them has None there, and is refused too.)
     check_resumed(resumed, output, dict(enumerate(lines, start=1)), lambda record: record.get("text"),
-                  names, lambda record: record.get("models") or names, ("options", "--top-k/--targets"))
+                  (names, top_k, target_words(targets)),
+                  lambda record: (record.get("models") or names, record.get("top_k"), record.get("targets")),
+                  ("options", "--top-k/--targets"))
 
     def write(chunk: tuple[int, list[str]], path: str) -> None:
         append_results(path, fill_mask_chunk(models, *chunk, top_k, targets, batch_size))

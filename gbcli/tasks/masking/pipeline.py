@@ -124,7 +124,7 @@ def fill_mask_lines(
             if on_progress:
                 on_progress(len(chunk))
     # --file skips empty lines, as `score --file` does (the others keep their line numbers).
-    return [s.finish(run.settings.warnings) for s in states if not (skip_empty and not s.text.strip())]
+    return [s.finish(run.settings) for s in states if not (skip_empty and not s.text.strip())]
 
 
 def check_fill_options(top_k: int, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
@@ -135,11 +135,16 @@ def check_fill_options(top_k: int, batch_size: int = DEFAULT_BATCH_SIZE) -> None
         raise usage_error(f"--batch-size must be at least 1, not {batch_size}.", "For example --batch-size 32.")
 
 
+def target_words(targets: Sequence[str]) -> list[str]:
+    """The --targets a run scores: stripped, each once, in the order given (what its results record)."""
+    return list(dict.fromkeys(t.strip() for t in targets if t.strip()))
+
+
 def _start_run(models: dict[str, LoadedModel], top_k: int, targets: Sequence[str],
                batch_size: int) -> tuple[_Run, dict[str, str]]:
     """Check the models and options of a fill-mask run; the run, and each family's display name."""
     check_fill_options(top_k, batch_size)
-    targets = list(dict.fromkeys(t.strip() for t in targets if t.strip()))
+    targets = target_words(targets)
     bert, gpt, bart = models.get("bert"), models.get("gpt"), models.get("bart")
     if bert is None and gpt is None and bart is None:
         raise usage_error("fill-mask needs a masked LM (bert), a causal LM (gpt) or a seq2seq model (bart).",
@@ -178,6 +183,6 @@ def fill_mask_in_turn(
             raise usage_error(state.error.message, state.error.hint)
         if family is None:
             return
-        result = state.finish(run.settings.warnings)
+        result = state.finish(run.settings)
         result.line = None
         yield family, result

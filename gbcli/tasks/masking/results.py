@@ -140,6 +140,9 @@ class FillMaskResult:
     text: str
     line: int | None = None  # 1-based line number for --file input
     models: dict[str, str] = field(default_factory=dict)  # family → model name
+    # The options the columns were made with (a script, and `--resume`, can tell two runs' records apart).
+    top_k: int | None = None
+    targets: list[str] = field(default_factory=list)
     masks: list[MaskSlot] = field(default_factory=list)
     fillings: list[Filling] = field(default_factory=list)
     bart: SpanInfilling | None = None  # every beam of BART's infilling, rewrites included

@@ -12,6 +12,7 @@ from gbcli.tasks.masking.results import Filling, FillMaskResult, MaskSlot, SpanI
 
 if TYPE_CHECKING:
     from gbcli.tasks.masking.bert import BertReading
+    from gbcli.tasks.masking.column import RunSettings
     from gbcli.tasks.masking.gpt import GptReading
 
 
@@ -38,8 +39,9 @@ class TextState:
         """" " when a space separates the mask from the text before it: the next word then carries GPT-2's Ġ."""
         return " " if self.segments[mask].endswith(" ") else ""
 
-    def finish(self, warnings: list[str]) -> FillMaskResult:
-        result = FillMaskResult(text=self.text, line=self.number, models=self.models, warnings=list(warnings))
+    def finish(self, settings: RunSettings) -> FillMaskResult:
+        result = FillMaskResult(text=self.text, line=self.number, models=self.models, top_k=settings.top_k,
+                                targets=list(settings.targets), warnings=list(settings.warnings))
         if self.error is not None:
             result.error, result.hint = self.error.message, self.error.hint
         else:
