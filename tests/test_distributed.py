@@ -124,6 +124,20 @@ def test_under_torchrun_a_file_job_needs_output(command, monkeypatch):
     assert_user_error(run(*command), 2, "needs --output")
 
 
+@pytest.mark.parametrize("command", ["score", "fill-mask", "pairs"])
+def test_under_torchrun_a_file_job_cannot_read_standard_input(command, monkeypatch, tmp_path):
+    """Each process would read a different part of one stdin and take it for the whole file: refused, before
+    anything is read (the input below would otherwise be a valid job)."""
+    from tests.cli_helpers import assert_user_error
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    text = "the duck quacks .\tthe duck quack .\n" if command == "pairs" else "the [MASK] quacks .\n"
+    result = run(command, "--file", "-", "--output", str(tmp_path / "out.jsonl"), input=text)
+    assert_user_error(result, 2, "cannot be standard input")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def _rank_pid(marker: str, rank: int) -> int | None:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -54,7 +54,7 @@ def fill_mask_command(
         raise usage_error("Give either a TEXT or --file, not both." if text is not None else "No text given.",
                           'For example: gbcli fill-mask "the [MASK] quacks in the park ."')
     check_output_options("fill-mask", output, resume, force, file)
-    under_torchrun_needs_output("fill-mask", output)
+    under_torchrun_needs_output("fill-mask", output, file)
     check_fill_options(top_k, batch_size)
     words = parse_targets(targets)
     families = choice.families()

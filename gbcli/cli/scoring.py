@@ -85,7 +85,7 @@ def score(
     if output is not None and csv_output:
         raise usage_error("--output writes JSON Lines: it cannot go with --csv.",
                           "Drop --csv (the file holds every number --json prints), or drop --output.")
-    under_torchrun_needs_output("score", output)
+    under_torchrun_needs_output("score", output, file)
     if csv_output and tokens and words:
         raise usage_error("--csv has a row per token or a row per word, not both.", "Drop --tokens or --words.")
     families = choice.families()
@@ -241,7 +241,7 @@ def _pairs_file(path: str, fields: PairFields, file_format: str, output: str | N
     from gbcli.tasks import pairs as task
     from gbcli.tasks.files import failed_lines_error
 
-    under_torchrun_needs_output("pairs", output)
+    under_torchrun_needs_output("pairs", output, path)
     if output is not None and detect() is not None:
         finished = _pairs_file_shared(path, fields, file_format, output, resume, force, batch_size, settings,
                                       options, load=load)

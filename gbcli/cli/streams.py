@@ -96,13 +96,19 @@ def print_output_summary(file: str, output: str, finished: tuple[ResumedOutput, 
                            highlight=False, soft_wrap=True)
 
 
-def under_torchrun_needs_output(command: str, output: str | None) -> None:
-    """Several processes cannot share stdout: under torchrun a file job writes one --output."""
+def under_torchrun_needs_output(command: str, output: str | None, file: str | None) -> None:
+    """Several processes cannot share stdout: under torchrun a file job writes one --output. Nor can they share
+    stdin: each would read a different part of it and take that for the whole file."""
     from gbcli.distributed import detect
 
-    if output is None and detect() is not None:
+    if detect() is None:
+        return
+    if output is None:
         raise usage_error(f"Under torchrun, {command} --file needs --output: the processes write one file.",
                           f"e.g. torchrun --nproc-per-node 2 -m gbcli {command} --file F.txt -o out.jsonl")
+    if file == "-":
+        raise usage_error(f"Under torchrun, {command} --file cannot be standard input: every process reads the "
+                          "whole file itself.", "Save the input to a file and give its path to --file.")
 
 
 def check_output_options(command: str, output: str | None, resume: bool, force: bool, file: str | None) -> None:
