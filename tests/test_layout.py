@@ -108,6 +108,27 @@ def test_fill_mask_view_shows_every_candidate_and_probability_whole(models, widt
 
 
 @pytest.mark.parametrize("width", WIDTHS)
+def test_fill_mask_view_keeps_long_model_names_whole(models, width):
+    """Local folders have long names; the views' columns are narrow. Each name is shown whole, beside its family,
+    and the table is laid out as with short names (the names are not in its header)."""
+    import copy
+
+    result = fill_mask(models, BERT_MASKED_DUCK, 5)
+    short = render(fill_mask_view(result), width)
+    named = copy.deepcopy(result)
+    names = {"bert": "bert-base-multilingual-uncased-finetuned", "gpt": "gpt2-medium-finetuned-wikitext-103",
+             "bart": "facebook/bart-large-xsum-distilled"}
+    named.models = {family: names[family] for family in result.models}
+    for slot in named.masks:
+        for column in slot.columns():
+            column.model = names[column.column.split("_")[0]]
+    screen = render(fill_mask_view(named), width)
+    assert_whole(screen, [f"BERT {names['bert']}", f"GPT {names['gpt']}", f"BART {names['bart']}"], width)
+    assert [line for line in screen.splitlines() if line.startswith("#")] == \
+        [line for line in short.splitlines() if line.startswith("#")]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
 def test_attention_token_view_shows_every_weight_and_layer_whole(models, width):
     results = [compute_attention(lm, "the capital of italy is rome .") for lm in models.values()]
     report = build_report("the capital of italy is rome .", results, layer=None, head=None, summary=False,

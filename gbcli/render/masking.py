@@ -8,7 +8,8 @@ beam follows, with beam search's scores and the beams that rewrote the text arou
 
 from __future__ import annotations
 
-from rich.console import Group, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -78,9 +79,9 @@ def slot_table(slot: MaskSlot) -> Table:
     table.add_column("#", justify="right", style="dim")
     for column in columns:
         family, view = HEADINGS[column.column]
-        # Three short header lines (family, model, view), so four views fit side by side in 80 columns.
-        table.add_column(Text.assemble((family, "bold"), "\n", (column.model, "dim"), "\n", (view, "dim italic")),
-                         overflow="fold")
+        # Two short header lines (family, view), so four views fit side by side in 80 columns; the model names
+        # are on a line of their own above the tables (ModelsLine), where a long one is never cut mid-word.
+        table.add_column(Text.assemble((family, "bold"), "\n", (view, "dim italic")), overflow="fold")
         table.add_column(Text("p(sent.)" if column.column == "gpt_whole" else "p", style="bold"), justify="right",
                          no_wrap=True)
     winner = _winner(slot)
@@ -279,11 +280,38 @@ def context_lines(slot: MaskSlot) -> list[Text]:
     return lines
 
 
+class ModelsLine:
+    """Which model each family is: `BERT bert-base-uncased · GPT gpt2`, wrapped between the models only.
+
+    A local folder's name (`gpt2-finetuned-squad-v2`) is longer than a view's column, whose header would fold it
+    mid-word; on a line of its own it stays whole, and each family stays beside its model's name (Rich would
+    break a line at any space, the no-break one included)."""
+
+    def __init__(self, models: dict[str, str]) -> None:
+        self.units = [Text.assemble((HEADINGS["gpt_left" if family == "gpt" else family][0], "bold"), " ",
+                                    models[family], style="dim")
+                      for family in ("bert", "gpt", "bart") if family in models]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        line = Text(style="dim")
+        for unit in self.units:
+            if line and cell_len(line.plain) + 3 + unit.cell_len > options.max_width:
+                yield line  # a unit wider than the screen is left to Rich, which folds it
+                line = Text(style="dim")
+            elif line:
+                line.append(" · ")
+            line.append_text(unit)
+        yield line
+
+
 def fill_mask_view(result: FillMaskResult, compact: bool = False) -> RenderableType:
-    """A single text: the masked sentence, one table per blank, then each view's filled-in sentence.
+    """A single text: the masked sentence, which models read it, one table per blank, then each view's filled-in
+    sentence.
 
     `compact` (compare's default screen) leaves out BART's table of beams and the notes on each column."""
     parts: list[RenderableType] = [marked_text(result)]
+    if result.models:
+        parts.append(ModelsLine(result.models))
     several = len(result.masks) > 1
     for slot in result.masks:
         parts.append(Text(""))
