@@ -161,11 +161,12 @@ def verdict(slot: MaskSlot, result: FillMaskResult | None = None) -> Text | None
     else:
         text.append(f"GPT says {whole_word!r} from the left context alone and from the whole sentence.")
     if bert_top is not None:
-        agrees = bert_top.word == whole_word
+        # GPT's word after a glued mask ("the [MASK],[MASK]") keeps the space it brings; BERT's never has one.
+        agrees = bert_top.word.strip() == whole_word.strip()
         text.append(f" BERT's top guess {bert_top.word!r} " + ("agrees." if agrees else "differs."))
     if slot.bart is not None and slot.bart.predictions:
         span = slot.bart.predictions[0].word
-        text.append(f" BART writes {span!r}" + (" too." if span == whole_word else "."))
+        text.append(f" BART writes {span!r}" + (" too." if span.strip() == whole_word.strip() else "."))
     return text
 
 

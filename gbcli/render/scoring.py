@@ -213,7 +213,8 @@ def score_view(records: list[TextScore], *, seconds: dict[str, float] | None = N
             if len(records) > 1:
                 parts.append(Text(f"\n#{record.index}: {record.text}", style="bold"))
             parts.append(tokens_view(record))
-    if any(column.tokens is not None or column.words is not None for record in records for column in record.columns):
+    # The legend explains the [p] marks of the heat line, which only the per-token view draws.
+    if any(column.tokens is not None for record in records for column in record.columns):
         parts.append(prob_legend("probability of the actual token: "))
     if seconds:
         parts.append(timing_line(seconds, passes or {}))
