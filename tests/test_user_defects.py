@@ -23,3 +23,10 @@ def test_score_words_alone_has_no_legend_for_token_marks(models):
     assert "[p] after each token" not in words.stdout
     tokens = run("score", "the duck quacks in the park .", "--tokens", "--words", *models)
     assert "the[0.75]" in tokens.stdout and "[p] after each token" in " ".join(tokens.stdout.split())
+
+
+def test_attention_help_names_the_plot_extra_without_a_stray_backslash():
+    # The help is plain Click text (no Rich markup), so an escaped "\[" reached the user as "gbcli\[plot]".
+    result = run("attention", "--help")
+    assert result.exit_code == 0
+    assert "gbcli[plot]" in result.stdout and "\\[" not in result.stdout

@@ -57,7 +57,7 @@ def attention(
     top: Annotated[int, typer.Option("--top", help="How many attended tokens --token lists per layer.")] = 5,
     export: Annotated[
         str | None, typer.Option("--export", help="Write every layer and head to FILE: .json, .npz, .html (one "
-                                 "self-contained page) or .png (needs gbcli\\[plot]).", show_default=False)
+                                 "self-contained page) or .png (needs gbcli[plot]).", show_default=False)
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Let --export replace an existing file.")] = False,
     window: Annotated[
