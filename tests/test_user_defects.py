@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.cli_helpers import run
 
 
@@ -30,3 +32,36 @@ def test_attention_help_names_the_plot_extra_without_a_stray_backslash():
     result = run("attention", "--help")
     assert result.exit_code == 0
     assert "gbcli[plot]" in result.stdout and "\\[" not in result.stdout
+
+
+LONG_NAMES = {"gpt": "gpt2-medium-finetuned-wikitext-103", "bert": "bert-base-multilingual-uncased-finetuned-squad",
+              "bart": "facebook-bart-large-cnn-finetuned-xsum-summarization"}
+
+
+@pytest.fixture(scope="module")
+def long_named(tmp_path_factory, gpt_path, bert_path, bart_path) -> list[str]:
+    """The tiny models under the long folder names local fine-tunes have, as --gpt/--bert/--bart options."""
+    folder = tmp_path_factory.mktemp("long-names")
+    options = []
+    for family, path in (("gpt", gpt_path), ("bert", bert_path), ("bart", bart_path)):
+        (folder / LONG_NAMES[family]).symlink_to(path, target_is_directory=True)
+        options += [f"--{family}", str(folder / LONG_NAMES[family])]
+    return options
+
+
+@pytest.mark.parametrize("args", [
+    ("score", "the duck quacks in the park ."),
+    ("tokenize", "the duck quacks"),
+    ("pairs", "the duck quacks in the park .", "the duck quack in the park ."),
+    ("compare", "the [MASK] quacks in the park .", "--full"),
+], ids=lambda args: args[0])
+def test_long_model_names_stay_whole_at_80_columns(long_named, args):
+    # Three long folder names cannot sit side by side in 80 columns: Rich folded them mid-word in the score, pairs
+    # and compare tables ("gpt2-medium-finet / uned-wikitext-103") and cut them ("gpt2-mediu…") in tokenize's.
+    result = run(*args, "--with-bart", *long_named, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80
+    for name in LONG_NAMES.values():
+        assert any(name in line for line in lines), f"{name} is not whole on any line:\n{result.stdout}"
+        assert not any(name[:12] in line and name not in line for line in lines), f"{name} cut:\n{result.stdout}"

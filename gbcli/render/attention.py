@@ -22,7 +22,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from gbcli.models import family_title
+from gbcli.render.model_names import model_label
 from gbcli.tasks.attention import (
     DECODER_INPUT,
     SEQ2SEQ_MAPS,
@@ -216,7 +216,7 @@ def layer_description(view: ModelAttentionView) -> str:
 def map_title(family: str, model: str, map_name: str) -> str:
     """GPT · gpt2, or BART · facebook/bart-base · encoder for one of an encoder-decoder's maps (the terminal
     panels, the PNG grid and the HTML page all name a map this way)."""
-    name = f"{family_title(family)} · {model}"
+    name = model_label(family, model)
     return name if map_name == "self" else f"{name} · {map_name}"
 
 

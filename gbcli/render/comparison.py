@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from rich.console import Group, RenderableType
 from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from gbcli.models import family_title
-from gbcli.render.attention import map_title
 from gbcli.render.common import format_nats, format_seconds
 from gbcli.render.masking import fill_mask_view
-from gbcli.render.scoring import scale_note, single_table
+from gbcli.render.model_names import Label, WholeNames, model_label
+from gbcli.render.scoring import scale_note, whole_names_table
 from gbcli.render.tokenization import AlignedPieces, counts_line
 from gbcli.tasks.comparison import SECTIONS, AttentionLine, ComparisonResult, ModelFacts
 
@@ -46,17 +47,17 @@ FACT_ROWS: list[tuple[str, object]] = [
 ]
 
 
-def facts_table(facts: list[ModelFacts]) -> Table:
+def facts_table(facts: list[ModelFacts], label: Label = model_label) -> Table:
     table = Table(show_header=True, box=None, padding=(0, 2))
     table.add_column("", style="dim")
     for fact in facts:
-        table.add_column(f"{family_title(fact.family)} · {fact.model}", overflow="fold")
+        table.add_column(label(fact.family, fact.model), overflow="fold")
     for label, read in FACT_ROWS:
         table.add_row(label, *[str(read(fact)) for fact in facts])  # type: ignore[operator]
     return table
 
 
-def attention_table(lines: list[AttentionLine]) -> Table:
+def attention_table(lines: list[AttentionLine], label: Label = model_label) -> Table:
     table = Table(show_header=True, box=None, padding=(0, 1))
     table.add_column("model", overflow="fold")
     table.add_column("layers × heads", justify="right")
@@ -65,12 +66,13 @@ def attention_table(lines: list[AttentionLine]) -> Table:
     table.add_column("to special tokens", justify="right")
     for line in lines:
         special = "— (none)" if line.to_special is None else f"{line.to_special:.1%}"
-        table.add_row(map_title(line.family, line.model, line.map), f"{line.layers} × {line.heads}",
+        name = label(line.family, line.model)
+        table.add_row(name if line.map == "self" else f"{name} · {line.map}", f"{line.layers} × {line.heads}",
                       format_nats(line.mean_entropy, 2), f"{line.to_first:.1%}", special)
     return table
 
 
-def time_table(result: ComparisonResult) -> Table:
+def time_table(result: ComparisonResult, label: Label = model_label) -> Table:
     table = Table(show_header=True, box=None, padding=(0, 1))
     table.add_column("model", overflow="fold")
     table.add_column("load", justify="right", no_wrap=True)
@@ -79,7 +81,7 @@ def time_table(result: ComparisonResult) -> Table:
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("forward\ntotal", justify="right", style="bold", no_wrap=True)
     for record in result.time:
-        cells = [f"{family_title(record.family)} · {record.model}", format_seconds(record.load_seconds),
+        cells = [label(record.family, record.model), format_seconds(record.load_seconds),
                  format_seconds(record.first_pass_seconds)]
         for name in SECTIONS:
             seconds = record.forward_seconds.get(name, 0.0)
@@ -98,7 +100,7 @@ def comparison_view(result: ComparisonResult, full: bool = False) -> RenderableT
     if full:
         parts += [
             section("Model facts"),
-            facts_table(result.facts),
+            WholeNames(partial(facts_table, result.facts), [(fact.family, fact.model) for fact in result.facts]),
             section("Tokenization"),
             AlignedPieces(result.tokenization),
             counts_line(result.tokenization),
@@ -111,7 +113,7 @@ def comparison_view(result: ComparisonResult, full: bool = False) -> RenderableT
     ]
     if result.scored_text != result.text:
         parts.append(Text(f"scored with the blanks filled: {result.scored_text}", style="dim"))
-    parts.append(single_table(result.scores))
+    parts.append(whole_names_table(result.scores))
     if len(result.scores.columns) > 1:
         parts.append(scale_note(result.scores))
     if not full:
@@ -119,11 +121,12 @@ def comparison_view(result: ComparisonResult, full: bool = False) -> RenderableT
         return Group(*parts)
     parts += [
         section("Attention (mean over layers, heads and tokens)"),
-        attention_table(result.attention),
+        WholeNames(partial(attention_table, result.attention),
+                   list(dict.fromkeys((line.family, line.model) for line in result.attention))),
         section("Time"),
         Text(f"start-up: {result.startup_seconds:.2f} s importing torch, transformers and the models' code (once "
              "per process)", style="dim"),
-        time_table(result),
+        WholeNames(partial(time_table, result), [(record.family, record.model) for record in result.time]),
         Text("load = reading the checkpoint; first pass = each model's first forward pass (one-time set-up); the "
              "sections = seconds inside the later forward passes, (n) = number of forward passes, — = the first pass "
              "only", style="dim"),

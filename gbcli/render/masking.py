@@ -8,12 +8,12 @@ beam follows, with beam search's scores and the beams that rewrote the text arou
 
 from __future__ import annotations
 
-from rich.cells import cell_len
-from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from gbcli.render.common import format_nats, format_prob
+from gbcli.render.model_names import NamesLine
 from gbcli.tasks.masking import CHOICE_POOL, FillMaskResult, MaskColumn, MaskPrediction, MaskSlot, SpanInfilling
 from gbcli.tasks.tokenization import readable_piece
 
@@ -281,28 +281,13 @@ def context_lines(slot: MaskSlot) -> list[Text]:
     return lines
 
 
-class ModelsLine:
-    """Which model each family is: `BERT bert-base-uncased · GPT gpt2`, wrapped between the models only.
-
-    A local folder's name (`gpt2-finetuned-squad-v2`) is longer than a view's column, whose header would fold it
-    mid-word; on a line of its own it stays whole, and each family stays beside its model's name (Rich would
-    break a line at any space, the no-break one included)."""
+class ModelsLine(NamesLine):
+    """Which model each family is, in the order of the views: a local folder's name (`gpt2-finetuned-squad-v2`) is
+    longer than a view's column, whose header would fold it mid-word."""
 
     def __init__(self, models: dict[str, str]) -> None:
-        self.units = [Text.assemble((HEADINGS["gpt_left" if family == "gpt" else family][0], "bold"), " ",
-                                    models[family], style="dim")
-                      for family in ("bert", "gpt", "bart") if family in models]
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        line = Text(style="dim")
-        for unit in self.units:
-            if line and cell_len(line.plain) + 3 + unit.cell_len > options.max_width:
-                yield line  # a unit wider than the screen is left to Rich, which folds it
-                line = Text(style="dim")
-            elif line:
-                line.append(" · ")
-            line.append_text(unit)
-        yield line
+        super().__init__([(HEADINGS["gpt_left" if family == "gpt" else family][0], models[family])
+                          for family in ("bert", "gpt", "bart") if family in models])
 
 
 def fill_mask_view(result: FillMaskResult, compact: bool = False) -> RenderableType:

@@ -3,12 +3,15 @@ over a file of pairs (per model, per BLiMP phenomenon)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from gbcli.models import family_title
 from gbcli.render.common import format_nats
+from gbcli.render.model_names import Label, WholeNames, model_label
 from gbcli.render.scoring import conventions_line
 from gbcli.tasks.pairs import DIFFERENCE_RULE, AlignedWord, PairColumn, PairResult, PairsSummary
 
@@ -27,7 +30,7 @@ def verdict(column: PairColumn) -> Text:
     return Text(f"{column.prefers} {'✓' if column.correct else '✗'}", style="green" if column.correct else "red")
 
 
-def verdict_table(result: PairResult) -> Table:
+def verdict_table(result: PairResult, label: Label = model_label) -> Table:
     unit = result.columns[0].unit
     table = Table(title="Which sentence each model prefers", title_justify="left", title_style="bold")
     table.add_column("model · score", overflow="fold")
@@ -36,9 +39,9 @@ def verdict_table(result: PairResult) -> Table:
     table.add_column("good − bad", justify="right", style="bold")
     table.add_column("prefers")
     for column in result.columns:
-        label = Text(f"{family_title(column.family)} · {column.model}\n", style="bold")
-        label.append(column.measure, style="dim")
-        table.add_row(label, format_nats(column.good),
+        name = Text(f"{label(column.family, column.model)}\n", style="bold")
+        name.append(column.measure, style="dim")
+        table.add_row(name, format_nats(column.good),
                       format_nats(column.bad), signed(column.difference), verdict(column))
     table.caption = f"log-likelihoods in {unit}; > 0 in good − bad: the good sentence is preferred"
     table.caption_justify = "left"
@@ -82,7 +85,7 @@ def pair_view(result: PairResult, note: str) -> RenderableType:
         Text.assemble(("good: ", "bold green"), result.good),
         Text.assemble(("bad:  ", "bold red"), result.bad),
         Text(""),
-        verdict_table(result),
+        WholeNames(partial(verdict_table, result), [(column.family, column.model) for column in result.columns]),
     ]
     if any(column.words is not None for column in result.columns):
         for column in result.columns:
@@ -101,21 +104,26 @@ def percent(correct: int, total: int) -> str:
     return "—" if not total else f"{100 * correct / total:.1f}% ({correct}/{total})"
 
 
-def summary_view(summary: PairsSummary) -> RenderableType:
-    """Accuracy per model over the whole file, then per group, with the conventions behind it."""
+def accuracy_table(summary: PairsSummary, label: Label = model_label) -> Table:
     table = Table(title=f"Accuracy over {summary.pairs} pair{'s' * (summary.pairs != 1)} of {summary.file}",
                   title_justify="left",
                   title_style="bold")
     table.add_column(summary.group_field or "pairs", overflow="fold")
     for accuracy in summary.overall:
-        table.add_column(f"{family_title(accuracy.family)} · {accuracy.model}", justify="right", overflow="fold")
+        table.add_column(label(accuracy.family, accuracy.model), justify="right", overflow="fold")
     table.add_row(Text("all", style="bold"), *[Text(percent(a.correct, a.total), style="bold")
                                               for a in summary.overall])
     if summary.groups:
         table.add_section()
     for group in summary.groups:
         table.add_row(group.group, *[percent(a.correct, a.total) for a in group.models])
-    parts: list[RenderableType] = [table]
+    return table
+
+
+def summary_view(summary: PairsSummary) -> RenderableType:
+    """Accuracy per model over the whole file, then per group, with the conventions behind it."""
+    models = [(accuracy.family, accuracy.model) for accuracy in summary.overall]
+    parts: list[RenderableType] = [WholeNames(partial(accuracy_table, summary), models)]
     if summary.resumed:
         parts.append(Text(f"{summary.resumed} of them read back from the --output file (--resume)", style="dim"))
     rules = Text("conventions: ", style="bold")

@@ -28,6 +28,7 @@ from gbcli.render.common import (
     prob_style,
     titled_line,
 )
+from gbcli.render.model_names import Label, WholeNames, model_label
 from gbcli.render.progress import progress_bar as progress_bar  # where cli.py and corpus_jobs.py import it
 from gbcli.tasks.scoring import LN2, ModelScore, TextScore, TokenScore, WordScore
 
@@ -65,14 +66,14 @@ def measure_label(column: ModelScore) -> str:
     return f"{family_title(column.family)} {column.measure}"
 
 
-def single_table(record: TextScore) -> Table:
+def single_table(record: TextScore, label: Label = model_label) -> Table:
     """One column per model, one row per quantity: narrow enough for three models in 80 columns."""
     table = Table(title=f"Scores of: {record.text}", title_justify="left", title_style="bold")
     table.add_column("", style="dim", min_width=len("log-likelihood"))
     for column in record.columns:
         # As narrow as the longest word or number in it, never narrower: a measure's name is not cut.
         words = [*column.measure.split(), measure_value(column), format_nats(column.log_likelihood)]
-        table.add_column(f"{family_title(column.family)} · {column.model}", justify="right", overflow="fold",
+        table.add_column(label(column.family, column.model), justify="right", overflow="fold",
                          min_width=max(cell_len(word) for word in words))
     table.add_row("measure", *[Text(column.measure, justify="right") for column in record.columns])
     table.add_row("value", *[Text(measure_value(column), style="bold") for column in record.columns])
@@ -202,10 +203,15 @@ def scale_note(record: TextScore) -> RenderableType:
                  expand=False)
 
 
+def whole_names_table(record: TextScore) -> RenderableType:
+    """The one-text table, its models named in the headers, or on a line above where a name would not fit whole."""
+    return WholeNames(partial(single_table, record), [(column.family, column.model) for column in record.columns])
+
+
 def score_view(records: list[TextScore], *, seconds: dict[str, float] | None = None,
                passes: dict[str, int] | None = None) -> RenderableType:
     """A table of scores (one text: a row per model; several: a row per text), methods and the scale note."""
-    parts: list[RenderableType] = [single_table(records[0]) if len(records) == 1 else many_table(records)]
+    parts: list[RenderableType] = [whole_names_table(records[0]) if len(records) == 1 else many_table(records)]
     parts += methods(records[0])
     parts.append(conventions_line(records[0].columns))
     for record in records:

@@ -3,12 +3,15 @@ crosses."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from gbcli.models import family_title
 from gbcli.render.common import titled_line
+from gbcli.render.model_names import Label, WholeNames, model_label
 from gbcli.tasks.tokenization import CONTINUATION_MARK, NEWLINE_MARK, SPACE_MARK, ModelTokens, Piece, TokenizationResult
 
 PIECE_STYLE = {"gpt": "cyan", "bert": "green", "bart": "blue"}
@@ -39,7 +42,7 @@ def span_text(text: str) -> Text:
     return Text(text.replace(" ", SPACE_MARK).replace("\n", NEWLINE_MARK).replace("\t", "⇥"))
 
 
-def summary_table(result: TokenizationResult) -> Table:
+def summary_table(result: TokenizationResult, label: Label = model_label) -> Table:
     table = Table(title="Tokenizers", title_justify="left", title_style="bold")
     table.add_column("model")
     table.add_column("algorithm")
@@ -49,7 +52,7 @@ def summary_table(result: TokenizationResult) -> Table:
     table.add_column("unknown", justify="right")
     for column in result.columns:
         table.add_row(
-            f"{family_title(column.family)} · {column.model}",
+            label(column.family, column.model),
             column.algorithm,
             f"{column.vocab_size:,}",
             str(column.text_tokens),
@@ -92,7 +95,8 @@ def legend() -> Text:
 
 
 def tokenization_view(result: TokenizationResult) -> RenderableType:
-    return Group(summary_table(result), alignment_table(result), *ids_lines(result), legend())
+    summary = WholeNames(partial(summary_table, result), [(column.family, column.model) for column in result.columns])
+    return Group(summary, alignment_table(result), *ids_lines(result), legend())
 
 
 class AlignedPieces:
