@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cli_helpers import run
+from tests.cli_helpers import run, run_json
 
 
 def test_fill_mask_verdict_agrees_when_gpt_word_carries_a_space(models):
@@ -65,3 +65,16 @@ def test_long_model_names_stay_whole_at_80_columns(long_named, args):
     for name in LONG_NAMES.values():
         assert any(name in line for line in lines), f"{name} is not whole on any line:\n{result.stdout}"
         assert not any(name[:12] in line and name not in line for line in lines), f"{name} cut:\n{result.stdout}"
+
+
+def test_generate_several_sequences_says_the_speed_counts_them_all(models):
+    # "tokens 6 · speed 20.5 tokens/s (0.88 s)" did not add up: the speed counts the tokens of all 3 sequences.
+    args = ("generate", "the cat", "--seed", "3", "-n", "3", "--max-new-tokens", "4", "--models", "gpt", *models)
+    doc = run_json(*args)
+    column = doc["columns"][0]
+    assert len(column["continuations"]) == 3
+    assert column["tokens_per_second"] == pytest.approx(column["new_tokens"] * 3 / column["seconds"])
+    screen = run(*args, env={"COLUMNS": "80"}).stdout
+    assert f"tokens {column['new_tokens']} × 3 sequences" in screen
+    single = run("generate", "the cat", "--greedy", "--max-new-tokens", "4", "--models", "gpt", *models).stdout
+    assert "│ tokens 4 " in single and "sequences" not in single  # one sequence: the row as it always was

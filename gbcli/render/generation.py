@@ -42,7 +42,9 @@ def column_panel(prompt: str, column: ModelGeneration, show_probs: bool) -> Pane
     stats = Table.grid(padding=(0, 1))
     stats.add_column(no_wrap=True)
     stats.add_column()
-    stats.add_row("tokens", str(column.new_tokens))
+    # The speed counts every sequence (they are decoded as one batch), so the row says how many there are.
+    several = len(column.continuations)
+    stats.add_row("tokens", f"{column.new_tokens} × {several} sequences" if several > 1 else str(column.new_tokens))
     stats.add_row("speed", f"{column.tokens_per_second:.1f} tokens/s ({format_seconds(column.seconds)})")
     stats.add_row("method", Text(column.method, style="dim"))
     parts.append(stats)
