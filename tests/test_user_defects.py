@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.cli_helpers import run, run_json
@@ -78,3 +80,24 @@ def test_generate_several_sequences_says_the_speed_counts_them_all(models):
     assert f"tokens {column['new_tokens']} × 3 sequences" in screen
     single = run("generate", "the cat", "--greedy", "--max-new-tokens", "4", "--models", "gpt", *models).stdout
     assert "│ tokens 4 " in single and "sequences" not in single  # one sequence: the row as it always was
+
+
+def test_pairs_tsv_under_a_good_bad_header_is_scored(tmp_path, models):
+    # A `good<TAB>bad` header (what a user writes by hand, here with Windows line endings) named 4 columns
+    # internally (good, bad and the default sentence_good, sentence_bad), so every 2-column line "failed".
+    rows = [("the duck quacks in the park .", "the duck quack in the park ."), ("the cat meows .", "the cat meow .")]
+    headed, plain = tmp_path / "headed.tsv", tmp_path / "plain.tsv"
+    headed.write_bytes(("good\tbad\r\n" + "".join(f"{g}\t{b}\r\n" for g, b in rows)).encode())
+    plain.write_text("".join(f"{g}\t{b}\n" for g, b in rows), encoding="utf-8")
+    result = run("pairs", "--file", str(headed), "--models", "gpt", *models, "--json")
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    expected = [json.loads(line) for line in run("pairs", "--file", str(plain), "--models", "gpt", *models,
+                                                   "--json").stdout.splitlines()]
+    assert [r["line"] for r in records[:-1]] == [2, 3]
+    assert [r["columns"][0]["good"] for r in records[:-1]] == [r["columns"][0]["good"] for r in expected[:-1]]
+    assert records[-1]["failed"] == 0 and records[-1]["overall"][0]["total"] == 2
+    short = tmp_path / "short.tsv"
+    short.write_text("good\tbad\nonly one column\n", encoding="utf-8")
+    failed = run("pairs", "--file", str(short), "--models", "gpt", *models)
+    assert failed.exit_code == 1 and "1 tab-separated columns, the header has 2." in failed.stderr

@@ -285,6 +285,7 @@ def parse_tsv(lines: list[str], fields: PairFields) -> PairEntries:
     entries: list[PairInput | LineFailure] = []
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     columns: dict[str, int] | None = None
+    header: list[str] = []
     if numbered:
         header = [cell.strip() for cell in numbered[0][1].split("\t")]
         if fields.good in header and fields.bad in header:
@@ -302,8 +303,9 @@ def parse_tsv(lines: list[str], fields: PairFields) -> PairEntries:
                 continue
             entries.append(PairInput(line=number, good=cells[0], bad=cells[1]))
             continue
-        if len(cells) < len(columns):
-            entries.append(LineFailure(number, f"{len(cells)} tab-separated columns, the header has {len(columns)}."))
+        # The header's width, not len(columns): a `good bad` header also names the columns --good and --bad ask for.
+        if len(cells) < len(header):
+            entries.append(LineFailure(number, f"{len(cells)} tab-separated columns, the header has {len(header)}."))
             continue
 
         def cell(name: str) -> str | None:
