@@ -101,3 +101,14 @@ def test_pairs_tsv_under_a_good_bad_header_is_scored(tmp_path, models):
     short.write_text("good\tbad\nonly one column\n", encoding="utf-8")
     failed = run("pairs", "--file", str(short), "--models", "gpt", *models)
     assert failed.exit_code == 1 and "1 tab-separated columns, the header has 2." in failed.stderr
+
+
+def test_generate_panels_stack_rather_than_cut_a_long_model_name(long_named, models, bart_path):
+    # At 120 columns three panels fit side by side, but their titles were cut at the border:
+    # "╭─ GPT · gpt2-medium-finetuned-wikite─╮". Side by side only when every title fits whole.
+    args = ("generate", "the cat", "--greedy", "--max-new-tokens", "3", "--with-bart")
+    screen = run(*args, *long_named, env={"COLUMNS": "120"}).stdout
+    for family, name in LONG_NAMES.items():
+        assert f"{family.upper()} · {name}" in screen, screen
+    short = run(*args, *models, "--bart", str(bart_path), env={"COLUMNS": "120"}).stdout
+    assert short.splitlines()[0].count("╭") == 3  # short titles: still three panels side by side

@@ -280,7 +280,12 @@ class SideBySide:
         from rich.console import Group
         from rich.table import Table
 
-        if len(self.renderables) > 1 and options.max_width >= self.min_column_width * len(self.renderables):
+        # A panel's title is cut at its border, never wrapped: side by side only where every title fits whole.
+        titles = [getattr(renderable, "title", None) for renderable in self.renderables]
+        widest_title = max((rich.text.Text.from_markup(t).cell_len if isinstance(t, str) else t.cell_len
+                            for t in titles if t), default=0)
+        column_width = max(self.min_column_width, widest_title + len("╭─  ─╮") + 1)
+        if len(self.renderables) > 1 and options.max_width >= column_width * len(self.renderables):
             grid = Table.grid(expand=True, padding=(0, 1))
             for _ in self.renderables:
                 grid.add_column(ratio=1)
