@@ -112,3 +112,15 @@ def test_generate_panels_stack_rather_than_cut_a_long_model_name(long_named, mod
         assert f"{family.upper()} · {name}" in screen, screen
     short = run(*args, *models, "--bart", str(bart_path), env={"COLUMNS": "120"}).stdout
     assert short.splitlines()[0].count("╭") == 3  # short titles: still three panels side by side
+
+
+def test_fill_mask_legend_explains_only_the_measures_on_screen(models, bart_path):
+    # BART alone printed "Σ log p(word): …; log p(sentence): …" under a screen that shows neither, only log p(output).
+    sentence = "the [MASK] quacks in the park ."
+    bart = " ".join(run("fill-mask", sentence, "--models", "bart", "--bart", str(bart_path)).stdout.split())
+    assert "log p(output)" in bart and "Σ log p(word)" not in bart and "log p(sentence)" not in bart
+    bert = " ".join(run("fill-mask", sentence, "--models", "bert", *models).stdout.split())
+    assert "Σ log p(word): the filled words' log-probabilities" in bert and "log p(sentence)" not in bert
+    both = " ".join(run("fill-mask", sentence, *models).stdout.split())
+    assert ("Σ log p(word): the filled words' log-probabilities; log p(sentence): the whole sentence's "
+            "log-likelihood") in both

@@ -223,8 +223,14 @@ def column_note(columns: list[MaskColumn]) -> Text:
                      "…, left to right")
     if "gpt_left" in several:
         parts.append("GPT left, a word of k pieces: p(piece 1 | left) × p(piece 2 | left, piece 1) × … (chain rule)")
-    parts.append("Σ log p(word): the filled words' log-probabilities; log p(sentence): the whole sentence's "
-                 "log-likelihood")
+    # The measures of the filled-in lines that this screen shows (BART's log p(output) is its p line's).
+    measures = []
+    if names & {"bert", "gpt_left"}:
+        measures.append("Σ log p(word): the filled words' log-probabilities")
+    if "gpt_whole" in names:
+        measures.append("log p(sentence): the whole sentence's log-likelihood")
+    if measures:
+        parts.append("; ".join(measures))
     return Text(" · ".join(parts), style="dim")
 
 
