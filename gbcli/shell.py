@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gbcli.errors import GbcliError, usage_error
+from gbcli.errors import INTERRUPTED, GbcliError, usage_error
 from gbcli.warm import command_tree, loaded_models, model_table, models_kept_loaded, options_of, run_command_line
 
 BUILTINS: dict[str, str] = {
@@ -115,6 +115,10 @@ def split_line(line: str) -> list[str]:
     return ["fill-mask" if any(mask in stripped for mask in MASKS) else "compare", stripped]
 
 
+class _BatchInterrupted(Exception):
+    """Ctrl-C in a batch (`gbcli shell < commands.txt`), already reported: the batch ends with exit code 130."""
+
+
 class Shell:
     def __init__(self, session: Session, interactive: bool) -> None:
         self.session = session
@@ -122,17 +126,25 @@ class Shell:
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def run(self, lines: Iterable[str]) -> int:
-        for line in lines:
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            try:
-                if self.run_line(line) == "exit":
-                    break
-            except GbcliError as error:
-                self.session.failed_code = error.exit_code
-                _report(error)
-            except KeyboardInterrupt:  # between two steps of the shell itself: back to the prompt
-                _stderr().print("[yellow]interrupted[/]")
+        try:
+            for line in lines:
+                if not line.strip() or line.lstrip().startswith("#"):
+                    continue
+                try:
+                    if self.run_line(line) == "exit":
+                        break
+                except GbcliError as error:
+                    self.session.failed_code = error.exit_code
+                    _report(error)
+                except KeyboardInterrupt:  # between two steps of the shell itself: back to the prompt
+                    _stderr().print("[yellow]interrupted[/]")
+                    if not self.interactive:
+                        raise _BatchInterrupted from None
+        except _BatchInterrupted:
+            return INTERRUPTED
+        except KeyboardInterrupt:  # a batch waiting for its next line
+            _stderr().print("[yellow]interrupted[/]")
+            return INTERRUPTED
         return 0 if self.interactive else self.session.failed_code
 
     def run_line(self, line: str) -> str | None:
@@ -167,6 +179,8 @@ class Shell:
             _print_json_line(captured.getvalue(), args, code)
         if code != 0:
             self.session.failed_code = code
+        if code == INTERRUPTED and not self.interactive:
+            raise _BatchInterrupted  # Ctrl-C ends a batch, as it ends a shell script: not only its current line
 
     # -- the shell's own words -----------------------------------------------------------------------------------
     def help(self, topic: list[str]) -> None:
@@ -380,10 +394,24 @@ def run_shell(session: Session, families: list[str], specs: dict[str, str | None
     with models_kept_loaded(), _batch_colours(interactive):
         preload(session, families, specs)
         shell = Shell(session, interactive)
+        _interrupt_raises()
         if interactive:
             _stderr().print("gbcli shell: `help` for commands; Ctrl-D to leave.", markup=False)
             return shell.run(terminal_lines(session))
         return shell.run(stdin_lines())
+
+
+def _interrupt_raises() -> None:
+    """From now on Ctrl-C raises KeyboardInterrupt wherever it lands: the command stops and the loop goes on.
+
+    The console script exits at once on Ctrl-C outside a command's computation (gbcli.entry), for fear of an
+    import cut half-way; here torch and transformers are imported by now, and a Ctrl-C that lands while a model
+    loads, stdin is read or a table is drawn must not end the whole shell.
+    """
+    import signal
+
+    if sys.platform != "win32":
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextlib.contextmanager

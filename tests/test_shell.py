@@ -212,7 +212,36 @@ def test_ctrl_c_stops_the_computation_and_returns_to_the_prompt(terminal_shell, 
     shown += _read_until(fd, PROMPT, 10)
     assert b"interrupted" in shown and TRACEBACK.encode() not in shown
     assert process.poll() is None  # the loop survived
+    # Outside the model's computation too: here a command waiting for its standard input (the terminal).
+    os.write(fd, b"score - --models gpt\r")
+    _read_until(fd, b"score - --models gpt", 10)
+    time.sleep(1.0)
+    os.killpg(process.pid, signal.SIGINT)
+    shown = _read_until(fd, b"interrupted", 20) + _read_until(fd, PROMPT, 10)
+    assert b"interrupted" in shown and TRACEBACK.encode() not in shown and process.poll() is None
     os.write(fd, b'fill-mask "the [MASK] quacks ." -k 1 --models bert\r')
     assert b"duck" in _read_until(fd, b"filled in", 60) + _read_until(fd, PROMPT, 10)
     os.write(fd, b"exit\r")
     assert process.wait(timeout=30) == 0
+
+
+def test_ctrl_c_ends_a_batch_as_it_ends_a_shell_script(models, long_context_gpt):
+    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([gbcli_executable(), "shell", "--models", "gpt", *models], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        process.stdin.write(f'tokenize "ready" --models gpt\ngenerate "once upon a time" --gpt {long_context_gpt} '
+                            '--max-new-tokens 4000 --seed 1\n'.encode())
+        process.stdin.flush()
+        assert b"crosses" in read_terminal_until(process.stdout.fileno(), b"crosses", 60)  # its last line
+        time.sleep(3.0)  # into the generation (off a terminal it writes its text at the end, or at Ctrl-C)
+        os.killpg(process.pid, signal.SIGINT)
+        process.stdin.write(b'tokenize "the next line" --models gpt\n')  # never run: the batch has ended
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert b"interrupted" in stderr and TRACEBACK.encode() not in stderr
+    assert b"once upon a time" in stdout  # the text written so far, as Ctrl-C leaves it in-process
+    assert b"Tokenizers" not in stdout  # the next line's table: the first one was read above
