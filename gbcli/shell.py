@@ -136,6 +136,8 @@ class Shell:
                 except GbcliError as error:
                     self.session.failed_code = error.exit_code
                     _report(error)
+                    if self.session.json_lines:  # the shell's own refusals too: one document for each line
+                        _print_json_line("", _words(line), error.exit_code)
                 except KeyboardInterrupt:  # between two steps of the shell itself: back to the prompt
                     _stderr().print("[yellow]interrupted[/]")
                     if not self.interactive:
@@ -285,6 +287,14 @@ def preload(session: Session, families: list[str], specs: dict[str, str | None],
             if strict:
                 raise
             _report(error)
+
+
+def _words(line: str) -> list[str]:
+    """The line in words as the shell splits it, or by spaces where its quotes do not close."""
+    try:
+        return shlex.split(line)
+    except ValueError:
+        return line.split()
 
 
 def _print_json_line(output: str, args: list[str], code: int) -> None:

@@ -93,6 +93,10 @@ def test_a_bad_command_reports_like_the_cli_and_the_loop_goes_on(models):
     assert "hint: Did you mean fill-mask?" in result.stderr
     documents = json_lines(result.stdout)
     assert documents[0] == {"command": ["fill-mask", "--nope", "x"], "exit_code": 2}
+    # A line the shell itself refuses is one failed command too: every line has its document.
+    assert documents[1]["text"] == "atention the duck"  # a line of text: compare's
+    assert documents[2] == {"command": ["fil-mask"], "exit_code": 2}
+    assert len(documents) == 4
     assert documents[-1]["masks"][0]["bert"]["predictions"][0]["word"]  # the last line still ran
 
 
