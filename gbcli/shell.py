@@ -98,6 +98,9 @@ def option_names() -> list[str]:
 def split_line(line: str) -> list[str]:
     """A command line in words, or a bare text as the command that suits it: fill-mask with a mask, else compare."""
     stripped = line.strip()
+    head, *rest = stripped.split(maxsplit=1)
+    if head == "--no-server":  # as `gbcli --no-server COMMAND`: the shell runs in-process anyway
+        stripped = rest[0] if rest else "help"  # `gbcli --no-server` alone shows the commands
     first = stripped.split(maxsplit=1)[0]
     if first in command_tree().commands or first in BUILTINS or first in {"quit", "?"}:
         try:
@@ -170,6 +173,9 @@ class Shell:
         return None
 
     def run_command(self, args: list[str]) -> None:
+        from gbcli.client import strip_no_server
+
+        args, _ = strip_no_server(args)  # a line copied from the command line: the shell runs in-process anyway
         full = self.session.command_line(args)
         if not self.session.json_lines:
             code = run_command_line(full)

@@ -51,6 +51,12 @@ def test_each_command_prints_what_the_cli_prints(models):
     assert documents[3] == run_json("attention", "the duck quacks .", "--layer", "0", *models)
 
 
+def test_no_server_on_a_line_is_accepted_as_on_the_command_line(models):
+    result = shell(models, "tokenize hello --no-server", "--no-server tokenize hello", options=("--json",))
+    assert result.exit_code == 0, result.stderr
+    assert json_lines(result.stdout) == [run_json("tokenize", "hello", *models)] * 2
+
+
 def test_the_table_view_is_the_cli_view(models):
     batch = run("shell", *models, input='fill-mask "the [MASK] quacks ." -k 2\n', env={"COLUMNS": "80"})
     direct = run("fill-mask", "the [MASK] quacks .", "-k", "2", *models, env={"COLUMNS": "80"})
