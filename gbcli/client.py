@@ -203,6 +203,12 @@ def forward(argv: list[str]) -> int | None:
         return unreachable(target, exc)
     if sock is None:
         return None
+    try:
+        silence = silence_seconds()  # read only once a server answers: without one the variable means nothing
+    except ValueError as exc:
+        sock.close()
+        return _fail(f"{exc}.", "Set it to the seconds a command waits for a silent server (e.g. 30), or unset it.",
+                     code=2)
     channel = Channel(sock)
     try:
         if not channel.send(run_request(argv, target)):
@@ -218,7 +224,21 @@ def forward(argv: list[str]) -> int | None:
     if answer is None or answer.get("type") != "accepted" or not same_build(answer):
         channel.close()
         return refused(target, answer)
-    return Session(channel).run()
+    return Session(channel, silence).run()
+
+
+def silence_seconds() -> float:
+    """GBCLI_SERVER_TIMEOUT: how long a server may say nothing before the client gives up on it (ValueError)."""
+    text = os.environ.get("GBCLI_SERVER_TIMEOUT", "").strip()
+    if not text:
+        return DEFAULT_SILENCE_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"GBCLI_SERVER_TIMEOUT={text} is not a number of seconds above 0")
+    return seconds
 
 
 def refused(target: Target, answer: dict[str, Any] | None) -> int | None:
@@ -240,9 +260,9 @@ def refused(target: Target, answer: dict[str, Any] | None) -> int | None:
 class Session:
     """One forwarded command: copy the server's output out, standard input in, and return its exit code."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, silence: float = DEFAULT_SILENCE_SECONDS) -> None:
         self.channel = channel
-        self.silence = float(os.environ.get("GBCLI_SERVER_TIMEOUT", DEFAULT_SILENCE_SECONDS))
+        self.silence = silence
         self.interrupted_at: float | None = None
 
     def run(self) -> int:
@@ -324,9 +344,9 @@ def _warn(message: str) -> None:
     sys.stderr.write(f"warning: {message}\n")
 
 
-def _fail(message: str, hint: str) -> int:
+def _fail(message: str, hint: str, code: int = 1) -> int:
     sys.stderr.write(f"error: {message}\nhint: {hint}\n")
-    return 1
+    return code
 
 
 def status(timeout: float = 10.0, named: bool = False) -> dict[str, Any] | None:

@@ -307,6 +307,14 @@ def test_a_client_of_another_build_is_refused(server):
     assert answer["type"] == "refused" and "this server is gbcli" in answer["message"]
 
 
+@pytest.mark.parametrize("timeout", ["abc", "0", "-5"])
+def test_a_bad_server_timeout_is_an_error_not_a_traceback(server, models, timeout):
+    result = server.client("tokenize", "hello", *models, env={"GBCLI_SERVER_TIMEOUT": timeout})
+    assert result.returncode == 2 and result.stdout == b""
+    assert result.stderr.startswith(f"error: GBCLI_SERVER_TIMEOUT={timeout} ".encode()), result.stderr
+    assert b"\nhint: " in result.stderr and TRACEBACK.encode() not in result.stderr
+
+
 def test_a_server_of_another_build_is_refused_and_the_command_runs_here(tmp_path, models):
     from gbcli.protocol import Channel
 
