@@ -165,6 +165,10 @@ class Server:
         previous = os.umask(0o177)  # the socket is born 0600: no other user can connect
         try:
             listener.bind(str(self.path))
+        except OSError as exc:  # "AF_UNIX path too long": a socket's path has ~107 bytes at most
+            listener.close()
+            raise GbcliError(f"Cannot listen on {self.path}: {exc.strerror or exc}.",
+                             "Set GBCLI_RUNTIME_DIR to a shorter folder of your own.") from None
         finally:
             os.umask(previous)
         os.chmod(self.path, 0o600)
