@@ -35,7 +35,14 @@ from gbcli.protocol import (
     tcp_url,
     token_path,
 )
-from gbcli.warm import format_duration, loaded_models, models_kept_loaded, run_command_line, unload_idle
+from gbcli.warm import (
+    format_duration,
+    loaded_models,
+    models_kept_loaded,
+    run_command_line,
+    unload_idle,
+    used_until_now,
+)
 
 REQUEST_SECONDS = 10.0  # for a client to send its request once connected
 
@@ -139,6 +146,7 @@ class Server:
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.lock = threading.Lock()
         self.current: Job | None = None
+        self.current_since = 0.0  # time.monotonic() when the current job began
         self.cancel_signalled = False  # SIGINT sent by a connection thread, not typed at the server's terminal
         self.stopping = False
         self.ready = False
@@ -293,6 +301,7 @@ class Server:
         saved_cwd = os.getcwd()
         with self.lock:
             self.current = job
+            self.current_since = time.monotonic()
         try:
             if job.cancel_requested:
                 raise KeyboardInterrupt
@@ -330,6 +339,7 @@ class Server:
                 os.chdir(saved_cwd)
             except OSError:
                 pass
+            used_until_now(self.current_since)
             with self.lock:
                 self.current = None
                 self.cancel_signalled = False
@@ -433,8 +443,9 @@ class Server:
     def status(self) -> dict[str, Any]:
         from gbcli.render.common import to_jsonable
 
+        current_since = self.current_since if self.current is not None else None
         try:
-            models = to_jsonable(loaded_models())
+            models = to_jsonable(loaded_models(current_since))
         except RuntimeError:  # the cache changed under us; the next `ps` sees it settled
             models = []
         extra = {"tcp": self.tcp_address} if self.tcp_address else {}

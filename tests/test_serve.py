@@ -397,6 +397,19 @@ def test_detach_keep_alive_a_killed_server_and_its_stale_socket(models, tmp_path
         assert server_status(runtime)["models"] == []
         assert run_installed("tokenize", "hi", "--models", "bert", *models, env=env).returncode == 0
         assert [entry["model"] for entry in server_status(runtime)["models"]] == ["bert"]
+        # A model in use longer than the keep-alive is not idle: not while the request runs, nor just after it.
+        busy = subprocess.Popen([gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt",
+                                 str(long_context_gpt), "--max-new-tokens", "4000", "--json"],
+                                env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for(lambda: server_status(runtime)["busy"], 60, "the server to start the request")
+        time.sleep(4.0)
+        idle = {entry["model"]: entry["idle_seconds"] for entry in server_status(runtime)["models"]}
+        assert idle[long_context_gpt.name] == 0.0 and idle["bert"] > 3.0
+        busy.kill()
+        busy.wait(timeout=10)
+        wait_for(lambda: not server_status(runtime)["busy"], 10, "the work to stop")
+        time.sleep(1.5)  # the server checks for idle models every second: past its check, within the keep-alive
+        assert [entry["model"] for entry in server_status(runtime)["models"]] == [long_context_gpt.name]
         # A server killed in the middle of a request: the client says so and exits 1, without hanging.
         client = subprocess.Popen([gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt",
                                    str(long_context_gpt), "--max-new-tokens", "4000", "--json"],
