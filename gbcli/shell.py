@@ -256,14 +256,16 @@ class Shell:
         if unknown:
             raise usage_error(f"`load` does not know {unknown[0]}.", "Use --gpt, --bert or --bart (and --device, "
                               "--dtype).")
-        for flag in ("--device", "--dtype"):
-            if flag in chosen:
-                self.session.defaults[flag[2:]] = chosen[flag]
+        # Tried on a copy of the defaults: a load that fails leaves the session as it was, --device/--dtype included.
+        trial = Session(defaults={**self.session.defaults, **{flag[2:]: chosen[flag] for flag in
+                                                               ("--device", "--dtype") if flag in chosen}})
+        preload(trial, [], {}, strict=True)  # a bad --device or --dtype is refused even with no model to load
         for flag in MODEL_FLAGS:
             if flag in chosen:
                 family = flag[2:]
-                preload(self.session, [family], {family: chosen[flag]}, strict=True)
-                self.session.defaults[family] = chosen[flag]
+                preload(trial, [family], {family: chosen[flag]}, strict=True)
+                trial.defaults[family] = chosen[flag]
+        self.session.defaults = trial.defaults
 
 
 def defaults_text(defaults: dict[str, str | bool]) -> str:

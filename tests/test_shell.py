@@ -127,6 +127,14 @@ def test_a_model_that_fails_to_load_leaves_the_others_usable(tmp_path, bert_path
     assert result.stdout.count("#  both sides") == 2  # both fill-masks answered, with BERT's column each time
 
 
+def test_a_failed_load_leaves_the_device_and_dtype_as_they_were(models, tmp_path, bert_path):
+    result = shell(models, f"load --dtype float64 --bert {bert_path}", f"load --device cpu --bert {tmp_path / 'nope'}",
+                   "set", 'fill-mask "the [MASK] quacks ." -k 1 --models bert', options=("--json",))
+    assert "Unknown dtype 'float64'" in result.stderr and "does not exist" in result.stderr
+    assert "dtype=" not in result.stderr and "device=" not in result.stderr  # `set` lists no such default
+    assert json_lines(result.stdout)[-1]["masks"][0]["bert"]["predictions"][0]["word"]  # and the next one runs
+
+
 def test_load_swaps_one_model_without_restarting(models, tmp_path, bert_path):
     other = tmp_path / "other-bert"
     shutil.copytree(bert_path, other)
