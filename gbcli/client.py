@@ -42,8 +42,14 @@ LOCAL_FLAGS = set(HELP_FLAGS)  # instant in-process; nothing to gain (entry answ
 LOCAL_OPTIONS = ("--output", "-o")
 # The variables that change what a command prints or loads; every other variable stays the client's own.
 FORWARDED_NAMES = {"COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TERM", "COLORTERM", "TTY_COMPATIBLE",
-                   "TTY_INTERACTIVE", "CLICOLOR", "CLICOLOR_FORCE", "PY_COLORS", "TERMINAL_WIDTH"}
+                   "TTY_INTERACTIVE", "CLICOLOR", "CLICOLOR_FORCE", "PY_COLORS", "TERMINAL_WIDTH",
+                   "XDG_CACHE_HOME"}  # the last: where the Hugging Face cache is when HF_HOME is not set
 FORWARDED_PREFIXES = ("GBCLI_", "HF_", "TRANSFORMERS_")
+# Where models come from, read by huggingface_hub and transformers once, when they are imported: a server cannot
+# take a request's values for them, so a request that differs there runs in-process.
+READ_AT_IMPORT = {"HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ASSETS_CACHE", "HF_XET_CACHE",
+                  "HF_MODULES_CACHE", "TRANSFORMERS_CACHE", "HF_ENDPOINT", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                  "HF_TOKEN_PATH", "XDG_CACHE_HOME"}
 PRIVATE_NAMES = {SERVER_VARIABLE, TOKEN_VARIABLE}  # the client's own: the token never travels twice
 ANSWER_SECONDS = 10.0  # for the server to accept or refuse a request
 DEFAULT_SILENCE_SECONDS = 30.0  # a server that says nothing (not even its heartbeat) this long is taken for dead
@@ -51,6 +57,10 @@ DEFAULT_SILENCE_SECONDS = 30.0  # a server that says nothing (not even its heart
 
 def forwarded(name: str) -> bool:
     return (name in FORWARDED_NAMES or name.startswith(FORWARDED_PREFIXES)) and name not in PRIVATE_NAMES
+
+
+def read_at_import(name: str) -> bool:
+    return name in READ_AT_IMPORT
 
 
 def strip_no_server(argv: list[str]) -> tuple[list[str], bool]:
@@ -245,6 +255,10 @@ def refused(target: Target, answer: dict[str, Any] | None) -> int | None:
     """A server that refused the request: a wrong token or a named server is an error, a local server of another
     build leaves the command to run in-process."""
     answer = answer or {}
+    if answer.get("reason") == "environment" and not target.named:
+        _warn(f"the gbcli server at {target.where} {answer.get('message')}, so this command runs in-process. Start "
+              "the server from this environment to use it: gbcli stop; gbcli serve --detach")
+        return None
     if answer.get("reason") == "token":
         return _fail(f"the gbcli server at {target.where} refused this client: {answer.get('message')}.",
                      f"Set {TOKEN_VARIABLE} to the token in that server's runtime folder (server.token).")

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gbcli.client import LOCAL_COMMANDS, forwarded
+from gbcli.client import LOCAL_COMMANDS, forwarded, read_at_import
 from gbcli.protocol import (
     HEARTBEAT_SECONDS,
     Channel,
@@ -154,6 +154,8 @@ class Server:
         self.served = 0
         self.listener: socket.socket | None = None
         self.inode: int | None = None  # the socket file this server made
+        # As the server started, before transformers is imported: what its libraries go by for the whole process.
+        self.import_env = {name: value for name, value in os.environ.items() if read_at_import(name)}
 
     # -- start and stop ------------------------------------------------------------------------------------------
     def bind(self) -> None:
@@ -393,11 +395,24 @@ class Server:
             if message["type"] == "status":
                 channel.send(self.status())
             elif message["type"] == "run":
-                self.relay(channel, parse_job(channel, message))
+                job = parse_job(channel, message)
+                differing = [] if tcp else self.differing_settings(job.env)  # a remote client's are its machine's
+                if differing:
+                    channel.send(hello("refused", reason="environment",
+                                       message=f"runs with another {', '.join(differing)}"))
+                    self.say(f"left a request to its client: its {', '.join(differing)} differs")
+                    return
+                self.relay(channel, job)
         except (ProtocolError, TimeoutError, OSError) as exc:
             self.say(f"dropped a connection: {exc or type(exc).__name__}")
         finally:
             channel.close()
+
+    def differing_settings(self, env: dict[str, str]) -> list[str]:
+        """The Hugging Face variables a request sets otherwise than this server (its HF_HOME, say): libraries that
+        read them once, at import, would answer it from this server's cache or endpoint, not the client's."""
+        names = {name for name in env if read_at_import(name)} | set(self.import_env)
+        return sorted(name for name in names if env.get(name) != self.import_env.get(name))
 
     def relay(self, channel: Channel, job: Job) -> None:
         """Queue the job, then until it ends: stdin and Ctrl-C from the client, a heartbeat to it."""

@@ -307,6 +307,16 @@ def test_a_client_of_another_build_is_refused(server):
     assert answer["type"] == "refused" and "this server is gbcli" in answer["message"]
 
 
+def test_a_request_with_another_hugging_face_cache_runs_in_process(server, models, tmp_path):
+    """huggingface_hub reads HF_HOME once, at import: the server would look for hub models in its own cache."""
+    served = server.served()
+    warm = server.client("tokenize", "hello", *models, env={"HF_HOME": str(tmp_path / "hf")})
+    assert warm.returncode == 0 and warm.stdout.decode() == run("tokenize", "hello", *models,
+                                                                env={"COLUMNS": "80"}).stdout
+    assert b"runs with another HF_HOME, so this command runs in-process" in warm.stderr
+    assert server.served() == served  # the server ran nothing
+
+
 @pytest.mark.parametrize("timeout", ["abc", "0", "-5"])
 def test_a_bad_server_timeout_is_an_error_not_a_traceback(server, models, timeout):
     result = server.client("tokenize", "hello", *models, env={"GBCLI_SERVER_TIMEOUT": timeout})
