@@ -139,8 +139,11 @@ class Shell:
                 except GbcliError as error:
                     self.session.failed_code = error.exit_code
                     _report(error)
-                    if self.session.json_lines:  # the shell's own refusals too: one document for each line
-                        _print_json_line("", _words(line), error.exit_code)
+                    words = _words(line)
+                    # A command line the shell refuses (an unknown command) is a failed command too; the shell's
+                    # own words (set, load...) print no document, failed or not.
+                    if self.session.json_lines and words and words[0] not in {*BUILTINS, "quit", "?"}:
+                        _print_json_line("", words, error.exit_code)
                 except KeyboardInterrupt:  # between two steps of the shell itself: back to the prompt
                     _stderr().print("[yellow]interrupted[/]")
                     if not self.interactive:
