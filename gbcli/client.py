@@ -42,8 +42,14 @@ LOCAL_FLAGS = set(HELP_FLAGS)  # instant in-process; nothing to gain (entry answ
 LOCAL_OPTIONS = ("--output", "-o")
 # The variables that change what a command prints or loads; every other variable stays the client's own.
 FORWARDED_NAMES = {"COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TERM", "COLORTERM", "TTY_COMPATIBLE",
-                   "TTY_INTERACTIVE", "CLICOLOR", "CLICOLOR_FORCE", "PY_COLORS", "TERMINAL_WIDTH"}
+                   "TTY_INTERACTIVE", "CLICOLOR", "CLICOLOR_FORCE", "PY_COLORS", "TERMINAL_WIDTH",
+                   "XDG_CACHE_HOME"}  # the last: where the Hugging Face cache is when HF_HOME is not set
 FORWARDED_PREFIXES = ("GBCLI_", "HF_", "TRANSFORMERS_")
+# Where models come from, read by huggingface_hub and transformers once, when they are imported: a server cannot
+# take a request's values for them, so a request that differs there runs in-process.
+READ_AT_IMPORT = {"HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ASSETS_CACHE", "HF_XET_CACHE",
+                  "HF_MODULES_CACHE", "TRANSFORMERS_CACHE", "HF_ENDPOINT", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                  "HF_TOKEN_PATH", "XDG_CACHE_HOME"}
 PRIVATE_NAMES = {SERVER_VARIABLE, TOKEN_VARIABLE}  # the client's own: the token never travels twice
 ANSWER_SECONDS = 10.0  # for the server to accept or refuse a request
 DEFAULT_SILENCE_SECONDS = 30.0  # a server that says nothing (not even its heartbeat) this long is taken for dead
@@ -51,6 +57,10 @@ DEFAULT_SILENCE_SECONDS = 30.0  # a server that says nothing (not even its heart
 
 def forwarded(name: str) -> bool:
     return (name in FORWARDED_NAMES or name.startswith(FORWARDED_PREFIXES)) and name not in PRIVATE_NAMES
+
+
+def read_at_import(name: str) -> bool:
+    return name in READ_AT_IMPORT
 
 
 def strip_no_server(argv: list[str]) -> tuple[list[str], bool]:
@@ -203,6 +213,12 @@ def forward(argv: list[str]) -> int | None:
         return unreachable(target, exc)
     if sock is None:
         return None
+    try:
+        silence = silence_seconds()  # read only once a server answers: without one the variable means nothing
+    except ValueError as exc:
+        sock.close()
+        return _fail(f"{exc}.", "Set it to the seconds a command waits for a silent server (e.g. 30), or unset it.",
+                     code=2)
     channel = Channel(sock)
     try:
         if not channel.send(run_request(argv, target)):
@@ -218,13 +234,31 @@ def forward(argv: list[str]) -> int | None:
     if answer is None or answer.get("type") != "accepted" or not same_build(answer):
         channel.close()
         return refused(target, answer)
-    return Session(channel).run()
+    return Session(channel, silence).run()
+
+
+def silence_seconds() -> float:
+    """GBCLI_SERVER_TIMEOUT: how long a server may say nothing before the client gives up on it (ValueError)."""
+    text = os.environ.get("GBCLI_SERVER_TIMEOUT", "").strip()
+    if not text:
+        return DEFAULT_SILENCE_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"GBCLI_SERVER_TIMEOUT={text} is not a number of seconds above 0")
+    return seconds
 
 
 def refused(target: Target, answer: dict[str, Any] | None) -> int | None:
     """A server that refused the request: a wrong token or a named server is an error, a local server of another
     build leaves the command to run in-process."""
     answer = answer or {}
+    if answer.get("reason") == "environment" and not target.named:
+        _warn(f"the gbcli server at {target.where} {answer.get('message')}, so this command runs in-process. Start "
+              "the server from this environment to use it: gbcli stop; gbcli serve --detach")
+        return None
     if answer.get("reason") == "token":
         return _fail(f"the gbcli server at {target.where} refused this client: {answer.get('message')}.",
                      f"Set {TOKEN_VARIABLE} to the token in that server's runtime folder (server.token).")
@@ -240,9 +274,9 @@ def refused(target: Target, answer: dict[str, Any] | None) -> int | None:
 class Session:
     """One forwarded command: copy the server's output out, standard input in, and return its exit code."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, silence: float = DEFAULT_SILENCE_SECONDS) -> None:
         self.channel = channel
-        self.silence = float(os.environ.get("GBCLI_SERVER_TIMEOUT", DEFAULT_SILENCE_SECONDS))
+        self.silence = silence
         self.interrupted_at: float | None = None
 
     def run(self) -> int:
@@ -324,9 +358,9 @@ def _warn(message: str) -> None:
     sys.stderr.write(f"warning: {message}\n")
 
 
-def _fail(message: str, hint: str) -> int:
+def _fail(message: str, hint: str, code: int = 1) -> int:
     sys.stderr.write(f"error: {message}\nhint: {hint}\n")
-    return 1
+    return code
 
 
 def status(timeout: float = 10.0, named: bool = False) -> dict[str, Any] | None:

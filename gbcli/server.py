@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gbcli.client import LOCAL_COMMANDS, forwarded
+from gbcli.client import LOCAL_COMMANDS, forwarded, read_at_import
 from gbcli.protocol import (
     HEARTBEAT_SECONDS,
     Channel,
@@ -35,7 +35,14 @@ from gbcli.protocol import (
     tcp_url,
     token_path,
 )
-from gbcli.warm import format_duration, loaded_models, models_kept_loaded, run_command_line, unload_idle
+from gbcli.warm import (
+    format_duration,
+    loaded_models,
+    models_kept_loaded,
+    run_command_line,
+    unload_idle,
+    used_until_now,
+)
 
 REQUEST_SECONDS = 10.0  # for a client to send its request once connected
 
@@ -139,6 +146,7 @@ class Server:
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.lock = threading.Lock()
         self.current: Job | None = None
+        self.current_since = 0.0  # time.monotonic() when the current job began
         self.cancel_signalled = False  # SIGINT sent by a connection thread, not typed at the server's terminal
         self.stopping = False
         self.ready = False
@@ -146,6 +154,8 @@ class Server:
         self.served = 0
         self.listener: socket.socket | None = None
         self.inode: int | None = None  # the socket file this server made
+        # As the server started, before transformers is imported: what its libraries go by for the whole process.
+        self.import_env = {name: value for name, value in os.environ.items() if read_at_import(name)}
 
     # -- start and stop ------------------------------------------------------------------------------------------
     def bind(self) -> None:
@@ -165,6 +175,10 @@ class Server:
         previous = os.umask(0o177)  # the socket is born 0600: no other user can connect
         try:
             listener.bind(str(self.path))
+        except OSError as exc:  # "AF_UNIX path too long": a socket's path has ~107 bytes at most
+            listener.close()
+            raise GbcliError(f"Cannot listen on {self.path}: {exc.strerror or exc}.",
+                             "Set GBCLI_RUNTIME_DIR to a shorter folder of your own.") from None
         finally:
             os.umask(previous)
         os.chmod(self.path, 0o600)
@@ -289,6 +303,7 @@ class Server:
         saved_cwd = os.getcwd()
         with self.lock:
             self.current = job
+            self.current_since = time.monotonic()
         try:
             if job.cancel_requested:
                 raise KeyboardInterrupt
@@ -326,6 +341,7 @@ class Server:
                 os.chdir(saved_cwd)
             except OSError:
                 pass
+            used_until_now(self.current_since)
             with self.lock:
                 self.current = None
                 self.cancel_signalled = False
@@ -379,11 +395,24 @@ class Server:
             if message["type"] == "status":
                 channel.send(self.status())
             elif message["type"] == "run":
-                self.relay(channel, parse_job(channel, message))
+                job = parse_job(channel, message)
+                differing = [] if tcp else self.differing_settings(job.env)  # a remote client's are its machine's
+                if differing:
+                    channel.send(hello("refused", reason="environment",
+                                       message=f"runs with another {', '.join(differing)}"))
+                    self.say(f"left a request to its client: its {', '.join(differing)} differs")
+                    return
+                self.relay(channel, job)
         except (ProtocolError, TimeoutError, OSError) as exc:
             self.say(f"dropped a connection: {exc or type(exc).__name__}")
         finally:
             channel.close()
+
+    def differing_settings(self, env: dict[str, str]) -> list[str]:
+        """The Hugging Face variables a request sets otherwise than this server (its HF_HOME, say): libraries that
+        read them once, at import, would answer it from this server's cache or endpoint, not the client's."""
+        names = {name for name in env if read_at_import(name)} | set(self.import_env)
+        return sorted(name for name in names if env.get(name) != self.import_env.get(name))
 
     def relay(self, channel: Channel, job: Job) -> None:
         """Queue the job, then until it ends: stdin and Ctrl-C from the client, a heartbeat to it."""
@@ -429,8 +458,9 @@ class Server:
     def status(self) -> dict[str, Any]:
         from gbcli.render.common import to_jsonable
 
+        current_since = self.current_since if self.current is not None else None
         try:
-            models = to_jsonable(loaded_models())
+            models = to_jsonable(loaded_models(current_since))
         except RuntimeError:  # the cache changed under us; the next `ps` sees it settled
             models = []
         extra = {"tcp": self.tcp_address} if self.tcp_address else {}

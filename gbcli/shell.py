@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gbcli.errors import GbcliError, usage_error
+from gbcli.errors import INTERRUPTED, GbcliError, usage_error
 from gbcli.warm import command_tree, loaded_models, model_table, models_kept_loaded, options_of, run_command_line
 
 BUILTINS: dict[str, str] = {
@@ -98,6 +98,9 @@ def option_names() -> list[str]:
 def split_line(line: str) -> list[str]:
     """A command line in words, or a bare text as the command that suits it: fill-mask with a mask, else compare."""
     stripped = line.strip()
+    head, *rest = stripped.split(maxsplit=1)
+    if head == "--no-server":  # as `gbcli --no-server COMMAND`: the shell runs in-process anyway
+        stripped = rest[0] if rest else "help"  # `gbcli --no-server` alone shows the commands
     first = stripped.split(maxsplit=1)[0]
     if first in command_tree().commands or first in BUILTINS or first in {"quit", "?"}:
         try:
@@ -115,6 +118,10 @@ def split_line(line: str) -> list[str]:
     return ["fill-mask" if any(mask in stripped for mask in MASKS) else "compare", stripped]
 
 
+class _BatchInterrupted(Exception):
+    """Ctrl-C in a batch (`gbcli shell < commands.txt`), already reported: the batch ends with exit code 130."""
+
+
 class Shell:
     def __init__(self, session: Session, interactive: bool) -> None:
         self.session = session
@@ -122,17 +129,30 @@ class Shell:
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def run(self, lines: Iterable[str]) -> int:
-        for line in lines:
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            try:
-                if self.run_line(line) == "exit":
-                    break
-            except GbcliError as error:
-                self.session.failed_code = error.exit_code
-                _report(error)
-            except KeyboardInterrupt:  # between two steps of the shell itself: back to the prompt
-                _stderr().print("[yellow]interrupted[/]")
+        try:
+            for line in lines:
+                if not line.strip() or line.lstrip().startswith("#"):
+                    continue
+                try:
+                    if self.run_line(line) == "exit":
+                        break
+                except GbcliError as error:
+                    self.session.failed_code = error.exit_code
+                    _report(error)
+                    words = _words(line)
+                    # A command line the shell refuses (an unknown command) is a failed command too; the shell's
+                    # own words (set, load...) print no document, failed or not.
+                    if self.session.json_lines and words and words[0] not in {*BUILTINS, "quit", "?"}:
+                        _print_json_line("", words, error.exit_code)
+                except KeyboardInterrupt:  # between two steps of the shell itself: back to the prompt
+                    _stderr().print("[yellow]interrupted[/]")
+                    if not self.interactive:
+                        raise _BatchInterrupted from None
+        except _BatchInterrupted:
+            return INTERRUPTED
+        except KeyboardInterrupt:  # a batch waiting for its next line
+            _stderr().print("[yellow]interrupted[/]")
+            return INTERRUPTED
         return 0 if self.interactive else self.session.failed_code
 
     def run_line(self, line: str) -> str | None:
@@ -156,6 +176,9 @@ class Shell:
         return None
 
     def run_command(self, args: list[str]) -> None:
+        from gbcli.client import strip_no_server
+
+        args, _ = strip_no_server(args)  # a line copied from the command line: the shell runs in-process anyway
         full = self.session.command_line(args)
         if not self.session.json_lines:
             code = run_command_line(full)
@@ -167,6 +190,8 @@ class Shell:
             _print_json_line(captured.getvalue(), args, code)
         if code != 0:
             self.session.failed_code = code
+        if code == INTERRUPTED and not self.interactive:
+            raise _BatchInterrupted  # Ctrl-C ends a batch, as it ends a shell script: not only its current line
 
     # -- the shell's own words -----------------------------------------------------------------------------------
     def help(self, topic: list[str]) -> None:
@@ -234,14 +259,16 @@ class Shell:
         if unknown:
             raise usage_error(f"`load` does not know {unknown[0]}.", "Use --gpt, --bert or --bart (and --device, "
                               "--dtype).")
-        for flag in ("--device", "--dtype"):
-            if flag in chosen:
-                self.session.defaults[flag[2:]] = chosen[flag]
+        # Tried on a copy of the defaults: a load that fails leaves the session as it was, --device/--dtype included.
+        trial = Session(defaults={**self.session.defaults, **{flag[2:]: chosen[flag] for flag in
+                                                               ("--device", "--dtype") if flag in chosen}})
+        preload(trial, [], {}, strict=True)  # a bad --device or --dtype is refused even with no model to load
         for flag in MODEL_FLAGS:
             if flag in chosen:
                 family = flag[2:]
-                preload(self.session, [family], {family: chosen[flag]}, strict=True)
-                self.session.defaults[family] = chosen[flag]
+                preload(trial, [family], {family: chosen[flag]}, strict=True)
+                trial.defaults[family] = chosen[flag]
+        self.session.defaults = trial.defaults
 
 
 def defaults_text(defaults: dict[str, str | bool]) -> str:
@@ -271,6 +298,14 @@ def preload(session: Session, families: list[str], specs: dict[str, str | None],
             if strict:
                 raise
             _report(error)
+
+
+def _words(line: str) -> list[str]:
+    """The line in words as the shell splits it, or by spaces where its quotes do not close."""
+    try:
+        return shlex.split(line)
+    except ValueError:
+        return line.split()
 
 
 def _print_json_line(output: str, args: list[str], code: int) -> None:
@@ -380,10 +415,24 @@ def run_shell(session: Session, families: list[str], specs: dict[str, str | None
     with models_kept_loaded(), _batch_colours(interactive):
         preload(session, families, specs)
         shell = Shell(session, interactive)
+        _interrupt_raises()
         if interactive:
             _stderr().print("gbcli shell: `help` for commands; Ctrl-D to leave.", markup=False)
             return shell.run(terminal_lines(session))
         return shell.run(stdin_lines())
+
+
+def _interrupt_raises() -> None:
+    """From now on Ctrl-C raises KeyboardInterrupt wherever it lands: the command stops and the loop goes on.
+
+    The console script exits at once on Ctrl-C outside a command's computation (gbcli.entry), for fear of an
+    import cut half-way; here torch and transformers are imported by now, and a Ctrl-C that lands while a model
+    loads, stdin is read or a table is drawn must not end the whole shell.
+    """
+    import signal
+
+    if sys.platform != "win32":
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextlib.contextmanager

@@ -73,14 +73,18 @@ class LoadedEntry:
     idle_seconds: float
 
 
-def loaded_models() -> list[LoadedEntry]:
-    """The models this process holds, once each (a model cached under two keys is one model in memory)."""
+def loaded_models(in_use_since: float | None = None) -> list[LoadedEntry]:
+    """The models this process holds, once each (a model cached under two keys is one model in memory).
+
+    in_use_since: when the request now running began (time.monotonic); the models it asked for are in use, not idle.
+    """
     from gbcli import models
 
     now = time.monotonic()
     entries: dict[int, LoadedEntry] = {}
     for key, lm in list(models._CACHE.items()):
-        idle = now - models.LAST_USED.get(key, now)
+        used = models.LAST_USED.get(key, now)
+        idle = 0.0 if in_use_since is not None and used >= in_use_since else now - used
         known = entries.get(id(lm))
         if known is not None:
             known.idle_seconds = min(known.idle_seconds, idle)
@@ -98,6 +102,17 @@ def weight_size(model: Any) -> tuple[int, int]:
     tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
     parameters = sum(t.numel() for t in model.parameters())
     return parameters, sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def used_until_now(since: float) -> None:
+    """The models a request asked for after `since` were in use until it ended: their idle time starts now, so a
+    request longer than the keep-alive does not unload its models the moment it ends."""
+    from gbcli import models
+
+    now = time.monotonic()
+    for key, used in list(models.LAST_USED.items()):
+        if used >= since:
+            models.LAST_USED[key] = now
 
 
 def unload_idle(keep_alive: float) -> list[str]:

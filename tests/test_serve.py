@@ -307,6 +307,24 @@ def test_a_client_of_another_build_is_refused(server):
     assert answer["type"] == "refused" and "this server is gbcli" in answer["message"]
 
 
+def test_a_request_with_another_hugging_face_cache_runs_in_process(server, models, tmp_path):
+    """huggingface_hub reads HF_HOME once, at import: the server would look for hub models in its own cache."""
+    served = server.served()
+    warm = server.client("tokenize", "hello", *models, env={"HF_HOME": str(tmp_path / "hf")})
+    assert warm.returncode == 0 and warm.stdout.decode() == run("tokenize", "hello", *models,
+                                                                env={"COLUMNS": "80"}).stdout
+    assert b"runs with another HF_HOME, so this command runs in-process" in warm.stderr
+    assert server.served() == served  # the server ran nothing
+
+
+@pytest.mark.parametrize("timeout", ["abc", "0", "-5"])
+def test_a_bad_server_timeout_is_an_error_not_a_traceback(server, models, timeout):
+    result = server.client("tokenize", "hello", *models, env={"GBCLI_SERVER_TIMEOUT": timeout})
+    assert result.returncode == 2 and result.stdout == b""
+    assert result.stderr.startswith(f"error: GBCLI_SERVER_TIMEOUT={timeout} ".encode()), result.stderr
+    assert b"\nhint: " in result.stderr and TRACEBACK.encode() not in result.stderr
+
+
 def test_a_server_of_another_build_is_refused_and_the_command_runs_here(tmp_path, models):
     from gbcli.protocol import Channel
 
@@ -389,6 +407,19 @@ def test_detach_keep_alive_a_killed_server_and_its_stale_socket(models, tmp_path
         assert server_status(runtime)["models"] == []
         assert run_installed("tokenize", "hi", "--models", "bert", *models, env=env).returncode == 0
         assert [entry["model"] for entry in server_status(runtime)["models"]] == ["bert"]
+        # A model in use longer than the keep-alive is not idle: not while the request runs, nor just after it.
+        busy = subprocess.Popen([gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt",
+                                 str(long_context_gpt), "--max-new-tokens", "4000", "--json"],
+                                env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for(lambda: server_status(runtime)["busy"], 60, "the server to start the request")
+        time.sleep(4.0)
+        idle = {entry["model"]: entry["idle_seconds"] for entry in server_status(runtime)["models"]}
+        assert idle[long_context_gpt.name] == 0.0 and idle["bert"] > 3.0
+        busy.kill()
+        busy.wait(timeout=10)
+        wait_for(lambda: not server_status(runtime)["busy"], 10, "the work to stop")
+        time.sleep(1.5)  # the server checks for idle models every second: past its check, within the keep-alive
+        assert [entry["model"] for entry in server_status(runtime)["models"]] == [long_context_gpt.name]
         # A server killed in the middle of a request: the client says so and exits 1, without hanging.
         client = subprocess.Popen([gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt",
                                    str(long_context_gpt), "--max-new-tokens", "4000", "--json"],

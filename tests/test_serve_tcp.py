@@ -145,6 +145,12 @@ def test_bad_tcp_options_are_refused_before_anything_loads(args, fragment, tmp_p
     assert not (tmp_path / "run").exists()
 
 
+def test_a_socket_path_too_long_for_the_system_is_a_clear_error(tmp_path):
+    runtime = tmp_path / ("r" * 120)  # a Unix socket's path holds ~107 bytes
+    result = run("serve", "--models", "gpt", env={"GBCLI_RUNTIME_DIR": str(runtime)})
+    assert_user_error(result, 1, f"Cannot listen on {runtime / 'server.sock'}", "GBCLI_RUNTIME_DIR")
+
+
 def test_a_forwarded_command_imports_neither_typer_nor_torch(tcp, models):
     """The console script asks the server before it imports the CLI: a warm command is Python's start-up."""
     import subprocess

@@ -51,6 +51,12 @@ def test_each_command_prints_what_the_cli_prints(models):
     assert documents[3] == run_json("attention", "the duck quacks .", "--layer", "0", *models)
 
 
+def test_no_server_on_a_line_is_accepted_as_on_the_command_line(models):
+    result = shell(models, "tokenize hello --no-server", "--no-server tokenize hello", options=("--json",))
+    assert result.exit_code == 0, result.stderr
+    assert json_lines(result.stdout) == [run_json("tokenize", "hello", *models)] * 2
+
+
 def test_the_table_view_is_the_cli_view(models):
     batch = run("shell", *models, input='fill-mask "the [MASK] quacks ." -k 2\n', env={"COLUMNS": "80"})
     direct = run("fill-mask", "the [MASK] quacks .", "-k", "2", *models, env={"COLUMNS": "80"})
@@ -93,6 +99,10 @@ def test_a_bad_command_reports_like_the_cli_and_the_loop_goes_on(models):
     assert "hint: Did you mean fill-mask?" in result.stderr
     documents = json_lines(result.stdout)
     assert documents[0] == {"command": ["fill-mask", "--nope", "x"], "exit_code": 2}
+    # A line the shell itself refuses is one failed command too: every line has its document.
+    assert documents[1]["text"] == "atention the duck"  # a line of text: compare's
+    assert documents[2] == {"command": ["fil-mask"], "exit_code": 2}
+    assert len(documents) == 4
     assert documents[-1]["masks"][0]["bert"]["predictions"][0]["word"]  # the last line still ran
 
 
@@ -115,6 +125,14 @@ def test_a_model_that_fails_to_load_leaves_the_others_usable(tmp_path, bert_path
                                input=f"load --bert {tmp_path / 'nope'}\nfill-mask \"a [MASK] .\"\n").stdout)
     assert documents[-1]["models"] == {"bert": "bert"}  # the failed load kept the model that was there
     assert result.stdout.count("#  both sides") == 2  # both fill-masks answered, with BERT's column each time
+
+
+def test_a_failed_load_leaves_the_device_and_dtype_as_they_were(models, tmp_path, bert_path):
+    result = shell(models, f"load --dtype float64 --bert {bert_path}", f"load --device cpu --bert {tmp_path / 'nope'}",
+                   "set", 'fill-mask "the [MASK] quacks ." -k 1 --models bert', options=("--json",))
+    assert "Unknown dtype 'float64'" in result.stderr and "does not exist" in result.stderr
+    assert "dtype=" not in result.stderr and "device=" not in result.stderr  # `set` lists no such default
+    assert json_lines(result.stdout)[-1]["masks"][0]["bert"]["predictions"][0]["word"]  # and the next one runs
 
 
 def test_load_swaps_one_model_without_restarting(models, tmp_path, bert_path):
@@ -212,7 +230,36 @@ def test_ctrl_c_stops_the_computation_and_returns_to_the_prompt(terminal_shell, 
     shown += _read_until(fd, PROMPT, 10)
     assert b"interrupted" in shown and TRACEBACK.encode() not in shown
     assert process.poll() is None  # the loop survived
+    # Outside the model's computation too: here a command waiting for its standard input (the terminal).
+    os.write(fd, b"score - --models gpt\r")
+    _read_until(fd, b"score - --models gpt", 10)
+    time.sleep(1.0)
+    os.killpg(process.pid, signal.SIGINT)
+    shown = _read_until(fd, b"interrupted", 20) + _read_until(fd, PROMPT, 10)
+    assert b"interrupted" in shown and TRACEBACK.encode() not in shown and process.poll() is None
     os.write(fd, b'fill-mask "the [MASK] quacks ." -k 1 --models bert\r')
     assert b"duck" in _read_until(fd, b"filled in", 60) + _read_until(fd, PROMPT, 10)
     os.write(fd, b"exit\r")
     assert process.wait(timeout=30) == 0
+
+
+def test_ctrl_c_ends_a_batch_as_it_ends_a_shell_script(models, long_context_gpt):
+    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([gbcli_executable(), "shell", "--models", "gpt", *models], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        process.stdin.write(f'tokenize "ready" --models gpt\ngenerate "once upon a time" --gpt {long_context_gpt} '
+                            '--max-new-tokens 4000 --seed 1\n'.encode())
+        process.stdin.flush()
+        assert b"crosses" in read_terminal_until(process.stdout.fileno(), b"crosses", 60)  # its last line
+        time.sleep(3.0)  # into the generation (off a terminal it writes its text at the end, or at Ctrl-C)
+        os.killpg(process.pid, signal.SIGINT)
+        process.stdin.write(b'tokenize "the next line" --models gpt\n')  # never run: the batch has ended
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert b"interrupted" in stderr and TRACEBACK.encode() not in stderr
+    assert b"once upon a time" in stdout  # the text written so far, as Ctrl-C leaves it in-process
+    assert b"Tokenizers" not in stdout  # the next line's table: the first one was read above
