@@ -355,7 +355,9 @@ def terminal_lines(session: Session) -> Iterator[str]:
 
     path = history_path()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The history holds every text typed: readable by this user only, as a shell's own history is.
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
         history = FileHistory(str(path))
     except OSError:  # a read-only home: history for this session only
         history = InMemoryHistory()

@@ -216,6 +216,7 @@ def test_on_a_terminal_it_prompts_completes_keeps_history_and_exits_0_on_ctrl_d(
     os.write(fd, b"\x04")  # Ctrl-D leaves
     assert process.wait(timeout=30) == 0
     history = (tmp_path / "data" / "gbcli" / "shell_history").read_text()
+    assert (tmp_path / "data" / "gbcli" / "shell_history").stat().st_mode & 0o777 == 0o600  # texts are private
     assert 'fill-mask "the [MASK] quacks ." -k 2' in history and "nosuch --x" in history
 
 
