@@ -124,3 +124,29 @@ def test_fill_mask_legend_explains_only_the_measures_on_screen(models, bart_path
     both = " ".join(run("fill-mask", sentence, *models).stdout.split())
     assert ("Σ log p(word): the filled words' log-probabilities; log p(sentence): the whole sentence's "
             "log-likelihood") in both
+
+
+def test_a_masked_lm_word_in_a_blank_glued_to_a_word_stays_a_word_of_its_own(models):
+    """`the [MASK][MASK] in the park .`: BERT reads two tokens, so a whole word in the second blank is a second
+    word (only a `##` piece would continue the first). It printed "the catmeows in the park .", and GPT ranked
+    sentences with that merged word in them."""
+    doc = run_json("fill-mask", "the [MASK][MASK] in the park .", *models)
+    first, second = (slot["bert"]["predictions"][0] for slot in doc["masks"])
+    assert not first["word"].startswith(" ")  # after "the ": the text has the space
+    assert not second["joins_previous"] and second["word"] == " " + second["pieces"][0]  # BERT's own word
+    by_column = {f["column"]: f for f in doc["fillings"]}
+    words = [w.strip() for w in by_column["bert"]["words"]]
+    assert by_column["bert"]["text"] == f"the {words[0]} {words[1]} in the park ."
+    # GPT-2 ranks the first blank's candidates with BERT's second word in place, apart from them; in the second
+    # blank its candidates bring their own space (`␣meows`), BERT's now too, so the blank stays glued there.
+    assert doc["masks"][0]["gpt_whole"]["context"] == f"the ___ {words[1]} in the park ."
+    assert doc["masks"][1]["gpt_whole"]["context"] == f"the {words[0]}___ in the park ."
+    ranked = [p["word"] for p in doc["masks"][1]["gpt_whole"]["predictions"]]
+    assert ranked.count(second["word"]) == 1  # BERT's word and GPT-2's `Ġ` word are one candidate
+
+
+def test_a_masked_lm_word_glued_to_punctuation_gets_no_space(models):
+    doc = run_json("fill-mask", "the duck ([MASK]) quacks .", "--models", "bert", *models)
+    (bert,) = doc["fillings"]
+    word = bert["words"][0]
+    assert not word.startswith(" ") and bert["text"] == f"the duck ({word}) quacks ."

@@ -125,9 +125,9 @@ class BertColumn(Column):
         assert query.targets is not None
         lm, reading = self.lm, _reading(state)
         for mask, slot in enumerate(state.slots):
-            space = state.space_before(mask)
+            space, gap = state.space_before(mask), self.fill_space(state, mask)
             top_ids, top_lps = query.top_ids[mask][: self.top_k], query.top_logprobs[mask][: self.top_k]
-            predictions = [self.prediction([t], space, lp) for t, lp in zip(top_ids, top_lps, strict=True)]
+            predictions = [self.prediction([t], gap, lp) for t, lp in zip(top_ids, top_lps, strict=True)]
             single = dict(zip(query.targets[mask], query.target_logprobs[mask], strict=True))
             target_predictions = []
             for word in self.targets:
@@ -141,7 +141,7 @@ class BertColumn(Column):
                 target_predictions.append(self.target_prediction(word, ids, logprob))
             slot.bert = MaskColumn("bert", lm.name, predictions, target_predictions,
                                    context=lm.tokenizer.mask_token.join(state.segments))
-            reading.candidates.append(self.candidate_pool(query.top_ids[mask], space))
+            reading.candidates.append(self.candidate_pool(query.top_ids[mask], gap))
 
     def _joint_filling(self, texts: list[TextState], base: list[Reads]) -> None:
         """Fill the most confident mask, re-predict the others with it in place, repeat (one pass per mask)."""
@@ -155,7 +155,7 @@ class BertColumn(Column):
             for joint, query in pending:
                 # The query's rows follow joint.open, the masks still to fill.
                 options = [
-                    (mask, *self.choose(query.top_ids[row], query.top_logprobs[row], joint.text.space_before(mask)))
+                    (mask, *self.choose(query.top_ids[row], query.top_logprobs[row], self.fill_space(joint.text, mask)))
                     for row, mask in enumerate(joint.open)
                 ]
                 joint.fill(*max(options, key=lambda option: option[2]))
@@ -166,7 +166,7 @@ class BertColumn(Column):
             ]
             run_reads(lm, [query for _, query in pending], max_rows=self.batch_size, order="shortest")
         for state, joint in zip(texts, joints, strict=True):
-            filling = _reading(state).filling = [as_fill(lm, joint.chosen[m], state.space_before(m))
+            filling = _reading(state).filling = [as_fill(lm, joint.chosen[m], self.fill_space(state, m))
                                                  for m in range(state.masks)]
             state.fillings.append(Filling("bert", FILLING_METHODS["bert"], [w for w, _ in filling],
                                           fill_text(state.segments, filling), joint.logprob, joint.order))

@@ -36,13 +36,19 @@ class RunSettings:
 
 def as_fill(lm: LoadedModel, token_id: int, space: str) -> Fill:
     """What a predicted token puts in the blank: WordPiece `##p` and GPT-2's space-less `p` join the word
-    before; GPT-2's `Ġduck` after a space is the word `duck`."""
+    before; GPT-2's `Ġduck` after a space is the word `duck`.
+
+    `space`: for a model that marks spaces in its tokens (GPT-2), the text's space before the blank
+    (`TextState.space_before`); for one that does not (BERT), the space its whole word needs there
+    (`TextState.word_gap`), which the word then carries, as GPT-2's `Ġ` word does at such a blank."""
     raw, text = piece(lm, token_id), token_text(lm, token_id)
     if raw.startswith("##") and len(raw) > 2:
         return raw[2:], True
-    if space and marks_spaces(lm):
+    if not marks_spaces(lm):
+        return space + text.strip(), False
+    if space:
         return (text[1:], False) if text.startswith(" ") else (text, True)
-    return (text, False) if marks_spaces(lm) else (text.strip(), False)
+    return text, False
 
 
 class Column:
@@ -72,6 +78,10 @@ class Column:
                 )
             self._target_ids[key] = ids
         return self._target_ids[key]
+
+    def fill_space(self, state: TextState, mask: int) -> str:
+        """The `space` argument of `as_fill` for this column's model at the blank."""
+        return state.space_before(mask) if marks_spaces(self.lm) else state.word_gap(mask)
 
     def choice_pool(self) -> int:
         """How many of the most likely tokens to read: the top-k, and enough that the choice of a token that can

@@ -166,7 +166,7 @@ class GptColumns(Column):
 
     def _read_left(self, state: TextState, r: int, query: Reads, scored: list[_ScoredTarget]) -> None:
         """Mask r's left-context column, and GPT-2's own choice for it, which the next masks read."""
-        reading, space = _reading(state), state.space_before(r)
+        reading, space = _reading(state), self.fill_space(state, r)
         predictions = [
             self.prediction([t], space, lp)
             for t, lp in zip(query.top_ids[0][: self.top_k], query.top_logprobs[0][: self.top_k], strict=True)
