@@ -188,14 +188,20 @@ def test_output_is_the_in_process_output_byte_for_byte(server, models, args):
     assert_same_as_in_process(server, *args, *models)
 
 
-def test_no_server_runs_in_process_with_the_same_output(server, models):
+def test_no_server_runs_in_process_with_the_same_output(server, models, monkeypatch):
+    from gbcli.client import forward
+
     before = server.served()
     cold = server.client("--no-server", "fill-mask", "the [MASK] quacks .", "-k", "2", *models)
     after_flag = server.served()
-    also_cold = server.client("fill-mask", "the [MASK] quacks .", "-k", "2", *models, env={"GBCLI_NO_SERVER": "1"})
+    # GBCLI_NO_SERVER=1: the client does not even ask (None: run in-process, the path --no-server took above).
+    for name, value in client_env(server.runtime, GBCLI_NO_SERVER="1").items():
+        monkeypatch.setenv(name, value)
+    assert forward(["fill-mask", "the [MASK] quacks .", "-k", "2", *models]) is None
+    after_variable = server.served()
     warm = server.client("fill-mask", "the [MASK] quacks .", "-k", "2", *models)
-    assert after_flag == before and server.served() == before + 1  # neither --no-server nor the variable reached it
-    assert cold.returncode == 0 and cold.stdout == also_cold.stdout == warm.stdout and cold.stderr == warm.stderr
+    assert after_flag == after_variable == before and server.served() == before + 1  # only `warm` reached it
+    assert cold.returncode == 0 and cold.stdout == warm.stdout and cold.stderr == warm.stderr
 
 
 def test_colour_and_width_follow_the_client(server, models):
