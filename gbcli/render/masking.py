@@ -12,6 +12,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from gbcli.models import family_title
 from gbcli.render.common import format_nats, format_prob
 from gbcli.render.model_names import NamesLine
 from gbcli.tasks.masking import CHOICE_POOL, FillMaskResult, MaskColumn, MaskPrediction, MaskSlot, SpanInfilling
@@ -80,7 +81,7 @@ def slot_table(slot: MaskSlot) -> Table:
     for column in columns:
         family, view = HEADINGS[column.column]
         # Two short header lines (family, view), so four views fit side by side in 80 columns; the model names
-        # are on a line of their own above the tables (ModelsLine), where a long one is never cut mid-word.
+        # are on a line of their own above the tables (NamesLine), where a long one is never cut mid-word.
         table.add_column(Text.assemble((family, "bold"), "\n", (view, "dim italic")), overflow="fold")
         table.add_column(Text("p(sent.)" if column.column == "gpt_whole" else "p", style="bold"), justify="right",
                          no_wrap=True)
@@ -287,15 +288,6 @@ def context_lines(slot: MaskSlot) -> list[Text]:
     return lines
 
 
-class ModelsLine(NamesLine):
-    """Which model each family is, in the order of the views: a local folder's name (`gpt2-finetuned-squad-v2`) is
-    longer than a view's column, whose header would fold it mid-word."""
-
-    def __init__(self, models: dict[str, str]) -> None:
-        super().__init__([(HEADINGS["gpt_left" if family == "gpt" else family][0], models[family])
-                          for family in ("bert", "gpt", "bart") if family in models])
-
-
 def fill_mask_view(result: FillMaskResult, compact: bool = False) -> RenderableType:
     """A single text: the masked sentence, which models read it, one table per blank, then each view's filled-in
     sentence.
@@ -303,7 +295,10 @@ def fill_mask_view(result: FillMaskResult, compact: bool = False) -> RenderableT
     `compact` (compare's default screen) leaves out BART's table of beams and the notes on each column."""
     parts: list[RenderableType] = [marked_text(result)]
     if result.models:
-        parts.append(ModelsLine(result.models))
+        # In the order of the views: a local folder's name (`gpt2-finetuned-squad-v2`) is longer than a view's
+        # column, whose header would fold it mid-word.
+        parts.append(NamesLine([(family_title(family), result.models[family])
+                                for family in ("bert", "gpt", "bart") if family in result.models]))
     several = len(result.masks) > 1
     for slot in result.masks:
         parts.append(Text(""))

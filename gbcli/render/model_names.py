@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.measure import Measurement
+from rich.segment import Segment
 from rich.text import Text
 
 from gbcli.models import family_title
@@ -56,15 +57,14 @@ class WholeNames:
     def __init__(self, build: Callable[[Label], RenderableType], models: Sequence[tuple[str, str]]) -> None:
         self.build, self.models = build, list(models)
 
-    def _named_fits(self, console: Console, options: ConsoleOptions, named: RenderableType) -> bool:
-        lines = ["".join(segment.text for segment in line)
-                 for line in console.render_lines(named, options, pad=False)]
-        return all(any(name in line for line in lines) for _, name in self.models)
-
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        named = self.build(model_label)
-        if self._named_fits(console, options, named):
-            yield named
+        # The named table is drawn once: to see whether each name came out whole, and then as it is shown.
+        lines = console.render_lines(self.build(model_label), options, pad=False)
+        texts = ["".join(segment.text for segment in line) for line in lines]
+        if all(any(name in text for text in texts) for _, name in self.models):
+            for line in lines:
+                yield from line
+                yield Segment.line()
             return
         yield NamesLine([(family_title(family), name) for family, name in self.models])
         yield self.build(family_label)
