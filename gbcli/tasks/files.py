@@ -219,7 +219,7 @@ def fill_mask_plan(models: list[LoadedModel], lines: list[str], resumed: Resumed
                    targets: Sequence[str], batch_size: int, output: str) -> Plan:
     """`fill-mask --file --output`: the chunks `fill-mask --file --json` streams, the lines in --output skipped."""
     from gbcli.tasks.jsonl_output import append_results, check_resumed
-    from gbcli.tasks.masking.pipeline import target_words
+    from gbcli.tasks.masking.masks import target_words
 
     names = {lm.family: lm.name for lm in models}
     # Records carry the options they were made with: a run with another --top-k or --targets would mix two kinds

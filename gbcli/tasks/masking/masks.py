@@ -14,11 +14,16 @@ MAX_MASKS = 32  # each mask costs a forward pass for the joint filling: more is 
 Fill = tuple[str, bool]  # what goes into one blank: (word, joins_previous)
 
 
+def target_words(targets: Sequence[str]) -> list[str]:
+    """The --targets a run scores: stripped, each once, in the order given (what its results record)."""
+    return list(dict.fromkeys(t.strip() for t in targets if t.strip()))
+
+
 def parse_targets(raw: str | None) -> list[str]:
     """`--targets duck,dog` → ["duck", "dog"]."""
     if raw is None:
         return []
-    words = list(dict.fromkeys(w.strip() for w in raw.split(",") if w.strip()))
+    words = target_words(raw.split(","))
     if not words:
         raise usage_error("--targets names no word.", "For example --targets duck,dog.")
     return words

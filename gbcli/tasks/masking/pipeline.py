@@ -18,6 +18,7 @@ from gbcli.tasks.masking.bart import BartColumn
 from gbcli.tasks.masking.bert import BertColumn
 from gbcli.tasks.masking.column import Column, RunSettings
 from gbcli.tasks.masking.gpt import GptColumns
+from gbcli.tasks.masking.masks import target_words
 from gbcli.tasks.masking.results import FillMaskResult
 from gbcli.tasks.masking.text import TextState, parse_text
 
@@ -133,11 +134,6 @@ def check_fill_options(top_k: int, batch_size: int = DEFAULT_BATCH_SIZE) -> None
         raise usage_error(f"--top-k must be at least 1, not {top_k}.", "For example --top-k 5.")
     if batch_size < 1:
         raise usage_error(f"--batch-size must be at least 1, not {batch_size}.", "For example --batch-size 32.")
-
-
-def target_words(targets: Sequence[str]) -> list[str]:
-    """The --targets a run scores: stripped, each once, in the order given (what its results record)."""
-    return list(dict.fromkeys(t.strip() for t in targets if t.strip()))
 
 
 def _start_run(models: dict[str, LoadedModel], top_k: int, targets: Sequence[str],
