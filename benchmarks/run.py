@@ -39,7 +39,7 @@ if str(REPO) not in sys.path:  # run from a clean clone without installing
 from build_models import DEFAULT_CACHE, DEFAULT_TOKENIZERS, build_bert, build_gpt2  # noqa: E402
 
 ALL_ROWS = ("generate", "fill-mask", "pll", "compare", "memory", "pairs", "warm", "startup", "cold",
-            "fresh-generate", "busy")
+            "fresh-generate", "busy", "finetune")
 PROMPT = "Once upon a time there was a little fox who lived at the edge of a quiet forest."
 COMPARE_TEXT = "The capital of France is Paris."
 SUBPROCESS_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "NO_COLOR": "1"}
@@ -828,6 +828,7 @@ ROW_FUNCTIONS: dict[str, Callable[[Context], list[Row]]] = {
     # What one fresh command costs (issues 13 and 19): benchmarks/cold.py.
     "startup": _cold("startup_rows"), "cold": _cold("cold_rows"), "fresh-generate": _cold("fresh_generate_rows"),
     "busy": _cold("busy_rows"), "warm": warm_rows, "pairs": pairs_rows,
+    "finetune": lambda ctx: __import__("finetune").finetune_rows(ctx),  # benchmarks/finetune.py (issue 31)
 }
 # The rows whose figures come from fresh processes (Python started for each run, as a user's command); the
 # others are measured inside this benchmark's one warm process, unless a row says otherwise (Row.fresh).
@@ -909,6 +910,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lines", type=int, default=None, help="fill-mask lines (default 1000)")
     parser.add_argument("--sentences", type=int, default=None, help="pseudo-perplexity sentences (default 100)")
     parser.add_argument("--pairs", type=int, default=None, help="minimal pairs of the pairs row (default 1000)")
+    parser.add_argument("--finetune-examples", type=int, default=None,
+                        help="training examples of the finetune rows (default 512, as issue 31's table)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="runs per side, median reported (default 3 for generate and compare, 1 for the "
                         "fill-mask and pll rows, whose 1,000 lines and 100 sentences already average)")

@@ -12,7 +12,9 @@ import typer
 from gbcli.cli.options import JsonOption, ModelChoice, model_options
 from gbcli.cli.reporting import handle_errors, interrupt_exits_130
 from gbcli.errors import GbcliError, usage_error
+from gbcli.jobs.builtin_tasks import BUILTIN_TASKS
 
+TASKS = ", ".join(BUILTIN_TASKS)
 TRAIN_HINT = "Install the train extra: pip install 'gbcli[train]' (Trainer needs accelerate)."
 RECIPE_PANEL = "Recipe (the same for every family; --set FAMILY.NAME=VALUE for one)"
 DATA_PANEL = "Data"
@@ -74,8 +76,9 @@ def finetune(
     dev: Annotated[str | None, typer.Option("--dev", help="Dev data (same format). Default: 20% of FILE held out, "
                                             "stratified, the same for every seed.", rich_help_panel=DATA_PANEL,
                                             show_default=False)] = None,
-    task: Annotated[str | None, typer.Option("--task", help="A built-in task instead of FILE (see `gbcli probe "
-                                             "--help`).", rich_help_panel=DATA_PANEL, show_default=False)] = None,
+    task: Annotated[str | None, typer.Option("--task", help=f"A built-in task instead of FILE: {TASKS} (the probe's; "
+                                             "word columns are ignored: fine-tuning classifies whole texts).",
+                                             rich_help_panel=DATA_PANEL, show_default=False)] = None,
     file_format: Annotated[str | None, typer.Option("--format", help="jsonl, csv or tsv (default: by extension).",
                                                     rich_help_panel=DATA_PANEL, show_default=False)] = None,
     text_field: Annotated[str, typer.Option("--text-field", help="The text column.",

@@ -109,7 +109,7 @@ def training_arguments(folder: Path, recipe: Recipe, seed: int, data: FinetuneDa
         disable_tqdm=True,
         log_level="error",
         dataloader_num_workers=0,
-        dataloader_pin_memory=device != "cpu",
+        dataloader_pin_memory=device != "cpu" and _cuda(),  # pinned memory serves copies to a GPU only
         ddp_backend="gloo" if device == "cpu" and processes > 1 else None,
     )
 
@@ -147,6 +147,12 @@ class CurveListener:
         return CurvePoint(step, examples_seen(step, self.recipe, self.train_examples, processes),
                           round(step / per_epoch, 4), float(metrics["eval_accuracy"]),
                           _maybe(metrics.get("eval_macro_f1")), _maybe(metrics.get("eval_matthews")), loss)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _maybe(value: Any) -> float | None:
