@@ -29,6 +29,15 @@ def check_train_extra() -> None:
         raise GbcliError(f"Fine-tuning needs {names}, which is not installed.", TRAIN_HINT)
 
 
+def check_precision(device: str, dtype: str) -> None:
+    """Trainer's float16 is mixed precision with a loss scaler, which runs on a GPU only; bfloat16 runs anywhere."""
+    if dtype == "float16" and (device == "cpu" or (device == "auto" and not _accelerator())):
+        raise usage_error("--dtype float16 trains on a GPU only.", "Use --dtype bfloat16 (or float32) on a CPU.")
+    if device.startswith("cuda:") and device != "cuda:0":
+        raise usage_error(f"--device {device}: Trainer trains on the first visible GPU.",
+                          f"Choose the GPU with CUDA_VISIBLE_DEVICES={device.removeprefix('cuda:')} and --device cuda.")
+
+
 def parse_threshold(raw: str) -> tuple[float | None, float | None]:
     """'90%' → a fraction of each family's own final accuracy; '0.8' → one accuracy for all."""
     text = raw.strip()
@@ -154,6 +163,7 @@ def finetune(
 
     families = choice.families()
     options = choice.load_options()
+    check_precision(options.device, options.dtype)
     fraction, value = parse_threshold(threshold)
     if seeds < 1:
         raise usage_error("--seeds must be at least 1.", "e.g. --seeds 3")

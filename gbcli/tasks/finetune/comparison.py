@@ -11,6 +11,7 @@ No parsing of files or options and no drawing here: the CLI reads, this trains, 
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -168,7 +169,7 @@ def _compare(data: FinetuneData, plan: Plan, listener: Listener | None, on_estim
     from gbcli.tasks.finetune.run_folder import write_manifest
 
     listener = listener or Silent()
-    if not plan.resume:
+    if not plan.resume and int(os.environ.get("RANK", "0")) == 0:
         write_manifest(plan.output, plan.manifest(data))
     zero_shots: dict[str, ZeroShot] = {}
     if plan.prompt is not None and plan.verbalizer is not None:
