@@ -108,7 +108,7 @@ def peak_rss_mb(train: Path, dev: Path, family: str, path: Path, epochs: int, co
 
 
 def finetune_rows(ctx: Context) -> list[Row]:
-    from gbcli.models import quiet_transformers
+    from gbcli.loading.models import quiet_transformers
     from gbcli.tasks.finetune.data import prepare
     from gbcli.tasks.finetune.recipe import Recipe
 

@@ -156,7 +156,7 @@ def finetune(
     GPT2ForSequenceClassification does). Built on transformers' Trainer: checkpoints, --resume, bf16 (--dtype
     bfloat16: mixed precision, float32 weights), and data-parallel training under torchrun or `accelerate launch`.
     """
-    from gbcli.export import check_export_target
+    from gbcli.render.export import check_export_target
     from gbcli.tasks.finetune.data import prepare
     from gbcli.tasks.finetune.recipe import Recipe, check_recipe, parse_overrides, with_overrides
     from gbcli.tasks.finetune.zero_shot import parse_template, parse_verbalizer
@@ -187,7 +187,7 @@ def finetune(
     if run is None:  # a worker process of a distributed run: the main process reports
         return
     if png_target is not None:
-        from gbcli.export import write_atomically
+        from gbcli.render.export import write_atomically
         from gbcli.render.finetune import write_curves_png
 
         write_atomically(png_target, lambda handle: write_curves_png(handle, run))

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gbcli.models import FAMILY_INFO, LoadedModel, family_title
+from gbcli.loading.models import FAMILY_INFO, LoadedModel, family_title
 from gbcli.tasks.finetune.classifier import freeze_below, load_classifier, prepare_tokenizer
 from gbcli.tasks.finetune.data import FinetuneData, encode
 from gbcli.tasks.finetune.recipe import Recipe
@@ -103,7 +103,7 @@ def time_steps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data:
     import torch
     from transformers import DataCollatorWithPadding
 
-    from gbcli.models import resolve_device
+    from gbcli.loading.models import resolve_device
 
     target = resolve_device(device)
     model.to(target)

@@ -79,7 +79,7 @@ def training_arguments(folder: Path, recipe: Recipe, seed: int, data: FinetuneDa
                        resuming: bool) -> Any:
     from transformers import TrainingArguments
 
-    from gbcli.models import resolve_device
+    from gbcli.loading.models import resolve_device
 
     on_cpu = resolve_device(device).type == "cpu"
     processes = int(os.environ.get("WORLD_SIZE", "1"))
