@@ -379,3 +379,10 @@ def test_pairs_are_encoded_as_each_family_joins_two_texts(gpt, bert):
     eos = gpt_tokenizer.eos_token_id
     assert ids.count(eos) == 1 and ids[-1] != eos  # joined by <|endoftext|>; the head reads the last real token
     assert gpt_tokenizer.decode(ids) == "the duck quacks .<|endoftext|>a bird ."
+
+
+def test_finetune_is_never_sent_to_a_warm_server():
+    from gbcli.warm.client import wants_server
+
+    assert not wants_server(["finetune", "--task", "agreement"])
+    assert wants_server(["tokenize", "hello"])  # the rule that finetune is an exception to
