@@ -318,8 +318,10 @@ def test_seeds_give_an_interval_and_freeze_below_trains_only_the_top(tmp_path, t
     train, dev = task_files
     doc = run_json("finetune", str(train), "--dev", str(dev), "--models", "bert", "--bert", str(bert_path), *RECIPE,
                    "--epochs", "1", "--seeds", "2", "--freeze-below", "1", "-o", str(tmp_path / "out"),
-                   "--png", str(tmp_path / "curves.png"))
+                   "--png", str(tmp_path / "curves.png"), "--set", "bert.eval_every=3")
     result = family(doc, "bert")
+    assert doc["recipe"]["bert"]["eval_every"] == 3  # --set: this family's own value
+    assert [p["step"] for p in result["runs"][0]["points"]] == [0, 3, 6, 8]  # 8 steps; the last always evaluated
     finals = [r["final_accuracy"] for r in result["runs"]]
     assert [r["seed"] for r in result["runs"]] == [42, 43]
     assert result["final_accuracy"] == pytest.approx(sum(finals) / 2)
