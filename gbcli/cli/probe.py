@@ -151,3 +151,39 @@ def _run_probe(columns: list[LoadedModel], data: LabelledData, options: ProbeOpt
     result = probe(columns, data, options, test=test_data, states=states)
     result.cache = cache
     return result
+
+
+@handle_errors
+@model_options
+def similarity(
+    texts: Annotated[list[str] | None, typer.Argument(help="Two or more texts (- reads one from stdin).",
+                                                      show_default=False)] = None,
+    file: Annotated[str | None, typer.Option("--file", "-f", help="Read the texts from FILE, one per line.",
+                                             show_default=False)] = None,
+    pool: Annotated[str, typer.Option("--pool", help=POOL_HELP)] = "mean",
+    layer: Annotated[int | None, typer.Option("--layer", help="Layer, from 0 (the embeddings); negative counts "
+                                              "from the end (default -1, the last).", show_default=False)] = None,
+    by_layer: Annotated[bool, typer.Option("--by-layer", help="For two texts: the cosine at every layer.")
+                        ] = False,
+    *,
+    choice: ModelChoice,
+    json_output: JsonOption = False,
+) -> None:
+    """Sentence similarity as each family represents sentences: cosines of pooled states, side by side.
+
+    Each layer's anisotropy baseline (the mean cosine of unrelated reference sentences, Ethayarajh 2019) and the
+    adjusted similarity (cosine − baseline) say whether 0.97 in GPT-2's top layer means alike. Bare encoders
+    (a sentence-transformers folder) work: no head is needed.
+    """
+    from gbcli.inputs import numbered_texts
+    from gbcli.render.similarity import similarity_view
+    from gbcli.tasks.similarity import check_inputs
+    from gbcli.tasks.similarity import similarity as similarity_task
+
+    sources = [text for _, text in numbered_texts(texts, file)]
+    check_inputs(sources, pool, by_layer)
+    families = choice.families()
+    columns = choice.load(families, need_head=False)
+    with interrupt_exits_130():
+        result = similarity_task(columns, sources, pool=pool, layer=layer, by_layer=by_layer)  # type: ignore[arg-type]
+    show(result, json_output, similarity_view)
