@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 Pool = Literal["mean", "first", "last"]
 POOLS: tuple[Pool, ...] = ("mean", "first", "last")
 DEFAULT_BATCH_TOKENS = 4096  # padded tokens per forward pass: all layers' states of a batch stay well under 1 GB
-PAD_COLUMN = 1
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,7 @@ def pooled_states(lm: LoadedModel, inputs: Sequence[EncodedInput], *,
     pad = lm.pad_id
     lengths = [len(item.ids) for item in inputs]
     for group in cut_batches(lengths, max_tokens=max_tokens):
-        width = max(lengths[i] for i in group) + PAD_COLUMN
+        width = max(lengths[i] for i in group)
         ids = torch.full((len(group), width), pad, dtype=torch.long)
         mask = torch.zeros((len(group), width), dtype=torch.long)
         types = torch.zeros((len(group), width), dtype=torch.long)

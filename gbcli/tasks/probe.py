@@ -160,10 +160,10 @@ def encode_examples(lm: LoadedModel, examples: Sequence[LabelledExample], source
             if not options.truncate:
                 raise lm.too_long_error(len(item.ids), f"the text on {where}",
                                         "Shorten it, or add --truncate to cut every text at the model's limit.")
-            if max(item.positions) >= limit:
+            if word_level and max(item.positions) >= limit:
                 raise usage_error(f"The probed word on {where} is beyond {lm.name}'s {limit} tokens.",
                                   "Shorten the text, or move the word closer to its start.")
-            kept = [p for p in item.positions if p < limit]
+            kept = [p for p in item.positions if p < limit] or [limit - 1]  # --pool last: the last one kept
             item = EncodedInput(item.ids[:limit], item.token_types[:limit] if item.token_types else None, kept)
         checked.append(item)
     return checked
