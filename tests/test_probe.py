@@ -12,7 +12,7 @@ import torch
 
 from gbcli.jobs.builtin_tasks import BUILTIN_TASKS, builtin_task
 from gbcli.jobs.labelled import read_labelled
-from gbcli.models import load_model
+from gbcli.loading.models import load_model
 from gbcli.render.probe import probe_view
 from gbcli.render.similarity import similarity_view
 from gbcli.tasks.probe import CS, MAX_ITER, ProbeOptions, probe

@@ -15,10 +15,10 @@ from gbcli.errors import usage_error
 if TYPE_CHECKING:
     import numpy as np
 
-    from gbcli.export import ExportTarget
     from gbcli.jobs.labelled import LabelledData
     from gbcli.lm.hidden import EncodedInput
-    from gbcli.models import LoadedModel
+    from gbcli.loading.models import LoadedModel
+    from gbcli.render.export import ExportTarget
     from gbcli.tasks.probe import ProbeOptions, ProbeResult
 
 POOL_HELP = ("Sentence pooling: mean of the text's own pieces (default for every family, so the comparison is "
@@ -107,7 +107,7 @@ def probe(
     with interrupt_exits_130():
         result = _run_probe(columns, data, options, test_data, use_cache=not no_cache)
     if target is not None:
-        from gbcli.export import write_atomically
+        from gbcli.render.export import write_atomically
         from gbcli.render.probe import write_probe_png
 
         write_atomically(target, lambda handle: write_probe_png(handle, result))
@@ -123,7 +123,7 @@ def probe(
 def _png_target(png: str | None, force: bool) -> ExportTarget | None:
     if png is None:
         return None
-    from gbcli.export import check_export_target
+    from gbcli.render.export import check_export_target
 
     if not png.lower().endswith(".png"):
         raise usage_error(f"--png '{png}' does not end in .png.", "For example --png probe.png")
@@ -175,7 +175,7 @@ def similarity(
     adjusted similarity (cosine − baseline) say whether 0.97 in GPT-2's top layer means alike. Bare encoders
     (a sentence-transformers folder) work: no head is needed.
     """
-    from gbcli.inputs import numbered_texts
+    from gbcli.jobs.inputs import numbered_texts
     from gbcli.render.similarity import similarity_view
     from gbcli.tasks.similarity import check_inputs
     from gbcli.tasks.similarity import similarity as similarity_task

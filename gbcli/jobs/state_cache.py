@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from gbcli.lm.hidden import EncodedInput
-    from gbcli.models import LoadedModel
+    from gbcli.loading.models import LoadedModel
 
 FORMAT_VERSION = 1
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from gbcli.models import LoadedModel
+    from gbcli.loading.models import LoadedModel
 
 Pool = Literal["mean", "first", "last"]
 POOLS: tuple[Pool, ...] = ("mean", "first", "last")
