@@ -157,9 +157,14 @@ def _pooled(hidden: tuple[torch.Tensor, ...], rows: list[EncodedInput], shift: i
 
 
 def _decoder_start_id(lm: LoadedModel) -> int:
-    from gbcli.tasks.seq2seq import decoder_start_id
+    """The token BART's decoder starts from (</s>), as generation and the training loss use it."""
+    from gbcli.errors import GbcliError
 
-    return decoder_start_id(lm)
+    for source in (lm.model.generation_config, lm.model.config):
+        value = getattr(source, "decoder_start_token_id", None)
+        if isinstance(value, int):
+            return value
+    raise GbcliError(f"{lm.name} declares no decoder start token.", "Check the checkpoint's config.json.")
 
 
 def layer_states(lm: LoadedModel, inputs: Sequence[EncodedInput], *,

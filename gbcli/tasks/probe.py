@@ -34,9 +34,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from gbcli.errors import usage_error
-from gbcli.jobs.labelled import LabelledData, LabelledExample
 from gbcli.lm.hidden import POOLS, EncodedInput, Pool, TextItem, encode_inputs, layer_states, stack_names
 from gbcli.loading.models import LoadedModel, family_title
+from gbcli.tasks.labelled_data import LabelledData, LabelledExample
 
 if TYPE_CHECKING:
     import numpy as np
