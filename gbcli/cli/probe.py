@@ -13,6 +13,8 @@ from gbcli.cli.reporting import handle_errors, interrupt_exits_130, show
 from gbcli.errors import usage_error
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import numpy as np
 
     from gbcli.jobs.labelled import LabelledData
@@ -140,7 +142,7 @@ def _run_probe(columns: list[LoadedModel], data: LabelledData, options: ProbeOpt
 
     cache: dict[str, str] = {}
 
-    def states(lm: LoadedModel, inputs: list[EncodedInput], random_init: bool) -> list[np.ndarray]:
+    def states(lm: LoadedModel, inputs: list[EncodedInput], random_init: bool) -> list[Sequence[np.ndarray]]:
         title = row_title(lm, "", random_init)
         with line_progress(len(inputs), f"states {title}") as advance:
             arrays, hit = cached_states(lm, inputs, stack_names(lm), RANDOM_INIT_SEED if random_init else None,
