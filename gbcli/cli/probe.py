@@ -80,7 +80,7 @@ def probe(
     from gbcli.jobs.builtin_tasks import builtin_task
     from gbcli.jobs.builtin_tasks import write_task as write_builtin_task
     from gbcli.jobs.labelled import read_labelled
-    from gbcli.tasks.probe import ProbeOptions, check_options
+    from gbcli.tasks.probe import ProbeOptions, check_options, require_scikit_learn
 
     if write_task is not None:
         name, path = write_task
@@ -92,6 +92,7 @@ def probe(
     if (file is None) == (task is None):
         raise usage_error("Give a data FILE or --task NAME (one of them).",
                           "For example: gbcli probe --task right-context, or gbcli probe data.csv")
+    require_scikit_learn()
     options = ProbeOptions(pool=pool, word_pool=word_pool, test_size=test_size, seeds=seeds, folds=folds,  # type: ignore[arg-type]
                            control=control, control_task=control_task, truncate=truncate)  # type: ignore[arg-type]
     check_options(options)

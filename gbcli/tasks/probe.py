@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from gbcli.errors import usage_error
+from gbcli.errors import GbcliError, usage_error
 from gbcli.lm.hidden import POOLS, EncodedInput, Pool, TextItem, encode_inputs, layer_states, stack_names
 from gbcli.loading.models import LoadedModel, family_title
 from gbcli.tasks.labelled_data import LabelledData, LabelledExample
@@ -125,6 +125,17 @@ StatesFor = Callable[[LoadedModel, list[EncodedInput], bool], list[Sequence["np.
 # --------------------------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------------------------
+
+
+PROBE_HINT = "Install the probe extra: pip install 'gbcli[probe]' (or pip install scikit-learn)."
+
+
+def require_scikit_learn() -> None:
+    """A clear refusal before any model loads when scikit-learn is missing (it is an extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("sklearn") is None:
+        raise GbcliError("gbcli probe needs scikit-learn, which is not installed.", PROBE_HINT)
 
 
 def check_options(options: ProbeOptions) -> None:
@@ -260,6 +271,8 @@ def fit_accuracy(train_x: np.ndarray, train_y: Sequence[str], test_x: np.ndarray
     # One BLAS thread: these products are small, and more threads than cores (torch's, BLAS's) crawl.
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)  # the CV picks among the fits as they are
+        # The control task's random labels may leave a label rarer than the inner folds; its folds are then uneven.
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
         model.fit(train_x, np.asarray(train_y))
     predicted = model.predict(test_x)
     return float(np.mean(predicted == np.asarray(test_y))), float(model.C_)
