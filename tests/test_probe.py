@@ -367,3 +367,17 @@ def test_similarity_views_are_whole_at_80_columns(loaded):
     screen = render(similarity_view(curves), 80)
     assert_whole(screen, [f"{value:.3f}" for curve in curves.curves for value in curve.cosine + curve.baseline],
                  80)
+
+
+def test_a_given_test_file_and_word_for_every_line(tmp_path, gpt_path, tiny_models):
+    rows = [{"text": row["text"], "label": row["label"]} for row in animal_rows(False)]
+    train = write_jsonl(tmp_path / "train.jsonl", rows[::2])
+    test = write_jsonl(tmp_path / "test.jsonl", rows[1::2])
+    result = run_json("probe", train, "--test", test, "--word", "the", "--control", "none", "--gpt", str(gpt_path),
+                      "--bert", str(tiny_models["bert_no_head"]))
+    assert result["level"] == "word" and result["splits"] == 1
+    assert (result["train_size"], result["test_size"]) == (23, 22)
+    assert "Wilson" in result["protocol"]
+    # 'the' is the first word: GPT's state there is the same in every sentence.
+    gpt = result["rows"][0]
+    assert all(score["runs"] == result["majority"]["runs"] for score in gpt["layers"])

@@ -145,7 +145,7 @@ def _run_probe(columns: list[LoadedModel], data: LabelledData, options: ProbeOpt
 
     def states(lm: LoadedModel, inputs: list[EncodedInput], random_init: bool) -> list[Sequence[np.ndarray]]:
         title = row_title(lm, "", random_init)
-        with line_progress(len(inputs), f"states {title}") as advance:
+        with line_progress(len(inputs), f"states {title}", rate_unit="texts") as advance:
             arrays, hit = cached_states(lm, inputs, stack_names(lm), RANDOM_INIT_SEED if random_init else None,
                                         use_cache=use_cache, on_batch=advance)
         cache[title] = "off" if not use_cache else "hit" if hit else "stored"
