@@ -137,9 +137,9 @@ def _run_probe(columns: list[LoadedModel], data: LabelledData, options: ProbeOpt
                *, use_cache: bool) -> ProbeResult:
     """The probe, its states read from (and written to) the cache, a bar while they are computed."""
     from gbcli.jobs.state_cache import cached_states
-    from gbcli.lm.hidden import stack_names
+    from gbcli.lm.hidden import RANDOM_INIT_SEED, stack_names
     from gbcli.render.progress import line_progress
-    from gbcli.tasks.probe import RANDOM_INIT_SEED, probe, row_title
+    from gbcli.tasks.probe import probe, row_title
 
     cache: dict[str, str] = {}
 

@@ -178,10 +178,13 @@ def cached_states(lm: LoadedModel, inputs: Sequence[EncodedInput], stacks: Seque
     """Each stack's states [layers][examples, hidden] (read from the cache a layer at a time) and whether they
     were all there already; what is missing is computed and streamed to the cache first. Without `use_cache`,
     computed here and kept in memory."""
-    from gbcli.lm.hidden import layer_states, pooled_states
+    from gbcli.lm.hidden import layer_states, pooled_states, random_init_copy
+
+    def model() -> LoadedModel:  # the control's random weights are drawn only when its states are computed
+        return lm if random_init_seed is None else random_init_copy(lm, random_init_seed)
 
     if not use_cache:
-        return layer_states(lm, inputs, on_batch=on_batch), False
+        return layer_states(model(), inputs, on_batch=on_batch), False
     identity = model_identity(lm, random_init_seed)
     ids = [item.ids for item in inputs]
     positions = [item.positions for item in inputs]
@@ -189,5 +192,5 @@ def cached_states(lm: LoadedModel, inputs: Sequence[EncodedInput], stacks: Seque
     paths = [cache_root() / f"{cache_key(identity, ids, positions, types, stack)}.npy" for stack in stacks]
     hit = all(path.exists() for path in paths)
     if not hit:
-        stream_to_cache(paths, pooled_states(lm, inputs, on_batch=on_batch), len(inputs))
+        stream_to_cache(paths, pooled_states(model(), inputs, on_batch=on_batch), len(inputs))
     return [LayerFile(path) for path in paths], hit

@@ -22,7 +22,7 @@ Nothing here imports torch at module level.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 from gbcli.lm.batching import cut_batches
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 Pool = Literal["mean", "first", "last"]
 POOLS: tuple[Pool, ...] = ("mean", "first", "last")
+RANDOM_INIT_SEED = 0  # the control's weights: the same on every run, so that they can be cached
 DEFAULT_BATCH_TOKENS = 4096  # padded tokens per forward pass: all layers' states of a batch stay well under 1 GB
 
 
@@ -179,3 +180,13 @@ def layer_states(lm: LoadedModel, inputs: Sequence[EncodedInput], *,
         for stack, array in zip(stacks, arrays, strict=True):
             stack[:, indices] = array.transpose(1, 0, 2)
     return stacks
+
+
+def random_init_copy(lm: LoadedModel, seed: int = RANDOM_INIT_SEED) -> LoadedModel:
+    """The same architecture and tokenizer with freshly initialised weights (the control)."""
+    import torch
+    from transformers import AutoModel
+
+    torch.manual_seed(seed)
+    body = AutoModel.from_config(lm.model.config).to(dtype=lm.dtype, device=lm.device).eval()
+    return replace(lm, model=body, has_lm_head=False, extras={**lm.extras, "random_init_seed": seed})

@@ -30,11 +30,20 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from gbcli.errors import GbcliError, usage_error
-from gbcli.lm.hidden import POOLS, EncodedInput, Pool, TextItem, encode_inputs, layer_states, stack_names
+from gbcli.lm.hidden import (
+    POOLS,
+    EncodedInput,
+    Pool,
+    TextItem,
+    encode_inputs,
+    layer_states,
+    random_init_copy,
+    stack_names,
+)
 from gbcli.loading.models import LoadedModel, family_title
 from gbcli.tasks.labelled_data import LabelledData, LabelledExample
 
@@ -46,7 +55,6 @@ MAX_ITER = 200
 ROUNDING = 1e-5  # relative spread below which a coordinate is float32 rounding, not information
 Control = Literal["random-init", "none"]
 CONTROLS: tuple[Control, ...] = ("random-init", "none")
-RANDOM_INIT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,7 @@ class ProbeResult:
     cache: dict[str, str] = field(default_factory=dict)  # column title → hit, stored or off
 
 
+# (the pretrained model, its inputs, whether its random-init control is wanted) → per stack, per layer, the states
 StatesFor = Callable[[LoadedModel, list[EncodedInput], bool], list[Sequence["np.ndarray"]]]
 
 
@@ -186,16 +195,6 @@ def _covers_word(lm: LoadedModel, example: LabelledExample, item: EncodedInput) 
         return False
     encoded = lm.tokenizer(example.text, return_offsets_mapping=True)
     return any(end > start and start < span[1] and end > span[0] for start, end in encoded["offset_mapping"])
-
-
-def random_init_copy(lm: LoadedModel, seed: int = RANDOM_INIT_SEED) -> LoadedModel:
-    """The same architecture and tokenizer with freshly initialised weights (the control)."""
-    import torch
-    from transformers import AutoModel
-
-    torch.manual_seed(seed)
-    body = AutoModel.from_config(lm.model.config).to(dtype=lm.dtype, device=lm.device).eval()
-    return replace(lm, model=body, has_lm_head=False, extras={**lm.extras, "random_init_seed": seed})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -385,15 +384,15 @@ def probe(models: Sequence[LoadedModel], data: LabelledData, options: ProbeOptio
                               "Give the training file examples of every label.")
     splits = make_splits(labels, options, test_count)
     control = control_labels(examples, data.labels) if options.control_task else None
-    states = states or (lambda lm, inputs, random_init: layer_states(lm, inputs))
+    states = states or (lambda lm, inputs, random_init: layer_states(random_init_copy(lm) if random_init else lm,
+                                                                     inputs))
     rows: list[ProbeRow] = []
     columns = [(lm, False) for lm in models]
     if options.control == "random-init":
         columns += [(lm, True) for lm in models]
     for lm, random_init in columns:
         inputs = encode_examples(lm, examples, data.source if test is None else "the data", options)
-        body = random_init_copy(lm) if random_init else lm
-        for stack, layers in zip(stack_names(lm), states(body, inputs, random_init), strict=True):
+        for stack, layers in zip(stack_names(lm), states(lm, inputs, random_init), strict=True):
             scores = probe_layers(layers, labels, splits, options, control, on_layer)
             best = max(range(len(scores)), key=lambda i: (scores[i].accuracy, -i))
             rows.append(ProbeRow(lm.family, row_title(lm, stack, random_init), lm.name, stack, random_init, scores,
