@@ -91,6 +91,7 @@ def encode_inputs(lm: LoadedModel, items: Sequence[TextItem], pool: Pool) -> lis
         if item.span is not None:
             start, end = item.span
             pieces = [i for i, (a, b) in enumerate(out["offset_mapping"]) if b > a and a < end and b > start]
+            # No piece on the word (a tokenizer that drops it): no position, which the caller refuses.
             positions = pieces if pool == "mean" or not pieces else [pieces[0] if pool == "first" else pieces[-1]]
         elif pool == "first":
             positions = [0]

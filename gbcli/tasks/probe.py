@@ -162,18 +162,18 @@ def check_options(options: ProbeOptions) -> None:
         raise usage_error(f"Unknown --control '{options.control}'.", f"Choose from: {', '.join(CONTROLS)}.")
 
 
-def encode_examples(lm: LoadedModel, examples: Sequence[LabelledExample], source: str, options: ProbeOptions,
-                    ) -> list[EncodedInput]:
+def encode_examples(lm: LoadedModel, examples: Sequence[LabelledExample], sources: Sequence[str],
+                    options: ProbeOptions) -> list[EncodedInput]:
     """Each example as `lm` reads it; a word on no piece, or a text longer than the model's context (without
-    `truncate`), is refused naming its line."""
+    `truncate`), is refused naming its line of its source."""
     word_level = examples[0].word is not None
     items = [TextItem(e.text, e.text_b, e.word_span) for e in examples]
     encoded = encode_inputs(lm, items, options.word_pool if word_level else options.pool)
     limit = lm.max_positions
     checked = []
-    for example, item in zip(examples, encoded, strict=True):
+    for example, source, item in zip(examples, sources, encoded, strict=True):
         where = f"line {example.line_number} of {source}"
-        if word_level and not _covers_word(lm, example, item):
+        if not item.positions:
             raise usage_error(f"{lm.name} reads no piece of the word '{example.word}' on {where}.",
                               "Choose a word the tokenizer keeps.")
         if len(item.ids) > limit:
@@ -187,14 +187,6 @@ def encode_examples(lm: LoadedModel, examples: Sequence[LabelledExample], source
             item = EncodedInput(item.ids[:limit], item.token_types[:limit] if item.token_types else None, kept)
         checked.append(item)
     return checked
-
-
-def _covers_word(lm: LoadedModel, example: LabelledExample, item: EncodedInput) -> bool:
-    span = example.word_span
-    if span is None:
-        return False
-    encoded = lm.tokenizer(example.text, return_offsets_mapping=True)
-    return any(end > start and start < span[1] and end > span[0] for start, end in encoded["offset_mapping"])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -376,6 +368,7 @@ def probe(models: Sequence[LoadedModel], data: LabelledData, options: ProbeOptio
         raise usage_error("--control-task reassigns labels per word type, so it needs a word-level task.",
                           "Give a word column (or --word), or leave --control-task out.")
     labels = [e.label for e in examples]
+    sources = [data.source] * len(data.examples) + ([test.source] * len(test.examples) if test is not None else [])
     test_count = len(test.examples) if test is not None else 0
     if test is not None:
         unknown = sorted({e.label for e in test.examples} - set(data.labels))
@@ -391,7 +384,7 @@ def probe(models: Sequence[LoadedModel], data: LabelledData, options: ProbeOptio
     if options.control == "random-init":
         columns += [(lm, True) for lm in models]
     for lm, random_init in columns:
-        inputs = encode_examples(lm, examples, data.source if test is None else "the data", options)
+        inputs = encode_examples(lm, examples, sources, options)
         for stack, layers in zip(stack_names(lm), states(lm, inputs, random_init), strict=True):
             scores = probe_layers(layers, labels, splits, options, control, on_layer)
             best = max(range(len(scores)), key=lambda i: (scores[i].accuracy, -i))
