@@ -15,7 +15,7 @@ from gbcli.jobs.labelled import read_labelled
 from gbcli.loading.models import load_model
 from gbcli.render.probe import probe_view
 from gbcli.render.similarity import similarity_view
-from gbcli.tasks.probe import CS, MAX_ITER, ProbeOptions, probe
+from gbcli.tasks.probe import CS, MAX_ITER, TOL, ProbeOptions, probe
 from gbcli.tasks.similarity import REFERENCE_SENTENCES, similarity
 from tests.cli_helpers import assert_user_error, run, run_installed, run_json
 from tests.fixtures.tiny_models import ANIMAL_SOUNDS, PLACES
@@ -117,7 +117,7 @@ def test_probe_accuracies_equal_an_independent_scikit_learn_fit(tmp_path, gpt_pa
                                                random_state=seed)
                 scaler = StandardScaler().fit(states[layer, train].astype(np.float64))
                 fit = LogisticRegressionCV(Cs=list(CS), l1_ratios=(0.0,), scoring="accuracy", max_iter=MAX_ITER,
-                                           cv=StratifiedKFold(3, shuffle=True, random_state=seed),
+                                           tol=TOL, cv=StratifiedKFold(3, shuffle=True, random_state=seed),
                                            use_legacy_attributes=False)
                 fit.fit(scaler.transform(states[layer, train].astype(np.float64)), labels[train])
                 predicted = fit.predict(scaler.transform(states[layer, test].astype(np.float64)))

@@ -50,8 +50,9 @@ from gbcli.tasks.labelled_data import LabelledData, LabelledExample
 if TYPE_CHECKING:
     import numpy as np
 
-CS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)  # the regularisation grid (inverse strength) cross-validation picks from
-MAX_ITER = 200
+CS = (0.001, 0.01, 0.1, 1.0, 10.0)  # the regularisation grid (inverse strength) cross-validation picks from
+MAX_ITER = 100  # lbfgs iterations per fit, and its tolerance: a probe's accuracy does not move past these
+TOL = 1e-3
 ROUNDING = 1e-5  # relative spread below which a coordinate is float32 rounding, not information
 Control = Literal["random-init", "none"]
 CONTROLS: tuple[Control, ...] = ("random-init", "none")
@@ -255,12 +256,10 @@ def fit_accuracy(train_x: np.ndarray, train_y: Sequence[str], test_x: np.ndarray
 
     import numpy as np
     from sklearn.exceptions import ConvergenceWarning
-    from threadpoolctl import threadpool_limits
 
     train_x, test_x = standardise(train_x, test_x)
     model = probe_classifier(inner_folds, seed)
-    # One BLAS thread: these products are small, and more threads than cores (torch's, BLAS's) crawl.
-    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the CV picks among the fits as they are
         # The control task's random labels may leave a label rarer than the inner folds; its folds are then uneven.
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
@@ -275,7 +274,7 @@ def probe_classifier(inner_folds: int, seed: int) -> Any:
     from sklearn.model_selection import StratifiedKFold
 
     return LogisticRegressionCV(Cs=list(CS), l1_ratios=(0.0,), cv=StratifiedKFold(inner_folds, shuffle=True,
-                                random_state=seed), scoring="accuracy", max_iter=MAX_ITER,
+                                random_state=seed), scoring="accuracy", max_iter=MAX_ITER, tol=TOL,
                                 use_legacy_attributes=False)
 
 
@@ -315,32 +314,43 @@ def control_labels(examples: Sequence[LabelledExample], labels: Sequence[str], s
 
 
 def probe_layers(layers: Sequence[np.ndarray], labels: Sequence[str], splits: list[tuple[list[int], list[int]]],
-                 options: ProbeOptions, control: Sequence[str] | None = None,
-                 on_layer: Callable[[], None] | None = None) -> list[LayerScore]:
-    """The protocol on one row's states: a LayerScore per layer."""
+                 options: ProbeOptions, control: Sequence[str] | None = None) -> list[LayerScore]:
+    """The protocol on one row's states: a LayerScore per layer. The fits (layer × split, and the control task's)
+    are independent and run on as many threads as there are cores, each on one BLAS thread: the products are
+    small, and a team of BLAS threads per fit beside the others would only wait on each other."""
+    import os
+
     import numpy as np
+    from joblib import Parallel, delayed
+    from threadpoolctl import threadpool_limits
 
     y = np.asarray(labels)
+    targets = [y] if control is None else [y, np.asarray(control)]
+    matrices = [np.asarray(states) for states in layers]
+    jobs = [(layer, seed, target) for layer in range(len(matrices)) for seed in range(len(splits))
+            for target in range(len(targets))]
+
+    def fit(layer: int, seed: int, target: int) -> tuple[float, float]:
+        train, test = splits[seed]
+        z = targets[target]
+        return fit_accuracy(matrices[layer][train], z[train], matrices[layer][test], z[test], options.inner_folds,
+                            seed)
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        fitted = Parallel(n_jobs=min(len(jobs), os.cpu_count() or 1), prefer="threads")(
+            delayed(fit)(*job) for job in jobs)
+    results = dict(zip(jobs, fitted, strict=True))
     scores = []
-    for number, states in enumerate(layers):
-        matrix = np.asarray(states)
-        runs, cs, control_runs = [], [], []
-        for seed, (train, test) in enumerate(splits):
-            accuracy, c = fit_accuracy(matrix[train], y[train], matrix[test], y[test], options.inner_folds, seed)
-            runs.append(accuracy)
-            cs.append(c)
-            if control is not None:
-                z = np.asarray(control)
-                control_runs.append(fit_accuracy(matrix[train], z[train], matrix[test], z[test],
-                                                 options.inner_folds, seed)[0])
+    for layer in range(len(matrices)):
+        runs = [results[(layer, seed, 0)][0] for seed in range(len(splits))]
+        chosen = [results[(layer, seed, 0)][1] for seed in range(len(splits))]
         mean, low, high = interval(runs, len(splits[0][1]))
-        score = LayerScore("emb" if number == 0 else str(number), mean, low, high, runs, cs)
+        score = LayerScore("emb" if layer == 0 else str(layer), mean, low, high, runs, chosen)
         if control is not None:
+            control_runs = [results[(layer, seed, 1)][0] for seed in range(len(splits))]
             score.control_task = sum(control_runs) / len(control_runs)
             score.selectivity = mean - score.control_task
         scores.append(score)
-        if on_layer is not None:
-            on_layer()
     return scores
 
 
@@ -355,8 +365,7 @@ def row_title(lm: LoadedModel, stack: str, random_init: bool) -> str:
 
 
 def probe(models: Sequence[LoadedModel], data: LabelledData, options: ProbeOptions = ProbeOptions(), *,
-          test: LabelledData | None = None, states: StatesFor | None = None,
-          on_layer: Callable[[], None] | None = None) -> ProbeResult:
+          test: LabelledData | None = None, states: StatesFor | None = None) -> ProbeResult:
     """Probe every layer of each model (and of its random-init control) on `data`, tested on `test` if given,
     else on splits of `data`. `states(lm, inputs, random_init)` gives the pooled states (default: computed here)."""
     check_options(options)
@@ -386,7 +395,7 @@ def probe(models: Sequence[LoadedModel], data: LabelledData, options: ProbeOptio
     for lm, random_init in columns:
         inputs = encode_examples(lm, examples, sources, options)
         for stack, layers in zip(stack_names(lm), states(lm, inputs, random_init), strict=True):
-            scores = probe_layers(layers, labels, splits, options, control, on_layer)
+            scores = probe_layers(layers, labels, splits, options, control)
             best = max(range(len(scores)), key=lambda i: (scores[i].accuracy, -i))
             rows.append(ProbeRow(lm.family, row_title(lm, stack, random_init), lm.name, stack, random_init, scores,
                                  best))
