@@ -395,3 +395,13 @@ def test_similarity_reads_texts_from_a_file_and_labels_bart_stacks(tmp_path, bar
     assert result["texts"] == TEXTS
     assert [(m["title"], m["layer"]) for m in result["models"]] == [("BART enc", "emb"), ("BART dec", "emb")]
     assert len(result["models"][0]["pairs"]) == 3
+
+
+def test_write_task_refuses_to_replace_a_file_without_force(tmp_path):
+    target = tmp_path / "task.jsonl"
+    target.write_text("mine\n", encoding="utf-8")
+    assert_user_error(run("probe", "--write-task", "agreement", str(target)), 2, "exists already", "--force")
+    assert target.read_text(encoding="utf-8") == "mine\n"
+    assert run("probe", "--write-task", "agreement", str(target), "--force").exit_code == 0
+    assert len(read_labelled(str(target))) == 600
+    assert_user_error(run("probe", "--write-task", "nope", str(tmp_path / "x.jsonl")), 2, "unknown built-in task")
