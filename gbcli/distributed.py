@@ -173,21 +173,24 @@ def existing_parts(output: str) -> list[Path]:
 
 
 def merge_in_order(output: str, sources: Sequence[Path], key: str = "line") -> None:
-    """Write OUTPUT as the records of all the sources in input order (each source is already in order; a line found
-    twice is written once; `key` is the field of a record that holds its input line), then remove the part files.
-    The new file replaces the old in one rename: a crash leaves one or the other, never half."""
+    """Write OUTPUT as the records of all the sources in input order (each source is already in order; `key` is the
+    field of a record that holds its input line), then remove the part files. A line found twice is written once,
+    from the later source: a chunk that --output held in part was done again whole into a part file. The new file
+    replaces the old in one rename: a crash leaves one or the other, never half."""
     target = Path(output)
     temporary = target.with_name(target.name + ".merging")
     with ExitStack() as stack:
         streams = [stack.enter_context(open(path, "rb")) for path in sources]
         keyed = [((int(json.loads(raw)[key]), raw) for raw in stream if raw.strip()) for stream in streams]
         merged = stack.enter_context(open(temporary, "wb"))
-        last = None
+        held: tuple[int, bytes] | None = None
+        # heapq.merge is stable: of equal lines, the one of the later source comes last, and is the one kept.
         for line, raw in heapq.merge(*keyed, key=lambda item: item[0]):
-            # A crash between the rename below and the removal of the parts leaves their records in both places.
-            if line != last:
-                merged.write(raw)
-            last = line
+            if held is not None and held[0] != line:
+                merged.write(held[1])
+            held = (line, raw)
+        if held is not None:
+            merged.write(held[1])
         merged.flush()
         os.fsync(merged.fileno())
     os.replace(temporary, target)

@@ -123,6 +123,40 @@ def read_lines(path: str) -> list[str]:
     return lines
 
 
+class FileLines:
+    """The lines of a text file (or stdin for `-`), read again from the file each time they are iterated, so that a
+    job over a file of any length holds one chunk of it in memory (standard input, read once, is kept)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.kept: list[str] | None = read_lines(path) if path == "-" else None
+        if self.kept is None:
+            self._check_path()
+            if not any(line.strip() for line in self):
+                raise usage_error(f"File '{path}' has no text.", "Give a file with one text per line.")
+
+    def _check_path(self) -> None:
+        file = Path(self.path)
+        if not file.exists():
+            raise usage_error(f"File '{self.path}' does not exist.", "Check the path.")
+        if file.is_dir():
+            raise usage_error(f"'{self.path}' is a folder, not a file.", "Give a text file with one text per line.")
+
+    def __iter__(self) -> Iterator[str]:
+        if self.kept is not None:
+            yield from self.kept
+            return
+        try:
+            with open(self.path, "rb") as stream:
+                yield from iter_lines(stream, f"'{self.path}'")
+        except OSError as exc:
+            raise GbcliError(f"Cannot read '{self.path}': {exc.strerror}.", "Check the file's permissions.") from exc
+
+    def numbered(self) -> Iterator[tuple[int, str]]:
+        """(line number, text) of every non-empty line."""
+        return ((number, line) for number, line in enumerate(self, start=1) if line.strip())
+
+
 def numbered_texts(arguments: list[str] | None, file: str | None) -> list[tuple[int, str]]:
     """(index, text) pairs: the arguments numbered from 1 (`-` reads one text from stdin), or a file's non-empty
     lines numbered by line."""
