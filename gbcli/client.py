@@ -16,6 +16,7 @@ import time
 
 from gbcli.entry import HELP_FLAGS
 from gbcli.protocol import (
+    PROTOCOL,
     SERVER_VARIABLE,
     TOKEN_VARIABLE,
     Channel,
@@ -119,14 +120,15 @@ class Target:
         self.where = tcp_url(*address) if address is not None else socket_file()
 
     def open(self) -> socket.socket | None:
+        """A connection; to a TCP server, its token sent first, on a short line of its own: the server reads no
+        more than that before it knows the client (an empty token, when none is known, is refused)."""
         if self.address is None:
             return connect() if hasattr(socket, "AF_UNIX") else None
-        return connect_tcp(self.address)
+        sock = connect_tcp(self.address)
+        Channel(sock).send({"type": "auth", "protocol": PROTOCOL, "token": client_token() or ""})
+        return sock
 
     def hello(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """The first message, with the token a TCP server asks for (empty when none is known: it is refused)."""
-        if self.named:
-            fields["token"] = client_token() or ""
         return hello(kind, **fields)
 
 
@@ -262,6 +264,12 @@ def refused(target: Target, answer: dict[str, Any] | None) -> int | None:
     if answer.get("reason") == "token":
         return _fail(f"the gbcli server at {target.where} refused this client: {answer.get('message')}.",
                      f"Set {TOKEN_VARIABLE} to the token in that server's runtime folder (server.token).")
+    if answer.get("reason") == "busy":
+        if target.named:
+            return _fail(f"the gbcli server at {target.where} refused this client: {answer.get('message')}.",
+                         "Try again in a moment, or pass --no-server.")
+        _warn(f"the gbcli server at {target.where} {answer.get('message')}, so this command runs in-process.")
+        return None
     theirs = answer.get("build", "unknown")
     mismatch = (f"the gbcli server at {target.where} is gbcli {theirs}, this is {hello('x')['build']}: they refuse "
                 "each other")

@@ -75,20 +75,34 @@ def start(world: World, device: str) -> str:
     import torch
     import torch.distributed as dist
 
+    threads = job_threads()
     cuda = torch.cuda.is_available() and device in ("auto", "cuda")
     if cuda:
         torch.cuda.set_device(world.local_rank)
         device = f"cuda:{world.local_rank}"
-    elif device in ("auto", "cpu") and "GBCLI_THREADS" not in os.environ:
+    elif device in ("auto", "cpu") and threads is None:
         # torchrun sets OMP_NUM_THREADS=1 for each process; the machine's cores are shared out instead.
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         torch.set_num_threads(max(1, cores // world.local_size))
-    if "GBCLI_THREADS" in os.environ:
-        torch.set_num_threads(int(os.environ["GBCLI_THREADS"]))
+    if threads is not None:
+        torch.set_num_threads(threads)
     if not dist.is_initialized():
         dist.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo",
                                 timeout=timedelta(seconds=world.timeout_s))
     return device
+
+
+def job_threads() -> int | None:
+    """GBCLI_THREADS: the threads of each process of a file job into --output (None: unset). The thread count
+    decides the order of the sums inside a matrix product, so two files are equal byte for byte only when their
+    processes ran the same number of threads."""
+    text = os.environ.get("GBCLI_THREADS", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise usage_error(f"GBCLI_THREADS={text} is not a number of threads (1 or more).",
+                          "Set it to the threads each process of the job uses, e.g. GBCLI_THREADS=4, or unset it.")
+    return int(text)
 
 
 def barrier(world: World, what: str, ranges: Sequence[tuple[int, int] | None] | None = None) -> None:

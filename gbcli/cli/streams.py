@@ -45,7 +45,7 @@ def output_job(output: str, shape: RecordShape, *, resume: bool, force: bool, op
     on a rank other than 0, which prints nothing."""
     from contextlib import nullcontext
 
-    from gbcli.distributed import detect
+    from gbcli.distributed import detect, job_threads
     from gbcli.tasks.jsonl_output import OutputLock
 
     world = detect()  # a torchrun job of several processes, or None (then torch.distributed is never imported)
@@ -67,6 +67,11 @@ def output_job(output: str, shape: RecordShape, *, resume: bool, force: bool, op
     with OutputLock(output, shape.command):
         open_output(output, shape, resume=resume, force=force)
         work = plan(options)
+        threads = job_threads()
+        if threads is not None:  # as each of torchrun's processes takes it: the same threads write the same file
+            import torch
+
+            torch.set_num_threads(threads)
         settled = settle(output, shape, work.chunks(), work.check, drop=True)
         announce()
         try:
