@@ -80,6 +80,21 @@ def read_text(argument: str | None, what: str = "text") -> str:
         return read_stdin().removesuffix("\n").removesuffix("\r")
     if not argument.strip():
         raise usage_error(f"The {what} is empty.", f"Give the {what} as a non-empty argument, or - to read stdin.")
+    return valid_argument(argument, f"the {what}")
+
+
+def valid_argument(argument: str, what: str) -> str:
+    """A command-line argument as text. Python hands on bytes that are not UTF-8 as lone surrogates
+    (surrogateescape), which no tokenizer takes: refused as a file of such bytes is, naming the byte."""
+    named = what[:1].upper() + what[1:]
+    try:
+        argument.encode("utf-8")
+    except UnicodeEncodeError:
+        if all(not 0xD800 <= ord(ch) <= 0xDFFF or 0xDC80 <= ord(ch) <= 0xDCFF for ch in argument):
+            _decode(argument.encode("utf-8", "surrogateescape"), named)  # raises, naming the first bad byte
+        raise usage_error(f"{named} is not valid UTF-8.", "Convert it first, e.g. iconv -f latin1 -t utf-8.") from None
+    if "\x00" in argument:  # not from a shell's argv (it ends at a NUL), but from `gbcli shell` or a server client
+        raise usage_error(f"{named} holds a NUL byte: it is binary data, not text.", "Remove it.")
     return argument
 
 
