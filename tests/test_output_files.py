@@ -98,7 +98,7 @@ def test_resume_after_a_cut_anywhere_writes_the_uninterrupted_file(command, inpu
 @pytest.mark.parametrize("command", list(JOBS))
 @pytest.mark.parametrize("flags", [(), ("--force",), ("--resume",)])
 def test_a_second_run_into_a_locked_output_is_refused_naming_the_holder(command, flags, inputs, models, tmp_path):
-    from gbcli.tasks.jsonl_output import OutputLock, lock_path
+    from gbcli.jobs.jsonl_output import OutputLock, lock_path
 
     out = tmp_path / "out.jsonl"
     out.write_bytes(b"")

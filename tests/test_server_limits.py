@@ -3,7 +3,7 @@ KiB before its token is checked and is told nothing about the server, every mess
 it, connections are capped (the excess refused at once), running out of file descriptors is waited out, the log is
 never written through a planted symlink, and what sits at the socket's place is named.
 
-A real `gbcli.server.Server` listens here on a temporary Unix socket and on 127.0.0.1, in this process, with its
+A real `gbcli.warm.server.Server` listens here on a temporary Unix socket and on 127.0.0.1, in this process, with its
 deadlines and cap made short; no model is loaded (none of this reaches a command). Every loop is bounded in count
 and time.
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from gbcli import server as server_module
-from gbcli.protocol import build_id, hello
+from gbcli.warm import server as server_module
+from gbcli.warm.protocol import build_id, hello
 from tests.cli_helpers import assert_user_error, run, run_installed
 
 DEADLINE_S = 1.0  # the server's REQUEST_SECONDS and MESSAGE_SECONDS here

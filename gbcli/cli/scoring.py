@@ -13,8 +13,8 @@ from gbcli.cli.options import ModelChoice, model_options
 from gbcli.cli.reporting import _escape, handle_errors, interrupt_exits_130, print_warnings, stderr_console
 from gbcli.cli.streams import check_output_options, under_torchrun_needs_output
 from gbcli.errors import usage_error
-from gbcli.finite import check_finite
-from gbcli.models import LoadedModel, LoadOptions
+from gbcli.loading.models import LoadedModel, LoadOptions
+from gbcli.tasks.finite import check_finite
 
 if TYPE_CHECKING:
     from gbcli.cli.streams import Records
@@ -72,10 +72,10 @@ def score(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON Lines, one record per text.")] = False,
 ) -> None:
     """GPT-2's perplexity and BERT's pseudo-perplexity of each text (two different scales)."""
-    from gbcli.inputs import numbered_texts
+    from gbcli.jobs.inputs import numbered_texts
+    from gbcli.jobs.plan import score_in_batches
     from gbcli.render.common import animated, stdout_console
     from gbcli.render.scoring import progress_bar, score_view
-    from gbcli.tasks.files import score_in_batches
     from gbcli.tasks.scoring import ScoreSettings, unknown_token_warnings
 
     if json_output and csv_output:
@@ -116,9 +116,9 @@ def _score_into(output: str, file: str, settings: ScoreSettings, *, resume: bool
     """`score --file --output`: the records into the file (here, or shared among torchrun's processes), the file
     read a chunk at a time; then what rank 0 says about it."""
     from gbcli.cli.streams import output_job, print_output_summary
-    from gbcli.inputs import FileLines
-    from gbcli.tasks.files import score_plan, unknown_in
-    from gbcli.tasks.jsonl_output import SCORE_RECORDS, each_record
+    from gbcli.jobs.inputs import FileLines
+    from gbcli.jobs.jsonl_output import SCORE_RECORDS, each_record
+    from gbcli.jobs.plan import score_plan, unknown_in
     from gbcli.tasks.scoring import unknown_token_warnings
 
     families = choice.families()
@@ -198,7 +198,7 @@ def pairs(
                                               "and the accuracy last).")] = False,
 ) -> None:
     """Minimal pairs: which of two sentences each model prefers, and at which words."""
-    from gbcli.inputs import read_text
+    from gbcli.jobs.inputs import read_text
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.pairs import pair_view
     from gbcli.tasks import pairs as task
@@ -239,10 +239,10 @@ def _pairs_file(path: str, fields: PairFields, file_format: str, output: str | N
                 load: Callable[[LoadOptions], list[LoadedModel]], json_output: bool) -> None:
     """`pairs --file`: score the pairs a chunk at a time (into --output here or shared among torchrun's processes,
     or streamed), then print the accuracy."""
+    from gbcli.jobs.plan import failed_lines_error
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.pairs import summary_view
     from gbcli.tasks import pairs as task
-    from gbcli.tasks.files import failed_lines_error
 
     under_torchrun_needs_output("pairs", output, path)
     if output is not None:
@@ -270,9 +270,9 @@ def _pairs_into(path: str, fields: PairFields, file_format: str, output: str, re
     """`pairs --file --output` in one process or as one of torchrun's; on rank 0 the run with its tally read back
     from the finished file, how many records an earlier run had written, and the models."""
     from gbcli.cli.streams import output_job
+    from gbcli.jobs.jsonl_output import PAIR_RECORDS, each_record
+    from gbcli.jobs.plan import pairs_plan
     from gbcli.tasks import pairs as task
-    from gbcli.tasks.files import pairs_plan
-    from gbcli.tasks.jsonl_output import PAIR_RECORDS, each_record
 
     entries, group_field = task.read_pair_file(path, file_format, fields)
     known: dict = {}  # what the plan found, for the summary
@@ -304,9 +304,9 @@ def _pairs_file_here(path: str, fields: PairFields, file_format: str, batch_size
     """`pairs --file` in one process, without --output: the records streamed as JSON Lines as they come (with
     --json), the accuracy added up."""
     from gbcli.cli.streams import json_lines
+    from gbcli.jobs.plan import score_pair_file
     from gbcli.render.scoring import progress_bar
     from gbcli.tasks import pairs as task
-    from gbcli.tasks.files import score_pair_file
 
     entries, group_field = task.read_pair_file(path, file_format, fields)
     columns = load()

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 from gbcli.errors import usage_error
 
 if TYPE_CHECKING:
-    from gbcli.models import LoadOptions
-    from gbcli.tasks.files import Plan
-    from gbcli.tasks.jsonl_output import RecordShape
+    from gbcli.jobs.jsonl_output import RecordShape
+    from gbcli.jobs.plan import Plan
+    from gbcli.loading.models import LoadOptions
 
 
 class Records:
@@ -45,24 +45,24 @@ def output_job(output: str, shape: RecordShape, *, resume: bool, force: bool, op
     on a rank other than 0, which prints nothing."""
     from contextlib import nullcontext
 
-    from gbcli.distributed import detect, job_threads
-    from gbcli.tasks.jsonl_output import OutputLock
+    from gbcli.jobs.distributed import detect, job_threads
+    from gbcli.jobs.jsonl_output import OutputLock
 
     world = detect()  # a torchrun job of several processes, or None (then torch.distributed is never imported)
     if world is not None:
         from dataclasses import replace
 
-        from gbcli.corpus_jobs import run_distributed
-        from gbcli.distributed import start
+        from gbcli.jobs.distributed import start
+        from gbcli.jobs.torchrun_job import run_distributed
 
         options = replace(options, device=start(world, options.device))
         with OutputLock(output, shape.command) if world.is_main else nullcontext():
             return run_distributed(world, output, shape, resume=resume, force=force, plan=lambda: plan(options),
                                    announce=announce, label=label)
     from gbcli.cli.reporting import _escape, interrupt_exits_130, stderr_console
+    from gbcli.jobs.jsonl_output import open_output, settle
+    from gbcli.jobs.plan import run_here
     from gbcli.render.progress import progress_bar
-    from gbcli.tasks.files import run_here
-    from gbcli.tasks.jsonl_output import open_output, settle
 
     with OutputLock(output, shape.command):
         open_output(output, shape, resume=resume, force=force)
@@ -88,8 +88,8 @@ def print_output_summary(file: str, output: str, lines: int, resumed: int, *, js
                          failed: int = 0) -> None:
     """What a file job into --output says on stdout at the end: how many lines the file holds, and how many of
     them an earlier run had done."""
+    from gbcli.jobs.plan import OutputSummary
     from gbcli.render.common import print_json, stdout_console
-    from gbcli.tasks.files import OutputSummary
 
     summary = OutputSummary("summary", file, output, lines, resumed, failed)
     if json_output:
@@ -104,7 +104,7 @@ def print_output_summary(file: str, output: str, lines: int, resumed: int, *, js
 def under_torchrun_needs_output(command: str, output: str | None, file: str | None) -> None:
     """Several processes cannot share stdout: under torchrun a file job writes one --output. Nor can they share
     stdin: each would read a different part of it and take that for the whole file."""
-    from gbcli.distributed import detect
+    from gbcli.jobs.distributed import detect
 
     if detect() is None:
         return
@@ -118,7 +118,7 @@ def under_torchrun_needs_output(command: str, output: str | None, file: str | No
 
 def check_output_options(command: str, output: str | None, resume: bool, force: bool, file: str | None) -> None:
     """--output, --resume and --force go together, with --file; --output is never --file itself."""
-    from gbcli.tasks.jsonl_output import check_not_input
+    from gbcli.jobs.jsonl_output import check_not_input
 
     if file is None and (output is not None or resume):
         raise usage_error("--output and --resume go with --file.", f"e.g. gbcli {command} --file F -o out.jsonl")

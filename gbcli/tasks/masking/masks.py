@@ -23,7 +23,7 @@ def parse_targets(raw: str | None) -> list[str]:
     """`--targets duck,dog` → ["duck", "dog"]."""
     if raw is None:
         return []
-    from gbcli.inputs import valid_argument
+    from gbcli.jobs.inputs import valid_argument
 
     words = target_words(valid_argument(raw, "--targets").split(","))
     if not words:

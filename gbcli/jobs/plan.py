@@ -5,7 +5,7 @@ end added up.
 Handing each batch on at once is what lets JSON Lines stream out in input order, keeps memory flat on long files,
 and keeps every finished line when Ctrl-C comes. With `--output`, a command's work is a `Plan`: the chunks one
 process cuts, the done lines left out, each chunk written to the file whole; one process does every chunk
-(`run_here`), or torchrun's processes share them out by cost (gbcli.corpus_jobs).
+(`run_here`), or torchrun's processes share them out by cost (gbcli.jobs.torchrun_job).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from gbcli.errors import GbcliError, usage_error
-from gbcli.finite import check_finite
-from gbcli.models import LoadedModel
-from gbcli.tasks.jsonl_output import Chunk
+from gbcli.jobs.jsonl_output import Chunk
+from gbcli.loading.models import LoadedModel
+from gbcli.tasks.finite import check_finite
 
 if TYPE_CHECKING:
-    from gbcli.inputs import FileLines
+    from gbcli.jobs.inputs import FileLines
     from gbcli.tasks.masking import FillMaskResult
     from gbcli.tasks.pairs import FileRun, LineFailure, PairInput, PairResult
     from gbcli.tasks.scoring import ScoreBatch, ScoreSettings, TextScore
@@ -172,8 +172,8 @@ def _cut(items: Iterable[tuple[int, Any]], size: int) -> Iterator[list[tuple[int
 
 def score_plan(models: list[LoadedModel], texts: FileLines, settings: ScoreSettings, output: str) -> Plan:
     """`score --file --output`: the texts in the chunks `score --file --json` streams (32 non-empty lines)."""
+    from gbcli.jobs.jsonl_output import append_results, checker
     from gbcli.render.common import to_jsonable
-    from gbcli.tasks.jsonl_output import append_results, checker
     from gbcli.tasks.pairs import column_keys
     from gbcli.tasks.scoring import SCORE_CHUNK, check_texts, conventions, score_batch
 
@@ -224,7 +224,7 @@ def pairs_plan(models: list[LoadedModel], run: FileRun, settings: ScoreSettings,
 def fill_mask_plan(models: list[LoadedModel], lines: FileLines, top_k: int, targets: Sequence[str],
                    batch_size: int, output: str) -> Plan:
     """`fill-mask --file --output`: the chunks `fill-mask --file --json` streams (128 lines, empty ones skipped)."""
-    from gbcli.tasks.jsonl_output import append_results, checker
+    from gbcli.jobs.jsonl_output import append_results, checker
     from gbcli.tasks.masking.masks import target_words
 
     size = max(FILL_MASK_CHUNK_LINES, batch_size)
@@ -251,8 +251,8 @@ def fill_mask_plan(models: list[LoadedModel], lines: FileLines, top_k: int, targ
 def score_pair_chunk(models: list[LoadedModel], chunk: list[PairInput], settings: ScoreSettings,
                      output: str | None) -> list[PairResult]:
     """One chunk of pairs scored and checked finite; with `output`, its records appended there, whole and flushed."""
+    from gbcli.jobs.jsonl_output import append_results
     from gbcli.tasks import pairs as task
-    from gbcli.tasks.jsonl_output import append_results
 
     results = task.score_pairs(models, chunk, settings)
     check_finite(results, models)

@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gbcli.client import LOCAL_COMMANDS, forwarded, read_at_import
-from gbcli.protocol import (
+from gbcli.warm.client import LOCAL_COMMANDS, forwarded, read_at_import
+from gbcli.warm.protocol import (
     AUTH_LIMIT,
     HEARTBEAT_SECONDS,
     Channel,
@@ -38,7 +38,7 @@ from gbcli.protocol import (
     tcp_url,
     token_path,
 )
-from gbcli.warm import (
+from gbcli.warm.runner import (
     format_duration,
     loaded_models,
     models_kept_loaded,
@@ -166,8 +166,8 @@ class Server:
 
     # -- start and stop ------------------------------------------------------------------------------------------
     def bind(self) -> None:
-        from gbcli.client import connect
         from gbcli.errors import GbcliError
+        from gbcli.warm.client import connect
 
         try:
             private_dir()
@@ -275,7 +275,7 @@ class Server:
                 except KeyboardInterrupt:
                     return
                 self.ready = True
-                from gbcli.models import LAST_USED
+                from gbcli.loading.models import LAST_USED
 
                 for key in LAST_USED:  # idle time counts from now: a slow start must not unload the first model
                     LAST_USED[key] = time.monotonic()
