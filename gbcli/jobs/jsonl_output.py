@@ -80,8 +80,8 @@ class OutputLock:
             try:
                 descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             except OSError as exc:
-                raise GbcliError(f"Cannot lock --output '{self.output}' ({path.name}): {exc.strerror}.",
-                                 "Check the folder's permissions; remove the file if it is not gbcli's.") from exc
+                raise GbcliError(f"Cannot write --output '{self.output}': {exc.strerror} (its lock, {path.name}).",
+                                 "Check the folder's permissions; remove that file if it is not gbcli's.") from exc
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
