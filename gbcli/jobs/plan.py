@@ -4,8 +4,9 @@ end added up.
 
 Handing each batch on at once is what lets JSON Lines stream out in input order, keeps memory flat on long files,
 and keeps every finished line when Ctrl-C comes. With `--output`, a command's work is a `Plan`: the chunks one
-process cuts, the done lines left out, each chunk written to the file whole; one process does every chunk
-(`run_here`), or torchrun's processes share them out by cost (gbcli.jobs.torchrun_job).
+process cuts from the whole input (read again from the file for each pass, never held), each written to the file
+whole; the chunks the file holds whole already are skipped (gbcli.jobs.jsonl_output.settle); one process does the
+rest (`run_here`), or torchrun's processes share them out by cost (gbcli.jobs.torchrun_job).
 """
 
 from __future__ import annotations
