@@ -254,9 +254,9 @@ def _client_with_stdout(server: RunningServer, stdout: str, *args: str) -> subpr
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 @pytest.mark.parametrize("stdout", ["closed", "full"])
-@pytest.mark.parametrize("args", [("score", "the duck quacks .", "--json"), ("tokenize", "the duck")])
-def test_a_closed_or_full_stdout_says_what_in_process_says(server, models, stdout, args):
+def test_a_closed_or_full_stdout_says_what_in_process_says(server, models, stdout):
     """Issue 29, 12: through the server as without it, the in-process message and exit code, no traceback."""
+    args = ("score", "the duck quacks .", "--json")
     before = server.served()
     warm = _client_with_stdout(server, stdout, *args, *models)
     # A full stdout is met on the server's output; a closed one before asking (the command says so in-process).
