@@ -154,7 +154,7 @@ def family_result(family: str, spec: str, runs: list[Run], plan: Plan, zero: Zer
         family, family_title(family), spec, first.architecture, first.parameters, first.trained_parameters, runs,
         curve, final, low, high,
         threshold, reached.step if reached else None, reached.examples if reached else None,
-        reached.epoch if reached else None, round(estimated.seconds, 1) if estimated else None, zero)
+        reached.epoch if reached else None, round(estimated.seconds, 3) if estimated else None, zero)
 
 
 def compare_finetuning(data: FinetuneData, plan: Plan, listener: Listener | None = None,

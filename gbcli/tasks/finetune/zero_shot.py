@@ -102,7 +102,7 @@ def _causal_scores(lm: LoadedModel, template: Template, words: list[str],
 def _masked_scores(lm: LoadedModel, template: Template, words: list[str],
                    examples: list[Example]) -> list[list[float]]:
     mask = lm.tokenizer.mask_token
-    lm.require_mask_token("fill the --prompt's {label}", "Leave --prompt out for this family.", exit_code=2)
+    lm.require_mask_token("fill the --prompt's {label}", "Leave --prompt out for this family.")
     pieces = [lm.tokenizer.encode(word, add_special_tokens=False) for word in words]
     reads = []
     for example in examples:
