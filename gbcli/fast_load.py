@@ -109,7 +109,7 @@ def _probe() -> str | None:
               or missing(initialization, "no_init_weights") or missing(generic, "ContextManagers")
               or missing(loading_report, "LoadStateDictInfo")
               or missing(PreTrainedModel, "get_init_context", "_get_dtype_plan", "_finalize_model_loading",
-                         "set_use_kernels", "adjust_generation_fn")
+                         "set_use_kernels")
               or lacks_parameters(PreTrainedModel.get_init_context, "dtype", "is_quantized", "_is_ds_init_called")
               or lacks_parameters(LoadStateDictConfig, "pretrained_model_name_or_path", "dtype"))
     if reason:

@@ -37,6 +37,7 @@ def without_timings(value):
     return value
 
 
+@pytest.mark.compat
 def test_each_command_prints_what_the_cli_prints(models):
     commands = ['fill-mask "the [MASK] quacks ." -k 3', "tokenize hello", 'score "the duck quacks ." "a b" --no-bos',
                 'attention "the duck quacks ." --layer 0']
