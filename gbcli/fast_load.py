@@ -154,14 +154,16 @@ def fast_load(model_class: Any, folder: Path, config: Any, dtype: torch.dtype) -
     try:
         with ContextManagers([*_init_contexts(concrete, dtype, config), no_init_weights()]):
             model = concrete(config)
-    except Exception:  # an __init__ that needs what an init function returns: the long way
+    except Exception as error:  # an __init__ that needs what an init function returns: the long way
+        FAST_LOAD.say_skipped(str(folder), error)
         return None
     try:
         if model._get_dtype_plan(dtype) or not _matches(model, header):
             return None  # fp32-kept modules, or keys from_pretrained must rename or report: its report is needed
         _assign_tensors(model, path)
         _finish(model, folder)
-    except Exception:  # a damaged file: from_pretrained's own error names it
+    except Exception as error:  # a damaged file: from_pretrained's own error names it
+        FAST_LOAD.say_skipped(str(folder), error)
         return None
     return model
 

@@ -52,10 +52,12 @@ class FastPath:
                 say_off(self)
         return self._reason
 
-    def forget(self) -> None:
-        """Decide again on the next look (tests that swap an internal out)."""
-        self._decided = False
-        self._reason = None
+    def say_skipped(self, what: str, error: BaseException) -> None:
+        """One debug line when the path, though on, stepped aside for one input on an exception (GBCLI_DEBUG=1)."""
+        if os.environ.get("GBCLI_DEBUG"):
+            first = (str(error).strip().splitlines() or [""])[0]
+            sys.stderr.write(f"gbcli: fast path '{self.name}' skipped for {what}, using {self.public}: "
+                             f"{type(error).__name__}: {first}\n")
 
 
 # name → FastPath, for `gbcli`'s debug output and the tests that walk every path.

@@ -12,6 +12,7 @@ import numpy as np
 
 from gbcli.errors import GbcliError, usage_error
 from gbcli.lm.fast.capability import FastPath, installed_version, missing
+from gbcli.loading.versions import TRANSFORMERS_RANGE
 from gbcli.models import LoadedModel
 from gbcli.tasks.tokenization import readable_piece
 
@@ -142,7 +143,7 @@ def eager_attention(model: Any) -> Iterator[Any]:
     if not EAGER_SWITCH.on:
         raise GbcliError(f"transformers {installed_version('transformers')} cannot switch {type(model).__name__} to "
                          f"eager attention here ({EAGER_SWITCH.reason}), so its attention weights cannot be read.",
-                         "Install a transformers gbcli supports (see `pip show gbcli`).")
+                         f'Install a transformers gbcli supports: pip install "transformers{TRANSFORMERS_RANGE}"')
     previous = model.config._attn_implementation
     if previous == "eager":
         yield model
