@@ -23,7 +23,7 @@ from transformers import (
     pipeline,
 )
 
-from gbcli.models import clear_cache
+from gbcli.loading.models import clear_cache
 from tests.cli_helpers import assert_user_error, run, run_json
 from tests.fixtures.random_models import ALL, ATTENTION_FREE, CAUSAL, MASKED, REFUSED, SEQ2SEQ, build
 from tests.fixtures.tiny_models import DUCK_SENTENCE, GPT_PROMPT
@@ -343,7 +343,7 @@ def test_a_causal_map_with_weight_on_future_keys_is_refused_not_shown(folder, mo
 
 
 def test_the_eager_twin_runs_on_the_models_own_tensors(folder):
-    from gbcli.models import LoadOptions, load_model
+    from gbcli.loading.models import LoadOptions, load_model
     from gbcli.tasks.attention import eager_twin
 
     lm = load_model("gpt", str(folder("falcon")), LoadOptions(device="cpu"), need_head=False)

@@ -8,12 +8,12 @@ import math
 
 import pytest
 
-from gbcli.fast_load import FAST_LOAD
 from gbcli.lm.decoding import MODEL_STEPS
-from gbcli.lm.fast.capability import FastPath
 from gbcli.lm.gpt2_fast import GPT2_DECODER
 from gbcli.lm.prefix import PREFIX_CACHE
-from gbcli.models import clear_cache
+from gbcli.loading.capability import FastPath
+from gbcli.loading.fast_load import FAST_LOAD
+from gbcli.loading.models import clear_cache
 from gbcli.tasks.attention.maps import EAGER_SWITCH
 from tests.cli_helpers import assert_user_error, run, run_json
 from tests.fixtures.tiny_models import DUCK_SENTENCE, GPT_PROMPT
@@ -93,7 +93,7 @@ def test_attention_without_the_eager_switch_is_an_error_naming_transformers(gpt_
 def test_a_load_that_steps_aside_says_why_under_gbcli_debug(gpt_path, monkeypatch):
     """Fast load on, but this checkpoint cannot take it (here: its tensors cannot be placed): from_pretrained
     loads it, and the debug line names the folder and the exception."""
-    import gbcli.fast_load as fast_load_module
+    import gbcli.loading.fast_load as fast_load_module
 
     if not FAST_LOAD.on:
         pytest.skip(f"fast load is off on this transformers: {FAST_LOAD.reason}")

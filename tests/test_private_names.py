@@ -1,5 +1,5 @@
 """No private name of transformers or torch enters gbcli unseen: each one is listed here, for a module whose
-capability probe checks it (gbcli.lm.fast.capability), or with the reason it needs no probe.
+capability probe checks it (gbcli.loading.capability), or with the reason it needs no probe.
 
 A private name is a `._name` attribute (read, written, or given to getattr/hasattr/setattr as a string) that gbcli
 does not define itself, or an import of a `_name` or from a `_module`. The scan is of gbcli's source (ast), so a
@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gbcli"
 
 # module → the private names of transformers/torch it uses, each checked by that module's FastPath probe.
 PROBED = {
-    "gbcli/fast_load.py": {"_get_model_class", "_model_mapping", "_get_dtype_plan", "_finalize_model_loading"},
+    "gbcli/loading/fast_load.py": {"_get_model_class", "_model_mapping", "_get_dtype_plan", "_finalize_model_loading"},
     "gbcli/lm/gpt2_fast.py": {"_attn_implementation"},
     "gbcli/lm/decoding.py": {"_update_model_kwargs_for_generation"},
     "gbcli/lm/prefix.py": {"_attn_implementation"},
@@ -29,8 +29,8 @@ PROBED = {
 }
 # Private names no probe can look for, each with why it is safe to use.
 UNPROBED = {
-    ("gbcli/fast_load.py", "_buffers"): "torch.nn.Module's buffer table, unchanged since torch 1.0",
-    ("gbcli/fast_load.py", "_is_hf_initialized"): "a mark fast load sets on a tensor for transformers to read; "
+    ("gbcli/loading/fast_load.py", "_buffers"): "torch.nn.Module's buffer table, unchanged since torch 1.0",
+    ("gbcli/loading/fast_load.py", "_is_hf_initialized"): "a mark fast load sets on a tensor for transformers to read; "
     "tests/test_fast_load.py fails if a loaded tensor were initialised again",
 }
 STDLIB = {"_exit", "_thread"}  # os._exit, the _thread module
@@ -113,7 +113,7 @@ def test_every_private_name_of_transformers_or_torch_is_listed():
     }
     assert not unlisted, (
         "private names of transformers/torch used outside a capability check: put each behind its fast path's "
-        f"FastPath probe (gbcli.lm.fast.capability) and list it in PROBED: {sorted(unlisted)}")
+        f"FastPath probe (gbcli.loading.capability) and list it in PROBED: {sorted(unlisted)}")
 
 
 @pytest.mark.parametrize("module", sorted(PROBED))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gbcli.lm.fast.capability import REGISTRY, FastPath
+from gbcli.loading.capability import REGISTRY, FastPath
 from gbcli.loading.versions import TRANSFORMERS_RANGE, installed_transformers, unsupported_transformers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,10 +110,10 @@ def test_a_probe_that_raises_turns_its_path_off_instead_of_failing(monkeypatch, 
 def test_every_fast_path_runs_on_the_newest_transformers():
     """On the transformers this suite's main run installs (the newest), nothing falls back: a probe that turned
     a path off there would hide a slowdown behind the same numbers."""
-    import gbcli.fast_load
     import gbcli.lm.decoding
     import gbcli.lm.gpt2_fast
     import gbcli.lm.prefix
+    import gbcli.loading.fast_load
     import gbcli.tasks.attention.maps  # noqa: F401 - each declares its FastPath
 
     if not installed_transformers().startswith("5.25"):

@@ -14,11 +14,11 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from gbcli.lm.fast.capability import FastPath, lacks_parameters, missing
 from gbcli.lm.gpt2_fast import gpt2_decoder, runs_gpt2_step
 from gbcli.lm.threads import on_fastest_threads
-from gbcli.models import LoadedModel
-from gbcli.tasks.decoding import DecodingSettings
+from gbcli.loading.capability import FastPath, lacks_parameters, missing
+from gbcli.loading.models import LoadedModel
+from gbcli.tasks.decoding_settings import DecodingSettings
 
 # Generation-config fields that don't change which token is picked, or that gbcli always sets itself.
 _NEUTRAL_GENERATION_FIELDS = {

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gbcli.lm.batching import padded_batches
-from gbcli.lm.fast.capability import FastPath, missing
 from gbcli.lm.heads import forward_at, logsumexp_in_blocks, model_inputs
 from gbcli.lm.reads import NORMALISER_BLOCK, Reads, causal_logprobs, read_batch, token_logprobs
+from gbcli.loading.capability import FastPath, missing
 
 if TYPE_CHECKING:
     import torch
 
-    from gbcli.models import LoadedModel
+    from gbcli.loading.models import LoadedModel
 
 # Architectures whose forward takes explicit position ids and a 4D attention mask as given (transformers passes a
 # 4D mask through untouched): their continuations run packed into one row, each attending to the prefix and to

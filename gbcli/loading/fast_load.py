@@ -32,7 +32,7 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gbcli.lm.fast.capability import FastPath, lacks_parameters, missing
+from gbcli.loading.capability import FastPath, lacks_parameters, missing
 
 if TYPE_CHECKING:
     import torch

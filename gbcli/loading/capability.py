@@ -9,7 +9,8 @@ path (`from_pretrained`, `model(...)`, `generate`) gives the same numbers, only 
 one line on stderr says which path is off and why.
 
 tests/test_private_names.py fails when a module of gbcli uses a private name of transformers or torch that is not
-listed there for a module whose probe checks it.
+listed there for a module whose probe checks it. This module sits in `loading`, the bottom layer, because both
+`loading.fast_load` and the speed paths of `lm` declare their FastPath with it.
 """
 
 from __future__ import annotations
