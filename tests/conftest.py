@@ -93,8 +93,9 @@ def get_tiny_models() -> dict[str, Path]:
     """Return the fixture-model paths, building them first if not cached.
 
     GBCLI_TEST_MODELS names a complete folder built by another environment, used as it is: the compatibility job
-    (.ci/run) reads the main run's models with the minimum versions instead of training them again (~2 minutes
-    here); every test compares gbcli with transformers on the same files, so what built them does not matter.
+    (.ci/run) reads the main run's models with the minimum versions instead of training them again (most of
+    the job's time otherwise); every test compares gbcli with transformers on the same files, so what built them
+    does not matter.
     """
     given = os.environ.get("GBCLI_TEST_MODELS")
     if given:

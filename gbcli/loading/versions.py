@@ -2,7 +2,8 @@
 AttributeError deep inside a command.
 
 Read from the installed package's metadata (importlib.metadata), so the check imports neither transformers nor
-torch and costs a few milliseconds. The range is pyproject.toml's, which tests/test_versions.py holds it to.
+torch, and runs only for a command answered in this process (never for --help, nor for a warm server's client).
+The range is pyproject.toml's, which tests/test_versions.py holds it to.
 """
 
 from __future__ import annotations
