@@ -114,6 +114,12 @@ def _probe() -> str | None:
               or lacks_parameters(LoadStateDictConfig, "pretrained_model_name_or_path", "dtype"))
     if reason:
         return reason
+    import inspect
+
+    parameters = inspect.signature(PreTrainedModel.get_init_context).parameters.values()
+    unknown = {p.name for p in parameters if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD}
+    if unknown - set(INIT_CONTEXT_ARGUMENTS):
+        return f"get_init_context() wants {sorted(unknown - set(INIT_CONTEXT_ARGUMENTS))}, which fast load cannot give"
     fields = dataclasses.fields(loading_report.LoadStateDictInfo)
     names = {f.name for f in fields}
     unknown = {f.name for f in fields if f.default is f.default_factory is dataclasses.MISSING} - set(REPORT_FIELDS)
@@ -122,6 +128,9 @@ def _probe() -> str | None:
     return None
 
 
+# What from_pretrained gives `get_init_context` for an unquantised model, by name (5.3 added allow_all_kernels, 5.25
+# config): `_init_contexts` passes those this transformers' signature takes.
+INIT_CONTEXT_ARGUMENTS = ("dtype", "is_quantized", "_is_ds_init_called", "allow_all_kernels", "config")
 # The fields of transformers' loading report that fast load fills (an empty report, the tied keys aside).
 REPORT_FIELDS = {"missing_keys": set, "unexpected_keys": set, "mismatched_keys": set, "error_msgs": list,
                  "conversion_errors": dict, "skipped_pp_keys": set}
@@ -169,12 +178,11 @@ def fast_load(model_class: Any, folder: Path, config: Any, dtype: torch.dtype) -
 
 
 def _init_contexts(concrete: Any, dtype: torch.dtype, config: Any) -> list[Any]:
-    """transformers' own init contexts, called with the arguments this version's `get_init_context` takes (5.3
-    added `allow_all_kernels`, 5.25 `config`), as from_pretrained calls it for an unquantised model."""
+    """transformers' own init contexts, called with the arguments this version's `get_init_context` takes, as
+    from_pretrained calls it for an unquantised model."""
     import inspect
 
-    given = {"dtype": dtype, "is_quantized": False, "_is_ds_init_called": False, "allow_all_kernels": None,
-             "config": config}
+    given = dict(zip(INIT_CONTEXT_ARGUMENTS, (dtype, False, False, None, config), strict=True))
     parameters = inspect.signature(concrete.get_init_context).parameters
     return concrete.get_init_context(**{name: given[name] for name in parameters if name in given})
 
