@@ -157,25 +157,14 @@ def format_duration(seconds: float) -> str:
 
 
 def parse_duration(text: str) -> float | None:
-    """`30m`, `90s`, `2h`, `45` (seconds), or `never`/`-1` for no limit (None)."""
+    """`30m`, `90s`, `2h`, `45` (seconds), or `never`/`-1` for no limit (None); a usage error otherwise."""
+    from gbcli import settings
     from gbcli.errors import usage_error
 
-    value = text.strip().lower()
-    if value in {"never", "forever", "inf", "-1"}:
-        return None
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, scale = value, 1.0
-    for suffix in sorted(units, key=len, reverse=True):
-        if value.endswith(suffix):
-            number, scale = value[: -len(suffix)], units[suffix]
-            break
     try:
-        seconds = float(number) * scale
+        return settings.parse_duration(text)
     except ValueError:
-        seconds = -1
-    if not seconds >= 0:
-        raise usage_error(f"Cannot read the duration '{text}'.", "For example 30m, 90s, 2h, or never.")
-    return seconds
+        raise usage_error(f"Cannot read the duration '{text}'.", "For example 30m, 90s, 2h, or never.") from None
 
 
 def model_table(entries: list[LoadedEntry]) -> Any:

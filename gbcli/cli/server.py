@@ -47,8 +47,10 @@ def shell(
 @model_options(columns=False)
 def serve(
     keep_alive: Annotated[
-        str, typer.Option("--keep-alive", help="Unload a model after this long unused: 30m, 90s, 2h, or never.")
-    ] = "30m",
+        str | None, typer.Option("--keep-alive", envvar="GBCLI_KEEP_ALIVE", help="Unload a model after this long "
+                                 "unused: 30m, 90s, 2h, or never (default: the settings file's, else 10m).",
+                                 show_default=False)
+    ] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Run in the background; its log goes to the runtime "
                                          "folder's server.log.")] = False,
     models: Annotated[
@@ -74,8 +76,10 @@ def serve(
     on TCP only with --port (clients: GBCLI_SERVER=tcp://HOST:PORT, and GBCLI_SERVER_TOKEN off this machine).
     Other models load on the first request that names them. `gbcli ps` lists what it holds; `gbcli stop` ends it.
     """
+    from gbcli.settings import value
     from gbcli.warm import parse_duration
 
+    keep_alive = str(value("keep-alive", keep_alive))
     seconds = parse_duration(keep_alive)
     tcp = tcp_address(host, port)
     options = choice.load_options()
