@@ -35,7 +35,7 @@ TYPE_CHECKING = False  # typing costs a warm command ~4 ms of start-up; annotati
 if TYPE_CHECKING:
     from typing import Any
 
-LOCAL_COMMANDS = {"serve", "shell", "ps", "stop"}  # never sent to a server
+LOCAL_COMMANDS = {"serve", "shell", "ps", "stop", "config"}  # never sent to a server
 LOCAL_FLAGS = set(HELP_FLAGS)  # instant in-process; nothing to gain (entry answers them before this module)
 # A file job into --output runs where it is typed: it may last hours (a server would be held that long), and under
 # torchrun every process must do its own share on its own device.
@@ -211,8 +211,16 @@ def forward(argv: list[str]) -> int | None:
         return _fail(f"{exc}.", f"Set {SERVER_VARIABLE} to the address `gbcli serve --port` printed, or unset it.")
     except OSError as exc:
         return unreachable(target, exc)
+    started = 0  # the pid of the server this command started, if it did
     if sock is None:
-        return None
+        from gbcli import autostart
+
+        if target.named or not autostart.allowed():
+            return None
+        found = autostart.start_and_connect()
+        if found is None:
+            return None
+        sock, started = found
     try:
         silence = silence_seconds()  # read only once a server answers: without one the variable means nothing
     except ValueError as exc:
@@ -234,7 +242,13 @@ def forward(argv: list[str]) -> int | None:
     if answer is None or answer.get("type") != "accepted" or not same_build(answer):
         channel.close()
         return refused(target, answer)
-    return Session(channel, silence).run()
+    code = Session(channel, silence, started_here=bool(started)).run()
+    if code == Session.GONE:  # the server this command started died before answering: run it here instead
+        from gbcli import autostart
+
+        autostart.record_failure(os.path.dirname(target.where), f"it stopped: {autostart.log_tail()}")
+        return None
+    return code
 
 
 def silence_seconds() -> float:
@@ -274,9 +288,13 @@ def refused(target: Target, answer: dict[str, Any] | None) -> int | None:
 class Session:
     """One forwarded command: copy the server's output out, standard input in, and return its exit code."""
 
-    def __init__(self, channel: Channel, silence: float = DEFAULT_SILENCE_SECONDS) -> None:
+    GONE = -1  # a server started for this command died before writing any output: the command may run here
+
+    def __init__(self, channel: Channel, silence: float = DEFAULT_SILENCE_SECONDS, started_here: bool = False) -> None:
         self.channel = channel
         self.silence = silence
+        self.started_here = started_here
+        self.wrote_output = False
         self.interrupted_at: float | None = None
 
     def run(self) -> int:
@@ -308,11 +326,14 @@ class Session:
             except (ProtocolError, OSError) as exc:
                 return _fail(f"the connection to the gbcli server broke: {exc}.", "Run the command again.")
             if message is None:
+                if self.started_here and not self.wrote_output and self.interrupted_at is None:
+                    return self.GONE
                 return _fail("the gbcli server stopped while running this command.",
                              "Run it again: with no server up it runs in-process (gbcli serve --detach restarts "
                              "one).")
             kind = message["type"]
             if kind == "out":
+                self.wrote_output = self.wrote_output or message.get("fd") == 1
                 if not self._write(message):
                     return 0
             elif kind == "stdin_request":

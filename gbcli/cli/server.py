@@ -67,6 +67,9 @@ def serve(
                                  "must carry the token the server writes to its runtime folder.",
                                  show_default=False)
     ] = None,
+    auto: Annotated[bool, typer.Option("--auto", hidden=True, help="Started by a command on a terminal "
+                                       "(gbcli.autostart): load nothing at start, exit once no model is held.")
+                    ] = False,
     *,
     choice: ModelChoice,
 ) -> None:
@@ -97,16 +100,19 @@ def serve(
             if specs[family]:
                 argv += [FAMILY_INFO[family].flag, str(specs[family])]
         raise typer.Exit(start_detached(argv))
+    from gbcli.autostart import forget_failure
     from gbcli.server import run_server
 
+    forget_failure()
+
     def preload() -> None:
-        for family in families:
+        for family in [] if auto else families:  # an automatic server loads what its first request names
             try:
                 load_columns([family], specs, options)
             except GbcliError as error:  # the others still load; this one reports again when a request names it
                 print_warnings([error.message])
 
-    raise typer.Exit(run_server(seconds, preload, tcp))
+    raise typer.Exit(run_server(seconds, preload, tcp, auto=auto))
 
 
 def tcp_address(host: str | None, port: int | None) -> tuple[str, int] | None:
@@ -134,6 +140,8 @@ def ps(json_output: JsonOption = False) -> None:
 @handle_errors
 def stop() -> None:
     """Stop the running server (it finishes the request it is running first)."""
+    from gbcli.autostart import forget_failure
     from gbcli.serving import stop_server
 
+    forget_failure()  # a server that failed to start by itself may be tried again
     raise typer.Exit(stop_server())
