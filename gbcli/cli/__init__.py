@@ -133,7 +133,8 @@ def check_settings_file() -> None:
     except GbcliError as error:
         report_error(error)
         sys.exit(USAGE)
-    print_warnings(config.warnings)
+    if config.warnings:  # (the console costs `--help` the import of Rich)
+        print_warnings(config.warnings)
 
 
 # In the order `gbcli --help` lists them.
