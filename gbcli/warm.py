@@ -72,7 +72,6 @@ class LoadedEntry:
     bytes: int
     idle_seconds: float
     release_seconds: float | None = None  # until the server lets it go (None: never, or not a server)
-    prepared: str = ""  # the fast form its passes run in, when one was prepared ("" : the model as loaded)
 
 
 def loaded_models(in_use_since: float | None = None, keep_alive: float | None = None) -> list[LoadedEntry]:
@@ -96,8 +95,7 @@ def loaded_models(in_use_since: float | None = None, keep_alive: float | None = 
         entries[id(lm)] = LoadedEntry(
             family=lm.family, model=lm.name, kind=lm.kind, device=str(lm.device),
             dtype=str(lm.dtype).removeprefix("torch."), parameters=parameters,
-            bytes=size + lm.extras.get("prepared_bytes", 0), idle_seconds=idle,
-            prepared=lm.extras.get("prepared", ""),
+            bytes=size, idle_seconds=idle,
         )
     if keep_alive is not None:
         for entry in entries.values():
@@ -177,8 +175,7 @@ def parse_duration(text: str) -> float | None:
 
 
 def model_table(entries: list[LoadedEntry], server: bool = False) -> Any:
-    """A Rich table of the loaded models (the shell's `models`; with `server`, `gbcli ps`: when each is let go, and
-    whether its passes run a prepared fast form)."""
+    """A Rich table of the loaded models (the shell's `models`; with `server`, `gbcli ps`: when each is let go)."""
     from rich.table import Table
 
     from gbcli.models import family_title
@@ -187,7 +184,7 @@ def model_table(entries: list[LoadedEntry], server: bool = False) -> Any:
     columns = [("column", "left"), ("model", "left"), ("device", "left"), ("dtype", "left"), ("params", "right"),
                ("memory", "right"), ("idle", "right")]
     if server:
-        columns += [("let go in", "right"), ("fast form", "left")]
+        columns.append(("let go in", "right"))
     for title, justify in columns:
         table.add_column(title, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for entry in entries:
@@ -195,6 +192,6 @@ def model_table(entries: list[LoadedEntry], server: bool = False) -> Any:
                format_bytes(entry.bytes), format_duration(entry.idle_seconds)]
         if server:
             release = "never" if entry.release_seconds is None else format_duration(entry.release_seconds)
-            row += [release, entry.prepared or "no"]
+            row.append(release)
         table.add_row(*row)
     return table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -62,7 +63,10 @@ def current(key: str) -> SettingValue:
     from gbcli.settings import SETTINGS, resolve
 
     value, source = resolve(key)
-    return SettingValue(key, value, source, SETTINGS[key].variable)
+    variable = SETTINGS[key].variable
+    if key == "auto-serve" and source == "environment" and not os.environ.get(variable, "").strip():
+        variable = "GBCLI_NO_SERVER"  # no server at all, so none started by itself either
+    return SettingValue(key, value, source, variable)
 
 
 def setting_named(key: str) -> Any:
@@ -167,8 +171,6 @@ def config_path_command() -> None:
 
 
 def _overridden(setting: Any) -> str | None:
-    import os
-
     if os.environ.get(setting.variable, "").strip():
         return f"{setting.variable} is set, and wins over the file while it is."
     if setting.key == "auto-serve" and os.environ.get("GBCLI_NO_SERVER", "").strip():
