@@ -23,7 +23,7 @@ import socket
 import sys
 import time
 
-from gbcli.protocol import LOG_NAME, build_id, runtime_folder
+from gbcli.protocol import LOG_NAME, build_id, runtime_folder, socket_file
 
 LOCK_NAME = "autostart.lock"
 FAILED_NAME = "autostart.failed"  # this build's server could not start: commands run in-process, quietly
@@ -163,6 +163,25 @@ def forget_failure() -> None:
         os.unlink(os.path.join(runtime_folder(), FAILED_NAME))
     except OSError:
         pass
+
+
+def stop_server(pid: int | None, timeout: float = 15.0) -> bool:
+    """Stop a server that started by itself (one of another gbcli build): SIGTERM, then wait for its socket to go.
+    True once it is gone."""
+    import signal
+
+    if not pid:
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)  # it finishes the request it runs, then removes its socket
+    except OSError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not os.path.exists(socket_file()):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def state_folder() -> str:

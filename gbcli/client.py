@@ -197,10 +197,11 @@ def forward_or_in_process(argv: list[str]) -> list[str]:
     return argv
 
 
-def forward(argv: list[str]) -> int | None:
+def forward(argv: list[str], replacing: bool = False) -> int | None:
     """Run `gbcli ARGV` on the server if one is up and of this build: its exit code, or None to run in-process.
 
     A server named by GBCLI_SERVER that cannot be reached, or refuses, is an error (exit 1): the user asked for it.
+    A server that started by itself and is of another build (gbcli was upgraded) is stopped and started afresh.
     """
     if server_disabled() or not wants_server(argv):
         return None
@@ -240,7 +241,13 @@ def forward(argv: list[str]) -> int | None:
         _warn(f"the gbcli server at {target.where} did not answer ({type(exc).__name__}); running in-process.")
         return None
     if answer is None or answer.get("type") != "accepted" or not same_build(answer):
+        pid = _peer(sock)
         channel.close()
+        if (answer or {}).get("auto") and not same_build(answer) and not target.named and not replacing:
+            from gbcli import autostart
+
+            if autostart.allowed() and autostart.stop_server(pid):
+                return forward(argv, replacing=True)
         return refused(target, answer)
     code = Session(channel, silence, started_here=bool(started)).run()
     if code == Session.GONE:  # the server this command started died before answering: run it here instead

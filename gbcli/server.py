@@ -417,7 +417,7 @@ class Server:
                 self.say(f"refused a TCP client with {said}")
                 return
             if not same_build(message):
-                channel.send(hello("refused", message=f"this server is gbcli {hello('x')['build']}"))
+                channel.send(hello("refused", message=f"this server is gbcli {hello('x')['build']}", auto=self.auto))
                 self.say(f"refused a client of build {message.get('build')!r}")
                 return
             if message["type"] == "status":

@@ -13,6 +13,7 @@ import re
 import select
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -269,3 +270,41 @@ def test_ps_says_when_each_model_is_let_go(terminal, models):
     document = json.loads(json_shown.decode())
     for entry in document["models"]:
         assert entry["release_seconds"] == pytest.approx(600 - entry["idle_seconds"], abs=0.5)
+
+
+FAKE_OLD_SERVER = """
+import os, signal, socket, sys
+from gbcli.protocol import Channel
+path = sys.argv[1]
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(path)
+listener.listen(4)
+def leave(number, frame):
+    os.unlink(path)
+    os._exit(0)
+signal.signal(signal.SIGTERM, leave)
+print("listening", flush=True)
+while True:
+    sock, _ = listener.accept()
+    channel = Channel(sock)
+    channel.receive(10)
+    channel.send({"type": "refused", "protocol": 1, "build": "0.0.1+old", "auto": True, "message": "old"})
+    channel.close()
+"""
+
+
+def test_a_server_that_started_by_itself_under_an_older_gbcli_is_replaced(terminal):
+    """After an upgrade, the old automatic server would refuse every command until it idled out: it is stopped and
+    a server of this build takes its place."""
+    terminal.runtime.mkdir(mode=0o700)
+    old = subprocess.Popen([sys.executable, "-c", FAKE_OLD_SERVER, str(terminal.runtime / "server.sock")],
+                           stdout=subprocess.PIPE)
+    try:
+        assert old.stdout.readline() == b"listening\n"
+        code, shown = terminal.run("tokenize", "hi", "--models", "nope")
+        assert old.wait(timeout=20) == 0  # it was asked to stop
+        assert code == 2 and b"Unknown model column 'nope'" in shown and b"refuse" not in shown
+        assert len(terminal.server_pids()) == 1 and "-> 2" in terminal.log  # a new one answered
+    finally:
+        if old.poll() is None:
+            old.kill()
