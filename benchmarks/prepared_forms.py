@@ -54,7 +54,7 @@ def numbers(value: object, found: list[float]) -> list[float]:
 
 
 def run_once(args: list[str]) -> dict:
-    from gbcli.warm import run_command_line
+    from gbcli.warm.runner import run_command_line
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
@@ -102,8 +102,8 @@ def main() -> None:
     args = ["fill-mask", TEXT, "--models", "bert", "--bert", str(bert), "--json"]
     import torch
 
-    from gbcli import models
-    from gbcli.warm import models_kept_loaded
+    from gbcli.loading import models
+    from gbcli.warm.runner import models_kept_loaded
 
     forms = {"oneDNN prepacked Linear": prepack_linear_layers}
     if options.inductor:

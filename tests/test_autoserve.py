@@ -1,4 +1,4 @@
-"""The warm server that starts by itself (gbcli.autostart), as a user at a terminal meets it.
+"""The warm server that starts by itself (gbcli.warm.autostart), as a user at a terminal meets it.
 
 Every command here runs on a pseudo-terminal of its own, in a temporary runtime folder, settings file and state
 folder, with CI unset (the CI sets CI=true, which alone would keep every server off). Every server a test starts is
@@ -62,7 +62,7 @@ class Terminal:
         return [int(pid) for pid in re.findall(r"starting on .* \(pid (\d+)\)", self.log)]
 
     def status(self) -> dict | None:
-        from gbcli.client import status
+        from gbcli.warm.client import status
 
         before = os.environ.get("GBCLI_RUNTIME_DIR")
         os.environ["GBCLI_RUNTIME_DIR"] = str(self.runtime)
@@ -269,7 +269,7 @@ def test_a_server_that_cannot_start_leaves_the_command_here_and_says_so_once():
 
 FAKE_OLD_SERVER = """
 import os, signal, socket, sys
-from gbcli.protocol import Channel
+from gbcli.warm.protocol import Channel
 path = sys.argv[1]
 listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 listener.bind(path)

@@ -13,7 +13,7 @@ Two commands that start at once take a lock in the runtime folder: the first sta
 and then connects to it. A server that cannot start leaves its command to run in-process, says why once, and is not
 started again by this gbcli build until `gbcli stop` (or `gbcli serve`) clears the record of that failure.
 
-Only the standard library is imported here, as in gbcli.client.
+Only the standard library is imported here, as in gbcli.warm.client.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import socket
 import sys
 import time
 
-from gbcli.protocol import LOG_NAME, build_id, runtime_folder, socket_file
+from gbcli.warm.protocol import LOG_NAME, build_id, runtime_folder, socket_file
 
 LOCK_NAME = "autostart.lock"
 FAILED_NAME = "autostart.failed"  # this build's server could not start: commands run in-process, quietly
@@ -67,7 +67,7 @@ def keep_alive_text() -> str:
 def start_and_connect() -> tuple[socket.socket, int] | None:
     """Start a server (or find the one a simultaneous command started) and connect: (socket, its pid), or None
     when none could be had (the command then runs in-process; why is said on stderr once)."""
-    from gbcli.client import connect
+    from gbcli.warm.client import connect
 
     try:
         folder = _private_folder()
@@ -86,7 +86,7 @@ def start_and_connect() -> tuple[socket.socket, int] | None:
 
 
 def _private_folder() -> str:
-    from gbcli.protocol import private_dir
+    from gbcli.warm.protocol import private_dir
 
     return str(private_dir())
 
@@ -94,7 +94,7 @@ def _private_folder() -> str:
 def _start(folder: str) -> tuple[socket.socket, int] | None:
     import subprocess
 
-    from gbcli.client import connect
+    from gbcli.warm.client import connect
 
     keep_alive = keep_alive_text()
     log_path = os.path.join(folder, LOG_NAME)

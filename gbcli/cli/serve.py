@@ -10,7 +10,7 @@ import typer
 from gbcli.cli.options import JsonOption, ModelChoice, load_columns, model_options, parse_models
 from gbcli.cli.reporting import handle_errors, print_warnings
 from gbcli.errors import GbcliError
-from gbcli.models import FAMILIES, FAMILY_INFO
+from gbcli.loading.models import FAMILIES, FAMILY_INFO
 
 
 @handle_errors
@@ -31,7 +31,7 @@ def shell(
     A line of text alone runs fill-mask on it when it holds a mask, compare otherwise. Off a terminal
     (`gbcli shell < commands.txt`) it reads the commands from stdin, without prompt or colour.
     """
-    from gbcli.shell import Session, run_shell
+    from gbcli.warm.shell import Session, run_shell
 
     choice.load_options()  # refuse a bad --device or --dtype before anything loads
     session = Session(json_lines=json_output)
@@ -68,7 +68,7 @@ def serve(
                                  show_default=False)
     ] = None,
     auto: Annotated[bool, typer.Option("--auto", hidden=True, help="Started by a command on a terminal "
-                                       "(gbcli.autostart): load nothing at start, exit once no model is held.")
+                                       "(gbcli.warm.autostart): load nothing at start, exit once no model is held.")
                     ] = False,
     *,
     choice: ModelChoice,
@@ -80,7 +80,7 @@ def serve(
     Other models load on the first request that names them. `gbcli ps` lists what it holds; `gbcli stop` ends it.
     """
     from gbcli.settings import value
-    from gbcli.warm import parse_duration
+    from gbcli.warm.runner import parse_duration
 
     keep_alive = str(value("keep-alive", keep_alive))
     seconds = parse_duration(keep_alive)
@@ -90,7 +90,7 @@ def serve(
     named = [family for family in FAMILIES if specs[family]]
     families = parse_models(models) if models else named or ["gpt", "bert"]
     if detach:
-        from gbcli.serving import start_detached
+        from gbcli.warm.manage import start_detached
 
         argv = ["serve", "--keep-alive", keep_alive, "--models", ",".join(families), "--device", choice.device,
                 "--dtype", choice.dtype]
@@ -100,8 +100,8 @@ def serve(
             if specs[family]:
                 argv += [FAMILY_INFO[family].flag, str(specs[family])]
         raise typer.Exit(start_detached(argv))
-    from gbcli.autostart import forget_failure
-    from gbcli.server import run_server
+    from gbcli.warm.autostart import forget_failure
+    from gbcli.warm.server import run_server
 
     forget_failure()
 
@@ -132,7 +132,7 @@ def tcp_address(host: str | None, port: int | None) -> tuple[str, int] | None:
 @handle_errors
 def ps(json_output: JsonOption = False) -> None:
     """The running server: its process, and the models it holds with their memory and idle time."""
-    from gbcli.serving import show_status
+    from gbcli.warm.manage import show_status
 
     raise typer.Exit(show_status(json_output))
 
@@ -140,8 +140,8 @@ def ps(json_output: JsonOption = False) -> None:
 @handle_errors
 def stop() -> None:
     """Stop the running server (it finishes the request it is running first)."""
-    from gbcli.autostart import forget_failure
-    from gbcli.serving import stop_server
+    from gbcli.warm.autostart import forget_failure
+    from gbcli.warm.manage import stop_server
 
     forget_failure()  # a server that failed to start by itself may be tried again
     raise typer.Exit(stop_server())

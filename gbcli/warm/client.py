@@ -15,7 +15,7 @@ import sys
 import time
 
 from gbcli.entry import HELP_FLAGS
-from gbcli.protocol import (
+from gbcli.warm.protocol import (
     SERVER_VARIABLE,
     TOKEN_VARIABLE,
     Channel,
@@ -214,7 +214,7 @@ def forward(argv: list[str], replacing: bool = False) -> int | None:
         return unreachable(target, exc)
     started = 0  # the pid of the server this command started, if it did
     if sock is None:
-        from gbcli import autostart
+        from gbcli.warm import autostart
 
         if target.named or not autostart.allowed():
             return None
@@ -244,14 +244,14 @@ def forward(argv: list[str], replacing: bool = False) -> int | None:
         pid = _peer(sock)
         channel.close()
         if (answer or {}).get("auto") and not same_build(answer) and not target.named and not replacing:
-            from gbcli import autostart
+            from gbcli.warm import autostart
 
             if autostart.allowed() and autostart.stop_server(pid):
                 return forward(argv, replacing=True)
         return refused(target, answer)
     code = Session(channel, silence, started_here=bool(started)).run()
     if code == Session.GONE:  # the server this command started died before answering: run it here instead
-        from gbcli import autostart
+        from gbcli.warm import autostart
 
         autostart.record_failure(os.path.dirname(target.where), f"it stopped: {autostart.log_tail()}")
         return None
