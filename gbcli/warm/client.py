@@ -43,7 +43,7 @@ LOCAL_OPTIONS = ("--output", "-o")
 # The variables that change what a command prints or loads; every other variable stays the client's own.
 FORWARDED_NAMES = {"COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TERM", "COLORTERM", "TTY_COMPATIBLE",
                    "TTY_INTERACTIVE", "CLICOLOR", "CLICOLOR_FORCE", "PY_COLORS", "TERMINAL_WIDTH",
-                   "XDG_CACHE_HOME"}  # the last: where the Hugging Face cache is when HF_HOME is not set
+                   "XDG_CACHE_HOME", "XDG_CONFIG_HOME"}  # where the Hugging Face cache and the settings file are
 FORWARDED_PREFIXES = ("GBCLI_", "HF_", "TRANSFORMERS_")
 # Where models come from, read by huggingface_hub and transformers once, when they are imported: a server cannot
 # take a request's values for them, so a request that differs there runs in-process.
