@@ -888,26 +888,50 @@ def server_pid(env: dict[str, str]) -> int | None:
     return answer.get("pid") if answer else None
 
 
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's finished children."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a running process has used so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def autoserve_rows(ctx: Context) -> list[Row]:
-    """Issue 33: the warm server that starts by itself on a terminal, against today's cold commands."""
+    """Issue 33: the warm server that starts by itself on a terminal, against today's cold commands.
+
+    Wall times on a busy machine move with its load; the CPU seconds (the command's own, plus the server's for the
+    command that started it) say what each side costs whatever the load.
+    """
     repeats = ctx.args.repeats
     models = ["--gpt", str(ctx.gpt_path), "--bert", str(ctx.bert_path)]
     first = [*gbcli_command(), *TYPED_COMMANDS[0], *models]
-    cold_s: list[float] = []
-    first_s: list[float] = []
+    seconds: dict[str, list[float]] = {"cold": [], "first": [], "cold_cpu": [], "first_cpu": []}
     for _ in range(repeats):  # taking turns: the cold command, then the first command of a fresh session
         with terminal_user() as env:
+            before = children_cpu_seconds()
             wall, code, shown = on_terminal([*first, "--no-server"], env)
-            if code != 0:
-                raise RuntimeError(f"the cold command failed: {shown[-300:]!r}")
-            cold_s.append(wall)
-            if server_pid(env) is not None:
-                raise RuntimeError("--no-server started a server")
+            if code != 0 or server_pid(env) is not None:
+                raise RuntimeError(f"the cold command failed or started a server: {shown[-300:]!r}")
+            seconds["cold"].append(wall)
+            seconds["cold_cpu"].append(children_cpu_seconds() - before)
         with terminal_user() as env:
+            before = children_cpu_seconds()
             wall, code, shown = on_terminal(first, env)
-            if code != 0 or server_pid(env) is None:
+            pid = server_pid(env)
+            if code != 0 or pid is None:
                 raise RuntimeError(f"the first command was not answered by a server it started: {shown[-300:]!r}")
-            first_s.append(wall)
+            seconds["first"].append(wall)
+            seconds["first_cpu"].append(children_cpu_seconds() - before + process_cpu_seconds(pid))
+    with terminal_user() as env:
+        typed_cold = [on_terminal([*gbcli_command(), *command, *models, "--no-server"], env)[0]
+                      for command in TYPED_COMMANDS]
     with terminal_user() as env:
         typed_s = []
         for command in TYPED_COMMANDS:
@@ -924,18 +948,23 @@ def autoserve_rows(ctx: Context) -> list[Row]:
         raise RuntimeError(f"one server should have answered every command: {answer}")
     line_s = shell_line_seconds(ctx, repeats)
     weights = weights_bytes(ctx.gpt_path) + weights_bytes(ctx.bert_path)
-    cold, started_first, warm, total = median(cold_s), median(first_s), median(warm_s), sum(typed_s)
+    cold, started_first, warm, total = median(seconds["cold"]), median(seconds["first"]), median(warm_s), sum(typed_s)
+    cold_cpu, first_cpu = median(seconds["cold_cpu"]), median(seconds["first_cpu"])
     allowed_total = cold + 10 * 0.6
+    each = ", ".join(f"{command[0]} {wall:.2f} s (cold {cold_wall:.2f} s)"
+                     for command, wall, cold_wall in zip(TYPED_COMMANDS, typed_s, typed_cold, strict=True))
     return [
         Row(row="10 different commands typed one after another on a terminal, total wall time",
-            gbcli=f"{total:.2f} s", peer=f"one cold command + 10 × 0.6 s: {allowed_total:.2f} s",
-            ratio=total / allowed_total, target="≤ 1 (of one cold command + 10 × 0.6 s)",
-            met=total <= allowed_total, data={"seconds": typed_s, "commands": TYPED_COMMANDS},
-            note="each a fresh process on a pseudo-terminal; the first starts the server: " + ", ".join(
-                f"{command[0]} {wall:.2f} s" for command, wall in zip(TYPED_COMMANDS, typed_s, strict=True))),
+            gbcli=f"{total:.2f} s", peer=f"one cold command + 10 × 0.6 s: {allowed_total:.2f} s (today, 10 cold "
+            f"commands: {sum(typed_cold):.2f} s)", ratio=total / allowed_total,
+            target="≤ 1 (of one cold command + 10 × 0.6 s)", met=total <= allowed_total,
+            data={"seconds": typed_s, "cold_seconds": typed_cold, "commands": TYPED_COMMANDS},
+            note=f"each a fresh process on a pseudo-terminal, the first starting the server: {each}"),
         Row(row="the first of those commands (`fill-mask TEXT`, starting the server)", gbcli=f"{started_first:.2f} s",
             peer=f"today's cold command (`--no-server`): {cold:.2f} s", ratio=started_first / cold,
-            target="≤ 1.05", met=started_first <= 1.05 * cold, data={"first": first_s, "cold": cold_s}),
+            target="≤ 1.05", met=started_first <= 1.05 * cold, data=seconds,
+            note=f"CPU seconds, client and server together: {first_cpu:.2f} against the cold command's "
+                 f"{cold_cpu:.2f} ({first_cpu / cold_cpu:.2f}x)"),
         Row(row="a warm `fill-mask TEXT` (three columns), whole process", gbcli=f"{warm:.3f} s", peer="",
             ratio=None, target="≤ 0.35 s", met=warm <= 0.35, data={"seconds": warm_s}),
         Row(row="a `fill-mask` line in `gbcli shell`, to its last output line", gbcli=f"{median(line_s):.3f} s",
