@@ -154,3 +154,22 @@ def test_the_settings_file_is_in_the_user_config_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CONFIG_HOME", "relative/ignored")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert config_path() == os.path.join(tmp_path, "home", ".config", "gbcli", "config.toml")
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_the_settings_view_keeps_every_value_whole(config, monkeypatch, width):
+    from gbcli.cli.config import SettingsReport, current, settings_view
+    from gbcli.settings import SETTINGS
+    from tests.test_layout import render
+
+    long_folder = "/home/student/checkpoints/" + "a-rather-long-fine-tuned-model-name-" * 2 + "final"
+    monkeypatch.setenv("GBCLI_BERT", long_folder)
+    report = SettingsReport(str(config), [current(key) for key in SETTINGS])
+    screen = render(settings_view(report), width)
+    assert "GBCLI_BERT" in screen and "10m" in screen and max(len(line) for line in screen.splitlines()) <= width
+    lines = screen.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("bert "))
+    end = next(i for i, line in enumerate(lines) if line.startswith("bart "))
+    value_column = lines[start].index("/home")
+    folded = "".join(line[value_column:].split()[0] for line in lines[start:end])
+    assert folded == long_folder and "…" not in screen  # folded across lines, never cut
