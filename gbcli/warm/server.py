@@ -370,6 +370,7 @@ class Server:
             except OSError:
                 pass
             used_until_now(self.current_since)
+            release_freed_memory()
             with self.lock:
                 self.current = None
                 self.cancel_signalled = False
@@ -495,6 +496,19 @@ class Server:
         return hello("status", pid=os.getpid(), socket=str(self.path), **extra, ready=self.ready,
                      busy=self.current is not None, queued=self.jobs.qsize(), served=self.served,
                      uptime=time.time() - self.started, keep_alive=self.keep_alive, auto=self.auto, models=models)
+
+
+def release_freed_memory() -> None:
+    """Hand the heap a request freed back to the system (glibc keeps it for reuse otherwise): a server holds its
+    models for minutes, and the activations and gradients of one large request should not stay resident that long."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        pass
 
 
 def _text(raw: io.RawIOBase, encoding: list[str]) -> io.TextIOWrapper:
