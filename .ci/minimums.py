@@ -1,5 +1,6 @@
-"""Print `name==minimum` for every dependency pyproject.toml declares with a lower bound: the versions the
-compatibility job installs, so that the declared minimums are the tested ones by construction."""
+"""Print `name==minimum` (a requirements file, environment markers kept) for every dependency pyproject.toml
+declares with a lower bound: the versions the compatibility job installs, so that the declared minimums are the
+tested ones by construction."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ def minimums(pyproject: str) -> list[str]:
         raise SystemExit("pyproject.toml: no dependencies list")
     pins = []
     for requirement in re.findall(r'^\s*"([^"]+)"', block.group(1), re.MULTILINE):
-        name, lower = re.match(r"([A-Za-z0-9_.-]+)\s*(?:.*?>=\s*([^,\s]+))?", requirement).groups()
+        specifier, _, marker = requirement.partition(";")
+        name, lower = re.match(r"([A-Za-z0-9_.-]+)\s*(?:.*?>=\s*([^,\s]+))?", specifier).groups()
         if lower is None:
             raise SystemExit(f"pyproject.toml: {requirement!r} declares no minimum")
-        pins.append(f"{name}=={lower}")
+        pins.append(f"{name}=={lower}" + (f"; {marker.strip()}" if marker.strip() else ""))
     return pins
 
 

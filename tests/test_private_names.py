@@ -32,6 +32,9 @@ UNPROBED = {
     ("gbcli/loading/fast_load.py", "_buffers"): "torch.nn.Module's buffer table, unchanged since torch 1.0",
     ("gbcli/loading/fast_load.py", "_is_hf_initialized"): "a mark fast load sets on a tensor for transformers to read; "
     "tests/test_fast_load.py fails if a loaded tensor were initialised again",
+    ("gbcli/jobs/state_cache.py", "_commit_hash"): "a hub checkpoint's commit in the hidden-state cache's key, read "
+    "with getattr and a default (every 5.x config has it); were it gone, a hub model updated in place could be "
+    "served cached states: the key should then take huggingface_hub's revision instead",
 }
 STDLIB = {"_exit", "_thread"}  # os._exit, the _thread module
 
