@@ -36,9 +36,9 @@ TYPE_CHECKING = False  # typing costs a warm command ~4 ms of start-up; annotati
 if TYPE_CHECKING:
     from typing import Any
 
-# Never sent to a server: the server's own commands, and `finetune`, which trains new weights for minutes to hours
-# (a warm server would be held that long, and its models are for reading only).
-LOCAL_COMMANDS = {"serve", "shell", "ps", "stop", "finetune"}
+# Never sent to a server: the server's own commands, `config`, and `finetune`, which trains new weights for minutes
+# to hours (a warm server would be held that long, and its models are for reading only).
+LOCAL_COMMANDS = {"serve", "shell", "ps", "stop", "config", "finetune"}
 LOCAL_FLAGS = set(HELP_FLAGS)  # instant in-process; nothing to gain (entry answers them before this module)
 # A file job into --output runs where it is typed: it may last hours (a server would be held that long), and under
 # torchrun every process must do its own share on its own device.
@@ -46,7 +46,7 @@ LOCAL_OPTIONS = ("--output", "-o")
 # The variables that change what a command prints or loads; every other variable stays the client's own.
 FORWARDED_NAMES = {"COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TERM", "COLORTERM", "TTY_COMPATIBLE",
                    "TTY_INTERACTIVE", "CLICOLOR", "CLICOLOR_FORCE", "PY_COLORS", "TERMINAL_WIDTH",
-                   "XDG_CACHE_HOME"}  # the last: where the Hugging Face cache is when HF_HOME is not set
+                   "XDG_CACHE_HOME", "XDG_CONFIG_HOME"}  # where the Hugging Face cache and the settings file are
 FORWARDED_PREFIXES = ("GBCLI_", "HF_", "TRANSFORMERS_")
 # Where models come from, read by huggingface_hub and transformers once, when they are imported: a server cannot
 # take a request's values for them, so a request that differs there runs in-process.
@@ -201,10 +201,11 @@ def forward_or_in_process(argv: list[str]) -> list[str]:
     return argv
 
 
-def forward(argv: list[str]) -> int | None:
+def forward(argv: list[str], replacing: bool = False) -> int | None:
     """Run `gbcli ARGV` on the server if one is up and of this build: its exit code, or None to run in-process.
 
     A server named by GBCLI_SERVER that cannot be reached, or refuses, is an error (exit 1): the user asked for it.
+    A server that started by itself and is of another build (gbcli was upgraded) is stopped and started afresh.
     """
     if server_disabled() or not wants_server(argv) or sys.stdout is None or sys.stderr is None:
         return None  # a closed standard stream: the command says so in-process, as it would without a server
@@ -215,8 +216,16 @@ def forward(argv: list[str]) -> int | None:
         return _fail(f"{exc}.", f"Set {SERVER_VARIABLE} to the address `gbcli serve --port` printed, or unset it.")
     except OSError as exc:
         return unreachable(target, exc)
+    started = 0  # the pid of the server this command started, if it did
     if sock is None:
-        return None
+        from gbcli.warm import autostart
+
+        if target.named or not autostart.allowed():
+            return None
+        found = autostart.start_and_connect()
+        if found is None:
+            return None
+        sock, started = found
     try:
         silence = silence_seconds()  # read only once a server answers: without one the variable means nothing
     except ValueError as exc:
@@ -236,9 +245,21 @@ def forward(argv: list[str]) -> int | None:
         _warn(f"the gbcli server at {target.where} did not answer ({type(exc).__name__}); running in-process.")
         return None
     if answer is None or answer.get("type") != "accepted" or not same_build(answer):
+        pid = _peer(sock)
         channel.close()
+        if (answer or {}).get("auto") and not same_build(answer) and not target.named and not replacing:
+            from gbcli.warm import autostart
+
+            if autostart.allowed() and autostart.stop_server(pid):
+                return forward(argv, replacing=True)
         return refused(target, answer)
-    return Session(channel, silence).run()
+    code = Session(channel, silence, started_here=bool(started)).run()
+    if code == Session.GONE:  # the server this command started died before answering: run it here instead
+        from gbcli.warm import autostart
+
+        autostart.record_failure(os.path.dirname(target.where), f"it stopped: {autostart.log_tail()}")
+        return None
+    return code
 
 
 def silence_seconds() -> float:
@@ -284,9 +305,13 @@ def refused(target: Target, answer: dict[str, Any] | None) -> int | None:
 class Session:
     """One forwarded command: copy the server's output out, standard input in, and return its exit code."""
 
-    def __init__(self, channel: Channel, silence: float = DEFAULT_SILENCE_SECONDS) -> None:
+    GONE = -1  # a server started for this command died before writing any output: the command may run here
+
+    def __init__(self, channel: Channel, silence: float = DEFAULT_SILENCE_SECONDS, started_here: bool = False) -> None:
         self.channel = channel
         self.silence = silence
+        self.started_here = started_here
+        self.wrote_output = False
         self.interrupted_at: float | None = None
 
     def run(self) -> int:
@@ -318,11 +343,14 @@ class Session:
             except (ProtocolError, OSError) as exc:
                 return _fail(f"the connection to the gbcli server broke: {exc}.", "Run the command again.")
             if message is None:
+                if self.started_here and not self.wrote_output and self.interrupted_at is None:
+                    return self.GONE
                 return _fail("the gbcli server stopped while running this command.",
                              "Run it again: with no server up it runs in-process (gbcli serve --detach restarts "
                              "one).")
             kind = message["type"]
             if kind == "out":
+                self.wrote_output = self.wrote_output or message.get("fd") == 1
                 code = self._write(message)
                 if code is not None:
                     return code
