@@ -192,6 +192,17 @@ def test_view_is_whole_and_reads_back_a_finished_run(trained, task_files, models
     assert "already finished" in shown.stderr  # nothing was trained again
 
 
+def _whole_checkpoint(folder: Path) -> bool:
+    """A checkpoint whose trainer_state.json (Trainer's last file of one) is written whole."""
+    for state in folder.glob("checkpoint-*/trainer_state.json"):
+        try:
+            json.loads(state.read_text())
+            return True
+        except ValueError:  # being written
+            continue
+    return False
+
+
 def test_resume_after_a_kill_ends_as_the_uninterrupted_run(tmp_path, task_files, gpt_path):
     """Killed (SIGKILL) after its first checkpoint, then resumed: the same dev curve and the same weights, bit for
     bit, as a run never interrupted (Trainer restores weights, optimizer, schedule, RNG states and data order)."""
@@ -206,7 +217,7 @@ def test_resume_after_a_kill_ends_as_the_uninterrupted_run(tmp_path, task_files,
     process = subprocess.Popen([gbcli_executable(), *args, "-o", str(killed)], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not list(killed.glob("gpt/checkpoint-*/trainer_state.json")) and time.monotonic() < deadline:
+    while not _whole_checkpoint(killed / "gpt") and time.monotonic() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -394,7 +405,8 @@ def test_finetune_is_never_sent_to_a_warm_server():
 
 
 def _on_a_terminal(args: list[str], *, interrupt_when: Path | None = None) -> tuple[int, list[str]]:
-    """Run gbcli on an 80-column pseudo-terminal; with `interrupt_when`, type Ctrl-C once that path exists.
+    """Run gbcli on an 80-column pseudo-terminal; with `interrupt_when`, type Ctrl-C once that run folder holds a
+    whole checkpoint.
     The exit code and every line the user can scroll back to."""
     import pty
 
@@ -410,7 +422,7 @@ def _on_a_terminal(args: list[str], *, interrupt_when: Path | None = None) -> tu
     output, deadline = b"", time.monotonic() + 180
     while time.monotonic() < deadline:
         output += read_terminal_until(fd, b"\x00", 0.1)
-        if interrupt_when is not None and list(interrupt_when.parent.glob(interrupt_when.name)):
+        if interrupt_when is not None and _whole_checkpoint(interrupt_when):
             os.write(fd, b"\x03")
             interrupt_when = None
         done, status = os.waitpid(pid, os.WNOHANG)
@@ -436,7 +448,7 @@ def test_live_progress_then_ctrl_c_then_resume(tmp_path, task_files, gpt_path):
     final = row.split()[2]
     assert re.search(rf"16/16 loss \d\.\d{{3}} dev {re.escape(final)} 0:00:00", bar), bar
     code, lines = _on_a_terminal([*args, "--save-every", "2", "-o", str(tmp_path / "cut")],
-                                 interrupt_when=tmp_path / "cut/gpt/checkpoint-*")
+                                 interrupt_when=tmp_path / "cut/gpt")
     shown = "\n".join(lines)
     assert code == 130 and TRACEBACK not in shown and "interrupted" in shown and "--resume" in shown
     resumed = run_json(*args, "--save-every", "2", "-o", str(tmp_path / "cut"), "--resume")
