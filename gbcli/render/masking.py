@@ -16,6 +16,7 @@ from gbcli.models import family_title
 from gbcli.render.common import format_nats, format_prob
 from gbcli.render.model_names import NamesLine
 from gbcli.tasks.masking import CHOICE_POOL, FillMaskResult, MaskColumn, MaskPrediction, MaskSlot, SpanInfilling
+from gbcli.tasks.masking.gpt import JOINT_BEAMS
 from gbcli.tasks.tokenization import readable_piece
 
 HEADINGS: dict[str, tuple[str, str]] = {
@@ -198,6 +199,8 @@ def filling_lines(result: FillMaskResult) -> Group:
         score = f"{FILLING_MEASURES[filling.column]} {format_nats(filling.logprob)}"
         if len(result.masks) > 1 and filling.column == "bert":
             score += " · filled in order " + ", ".join(f"#{m + 1}" for m in filling.order)
+        if len(result.masks) > 1 and filling.column == "gpt_whole":
+            score += f" · the best of a beam search ({JOINT_BEAMS} beams) over the blanks' candidates"
         line = Text(labels[filling.column].ljust(width) + "  ", style="bold")
         line.append(filling.text)
         line.append("  " + score, style="dim")
