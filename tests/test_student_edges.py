@@ -1,0 +1,36 @@
+"""What a student meets (issue 32): each rough edge, through the entry point, as a class across commands."""
+
+from __future__ import annotations
+
+from transformers import AutoTokenizer
+
+from tests.cli_helpers import run
+
+TWO_TEXTS = ("the duck quacks in the park .", "once upon a time there was a lion who lived in the yard .")
+
+
+def flat(screen: str) -> str:
+    return " ".join(screen.split())
+
+
+# ---- 2. the method lines of several texts count the work of all of them ----------------------------------------
+
+
+def test_score_of_several_texts_counts_every_texts_masked_copies(models, bert_path):
+    result = run("score", *TWO_TEXTS, *models)
+    assert result.exit_code == 0, result.stderr
+    tokenizer = AutoTokenizer.from_pretrained(bert_path)
+    counts = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in TWO_TEXTS]
+    assert f"{sum(counts)} masked copies for 2 texts ({counts[0]} + {counts[1]}), batched" in flat(result.stdout)
+    assert "2 windows for 2 texts (1 + 1)" in flat(result.stdout)
+
+
+def test_score_file_counts_every_lines_masked_copies(models, bert_path, tmp_path):
+    lines = ["the duck quacks .", *TWO_TEXTS, "the cow moos"]
+    path = tmp_path / "texts.txt"
+    path.write_text("\n".join(lines) + "\n")
+    result = run("score", "--file", str(path), *models)
+    assert result.exit_code == 0, result.stderr
+    tokenizer = AutoTokenizer.from_pretrained(bert_path)
+    counts = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in lines]
+    assert f"{sum(counts)} masked copies for 4 texts ({' + '.join(map(str, counts))})" in flat(result.stdout)
