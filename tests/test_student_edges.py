@@ -34,3 +34,25 @@ def test_score_file_counts_every_lines_masked_copies(models, bert_path, tmp_path
     tokenizer = AutoTokenizer.from_pretrained(bert_path)
     counts = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in lines]
     assert f"{sum(counts)} masked copies for 4 texts ({' + '.join(map(str, counts))})" in flat(result.stdout)
+
+
+# ---- 3. BART's candidates mark a leading space as GPT's do --------------------------------------------------------
+
+
+def test_bart_fill_mask_rows_mark_the_leading_space_of_their_first_piece(models, bart_path):
+    args = ("fill-mask", "the capital of peru is [MASK] .", "--models", "bart", "--bart", str(bart_path), *models)
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    doc = run(*args, "--json")
+    import json
+
+    predictions = json.loads(doc.stdout)["masks"][0]["bart"]["predictions"]
+    spaced = [p for p in predictions if p["pieces"][0].startswith("Ġ")]
+    assert spaced, predictions
+    rows = [line.split() for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]
+    labels = [row[1] for row in rows]
+    for prediction in spaced:
+        assert "␣" + prediction["word"] in labels, (prediction, result.stdout)
+    # Different tokens never read as the same row.
+    shown = [row[1] for row in rows[: len(predictions)]]
+    assert len(set(shown)) == len(shown)

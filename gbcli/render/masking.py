@@ -17,7 +17,7 @@ from gbcli.render.common import format_nats, format_prob
 from gbcli.render.model_names import NamesLine
 from gbcli.tasks.masking import CHOICE_POOL, FillMaskResult, MaskColumn, MaskPrediction, MaskSlot, SpanInfilling
 from gbcli.tasks.masking.gpt import JOINT_BEAMS
-from gbcli.tasks.tokenization import readable_piece
+from gbcli.tasks.tokenization import SPACE_MARK, readable_piece
 
 HEADINGS: dict[str, tuple[str, str]] = {
     "bert": ("BERT", "both sides"),
@@ -40,7 +40,15 @@ def prediction_label(prediction: MaskPrediction) -> str:
     if any(piece.startswith("##") and len(piece) > 2 for piece in prediction.pieces):
         return "".join(readable_piece(piece) for piece in prediction.pieces)
     # A byte-level piece without its space (GPT-2's `p` after `␣was`) already reads as joined.
-    return readable_piece(prediction.pieces[0], prediction.text)
+    return with_space_mark(prediction.pieces, readable_piece(prediction.pieces[0], prediction.text))
+
+
+def with_space_mark(pieces: list[str], shown: str) -> str:
+    """`␣lima` where the first piece carries a leading space (Ġlima) but the text shown has dropped it (BART's
+    span is read off the text, trimmed): `Ġlima` and `lima` are different tokens, never two identical rows."""
+    if pieces and pieces[0][:1] in ("Ġ", "▁") and len(pieces[0]) > 1 and not shown.startswith(SPACE_MARK):
+        return SPACE_MARK + shown.lstrip()
+    return shown
 
 
 def marked_text(result: FillMaskResult, highlight: int | None = None) -> Text:
@@ -67,7 +75,8 @@ def _winner(slot: MaskSlot) -> str | None:
 def _cell(prediction: MaskPrediction, winner: str | None, top: bool) -> Text:
     label = prediction_label(prediction)
     if len(prediction.pieces) > 1 and " " in prediction.word.strip():
-        label = f"{prediction.word} ({len(prediction.pieces)} tokens)"  # a BART span of several words
+        # a BART span of several words
+        label = f"{with_space_mark(prediction.pieces, prediction.word)} ({len(prediction.pieces)} tokens)"
     elif len(prediction.pieces) > 1:
         label += f" ({len(prediction.pieces)} pieces)"
     style = WINNER_STYLE if winner is not None and prediction.word == winner else ("bold" if top else "")
@@ -255,7 +264,8 @@ def bart_beams_table(infilling: SpanInfilling, blanks: int) -> Table:
             wrote.append(beam.output, style="dim")
             table.add_row(str(beam.rank), wrote, *[""] * (blanks - 1), format_prob(beam.prob), score, style="dim")
             continue
-        spans = [Text(span.text or NOTHING, style="bold" if beam is infilling.fillings[0] else "")
+        spans = [Text(with_space_mark(span.pieces, span.text) if span.text else NOTHING,
+                      style="bold" if beam is infilling.fillings[0] else "")
                  for span in beam.spans]
         table.add_row(str(beam.rank), *spans, format_prob(beam.prob), score)
     return table
