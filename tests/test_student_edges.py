@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from transformers import AutoTokenizer
 
 from tests.cli_helpers import run
@@ -56,3 +57,32 @@ def test_bart_fill_mask_rows_mark_the_leading_space_of_their_first_piece(models,
     # Different tokens never read as the same row.
     shown = [row[1] for row in rows[: len(predictions)]]
     assert len(set(shown)) == len(shown)
+
+
+# ---- 4. every command warns alike when BERT reads [UNK] for characters of the input ------------------------------
+
+SNOWMAN = "☃"  # a character the tiny BERT's vocabulary lacks: it reads [UNK] there
+
+
+@pytest.mark.parametrize("args", [
+    ("fill-mask", f"the {SNOWMAN} [MASK] quacks ."),
+    ("score", f"the {SNOWMAN} duck quacks ."),
+    ("attention", f"the {SNOWMAN} duck quacks ."),
+    ("lens", f"the {SNOWMAN} [MASK] quacks ."),
+    ("saliency", f"the {SNOWMAN} [MASK] quacks .", "--steps", "4"),
+    ("context", f"the {SNOWMAN} duck quacks .", "--change", "duck=dog"),
+    ("generate", f"the {SNOWMAN} duck", "--max-new-tokens", "2"),
+    ("compare", f"the {SNOWMAN} [MASK] quacks ."),
+    ("pairs", f"the {SNOWMAN} duck quacks .", f"the {SNOWMAN} duck quack ."),
+], ids=lambda args: args[0])
+def test_every_command_warns_when_bert_reads_unknown_for_the_input(models, bert_path, args):
+    tokenizer = AutoTokenizer.from_pretrained(bert_path)
+    assert tokenizer.unk_token_id in tokenizer(SNOWMAN)["input_ids"]  # the premise: BERT has no token for it
+    result = run(*args, "--models", "bert", *models)
+    assert result.exit_code == 0, result.stderr
+    warning = flat(result.stderr)
+    assert "warning: BERT" in warning and "[UNK]" in warning, result.stderr
+    if args[0] != "score":  # score names the texts by number
+        assert f"'{SNOWMAN}'" in warning
+    clean = run(*(a.replace(f"{SNOWMAN} ", "") for a in args), "--models", "bert", *models)
+    assert "[UNK]" not in clean.stderr
