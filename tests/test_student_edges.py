@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from transformers import AutoTokenizer
 
@@ -45,8 +47,6 @@ def test_bart_fill_mask_rows_mark_the_leading_space_of_their_first_piece(models,
     result = run(*args)
     assert result.exit_code == 0, result.stderr
     doc = run(*args, "--json")
-    import json
-
     predictions = json.loads(doc.stdout)["masks"][0]["bart"]["predictions"]
     spaced = [p for p in predictions if p["pieces"][0].startswith("Ġ")]
     assert spaced, predictions
@@ -86,3 +86,52 @@ def test_every_command_warns_when_bert_reads_unknown_for_the_input(models, bert_
         assert f"'{SNOWMAN}'" in warning
     clean = run(*(a.replace(f"{SNOWMAN} ", "") for a in args), "--models", "bert", *models)
     assert "[UNK]" not in clean.stderr
+
+
+# ---- 5. one layer numbering: emb = 0, blocks 1..L, in attention as in lens and context ---------------------------
+
+
+def test_attention_numbers_layers_as_lens_and_context_do(models, gpt_path):
+    from tests.test_attention import reference_attention
+
+    weights, _ = reference_attention(gpt_path, "gpt", "the duck quacks .")
+    blocks = weights.shape[0]
+    screen = run("attention", "the duck quacks .", "--models", "gpt", *models).stdout
+    assert f"layer {blocks} (last)" in screen
+    lens = run("lens", "the duck [MASK] .", "--models", "gpt", *models).stdout
+    assert f"\n{blocks} " in lens or f" {blocks} " in lens  # lens's last block carries the same number
+    first = run("attention", "the duck quacks .", "--models", "gpt", "--layer", "1", "--json", *models)
+    (entry,) = json.loads(first.stdout)["models"]
+    assert entry["layer"] == 1
+    # Layer 1 is the first block: attentions[0] in transformers' own indexing.
+    import numpy as np
+
+    np.testing.assert_allclose(entry["matrix"], weights[0].mean(0), atol=1e-6)
+    embeddings = run("attention", "the duck quacks .", "--models", "gpt", "--layer", "0", *models)
+    assert embeddings.exit_code == 2 and "embeddings" in embeddings.stderr
+
+
+# ---- 10. no legend names a colour the screen does not show --------------------------------------------------------
+
+
+@pytest.mark.parametrize("colour", [False, True], ids=["NO_COLOR", "colour"])
+def test_attention_legend_names_magenta_only_where_colour_shows(models, colour):
+    import io
+
+    from rich.console import Console
+
+    from gbcli.models import load_model
+    from gbcli.render.attention import attention_view
+    from gbcli.tasks.attention import build_report, compute_attention
+
+    lm = load_model("bert", models[models.index("--bert") + 1])
+    report = build_report("the duck quacks .", [compute_attention(lm, "the duck quacks .")], layer=None, head=None,
+                          summary=False, stat="entropy", token=None, top=5)
+    for width in (80, 120):
+        console = Console(width=width, record=True, file=io.StringIO(), color_system="truecolor" if colour else None)
+        console.print(attention_view(report, 0))
+        screen = console.export_text()
+        assert ("magenta" in screen) == colour
+        assert "special tokens" in flat(screen)
+    piped = run("attention", "the duck quacks .", "--models", "bert", *models)
+    assert "magenta" not in piped.stdout and "special tokens ([CLS]" in flat(piped.stdout)

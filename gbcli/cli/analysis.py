@@ -38,8 +38,9 @@ def tokenize(
 def attention(
     text: Annotated[str, typer.Argument(help="The text, or - to read stdin.")],
     layer: Annotated[
-        int | None, typer.Option("--layer", help="Layer to show, from 0; negative counts from the end "
-                                 "(default -1, the last).", show_default=False)
+        int | None, typer.Option("--layer", help="Layer to show, 1 to L as in lens and context (0 is "
+                                 "the embeddings); negative counts from the end (default -1, the last).",
+                                 show_default=False)
     ] = None,
     head: Annotated[str, typer.Option("--head", help="A head, from 0 (negative from the end), or mean.")] = "mean",
     summary: Annotated[
