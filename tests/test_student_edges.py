@@ -135,3 +135,27 @@ def test_attention_legend_names_magenta_only_where_colour_shows(models, colour):
         assert "special tokens" in flat(screen)
     piped = run("attention", "the duck quacks .", "--models", "bert", *models)
     assert "magenta" not in piped.stdout and "special tokens ([CLS]" in flat(piped.stdout)
+
+
+# ---- 6. context --word: the emb row differs by position, and the note says so ------------------------------------
+
+
+def test_context_word_note_says_the_embeddings_differ_by_position(models, bert):
+    import torch
+
+    texts = ["the duck quacks in the park .", "a duck swims .", "once upon a time there was a duck ."]
+    doc = json.loads(run("context", "--word", "duck", *texts, "--models", "bert", "--json", *models).stdout)
+    (similarity,) = doc["similarities"]
+    positions = [occurrence["positions"][0] for occurrence in similarity["occurrences"]]
+    tokenizer, model = bert
+    with torch.no_grad():
+        embedded = [model.bert.embeddings(input_ids=tokenizer(text, return_tensors="pt")["input_ids"])[0, position]
+                    for text, position in zip(texts, positions, strict=True)]
+    for pair in similarity["pairs"]:
+        a, b = embedded[pair["a"] - 1], embedded[pair["b"] - 1]
+        expected = torch.nn.functional.cosine_similarity(a, b, dim=0).item()
+        assert pair["cosine"][0] == pytest.approx(expected, abs=1e-5)
+        assert pair["identical"][0] == (positions[pair["a"] - 1] == positions[pair["b"] - 1])
+    assert "position" in doc["note"] and "ignore the context" not in doc["note"]
+    screen = flat(run("context", "--word", "duck", *texts, "--models", "bert", *models).stdout)
+    assert "only for sentences where the word sits at the same position" in screen
