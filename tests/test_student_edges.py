@@ -13,7 +13,8 @@ TWO_TEXTS = ("the duck quacks in the park .", "once upon a time there was a lion
 
 
 def flat(screen: str) -> str:
-    return " ".join(screen.split())
+    """The screen's words in order, panel borders dropped: a phrase wrapped inside a panel reads whole."""
+    return " ".join(screen.replace("│", " ").split())
 
 
 # ---- 2. the method lines of several texts count the work of all of them ----------------------------------------
@@ -159,3 +160,20 @@ def test_context_word_note_says_the_embeddings_differ_by_position(models, bert):
     assert "position" in doc["note"] and "ignore the context" not in doc["note"]
     screen = flat(run("context", "--word", "duck", *texts, "--models", "bert", *models).stdout)
     assert "only for sentences where the word sits at the same position" in screen
+
+
+# ---- 7. one BOS convention: generate reads <|endoftext|> before the prompt, as score does, and says so ------------
+
+
+def test_generates_first_token_has_the_probability_score_gives_it(models):
+    prompt = "once upon a time"
+    doc = json.loads(run("generate", prompt, "--greedy", "--max-new-tokens", "1", "--models", "gpt", "--json",
+                         *models).stdout)
+    (first,) = doc["columns"][0]["continuations"][0]["tokens"]
+    scored = json.loads(run("score", prompt + first["text"], "--tokens", "--models", "gpt", "--json",
+                            *models).stdout.splitlines()[0])
+    last = scored["columns"][0]["tokens"][-1]
+    assert last["id"] == first["id"]
+    assert last["logprob"] == pytest.approx(first["logprob"], abs=1e-5)
+    screen = flat(run("generate", prompt, "--greedy", "--max-new-tokens", "1", "--models", "gpt", *models).stdout)
+    assert "reads <|endoftext|> then the prompt, as score, fill-mask and lens read a text" in screen
