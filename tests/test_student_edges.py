@@ -177,3 +177,23 @@ def test_generates_first_token_has_the_probability_score_gives_it(models):
     assert last["logprob"] == pytest.approx(first["logprob"], abs=1e-5)
     screen = flat(run("generate", prompt, "--greedy", "--max-new-tokens", "1", "--models", "gpt", *models).stdout)
     assert "reads <|endoftext|> then the prompt, as score, fill-mask and lens read a text" in screen
+
+
+# ---- 8. compare says whose filling it scored and why, once, with the p columns' footnotes -------------------------
+
+
+def test_compare_names_whose_filling_it_scores_and_the_ones_that_differ(models, bart_path):
+    args = ("compare", "the capital of [MASK] is [MASK] .", "--with-bart", "--bart", str(bart_path), *models)
+    doc = json.loads(run(*args, "--json").stdout)
+    fillings = {f["column"]: f["text"] for f in doc["predictions"]["fillings"]}
+    assert doc["scored_filling"] == "bert" and doc["scored_text"] == fillings["bert"]
+    screen = flat(run(*args).stdout)
+    assert screen.count(doc["scored_text"]) >= 1 and "scored with the blanks filled" not in screen
+    assert screen.count("Scores of:") == 1
+    assert "the blanks filled by BERT (both sides), the first model to run" in screen
+    differing = {text for text in fillings.values() if text != doc["scored_text"]}
+    assert differing  # the premise: the views disagree on this text
+    for text in differing:
+        assert f'filled it differently: {text} (gbcli score "{text}" scores it)' in screen
+    # The p columns are explained on the compact screen too.
+    assert "BERT p: softmax over the whole vocabulary" in screen and "GPT whole p(sent.)" in screen

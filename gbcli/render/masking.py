@@ -334,7 +334,7 @@ def fill_mask_view(result: FillMaskResult, compact: bool = False) -> RenderableT
     parts.append(Text(""))
     parts.append(Text("best joint filling" if several else "filled in", style="bold underline"))
     parts.append(filling_lines(result))
-    if result.masks and not compact:
+    if result.masks:  # what each p column means, on compare's compact screen too
         parts.append(column_note(result.masks[0].columns()))
     return Group(*parts)
 

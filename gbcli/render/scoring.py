@@ -66,9 +66,10 @@ def measure_label(column: ModelScore) -> str:
     return f"{family_title(column.family)} {column.measure}"
 
 
-def single_table(record: TextScore, label: Label = model_label) -> Table:
-    """One column per model, one row per quantity: narrow enough for three models in 80 columns."""
-    table = Table(title=f"Scores of: {record.text}", title_justify="left", title_style="bold")
+def single_table(record: TextScore, label: Label = model_label, *, titled: bool = True) -> Table:
+    """One column per model, one row per quantity: narrow enough for three models in 80 columns; `titled` names
+    the text above it (compare names it on a line of its own, with why it is that text)."""
+    table = Table(title=f"Scores of: {record.text}" if titled else None, title_justify="left", title_style="bold")
     table.add_column("", style="dim", min_width=len("log-likelihood"))
     for column in record.columns:
         # As narrow as the longest word or number in it, never narrower: a measure's name is not cut.
@@ -226,9 +227,10 @@ def scale_note(record: TextScore) -> RenderableType:
                  expand=False)
 
 
-def whole_names_table(record: TextScore) -> RenderableType:
+def whole_names_table(record: TextScore, *, titled: bool = True) -> RenderableType:
     """The one-text table, its models named in the headers, or on a line above where a name would not fit whole."""
-    return WholeNames(partial(single_table, record), [(column.family, column.model) for column in record.columns])
+    return WholeNames(partial(single_table, record, titled=titled),
+                      [(column.family, column.model) for column in record.columns])
 
 
 def score_view(records: list[TextScore], *, seconds: dict[str, float] | None = None,
