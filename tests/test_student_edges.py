@@ -220,3 +220,29 @@ def test_fill_mask_file_table_shows_the_k_best_of_each_blank(models, tmp_path):
     second = records[0]["masks"][0]["bert"]["predictions"][1]
     assert f"{second['word']} {second['prob']:.4f}" not in default
     assert "each cell: the best candidate of each blank; -k N shows the N best" in default
+
+
+# ---- 11. the README's offline snippet works as written ------------------------------------------------------------
+
+
+def test_readme_offline_snippet_saves_every_folder_its_command_uses(gpt_path, bert_path, tmp_path, monkeypatch):
+    """The snippet's Python runs for real, each hub name read from the tiny model of its kind (the hub is out of
+    reach), then its gbcli command runs on the folders it wrote."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme[readme.index("### Offline, with local checkpoints"):]
+    block = block[block.index("```bash") + len("```bash"): block.index("```", block.index("```bash") + 7)]
+    script = re.search(r"python - <<'EOF'\n(.*?)\nEOF\n", block, re.DOTALL).group(1)
+    command = next(line for line in block.splitlines() if line.startswith("gbcli "))
+    sources = {"gpt2": str(gpt_path), "bert-base-uncased": str(bert_path)}
+    monkeypatch.chdir(tmp_path)
+    exec(script.replace(".from_pretrained(name)", ".from_pretrained(SOURCES[name])"), {"SOURCES": sources})
+    args = shlex.split(command)[1:]
+    for option in ("--gpt", "--bert"):
+        assert (tmp_path / args[args.index(option) + 1] / "config.json").exists(), option
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    assert "Scores" in result.stdout
