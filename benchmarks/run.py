@@ -238,8 +238,8 @@ def generate_rows(ctx: Context) -> list[Row]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
-    from gbcli.models import LoadOptions, load_model
-    from gbcli.tasks.decoding import DecodingSettings
+    from gbcli.loading.models import LoadOptions, load_model
+    from gbcli.tasks.decoding_settings import DecodingSettings
     from gbcli.tasks.generation import generate_causal
 
     args = ctx.args
@@ -335,7 +335,7 @@ def fill_mask_rows(ctx: Context) -> list[Row]:
     import torch
     from transformers import pipeline
 
-    from gbcli.models import LoadOptions, load_model
+    from gbcli.loading.models import LoadOptions, load_model
     from gbcli.tasks.masking import fill_mask_lines
 
     lines = masked_lines(ctx.args.lines)
@@ -391,7 +391,7 @@ def pll_rows(ctx: Context) -> list[Row]:
     """
     import torch
 
-    from gbcli.models import LoadOptions, load_model
+    from gbcli.loading.models import LoadOptions, load_model
     from gbcli.tasks.scoring import ScoreSettings, score_texts
 
     texts = sentences(ctx.args.sentences, seed=2)
@@ -486,7 +486,7 @@ def pairs_rows(ctx: Context) -> list[Row]:
     sentence at a time, GPT-2 one forward pass per sentence, BERT one masked copy per forward pass."""
     import torch
 
-    from gbcli.models import LoadOptions, load_model
+    from gbcli.loading.models import LoadOptions, load_model
     from gbcli.tasks.pairs import PairInput, iter_pair_chunks, score_pairs
     from gbcli.tasks.scoring import ScoreSettings
 
@@ -942,7 +942,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     for name, value in SUBPROCESS_ENV.items():
         os.environ.setdefault(name, value)
-    from gbcli.models import quiet_transformers
+    from gbcli.loading.models import quiet_transformers
 
     quiet_transformers()
     if args.threads is not None:
