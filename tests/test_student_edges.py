@@ -268,3 +268,17 @@ def test_a_usage_error_in_the_text_comes_before_any_heavy_import(args, models):
     assert modules_imported_by([*args, *models], ("torch", "transformers")) == []
     result = run(*args, *models)
     assert result.exit_code == 2 and "error:" in result.stderr and "hint:" in result.stderr
+
+
+# ---- 13. tokenize reads the tokenizers alone: no weights, no torch ------------------------------------------------
+
+
+def test_tokenize_loads_no_model_and_imports_no_torch(models, gpt_path, bert_path):
+    from tests.test_startup import modules_imported_by
+
+    assert modules_imported_by(["tokenize", "the duck quacks .", *models], ("torch",)) == []
+    doc = json.loads(run("tokenize", "the duck quacks .", "--json", *models).stdout)
+    for family, path in (("gpt", gpt_path), ("bert", bert_path)):
+        expected = AutoTokenizer.from_pretrained(path)("the duck quacks .")["input_ids"]
+        (column,) = [c for c in doc["columns"] if c["family"] == family]
+        assert [p["id"] for p in column["pieces"]] == expected
