@@ -301,3 +301,28 @@ def test_a_long_score_counts_its_masked_copies_on_a_terminal(models, bert_path):
     assert "GPT windows" in result.stderr
     piped = run("score", LONG_TEXT, *models)  # no terminal: no bar at all
     assert "masked copies" not in piped.stderr
+
+
+# ---- 15. the cold spinner says the wait is the imports, then names the model --------------------------------------
+
+
+def test_the_cold_spinner_names_the_imports_before_the_model(gpt_path):
+    from tests.cli_helpers import run_installed
+
+    completed = run_installed("score", "the duck quacks .", "--models", "gpt", "--gpt", str(gpt_path),
+                              env={"TTY_COMPATIBLE": "1", "NO_COLOR": "", "GBCLI_NO_SERVER": "1"})
+    assert completed.returncode == 0, completed.stderr.decode()
+    shown = completed.stderr.decode()
+    importing, loading = shown.find("Importing torch and transformers (once per process)"), shown.find("Loading GPT")
+    assert 0 <= importing < loading, shown
+
+
+def test_generates_live_view_names_the_imports_before_the_model(gpt_path):
+    from tests.cli_helpers import run_installed
+
+    completed = run_installed("generate", "the duck", "--max-new-tokens", "2", "--models", "gpt", "--gpt",
+                              str(gpt_path), env={"TTY_COMPATIBLE": "1", "NO_COLOR": "", "GBCLI_NO_SERVER": "1"})
+    assert completed.returncode == 0, completed.stderr.decode()
+    shown = completed.stdout.decode()
+    importing, loading = shown.find("importing torch and transformers (once per process)"), shown.find("loading gpt")
+    assert 0 <= importing < loading, shown

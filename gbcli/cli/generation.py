@@ -114,14 +114,20 @@ def _generate_live(console, requested: list[tuple[Family, str]], options: LoadOp
     """On a terminal: the columns fill in as they are written; Ctrl-C keeps what was written on the screen."""
     from rich.live import Live
 
-    from gbcli.loading.models import load_model
+    from gbcli.loading.models import libraries_imported, load_model
     from gbcli.render.common import terminal_echo_off
     from gbcli.render.generation import StreamingView
 
     view = StreamingView(result.prompt, [(family, display_name(spec)) for family, spec in requested])
+    if requested:  # the first frame already says what the wait is
+        view.loading(requested[0][0], importing=not libraries_imported())
 
     def load(family: Family, spec: str) -> LoadedModel:
-        view.loading(family)  # the spinner lives in the view: one live display per terminal
+        from gbcli.loading.models import import_libraries
+
+        view.loading(family, importing=True)  # the spinner lives in the view: one live display per terminal
+        import_libraries()  # the first model's wait is mostly this: the view says so, then names the model
+        view.loading(family)
         return load_model(family, spec, options)
 
     with terminal_echo_off(), Live(view, console=console, refresh_per_second=12, transient=True) as live:

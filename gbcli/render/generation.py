@@ -135,10 +135,13 @@ class StreamingView:
         self.loading_family: str | None = columns[0][0] if columns else None
         # After Ctrl-C the last frame is printed whole, taller than the terminal if need be.
         self.interrupted = False
+        self.importing = False  # the loading column waits for torch and transformers, not yet for its model
 
-    def loading(self, family: str) -> None:
-        """This column's model is being loaded (the ones before it have finished writing)."""
+    def loading(self, family: str, *, importing: bool = False) -> None:
+        """This column's model is being loaded (the ones before it have finished writing); `importing` while torch
+        and transformers are imported first (once per process)."""
         self.loading_family = family
+        self.importing = importing
 
     def update(self, family: str, text: str) -> None:
         self.active = family
@@ -152,7 +155,8 @@ class StreamingView:
             body.append(self.prompt, style="dim")
             body.append(self.texts[family], style="bold")
             if family == self.loading_family:
-                body = Text(f"loading {name} …", style="dim italic")
+                what = "importing torch and transformers (once per process)" if self.importing else f"loading {name}"
+                body = Text(f"{what} …", style="dim italic")
             elif family == self.active and not self.interrupted:
                 body.append("▌", style="blink")
             panels.append(Panel(body, title=f"{family_title(family)} · {name}", expand=True))
