@@ -326,3 +326,45 @@ def test_generates_live_view_names_the_imports_before_the_model(gpt_path):
     shown = completed.stdout.decode()
     importing, loading = shown.find("importing torch and transformers (once per process)"), shown.find("loading gpt")
     assert 0 <= importing < loading, shown
+
+
+# ---- 16. -n samples one sequence after the other: each streams, and Ctrl-C keeps the ones written ----------------
+
+
+def test_the_first_of_several_samples_is_the_one_sample_of_the_same_seed(models):
+    one = json.loads(run("generate", "once upon a time", "--seed", "5", "--max-new-tokens", "6", "--models", "gpt",
+                         "--json", *models).stdout)
+    three = json.loads(run("generate", "once upon a time", "--seed", "5", "--max-new-tokens", "6", "-n", "3",
+                           "--models", "gpt", "--json", *models).stdout)
+    first = [t["id"] for t in one["columns"][0]["continuations"][0]["tokens"]]
+    sequences = [[t["id"] for t in c["tokens"]] for c in three["columns"][0]["continuations"]]
+    assert len(sequences) == 3 and sequences[0] == first
+    again = json.loads(run("generate", "once upon a time", "--seed", "5", "--max-new-tokens", "6", "-n", "3",
+                           "--models", "gpt", "--json", *models).stdout)
+    assert again["columns"][0]["continuations"] == three["columns"][0]["continuations"]
+
+
+def test_ctrl_c_during_many_samples_keeps_the_ones_written(long_context_gpt):
+    import os
+    import signal
+    import subprocess
+
+    from tests.cli_helpers import TRACEBACK, gbcli_executable
+    from tests.test_signals import _wait_for_cpu_seconds
+
+    process = subprocess.Popen(
+        [gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt", str(long_context_gpt),
+         "--max-new-tokens", "24", "-n", "64", "--seed", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1", "GBCLI_NO_SERVER": "1", "OMP_NUM_THREADS": "1"},
+    )
+    _wait_for_cpu_seconds(process.pid, 14, timeout=240)  # start-up is ~5 CPU seconds: well into the samples
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr.decode()
+    lines = stdout.decode().splitlines()
+    whole = [line for line in lines if " (whole): once upon a time" in line]
+    cut = [line for line in lines if " (interrupted): once upon a time" in line]
+    assert len(whole) >= 1 and len(cut) == 1, lines
+    assert whole[0].startswith("GPT · ") and " #1 (whole)" in whole[0]
+    assert TRACEBACK.encode() not in stderr
