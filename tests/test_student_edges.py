@@ -368,3 +368,22 @@ def test_ctrl_c_during_many_samples_keeps_the_ones_written(long_context_gpt):
     assert len(whole) >= 1 and len(cut) == 1, lines
     assert whole[0].startswith("GPT · ") and " #1 (whole)" in whole[0]
     assert TRACEBACK.encode() not in stderr
+
+
+# ---- 17. a typo gets one "did you mean", and a hint about what it got wrong ---------------------------------------
+
+
+@pytest.mark.parametrize(("args", "message", "guess", "where"), [
+    (("fil-mask", "x"), "No such command 'fil-mask'.", "Did you mean fill-mask?", "`gbcli --help` lists the commands"),
+    (("comapre", "x"), "No such command 'comapre'.", "Did you mean compare?", "`gbcli --help` lists the commands"),
+    (("fill-mask", "--topk", "3", "x"), "No such option --topk.", "Did you mean --top-k?",
+     "`gbcli fill-mask --help` lists this command's options"),
+])
+def test_a_typo_gets_one_did_you_mean(args, message, guess, where):
+    from tests.cli_helpers import run_installed
+
+    completed = run_installed(*args)
+    assert completed.returncode == 2
+    shown = completed.stderr.decode()
+    assert f"error: {message}\n" in shown and f"hint: {guess} {where}" in shown, shown
+    assert shown.count("Did you mean") == 1 and "what each option accepts" not in shown
