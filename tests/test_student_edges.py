@@ -387,3 +387,14 @@ def test_a_typo_gets_one_did_you_mean(args, message, guess, where):
     shown = completed.stderr.decode()
     assert f"error: {message}\n" in shown and f"hint: {guess} {where}" in shown, shown
     assert shown.count("Did you mean") == 1 and "what each option accepts" not in shown
+
+
+# ---- 18. the shell: no shell inside it, `clear` clears, `set` guesses the option meant ---------------------------
+
+
+def test_the_shell_refuses_a_shell_inside_it_and_guesses_a_mistyped_option(models):
+    result = run("shell", *models, input="shell\nset topk 3\nclear\nexit\n")
+    assert "error: This is the gbcli shell already." in result.stderr
+    assert "error: No command has an option --topk." in result.stderr and "hint: Did you mean top-k" in result.stderr
+    assert "Options:" not in result.stderr  # not sixty names
+    assert "compare:" not in result.stdout  # `clear` is the shell's own word, not a text for compare
