@@ -398,3 +398,20 @@ def test_the_shell_refuses_a_shell_inside_it_and_guesses_a_mistyped_option(model
     assert "error: No command has an option --topk." in result.stderr and "hint: Did you mean top-k" in result.stderr
     assert "Options:" not in result.stderr  # not sixty names
     assert "compare:" not in result.stdout  # `clear` is the shell's own word, not a text for compare
+
+
+# ---- 19. error:, hint: and warning: lines wrap between words on a terminal ---------------------------------------
+
+
+def test_error_and_hint_wrap_between_words_on_an_80_column_terminal(models):
+    from rich.cells import cell_len
+
+    args = ("fill-mask", "no blank in this text, so fill-mask refuses it before loading a model")
+    shown = run(*args, *models, env={"TTY_COMPATIBLE": "1", "COLUMNS": "80"}).stderr
+    piped = run(*args, *models).stderr  # off a terminal: one line each, for grep
+    assert len(piped.splitlines()) == 2
+    lines = shown.splitlines()
+    assert len(lines) > 2 and all(cell_len(line.rstrip()) <= 80 for line in lines)
+    # The same words, none cut: wrapped only between words, the continuation under the message.
+    assert shown.split() == piped.split()
+    assert all(line.startswith(("error: ", "hint: ", "      ")) for line in lines)

@@ -31,11 +31,11 @@ from gbcli.cli.options import (
     requested_columns,
 )
 from gbcli.cli.reporting import (
-    _escape,
     handle_errors,
     interrupt_exits_130,
     print_warnings,
     report_error,
+    say,
     stderr_console,
 )
 from gbcli.errors import INTERRUPTED, USAGE
@@ -88,9 +88,8 @@ def report_click_error(error: click_errors.ClickException) -> None:
         hint = f"Usage: {usage} · see `{context.command_path} --help` for what each option accepts."
     else:
         hint = "See `gbcli --help`."
-    console = stderr_console()
-    console.print(f"[bold red]error:[/] {_escape(message)}")
-    console.print(f"[dim]hint:[/] {_escape(hint)}")
+    say("error:", "bold red", message)
+    say("hint:", "dim", hint)
 
 
 def typo_error(error: click_errors.ClickException, context: Any) -> tuple[str, str] | None:
