@@ -135,7 +135,8 @@ def test_gpt2_step_is_the_models_own_forward_bit_for_bit(gpt):
 def test_streaming_hands_over_the_text_so_far_after_every_token(gpt):
     settings = DecodingSettings.from_options(max_new_tokens=10, seed=2)
     seen: list[tuple[str, str]] = []
-    result = generate_causal(gpt, GPT_PROMPT, settings, on_token=lambda family, text: seen.append((family, text)))
+    result = generate_causal(gpt, GPT_PROMPT, settings,
+                             on_token=lambda family, text, sequence: seen.append((family, text)))
     assert len(seen) == len(result.continuations[0].tokens)
     assert {family for family, _ in seen} == {"gpt"}
     assert seen[-1][1] == result.continuations[0].text

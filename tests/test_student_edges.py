@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 
 import pytest
 from transformers import AutoTokenizer
@@ -415,3 +417,68 @@ def test_error_and_hint_wrap_between_words_on_an_80_column_terminal(models):
     # The same words, none cut: wrapped only between words, the continuation under the message.
     assert shown.split() == piped.split()
     assert all(line.startswith(("error: ", "hint: ", "      ")) for line in lines)
+
+
+# ---- 20. --show-probs off colour: every tag whole, the end token named ----------------------------------------------
+
+
+def test_probability_tags_stay_whole_and_the_end_token_is_named(models, bart_path):
+    import re
+
+    args = ("generate", "once upon a time", "--greedy", "--max-new-tokens", "14", "--with-bart", "--bart",
+            str(bart_path), *models)
+    doc = json.loads(run(*args, "--json").stdout)
+    for width in ("80", "120"):
+        screen = run(*args, "--show-probs", env={"COLUMNS": width}).stdout
+        panels = screen.split("\ndecoding:")[0]  # the legend below names the [<.01] tag too
+        tags = re.findall(r"\[(?:\d\.\d\d|<\.01)\]", panels)
+        written = sum(len(c["continuations"][0]["tokens"]) for c in doc["columns"])
+        assert len(tags) == written, screen  # one whole tag per token, none split over two lines
+        assert not re.search(r"\[[\d.<]*\s*│?\s*$", screen, re.MULTILINE)
+        gpt = doc["columns"][0]["continuations"][0]
+        if gpt["stopped_at_eos"]:
+            assert "<|endoftext|>[" in screen  # the end token has a name where its tag is
+
+
+def test_a_run_of_tokens_wider_than_the_line_breaks_between_tokens():
+    import io
+
+    from rich.console import Console
+
+    from gbcli.render.common import ProbText
+
+    pieces = [(" park", 0.22), (".", 1.0), (".", 1.0), (".", 0.5), (" who", 0.97)]
+    for width in (11, 14, 17):  # each token and its tag fit; a run of them does not
+        console = Console(width=width, file=io.StringIO(), color_system=None, record=True)
+        console.print(ProbText(pieces))
+        lines = [line.strip() for line in console.export_text().splitlines() if line.strip()]
+        assert "".join(lines).replace(" ", "") == "park[0.22].[1.00].[1.00].[0.50]who[0.97]", (width, lines)
+        for line in lines:  # every line holds whole tokens with their tags
+            assert re.fullmatch(r"(\S+?\[\d\.\d\d\]\s*)+", line), (width, lines)
+
+
+# ---- 21. BERT's `..` is named as separate tokens ----------------------------------------------------------
+
+
+def test_joined_punctuation_tokens_are_named_as_tokens(models):
+    doc = json.loads(run("generate", "once upon a time", "--greedy", "--max-new-tokens", "14", "--models", "bert",
+                         "--json", *models).stdout)
+    tokens = [t["text"] for t in doc["columns"][0]["continuations"][0]["tokens"]]
+    assert any(a == b == "." for a, b in itertools.pairwise(tokens))  # the premise: BERT wrote ". ."
+    screen = flat(run("generate", "once upon a time", "--greedy", "--max-new-tokens", "14", "--models", "bert",
+                      *models).stdout)
+    assert "'..' is 2 tokens, not one sign" in screen
+
+
+# ---- 22. a long text is excerpted in score's table of many texts ------------------------------------------------
+
+
+def test_score_table_shows_a_long_texts_beginning_and_length(models, tmp_path):
+    paragraph = " ".join(["the duck quacks in the park and the dog barks ."] * 4)  # 44 tokens: BERT holds 64
+    path = tmp_path / "texts.txt"
+    path.write_text(f"the duck quacks .\n{paragraph}\n")
+    screen = run("score", "--file", str(path), *models).stdout
+    assert f"… ({len(paragraph.split())} words)" in flat(screen)
+    assert len(screen.splitlines()) < 30
+    doc = [json.loads(line) for line in run("score", "--file", str(path), "--json", *models).stdout.splitlines()]
+    assert doc[1]["text"] == paragraph  # --json keeps it whole

@@ -28,7 +28,32 @@ def continuation_text(prompt: str, continuation: Continuation, show_probs: bool)
     if not show_probs:
         text.append(continuation.text, style="bold")
         return text
-    return ProbText([(token.text, math.exp(token.logprob)) for token in continuation.tokens], prefix=text)
+    # A token with no text (the end-of-text token a sequence stops at) is named, so its probability has a place.
+    return ProbText([(token.text or f" {token.piece}", math.exp(token.logprob)) for token in continuation.tokens],
+                    prefix=text)
+
+
+# Punctuation that reads as one sign when a tokenizer joins its tokens without a space: ".." looks like an ellipsis.
+JOINING_MARKS = set(".,!?;:-")
+
+
+def joined_marks(continuation: Continuation) -> list[str]:
+    """Runs of two or more punctuation tokens written without a space between them (BERT's `paris..`): each run's
+    text, for a note that they are separate tokens."""
+    runs: list[str] = []
+    current = ""
+    count = 0
+    for token in continuation.tokens:
+        if token.text and set(token.text) <= JOINING_MARKS:
+            current += token.text
+            count += 1
+            continue
+        if count > 1:
+            runs.append(current)
+        current, count = "", 0
+    if count > 1:
+        runs.append(current)
+    return runs
 
 
 def column_panel(prompt: str, column: ModelGeneration, show_probs: bool) -> Panel:
@@ -40,8 +65,13 @@ def column_panel(prompt: str, column: ModelGeneration, show_probs: bool) -> Pane
         mean = continuation.mean_logprob
         summary = f"mean log-prob {format_nats(mean)} per token" if mean is not None else "no tokens"
         if continuation.stopped_at_eos:
-            summary += " · stopped at end of text"
+            end = continuation.tokens[-1].piece if continuation.tokens else ""
+            summary += f" · stopped at end of text ({end})" if end else " · stopped at end of text"
         parts.append(Text(summary, style="italic"))
+        runs = list(dict.fromkeys(joined_marks(continuation)))
+        if runs:
+            shown = ", ".join(f"'{run}' is {len(run)} tokens" for run in runs)
+            parts.append(Text(f"{shown}, not one sign (--show-probs marks each token)", style="dim"))
     stats = Table.grid(padding=(0, 1))
     stats.add_column(no_wrap=True)
     stats.add_column()

@@ -85,6 +85,18 @@ def single_table(record: TextScore, label: Label = model_label, *, titled: bool 
     return table
 
 
+# A text longer than this is shown by its beginning and its length in the table of many texts (a paragraph would
+# otherwise be echoed in full, a narrow strip many lines long); --json holds every text whole.
+EXCERPT_CHARS = 120
+
+
+def text_excerpt(text: str) -> str:
+    if len(text) <= EXCERPT_CHARS:
+        return text
+    cut = text[:EXCERPT_CHARS].rsplit(" ", 1)[0] if " " in text[:EXCERPT_CHARS] else text[:EXCERPT_CHARS]
+    return f"{cut} … ({len(text.split())} words)"
+
+
 def many_table(records: list[TextScore]) -> Table:
     table = Table(title="Scores", title_justify="left", title_style="bold")
     table.add_column("#", justify="right", style="dim", no_wrap=True)
@@ -94,7 +106,7 @@ def many_table(records: list[TextScore]) -> Table:
         header = "\n".join([family_title(column.family), *column.measure.split(), "(tokens)"])
         table.add_column(header, justify="right", no_wrap=True)
     for record in records:
-        cells: list[RenderableType] = [str(record.index), record.text]
+        cells: list[RenderableType] = [str(record.index), text_excerpt(record.text)]
         for column in record.columns:
             cells.append(Text.assemble((measure_value(column), "bold"), (f" ({column.scored_tokens})", "dim")))
         table.add_row(*cells)
