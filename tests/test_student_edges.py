@@ -482,3 +482,26 @@ def test_score_table_shows_a_long_texts_beginning_and_length(models, tmp_path):
     assert len(screen.splitlines()) < 30
     doc = [json.loads(line) for line in run("score", "--file", str(path), "--json", *models).stdout.splitlines()]
     assert doc[1]["text"] == paragraph  # --json keeps it whole
+
+
+# ---- 23. one --json rule: one input, one indented document; many inputs, JSON Lines --------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ("generate", "once upon a time", "--max-new-tokens", "2", "--greedy"),
+    ("fill-mask", "the [MASK] quacks ."),
+    ("compare", "the [MASK] quacks ."),
+    ("attention", "the duck quacks ."),
+    ("tokenize", "the duck quacks ."),
+    ("lens", "the [MASK] quacks ."),
+    ("pairs", "the duck quacks .", "the duck quack ."),
+], ids=lambda args: args[0])
+def test_one_input_gives_one_indented_document(args, models):
+    out = run(*args, "--json", *models).stdout
+    assert out.startswith("{\n  ") and isinstance(json.loads(out), dict)
+
+
+@pytest.mark.parametrize("texts", [("the duck quacks .",), ("the duck quacks .", "the dog barks .")])
+def test_score_prints_json_lines_whatever_the_number_of_texts(texts, models):
+    lines = run("score", *texts, "--json", *models).stdout.splitlines()
+    assert len(lines) == len(texts) and all(isinstance(json.loads(line), dict) for line in lines)
