@@ -16,7 +16,7 @@ from gbcli.loading.models import family_title
 from gbcli.render.common import format_nats, format_prob
 from gbcli.render.model_names import NamesLine
 from gbcli.tasks.masking import CHOICE_POOL, FillMaskResult, MaskColumn, MaskPrediction, MaskSlot, SpanInfilling
-from gbcli.tasks.masking.gpt import JOINT_BEAMS
+from gbcli.tasks.masking.results import JOINT_BEAMS
 from gbcli.tasks.tokenization import SPACE_MARK, readable_piece
 
 HEADINGS: dict[str, tuple[str, str]] = {

@@ -17,7 +17,7 @@ from gbcli.lm.reads import Reads, next_tokens, run_reads, scored_tokens, token_l
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks.masking.column import Column, RunSettings, as_fill
 from gbcli.tasks.masking.masks import Fill, fill_text
-from gbcli.tasks.masking.results import FILLING_METHODS, Filling, MaskColumn, MaskPrediction
+from gbcli.tasks.masking.results import FILLING_METHODS, JOINT_BEAMS, Filling, MaskColumn, MaskPrediction
 from gbcli.tasks.masking.text import TextState, too_long
 from gbcli.tasks.masking.tokens import piece
 
@@ -25,9 +25,6 @@ BLANK = " ___"  # the blank a column predicts, in the context it read
 # A sentence's tokens are scored from position 1: after <|endoftext|> that is every one of them; a model without
 # a start token cannot score the first.
 SCORE_FROM = 1
-# The joint filling of several blanks: a beam search over the blanks' candidates in text order, each partial
-# filling scored as the text up to the next blank, each complete one as the whole sentence.
-JOINT_BEAMS = 5
 
 # One target word at one blank of the left-context column: the word, its pieces, and the query that scores it.
 _ScoredTarget = tuple[str, list[int] | None, Reads | None]
