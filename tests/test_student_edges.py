@@ -505,3 +505,29 @@ def test_one_input_gives_one_indented_document(args, models):
 def test_score_prints_json_lines_whatever_the_number_of_texts(texts, models):
     lines = run("score", *texts, "--json", *models).stdout.splitlines()
     assert len(lines) == len(texts) and all(isinstance(json.loads(line), dict) for line in lines)
+
+
+# ---- 19. legends wrap between their phrases at 80 columns, with colour and without --------------------------------
+
+
+@pytest.mark.parametrize("colour", [False, True], ids=["NO_COLOR", "colour"])
+@pytest.mark.parametrize("width", ["80", "120"])
+def test_legends_wrap_between_phrases_never_inside_one(models, colour, width):
+    env = {"COLUMNS": width, **({"TTY_COMPATIBLE": "1", "NO_COLOR": "", "FORCE_COLOR": "1"} if colour else {})}
+
+    def lines_of(*args: str) -> list[str]:
+        shown = run(*args, *models, env=env).stdout
+        return [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in shown.splitlines()]
+
+    filled = lines_of("fill-mask", "the capital of [MASK] is [MASK] .")
+    for phrase in ("Σ log p(word) -", "log p(sentence) -", "filled in order #", "GPT left p: next-token probability "
+                   "from the words before the blank"):
+        assert any(phrase in line for line in filled), (phrase, filled)
+    attention = lines_of("attention", "the duck quacks .")
+    assert any("cell = attention weight:" in line for line in attention)
+    assert any("(blank = exactly 0, a masked key)" in line for line in attention)
+    if colour:
+        assert any(re.search(r"colour: 0 █+ 1", line) for line in attention), attention
+    probs = lines_of("generate", "once upon a time", "--max-new-tokens", "3", "--show-probs")
+    if not colour:
+        assert any("[p] after each token is its probability," in line for line in probs)

@@ -250,20 +250,20 @@ class Legend:
     """The shade characters' bands, and in a colour terminal the colour ramp the cells actually use, 0 to 1."""
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        from gbcli.render.common import colourless
+        from gbcli.render.common import Phrases, colourless
 
-        text = Text("cell = attention weight: ")
+        phrases: list[tuple[str, Text]] = [("", Text("cell = attention weight:"))]
         for _floor, char, label in reversed(SHADES):
-            text.append(char * 2)
-            text.append(f" {label}  ")
+            phrases.append((" " if len(phrases) == 1 else "  ", Text(f"{char * 2} {label}")))
         if not colourless(console):
             # The cells' colour is continuous (by the square root of the weight): show the ramp itself.
-            text.append("colour: 0 ")
+            ramp = Text("colour: 0 ")
             for step in range(RAMP_STEPS):
-                text.append("█", style=_WEIGHT_STYLES[step])
-            text.append(" 1  ")
-        text.append("(blank = exactly 0, a masked key)", style="dim")
-        yield text
+                ramp.append("█", style=_WEIGHT_STYLES[step])
+            ramp.append(" 1")
+            phrases.append(("  ", ramp))
+        phrases.append(("  ", Text("(blank = exactly 0, a masked key)", style="dim")))
+        yield Phrases(phrases)
 
 
 def legend() -> Legend:

@@ -86,6 +86,30 @@ def colourless(console: Console) -> bool:
     return console.no_color or console.color_system is None
 
 
+class Phrases:
+    """Phrases on a line, wrapped only between them: a phrase (`Σ log p(word) -1.878`, `colour: 0 ███ 1`) goes
+    whole to the next line where it does not fit; only a phrase wider than the whole line wraps inside, between
+    its words. Each phrase is (separator before it, text); a line never starts with a separator."""
+
+    def __init__(self, phrases: list[tuple[str, Text]], style: str = "") -> None:
+        self.phrases = phrases
+        self.style = style
+
+    def __rich_console__(self, console: Console, options: Any):
+        from rich.cells import cell_len
+
+        width = options.max_width
+        line = Text(style=self.style)
+        for separator, phrase in self.phrases:
+            if line.plain and cell_len(line.plain + separator + phrase.plain) > width:
+                yield line
+                line = Text(style=self.style)
+            if line.plain:
+                line.append(separator)
+            line.append_text(phrase)
+        yield line
+
+
 class ProbLegend:
     """What the probability colours mean, or, where there is no colour, what the written marks mean."""
 
@@ -93,14 +117,12 @@ class ProbLegend:
         self.intro = intro
 
     def __rich_console__(self, console: Console, options: Any):
-        legend = Text(self.intro)
+        phrases: list[tuple[str, Text]] = [("", Text(self.intro.rstrip()))]
         if colourless(console):
-            legend.append("[p] after each token is its probability, [<.01] below 0.01")
+            phrases += [(" ", Text("[p] after each token is its probability,")), (" ", Text("[<.01] below 0.01"))]
         else:
-            for _, style, label in PROB_BANDS:
-                legend.append(f" {label} ", style=f"reverse {style}")
-                legend.append(" ")
-        yield legend
+            phrases += [(" ", Text(f" {label} ", style=f"reverse {style}")) for _, style, label in PROB_BANDS]
+        yield Phrases(phrases)
 
 
 class ColourWords:

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gbcli.loading.models import family_title
-from gbcli.render.common import format_nats, format_prob
+from gbcli.render.common import Phrases, format_nats, format_prob
 from gbcli.render.model_names import NamesLine
 from gbcli.tasks.masking import CHOICE_POOL, FillMaskResult, MaskColumn, MaskPrediction, MaskSlot, SpanInfilling
 from gbcli.tasks.masking.results import JOINT_BEAMS
@@ -203,21 +203,23 @@ def filling_lines(result: FillMaskResult) -> Group:
     splits a sentence across the cells of a grid."""
     labels = {f.column: " ".join(HEADINGS[f.column]) for f in result.fillings}
     width = max((len(label) for label in labels.values()), default=0)
-    lines = []
+    lines: list[RenderableType] = []
     for filling in result.fillings:
-        score = f"{FILLING_MEASURES[filling.column]} {format_nats(filling.logprob)}"
+        # Each phrase moves whole to the next line where it does not fit (Phrases): never `Σ log` / `p(word)`.
+        phrases = [(" · ", Text(f"{FILLING_MEASURES[filling.column]} {format_nats(filling.logprob)}", style="dim"))]
         if len(result.masks) > 1 and filling.column == "bert":
-            score += " · filled in order " + ", ".join(f"#{m + 1}" for m in filling.order)
+            phrases.append((" · ", Text("filled in order " + ", ".join(f"#{m + 1}" for m in filling.order),
+                                        style="dim")))
         if len(result.masks) > 1 and filling.column == "gpt_whole":
-            score += f" · the best of a beam search ({JOINT_BEAMS} beams) over the blanks' candidates"
+            phrases.append((" · ", Text(f"the best of a beam search ({JOINT_BEAMS} beams) over the blanks' candidates",
+                                        style="dim")))
         line = Text(labels[filling.column].ljust(width) + "  ", style="bold")
         line.append(filling.text)
-        line.append("  " + score, style="dim")
-        lines.append(line)
+        lines.append(Phrases([("", line), *[("  " if k == 0 else sep, text) for k, (sep, text) in enumerate(phrases)]]))
     return Group(*lines)
 
 
-def column_note(columns: list[MaskColumn]) -> Text:
+def column_note(columns: list[MaskColumn]) -> Phrases:
     names = {c.column for c in columns}
     parts = []
     if "bert" in names:
@@ -244,7 +246,7 @@ def column_note(columns: list[MaskColumn]) -> Text:
         measures.append("log p(sentence): the whole sentence's log-likelihood")
     if measures:
         parts.append("; ".join(measures))
-    return Text(" · ".join(parts), style="dim")
+    return Phrases([(" · " if index else "", Text(part)) for index, part in enumerate(parts)], style="dim")
 
 
 def bart_beams_table(infilling: SpanInfilling, blanks: int) -> Table:
