@@ -356,7 +356,7 @@ def test_ctrl_c_during_many_samples_keeps_the_ones_written(long_context_gpt):
 
     process = subprocess.Popen(
         [gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt", str(long_context_gpt),
-         "--max-new-tokens", "8", "-n", "64", "--seed", "1"],
+         "--max-new-tokens", "40", "-n", "64", "--seed", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "NO_COLOR": "1", "GBCLI_NO_SERVER": "1", "OMP_NUM_THREADS": "1"},
     )
