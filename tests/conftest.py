@@ -35,6 +35,8 @@ from tests.fixtures import tiny_models as _tiny_models  # noqa: E402
 # No test may reach a gbcli server the user happens to run: every command runs in-process (and in every
 # subprocess the tests start) unless a test starts its own server on its own socket (tests/test_serve.py).
 os.environ["GBCLI_NO_SERVER"] = "1"
+# Nor the settings the user keeps (gbcli.settings): an empty file, unless a test writes its own.
+os.environ["GBCLI_CONFIG"] = os.devnull
 
 # Snapshot the source *now*, right after importing it: the key must describe
 # the code this process will run, even if the file is edited while a long
@@ -84,9 +86,25 @@ def _exclusive_lock(lock_path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def tiny_models_folder() -> Path:
+    """Where this environment's fixture models are (or will be) cached."""
+    return _cache_base() / _cache_key()
+
+
 def get_tiny_models() -> dict[str, Path]:
-    """Return the fixture-model paths, building them first if not cached."""
-    final = _cache_base() / _cache_key()
+    """Return the fixture-model paths, building them first if not cached.
+
+    GBCLI_TEST_MODELS names a complete folder built by another environment, used as it is: the compatibility job
+    (.ci/run) reads the main run's models with the minimum versions instead of training them again (most of
+    the job's time otherwise); every test compares gbcli with transformers on the same files, so what built them
+    does not matter.
+    """
+    given = os.environ.get("GBCLI_TEST_MODELS")
+    if given:
+        if not (Path(given) / _COMPLETE_MARKER).is_file():
+            raise RuntimeError(f"GBCLI_TEST_MODELS={given} is not a complete folder of fixture models")
+        return _paths_in(Path(given))
+    final = tiny_models_folder()
     if (final / _COMPLETE_MARKER).is_file():
         return _paths_in(final)
 

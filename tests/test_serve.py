@@ -184,6 +184,7 @@ def test_a_runtime_folder_others_can_enter_is_refused(tmp_path):
     ("attention", "the duck quacks .", "--layer", "1", "--head", "1"),
     ("fill-mask", "a sentence without a blank"),  # an error: the same message and exit code
 ])
+@pytest.mark.compat
 def test_output_is_the_in_process_output_byte_for_byte(server, models, args):
     assert_same_as_in_process(server, *args, *models)
 
@@ -239,6 +240,31 @@ def test_two_clients_at_once_each_get_their_own_answer(server, models):
     for text, (stdout, stderr), client in zip(texts * 2, outputs, clients, strict=True):
         assert client.returncode == 0, stderr.decode()
         assert stdout.decode() == run("fill-mask", text, "--json", *models).stdout
+
+
+def _client_with_stdout(server: RunningServer, stdout: str, *args: str) -> subprocess.CompletedProcess:
+    """The installed client with its standard output closed (`>&-`) or the full disk of /dev/full."""
+    env = {**os.environ, **client_env(server.runtime)}
+    if stdout == "closed":
+        return subprocess.run([gbcli_executable(), *args], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1), timeout=120, check=False)
+    with open("/dev/full", "wb") as full:
+        return subprocess.run([gbcli_executable(), *args], env=env, stdout=full, stderr=subprocess.PIPE,
+                              timeout=120, check=False)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("stdout", ["closed", "full"])
+def test_a_closed_or_full_stdout_says_what_in_process_says(server, models, stdout):
+    """Issue 29, 12: through the server as without it, the in-process message and exit code, no traceback."""
+    args = ("score", "the duck quacks .", "--json")
+    before = server.served()
+    warm = _client_with_stdout(server, stdout, *args, *models)
+    # A full stdout is met on the server's output; a closed one before asking (the command says so in-process).
+    assert server.served() == before + (stdout == "full")
+    cold = _client_with_stdout(server, stdout, "--no-server", *args, *models)
+    assert TRACEBACK.encode() not in warm.stderr and warm.stderr.startswith(b"error: "), warm.stderr
+    assert (warm.returncode, warm.stderr) == (cold.returncode, cold.stderr) == (1, cold.stderr)
 
 
 def test_the_exit_follows_the_last_output_at_once(server, models):
@@ -300,6 +326,7 @@ def test_a_long_scores_progress_reaches_a_terminal_client(server, models, bert_p
     assert "BERT masked copies" in shown and f"{copies}/{copies}" in shown
 
 
+@pytest.mark.compat
 def test_ps_lists_the_models_with_their_memory(server, gpt_path):
     from transformers import AutoModelForCausalLM
 
@@ -462,6 +489,7 @@ def test_detach_keep_alive_a_killed_server_and_its_stale_socket(models, tmp_path
         shutil.rmtree(runtime.parent, ignore_errors=True)
 
 
+@pytest.mark.compat
 def test_stop_ends_the_server_and_removes_its_socket(server):
     """The module's server, stopped: so this test comes after every other test that uses it."""
     stopped = server.client("stop")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from gbcli.errors import RUNTIME, GbcliError, usage_error
+from gbcli.errors import GbcliError, usage_error
 from gbcli.loading.availability import check_available as check_available  # cli.py's preflight, imported from here
 from gbcli.loading.availability import (
     check_local_path,
@@ -176,12 +176,13 @@ class LoadedModel:
             hint,
         )
 
-    def require_mask_token(self, purpose: str, hint: str, *, exit_code: int = RUNTIME) -> int:
+    def require_mask_token(self, purpose: str, hint: str) -> int:
         """The model's mask token id, or a one-sentence refusal: "<model> has no mask token, so it cannot
-        <purpose>." (a checkpoint that is a masked LM by architecture may still ship a tokenizer without one)."""
+        <purpose>." (a checkpoint that is a masked LM by architecture may still ship a tokenizer without one).
+        Exit 2 in every command: the model given is not one for the job, as a text too long for it is not."""
         mask_id = self.tokenizer.mask_token_id
         if self.tokenizer.mask_token is None or mask_id is None:
-            raise GbcliError(f"{self.name} has no mask token, so it cannot {purpose}.", hint, exit_code=exit_code)
+            raise usage_error(f"{self.name} has no mask token, so it cannot {purpose}.", hint)
         return int(mask_id)
 
 
@@ -204,9 +205,11 @@ def max_positions(config: Any, tokenizer: Any = None) -> int:
 
 
 def resolve_spec(family: Family, spec: str | None) -> str:
-    """The model spec to use: the flag's value, else its environment variable, else the family's default."""
-    info = FAMILY_INFO[family]
-    return spec or os.environ.get(info.env) or info.default
+    """The model spec to use: the flag's value, else its environment variable, else the settings file's, else the
+    family's default (gbcli.settings)."""
+    from gbcli.settings import value
+
+    return spec or value(family)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -548,6 +551,17 @@ def _take_early_import_seconds() -> float:
     return seconds
 
 
+def _public_mapping(kind: str) -> Any:
+    """transformers' public config → model class mapping of the auto class `_load` uses for this kind."""
+    from transformers.models.auto import modeling_auto
+
+    mappings = {"causal": modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING,
+                "masked": modeling_auto.MODEL_FOR_MASKED_LM_MAPPING,
+                "seq2seq": modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING,
+                "encoder": modeling_auto.MODEL_MAPPING}
+    return mappings[kind]
+
+
 def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> LoadedModel:
     info = FAMILY_INFO[family]
     check_local_path(family, spec)
@@ -590,7 +604,7 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
     # load): resolve the class first so that this one-time cost is reported as start-up, not as this model's load.
     resolving = time.perf_counter()
     with contextlib.suppress(Exception):  # an unmapped config fails below, with its own message
-        model_class._model_mapping[type(config)]
+        _public_mapping(kind)[type(config)]
     resolve_seconds = time.perf_counter() - resolving
     model, loading = _build_model(model_class, source, config, dtype, common, family, spec, offline)
     has_lm_head = _checked_weights(model, loading, kind, spec, info, need_head)

@@ -20,12 +20,14 @@ SEQUENCE_NAMES = {"gpt": "GPT windows", "bert": "BERT masked copies", "bart": "B
 
 @contextmanager
 def progress_bar(
-    total: int, enabled: bool, label: str = "scoring", *, redirect_stderr: bool = False, sequences: bool = False
+    total: int, enabled: bool, label: str = "scoring", *, redirect_stderr: bool = False, rate_unit: str | None = None,
+    sequences: bool = False,
 ) -> Iterator[Callable[[int], None]]:
     """A bar of `total` steps labelled `label` (none when `total` is 0); yields a function that advances it by a
     count (a no-op when not `enabled`). With `redirect_stderr`, lines written to stderr meanwhile (warnings) print
-    above the bar. With `sequences`, a bar per model also counts the sequences its forward passes have run
-    (gbcli.lm.reads.READ_PROGRESS), with their rate and the time left: a long text's masked copies move it."""
+    above the bar; with `rate_unit`, the bar shows its steps a second. With `sequences`, a bar per model also counts
+    the sequences its forward passes have run (gbcli.lm.reads.READ_PROGRESS), with their rate and the time left: a
+    long text's masked copies move it."""
     if not enabled:
         yield lambda _count: None
         return
@@ -34,9 +36,11 @@ def progress_bar(
     from gbcli.lm.reads import READ_PROGRESS
     from gbcli.render.common import stderr_console
 
+    rate = [RateColumn(rate_unit)] if rate_unit or sequences else []
+
     # stdout is never redirected: Rich would route the JSON Lines or CSV written meanwhile to stderr.
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                  TimeRemainingColumn(), console=stderr_console(), transient=True, redirect_stdout=False,
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *rate, TimeRemainingColumn(),
+                  console=stderr_console(), transient=True, redirect_stdout=False,
                   redirect_stderr=redirect_stderr) as progress:
         task = progress.add_task(label, total=total) if total else None
         bars: dict[str, Any] = {}  # family → its bar
@@ -63,17 +67,26 @@ def progress_bar(
 
 
 class RateColumn(ProgressColumn):
-    """Steps a second, once Rich has measured a speed: `12.4/s`."""
+    """Steps a second, once Rich has measured a speed: `12.4 lines/s` (with a unit), `12.4/s` (a bar per model)."""
+
+    def __init__(self, unit: str | None = None) -> None:
+        super().__init__()
+        self.unit = unit
 
     def render(self, task: Any) -> Any:
         from rich.text import Text
 
-        return Text(f"{task.speed:.1f}/s" if task.speed else "", style="progress.data.speed")
+        unit = f" {self.unit}/s" if self.unit else "/s"
+        if task.speed:
+            return Text(f"{task.speed:.1f}{unit}", style="dim")
+        return Text(f"…{unit}" if self.unit else "", style="dim")
 
 
-def line_progress(total: int, label: str) -> AbstractContextManager[Callable[[int], None]]:
+def line_progress(total: int, label: str, rate_unit: str | None = None
+                  ) -> AbstractContextManager[Callable[[int], None]]:
     """The bar for a file of `total` lines: only when there are more than a few, and only where it can move
     (stderr is a terminal, NO_COLOR unset)."""
     from gbcli.render.common import animated, stderr_console
 
-    return progress_bar(total, total > FEW_LINES and animated(stderr_console()), label, redirect_stderr=True)
+    return progress_bar(total, total > FEW_LINES and animated(stderr_console()), label, redirect_stderr=True,
+                        rate_unit=rate_unit)

@@ -13,6 +13,9 @@ Mode = Literal["greedy", "sample", "beam"]
 
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_TOP_K = 50
+# The lowest --temperature: logits (tens, up to some thousands) divided by it stay far inside float32 and float16's
+# range after the largest is subtracted, and at it every token but the most likely has probability ~0 already.
+MIN_TEMPERATURE = 0.01
 DEFAULT_TOP_P = 1.0
 # How many of the tokens the model weighed at each step a result keeps (`--json` always carries them).
 DEFAULT_ALTERNATIVES = 5
@@ -58,6 +61,11 @@ class DecodingSettings:
             raise usage_error(
                 f"--temperature must be a positive number (got {temperature}).", "Use --greedy for temperature 0."
             )
+        if temperature is not None and temperature < MIN_TEMPERATURE:
+            raise usage_error(
+                f"--temperature must be at least {MIN_TEMPERATURE:g} (got {temperature:g}): below it the logits "
+                "divided by it overflow, and sampling would pick the most likely token anyway.",
+                "Use --greedy for the most likely token at every step.")
         if top_k is not None and top_k < 1:
             raise usage_error(f"--top-k must be at least 1 (got {top_k}).")
         if top_p is not None and (not math.isfinite(top_p) or not 0 < top_p <= 1):

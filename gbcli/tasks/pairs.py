@@ -19,8 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from gbcli.errors import GbcliError, usage_error
-from gbcli.jobs.jsonl_output import ResumedOutput
-from gbcli.jobs.jsonl_output import check_resumed as check_output
+from gbcli.jobs.jsonl_output import checker
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks.scoring import (
     Conventions,
@@ -199,13 +198,11 @@ def score_pairs(models: list[LoadedModel], pairs: list[PairInput], settings: Sco
     return results
 
 
-def iter_pair_chunks(pairs: list[PairInput], done: set[int], batch_pairs: int) -> Iterator[list[PairInput]]:
-    """The pairs still to score, in chunks cut from the whole list (done lines skipped), so that a resumed run
-    scores each chunk in the same batches as an uninterrupted one and writes the same numbers."""
+def iter_pair_chunks(pairs: list[PairInput], batch_pairs: int) -> Iterator[list[PairInput]]:
+    """The pairs in chunks cut from the whole list: a resumed run skips the chunks done whole and scores the others
+    whole, in the same batches as an uninterrupted run, so it writes the same numbers."""
     for begin in range(0, len(pairs), batch_pairs):
-        todo = [p for p in pairs[begin : begin + batch_pairs] if p.line not in done]
-        if todo:
-            yield todo
+        yield pairs[begin : begin + batch_pairs]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -414,14 +411,13 @@ def summarize(tally: Tally, file: str, resumed: int, failures: list[LineFailure]
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def check_resumed(resumed: ResumedOutput, pairs: list[PairInput], models: list[LoadedModel],
-                  settings: ScoreSettings, path: str) -> None:
-    """A resumed file must come from the same pairs, models and conventions."""
+def resumed_check(models: list[LoadedModel], settings: ScoreSettings, path: str):
+    """A resumed record must be of the same pair (good and bad), models and conventions."""
     from gbcli.render.common import to_jsonable
 
-    check_output(resumed, path, {p.line: (p.good, p.bad) for p in pairs}, lambda r: (r.get("good"), r.get("bad")),
-                 [(lm.family, lm.name, to_jsonable(conventions(lm, settings))) for lm in models], column_keys,
-                 ("conventions", "--bos/--pll/--bits/--words"))
+    return checker(path, lambda r: (r.get("good"), r.get("bad")),
+                   [(lm.family, lm.name, to_jsonable(conventions(lm, settings))) for lm in models], column_keys,
+                   ("conventions", "--bos/--pll/--bits/--words"))
 
 
 def column_keys(record: dict) -> list[tuple]:
@@ -433,20 +429,15 @@ def column_keys(record: dict) -> list[tuple]:
 class FileRun:
     """A --file run, ready to go: the pairs still to score and what is already known."""
 
-    pairs: list[PairInput]  # every valid pair of the file, done ones included (chunks are cut from this list)
-    done: set[int]  # lines read back from --output
+    pairs: list[PairInput]  # every valid pair of the file (chunks are cut from this list)
     failures: list[LineFailure]
     group_field: str | None
     tally: Tally
 
-    @property
-    def todo(self) -> int:
-        return sum(p.line not in self.done for p in self.pairs)
 
-
-def prepare_file_run(models: list[LoadedModel], entries: list[PairInput | LineFailure], group_field: str | None,
-                     resumed: ResumedOutput, settings: ScoreSettings, output: str | None) -> FileRun:
-    """Check every line against the models, and count the pairs an earlier run already scored."""
+def prepare_file_run(models: list[LoadedModel], entries: list[PairInput | LineFailure],
+                     group_field: str | None) -> FileRun:
+    """Check every line against the models: the pairs to score, and the lines that cannot be."""
     failures = [e for e in entries if isinstance(e, LineFailure)]
     pairs = []
     for entry in entries:
@@ -459,11 +450,5 @@ def prepare_file_run(models: list[LoadedModel], entries: list[PairInput | LineFa
             failures.append(LineFailure(entry.line, error.message))
             continue
         pairs.append(entry)
-    if output is not None:
-        check_resumed(resumed, pairs, models, settings, output)
     tally = Tally([(lm.family, lm.name) for lm in models])
-    by_line = {p.line: p for p in pairs}
-    for line in sorted(resumed.records):
-        _, verdicts = outcomes(resumed.records[line])
-        tally.add(by_line[line].group, verdicts)  # grouped as this run groups (--group-field may have changed)
-    return FileRun(pairs, set(resumed.records), sorted(failures, key=lambda f: f.line), group_field, tally)
+    return FileRun(pairs, sorted(failures, key=lambda f: f.line), group_field, tally)

@@ -16,6 +16,7 @@ import time
 
 from gbcli.entry import HELP_FLAGS
 from gbcli.warm.protocol import (
+    PROTOCOL,
     SERVER_VARIABLE,
     TOKEN_VARIABLE,
     Channel,
@@ -35,7 +36,7 @@ TYPE_CHECKING = False  # typing costs a warm command ~4 ms of start-up; annotati
 if TYPE_CHECKING:
     from typing import Any
 
-LOCAL_COMMANDS = {"serve", "shell", "ps", "stop"}  # never sent to a server
+LOCAL_COMMANDS = {"serve", "shell", "ps", "stop", "config"}  # never sent to a server
 LOCAL_FLAGS = set(HELP_FLAGS)  # instant in-process; nothing to gain (entry answers them before this module)
 # A file job into --output runs where it is typed: it may last hours (a server would be held that long), and under
 # torchrun every process must do its own share on its own device.
@@ -43,7 +44,7 @@ LOCAL_OPTIONS = ("--output", "-o")
 # The variables that change what a command prints or loads; every other variable stays the client's own.
 FORWARDED_NAMES = {"COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TERM", "COLORTERM", "TTY_COMPATIBLE",
                    "TTY_INTERACTIVE", "CLICOLOR", "CLICOLOR_FORCE", "PY_COLORS", "TERMINAL_WIDTH",
-                   "XDG_CACHE_HOME"}  # the last: where the Hugging Face cache is when HF_HOME is not set
+                   "XDG_CACHE_HOME", "XDG_CONFIG_HOME"}  # where the Hugging Face cache and the settings file are
 FORWARDED_PREFIXES = ("GBCLI_", "HF_", "TRANSFORMERS_")
 # Where models come from, read by huggingface_hub and transformers once, when they are imported: a server cannot
 # take a request's values for them, so a request that differs there runs in-process.
@@ -119,14 +120,15 @@ class Target:
         self.where = tcp_url(*address) if address is not None else socket_file()
 
     def open(self) -> socket.socket | None:
+        """A connection; to a TCP server, its token sent first, on a short line of its own: the server reads no
+        more than that before it knows the client (an empty token, when none is known, is refused)."""
         if self.address is None:
             return connect() if hasattr(socket, "AF_UNIX") else None
-        return connect_tcp(self.address)
+        sock = connect_tcp(self.address)
+        Channel(sock).send({"type": "auth", "protocol": PROTOCOL, "token": client_token() or ""})
+        return sock
 
     def hello(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """The first message, with the token a TCP server asks for (empty when none is known: it is refused)."""
-        if self.named:
-            fields["token"] = client_token() or ""
         return hello(kind, **fields)
 
 
@@ -197,13 +199,14 @@ def forward_or_in_process(argv: list[str]) -> list[str]:
     return argv
 
 
-def forward(argv: list[str]) -> int | None:
+def forward(argv: list[str], replacing: bool = False) -> int | None:
     """Run `gbcli ARGV` on the server if one is up and of this build: its exit code, or None to run in-process.
 
     A server named by GBCLI_SERVER that cannot be reached, or refuses, is an error (exit 1): the user asked for it.
+    A server that started by itself and is of another build (gbcli was upgraded) is stopped and started afresh.
     """
-    if server_disabled() or not wants_server(argv):
-        return None
+    if server_disabled() or not wants_server(argv) or sys.stdout is None or sys.stderr is None:
+        return None  # a closed standard stream: the command says so in-process, as it would without a server
     try:
         target = Target(chosen_server())
         sock = target.open()
@@ -211,8 +214,16 @@ def forward(argv: list[str]) -> int | None:
         return _fail(f"{exc}.", f"Set {SERVER_VARIABLE} to the address `gbcli serve --port` printed, or unset it.")
     except OSError as exc:
         return unreachable(target, exc)
+    started = 0  # the pid of the server this command started, if it did
     if sock is None:
-        return None
+        from gbcli.warm import autostart
+
+        if target.named or not autostart.allowed():
+            return None
+        found = autostart.start_and_connect()
+        if found is None:
+            return None
+        sock, started = found
     try:
         silence = silence_seconds()  # read only once a server answers: without one the variable means nothing
     except ValueError as exc:
@@ -232,9 +243,21 @@ def forward(argv: list[str]) -> int | None:
         _warn(f"the gbcli server at {target.where} did not answer ({type(exc).__name__}); running in-process.")
         return None
     if answer is None or answer.get("type") != "accepted" or not same_build(answer):
+        pid = _peer(sock)
         channel.close()
+        if (answer or {}).get("auto") and not same_build(answer) and not target.named and not replacing:
+            from gbcli.warm import autostart
+
+            if autostart.allowed() and autostart.stop_server(pid):
+                return forward(argv, replacing=True)
         return refused(target, answer)
-    return Session(channel, silence).run()
+    code = Session(channel, silence, started_here=bool(started)).run()
+    if code == Session.GONE:  # the server this command started died before answering: run it here instead
+        from gbcli.warm import autostart
+
+        autostart.record_failure(os.path.dirname(target.where), f"it stopped: {autostart.log_tail()}")
+        return None
+    return code
 
 
 def silence_seconds() -> float:
@@ -262,6 +285,12 @@ def refused(target: Target, answer: dict[str, Any] | None) -> int | None:
     if answer.get("reason") == "token":
         return _fail(f"the gbcli server at {target.where} refused this client: {answer.get('message')}.",
                      f"Set {TOKEN_VARIABLE} to the token in that server's runtime folder (server.token).")
+    if answer.get("reason") == "busy":
+        if target.named:
+            return _fail(f"the gbcli server at {target.where} refused this client: {answer.get('message')}.",
+                         "Try again in a moment, or pass --no-server.")
+        _warn(f"the gbcli server at {target.where} {answer.get('message')}, so this command runs in-process.")
+        return None
     theirs = answer.get("build", "unknown")
     mismatch = (f"the gbcli server at {target.where} is gbcli {theirs}, this is {hello('x')['build']}: they refuse "
                 "each other")
@@ -274,9 +303,13 @@ def refused(target: Target, answer: dict[str, Any] | None) -> int | None:
 class Session:
     """One forwarded command: copy the server's output out, standard input in, and return its exit code."""
 
-    def __init__(self, channel: Channel, silence: float = DEFAULT_SILENCE_SECONDS) -> None:
+    GONE = -1  # a server started for this command died before writing any output: the command may run here
+
+    def __init__(self, channel: Channel, silence: float = DEFAULT_SILENCE_SECONDS, started_here: bool = False) -> None:
         self.channel = channel
         self.silence = silence
+        self.started_here = started_here
+        self.wrote_output = False
         self.interrupted_at: float | None = None
 
     def run(self) -> int:
@@ -308,13 +341,17 @@ class Session:
             except (ProtocolError, OSError) as exc:
                 return _fail(f"the connection to the gbcli server broke: {exc}.", "Run the command again.")
             if message is None:
+                if self.started_here and not self.wrote_output and self.interrupted_at is None:
+                    return self.GONE
                 return _fail("the gbcli server stopped while running this command.",
                              "Run it again: with no server up it runs in-process (gbcli serve --detach restarts "
                              "one).")
             kind = message["type"]
             if kind == "out":
-                if not self._write(message):
-                    return 0
+                self.wrote_output = self.wrote_output or message.get("fd") == 1
+                code = self._write(message)
+                if code is not None:
+                    return code
             elif kind == "stdin_request":
                 import threading  # only a command that reads standard input needs a second thread
 
@@ -323,19 +360,28 @@ class Session:
                 code = message.get("code")
                 return code if isinstance(code, int) else 1
 
-    def _write(self, message: dict[str, Any]) -> bool:
+    def _write(self, message: dict[str, Any]) -> int | None:
+        """The server's output on ours; an exit code when ours cannot take it (the command is then stopped by the
+        closing of the connection, and said as in-process), else None."""
         stream = sys.stdout if message.get("fd") == 1 else sys.stderr
         try:
             stream.buffer.write(decode_bytes(message.get("data")))
             stream.buffer.flush()
         except BrokenPipeError:
             # The reader went away (`gbcli ... | head -1`): stop quietly, as in-process; closing cancels the work.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, stream.fileno())
-            return False
+            _discard(stream)
+            return 0
         except ProtocolError:
             pass
-        return True
+        except OSError as exc:  # a full disk, a closed or unwritable stream: the in-process message, exit 1
+            _discard(stream)
+            if stream is sys.stdout:
+                from gbcli.errors import explain_os_error
+
+                error = explain_os_error(exc)
+                return _fail(error.message, error.hint or "See `gbcli --help`.")
+            return 1
+        return None
 
     def _send_stdin(self) -> None:
         while True:
@@ -352,6 +398,15 @@ class Session:
     def _interrupted(self) -> int:
         sys.stderr.write("interrupted\n")
         return 130
+
+
+def _discard(stream: Any) -> None:
+    """Point the stream at /dev/null: what is still buffered for it is not written again at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _warn(message: str) -> None:

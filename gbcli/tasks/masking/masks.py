@@ -23,7 +23,9 @@ def parse_targets(raw: str | None) -> list[str]:
     """`--targets duck,dog` → ["duck", "dog"]."""
     if raw is None:
         return []
-    words = target_words(raw.split(","))
+    from gbcli.jobs.inputs import valid_argument
+
+    words = target_words(valid_argument(raw, "--targets").split(","))
     if not words:
         raise usage_error("--targets names no word.", "For example --targets duck,dog.")
     return words
