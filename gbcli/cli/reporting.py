@@ -38,11 +38,27 @@ def show(result: Any, json_output: bool, view: Callable[[Any], Any]) -> None:
         stdout_console().print(view(result))
 
 
-def report_error(error: GbcliError, command: str = "") -> None:
+def say(label: str, style: str, text: str) -> None:
+    """`error: …`, `hint: …` or `warning: …` on stderr. Off a terminal one line whatever its length (scripts grep
+    it); on a terminal wrapped between words under its own first word, never cut mid-word by the terminal."""
     console = stderr_console()
-    console.print(f"[bold red]error:[/] {_escape(error.message)}")
-    hint = error.hint or f"See `gbcli {command + ' ' if command else ''}--help` for what each option accepts."
-    console.print(f"[dim]hint:[/] {_escape(hint)}")
+    if not console.is_terminal:
+        console.print(f"[{style}]{label}[/] {_escape(text)}")
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    line = Table.grid(padding=(0, 1))
+    line.add_column(no_wrap=True)
+    line.add_column(overflow="fold")
+    line.add_row(Text(label, style=style), Text(text))
+    console.print(line, soft_wrap=False)
+
+
+def report_error(error: GbcliError, command: str = "") -> None:
+    say("error:", "bold red", error.message)
+    say("hint:", "dim", error.hint or f"See `gbcli {command + ' ' if command else ''}--help` for what each option "
+        "accepts.")
 
 
 def _escape(text: str) -> str:
@@ -52,9 +68,15 @@ def _escape(text: str) -> str:
 
 
 def print_warnings(warnings: list[str]) -> None:
-    console = stderr_console()
     for warning in warnings:
-        console.print(f"[yellow]warning:[/] {_escape(warning)}")
+        say("warning:", "yellow", warning)
+
+
+def warn_unknown(columns: list[Any], texts: list[str]) -> None:
+    """One warning per model that reads its unknown token for characters of the input (every command alike)."""
+    from gbcli.tasks.tokenization import unknown_text_warning
+
+    print_warnings([warning for lm in columns if (warning := unknown_text_warning(lm, texts)) is not None])
 
 
 def handle_errors(function: F) -> F:

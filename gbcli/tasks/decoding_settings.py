@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from gbcli.errors import usage_error
@@ -17,6 +17,9 @@ DEFAULT_TOP_K = 50
 # range after the largest is subtracted, and at it every token but the most likely has probability ~0 already.
 MIN_TEMPERATURE = 0.01
 DEFAULT_TOP_P = 1.0
+# How many of the tokens the model weighed at each step a result keeps (`--json` always carries them).
+DEFAULT_ALTERNATIVES = 5
+MAX_ALTERNATIVES = 50
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class DecodingSettings:
     num_beams: int = 1
     num_return_sequences: int = 1
     seed: int | None = None
+    alternatives: int = DEFAULT_ALTERNATIVES
 
     @classmethod
     def from_options(
@@ -46,6 +50,7 @@ class DecodingSettings:
         num_beams: int = 1,
         num_return_sequences: int = 1,
         seed: int | None = None,
+        alternatives: int | None = None,
     ) -> DecodingSettings:
         """Validate the command-line options and settle the decoding mode; a conflict is a usage error."""
         if max_new_tokens < 1:
@@ -71,6 +76,9 @@ class DecodingSettings:
             raise usage_error(f"--num-beams must be between 1 and 64 (got {num_beams}).")
         if num_return_sequences < 1 or num_return_sequences > 64:
             raise usage_error(f"-n/--num-return-sequences must be between 1 and 64 (got {num_return_sequences}).")
+        if alternatives is not None and not 1 <= alternatives <= MAX_ALTERNATIVES:
+            raise usage_error(f"--alternatives must be between 1 and {MAX_ALTERNATIVES} (got {alternatives}).",
+                              "For example --alternatives 5: the five tokens the model weighed most at each step.")
         if seed is not None and not 0 <= seed < 2**64:
             # torch.manual_seed takes a 64-bit seed; a larger one would fail deep inside torch.
             raise usage_error(f"--seed must be between 0 and 2**64 - 1 (got {seed}).", "For example --seed 42.")
@@ -114,7 +122,17 @@ class DecodingSettings:
             num_beams=num_beams,
             num_return_sequences=num_return_sequences,
             seed=seed,
+            alternatives=DEFAULT_ALTERNATIVES if alternatives is None else alternatives,
         )
+
+    def one_stream_each(self) -> list[DecodingSettings]:
+        """Sampling several sequences: one stream each, decoded (and streamed, and kept on Ctrl-C) in turn; the
+        seed seeds the first, the others continue its random stream, so one seed still gives the same sequences.
+        Anything else decodes as one job: [self]."""
+        if self.mode != "sample" or self.num_return_sequences == 1:
+            return [self]
+        return [replace(self, num_return_sequences=1, seed=self.seed if k == 0 else None)
+                for k in range(self.num_return_sequences)]
 
     def describe(self) -> str:
         if self.mode == "greedy":
