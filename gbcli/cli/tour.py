@@ -1,0 +1,137 @@
+"""`gbcli tour`: the differences between GPT-2 and BERT, a step at a time, each shown live on the loaded models."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import click
+import typer
+
+from gbcli.cli.options import ModelChoice, model_options
+from gbcli.cli.reporting import handle_errors, interrupt_exits_130
+from gbcli.finite import check_finite
+
+if TYPE_CHECKING:
+    from gbcli.tasks.tour import ModelFlags, TourStep
+
+TOUR_FAMILIES = "gpt,bert,bart"  # the tour's default --models: step 8 is BART's
+
+
+@handle_errors
+@model_options
+def tour(
+    steps: Annotated[
+        str | None, typer.Option("--steps", help="Only these steps, e.g. 1,4,7 (default: all eight).",
+                                 show_default=False)
+    ] = None,
+    no_pause: Annotated[
+        bool, typer.Option("--no-pause", help="Go on without waiting between steps (it never waits off a "
+                           "terminal).")
+    ] = False,
+    budget: Annotated[
+        float, typer.Option("--budget", help="Seconds a slow step (fine-tuning) may take; one estimated to take "
+                            "longer is skipped with its estimate.")
+    ] = 60.0,
+    html: Annotated[
+        str | None, typer.Option("--html", help="Also write the tour as one self-contained HTML page (a handout: "
+                                 "figures embedded, nothing fetched).", show_default=False)
+    ] = None,
+    markdown: Annotated[
+        str | None, typer.Option("--markdown", help="Also write the tour as a Markdown notes file.",
+                                 show_default=False)
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Let --html and --markdown replace existing files.")] = False,
+    *,
+    choice: ModelChoice,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON Lines: one record per step, as each is "
+                                              "done.")] = False,
+) -> None:
+    """A guided tour of how GPT-2 and BERT differ: each claim shown on your models, its numbers read out.
+
+    Eight steps: attention, generation, the pre-training objectives, left against both contexts, perplexity
+    against pseudo-perplexity, layers, fine-tuning and BART. On a terminal it waits between steps (Enter to go
+    on, q to stop).
+    """
+    from gbcli.render.common import print_json, stdout_console
+    from gbcli.render.handout import check_handout_target
+    from gbcli.render.tour import closing_view, step_view
+    from gbcli.tasks.tour import ModelPool, TourSettings, check_budget, chosen_steps, parse_steps, run_step
+
+    settings = TourSettings(steps=parse_steps(steps), budget=check_budget(budget), model_flags=_model_flags(choice))
+    targets = [check_handout_target(path, force, option) for path, option in ((html, "--html"),
+                                                                            (markdown, "--markdown")) if path]
+    if _models_defaulted():
+        from dataclasses import replace
+
+        choice = replace(choice, models=TOUR_FAMILIES)
+    families = choice.families()
+    options = choice.load_options()
+    pool = ModelPool(lambda family: _load(choice, family, options), families)
+    console = stdout_console()
+    pausing = not (no_pause or json_output) and sys.stdin.isatty() and sys.stdout.isatty()
+    shown: list[TourStep] = []
+    stopped = False
+    specs = chosen_steps(settings)
+    for position, spec in enumerate(specs):
+        reason = pool.prepare(spec)  # loading stays outside interrupt_exits_130 (see gbcli.entry)
+        with interrupt_exits_130():
+            step = run_step(spec, settings, pool, reason)
+        if step.status == "shown":
+            check_finite(step.results, list(pool.loaded.values()))
+        shown.append(step)
+        if json_output:
+            print_json(step, lines=True)
+        else:
+            console.print(step_view(step))
+            console.print()
+        if pausing and position < len(specs) - 1 and not _go_on():
+            stopped = True
+            break
+    for target in targets:
+        target.write(shown)
+    if not json_output:
+        console.print(closing_view(shown, stopped))
+        for target in targets:
+            console.print(f"wrote {target.path}", style="dim")
+
+
+def _models_defaulted() -> bool:
+    """--models not given: the tour shows all three families (BART in step 8); a given --models is obeyed."""
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return True
+    source = context.get_parameter_source("models")
+    return source is None or source.name == "DEFAULT"
+
+
+def _model_flags(choice: ModelChoice) -> ModelFlags:
+    """The model options as given, for the commands each step names (the env variables apply to those as well)."""
+    from gbcli.tasks.tour import ModelFlags
+
+    by_family = {family: [f"--{family}", spec] for family, spec in choice.specs.items() if spec}
+    words: list[str] = []
+    for flag, value, default in (("--device", choice.device, "auto"), ("--dtype", choice.dtype, "auto"),
+                                 ("--revision", choice.revision, None)):
+        if value != default and value is not None:
+            words += [flag, value]
+    if choice.offline:
+        words.append("--offline")
+    return ModelFlags(by_family, words)
+
+
+def _load(choice: ModelChoice, family: str, options):
+    from gbcli.cli.options import load_column, requested_columns
+
+    [(family_, spec)] = requested_columns([family], choice.specs, options)  # type: ignore[list-item]
+    return load_column(family_, spec, options)
+
+
+def _go_on() -> bool:
+    """Wait for Enter (go on) or q (stop). Read as a line, so that it also works through a warm server."""
+    from gbcli.render.common import stderr_console
+
+    stderr_console().print("[dim]Enter: next step · q then Enter: stop[/]", end="")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    return bool(answer) and answer.strip().lower() not in {"q", "quit"}
