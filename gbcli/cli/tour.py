@@ -10,7 +10,7 @@ import typer
 
 from gbcli.cli.options import ModelChoice, model_options
 from gbcli.cli.reporting import handle_errors, interrupt_exits_130
-from gbcli.finite import check_finite
+from gbcli.errors import GbcliError
 
 if TYPE_CHECKING:
     from gbcli.tasks.tour import ModelFlags, TourStep
@@ -60,7 +60,8 @@ def tour(
 
     settings = TourSettings(steps=parse_steps(steps), budget=check_budget(budget), model_flags=_model_flags(choice))
     targets = [check_handout_target(path, force, option) for path, option in ((html, "--html"),
-                                                                            (markdown, "--markdown")) if path]
+                                                                            (markdown, "--markdown"))
+               if path is not None]
     if _models_defaulted():
         from dataclasses import replace
 
@@ -77,8 +78,6 @@ def tour(
         reason = pool.prepare(spec)  # loading stays outside interrupt_exits_130 (see gbcli.entry)
         with interrupt_exits_130():
             step = run_step(spec, settings, pool, reason)
-        if step.status == "shown":
-            check_finite(step.results, list(pool.loaded.values()))
         shown.append(step)
         if json_output:
             print_json(step, lines=True)
@@ -94,6 +93,14 @@ def tour(
         console.print(closing_view(shown, stopped))
         for target in targets:
             console.print(f"wrote {target.path}", style="dim")
+    if shown and pool.missing and all(step.status == "skipped" for step in shown):
+        raise GbcliError("No step of the tour could be shown: " + "; ".join(pool.missing.values()),
+                         "Give models that can be had: --gpt, --bert and --bart take a hub id or a local folder.")
+    failed = [str(step.number) for step in shown if step.status == "failed"]
+    if failed:
+        raise GbcliError(f"Step{'s' if len(failed) > 1 else ''} {', '.join(failed)} of the tour failed; the others "
+                         "were shown.", "The reason is given under each failed step; `gbcli COMMAND --help` for the "
+                         "command it names.")
 
 
 def _models_defaulted() -> bool:

@@ -79,7 +79,8 @@ def heatmap_svg(matrix: Sequence[Sequence[float | None]], rows: Sequence[str], c
     """A grid of shaded cells with row and column labels; `scale` is the value drawn darkest, None is hatched grey."""
     left = 8 + 7 * max((len(r) for r in rows), default=1)
     top = 8 + 7 * max((len(c) for c in columns), default=1) + 18
-    width, height = left + CELL * len(columns) + 8, top + CELL * len(rows) + 8
+    width = max(left + CELL * len(columns) + 8, 12 + 7 * len(title))
+    height = top + CELL * len(rows) + 8
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
              f'aria-label="{html.escape(title)}" style="{FONT}">',
              f'<text x="4" y="14" style="font-weight:600">{html.escape(title)}</text>']
@@ -219,7 +220,8 @@ h2 { font-size: 1.2rem; margin: .2rem 0; }
 table { border-collapse: collapse; font-size: .9rem; margin: .4rem 0; }
 td, th { border: 1px solid #ccd; padding: .15rem .5rem; text-align: left; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
-pre { background: #f4f4f8; padding: .5rem .7rem; overflow-x: auto; border-radius: .3rem; }
+pre { background: #f4f4f8; padding: .5rem .7rem; border-radius: .3rem; white-space: pre-wrap;
+      overflow-wrap: anywhere; }
 .meta { color: #555; font-size: .9rem; }
 """
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gbcli.errors import GbcliError, usage_error
+from gbcli.finite import check_finite
 from gbcli.models import LoadedModel
 
 StepStatus = Literal["shown", "skipped", "failed"]
@@ -36,6 +37,7 @@ MASK_TARGET = "duck"
 CHANGE = "quacks=barks"
 SCRAMBLED = "the park quacks in the duck ."
 SPAN_TEXT = "the [MASK] in the park ."
+SPAN_TOP_K = 3
 DEFAULT_BUDGET = 60.0
 
 
@@ -66,6 +68,8 @@ class Outcome:
     reading: list[str]
     verdict: Verdict
     note: str | None = None
+    # Commands that depend on what the step found (step 2 scores the texts the models wrote), after the named ones.
+    then: list[list[str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -209,7 +213,7 @@ def _generation_step(models: dict[str, LoadedModel]) -> Outcome:
         reading.append(f"Each judge prefers {winner} text, so these numbers settle nothing: each model favours "
                        "the words it chose.")
     verdict = _agreement([gpt_prefers, bert_prefers])
-    return Outcome({"generate": generation, "score": judged}, figures, reading, verdict)
+    return Outcome({"generate": generation, "score": judged}, figures, reading, verdict, then=[["score", *texts]])
 
 
 def _lower(a: float | None, b: float | None) -> bool:
@@ -414,7 +418,7 @@ def _bart_step(models: dict[str, LoadedModel]) -> Outcome:
     report = build_report(ATTENTION_TEXT, [_only_maps(attention, "encoder", "decoder")])
     encoder = attention_figures(_only_maps(attention, "encoder"))
     decoder = attention_figures(_only_maps(attention, "decoder"))
-    filled = fill_mask({"bart": lm}, SPAN_TEXT, 3)
+    filled = fill_mask({"bart": lm}, SPAN_TEXT, SPAN_TOP_K)
     slot = filled.masks[0]
     span = slot.bart.predictions[0] if slot.bart is not None and slot.bart.predictions else None
     figures = {"encoder": encoder, "decoder": decoder,
@@ -491,7 +495,8 @@ STEPS: tuple[StepSpec, ...] = (
              "spans of any length.",
              ("bart",),
              lambda f: [f.command("attention", ATTENTION_TEXT, "--models", "bart", families=("bart",)),
-                        f.command("fill-mask", SPAN_TEXT, "--models", "bart", families=("bart",))],
+                        f.command("fill-mask", SPAN_TEXT, "--top-k", str(SPAN_TOP_K), "--models", "bart",
+                                  families=("bart",))],
              _bart_step),
 )
 STEP_NUMBERS = tuple(spec.number for spec in STEPS)
@@ -568,7 +573,7 @@ def run_step(spec: StepSpec, settings: TourSettings, pool: ModelPool, reason: st
     if reason is not None:
         step.status, step.note = "skipped", reason
     else:
-        _run_step(spec, step, {f: pool.loaded[f] for f in spec.needs}, settings.budget)
+        _run_step(spec, step, {f: pool.loaded[f] for f in spec.needs}, settings)
     step.seconds = time.perf_counter() - started
     return step
 
@@ -580,7 +585,8 @@ def run_tour(settings: TourSettings, load: Loader, chosen: list[str]) -> Iterato
         yield run_step(spec, settings, pool, pool.prepare(spec))
 
 
-def _run_step(spec: StepSpec, step: TourStep, models: dict[str, LoadedModel], budget: float) -> None:
+def _run_step(spec: StepSpec, step: TourStep, models: dict[str, LoadedModel], settings: TourSettings) -> None:
+    budget, flags = settings.budget, settings.model_flags
     try:
         if spec.estimate is not None:
             needed = spec.estimate(models)
@@ -591,6 +597,7 @@ def _run_step(spec: StepSpec, step: TourStep, models: dict[str, LoadedModel], bu
                              f"{budget:g} s; raise --budget to see it")
                 return
         outcome = spec.run(models)
+        check_finite(outcome.results, list(models.values()))  # a NaN fails this step, not the tour
     except StepUnavailable as reason:
         step.status, step.note = "skipped", str(reason)
         return
@@ -605,3 +612,4 @@ def _run_step(spec: StepSpec, step: TourStep, models: dict[str, LoadedModel], bu
     step.results, step.figures, step.reading, step.verdict = (outcome.results, {**step.figures, **outcome.figures},
                                                               outcome.reading, outcome.verdict)
     step.note = outcome.note
+    step.commands += [flags.command(*words) for words in outcome.then]

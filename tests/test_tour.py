@@ -1,0 +1,392 @@
+"""`gbcli tour`: every step's numbers are those of the command it names, its reading follows those numbers (and
+says so when a model contradicts the claim), it pauses only on a terminal, and its handout stands alone."""
+
+from __future__ import annotations
+
+import html.parser
+import json
+import os
+import pty
+import re
+import shlex
+import subprocess
+
+import pytest
+
+from tests.cli_helpers import (
+    TRACEBACK,
+    assert_user_error,
+    gbcli_executable,
+    read_terminal_until,
+    run,
+    visible,
+)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+def json_lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def every_model(gpt_path, bert_path, bart_path) -> list[str]:
+    return ["--gpt", str(gpt_path), "--bert", str(bert_path), "--bart", str(bart_path)]
+
+
+@pytest.fixture(scope="module")
+def tour_steps(every_model) -> dict[int, dict]:
+    """The whole tour on the tiny models, as JSON Lines (steps 1-6 and 8; 7 has no command in this build)."""
+    result = run("tour", "--no-pause", *every_model, "--json")
+    assert result.exit_code == 0, result.stderr
+    return {step["number"]: step for step in json_lines(result.stdout)}
+
+
+def command_json(command: str) -> list[dict]:
+    """The command a step names, run with --json: its document, or its JSON Lines records."""
+    words = shlex.split(command)
+    assert words[0] == "gbcli"
+    result = run(*words[1:], "--json")
+    assert result.exit_code == 0, f"{command}: {result.stderr}"
+    return json_lines(result.stdout) if words[1] == "score" else [json.loads(result.stdout)]
+
+
+def without(document, *keys: str):
+    """A JSON value with the timing fields (which no two runs share) left out, at any depth."""
+    if isinstance(document, dict):
+        return {k: without(v, *keys) for k, v in document.items() if k not in keys}
+    if isinstance(document, list):
+        return [without(v, *keys) for v in document]
+    return document
+
+
+def test_every_step_is_shown_and_names_its_command(tour_steps):
+    assert sorted(tour_steps) == [1, 2, 3, 4, 5, 6, 7, 8]
+    for number, step in tour_steps.items():
+        assert step["commands"] and all(c.startswith("gbcli ") for c in step["commands"])
+        if number == 7:
+            assert step["status"] == "skipped" and "finetune" in step["note"]
+        else:
+            assert step["status"] == "shown", step
+            assert step["verdict"] == "agrees", step["reading"]  # the trained tiny models bear every claim out
+
+
+def test_attention_step_is_the_attention_command(tour_steps):
+    step = tour_steps[1]
+    (document,) = command_json(step["commands"][0])
+    assert step["results"]["attention"] == document
+
+
+def test_generation_step_is_the_generate_command_and_its_judges_the_score_command(tour_steps):
+    step = tour_steps[2]
+    generate_command, score_command = step["commands"]
+    (document,) = command_json(generate_command)
+    timing = ("seconds", "tokens_per_second")
+    assert without(step["results"]["generate"], *timing) == without(document, *timing)
+    assert step["results"]["score"] == command_json(score_command)
+    gpt_text, bert_text = step["results"]["score"]
+    assert step["figures"]["gpt_judge"] == {"gpt_text": gpt_text["columns"][0]["value"],
+                                            "bert_text": bert_text["columns"][0]["value"]}
+    assert step["figures"]["bert_judge"] == {"gpt_text": gpt_text["columns"][1]["value"],
+                                             "bert_text": bert_text["columns"][1]["value"]}
+
+
+def test_fill_mask_context_score_and_lens_steps_are_their_commands(tour_steps):
+    for number, name in ((3, "fill-mask"), (4, "context"), (6, "lens")):
+        (document,) = command_json(tour_steps[number]["commands"][0])
+        assert tour_steps[number]["results"][name] == document, name
+    assert tour_steps[5]["results"]["score"] == command_json(tour_steps[5]["commands"][0])
+
+
+def test_bart_step_is_its_two_commands(tour_steps):
+    step = tour_steps[8]
+    attention_command, fill_command = step["commands"]
+    (attention,) = command_json(attention_command)
+    # The tour shows BART's encoder and decoder (the claim); the command adds cross-attention after them.
+    assert step["results"]["attention"]["models"] == attention["models"][:2]
+    assert [m["map"] for m in attention["models"][:2]] == ["encoder", "decoder"]
+    (filled,) = command_json(fill_command)
+    assert step["results"]["fill-mask"] == filled
+    span = filled["masks"][0]["bart"]["predictions"][0]
+    assert step["figures"]["span"] == span["word"] and step["figures"]["span_p"] == span["prob"]
+
+
+def test_attention_figures_match_the_models_own_attention(tour_steps, gpt, bert):
+    """The triangle and the square, from transformers' own eager attention weights on the same text."""
+    import torch
+
+    from gbcli.tasks.tour import ATTENTION_TEXT
+
+    for family, (tokenizer, model) in (("gpt", gpt), ("bert", bert)):
+        model.set_attn_implementation("eager")
+        with torch.no_grad():
+            out = model(**tokenizer(ATTENTION_TEXT, return_tensors="pt"), output_attentions=True)
+        weights = torch.stack([a[0] for a in out.attentions])  # [layer, head, query, key]
+        upper = torch.triu(torch.ones(weights.shape[-2:], dtype=torch.bool), diagonal=1)
+        later_share = (weights * upper).sum(-1)[..., :-1].mean().item()
+        figures = tour_steps[1]["figures"][family]
+        assert figures["max_later_weight"] == pytest.approx(weights[..., upper].max().item(), abs=1e-6)
+        assert figures["mean_later_share"] == pytest.approx(later_share, abs=1e-5)
+    assert tour_steps[1]["figures"]["gpt"]["max_later_weight"] == 0.0
+    assert tour_steps[1]["figures"]["bert"]["mean_later_share"] > 0.1
+
+
+def test_readings_follow_the_figures(tour_steps):
+    fill = tour_steps[3]["figures"]
+    assert f"p {fill['bert_target_p']:.3f}" in tour_steps[3]["reading"][0]
+    assert f"{fill['bert_target_p'] / fill['gpt_left_target_p']:.3g} times less" in tour_steps[3]["reading"][1]
+    context = tour_steps[4]["figures"]
+    assert context["gpt"]["moved"] == 0 and context["bert"]["moved"] == context["bert"]["before"] > 0
+    assert f"none of GPT-2's {context['gpt']['before']} states" in tour_steps[4]["reading"][0]
+    score = tour_steps[5]["figures"]
+    ratio = score["gpt_perplexity"]["scrambled"] / score["gpt_perplexity"]["natural"]
+    assert f"{ratio:.3g} times as perplexing" in " ".join(tour_steps[5]["reading"])
+    assert tour_steps[5]["results"]["score"][0]["columns"][0]["value"] == score["gpt_perplexity"]["natural"]
+
+
+@pytest.fixture(scope="module")
+def random_bert(tmp_path_factory, bert_path):
+    """A BERT with random weights and the tiny BERT's vocabulary: it has learnt nothing, so it knows no duck."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    folder = tmp_path_factory.mktemp("random-bert")
+    tokenizer = AutoTokenizer.from_pretrained(bert_path)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertForMaskedLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_a_model_that_contradicts_a_claim_is_said_to(gpt_path, random_bert):
+    result = run("tour", "--no-pause", "--steps", "3,5", "--gpt", str(gpt_path), "--bert", str(random_bert),
+                 "--json")
+    assert result.exit_code == 0, result.stderr
+    fill, score = json_lines(result.stdout)
+    figures = fill["figures"]
+    assert figures["bert_top"] != "duck" and figures["bert_target_p"] < figures["gpt_left_target_p"]
+    assert fill["verdict"] == "contradicts"
+    assert "not 'duck'" in fill["reading"][0] and "do not bear the claim out" in fill["reading"][-1]
+    # Whatever the random BERT makes of the scrambled sentence, the reading says what its numbers say.
+    bert = score["figures"]["bert_pseudo_perplexity"]
+    said = " ".join(score["reading"])
+    if bert["natural"] < bert["scrambled"]:
+        assert "BERT finds the scrambled" in said
+    else:
+        assert "BERT does not find the scrambled" in said and score["verdict"] != "agrees"
+
+
+def test_the_view_shows_each_step_its_reading_and_command_at_80_columns(every_model):
+    from gbcli.tasks.tour import STEPS
+
+    result = run("tour", "--no-pause", "--steps", "1,4,7", *every_model, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.stderr
+    screen = result.stdout
+    assert max(len(line) for line in screen.splitlines()) <= 80
+    for number in (1, 4, 7):
+        assert f"Step {number}/8 · {STEPS[number - 1].title}" in screen
+    assert "Step 2/8" not in screen and "Step 8/8" not in screen
+    assert "✓ these models bear the claim out" in screen
+    assert "skipped: `gbcli finetune` is not in this build" in screen
+    assert "deeper:" in screen and "gbcli context 'the duck quacks in the park .' --change quacks=barks" in screen
+    assert "before the change: every state bit-identical" in screen  # the context command's own view
+    assert "tour done: 2 shown, 1 skipped" in screen
+
+
+def test_a_missing_model_skips_its_steps_and_the_tour_goes_on(gpt_path, bert_path, tmp_path):
+    result = run("tour", "--no-pause", "--steps", "1,8", "--gpt", str(gpt_path), "--bert", str(bert_path),
+                 "--bart", str(tmp_path / "no-such-bart"), "--json")
+    assert result.exit_code == 0, result.stderr
+    first, bart = json_lines(result.stdout)
+    assert first["status"] == "shown"
+    assert bart["status"] == "skipped" and "BART model cannot be had" in bart["note"]
+    assert "no-such-bart" in bart["note"]
+
+
+def test_no_model_at_all_is_an_error_after_the_skipped_steps(tmp_path):
+    result = run("tour", "--no-pause", "--steps", "1", "--gpt", str(tmp_path / "none"), "--bert",
+                 str(tmp_path / "none"))
+    assert result.exit_code == 1 and "skipped: the GPT model cannot be had" in result.stdout
+    assert "error: No step of the tour could be shown" in result.stderr
+
+
+def test_models_leaves_out_the_steps_of_the_others(gpt_path, bert_path):
+    result = run("tour", "--no-pause", "--steps", "1,8", "--models", "gpt,bert", "--gpt", str(gpt_path),
+                 "--bert", str(bert_path), "--json")
+    first, bart = json_lines(result.stdout)
+    assert first["status"] == "shown" and bart["status"] == "skipped" and "--models leaves out" in bart["note"]
+
+
+@pytest.fixture(scope="module")
+def short_gpt(tmp_path_factory, gpt_path):
+    """A GPT-2 that holds 4 positions: every step that gives it a whole sentence fails."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    folder = tmp_path_factory.mktemp("short-gpt")
+    tokenizer = AutoTokenizer.from_pretrained(gpt_path)
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=4, vocab_size=len(tokenizer),
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_a_failing_step_is_said_and_the_tour_goes_on(short_gpt, bert_path, bart_path):
+    result = run("tour", "--no-pause", "--steps", "1,8", "--gpt", str(short_gpt), "--bert", str(bert_path),
+                 "--bart", str(bart_path))
+    assert result.exit_code == 1
+    assert "Step 1/8" in result.stdout and "failed:" in result.stdout
+    assert "Step 8/8" in result.stdout and "✓ these models bear the claim out" in result.stdout
+    assert "error: Step 1 of the tour failed" in result.stderr and TRACEBACK not in result.stderr
+
+
+@pytest.mark.parametrize(("args", "code", "fragment"), [
+    (("--steps", "9"), 2, "no step '9'"),
+    (("--steps", "one"), 2, "no step 'one'"),
+    (("--steps", ","), 2, "names no step"),
+    (("--budget", "0"), 2, "--budget must be"),
+    (("--html", "/no/such/folder/handout.html"), 2, "does not exist"),
+    (("--markdown", ""), 2, "needs a file name"),
+])
+def test_bad_input_is_refused_before_any_model_loads(args, code, fragment, tmp_path):
+    # The models do not exist: an error about them would mean the check came too late.
+    result = run("tour", "--no-pause", *args, "--gpt", str(tmp_path / "none"), "--bert", str(tmp_path / "none"))
+    assert_user_error(result, code, fragment)
+
+
+def test_an_existing_handout_is_kept_without_force(tmp_path, every_model):
+    page = tmp_path / "handout.html"
+    page.write_text("mine")
+    assert_user_error(run("tour", "--html", str(page), "--gpt", str(tmp_path / "none")), 2, "already exists")
+    assert page.read_text() == "mine"
+
+
+class PageCheck(html.parser.HTMLParser):
+    """Every tag and attribute of a page, and whether its elements close in order."""
+
+    VOID = frozenset({"meta", "br", "img", "link", "input", "hr", "circle", "rect", "line", "polyline", "path"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+        self.tags: list[str] = []
+        self.attributes: list[tuple[str, str, str]] = []
+        self.errors: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attributes += [(tag, name, value or "") for name, value in attrs]
+        if tag not in self.VOID:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag in self.VOID:
+            return
+        if not self.open or self.open[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.open[-1:] or 'nothing'}")
+        else:
+            self.open.pop()
+
+
+@pytest.fixture(scope="module")
+def handout(tmp_path_factory, every_model):
+    folder = tmp_path_factory.mktemp("handout")
+    page, notes = folder / "tour.html", folder / "tour.md"
+    result = run("tour", "--no-pause", *every_model, "--html", str(page), "--markdown", str(notes))
+    assert result.exit_code == 0, result.stderr
+    return page, notes
+
+
+def test_the_handout_is_one_self_contained_page_with_its_figures_inline(handout):
+    page, _ = handout
+    text = page.read_text()
+    check = PageCheck()
+    check.feed(text)
+    check.close()
+    assert not check.errors and not check.open, (check.errors, check.open)
+    assert "script" not in check.tags and "link" not in check.tags and "img" not in check.tags
+    fetched = [(tag, name, value) for tag, name, value in check.attributes
+               if name in {"src", "href"} and not value.startswith(("#", "data:"))]
+    assert not fetched
+    assert "@import" not in text and "url(" not in text and "http://" not in text.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
+    # Two heatmaps in step 1, two shift grids in step 4, the lens curves in step 6, two BART heatmaps in step 8.
+    assert check.tags.count("svg") == 7
+    for number in range(1, 9):
+        assert f'id="step-{number}"' in text
+    assert "gbcli context &#x27;the duck quacks in the park .&#x27; --change quacks=barks" in text
+
+
+def test_the_markdown_notes_have_each_step_and_its_commands(handout, tour_steps):
+    _, notes = handout
+    text = notes.read_text()
+    for number, step in tour_steps.items():
+        assert f"## Step {number} of 8: {step['title']}" in text
+        for command in step["commands"]:
+            assert f"$ {command}" in text
+    assert tour_steps[3]["reading"][0] in text
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed (apt-get install chromium)")
+def test_the_handout_loads_in_a_headless_browser_with_nothing_fetched(handout, tmp_path):
+    page, _ = handout
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'ud'}"]
+    shot = tmp_path / "first-screen.png"
+    done = subprocess.run([CHROMIUM, *flags, "--window-size=1100,900", f"--screenshot={shot}", page.as_uri()],
+                          capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        assert image.size == (1100, 900)
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50  # text and heatmaps drawn, not a blank page
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", page.as_uri()], capture_output=True, timeout=120,
+                         check=False)
+    assert b"Step 1 of 8" in dom.stdout and dom.stdout.count(b"<svg") == 7
+
+
+def test_it_pauses_on_a_terminal_enter_goes_on_and_q_stops(every_model):
+    leader, follower = pty.openpty()
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "100", "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    process = subprocess.Popen([gbcli_executable(), "tour", "--steps", "1,3,4", *every_model], stdin=follower,
+                               stdout=follower, stderr=follower, env=env, start_new_session=True)
+    os.close(follower)
+    try:
+        shown = read_terminal_until(leader, b"Enter: next step", 120, shown=visible)
+        assert b"Step 1/8" in shown and b"Step 3/8" not in shown  # it waits before step 3
+        os.write(leader, b"\r")
+        shown = read_terminal_until(leader, b"Enter: next step", 120, shown=visible)
+        assert b"Step 3/8" in shown and b"Step 4/8" not in shown
+        os.write(leader, b"q\r")
+        shown = read_terminal_until(leader, b"tour stopped", 60, shown=visible)
+        assert b"tour stopped: 2 shown" in shown and b"Step 4/8" not in shown
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+        os.close(leader)
+
+
+def test_off_a_terminal_it_never_waits(every_model):
+    done = subprocess.run([gbcli_executable(), "tour", "--steps", "4", *every_model], capture_output=True,
+                          timeout=120, env={**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}, check=False,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert b"Step 4/8" in done.stdout and b"Enter: next step" not in done.stdout + done.stderr
+
+
+def test_tour_is_listed_and_its_help_names_the_options():
+    result = run("tour", "--help")
+    for option in ("--steps", "--no-pause", "--budget", "--html", "--markdown", "--json", "--gpt"):
+        assert option in result.stdout
+    assert re.search(r"\btour\b", run("--help").stdout)
