@@ -46,6 +46,12 @@ def generate(
     show_probs: Annotated[
         bool, typer.Option("--show-probs", help="Colour each generated token by its probability.")
     ] = False,
+    alternatives: Annotated[
+        int | None,
+        typer.Option("--alternatives", metavar="K", show_default=False,
+                     help="At each step, the K tokens the model weighed most, with their probabilities, the one "
+                          "written marked (--json always holds them: K, or 5)."),
+    ] = None,
     *,
     choice: ModelChoice,
     json_output: JsonOption = False,
@@ -65,7 +71,7 @@ def generate(
     settings = DecodingSettings.from_options(
         max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p,
         repetition_penalty=repetition_penalty, num_beams=num_beams, num_return_sequences=num_return_sequences,
-        seed=seed,
+        seed=seed, alternatives=alternatives,
     )
     text = check_prompt(read_text(prompt[0], "prompt"))
     options = choice.load_options()
@@ -81,7 +87,7 @@ def generate(
     if json_output:
         print_json(result)
     else:
-        console.print(generation_view(result, show_probs))
+        console.print(generation_view(result, show_probs, show_alternatives=alternatives is not None))
 
 
 def _generate_in_turn(requested: list[tuple[Family, str]], result: GenerationResult, columns: list[LoadedModel],

@@ -11,8 +11,11 @@ from rich.table import Table
 from rich.text import Text
 
 from gbcli.models import family_title
-from gbcli.render.common import ProbText, SideBySide, format_nats, format_seconds, prob_legend
-from gbcli.tasks.generation import Continuation, GenerationResult, ModelGeneration
+from gbcli.render.common import ProbText, SideBySide, format_nats, format_prob, format_seconds, prob_legend
+from gbcli.tasks.generation import Alternative, Continuation, GeneratedToken, GenerationResult, ModelGeneration
+from gbcli.tasks.tokenization import readable_piece
+
+CHOSEN_MARK = "▸"  # before the token written, among the ones the model weighed: readable without colour
 
 
 def continuation_text(prompt: str, continuation: Continuation, show_probs: bool) -> RenderableType:
@@ -51,9 +54,67 @@ def column_panel(prompt: str, column: ModelGeneration, show_probs: bool) -> Pane
     return Panel(Group(*parts), title=f"{family_title(column.family)} · {column.model}", expand=True)
 
 
-def generation_view(result: GenerationResult, show_probs: bool = False) -> RenderableType:
+def alternative_cell(alternative: Alternative) -> Text:
+    """`▸␣there 0.4123` for the token written, `␣a 0.0812` for another the model weighed."""
+    shown = readable_piece(alternative.piece, alternative.text)
+    cell = Text(CHOSEN_MARK + shown, style="bold") if alternative.chosen else Text(shown)
+    cell.append(" " + format_prob(math.exp(alternative.logprob)), style="" if alternative.chosen else "dim")
+    return cell
+
+
+def written_cell(token: GeneratedToken) -> Text:
+    """The token written, when it is not among the alternatives shown (sampling may pick an unlikely one)."""
+    return alternative_cell(Alternative(token.id, token.piece, token.text, token.logprob, True)).append(
+        " (below these)", style="italic dim")
+
+
+def alternatives_table(continuation: Continuation) -> Table:
+    """One row per step: its number, then the tokens the model weighed most, best first, the one written marked."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(justify="right", style="dim", no_wrap=True)
+    widest = max((len(token.alternatives) for token in continuation.tokens), default=0)
+    # A last column for the written token where sampling picked one below the alternatives shown.
+    below = any(not any(a.chosen for a in token.alternatives) for token in continuation.tokens)
+    for _ in range(widest + below):
+        table.add_column(overflow="fold")
+    for step, token in enumerate(continuation.tokens, start=1):
+        cells = [alternative_cell(alternative) for alternative in token.alternatives]
+        cells += [Text("")] * (widest - len(cells))
+        if below:
+            cells.append(Text("") if any(a.chosen for a in token.alternatives) else written_cell(token))
+        table.add_row(str(step), *cells)
+    return table
+
+
+def alternatives_section(column: ModelGeneration) -> list[RenderableType]:
+    parts: list[RenderableType] = [Text(f"{family_title(column.family)} · {column.model}: the tokens weighed at each "
+                                        "step", style="bold")]
+    for index, continuation in enumerate(column.continuations):
+        if len(column.continuations) > 1:
+            parts.append(Text(f"#{index + 1}", style="cyan"))
+        parts.append(alternatives_table(continuation))
+    return parts
+
+
+def alternatives_legend(result: GenerationResult) -> Text:
+    text = Text(f"{CHOSEN_MARK} the token written; each number is the raw model probability (before temperature, "
+                "top-k and top-p), from the same distribution the token was chosen from", style="dim")
+    if any(column.family == "bert" for column in result.columns):
+        text.append("; BERT weighs special tokens such as [SEP] but its loop never writes one", style="dim")
+    if any(column.family != "gpt" or len(column.continuations) > 1 for column in result.columns):
+        text.append("; a column decoded by beam search, several sequences or BART is read by one teacher-forced "
+                    "pass over what it wrote", style="dim")
+    return text
+
+
+def generation_view(result: GenerationResult, show_probs: bool = False, *,
+                    show_alternatives: bool = False) -> RenderableType:
     panels = [column_panel(result.prompt, column, show_probs) for column in result.columns]
     parts: list[RenderableType] = [SideBySide(panels)]
+    if show_alternatives:
+        for column in result.columns:
+            parts += alternatives_section(column)
+        parts.append(alternatives_legend(result))
     parts.append(Text(f"decoding: {result.decoding}", style="dim"))
     if show_probs:
         parts.append(prob_legend("token probability (raw model, before temperature/top-k/top-p): "))

@@ -14,6 +14,9 @@ Mode = Literal["greedy", "sample", "beam"]
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_TOP_K = 50
 DEFAULT_TOP_P = 1.0
+# How many of the tokens the model weighed at each step a result keeps (`--json` always carries them).
+DEFAULT_ALTERNATIVES = 5
+MAX_ALTERNATIVES = 50
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class DecodingSettings:
     num_beams: int = 1
     num_return_sequences: int = 1
     seed: int | None = None
+    alternatives: int = DEFAULT_ALTERNATIVES
 
     @classmethod
     def from_options(
@@ -43,6 +47,7 @@ class DecodingSettings:
         num_beams: int = 1,
         num_return_sequences: int = 1,
         seed: int | None = None,
+        alternatives: int | None = None,
     ) -> DecodingSettings:
         """Validate the command-line options and settle the decoding mode; a conflict is a usage error."""
         if max_new_tokens < 1:
@@ -63,6 +68,9 @@ class DecodingSettings:
             raise usage_error(f"--num-beams must be between 1 and 64 (got {num_beams}).")
         if num_return_sequences < 1 or num_return_sequences > 64:
             raise usage_error(f"-n/--num-return-sequences must be between 1 and 64 (got {num_return_sequences}).")
+        if alternatives is not None and not 1 <= alternatives <= MAX_ALTERNATIVES:
+            raise usage_error(f"--alternatives must be between 1 and {MAX_ALTERNATIVES} (got {alternatives}).",
+                              "For example --alternatives 5: the five tokens the model weighed most at each step.")
         if seed is not None and not 0 <= seed < 2**64:
             # torch.manual_seed takes a 64-bit seed; a larger one would fail deep inside torch.
             raise usage_error(f"--seed must be between 0 and 2**64 - 1 (got {seed}).", "For example --seed 42.")
@@ -106,6 +114,7 @@ class DecodingSettings:
             num_beams=num_beams,
             num_return_sequences=num_return_sequences,
             seed=seed,
+            alternatives=DEFAULT_ALTERNATIVES if alternatives is None else alternatives,
         )
 
     def describe(self) -> str:

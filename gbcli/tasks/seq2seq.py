@@ -23,6 +23,7 @@ from gbcli.errors import GbcliError, usage_error
 
 # Re-exported: generate_seq2seq below and fill-mask (tasks/masking.py) score BART's outputs by teacher forcing.
 from gbcli.lm.seq2seq import teacher_forced_logprobs as teacher_forced_logprobs
+from gbcli.lm.seq2seq import teacher_forced_reads
 from gbcli.models import LoadedModel
 
 INFILL_METHOD = (
@@ -227,8 +228,10 @@ def generate_seq2seq(lm: LoadedModel, prompt: str, settings: Any,
         input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
         decoder_input_ids=torch.tensor([prefix], device=lm.device),
     )
-    scored = teacher_forced_logprobs(lm, source, [prefix + new_ids for new_ids, _ in rows])
-    continuations = [continuation(lm, prefix, new_ids, logprobs[len(prefix) - 1 :], stopped)
-                     for (new_ids, stopped), logprobs in zip(rows, scored, strict=True)]
+    # Each token's log-probability and the alternatives of its step come from one teacher-forced pass.
+    scored, tops = teacher_forced_reads(lm, source, [prefix + new_ids for new_ids, _ in rows], settings.alternatives)
+    continuations = [continuation(lm, prefix, new_ids, logprobs[len(prefix) - 1 :], stopped,
+                                  alternatives=top[len(prefix) - 1 :] if settings.alternatives else None)
+                     for (new_ids, stopped), logprobs, top in zip(rows, scored, tops, strict=True)]
     produced = max(len(new_ids) for new_ids, _ in rows)
     return model_generation(lm, GENERATE_METHOD, continuations, produced, seconds)
