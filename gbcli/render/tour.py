@@ -31,7 +31,7 @@ def demonstration(step: TourStep) -> list[RenderableType]:
     if "attention" in results:
         parts.append(heatmap_view(results["attention"]))
     if "generate" in results:
-        parts.append(generation_view(results["generate"]))
+        parts.append(generation_view(results["generate"], show_alternatives=True))
         parts.append(judge_table(step))
     elif "score" in results:
         parts.append(score_view(results["score"]))

@@ -31,7 +31,8 @@ Figures = dict[str, Any]
 # The tour's texts: the tiny test models were taught them, and pretrained GPT-2 and BERT know them as well.
 ATTENTION_TEXT = "the duck quacks in the park ."
 PROMPT = "once upon a time"
-NEW_TOKENS = 12
+NEW_TOKENS = 10
+ALTERNATIVES = 3
 MASK_TEXT = "the [MASK] quacks in the park ."
 MASK_TARGET = "duck"
 CHANGE = "quacks=barks"
@@ -174,7 +175,7 @@ def _attention_step(models: dict[str, LoadedModel]) -> Outcome:
 def _generation_settings() -> Any:
     from gbcli.tasks.decoding import DecodingSettings
 
-    return DecodingSettings.from_options(max_new_tokens=NEW_TOKENS, greedy=True)
+    return DecodingSettings.from_options(max_new_tokens=NEW_TOKENS, greedy=True, alternatives=ALTERNATIVES)
 
 
 def _generation_step(models: dict[str, LoadedModel]) -> Outcome:
@@ -195,11 +196,18 @@ def _generation_step(models: dict[str, LoadedModel]) -> Outcome:
         "gpt_judge": {"gpt_text": gpt_judge[0], "bert_text": gpt_judge[1]},
         "bert_judge": {"gpt_text": bert_judge[0], "bert_text": bert_judge[1]},
     }
+    gpt_steps = generation.columns[0].continuations[0].tokens
+    doubt = _least_sure(gpt_steps)
+    if doubt is not None:
+        figures["gpt_least_sure"] = doubt
     gpt_prefers = _lower(gpt_judge[0], gpt_judge[1])
     bert_prefers = _lower(bert_judge[0], bert_judge[1])
     reading = [
         f"GPT-2 wrote {texts[0]!r} one token after another; BERT, appending a [MASK] and filling it, wrote "
         f"{texts[1]!r}.",
+        *([f"GPT-2 weighed its next token at each step and was least sure at step {doubt['step']}, where it wrote "
+           f"{doubt['written']!r} (p {_p(doubt['p'])}) over {doubt['runner_up']!r} (p {_p(doubt['runner_up_p'])})."]
+          if doubt is not None else []),
         f"Judged by GPT-2's perplexity, GPT-2's text scores {_ppl(gpt_judge[0])} and BERT's {_ppl(gpt_judge[1])}; "
         f"by BERT's pseudo-perplexity, {_ppl(bert_judge[0])} and {_ppl(bert_judge[1])} (lower is more likely).",
     ]
@@ -214,6 +222,17 @@ def _generation_step(models: dict[str, LoadedModel]) -> Outcome:
                        "the words it chose.")
     verdict = _agreement([gpt_prefers, bert_prefers])
     return Outcome({"generate": generation, "score": judged}, figures, reading, verdict, then=[["score", *texts]])
+
+
+def _least_sure(tokens: list[Any]) -> Figures | None:
+    """The step whose written token had the lowest probability, and the best token it passed over there."""
+    weighed = [(i, t) for i, t in enumerate(tokens, start=1) if len(t.alternatives) > 1]
+    if not weighed:
+        return None
+    step, token = min(weighed, key=lambda item: item[1].logprob)
+    other = next(a for a in token.alternatives if not a.chosen)
+    return {"step": step, "written": token.text.strip(), "p": math.exp(token.logprob),
+            "runner_up": other.text.strip(), "runner_up_p": math.exp(other.logprob)}
 
 
 def _lower(a: float | None, b: float | None) -> bool:
@@ -470,7 +489,8 @@ STEPS: tuple[StepSpec, ...] = (
              "GPT-2 writes token by token, each from the ones before; BERT, made to write by filling blanks, "
              "writes poorly.",
              ("gpt", "bert"),
-             lambda f: [f.command("generate", PROMPT, "--greedy", "--max-new-tokens", str(NEW_TOKENS))],
+             lambda f: [f.command("generate", PROMPT, "--greedy", "--max-new-tokens", str(NEW_TOKENS),
+                                  "--alternatives", str(ALTERNATIVES))],
              _generation_step),
     StepSpec(3, "fill-mask", "Two pre-training objectives",
              "GPT-2 learnt to predict the next word, BERT the masked word: BERT fills 'the [MASK] quacks' from the "
