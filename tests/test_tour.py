@@ -60,6 +60,18 @@ def without(document, *keys: str):
     return document
 
 
+def alike(a, b) -> bool:
+    """Equal JSON values, floats to 1e-6: a decoding step picks its thread split by timing it (gbcli.lm.threads),
+    and another split may sum a dot product in another order."""
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(alike(a[key], b[key]) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(alike(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
 def test_every_step_is_shown_and_names_its_command(tour_steps):
     assert sorted(tour_steps) == [1, 2, 3, 4, 5, 6, 7, 8]
     for number, step in tour_steps.items():
@@ -82,8 +94,8 @@ def test_generation_step_is_the_generate_command_and_its_judges_the_score_comman
     generate_command, score_command = step["commands"]
     (document,) = command_json(generate_command)
     timing = ("seconds", "tokens_per_second")
-    assert without(step["results"]["generate"], *timing) == without(document, *timing)
-    assert step["results"]["score"] == command_json(score_command)
+    assert alike(without(step["results"]["generate"], *timing), without(document, *timing))
+    assert alike(step["results"]["score"], command_json(score_command))
     gpt_text, bert_text = step["results"]["score"]
     assert step["figures"]["gpt_judge"] == {"gpt_text": gpt_text["columns"][0]["value"],
                                             "bert_text": bert_text["columns"][0]["value"]}
