@@ -223,6 +223,7 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f4f4f8; padding: .5rem .7rem; border-radius: .3rem; white-space: pre-wrap;
       overflow-wrap: anywhere; }
 .meta { color: #555; font-size: .9rem; }
+.contents li { margin: .15rem 0; } .contents .verdict { font-size: .8rem; margin-left: .4rem; }
 """
 
 
@@ -278,9 +279,20 @@ def _model_names(result: Any) -> list[tuple[str, str]]:
     return found
 
 
+def _contents_html(steps: list[TourStep]) -> str:
+    """The steps with where each stands, linked to their sections."""
+    items = []
+    for step in steps:
+        standing = VERDICT_WORDS[step.verdict] if step.verdict is not None else step.status
+        css = step.verdict or step.status
+        items.append(f'<li value="{step.number}"><a href="#step-{step.number}">{html.escape(step.title)}</a> '
+                     f'<span class="verdict {css}">{html.escape(standing)}</span></li>')
+    return '<ol class="contents">' + "".join(items) + "</ol>" if items else ""
+
+
 def handout_html(steps: list[TourStep]) -> str:
     models = _models_line(steps)
-    body = "".join(_step_html(step) for step in steps)
+    body = _contents_html(steps) + "".join(_step_html(step) for step in steps)
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
             "<title>GPT-2 and BERT, side by side: a gbcli tour</title>\n"
