@@ -1,5 +1,8 @@
 """`gbcli tour`: every step's numbers are those of the command it names, its reading follows those numbers (and
-says so when a model contradicts the claim), it pauses only on a terminal, and its handout stands alone."""
+says so when a model contradicts the claim), it pauses only on a terminal, and its handout stands alone.
+
+Off a terminal through the installed entry point (and a warm server) it is tests/test_serve.py's byte-for-byte case.
+"""
 
 from __future__ import annotations
 
@@ -387,14 +390,6 @@ def test_it_pauses_on_a_terminal_enter_goes_on_and_q_stops(every_model):
             process.kill()
             process.wait(timeout=30)
         os.close(leader)
-
-
-def test_off_a_terminal_it_never_waits(every_model):
-    done = subprocess.run([gbcli_executable(), "tour", "--steps", "4", *every_model], capture_output=True,
-                          timeout=120, env={**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}, check=False,
-                          stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stderr
-    assert b"Step 4/8" in done.stdout and b"Enter: next step" not in done.stdout + done.stderr
 
 
 def test_tour_is_listed_and_its_help_names_the_options():

@@ -51,7 +51,7 @@ def tour(
 
     Eight steps: attention, generation, the pre-training objectives, left against both contexts, perplexity
     against pseudo-perplexity, layers, fine-tuning and BART. On a terminal it waits between steps (Enter to go
-    on, q to stop).
+    on, q to stop). Without --models it uses all three families (BART for step 8).
     """
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.handout import check_handout_target
