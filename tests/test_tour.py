@@ -38,11 +38,23 @@ def every_model(gpt_path, bert_path, bart_path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tour_steps(every_model) -> dict[int, dict]:
-    """The whole tour on the tiny models, as JSON Lines (steps 1-6 and 8; 7 has no command in this build)."""
-    result = run("tour", "--no-pause", *every_model, "--json")
+def tour_run(every_model, tmp_path_factory) -> tuple[dict[int, dict], object, object]:
+    """The whole tour on the tiny models once: its JSON Lines, and the handout and notes it wrote meanwhile."""
+    folder = tmp_path_factory.mktemp("handout")
+    page, notes = folder / "tour.html", folder / "tour.md"
+    result = run("tour", "--no-pause", *every_model, "--html", str(page), "--markdown", str(notes), "--json")
     assert result.exit_code == 0, result.stderr
-    return {step["number"]: step for step in json_lines(result.stdout)}
+    return {step["number"]: step for step in json_lines(result.stdout)}, page, notes
+
+
+@pytest.fixture(scope="module")
+def tour_steps(tour_run) -> dict[int, dict]:
+    return tour_run[0]
+
+
+@pytest.fixture(scope="module")
+def handout(tour_run):
+    return tour_run[1], tour_run[2]
 
 
 def command_json(command: str) -> list[dict]:
@@ -79,10 +91,8 @@ def test_every_step_is_shown_and_names_its_command(tour_steps):
     assert sorted(tour_steps) == [1, 2, 3, 4, 5, 6, 7, 8]
     for number, step in tour_steps.items():
         assert step["commands"] and all(c.startswith("gbcli ") for c in step["commands"])
-        if number == 7:
-            assert step["status"] == "skipped" and "finetune" in step["note"]
-        else:
-            assert step["status"] == "shown", step
+        assert step["status"] == "shown", step
+        if number != 7:  # fine-tuning on reviews whose words the tiny models never saw: see its own test
             assert step["verdict"] == "agrees", step["reading"]  # the trained tiny models bear every claim out
 
 
@@ -124,6 +134,33 @@ def test_bart_step_is_its_two_commands(tour_steps):
     assert step["results"]["fill-mask"] == filled
     span = filled["masks"][0]["bart"]["predictions"][0]
     assert step["figures"]["span"] == span["word"] and step["figures"]["span_p"] == span["prob"]
+
+
+def test_finetune_step_is_the_finetune_command(tour_steps, tmp_path, monkeypatch):
+    step = tour_steps[7]
+    assert step["status"] == "shown", step["note"]
+    monkeypatch.chdir(tmp_path)  # the command keeps its run in ./gbcli-tour-finetune
+    (document,) = command_json(step["commands"][0])
+    ours, theirs = step["results"]["finetune"], document
+    for mine, its in zip(ours["families"], theirs["families"], strict=True):
+        assert [p["accuracy"] for p in mine["curve"]] == [p["accuracy"] for p in its["curve"]]
+        assert mine["final_accuracy"] == its["final_accuracy"]
+        assert step["figures"][mine["family"]]["accuracy_by_step"] == [p["accuracy"] for p in its["curve"]]
+    assert ours["majority_baseline"] == theirs["majority_baseline"] == step["figures"]["majority_baseline"]
+    # The tiny models have no word of the reviews: neither learns, and the reading says the claim is not shown.
+    learned = [f["final_accuracy"] > ours["majority_baseline"] for f in ours["families"]]
+    assert step["verdict"] == ("agrees" if all(learned) else "contradicts" if not any(learned) else "mixed")
+    if not any(learned):
+        assert "neither learned the task" in " ".join(step["reading"])
+
+
+def test_fine_tuning_over_the_budget_is_skipped_with_its_estimate(gpt_path, bert_path):
+    result = run("tour", "--no-pause", "--steps", "7", "--budget", "0.001", "--gpt", str(gpt_path), "--bert",
+                 str(bert_path), "--json")
+    (step,) = json_lines(result.stdout)
+    assert step["status"] == "skipped"
+    estimate = float(re.search(r"about (\d+) s", step["note"]).group(1))
+    assert estimate >= 0 and "more than --budget 0.001 s" in step["note"]
 
 
 def test_attention_figures_match_the_models_own_attention(tour_steps, gpt, bert):
@@ -196,18 +233,17 @@ def test_a_model_that_contradicts_a_claim_is_said_to(gpt_path, random_bert):
 def test_the_view_shows_each_step_its_reading_and_command_at_80_columns(every_model):
     from gbcli.tasks.tour import STEPS
 
-    result = run("tour", "--no-pause", "--steps", "1,4,7", *every_model, env={"COLUMNS": "80"})
+    result = run("tour", "--no-pause", "--steps", "1,4,8", *every_model, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.stderr
     screen = result.stdout
     assert max(len(line) for line in screen.splitlines()) <= 80
-    for number in (1, 4, 7):
+    for number in (1, 4, 8):
         assert f"Step {number}/8 · {STEPS[number - 1].title}" in screen
-    assert "Step 2/8" not in screen and "Step 8/8" not in screen
-    assert "✓ these models bear the claim out" in screen
-    assert "skipped: `gbcli finetune` is not in this build" in screen
+    assert "Step 2/8" not in screen and "Step 7/8" not in screen
+    assert screen.count("✓ these models bear the claim out") == 3
     assert "deeper:" in screen and "gbcli context 'the duck quacks in the park .' --change quacks=barks" in screen
     assert "before the change: every state bit-identical" in screen  # the context command's own view
-    assert "tour done: 2 shown, 1 skipped" in screen
+    assert "tour done: 3 shown" in screen
 
 
 def test_a_missing_model_skips_its_steps_and_the_tour_goes_on(gpt_path, bert_path, tmp_path):
@@ -307,15 +343,6 @@ class PageCheck(html.parser.HTMLParser):
             self.open.pop()
 
 
-@pytest.fixture(scope="module")
-def handout(tmp_path_factory, every_model):
-    folder = tmp_path_factory.mktemp("handout")
-    page, notes = folder / "tour.html", folder / "tour.md"
-    result = run("tour", "--no-pause", *every_model, "--html", str(page), "--markdown", str(notes))
-    assert result.exit_code == 0, result.stderr
-    return page, notes
-
-
 def test_the_handout_is_one_self_contained_page_with_its_figures_inline(handout):
     page, _ = handout
     text = page.read_text()
@@ -329,8 +356,9 @@ def test_the_handout_is_one_self_contained_page_with_its_figures_inline(handout)
     assert not fetched
     assert "@import" not in text and "url(" not in text and "http://" not in text.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
-    # Two heatmaps in step 1, two shift grids in step 4, the lens curves in step 6, two BART heatmaps in step 8.
-    assert check.tags.count("svg") == 7
+    # Two heatmaps in step 1, two shift grids in step 4, the lens curves in step 6, the learning curves in step 7,
+    # two BART heatmaps in step 8.
+    assert check.tags.count("svg") == 8
     for number in range(1, 9):
         assert f'id="step-{number}"' in text
     assert "gbcli context &#x27;the duck quacks in the park .&#x27; --change quacks=barks" in text
@@ -366,7 +394,7 @@ def test_the_handout_loads_in_a_headless_browser_with_nothing_fetched(handout, t
     assert colours is not None and len(colours) > 50  # text and heatmaps drawn, not a blank page
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", page.as_uri()], capture_output=True, timeout=120,
                          check=False)
-    assert b"Step 1 of 8" in dom.stdout and dom.stdout.count(b"<svg") == 7
+    assert b"Step 1 of 8" in dom.stdout and dom.stdout.count(b"<svg") == 8
 
 
 def test_it_pauses_on_a_terminal_enter_goes_on_and_q_stops(every_model):

@@ -58,7 +58,8 @@ def tour(
     from gbcli.render.tour import closing_view, step_view
     from gbcli.tasks.tour import ModelPool, TourSettings, check_budget, chosen_steps, parse_steps, run_step
 
-    settings = TourSettings(steps=parse_steps(steps), budget=check_budget(budget), model_flags=_model_flags(choice))
+    settings = TourSettings(steps=parse_steps(steps), budget=check_budget(budget), model_flags=_model_flags(choice),
+                            load=choice.load_options())
     targets = [check_handout_target(path, force, option) for path, option in ((html, "--html"),
                                                                             (markdown, "--markdown"))
                if path is not None]

@@ -105,7 +105,8 @@ def heatmap_svg(matrix: Sequence[Sequence[float | None]], rows: Sequence[str], c
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 
 
-def line_chart_svg(series: dict[str, Sequence[float]], x_labels: Sequence[str], title: str, y_label: str) -> str:
+def line_chart_svg(series: dict[str, Sequence[float]], x_labels: Sequence[str], title: str, y_label: str,
+                   x_label: str = "layer") -> str:
     """Lines over shared x positions, y from 0 to 1 (probabilities, accuracies)."""
     width, height, left, bottom, top = 420, 220, 44, 34, 26
     plot_w, plot_h = width - left - 110, height - top - bottom
@@ -125,7 +126,8 @@ def line_chart_svg(series: dict[str, Sequence[float]], x_labels: Sequence[str], 
     for i, label in enumerate(x_labels):
         x, _ = at(i, 0)
         parts.append(f'<text x="{x:.0f}" y="{top + plot_h + 14}" text-anchor="middle">{html.escape(label)}</text>')
-    parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 4}" text-anchor="middle">layer</text>')
+    parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 4}" text-anchor="middle">'
+                 f'{html.escape(x_label)}</text>')
     parts.append(f'<text x="12" y="{top + plot_h / 2:.0f}" transform="rotate(-90 12 {top + plot_h / 2:.0f})" '
                  f'text-anchor="middle">{html.escape(y_label)}</text>')
     for k, (name, values) in enumerate(series.items()):
@@ -172,6 +174,13 @@ def step_figures(step: TourStep) -> list[str]:
                   for m in lens.models}
         figures.append(line_chart_svg(series, [layer.name for layer in longest.layers],
                                       "probability of the final answer at each layer (logit lens)", "p"))
+    if "finetune" in results:
+        tuned = results["finetune"]
+        curves = {f"{_family_name(f.family)} dev accuracy": [point.accuracy for point in f.curve]
+                  for f in tuned.families}
+        steps = [str(point.examples) for point in tuned.families[0].curve] if tuned.families else []
+        figures.append(line_chart_svg(curves, steps, "learning curves: dev accuracy by training examples seen",
+                                      "accuracy", x_label="training examples"))
     return figures
 
 

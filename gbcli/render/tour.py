@@ -41,7 +41,17 @@ def demonstration(step: TourStep) -> list[RenderableType]:
         parts.append(context_view(results["context"]))
     if "lens" in results:
         parts.append(lens_view(results["lens"]))
+    if "finetune" in results:
+        parts += finetune_parts(results["finetune"])
     return parts
+
+
+def finetune_parts(result) -> list[RenderableType]:
+    """`gbcli finetune`'s view without its reading (the step reads it) and without the run's folder (the tour's
+    scratch, gone once the step is done)."""
+    from gbcli.render.finetune import charts, header, legend, summary_table
+
+    return [header(result), Text(""), charts(result), legend(result), Text(""), summary_table(result)]
 
 
 def judge_table(step: TourStep) -> Table:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from gbcli.errors import GbcliError, usage_error
 from gbcli.finite import check_finite
-from gbcli.models import LoadedModel
+from gbcli.models import LoadedModel, LoadOptions
 
 StepStatus = Literal["shown", "skipped", "failed"]
 Verdict = Literal["agrees", "contradicts", "mixed"]
@@ -81,9 +81,7 @@ class StepSpec:
     claim: str
     needs: tuple[str, ...]  # model families
     commands: Callable[[ModelFlags], list[str]]
-    run: Callable[[dict[str, LoadedModel]], Outcome]
-    # Seconds the step would take on these models; a step over the --budget is skipped with the estimate.
-    estimate: Callable[[dict[str, LoadedModel]], float] | None = None
+    run: Callable[[dict[str, LoadedModel], TourSettings], Outcome]
 
 
 @dataclass(frozen=True)
@@ -101,8 +99,9 @@ class ModelFlags:
 @dataclass(frozen=True)
 class TourSettings:
     steps: tuple[int, ...]
-    budget: float = DEFAULT_BUDGET
+    budget: float = DEFAULT_BUDGET  # seconds the slow step (fine-tuning) may take, by its own estimate
     model_flags: ModelFlags = field(default_factory=ModelFlags)
+    load: LoadOptions = field(default_factory=LoadOptions)  # device and dtype, for the models fine-tuning builds
 
 
 def _p(value: float | None) -> str:
@@ -141,7 +140,7 @@ def attention_figures(result: Any) -> Figures:
     }
 
 
-def _attention_step(models: dict[str, LoadedModel]) -> Outcome:
+def _attention_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outcome:
     from gbcli.tasks.attention import build_report, compute_attention
 
     results = [compute_attention(models[family], ATTENTION_TEXT) for family in ("gpt", "bert")]
@@ -178,7 +177,7 @@ def _generation_settings() -> Any:
     return DecodingSettings.from_options(max_new_tokens=NEW_TOKENS, greedy=True, alternatives=ALTERNATIVES)
 
 
-def _generation_step(models: dict[str, LoadedModel]) -> Outcome:
+def _generation_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outcome:
     from gbcli.tasks.generation import GenerationResult, generate_causal, generate_masked
     from gbcli.tasks.scoring import ScoreSettings, score_texts
 
@@ -248,7 +247,7 @@ def _ppl(value: float | None) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _fill_mask_step(models: dict[str, LoadedModel]) -> Outcome:
+def _fill_mask_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outcome:
     from gbcli.tasks.masking import fill_mask
 
     result = fill_mask({"bert": models["bert"], "gpt": models["gpt"]}, MASK_TEXT, 5, [MASK_TARGET])
@@ -291,7 +290,7 @@ def _fill_mask_step(models: dict[str, LoadedModel]) -> Outcome:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _context_step(models: dict[str, LoadedModel]) -> Outcome:
+def _context_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outcome:
     from gbcli.tasks.context import apply_change, context_shift
 
     texts = [ATTENTION_TEXT, apply_change(ATTENTION_TEXT, CHANGE)]
@@ -338,7 +337,7 @@ def _context_step(models: dict[str, LoadedModel]) -> Outcome:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _score_step(models: dict[str, LoadedModel]) -> Outcome:
+def _score_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outcome:
     from gbcli.tasks.scoring import ScoreSettings, score_texts
 
     records = score_texts([models["gpt"], models["bert"]], [ATTENTION_TEXT, SCRAMBLED], ScoreSettings())
@@ -383,7 +382,7 @@ def settled_layer(model_lens: Any) -> str | None:
     return name
 
 
-def _lens_step(models: dict[str, LoadedModel]) -> Outcome:
+def _lens_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outcome:
     from gbcli.tasks.lens import lens
 
     result = lens([models["gpt"], models["bert"]], MASK_TEXT, 3)
@@ -418,8 +417,83 @@ def _lens_step(models: dict[str, LoadedModel]) -> Outcome:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _finetune_step(models: dict[str, LoadedModel]) -> Outcome:
-    raise StepUnavailable("`gbcli finetune` is not in this build, so the two learning curves cannot be shown.")
+FINETUNE_TASK = "sentiment"
+FINETUNE_SAMPLES = 128
+FINETUNE_EPOCHS = 2
+FINETUNE_BATCH = 16
+FINETUNE_EVAL_EVERY = 2
+FINETUNE_LR = 1e-4  # above BERT's 2e-5: sixteen steps must show a curve
+FINETUNE_SEED = 42
+
+
+def _finetune_recipe() -> Any:
+    from gbcli.tasks.finetune.recipe import Recipe, check_recipe
+
+    return check_recipe(Recipe(learning_rate=FINETUNE_LR, epochs=FINETUNE_EPOCHS, batch_size=FINETUNE_BATCH,
+                               eval_every=FINETUNE_EVAL_EVERY))
+
+
+def _finetune_words() -> list[str]:
+    """The options of `gbcli finetune` that give the tour's small, fast setting (also its deeper command)."""
+    return ["finetune", "--task", FINETUNE_TASK, "--max-train-samples", str(FINETUNE_SAMPLES), "--epochs",
+            str(FINETUNE_EPOCHS), "--batch-size", str(FINETUNE_BATCH), "--lr", f"{FINETUNE_LR:g}", "--eval-every",
+            str(FINETUNE_EVAL_EVERY), "--seed", str(FINETUNE_SEED), "--output-dir", "gbcli-tour-finetune"]
+
+
+def _finetune_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outcome:
+    import tempfile
+    from pathlib import Path
+
+    from gbcli.jobs.builtin_tasks import builtin_task
+    from gbcli.tasks.finetune.comparison import Plan, compare_finetuning
+    from gbcli.tasks.finetune.data import prepare
+
+    data = prepare(builtin_task(FINETUNE_TASK).examples, None, f"task {FINETUNE_TASK}",
+                   max_train_samples=FINETUNE_SAMPLES)
+    recipe = _finetune_recipe()
+    estimated: list[float] = []
+
+    def within_budget(estimates: list[Any]) -> None:
+        """Timed on a few steps before the run: a run over the budget is not started."""
+        estimated.append(sum(e.seconds for e in estimates))
+        if estimated[0] > settings.budget:
+            raise StepUnavailable(f"fine-tuning would take about {estimated[0]:.0f} s on these models (timed on a "
+                                  f"few steps), more than --budget {settings.budget:g} s; raise --budget to see it")
+
+    started = time.perf_counter()
+    # The run's folder (models, Trainer state) is the tour's scratch: the deeper command keeps its own.
+    with tempfile.TemporaryDirectory(prefix="gbcli-tour-") as folder:
+        plan = Plan([(family, models[family].spec) for family in ("gpt", "bert")],
+                    {family: recipe for family in ("gpt", "bert")}, [FINETUNE_SEED], Path(folder),
+                    device=settings.load.device, dtype=settings.load.dtype, revision=settings.load.revision,
+                    offline=settings.load.offline)
+        try:
+            result = compare_finetuning(data, plan, None, within_budget)
+        except ImportError as error:
+            raise StepUnavailable(f"fine-tuning needs accelerate and scikit-learn ({error}): "
+                                  "pip install 'gbcli[train]'") from None
+    seconds = time.perf_counter() - started
+    majority = result.majority_baseline
+    figures: Figures = {"task": FINETUNE_TASK, "train_examples": result.train_examples,
+                        "dev_examples": result.dev_examples, "majority_baseline": majority,
+                        "estimated_seconds": estimated[0] if estimated else None, "seconds": seconds}
+    learned = []
+    for family in result.families:
+        figures[family.family] = {"final_accuracy": family.final_accuracy,
+                                  "accuracy_by_step": [point.accuracy for point in family.curve],
+                                  "reached_examples": family.reached_examples}
+        learned.append(family.final_accuracy > majority)
+    reading = [f"Both were given a classification head and trained on the same {result.train_examples} "
+               f"{FINETUNE_TASK} examples with the same recipe (learning rate {FINETUNE_LR:g}, batch "
+               f"{FINETUNE_BATCH}, {FINETUNE_EPOCHS} epochs), scored on {result.dev_examples} held-out ones."]
+    reading += result.reading
+    if not any(learned):
+        reading.append("In this small setting neither learned the task: the claim is not shown by these models.")
+    elif not all(learned):
+        reading.append("In this small setting only one of them learned the task; the deeper command trains longer.")
+    reading.append(f"It took {seconds:.0f} s here (estimated {estimated[0]:.0f} s before training)."
+                   if estimated else f"It took {seconds:.0f} s here.")
+    return Outcome({"finetune": result}, figures, reading, _agreement(learned))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -427,7 +501,7 @@ def _finetune_step(models: dict[str, LoadedModel]) -> Outcome:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _bart_step(models: dict[str, LoadedModel]) -> Outcome:
+def _bart_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outcome:
     from gbcli.tasks.attention import build_report, compute_attention
     from gbcli.tasks.masking import fill_mask
 
@@ -509,7 +583,7 @@ STEPS: tuple[StepSpec, ...] = (
              ("gpt", "bert"), lambda f: [f.command("lens", MASK_TEXT, "--top-k", "3")], _lens_step),
     StepSpec(7, "finetune", "Fine-tuning",
              "Both are pre-trained, then fine-tuned: the same small task and recipe give two learning curves.",
-             ("gpt", "bert"), lambda f: [f.command("finetune")], _finetune_step),
+             ("gpt", "bert"), lambda f: [f.command(*_finetune_words())], _finetune_step),
     StepSpec(8, "bart", "BART, between the two",
              "BART pairs a bidirectional encoder with an autoregressive decoder, and is pre-trained to restore "
              "spans of any length.",
@@ -606,17 +680,9 @@ def run_tour(settings: TourSettings, load: Loader, chosen: list[str]) -> Iterato
 
 
 def _run_step(spec: StepSpec, step: TourStep, models: dict[str, LoadedModel], settings: TourSettings) -> None:
-    budget, flags = settings.budget, settings.model_flags
+    flags = settings.model_flags
     try:
-        if spec.estimate is not None:
-            needed = spec.estimate(models)
-            step.figures["estimated_seconds"] = needed
-            if needed > budget:
-                step.status = "skipped"
-                step.note = (f"it would take about {needed:.0f} s on these models, more than --budget "
-                             f"{budget:g} s; raise --budget to see it")
-                return
-        outcome = spec.run(models)
+        outcome = spec.run(models, settings)
         check_finite(outcome.results, list(models.values()))  # a NaN fails this step, not the tour
     except StepUnavailable as reason:
         step.status, step.note = "skipped", str(reason)
