@@ -16,7 +16,7 @@ from click import exceptions as click_errors
 from typer.core import TyperGroup
 
 from gbcli import __version__
-from gbcli.cli import analysis, fill_mask, finetune, generation, scoring, server, tour
+from gbcli.cli import analysis, fill_mask, finetune, generation, probe, scoring, server, tour
 from gbcli.cli.options import (
     ModelChoice,
     choose_columns,
@@ -129,6 +129,8 @@ app.command()(analysis.lens)
 app.command()(analysis.context)
 app.command()(analysis.saliency)
 app.command()(scoring.pairs)
+app.command()(probe.probe)
+app.command()(probe.similarity)
 app.command()(finetune.finetune)
 app.command()(tour.tour)
 app.command()(server.shell)
