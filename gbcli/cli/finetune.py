@@ -61,7 +61,7 @@ def read_data(file: str | None, dev: str | None, task: str | None, file_format: 
     else:
         data = read_labelled(file, **fields)  # type: ignore[arg-type]
         name = Path(file).name  # type: ignore[arg-type]
-    dev_examples = read_labelled(dev, **fields).examples if dev is not None else None
+    dev_examples = read_labelled(dev, **fields, min_labels=1).examples if dev is not None else None
     return data.examples, dev_examples, name
 
 

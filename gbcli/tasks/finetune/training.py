@@ -109,6 +109,7 @@ def training_arguments(folder: Path, recipe: Recipe, seed: int, data: FinetuneDa
         disable_tqdm=True,
         log_level="error",
         dataloader_num_workers=0,
+        dataloader_pin_memory=device != "cpu",
         ddp_backend="gloo" if device == "cpu" and processes > 1 else None,
     )
 
