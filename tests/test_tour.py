@@ -57,11 +57,11 @@ def handout(tour_run):
     return tour_run[1], tour_run[2]
 
 
-def command_json(command: str) -> list[dict]:
+def command_json(command: str, env: dict[str, str] | None = None) -> list[dict]:
     """The command a step names, run with --json: its document, or its JSON Lines records."""
     words = shlex.split(command)
     assert words[0] == "gbcli"
-    result = run(*words[1:], "--json")
+    result = run(*words[1:], "--json", env=env)
     assert result.exit_code == 0, f"{command}: {result.stderr}"
     return json_lines(result.stdout) if words[1] == "score" else [json.loads(result.stdout)]
 
@@ -116,11 +116,36 @@ def test_generation_step_is_the_generate_command_and_its_judges_the_score_comman
                                              "bert_text": bert_text["columns"][1]["value"]}
 
 
-def test_fill_mask_context_score_and_lens_steps_are_their_commands(tour_steps):
-    for number, name in ((3, "fill-mask"), (4, "context"), (6, "lens")):
+def test_fill_mask_context_and_score_steps_are_their_commands(tour_steps):
+    for number, name in ((3, "fill-mask"), (4, "context")):
         (document,) = command_json(tour_steps[number]["commands"][0])
         assert tour_steps[number]["results"][name] == document, name
     assert tour_steps[5]["results"]["score"] == command_json(tour_steps[5]["commands"][0])
+
+
+def test_probe_and_similarity_steps_are_their_commands(tour_steps, tmp_path):
+    cache = {"GBCLI_CACHE_DIR": str(tmp_path / "states")}  # the command caches states; the tour keeps none
+    for number in (4, 6):
+        (document,) = command_json(tour_steps[number]["commands"][1 if number == 4 else 0], env=cache)
+        assert without(tour_steps[number]["results"]["probe"], "cache") == without(document, "cache")
+        rows = {row["family"]: row for row in document["rows"]}
+        for family in ("gpt", "bert"):
+            figures = tour_steps[number]["figures"]["probe"][family]
+            assert figures["accuracy_by_layer"] == [layer["accuracy"] for layer in rows[family]["layers"]]
+    (document,) = command_json(tour_steps[6]["commands"][1])
+    assert tour_steps[6]["results"]["similarity"] == document
+    for model in document["models"]:
+        figures = tour_steps[6]["figures"][model["family"]]
+        assert figures["baseline"] == model["baseline"]
+        assert figures["related_cosine"] == model["matrix"][0][1]
+        assert figures["unrelated_cosine"] == model["matrix"][0][2]
+
+
+def test_the_right_context_probe_puts_gpt_exactly_at_the_majority_baseline(tour_steps):
+    probe = tour_steps[4]["figures"]["probe"]
+    assert probe["gpt"]["at_majority"] and set(probe["gpt"]["accuracy_by_layer"]) == {probe["majority"]}
+    assert probe["bert"]["best_accuracy"] > probe["majority"]
+    assert "exactly at the majority baseline" in " ".join(tour_steps[4]["reading"])
 
 
 def test_bart_step_is_its_two_commands(tour_steps):
@@ -356,9 +381,9 @@ def test_the_handout_is_one_self_contained_page_with_its_figures_inline(handout)
     assert not fetched
     assert "@import" not in text and "url(" not in text and "http://" not in text.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
-    # Two heatmaps in step 1, two shift grids in step 4, the lens curves in step 6, the learning curves in step 7,
-    # two BART heatmaps in step 8.
-    assert check.tags.count("svg") == 8
+    # Two heatmaps in step 1, two shift grids and the probe curves in step 4, the probe curves in step 6, the
+    # learning curves in step 7, two BART heatmaps in step 8.
+    assert check.tags.count("svg") == 9
     for number in range(1, 9):
         assert f'id="step-{number}"' in text
     assert "gbcli context &#x27;the duck quacks in the park .&#x27; --change quacks=barks" in text
@@ -394,7 +419,7 @@ def test_the_handout_loads_in_a_headless_browser_with_nothing_fetched(handout, t
     assert colours is not None and len(colours) > 50  # text and heatmaps drawn, not a blank page
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", page.as_uri()], capture_output=True, timeout=120,
                          check=False)
-    assert b"Step 1 of 8" in dom.stdout and dom.stdout.count(b"<svg") == 8
+    assert b"Step 1 of 8" in dom.stdout and dom.stdout.count(b"<svg") == 9
 
 
 def test_it_pauses_on_a_terminal_enter_goes_on_and_q_stops(every_model):

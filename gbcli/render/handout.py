@@ -166,14 +166,14 @@ def step_figures(step: TourStep) -> list[str]:
             figures.append(heatmap_svg(matrix, rows, shift.layers,
                                        f"{_family_name(shift.family)}: cosine distance per layer (darkest "
                                        f"{peak:.3g})", scale=peak))
-    if "lens" in results:
-        lens = results["lens"]
-        longest = max(lens.models, key=lambda m: len(m.layers))
-        series = {f"{_family_name(m.family)} p({m.answer.token.strip('␣ ')})": [layer.answer_prob
-                                                                               for layer in m.layers]
-                  for m in lens.models}
-        figures.append(line_chart_svg(series, [layer.name for layer in longest.layers],
-                                      "probability of the final answer at each layer (logit lens)", "p"))
+    if "probe" in results:
+        probed = results["probe"]
+        rows = [row for row in probed.rows if not row.random_init]
+        curves = {f"{_family_name(row.family)}": [score.accuracy for score in row.layers] for row in rows}
+        longest = max(rows, key=lambda row: len(row.layers))
+        curves["majority baseline"] = [probed.majority.accuracy] * len(longest.layers)
+        figures.append(line_chart_svg(curves, [score.layer for score in longest.layers],
+                                      f"probe accuracy by layer: {probed.source}", "accuracy"))
     if "finetune" in results:
         tuned = results["finetune"]
         curves = {f"{_family_name(f.family)} dev accuracy": [point.accuracy for point in f.curve]

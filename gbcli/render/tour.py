@@ -22,9 +22,10 @@ def demonstration(step: TourStep) -> list[RenderableType]:
     from gbcli.render.attention import heatmap_view
     from gbcli.render.context import context_view
     from gbcli.render.generation import generation_view
-    from gbcli.render.lens import lens_view
     from gbcli.render.masking import fill_mask_view
+    from gbcli.render.probe import probe_view
     from gbcli.render.scoring import score_view
+    from gbcli.render.similarity import similarity_view
 
     results = step.results
     parts: list[RenderableType] = []
@@ -39,8 +40,10 @@ def demonstration(step: TourStep) -> list[RenderableType]:
         parts.append(fill_mask_view(results["fill-mask"], compact=True))
     if "context" in results:
         parts.append(context_view(results["context"]))
-    if "lens" in results:
-        parts.append(lens_view(results["lens"]))
+    if "probe" in results:
+        parts += [Text(""), probe_view(results["probe"])]
+    if "similarity" in results:
+        parts += [Text(""), similarity_view(results["similarity"])]
     if "finetune" in results:
         parts += finetune_parts(results["finetune"])
     return parts

@@ -328,8 +328,51 @@ def _context_step(models: dict[str, LoadedModel], settings: TourSettings) -> Out
             else:
                 reading.append(f"It moves none of {name}'s {len(before)} states before it: this model does not read "
                                "the right side, against the claim.")
-    return Outcome({"context": result}, figures, reading, _agreement(held),
-                   note="the word-level probe that needs the right context comes with `gbcli probe`")
+    probed = _probe(models, RIGHT_CONTEXT_TASK)
+    figures["probe"] = probe_figures(probed)
+    gpt, bert = figures["probe"]["gpt"], figures["probe"]["bert"]
+    majority = figures["probe"]["majority"]
+    if gpt["at_majority"]:
+        reading.append(f"A probe for the number of 'sheep' in 'the sheep is/are ...', which only the verb to its "
+                       f"right gives away, scores GPT-2's states exactly at the majority baseline ({majority:.2f}) "
+                       "at every layer: they have not read the verb.")
+    else:
+        reading.append(f"A probe for the number of 'sheep', which only the verb to its right gives away, scores "
+                       f"GPT-2 up to {gpt['best_accuracy']:.2f} (majority baseline {majority:.2f}): its states know "
+                       "something they should not be able to see.")
+    bert_above = bert["best_accuracy"] > majority
+    reading.append(f"BERT's states reach {bert['best_accuracy']:.2f} at layer {bert['best_layer']}"
+                   + ("." if bert_above else ", no better than the baseline: this BERT does not carry the verb's "
+                                             "number back to 'sheep'."))
+    held += [gpt["at_majority"], bert_above]
+    return Outcome({"context": result, "probe": probed}, figures, reading, _agreement(held))
+
+
+RIGHT_CONTEXT_TASK = "right-context"
+AGREEMENT_TASK = "agreement"
+PROBE_OPTIONS = ("--seeds", "1", "--control", "none")  # one split and no random-weight rows: the tour's setting
+
+
+def _probe(models: dict[str, LoadedModel], task: str) -> Any:
+    from gbcli.jobs.builtin_tasks import builtin_task
+    from gbcli.tasks.probe import ProbeOptions, probe
+
+    return probe([models["gpt"], models["bert"]], builtin_task(task), ProbeOptions(seeds=1, control="none"))
+
+
+def probe_figures(result: Any) -> Figures:
+    """Each model's best layer and accuracy, whether it sits exactly on the majority baseline at every layer
+    (the same predictions, split by split), and its accuracy by layer."""
+    figures: Figures = {"majority": result.majority.accuracy}
+    for row in result.rows:
+        if row.random_init:
+            continue
+        figures[row.family] = {
+            "best_layer": row.best_layer.layer, "best_accuracy": row.best_layer.accuracy,
+            "at_majority": all(score.runs == result.majority.runs for score in row.layers),
+            "accuracy_by_layer": [score.accuracy for score in row.layers],
+        }
+    return figures
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -372,44 +415,44 @@ def _score_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outco
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def settled_layer(model_lens: Any) -> str | None:
-    """The first layer from which the final answer stays the lens's top prediction up to the last."""
-    name = None
-    for layer in reversed(model_lens.layers):
-        if layer.answer_rank != 1:
-            break
-        name = layer.name
-    return name
+SIMILAR_TEXTS = ("the duck quacks in the park .", "the dog barks in the park .", "the capital of france is paris .")
 
 
-def _lens_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outcome:
-    from gbcli.tasks.lens import lens
+def _layers_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outcome:
+    from gbcli.tasks.similarity import similarity
 
-    result = lens([models["gpt"], models["bert"]], MASK_TEXT, 3)
-    figures: Figures = {}
+    probed = _probe(models, AGREEMENT_TASK)
+    compared = similarity([models["gpt"], models["bert"]], list(SIMILAR_TEXTS))
+    figures: Figures = {"probe": probe_figures(probed)}
+    majority = figures["probe"]["majority"]
+    held = []
     reading = []
-    for model_lens in result.models:
-        name = "GPT-2" if model_lens.family == "gpt" else "BERT"
-        settled = settled_layer(model_lens)
-        last = model_lens.layers[-1].name
-        answer = model_lens.answer.token.strip("␣ ")
-        figures[model_lens.family] = {"answer": answer, "settled_at": settled,
-                                      "layers": len(model_lens.layers) - 1,
-                                      "answer_p_by_layer": [layer.answer_prob for layer in model_lens.layers]}
-        count = len(model_lens.layers) - 1
-        where = (f"only at its last layer ({last} of {count})" if settled == last else
-                 f"from layer {settled} of {count} on" if settled is not None else "at no layer")
-        reading.append(f"{name}'s answer {answer!r} is the lens's top reading {where}, with p "
-                       f"{_p(model_lens.layers[-1].answer_prob)} at the end.")
-    reading.append("A fact surfaces layer by layer; the probes of `gbcli probe` read each layer for a property "
-                   "instead of a word.")
-    bert_answer = figures.get("bert", {}).get("answer")
-    verdict: Verdict = "agrees" if bert_answer == MASK_TARGET else "contradicts"
-    if verdict == "contradicts":
-        reading.append(f"BERT's final answer is not {MASK_TARGET!r}: what its layers build is not what the "
-                       "claim expects.")
-    return Outcome({"lens": result}, figures, reading, verdict,
-                   note="shown with `gbcli lens`; `gbcli probe` and `gbcli similarity` are not in this build")
+    scores = []
+    for family, name in (("gpt", "GPT-2"), ("bert", "BERT")):
+        row = figures["probe"][family]
+        above = row["best_accuracy"] > majority
+        held.append(above)
+        layers = row["accuracy_by_layer"]
+        scores.append(f"{name} {layers[0]:.2f} on its embeddings, {row['best_accuracy']:.2f} at its best layer "
+                      f"({row['best_layer']}), {layers[-1]:.2f} at its last"
+                      + ("" if above else " (no layer beats the baseline)"))
+    reading.append("A probe for the number of a subject, read at a verb past an attractor ('the keys near the "
+                   f"cabinet fell'), scores {'; '.join(scores)}; the majority baseline is {majority:.2f}.")
+    for model in compared.models:
+        related, unrelated = model.pairs[0], model.pairs[1]  # texts 1–2 (animals in the park), 1–3 (a capital)
+        figures[model.family] = {"baseline": model.baseline, "layer": model.layer,
+                                 "related_cosine": related.cosine, "related_adjusted": related.adjusted,
+                                 "unrelated_cosine": unrelated.cosine, "unrelated_adjusted": unrelated.adjusted}
+        name = "GPT-2" if model.family == "gpt" else "BERT"
+        apart = related.adjusted > unrelated.adjusted
+        held.append(apart)
+        reading.append(
+            f"At {name}'s last layer two unrelated reference sentences already have a mean cosine of "
+            f"{model.baseline:.2f} (anisotropy): the duck and dog sentences have {related.cosine:.2f} "
+            f"({related.adjusted:+.2f} against that baseline), the duck and the capital {unrelated.cosine:.2f} "
+            f"({unrelated.adjusted:+.2f})" + ("." if apart else ": this model does not tell the related pair "
+                                                                "from the unrelated one."))
+    return Outcome({"probe": probed, "similarity": compared}, figures, reading, _agreement(held))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -572,15 +615,22 @@ STEPS: tuple[StepSpec, ...] = (
              ("gpt", "bert"), lambda f: [f.command("fill-mask", MASK_TEXT, "--targets", MASK_TARGET)],
              _fill_mask_step),
     StepSpec(4, "context", "Unidirectional against bidirectional",
-             "Changing a later word moves none of GPT-2's earlier states and all of BERT's.",
-             ("gpt", "bert"), lambda f: [f.command("context", ATTENTION_TEXT, "--change", CHANGE)],
+             "Changing a later word moves none of GPT-2's earlier states and all of BERT's; a probe that needs the "
+             "right context finds nothing in GPT-2.",
+             ("gpt", "bert"),
+             lambda f: [f.command("context", ATTENTION_TEXT, "--change", CHANGE),
+                        f.command("probe", "--task", RIGHT_CONTEXT_TASK, *PROBE_OPTIONS)],
              _context_step),
     StepSpec(5, "score", "Perplexity against pseudo-perplexity",
              "GPT-2's perplexity and BERT's pseudo-perplexity measure different things: they are not on one scale.",
              ("gpt", "bert"), lambda f: [f.command("score", ATTENTION_TEXT, SCRAMBLED)], _score_step),
-    StepSpec(6, "layers", "Which layers know what",
-             "What a model knows is built layer by layer; the answer surfaces in the upper layers.",
-             ("gpt", "bert"), lambda f: [f.command("lens", MASK_TEXT, "--top-k", "3")], _lens_step),
+    StepSpec(6, "layers", "Understanding: which layers know what",
+             "What a model knows about a sentence is built layer by layer, and its sentence vectors are alike only "
+             "as read against the anisotropy baseline.",
+             ("gpt", "bert"),
+             lambda f: [f.command("probe", "--task", AGREEMENT_TASK, *PROBE_OPTIONS),
+                        f.command("similarity", *SIMILAR_TEXTS)],
+             _layers_step),
     StepSpec(7, "finetune", "Fine-tuning",
              "Both are pre-trained, then fine-tuned: the same small task and recipe give two learning curves.",
              ("gpt", "bert"), lambda f: [f.command(*_finetune_words())], _finetune_step),
