@@ -146,6 +146,14 @@ def test_the_right_context_probe_puts_gpt_exactly_at_the_majority_baseline(tour_
     assert probe["gpt"]["at_majority"] and set(probe["gpt"]["accuracy_by_layer"]) == {probe["majority"]}
     assert probe["bert"]["best_accuracy"] > probe["majority"]
     assert "exactly at the majority baseline" in " ".join(tour_steps[4]["reading"])
+    # Step 6 reads the same probe layer by layer: where BERT's accuracy first clears the baseline's interval.
+    layers = tour_steps[6]["results"]["probe"]["rows"]
+    bert = next(row for row in layers if row["family"] == "bert")
+    high = tour_steps[6]["results"]["probe"]["majority"]["high"]
+    first = next(layer["layer"] for layer in bert["layers"] if layer["low"] > high)
+    assert tour_steps[6]["figures"]["probe"]["bert"]["first_layer_above"] == first
+    assert tour_steps[6]["figures"]["probe"]["gpt"]["first_layer_above"] is None
+    assert f"it appears at layer {first}" in " ".join(tour_steps[6]["reading"])
 
 
 def test_bart_step_is_its_two_commands(tour_steps):

@@ -81,7 +81,7 @@ class StepSpec:
     claim: str
     needs: tuple[str, ...]  # model families
     commands: Callable[[ModelFlags], list[str]]
-    run: Callable[[dict[str, LoadedModel], TourSettings], Outcome]
+    run: Callable[[dict[str, LoadedModel], StepContext], Outcome]
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def attention_figures(result: Any) -> Figures:
     }
 
 
-def _attention_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outcome:
+def _attention_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
     from gbcli.tasks.attention import build_report, compute_attention
 
     results = [compute_attention(models[family], ATTENTION_TEXT) for family in ("gpt", "bert")]
@@ -177,7 +177,7 @@ def _generation_settings() -> Any:
     return DecodingSettings.from_options(max_new_tokens=NEW_TOKENS, greedy=True, alternatives=ALTERNATIVES)
 
 
-def _generation_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outcome:
+def _generation_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
     from gbcli.tasks.generation import GenerationResult, generate_causal, generate_masked
     from gbcli.tasks.scoring import ScoreSettings, score_texts
 
@@ -247,7 +247,7 @@ def _ppl(value: float | None) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _fill_mask_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outcome:
+def _fill_mask_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
     from gbcli.tasks.masking import fill_mask
 
     result = fill_mask({"bert": models["bert"], "gpt": models["gpt"]}, MASK_TEXT, 5, [MASK_TARGET])
@@ -290,7 +290,7 @@ def _fill_mask_step(models: dict[str, LoadedModel], settings: TourSettings) -> O
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _context_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outcome:
+def _context_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
     from gbcli.tasks.context import apply_change, context_shift
 
     texts = [ATTENTION_TEXT, apply_change(ATTENTION_TEXT, CHANGE)]
@@ -328,7 +328,7 @@ def _context_step(models: dict[str, LoadedModel], settings: TourSettings) -> Out
             else:
                 reading.append(f"It moves none of {name}'s {len(before)} states before it: this model does not read "
                                "the right side, against the claim.")
-    probed = _probe(models, RIGHT_CONTEXT_TASK)
+    probed = _probe(models, context)
     figures["probe"] = probe_figures(probed)
     gpt, bert = figures["probe"]["gpt"], figures["probe"]["bert"]
     majority = figures["probe"]["majority"]
@@ -349,15 +349,18 @@ def _context_step(models: dict[str, LoadedModel], settings: TourSettings) -> Out
 
 
 RIGHT_CONTEXT_TASK = "right-context"
-AGREEMENT_TASK = "agreement"
 PROBE_OPTIONS = ("--seeds", "1", "--control", "none")  # one split and no random-weight rows: the tour's setting
 
 
-def _probe(models: dict[str, LoadedModel], task: str) -> Any:
+def _probe(models: dict[str, LoadedModel], context: StepContext) -> Any:
+    """The right-context probe of GPT-2 and BERT, once per tour (steps 4 and 6 read the same result)."""
     from gbcli.jobs.builtin_tasks import builtin_task
     from gbcli.tasks.probe import ProbeOptions, probe
 
-    return probe([models["gpt"], models["bert"]], builtin_task(task), ProbeOptions(seeds=1, control="none"))
+    if RIGHT_CONTEXT_TASK not in context.memo:
+        context.memo[RIGHT_CONTEXT_TASK] = probe([models["gpt"], models["bert"]], builtin_task(RIGHT_CONTEXT_TASK),
+                                                 ProbeOptions(seeds=1, control="none"))
+    return context.memo[RIGHT_CONTEXT_TASK]
 
 
 def probe_figures(result: Any) -> Figures:
@@ -371,6 +374,10 @@ def probe_figures(result: Any) -> Figures:
             "best_layer": row.best_layer.layer, "best_accuracy": row.best_layer.accuracy,
             "at_majority": all(score.runs == result.majority.runs for score in row.layers),
             "accuracy_by_layer": [score.accuracy for score in row.layers],
+            "layer_names": [score.layer for score in row.layers],
+            # The first layer whose accuracy is above the whole majority interval: what that layer knows.
+            "first_layer_above": next((score.layer for score in row.layers if score.low > result.majority.high),
+                                      None),
         }
     return figures
 
@@ -380,7 +387,7 @@ def probe_figures(result: Any) -> Figures:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _score_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outcome:
+def _score_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
     from gbcli.tasks.scoring import ScoreSettings, score_texts
 
     records = score_texts([models["gpt"], models["bert"]], [ATTENTION_TEXT, SCRAMBLED], ScoreSettings())
@@ -418,10 +425,10 @@ def _score_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outco
 SIMILAR_TEXTS = ("the duck quacks in the park .", "the dog barks in the park .", "the capital of france is paris .")
 
 
-def _layers_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outcome:
+def _layers_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
     from gbcli.tasks.similarity import similarity
 
-    probed = _probe(models, AGREEMENT_TASK)
+    probed = _probe(models, context)
     compared = similarity([models["gpt"], models["bert"]], list(SIMILAR_TEXTS))
     figures: Figures = {"probe": probe_figures(probed)}
     majority = figures["probe"]["majority"]
@@ -430,14 +437,20 @@ def _layers_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outc
     scores = []
     for family, name in (("gpt", "GPT-2"), ("bert", "BERT")):
         row = figures["probe"][family]
-        above = row["best_accuracy"] > majority
-        held.append(above)
-        layers = row["accuracy_by_layer"]
-        scores.append(f"{name} {layers[0]:.2f} on its embeddings, {row['best_accuracy']:.2f} at its best layer "
-                      f"({row['best_layer']}), {layers[-1]:.2f} at its last"
-                      + ("" if above else " (no layer beats the baseline)"))
-    reading.append("A probe for the number of a subject, read at a verb past an attractor ('the keys near the "
-                   f"cabinet fell'), scores {'; '.join(scores)}; the majority baseline is {majority:.2f}.")
+        by_layer = ", ".join(f"{layer} {accuracy:.2f}" for layer, accuracy in
+                             zip(row["layer_names"], row["accuracy_by_layer"], strict=True))
+        first = row["first_layer_above"]
+        if family == "gpt":
+            held.append(first is None)
+            where = ("no layer knows it" if first is None else
+                     f"it appears from layer {first} on, although no state at 'sheep' has read the verb")
+        else:
+            held.append(first is not None)
+            where = ("no layer knows it" if first is None else "it is in the embeddings already, which read one "
+                     "token each" if first == "emb" else f"the embeddings do not know it; it appears at layer {first}")
+        scores.append(f"{name} {by_layer}: {where}")
+    reading.append(f"Layer by layer, the probe of step 4 (majority baseline {majority:.2f}) scores "
+                   + "; ".join(scores) + ".")
     for model in compared.models:
         related, unrelated = model.pairs[0], model.pairs[1]  # texts 1–2 (animals in the park), 1–3 (a capital)
         figures[model.family] = {"baseline": model.baseline, "layer": model.layer,
@@ -483,7 +496,44 @@ def _finetune_words() -> list[str]:
             str(FINETUNE_EVAL_EVERY), "--seed", str(FINETUNE_SEED), "--output-dir", "gbcli-tour-finetune"]
 
 
-def _finetune_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outcome:
+def forward_seconds(lm: LoadedModel, texts: list[str]) -> float:
+    """Seconds of one forward pass of the model's body over `texts` as one padded batch (no head: a classifier's
+    head is small), the second of two so that the first pays for the kernels' warm-up."""
+    import torch
+
+    tokenizer = lm.tokenizer
+    ids = [tokenizer(text)["input_ids"] for text in texts]
+    width = max(len(row) for row in ids)
+    batch = torch.tensor([row + [lm.pad_id] * (width - len(row)) for row in ids], device=lm.device)
+    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids], device=lm.device)
+    body = lm.model.base_model
+    seconds = 0.0
+    with torch.inference_mode():
+        for _ in range(2):
+            began = time.perf_counter()
+            if getattr(lm.model.config, "is_encoder_decoder", False):
+                body(input_ids=batch, attention_mask=mask, decoder_input_ids=batch)
+            else:
+                body(input_ids=batch, attention_mask=mask)
+            seconds = time.perf_counter() - began
+    return seconds
+
+
+def finetune_estimate(models: dict[str, LoadedModel], data: Any, recipe: Any) -> float:
+    """Seconds the run would take, before any classifier is built: a training step costs about three forward
+    passes (forward, and a backward pass of about twice that), an evaluation a forward pass per batch of dev."""
+    texts = [example.text for example in data.train[: recipe.batch_size]]
+    steps = recipe.total_steps(len(data.train))
+    evaluations = 1 + -(-steps // recipe.evaluation_interval(len(data.train)))
+    dev_batches = -(-len(data.dev) // max(recipe.batch_size, 32))
+    total = 0.0
+    for family in ("gpt", "bert"):
+        forward = forward_seconds(models[family], texts)
+        total += steps * 3 * forward + evaluations * dev_batches * forward * max(recipe.batch_size, 32) / len(texts)
+    return total
+
+
+def _finetune_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
     import tempfile
     from pathlib import Path
 
@@ -491,17 +541,23 @@ def _finetune_step(models: dict[str, LoadedModel], settings: TourSettings) -> Ou
     from gbcli.tasks.finetune.comparison import Plan, compare_finetuning
     from gbcli.tasks.finetune.data import prepare
 
+    settings = context.settings
     data = prepare(builtin_task(FINETUNE_TASK).examples, None, f"task {FINETUNE_TASK}",
                    max_train_samples=FINETUNE_SAMPLES)
     recipe = _finetune_recipe()
+    budget = f"more than --budget {settings.budget:g} s; raise --budget to see it, or run the command below"
+    first = finetune_estimate(models, data, recipe)
+    if first > settings.budget:
+        raise StepUnavailable(f"fine-tuning would take about {first:.0f} s on these models (from one timed forward "
+                              f"pass of each), {budget}")
     estimated: list[float] = []
 
     def within_budget(estimates: list[Any]) -> None:
-        """Timed on a few steps before the run: a run over the budget is not started."""
+        """`gbcli finetune`'s own estimate, from a few timed training steps: a run over the budget is not started."""
         estimated.append(sum(e.seconds for e in estimates))
         if estimated[0] > settings.budget:
             raise StepUnavailable(f"fine-tuning would take about {estimated[0]:.0f} s on these models (timed on a "
-                                  f"few steps), more than --budget {settings.budget:g} s; raise --budget to see it")
+                                  f"few training steps), {budget}")
 
     started = time.perf_counter()
     # The run's folder (models, Trainer state) is the tour's scratch: the deeper command keeps its own.
@@ -519,7 +575,7 @@ def _finetune_step(models: dict[str, LoadedModel], settings: TourSettings) -> Ou
     majority = result.majority_baseline
     figures: Figures = {"task": FINETUNE_TASK, "train_examples": result.train_examples,
                         "dev_examples": result.dev_examples, "majority_baseline": majority,
-                        "estimated_seconds": estimated[0] if estimated else None, "seconds": seconds}
+                        "estimated_seconds": estimated[0] if estimated else first, "seconds": seconds}
     learned = []
     for family in result.families:
         figures[family.family] = {"final_accuracy": family.final_accuracy,
@@ -534,8 +590,7 @@ def _finetune_step(models: dict[str, LoadedModel], settings: TourSettings) -> Ou
         reading.append("In this small setting neither learned the task: the claim is not shown by these models.")
     elif not all(learned):
         reading.append("In this small setting only one of them learned the task; the deeper command trains longer.")
-    reading.append(f"It took {seconds:.0f} s here (estimated {estimated[0]:.0f} s before training)."
-                   if estimated else f"It took {seconds:.0f} s here.")
+    reading.append(f"It took {seconds:.0f} s here (estimated {figures['estimated_seconds']:.0f} s before training).")
     return Outcome({"finetune": result}, figures, reading, _agreement(learned))
 
 
@@ -544,7 +599,7 @@ def _finetune_step(models: dict[str, LoadedModel], settings: TourSettings) -> Ou
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _bart_step(models: dict[str, LoadedModel], settings: TourSettings) -> Outcome:
+def _bart_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
     from gbcli.tasks.attention import build_report, compute_attention
     from gbcli.tasks.masking import fill_mask
 
@@ -625,10 +680,10 @@ STEPS: tuple[StepSpec, ...] = (
              "GPT-2's perplexity and BERT's pseudo-perplexity measure different things: they are not on one scale.",
              ("gpt", "bert"), lambda f: [f.command("score", ATTENTION_TEXT, SCRAMBLED)], _score_step),
     StepSpec(6, "layers", "Understanding: which layers know what",
-             "What a model knows about a sentence is built layer by layer, and its sentence vectors are alike only "
+             "What a model knows about a word is built layer by layer, and its sentence vectors are alike only "
              "as read against the anisotropy baseline.",
              ("gpt", "bert"),
-             lambda f: [f.command("probe", "--task", AGREEMENT_TASK, *PROBE_OPTIONS),
+             lambda f: [f.command("probe", "--task", RIGHT_CONTEXT_TASK, *PROBE_OPTIONS),
                         f.command("similarity", *SIMILAR_TEXTS)],
              _layers_step),
     StepSpec(7, "finetune", "Fine-tuning",
@@ -682,6 +737,15 @@ def needed_families(settings: TourSettings) -> list[str]:
 Loader = Callable[[str], LoadedModel]  # a family's model, loaded; raises GbcliError when it cannot be had
 
 
+@dataclass
+class StepContext:
+    """What a step runs with besides its models: the settings, and results an earlier step left for a later one
+    (step 6 reads the probe step 4 ran, rather than running it twice)."""
+
+    settings: TourSettings
+    memo: dict[str, Any] = field(default_factory=dict)
+
+
 def chosen_steps(settings: TourSettings) -> list[StepSpec]:
     return [spec for spec in STEPS if spec.number in settings.steps]
 
@@ -693,6 +757,7 @@ class ModelPool:
         self.load, self.chosen = load, chosen
         self.loaded: dict[str, LoadedModel] = {}
         self.missing: dict[str, str] = {}
+        self.memo: dict[str, Any] = {}  # results one step leaves for a later one
 
     def prepare(self, spec: StepSpec) -> str | None:
         """Load what the step needs; the reason it cannot run, if a model is not chosen or cannot be had."""
@@ -717,7 +782,7 @@ def run_step(spec: StepSpec, settings: TourSettings, pool: ModelPool, reason: st
     if reason is not None:
         step.status, step.note = "skipped", reason
     else:
-        _run_step(spec, step, {f: pool.loaded[f] for f in spec.needs}, settings)
+        _run_step(spec, step, {f: pool.loaded[f] for f in spec.needs}, StepContext(settings, pool.memo))
     step.seconds = time.perf_counter() - started
     return step
 
@@ -729,10 +794,10 @@ def run_tour(settings: TourSettings, load: Loader, chosen: list[str]) -> Iterato
         yield run_step(spec, settings, pool, pool.prepare(spec))
 
 
-def _run_step(spec: StepSpec, step: TourStep, models: dict[str, LoadedModel], settings: TourSettings) -> None:
-    flags = settings.model_flags
+def _run_step(spec: StepSpec, step: TourStep, models: dict[str, LoadedModel], context: StepContext) -> None:
+    flags = context.settings.model_flags
     try:
-        outcome = spec.run(models, settings)
+        outcome = spec.run(models, context)
         check_finite(outcome.results, list(models.values()))  # a NaN fails this step, not the tour
     except StepUnavailable as reason:
         step.status, step.note = "skipped", str(reason)
