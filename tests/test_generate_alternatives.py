@@ -16,6 +16,7 @@ from rich.console import Console
 
 from tests.cli_helpers import assert_user_error, column_of, run, run_json
 from tests.fixtures.tiny_models import GPT_CAPITAL_PROMPT, GPT_PROMPT
+from tests.helpers_reference import prompt_after_bos
 
 K = 4
 
@@ -41,7 +42,7 @@ def test_gpt2_alternatives_are_the_models_top_k_at_each_step(gpt, models, extra)
     doc = run_json("generate", GPT_PROMPT, "--max-new-tokens", "6", "--alternatives", str(K), *extra,
                    "--models", "gpt", *models)
     tokenizer, model = gpt
-    prompt_ids = tokenizer(GPT_PROMPT)["input_ids"]
+    prompt_ids = prompt_after_bos(tokenizer, GPT_PROMPT)
     for continuation in column_of(doc, "gpt")["continuations"]:
         new_ids = [t["id"] for t in continuation["tokens"]]
         for step, token in enumerate(continuation["tokens"]):

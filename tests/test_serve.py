@@ -181,7 +181,7 @@ def test_a_runtime_folder_others_can_enter_is_refused(tmp_path):
     ("fill-mask", "the [MASK] quacks in the park .", "-k", "3"),
     ("fill-mask", "the [MASK] quacks in the park .", "--json", "--targets", "duck,dog"),
     ("tokenize", "hello world"),
-    ("attention", "the duck quacks .", "--layer", "0", "--head", "1"),
+    ("attention", "the duck quacks .", "--layer", "1", "--head", "1"),
     ("fill-mask", "a sentence without a blank"),  # an error: the same message and exit code
     ("tour", "--steps", "1,4", "--models", "gpt,bert"),  # off a terminal: no pause
 ])

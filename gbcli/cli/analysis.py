@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from gbcli.cli.options import JsonOption, ModelChoice, model_options
-from gbcli.cli.reporting import handle_errors, interrupt_exits_130, show
+from gbcli.cli.reporting import handle_errors, interrupt_exits_130, show, warn_unknown
 from gbcli.errors import usage_error
 from gbcli.finite import check_finite
 
@@ -38,8 +38,9 @@ def tokenize(
 def attention(
     text: Annotated[str, typer.Argument(help="The text, or - to read stdin.")],
     layer: Annotated[
-        int | None, typer.Option("--layer", help="Layer to show, from 0; negative counts from the end "
-                                 "(default -1, the last).", show_default=False)
+        int | None, typer.Option("--layer", help="Layer to show, 1 to L as in lens and context (0 is "
+                                 "the embeddings); negative counts from the end (default -1, the last).",
+                                 show_default=False)
     ] = None,
     head: Annotated[str, typer.Option("--head", help="A head, from 0 (negative from the end), or mean.")] = "mean",
     summary: Annotated[
@@ -87,6 +88,7 @@ def attention(
     target = check_export_target(export, force) if export is not None else None  # before any model loads
     source = check_text(read_text(text))
     columns = choice.load(families, need_head=False)
+    warn_unknown(columns, [source])
     with interrupt_exits_130():
         results = [compute_attention(lm, source) for lm in columns]
     check_finite(results, columns)
@@ -124,6 +126,7 @@ def compare(
     families = choice.families()
     source = read_text(text)
     columns = choice.load(families)
+    warn_unknown(columns, [source])
     with interrupt_exits_130():
         # The models are used one after the other; each is let go once its sections are done (peak memory).
         result = compare_task(columns, source, top_k, release=True)
@@ -157,6 +160,7 @@ def lens(
     source = read_text(text)
     check_text(source, families)  # before any model loads
     columns = choice.load(families)
+    warn_unknown(columns, [source])
     with interrupt_exits_130():
         result = lens_task(columns, source, top_k)
         check_finite(result, columns)
@@ -195,6 +199,7 @@ def context(
     families = choice.families()
     sources, mode = check_texts([read_text(t) for t in texts], change, word)
     columns = choice.load(families, need_head=False)
+    warn_unknown(columns, sources)
     with interrupt_exits_130():
         if mode == "word":
             result = word_similarity(columns, sources, word or "")
@@ -239,6 +244,7 @@ def saliency(
     source = read_text(text)
     check_text(source, families)  # before any model loads
     columns = choice.load(families)
+    warn_unknown(columns, [source])
     with interrupt_exits_130():
         result = saliency_task(columns, source, target.strip() if target else None, methods, steps)
         check_finite(result, columns)

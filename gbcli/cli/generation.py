@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from gbcli.cli.options import JsonOption, ModelChoice, model_options, requested_columns
-from gbcli.cli.reporting import handle_errors, interrupt_exits_130
+from gbcli.cli.reporting import handle_errors, interrupt_exits_130, warn_unknown
 from gbcli.errors import usage_error
 from gbcli.finite import check_finite
 from gbcli.models import Family, LoadedModel, LoadOptions, display_name
@@ -84,6 +84,7 @@ def generate(
     else:
         _generate_plain(requested, options, result, columns, keep_partial=not json_output)
     check_finite(result, columns)
+    warn_unknown(columns, [text])
     if json_output:
         print_json(result)
     else:

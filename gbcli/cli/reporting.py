@@ -57,6 +57,13 @@ def print_warnings(warnings: list[str]) -> None:
         console.print(f"[yellow]warning:[/] {_escape(warning)}")
 
 
+def warn_unknown(columns: list[Any], texts: list[str]) -> None:
+    """One warning per model that reads its unknown token for characters of the input (every command alike)."""
+    from gbcli.tasks.tokenization import unknown_text_warning
+
+    print_warnings([warning for lm in columns if (warning := unknown_text_warning(lm, texts)) is not None])
+
+
 def handle_errors(function: F) -> F:
     """Every command ends in a message and an exit code, never a traceback, whatever goes wrong."""
 

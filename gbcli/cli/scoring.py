@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from gbcli.cli.options import ModelChoice, model_options
-from gbcli.cli.reporting import _escape, handle_errors, interrupt_exits_130, print_warnings, stderr_console
+from gbcli.cli.reporting import (
+    _escape,
+    handle_errors,
+    interrupt_exits_130,
+    print_warnings,
+    stderr_console,
+    warn_unknown,
+)
 from gbcli.cli.streams import check_output_options, under_torchrun_needs_output
 from gbcli.errors import usage_error
 from gbcli.finite import check_finite
@@ -221,6 +228,7 @@ def pairs(
     task.check_pair_text(pair)
     columns = choice.load(families, options)
     task.check_pair_fits(pair, columns)
+    warn_unknown(columns, [pair.good, pair.bad])
     with interrupt_exits_130():
         (result,) = task.score_pairs(columns, [pair], settings)
         check_finite(result, columns)

@@ -209,8 +209,8 @@ def head_description(view: ModelAttentionView) -> str:
 
 
 def layer_description(view: ModelAttentionView) -> str:
-    """Layers count from 0, as in transformers: 'layer 11 (last)' for a 12-layer model."""
-    return f"layer {view.layer}" + (" (last)" if view.layer == view.layers - 1 else f" of {view.layers}")
+    """Layers count 1..L (0 is the embeddings, as in lens and context): 'layer 12 (last)' for a 12-layer model."""
+    return f"layer {view.layer}" + (" (last)" if view.layer == view.layers else f" of {view.layers}")
 
 
 def map_title(family: str, model: str, map_name: str) -> str:
@@ -271,10 +271,13 @@ def legend() -> Legend:
 
 
 def heatmap_view(report: AttentionReport, window_start: int = 0) -> RenderableType:
+    from gbcli.render.common import ColourWords
+
     parts: list[RenderableType] = [SideBySide([heatmap_panel(v, window_start) for v in report.models])]
     parts.append(legend())
-    parts.append(Text("rows: query tokens (attending) · columns: key tokens (attended to) · "
-                      "special tokens in magenta", style="dim"))
+    axes = "rows: query tokens (attending) · columns: key tokens (attended to)"
+    parts.append(ColourWords(f"{axes} · special tokens in magenta",
+                             f"{axes} · special tokens ([CLS], [SEP], <|endoftext|>, <s>) are the tokenizer's own"))
     for view in report.models:
         parts.append(Text(f"{title(view)}: {direction(view)}", style="dim"))
     if any(view.map == "decoder" for view in report.models):
@@ -310,7 +313,7 @@ def summary_table(view: ModelAttentionView, stat: str) -> Table:
         table.add_column(SHORT_STAT[name], justify="right", header_style=header_style, no_wrap=True)
     for item in summary.per_head:
         table.add_row(str(item.layer), str(item.head), *(_format(item.get(name)) for name in STATS),
-                      end_section=item.head == summary.heads - 1 and item.layer < summary.layers - 1)
+                      end_section=item.head == summary.heads - 1 and item.layer < summary.layers)
     table.add_row("all", "mean", *(_format(summary.mean[name]) for name in STATS), style="bold")
     return table
 
@@ -324,7 +327,7 @@ def summary_grid(view: ModelAttentionView, stat: str) -> Table:
     table.add_column("layer", justify="right", style="dim", no_wrap=True)
     for head in range(summary.heads):
         table.add_column(f"h{head}", justify="center", no_wrap=True)
-    for layer, row in enumerate(grid):
+    for layer, row in enumerate(grid, start=1):
         cells = []
         for value in row:
             if value is None:

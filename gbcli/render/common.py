@@ -103,6 +103,19 @@ class ProbLegend:
         yield legend
 
 
+class ColourWords:
+    """A legend line that names a colour (`special tokens in magenta`) on a console that shows colour, and says the
+    same without the colour word where none can show (NO_COLOR, a pipe): no legend points at a colour not there."""
+
+    def __init__(self, coloured: str, plain: str, style: str = "dim") -> None:
+        self.coloured = coloured
+        self.plain = plain
+        self.style = style
+
+    def __rich_console__(self, console: Console, options: Any):
+        yield Text(self.plain if colourless(console) else self.coloured, style=self.style)
+
+
 def prob_legend(intro: str) -> ProbLegend:
     return ProbLegend(intro)
 

@@ -49,6 +49,8 @@ def column_panel(prompt: str, column: ModelGeneration, show_probs: bool) -> Pane
     several = len(column.continuations)
     stats.add_row("tokens", f"{column.new_tokens} × {several} sequences" if several > 1 else str(column.new_tokens))
     stats.add_row("speed", f"{column.tokens_per_second:.1f} tokens/s ({format_seconds(column.seconds)})")
+    if column.reads:
+        stats.add_row("reads", Text(column.reads, style="dim"))
     stats.add_row("method", Text(column.method, style="dim"))
     parts.append(stats)
     return Panel(Group(*parts), title=f"{family_title(column.family)} · {column.model}", expand=True)

@@ -16,7 +16,8 @@ from gbcli.models import family_title
 from gbcli.render.common import format_nats, format_prob
 from gbcli.render.model_names import NamesLine
 from gbcli.tasks.masking import CHOICE_POOL, FillMaskResult, MaskColumn, MaskPrediction, MaskSlot, SpanInfilling
-from gbcli.tasks.tokenization import readable_piece
+from gbcli.tasks.masking.gpt import JOINT_BEAMS
+from gbcli.tasks.tokenization import SPACE_MARK, readable_piece
 
 HEADINGS: dict[str, tuple[str, str]] = {
     "bert": ("BERT", "both sides"),
@@ -39,7 +40,15 @@ def prediction_label(prediction: MaskPrediction) -> str:
     if any(piece.startswith("##") and len(piece) > 2 for piece in prediction.pieces):
         return "".join(readable_piece(piece) for piece in prediction.pieces)
     # A byte-level piece without its space (GPT-2's `p` after `␣was`) already reads as joined.
-    return readable_piece(prediction.pieces[0], prediction.text)
+    return with_space_mark(prediction.pieces, readable_piece(prediction.pieces[0], prediction.text))
+
+
+def with_space_mark(pieces: list[str], shown: str) -> str:
+    """`␣lima` where the first piece carries a leading space (Ġlima) but the text shown has dropped it (BART's
+    span is read off the text, trimmed): `Ġlima` and `lima` are different tokens, never two identical rows."""
+    if pieces and pieces[0][:1] in ("Ġ", "▁") and len(pieces[0]) > 1 and not shown.startswith(SPACE_MARK):
+        return SPACE_MARK + shown.lstrip()
+    return shown
 
 
 def marked_text(result: FillMaskResult, highlight: int | None = None) -> Text:
@@ -66,7 +75,8 @@ def _winner(slot: MaskSlot) -> str | None:
 def _cell(prediction: MaskPrediction, winner: str | None, top: bool) -> Text:
     label = prediction_label(prediction)
     if len(prediction.pieces) > 1 and " " in prediction.word.strip():
-        label = f"{prediction.word} ({len(prediction.pieces)} tokens)"  # a BART span of several words
+        # a BART span of several words
+        label = f"{with_space_mark(prediction.pieces, prediction.word)} ({len(prediction.pieces)} tokens)"
     elif len(prediction.pieces) > 1:
         label += f" ({len(prediction.pieces)} pieces)"
     style = WINNER_STYLE if winner is not None and prediction.word == winner else ("bold" if top else "")
@@ -198,6 +208,8 @@ def filling_lines(result: FillMaskResult) -> Group:
         score = f"{FILLING_MEASURES[filling.column]} {format_nats(filling.logprob)}"
         if len(result.masks) > 1 and filling.column == "bert":
             score += " · filled in order " + ", ".join(f"#{m + 1}" for m in filling.order)
+        if len(result.masks) > 1 and filling.column == "gpt_whole":
+            score += f" · the best of a beam search ({JOINT_BEAMS} beams) over the blanks' candidates"
         line = Text(labels[filling.column].ljust(width) + "  ", style="bold")
         line.append(filling.text)
         line.append("  " + score, style="dim")
@@ -252,7 +264,8 @@ def bart_beams_table(infilling: SpanInfilling, blanks: int) -> Table:
             wrote.append(beam.output, style="dim")
             table.add_row(str(beam.rank), wrote, *[""] * (blanks - 1), format_prob(beam.prob), score, style="dim")
             continue
-        spans = [Text(span.text or NOTHING, style="bold" if beam is infilling.fillings[0] else "")
+        spans = [Text(with_space_mark(span.pieces, span.text) if span.text else NOTHING,
+                      style="bold" if beam is infilling.fillings[0] else "")
                  for span in beam.spans]
         table.add_row(str(beam.rank), *spans, format_prob(beam.prob), score)
     return table
@@ -321,7 +334,7 @@ def fill_mask_view(result: FillMaskResult, compact: bool = False) -> RenderableT
     parts.append(Text(""))
     parts.append(Text("best joint filling" if several else "filled in", style="bold underline"))
     parts.append(filling_lines(result))
-    if result.masks and not compact:
+    if result.masks:  # what each p column means, on compare's compact screen too
         parts.append(column_note(result.masks[0].columns()))
     return Group(*parts)
 

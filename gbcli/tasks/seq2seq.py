@@ -234,4 +234,8 @@ def generate_seq2seq(lm: LoadedModel, prompt: str, settings: Any,
                                   alternatives=top[len(prefix) - 1 :] if settings.alternatives else None)
                      for (new_ids, stopped), logprobs, top in zip(rows, scored, tops, strict=True)]
     produced = max(len(new_ids) for new_ids, _ in rows)
-    return model_generation(lm, GENERATE_METHOD, continuations, produced, seconds)
+    tok = lm.tokenizer
+    starts = [decoder_start_id(lm)] + ([tok.bos_token_id] if tok.bos_token_id is not None else [])
+    reads = (f"encoder: the prompt then {tok.mask_token}; decoder: {' '.join(tok.convert_ids_to_tokens(starts))} "
+             "then the prompt")
+    return model_generation(lm, GENERATE_METHOD, continuations, produced, seconds, reads=reads)

@@ -24,14 +24,19 @@ GPT_METHOD = "autoregressive decoding: each token predicted from the tokens to i
 def generate_causal(
     lm: LoadedModel, prompt: str, settings: DecodingSettings, on_token: TokenCallback | None = None
 ) -> ModelGeneration:
-    """Continue the prompt; report each produced token with its raw log-probability."""
+    """Continue the prompt; report each produced token with its raw log-probability.
+
+    The model reads its BOS token (GPT-2: <|endoftext|>) before the prompt, as score, fill-mask and lens read a
+    text, so the first new token's probability is the one `score` gives it after the same prompt."""
+    import torch
+
     tok = lm.tokenizer
-    encoded = tok(prompt, return_tensors="pt")
-    input_ids = encoded["input_ids"].to(lm.device)
-    if input_ids.shape[1] == 0:
+    text_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    if not text_ids:
         raise usage_error("The prompt tokenizes to nothing.", "Give some visible text.")
-    check_room(lm, input_ids.shape[1], settings)
-    prompt_ids = input_ids[0].tolist()
+    prompt_ids = ([lm.bos_id] if lm.bos_id is not None else []) + text_ids
+    check_room(lm, len(prompt_ids), settings)
+    input_ids = torch.tensor([prompt_ids], device=lm.device)
     on_text = None if on_token is None else lambda text: on_token(lm.family, text)
     if decodes_in_own_loop(lm, settings):
         started = time.perf_counter()
@@ -39,12 +44,18 @@ def generate_causal(
         seconds = time.perf_counter() - started
         outputs = [(new_ids, logprobs, stopped, alternatives)]
     else:
-        outputs, seconds = _generate_with_model(lm, input_ids, encoded["attention_mask"].to(lm.device), settings,
-                                                on_text)
+        outputs, seconds = _generate_with_model(lm, input_ids, torch.ones_like(input_ids), settings, on_text)
     continuations = [continuation(lm, prompt_ids, new_ids, logprobs, stopped, alternatives=alternatives)
                      for new_ids, logprobs, stopped, alternatives in outputs]
     produced = max(len(output[0]) for output in outputs)
-    return model_generation(lm, GPT_METHOD, continuations, produced, seconds)
+    return model_generation(lm, GPT_METHOD, continuations, produced, seconds, reads=causal_reads(lm))
+
+
+def causal_reads(lm: LoadedModel) -> str:
+    """What the model reads before it writes: the one convention of every command that predicts with a causal LM."""
+    if lm.bos_id is None:
+        return "the prompt alone (the tokenizer has no BOS token)"
+    return f"{lm.tokenizer.convert_ids_to_tokens(lm.bos_id)} then the prompt, as score, fill-mask and lens read a text"
 
 
 def _generate_with_model(lm: LoadedModel, input_ids: Any, attention_mask: Any, settings: DecodingSettings,

@@ -51,7 +51,10 @@ def generate_masked(
     continuations = [continuation(lm, body, new_ids, logprobs, text=_continuation_text(lm, body, new_ids),
                                   alternatives=alternatives)
                      for new_ids, logprobs, alternatives in beams]
-    return model_generation(lm, BERT_METHOD, continuations, settings.max_new_tokens, seconds)
+    shown = tok.convert_ids_to_tokens([*body[:1], tok.mask_token_id, *closing])
+    opening = f"{shown[0]} " if body and body[0] in tok.all_special_ids else ""
+    reads = f"{opening}the prompt, the tokens written so far, {' '.join(shown[1:])}"
+    return model_generation(lm, BERT_METHOD, continuations, settings.max_new_tokens, seconds, reads=reads)
 
 
 def _continuation_text(lm: LoadedModel, body: list[int], new_ids: list[int]) -> str:

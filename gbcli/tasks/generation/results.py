@@ -59,6 +59,7 @@ class ModelGeneration:
     new_tokens: int
     seconds: float
     tokens_per_second: float
+    reads: str = ""  # what the model reads before it writes (GPT-2: <|endoftext|> then the prompt)
 
 
 @dataclass
@@ -138,7 +139,7 @@ def continuation(lm: LoadedModel, context: list[int], new_ids: list[int], logpro
 
 
 def model_generation(lm: LoadedModel, method: str, continuations: list[Continuation], new_tokens: int,
-                     seconds: float) -> ModelGeneration:
+                     seconds: float, reads: str = "") -> ModelGeneration:
     """One model's column, its speed counted over every continuation it wrote."""
     return ModelGeneration(
         family=lm.family,
@@ -148,4 +149,5 @@ def model_generation(lm: LoadedModel, method: str, continuations: list[Continuat
         new_tokens=new_tokens,
         seconds=seconds,
         tokens_per_second=new_tokens * len(continuations) / seconds if seconds > 0 else 0.0,
+        reads=reads,
     )

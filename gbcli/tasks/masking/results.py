@@ -16,7 +16,8 @@ ColumnName = Literal["bert", "gpt_left", "gpt_whole", "bart"]
 FILLING_METHODS: dict[ColumnName, str] = {
     "bert": "most confident mask first, then re-predict the rest; score = sum of the chosen tokens' log-probs",
     "gpt_left": "left to right, each mask its most likely next token; score = sum of their log-probs",
-    "gpt_whole": "each mask its best whole-sentence candidate; score = the sentence's log-likelihood",
+    "gpt_whole": "one blank: its best whole-sentence candidate; several: the best of a beam search (5 beams) over the "
+    "blanks' candidates in text order, each filling scored as a whole sentence; score = the sentence's log-likelihood",
     "bart": "beam search's best restoration that keeps the text around the blanks; score = log p(that text | the "
     "masked text)",
 }

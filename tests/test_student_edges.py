@@ -1,0 +1,199 @@
+"""What a student meets (issue 32): each rough edge, through the entry point, as a class across commands."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import AutoTokenizer
+
+from tests.cli_helpers import run
+
+TWO_TEXTS = ("the duck quacks in the park .", "once upon a time there was a lion who lived in the yard .")
+
+
+def flat(screen: str) -> str:
+    """The screen's words in order, panel borders dropped: a phrase wrapped inside a panel reads whole."""
+    return " ".join(screen.replace("│", " ").split())
+
+
+# ---- 2. the method lines of several texts count the work of all of them ----------------------------------------
+
+
+def test_score_of_several_texts_counts_every_texts_masked_copies(models, bert_path):
+    result = run("score", *TWO_TEXTS, *models)
+    assert result.exit_code == 0, result.stderr
+    tokenizer = AutoTokenizer.from_pretrained(bert_path)
+    counts = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in TWO_TEXTS]
+    assert f"{sum(counts)} masked copies for 2 texts ({counts[0]} + {counts[1]}), batched" in flat(result.stdout)
+    assert "2 windows for 2 texts (1 + 1)" in flat(result.stdout)
+
+
+def test_score_file_counts_every_lines_masked_copies(models, bert_path, tmp_path):
+    lines = ["the duck quacks .", *TWO_TEXTS, "the cow moos"]
+    path = tmp_path / "texts.txt"
+    path.write_text("\n".join(lines) + "\n")
+    result = run("score", "--file", str(path), *models)
+    assert result.exit_code == 0, result.stderr
+    tokenizer = AutoTokenizer.from_pretrained(bert_path)
+    counts = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in lines]
+    assert f"{sum(counts)} masked copies for 4 texts ({' + '.join(map(str, counts))})" in flat(result.stdout)
+
+
+# ---- 3. BART's candidates mark a leading space as GPT's do --------------------------------------------------------
+
+
+def test_bart_fill_mask_rows_mark_the_leading_space_of_their_first_piece(models, bart_path):
+    args = ("fill-mask", "the capital of peru is [MASK] .", "--models", "bart", "--bart", str(bart_path), *models)
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    doc = run(*args, "--json")
+    predictions = json.loads(doc.stdout)["masks"][0]["bart"]["predictions"]
+    spaced = [p for p in predictions if p["pieces"][0].startswith("Ġ")]
+    assert spaced, predictions
+    rows = [line.split() for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]
+    labels = [row[1] for row in rows]
+    for prediction in spaced:
+        assert "␣" + prediction["word"] in labels, (prediction, result.stdout)
+    # Different tokens never read as the same row.
+    shown = [row[1] for row in rows[: len(predictions)]]
+    assert len(set(shown)) == len(shown)
+
+
+# ---- 4. every command warns alike when BERT reads [UNK] for characters of the input ------------------------------
+
+SNOWMAN = "☃"  # a character the tiny BERT's vocabulary lacks: it reads [UNK] there
+
+
+@pytest.mark.parametrize("args", [
+    ("fill-mask", f"the {SNOWMAN} [MASK] quacks ."),
+    ("score", f"the {SNOWMAN} duck quacks ."),
+    ("attention", f"the {SNOWMAN} duck quacks ."),
+    ("lens", f"the {SNOWMAN} [MASK] quacks ."),
+    ("saliency", f"the {SNOWMAN} [MASK] quacks .", "--steps", "4"),
+    ("context", f"the {SNOWMAN} duck quacks .", "--change", "duck=dog"),
+    ("generate", f"the {SNOWMAN} duck", "--max-new-tokens", "2"),
+    ("compare", f"the {SNOWMAN} [MASK] quacks ."),
+    ("pairs", f"the {SNOWMAN} duck quacks .", f"the {SNOWMAN} duck quack ."),
+], ids=lambda args: args[0])
+def test_every_command_warns_when_bert_reads_unknown_for_the_input(models, bert_path, args):
+    tokenizer = AutoTokenizer.from_pretrained(bert_path)
+    assert tokenizer.unk_token_id in tokenizer(SNOWMAN)["input_ids"]  # the premise: BERT has no token for it
+    result = run(*args, "--models", "bert", *models)
+    assert result.exit_code == 0, result.stderr
+    warning = flat(result.stderr)
+    assert "warning: BERT" in warning and "[UNK]" in warning, result.stderr
+    if args[0] != "score":  # score names the texts by number
+        assert f"'{SNOWMAN}'" in warning
+    clean = run(*(a.replace(f"{SNOWMAN} ", "") for a in args), "--models", "bert", *models)
+    assert "[UNK]" not in clean.stderr
+
+
+# ---- 5. one layer numbering: emb = 0, blocks 1..L, in attention as in lens and context ---------------------------
+
+
+def test_attention_numbers_layers_as_lens_and_context_do(models, gpt_path):
+    from tests.test_attention import reference_attention
+
+    weights, _ = reference_attention(gpt_path, "gpt", "the duck quacks .")
+    blocks = weights.shape[0]
+    screen = run("attention", "the duck quacks .", "--models", "gpt", *models).stdout
+    assert f"layer {blocks} (last)" in screen
+    lens = run("lens", "the duck [MASK] .", "--models", "gpt", *models).stdout
+    assert f"\n{blocks} " in lens or f" {blocks} " in lens  # lens's last block carries the same number
+    first = run("attention", "the duck quacks .", "--models", "gpt", "--layer", "1", "--json", *models)
+    (entry,) = json.loads(first.stdout)["models"]
+    assert entry["layer"] == 1
+    # Layer 1 is the first block: attentions[0] in transformers' own indexing.
+    import numpy as np
+
+    np.testing.assert_allclose(entry["matrix"], weights[0].mean(0), atol=1e-6)
+    embeddings = run("attention", "the duck quacks .", "--models", "gpt", "--layer", "0", *models)
+    assert embeddings.exit_code == 2 and "embeddings" in embeddings.stderr
+
+
+# ---- 10. no legend names a colour the screen does not show --------------------------------------------------------
+
+
+@pytest.mark.parametrize("colour", [False, True], ids=["NO_COLOR", "colour"])
+def test_attention_legend_names_magenta_only_where_colour_shows(models, colour):
+    import io
+
+    from rich.console import Console
+
+    from gbcli.models import load_model
+    from gbcli.render.attention import attention_view
+    from gbcli.tasks.attention import build_report, compute_attention
+
+    lm = load_model("bert", models[models.index("--bert") + 1])
+    report = build_report("the duck quacks .", [compute_attention(lm, "the duck quacks .")], layer=None, head=None,
+                          summary=False, stat="entropy", token=None, top=5)
+    for width in (80, 120):
+        console = Console(width=width, record=True, file=io.StringIO(), color_system="truecolor" if colour else None)
+        console.print(attention_view(report, 0))
+        screen = console.export_text()
+        assert ("magenta" in screen) == colour
+        assert "special tokens" in flat(screen)
+    piped = run("attention", "the duck quacks .", "--models", "bert", *models)
+    assert "magenta" not in piped.stdout and "special tokens ([CLS]" in flat(piped.stdout)
+
+
+# ---- 6. context --word: the emb row differs by position, and the note says so ------------------------------------
+
+
+def test_context_word_note_says_the_embeddings_differ_by_position(models, bert):
+    import torch
+
+    texts = ["the duck quacks in the park .", "a duck swims .", "once upon a time there was a duck ."]
+    doc = json.loads(run("context", "--word", "duck", *texts, "--models", "bert", "--json", *models).stdout)
+    (similarity,) = doc["similarities"]
+    positions = [occurrence["positions"][0] for occurrence in similarity["occurrences"]]
+    tokenizer, model = bert
+    with torch.no_grad():
+        embedded = [model.bert.embeddings(input_ids=tokenizer(text, return_tensors="pt")["input_ids"])[0, position]
+                    for text, position in zip(texts, positions, strict=True)]
+    for pair in similarity["pairs"]:
+        a, b = embedded[pair["a"] - 1], embedded[pair["b"] - 1]
+        expected = torch.nn.functional.cosine_similarity(a, b, dim=0).item()
+        assert pair["cosine"][0] == pytest.approx(expected, abs=1e-5)
+        assert pair["identical"][0] == (positions[pair["a"] - 1] == positions[pair["b"] - 1])
+    assert "position" in doc["note"] and "ignore the context" not in doc["note"]
+    screen = flat(run("context", "--word", "duck", *texts, "--models", "bert", *models).stdout)
+    assert "only for sentences where the word sits at the same position" in screen
+
+
+# ---- 7. one BOS convention: generate reads <|endoftext|> before the prompt, as score does, and says so ------------
+
+
+def test_generates_first_token_has_the_probability_score_gives_it(models):
+    prompt = "once upon a time"
+    doc = json.loads(run("generate", prompt, "--greedy", "--max-new-tokens", "1", "--models", "gpt", "--json",
+                         *models).stdout)
+    (first,) = doc["columns"][0]["continuations"][0]["tokens"]
+    scored = json.loads(run("score", prompt + first["text"], "--tokens", "--models", "gpt", "--json",
+                            *models).stdout.splitlines()[0])
+    last = scored["columns"][0]["tokens"][-1]
+    assert last["id"] == first["id"]
+    assert last["logprob"] == pytest.approx(first["logprob"], abs=1e-5)
+    screen = flat(run("generate", prompt, "--greedy", "--max-new-tokens", "1", "--models", "gpt", *models).stdout)
+    assert "reads <|endoftext|> then the prompt, as score, fill-mask and lens read a text" in screen
+
+
+# ---- 8. compare says whose filling it scored and why, once, with the p columns' footnotes -------------------------
+
+
+def test_compare_names_whose_filling_it_scores_and_the_ones_that_differ(models, bart_path):
+    args = ("compare", "the capital of [MASK] is [MASK] .", "--with-bart", "--bart", str(bart_path), *models)
+    doc = json.loads(run(*args, "--json").stdout)
+    fillings = {f["column"]: f["text"] for f in doc["predictions"]["fillings"]}
+    assert doc["scored_filling"] == "bert" and doc["scored_text"] == fillings["bert"]
+    screen = flat(run(*args).stdout)
+    assert screen.count(doc["scored_text"]) >= 1 and "scored with the blanks filled" not in screen
+    assert screen.count("Scores of:") == 1
+    assert "the blanks filled by BERT (both sides), the first model to run" in screen
+    differing = {text for text in fillings.values() if text != doc["scored_text"]}
+    assert differing  # the premise: the views disagree on this text
+    for text in differing:
+        assert f'filled it differently: {text} (gbcli score "{text}" scores it)' in screen
+    # The p columns are explained on the compact screen too.
+    assert "BERT p: softmax over the whole vocabulary" in screen and "GPT whole p(sent.)" in screen
