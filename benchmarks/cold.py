@@ -71,7 +71,7 @@ config = AutoConfig.from_pretrained(path)
 auto._model_mapping[type(config)]  # the lazy modeling import, outside the timed part
 ready = time.perf_counter()
 if way == "gbcli":
-    from gbcli.models import LoadOptions, load_model
+    from gbcli.loading.models import LoadOptions, load_model
     lm = load_model(family, path, LoadOptions(device="cpu", dtype="float32"))
     model = lm.model
 else:
@@ -97,7 +97,7 @@ way, paths = sys.argv[1], {"gpt": sys.argv[2], "bert": sys.argv[3]}
 models = []
 for family, path in paths.items():
     if way == "gbcli":
-        from gbcli.models import LoadOptions, load_model
+        from gbcli.loading.models import LoadOptions, load_model
         models.append(load_model(family, path, LoadOptions(device="cpu", dtype="float32")).model)
         continue
     auto = AutoModelForCausalLM if family == "gpt" else AutoModelForMaskedLM

@@ -74,7 +74,7 @@ def measure(job: str, args: argparse.Namespace, folder: Path) -> None:
             times[name].append(timed(command, env))
     same = outputs["a"].read_bytes() == outputs["b"].read_bytes()
     same_one_thread = outputs["c"].read_bytes() == outputs["b"].read_bytes()
-    from gbcli.distributed import merge_in_order
+    from gbcli.jobs.distributed import merge_in_order
 
     lines = outputs["b"].read_bytes().splitlines(keepends=True)
     half = len(lines) // 2

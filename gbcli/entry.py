@@ -14,7 +14,7 @@ import signal
 import sys
 
 INTERRUPTED = 130  # as gbcli.errors.INTERRUPTED, which is not imported here: this module must import nothing
-HELP_FLAGS = ("-h", "--help", "--version", "-V")  # always answered here; gbcli.client.LOCAL_FLAGS is this set
+HELP_FLAGS = ("-h", "--help", "--version", "-V")  # always answered here; gbcli.warm.client.LOCAL_FLAGS is this set
 
 
 def exit_at_once(number: int, frame: object) -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     # imports) is; only a command that runs here imports the CLI.
     argv = sys.argv[1:]
     if not asks_for_help(argv):  # help never goes to a server: skip the client's imports (~30 ms of --help)
-        from gbcli.client import forward_or_in_process
+        from gbcli.warm.client import forward_or_in_process
 
         argv = forward_or_in_process(argv)
     from gbcli.cli import main as run

@@ -23,7 +23,7 @@ from transformers import (
     pipeline,
 )
 
-from gbcli.models import clear_cache
+from gbcli.loading.models import clear_cache
 from tests.cli_helpers import assert_user_error, run, run_json
 from tests.fixtures.random_models import ALL, ATTENTION_FREE, CAUSAL, MASKED, REFUSED, SEQ2SEQ, build
 from tests.fixtures.tiny_models import DUCK_SENTENCE, GPT_PROMPT
@@ -307,12 +307,32 @@ def test_seq2seq_greedy_generation_is_model_generate(name, folder):
 
 
 def test_a_causal_map_with_weight_on_future_keys_is_refused_not_shown(folder, monkeypatch):
-    """Falcon's sdpa path with output_attentions adds sdpa's boolean mask as 0/1, so its weights reach future keys:
-    gbcli reads Falcon through an eager twin; without the twin, the check on the labels must refuse the map."""
+    """A causal model whose attention weights reach future keys (Falcon's sdpa path with output_attentions did, before
+    transformers 5.25 let Falcon switch to eager at run time) must be refused by the check on the map's labels, never
+    drawn as a causal triangle. The leak is made explicit here, so the check is tested on every transformers."""
+    import contextlib
+
+    import torch
+
     from gbcli.tasks.attention import maps
 
+    eager_attention = maps.eager_attention
+
+    @contextlib.contextmanager
+    def leaking_attention(model):
+        with eager_attention(model) as eager:
+
+            class Leaking:
+                def base_model(self, **inputs):
+                    output = eager.base_model(**inputs)
+                    # Rows still sum to 1, so only the causal check can catch the leak.
+                    output.attentions = tuple(torch.full_like(a, 1 / a.shape[-1]) for a in output.attentions)
+                    return output
+
+            yield Leaking()
+
     path = folder("falcon")
-    monkeypatch.setattr(maps, "eager_twin", lambda model: model)  # where compute_attention looks it up
+    monkeypatch.setattr(maps, "eager_attention", leaking_attention)
     clear_cache()
     try:
         result = run("attention", DUCK_SENTENCE, *gbcli_args("falcon", path))
@@ -322,7 +342,7 @@ def test_a_causal_map_with_weight_on_future_keys_is_refused_not_shown(folder, mo
 
 
 def test_the_eager_twin_runs_on_the_models_own_tensors(folder):
-    from gbcli.models import LoadOptions, load_model
+    from gbcli.loading.models import LoadOptions, load_model
     from gbcli.tasks.attention import eager_twin
 
     lm = load_model("gpt", str(folder("falcon")), LoadOptions(device="cpu"), need_head=False)

@@ -15,7 +15,7 @@ import torch
 from rich.cells import cell_len
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-from gbcli.models import load_model
+from gbcli.loading.models import load_model
 from gbcli.tasks.attention import compute_attention, summarize
 from tests.cli_helpers import assert_user_error, run, run_json
 from tests.fixtures.tiny_models import DUCK_SENTENCE, MAX_POSITIONS, MULTI_PIECE_SENTENCE

@@ -15,9 +15,9 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from gbcli.models import load_model
+from gbcli.loading.models import load_model
 from gbcli.tasks.attention import SEQ2SEQ_MAPS, compute_attention
-from gbcli.tasks.decoding import DecodingSettings
+from gbcli.tasks.decoding_settings import DecodingSettings
 from gbcli.tasks.masking import infill_spans, split_masks
 from gbcli.tasks.seq2seq import generate_seq2seq, match_spans
 from tests.cli_helpers import assert_user_error, run, run_json

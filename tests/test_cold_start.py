@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gbcli import availability, models
+from gbcli.loading import availability, models
 from tests.cli_helpers import TRACEBACK, assert_user_error, run, run_installed
 
 # A closed port on this machine: connecting is refused at once, as a hub that cannot be reached would be.

@@ -134,7 +134,7 @@ def test_each_model_is_let_go_once_its_sections_are_done(gpt_path, bert_path):
     a released model says so loudly if used, and loading the checkpoint again gives a working model."""
     import weakref
 
-    from gbcli.models import LoadOptions, load_model
+    from gbcli.loading.models import LoadOptions, load_model
     from gbcli.tasks.comparison import compare
 
     options = LoadOptions(device="cpu", dtype="float32")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gbcli.distributed import split_by_cost
+from gbcli.jobs.distributed import split_by_cost
 from tests.cli_helpers import run
 from tests.test_pairs import corpus_pairs
 
@@ -91,12 +91,12 @@ def test_without_torchrun_the_distributed_path_is_never_taken(command, tmp_path,
 
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.delitem(sys.modules, "gbcli.corpus_jobs", raising=False)
+    monkeypatch.delitem(sys.modules, "gbcli.jobs.torchrun_job", raising=False)
     file = tmp_path / "in.txt"
     file.write_text(JOBS[command][1](2), encoding="utf-8")
     result = run(command, "--file", str(file), *models, "--output", str(tmp_path / "out.jsonl"), "--json")
     assert result.exit_code == 0, result.stderr
-    assert "gbcli.corpus_jobs" not in sys.modules and not torch.distributed.is_initialized()
+    assert "gbcli.jobs.torchrun_job" not in sys.modules and not torch.distributed.is_initialized()
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
 
 
@@ -151,8 +151,8 @@ def _rank_pid(marker: str, rank: int) -> int | None:
     return None
 
 
-# One command is enough: pairs, score and fill-mask share one runner (corpus_jobs.run_distributed) and one resume
-# (tasks/jsonl_output); pairs' even cost split lets the error's line ranges be checked exactly.
+# One command is enough: pairs, score and fill-mask share one runner (torchrun_job.run_distributed) and one resume
+# (jobs/jsonl_output); pairs' even cost split lets the error's line ranges be checked exactly.
 @pytest.mark.parametrize("job", ["pairs"], indirect=True)
 def test_a_killed_worker_ends_the_job_naming_its_lines_and_resume_completes_the_file(tmp_path, models, job):
     command, file, expected = job

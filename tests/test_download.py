@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gbcli import availability, download, models
+from gbcli.loading import availability, download, models
 from tests.cli_helpers import TRACEBACK, assert_user_error, run, run_installed
 from tests.fake_hub import FakeHub
 

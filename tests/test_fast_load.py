@@ -1,4 +1,4 @@
-"""gbcli.fast_load gives exactly the model `from_pretrained` gives, or steps aside.
+"""gbcli.loading.fast_load gives exactly the model `from_pretrained` gives, or steps aside.
 
 For every architecture of the conformance matrix (tests/fixtures/random_models.py) and every trained fixture: the
 fast path either returns None (gbcli then calls from_pretrained) or a model with the same parameter and buffer
@@ -18,8 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
 
-from gbcli.checkpoint_checks import classify_config
-from gbcli.fast_load import FAST_MODEL_TYPES, LEGACY_KEY_PARTS, fast_load
+from gbcli.loading.checkpoint_checks import classify_config
+from gbcli.loading.fast_load import FAST_MODEL_TYPES, LEGACY_KEY_PARTS, fast_load
 from tests.fixtures.random_models import ALL, build
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

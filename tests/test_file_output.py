@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from gbcli.client import wants_server
+from gbcli.warm.client import wants_server
 from tests.cli_helpers import assert_user_error, run
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

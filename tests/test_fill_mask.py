@@ -10,7 +10,7 @@ import torch
 from transformers import AutoTokenizer, pipeline
 
 from gbcli.lm import MLM_HEADS, logits_at, model_inputs
-from gbcli.models import LoadedModel
+from gbcli.loading.models import LoadedModel
 from gbcli.tasks.masking import MAX_MASKS
 from tests.cli_helpers import assert_user_error, run, run_installed, run_json
 from tests.fixtures.tiny_models import (

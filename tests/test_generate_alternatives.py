@@ -116,10 +116,10 @@ def test_view_lists_each_steps_alternatives_with_the_written_one_marked(models):
 def test_alternatives_view_is_whole_at_80_and_120_columns(gpt_path, bert_path, bart_path, width, colour):
     from rich.cells import cell_len
 
-    from gbcli.models import load_model
+    from gbcli.loading.models import load_model
     from gbcli.render.common import format_prob
     from gbcli.render.generation import generation_view
-    from gbcli.tasks.decoding import DecodingSettings
+    from gbcli.tasks.decoding_settings import DecodingSettings
     from gbcli.tasks.generation import GenerationResult, generate_causal, generate_masked
     from gbcli.tasks.seq2seq import generate_seq2seq
     from gbcli.tasks.tokenization import readable_piece

@@ -19,9 +19,9 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from gbcli.lm import threads
 from gbcli.lm.decoding import ModelDecoder, decoder_for
 from gbcli.lm.gpt2_fast import RELAYOUT_MIN_TOKENS, _BlockedProduct, _RowBlocks, gpt2_decoder
-from gbcli.models import LoadOptions, load_model
+from gbcli.loading.models import LoadOptions, load_model
 from gbcli.tasks import generation
-from gbcli.tasks.decoding import DecodingSettings
+from gbcli.tasks.decoding_settings import DecodingSettings
 from gbcli.tasks.generation import generate_causal
 from gbcli.tasks.generation.masked import _mask_logits
 from tests.fixtures.tiny_models import BERT_MASKED_DUCK, GPT_PROMPT

@@ -260,7 +260,7 @@ def test_a_size_mismatch_names_the_tensor_and_both_shapes(tiny_models, tmp_path)
 def test_sigterm_while_an_export_is_written_removes_its_part_file(tmp_path):
     import signal
 
-    from gbcli.export import check_export_target, write_atomically
+    from gbcli.render.export import check_export_target, write_atomically
 
     target = check_export_target(str(tmp_path / "attention.json"), force=False)
 
@@ -311,7 +311,7 @@ def _attention_result(shape_self, shape_cross):
 def test_the_streamed_json_export_is_the_same_document_byte_for_byte():
     import io
 
-    from gbcli.export import attention_json, write_attention_json
+    from gbcli.render.export import attention_json, write_attention_json
 
     results = [_attention_result((2, 3, 5, 5), (2, 3, 5, 3)), _attention_result((1, 2, 4, 4), (1, 2, 4, 2))]
     text = 'a text that quotes "@@gbcli-" itself'
@@ -323,7 +323,7 @@ def test_the_streamed_json_export_is_the_same_document_byte_for_byte():
 
 
 def test_a_large_json_export_is_announced_with_its_size():
-    from gbcli.export import json_export_warning
+    from gbcli.render.export import json_export_warning
 
     assert json_export_warning([_attention_result((2, 2, 8, 8), (2, 2, 8, 8))]) is None
     big = _attention_result((12, 12, 190, 190), (1, 1, 1, 1))  # 5.2 million weights: ~110 MB of JSON

@@ -14,7 +14,7 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
-from gbcli.models import load_model
+from gbcli.loading.models import load_model
 from gbcli.render.attention import attention_view
 from gbcli.render.common import format_nats, format_prob, prob_mark
 from gbcli.render.comparison import comparison_view
@@ -24,7 +24,7 @@ from gbcli.render.scoring import measure_value, score_view
 from gbcli.render.tokenization import piece_text, tokenization_view
 from gbcli.tasks.attention import build_report, compute_attention
 from gbcli.tasks.comparison import compare
-from gbcli.tasks.decoding import DecodingSettings
+from gbcli.tasks.decoding_settings import DecodingSettings
 from gbcli.tasks.generation import GenerationResult, generate_causal, generate_masked
 from gbcli.tasks.masking import fill_mask
 from gbcli.tasks.scoring import ScoreSettings, score_texts

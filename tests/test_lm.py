@@ -7,8 +7,8 @@ import torch
 
 from gbcli.errors import GbcliError
 from gbcli.lm import Reads, causal_logprobs, cut_batches, logits_at, model_inputs, padded_batches, run_reads
-from gbcli.lm.seq2seq import teacher_forced_logprobs
-from gbcli.models import LoadOptions, load_model
+from gbcli.lm.teacher_forcing import teacher_forced_logprobs
+from gbcli.loading.models import LoadOptions, load_model
 from tests.fixtures.tiny_models import MAX_POSITIONS
 
 SENTENCES = ["the duck quacks in the park .", "a cat .", "the dog barks at the duck in the big park ."]
@@ -101,7 +101,7 @@ def test_a_wide_vocabulary_is_projected_in_blocks_with_the_same_logits(gpt_lm, m
     from transformers import GPT2Config, GPT2LMHeadModel
 
     import gbcli.lm.heads as heads
-    from gbcli.models import LoadedModel
+    from gbcli.loading.models import LoadedModel
 
     weight = torch.randn(20_000, 64)
     bias = torch.randn(20_000)

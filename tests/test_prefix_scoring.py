@@ -17,7 +17,7 @@ from gbcli.lm.prefix import (
     suffix_batches,
 )
 from gbcli.lm.reads import causal_logprobs
-from gbcli.models import LoadOptions, clear_cache, load_model
+from gbcli.loading.models import LoadOptions, clear_cache, load_model
 from tests.fixtures.random_models import ALL, ATTENTION_FREE, CAUSAL, build
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

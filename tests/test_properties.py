@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from gbcli.errors import GbcliError
-from gbcli.models import LoadOptions, load_model
+from gbcli.loading.models import LoadOptions, load_model
 from gbcli.tasks.masking import fill_mask
 from gbcli.tasks.scoring import ScoreSettings, score_batch
 from gbcli.tasks.tokenization import tokenize

@@ -33,7 +33,7 @@ def client_env(runtime: Path, **extra: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def runtime_env(runtime: Path):
-    """This test process looking at one runtime folder (for gbcli.client.status)."""
+    """This test process looking at one runtime folder (for gbcli.warm.client.status)."""
     before = os.environ.get("GBCLI_RUNTIME_DIR")
     os.environ["GBCLI_RUNTIME_DIR"] = str(runtime)
     try:
@@ -46,7 +46,7 @@ def runtime_env(runtime: Path):
 
 
 def server_status(runtime: Path) -> dict | None:
-    from gbcli.client import status
+    from gbcli.warm.client import status
 
     with runtime_env(runtime):
         return status()
@@ -190,7 +190,7 @@ def test_output_is_the_in_process_output_byte_for_byte(server, models, args):
 
 
 def test_no_server_runs_in_process_with_the_same_output(server, models, monkeypatch):
-    from gbcli.client import forward
+    from gbcli.warm.client import forward
 
     before = server.served()
     cold = server.client("--no-server", "fill-mask", "the [MASK] quacks .", "-k", "2", *models)
@@ -245,8 +245,8 @@ def test_two_clients_at_once_each_get_their_own_answer(server, models):
 def test_the_exit_follows_the_last_output_at_once(server, models):
     """A warm command ends when its work does: the exit is sent as the job ends, not when a thread that waits on
     the client's socket next wakes (the heartbeat is 2 s apart)."""
-    from gbcli.client import Target, run_request
-    from gbcli.protocol import Channel
+    from gbcli.warm.client import Target, run_request
+    from gbcli.warm.protocol import Channel
 
     with runtime_env(server.runtime):
         for _ in range(3):
@@ -269,8 +269,8 @@ def test_the_exit_follows_the_last_output_at_once(server, models):
 def test_a_client_that_sends_garbage_for_stdin_is_cut_off_and_the_server_goes_on(server, models):
     """A stdin message that is not base64: the command that waits for stdin is stopped as if the client had left,
     and the next request is served."""
-    from gbcli.client import Target, run_request
-    from gbcli.protocol import Channel
+    from gbcli.warm.client import Target, run_request
+    from gbcli.warm.protocol import Channel
 
     with runtime_env(server.runtime):
         before = server.served()
@@ -303,7 +303,7 @@ def test_ps_lists_the_models_with_their_memory(server, gpt_path):
 
 
 def test_a_client_of_another_build_is_refused(server):
-    from gbcli.protocol import Channel
+    from gbcli.warm.protocol import Channel
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(str(server.socket))
@@ -333,7 +333,7 @@ def test_a_bad_server_timeout_is_an_error_not_a_traceback(server, models, timeou
 
 
 def test_a_server_of_another_build_is_refused_and_the_command_runs_here(tmp_path, models):
-    from gbcli.protocol import Channel
+    from gbcli.warm.protocol import Channel
 
     runtime = Path(tempfile.mkdtemp(prefix="gbcli-fake-"))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -468,7 +468,7 @@ def test_managing_the_server_imports_no_heavy_library(tmp_path, args):
 
 
 def test_output_bytes_travel_exactly_and_malformed_ones_are_refused():
-    from gbcli.protocol import ProtocolError, decode_bytes, encode_bytes
+    from gbcli.warm.protocol import ProtocolError, decode_bytes, encode_bytes
 
     data = bytes(range(256)) + "é ✓\n".encode()
     assert decode_bytes(encode_bytes(data)) == data
@@ -480,13 +480,14 @@ def test_output_bytes_travel_exactly_and_malformed_ones_are_refused():
 def test_the_build_id_changes_with_any_byte_of_the_source(tmp_path, monkeypatch):
     """A server refuses a client whose build differs: the id is the version and a fingerprint of every source
     file's name and bytes."""
-    import gbcli.protocol as protocol
+    import gbcli.warm.protocol as protocol
 
     package = tmp_path / "gbcli"
     (package / "sub").mkdir(parents=True)
-    (package / "protocol.py").write_text("x = 1\n")
+    (package / "warm").mkdir()
+    (package / "warm" / "protocol.py").write_text("x = 1\n")
     (package / "sub" / "a.py").write_text("y = 2\n")
-    monkeypatch.setattr(protocol, "__file__", str(package / "protocol.py"))
+    monkeypatch.setattr(protocol, "__file__", str(package / "warm" / "protocol.py"))
 
     def build() -> str:
         protocol.build_id.cache_clear()

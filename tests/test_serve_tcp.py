@@ -73,7 +73,7 @@ def test_a_missing_or_wrong_token_is_refused_with_a_clear_error(tcp, models, tok
 
 
 def test_a_raw_request_without_the_token_is_refused_before_anything_runs(tcp):
-    from gbcli.protocol import Channel, hello
+    from gbcli.warm.protocol import Channel, hello
 
     host, port = tcp.address.removeprefix("tcp://").rsplit(":", 1)
     for message in (hello("status"), hello("run", argv=["tokenize", "x"], token=tcp.token[:-1] + "?")):
@@ -113,7 +113,7 @@ def test_a_named_server_that_is_not_there_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("host, warned", [("0.0.0.0", True), ("127.0.0.1", False)])
 def test_listening_off_loopback_is_warned_about(host, warned, capsys):
-    from gbcli.server import Server
+    from gbcli.warm.server import Server
 
     runtime = Path(tempfile.mkdtemp(prefix="gbcli-bind-")) / "run"
     with runtime_env(runtime):

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from gbcli.checkpoint_checks import tokenizer_covers_embeddings
+from gbcli.loading.checkpoint_checks import tokenizer_covers_embeddings
 from tests.cli_helpers import assert_user_error, run
 from tests.fixtures.tiny_models import BERT_MASKED_DUCK, DUCK_SENTENCE
 

@@ -56,7 +56,7 @@ def test_help_imports_neither_the_rich_help_formatter_nor_pydantic(args):
 @pytest.mark.parametrize("args", [["--help"], ["score", "--help"], ["-V"]])
 def test_help_does_not_ask_for_a_server(args):
     """Help is answered here: the warm-server client (sockets, the protocol) is not even imported."""
-    assert modules_imported_by(args, ("gbcli.client", "gbcli.protocol")) == []
+    assert modules_imported_by(args, ("gbcli.warm.client", "gbcli.warm.protocol")) == []
 
 
 # The parts of --help's time budget, imports only (wall time is the benchmark's: `benchmarks/run.py --rows startup`):

@@ -121,7 +121,7 @@ def test_attention_legend_names_magenta_only_where_colour_shows(models, colour):
 
     from rich.console import Console
 
-    from gbcli.models import load_model
+    from gbcli.loading.models import load_model
     from gbcli.render.attention import attention_view
     from gbcli.tasks.attention import build_report, compute_attention
 

@@ -4,6 +4,9 @@ This package holds the Typer `app` and `main`; `options` the options every comma
 models they name), `reporting` the error mapping and what goes to stderr, and one module per group of commands.
 No model logic lives here, and nothing here imports torch or transformers at module level, so that
 `gbcli --help` stays instant.
+
+The top layer: it may import `tasks`, `render`, `warm`, `jobs`, `lm`, `loading` and `gbcli.errors`; nothing
+imports it but `gbcli.entry` and the warm runner (which runs its Typer app).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from click import exceptions as click_errors
 from typer.core import TyperGroup
 
 from gbcli import __version__
-from gbcli.cli import analysis, fill_mask, finetune, generation, probe, scoring, server, tour
+from gbcli.cli import analysis, fill_mask, finetune, generation, probe, scoring, serve, tour
 from gbcli.cli.options import (
     ModelChoice,
     choose_columns,
@@ -133,10 +136,10 @@ app.command()(probe.probe)
 app.command()(probe.similarity)
 app.command()(finetune.finetune)
 app.command()(tour.tour)
-app.command()(server.shell)
-app.command()(server.serve)
-app.command()(server.ps)
-app.command()(server.stop)
+app.command()(serve.shell)
+app.command()(serve.serve)
+app.command()(serve.ps)
+app.command()(serve.stop)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     Given `argv`, the client side has run already (gbcli.entry, before typer is imported) and this process answers.
     """
     if argv is None:
-        from gbcli.client import forward_or_in_process
+        from gbcli.warm.client import forward_or_in_process
 
         argv = forward_or_in_process(sys.argv[1:])
     app(args=argv, prog_name="gbcli")

@@ -10,7 +10,7 @@ import typer
 from gbcli.cli.options import JsonOption, ModelChoice, model_options
 from gbcli.cli.reporting import handle_errors, interrupt_exits_130, show, warn_unknown
 from gbcli.errors import usage_error
-from gbcli.finite import check_finite
+from gbcli.tasks.finite import check_finite
 
 
 @handle_errors
@@ -22,7 +22,7 @@ def tokenize(
     json_output: JsonOption = False,
 ) -> None:
     """Both tokenizers side by side: pieces, ids and counts, aligned by the characters each piece covers."""
-    from gbcli.inputs import read_text
+    from gbcli.jobs.inputs import read_text
     from gbcli.render.tokenization import tokenization_view
     from gbcli.tasks.tokenization import tokenize as tokenize_task
 
@@ -72,10 +72,10 @@ def attention(
 
     BART shows three: encoder (both ways), decoder (left only) and cross-attention (output over input).
     """
-    from gbcli.export import check_export_target, export_attention
-    from gbcli.inputs import read_text
+    from gbcli.jobs.inputs import read_text
     from gbcli.render.attention import attention_view
     from gbcli.render.common import print_json, stderr_console, stdout_console
+    from gbcli.render.export import check_export_target, export_attention
     from gbcli.tasks.attention import build_report, check_text, compute_attention, parse_head, resolve_stat
 
     families = choice.families()
@@ -117,7 +117,7 @@ def compare(
     json_output: JsonOption = False,
 ) -> None:
     """Predictions and scores of one sentence on one screen; --full adds facts, tokens, attention and time."""
-    from gbcli.inputs import read_text
+    from gbcli.jobs.inputs import read_text
     from gbcli.render.comparison import comparison_view
     from gbcli.tasks.comparison import compare as compare_task
     from gbcli.tasks.masking import check_fill_options
@@ -149,7 +149,7 @@ def lens(
     GPT-2: each block's residual stream through ln_f and the tied unembedding; BERT: each layer through its
     masked-LM head; BART: its decoder's layers, the encoder's output fixed.
     """
-    from gbcli.inputs import read_text
+    from gbcli.jobs.inputs import read_text
     from gbcli.render.lens import lens_view
     from gbcli.tasks.lens import check_top_k
     from gbcli.tasks.lens import lens as lens_task
@@ -190,7 +190,7 @@ def context(
 
     With --word, how alike a word's vectors are across sentences at each layer (e.g. bank by a river and in town).
     """
-    from gbcli.inputs import read_text
+    from gbcli.jobs.inputs import read_text
     from gbcli.render.context import MEASURES, context_view
     from gbcli.tasks.context import check_texts, context_shift, word_similarity
 
@@ -231,7 +231,7 @@ def saliency(
     Gradient × input and integrated gradients of log p(target) on the input embeddings, with IG's completeness
     error.
     """
-    from gbcli.inputs import read_text
+    from gbcli.jobs.inputs import read_text
     from gbcli.render.saliency import saliency_view
     from gbcli.tasks.prediction import check_text
     from gbcli.tasks.saliency import check_options

@@ -11,7 +11,7 @@ from gbcli.cli.reporting import handle_errors, interrupt_exits_130, print_warnin
 from gbcli.cli.scoring import ForceOption, OutputOption, ResumeOption
 from gbcli.cli.streams import check_output_options, under_torchrun_needs_output
 from gbcli.errors import usage_error
-from gbcli.finite import check_finite
+from gbcli.tasks.finite import check_finite
 
 
 @handle_errors
@@ -45,7 +45,7 @@ def fill_mask_command(
 
     With BART (--with-bart), each blank gets spans of any length from beam search over the restored text.
     """
-    from gbcli.inputs import read_text
+    from gbcli.jobs.inputs import read_text
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.masking import fill_mask_view
     from gbcli.tasks.masking import check_fill_options, fill_mask, parse_targets
@@ -79,11 +79,11 @@ def _fill_mask_file(file: str, choice: ModelChoice, families, top_k: int, words:
     """`fill-mask --file`: every line's blanks, JSON Lines streamed as they come (or into --output), or one table
     at the end."""
     from gbcli.cli.streams import Records, json_lines
-    from gbcli.inputs import read_lines
+    from gbcli.jobs.inputs import read_lines
+    from gbcli.jobs.plan import fill_mask_file
     from gbcli.render.common import stderr_console, stdout_console
     from gbcli.render.masking import fill_mask_lines_view
     from gbcli.render.progress import line_progress
-    from gbcli.tasks.files import fill_mask_file
     from gbcli.tasks.masking import MASK_PATTERN, MASK_SPELLINGS
 
     lines = read_lines(file)
@@ -111,9 +111,9 @@ def _fill_mask_into(output: str, file: str, lines: list[str], choice: ModelChoic
     """`fill-mask --file --output`: the records into the file (here, or shared among torchrun's processes); rank 0
     then says how many lines it holds and which could not be filled, as the streamed run does."""
     from gbcli.cli.streams import output_job, print_output_summary
+    from gbcli.jobs.jsonl_output import FILL_MASK_RECORDS
+    from gbcli.jobs.plan import LineTally, fill_mask_plan
     from gbcli.render.common import stderr_console
-    from gbcli.tasks.files import LineTally, fill_mask_plan
-    from gbcli.tasks.jsonl_output import FILL_MASK_RECORDS
 
     finished = output_job(output, FILL_MASK_RECORDS, resume=resume, force=force, options=choice.load_options(),
                           label="filling masks",

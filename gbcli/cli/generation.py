@@ -11,8 +11,8 @@ import typer
 from gbcli.cli.options import JsonOption, ModelChoice, model_options, requested_columns
 from gbcli.cli.reporting import handle_errors, interrupt_exits_130, warn_unknown
 from gbcli.errors import usage_error
-from gbcli.finite import check_finite
-from gbcli.models import Family, LoadedModel, LoadOptions, display_name
+from gbcli.loading.models import Family, LoadedModel, LoadOptions, display_name
+from gbcli.tasks.finite import check_finite
 
 if TYPE_CHECKING:
     from gbcli.tasks.generation import GenerationResult
@@ -57,10 +57,10 @@ def generate(
     json_output: JsonOption = False,
 ) -> None:
     """GPT-2 continues the prompt; BERT tries the same by iterative mask filling; BART writes through its decoder."""
-    from gbcli.inputs import read_text
+    from gbcli.jobs.inputs import read_text
     from gbcli.render.common import animated, print_json, stdout_console
     from gbcli.render.generation import generation_view
-    from gbcli.tasks.decoding import DecodingSettings
+    from gbcli.tasks.decoding_settings import DecodingSettings
     from gbcli.tasks.generation import GenerationResult, check_prompt
 
     if len(prompt) > 1:  # the shell split an unquoted prompt into words
@@ -114,7 +114,7 @@ def _generate_live(console, requested: list[tuple[Family, str]], options: LoadOp
     """On a terminal: the columns fill in as they are written; Ctrl-C keeps what was written on the screen."""
     from rich.live import Live
 
-    from gbcli.models import load_model
+    from gbcli.loading.models import load_model
     from gbcli.render.common import terminal_echo_off
     from gbcli.render.generation import StreamingView
 
@@ -151,7 +151,7 @@ def _generate_plain(requested: list[tuple[Family, str]], options: LoadOptions, r
 
 def _write_partial_generation(prompt: str, columns: list[LoadedModel], written: dict[str, str]) -> None:
     """After Ctrl-C off a terminal: each model's text so far, one paragraph per model, before exit 130."""
-    from gbcli.models import family_title
+    from gbcli.loading.models import family_title
     from gbcli.render.common import visible_controls
 
     for lm in columns:

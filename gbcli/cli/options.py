@@ -18,7 +18,7 @@ import typer
 
 from gbcli.cli.reporting import print_warnings, stderr_console
 from gbcli.errors import usage_error
-from gbcli.models import FAMILIES, FAMILY_INFO, Family, LoadedModel, LoadOptions
+from gbcli.loading.models import FAMILIES, FAMILY_INFO, Family, LoadedModel, LoadOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -98,7 +98,7 @@ def requested_columns(
     families: list[Family], specs: dict[Family, str | None], options: LoadOptions
 ) -> list[tuple[Family, str]]:
     """(family, spec) of each chosen column, after checking that every one of them can be had (one error for all)."""
-    from gbcli.models import check_available, resolve_spec
+    from gbcli.loading.models import check_available, resolve_spec
 
     requested = [(family, resolve_spec(family, specs.get(family))) for family in families]
     check_available(requested, options)
@@ -113,7 +113,7 @@ def requested_columns(
 
 def load_column(family: Family, spec: str, options: LoadOptions, *, need_head: bool = True) -> LoadedModel:
     """Load one model (once per process), with a status line on stderr while it loads."""
-    from gbcli.models import load_model
+    from gbcli.loading.models import load_model
     from gbcli.render.common import animated
 
     console = stderr_console()

@@ -13,12 +13,14 @@ from gbcli.cli.reporting import handle_errors, interrupt_exits_130, show
 from gbcli.errors import usage_error
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import numpy as np
 
-    from gbcli.export import ExportTarget
     from gbcli.jobs.labelled import LabelledData
     from gbcli.lm.hidden import EncodedInput
-    from gbcli.models import LoadedModel
+    from gbcli.loading.models import LoadedModel
+    from gbcli.render.export import ExportTarget
     from gbcli.tasks.probe import ProbeOptions, ProbeResult
 
 POOL_HELP = ("Sentence pooling: mean of the text's own pieces (default for every family, so the comparison is "
@@ -78,7 +80,7 @@ def probe(
     from gbcli.jobs.builtin_tasks import builtin_task
     from gbcli.jobs.builtin_tasks import write_task as write_builtin_task
     from gbcli.jobs.labelled import read_labelled
-    from gbcli.tasks.probe import ProbeOptions, check_options
+    from gbcli.tasks.probe import ProbeOptions, check_options, require_scikit_learn
 
     if write_task is not None:
         name, path = write_task
@@ -90,6 +92,7 @@ def probe(
     if (file is None) == (task is None):
         raise usage_error("Give a data FILE or --task NAME (one of them).",
                           "For example: gbcli probe --task right-context, or gbcli probe data.csv")
+    require_scikit_learn()
     options = ProbeOptions(pool=pool, word_pool=word_pool, test_size=test_size, seeds=seeds, folds=folds,  # type: ignore[arg-type]
                            control=control, control_task=control_task, truncate=truncate)  # type: ignore[arg-type]
     check_options(options)
@@ -107,7 +110,7 @@ def probe(
     with interrupt_exits_130():
         result = _run_probe(columns, data, options, test_data, use_cache=not no_cache)
     if target is not None:
-        from gbcli.export import write_atomically
+        from gbcli.render.export import write_atomically
         from gbcli.render.probe import write_probe_png
 
         write_atomically(target, lambda handle: write_probe_png(handle, result))
@@ -123,7 +126,7 @@ def probe(
 def _png_target(png: str | None, force: bool) -> ExportTarget | None:
     if png is None:
         return None
-    from gbcli.export import check_export_target
+    from gbcli.render.export import check_export_target
 
     if not png.lower().endswith(".png"):
         raise usage_error(f"--png '{png}' does not end in .png.", "For example --png probe.png")
@@ -134,15 +137,15 @@ def _run_probe(columns: list[LoadedModel], data: LabelledData, options: ProbeOpt
                *, use_cache: bool) -> ProbeResult:
     """The probe, its states read from (and written to) the cache, a bar while they are computed."""
     from gbcli.jobs.state_cache import cached_states
-    from gbcli.lm.hidden import stack_names
+    from gbcli.lm.hidden import RANDOM_INIT_SEED, stack_names
     from gbcli.render.progress import line_progress
-    from gbcli.tasks.probe import RANDOM_INIT_SEED, probe, row_title
+    from gbcli.tasks.probe import probe, row_title
 
     cache: dict[str, str] = {}
 
-    def states(lm: LoadedModel, inputs: list[EncodedInput], random_init: bool) -> list[np.ndarray]:
+    def states(lm: LoadedModel, inputs: list[EncodedInput], random_init: bool) -> list[Sequence[np.ndarray]]:
         title = row_title(lm, "", random_init)
-        with line_progress(len(inputs), f"states {title}") as advance:
+        with line_progress(len(inputs), f"states {title}", rate_unit="texts") as advance:
             arrays, hit = cached_states(lm, inputs, stack_names(lm), RANDOM_INIT_SEED if random_init else None,
                                         use_cache=use_cache, on_batch=advance)
         cache[title] = "off" if not use_cache else "hit" if hit else "stored"
@@ -175,7 +178,7 @@ def similarity(
     adjusted similarity (cosine − baseline) say whether 0.97 in GPT-2's top layer means alike. Bare encoders
     (a sentence-transformers folder) work: no head is needed.
     """
-    from gbcli.inputs import numbered_texts
+    from gbcli.jobs.inputs import numbered_texts
     from gbcli.render.similarity import similarity_view
     from gbcli.tasks.similarity import check_inputs
     from gbcli.tasks.similarity import similarity as similarity_task

@@ -20,12 +20,12 @@ from gbcli.cli.reporting import (
 )
 from gbcli.cli.streams import check_output_options, under_torchrun_needs_output
 from gbcli.errors import usage_error
-from gbcli.finite import check_finite
-from gbcli.models import LoadedModel, LoadOptions
+from gbcli.loading.models import LoadedModel, LoadOptions
+from gbcli.tasks.finite import check_finite
 
 if TYPE_CHECKING:
     from gbcli.cli.streams import Records
-    from gbcli.tasks.jsonl_output import ResumedOutput
+    from gbcli.jobs.jsonl_output import ResumedOutput
     from gbcli.tasks.pairs import FileRun, PairFields, PairsSummary
     from gbcli.tasks.scoring import ScoreSettings
 
@@ -80,10 +80,10 @@ def score(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON Lines, one record per text.")] = False,
 ) -> None:
     """GPT-2's perplexity and BERT's pseudo-perplexity of each text (two different scales)."""
-    from gbcli.inputs import numbered_texts
+    from gbcli.jobs.inputs import numbered_texts
+    from gbcli.jobs.plan import score_in_batches
     from gbcli.render.common import animated, stdout_console
     from gbcli.render.scoring import progress_bar, score_view
-    from gbcli.tasks.files import score_in_batches
     from gbcli.tasks.scoring import ScoreSettings, unknown_token_warnings
 
     if json_output and csv_output:
@@ -125,8 +125,8 @@ def _score_into(output: str, file: str, items: list[tuple[int, str]], settings: 
     """`score --file --output`: the records into the file (here, or shared among torchrun's processes), then what
     rank 0 says about it."""
     from gbcli.cli.streams import output_job, print_output_summary
-    from gbcli.tasks.files import score_plan, unknown_in
-    from gbcli.tasks.jsonl_output import SCORE_RECORDS
+    from gbcli.jobs.jsonl_output import SCORE_RECORDS
+    from gbcli.jobs.plan import score_plan, unknown_in
     from gbcli.tasks.scoring import unknown_token_warnings
 
     families = choice.families()
@@ -201,7 +201,7 @@ def pairs(
                                               "and the accuracy last).")] = False,
 ) -> None:
     """Minimal pairs: which of two sentences each model prefers, and at which words."""
-    from gbcli.inputs import read_text
+    from gbcli.jobs.inputs import read_text
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.pairs import pair_view
     from gbcli.tasks import pairs as task
@@ -243,11 +243,11 @@ def _pairs_file(path: str, fields: PairFields, file_format: str, output: str | N
                 load: Callable[[LoadOptions], list[LoadedModel]], json_output: bool) -> None:
     """`pairs --file`: score the pairs a chunk at a time (here, or shared among torchrun's processes), then print
     the accuracy."""
-    from gbcli.distributed import detect
+    from gbcli.jobs.distributed import detect
+    from gbcli.jobs.plan import failed_lines_error
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.pairs import summary_view
     from gbcli.tasks import pairs as task
-    from gbcli.tasks.files import failed_lines_error
 
     under_torchrun_needs_output("pairs", output, path)
     if output is not None and detect() is not None:
@@ -276,9 +276,9 @@ def _pairs_file_shared(path: str, fields: PairFields, file_format: str, output: 
     """`pairs --file --output` as one of torchrun's processes; on rank 0 the run with its tally read back from the
     merged file, the output as the job found it, and the models."""
     from gbcli.cli.streams import output_job
+    from gbcli.jobs.jsonl_output import PAIR_RECORDS
+    from gbcli.jobs.plan import pairs_plan
     from gbcli.tasks import pairs as task
-    from gbcli.tasks.files import pairs_plan
-    from gbcli.tasks.jsonl_output import PAIR_RECORDS
 
     entries, group_field = task.read_pair_file(path, file_format, fields)
     known: dict = {}  # what the plan found, for the summary
@@ -310,8 +310,8 @@ def _pairs_file_here(path: str, fields: PairFields, file_format: str, output: st
                      json_output: bool) -> tuple[FileRun, ResumedOutput, list[LoadedModel]]:
     """`pairs --file` in one process: the records streamed (to --output, or as JSON Lines) as they come."""
     from gbcli.cli.streams import json_lines
+    from gbcli.jobs.plan import open_pair_file, score_pair_file
     from gbcli.render.scoring import progress_bar
-    from gbcli.tasks.files import open_pair_file, score_pair_file
 
     run, resumed, columns = open_pair_file(path, fields, file_format, output, resume, force, settings, load)
     _say_failures(run)

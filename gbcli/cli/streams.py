@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 from gbcli.errors import usage_error
 
 if TYPE_CHECKING:
-    from gbcli.models import LoadOptions
-    from gbcli.tasks.files import Plan
-    from gbcli.tasks.jsonl_output import RecordShape, ResumedOutput
+    from gbcli.jobs.jsonl_output import RecordShape, ResumedOutput
+    from gbcli.jobs.plan import Plan
+    from gbcli.loading.models import LoadOptions
 
 
 class Records:
@@ -43,7 +43,7 @@ def output_job(output: str, shape: RecordShape, *, resume: bool, force: bool, op
     """A file job into --output: here, or this rank's share under torchrun (then the models load on this rank's
     device). The finished file read back, and how many of its records an earlier run had written; None on a rank
     other than 0, which prints nothing."""
-    from gbcli.distributed import detect
+    from gbcli.jobs.distributed import detect
 
     read_back: list[int] = []
 
@@ -55,17 +55,17 @@ def output_job(output: str, shape: RecordShape, *, resume: bool, force: bool, op
     if world is not None:
         from dataclasses import replace
 
-        from gbcli.corpus_jobs import run_distributed
-        from gbcli.distributed import start
+        from gbcli.jobs.distributed import start
+        from gbcli.jobs.torchrun_job import run_distributed
 
         options = replace(options, device=start(world, options.device))
         finished = run_distributed(world, output, shape, resume=resume, force=force,
                                    plan=lambda resumed: planned(resumed, options), announce=announce, label=label)
         return None if finished is None else (finished, read_back[0])
     from gbcli.cli.reporting import _escape, interrupt_exits_130, stderr_console
+    from gbcli.jobs.jsonl_output import open_output
+    from gbcli.jobs.plan import run_here
     from gbcli.render.progress import progress_bar
-    from gbcli.tasks.files import run_here
-    from gbcli.tasks.jsonl_output import open_output
 
     work = planned(open_output(output, shape, resume=resume, force=force), options)
     announce()
@@ -83,8 +83,8 @@ def print_output_summary(file: str, output: str, finished: tuple[ResumedOutput, 
                          failed: int = 0) -> None:
     """What a file job into --output says on stdout at the end: how many lines the file holds, and how many of
     them an earlier run had done."""
+    from gbcli.jobs.plan import OutputSummary
     from gbcli.render.common import print_json, stdout_console
-    from gbcli.tasks.files import OutputSummary
 
     summary = OutputSummary("summary", file, output, len(finished[0].records), finished[1], failed)
     if json_output:
@@ -99,7 +99,7 @@ def print_output_summary(file: str, output: str, finished: tuple[ResumedOutput, 
 def under_torchrun_needs_output(command: str, output: str | None, file: str | None) -> None:
     """Several processes cannot share stdout: under torchrun a file job writes one --output. Nor can they share
     stdin: each would read a different part of it and take that for the whole file."""
-    from gbcli.distributed import detect
+    from gbcli.jobs.distributed import detect
 
     if detect() is None:
         return

@@ -26,76 +26,24 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from gbcli.errors import GbcliError, usage_error
 
+# The dataclasses live with the tasks that compute on them (tasks never import jobs); this module reads files.
+from gbcli.tasks.labelled_data import LabelledData, LabelledExample, Level, example_level, word_pattern
+
+__all__ = ["FORMATS", "LabelledData", "LabelledExample", "Level", "detect_format", "parse_labelled", "read_labelled",
+           "word_pattern"]
+
 FileFormat = Literal["jsonl", "csv", "tsv"]
-Level = Literal["sentence", "word", "pair"]
 FORMATS: tuple[FileFormat, ...] = ("jsonl", "csv", "tsv")
 EXTENSIONS: dict[str, FileFormat] = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
                                      ".tsv": "tsv", ".tab": "tsv"}
 PAIR_FIELDS = ("text_a", "text_b")
 UTF8_BOM = "\ufeff"
-
-
-@dataclass(frozen=True)
-class LabelledExample:
-    """One example: its text, its label, and where it came from (1-based line of the file; a built-in task counts
-    its examples as lines of the file `--write-task` writes)."""
-
-    text: str  # the text, or a pair's first text
-    label: str
-    line_number: int
-    word: str | None = None  # word-level: the word probed at its first whole-word occurrence in `text`
-    text_b: str | None = None  # a pair's second text
-
-    @property
-    def word_span(self) -> tuple[int, int] | None:
-        """The characters of the word's first whole-word occurrence in the text (None for a sentence example)."""
-        if self.word is None:
-            return None
-        match = word_pattern(self.word).search(self.text)
-        return (match.start(), match.end()) if match is not None else None
-
-
-@dataclass
-class LabelledData:
-    """The examples of one file (or built-in task), with their labels in sorted order."""
-
-    source: str  # how messages name it: 'data.csv', or "built-in task 'agreement'"
-    examples: list[LabelledExample]
-    labels: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not self.labels:
-            self.labels = sorted({example.label for example in self.examples})
-
-    @property
-    def level(self) -> Level:
-        """word, pair or sentence: what every example of the data is (a reader never mixes them)."""
-        return _level(self.examples[0])
-
-    @property
-    def label_counts(self) -> dict[str, int]:
-        counts = Counter(example.label for example in self.examples)
-        return {label: counts[label] for label in self.labels}
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-
-def _level(example: LabelledExample) -> Level:
-    return "word" if example.word is not None else "pair" if example.text_b is not None else "sentence"
-
-
-def word_pattern(word: str) -> re.Pattern[str]:
-    """The word standing alone, not inside a longer one (`bank` is not in `banks`, nor `cat` in `concat`)."""
-    return re.compile(rf"(?<!\w){re.escape(word)}(?!\w)")
 
 
 def detect_format(path: str, file_format: str | None = None) -> FileFormat:
@@ -142,10 +90,10 @@ def parse_labelled(content: str, file_format: FileFormat, source: str, *, text_f
     if not examples:
         raise usage_error(f"'{source}' holds no example.",
                           f"Give one example a line with a '{text_field}' and a '{label_field}'.")
-    level = _level(examples[0])
-    mixed = next((e for e in examples if _level(e) != level), None)
+    level = example_level(examples[0])
+    mixed = next((e for e in examples if example_level(e) != level), None)
     if mixed is not None:
-        raise usage_error(f"Line {mixed.line_number} of '{source}' is a {_level(mixed)} example, but line "
+        raise usage_error(f"Line {mixed.line_number} of '{source}' is a {example_level(mixed)} example, but line "
                           f"{examples[0].line_number} is a {level} example.",
                           "Give every line the same columns: a word on all of them, pairs on all, or neither.")
     data = LabelledData(source, examples)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from gbcli.lm.hidden import EncodedInput
-    from gbcli.models import LoadedModel
+    from gbcli.loading.models import LoadedModel
 
 FORMAT_VERSION = 1
 
@@ -60,11 +60,33 @@ def cache_key(model_identity: Any, ids: Sequence[Sequence[int]], positions: Sequ
     return digest.hexdigest()[:32]
 
 
-def load(path: Path) -> np.ndarray:
-    """A cached entry, mapped rather than read: a probe reads one layer at a time."""
-    import numpy as np
+class LayerFile(Sequence["np.ndarray"]):
+    """A cached entry as a sequence of layers, each read from the file when asked for ([examples, hidden]): a
+    probe holds one layer at a time, never the whole array (nor a mapping of it that grows with the data)."""
 
-    return np.load(path, mmap_mode="r")
+    def __init__(self, path: Path) -> None:
+        import numpy as np
+
+        with path.open("rb") as stream:
+            version = np.lib.format.read_magic(stream)
+            form = np.lib.format
+            read_header = form.read_array_header_1_0 if version == (1, 0) else form.read_array_header_2_0
+            shape, _, _ = read_header(stream)
+            self.offset = stream.tell()
+        self.path = path
+        self.shape: tuple[int, int, int] = shape
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, layer: int) -> np.ndarray:  # type: ignore[override]
+        import numpy as np
+
+        _, rows, hidden = self.shape
+        if not 0 <= layer < self.shape[0]:
+            raise IndexError(layer)
+        block = np.fromfile(self.path, dtype="<f4", count=rows * hidden, offset=self.offset + 4 * layer * rows * hidden)
+        return block.reshape(rows, hidden)
 
 
 class StreamedArray:
@@ -152,14 +174,17 @@ def model_identity(lm: LoadedModel, random_init_seed: int | None) -> list[Any]:
 
 def cached_states(lm: LoadedModel, inputs: Sequence[EncodedInput], stacks: Sequence[str],
                   random_init_seed: int | None, *, use_cache: bool = True,
-                  on_batch: Callable[[int], None] | None = None) -> tuple[list[np.ndarray], bool]:
-    """Each stack's states [layers, examples, hidden] (mapped from the cache) and whether they were all there
-    already; what is missing is computed, streamed to the cache, then mapped. Without `use_cache`, computed here
-    and kept in memory."""
-    from gbcli.lm.hidden import layer_states, pooled_states
+                  on_batch: Callable[[int], None] | None = None) -> tuple[list[Sequence[np.ndarray]], bool]:
+    """Each stack's states [layers][examples, hidden] (read from the cache a layer at a time) and whether they
+    were all there already; what is missing is computed and streamed to the cache first. Without `use_cache`,
+    computed here and kept in memory."""
+    from gbcli.lm.hidden import layer_states, pooled_states, random_init_copy
+
+    def model() -> LoadedModel:  # the control's random weights are drawn only when its states are computed
+        return lm if random_init_seed is None else random_init_copy(lm, random_init_seed)
 
     if not use_cache:
-        return layer_states(lm, inputs, on_batch=on_batch), False
+        return layer_states(model(), inputs, on_batch=on_batch), False
     identity = model_identity(lm, random_init_seed)
     ids = [item.ids for item in inputs]
     positions = [item.positions for item in inputs]
@@ -167,5 +192,5 @@ def cached_states(lm: LoadedModel, inputs: Sequence[EncodedInput], stacks: Seque
     paths = [cache_root() / f"{cache_key(identity, ids, positions, types, stack)}.npy" for stack in stacks]
     hit = all(path.exists() for path in paths)
     if not hit:
-        stream_to_cache(paths, pooled_states(lm, inputs, on_batch=on_batch), len(inputs))
-    return [load(path) for path in paths], hit
+        stream_to_cache(paths, pooled_states(model(), inputs, on_batch=on_batch), len(inputs))
+    return [LayerFile(path) for path in paths], hit

@@ -6,19 +6,20 @@
   log-probability of given sequences (`causal_logprobs`);
 - `prefix`: sequences that begin alike scored with their shared start run once, against copies of its KV cache
   (`grouped_logprobs`, `run_prefix`, `continuation_logprobs`);
-- `seq2seq`: teacher forcing of an encoder-decoder (`teacher_forced_logprobs`);
+- `teacher_forcing`: teacher forcing of an encoder-decoder (`teacher_forced_logprobs`);
 - `decoding`: the token-by-token decoding loop with a cache; `gpt2_fast`: GPT-2's written-out step behind
   `gpt2_decoder`; `threads`: the per-step thread chooser; `hf_generate`: one `model.generate` call (its arguments
   and streamer) for GPT-2's sampled/beam paths and BART.
 
 The model-level facts these need (the pad id, the BOS id, whether an input fits, the mask token) are properties
-and methods of `gbcli.models.LoadedModel`. Nothing here imports torch at module level.
+and methods of `gbcli.loading.models.LoadedModel`. Nothing here imports torch at module level.
+It may import `loading` and `gbcli.errors`, never `cli`, `tasks`, `render`, `warm` or `jobs`.
 """
 
 from gbcli.lm.batching import PaddedBatch, cut_batches, padded_batches
 from gbcli.lm.heads import MLM_HEADS, logits_at, logsumexp_in_blocks, model_inputs
 from gbcli.lm.reads import Reads, causal_logprobs, run_reads
-from gbcli.lm.seq2seq import teacher_forced_logprobs
+from gbcli.lm.teacher_forcing import teacher_forced_logprobs
 
 __all__ = [
     "MLM_HEADS", "PaddedBatch", "Reads", "causal_logprobs", "cut_batches", "logits_at", "logsumexp_in_blocks",

@@ -16,8 +16,8 @@ from typing import Any
 
 from gbcli.lm.gpt2_fast import gpt2_decoder
 from gbcli.lm.threads import on_fastest_threads
-from gbcli.models import LoadedModel
-from gbcli.tasks.decoding import DecodingSettings
+from gbcli.loading.models import LoadedModel
+from gbcli.tasks.decoding_settings import DecodingSettings
 
 # One step's alternatives: the `top` most likely tokens of the raw distribution, (id, log-probability), best first.
 TopTokens = list[tuple[int, float]]

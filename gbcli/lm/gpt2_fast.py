@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from gbcli.models import LoadedModel
+from gbcli.loading.models import LoadedModel
 
 # Copying GPT-2-small's output embedding into the [hidden, vocab] layout takes ~190 ms (a fresh process, 2 cores).
 # On two threads the copy is ~1 ms a token faster than row blocks of the tied embedding itself (8.5 vs 9.5 ms),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from gbcli.models import LoadedModel
+    from gbcli.loading.models import LoadedModel
 
 # Masked LMs whose prediction head is a plain function of one position's hidden state: (encoder attribute, head
 # modules applied in order). The logit lens applies the head to every layer and saliency runs the encoder on

@@ -22,7 +22,7 @@ Nothing here imports torch at module level.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 from gbcli.lm.batching import cut_batches
@@ -31,12 +31,12 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from gbcli.models import LoadedModel
+    from gbcli.loading.models import LoadedModel
 
 Pool = Literal["mean", "first", "last"]
 POOLS: tuple[Pool, ...] = ("mean", "first", "last")
+RANDOM_INIT_SEED = 0  # the control's weights: the same on every run, so that they can be cached
 DEFAULT_BATCH_TOKENS = 4096  # padded tokens per forward pass: all layers' states of a batch stay well under 1 GB
-PAD_COLUMN = 1
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,7 @@ def encode_inputs(lm: LoadedModel, items: Sequence[TextItem], pool: Pool) -> lis
         if item.span is not None:
             start, end = item.span
             pieces = [i for i, (a, b) in enumerate(out["offset_mapping"]) if b > a and a < end and b > start]
+            # No piece on the word (a tokenizer that drops it): no position, which the caller refuses.
             positions = pieces if pool == "mean" or not pieces else [pieces[0] if pool == "first" else pieces[-1]]
         elif pool == "first":
             positions = [0]
@@ -117,7 +118,7 @@ def pooled_states(lm: LoadedModel, inputs: Sequence[EncodedInput], *,
     pad = lm.pad_id
     lengths = [len(item.ids) for item in inputs]
     for group in cut_batches(lengths, max_tokens=max_tokens):
-        width = max(lengths[i] for i in group) + PAD_COLUMN
+        width = max(lengths[i] for i in group)
         ids = torch.full((len(group), width), pad, dtype=torch.long)
         mask = torch.zeros((len(group), width), dtype=torch.long)
         types = torch.zeros((len(group), width), dtype=torch.long)
@@ -158,9 +159,14 @@ def _pooled(hidden: tuple[torch.Tensor, ...], rows: list[EncodedInput], shift: i
 
 
 def _decoder_start_id(lm: LoadedModel) -> int:
-    from gbcli.tasks.seq2seq import decoder_start_id
+    """The token BART's decoder starts from (</s>), as generation and the training loss use it."""
+    from gbcli.errors import GbcliError
 
-    return decoder_start_id(lm)
+    for source in (lm.model.generation_config, lm.model.config):
+        value = getattr(source, "decoder_start_token_id", None)
+        if isinstance(value, int):
+            return value
+    raise GbcliError(f"{lm.name} declares no decoder start token.", "Check the checkpoint's config.json.")
 
 
 def layer_states(lm: LoadedModel, inputs: Sequence[EncodedInput], *,
@@ -175,3 +181,13 @@ def layer_states(lm: LoadedModel, inputs: Sequence[EncodedInput], *,
         for stack, array in zip(stacks, arrays, strict=True):
             stack[:, indices] = array.transpose(1, 0, 2)
     return stacks
+
+
+def random_init_copy(lm: LoadedModel, seed: int = RANDOM_INIT_SEED) -> LoadedModel:
+    """The same architecture and tokenizer with freshly initialised weights (the control)."""
+    import torch
+    from transformers import AutoModel
+
+    torch.manual_seed(seed)
+    body = AutoModel.from_config(lm.model.config).to(dtype=lm.dtype, device=lm.device).eval()
+    return replace(lm, model=body, has_lm_head=False, extras={**lm.extras, "random_init_seed": seed})

@@ -27,7 +27,7 @@ from gbcli.lm.reads import NORMALISER_BLOCK, Reads, causal_logprobs, read_batch,
 if TYPE_CHECKING:
     import torch
 
-    from gbcli.models import LoadedModel
+    from gbcli.loading.models import LoadedModel
 
 # Architectures whose forward takes explicit position ids and a 4D attention mask as given (transformers passes a
 # 4D mask through untouched): their continuations run packed into one row, each attending to the prefix and to

@@ -19,7 +19,7 @@ from gbcli.lm.heads import forward_at, logsumexp_in_blocks, model_inputs
 if TYPE_CHECKING:
     import torch
 
-    from gbcli.models import LoadedModel
+    from gbcli.loading.models import LoadedModel
 
 # The logsumexp over the vocabulary runs this many reads at a time (its temporary is as large as its input).
 NORMALISER_BLOCK = 256

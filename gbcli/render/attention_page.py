@@ -41,7 +41,7 @@ def with_titles(document: dict) -> dict:
 
 
 def attention_html(text: str, document: dict) -> str:
-    """The page for an export document (`gbcli.export.html_data`): the text, and one panel per map."""
+    """The page for an export document (`gbcli.render.export.html_data`): the text, and one panel per map."""
     title = "gbcli attention: " + (text if len(text) <= 80 else text[:77] + "…")
     return (
         HTML_TEMPLATE.replace("{{TITLE}}", html.escape(title))

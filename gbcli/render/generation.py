@@ -10,7 +10,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from gbcli.models import family_title
+from gbcli.loading.models import family_title
 from gbcli.render.common import ProbText, SideBySide, format_nats, format_prob, format_seconds, prob_legend
 from gbcli.tasks.generation import Alternative, Continuation, GeneratedToken, GenerationResult, ModelGeneration
 from gbcli.tasks.tokenization import readable_piece

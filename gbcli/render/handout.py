@@ -32,7 +32,7 @@ class HandoutTarget:
     force: bool
 
     def write(self, steps: list[TourStep]) -> None:
-        from gbcli.export import ExportTarget, write_atomically
+        from gbcli.render.export import ExportTarget, write_atomically
 
         page = handout_html(steps) if self.format == "html" else handout_markdown(steps)
         write_atomically(ExportTarget(self.path, self.format, self.force), lambda handle: handle.write(page.encode()))

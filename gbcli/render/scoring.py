@@ -17,7 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from gbcli.models import family_title
+from gbcli.loading.models import family_title
 from gbcli.render.common import (
     ProbText,
     format_nats,
@@ -29,7 +29,7 @@ from gbcli.render.common import (
     titled_line,
 )
 from gbcli.render.model_names import Label, WholeNames, model_label
-from gbcli.render.progress import progress_bar as progress_bar  # where cli.py and corpus_jobs.py import it
+from gbcli.render.progress import progress_bar as progress_bar  # where cli.py and jobs/torchrun_job.py import it
 from gbcli.tasks.scoring import LN2, ModelScore, TextScore, TokenScore, WordScore
 
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from gbcli.models import FAMILY_INFO, LoadedModel, release_model
+from gbcli.loading.models import FAMILY_INFO, LoadedModel, release_model
 from gbcli.tasks.masking import DEFAULT_TOP_K, MASK_PATTERN, FillMaskResult, fill_mask_in_turn
 from gbcli.tasks.scoring import ModelScore, ScoreSettings, TextScore, score_batch, score_note
 from gbcli.tasks.tokenization import TokenizationResult, algorithm_name, check_text, tokenize

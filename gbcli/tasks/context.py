@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from gbcli.errors import usage_error
-from gbcli.models import LoadedModel
+from gbcli.loading.models import LoadedModel
 from gbcli.tasks.attention import label_tokens
 from gbcli.tasks.seq2seq import decoder_start_id, is_seq2seq
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gbcli.errors import GbcliError, usage_error
-from gbcli.models import LoadedModel
+from gbcli.loading.models import LoadedModel
 from gbcli.tasks.prediction import blank_segments, encoder_extras, prediction_query, token_label
 
 if TYPE_CHECKING:

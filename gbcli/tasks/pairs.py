@@ -19,9 +19,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from gbcli.errors import GbcliError, usage_error
-from gbcli.models import LoadedModel
-from gbcli.tasks.jsonl_output import ResumedOutput
-from gbcli.tasks.jsonl_output import check_resumed as check_output
+from gbcli.jobs.jsonl_output import ResumedOutput
+from gbcli.jobs.jsonl_output import check_resumed as check_output
+from gbcli.loading.models import LoadedModel
 from gbcli.tasks.scoring import (
     Conventions,
     ModelScore,
@@ -321,7 +321,7 @@ def parse_tsv(lines: list[str], fields: PairFields) -> PairEntries:
 
 def read_pair_file(path: str, chosen_format: str, fields: PairFields) -> PairEntries:
     """Every non-empty line of the file as a pair, or as the reason it is not one; and the group field."""
-    from gbcli.inputs import read_lines
+    from gbcli.jobs.inputs import read_lines
 
     lines = read_lines(path)
     parser = parse_jsonl if file_format(path, lines, chosen_format) == "jsonl" else parse_tsv
@@ -410,7 +410,7 @@ def summarize(tally: Tally, file: str, resumed: int, failures: list[LineFailure]
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# --output with --resume (gbcli.tasks.jsonl_output)
+# --output with --resume (gbcli.jobs.jsonl_output)
 # ---------------------------------------------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gbcli.errors import GbcliError, usage_error
-from gbcli.models import LoadedModel
+from gbcli.loading.models import LoadedModel
 from gbcli.tasks import seq2seq
 from gbcli.tasks.masking import MASK_PATTERN, MASK_SPELLINGS, split_masks
 from gbcli.tasks.tokenization import readable_piece

@@ -30,13 +30,22 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from gbcli.errors import usage_error
-from gbcli.jobs.labelled import LabelledData, LabelledExample
-from gbcli.lm.hidden import POOLS, EncodedInput, Pool, TextItem, encode_inputs, layer_states, stack_names
-from gbcli.models import LoadedModel, family_title
+from gbcli.errors import GbcliError, usage_error
+from gbcli.lm.hidden import (
+    POOLS,
+    EncodedInput,
+    Pool,
+    TextItem,
+    encode_inputs,
+    layer_states,
+    random_init_copy,
+    stack_names,
+)
+from gbcli.loading.models import LoadedModel, family_title
+from gbcli.tasks.labelled_data import LabelledData, LabelledExample
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,7 +55,6 @@ MAX_ITER = 200
 ROUNDING = 1e-5  # relative spread below which a coordinate is float32 rounding, not information
 Control = Literal["random-init", "none"]
 CONTROLS: tuple[Control, ...] = ("random-init", "none")
-RANDOM_INIT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -119,12 +127,24 @@ class ProbeResult:
     cache: dict[str, str] = field(default_factory=dict)  # column title → hit, stored or off
 
 
+# (the pretrained model, its inputs, whether its random-init control is wanted) → per stack, per layer, the states
 StatesFor = Callable[[LoadedModel, list[EncodedInput], bool], list[Sequence["np.ndarray"]]]
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------------------------
+
+
+PROBE_HINT = "Install the probe extra: pip install 'gbcli[probe]' (or pip install scikit-learn)."
+
+
+def require_scikit_learn() -> None:
+    """A clear refusal before any model loads when scikit-learn is missing (it is an extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("sklearn") is None:
+        raise GbcliError("gbcli probe needs scikit-learn, which is not installed.", PROBE_HINT)
 
 
 def check_options(options: ProbeOptions) -> None:
@@ -142,49 +162,31 @@ def check_options(options: ProbeOptions) -> None:
         raise usage_error(f"Unknown --control '{options.control}'.", f"Choose from: {', '.join(CONTROLS)}.")
 
 
-def encode_examples(lm: LoadedModel, examples: Sequence[LabelledExample], source: str, options: ProbeOptions,
-                    ) -> list[EncodedInput]:
+def encode_examples(lm: LoadedModel, examples: Sequence[LabelledExample], sources: Sequence[str],
+                    options: ProbeOptions) -> list[EncodedInput]:
     """Each example as `lm` reads it; a word on no piece, or a text longer than the model's context (without
-    `truncate`), is refused naming its line."""
+    `truncate`), is refused naming its line of its source."""
     word_level = examples[0].word is not None
     items = [TextItem(e.text, e.text_b, e.word_span) for e in examples]
     encoded = encode_inputs(lm, items, options.word_pool if word_level else options.pool)
     limit = lm.max_positions
     checked = []
-    for example, item in zip(examples, encoded, strict=True):
+    for example, source, item in zip(examples, sources, encoded, strict=True):
         where = f"line {example.line_number} of {source}"
-        if word_level and not _covers_word(lm, example, item):
+        if not item.positions:
             raise usage_error(f"{lm.name} reads no piece of the word '{example.word}' on {where}.",
                               "Choose a word the tokenizer keeps.")
         if len(item.ids) > limit:
             if not options.truncate:
                 raise lm.too_long_error(len(item.ids), f"the text on {where}",
                                         "Shorten it, or add --truncate to cut every text at the model's limit.")
-            if max(item.positions) >= limit:
+            if word_level and max(item.positions) >= limit:
                 raise usage_error(f"The probed word on {where} is beyond {lm.name}'s {limit} tokens.",
                                   "Shorten the text, or move the word closer to its start.")
-            kept = [p for p in item.positions if p < limit]
+            kept = [p for p in item.positions if p < limit] or [limit - 1]  # --pool last: the last one kept
             item = EncodedInput(item.ids[:limit], item.token_types[:limit] if item.token_types else None, kept)
         checked.append(item)
     return checked
-
-
-def _covers_word(lm: LoadedModel, example: LabelledExample, item: EncodedInput) -> bool:
-    span = example.word_span
-    if span is None:
-        return False
-    encoded = lm.tokenizer(example.text, return_offsets_mapping=True)
-    return any(end > start and start < span[1] and end > span[0] for start, end in encoded["offset_mapping"])
-
-
-def random_init_copy(lm: LoadedModel, seed: int = RANDOM_INIT_SEED) -> LoadedModel:
-    """The same architecture and tokenizer with freshly initialised weights (the control)."""
-    import torch
-    from transformers import AutoModel
-
-    torch.manual_seed(seed)
-    body = AutoModel.from_config(lm.model.config).to(dtype=lm.dtype, device=lm.device).eval()
-    return replace(lm, model=body, has_lm_head=False, extras={**lm.extras, "random_init_seed": seed})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -260,6 +262,8 @@ def fit_accuracy(train_x: np.ndarray, train_y: Sequence[str], test_x: np.ndarray
     # One BLAS thread: these products are small, and more threads than cores (torch's, BLAS's) crawl.
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)  # the CV picks among the fits as they are
+        # The control task's random labels may leave a label rarer than the inner folds; its folds are then uneven.
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
         model.fit(train_x, np.asarray(train_y))
     predicted = model.predict(test_x)
     return float(np.mean(predicted == np.asarray(test_y))), float(model.C_)
@@ -364,6 +368,7 @@ def probe(models: Sequence[LoadedModel], data: LabelledData, options: ProbeOptio
         raise usage_error("--control-task reassigns labels per word type, so it needs a word-level task.",
                           "Give a word column (or --word), or leave --control-task out.")
     labels = [e.label for e in examples]
+    sources = [data.source] * len(data.examples) + ([test.source] * len(test.examples) if test is not None else [])
     test_count = len(test.examples) if test is not None else 0
     if test is not None:
         unknown = sorted({e.label for e in test.examples} - set(data.labels))
@@ -372,15 +377,15 @@ def probe(models: Sequence[LoadedModel], data: LabelledData, options: ProbeOptio
                               "Give the training file examples of every label.")
     splits = make_splits(labels, options, test_count)
     control = control_labels(examples, data.labels) if options.control_task else None
-    states = states or (lambda lm, inputs, random_init: layer_states(lm, inputs))
+    states = states or (lambda lm, inputs, random_init: layer_states(random_init_copy(lm) if random_init else lm,
+                                                                     inputs))
     rows: list[ProbeRow] = []
     columns = [(lm, False) for lm in models]
     if options.control == "random-init":
         columns += [(lm, True) for lm in models]
     for lm, random_init in columns:
-        inputs = encode_examples(lm, examples, data.source if test is None else "the data", options)
-        body = random_init_copy(lm) if random_init else lm
-        for stack, layers in zip(stack_names(lm), states(body, inputs, random_init), strict=True):
+        inputs = encode_examples(lm, examples, sources, options)
+        for stack, layers in zip(stack_names(lm), states(lm, inputs, random_init), strict=True):
             scores = probe_layers(layers, labels, splits, options, control, on_layer)
             best = max(range(len(scores)), key=lambda i: (scores[i].accuracy, -i))
             rows.append(ProbeRow(lm.family, row_title(lm, stack, random_init), lm.name, stack, random_init, scores,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from gbcli.errors import GbcliError, usage_error
-from gbcli.models import LoadedModel
+from gbcli.loading.models import LoadedModel
 from gbcli.tasks.prediction import Query, blank_segments, encoder_extras, prediction_query, token_label
 from gbcli.tasks.tokenization import readable_piece
 

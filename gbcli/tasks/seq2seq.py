@@ -22,9 +22,9 @@ from typing import Any
 from gbcli.errors import GbcliError, usage_error
 
 # Re-exported: generate_seq2seq below and fill-mask (tasks/masking.py) score BART's outputs by teacher forcing.
-from gbcli.lm.seq2seq import teacher_forced_logprobs as teacher_forced_logprobs
-from gbcli.lm.seq2seq import teacher_forced_reads
-from gbcli.models import LoadedModel
+from gbcli.lm.teacher_forcing import teacher_forced_logprobs as teacher_forced_logprobs
+from gbcli.lm.teacher_forcing import teacher_forced_reads
+from gbcli.loading.models import LoadedModel
 
 INFILL_METHOD = (
     "denoising: the encoder reads the text with <mask> in each blank, beam search writes the restored text, and "

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from gbcli.errors import usage_error
 from gbcli.lm.hidden import POOLS, Pool, TextItem, encode_inputs, layer_states, stack_names
-from gbcli.models import LoadedModel, family_title
+from gbcli.loading.models import LoadedModel, family_title
 
 if TYPE_CHECKING:
     import numpy as np

@@ -13,7 +13,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from gbcli.errors import usage_error
-from gbcli.models import LoadedModel, family_title
+from gbcli.loading.models import LoadedModel, family_title
 
 SPACE_MARK = "␣"  # GPT-2's leading-space marker Ġ, shown as the space it stands for
 CONTINUATION_MARK = "·"  # WordPiece's ##: this piece joins the one before it

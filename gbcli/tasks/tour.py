@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gbcli.errors import GbcliError, usage_error
-from gbcli.finite import check_finite
-from gbcli.models import LoadedModel, LoadOptions
+from gbcli.loading.models import LoadedModel, LoadOptions
+from gbcli.tasks.finite import check_finite
 
 StepStatus = Literal["shown", "skipped", "failed"]
 Verdict = Literal["agrees", "contradicts", "mixed"]
@@ -172,7 +172,7 @@ def _attention_step(models: dict[str, LoadedModel], context: StepContext) -> Out
 
 
 def _generation_settings() -> Any:
-    from gbcli.tasks.decoding import DecodingSettings
+    from gbcli.tasks.decoding_settings import DecodingSettings
 
     return DecodingSettings.from_options(max_new_tokens=NEW_TOKENS, greedy=True, alternatives=ALTERNATIVES)
 

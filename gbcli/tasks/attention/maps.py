@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from gbcli.errors import GbcliError, usage_error
-from gbcli.models import LoadedModel
+from gbcli.loading.models import LoadedModel
 from gbcli.tasks.tokenization import readable_piece
 
 MEAN = "mean"  # --head mean: the average over a layer's heads
@@ -246,7 +246,7 @@ def check_map(lm: LoadedModel, amap: AttentionMap) -> AttentionMap:
     if weights.shape[-2:] != expected:
         problem = f"its {amap.name} map is {weights.shape[-2]} x {weights.shape[-1]}, not {expected[0]} x {expected[1]}"
     elif not np.isfinite(weights).all():
-        from gbcli.finite import check_finite
+        from gbcli.tasks.finite import check_finite
 
         check_finite(amap, [lm])  # an overflow is the arithmetic's, not the architecture's: say it as such
     elif (weights < 0).any():

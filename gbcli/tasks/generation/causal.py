@@ -14,8 +14,8 @@ from typing import Any
 from gbcli.errors import usage_error
 from gbcli.lm.decoding import TopTokens, decode_one_stream, decodes_in_own_loop
 from gbcli.lm.hf_generate import generate_kwargs, run_generate
-from gbcli.models import LoadedModel
-from gbcli.tasks.decoding import DecodingSettings
+from gbcli.loading.models import LoadedModel
+from gbcli.tasks.decoding_settings import DecodingSettings
 from gbcli.tasks.generation.results import ModelGeneration, TokenCallback, check_room, continuation, model_generation
 
 GPT_METHOD = "autoregressive decoding: each token predicted from the tokens to its left, as in pre-training"

@@ -12,8 +12,8 @@ import time
 from gbcli.errors import usage_error
 from gbcli.lm.decoding import TopTokens, top_tokens
 from gbcli.lm.threads import threads_for_steps
-from gbcli.models import LoadedModel
-from gbcli.tasks.decoding import DecodingSettings
+from gbcli.loading.models import LoadedModel
+from gbcli.tasks.decoding_settings import DecodingSettings
 from gbcli.tasks.generation.results import ModelGeneration, TokenCallback, check_room, continuation, model_generation
 
 BERT_METHOD = "iterative mask filling: append [MASK], fill it, repeat (Wang and Cho 2019); not how BERT was trained"

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gbcli.errors import usage_error
-from gbcli.models import LoadedModel
-from gbcli.tasks.decoding import DecodingSettings
+from gbcli.loading.models import LoadedModel
+from gbcli.tasks.decoding_settings import DecodingSettings
 
 # Called with (family, continuation text so far) as tokens arrive, for streaming to a terminal.
 TokenCallback = Callable[[str, str], None]

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 
 from gbcli.errors import GbcliError
-from gbcli.models import LoadedModel
+from gbcli.loading.models import LoadedModel
 from gbcli.tasks import seq2seq
 from gbcli.tasks.masking.column import Column
 from gbcli.tasks.masking.results import (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from gbcli.models import LoadedModel
+from gbcli.loading.models import LoadedModel
 from gbcli.tasks.masking.masks import Fill
 from gbcli.tasks.masking.results import MaskPrediction
 from gbcli.tasks.masking.text import TextState

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from gbcli.errors import usage_error
 from gbcli.lm.prefix import Prefix, continuation_logprobs, grouped_logprobs, run_prefix
 from gbcli.lm.reads import Reads, next_tokens, run_reads, scored_tokens, token_logprobs
-from gbcli.models import LoadedModel
+from gbcli.loading.models import LoadedModel
 from gbcli.tasks.masking.column import Column, RunSettings, as_fill
 from gbcli.tasks.masking.masks import Fill, fill_text
 from gbcli.tasks.masking.results import FILLING_METHODS, Filling, MaskColumn, MaskPrediction

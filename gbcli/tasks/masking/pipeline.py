@@ -12,7 +12,7 @@ from functools import partial
 
 from gbcli.errors import usage_error
 from gbcli.lm.threads import run_beside, side_by_side
-from gbcli.models import LoadedModel
+from gbcli.loading.models import LoadedModel
 from gbcli.tasks import seq2seq
 from gbcli.tasks.masking.bart import BartColumn
 from gbcli.tasks.masking.bert import BertColumn

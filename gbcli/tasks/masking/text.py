@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gbcli.errors import GbcliError, usage_error
-from gbcli.models import LoadedModel
+from gbcli.loading.models import LoadedModel
 from gbcli.tasks.masking.masks import MASK_PATTERN, MASK_SPELLINGS, split_masks
 from gbcli.tasks.masking.results import Filling, FillMaskResult, MaskSlot, SpanInfilling
 

@@ -6,7 +6,7 @@ carry their leading space) are cached in `LoadedModel.extras`, so they are worke
 
 from __future__ import annotations
 
-from gbcli.models import LoadedModel
+from gbcli.loading.models import LoadedModel
 
 
 def special_ids(lm: LoadedModel) -> set[int]:

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gbcli.errors import GbcliError
-from gbcli.models import family_title
+from gbcli.loading.models import family_title
 
 if TYPE_CHECKING:
-    from gbcli.models import LoadedModel
+    from gbcli.loading.models import LoadedModel
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,8 +5,8 @@ encoder-decoders (`--bart`). A model spec is a hub id or a local folder. Each mo
 process, in eval mode, and its kind is checked against the flag it was given, so that a masked LM passed to
 `--gpt` is refused instead of silently growing a random causal head.
 
-Whether a model can be had at all (before a long load) is `gbcli.availability`; whether a checkpoint is what its
-flag asks for and intact is `gbcli.checkpoint_checks`.
+Whether a model can be had at all (before a long load) is `gbcli.loading.availability`; whether a checkpoint is what its
+flag asks for and intact is `gbcli.loading.checkpoint_checks`.
 
 torch and transformers are imported inside functions so that `gbcli --help` never pays for them.
 """
@@ -21,17 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from gbcli.availability import check_available as check_available  # cli.py's preflight, imported from here
-from gbcli.availability import (
+from gbcli.errors import RUNTIME, GbcliError, usage_error
+from gbcli.loading.availability import check_available as check_available  # cli.py's preflight, imported from here
+from gbcli.loading.availability import (
     check_local_path,
     explain_load_failure,
     looks_like_path,
     offline_requested,
 )
-from gbcli.availability import first_line as _first_line
-from gbcli.availability import from_cache_first as _from_cache_first
-from gbcli.checkpoint_checks import architecture_name as _arch
-from gbcli.checkpoint_checks import (
+from gbcli.loading.availability import first_line as _first_line
+from gbcli.loading.availability import from_cache_first as _from_cache_first
+from gbcli.loading.checkpoint_checks import architecture_name as _arch
+from gbcli.loading.checkpoint_checks import (
     check_finite_weights,
     check_layer_count,
     check_shapes,
@@ -39,8 +40,7 @@ from gbcli.checkpoint_checks import (
     classify_config,
     refuse_unsupported_architecture,
 )
-from gbcli.errors import RUNTIME, GbcliError, usage_error
-from gbcli.fast_load import fast_load
+from gbcli.loading.fast_load import fast_load
 
 if TYPE_CHECKING:
     import torch
@@ -404,7 +404,7 @@ def _load_tokenizer(source: str, common: dict[str, Any], spec: str, info: Family
 
 def _build_model(model_class: Any, source: str, config: Any, dtype: torch.dtype, common: dict[str, Any],
                  family: Family, spec: str, offline: bool) -> tuple[Any, dict[str, Any]]:
-    """The model and transformers' loading report: the short way for a plain local checkpoint (gbcli.fast_load,
+    """The model and transformers' loading report: the short way for a plain local checkpoint (gbcli.loading.fast_load,
     which loads only what matches exactly, so its report is empty), else `from_pretrained`."""
     if looks_like_path(spec) and not common.get("revision"):
         model = fast_load(model_class, Path(source), config, dtype)
@@ -467,7 +467,7 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
     if offline:
         common["local_files_only"] = True
     if not offline and not looks_like_path(spec):  # an uncached hub id downloads here, its bytes shown as they come
-        from gbcli.download import download_missing
+        from gbcli.loading.download import download_missing
 
         download_missing(spec, options.revision, info.flag)
     try:

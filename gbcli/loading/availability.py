@@ -5,8 +5,8 @@ message, a missing or unreadable folder, or a hub id that is neither cached nor 
 process, instead of huggingface_hub's ~28 s of retries per file); `explain_load_failure` turns whatever a load
 raised into one sentence and a hint.
 
-Nothing here imports torch or transformers at module level, and `gbcli.models` (which imports this module) is read
-only at call time.
+Nothing here imports torch or transformers at module level, and `gbcli.loading.models` (which imports this module)
+is read only at call time.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 from gbcli.errors import GbcliError
 
 if TYPE_CHECKING:
-    from gbcli.models import Family, FamilyInfo, LoadOptions
+    from gbcli.loading.models import Family, FamilyInfo, LoadOptions
 
 
 def _info(family: Family) -> FamilyInfo:
-    from gbcli.models import FAMILY_INFO  # models imports this module, so its table is read at call time
+    from gbcli.loading.models import FAMILY_INFO  # models imports this module, so its table is read at call time
 
     return FAMILY_INFO[family]
 
@@ -279,7 +279,7 @@ def check_available(requests: list[tuple[Family, str]], options: LoadOptions | N
     A missing folder or an uncached hub id without network would otherwise surface only after the models before
     it had loaded, one per run, each after huggingface_hub's retries.
     """
-    from gbcli.models import LoadOptions
+    from gbcli.loading.models import LoadOptions
 
     options = options or LoadOptions()
     problems = [problem for family, spec in requests if (problem := _unavailable(family, spec, options))]

@@ -193,7 +193,7 @@ def download_missing(repo: str, revision: str | None, flag: str) -> None:
     Does nothing when the model is already cached, or when the hub cannot be reached (the load that follows
     explains that, in gbcli's words).
     """
-    from gbcli.availability import hub_reachable
+    from gbcli.loading.availability import hub_reachable
 
     if is_complete_in_cache(repo, revision) or not hub_reachable():
         return

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gbcli.errors import INTERRUPTED, GbcliError, usage_error
-from gbcli.warm import command_tree, loaded_models, model_table, models_kept_loaded, options_of, run_command_line
+from gbcli.warm.runner import command_tree, loaded_models, model_table, models_kept_loaded, options_of, run_command_line
 
 BUILTINS: dict[str, str] = {
     "help": "this list; `help COMMAND` shows the command's options",
@@ -176,7 +176,7 @@ class Shell:
         return None
 
     def run_command(self, args: list[str]) -> None:
-        from gbcli.client import strip_no_server
+        from gbcli.warm.client import strip_no_server
 
         args, _ = strip_no_server(args)  # a line copied from the command line: the shell runs in-process anyway
         full = self.session.command_line(args)

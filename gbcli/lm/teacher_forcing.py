@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from gbcli.lm.batching import padded_batches
 
 if TYPE_CHECKING:
-    from gbcli.models import LoadedModel
+    from gbcli.loading.models import LoadedModel
 
 
 def teacher_forced_logprobs(

@@ -1,7 +1,7 @@
 """What `gbcli shell` and `gbcli serve` share: run a command line in a process that keeps its models loaded.
 
 A command line is run by the very Typer app the console script runs, so a warm command prints exactly what a cold
-one prints; only the models are already in memory (`gbcli.models` caches them per process).
+one prints; only the models are already in memory (`gbcli.loading.models` caches them per process).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def exit_code_of(code: Any) -> int:
 @contextlib.contextmanager
 def models_kept_loaded() -> Iterator[None]:
     """While it lasts, no command lets go of its models after use (`compare` would): the next command needs them."""
-    from gbcli import models
+    from gbcli.loading import models
 
     before, models.KEEP_LOADED = models.KEEP_LOADED, True
     try:
@@ -78,7 +78,7 @@ def loaded_models(in_use_since: float | None = None) -> list[LoadedEntry]:
 
     in_use_since: when the request now running began (time.monotonic); the models it asked for are in use, not idle.
     """
-    from gbcli import models
+    from gbcli.loading import models
 
     now = time.monotonic()
     entries: dict[int, LoadedEntry] = {}
@@ -107,7 +107,7 @@ def weight_size(model: Any) -> tuple[int, int]:
 def used_until_now(since: float) -> None:
     """The models a request asked for after `since` were in use until it ended: their idle time starts now, so a
     request longer than the keep-alive does not unload its models the moment it ends."""
-    from gbcli import models
+    from gbcli.loading import models
 
     now = time.monotonic()
     for key, used in list(models.LAST_USED.items()):
@@ -117,7 +117,7 @@ def used_until_now(since: float) -> None:
 
 def unload_idle(keep_alive: float) -> list[str]:
     """Let go of every model nobody asked for in the last `keep_alive` seconds; returns their names."""
-    from gbcli import models
+    from gbcli.loading import models
 
     now = time.monotonic()
     idle_keys = [key for key in list(models._CACHE) if now - models.LAST_USED.get(key, now) >= keep_alive]
@@ -182,7 +182,7 @@ def model_table(entries: list[LoadedEntry]) -> Any:
     """A Rich table of the loaded models (the shell's `models` and `gbcli ps`)."""
     from rich.table import Table
 
-    from gbcli.models import family_title
+    from gbcli.loading.models import family_title
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for title, justify in (("column", "left"), ("model", "left"), ("device", "left"), ("dtype", "left"),

@@ -10,7 +10,7 @@ import typer
 from gbcli.cli.options import JsonOption, ModelChoice, load_columns, model_options, parse_models
 from gbcli.cli.reporting import handle_errors, print_warnings
 from gbcli.errors import GbcliError
-from gbcli.models import FAMILIES, FAMILY_INFO
+from gbcli.loading.models import FAMILIES, FAMILY_INFO
 
 
 @handle_errors
@@ -31,7 +31,7 @@ def shell(
     A line of text alone runs fill-mask on it when it holds a mask, compare otherwise. Off a terminal
     (`gbcli shell < commands.txt`) it reads the commands from stdin, without prompt or colour.
     """
-    from gbcli.shell import Session, run_shell
+    from gbcli.warm.shell import Session, run_shell
 
     choice.load_options()  # refuse a bad --device or --dtype before anything loads
     session = Session(json_lines=json_output)
@@ -74,7 +74,7 @@ def serve(
     on TCP only with --port (clients: GBCLI_SERVER=tcp://HOST:PORT, and GBCLI_SERVER_TOKEN off this machine).
     Other models load on the first request that names them. `gbcli ps` lists what it holds; `gbcli stop` ends it.
     """
-    from gbcli.warm import parse_duration
+    from gbcli.warm.runner import parse_duration
 
     seconds = parse_duration(keep_alive)
     tcp = tcp_address(host, port)
@@ -83,7 +83,7 @@ def serve(
     named = [family for family in FAMILIES if specs[family]]
     families = parse_models(models) if models else named or ["gpt", "bert"]
     if detach:
-        from gbcli.serving import start_detached
+        from gbcli.warm.manage import start_detached
 
         argv = ["serve", "--keep-alive", keep_alive, "--models", ",".join(families), "--device", choice.device,
                 "--dtype", choice.dtype]
@@ -93,7 +93,7 @@ def serve(
             if specs[family]:
                 argv += [FAMILY_INFO[family].flag, str(specs[family])]
         raise typer.Exit(start_detached(argv))
-    from gbcli.server import run_server
+    from gbcli.warm.server import run_server
 
     def preload() -> None:
         for family in families:
@@ -122,7 +122,7 @@ def tcp_address(host: str | None, port: int | None) -> tuple[str, int] | None:
 @handle_errors
 def ps(json_output: JsonOption = False) -> None:
     """The running server: its process, and the models it holds with their memory and idle time."""
-    from gbcli.serving import show_status
+    from gbcli.warm.manage import show_status
 
     raise typer.Exit(show_status(json_output))
 
@@ -130,6 +130,6 @@ def ps(json_output: JsonOption = False) -> None:
 @handle_errors
 def stop() -> None:
     """Stop the running server (it finishes the request it is running first)."""
-    from gbcli.serving import stop_server
+    from gbcli.warm.manage import stop_server
 
     raise typer.Exit(stop_server())

@@ -3,8 +3,8 @@
 The steps, every rank unless said:
 1. rank 0 checks --output (and with --resume repairs a torn last line of it and of every part file an earlier job
    left, then merges them into --output in input order), so that all ranks then read the same finished lines;
-2. every rank makes the command's Plan (gbcli.tasks.files): the same chunks a single process cuts, done lines left
-   out, and the chunks are dealt out in contiguous runs of even cost (gbcli.distributed.split_by_cost);
+2. every rank makes the command's Plan (gbcli.jobs.plan): the same chunks a single process cuts, done lines left
+   out, and the chunks are dealt out in contiguous runs of even cost (gbcli.jobs.distributed.split_by_cost);
 3. each rank does its chunks into its own part file, whole records flushed to disk after every chunk;
 4. a barrier with a timeout; rank 0 merges the part files into --output and reads it back for the summary.
 """
@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from gbcli import distributed
-from gbcli.distributed import Job, JobProgress, World, describe_range, part_path
 from gbcli.errors import GbcliError, usage_error
-from gbcli.tasks.files import Plan
-from gbcli.tasks.jsonl_output import RecordShape, ResumedOutput, open_output
+from gbcli.jobs import distributed
+from gbcli.jobs.distributed import Job, JobProgress, World, describe_range, part_path
+from gbcli.jobs.jsonl_output import RecordShape, ResumedOutput, open_output
+from gbcli.jobs.plan import Plan
 
 
 def _prepare_output(output: str, shape: RecordShape, *, resume: bool, force: bool) -> None:

@@ -5,7 +5,7 @@ end added up.
 Handing each batch on at once is what lets JSON Lines stream out in input order, keeps memory flat on long files,
 and keeps every finished line when Ctrl-C comes. With `--output`, a command's work is a `Plan`: the chunks one
 process cuts, the done lines left out, each chunk written to the file whole; one process does every chunk
-(`run_here`), or torchrun's processes share them out by cost (gbcli.corpus_jobs).
+(`run_here`), or torchrun's processes share them out by cost (gbcli.jobs.torchrun_job).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from gbcli.errors import GbcliError, usage_error
-from gbcli.finite import check_finite
-from gbcli.models import LoadedModel
+from gbcli.loading.models import LoadedModel
+from gbcli.tasks.finite import check_finite
 
 if TYPE_CHECKING:
-    from gbcli.tasks.jsonl_output import ResumedOutput
+    from gbcli.jobs.jsonl_output import ResumedOutput
     from gbcli.tasks.masking import FillMaskResult
     from gbcli.tasks.pairs import FileRun, LineFailure, PairFields, PairInput, PairResult
     from gbcli.tasks.scoring import ScoreBatch, ScoreSettings, TextScore
@@ -170,8 +170,8 @@ def token_cost(models: list[LoadedModel], text: str, *, pll: bool) -> float:
 def score_plan(models: list[LoadedModel], items: list[tuple[int, str]], resumed: ResumedOutput,
                settings: ScoreSettings, output: str) -> Plan:
     """`score --file --output`: the texts in the chunks `score --file --json` streams, those in --output skipped."""
+    from gbcli.jobs.jsonl_output import append_results, check_resumed
     from gbcli.render.common import to_jsonable
-    from gbcli.tasks.jsonl_output import append_results, check_resumed
     from gbcli.tasks.pairs import column_keys
     from gbcli.tasks.scoring import SCORE_CHUNK, check_texts, conventions, score_batch
 
@@ -218,7 +218,7 @@ def pairs_plan(models: list[LoadedModel], run: FileRun, settings: ScoreSettings,
 def fill_mask_plan(models: list[LoadedModel], lines: list[str], resumed: ResumedOutput, top_k: int,
                    targets: Sequence[str], batch_size: int, output: str) -> Plan:
     """`fill-mask --file --output`: the chunks `fill-mask --file --json` streams, the lines in --output skipped."""
-    from gbcli.tasks.jsonl_output import append_results, check_resumed
+    from gbcli.jobs.jsonl_output import append_results, check_resumed
     from gbcli.tasks.masking.masks import target_words
 
     names = {lm.family: lm.name for lm in models}
@@ -247,7 +247,7 @@ def open_pair_file(path: str, fields: PairFields, file_format: str, output: str 
     from gbcli.tasks import pairs as task
 
     entries, group_field = task.read_pair_file(path, file_format, fields)
-    from gbcli.tasks.jsonl_output import PAIR_RECORDS, ResumedOutput, open_output
+    from gbcli.jobs.jsonl_output import PAIR_RECORDS, ResumedOutput, open_output
 
     resumed = open_output(output, PAIR_RECORDS, resume=resume, force=force) if output else ResumedOutput({}, False)
     models = load()
@@ -257,8 +257,8 @@ def open_pair_file(path: str, fields: PairFields, file_format: str, output: str 
 def score_pair_chunk(models: list[LoadedModel], chunk: list[PairInput], settings: ScoreSettings,
                      output: str | None) -> list[PairResult]:
     """One chunk of pairs scored and checked finite; with `output`, its records appended there, whole and flushed."""
+    from gbcli.jobs.jsonl_output import append_results
     from gbcli.tasks import pairs as task
-    from gbcli.tasks.jsonl_output import append_results
 
     results = task.score_pairs(models, chunk, settings)
     check_finite(results, models)

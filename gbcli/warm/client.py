@@ -15,7 +15,7 @@ import sys
 import time
 
 from gbcli.entry import HELP_FLAGS
-from gbcli.protocol import (
+from gbcli.warm.protocol import (
     SERVER_VARIABLE,
     TOKEN_VARIABLE,
     Channel,

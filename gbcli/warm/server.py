@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gbcli.client import LOCAL_COMMANDS, forwarded, read_at_import
-from gbcli.protocol import (
+from gbcli.warm.client import LOCAL_COMMANDS, forwarded, read_at_import
+from gbcli.warm.protocol import (
     HEARTBEAT_SECONDS,
     Channel,
     ProtocolError,
@@ -35,7 +35,7 @@ from gbcli.protocol import (
     tcp_url,
     token_path,
 )
-from gbcli.warm import (
+from gbcli.warm.runner import (
     format_duration,
     loaded_models,
     models_kept_loaded,
@@ -159,8 +159,8 @@ class Server:
 
     # -- start and stop ------------------------------------------------------------------------------------------
     def bind(self) -> None:
-        from gbcli.client import connect
         from gbcli.errors import GbcliError
+        from gbcli.warm.client import connect
 
         try:
             private_dir()
@@ -261,7 +261,7 @@ class Server:
                 except KeyboardInterrupt:
                     return
                 self.ready = True
-                from gbcli.models import LAST_USED
+                from gbcli.loading.models import LAST_USED
 
                 for key in LAST_USED:  # idle time counts from now: a slow start must not unload the first model
                     LAST_USED[key] = time.monotonic()

@@ -8,10 +8,10 @@ import subprocess
 import sys
 import time
 
-from gbcli.client import status
 from gbcli.errors import GbcliError
-from gbcli.protocol import LOG_NAME, SERVER_VARIABLE, hello, private_dir, same_build, socket_path, token_path
-from gbcli.warm import LoadedEntry, format_duration, model_table
+from gbcli.warm.client import status
+from gbcli.warm.protocol import LOG_NAME, SERVER_VARIABLE, hello, private_dir, same_build, socket_path, token_path
+from gbcli.warm.runner import LoadedEntry, format_duration, model_table
 
 START_SECONDS = 300.0  # loading full-size models on a busy machine takes a while
 STOP_SECONDS = 30.0

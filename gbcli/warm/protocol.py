@@ -48,7 +48,7 @@ def build_id() -> str:
     # odds (it is no defence against a forger: the socket's permissions and the TCP token are that), and zlib costs
     # a warm command no start-up where hashlib's OpenSSL costs ~5 ms.
     crc, adler = 0, 1
-    package = os.path.dirname(os.path.realpath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # gbcli/, above warm/
     sources = sorted(os.path.relpath(os.path.join(folder, name), package)
                      for folder, _, names in os.walk(package) for name in names if name.endswith(".py"))
     for relative in sources:
