@@ -349,3 +349,40 @@ def test_two_processes_under_torchrun_end_with_a_valid_model_and_curves(tmp_path
     predicted = [p["label"] for p in classify([r["text"] for r in records])]
     accuracy = sum(p == r["label"] for p, r in zip(predicted, records, strict=True)) / len(records)
     assert accuracy == pytest.approx(run_doc["final_accuracy"])
+
+
+def test_a_built_in_task_in_bfloat16_with_the_time_estimate_first(tmp_path, bert_path):
+    result = run("finetune", "--task", "agreement", "--max-train-samples", "32", "--models", "bert", "--bert",
+                 str(bert_path), "--epochs", "1", "--batch-size", "16", "--dtype", "bfloat16", "--device", "cpu",
+                 "--estimate", "-o", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["data"] == "task agreement" and doc["train_examples"] == 32 and doc["dev_source"] == "held-out"
+    assert "Estimated time: BERT" in result.stderr and "2 steps" in result.stderr
+    assert family(doc, "bert")["estimated_seconds"] > 0
+    config = json.loads((tmp_path / "out/bert/config.json").read_text())
+    assert config["dtype"] == "float32"  # mixed precision: the weights stay float32
+
+
+def test_pairs_are_encoded_as_each_family_joins_two_texts(gpt, bert):
+    from gbcli.tasks.finetune.classifier import prepare_tokenizer
+    from gbcli.tasks.finetune.data import Example, encode
+
+    pair = Example("the duck quacks .", "yes", "a bird .")
+    bert_tokenizer, _ = bert
+    (encoded,) = encode(bert_tokenizer, [pair], {"yes": 0}, 64)
+    tokens = bert_tokenizer.convert_ids_to_tokens(encoded["input_ids"])
+    assert tokens.count("[SEP]") == 2 and encoded["token_type_ids"][-2] == 1  # BERT's own pair encoding
+    gpt_tokenizer = prepare_tokenizer(type(gpt[0]).from_pretrained(gpt[0].name_or_path))
+    (encoded,) = encode(gpt_tokenizer, [pair], {"yes": 0}, 64)
+    ids = encoded["input_ids"]
+    eos = gpt_tokenizer.eos_token_id
+    assert ids.count(eos) == 1 and ids[-1] != eos  # joined by <|endoftext|>; the head reads the last real token
+    assert gpt_tokenizer.decode(ids) == "the duck quacks .<|endoftext|>a bird ."
+
+
+def test_finetune_is_never_sent_to_a_warm_server():
+    from gbcli.warm.client import wants_server
+
+    assert not wants_server(["finetune", "--task", "agreement"])
+    assert wants_server(["tokenize", "hello"])  # the rule that finetune is an exception to

@@ -12,7 +12,9 @@ import typer
 from gbcli.cli.options import JsonOption, ModelChoice, model_options
 from gbcli.cli.reporting import handle_errors, interrupt_exits_130
 from gbcli.errors import GbcliError, usage_error
+from gbcli.jobs.builtin_tasks import BUILTIN_TASKS
 
+TASKS = ", ".join(BUILTIN_TASKS)
 TRAIN_HINT = "Install the train extra: pip install 'gbcli[train]' (Trainer needs accelerate)."
 RECIPE_PANEL = "Recipe (the same for every family; --set FAMILY.NAME=VALUE for one)"
 DATA_PANEL = "Data"
@@ -25,6 +27,15 @@ def check_train_extra() -> None:
     if missing:
         names = ", ".join("scikit-learn" if m == "sklearn" else m for m in missing)
         raise GbcliError(f"Fine-tuning needs {names}, which is not installed.", TRAIN_HINT)
+
+
+def check_precision(device: str, dtype: str) -> None:
+    """Trainer's float16 is mixed precision with a loss scaler, which runs on a GPU only; bfloat16 runs anywhere."""
+    if dtype == "float16" and (device == "cpu" or (device == "auto" and not _accelerator())):
+        raise usage_error("--dtype float16 trains on a GPU only.", "Use --dtype bfloat16 (or float32) on a CPU.")
+    if device.startswith("cuda:") and device != "cuda:0":
+        raise usage_error(f"--device {device}: Trainer trains on the first visible GPU.",
+                          f"Choose the GPU with CUDA_VISIBLE_DEVICES={device.removeprefix('cuda:')} and --device cuda.")
 
 
 def parse_threshold(raw: str) -> tuple[float | None, float | None]:
@@ -74,8 +85,9 @@ def finetune(
     dev: Annotated[str | None, typer.Option("--dev", help="Dev data (same format). Default: 20% of FILE held out, "
                                             "stratified, the same for every seed.", rich_help_panel=DATA_PANEL,
                                             show_default=False)] = None,
-    task: Annotated[str | None, typer.Option("--task", help="A built-in task instead of FILE (see `gbcli probe "
-                                             "--help`).", rich_help_panel=DATA_PANEL, show_default=False)] = None,
+    task: Annotated[str | None, typer.Option("--task", help=f"A built-in task instead of FILE: {TASKS} (the probe's; "
+                                             "word columns are ignored: fine-tuning classifies whole texts).",
+                                             rich_help_panel=DATA_PANEL, show_default=False)] = None,
     file_format: Annotated[str | None, typer.Option("--format", help="jsonl, csv or tsv (default: by extension).",
                                                     rich_help_panel=DATA_PANEL, show_default=False)] = None,
     text_field: Annotated[str, typer.Option("--text-field", help="The text column.",
@@ -144,13 +156,14 @@ def finetune(
     GPT2ForSequenceClassification does). Built on transformers' Trainer: checkpoints, --resume, bf16 (--dtype
     bfloat16: mixed precision, float32 weights), and data-parallel training under torchrun or `accelerate launch`.
     """
-    from gbcli.export import check_export_target
+    from gbcli.render.export import check_export_target
     from gbcli.tasks.finetune.data import prepare
     from gbcli.tasks.finetune.recipe import Recipe, check_recipe, parse_overrides, with_overrides
     from gbcli.tasks.finetune.zero_shot import parse_template, parse_verbalizer
 
     families = choice.families()
     options = choice.load_options()
+    check_precision(options.device, options.dtype)
     fraction, value = parse_threshold(threshold)
     if seeds < 1:
         raise usage_error("--seeds must be at least 1.", "e.g. --seeds 3")
@@ -174,7 +187,7 @@ def finetune(
     if run is None:  # a worker process of a distributed run: the main process reports
         return
     if png_target is not None:
-        from gbcli.export import write_atomically
+        from gbcli.render.export import write_atomically
         from gbcli.render.finetune import write_curves_png
 
         write_atomically(png_target, lambda handle: write_curves_png(handle, run))

@@ -13,7 +13,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from gbcli.models import display_name
+from gbcli.loading.models import display_name
 from gbcli.tasks.finetune.results import CurvePoint, FamilyResult, FinetuneResult, MeanPoint, Run
 
 if TYPE_CHECKING:

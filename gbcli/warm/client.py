@@ -35,7 +35,9 @@ TYPE_CHECKING = False  # typing costs a warm command ~4 ms of start-up; annotati
 if TYPE_CHECKING:
     from typing import Any
 
-LOCAL_COMMANDS = {"serve", "shell", "ps", "stop"}  # never sent to a server
+# Never sent to a server: the server's own commands, and `finetune`, which trains new weights for minutes to hours
+# (a warm server would be held that long, and its models are for reading only).
+LOCAL_COMMANDS = {"serve", "shell", "ps", "stop", "finetune"}
 LOCAL_FLAGS = set(HELP_FLAGS)  # instant in-process; nothing to gain (entry answers them before this module)
 # A file job into --output runs where it is typed: it may last hours (a server would be held that long), and under
 # torchrun every process must do its own share on its own device.

@@ -60,7 +60,7 @@ def load_classifier(spec: str, labels: list[str], tokenizer: PreTrainedTokenizer
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from gbcli.models import quiet_transformers
+    from gbcli.loading.models import quiet_transformers
 
     quiet_transformers()
     common: dict[str, Any] = {"revision": revision, "local_files_only": offline}

@@ -11,12 +11,13 @@ No parsing of files or options and no drawing here: the CLI reads, this trains, 
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gbcli.models import FAMILY_INFO, LoadedModel, family_title
+from gbcli.loading.models import FAMILY_INFO, LoadedModel, family_title
 from gbcli.tasks.finetune.classifier import freeze_below, load_classifier, prepare_tokenizer
 from gbcli.tasks.finetune.data import FinetuneData, encode
 from gbcli.tasks.finetune.recipe import Recipe
@@ -102,7 +103,7 @@ def time_steps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data:
     import torch
     from transformers import DataCollatorWithPadding
 
-    from gbcli.models import resolve_device
+    from gbcli.loading.models import resolve_device
 
     target = resolve_device(device)
     model.to(target)
@@ -168,7 +169,7 @@ def _compare(data: FinetuneData, plan: Plan, listener: Listener | None, on_estim
     from gbcli.tasks.finetune.run_folder import write_manifest
 
     listener = listener or Silent()
-    if not plan.resume:
+    if not plan.resume and int(os.environ.get("RANK", "0")) == 0:
         write_manifest(plan.output, plan.manifest(data))
     zero_shots: dict[str, ZeroShot] = {}
     if plan.prompt is not None and plan.verbalizer is not None:

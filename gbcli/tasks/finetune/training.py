@@ -79,6 +79,9 @@ def training_arguments(folder: Path, recipe: Recipe, seed: int, data: FinetuneDa
                        resuming: bool) -> Any:
     from transformers import TrainingArguments
 
+    from gbcli.loading.models import resolve_device
+
+    on_cpu = resolve_device(device).type == "cpu"
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     interval = recipe.evaluation_interval(len(data.train), processes)
     save_every = recipe.save_every or recipe.steps_per_epoch(len(data.train), processes)
@@ -102,15 +105,15 @@ def training_arguments(folder: Path, recipe: Recipe, seed: int, data: FinetuneDa
         save_total_limit=1,
         seed=seed,
         data_seed=seed,
-        use_cpu=device == "cpu",
+        use_cpu=on_cpu,
         bf16=dtype == "bfloat16",
         fp16=dtype == "float16",
         report_to="none",
         disable_tqdm=True,
         log_level="error",
         dataloader_num_workers=0,
-        dataloader_pin_memory=device != "cpu",
-        ddp_backend="gloo" if device == "cpu" and processes > 1 else None,
+        dataloader_pin_memory=not on_cpu,  # pinned memory serves copies to a GPU only
+        ddp_backend="gloo" if on_cpu and processes > 1 else None,
     )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from gbcli.errors import usage_error
 from gbcli.lm.reads import Reads, causal_logprobs, run_reads
-from gbcli.models import LoadedModel
+from gbcli.loading.models import LoadedModel
 from gbcli.tasks.finetune.data import Example
 from gbcli.tasks.finetune.results import ZeroShot
 
