@@ -53,13 +53,22 @@ def tour(
     against pseudo-perplexity, layers, fine-tuning and BART. On a terminal it waits between steps (Enter to go
     on, q to stop). Without --models it uses all three families (BART for step 8).
     """
+    from gbcli.jobs.builtin_tasks import builtin_task
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.handout import check_handout_target
     from gbcli.render.tour import closing_view, step_view
-    from gbcli.tasks.tour import ModelPool, TourSettings, check_budget, chosen_steps, parse_steps, run_step
+    from gbcli.tasks.tour import (
+        LABELLED_TASKS,
+        ModelPool,
+        TourSettings,
+        check_budget,
+        chosen_steps,
+        parse_steps,
+        run_step,
+    )
 
     settings = TourSettings(steps=parse_steps(steps), budget=check_budget(budget), model_flags=_model_flags(choice),
-                            load=choice.load_options())
+                            load=choice.load_options(), labelled={name: builtin_task(name) for name in LABELLED_TASKS})
     targets = [check_handout_target(path, force, option) for path, option in ((html, "--html"),
                                                                             (markdown, "--markdown"))
                if path is not None]

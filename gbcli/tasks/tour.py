@@ -23,6 +23,7 @@ from typing import Any, Literal
 from gbcli.errors import GbcliError, usage_error
 from gbcli.loading.models import LoadedModel, LoadOptions
 from gbcli.tasks.finite import check_finite
+from gbcli.tasks.labelled_data import LabelledData
 
 StepStatus = Literal["shown", "skipped", "failed"]
 Verdict = Literal["agrees", "contradicts", "mixed"]
@@ -102,6 +103,9 @@ class TourSettings:
     budget: float = DEFAULT_BUDGET  # seconds the slow step (fine-tuning) may take, by its own estimate
     model_flags: ModelFlags = field(default_factory=ModelFlags)
     load: LoadOptions = field(default_factory=LoadOptions)  # device and dtype, for the models fine-tuning builds
+    # The built-in labelled tasks the probe and fine-tuning steps learn from, by name (the command reads them:
+    # `gbcli.jobs.builtin_tasks`, which a task does not import).
+    labelled: dict[str, LabelledData] = field(default_factory=dict)
 
 
 def _p(value: float | None) -> str:
@@ -354,11 +358,11 @@ PROBE_OPTIONS = ("--seeds", "1", "--control", "none")  # one split and no random
 
 def _probe(models: dict[str, LoadedModel], context: StepContext) -> Any:
     """The right-context probe of GPT-2 and BERT, once per tour (steps 4 and 6 read the same result)."""
-    from gbcli.jobs.builtin_tasks import builtin_task
     from gbcli.tasks.probe import ProbeOptions, probe
 
     if RIGHT_CONTEXT_TASK not in context.memo:
-        context.memo[RIGHT_CONTEXT_TASK] = probe([models["gpt"], models["bert"]], builtin_task(RIGHT_CONTEXT_TASK),
+        data = context.settings.labelled[RIGHT_CONTEXT_TASK]
+        context.memo[RIGHT_CONTEXT_TASK] = probe([models["gpt"], models["bert"]], data,
                                                  ProbeOptions(seeds=1, control="none"))
     return context.memo[RIGHT_CONTEXT_TASK]
 
@@ -537,12 +541,11 @@ def _finetune_step(models: dict[str, LoadedModel], context: StepContext) -> Outc
     import tempfile
     from pathlib import Path
 
-    from gbcli.jobs.builtin_tasks import builtin_task
     from gbcli.tasks.finetune.comparison import Plan, compare_finetuning
     from gbcli.tasks.finetune.data import prepare
 
     settings = context.settings
-    data = prepare(builtin_task(FINETUNE_TASK).examples, None, f"task {FINETUNE_TASK}",
+    data = prepare(settings.labelled[FINETUNE_TASK].examples, None, f"task {FINETUNE_TASK}",
                    max_train_samples=FINETUNE_SAMPLES)
     recipe = _finetune_recipe()
     budget = f"more than --budget {settings.budget:g} s; raise --budget to see it, or run the command below"
@@ -699,6 +702,7 @@ STEPS: tuple[StepSpec, ...] = (
              _bart_step),
 )
 STEP_NUMBERS = tuple(spec.number for spec in STEPS)
+LABELLED_TASKS = (RIGHT_CONTEXT_TASK, FINETUNE_TASK)  # the built-in tasks the tour learns from
 
 
 def parse_steps(raw: str | None) -> tuple[int, ...]:
