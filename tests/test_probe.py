@@ -381,3 +381,13 @@ def test_a_given_test_file_and_word_for_every_line(tmp_path, gpt_path, tiny_mode
     # 'the' is the first word: GPT's state there is the same in every sentence.
     gpt = result["rows"][0]
     assert all(score["runs"] == result["majority"]["runs"] for score in gpt["layers"])
+
+
+def test_similarity_reads_texts_from_a_file_and_labels_bart_stacks(tmp_path, bart_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    result = run_json("similarity", "--file", str(texts), "--models", "bart", "--bart", str(bart_path), "--layer",
+                      "0")
+    assert result["texts"] == TEXTS
+    assert [(m["title"], m["layer"]) for m in result["models"]] == [("BART enc", "emb"), ("BART dec", "emb")]
+    assert len(result["models"][0]["pairs"]) == 3
