@@ -197,3 +197,26 @@ def test_compare_names_whose_filling_it_scores_and_the_ones_that_differ(models, 
         assert f'filled it differently: {text} (gbcli score "{text}" scores it)' in screen
     # The p columns are explained on the compact screen too.
     assert "BERT p: softmax over the whole vocabulary" in screen and "GPT whole p(sent.)" in screen
+
+
+# ---- 9. fill-mask --file's table honours -k, and says how many each cell holds ------------------------------------
+
+
+def test_fill_mask_file_table_shows_the_k_best_of_each_blank(models, tmp_path):
+    path = tmp_path / "blanks.txt"
+    path.write_text("the [MASK] quacks .\nthe capital of [MASK] is [MASK] .\n")
+    records = [json.loads(line) for line in run("fill-mask", "--file", str(path), "-k", "3", "--json", "--models",
+                                                  "bert", *models).stdout.splitlines()]
+    screen = run("fill-mask", "--file", str(path), "-k", "3", "--models", "bert", *models, env={"COLUMNS": "120"})
+    assert screen.exit_code == 0, screen.stderr
+    lines = flat(screen.stdout)
+    for record in records:
+        for slot in record["masks"]:
+            assert len(slot["bert"]["predictions"]) == 3
+            for prediction in slot["bert"]["predictions"]:
+                assert f"{prediction['word']} {prediction['prob']:.4f}" in lines
+    assert "each cell: the 3 best candidates of each blank" in lines
+    default = flat(run("fill-mask", "--file", str(path), "--models", "bert", *models).stdout)
+    second = records[0]["masks"][0]["bert"]["predictions"][1]
+    assert f"{second['word']} {second['prob']:.4f}" not in default
+    assert "each cell: the best candidate of each blank; -k N shows the N best" in default

@@ -339,8 +339,9 @@ def fill_mask_view(result: FillMaskResult, compact: bool = False) -> RenderableT
     return Group(*parts)
 
 
-def fill_mask_lines_view(results: list[FillMaskResult]) -> RenderableType:
-    """Many texts: one row per line with each view's top guess at every blank, errors in place."""
+def fill_mask_lines_view(results: list[FillMaskResult], per_blank: int = 1) -> RenderableType:
+    """Many texts: one row per line with each view's `per_blank` best guesses at every blank, errors in place, and a
+    line that says how many each cell holds."""
     shown = next((r for r in results if r.error is None and r.masks), None)
     views = [c.column for c in shown.masks[0].columns()] if shown else []
     table = Table(header_style="bold", show_lines=False)
@@ -360,13 +361,21 @@ def fill_mask_lines_view(results: list[FillMaskResult]) -> RenderableType:
                 for slot in result.masks:
                     column = getattr(slot, view)
                     if cell:
-                        cell.append("; ")
+                        cell.append("; " if per_blank == 1 else "\n")
+                    if per_blank > 1 and len(result.masks) > 1:
+                        cell.append(f"#{slot.index + 1}\n", style="dim")
                     if column is None or not column.predictions:
                         cell.append("–")
                         continue
-                    top = column.predictions[0]
-                    cell.append(prediction_label(top), style="bold")
-                    cell.append(f" {format_prob(top.prob)}", style="dim")
+                    for rank, prediction in enumerate(column.predictions[:per_blank]):
+                        if rank:
+                            cell.append("\n")
+                        cell.append(prediction_label(prediction), style="bold" if rank == 0 else "")
+                        cell.append(f" {format_prob(prediction.prob)}", style="dim")
                 cells.append(cell)
         table.add_row(*cells)
-    return table
+    if per_blank == 1:
+        how = "each cell: the best candidate of each blank; -k N shows the N best"
+    else:
+        how = f"each cell: the {per_blank} best candidates of each blank, best first"
+    return Group(table, Text(how, style="dim"))
