@@ -263,20 +263,30 @@ def test_a_model_that_contradicts_a_claim_is_said_to(gpt_path, random_bert):
         assert "BERT does not find the scrambled" in said and score["verdict"] != "agrees"
 
 
-def test_the_view_shows_each_step_its_reading_and_command_at_80_columns(every_model):
+def test_the_view_shows_each_step_its_reading_and_command_at_80_columns(every_model, tour_steps):
     from gbcli.tasks.tour import STEPS
 
-    result = run("tour", "--no-pause", "--steps", "1,4,8", *every_model, env={"COLUMNS": "80"})
+    result = run("tour", "--no-pause", *every_model, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.stderr
     screen = result.stdout
     assert max(len(line) for line in screen.splitlines()) <= 80
-    for number in (1, 4, 8):
-        assert f"Step {number}/8 · {STEPS[number - 1].title}" in screen
-    assert "Step 2/8" not in screen and "Step 7/8" not in screen
-    assert screen.count("✓ these models bear the claim out") == 3
+    flat = " ".join(screen.split())
+    for spec in STEPS:
+        assert f"Step {spec.number}/8 · {spec.title}" in screen
+        step = tour_steps[spec.number]
+        for sentence in step["reading"]:  # the same sentences as --json, wrapped (but for the time one took)
+            if not sentence.startswith("It took"):
+                assert " ".join(sentence.split()) in flat, sentence
+    assert screen.count("✓ these models bear the claim out") == 7
+    assert "✗ these models contradict the claim" in screen  # step 7: see its own test
     assert "deeper:" in screen and "gbcli context 'the duck quacks in the park .' --change quacks=barks" in screen
     assert "before the change: every state bit-identical" in screen  # the context command's own view
-    assert "tour done: 3 shown" in screen
+    assert "tour done: 8 shown; contradicted at step 7" in screen
+
+
+def test_steps_chooses_the_steps(every_model):
+    result = run("tour", "--no-pause", "--steps", "8,1", *every_model, "--json")
+    assert [step["number"] for step in json_lines(result.stdout)] == [1, 8]
 
 
 def test_a_missing_model_skips_its_steps_and_the_tour_goes_on(gpt_path, bert_path, tmp_path):
