@@ -142,14 +142,16 @@ def threshold_for(plan: Plan, final: float) -> float:
     return plan.threshold_value if plan.threshold_value is not None else (plan.threshold_fraction or 0.9) * final
 
 
-def family_result(family: str, spec: str, runs: list[Run], plan: Plan, architecture: str, parameters: int,
-                  trained: int, zero: ZeroShot | None, estimated: Estimate | None) -> FamilyResult:
+def family_result(family: str, spec: str, runs: list[Run], plan: Plan, zero: ZeroShot | None,
+                  estimated: Estimate | None) -> FamilyResult:
     curve = mean_curve(runs)
+    first = runs[0]
     final, low, high = mean_interval([run.final_accuracy for run in runs])
     threshold = threshold_for(plan, final)
     reached = first_reaching(curve, threshold)
     return FamilyResult(
-        family, family_title(family), spec, architecture, parameters, trained, runs, curve, final, low, high,
+        family, family_title(family), spec, first.architecture, first.parameters, first.trained_parameters, runs,
+        curve, final, low, high,
         threshold, reached.step if reached else None, reached.examples if reached else None,
         reached.epoch if reached else None, round(estimated.seconds, 1) if estimated else None, zero)
 
@@ -187,7 +189,6 @@ def _compare(data: FinetuneData, plan: Plan, listener: Listener | None, on_estim
     for family, spec in plan.columns:
         recipe = plan.recipes[family]
         runs = []
-        architecture, parameters, trained = "", 0, 0
         for seed in plan.seeds:
             folder = run_folder(plan.output, family, seed, plan.seeds)
             done = finished_run(folder) if plan.resume else None
@@ -199,16 +200,10 @@ def _compare(data: FinetuneData, plan: Plan, listener: Listener | None, on_estim
                 model, tokenizer = first_models.pop(family)
             else:
                 model, tokenizer = new_classifier(family, spec, data, recipe, seed, plan)
-            architecture = type(model).__name__
-            parameters = sum(p.numel() for p in model.parameters())
-            trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
             runs.append(train_run(model, tokenizer, data, recipe, seed, folder, family=family, device=plan.device,
                                   dtype=plan.dtype, resume=plan.resume, listener=listener))
             del model
-        if not architecture:  # every run was read back: the saved config says what was trained
-            architecture, parameters, trained = _saved_facts(Path(runs[0].folder))
-        families.append(family_result(family, spec, runs, plan, architecture, parameters, trained,
-                                      zero_shots.get(family), estimates.get(family)))
+        families.append(family_result(family, spec, runs, plan, zero_shots.get(family), estimates.get(family)))
     result = FinetuneResult(
         data.name, len(data.train), len(data.dev), data.dev_source, data.labels, data.majority_baseline,
         {f: asdict(r) for f, r in plan.recipes.items()}, plan.seeds, plan.threshold_fraction if
@@ -216,13 +211,6 @@ def _compare(data: FinetuneData, plan: Plan, listener: Listener | None, on_estim
         str(plan.output), families)
     result.reading = reading(result)
     return result
-
-
-def _saved_facts(folder: Path) -> tuple[str, int, int]:
-    import json
-
-    config = json.loads((folder / "config.json").read_text())
-    return (config.get("architectures") or [""])[0], 0, 0
 
 
 __all__ = ["MANIFEST", "Estimate", "Plan", "compare_finetuning", "new_classifier"]

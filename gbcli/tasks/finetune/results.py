@@ -33,6 +33,9 @@ class Run:
     train_seconds: float
     examples_per_second: float
     peak_memory_mb: float | None  # CUDA: the allocator's peak; CPU: the process's peak resident memory
+    architecture: str = ""  # the classification class trained, e.g. GPT2ForSequenceClassification
+    parameters: int = 0
+    trained_parameters: int = 0  # those left to train by --freeze-below (all of them without it)
     resumed_from: str | None = None  # the checkpoint this run went on from, if --resume found one
     reused: bool = False  # --resume found this run finished and read it back
 

@@ -242,7 +242,7 @@ def train_run(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: 
     began = time.perf_counter()
     try:
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
-    except RuntimeError as error:  # torch.OutOfMemoryError is a RuntimeError
+    except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError; a CPU's is MemoryError
         raise out_of_memory(error, recipe) from error
     seconds = time.perf_counter() - began
     if trainer.state.log_history and "eval_accuracy" not in _last_eval_at(trainer.state.log_history,
@@ -252,7 +252,9 @@ def train_run(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: 
     run = Run(seed=seed, folder=str(folder), points=points, final_accuracy=points[-1].accuracy,
               train_seconds=round(seconds, 3),
               examples_per_second=round(output.metrics.get("train_samples_per_second", 0.0), 3),
-              peak_memory_mb=_round(peak_memory_mb(arguments.device)),
+              peak_memory_mb=_round(peak_memory_mb(arguments.device)), architecture=type(model).__name__,
+              parameters=sum(p.numel() for p in model.parameters()),
+              trained_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
               resumed_from=checkpoint.name if checkpoint is not None else None)
     trainer.save_model(str(folder))  # the model, its config (with the labels) and the tokenizer
     if trainer.is_world_process_zero():
@@ -282,9 +284,10 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def out_of_memory(error: RuntimeError, recipe: Recipe) -> Exception:
+def out_of_memory(error: Exception, recipe: Recipe) -> Exception:
     """An out-of-memory failure as a sentence that names the batch size; any other error as it was."""
-    if "out of memory" not in str(error).lower() and type(error).__name__ != "OutOfMemoryError":
+    if not isinstance(error, MemoryError) and "out of memory" not in str(error).lower() \
+            and type(error).__name__ != "OutOfMemoryError":
         return error
     smaller = max(1, recipe.batch_size // 2)
     return GbcliError(
