@@ -100,11 +100,12 @@ def scored_lines(result: ComparisonResult) -> list[Text]:
     if result.scored_filling is None:
         return [line]
     family, view = HEADINGS[result.scored_filling]
-    lines = [line, Text(f"the blanks filled by {family} ({view}), the first model to run: each model is scored "
-                        "on one sentence, as soon as its predictions are in", style="dim")]
+    lines = [line, Text(f"filled by {family} ({view}), which runs first; all models score this sentence",
+                        style="dim")]
     others: dict[str, list[str]] = {}  # a different filling → the views that chose it
     for filling in result.predictions.fillings:
-        if filling.text != result.scored_text:
+        # GPT's left-context filling is the uninformed one by design: the views that read the whole text are named.
+        if filling.text != result.scored_text and filling.column != "gpt_left":
             others.setdefault(filling.text, []).append(" ".join(HEADINGS[filling.column]))
     for text, names in others.items():
         lines.append(Text(f"{' and '.join(names)} filled it differently: {text} (gbcli score \"{text}\" scores it)",
