@@ -360,7 +360,7 @@ def test_a_built_in_task_in_bfloat16_with_the_time_estimate_first(tmp_path, bert
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["data"] == "task agreement" and doc["train_examples"] == 32 and doc["dev_source"] == "held-out"
-    assert "Estimated time: BERT" in result.stderr and "2 steps" in result.stderr
+    assert "Estimated time: BERT" in result.stderr and "3 timed steps" in result.stderr
     assert family(doc, "bert")["estimated_seconds"] > 0
     config = json.loads((tmp_path / "out/bert/config.json").read_text())
     assert config["dtype"] == "float32"  # mixed precision: the weights stay float32

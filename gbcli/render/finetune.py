@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gbcli.loading.models import display_name
+from gbcli.tasks.finetune.comparison import TIMED_STEPS
 from gbcli.tasks.finetune.results import CurvePoint, FamilyResult, FinetuneResult, MeanPoint, Run
 
 if TYPE_CHECKING:
@@ -106,8 +107,14 @@ def summary_table(result: FinetuneResult) -> Table:
         table.add_column("zero-shot", justify="right", no_wrap=True)
     table.add_column("ex/s", justify="right", no_wrap=True)
     for family in result.families:
-        reached = (f"{family.reached_examples:,} ex ({family.reached_epoch:.2f} ep)"
-                   if family.reached_examples is not None else "never")
+        if family.final_accuracy <= result.majority_baseline + 1e-12:
+            reached = "- (no learning)"
+        elif family.reached_step == 0:
+            reached = "at step 0"
+        elif family.reached_examples is not None:
+            reached = f"{family.reached_examples:,} ex ({family.reached_epoch:.2f} ep)"
+        else:
+            reached = "never"
         speed = sum(r.examples_per_second for r in family.runs) / len(family.runs)
         final = f"{family.final_accuracy:.3f}"
         if several:
@@ -153,8 +160,8 @@ def estimate_text(estimates: list[Estimate]) -> Text:
     parts = [f"{e.family.upper()} {_duration(e.seconds)} ({e.steps * e.runs:,} steps, {e.evaluations * e.runs} "
              "evaluations)" for e in estimates]
     total = sum(e.seconds for e in estimates)
-    return Text(f"Estimated time: {', '.join(parts)}; all {_duration(total)} (from {2} timed steps of each).",
-                style="dim")
+    return Text(f"Estimated time: {', '.join(parts)}; all {_duration(total)} (from the median of {TIMED_STEPS} timed "
+                "steps of each).", style="dim")
 
 
 def _duration(seconds: float) -> str:
@@ -212,7 +219,7 @@ class PlainProgress:
 
     def finished(self, run: Run) -> None:
         if run.reused:
-            self.console.print(f"{self.name or 'run'}: seed {run.seed} already finished in {run.folder}")
+            self.console.print(f"seed {run.seed}: already finished in {run.folder}", highlight=False)
 
 
 @contextmanager
@@ -242,7 +249,7 @@ def write_curves_png(handle: BinaryIO, result: FinetuneResult) -> None:
         colour = colours.get(family.family, "tab:gray")
         xs = [p.examples for p in family.curve]
         axes.plot(xs, [p.accuracy for p in family.curve], marker="o", markersize=3, color=colour,
-                  label=f"{family.title} ({family.model})")
+                  label=f"{family.title} ({display_name(family.model)})")
         if len(result.seeds) > 1:
             axes.fill_between(xs, [p.low for p in family.curve], [p.high for p in family.curve], color=colour,
                               alpha=0.2)

@@ -12,6 +12,7 @@ No parsing of files or options and no drawing here: the CLI reads, this trains, 
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from gbcli.tasks.finetune.zero_shot import zero_shot
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-TIMED_STEPS = 2  # training steps timed before the run (after one untimed step that warms the kernels up)
+TIMED_STEPS = 3  # training steps timed before the run (after one untimed step that warms the kernels up)
 
 
 @dataclass
@@ -125,7 +126,7 @@ def time_steps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data:
     with torch.inference_mode():
         model(**{k: v[: min(eval_batch, len(data.dev))] for k, v in batch.items() if k != "labels"})
     per_batch = time.perf_counter() - began
-    step = sum(times[1:]) / TIMED_STEPS * recipe.gradient_accumulation
+    step = statistics.median(times[1:]) * recipe.gradient_accumulation  # the median: other work may stall one
     evaluation = per_batch * -(-len(data.dev) // eval_batch)
     return step, evaluation
 
@@ -179,8 +180,11 @@ def _compare(data: FinetuneData, plan: Plan, listener: Listener | None, on_estim
             zero_shots[family] = zero_shot(lm, plan.prompt, plan.verbalizer, data.dev)
     first_models: dict[str, tuple[Any, Any]] = {}
     estimates: dict[str, Estimate] = {}
-    if on_estimate is not None:  # a few steps of each family first, then the time of the whole run
-        for family, spec in plan.columns:
+    unfinished = [(family, spec) for family, spec in plan.columns
+                  if not plan.resume or any(finished_run(run_folder(plan.output, family, seed, plan.seeds)) is None
+                                            for seed in plan.seeds)]
+    if on_estimate is not None and unfinished:  # a few steps of each family first, then the time of the whole run
+        for family, spec in unfinished:
             model, tokenizer = new_classifier(family, spec, data, plan.recipes[family], plan.seeds[0], plan)
             estimates[family] = estimate(family, model, tokenizer, data, plan.recipes[family], plan)
             first_models[family] = (model, tokenizer)

@@ -114,6 +114,7 @@ def training_arguments(folder: Path, recipe: Recipe, seed: int, data: FinetuneDa
         dataloader_num_workers=0,
         dataloader_pin_memory=not on_cpu,  # pinned memory serves copies to a GPU only
         ddp_backend="gloo" if on_cpu and processes > 1 else None,
+        ddp_find_unused_parameters=False,  # every parameter that trains reaches the loss
     )
 
 
@@ -175,17 +176,24 @@ def curve_from_history(history: list[dict[str, Any]], recipe: Recipe, train_exam
 
 
 def last_checkpoint(folder: Path) -> Path | None:
-    """The newest checkpoint that was written whole (trainer_state.json is the last file Trainer writes)."""
+    """The newest checkpoint that was written whole: Trainer writes trainer_state.json after the weights, the
+    optimizer, the schedule and the random states, so a checkpoint whose state file reads whole is complete (a
+    process killed while writing one leaves it without, or with a torn one, and the one before it still there)."""
     if not folder.is_dir():
         return None
     found = []
     for entry in folder.iterdir():
-        if entry.is_dir() and entry.name.startswith("checkpoint-") and (entry / "trainer_state.json").is_file():
-            try:
-                found.append((int(entry.name.removeprefix("checkpoint-")), entry))
-            except ValueError:
-                continue
+        number = entry.name.removeprefix("checkpoint-")
+        if entry.is_dir() and entry.name.startswith("checkpoint-") and number.isdigit() and _whole_state(entry):
+            found.append((int(number), entry))
     return max(found)[1] if found else None
+
+
+def _whole_state(checkpoint: Path) -> bool:
+    try:
+        return "global_step" in json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def finished_run(folder: Path) -> Run | None:
