@@ -246,3 +246,25 @@ def test_readme_offline_snippet_saves_every_folder_its_command_uses(gpt_path, be
     result = run(*args)
     assert result.exit_code == 0, result.stderr
     assert "Scores" in result.stdout
+
+
+# ---- 12. a mistake in the text itself is refused before torch is imported -----------------------------------------
+
+TOO_MANY_MASKS = " ".join(["[MASK]"] * 33)
+
+
+@pytest.mark.parametrize("args", [
+    ("fill-mask", "no mask here"),
+    ("fill-mask", TOO_MANY_MASKS),
+    ("compare", TOO_MANY_MASKS),
+    ("compare", "  "),
+    ("lens", "the [MASK] and [MASK] ."),
+    ("generate", "  "),
+    ("context", "the duck", "--change", "zebra=dog"),
+], ids=lambda args: f"{args[0]}-{args[1][:12].strip() or 'empty'}")
+def test_a_usage_error_in_the_text_comes_before_any_heavy_import(args, models):
+    from tests.test_startup import modules_imported_by
+
+    assert modules_imported_by([*args, *models], ("torch", "transformers")) == []
+    result = run(*args, *models)
+    assert result.exit_code == 2 and "error:" in result.stderr and "hint:" in result.stderr

@@ -120,11 +120,14 @@ def compare(
     from gbcli.jobs.inputs import read_text
     from gbcli.render.comparison import comparison_view
     from gbcli.tasks.comparison import compare as compare_task
-    from gbcli.tasks.masking import check_fill_options
+    from gbcli.tasks.masking import MASK_PATTERN, check_fill_options
+    from gbcli.tasks.masking.masks import split_masks
 
     check_fill_options(top_k)
     families = choice.families()
     source = read_text(text)
+    if MASK_PATTERN.search(source):
+        split_masks(source)  # too many masks: said before any model (or torch) loads
     columns = choice.load(families)
     warn_unknown(columns, [source])
     with interrupt_exits_130():

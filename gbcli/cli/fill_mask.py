@@ -52,6 +52,7 @@ def fill_mask_command(
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.masking import fill_mask_view
     from gbcli.tasks.masking import DEFAULT_TOP_K, check_fill_options, fill_mask, parse_targets
+    from gbcli.tasks.masking.masks import split_masks
 
     if (text is None) == (file is None):
         raise usage_error("Give either a TEXT or --file, not both." if text is not None else "No text given.",
@@ -68,6 +69,7 @@ def fill_mask_command(
                         output=output, resume=resume, force=force, shown=shown_in_table)
         return
     source = read_text(text)
+    split_masks(source)  # no mask, or too many: said before any model (or torch) loads
     columns = choice.load(families)
     with interrupt_exits_130():
         result = fill_mask({lm.family: lm for lm in columns}, source, top_k, words)
