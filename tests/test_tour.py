@@ -217,6 +217,7 @@ def test_attention_figures_match_the_models_own_attention(tour_steps, gpt, bert)
 
 
 def test_readings_follow_the_figures(tour_steps):
+    assert_generation_reading_follows_its_judges(tour_steps[2])
     fill = tour_steps[3]["figures"]
     assert f"p {fill['bert_target_p']:.3f}" in tour_steps[3]["reading"][0]
     assert f"{fill['bert_target_p'] / fill['gpt_left_target_p']:.3g} times less" in tour_steps[3]["reading"][1]
@@ -245,11 +246,27 @@ def random_bert(tmp_path_factory, bert_path):
     return folder
 
 
+def assert_generation_reading_follows_its_judges(step: dict) -> None:
+    """Step 2's verdict and last sentence, from which text each judge finds the more likely."""
+    judges = step["figures"]
+    gpt_prefers = judges["gpt_judge"]["gpt_text"] < judges["gpt_judge"]["bert_text"]
+    bert_prefers = judges["bert_judge"]["gpt_text"] < judges["bert_judge"]["bert_text"]
+    said = step["reading"][-1]
+    if gpt_prefers and bert_prefers:
+        assert step["verdict"] == "agrees" and said.startswith("Both judges prefer GPT-2's text")
+    elif not gpt_prefers and not bert_prefers:
+        assert step["verdict"] == "contradicts" and said.startswith("Both judges prefer BERT's text")
+    else:
+        assert step["verdict"] == "unsettled"
+        assert said.startswith("Each judge prefers its own text" if gpt_prefers else "Each judge prefers the other")
+
+
 def test_a_model_that_contradicts_a_claim_is_said_to(gpt_path, random_bert):
-    result = run("tour", "--no-pause", "--steps", "3,5", "--gpt", str(gpt_path), "--bert", str(random_bert),
+    result = run("tour", "--no-pause", "--steps", "2,3,5", "--gpt", str(gpt_path), "--bert", str(random_bert),
                  "--json")
     assert result.exit_code == 0, result.stderr
-    fill, score = json_lines(result.stdout)
+    generation, fill, score = json_lines(result.stdout)
+    assert_generation_reading_follows_its_judges(generation)
     figures = fill["figures"]
     assert figures["bert_top"] != "duck" and figures["bert_target_p"] < figures["gpt_left_target_p"]
     assert fill["verdict"] == "contradicts"

@@ -22,6 +22,7 @@ VERDICT_WORDS = {
     "agrees": "these models bear the claim out",
     "contradicts": "these models contradict the claim",
     "mixed": "these models bear the claim out only in part",
+    "unsettled": "these numbers do not settle the claim",
 }
 
 
@@ -224,7 +225,7 @@ h2 { font-size: 1.2rem; margin: .2rem 0; }
 .claim { font-weight: 600; }
 .verdict { display: inline-block; padding: .1rem .5rem; border-radius: .3rem; font-size: .9rem; }
 .agrees { background: #e3f4e1; color: #145214; } .contradicts { background: #fbe1e1; color: #8a1111; }
-.mixed { background: #fdf3d6; color: #6b4e00; } .skipped, .failed { background: #eee; color: #444; }
+.mixed, .unsettled { background: #fdf3d6; color: #6b4e00; } .skipped, .failed { background: #eee; color: #444; }
 .figures { display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; margin: .6rem 0; }
 table { border-collapse: collapse; font-size: .9rem; margin: .4rem 0; }
 td, th { border: 1px solid #ccd; padding: .15rem .5rem; text-align: left; }

@@ -14,6 +14,7 @@ VERDICT_MARKS = {
     "agrees": ("✓ these models bear the claim out", "green"),
     "contradicts": ("✗ these models contradict the claim", "bold red"),
     "mixed": ("~ these models bear the claim out only in part", "yellow"),
+    "unsettled": ("? these numbers do not settle the claim", "yellow"),
 }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks.tour.learning import probe_figures, right_context_probe
-from gbcli.tasks.tour.results import Figures, Outcome, StepContext, agreement, lower, say_p, say_ppl
+from gbcli.tasks.tour.results import Figures, Outcome, StepContext, Verdict, agreement, lower, say_p, say_ppl
 
 # The tour's texts: the tiny test models were taught them, and pretrained GPT-2 and BERT know them as well.
 ATTENTION_TEXT = "the duck quacks in the park ."
@@ -127,11 +127,12 @@ def generation_step(models: dict[str, LoadedModel], context: StepContext) -> Out
                        "by word: filling blanks one after another is not how BERT learnt to write.")
     elif not gpt_prefers and not bert_prefers:
         reading.append("Both judges prefer BERT's text: these models do not bear the claim out.")
+    elif gpt_prefers:
+        reading.append("Each judge prefers its own text, so these numbers do not settle it: a model favours the "
+                       "words it chose itself.")
     else:
-        winner = "its own" if gpt_prefers and not bert_prefers else "the other's"
-        reading.append(f"Each judge prefers {winner} text, so these numbers settle nothing: each model favours "
-                       "the words it chose.")
-    verdict = agreement([gpt_prefers, bert_prefers])
+        reading.append("Each judge prefers the other model's text, so these numbers do not settle it.")
+    verdict: Verdict = agreement([gpt_prefers, bert_prefers]) if gpt_prefers == bert_prefers else "unsettled"
     return Outcome({"generate": generation, "score": judged}, figures, reading, verdict, then=[["score", *texts]])
 
 

@@ -12,7 +12,9 @@ from gbcli.loading.models import LoadedModel, LoadOptions
 from gbcli.tasks.labelled_data import LabelledData
 
 StepStatus = Literal["shown", "skipped", "failed"]
-Verdict = Literal["agrees", "contradicts", "mixed"]
+# mixed: some of the claim's parts hold and some do not; unsettled: the numbers cannot decide (each of two judges
+# prefers its own text, say).
+Verdict = Literal["agrees", "contradicts", "mixed", "unsettled"]
 Figures = dict[str, Any]
 DEFAULT_BUDGET = 60.0
 
