@@ -216,12 +216,37 @@ def test_attention_figures_match_the_models_own_attention(tour_steps, gpt, bert)
     assert tour_steps[1]["figures"]["bert"]["mean_later_share"] > 0.1
 
 
+def test_bart_figures_match_its_own_encoder_and_decoder_attention(tour_steps, bart):
+    import torch
+
+    from gbcli.tasks.tour import ATTENTION_TEXT
+
+    tokenizer, model = bart
+    model.set_attn_implementation("eager")
+    ids = tokenizer(ATTENTION_TEXT, return_tensors="pt")["input_ids"]
+    decoder_ids = torch.cat([torch.tensor([[model.config.decoder_start_token_id]]), ids[:, :-1]], dim=1)
+    with torch.no_grad():
+        out = model(input_ids=ids, decoder_input_ids=decoder_ids, output_attentions=True)
+    figures = tour_steps[8]["figures"]
+    for name, attentions in (("encoder", out.encoder_attentions), ("decoder", out.decoder_attentions)):
+        weights = torch.stack([a[0] for a in attentions])
+        upper = torch.triu(torch.ones(weights.shape[-2:], dtype=torch.bool), diagonal=1)
+        assert figures[name]["max_later_weight"] == pytest.approx(weights[..., upper].max().item(), abs=1e-6)
+        assert figures[name]["mean_later_share"] == pytest.approx((weights * upper).sum(-1)[..., :-1].mean().item(),
+                                                                 abs=1e-5)
+    assert figures["decoder"]["max_later_weight"] == 0.0 and figures["encoder"]["mean_later_share"] > 0.1
+
+
 def test_readings_follow_the_figures(tour_steps):
     assert_generation_reading_follows_its_judges(tour_steps[2])
     fill = tour_steps[3]["figures"]
     assert f"p {fill['bert_target_p']:.3f}" in tour_steps[3]["reading"][0]
     assert f"{fill['bert_target_p'] / fill['gpt_left_target_p']:.3g} times less" in tour_steps[3]["reading"][1]
     context = tour_steps[4]["figures"]
+    for shift in tour_steps[4]["results"]["context"]["shifts"]:  # counted again from the command's own rows
+        before = [p for p in shift["positions"] if p["region"] == "before"]
+        moved = [p for p in before if any(v for v in p["relative_l2"])]
+        assert (context[shift["family"]]["before"], context[shift["family"]]["moved"]) == (len(before), len(moved))
     assert context["gpt"]["moved"] == 0 and context["bert"]["moved"] == context["bert"]["before"] > 0
     assert f"none of GPT-2's {context['gpt']['before']} states" in tour_steps[4]["reading"][0]
     score = tour_steps[5]["figures"]
