@@ -510,3 +510,6 @@ def test_tour_is_listed_and_its_help_names_the_options():
     for option in ("--steps", "--no-pause", "--budget", "--html", "--markdown", "--json", "--gpt"):
         assert option in result.stdout
     assert re.search(r"\btour\b", run("--help").stdout)
+    from gbcli.tasks.tour import DEFAULT_BUDGET
+
+    assert f"[default: {DEFAULT_BUDGET}]" in " ".join(result.stdout.split())  # the option's default is the tour's

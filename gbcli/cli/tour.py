@@ -32,7 +32,7 @@ def tour(
     budget: Annotated[
         float, typer.Option("--budget", help="Seconds a slow step (fine-tuning) may take; one estimated to take "
                             "longer is skipped with its estimate.")
-    ] = 60.0,
+    ] = 60.0,  # gbcli.tasks.tour.DEFAULT_BUDGET (not imported here: --help stays light)
     html: Annotated[
         str | None, typer.Option("--html", help="Also write the tour as one self-contained HTML page (a handout: "
                                  "figures embedded, nothing fetched).", show_default=False)

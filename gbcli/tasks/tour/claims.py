@@ -22,7 +22,6 @@ CHANGE = "quacks=barks"
 SCRAMBLED = "the park quacks in the duck ."
 SPAN_TEXT = "the [MASK] in the park ."
 SPAN_TOP_K = 3
-DEFAULT_BUDGET = 60.0
 
 
 # ---------------------------------------------------------------------------------------------------------------

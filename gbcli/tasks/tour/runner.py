@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from gbcli.errors import GbcliError, usage_error
@@ -114,15 +114,6 @@ def check_budget(budget: float) -> float:
     return budget
 
 
-def needed_families(settings: TourSettings) -> list[str]:
-    """The model families the chosen steps need, in tour order."""
-    families: list[str] = []
-    for spec in STEPS:
-        if spec.number in settings.steps:
-            families += [f for f in spec.needs if f not in families]
-    return families
-
-
 Loader = Callable[[str], LoadedModel]  # a family's model, loaded; raises GbcliError when it cannot be had
 
 
@@ -165,13 +156,6 @@ def run_step(spec: StepSpec, settings: TourSettings, pool: ModelPool, reason: st
         _run_step(spec, step, {f: pool.loaded[f] for f in spec.needs}, StepContext(settings, pool.memo))
     step.seconds = time.perf_counter() - started
     return step
-
-
-def run_tour(settings: TourSettings, load: Loader, chosen: list[str]) -> Iterator[TourStep]:
-    """Each chosen step in turn, yielded as soon as it is done; `chosen` are the families the user allows."""
-    pool = ModelPool(load, chosen)
-    for spec in chosen_steps(settings):
-        yield run_step(spec, settings, pool, pool.prepare(spec))
 
 
 def _run_step(spec: StepSpec, step: TourStep, models: dict[str, LoadedModel], context: StepContext) -> None:
