@@ -13,7 +13,7 @@ from gbcli.cli.reporting import handle_errors, interrupt_exits_130
 from gbcli.errors import GbcliError
 
 if TYPE_CHECKING:
-    from gbcli.tasks.tour import ModelFlags, TourStep
+    from gbcli.tasks.tour import ModelFlags, ModelPool, StepSpec, TourSettings, TourStep
 
 TOUR_FAMILIES = "gpt,bert,bart"  # the tour's default --models: step 8 is BART's
 
@@ -54,18 +54,10 @@ def tour(
     on, q to stop). Without --models it uses all three families (BART for step 8).
     """
     from gbcli.jobs.builtin_tasks import builtin_task
-    from gbcli.render.common import print_json, stdout_console
+    from gbcli.render.common import stdout_console
     from gbcli.render.handout import check_handout_target
-    from gbcli.render.tour import closing_view, step_view
-    from gbcli.tasks.tour import (
-        LABELLED_TASKS,
-        ModelPool,
-        TourSettings,
-        check_budget,
-        chosen_steps,
-        parse_steps,
-        run_step,
-    )
+    from gbcli.render.tour import closing_view
+    from gbcli.tasks.tour import LABELLED_TASKS, ModelPool, TourSettings, check_budget, chosen_steps, parse_steps
 
     settings = TourSettings(steps=parse_steps(steps), budget=check_budget(budget), model_flags=_model_flags(choice),
                             load=choice.load_options(), labelled={name: builtin_task(name) for name in LABELLED_TASKS})
@@ -79,11 +71,27 @@ def tour(
     families = choice.families()
     options = choice.load_options()
     pool = ModelPool(lambda family: _load(choice, family, options), families)
-    console = stdout_console()
     pausing = not (no_pause or json_output) and sys.stdin.isatty() and sys.stdout.isatty()
+    shown, stopped = _walk(chosen_steps(settings), settings, pool, json_output=json_output, pausing=pausing)
+    for target in targets:
+        target.write(shown)
+    if not json_output:
+        console = stdout_console()
+        console.print(closing_view(shown, stopped))
+        for target in targets:
+            console.print(f"wrote {target.path}", style="dim")
+    _refuse_an_empty_or_failed_tour(shown, pool)
+
+
+def _walk(specs: list[StepSpec], settings: TourSettings, pool: ModelPool, *, json_output: bool,
+          pausing: bool) -> tuple[list[TourStep], bool]:
+    """Each step as soon as it is done (a JSON Lines record, or its view), waiting between steps when `pausing`;
+    the steps shown, and whether the user stopped the tour."""
+    from gbcli.render.common import print_json, stdout_console
+    from gbcli.render.tour import step_view
+    from gbcli.tasks.tour import run_step
+
     shown: list[TourStep] = []
-    stopped = False
-    specs = chosen_steps(settings)
     for position, spec in enumerate(specs):
         reason = pool.prepare(spec)  # loading stays outside interrupt_exits_130 (see gbcli.entry)
         with interrupt_exits_130():
@@ -92,17 +100,15 @@ def tour(
         if json_output:
             print_json(step, lines=True)
         else:
-            console.print(step_view(step))
-            console.print()
+            stdout_console().print(step_view(step))
+            stdout_console().print()
         if pausing and position < len(specs) - 1 and not _go_on():
-            stopped = True
-            break
-    for target in targets:
-        target.write(shown)
-    if not json_output:
-        console.print(closing_view(shown, stopped))
-        for target in targets:
-            console.print(f"wrote {target.path}", style="dim")
+            return shown, True
+    return shown, False
+
+
+def _refuse_an_empty_or_failed_tour(shown: list[TourStep], pool: ModelPool) -> None:
+    """Exit 1 when no model could be had at all, or when a step failed (after the others were shown)."""
     if shown and pool.missing and all(step.status == "skipped" for step in shown):
         raise GbcliError("No step of the tour could be shown: " + "; ".join(pool.missing.values()),
                          "Give models that can be had: --gpt, --bert and --bart take a hub id or a local folder.")
