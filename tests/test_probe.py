@@ -146,9 +146,9 @@ def test_majority_baseline_and_random_init_and_control_task_are_reported(tmp_pat
 
 def test_bart_rows_are_its_encoder_and_decoder(tmp_path, bart_path):
     data = write_jsonl(tmp_path / "fly.jsonl", animal_rows(word_level=True))
-    result = run_json("probe", data, "--models", "bart", "--bart", str(bart_path), "--seeds", "1",
-                      "--control", "none")
-    assert [row["title"] for row in result["rows"]] == ["BART enc", "BART dec"]
+    result = run_json("probe", data, "--models", "bart", "--bart", str(bart_path), "--seeds", "1")
+    assert [row["title"] for row in result["rows"]] == ["BART enc", "BART dec", "BART enc (random init)",
+                                                        "BART dec (random init)"]
 
 
 def test_pairs_are_read_as_each_family_reads_a_pair(tmp_path, gpt_path, bert_path):

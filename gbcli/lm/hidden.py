@@ -162,7 +162,8 @@ def _decoder_start_id(lm: LoadedModel) -> int:
     """The token BART's decoder starts from (</s>), as generation and the training loss use it."""
     from gbcli.errors import GbcliError
 
-    for source in (lm.model.generation_config, lm.model.config):
+    # A bare BartModel (the random-init control) has no generation config; its config holds the id too.
+    for source in (getattr(lm.model, "generation_config", None), lm.model.config):
         value = getattr(source, "decoder_start_token_id", None)
         if isinstance(value, int):
             return value
