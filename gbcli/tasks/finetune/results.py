@@ -33,6 +33,7 @@ class Run:
     train_seconds: float
     examples_per_second: float
     peak_memory_mb: float | None  # CUDA: the allocator's peak; CPU: the process's peak resident memory
+    epoch_memory_mb: list[float | None] = field(default_factory=list)  # in use at each epoch's end (this session)
     architecture: str = ""  # the classification class trained, e.g. GPT2ForSequenceClassification
     parameters: int = 0
     trained_parameters: int = 0  # those left to train by --freeze-below (all of them without it)

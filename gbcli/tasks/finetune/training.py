@@ -128,6 +128,7 @@ class CurveListener:
         self.recipe = recipe
         self.train_examples = train_examples
         self.last_loss: float | None = None
+        self.epoch_memory_mb: list[float | None] = []  # memory in use at the end of each epoch (of this process)
         outer = self
 
         class Callback(TrainerCallback):
@@ -142,6 +143,9 @@ class CurveListener:
             def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
                 if state.is_world_process_zero and metrics:
                     outer.listener.evaluated(outer.point(state.global_step, metrics, outer.last_loss))
+
+            def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                outer.epoch_memory_mb.append(_round(memory_now_mb(args.device)))
 
         self.callback = Callback()
 
@@ -206,6 +210,19 @@ def finished_run(folder: Path) -> Run | None:
     return Run(points=points, **{**stored, "reused": True})
 
 
+def memory_now_mb(device: Any) -> float | None:
+    """Memory in use now: CUDA's allocated tensors, else the process's resident set (Linux)."""
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def peak_memory_mb(device: Any) -> float | None:
     import torch
 
@@ -260,7 +277,8 @@ def train_run(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: 
     run = Run(seed=seed, folder=str(folder), points=points, final_accuracy=points[-1].accuracy,
               train_seconds=round(seconds, 3),
               examples_per_second=round(output.metrics.get("train_samples_per_second", 0.0), 3),
-              peak_memory_mb=_round(peak_memory_mb(arguments.device)), architecture=type(model).__name__,
+              peak_memory_mb=_round(peak_memory_mb(arguments.device)), epoch_memory_mb=curve.epoch_memory_mb,
+              architecture=type(model).__name__,
               parameters=sum(p.numel() for p in model.parameters()),
               trained_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
               resumed_from=checkpoint.name if checkpoint is not None else None)
