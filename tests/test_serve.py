@@ -504,3 +504,16 @@ def test_the_build_id_changes_with_any_byte_of_the_source(tmp_path, monkeypatch)
     finally:
         monkeypatch.undo()
         protocol.build_id.cache_clear()
+
+
+def test_a_long_scores_progress_reaches_a_terminal_client(server, models, bert_path):
+    """The bar of a long PLL score is drawn on the server for the client's terminal (issue 32)."""
+    from transformers import AutoTokenizer
+
+    text = " ".join(["the duck quacks in the park ."] * 6)
+    copies = len(AutoTokenizer.from_pretrained(bert_path)(text, add_special_tokens=False)["input_ids"])
+    before = server.served()
+    warm = server.client("score", text, *models, env={"TTY_COMPATIBLE": "1", "NO_COLOR": ""})
+    assert server.served() == before + 1 and warm.returncode == 0, warm.stderr.decode()
+    shown = warm.stderr.decode()
+    assert "BERT masked copies" in shown and f"{copies}/{copies}" in shown

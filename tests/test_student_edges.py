@@ -268,3 +268,36 @@ def test_a_usage_error_in_the_text_comes_before_any_heavy_import(args, models):
     assert modules_imported_by([*args, *models], ("torch", "transformers")) == []
     result = run(*args, *models)
     assert result.exit_code == 2 and "error:" in result.stderr and "hint:" in result.stderr
+
+
+# ---- 13. tokenize reads the tokenizers alone: no weights, no torch ------------------------------------------------
+
+
+def test_tokenize_loads_no_model_and_imports_no_torch(models, gpt_path, bert_path):
+    from tests.test_startup import modules_imported_by
+
+    assert modules_imported_by(["tokenize", "the duck quacks .", *models], ("torch",)) == []
+    doc = json.loads(run("tokenize", "the duck quacks .", "--json", *models).stdout)
+    for family, path in (("gpt", gpt_path), ("bert", bert_path)):
+        expected = AutoTokenizer.from_pretrained(path)("the duck quacks .")["input_ids"]
+        (column,) = [c for c in doc["columns"] if c["family"] == family]
+        assert [p["id"] for p in column["pieces"]] == expected
+
+
+# ---- 14. a long score shows its masked copies as they are done, here and through the server ----------------------
+
+LONG_TEXT = " ".join(["the duck quacks in the park ."] * 6)
+
+
+def bert_tokens(bert_path, text: str) -> int:
+    return len(AutoTokenizer.from_pretrained(bert_path)(text, add_special_tokens=False)["input_ids"])
+
+
+def test_a_long_score_counts_its_masked_copies_on_a_terminal(models, bert_path):
+    result = run("score", LONG_TEXT, *models, env={"TTY_COMPATIBLE": "1", "NO_COLOR": ""})
+    assert result.exit_code == 0, result.stderr
+    copies = bert_tokens(bert_path, LONG_TEXT)
+    assert "BERT masked copies" in result.stderr and f"{copies}/{copies}" in result.stderr
+    assert "GPT windows" in result.stderr
+    piped = run("score", LONG_TEXT, *models)  # no terminal: no bar at all
+    assert "masked copies" not in piped.stderr

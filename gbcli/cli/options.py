@@ -18,7 +18,7 @@ import typer
 
 from gbcli.cli.reporting import print_warnings, stderr_console
 from gbcli.errors import usage_error
-from gbcli.loading.models import FAMILIES, FAMILY_INFO, Family, LoadedModel, LoadOptions
+from gbcli.loading.models import FAMILIES, FAMILY_INFO, Family, LoadedModel, LoadedTokenizer, LoadOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -156,6 +156,14 @@ class ModelChoice:
              need_head: bool = True) -> list[LoadedModel]:
         """The chosen models, loaded once each (with these load options, else the typed ones)."""
         return load_columns(families, self.specs, options or self.load_options(), need_head=need_head)
+
+    def load_tokenizers(self, families: list[Family]) -> list[LoadedTokenizer]:
+        """The chosen models' tokenizers alone, each once per process."""
+        from gbcli.loading.models import load_tokenizer
+
+        options = self.load_options()
+        return [load_tokenizer(family, spec, options) for family, spec in requested_columns(families, self.specs,
+                                                                                               options)]
 
 
 def _model_parameters(columns: bool) -> list[inspect.Parameter]:
