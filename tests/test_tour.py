@@ -32,6 +32,14 @@ def json_lines(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def states_cache(tmp_path_factory):
+    """The tour keeps the probe's states where `gbcli probe` does: here, a folder of this module's own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GBCLI_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def every_model(gpt_path, bert_path, bart_path) -> list[str]:
     return ["--gpt", str(gpt_path), "--bert", str(bert_path), "--bart", str(bart_path)]
@@ -124,10 +132,15 @@ def test_fill_mask_context_and_score_steps_are_their_commands(tour_steps):
 
 
 def test_probe_and_similarity_steps_are_their_commands(tour_steps, tmp_path):
-    cache = {"GBCLI_CACHE_DIR": str(tmp_path / "states")}  # the command caches states; the tour keeps none
     for number in (4, 6):
-        (document,) = command_json(tour_steps[number]["commands"][1 if number == 4 else 0], env=cache)
+        # Once from the states the tour stored in the cache, once computed afresh in another cache.
+        (cached,) = command_json(tour_steps[number]["commands"][1 if number == 4 else 0])
+        assert cached["cache"] == {"GPT": "hit", "BERT": "hit"}
+        (document,) = command_json(tour_steps[number]["commands"][1 if number == 4 else 0],
+                                   env={"GBCLI_CACHE_DIR": str(tmp_path / f"fresh-{number}")})
+        assert document["cache"] == {"GPT": "stored", "BERT": "stored"}
         assert without(tour_steps[number]["results"]["probe"], "cache") == without(document, "cache")
+        assert without(cached, "cache") == without(document, "cache")
         rows = {row["family"]: row for row in document["rows"]}
         for family in ("gpt", "bert"):
             figures = tour_steps[number]["figures"]["probe"][family]

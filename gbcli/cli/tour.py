@@ -60,7 +60,8 @@ def tour(
     from gbcli.tasks.tour import LABELLED_TASKS, ModelPool, TourSettings, check_budget, chosen_steps, parse_steps
 
     settings = TourSettings(steps=parse_steps(steps), budget=check_budget(budget), model_flags=_model_flags(choice),
-                            load=choice.load_options(), labelled={name: builtin_task(name) for name in LABELLED_TASKS})
+                            load=choice.load_options(), labelled={name: builtin_task(name) for name in LABELLED_TASKS},
+                            probe_states=_cached_probe_states)
     targets = [check_handout_target(path, force, option) for path, option in ((html, "--html"),
                                                                             (markdown, "--markdown"))
                if path is not None]
@@ -148,6 +149,20 @@ def _load(choice: ModelChoice, family: str, options):
 
     [(family_, spec)] = requested_columns([family], choice.specs, options)  # type: ignore[list-item]
     return load_column(family_, spec, options)
+
+
+def _cached_probe_states(lm, inputs, random_init: bool):
+    """The probe's states as `gbcli probe` reads them: from its on-disk cache when there, else computed (with a
+    bar, as the probe command shows) and stored, so that the step's deeper command reads them back at once."""
+    from gbcli.jobs.state_cache import cached_states
+    from gbcli.lm.hidden import RANDOM_INIT_SEED, stack_names
+    from gbcli.render.progress import line_progress
+    from gbcli.tasks.probe import row_title
+
+    with line_progress(len(inputs), f"states {row_title(lm, '', random_init)}", rate_unit="texts") as advance:
+        arrays, _ = cached_states(lm, inputs, stack_names(lm), RANDOM_INIT_SEED if random_init else None,
+                                  use_cache=True, on_batch=advance)
+    return arrays
 
 
 def _go_on() -> bool:

@@ -25,7 +25,8 @@ def right_context_probe(models: dict[str, LoadedModel], context: StepContext) ->
     if RIGHT_CONTEXT_TASK not in context.memo:
         data = context.settings.labelled[RIGHT_CONTEXT_TASK]
         context.memo[RIGHT_CONTEXT_TASK] = probe([models["gpt"], models["bert"]], data,
-                                                 ProbeOptions(seeds=1, control="none"))
+                                                 ProbeOptions(seeds=1, control="none"),
+                                                 states=context.settings.probe_states)
     return context.memo[RIGHT_CONTEXT_TASK]
 
 

@@ -82,6 +82,9 @@ class TourSettings:
     # The built-in labelled tasks the probe and fine-tuning steps learn from, by name (the command reads them:
     # `gbcli.jobs.builtin_tasks`, which a task does not import).
     labelled: dict[str, LabelledData] = field(default_factory=dict)
+    # The probe's states(lm, inputs, random_init), as `gbcli probe` reads them (its on-disk cache, a bar while they
+    # are computed); None: computed in memory.
+    probe_states: Callable[..., Any] | None = None
 
 
 def say_p(value: float | None) -> str:
