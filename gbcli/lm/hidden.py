@@ -36,7 +36,10 @@ if TYPE_CHECKING:
 Pool = Literal["mean", "first", "last"]
 POOLS: tuple[Pool, ...] = ("mean", "first", "last")
 RANDOM_INIT_SEED = 0  # the control's weights: the same on every run, so that they can be cached
-DEFAULT_BATCH_TOKENS = 4096  # padded tokens per forward pass: all layers' states of a batch stay well under 1 GB
+# Padded tokens per forward pass. On a CPU small batches win: every layer's states of the batch are kept, and a
+# batch whose activations outgrow the caches runs slower per token (benchmarks/probe_rows.py); a GPU wants more.
+CPU_BATCH_TOKENS = 512
+GPU_BATCH_TOKENS = 8192
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,11 @@ def encode_inputs(lm: LoadedModel, items: Sequence[TextItem], pool: Pool) -> lis
     return encoded
 
 
-def pooled_states(lm: LoadedModel, inputs: Sequence[EncodedInput], *,
-                  max_tokens: int = DEFAULT_BATCH_TOKENS,
+def batch_tokens(lm: LoadedModel) -> int:
+    return CPU_BATCH_TOKENS if lm.device.type == "cpu" else GPU_BATCH_TOKENS
+
+
+def pooled_states(lm: LoadedModel, inputs: Sequence[EncodedInput], *, max_tokens: int | None = None,
                   on_batch: Callable[[int], None] | None = None) -> Iterator[tuple[list[int], list[np.ndarray]]]:
     """(indices, one float32 array [rows, layers, hidden] per stack) batch after batch, longest texts first.
 
@@ -117,7 +123,7 @@ def pooled_states(lm: LoadedModel, inputs: Sequence[EncodedInput], *,
     start_id = _decoder_start_id(lm) if seq2seq else None
     pad = lm.pad_id
     lengths = [len(item.ids) for item in inputs]
-    for group in cut_batches(lengths, max_tokens=max_tokens):
+    for group in cut_batches(lengths, max_tokens=max_tokens or batch_tokens(lm)):
         width = max(lengths[i] for i in group)
         ids = torch.full((len(group), width), pad, dtype=torch.long)
         mask = torch.zeros((len(group), width), dtype=torch.long)
