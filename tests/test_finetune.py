@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import assert_user_error, gbcli_executable, run, run_json
+from tests.cli_helpers import TRACEBACK, assert_user_error, gbcli_executable, run, run_json
 from tests.fixtures.tiny_models import ANIMAL_SOUNDS
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -388,3 +389,54 @@ def test_finetune_is_never_sent_to_a_warm_server():
 
     assert not wants_server(["finetune", "--task", "agreement"])
     assert wants_server(["tokenize", "hello"])  # the rule that finetune is an exception to
+
+
+def _on_a_terminal(args: list[str], *, interrupt_when: Path | None = None) -> tuple[int, list[str]]:
+    """Run gbcli on an 80-column pseudo-terminal; with `interrupt_when`, type Ctrl-C once that path exists.
+    The exit code and every line the user can scroll back to."""
+    import pty
+
+    import pyte
+
+    from tests.cli_helpers import read_terminal_until
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(COLUMNS="80", LINES="24", GBCLI_NO_SERVER="1", TERM="xterm-256color", OMP_NUM_THREADS="1")
+        os.environ.pop("NO_COLOR", None)
+        os.execv(gbcli_executable(), ["gbcli", *args])
+    output, deadline = b"", time.monotonic() + 180
+    while time.monotonic() < deadline:
+        output += read_terminal_until(fd, b"\x00", 0.1)
+        if interrupt_when is not None and list(interrupt_when.parent.glob(interrupt_when.name)):
+            os.write(fd, b"\x03")
+            interrupt_when = None
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            output += read_terminal_until(fd, b"\x00", 0.5)
+            break
+    screen = pyte.HistoryScreen(80, 24, history=10_000)
+    pyte.ByteStream(screen).feed(output)
+    lines = ["".join(line[i].data for i in sorted(line)).rstrip() for line in screen.history.top]
+    return os.waitstatus_to_exitcode(status), lines + [line.rstrip() for line in screen.display]
+
+
+def test_live_progress_then_ctrl_c_then_resume(tmp_path, task_files, gpt_path):
+    """On a terminal: one bar per run with step, loss, dev accuracy and time left. Ctrl-C after a checkpoint ends
+    with exit 130 and says how to go on; --resume then finishes from that checkpoint."""
+    train, dev = task_files
+    args = ["finetune", str(train), "--dev", str(dev), "--models", "gpt", "--gpt", str(gpt_path), *RECIPE,
+            "--epochs", "2", "--device", "cpu"]
+    code, lines = _on_a_terminal([*args, "-o", str(tmp_path / "whole")])
+    assert code == 0
+    (bar,) = {line for line in lines if line.startswith("GPT seed 42") and "16/16" in line}
+    (row,) = [line for line in lines if line.lstrip().startswith("GPT gpt")]
+    final = row.split()[2]
+    assert re.search(rf"16/16 loss \d\.\d{{3}} dev {re.escape(final)} 0:00:00", bar), bar
+    code, lines = _on_a_terminal([*args, "--save-every", "2", "-o", str(tmp_path / "cut")],
+                                 interrupt_when=tmp_path / "cut/gpt/checkpoint-*")
+    shown = "\n".join(lines)
+    assert code == 130 and TRACEBACK not in shown and "interrupted" in shown and "--resume" in shown
+    resumed = run_json(*args, "--save-every", "2", "-o", str(tmp_path / "cut"), "--resume")
+    (after,) = family(resumed, "gpt")["runs"]
+    assert after["resumed_from"] is not None and after["points"][-1]["step"] == 16

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,6 +13,11 @@ from gbcli.cli.options import JsonOption, ModelChoice, model_options
 from gbcli.cli.reporting import handle_errors, interrupt_exits_130
 from gbcli.errors import GbcliError, usage_error
 from gbcli.jobs.builtin_tasks import BUILTIN_TASKS
+
+if TYPE_CHECKING:
+    from gbcli.tasks.finetune.comparison import Plan
+    from gbcli.tasks.finetune.data import FinetuneData
+    from gbcli.tasks.finetune.results import FinetuneResult
 
 TASKS = ", ".join(BUILTIN_TASKS)
 TRAIN_HINT = "Install the train extra: pip install 'gbcli[train]' (Trainer needs accelerate)."
@@ -181,54 +186,61 @@ def finetune(
     train, dev_examples, name = read_data(file, dev, task, file_format, text_field, label_field)
     data = prepare(train, dev_examples, name, max_train_samples=max_train_samples)
     words = parse_verbalizer(verbalizer, data.labels) if verbalizer is not None else None
-    run = _run(choice, families, options, data, recipes, [seed + i for i in range(seeds)], Path(output_dir),
-               resume=resume, force=force, fraction=fraction, value=value, prompt=prompt, words=words,
-               estimate=estimate, json_output=json_output)
-    if run is None:  # a worker process of a distributed run: the main process reports
+    from gbcli.cli.options import requested_columns
+    from gbcli.tasks.finetune.comparison import Plan
+
+    plan = Plan(requested_columns(families, choice.specs, options), recipes, [seed + i for i in range(seeds)],
+                Path(output_dir), device=options.device, dtype=options.dtype, revision=options.revision,
+                offline=options.offline, resume=resume, threshold_fraction=fraction, threshold_value=value,
+                prompt=prompt, verbalizer=words)
+    result = _train(choice, data, plan, force=force, estimate=estimate)
+    if result is None:  # a worker process of a distributed run: the main process reports
         return
     if png_target is not None:
         from gbcli.render.export import write_atomically
         from gbcli.render.finetune import write_curves_png
 
-        write_atomically(png_target, lambda handle: write_curves_png(handle, run))
+        write_atomically(png_target, lambda handle: write_curves_png(handle, result))
     from gbcli.cli.reporting import show
     from gbcli.render.finetune import finetune_view
 
-    show(run, json_output, finetune_view)
+    show(result, json_output, finetune_view)
 
 
-def _run(choice: ModelChoice, families: list, options, data, recipes, seed_list, output: Path, *, resume, force,
-         fraction, value, prompt, words, estimate, json_output):
-    from gbcli.cli.options import requested_columns
+def _train(choice: ModelChoice, data: FinetuneData, plan: Plan, *, force: bool,
+           estimate: bool | None) -> FinetuneResult | None:
+    """Check the output folder and the checkpoints, then train with progress on stderr; the result on the main
+    process (None on torchrun's other processes)."""
+    from gbcli.loading.models import release_model
     from gbcli.render.common import animated, stderr_console
     from gbcli.render.finetune import estimate_text, training_progress
-    from gbcli.tasks.finetune.comparison import Plan, compare_finetuning
+    from gbcli.tasks.finetune.comparison import compare_finetuning
     from gbcli.tasks.finetune.run_folder import check_output
 
     rank = int(os.environ.get("RANK", "0"))
-    columns = requested_columns(families, choice.specs, options)
-    plan = Plan(columns, recipes, seed_list, output, device=options.device, dtype=options.dtype,
-                revision=options.revision, offline=options.offline, resume=resume, threshold_fraction=fraction,
-                threshold_value=value, prompt=prompt, verbalizer=words)
     if rank == 0:
-        check_output(output, plan.manifest(data), resume=resume, force=force)
+        check_output(plan.output, plan.manifest(data), resume=plan.resume, force=force)
     # The gbcli loader checks each checkpoint against its flag (a BERT given to --gpt is refused) and serves the
     # zero-shot point; the classifiers are then built from the same files.
-    language_models = choice.load(families, options, need_head=prompt is not None)
-    if prompt is not None:
+    families = [family for family, _ in plan.columns]
+    language_models = choice.load(families, need_head=plan.prompt is not None)  # type: ignore[arg-type]
+    if plan.prompt is not None:
         plan.language_models = {lm.family: lm for lm in language_models}
+    else:
+        for lm in language_models:  # checked; its memory is the classifiers' now
+            release_model(lm)
     console = stderr_console()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if estimate is None:
-        estimate = options.device == "cpu" or (options.device == "auto" and not _accelerator())
+        estimate = plan.device == "cpu" or (plan.device == "auto" and not _accelerator())
     on_estimate = (lambda found: console.print(estimate_text(found))) if estimate and not distributed else None
     with interrupt_exits_130():
         try:
             with training_progress(console, animated(console) and rank == 0) as listener:
                 result = compare_finetuning(data, plan, listener if rank == 0 else None, on_estimate)
         except KeyboardInterrupt:
-            console.print(f"[dim]hint:[/] the last checkpoints are in {output}/: run the same command with --resume "
-                          "to go on from them.")
+            console.print(f"[dim]hint:[/] the last checkpoints are in {plan.output}/: run the same command with "
+                          "--resume to go on from them.")
             raise
     return result if rank == 0 else None
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gbcli.loading.models import FAMILY_INFO, LoadedModel, family_title
+from gbcli.loading.models import FAMILY_INFO, LoadedModel, family_title, release_model
 from gbcli.tasks.finetune.classifier import freeze_below, load_classifier, prepare_tokenizer
 from gbcli.tasks.finetune.data import FinetuneData, encode
 from gbcli.tasks.finetune.recipe import Recipe
@@ -178,6 +178,7 @@ def _compare(data: FinetuneData, plan: Plan, listener: Listener | None, on_estim
     if plan.prompt is not None and plan.verbalizer is not None:
         for family, lm in plan.language_models.items():
             zero_shots[family] = zero_shot(lm, plan.prompt, plan.verbalizer, data.dev)
+            release_model(lm)  # before training: the classifier's weights take its place
     first_models: dict[str, tuple[Any, Any]] = {}
     estimates: dict[str, Estimate] = {}
     unfinished = [(family, spec) for family, spec in plan.columns
