@@ -301,3 +301,100 @@ def test_a_long_score_counts_its_masked_copies_on_a_terminal(models, bert_path):
     assert "GPT windows" in result.stderr
     piped = run("score", LONG_TEXT, *models)  # no terminal: no bar at all
     assert "masked copies" not in piped.stderr
+
+
+# ---- 15. the cold spinner says the wait is the imports, then names the model --------------------------------------
+
+
+def test_the_cold_spinner_names_the_imports_before_the_model(gpt_path):
+    from tests.cli_helpers import run_installed
+
+    completed = run_installed("score", "the duck quacks .", "--models", "gpt", "--gpt", str(gpt_path),
+                              env={"TTY_COMPATIBLE": "1", "NO_COLOR": "", "GBCLI_NO_SERVER": "1"})
+    assert completed.returncode == 0, completed.stderr.decode()
+    shown = completed.stderr.decode()
+    importing, loading = shown.find("Importing torch and transformers (once per process)"), shown.find("Loading GPT")
+    assert 0 <= importing < loading, shown
+
+
+def test_generates_live_view_names_the_imports_before_the_model(gpt_path):
+    from tests.cli_helpers import run_installed
+
+    completed = run_installed("generate", "the duck", "--max-new-tokens", "2", "--models", "gpt", "--gpt",
+                              str(gpt_path), env={"TTY_COMPATIBLE": "1", "NO_COLOR": "", "GBCLI_NO_SERVER": "1"})
+    assert completed.returncode == 0, completed.stderr.decode()
+    shown = completed.stdout.decode()
+    importing, loading = shown.find("importing torch and transformers (once per process)"), shown.find("loading gpt")
+    assert 0 <= importing < loading, shown
+
+
+# ---- 16. -n samples one sequence after the other: each streams, and Ctrl-C keeps the ones written ----------------
+
+
+def test_the_first_of_several_samples_is_the_one_sample_of_the_same_seed(models):
+    one = json.loads(run("generate", "once upon a time", "--seed", "5", "--max-new-tokens", "6", "--models", "gpt",
+                         "--json", *models).stdout)
+    three = json.loads(run("generate", "once upon a time", "--seed", "5", "--max-new-tokens", "6", "-n", "3",
+                           "--models", "gpt", "--json", *models).stdout)
+    first = [t["id"] for t in one["columns"][0]["continuations"][0]["tokens"]]
+    sequences = [[t["id"] for t in c["tokens"]] for c in three["columns"][0]["continuations"]]
+    assert len(sequences) == 3 and sequences[0] == first
+    again = json.loads(run("generate", "once upon a time", "--seed", "5", "--max-new-tokens", "6", "-n", "3",
+                           "--models", "gpt", "--json", *models).stdout)
+    assert again["columns"][0]["continuations"] == three["columns"][0]["continuations"]
+
+
+def test_ctrl_c_during_many_samples_keeps_the_ones_written(long_context_gpt):
+    import os
+    import signal
+    import subprocess
+
+    from tests.cli_helpers import TRACEBACK, gbcli_executable
+    from tests.test_signals import _wait_for_cpu_seconds
+
+    process = subprocess.Popen(
+        [gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt", str(long_context_gpt),
+         "--max-new-tokens", "24", "-n", "64", "--seed", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1", "GBCLI_NO_SERVER": "1", "OMP_NUM_THREADS": "1"},
+    )
+    _wait_for_cpu_seconds(process.pid, 14, timeout=240)  # start-up is ~5 CPU seconds: well into the samples
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr.decode()
+    lines = stdout.decode().splitlines()
+    whole = [line for line in lines if " (whole): once upon a time" in line]
+    cut = [line for line in lines if " (interrupted): once upon a time" in line]
+    assert len(whole) >= 1 and len(cut) == 1, lines
+    assert whole[0].startswith("GPT · ") and " #1 (whole)" in whole[0]
+    assert TRACEBACK.encode() not in stderr
+
+
+# ---- 17. a typo gets one "did you mean", and a hint about what it got wrong ---------------------------------------
+
+
+@pytest.mark.parametrize(("args", "message", "guess", "where"), [
+    (("fil-mask", "x"), "No such command 'fil-mask'.", "Did you mean fill-mask?", "`gbcli --help` lists the commands"),
+    (("comapre", "x"), "No such command 'comapre'.", "Did you mean compare?", "`gbcli --help` lists the commands"),
+    (("fill-mask", "--topk", "3", "x"), "No such option --topk.", "Did you mean --top-k?",
+     "`gbcli fill-mask --help` lists this command's options"),
+])
+def test_a_typo_gets_one_did_you_mean(args, message, guess, where):
+    from tests.cli_helpers import run_installed
+
+    completed = run_installed(*args)
+    assert completed.returncode == 2
+    shown = completed.stderr.decode()
+    assert f"error: {message}\n" in shown and f"hint: {guess} {where}" in shown, shown
+    assert shown.count("Did you mean") == 1 and "what each option accepts" not in shown
+
+
+# ---- 18. the shell: no shell inside it, `clear` clears, `set` guesses the option meant ---------------------------
+
+
+def test_the_shell_refuses_a_shell_inside_it_and_guesses_a_mistyped_option(models):
+    result = run("shell", *models, input="shell\nset topk 3\nclear\nexit\n")
+    assert "error: This is the gbcli shell already." in result.stderr
+    assert "error: No command has an option --topk." in result.stderr and "hint: Did you mean top-k" in result.stderr
+    assert "Options:" not in result.stderr  # not sixty names
+    assert "compare:" not in result.stdout  # `clear` is the shell's own word, not a text for compare

@@ -76,10 +76,14 @@ class GbcliGroup(TyperGroup):
 
 
 def report_click_error(error: click_errors.ClickException) -> None:
-    """Click's message as our `error:`, the command's usage line and where the help is as the `hint:`."""
+    """Click's message as our `error:`, the command's usage line and where the help is as the `hint:`; a mistyped
+    command or option gets one "did you mean" (Typer and Click each add one of their own) and its own hint."""
     context = getattr(error, "ctx", None)
     message = error.format_message().strip()
-    if context is not None:
+    typo = typo_error(error, context)
+    if typo is not None:
+        message, hint = typo
+    elif context is not None:
         usage = context.get_usage().strip().removeprefix("Usage: ")
         hint = f"Usage: {usage} · see `{context.command_path} --help` for what each option accepts."
     else:
@@ -87,6 +91,26 @@ def report_click_error(error: click_errors.ClickException) -> None:
     console = stderr_console()
     console.print(f"[bold red]error:[/] {_escape(message)}")
     console.print(f"[dim]hint:[/] {_escape(hint)}")
+
+
+def typo_error(error: click_errors.ClickException, context: Any) -> tuple[str, str] | None:
+    """(message, hint) for an unknown command or option: the name, then the closest names gbcli has."""
+    import difflib
+    import re
+
+    if isinstance(error, click_errors.NoSuchOption):
+        where = f"`{context.command_path} --help`" if context is not None else "`gbcli --help`"
+        close = difflib.get_close_matches(error.option_name, [name for name in (error.possibilities or [])
+                                                             if name.startswith("-")], n=2, cutoff=0.7)
+        guess = f"Did you mean {' or '.join(close)}? " if close else ""
+        return f"No such option {error.option_name}.", f"{guess}{where} lists this command's options."
+    unknown = re.match(r"No such command '(.+?)'", error.format_message())
+    if unknown is None or context is None:
+        return None
+    names = context.command.list_commands(context)
+    close = difflib.get_close_matches(unknown.group(1), names, n=2, cutoff=0.7)
+    guess = f"Did you mean {' or '.join(close)}? " if close else ""
+    return f"No such command '{unknown.group(1)}'.", f"{guess}`gbcli --help` lists the commands."
 
 
 app = typer.Typer(

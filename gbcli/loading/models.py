@@ -517,6 +517,37 @@ def _load_tokenizer_while_checking_weights(source: str, common: dict[str, Any], 
     return tokenizer
 
 
+# Seconds import_libraries spent before a load, counted into the next loaded model's import_seconds (the start-up
+# that compare --full reports), whoever triggered the import.
+_EARLY_IMPORT_SECONDS = 0.0
+
+
+def libraries_imported() -> bool:
+    """Whether torch and transformers are already in this process (a warm server, a second model)."""
+    import sys
+
+    return "torch" in sys.modules and "transformers" in sys.modules
+
+
+def import_libraries() -> None:
+    """Import torch and transformers now (once per process: the first model's wait is mostly this), so that a
+    spinner can say so before it says which model loads."""
+    global _EARLY_IMPORT_SECONDS
+    if libraries_imported():
+        return
+    started = time.perf_counter()
+    quiet_transformers()
+    import torch  # noqa: F401
+    from transformers import AutoConfig  # noqa: F401
+    _EARLY_IMPORT_SECONDS += time.perf_counter() - started
+
+
+def _take_early_import_seconds() -> float:
+    global _EARLY_IMPORT_SECONDS
+    seconds, _EARLY_IMPORT_SECONDS = _EARLY_IMPORT_SECONDS, 0.0
+    return seconds
+
+
 def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> LoadedModel:
     info = FAMILY_INFO[family]
     check_local_path(family, spec)
@@ -582,7 +613,7 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
         device=device,
         dtype=dtype,
         load_seconds=time.perf_counter() - started - resolve_seconds,
-        import_seconds=started - importing + resolve_seconds,
+        import_seconds=started - importing + resolve_seconds + _take_early_import_seconds(),
     )
 
 

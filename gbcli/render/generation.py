@@ -126,36 +126,50 @@ def generation_view(result: GenerationResult, show_probs: bool = False, *,
 class StreamingView:
     """What a terminal shows while tokens arrive: one panel per model, filling as each writes."""
 
-    def __init__(self, prompt: str, columns: list[tuple[str, str]]) -> None:
+    def __init__(self, prompt: str, columns: list[tuple[str, str]], sequences: int = 1) -> None:
         self.prompt = prompt
         self.columns = columns  # (family, model name)
-        self.texts: dict[str, str] = {family: "" for family, _ in columns}
+        self.sequences = sequences  # how many each model writes in turn (sampling with -n)
+        self.texts: dict[str, list[str]] = {family: [""] for family, _ in columns}
         self.active: str | None = None
         # Until the first model is ready nothing is being written: the first column shows that it loads.
         self.loading_family: str | None = columns[0][0] if columns else None
         # After Ctrl-C the last frame is printed whole, taller than the terminal if need be.
         self.interrupted = False
+        self.importing = False  # the loading column waits for torch and transformers, not yet for its model
 
-    def loading(self, family: str) -> None:
-        """This column's model is being loaded (the ones before it have finished writing)."""
+    def loading(self, family: str, *, importing: bool = False) -> None:
+        """This column's model is being loaded (the ones before it have finished writing); `importing` while torch
+        and transformers are imported first (once per process)."""
         self.loading_family = family
+        self.importing = importing
 
-    def update(self, family: str, text: str) -> None:
+    def update(self, family: str, text: str, sequence: int = 0) -> None:
         self.active = family
         self.loading_family = None
-        self.texts[family] = text
+        texts = self.texts[family]
+        texts += [""] * (sequence + 1 - len(texts))
+        texts[sequence] = text
 
     def panels(self) -> list[Panel]:
         panels = []
         for family, name in self.columns:
+            texts = self.texts[family]
             body = Text(overflow="fold")  # see continuation_text
-            body.append(self.prompt, style="dim")
-            body.append(self.texts[family], style="bold")
+            for index, text in enumerate(texts):
+                if self.sequences > 1:
+                    body.append(f"{'' if index == 0 else chr(10)}#{index + 1} ", style="cyan")
+                body.append(self.prompt, style="dim")
+                body.append(text, style="bold")
             if family == self.loading_family:
-                body = Text(f"loading {name} …", style="dim italic")
+                what = "importing torch and transformers (once per process)" if self.importing else f"loading {name}"
+                body = Text(f"{what} …", style="dim italic")
             elif family == self.active and not self.interrupted:
                 body.append("▌", style="blink")
-            panels.append(Panel(body, title=f"{family_title(family)} · {name}", expand=True))
+            title = f"{family_title(family)} · {name}"
+            if self.sequences > 1 and family == self.active:
+                title += f" · sequence {len(texts)} of {self.sequences}"
+            panels.append(Panel(body, title=title, expand=True))
         return panels
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:

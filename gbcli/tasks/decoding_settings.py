@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from gbcli.errors import usage_error
@@ -116,6 +116,15 @@ class DecodingSettings:
             seed=seed,
             alternatives=DEFAULT_ALTERNATIVES if alternatives is None else alternatives,
         )
+
+    def one_stream_each(self) -> list[DecodingSettings]:
+        """Sampling several sequences: one stream each, decoded (and streamed, and kept on Ctrl-C) in turn; the
+        seed seeds the first, the others continue its random stream, so one seed still gives the same sequences.
+        Anything else decodes as one job: [self]."""
+        if self.mode != "sample" or self.num_return_sequences == 1:
+            return [self]
+        return [replace(self, num_return_sequences=1, seed=self.seed if k == 0 else None)
+                for k in range(self.num_return_sequences)]
 
     def describe(self) -> str:
         if self.mode == "greedy":

@@ -210,7 +210,7 @@ def generation_kwargs(lm: LoadedModel, settings: Any) -> dict[str, Any]:
 
 
 def generate_seq2seq(lm: LoadedModel, prompt: str, settings: Any,
-                     on_token: Callable[[str, str], None] | None = None):  # -> ModelGeneration
+                     on_token: Callable[[str, str, int], None] | None = None):  # -> ModelGeneration
     """Continue the prompt with BART's decoder; each new token comes with its raw log-probability."""
     import torch
 
@@ -222,12 +222,16 @@ def generate_seq2seq(lm: LoadedModel, prompt: str, settings: Any,
     check_length(lm, len(source), "the prompt with <mask> and its special tokens")
     check_length(lm, len(prefix) + settings.max_new_tokens, f"the prompt plus {settings.max_new_tokens} new tokens")
     input_ids = torch.tensor([source], device=lm.device)
-    rows, seconds = run_generate(
-        lm, settings, generation_kwargs(lm, settings), prompt_length=len(prefix), eos_token_id=eos_id(lm),
-        on_text=None if on_token is None else lambda text: on_token(lm.family, text),
-        input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-        decoder_input_ids=torch.tensor([prefix], device=lm.device),
-    )
+    rows, seconds = [], 0.0
+    for index, stream in enumerate(settings.one_stream_each()):  # several samples: one at a time, each streamed
+        stream_rows, stream_seconds = run_generate(
+            lm, stream, generation_kwargs(lm, stream), prompt_length=len(prefix), eos_token_id=eos_id(lm),
+            on_text=None if on_token is None else lambda text, index=index: on_token(lm.family, text, index),
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+            decoder_input_ids=torch.tensor([prefix], device=lm.device),
+        )
+        rows += stream_rows
+        seconds += stream_seconds
     # Each token's log-probability and the alternatives of its step come from one teacher-forced pass.
     scored, tops = teacher_forced_reads(lm, source, [prefix + new_ids for new_ids, _ in rows], settings.alternatives)
     continuations = [continuation(lm, prefix, new_ids, logprobs[len(prefix) - 1 :], stopped,

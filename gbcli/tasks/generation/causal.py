@@ -37,18 +37,26 @@ def generate_causal(
     prompt_ids = ([lm.bos_id] if lm.bos_id is not None else []) + text_ids
     check_room(lm, len(prompt_ids), settings)
     input_ids = torch.tensor([prompt_ids], device=lm.device)
-    on_text = None if on_token is None else lambda text: on_token(lm.family, text)
-    if decodes_in_own_loop(lm, settings):
+    streams = settings.one_stream_each()  # several samples: one at a time, each streamed and kept as it ends
+    if decodes_in_own_loop(lm, streams[0]):
         started = time.perf_counter()
-        new_ids, logprobs, stopped, alternatives = decode_one_stream(lm, input_ids, settings, on_text)
+        outputs = [decode_one_stream(lm, input_ids, stream, _stream_text(lm, on_token, index))
+                   for index, stream in enumerate(streams)]
         seconds = time.perf_counter() - started
-        outputs = [(new_ids, logprobs, stopped, alternatives)]
     else:
+        on_text = _stream_text(lm, on_token, 0)
         outputs, seconds = _generate_with_model(lm, input_ids, torch.ones_like(input_ids), settings, on_text)
     continuations = [continuation(lm, prompt_ids, new_ids, logprobs, stopped, alternatives=alternatives)
                      for new_ids, logprobs, stopped, alternatives in outputs]
     produced = max(len(output[0]) for output in outputs)
     return model_generation(lm, GPT_METHOD, continuations, produced, seconds, reads=causal_reads(lm))
+
+
+def _stream_text(lm: LoadedModel, on_token: TokenCallback | None, sequence: int) -> Any:
+    """The per-token text callback of one sequence, as the decoding loops call it (text only)."""
+    if on_token is None:
+        return None
+    return lambda text: on_token(lm.family, text, sequence)
 
 
 def causal_reads(lm: LoadedModel) -> str:

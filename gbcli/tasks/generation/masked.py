@@ -45,8 +45,9 @@ def generate_masked(
             beams = _beam_fill(lm, body, closing, settings, processors, banned)
         else:
             beams = []
-            for _ in range(settings.num_return_sequences):
-                beams.append(_sample_fill(lm, body, closing, settings, processors, banned, generator, on_token))
+            for sequence in range(settings.num_return_sequences):
+                beams.append(_sample_fill(lm, body, closing, settings, processors, banned, generator, on_token,
+                                          sequence))
     seconds = time.perf_counter() - started
     continuations = [continuation(lm, body, new_ids, logprobs, text=_continuation_text(lm, body, new_ids),
                                   alternatives=alternatives)
@@ -81,7 +82,7 @@ def _mask_logits(lm: LoadedModel, bodies: list[list[int]], closing: list[int]):
         return logits_at(lm, model_inputs(lm, ids, torch.ones_like(ids)), rows, cols).float()
 
 
-def _sample_fill(lm, body, closing, settings, processors, banned, generator, on_token):
+def _sample_fill(lm, body, closing, settings, processors, banned, generator, on_token, sequence=0):
     import torch
 
     body = list(body)
@@ -105,7 +106,7 @@ def _sample_fill(lm, body, closing, settings, processors, banned, generator, on_
         # prefer [SEP] or "." there, though the loop never writes a special token).
         alternatives.append(top_tokens(raw[0], settings.alternatives))
         if on_token is not None:
-            on_token(lm.family, _continuation_text(lm, body[:start], body[start:]))
+            on_token(lm.family, _continuation_text(lm, body[:start], body[start:]), sequence)
     return body[start:], logprobs, alternatives
 
 

@@ -13,8 +13,9 @@ from gbcli.errors import usage_error
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks.decoding_settings import DecodingSettings
 
-# Called with (family, continuation text so far) as tokens arrive, for streaming to a terminal.
-TokenCallback = Callable[[str, str], None]
+# Called with (family, continuation text so far, which sequence: 0 for the first) as tokens arrive, for streaming
+# to a terminal and for keeping what was written when Ctrl-C stops it.
+TokenCallback = Callable[[str, str, int], None]
 
 
 @dataclass
