@@ -183,6 +183,7 @@ def test_a_runtime_folder_others_can_enter_is_refused(tmp_path):
     ("tokenize", "hello world"),
     ("attention", "the duck quacks .", "--layer", "1", "--head", "1"),
     ("fill-mask", "a sentence without a blank"),  # an error: the same message and exit code
+    ("tour", "--steps", "1,4", "--models", "gpt,bert"),  # off a terminal: no pause
 ])
 @pytest.mark.compat
 def test_output_is_the_in_process_output_byte_for_byte(server, models, args):

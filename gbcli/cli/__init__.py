@@ -19,7 +19,7 @@ from click import exceptions as click_errors
 from typer.core import TyperGroup
 
 from gbcli import __version__
-from gbcli.cli import analysis, fill_mask, finetune, generation, probe, scoring, serve
+from gbcli.cli import analysis, fill_mask, finetune, generation, probe, scoring, serve, tour
 from gbcli.cli.config import config_app
 from gbcli.cli.options import (
     ModelChoice,
@@ -177,6 +177,7 @@ app.command()(scoring.pairs)
 app.command()(probe.probe)
 app.command()(probe.similarity)
 app.command()(finetune.finetune)
+app.command()(tour.tour)
 app.command()(serve.shell)
 app.command()(serve.serve)
 app.command()(serve.ps)
