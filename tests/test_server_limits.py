@@ -307,7 +307,13 @@ def test_a_cancel_signal_delivered_after_its_job_ended_leaves_the_server_running
         server.current = None
     assert not server.stopping
     try:
-        server.current = job
+        server.current = job  # the command has ended; the server puts its streams and variables back
+        server.cancel_signalled_for = job
+        try:
+            server.on_signal(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            pytest.fail("a cancel's SIGINT during the server's bookkeeping escaped the request")
+        assert not server.stopping
         server.cancel_signalled_for = job  # sent for the job, not yet delivered when the job ends
         server.current = None
         try:

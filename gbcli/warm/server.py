@@ -160,6 +160,7 @@ class Server:
         # ends: the signal can be delivered to the main thread after the job finished, and must then be dropped, not
         # taken for a Ctrl-C that stops the server.
         self.cancel_signalled_for: Job | None = None
+        self.in_command = False  # the main thread is inside a request's command (where a cancel may interrupt)
         self.stopping = False
         self.ready = False
         self.started = time.time()
@@ -306,7 +307,10 @@ class Server:
                         continue
                     except KeyboardInterrupt:
                         continue  # the stop flag decides
-                    self.run(job)
+                    try:
+                        self.run(job)
+                    except KeyboardInterrupt:
+                        continue  # a Ctrl-C at the server between two steps of its bookkeeping: the flag decides
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
@@ -314,7 +318,9 @@ class Server:
     def on_signal(self, number: int, frame: Any) -> None:
         if number == signal.SIGINT and self.cancel_signalled_for is not None:
             target, self.cancel_signalled_for = self.cancel_signalled_for, None
-            if self.current is target:
+            # Raised only inside the command itself: in the server's own bookkeeping around it (the streams and
+            # variables put back, the exit sent) it would escape the request and end the server.
+            if self.current is target and self.in_command:
                 raise KeyboardInterrupt
             return
         self.stopping = True  # SIGTERM (gbcli stop) or Ctrl-C at the server: finish the current request, then go
@@ -361,8 +367,12 @@ class Server:
                 sys.stdout = _text(_ClientWriter(job, 1), job.encoding[0])
                 sys.stderr = _text(_ClientWriter(job, 2), job.encoding[1])
                 sys.stdin = io.TextIOWrapper(io.BufferedReader(_ClientReader(job)), encoding="utf-8")
+                self.in_command = True
+                if job.cancel_requested:  # cancelled while the request was being set up: its signal was dropped
+                    raise KeyboardInterrupt
                 job.code = run_command_line(job.argv)
             finally:
+                self.in_command = False
                 os.umask(saved_umask)
         except KeyboardInterrupt:
             job.code = 130
@@ -400,10 +410,13 @@ class Server:
             self.say(f"{' '.join(job.argv)[:120]} -> {job.code} in {time.perf_counter() - started:.3f} s")
 
     def cancel(self, job: Job) -> None:
+        """Stop `job`: one SIGINT for it, however many threads notice that its client left (a second one while the
+        command writes its output would end the whole server, as a second Ctrl-C ends a stuck write in-process)."""
         with self.lock:
+            already = job.cancel_requested
             job.cancel_requested = True
             job.stdin.put(None)  # a command waiting for stdin sees its end
-            if self.current is job:
+            if self.current is job and not already:
                 self.cancel_signalled_for = job
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
 
