@@ -14,10 +14,10 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from gbcli.lm.decoding_settings import DecodingSettings
 from gbcli.lm.gpt2_fast import gpt2_decoder
 from gbcli.lm.threads import on_fastest_threads
 from gbcli.loading.models import LoadedModel
-from gbcli.tasks.decoding_settings import DecodingSettings
 
 # Generation-config fields that don't change which token is picked, or that gbcli always sets itself.
 _NEUTRAL_GENERATION_FIELDS = {
