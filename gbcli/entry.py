@@ -3,8 +3,8 @@
 A SIGINT that lands while Python imports typer, torch or transformers would raise KeyboardInterrupt inside that
 import: a traceback, a half-imported module ("cannot load module more than once") or, inside torch's C++
 initialisation, an abort. So before anything is imported, SIGINT is handled by exiting at once: nothing has been
-written yet, so nothing is lost. A command swaps in Python's KeyboardInterrupt while it computes
-(`cli.interrupt_exits_130`), where finished output must be kept, and gets this handler back afterwards.
+written yet, so nothing is lost. A command swaps in Python's KeyboardInterrupt while it computes, where finished
+output must be kept, and gets this handler back afterwards (`gbcli.terminal`, which writes the rest of the policy).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import signal
 import sys
 
 INTERRUPTED = 130  # as gbcli.errors.INTERRUPTED, which is not imported here: this module must import nothing
-HELP_FLAGS = ("-h", "--help", "--version", "-V")  # always answered here; gbcli.warm.client.LOCAL_FLAGS is this set
+HELP_FLAGS = ("-h", "--help", "--version", "-V")  # always answered here; gbcli.warm.client.LOCAL_FLAGS too
 
 
 def exit_at_once(number: int, frame: object) -> None:

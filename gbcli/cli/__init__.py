@@ -5,8 +5,8 @@ models they name), `reporting` the error mapping and what goes to stderr, and on
 No model logic lives here, and nothing here imports torch or transformers at module level, so that
 `gbcli --help` stays instant.
 
-The top layer: it may import `tasks`, `render`, `warm`, `jobs`, `lm`, `loading` and `gbcli.errors`; nothing
-imports it but `gbcli.entry` and the warm runner (which runs its Typer app).
+The top room: it may import `warm`, `jobs`, `render`, `tasks`, `lm`, `loading`, `terminal` and `gbcli.errors`;
+nothing imports it but `gbcli.entry`. (The warm shell and server run its Typer app, given to them by `cli.serve`.)
 """
 
 from __future__ import annotations

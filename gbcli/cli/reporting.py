@@ -9,15 +9,14 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
 
 from gbcli.errors import INTERRUPTED, GbcliError, explain_os_error
+from gbcli.terminal import interrupt_exits_130 as interrupt_exits_130  # re-exported: every command computes in it
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,10 +38,9 @@ def show(result: Any, json_output: bool, view: Callable[[Any], Any]) -> None:
 
 
 def report_error(error: GbcliError, command: str = "") -> None:
-    console = stderr_console()
-    console.print(f"[bold red]error:[/] {_escape(error.message)}")
-    hint = error.hint or f"See `gbcli {command + ' ' if command else ''}--help` for what each option accepts."
-    console.print(f"[dim]hint:[/] {_escape(hint)}")
+    from gbcli.render.messages import report_error as report  # late: rich stays out of `--help`'s imports
+
+    report(error, command)
 
 
 def _escape(text: str) -> str:
@@ -52,9 +50,9 @@ def _escape(text: str) -> str:
 
 
 def print_warnings(warnings: list[str]) -> None:
-    console = stderr_console()
-    for warning in warnings:
-        console.print(f"[yellow]warning:[/] {_escape(warning)}")
+    from gbcli.render.messages import print_warnings as report  # late: rich stays out of `--help`'s imports
+
+    report(warnings)
 
 
 def handle_errors(function: F) -> F:
@@ -112,18 +110,3 @@ def _discard_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, AttributeError, ValueError):  # no stdout at all, or not a real file
         pass
-
-
-@contextmanager
-def interrupt_exits_130() -> Iterator[None]:
-    """Restore Python's default SIGINT handling so that Ctrl-C reaches us as KeyboardInterrupt inside torch."""
-    previous = signal.getsignal(signal.SIGINT)
-    try:
-        if previous is not signal.default_int_handler and sys.platform != "win32":
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        yield
-    finally:
-        try:
-            signal.signal(signal.SIGINT, previous)
-        except (TypeError, ValueError):  # pragma: no cover - not in the main thread
-            pass

@@ -19,7 +19,8 @@ from gbcli.tasks.finite import check_finite
 if TYPE_CHECKING:
     from gbcli.cli.streams import Records
     from gbcli.jobs.jsonl_output import ResumedOutput
-    from gbcli.tasks.pairs import FileRun, PairFields, PairsSummary
+    from gbcli.jobs.pair_file import FileRun, PairFields
+    from gbcli.tasks.pairs import PairsSummary
     from gbcli.tasks.scoring import ScoreSettings
 
 # The scoring conventions, the same on both commands.
@@ -195,6 +196,7 @@ def pairs(
 ) -> None:
     """Minimal pairs: which of two sentences each model prefers, and at which words."""
     from gbcli.jobs.inputs import read_text
+    from gbcli.jobs.pair_file import PairFields
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.pairs import pair_view
     from gbcli.tasks import pairs as task
@@ -210,7 +212,7 @@ def pairs(
                                           with_words=words if words is not None else file is None, bits=bits)
     options = choice.load_options()
     if file is not None:
-        _pairs_file(file, task.PairFields(good_field, bad_field, group_field), file_format, output, resume, force,
+        _pairs_file(file, PairFields(good_field, bad_field, group_field), file_format, output, resume, force,
                     batch_size, settings, options, load=lambda options: choice.load(families, options),
                     json_output=json_output)
         return
@@ -268,17 +270,18 @@ def _pairs_file_shared(path: str, fields: PairFields, file_format: str, output: 
     """`pairs --file --output` as one of torchrun's processes; on rank 0 the run with its tally read back from the
     merged file, the output as the job found it, and the models."""
     from gbcli.cli.streams import output_job
+    from gbcli.jobs import pair_file
     from gbcli.jobs.jsonl_output import PAIR_RECORDS
     from gbcli.jobs.plan import pairs_plan
     from gbcli.tasks import pairs as task
 
-    entries, group_field = task.read_pair_file(path, file_format, fields)
+    entries, group_field = pair_file.read_pair_file(path, file_format, fields)
     known: dict = {}  # what the plan found, for the summary
 
     def plan(resumed: ResumedOutput, options: LoadOptions):
         known["columns"] = columns = load(options)
         known["resumed"] = resumed
-        known["run"] = run = task.prepare_file_run(columns, entries, group_field, resumed, settings, output)
+        known["run"] = run = pair_file.prepare_file_run(columns, entries, group_field, resumed, settings, output)
         return pairs_plan(columns, run, settings, batch_size)
 
     finished = output_job(output, PAIR_RECORDS, resume=resume, force=force, options=options, plan=plan,

@@ -105,7 +105,7 @@ def check_resumed(resumed: ResumedOutput, path: str, inputs: dict[int, Any], inp
 
 def append_records(path: str, lines: list[str]) -> None:
     """Append whole JSON Lines, flushed to disk; Ctrl-C is held back until they are all written."""
-    from gbcli.render.common import deferred_interrupt
+    from gbcli.terminal import deferred_interrupt
 
     with deferred_interrupt(), open(path, "a", encoding="utf-8") as stream:
         stream.write("".join(lines))

@@ -21,8 +21,9 @@ from gbcli.tasks.finite import check_finite
 
 if TYPE_CHECKING:
     from gbcli.jobs.jsonl_output import ResumedOutput
+    from gbcli.jobs.pair_file import FileRun, PairFields
     from gbcli.tasks.masking import FillMaskResult
-    from gbcli.tasks.pairs import FileRun, LineFailure, PairFields, PairInput, PairResult
+    from gbcli.tasks.pairs import LineFailure, PairInput, PairResult
     from gbcli.tasks.scoring import ScoreBatch, ScoreSettings, TextScore
 
 FILL_MASK_CHUNK_LINES = 128  # lines sorted and batched together; their results are handed on before the next chunk
@@ -171,8 +172,8 @@ def score_plan(models: list[LoadedModel], items: list[tuple[int, str]], resumed:
                settings: ScoreSettings, output: str) -> Plan:
     """`score --file --output`: the texts in the chunks `score --file --json` streams, those in --output skipped."""
     from gbcli.jobs.jsonl_output import append_results, check_resumed
+    from gbcli.jobs.pair_file import column_keys
     from gbcli.render.common import to_jsonable
-    from gbcli.tasks.pairs import column_keys
     from gbcli.tasks.scoring import SCORE_CHUNK, check_texts, conventions, score_batch
 
     check_texts(models, items)
@@ -244,14 +245,13 @@ def open_pair_file(path: str, fields: PairFields, file_format: str, output: str 
                    ) -> tuple[FileRun, ResumedOutput, list[LoadedModel]]:
     """`pairs --file` in one process, before any scoring: the pairs read, --output opened (its finished lines kept
     with --resume), the models loaded and every line checked against them."""
-    from gbcli.tasks import pairs as task
-
-    entries, group_field = task.read_pair_file(path, file_format, fields)
+    from gbcli.jobs import pair_file
     from gbcli.jobs.jsonl_output import PAIR_RECORDS, ResumedOutput, open_output
 
+    entries, group_field = pair_file.read_pair_file(path, file_format, fields)
     resumed = open_output(output, PAIR_RECORDS, resume=resume, force=force) if output else ResumedOutput({}, False)
     models = load()
-    return task.prepare_file_run(models, entries, group_field, resumed, settings, output), resumed, models
+    return pair_file.prepare_file_run(models, entries, group_field, resumed, settings, output), resumed, models
 
 
 def score_pair_chunk(models: list[LoadedModel], chunk: list[PairInput], settings: ScoreSettings,

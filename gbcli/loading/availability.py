@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gbcli.errors import GbcliError
+from gbcli.loading.families import FAMILY_INFO, LoadOptions
 
 if TYPE_CHECKING:
-    from gbcli.loading.models import Family, FamilyInfo, LoadOptions
+    from gbcli.loading.families import Family, FamilyInfo
 
 
 def _info(family: Family) -> FamilyInfo:
-    from gbcli.loading.models import FAMILY_INFO  # models imports this module, so its table is read at call time
-
     return FAMILY_INFO[family]
 
 
@@ -279,8 +278,6 @@ def check_available(requests: list[tuple[Family, str]], options: LoadOptions | N
     A missing folder or an uncached hub id without network would otherwise surface only after the models before
     it had loaded, one per run, each after huggingface_hub's retries.
     """
-    from gbcli.loading.models import LoadOptions
-
     options = options or LoadOptions()
     problems = [problem for family, spec in requests if (problem := _unavailable(family, spec, options))]
     if not problems:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import rich.text
 from rich.console import Console
 from rich.text import Text
+
+from gbcli.terminal import deferred_interrupt, no_color
 
 # Probability bands for token colours (`generate --show-probs`, `score --tokens`), from confident to surprised.
 PROB_BANDS: list[tuple[float, str, str]] = [
@@ -181,31 +178,6 @@ def animated(console: Console) -> bool:
     return console.is_terminal and not no_color()
 
 
-@contextlib.contextmanager
-def terminal_echo_off() -> Iterator[None]:
-    """While a live display redraws itself, keys typed into the terminal are not echoed: the echo of Ctrl-C ("^C")
-    lands after the display's last line and, when that line fills the width, wraps it onto a new one, so the
-    final redraw starts one line low and leaves a second top border behind. Typed keys still reach the shell."""
-    try:
-        import termios
-    except ImportError:  # Windows: no termios, and its console does not echo Ctrl-C into the output
-        yield
-        return
-    try:
-        fd = sys.stdin.fileno()
-        saved = termios.tcgetattr(fd)
-    except (termios.error, OSError, ValueError):  # no terminal on stdin (a pipe, a file): nothing echoes
-        yield
-        return
-    quiet = list(saved)
-    quiet[3] &= ~termios.ECHO
-    try:
-        termios.tcsetattr(fd, termios.TCSANOW, quiet)
-        yield
-    finally:
-        termios.tcsetattr(fd, termios.TCSANOW, saved)
-
-
 def to_jsonable(value: Any) -> Any:
     """Dataclasses to dicts, non-finite floats to null (JSON has no NaN), tuples to lists.
 
@@ -240,33 +212,6 @@ def print_json(value: Any, *, lines: bool = False) -> None:
     with deferred_interrupt():
         sys.stdout.write(text)
         sys.stdout.flush()
-
-
-@contextlib.contextmanager
-def deferred_interrupt() -> Iterator[None]:
-    """Run the block whole: a SIGINT that arrives meanwhile is raised as KeyboardInterrupt once it ends."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-
-    def hold(number: int, frame: Any) -> None:
-        if received:  # a second Ctrl-C: the write is stuck (a reader that stopped reading), so stop at once
-            os._exit(130)
-        received.append(number)
-
-    previous = signal.signal(signal.SIGINT, hold)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if received:
-            raise KeyboardInterrupt
-
-
-def no_color() -> bool:
-    # no-color.org: NO_COLOR set to any non-empty value (as Rich reads it).
-    return os.environ.get("NO_COLOR", "") != ""
 
 
 class SideBySide:

@@ -14,7 +14,6 @@ import socket
 import sys
 import time
 
-from gbcli.entry import HELP_FLAGS
 from gbcli.warm.protocol import (
     SERVER_VARIABLE,
     TOKEN_VARIABLE,
@@ -36,7 +35,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 LOCAL_COMMANDS = {"serve", "shell", "ps", "stop"}  # never sent to a server
-LOCAL_FLAGS = set(HELP_FLAGS)  # instant in-process; nothing to gain (entry answers them before this module)
+# Instant in-process; nothing to gain. gbcli.entry answers them before this module is imported (its HELP_FLAGS, the
+# same set: written twice, since entry imports this module and tests/test_rules.py holds the two equal).
+LOCAL_FLAGS = {"-h", "--help", "--version", "-V"}
 # A file job into --output runs where it is typed: it may last hours (a server would be held that long), and under
 # torchrun every process must do its own share on its own device.
 LOCAL_OPTIONS = ("--output", "-o")

@@ -9,20 +9,39 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 
-@cache
+@dataclass(frozen=True)
+class Host:
+    """What a shell or a server takes from the CLI whose command lines it runs. The command that starts it
+    (`gbcli shell`, `gbcli serve`: gbcli.cli.serve) gives it: the CLI starts the shell and the server, so an import
+    of the CLI here would make the two rooms import each other."""
+
+    commands: Any  # the click group behind the Typer app: commands, options and help
+    parse_models: Callable[[str], list[str]]  # a --models list, checked (a usage error for an unknown column)
+    # Load these models (families, --gpt/--bert/--bart, --device, --dtype) as a command loads them; with no family,
+    # only the device and dtype are checked.
+    load_models: Callable[[list[str], dict[str, str | None], str, str], object]
+
+
+_HOSTED: list[Host] = []
+
+
+def host(given: Host) -> None:
+    """From now on this process's shell or server runs command lines through `given`."""
+    _HOSTED[:] = [given]
+
+
+def hosted() -> Host:
+    return _HOSTED[0]
+
+
 def command_tree() -> Any:
-    """The click group behind the Typer app (Typer's own copy of click): commands, options and help, built once."""
-    from typer.main import get_command
-
-    from gbcli.cli import app
-
-    return get_command(app)
+    """The click group behind the Typer app (Typer's own copy of click): commands, options and help."""
+    return hosted().commands
 
 
 def options_of(command: Any) -> list[Any]:
