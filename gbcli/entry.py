@@ -28,10 +28,10 @@ def exit_at_once(number: int, frame: object) -> None:
 def main() -> None:
     if sys.platform != "win32":
         signal.signal(signal.SIGINT, exit_at_once)
-    # A warm command is Python's start-up and one round trip: the server is asked before typer (~0.3 s of
-    # imports) is; only a command that runs here imports the CLI.
+    # A warm command is Python's start-up and one round trip: the server is asked before typer (and its imports)
+    # is; only a command that runs here imports the CLI (benchmarks/run.py, row `warm`).
     argv = sys.argv[1:]
-    if not asks_for_help(argv):  # help never goes to a server: skip the client's imports (~30 ms of --help)
+    if not asks_for_help(argv):  # help never goes to a server: skip the client's imports (row `startup`)
         from gbcli.warm.client import forward_or_in_process
 
         argv = forward_or_in_process(argv)

@@ -2,8 +2,8 @@
 
 A model spec is a local folder or a hub id. `check_available` refuses at once, for every requested model in one
 message, a missing or unreadable folder, or a hub id that is neither cached nor reachable (one TCP probe per
-process, instead of huggingface_hub's ~28 s of retries per file); `explain_load_failure` turns whatever a load
-raised into one sentence and a hint.
+process, instead of huggingface_hub's retries, with waits, for every file: benchmarks/run.py, row `cold`);
+`explain_load_failure` turns whatever a load raised into one sentence and a hint.
 
 Nothing here imports torch or transformers at module level, and `gbcli.loading.models` (which imports this module)
 is read only at call time.
@@ -170,7 +170,8 @@ def first_line(exc: BaseException) -> str:
 
 
 # Whether the hub answered this process's one probe (None: not asked yet). When it did not, nothing goes to the
-# network again: huggingface_hub would retry each file for ~28 s before giving up.
+# network again: huggingface_hub would retry each file, with waits, before giving up (benchmarks/run.py, row
+# `cold`: an uncached hub id with no network).
 _HUB_REACHABLE: bool | None = None
 
 
@@ -307,6 +308,6 @@ def from_cache_first(loader: Any, source: str, kwargs: dict[str, Any]) -> Any:
     try:
         return loader(source, **{**kwargs, "local_files_only": True})
     except OSError:
-        if _HUB_REACHABLE is False:  # the probe found no network: the hub's retries would only add ~28 s
+        if _HUB_REACHABLE is False:  # the probe found no network: the hub's retries would only add their waits
             raise
         return loader(source, **kwargs)

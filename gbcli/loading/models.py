@@ -267,7 +267,8 @@ def release_model(lm: LoadedModel) -> None:
     `compare` shows several models but needs them one after the other: releasing each once its sections are done
     keeps its peak memory near the largest model instead of the sum of all. The weights are memory-mapped from
     the checkpoint, so dropping the last reference unmaps them at once (no garbage collection needed: a model
-    holds no reference cycle, and `gc.collect()` would cost ~0.2 s). The LoadedModel keeps its tokenizer and
+    holds no reference cycle, and `gc.collect()` would walk every object of torch and transformers). The LoadedModel
+    keeps its tokenizer and
     config; the next `load_model` for the same checkpoint reads it anew.
     """
     if KEEP_LOADED or isinstance(lm.model, ReleasedModel):

@@ -30,7 +30,7 @@ from gbcli.warm.protocol import (
     tcp_url,
 )
 
-TYPE_CHECKING = False  # typing costs a warm command ~4 ms of start-up; annotations here are strings anyway
+TYPE_CHECKING = False  # importing typing is start-up a warm command pays (row `warm`); annotations are strings
 if TYPE_CHECKING:
     from typing import Any
 

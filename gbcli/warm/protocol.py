@@ -20,7 +20,7 @@ import stat
 import zlib
 from functools import cache
 
-TYPE_CHECKING = False  # typing costs a warm command ~4 ms of start-up; annotations here are strings anyway
+TYPE_CHECKING = False  # importing typing is start-up a warm command pays (row `warm`); annotations are strings
 if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
@@ -46,7 +46,7 @@ def build_id() -> str:
 
     # CRC-32 and Adler-32 of the names and bytes: a 64-bit fingerprint that tells two builds apart by mistake-proof
     # odds (it is no defence against a forger: the socket's permissions and the TCP token are that), and zlib costs
-    # a warm command no start-up where hashlib's OpenSSL costs ~5 ms.
+    # a warm command no start-up where hashlib loads OpenSSL (benchmarks/run.py, row `warm`).
     crc, adler = 0, 1
     package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # gbcli/, above warm/
     sources = sorted(os.path.relpath(os.path.join(folder, name), package)
@@ -61,7 +61,7 @@ def build_id() -> str:
 def runtime_folder() -> str:
     """The user's runtime folder for gbcli: GBCLI_RUNTIME_DIR, else $XDG_RUNTIME_DIR/gbcli, else /tmp/gbcli-UID.
 
-    A string: the client's start-up has no use for pathlib (~8 ms of imports); `runtime_dir` is its Path.
+    A string: the client's start-up has no use for pathlib's imports (row `warm`); `runtime_dir` is its Path.
     """
     chosen = os.environ.get("GBCLI_RUNTIME_DIR")
     if chosen:
