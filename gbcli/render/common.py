@@ -215,23 +215,43 @@ def print_json(value: Any, *, lines: bool = False) -> None:
 
 
 class SideBySide:
-    """Panels in equal columns when the terminal is wide enough, else stacked: one column per model."""
+    """One renderable per model: side by side when they fit the width, else one below the other.
 
-    def __init__(self, renderables: list, min_column_width: int = 36) -> None:
+    Two layouts. Equal columns (the default) share the whole width, for panels whose text wraps (generate's): side
+    by side when each column gets `min_column_width` and every panel's title fits whole. Natural widths
+    (`natural=True`) keep each item at its own width, `gap` apart, for items that must not wrap (attention's
+    heatmaps): side by side when their widths add up to the width.
+    """
+
+    def __init__(self, renderables: list, min_column_width: int = 36, *, natural: bool = False, gap: int = 1) -> None:
         self.renderables = renderables
         self.min_column_width = min_column_width
+        self.natural = natural
+        self.gap = gap
 
     def __rich_console__(self, console, options):
         from rich.console import Group
+        from rich.measure import Measurement
         from rich.table import Table
 
+        if self.natural:
+            widths = [Measurement.get(console, options, item).maximum for item in self.renderables]
+            if len(self.renderables) > 1 and sum(widths) + self.gap * (len(widths) - 1) <= options.max_width:
+                grid = Table.grid(padding=(0, self.gap))
+                for item_width in widths:
+                    grid.add_column(width=item_width, no_wrap=True)
+                grid.add_row(*self.renderables)
+                yield grid
+            else:
+                yield Group(*self.renderables)
+            return
         # A panel's title is cut at its border, never wrapped: side by side only where every title fits whole.
         titles = [getattr(renderable, "title", None) for renderable in self.renderables]
         widest_title = max((rich.text.Text.from_markup(t).cell_len if isinstance(t, str) else t.cell_len
                             for t in titles if t), default=0)
         column_width = max(self.min_column_width, widest_title + len("╭─  ─╮") + 1)
         if len(self.renderables) > 1 and options.max_width >= column_width * len(self.renderables):
-            grid = Table.grid(expand=True, padding=(0, 1))
+            grid = Table.grid(expand=True, padding=(0, self.gap))
             for _ in self.renderables:
                 grid.add_column(ratio=1)
             grid.add_row(*self.renderables)
