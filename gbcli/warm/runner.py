@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from gbcli.loading.download import human_size  # one way to write a size: the hub's (548 MB, 12 kB)
+
 
 @dataclass(frozen=True)
 class Host:
@@ -159,14 +161,6 @@ def _empty_accelerator_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def format_bytes(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} GB"  # pragma: no cover
-
-
 def format_duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.0f}s"
@@ -209,5 +203,5 @@ def model_table(entries: list[LoadedEntry]) -> Any:
         table.add_column(title, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for entry in entries:
         table.add_row(family_title(entry.family), entry.model, entry.device, entry.dtype,
-                      f"{entry.parameters / 1e6:.1f}M", format_bytes(entry.bytes), format_duration(entry.idle_seconds))
+                      f"{entry.parameters / 1e6:.1f}M", human_size(entry.bytes), format_duration(entry.idle_seconds))
     return table
