@@ -6,9 +6,8 @@ from typing import Annotated
 
 import typer
 
-from gbcli.cli.options import JsonOption, ModelChoice, model_options
+from gbcli.cli.options import ForceOption, JsonOption, ModelChoice, OutputOption, ResumeOption, model_options
 from gbcli.cli.reporting import handle_errors, interrupt_exits_130, print_warnings
-from gbcli.cli.scoring import ForceOption, OutputOption, ResumeOption
 from gbcli.cli.streams import check_output_options, under_torchrun_needs_output
 from gbcli.errors import usage_error
 from gbcli.tasks.finite import check_finite

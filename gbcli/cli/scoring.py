@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gbcli.cli.options import ModelChoice, model_options
+from gbcli.cli.options import ForceOption, ModelChoice, OutputOption, ResumeOption, model_options
 from gbcli.cli.reporting import _escape, handle_errors, interrupt_exits_130, print_warnings, stderr_console
 from gbcli.cli.streams import check_output_options, under_torchrun_needs_output
 from gbcli.errors import usage_error
@@ -33,15 +33,6 @@ PllOption = Annotated[
                       "2023: also mask the later pieces of the same word).")
 ]
 BitsOption = Annotated[bool, typer.Option("--bits", help="Log-probabilities in bits (base 2) instead of nats.")]
-
-
-ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue an interrupted --output file: its finished "
-                                          "lines are kept, not done again.")]
-ForceOption = Annotated[bool, typer.Option("--force", help="Let --output replace an existing file.")]
-OutputOption = Annotated[
-    str | None, typer.Option("--output", "-o", help="--file: write each line's record (as --json prints it) to this "
-                             "file, JSON Lines in input order; also under torchrun.", show_default=False)
-]
 
 
 @handle_errors
@@ -180,8 +171,8 @@ def pairs(
     ] = None,
     resume: ResumeOption = False,
     force: ForceOption = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="--file: pairs scored together (both sentences of "
-                                            "each share the model's batches).")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="--file: pairs scored together (both "
+                                            "sentences of each share the model's batches).")] = 32,
     bos: BosOption = True,
     pll: PllOption = "original",
     words: Annotated[
@@ -205,8 +196,6 @@ def pairs(
     if file is not None and (good is not None or bad is not None):
         raise usage_error("Give a pair as two arguments or --file, not both.")
     check_output_options("pairs", output, resume, force, file)
-    if batch_size < 1:
-        raise usage_error(f"--batch-size must be at least 1 (got {batch_size}).")
     families = choice.families()
     settings = ScoreSettings.from_options(bos=bos, stride=None, pll=pll, with_tokens=False,
                                           with_words=words if words is not None else file is None, bits=bits)
