@@ -68,8 +68,8 @@ def serve(
                                  "any other than localhost is warned about.", show_default=False)
     ] = None,
     port: Annotated[
-        int | None, typer.Option("--port", help="Listen on this TCP port too (0: any free one); every request "
-                                 "must carry the token the server writes to its runtime folder.",
+        int | None, typer.Option("--port", min=0, max=65535, help="Listen on this TCP port too (0: any free one); "
+                                 "every request must carry the token the server writes to its runtime folder.",
                                  show_default=False)
     ] = None,
     *,
@@ -135,8 +135,6 @@ def tcp_address(host: str | None, port: int | None) -> tuple[str, int] | None:
             raise usage_error("--host needs --port: gbcli serve listens on TCP only when given a port.",
                               "For example --host 127.0.0.1 --port 8765 (--port 0: any free port).")
         return None
-    if not 0 <= port <= 65535:
-        raise usage_error(f"--port must be between 0 and 65535, not {port}.", "For example --port 8765.")
     return (host or "127.0.0.1").strip("[]"), port
 
 
