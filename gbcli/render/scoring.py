@@ -62,10 +62,6 @@ def measure_value(column: ModelScore) -> str:
     return format_perplexity(column.value) if "perplexity" in column.measure else format_nats(column.value)
 
 
-def measure_label(column: ModelScore) -> str:
-    return f"{family_title(column.family)} {column.measure}"
-
-
 def single_table(record: TextScore, label: Label = model_label) -> Table:
     """One column per model, one row per quantity: narrow enough for three models in 80 columns."""
     table = Table(title=f"Scores of: {record.text}", title_justify="left", title_style="bold")
