@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from gbcli.errors import GbcliError, usage_error
+from gbcli.render.common import dumps
+from gbcli.terminal import deferred_interrupt
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,6 @@ def check_resumed(resumed: ResumedOutput, path: str, inputs: dict[int, Any], inp
 
 def append_records(path: str, lines: list[str]) -> None:
     """Append whole JSON Lines, flushed to disk; Ctrl-C is held back until they are all written."""
-    from gbcli.terminal import deferred_interrupt
-
     with deferred_interrupt(), open(path, "a", encoding="utf-8") as stream:
         stream.write("".join(lines))
         stream.flush()
@@ -115,6 +115,4 @@ def append_records(path: str, lines: list[str]) -> None:
 
 def append_results(path: str, results: list[Any]) -> None:
     """Results appended as the JSON Lines `--json` prints for them."""
-    from gbcli.render.common import dumps
-
     append_records(path, [dumps(r, indent=None) + "\n" for r in results])

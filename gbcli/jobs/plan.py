@@ -13,14 +13,24 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
 
 from gbcli.errors import GbcliError, usage_error
+from gbcli.jobs import pair_file
+from gbcli.jobs.jsonl_output import PAIR_RECORDS, ResumedOutput, append_results, check_resumed, open_output
+from gbcli.jobs.pair_file import column_keys
 from gbcli.loading.models import LoadedModel
+from gbcli.render.common import to_jsonable
+from gbcli.tasks import pairs as task
 from gbcli.tasks.finite import check_finite
+from gbcli.tasks.masking import fill_mask_lines
+from gbcli.tasks.masking.masks import target_words
+from gbcli.tasks.pairs import iter_pair_chunks
+from gbcli.tasks.scoring import SCORE_CHUNK, check_texts, conventions, iter_scores, score_batch
+from gbcli.tasks.tokenization import tokenize_text
 
 if TYPE_CHECKING:
-    from gbcli.jobs.jsonl_output import ResumedOutput
     from gbcli.jobs.pair_file import FileRun, PairFields
     from gbcli.tasks.masking import FillMaskResult
     from gbcli.tasks.pairs import LineFailure, PairInput, PairResult
@@ -47,8 +57,6 @@ class ScoreTotals:
 def score_in_batches(models: list[LoadedModel], items: list[tuple[int, str]], settings: ScoreSettings, *,
                 on_results: Callable[[list[TextScore]], None], on_progress: Callable[[int], None]) -> ScoreTotals:
     """Score (index, text) pairs a batch at a time, each batch checked finite before it is handed on."""
-    from gbcli.tasks.scoring import iter_scores
-
     totals = ScoreTotals()
     for batch in iter_scores(models, items, settings):
         check_finite(batch.records, models)
@@ -106,8 +114,6 @@ def fill_mask_file(models: list[LoadedModel], lines: list[str], top_k: int, targ
 
 def fill_mask_chunk(models: list[LoadedModel], first: int, part: list[str], top_k: int, targets: Sequence[str],
                     batch_size: int, on_progress: Callable[[int], None] | None = None) -> list[FillMaskResult]:
-    from gbcli.tasks.masking import fill_mask_lines
-
     results = fill_mask_lines({lm.family: lm for lm in models}, part, top_k, targets, batch_size=batch_size,
                               on_progress=on_progress, first_line=first, skip_empty=True)
     check_finite(results, models)
@@ -159,8 +165,6 @@ def run_here(plan: Plan, output: str, on_progress: Callable[[int], None]) -> Non
 def token_cost(models: list[LoadedModel], text: str, *, pll: bool) -> float:
     """The work of one text, in token passes: a forward pass over n tokens (GPT-2, BART, BERT filling blanks), or,
     for BERT's pseudo-log-likelihood (`pll`), one pass per masked copy: n²."""
-    from gbcli.tasks.tokenization import tokenize_text
-
     cost = 0.0
     for lm in models:
         n = len(tokenize_text(lm, text).ids)
@@ -171,11 +175,6 @@ def token_cost(models: list[LoadedModel], text: str, *, pll: bool) -> float:
 def score_plan(models: list[LoadedModel], items: list[tuple[int, str]], resumed: ResumedOutput,
                settings: ScoreSettings, output: str) -> Plan:
     """`score --file --output`: the texts in the chunks `score --file --json` streams, those in --output skipped."""
-    from gbcli.jobs.jsonl_output import append_results, check_resumed
-    from gbcli.jobs.pair_file import column_keys
-    from gbcli.render.common import to_jsonable
-    from gbcli.tasks.scoring import SCORE_CHUNK, check_texts, conventions, score_batch
-
     check_texts(models, items)
     # --tokens adds each token's surprisal to every column: a file made with it and without would be mixed too.
     check_resumed(resumed, output, dict(items), lambda record: record.get("text"),
@@ -199,16 +198,12 @@ def score_plan(models: list[LoadedModel], items: list[tuple[int, str]], resumed:
 
 def unknown_in(records: dict[int, dict]) -> list[Any]:
     """The records of --output that scored [UNK] tokens, in input order, as the attributes the warnings read."""
-    from types import SimpleNamespace
-
     return [SimpleNamespace(index=record["index"], columns=[SimpleNamespace(**c) for c in record["columns"]])
             for _, record in sorted(records.items()) if any(c.get("unknown_tokens") for c in record["columns"])]
 
 
 def pairs_plan(models: list[LoadedModel], run: FileRun, settings: ScoreSettings, batch_size: int) -> Plan:
     """`pairs --file --output` under torchrun: the chunks of pairs one process scores, those done left out."""
-    from gbcli.tasks.pairs import iter_pair_chunks
-
     plan = Plan([], [], [], [], lambda chunk, path: score_pair_chunk(models, chunk, settings, path))
     for chunk in iter_pair_chunks(run.pairs, run.done, batch_size):
         cost = sum(token_cost(models, p.good, pll=True) + token_cost(models, p.bad, pll=True) for p in chunk)
@@ -219,9 +214,6 @@ def pairs_plan(models: list[LoadedModel], run: FileRun, settings: ScoreSettings,
 def fill_mask_plan(models: list[LoadedModel], lines: list[str], resumed: ResumedOutput, top_k: int,
                    targets: Sequence[str], batch_size: int, output: str) -> Plan:
     """`fill-mask --file --output`: the chunks `fill-mask --file --json` streams, the lines in --output skipped."""
-    from gbcli.jobs.jsonl_output import append_results, check_resumed
-    from gbcli.tasks.masking.masks import target_words
-
     names = {lm.family: lm.name for lm in models}
     # Records carry the options they were made with: a run with another --top-k or --targets would mix two kinds
     # of line in one file. (A record of a gbcli that did not write them has None there, and is refused too.)
@@ -245,9 +237,6 @@ def open_pair_file(path: str, fields: PairFields, file_format: str, output: str 
                    ) -> tuple[FileRun, ResumedOutput, list[LoadedModel]]:
     """`pairs --file` in one process, before any scoring: the pairs read, --output opened (its finished lines kept
     with --resume), the models loaded and every line checked against them."""
-    from gbcli.jobs import pair_file
-    from gbcli.jobs.jsonl_output import PAIR_RECORDS, ResumedOutput, open_output
-
     entries, group_field = pair_file.read_pair_file(path, file_format, fields)
     resumed = open_output(output, PAIR_RECORDS, resume=resume, force=force) if output else ResumedOutput({}, False)
     models = load()
@@ -257,9 +246,6 @@ def open_pair_file(path: str, fields: PairFields, file_format: str, output: str 
 def score_pair_chunk(models: list[LoadedModel], chunk: list[PairInput], settings: ScoreSettings,
                      output: str | None) -> list[PairResult]:
     """One chunk of pairs scored and checked finite; with `output`, its records appended there, whole and flushed."""
-    from gbcli.jobs.jsonl_output import append_results
-    from gbcli.tasks import pairs as task
-
     results = task.score_pairs(models, chunk, settings)
     check_finite(results, models)
     if output is not None:
@@ -272,8 +258,6 @@ def score_pair_file(models: list[LoadedModel], run: FileRun, settings: ScoreSett
                     on_progress: Callable[[int], None]) -> None:
     """`pairs --file` in one process: the pairs not yet done, a chunk at a time, into --output (else handed on),
     each added to the run's tally."""
-    from gbcli.tasks import pairs as task
-
     for chunk in task.iter_pair_chunks(run.pairs, run.done, batch_size):
         results = score_pair_chunk(models, chunk, settings, output)
         if output is None:
