@@ -37,9 +37,11 @@ def test_every_console_example_is_what_gbcli_prints_now():
 
 def test_a_command_that_fails_unannounced_stops_the_generator():
     # A page must not quietly show an error where an example was meant: only `# exits N` lets a command fail.
-    with pytest.raises(SystemExit, match="exited 2, not 0"):
-        generate.run(generate.parse_command('$ gbcli fill-mask "no blank here"'))
-    assert generate.run(generate.parse_command('$ gbcli fill-mask "no blank here"   # exits 2')).startswith("error:")
+    with generate.scratch_folder():
+        with pytest.raises(SystemExit, match="exited 2, not 0"):
+            generate.run(generate.parse_command('$ gbcli fill-mask "no blank here"'))
+        failed = generate.run(generate.parse_command('$ gbcli fill-mask "no blank here"   # exits 2'))
+    assert failed.startswith("error: The text has no mask to fill.")
 
 
 def test_timings_are_elided_and_a_box_keeps_its_border():
