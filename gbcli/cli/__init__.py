@@ -3,7 +3,8 @@
 This package holds the Typer `app` and `main`; `options` the options every command shares (and the loading of the
 models they name), `reporting` the error mapping and what goes to stderr, and one module per group of commands.
 No model logic lives here, and nothing here imports torch or transformers at module level, so that
-`gbcli --help` stays instant.
+`gbcli --help` stays instant: a command imports the tasks, views, jobs and loading it runs inside its own body,
+late, for that reason alone (the late imports of this package; tests/test_startup.py, benchmarks row `startup`).
 
 The top room: it may import `warm`, `jobs`, `render`, `tasks`, `lm`, `loading`, `terminal` and `gbcli.errors`;
 nothing imports it but `gbcli.entry`. (The warm shell and server run its Typer app, given to them by `cli.serve`.)
