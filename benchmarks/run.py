@@ -6,7 +6,7 @@
 
 The models are full-size GPT-2-small and BERT-base architectures with random weights and the real published
 vocabularies (from ../shared/tokenizers, or --tokenizers DIR), built once into benchmarks/.models/. The table is
-printed as Markdown (paste it into benchmarks/README.md) and saved as JSON in benchmarks/results/.
+printed as Markdown (paste it into benchmarks/HISTORY.md, with the machine) and saved as JSON in benchmarks/results/.
 
 Every row interleaves gbcli's runs with its peer's, so that a change in the machine's load hits both sides alike;
 the median of --repeats runs is reported. Start-up and loading are outside the timed region of the in-process
