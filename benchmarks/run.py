@@ -39,7 +39,7 @@ if str(REPO) not in sys.path:  # run from a clean clone without installing
 from build_models import DEFAULT_CACHE, DEFAULT_TOKENIZERS, build_bert, build_gpt2  # noqa: E402
 
 ALL_ROWS = ("generate", "fill-mask", "pll", "compare", "memory", "pairs", "warm", "startup", "cold",
-            "fresh-generate", "busy")
+            "fresh-generate", "busy", "probe-extract", "probe-rerun", "probe-memory")
 PROMPT = "Once upon a time there was a little fox who lived at the edge of a quiet forest."
 COMPARE_TEXT = "The capital of France is Paris."
 SUBPROCESS_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "NO_COLOR": "1"}
@@ -669,6 +669,15 @@ def _cold(name: str) -> Callable[[Context], list[Row]]:
     return rows
 
 
+def _probe(name: str) -> Callable[[Context], list[Row]]:
+    def rows(ctx: Context) -> list[Row]:
+        import probe_rows  # imports this module: loaded on first use
+
+        return getattr(probe_rows, name)(ctx)
+
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Warm models (issue 12): `gbcli serve` and `gbcli shell` against the cold command
 # ---------------------------------------------------------------------------------------------------------------
@@ -828,10 +837,12 @@ ROW_FUNCTIONS: dict[str, Callable[[Context], list[Row]]] = {
     # What one fresh command costs (issues 13 and 19): benchmarks/cold.py.
     "startup": _cold("startup_rows"), "cold": _cold("cold_rows"), "fresh-generate": _cold("fresh_generate_rows"),
     "busy": _cold("busy_rows"), "warm": warm_rows, "pairs": pairs_rows,
+    # What `gbcli probe` costs (issue 30): benchmarks/probe_rows.py.
+    "probe-extract": _probe("extract_rows"), "probe-rerun": _probe("rerun_rows"), "probe-memory": _probe("memory_rows"),
 }
 # The rows whose figures come from fresh processes (Python started for each run, as a user's command); the
 # others are measured inside this benchmark's one warm process, unless a row says otherwise (Row.fresh).
-FRESH_ROWS = {"startup", "cold", "fresh-generate", "busy", "compare", "memory", "warm"}
+FRESH_ROWS = {"startup", "cold", "fresh-generate", "busy", "compare", "memory", "warm", "probe-rerun", "probe-memory"}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -909,6 +920,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lines", type=int, default=None, help="fill-mask lines (default 1000)")
     parser.add_argument("--sentences", type=int, default=None, help="pseudo-perplexity sentences (default 100)")
     parser.add_argument("--pairs", type=int, default=None, help="minimal pairs of the pairs row (default 1000)")
+    parser.add_argument("--probe-sentences", type=int, default=None,
+                        help="sentences of the probe rows (default 2000)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="runs per side, median reported (default 3 for generate and compare, 1 for the "
                         "fill-mask and pll rows, whose 1,000 lines and 100 sentences already average)")
@@ -928,6 +941,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.lines = args.lines or (100 if quick else 1000)
     args.sentences = args.sentences or (20 if quick else 100)
     args.pairs = args.pairs or (50 if quick else 1000)
+    args.probe_sentences = args.probe_sentences or (200 if quick else 2000)
     args.heavy_repeats = args.repeats or 1
     args.repeats = args.repeats or (1 if quick else 3)
     chosen = [r.strip() for r in args.rows.split(",") if r.strip()]

@@ -197,4 +197,32 @@ def test_a_killed_worker_ends_the_job_naming_its_lines_and_resume_completes_the_
     resumed = subprocess.run(_torchrun(*args, "--resume"), capture_output=True, timeout=300, env=_env())
     assert resumed.returncode == 0, resumed.stderr.decode()
     assert out.read_bytes() == expected
-    assert json.loads(resumed.stdout)["resumed"] == whole_in_part0 + len(kept.splitlines())
+    # Only the chunks held whole count: a chunk a rank was cut in (rank 0's, when SIGTERM tore its line) is redone.
+    whole_chunks = whole_in_part0 // CHUNK[command] + len(kept.splitlines()) // CHUNK[command]
+    assert json.loads(resumed.stdout)["resumed"] == whole_chunks * CHUNK[command]
+
+
+def test_two_processes_resuming_a_cut_one_process_file_write_it_byte_for_byte(tmp_path, models):
+    """Texts of many lengths (a record's last bits depend on its batch-mates): the chunk the cut fell in is done
+    again whole, by whichever rank holds it, and the merge keeps its new records; with one thread per process on
+    both sides the file is the one-process file."""
+    import torch
+
+    texts = [p["sentence_good"][:-2] + " and it rests" * (k % 6) + " ." for k, p in enumerate(corpus_pairs(70))]
+    file = tmp_path / "texts.txt"
+    file.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    args = _job_args("score", str(file), models, out)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert run(*args, env={"GBCLI_THREADS": "1"}).exit_code == 0
+    finally:
+        torch.set_num_threads(threads)
+    expected = out.read_bytes()
+    ends = [k + 1 for k, byte in enumerate(expected) if byte == ord("\n")]
+    out.write_bytes(expected[: ends[40] + 50])  # inside record 42: in the second chunk, a torn line at its end
+    resumed = subprocess.run(_torchrun(*args, "--resume"), capture_output=True, timeout=300, env=_env())
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    assert out.read_bytes() == expected
+    assert json.loads(resumed.stdout)["resumed"] == 32  # the first chunk; the second is redone whole

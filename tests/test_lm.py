@@ -173,7 +173,7 @@ def test_model_facts_and_refusals(gpt_lm, bert_lm):
     assert bert_lm.require_mask_token("fill blanks", "hint") == bert_lm.tokenizer.mask_token_id
     with pytest.raises(GbcliError, match="has no mask token, so it cannot fill blanks") as refused:
         gpt_lm.require_mask_token("fill blanks", "Use a masked LM for --bert.")
-    assert refused.value.exit_code == 1 and refused.value.hint == "Use a masked LM for --bert."
+    assert refused.value.exit_code == 2 and refused.value.hint == "Use a masked LM for --bert."
     gpt_lm.check_fits(MAX_POSITIONS, "the text")
     with pytest.raises(GbcliError, match=f"at most {MAX_POSITIONS} tokens .*the text needs {MAX_POSITIONS + 1}"):
         gpt_lm.check_fits(MAX_POSITIONS + 1, "the text")

@@ -241,6 +241,31 @@ def test_two_clients_at_once_each_get_their_own_answer(server, models):
         assert stdout.decode() == run("fill-mask", text, "--json", *models).stdout
 
 
+def _client_with_stdout(server: RunningServer, stdout: str, *args: str) -> subprocess.CompletedProcess:
+    """The installed client with its standard output closed (`>&-`) or the full disk of /dev/full."""
+    env = {**os.environ, **client_env(server.runtime)}
+    if stdout == "closed":
+        return subprocess.run([gbcli_executable(), *args], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1), timeout=120, check=False)
+    with open("/dev/full", "wb") as full:
+        return subprocess.run([gbcli_executable(), *args], env=env, stdout=full, stderr=subprocess.PIPE,
+                              timeout=120, check=False)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("stdout", ["closed", "full"])
+def test_a_closed_or_full_stdout_says_what_in_process_says(server, models, stdout):
+    """Issue 29, 12: through the server as without it, the in-process message and exit code, no traceback."""
+    args = ("score", "the duck quacks .", "--json")
+    before = server.served()
+    warm = _client_with_stdout(server, stdout, *args, *models)
+    # A full stdout is met on the server's output; a closed one before asking (the command says so in-process).
+    assert server.served() == before + (stdout == "full")
+    cold = _client_with_stdout(server, stdout, "--no-server", *args, *models)
+    assert TRACEBACK.encode() not in warm.stderr and warm.stderr.startswith(b"error: "), warm.stderr
+    assert (warm.returncode, warm.stderr) == (cold.returncode, cold.stderr) == (1, cold.stderr)
+
+
 def test_the_exit_follows_the_last_output_at_once(server, models):
     """A warm command ends when its work does: the exit is sent as the job ends, not when a thread that waits on
     the client's socket next wakes (the heartbeat is 2 s apart)."""
@@ -503,3 +528,4 @@ def test_the_build_id_changes_with_any_byte_of_the_source(tmp_path, monkeypatch)
     finally:
         monkeypatch.undo()
         protocol.build_id.cache_clear()
+

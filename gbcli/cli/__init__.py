@@ -20,7 +20,7 @@ from click import exceptions as click_errors
 from typer.core import TyperGroup
 
 from gbcli import __version__
-from gbcli.cli import analysis, fill_mask, generation, scoring, serve
+from gbcli.cli import analysis, fill_mask, generation, probe, scoring, serve
 from gbcli.cli.options import (
     ModelChoice,
     choose_columns,
@@ -133,6 +133,8 @@ app.command()(analysis.lens)
 app.command()(analysis.context)
 app.command()(analysis.saliency)
 app.command()(scoring.pairs)
+app.command()(probe.probe)
+app.command()(probe.similarity)
 app.command()(serve.shell)
 app.command()(serve.serve)
 app.command()(serve.ps)

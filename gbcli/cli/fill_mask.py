@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,6 +11,9 @@ from gbcli.cli.reporting import handle_errors, interrupt_exits_130, print_warnin
 from gbcli.cli.streams import check_output_options, under_torchrun_needs_output
 from gbcli.errors import usage_error
 from gbcli.tasks.finite import check_finite
+
+if TYPE_CHECKING:
+    from gbcli.jobs.inputs import FileLines
 
 
 @handle_errors
@@ -44,7 +47,7 @@ def fill_mask_command(
 
     With BART (--with-bart), each blank gets spans of any length from beam search over the restored text.
     """
-    from gbcli.jobs.inputs import read_text
+    from gbcli.jobs.inputs import read_text, valid_argument
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.masking import fill_mask_view
     from gbcli.tasks.masking import check_fill_options, fill_mask, parse_targets
@@ -55,7 +58,7 @@ def fill_mask_command(
     check_output_options("fill-mask", output, resume, force, file)
     under_torchrun_needs_output("fill-mask", output, file)
     check_fill_options(top_k, batch_size)
-    words = parse_targets(targets)
+    words = parse_targets(None if targets is None else valid_argument(targets, "--targets"))
     families = choice.families()
     if file is not None:
         _fill_mask_file(file, choice, families, top_k, words, batch_size, json_output,
@@ -78,14 +81,15 @@ def _fill_mask_file(file: str, choice: ModelChoice, families, top_k: int, words:
     """`fill-mask --file`: every line's blanks, JSON Lines streamed as they come (or into --output), or one table
     at the end."""
     from gbcli.cli.streams import Records, json_lines
-    from gbcli.jobs.inputs import read_lines
+    from gbcli.jobs.inputs import FileLines, read_lines
     from gbcli.jobs.plan import fill_mask_file
     from gbcli.render.common import stderr_console, stdout_console
     from gbcli.render.masking import fill_mask_lines_view
     from gbcli.render.progress import line_progress
     from gbcli.tasks.masking import MASK_PATTERN, MASK_SPELLINGS
 
-    lines = read_lines(file)
+    # --output reads the file a chunk at a time (memory does not grow with it); a table needs every line at once.
+    lines = FileLines(file) if output is not None else read_lines(file)
     if not any(MASK_PATTERN.search(line) for line in lines):  # before any model loads
         raise usage_error(f"No line of {'standard input' if file == '-' else repr(file)} has a mask to fill.",
                           f"Write {MASK_SPELLINGS} where a word is missing, e.g. \"the [MASK] quacks in the park .\"")
@@ -105,25 +109,31 @@ def _fill_mask_file(file: str, choice: ModelChoice, families, top_k: int, words:
         stderr_console().print(f"[yellow]{some_failed}[/]")
 
 
-def _fill_mask_into(output: str, file: str, lines: list[str], choice: ModelChoice, families, top_k: int,
+def _fill_mask_into(output: str, file: str, lines: FileLines, choice: ModelChoice, families, top_k: int,
                     words: list[str], batch_size: int, json_output: bool, *, resume: bool, force: bool) -> None:
     """`fill-mask --file --output`: the records into the file (here, or shared among torchrun's processes); rank 0
     then says how many lines it holds and which could not be filled, as the streamed run does."""
     from gbcli.cli.streams import output_job, print_output_summary
-    from gbcli.jobs.jsonl_output import FILL_MASK_RECORDS
+    from gbcli.jobs.jsonl_output import FILL_MASK_RECORDS, each_record
     from gbcli.jobs.plan import LineTally, fill_mask_plan
     from gbcli.render.common import stderr_console
 
-    finished = output_job(output, FILL_MASK_RECORDS, resume=resume, force=force, options=choice.load_options(),
-                          label="filling masks",
-                          plan=lambda resumed, options: fill_mask_plan(choice.load(families, options), lines, resumed,
-                                                                       top_k, words, batch_size, output))
-    if finished is None:
+    resumed = output_job(output, FILL_MASK_RECORDS, resume=resume, force=force, options=choice.load_options(),
+                         label="filling masks",
+                         plan=lambda options: fill_mask_plan(choice.load(families, options), lines, top_k, words,
+                                                             batch_size, output))
+    if resumed is None:
         return
-    records = [record for _, record in sorted(finished[0].records.items())]
-    print_warnings(records[0]["warnings"] if records else [])
-    tally = LineTally(len(records), [(r["line"], r["error"]) for r in records if r["error"] is not None])
-    print_output_summary(file, output, finished, json_output=json_output, failed=len(tally.failures))
+    tally = LineTally()
+    warnings: list[str] = []
+    for record in each_record(output, FILL_MASK_RECORDS):
+        if not tally.done:
+            warnings = record["warnings"]
+        tally.done += 1
+        if record["error"] is not None:
+            tally.failures.append((record["line"], record["error"]))
+    print_warnings(warnings)
+    print_output_summary(file, output, tally.done, resumed, json_output=json_output, failed=len(tally.failures))
     some_failed = tally.check()
     if some_failed:
         stderr_console().print(f"[yellow]{some_failed}[/]")

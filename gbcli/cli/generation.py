@@ -29,7 +29,8 @@ def generate(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="How many tokens to add.")] = 40,
     greedy: Annotated[bool, typer.Option("--greedy", help="Always take the most likely token.")] = False,
     temperature: Annotated[
-        float | None, typer.Option("--temperature", help="Sampling temperature (default 1.0).", show_default=False)
+        float | None, typer.Option("--temperature", help="Sampling temperature (default 1.0; at least 0.01, "
+                                         "--greedy below that).", show_default=False)
     ] = None,
     top_k: Annotated[int | None, typer.Option("--top-k", help="Sample from the k most likely (default 50).")] = None,
     top_p: Annotated[

@@ -18,7 +18,6 @@ from gbcli.tasks.finite import check_finite
 
 if TYPE_CHECKING:
     from gbcli.cli.streams import Records
-    from gbcli.jobs.jsonl_output import ResumedOutput
     from gbcli.jobs.pair_file import FileRun, PairFields
     from gbcli.tasks.pairs import PairsSummary
     from gbcli.tasks.scoring import ScoreSettings
@@ -33,6 +32,7 @@ PllOption = Annotated[
                       "2023: also mask the later pieces of the same word).")
 ]
 BitsOption = Annotated[bool, typer.Option("--bits", help="Log-probabilities in bits (base 2) instead of nats.")]
+
 
 
 @handle_errors
@@ -83,16 +83,15 @@ def score(
     families = choice.families()
     settings = ScoreSettings.from_options(bos=bos, stride=stride, pll=pll, with_tokens=tokens, with_words=words,
                                           bits=bits)
+    if file is not None and output is not None:
+        _score_into(output, file, settings, resume=resume, force=force, choice=choice, json_output=json_output)
+        return
     items = numbered_texts(texts, file)
     if file is None and len(items) > 1 and all(len(text.split()) == 1 for _, text in items):
         # `gbcli score rome is the capital`: the shell made four one-word texts of what was meant as one.
         joined = " ".join(text for _, text in items)
         print_warnings([f"every text is a single word, so {len(items)} one-word texts are scored separately; "
                         f'to score one sentence, quote it: gbcli score "{joined}"'])
-    if file is not None and output is not None:
-        _score_into(output, file, items, settings, resume=resume, force=force, choice=choice,
-                    json_output=json_output)
-        return
     columns = choice.load(families)
     records = _score_records(json_output, csv_output, tokens, words)
     streaming = json_output or csv_output
@@ -105,23 +104,29 @@ def score(
     print_warnings(unknown_token_warnings(totals.unknown))
 
 
-def _score_into(output: str, file: str, items: list[tuple[int, str]], settings: ScoreSettings, *, resume: bool,
-                force: bool, choice: ModelChoice, json_output: bool) -> None:
-    """`score --file --output`: the records into the file (here, or shared among torchrun's processes), then what
-    rank 0 says about it."""
+def _score_into(output: str, file: str, settings: ScoreSettings, *, resume: bool, force: bool, choice: ModelChoice,
+                json_output: bool) -> None:
+    """`score --file --output`: the records into the file (here, or shared among torchrun's processes), the file
+    read a chunk at a time; then what rank 0 says about it."""
     from gbcli.cli.streams import output_job, print_output_summary
-    from gbcli.jobs.jsonl_output import SCORE_RECORDS
+    from gbcli.jobs.inputs import FileLines
+    from gbcli.jobs.jsonl_output import SCORE_RECORDS, each_record
     from gbcli.jobs.plan import score_plan, unknown_in
     from gbcli.tasks.scoring import unknown_token_warnings
 
     families = choice.families()
-    finished = output_job(output, SCORE_RECORDS, resume=resume, force=force, options=choice.load_options(),
-                          plan=lambda resumed, options: score_plan(choice.load(families, options), items, resumed,
-                                                                   settings, output))
-    if finished is None:
+    texts = FileLines(file)
+    resumed = output_job(output, SCORE_RECORDS, resume=resume, force=force, options=choice.load_options(),
+                         plan=lambda options: score_plan(choice.load(families, options), texts, settings, output))
+    if resumed is None:
         return
-    print_output_summary(file, output, finished, json_output=json_output)
-    print_warnings(unknown_token_warnings(unknown_in(finished[0].records)))
+    lines = 0
+    unknown = []
+    for record in each_record(output, SCORE_RECORDS):
+        lines += 1
+        unknown.extend(unknown_in([record]))
+    print_output_summary(file, output, lines, resumed, json_output=json_output)
+    print_warnings(unknown_token_warnings(unknown))
 
 
 def _score_records(json_output: bool, csv_output: bool, tokens: bool, words: bool) -> Records:
@@ -224,26 +229,25 @@ def pairs(
 def _pairs_file(path: str, fields: PairFields, file_format: str, output: str | None, resume: bool, force: bool,
                 batch_size: int, settings: ScoreSettings, options: LoadOptions, *,
                 load: Callable[[LoadOptions], list[LoadedModel]], json_output: bool) -> None:
-    """`pairs --file`: score the pairs a chunk at a time (here, or shared among torchrun's processes), then print
-    the accuracy."""
-    from gbcli.jobs.distributed import detect
+    """`pairs --file`: score the pairs a chunk at a time (into --output here or shared among torchrun's processes,
+    or streamed), then print the accuracy."""
     from gbcli.jobs.plan import failed_lines_error
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.pairs import summary_view
     from gbcli.tasks import pairs as task
 
     under_torchrun_needs_output("pairs", output, path)
-    if output is not None and detect() is not None:
-        finished = _pairs_file_shared(path, fields, file_format, output, resume, force, batch_size, settings,
-                                      options, load=load)
+    if output is not None:
+        finished = _pairs_into(path, fields, file_format, output, resume, force, batch_size, settings, options,
+                               load=load)
         if finished is None:  # not rank 0: only rank 0 prints
             return
         run, resumed, columns = finished
     else:
-        run, resumed, columns = _pairs_file_here(path, fields, file_format, output, resume, force, batch_size,
-                                                 settings, load=lambda: load(options), json_output=json_output)
-    summary: PairsSummary = task.summarize(run.tally, path, len(resumed.records), run.failures, run.group_field,
-                                           columns, settings)
+        run, columns = _pairs_file_here(path, fields, file_format, batch_size, settings, load=lambda: load(options),
+                                        json_output=json_output)
+        resumed = 0
+    summary: PairsSummary = task.summarize(run.tally, path, resumed, run.failures, run.group_field, columns, settings)
     if json_output:
         print_json(summary, lines=output is None)
     else:
@@ -252,36 +256,35 @@ def _pairs_file(path: str, fields: PairFields, file_format: str, output: str | N
         raise failed_lines_error(path, run.failures, summary.pairs)
 
 
-def _pairs_file_shared(path: str, fields: PairFields, file_format: str, output: str, resume: bool, force: bool,
-                       batch_size: int, settings: ScoreSettings, options: LoadOptions, *,
-                       load: Callable[[LoadOptions], list[LoadedModel]]
-                       ) -> tuple[FileRun, ResumedOutput, list[LoadedModel]] | None:
-    """`pairs --file --output` as one of torchrun's processes; on rank 0 the run with its tally read back from the
-    merged file, the output as the job found it, and the models."""
+def _pairs_into(path: str, fields: PairFields, file_format: str, output: str, resume: bool, force: bool,
+                batch_size: int, settings: ScoreSettings, options: LoadOptions, *,
+                load: Callable[[LoadOptions], list[LoadedModel]]) -> tuple[FileRun, int, list[LoadedModel]] | None:
+    """`pairs --file --output` in one process or as one of torchrun's; on rank 0 the run with its tally read back
+    from the finished file, how many records an earlier run had written, and the models."""
     from gbcli.cli.streams import output_job
     from gbcli.jobs import pair_file
-    from gbcli.jobs.jsonl_output import PAIR_RECORDS
+    from gbcli.jobs.jsonl_output import PAIR_RECORDS, each_record
     from gbcli.jobs.plan import pairs_plan
     from gbcli.tasks import pairs as task
 
     entries, group_field = pair_file.read_pair_file(path, file_format, fields)
     known: dict = {}  # what the plan found, for the summary
 
-    def plan(resumed: ResumedOutput, options: LoadOptions):
+    def plan(options: LoadOptions):
         known["columns"] = columns = load(options)
-        known["resumed"] = resumed
-        known["run"] = run = pair_file.prepare_file_run(columns, entries, group_field, resumed, settings, output)
-        return pairs_plan(columns, run, settings, batch_size)
+        known["run"] = run = pair_file.prepare_file_run(columns, entries, group_field)
+        return pairs_plan(columns, run, settings, batch_size, output)
 
-    finished = output_job(output, PAIR_RECORDS, resume=resume, force=force, options=options, plan=plan,
-                          announce=lambda: _say_failures(known["run"]))
-    if finished is None:
+    resumed = output_job(output, PAIR_RECORDS, resume=resume, force=force, options=options, plan=plan,
+                         announce=lambda: _say_failures(known["run"]))
+    if resumed is None:
         return None
     run = known["run"]
-    run.tally = task.Tally([(lm.family, lm.name) for lm in known["columns"]])
-    for line in sorted(finished[0].records):
-        run.tally.add(*task.outcomes(finished[0].records[line]))
-    return run, known["resumed"], known["columns"]
+    groups = {pair.line: pair.group for pair in run.pairs}
+    for record in each_record(output, PAIR_RECORDS):
+        _, verdicts = task.outcomes(record)
+        run.tally.add(groups.get(record["line"]), verdicts)  # grouped as this run groups (--group-field may change)
+    return run, resumed, known["columns"]
 
 
 def _say_failures(run: FileRun) -> None:
@@ -289,24 +292,21 @@ def _say_failures(run: FileRun) -> None:
         stderr_console().print(f"[bold red]error:[/] line {failure.line}: {_escape(failure.message)}")
 
 
-def _pairs_file_here(path: str, fields: PairFields, file_format: str, output: str | None, resume: bool, force: bool,
-                     batch_size: int, settings: ScoreSettings, *, load: Callable[[], list[LoadedModel]],
-                     json_output: bool) -> tuple[FileRun, ResumedOutput, list[LoadedModel]]:
-    """`pairs --file` in one process: the records streamed (to --output, or as JSON Lines) as they come."""
+def _pairs_file_here(path: str, fields: PairFields, file_format: str, batch_size: int, settings: ScoreSettings, *,
+                     load: Callable[[], list[LoadedModel]], json_output: bool) -> tuple[FileRun, list[LoadedModel]]:
+    """`pairs --file` in one process, without --output: the records streamed as JSON Lines as they come (with
+    --json), the accuracy added up."""
     from gbcli.cli.streams import json_lines
-    from gbcli.jobs.plan import open_pair_file, score_pair_file
+    from gbcli.jobs import pair_file
+    from gbcli.jobs.plan import score_pair_file
     from gbcli.render.scoring import progress_bar
 
-    run, resumed, columns = open_pair_file(path, fields, file_format, output, resume, force, settings, load)
+    entries, group_field = pair_file.read_pair_file(path, file_format, fields)
+    columns = load()
+    run = pair_file.prepare_file_run(columns, entries, group_field)
     _say_failures(run)
-    show_progress = stderr_console().is_terminal and not (json_output and output is None and sys.stdout.isatty())
-    try:
-        with interrupt_exits_130(), progress_bar(run.todo, show_progress) as advance:
-            score_pair_file(columns, run, settings, batch_size, output,
-                            on_results=json_lines if json_output else lambda results: None, on_progress=advance)
-    except KeyboardInterrupt:
-        if output is not None:
-            stderr_console().print(f"[yellow]{run.tally.pairs} pairs are in {_escape(output)}; run the same command "
-                                   "with --resume to continue.[/]")
-        raise
-    return run, resumed, columns
+    show_progress = stderr_console().is_terminal and not (json_output and sys.stdout.isatty())
+    with interrupt_exits_130(), progress_bar(len(run.pairs), show_progress) as advance:
+        score_pair_file(columns, run, settings, batch_size,
+                        on_results=json_lines if json_output else lambda results: None, on_progress=advance)
+    return run, columns

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from gbcli.errors import usage_error
 
 if TYPE_CHECKING:
-    from gbcli.jobs.jsonl_output import RecordShape, ResumedOutput
+    from gbcli.jobs.jsonl_output import RecordShape
     from gbcli.jobs.plan import Plan
     from gbcli.loading.models import LoadOptions
 
@@ -38,18 +38,15 @@ def json_lines(batch: list[Any]) -> None:
 
 
 def output_job(output: str, shape: RecordShape, *, resume: bool, force: bool, options: LoadOptions,
-               plan: Callable[[ResumedOutput, LoadOptions], Plan], announce: Callable[[], None] = lambda: None,
-               label: str = "scoring") -> tuple[ResumedOutput, int] | None:
+               plan: Callable[[LoadOptions], Plan], announce: Callable[[], None] = lambda: None,
+               label: str = "scoring") -> int | None:
     """A file job into --output: here, or this rank's share under torchrun (then the models load on this rank's
-    device). The finished file read back, and how many of its records an earlier run had written; None on a rank
-    other than 0, which prints nothing."""
-    from gbcli.jobs.distributed import detect
+    device), under --output's lock. How many of the file's records an earlier run had written (and are kept); None
+    on a rank other than 0, which prints nothing."""
+    from contextlib import nullcontext
 
-    read_back: list[int] = []
-
-    def planned(resumed: ResumedOutput, options: LoadOptions) -> Plan:
-        read_back.append(len(resumed.records))
-        return plan(resumed, options)
+    from gbcli.jobs.distributed import detect, job_threads
+    from gbcli.jobs.jsonl_output import OutputLock
 
     world = detect()  # a torchrun job of several processes, or None (then torch.distributed is never imported)
     if world is not None:
@@ -59,34 +56,42 @@ def output_job(output: str, shape: RecordShape, *, resume: bool, force: bool, op
         from gbcli.jobs.torchrun_job import run_distributed
 
         options = replace(options, device=start(world, options.device))
-        finished = run_distributed(world, output, shape, resume=resume, force=force,
-                                   plan=lambda resumed: planned(resumed, options), announce=announce, label=label)
-        return None if finished is None else (finished, read_back[0])
+        with OutputLock(output, shape.command) if world.is_main else nullcontext():
+            return run_distributed(world, output, shape, resume=resume, force=force, plan=lambda: plan(options),
+                                   announce=announce, label=label)
     from gbcli.cli.reporting import _escape, interrupt_exits_130, stderr_console
-    from gbcli.jobs.jsonl_output import open_output
+    from gbcli.jobs.jsonl_output import open_output, settle
     from gbcli.jobs.plan import run_here
     from gbcli.render.progress import progress_bar
 
-    work = planned(open_output(output, shape, resume=resume, force=force), options)
-    announce()
-    try:
-        with interrupt_exits_130(), progress_bar(sum(work.sizes), stderr_console().is_terminal, label) as advance:
-            run_here(work, output, advance)
-    except KeyboardInterrupt:
-        stderr_console().print(f"[yellow]Finished lines are kept in {_escape(output)}; run the same command with "
-                               "--resume to continue.[/]")
-        raise
-    return open_output(output, shape, resume=True, force=False), read_back[0]
+    with OutputLock(output, shape.command):
+        open_output(output, shape, resume=resume, force=force)
+        work = plan(options)
+        threads = job_threads()
+        if threads is not None:  # as each of torchrun's processes takes it: the same threads write the same file
+            import torch
+
+            torch.set_num_threads(threads)
+        settled = settle(output, shape, work.chunks(), work.check, drop=True)
+        announce()
+        try:
+            with interrupt_exits_130(), progress_bar(settled.todo, stderr_console().is_terminal, label) as advance:
+                run_here(work, settled.done, output, advance)
+        except KeyboardInterrupt:
+            stderr_console().print(f"[yellow]Finished lines are kept in {_escape(output)}; run the same command "
+                                   "with --resume to continue.[/]")
+            raise
+    return settled.kept
 
 
-def print_output_summary(file: str, output: str, finished: tuple[ResumedOutput, int], *, json_output: bool,
+def print_output_summary(file: str, output: str, lines: int, resumed: int, *, json_output: bool,
                          failed: int = 0) -> None:
     """What a file job into --output says on stdout at the end: how many lines the file holds, and how many of
     them an earlier run had done."""
     from gbcli.jobs.plan import OutputSummary
     from gbcli.render.common import print_json, stdout_console
 
-    summary = OutputSummary("summary", file, output, len(finished[0].records), finished[1], failed)
+    summary = OutputSummary("summary", file, output, lines, resumed, failed)
     if json_output:
         print_json(summary)
         return
@@ -112,10 +117,14 @@ def under_torchrun_needs_output(command: str, output: str | None, file: str | No
 
 
 def check_output_options(command: str, output: str | None, resume: bool, force: bool, file: str | None) -> None:
-    """--output, --resume and --force go together, with --file."""
+    """--output, --resume and --force go together, with --file; --output is never --file itself."""
+    from gbcli.jobs.jsonl_output import check_not_input
+
     if file is None and (output is not None or resume):
         raise usage_error("--output and --resume go with --file.", f"e.g. gbcli {command} --file F -o out.jsonl")
     if resume and output is None:
         raise usage_error("--resume needs --output: the file to continue.")
     if force and output is None:
         raise usage_error("--force goes with --output: the file to replace.")
+    if output is not None:
+        check_not_input(output, file)

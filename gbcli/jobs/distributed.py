@@ -75,20 +75,34 @@ def start(world: World, device: str) -> str:
     import torch
     import torch.distributed as dist
 
+    threads = job_threads()
     cuda = torch.cuda.is_available() and device in ("auto", "cuda")
     if cuda:
         torch.cuda.set_device(world.local_rank)
         device = f"cuda:{world.local_rank}"
-    elif device in ("auto", "cpu") and "GBCLI_THREADS" not in os.environ:
+    elif device in ("auto", "cpu") and threads is None:
         # torchrun sets OMP_NUM_THREADS=1 for each process; the machine's cores are shared out instead.
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         torch.set_num_threads(max(1, cores // world.local_size))
-    if "GBCLI_THREADS" in os.environ:
-        torch.set_num_threads(int(os.environ["GBCLI_THREADS"]))
+    if threads is not None:
+        torch.set_num_threads(threads)
     if not dist.is_initialized():
         dist.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo",
                                 timeout=timedelta(seconds=world.timeout_s))
     return device
+
+
+def job_threads() -> int | None:
+    """GBCLI_THREADS: the threads of each process of a file job into --output (None: unset). The thread count
+    decides the order of the sums inside a matrix product, so two files are equal byte for byte only when their
+    processes ran the same number of threads."""
+    text = os.environ.get("GBCLI_THREADS", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise usage_error(f"GBCLI_THREADS={text} is not a number of threads (1 or more).",
+                          "Set it to the threads each process of the job uses, e.g. GBCLI_THREADS=4, or unset it.")
+    return int(text)
 
 
 def barrier(world: World, what: str, ranges: Sequence[tuple[int, int] | None] | None = None) -> None:
@@ -173,21 +187,24 @@ def existing_parts(output: str) -> list[Path]:
 
 
 def merge_in_order(output: str, sources: Sequence[Path], key: str = "line") -> None:
-    """Write OUTPUT as the records of all the sources in input order (each source is already in order; a line found
-    twice is written once; `key` is the field of a record that holds its input line), then remove the part files.
-    The new file replaces the old in one rename: a crash leaves one or the other, never half."""
+    """Write OUTPUT as the records of all the sources in input order (each source is already in order; `key` is the
+    field of a record that holds its input line), then remove the part files. A line found twice is written once,
+    from the later source: a chunk that --output held in part was done again whole into a part file. The new file
+    replaces the old in one rename: a crash leaves one or the other, never half."""
     target = Path(output)
     temporary = target.with_name(target.name + ".merging")
     with ExitStack() as stack:
         streams = [stack.enter_context(open(path, "rb")) for path in sources]
         keyed = [((int(json.loads(raw)[key]), raw) for raw in stream if raw.strip()) for stream in streams]
         merged = stack.enter_context(open(temporary, "wb"))
-        last = None
+        held: tuple[int, bytes] | None = None
+        # heapq.merge is stable: of equal lines, the one of the later source comes last, and is the one kept.
         for line, raw in heapq.merge(*keyed, key=lambda item: item[0]):
-            # A crash between the rename below and the removal of the parts leaves their records in both places.
-            if line != last:
-                merged.write(raw)
-            last = line
+            if held is not None and held[0] != line:
+                merged.write(held[1])
+            held = (line, raw)
+        if held is not None:
+            merged.write(held[1])
         merged.flush()
         os.fsync(merged.fileno())
     os.replace(temporary, target)

@@ -80,6 +80,21 @@ def read_text(argument: str | None, what: str = "text") -> str:
         return read_stdin().removesuffix("\n").removesuffix("\r")
     if not argument.strip():
         raise usage_error(f"The {what} is empty.", f"Give the {what} as a non-empty argument, or - to read stdin.")
+    return valid_argument(argument, f"the {what}")
+
+
+def valid_argument(argument: str, what: str) -> str:
+    """A command-line argument as text. Python hands on bytes that are not UTF-8 as lone surrogates
+    (surrogateescape), which no tokenizer takes: refused as a file of such bytes is, naming the byte."""
+    named = what[:1].upper() + what[1:]
+    try:
+        argument.encode("utf-8")
+    except UnicodeEncodeError:
+        if all(not 0xD800 <= ord(ch) <= 0xDFFF or 0xDC80 <= ord(ch) <= 0xDCFF for ch in argument):
+            _decode(argument.encode("utf-8", "surrogateescape"), named)  # raises, naming the first bad byte
+        raise usage_error(f"{named} is not valid UTF-8.", "Convert it first, e.g. iconv -f latin1 -t utf-8.") from None
+    if "\x00" in argument:  # not from a shell's argv (it ends at a NUL), but from `gbcli shell` or a server client
+        raise usage_error(f"{named} holds a NUL byte: it is binary data, not text.", "Remove it.")
     return argument
 
 
@@ -121,6 +136,40 @@ def read_lines(path: str) -> list[str]:
     if not any(line.strip() for line in lines):
         raise usage_error(f"File '{path}' has no text.", "Give a file with one text per line.")
     return lines
+
+
+class FileLines:
+    """The lines of a text file (or stdin for `-`), read again from the file each time they are iterated, so that a
+    job over a file of any length holds one chunk of it in memory (standard input, read once, is kept)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.kept: list[str] | None = read_lines(path) if path == "-" else None
+        if self.kept is None:
+            self._check_path()
+            if not any(line.strip() for line in self):
+                raise usage_error(f"File '{path}' has no text.", "Give a file with one text per line.")
+
+    def _check_path(self) -> None:
+        file = Path(self.path)
+        if not file.exists():
+            raise usage_error(f"File '{self.path}' does not exist.", "Check the path.")
+        if file.is_dir():
+            raise usage_error(f"'{self.path}' is a folder, not a file.", "Give a text file with one text per line.")
+
+    def __iter__(self) -> Iterator[str]:
+        if self.kept is not None:
+            yield from self.kept
+            return
+        try:
+            with open(self.path, "rb") as stream:
+                yield from iter_lines(stream, f"'{self.path}'")
+        except OSError as exc:
+            raise GbcliError(f"Cannot read '{self.path}': {exc.strerror}.", "Check the file's permissions.") from exc
+
+    def numbered(self) -> Iterator[tuple[int, str]]:
+        """(line number, text) of every non-empty line."""
+        return ((number, line) for number, line in enumerate(self, start=1) if line.strip())
 
 
 def numbered_texts(arguments: list[str] | None, file: str | None) -> list[tuple[int, str]]:

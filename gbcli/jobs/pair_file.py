@@ -1,5 +1,6 @@
 """A file of minimal pairs (`gbcli pairs --file`): TSV or JSON Lines with BLiMP's field names, each line a pair or
-the reason it is not one; and, with `--output --resume`, the pairs an earlier run already scored.
+the reason it is not one; and, with `--output --resume`, the check that a record read back is of the same pair,
+models and conventions.
 
 The scoring itself is `gbcli.tasks.pairs`; this module reads and checks what goes into it.
 """
@@ -12,11 +13,10 @@ from typing import Any, Literal
 
 from gbcli.errors import GbcliError, usage_error
 from gbcli.jobs.inputs import read_lines
-from gbcli.jobs.jsonl_output import ResumedOutput
-from gbcli.jobs.jsonl_output import check_resumed as check_output
+from gbcli.jobs.jsonl_output import checker
 from gbcli.loading.models import LoadedModel
 from gbcli.render.common import to_jsonable
-from gbcli.tasks.pairs import LineFailure, PairInput, Tally, check_pair_fits, check_pair_text, outcomes
+from gbcli.tasks.pairs import LineFailure, PairInput, Tally, check_pair_fits, check_pair_text
 from gbcli.tasks.scoring import ScoreSettings, conventions
 
 GROUP_FIELDS = ("UID", "phenomenon", "linguistics_term", "field")  # BLiMP's fields, finest first
@@ -138,12 +138,11 @@ def read_pair_file(path: str, chosen_format: str, fields: PairFields) -> PairEnt
 # --output with --resume (gbcli.jobs.jsonl_output)
 
 
-def check_resumed(resumed: ResumedOutput, pairs: list[PairInput], models: list[LoadedModel],
-                  settings: ScoreSettings, path: str) -> None:
-    """A resumed file must come from the same pairs, models and conventions."""
-    check_output(resumed, path, {p.line: (p.good, p.bad) for p in pairs}, lambda r: (r.get("good"), r.get("bad")),
-                 [(lm.family, lm.name, to_jsonable(conventions(lm, settings))) for lm in models], column_keys,
-                 ("conventions", "--bos/--pll/--bits/--words"))
+def resumed_check(models: list[LoadedModel], settings: ScoreSettings, path: str):
+    """A resumed record must be of the same pair (good and bad), models and conventions."""
+    return checker(path, lambda r: (r.get("good"), r.get("bad")),
+                   [(lm.family, lm.name, to_jsonable(conventions(lm, settings))) for lm in models], column_keys,
+                   ("conventions", "--bos/--pll/--bits/--words"))
 
 
 def column_keys(record: dict) -> list[tuple]:
@@ -155,20 +154,15 @@ def column_keys(record: dict) -> list[tuple]:
 class FileRun:
     """A --file run, ready to go: the pairs still to score and what is already known."""
 
-    pairs: list[PairInput]  # every valid pair of the file, done ones included (chunks are cut from this list)
-    done: set[int]  # lines read back from --output
+    pairs: list[PairInput]  # every valid pair of the file (chunks are cut from this list)
     failures: list[LineFailure]
     group_field: str | None
     tally: Tally
 
-    @property
-    def todo(self) -> int:
-        return sum(p.line not in self.done for p in self.pairs)
 
-
-def prepare_file_run(models: list[LoadedModel], entries: list[PairInput | LineFailure], group_field: str | None,
-                     resumed: ResumedOutput, settings: ScoreSettings, output: str | None) -> FileRun:
-    """Check every line against the models, and count the pairs an earlier run already scored."""
+def prepare_file_run(models: list[LoadedModel], entries: list[PairInput | LineFailure],
+                     group_field: str | None) -> FileRun:
+    """Check every line against the models: the pairs to score, and the lines that cannot be."""
     failures = [e for e in entries if isinstance(e, LineFailure)]
     pairs = []
     for entry in entries:
@@ -181,11 +175,5 @@ def prepare_file_run(models: list[LoadedModel], entries: list[PairInput | LineFa
             failures.append(LineFailure(entry.line, error.message))
             continue
         pairs.append(entry)
-    if output is not None:
-        check_resumed(resumed, pairs, models, settings, output)
     tally = Tally([(lm.family, lm.name) for lm in models])
-    by_line = {p.line: p for p in pairs}
-    for line in sorted(resumed.records):
-        _, verdicts = outcomes(resumed.records[line])
-        tally.add(by_line[line].group, verdicts)  # grouped as this run groups (--group-field may have changed)
-    return FileRun(pairs, set(resumed.records), sorted(failures, key=lambda f: f.line), group_field, tally)
+    return FileRun(pairs, sorted(failures, key=lambda f: f.line), group_field, tally)

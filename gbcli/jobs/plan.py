@@ -4,34 +4,26 @@ end added up.
 
 Handing each batch on at once is what lets JSON Lines stream out in input order, keeps memory flat on long files,
 and keeps every finished line when Ctrl-C comes. With `--output`, a command's work is a `Plan`: the chunks one
-process cuts, the done lines left out, each chunk written to the file whole; one process does every chunk
-(`run_here`), or torchrun's processes share them out by cost (gbcli.jobs.torchrun_job).
+process cuts from the whole input (read again from the file for each pass, never held), each written to the file
+whole; the chunks the file holds whole already are skipped (gbcli.jobs.jsonl_output.settle); one process does the
+rest (`run_here`), or torchrun's processes share them out by cost (gbcli.jobs.torchrun_job).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
 
 from gbcli.errors import GbcliError, usage_error
-from gbcli.jobs import pair_file
-from gbcli.jobs.jsonl_output import PAIR_RECORDS, ResumedOutput, append_results, check_resumed, open_output
-from gbcli.jobs.pair_file import column_keys
+from gbcli.jobs.jsonl_output import Chunk
 from gbcli.loading.models import LoadedModel
-from gbcli.render.common import to_jsonable
-from gbcli.tasks import pairs as task
 from gbcli.tasks.finite import check_finite
-from gbcli.tasks.masking import fill_mask_lines
-from gbcli.tasks.masking.masks import target_words
-from gbcli.tasks.pairs import iter_pair_chunks
-from gbcli.tasks.scoring import SCORE_CHUNK, check_texts, conventions, iter_scores, score_batch
-from gbcli.tasks.tokenization import tokenize_text
 
 if TYPE_CHECKING:
-    from gbcli.jobs.pair_file import FileRun, PairFields
+    from gbcli.jobs.inputs import FileLines
+    from gbcli.jobs.pair_file import FileRun
     from gbcli.tasks.masking import FillMaskResult
     from gbcli.tasks.pairs import LineFailure, PairInput, PairResult
     from gbcli.tasks.scoring import ScoreBatch, ScoreSettings, TextScore
@@ -57,6 +49,8 @@ class ScoreTotals:
 def score_in_batches(models: list[LoadedModel], items: list[tuple[int, str]], settings: ScoreSettings, *,
                 on_results: Callable[[list[TextScore]], None], on_progress: Callable[[int], None]) -> ScoreTotals:
     """Score (index, text) pairs a batch at a time, each batch checked finite before it is handed on."""
+    from gbcli.tasks.scoring import iter_scores
+
     totals = ScoreTotals()
     for batch in iter_scores(models, items, settings):
         check_finite(batch.records, models)
@@ -88,13 +82,11 @@ class LineTally:
         return None
 
 
-def fill_mask_chunks(lines: list[str], done: set[int], batch_size: int) -> Iterator[tuple[int, list[str]]]:
-    """The file's chunks, cut from the whole file as one process cuts them: (first line number, its lines), the
-    lines already done blanked (an empty line gets no result)."""
+def fill_mask_chunks(lines: list[str], batch_size: int) -> Iterator[tuple[int, list[str]]]:
+    """The file's chunks, cut from the whole file as one process cuts them: (first line number, its lines)."""
     size = max(FILL_MASK_CHUNK_LINES, batch_size)
     for begin in range(0, len(lines), size):
-        part = lines[begin : begin + size]
-        yield begin + 1, [("" if begin + 1 + k in done else line) for k, line in enumerate(part)]
+        yield begin + 1, lines[begin : begin + size]
 
 
 def fill_mask_file(models: list[LoadedModel], lines: list[str], top_k: int, targets: Sequence[str], *,
@@ -103,7 +95,7 @@ def fill_mask_file(models: list[LoadedModel], lines: list[str], top_k: int, targ
     """`fill-mask --file`: the lines a chunk at a time (empty ones skipped), each chunk's results handed on in input
     order; the warnings (the same for every line) are handed on once, after the first chunk."""
     tally = LineTally()
-    for first, part in fill_mask_chunks(lines, set(), batch_size):
+    for first, part in fill_mask_chunks(lines, batch_size):
         results = fill_mask_chunk(models, first, part, top_k, targets, batch_size, on_progress=on_progress)
         if first == 1:
             on_warnings(results[0].warnings if results else [])
@@ -114,6 +106,8 @@ def fill_mask_file(models: list[LoadedModel], lines: list[str], top_k: int, targ
 
 def fill_mask_chunk(models: list[LoadedModel], first: int, part: list[str], top_k: int, targets: Sequence[str],
                     batch_size: int, on_progress: Callable[[int], None] | None = None) -> list[FillMaskResult]:
+    from gbcli.tasks.masking import fill_mask_lines
+
     results = fill_mask_lines({lm.family: lm for lm in models}, part, top_k, targets, batch_size=batch_size,
                               on_progress=on_progress, first_line=first, skip_empty=True)
     check_finite(results, models)
@@ -127,21 +121,13 @@ def fill_mask_chunk(models: list[LoadedModel], first: int, part: list[str], top_
 
 @dataclass
 class Plan:
-    """A file job's work as one process cuts it: the chunks still to do (each done in the batches one process uses,
-    so that any sharing-out of whole chunks writes the same bytes), and how each is done."""
+    """A file job's work: the input's chunks as one process cuts them (each done in the batches one process uses,
+    so that any sharing-out of whole chunks, and any resumed run, writes the same bytes), and how each is done."""
 
-    chunks: list[Any]
-    costs: list[float]  # estimated work of each chunk (to balance the processes)
-    spans: list[tuple[int, int]]  # each chunk's first and last input line
-    sizes: list[int]  # records each chunk writes
-    write: Callable[[Any, str], None]  # do a chunk, append its records to the file named
-
-    def add(self, chunk: Any, cost: float, lines: list[int]) -> None:
-        if lines:
-            self.chunks.append(chunk)
-            self.costs.append(cost)
-            self.spans.append((lines[0], lines[-1]))
-            self.sizes.append(len(lines))
+    chunks: Callable[[], Iterator[Chunk]]  # the input's chunks, in order (read again from the input each time)
+    write: Callable[[Chunk, str], None]  # do a chunk, append its records to the file named
+    cost: Callable[[Chunk], float]  # estimated work of a chunk (to balance torchrun's processes)
+    check: Callable[[int, dict, Any], None]  # a record an earlier run wrote, against its line's input
 
 
 @dataclass
@@ -156,15 +142,18 @@ class OutputSummary:
     failed: int = 0  # fill-mask: records that say why their line could not be filled
 
 
-def run_here(plan: Plan, output: str, on_progress: Callable[[int], None]) -> None:
-    for chunk, size in zip(plan.chunks, plan.sizes, strict=True):
-        plan.write(chunk, output)
-        on_progress(size)
+def run_here(plan: Plan, done: set[int], output: str, on_progress: Callable[[int], None]) -> None:
+    for chunk in plan.chunks():
+        if chunk.index not in done:
+            plan.write(chunk, output)
+            on_progress(len(chunk.lines))
 
 
 def token_cost(models: list[LoadedModel], text: str, *, pll: bool) -> float:
     """The work of one text, in token passes: a forward pass over n tokens (GPT-2, BART, BERT filling blanks), or,
     for BERT's pseudo-log-likelihood (`pll`), one pass per masked copy: n²."""
+    from gbcli.tasks.tokenization import tokenize_text
+
     cost = 0.0
     for lm in models:
         n = len(tokenize_text(lm, text).ids)
@@ -172,80 +161,102 @@ def token_cost(models: list[LoadedModel], text: str, *, pll: bool) -> float:
     return cost
 
 
-def score_plan(models: list[LoadedModel], items: list[tuple[int, str]], resumed: ResumedOutput,
-               settings: ScoreSettings, output: str) -> Plan:
-    """`score --file --output`: the texts in the chunks `score --file --json` streams, those in --output skipped."""
-    check_texts(models, items)
-    # --tokens adds each token's surprisal to every column: a file made with it and without would be mixed too.
-    check_resumed(resumed, output, dict(items), lambda record: record.get("text"),
-                  [(lm.family, lm.name, to_jsonable(conventions(lm, settings)), settings.with_tokens)
-                   for lm in models],
-                  lambda record: [(*key, column.get("tokens") is not None)
-                                  for key, column in zip(column_keys(record), record["columns"], strict=True)],
-                  ("conventions", "--bos/--pll/--bits/--words/--tokens"))
+def _cut(items: Iterable[tuple[int, Any]], size: int) -> Iterator[list[tuple[int, Any]]]:
+    part: list[tuple[int, Any]] = []
+    for item in items:
+        part.append(item)
+        if len(part) == size:
+            yield part
+            part = []
+    if part:
+        yield part
 
-    def write(chunk: list[tuple[int, str]], path: str) -> None:
-        batch = score_batch(models, [text for _, text in chunk], [index for index, _ in chunk], settings)
+
+def score_plan(models: list[LoadedModel], texts: FileLines, settings: ScoreSettings, output: str) -> Plan:
+    """`score --file --output`: the texts in the chunks `score --file --json` streams (32 non-empty lines)."""
+    from gbcli.jobs.jsonl_output import append_results, checker
+    from gbcli.jobs.pair_file import column_keys
+    from gbcli.render.common import to_jsonable
+    from gbcli.tasks.scoring import SCORE_CHUNK, check_texts, conventions, score_batch
+
+    def chunks() -> Iterator[Chunk]:
+        for k, part in enumerate(_cut(texts.numbered(), SCORE_CHUNK)):
+            yield Chunk(k, [index for index, _ in part], [text for _, text in part], part)
+
+    def write(chunk: Chunk, path: str) -> None:
+        check_texts(models, chunk.work)  # a text BERT cannot hold stops the job here; the chunks before are kept
+        batch = score_batch(models, [text for _, text in chunk.work], [index for index, _ in chunk.work], settings)
         check_finite(batch.records, models)
         append_results(path, batch.records)
 
-    plan = Plan([], [], [], [], write)
-    for begin in range(0, len(items), SCORE_CHUNK):
-        todo = [(index, text) for index, text in items[begin : begin + SCORE_CHUNK] if index not in resumed.records]
-        plan.add(todo, sum(token_cost(models, text, pll=True) for _, text in todo), [index for index, _ in todo])
-    return plan
+    # --tokens adds each token's surprisal to every column: a file made with it and without would be mixed too.
+    check = checker(output, lambda record: record.get("text"),
+                    [(lm.family, lm.name, to_jsonable(conventions(lm, settings)), settings.with_tokens)
+                     for lm in models],
+                    lambda record: [(*key, column.get("tokens") is not None)
+                                    for key, column in zip(column_keys(record), record["columns"], strict=True)],
+                    ("conventions", "--bos/--pll/--bits/--words/--tokens"))
+    return Plan(chunks, write, lambda chunk: sum(token_cost(models, text, pll=True) for text in chunk.inputs), check)
 
 
-def unknown_in(records: dict[int, dict]) -> list[Any]:
+def unknown_in(records: Iterable[dict]) -> list[Any]:
     """The records of --output that scored [UNK] tokens, in input order, as the attributes the warnings read."""
+    from types import SimpleNamespace
+
     return [SimpleNamespace(index=record["index"], columns=[SimpleNamespace(**c) for c in record["columns"]])
-            for _, record in sorted(records.items()) if any(c.get("unknown_tokens") for c in record["columns"])]
+            for record in records if any(c.get("unknown_tokens") for c in record["columns"])]
 
 
-def pairs_plan(models: list[LoadedModel], run: FileRun, settings: ScoreSettings, batch_size: int) -> Plan:
-    """`pairs --file --output` under torchrun: the chunks of pairs one process scores, those done left out."""
-    plan = Plan([], [], [], [], lambda chunk, path: score_pair_chunk(models, chunk, settings, path))
-    for chunk in iter_pair_chunks(run.pairs, run.done, batch_size):
-        cost = sum(token_cost(models, p.good, pll=True) + token_cost(models, p.bad, pll=True) for p in chunk)
-        plan.add(chunk, cost, [p.line for p in chunk])
-    return plan
+def pairs_plan(models: list[LoadedModel], run: FileRun, settings: ScoreSettings, batch_size: int,
+               output: str) -> Plan:
+    """`pairs --file --output`: the chunks of pairs one process scores (--batch-size pairs each)."""
+    from gbcli.jobs.pair_file import resumed_check
+    from gbcli.tasks.pairs import iter_pair_chunks
+
+    def chunks() -> Iterator[Chunk]:
+        for k, chunk in enumerate(iter_pair_chunks(run.pairs, batch_size)):
+            yield Chunk(k, [p.line for p in chunk], [(p.good, p.bad) for p in chunk], chunk)
+
+    def cost(chunk: Chunk) -> float:
+        return sum(token_cost(models, p.good, pll=True) + token_cost(models, p.bad, pll=True) for p in chunk.work)
+
+    return Plan(chunks, lambda chunk, path: score_pair_chunk(models, chunk.work, settings, path), cost,
+                resumed_check(models, settings, output))
 
 
-def fill_mask_plan(models: list[LoadedModel], lines: list[str], resumed: ResumedOutput, top_k: int,
-                   targets: Sequence[str], batch_size: int, output: str) -> Plan:
-    """`fill-mask --file --output`: the chunks `fill-mask --file --json` streams, the lines in --output skipped."""
+def fill_mask_plan(models: list[LoadedModel], lines: FileLines, top_k: int, targets: Sequence[str],
+                   batch_size: int, output: str) -> Plan:
+    """`fill-mask --file --output`: the chunks `fill-mask --file --json` streams (128 lines, empty ones skipped)."""
+    from gbcli.jobs.jsonl_output import append_results, checker
+    from gbcli.tasks.masking.masks import target_words
+
+    size = max(FILL_MASK_CHUNK_LINES, batch_size)
+
+    def chunks() -> Iterator[Chunk]:
+        for k, part in enumerate(_cut(enumerate(lines, start=1), size)):
+            todo = [(number, line) for number, line in part if line.strip()]
+            if todo:
+                yield Chunk(k, [number for number, _ in todo], [line for _, line in todo],
+                            (part[0][0], [line for _, line in part]))
+
+    def write(chunk: Chunk, path: str) -> None:
+        append_results(path, fill_mask_chunk(models, *chunk.work, top_k, targets, batch_size))
+
     names = {lm.family: lm.name for lm in models}
     # Records carry the options they were made with: a run with another --top-k or --targets would mix two kinds
     # of line in one file. (A record of a gbcli that did not write them has None there, and is refused too.)
-    check_resumed(resumed, output, dict(enumerate(lines, start=1)), lambda record: record.get("text"),
-                  (names, top_k, target_words(targets)),
-                  lambda record: (record.get("models") or names, record.get("top_k"), record.get("targets")),
-                  ("options", "--top-k/--targets"))
-
-    def write(chunk: tuple[int, list[str]], path: str) -> None:
-        append_results(path, fill_mask_chunk(models, *chunk, top_k, targets, batch_size))
-
-    plan = Plan([], [], [], [], write)
-    for first, part in fill_mask_chunks(lines, set(resumed.records), batch_size):
-        todo = [first + k for k, line in enumerate(part) if line.strip()]
-        plan.add((first, part), sum(token_cost(models, line, pll=False) for line in part if line.strip()), todo)
-    return plan
-
-
-def open_pair_file(path: str, fields: PairFields, file_format: str, output: str | None, resume: bool, force: bool,
-                   settings: ScoreSettings, load: Callable[[], list[LoadedModel]]
-                   ) -> tuple[FileRun, ResumedOutput, list[LoadedModel]]:
-    """`pairs --file` in one process, before any scoring: the pairs read, --output opened (its finished lines kept
-    with --resume), the models loaded and every line checked against them."""
-    entries, group_field = pair_file.read_pair_file(path, file_format, fields)
-    resumed = open_output(output, PAIR_RECORDS, resume=resume, force=force) if output else ResumedOutput({}, False)
-    models = load()
-    return pair_file.prepare_file_run(models, entries, group_field, resumed, settings, output), resumed, models
+    check = checker(output, lambda record: record.get("text"), (names, top_k, target_words(targets)),
+                    lambda record: (record.get("models") or names, record.get("top_k"), record.get("targets")),
+                    ("options", "--top-k/--targets"))
+    return Plan(chunks, write, lambda chunk: sum(token_cost(models, line, pll=False) for line in chunk.inputs), check)
 
 
 def score_pair_chunk(models: list[LoadedModel], chunk: list[PairInput], settings: ScoreSettings,
                      output: str | None) -> list[PairResult]:
     """One chunk of pairs scored and checked finite; with `output`, its records appended there, whole and flushed."""
+    from gbcli.jobs.jsonl_output import append_results
+    from gbcli.tasks import pairs as task
+
     results = task.score_pairs(models, chunk, settings)
     check_finite(results, models)
     if output is not None:
@@ -253,15 +264,15 @@ def score_pair_chunk(models: list[LoadedModel], chunk: list[PairInput], settings
     return results
 
 
-def score_pair_file(models: list[LoadedModel], run: FileRun, settings: ScoreSettings, batch_size: int,
-                    output: str | None, *, on_results: Callable[[list[PairResult]], None],
-                    on_progress: Callable[[int], None]) -> None:
-    """`pairs --file` in one process: the pairs not yet done, a chunk at a time, into --output (else handed on),
-    each added to the run's tally."""
-    for chunk in task.iter_pair_chunks(run.pairs, run.done, batch_size):
-        results = score_pair_chunk(models, chunk, settings, output)
-        if output is None:
-            on_results(results)
+def score_pair_file(models: list[LoadedModel], run: FileRun, settings: ScoreSettings, batch_size: int, *,
+                    on_results: Callable[[list[PairResult]], None], on_progress: Callable[[int], None]) -> None:
+    """`pairs --file` in one process without --output: the pairs a chunk at a time, handed on, each added to the
+    run's tally."""
+    from gbcli.tasks import pairs as task
+
+    for chunk in task.iter_pair_chunks(run.pairs, batch_size):
+        results = score_pair_chunk(models, chunk, settings, None)
+        on_results(results)
         for result in results:
             run.tally.add(*task.outcomes(result))
         on_progress(len(results))

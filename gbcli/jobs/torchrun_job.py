@@ -1,12 +1,14 @@
 """A file job with --output as one of torchrun's processes: this rank's chunks, then rank 0 merges.
 
 The steps, every rank unless said:
-1. rank 0 checks --output (and with --resume repairs a torn last line of it and of every part file an earlier job
-   left, then merges them into --output in input order), so that all ranks then read the same finished lines;
-2. every rank makes the command's Plan (gbcli.jobs.plan): the same chunks a single process cuts, done lines left
-   out, and the chunks are dealt out in contiguous runs of even cost (gbcli.jobs.distributed.split_by_cost);
+1. rank 0 (which holds --output's lock for the whole job) checks --output, and with --resume repairs a torn last
+   line of it and of every part file an earlier job left, then merges them into --output in input order, so that
+   all ranks then read the same finished lines;
+2. every rank makes the command's Plan (gbcli.jobs.plan): the same chunks a single process cuts; the chunks
+   --output holds whole are left out (a chunk held in part is done again whole), and the rest are dealt out in
+   contiguous runs of even cost (gbcli.jobs.distributed.split_by_cost);
 3. each rank does its chunks into its own part file, whole records flushed to disk after every chunk;
-4. a barrier with a timeout; rank 0 merges the part files into --output and reads it back for the summary.
+4. a barrier with a timeout; rank 0 merges the part files into --output (a line redone replaces its older record).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from rich.markup import escape
 from gbcli.errors import GbcliError, usage_error
 from gbcli.jobs import distributed
 from gbcli.jobs.distributed import Job, JobProgress, World, describe_range, part_path
-from gbcli.jobs.jsonl_output import RecordShape, ResumedOutput, open_output
+from gbcli.jobs.jsonl_output import RecordShape, open_output, settle
 from gbcli.jobs.plan import Plan
 from gbcli.render.common import stderr_console
 from gbcli.render.messages import report_error
@@ -46,9 +48,9 @@ def _prepare_output(output: str, shape: RecordShape, *, resume: bool, force: boo
 
 
 def run_distributed(world: World, output: str, shape: RecordShape, *, resume: bool, force: bool,
-                    plan: Callable[[ResumedOutput], Plan],
-                    announce: Callable[[], None] = lambda: None, label: str = "scoring") -> ResumedOutput | None:
-    """This rank's share of a file job; on rank 0, the whole finished --output read back, else None.
+                    plan: Callable[[], Plan],
+                    announce: Callable[[], None] = lambda: None, label: str = "scoring") -> int | None:
+    """This rank's share of a file job; on rank 0, how many records of an earlier run --output kept, else None.
 
     `plan` makes the job's chunks once every rank sees the same finished lines; `announce` (rank 0, before any
     chunk is done) says what is known already, such as lines that cannot be done."""
@@ -58,13 +60,21 @@ def run_distributed(world: World, output: str, shape: RecordShape, *, resume: bo
     if world.is_main:
         _prepare_output(output, shape, resume=resume, force=force)
     distributed.check_shared_folder(world, output)  # a barrier: rank 0's repairs are done
-    work = plan(open_output(output, shape, resume=True, force=False))
-    runs = distributed.split_by_cost(work.costs, world.size)
-    job.ranges = [(work.spans[r[0]][0], work.spans[r[-1]][1]) if len(r) else None for r in runs]
-    job.expected = [sum(work.sizes[k] for k in r) for r in runs]
+    work = plan()
+    settled = settle(output, shape, work.chunks(), work.check, drop=False)  # every rank reads; none writes
+    indices, costs, spans, sizes = [], [], [], []
+    for chunk in work.chunks():
+        if chunk.index not in settled.done:
+            indices.append(chunk.index)
+            costs.append(work.cost(chunk))
+            spans.append((chunk.lines[0], chunk.lines[-1]))
+            sizes.append(len(chunk.lines))
+    runs = distributed.split_by_cost(costs, world.size)
+    job.ranges = [(spans[r[0]][0], spans[r[-1]][1]) if len(r) else None for r in runs]
+    job.expected = [sum(sizes[k] for k in r) for r in runs]
     if world.is_main:
         announce()
-    _do_my_chunks(job, work, runs[world.rank], label)
+    _do_my_chunks(job, work, {indices[k] for k in runs[world.rank]}, label)
     distributed.barrier(world, "the end of the job", job.ranges)
     if not world.is_main:
         distributed.finish()
@@ -73,10 +83,10 @@ def run_distributed(world: World, output: str, shape: RecordShape, *, resume: bo
     sources = [path for path in (Path(output), *(part_path(output, r) for r in range(world.size))) if path.exists()]
     distributed.merge_in_order(output, sources, shape.key)
     distributed.finish()
-    return open_output(output, shape, resume=True, force=False)
+    return settled.kept
 
 
-def _do_my_chunks(job: Job, work: Plan, mine: range, label: str) -> None:
+def _do_my_chunks(job: Job, work: Plan, mine: set[int], label: str) -> None:
     """This rank's chunks into its part file; rank 0 also draws the whole job's progress and waits for the rest."""
     world = job.world
     part = part_path(job.output, world.rank)
@@ -84,10 +94,11 @@ def _do_my_chunks(job: Job, work: Plan, mine: range, label: str) -> None:
     progress = JobProgress(job)
     with progress_bar(sum(job.expected), world.is_main and stderr_console().is_terminal, label) as advance:
         try:
-            for k in mine:
-                work.write(work.chunks[k], str(part))
-                if world.is_main:
-                    advance(progress.poll())
+            for chunk in work.chunks():
+                if chunk.index in mine:
+                    work.write(chunk, str(part))
+                    if world.is_main:
+                        advance(progress.poll())
         except KeyboardInterrupt:
             if world.is_main:
                 stderr_console().print(f"[yellow]Finished lines are kept in {escape(job.output)} and its part "

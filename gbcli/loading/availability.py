@@ -96,7 +96,30 @@ def _explain_local_failure(family: Family, spec: str, exc: BaseException, lowere
             f"'{spec}' for {flag} has no usable tokenizer files ({first_line(exc)}).",
             "Save the tokenizer into the same folder with tokenizer.save_pretrained().",
         )
-    return GbcliError(f"Could not load '{spec}' for {flag}: {first_line(exc)}.", None)
+    return _explain_any_failure(spec, flag, exc, lowered) or GbcliError(
+        f"Could not load '{spec}' for {flag}: {first_line(exc)}.",
+        "Check that the folder was saved with save_pretrained() (config.json, the weights and the tokenizer "
+        "files), by a transformers no newer than this one.")
+
+
+def _explain_any_failure(spec: str, flag: str, exc: BaseException, lowered: str) -> GbcliError | None:
+    """What a checkpoint's config asks that gbcli will not or cannot do, in a folder or on the hub."""
+    if "custom code" in lowered or "trust_remote_code" in lowered:
+        return GbcliError(
+            f"'{spec}' for {flag} needs its own Python code to load (custom code): gbcli never runs code that comes "
+            "with a checkpoint.",
+            "Use a checkpoint of an architecture transformers has built in (GPT-2, BERT, BART and their kin).")
+    if "not a valid json" in lowered or "jsondecodeerror" in lowered:
+        return GbcliError(f"The config.json of '{spec}' for {flag} is not valid JSON.",
+                          "Restore the file (or save the model again with save_pretrained()).")
+    if "does not recognize this architecture" in lowered or "unrecognized model" in lowered:
+        import re
+
+        named = re.search(r"model type [`'\"]?([\w.-]+)", str(exc))
+        kind = f"the model type '{named.group(1)}', which" if named else "a model type that"
+        return GbcliError(f"The config.json of '{spec}' for {flag} names {kind} this transformers does not know.",
+                          "Check its \"model_type\"; a newer transformers may know it (pip install -U transformers).")
+    return None
 
 
 def explain_load_failure(family: Family, spec: str, exc: BaseException, offline: bool) -> GbcliError:
@@ -123,7 +146,10 @@ def explain_load_failure(family: Family, spec: str, exc: BaseException, offline:
         )
     if "revision" in lowered:
         return GbcliError(f"Revision not found for model '{spec}' ({first_line(exc)}).", "Check --revision.")
-    return GbcliError(f"Could not load model '{spec}' for {flag}: {first_line(exc)}.", None)
+    return _explain_any_failure(spec, flag, exc, lowered) or GbcliError(
+        f"Could not load model '{spec}' for {flag}: {first_line(exc)}.",
+        f"Check the model id, and that it is a {flag.removeprefix('--').upper()}-style checkpoint of the "
+        "transformers library.")
 
 
 def check_local_path(family: Family, spec: str) -> None:

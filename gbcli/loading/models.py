@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gbcli.errors import RUNTIME, GbcliError, usage_error
+from gbcli.errors import GbcliError, usage_error
 from gbcli.loading.availability import check_available as check_available  # cli.py's preflight, imported from here
 from gbcli.loading.availability import (
     check_local_path,
@@ -115,12 +115,13 @@ class LoadedModel:
             hint,
         )
 
-    def require_mask_token(self, purpose: str, hint: str, *, exit_code: int = RUNTIME) -> int:
+    def require_mask_token(self, purpose: str, hint: str) -> int:
         """The model's mask token id, or a one-sentence refusal: "<model> has no mask token, so it cannot
-        <purpose>." (a checkpoint that is a masked LM by architecture may still ship a tokenizer without one)."""
+        <purpose>." (a checkpoint that is a masked LM by architecture may still ship a tokenizer without one).
+        Exit 2 in every command: the model given is not one for the job, as a text too long for it is not."""
         mask_id = self.tokenizer.mask_token_id
         if self.tokenizer.mask_token is None or mask_id is None:
-            raise GbcliError(f"{self.name} has no mask token, so it cannot {purpose}.", hint, exit_code=exit_code)
+            raise usage_error(f"{self.name} has no mask token, so it cannot {purpose}.", hint)
         return int(mask_id)
 
 

@@ -12,7 +12,7 @@ import rich.text
 from rich.console import Console
 from rich.text import Text
 
-from gbcli.terminal import deferred_interrupt, no_color
+from gbcli.terminal import deferred_interrupt, no_color, visible_json, visible_text
 
 # Probability bands for token colours (`generate --show-probs`, `score --tokens`), from confident to surprised.
 PROB_BANDS: list[tuple[float, str, str]] = [
@@ -144,20 +144,17 @@ def _colour_system() -> str | None:
     return None if no_color() else "auto"
 
 
-# Control characters in the user's text or a model's output are shown, never obeyed: `\x1b[31m` would recolour the
-# terminal and `\x1b]0;…\x07` retitle it, `\r` overwrite the line. Rich's Text drops only five of them (BEL, BS, VT,
-# FF, CR), silently, and lets ESC through. Every Text, table cell and markup string passes Rich's
-# `strip_control_codes` as it is built (before its width is measured), so there each control character becomes its
-# escape (`\x1b`, as tokenize writes byte pieces): on a terminal and off it, in every view, columns still aligned.
-# Tab and newline keep their meaning. JSON escapes control characters itself.
-_VISIBLE_CONTROLS = str.maketrans({
-    code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if code not in (0x09, 0x0A)
-})
+# Control characters in the user's text or a model's output are shown, never obeyed (gbcli.terminal.visible_text: also
+# bidirectional controls and invisible characters). Rich's Text drops only five of them (BEL, BS, VT, FF, CR),
+# silently, and lets ESC through. Every Text, table cell and markup string passes Rich's `strip_control_codes` as it
+# is built (before its width is measured), so there each becomes its escape: on a terminal and off it, in every
+# view, columns still aligned. Tab and newline keep their meaning.
 
 
 def visible_controls(text: str) -> str:
-    """`the\x1b[31m duck` → `the\\x1b[31m duck`: every control character but tab and newline as its escape."""
-    return text.translate(_VISIBLE_CONTROLS)
+    """`the\x1b[31m duck` → `the\\x1b[31m duck`: every character that is not printable (but tab and newline) as
+    its escape."""
+    return visible_text(text)
 
 
 rich.text.strip_control_codes = visible_controls  # type: ignore[assignment]
@@ -204,14 +201,24 @@ def dumps(value: Any, *, indent: int | None = 2) -> str:
 
 
 def print_json(value: Any, *, lines: bool = False) -> None:
-    """One JSON document (or one JSON Lines record) on stdout, flushed so a pipe sees it at once.
+    """One JSON document (or one JSON Lines record) on stdout, flushed so a pipe sees it at once; on a terminal
+    with every character that is not printable as its `\\u` escape (the same JSON, nothing obeyed by the terminal).
 
     Ctrl-C is held back until the record is out: an interrupted run never leaves half a line behind.
     """
     text = dumps(value, indent=None if lines else 2) + "\n"
+    if _isatty(sys.stdout):
+        text = visible_json(text)
     with deferred_interrupt():
         sys.stdout.write(text)
         sys.stdout.flush()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 class SideBySide:

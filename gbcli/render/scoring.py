@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import TextIO
+from typing import Any, TextIO
 
 from rich.cells import cell_len
 from rich.columns import Columns
@@ -31,6 +32,7 @@ from gbcli.render.common import (
 from gbcli.render.model_names import Label, WholeNames, model_label
 from gbcli.render.progress import progress_bar as progress_bar  # where cli.py and jobs/torchrun_job.py import it
 from gbcli.tasks.scoring import LN2, ModelScore, TextScore, TokenScore, WordScore
+from gbcli.terminal import visible_text
 
 
 def probability(logprob: float, unit: str) -> float:
@@ -237,7 +239,35 @@ WORD_FIELDS = ["index", "family", "model", "word", "text", "start", "end", "piec
 
 def csv_header(with_tokens: bool, out: TextIO | None = None, with_words: bool = False) -> None:
     fields = WORD_FIELDS if with_words else TOKEN_FIELDS if with_tokens else SUMMARY_FIELDS
-    csv.writer(out or sys.stdout, lineterminator="\n").writerow(fields)
+    _csv_writer(out or sys.stdout).writerow(fields)
+
+
+class _CsvRows:
+    """CSV rows, each ending in `\\n`, every field that holds a line break (`\\r` too) quoted as CSV quotes it (the
+    csv module quotes only the characters of its line terminator, hence the `\\r\\n` cut off). On a terminal every
+    cell is shown as the tables show it (control, bidirectional and invisible characters as escapes); to a file or
+    a pipe the cells stay exact."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.row = io.StringIO()
+        self.writer = csv.writer(self.row, lineterminator="\r\n")
+        try:
+            self.terminal = stream.isatty()
+        except (AttributeError, ValueError, OSError):
+            self.terminal = False
+
+    def writerow(self, row: list[Any]) -> None:
+        if self.terminal:
+            row = [visible_text(cell, kept="") if isinstance(cell, str) else cell for cell in row]
+        self.row.seek(0)
+        self.row.truncate()
+        self.writer.writerow(row)
+        self.stream.write(self.row.getvalue()[:-2] + "\n")
+
+
+def _csv_writer(stream: TextIO) -> _CsvRows:
+    return _CsvRows(stream)
 
 
 def _convention_cells(column: ModelScore) -> list[str]:
@@ -250,7 +280,7 @@ def write_csv(records: list[TextScore], with_tokens: bool, out: TextIO | None = 
               with_words: bool = False) -> None:
     """One row per text and model, or with --tokens one row per token and model (--words: per word)."""
     stream = out or sys.stdout
-    writer = csv.writer(stream, lineterminator="\n")
+    writer = _csv_writer(stream)
     for record in records:
         for column in record.columns:
             rules = _convention_cells(column)

@@ -13,6 +13,10 @@ from gbcli.lm.decoding_settings import DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAU
 
 __all__ = ["DecodingSettings", "settings_from_options"]
 
+# The lowest --temperature: logits (tens, up to some thousands) divided by it stay far inside float32 and float16's
+# range after the largest is subtracted, and at it every token but the most likely has probability ~0 already.
+MIN_TEMPERATURE = 0.01
+
 
 def settings_from_options(
     *,
@@ -35,6 +39,11 @@ def settings_from_options(
         raise usage_error(
             f"--temperature must be a positive number (got {temperature}).", "Use --greedy for temperature 0."
         )
+    if temperature is not None and temperature < MIN_TEMPERATURE:
+        raise usage_error(
+            f"--temperature must be at least {MIN_TEMPERATURE:g} (got {temperature:g}): below it the logits "
+            "divided by it overflow, and sampling would pick the most likely token anyway.",
+            "Use --greedy for the most likely token at every step.")
     if top_k is not None and top_k < 1:
         raise usage_error(f"--top-k must be at least 1 (got {top_k}).")
     if top_p is not None and (not math.isfinite(top_p) or not 0 < top_p <= 1):

@@ -194,13 +194,11 @@ def score_pairs(models: list[LoadedModel], pairs: list[PairInput], settings: Sco
     return results
 
 
-def iter_pair_chunks(pairs: list[PairInput], done: set[int], batch_pairs: int) -> Iterator[list[PairInput]]:
-    """The pairs still to score, in chunks cut from the whole list (done lines skipped), so that a resumed run
-    scores each chunk in the same batches as an uninterrupted one and writes the same numbers."""
+def iter_pair_chunks(pairs: list[PairInput], batch_pairs: int) -> Iterator[list[PairInput]]:
+    """The pairs in chunks cut from the whole list: a resumed run skips the chunks done whole and scores the others
+    whole, in the same batches as an uninterrupted run, so it writes the same numbers."""
     for begin in range(0, len(pairs), batch_pairs):
-        todo = [p for p in pairs[begin : begin + batch_pairs] if p.line not in done]
-        if todo:
-            yield todo
+        yield pairs[begin : begin + batch_pairs]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gbcli.errors import USAGE, usage_error
+from gbcli.errors import usage_error
 from gbcli.lm import Reads, causal_logprobs, run_reads
 
 # Re-exported: tasks/masking.py imports it from here until it reads its predictions through gbcli.lm.
@@ -366,7 +366,7 @@ def score_masked(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
                  indices: list[int] | None = None) -> tuple[list[ModelScore], int]:
     """Pseudo-log-likelihood and pseudo-perplexity of each text; the number of forward passes."""
     mask_id = lm.require_mask_token("compute a pseudo-log-likelihood",
-                                    "Use a masked language model such as bert-base-uncased.", exit_code=USAGE)
+                                    "Use a masked language model such as bert-base-uncased.")
     columns = [tokenize_text(lm, text) for text in texts]
     copies_read: list[Reads] = []  # one masked copy per scored token, read at that token
     plans = []

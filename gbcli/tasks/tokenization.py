@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from gbcli.errors import usage_error
 from gbcli.loading.models import LoadedModel
+from gbcli.terminal import visible_text
 
 SPACE_MARK = "␣"  # GPT-2's leading-space marker Ġ, shown as the space it stands for
 CONTINUATION_MARK = "·"  # WordPiece's ##: this piece joins the one before it
@@ -33,8 +34,9 @@ def readable_piece(piece: str, text: str | None = None) -> str:
     shown = shown.replace("\n", NEWLINE_MARK).replace("\t", "⇥")
     if shown.startswith(" "):
         shown = SPACE_MARK + shown[1:]
-    # Control characters would move the cursor; show their code points instead.
-    return "".join(ch if ch.isprintable() or ch in (NEWLINE_MARK,) else f"\\x{ord(ch):02x}" for ch in shown)
+    # Control characters would move the cursor, bidirectional ones reverse the line: their escapes instead, as in
+    # every view (gbcli.terminal.visible_text).
+    return visible_text(shown, kept="")
 
 
 @dataclass

@@ -15,6 +15,7 @@ import sys
 import time
 
 from gbcli.warm.protocol import (
+    PROTOCOL,
     SERVER_VARIABLE,
     TOKEN_VARIABLE,
     Channel,
@@ -120,14 +121,15 @@ class Target:
         self.where = tcp_url(*address) if address is not None else socket_file()
 
     def open(self) -> socket.socket | None:
+        """A connection; to a TCP server, its token sent first, on a short line of its own: the server reads no
+        more than that before it knows the client (an empty token, when none is known, is refused)."""
         if self.address is None:
             return connect() if hasattr(socket, "AF_UNIX") else None
-        return connect_tcp(self.address)
+        sock = connect_tcp(self.address)
+        Channel(sock).send({"type": "auth", "protocol": PROTOCOL, "token": client_token() or ""})
+        return sock
 
     def hello(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """The first message, with the token a TCP server asks for (empty when none is known: it is refused)."""
-        if self.named:
-            fields["token"] = client_token() or ""
         return hello(kind, **fields)
 
 
@@ -203,8 +205,8 @@ def forward(argv: list[str]) -> int | None:
 
     A server named by GBCLI_SERVER that cannot be reached, or refuses, is an error (exit 1): the user asked for it.
     """
-    if server_disabled() or not wants_server(argv):
-        return None
+    if server_disabled() or not wants_server(argv) or sys.stdout is None or sys.stderr is None:
+        return None  # a closed standard stream: the command says so in-process, as it would without a server
     try:
         target = Target(chosen_server())
         sock = target.open()
@@ -263,6 +265,12 @@ def refused(target: Target, answer: dict[str, Any] | None) -> int | None:
     if answer.get("reason") == "token":
         return _fail(f"the gbcli server at {target.where} refused this client: {answer.get('message')}.",
                      f"Set {TOKEN_VARIABLE} to the token in that server's runtime folder (server.token).")
+    if answer.get("reason") == "busy":
+        if target.named:
+            return _fail(f"the gbcli server at {target.where} refused this client: {answer.get('message')}.",
+                         "Try again in a moment, or pass --no-server.")
+        _warn(f"the gbcli server at {target.where} {answer.get('message')}, so this command runs in-process.")
+        return None
     theirs = answer.get("build", "unknown")
     mismatch = (f"the gbcli server at {target.where} is gbcli {theirs}, this is {hello('x')['build']}: they refuse "
                 "each other")
@@ -314,8 +322,9 @@ class Session:
                              "one).")
             kind = message["type"]
             if kind == "out":
-                if not self._write(message):
-                    return 0
+                code = self._write(message)
+                if code is not None:
+                    return code
             elif kind == "stdin_request":
                 import threading  # only a command that reads standard input needs a second thread
 
@@ -324,19 +333,28 @@ class Session:
                 code = message.get("code")
                 return code if isinstance(code, int) else 1
 
-    def _write(self, message: dict[str, Any]) -> bool:
+    def _write(self, message: dict[str, Any]) -> int | None:
+        """The server's output on ours; an exit code when ours cannot take it (the command is then stopped by the
+        closing of the connection, and said as in-process), else None."""
         stream = sys.stdout if message.get("fd") == 1 else sys.stderr
         try:
             stream.buffer.write(decode_bytes(message.get("data")))
             stream.buffer.flush()
         except BrokenPipeError:
             # The reader went away (`gbcli ... | head -1`): stop quietly, as in-process; closing cancels the work.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, stream.fileno())
-            return False
+            _discard(stream)
+            return 0
         except ProtocolError:
             pass
-        return True
+        except OSError as exc:  # a full disk, a closed or unwritable stream: the in-process message, exit 1
+            _discard(stream)
+            if stream is sys.stdout:
+                from gbcli.errors import explain_os_error
+
+                error = explain_os_error(exc)
+                return _fail(error.message, error.hint or "See `gbcli --help`.")
+            return 1
+        return None
 
     def _send_stdin(self) -> None:
         while True:
@@ -353,6 +371,15 @@ class Session:
     def _interrupted(self) -> int:
         sys.stderr.write("interrupted\n")
         return 130
+
+
+def _discard(stream: Any) -> None:
+    """Point the stream at /dev/null: what is still buffered for it is not written again at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _warn(message: str) -> None:

@@ -33,6 +33,7 @@ SERVER_VARIABLE = "GBCLI_SERVER"  # tcp://HOST:PORT: the server a client uses in
 TOKEN_VARIABLE = "GBCLI_SERVER_TOKEN"  # that server's token, for a client that cannot read the runtime folder
 HEARTBEAT_SECONDS = 2.0  # a server that runs a request says so this often
 MAX_LINE = 64 * 1024 * 1024  # a longer line is not a gbcli message
+AUTH_LIMIT = 4096  # a TCP client's first line, its token, is this short: nothing longer is read before it is checked
 
 
 class ProtocolError(Exception):
@@ -169,6 +170,12 @@ def hello(kind: str, **fields: Any) -> dict[str, Any]:
     return {"type": kind, "protocol": PROTOCOL, "build": build_id(), **fields}
 
 
+def refusal(reason: str, message: str) -> dict[str, Any]:
+    """The answer to a client that is refused before it has shown the token: nothing about this server (not even
+    its build, which would tell an outsider what code it runs)."""
+    return {"type": "refused", "protocol": PROTOCOL, "reason": reason, "message": message}
+
+
 def same_build(message: dict[str, Any]) -> bool:
     return message.get("protocol") == PROTOCOL and message.get("build") == build_id()
 
@@ -187,11 +194,17 @@ def decode_bytes(text: Any) -> bytes:
 
 
 class Channel:
-    """One end of a connection: whole messages in and out, sends from several threads kept whole."""
+    """One end of a connection: whole messages in and out, sends from several threads kept whole.
 
-    def __init__(self, sock: socket.socket) -> None:
+    `message_seconds`, when set (the server's side), is how long one message may take to arrive from its first
+    byte: a peer that trickles a byte at a time is cut off however short each wait is."""
+
+    def __init__(self, sock: socket.socket, message_seconds: float | None = None) -> None:
         self.sock = sock
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._scanned = 0  # the buffer's bytes already searched for a newline
+        self._first_byte_at: float | None = None
+        self.message_seconds = message_seconds
         self._send_lock = _thread.allocate_lock()
         self.broken = False
 
@@ -208,25 +221,52 @@ class Channel:
                 return False
         return True
 
-    def receive(self, timeout: float | None) -> dict[str, Any] | None:
-        """The next message; None when the other side closed; TimeoutError after `timeout` seconds of silence."""
-        while b"\n" not in self._buffer:
-            if timeout is not None:
-                ready, _, _ = select.select([self.sock], [], [], timeout)
-                if not ready:
+    def receive(self, timeout: float | None, *, limit: int = MAX_LINE, within: float | None = None
+                ) -> dict[str, Any] | None:
+        """The next message; None when the other side closed; TimeoutError after `timeout` seconds of silence, or
+        when the whole message has not come `within` seconds; ProtocolError past `limit` bytes."""
+        from time import monotonic
+
+        deadline = None if within is None else monotonic() + within
+        while (end := self._buffer.find(b"\n", self._scanned)) < 0:
+            self._scanned = len(self._buffer)
+            if len(self._buffer) > limit:
+                raise ProtocolError("a message longer than any gbcli sends")
+            wait = timeout
+            now = monotonic()
+            if self._first_byte_at is not None and self.message_seconds is not None:
+                left = self._first_byte_at + self.message_seconds - now
+                if left <= 0:
+                    raise ProtocolError(f"a message took more than {self.message_seconds:g} s to arrive")
+                wait = left if wait is None else min(wait, left)
+            if deadline is not None:
+                if deadline <= now:
                     raise TimeoutError
+                wait = deadline - now if wait is None else min(wait, deadline - now)
+            if wait is not None:
+                ready, _, _ = select.select([self.sock], [], [], wait)
+                if not ready:
+                    if timeout is not None and wait >= timeout:
+                        raise TimeoutError
+                    continue  # a deadline passed: said at the top of the loop
             try:
-                chunk = self.sock.recv(1 << 16)
+                # never more than `limit` (and a byte) of one message: a short limit reads only a short line
+                chunk = self.sock.recv(max(1, min(1 << 16, limit + 1 - len(self._buffer))))
             except (ConnectionResetError, BrokenPipeError):
                 chunk = b""
             if not chunk:
                 if self._buffer:
                     raise ProtocolError("the connection closed in the middle of a message")
                 return None
+            if not self._buffer:
+                self._first_byte_at = monotonic()
             self._buffer += chunk
-            if len(self._buffer) > MAX_LINE:
-                raise ProtocolError("a message longer than any gbcli sends")
-        line, self._buffer = self._buffer.split(b"\n", 1)
+        if end > limit:
+            raise ProtocolError("a message longer than any gbcli sends")
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        self._scanned = 0
+        self._first_byte_at = monotonic() if self._buffer else None
         try:
             message = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -10,6 +10,7 @@ gets SIGINT delivered to the main thread: the command stops exactly as Ctrl-C st
 from __future__ import annotations
 
 import io
+import json
 import os
 import queue
 import signal
@@ -22,6 +23,7 @@ from typing import Any
 
 from gbcli.warm.client import LOCAL_COMMANDS, forwarded, read_at_import
 from gbcli.warm.protocol import (
+    AUTH_LIMIT,
     HEARTBEAT_SECONDS,
     Channel,
     ProtocolError,
@@ -30,6 +32,7 @@ from gbcli.warm.protocol import (
     hello,
     peer_uid,
     private_dir,
+    refusal,
     same_build,
     socket_path,
     tcp_url,
@@ -44,7 +47,10 @@ from gbcli.warm.runner import (
     used_until_now,
 )
 
-REQUEST_SECONDS = 10.0  # for a client to send its request once connected
+REQUEST_SECONDS = 10.0  # for a client to send its whole request (and over TCP its token first) once connected
+MESSAGE_SECONDS = 30.0  # for any later message to arrive whole from its first byte
+MAX_CONNECTIONS = 64  # connections served at once; more are refused at once (each holds a thread)
+ACCEPT_BACKOFF_SECONDS = (0.05, 1.0)  # the first and the longest wait after a failed accept (out of descriptors)
 
 
 @dataclass
@@ -154,6 +160,7 @@ class Server:
         self.served = 0
         self.listener: socket.socket | None = None
         self.inode: int | None = None  # the socket file this server made
+        self.connections = 0  # connection threads now running
         # As the server started, before transformers is imported: what its libraries go by for the whole process.
         self.import_env = {name: value for name, value in os.environ.items() if read_at_import(name)}
 
@@ -171,14 +178,21 @@ class Server:
             existing.close()
             raise GbcliError(f"A gbcli server is already running on {self.path}.",
                              "See it with `gbcli ps`; stop it with `gbcli stop`.")
+        in_the_way = what_is_at(self.path)
+        if in_the_way is not None:
+            raise GbcliError(f"Cannot listen on {self.path}: {in_the_way} is in the way of the socket.",
+                             "Move it away (or remove it), or set GBCLI_RUNTIME_DIR to another folder of your own.")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         previous = os.umask(0o177)  # the socket is born 0600: no other user can connect
         try:
             listener.bind(str(self.path))
-        except OSError as exc:  # "AF_UNIX path too long": a socket's path has ~107 bytes at most
+        except OSError as exc:
             listener.close()
+            too_long = len(os.fsencode(str(self.path))) >= 100  # a socket's path has ~107 bytes at most
             raise GbcliError(f"Cannot listen on {self.path}: {exc.strerror or exc}.",
-                             "Set GBCLI_RUNTIME_DIR to a shorter folder of your own.") from None
+                             "Set GBCLI_RUNTIME_DIR to a shorter folder of your own." if too_long else
+                             "Check the runtime folder, or set GBCLI_RUNTIME_DIR to another folder of your own."
+                             ) from None
         finally:
             os.umask(previous)
         os.chmod(self.path, 0o600)
@@ -364,29 +378,70 @@ class Server:
 
     # -- connection threads --------------------------------------------------------------------------------------
     def accept_loop(self, listener: socket.socket | None, tcp: bool) -> None:
+        """Accept connections until the server stops: each gets a thread, up to MAX_CONNECTIONS; one more is told
+        so at once and closed. A failed accept (no file descriptor left, say) is waited out, never the end."""
         assert listener is not None
+        backoff = ACCEPT_BACKOFF_SECONDS[0]
         while not self.stopping:
             try:
                 sock, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.talk, args=(sock, tcp), daemon=True).start()
+            except OSError as exc:
+                if self.stopping or listener.fileno() < 0:
+                    return
+                self.say(f"accept failed ({exc.strerror or exc}); retrying in {backoff:g} s")
+                time.sleep(backoff)
+                backoff = min(backoff * 2, ACCEPT_BACKOFF_SECONDS[1])
+                continue
+            backoff = ACCEPT_BACKOFF_SECONDS[0]
+            with self.lock:
+                admitted = self.connections < MAX_CONNECTIONS
+                self.connections += admitted
+            if not admitted:
+                self.turn_away(sock)
+                continue
+            try:
+                threading.Thread(target=self.talk, args=(sock, tcp), daemon=True).start()
+            except RuntimeError:  # no thread could be started
+                with self.lock:
+                    self.connections -= 1
+                self.turn_away(sock)
+
+    def turn_away(self, sock: socket.socket) -> None:
+        try:
+            sock.setblocking(False)  # a fresh socket's buffer takes the line; a client that never reads costs nothing
+            sock.send(json.dumps(refusal("busy", f"has {MAX_CONNECTIONS} connections open already")).encode()
+                      + b"\n")
+        except OSError:
+            pass
+        finally:
+            sock.close()
 
     def talk(self, sock: socket.socket, tcp: bool = False) -> None:
+        try:
+            self.converse(sock, tcp)
+        finally:
+            with self.lock:
+                self.connections -= 1
+
+    def converse(self, sock: socket.socket, tcp: bool) -> None:
         import hmac
 
-        channel = Channel(sock)
+        channel = Channel(sock, message_seconds=MESSAGE_SECONDS)
         try:
             if not tcp and peer_uid(sock) not in (None, os.getuid()):
                 return  # the socket is 0600 already; this is the second lock on the door
-            message = channel.receive(REQUEST_SECONDS)
+            if tcp:  # the token on a short first line, before anything else is read: an outsider costs 4 KiB
+                auth = channel.receive(REQUEST_SECONDS, limit=AUTH_LIMIT, within=REQUEST_SECONDS)
+                if auth is None:
+                    return
+                token = auth.get("token") if auth.get("type") == "auth" else None
+                if not (isinstance(token, str) and hmac.compare_digest(token.encode(), self.token.encode())):
+                    said = "a wrong token" if token else "no token"
+                    channel.send(refusal("token", f"its request carried {said}"))
+                    self.say(f"refused a TCP client with {said}")
+                    return
+            message = channel.receive(REQUEST_SECONDS, within=REQUEST_SECONDS)
             if message is None:
-                return
-            token = message.get("token")
-            if tcp and not (isinstance(token, str) and hmac.compare_digest(token.encode(), self.token.encode())):
-                said = "a wrong token" if token else "no token"
-                channel.send(hello("refused", reason="token", message=f"its request carried {said}"))
-                self.say(f"refused a TCP client with {said}")
                 return
             if not same_build(message):
                 channel.send(hello("refused", message=f"this server is gbcli {hello('x')['build']}"))
@@ -467,6 +522,22 @@ class Server:
         return hello("status", pid=os.getpid(), socket=str(self.path), **extra, ready=self.ready,
                      busy=self.current is not None, queued=self.jobs.qsize(), served=self.served,
                      uptime=time.time() - self.started, keep_alive=self.keep_alive, models=models)
+
+
+def what_is_at(path: Any) -> str | None:
+    """What is at the socket's path when it is not a socket (a stale socket is removed before): a file, a folder,
+    a symbolic link ... named, so that the user can see what to move; None when nothing is there."""
+    import stat
+
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISSOCK(mode):
+        return None
+    kinds = [(stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISREG, "a file"),
+             (stat.S_ISFIFO, "a named pipe")]
+    return next((kind for test, kind in kinds if test(mode)), "something that is not a socket")
 
 
 def _text(raw: io.RawIOBase, encoding: list[str]) -> io.TextIOWrapper:

@@ -106,6 +106,9 @@ def option_names() -> list[str]:
 
 def split_line(line: str) -> list[str]:
     """A command line in words, or a bare text as the command that suits it: fill-mask with a mask, else compare."""
+    if "\x00" in line:  # as on the command line, where no argument can hold one (the system's argv ends there)
+        raise usage_error("The line holds a NUL byte: no command line can.", "Remove it; a text with a NUL byte "
+                          "is binary data, not text.")
     stripped = line.strip()
     head, *rest = stripped.split(maxsplit=1)
     if head == "--no-server":  # as `gbcli --no-server COMMAND`: the shell runs in-process anyway
