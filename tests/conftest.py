@@ -35,6 +35,8 @@ from tests.fixtures import tiny_models as _tiny_models  # noqa: E402
 # No test may reach a gbcli server the user happens to run: every command runs in-process (and in every
 # subprocess the tests start) unless a test starts its own server on its own socket (tests/test_serve.py).
 os.environ["GBCLI_NO_SERVER"] = "1"
+# Nor the settings the user keeps (gbcli.settings): an empty file, unless a test writes its own.
+os.environ["GBCLI_CONFIG"] = os.devnull
 
 # Snapshot the source *now*, right after importing it: the key must describe
 # the code this process will run, even if the file is edited while a long

@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 
 from gbcli import __version__
 from gbcli.cli import analysis, fill_mask, generation, probe, scoring, serve
+from gbcli.cli.config import config_app
 from gbcli.cli.options import (
     ModelChoice,
     choose_columns,
@@ -110,6 +111,7 @@ def version_callback(value: bool) -> None:
 
 @app.callback()
 def main_callback(
+    context: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", "-V", callback=version_callback, is_eager=True, help="Show the version and exit."),
@@ -120,6 +122,23 @@ def main_callback(
     ] = False,
 ) -> None:
     """GPT-style and BERT-style transformers side by side: see how a causal LM and a masked LM differ."""
+    if context.invoked_subcommand != "config":  # `gbcli config` is how a broken settings file gets mended
+        check_settings_file()
+
+
+def check_settings_file() -> None:
+    """The user's settings file, read before the command: a bad one is an error naming its line, an unknown key a
+    warning (gbcli.settings)."""
+    from gbcli.errors import GbcliError
+    from gbcli.settings import read_config
+
+    try:
+        config = read_config()
+    except GbcliError as error:
+        report_error(error)
+        sys.exit(USAGE)
+    if config.warnings:  # (the console costs `--help` the import of Rich)
+        print_warnings(config.warnings)
 
 
 # In the order `gbcli --help` lists them.
@@ -139,6 +158,7 @@ app.command()(serve.shell)
 app.command()(serve.serve)
 app.command()(serve.ps)
 app.command()(serve.stop)
+app.add_typer(config_app, name="config")
 
 
 def main(argv: list[str] | None = None) -> None:

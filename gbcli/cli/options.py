@@ -47,10 +47,14 @@ ModelsOption = Annotated[
     typer.Option("--models", help="Which columns to show, comma-separated: gpt, bert, bart.", rich_help_panel="Models"),
 ]
 DeviceOption = Annotated[
-    str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps.", rich_help_panel="Models")
+    str | None,
+    typer.Option("--device", envvar="GBCLI_DEVICE", help="auto (cuda, then mps, then cpu), cpu, cuda or mps "
+                 "(default: the settings file's, else auto).", show_default=False, rich_help_panel="Models"),
 ]
 DtypeOption = Annotated[
-    str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.", rich_help_panel="Models")
+    str | None,
+    typer.Option("--dtype", envvar="GBCLI_DTYPE", help="auto, float32, bfloat16 or float16 (default: the settings "
+                 "file's, else auto).", show_default=False, rich_help_panel="Models"),
 ]
 RevisionOption = Annotated[
     str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit).", rich_help_panel="Models")
@@ -173,7 +177,7 @@ def _model_parameters(columns: bool) -> list[inspect.Parameter]:
 
     chosen = [option("models", ModelsOption, "gpt,bert"), option("with_bart", WithBartOption, False)] if columns else []
     loaded = [option("gpt", GptOption, None), option("bert", BertOption, None), option("bart", BartOption, None),
-              option("device", DeviceOption, "auto"), option("dtype", DtypeOption, "auto")]
+              option("device", DeviceOption, None), option("dtype", DtypeOption, None)]
     hub = [option("revision", RevisionOption, None), option("offline", OfflineOption, False)] if columns else []
     return chosen + loaded + hub
 
@@ -195,8 +199,11 @@ def model_options(command: F | None = None, *, columns: bool = True) -> Any:
 
     @functools.wraps(command)
     def with_choice(**typed: Any) -> Any:
-        choice = ModelChoice({family: typed.pop(family) for family in FAMILIES}, typed.pop("device"),
-                             typed.pop("dtype"))
+        from gbcli.settings import value
+
+        # An option left out takes GBCLI_DEVICE/GBCLI_DTYPE (Typer reads them), else the settings file, else auto.
+        choice = ModelChoice({family: typed.pop(family) for family in FAMILIES}, value("device", typed.pop("device")),
+                             value("dtype", typed.pop("dtype")))
         if columns:
             choice = replace(choice, models=typed.pop("models"), with_bart=typed.pop("with_bart"),
                              revision=typed.pop("revision"), offline=typed.pop("offline"))

@@ -54,8 +54,10 @@ def shell(
 def serve(
     ctx: typer.Context,
     keep_alive: Annotated[
-        str, typer.Option("--keep-alive", help="Unload a model after this long unused: 30m, 90s, 2h, or never.")
-    ] = "30m",
+        str | None, typer.Option("--keep-alive", envvar="GBCLI_KEEP_ALIVE", help="Unload a model after this long "
+                                 "unused: 30m, 90s, 2h, or never (default: the settings file's, else 10m).",
+                                 show_default=False)
+    ] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Run in the background; its log goes to the runtime "
                                          "folder's server.log.")] = False,
     models: Annotated[
@@ -72,6 +74,9 @@ def serve(
                                  "every request must carry the token the server writes to its runtime folder.",
                                  show_default=False)
     ] = None,
+    auto: Annotated[bool, typer.Option("--auto", hidden=True, help="Started by a command on a terminal "
+                                       "(gbcli.warm.autostart): load nothing at start, exit once no model is held.")
+                    ] = False,
     *,
     choice: ModelChoice,
 ) -> None:
@@ -81,8 +86,10 @@ def serve(
     on TCP only with --port (clients: GBCLI_SERVER=tcp://HOST:PORT, and GBCLI_SERVER_TOKEN off this machine).
     Other models load on the first request that names them. `gbcli ps` lists what it holds; `gbcli stop` ends it.
     """
+    from gbcli.settings import value
     from gbcli.warm.runner import parse_duration
 
+    keep_alive = str(value("keep-alive", keep_alive))
     seconds = parse_duration(keep_alive)
     tcp = tcp_address(host, port)
     options = choice.load_options()
@@ -100,19 +107,21 @@ def serve(
             if specs[family]:
                 argv += [FAMILY_INFO[family].flag, str(specs[family])]
         raise typer.Exit(start_detached(argv))
+    from gbcli.warm.autostart import forget_failure
     from gbcli.warm.runner import host
     from gbcli.warm.server import run_server
 
+    forget_failure()
     host(hosted_by(ctx))
 
     def preload() -> None:
-        for family in families:
+        for family in [] if auto else families:  # an automatic server loads what its first request names
             try:
                 load_columns([family], specs, options)
             except GbcliError as error:  # the others still load; this one reports again when a request names it
                 print_warnings([error.message])
 
-    raise typer.Exit(run_server(seconds, preload, tcp))
+    raise typer.Exit(run_server(seconds, preload, tcp, auto=auto))
 
 
 def hosted_by(ctx: typer.Context) -> Host:
@@ -149,6 +158,8 @@ def ps(json_output: JsonOption = False) -> None:
 @handle_errors
 def stop() -> None:
     """Stop the running server (it finishes the request it is running first)."""
+    from gbcli.warm.autostart import forget_failure
     from gbcli.warm.manage import stop_server
 
+    forget_failure()  # a server that failed to start by itself may be tried again
     raise typer.Exit(stop_server())

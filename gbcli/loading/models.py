@@ -144,9 +144,11 @@ def max_positions(config: Any, tokenizer: Any = None) -> int:
 
 
 def resolve_spec(family: Family, spec: str | None) -> str:
-    """The model spec to use: the flag's value, else its environment variable, else the family's default."""
-    info = FAMILY_INFO[family]
-    return spec or os.environ.get(info.env) or info.default
+    """The model spec to use: the flag's value, else its environment variable, else the settings file's, else the
+    family's default (gbcli.settings)."""
+    from gbcli.settings import value
+
+    return spec or value(family)
 
 
 def resolve_device(device: str) -> torch.device:

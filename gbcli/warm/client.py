@@ -22,6 +22,7 @@ from gbcli.warm.protocol import (
     ProtocolError,
     chosen_server,
     client_token,
+    connect,
     decode_bytes,
     encode_bytes,
     hello,
@@ -35,7 +36,7 @@ TYPE_CHECKING = False  # importing typing is start-up a warm command pays (row `
 if TYPE_CHECKING:
     from typing import Any
 
-LOCAL_COMMANDS = {"serve", "shell", "ps", "stop"}  # never sent to a server
+LOCAL_COMMANDS = {"serve", "shell", "ps", "stop", "config"}  # never sent to a server
 # Instant in-process; nothing to gain. gbcli.entry answers them before this module is imported (its HELP_FLAGS, the
 # same set: written twice, since entry imports this module and tests/test_rules.py holds the two equal).
 LOCAL_FLAGS = {"-h", "--help", "--version", "-V"}
@@ -45,7 +46,7 @@ LOCAL_OPTIONS = ("--output", "-o")
 # The variables that change what a command prints or loads; every other variable stays the client's own.
 FORWARDED_NAMES = {"COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TERM", "COLORTERM", "TTY_COMPATIBLE",
                    "TTY_INTERACTIVE", "CLICOLOR", "CLICOLOR_FORCE", "PY_COLORS", "TERMINAL_WIDTH",
-                   "XDG_CACHE_HOME"}  # the last: where the Hugging Face cache is when HF_HOME is not set
+                   "XDG_CACHE_HOME", "XDG_CONFIG_HOME"}  # where the Hugging Face cache and the settings file are
 FORWARDED_PREFIXES = ("GBCLI_", "HF_", "TRANSFORMERS_")
 # Where models come from, read by huggingface_hub and transformers once, when they are imported: a server cannot
 # take a request's values for them, so a request that differs there runs in-process.
@@ -84,26 +85,6 @@ def wants_server(argv: list[str]) -> bool:
     return not any(arg in LOCAL_FLAGS or arg.startswith(LOCAL_OPTIONS) for arg in argv[:end])
 
 
-def connect(timeout: float = 2.0) -> socket.socket | None:
-    """A connection to the running server, or None. A socket nobody listens on (a killed server's) is removed."""
-    path = socket_file()
-    if not os.path.exists(path):
-        return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        sock.close()
-        remove_stale(path)
-        return None
-    except OSError:
-        sock.close()
-        return None
-    sock.settimeout(None)
-    return sock
-
-
 def connect_tcp(address: tuple[str, int], timeout: float = 5.0) -> socket.socket:
     """A TCP connection to `gbcli serve --port`; OSError when nothing answers there."""
     sock = socket.create_connection(address, timeout=timeout)
@@ -136,16 +117,6 @@ class Target:
 def unreachable(target: Target, exc: OSError) -> int:
     return _fail(f"cannot reach the gbcli server at {target.where} ({SERVER_VARIABLE}): {exc.strerror or exc}.",
                  f"Start it there (gbcli serve --port ...), or unset {SERVER_VARIABLE}, or pass --no-server.")
-
-
-def remove_stale(path: Any) -> None:
-    import stat
-
-    try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode) and os.lstat(path).st_uid == os.getuid():
-            os.unlink(path)
-    except OSError:
-        pass
 
 
 def terminal_size() -> tuple[int, int]:
@@ -200,10 +171,11 @@ def forward_or_in_process(argv: list[str]) -> list[str]:
     return argv
 
 
-def forward(argv: list[str]) -> int | None:
+def forward(argv: list[str], replacing: bool = False) -> int | None:
     """Run `gbcli ARGV` on the server if one is up and of this build: its exit code, or None to run in-process.
 
     A server named by GBCLI_SERVER that cannot be reached, or refuses, is an error (exit 1): the user asked for it.
+    A server that started by itself and is of another build (gbcli was upgraded) is stopped and started afresh.
     """
     if server_disabled() or not wants_server(argv) or sys.stdout is None or sys.stderr is None:
         return None  # a closed standard stream: the command says so in-process, as it would without a server
@@ -214,8 +186,16 @@ def forward(argv: list[str]) -> int | None:
         return _fail(f"{exc}.", f"Set {SERVER_VARIABLE} to the address `gbcli serve --port` printed, or unset it.")
     except OSError as exc:
         return unreachable(target, exc)
+    started = 0  # the pid of the server this command started, if it did
     if sock is None:
-        return None
+        from gbcli.warm import autostart
+
+        if target.named or not autostart.allowed():
+            return None
+        found = autostart.start_and_connect()
+        if found is None:
+            return None
+        sock, started = found
     try:
         silence = silence_seconds()  # read only once a server answers: without one the variable means nothing
     except ValueError as exc:
@@ -235,9 +215,21 @@ def forward(argv: list[str]) -> int | None:
         _warn(f"the gbcli server at {target.where} did not answer ({type(exc).__name__}); running in-process.")
         return None
     if answer is None or answer.get("type") != "accepted" or not same_build(answer):
+        pid = _peer(sock)
         channel.close()
+        if (answer or {}).get("auto") and not same_build(answer) and not target.named and not replacing:
+            from gbcli.warm import autostart
+
+            if autostart.allowed() and autostart.stop_server(pid):
+                return forward(argv, replacing=True)
         return refused(target, answer)
-    return Session(channel, silence).run()
+    code = Session(channel, silence, started_here=bool(started)).run()
+    if code == Session.GONE:  # the server this command started died before answering: run it here instead
+        from gbcli.warm import autostart
+
+        autostart.record_failure(os.path.dirname(target.where), f"it stopped: {autostart.log_tail()}")
+        return None
+    return code
 
 
 def silence_seconds() -> float:
@@ -283,9 +275,13 @@ def refused(target: Target, answer: dict[str, Any] | None) -> int | None:
 class Session:
     """One forwarded command: copy the server's output out, standard input in, and return its exit code."""
 
-    def __init__(self, channel: Channel, silence: float = DEFAULT_SILENCE_SECONDS) -> None:
+    GONE = -1  # a server started for this command died before writing any output: the command may run here
+
+    def __init__(self, channel: Channel, silence: float = DEFAULT_SILENCE_SECONDS, started_here: bool = False) -> None:
         self.channel = channel
         self.silence = silence
+        self.started_here = started_here
+        self.wrote_output = False
         self.interrupted_at: float | None = None
 
     def run(self) -> int:
@@ -317,11 +313,14 @@ class Session:
             except (ProtocolError, OSError) as exc:
                 return _fail(f"the connection to the gbcli server broke: {exc}.", "Run the command again.")
             if message is None:
+                if self.started_here and not self.wrote_output and self.interrupted_at is None:
+                    return self.GONE
                 return _fail("the gbcli server stopped while running this command.",
                              "Run it again: with no server up it runs in-process (gbcli serve --detach restarts "
                              "one).")
             kind = message["type"]
             if kind == "out":
+                self.wrote_output = self.wrote_output or message.get("fd") == 1
                 code = self._write(message)
                 if code is not None:
                     return code

@@ -94,10 +94,11 @@ def show_status(json_output: bool) -> int:
     console.print(f"gbcli server pid {answer['pid']} on {where}, up {format_duration(answer['uptime'])}, "
                   f"{answer['served']} request{'' if answer['served'] == 1 else 's'} served, keep-alive "
                   f"{'never' if keep_alive is None else format_duration(keep_alive)}"
-                  f"{'' if answer.get('ready') else ', still loading'}{', busy' if answer.get('busy') else ''}",
+                  f"{'' if answer.get('ready') else ', still loading'}{', busy' if answer.get('busy') else ''}"
+                  f"{', started by itself: it exits once it holds no model' if answer.get('auto') else ''}",
                   markup=False)
     entries = [LoadedEntry(**entry) for entry in answer.get("models", [])]
-    console.print(model_table(entries) if entries else "No model loaded.")
+    console.print(model_table(entries, server=True) if entries else "No model loaded.")
     return 0
 
 

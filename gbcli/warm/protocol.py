@@ -193,6 +193,35 @@ def decode_bytes(text: Any) -> bytes:
         raise ProtocolError(f"not base64 ({exc})") from None
 
 
+def connect(timeout: float = 2.0) -> socket.socket | None:
+    """A connection to the running server, or None. A socket nobody listens on (a killed server's) is removed."""
+    path = socket_file()
+    if not os.path.exists(path):
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        sock.close()
+        remove_stale(path)
+        return None
+    except OSError:
+        sock.close()
+        return None
+    sock.settimeout(None)
+    return sock
+
+
+def remove_stale(path: Any) -> None:
+    """Remove a socket a killed server left behind (this user's socket only)."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode) and os.lstat(path).st_uid == os.getuid():
+            os.unlink(path)
+    except OSError:
+        pass
+
+
 class Channel:
     """One end of a connection: whole messages in and out, sends from several threads kept whole.
 

@@ -92,12 +92,14 @@ class LoadedEntry:
     parameters: int
     bytes: int
     idle_seconds: float
+    release_seconds: float | None = None  # until the server lets it go (None: never, or not a server)
 
 
-def loaded_models(in_use_since: float | None = None) -> list[LoadedEntry]:
+def loaded_models(in_use_since: float | None = None, keep_alive: float | None = None) -> list[LoadedEntry]:
     """The models this process holds, once each (a model cached under two keys is one model in memory).
 
     in_use_since: when the request now running began (time.monotonic); the models it asked for are in use, not idle.
+    keep_alive: the server's; each entry then says how long until it is let go.
     """
     from gbcli.loading import models
 
@@ -113,8 +115,12 @@ def loaded_models(in_use_since: float | None = None) -> list[LoadedEntry]:
         parameters, size = weight_size(lm.model)
         entries[id(lm)] = LoadedEntry(
             family=lm.family, model=lm.name, kind=lm.kind, device=str(lm.device),
-            dtype=str(lm.dtype).removeprefix("torch."), parameters=parameters, bytes=size, idle_seconds=idle,
+            dtype=str(lm.dtype).removeprefix("torch."), parameters=parameters,
+            bytes=size, idle_seconds=idle,
         )
+    if keep_alive is not None:
+        for entry in entries.values():
+            entry.release_seconds = max(0.0, keep_alive - entry.idle_seconds)
     return list(entries.values())
 
 
@@ -162,6 +168,7 @@ def _empty_accelerator_cache() -> None:
 
 
 def format_duration(seconds: float) -> str:
+    seconds = round(seconds)  # 599.6 s is 10m00s, not 9m60s
     if seconds < 60:
         return f"{seconds:.0f}s"
     if seconds < 3600:
@@ -170,38 +177,34 @@ def format_duration(seconds: float) -> str:
 
 
 def parse_duration(text: str) -> float | None:
-    """`30m`, `90s`, `2h`, `45` (seconds), or `never`/`-1` for no limit (None)."""
+    """`30m`, `90s`, `2h`, `45` (seconds), or `never`/`-1` for no limit (None); a usage error otherwise."""
+    from gbcli import settings
     from gbcli.errors import usage_error
 
-    value = text.strip().lower()
-    if value in {"never", "forever", "inf", "-1"}:
-        return None
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, scale = value, 1.0
-    for suffix in sorted(units, key=len, reverse=True):
-        if value.endswith(suffix):
-            number, scale = value[: -len(suffix)], units[suffix]
-            break
     try:
-        seconds = float(number) * scale
+        return settings.parse_duration(text)
     except ValueError:
-        seconds = -1
-    if not seconds >= 0:
-        raise usage_error(f"Cannot read the duration '{text}'.", "For example 30m, 90s, 2h, or never.")
-    return seconds
+        raise usage_error(f"Cannot read the duration '{text}'.", "For example 30m, 90s, 2h, or never.") from None
 
 
-def model_table(entries: list[LoadedEntry]) -> Any:
-    """A Rich table of the loaded models (the shell's `models` and `gbcli ps`)."""
+def model_table(entries: list[LoadedEntry], server: bool = False) -> Any:
+    """A Rich table of the loaded models (the shell's `models`; with `server`, `gbcli ps`: when each is let go)."""
     from rich.table import Table
 
     from gbcli.loading.models import family_title
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for title, justify in (("column", "left"), ("model", "left"), ("device", "left"), ("dtype", "left"),
-                           ("params", "right"), ("memory", "right"), ("idle", "right")):
+    columns = [("column", "left"), ("model", "left"), ("device", "left"), ("dtype", "left"), ("params", "right"),
+               ("memory", "right"), ("idle", "right")]
+    if server:
+        columns.append(("let go in", "right"))
+    for title, justify in columns:
         table.add_column(title, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for entry in entries:
-        table.add_row(family_title(entry.family), entry.model, entry.device, entry.dtype,
-                      f"{entry.parameters / 1e6:.1f}M", human_size(entry.bytes), format_duration(entry.idle_seconds))
+        row = [family_title(entry.family), entry.model, entry.device, entry.dtype, f"{entry.parameters / 1e6:.1f}M",
+               human_size(entry.bytes), format_duration(entry.idle_seconds)]
+        if server:
+            release = "never" if entry.release_seconds is None else format_duration(entry.release_seconds)
+            row.append(release)
+        table.add_row(*row)
     return table

@@ -141,8 +141,11 @@ class _ClientReader(io.RawIOBase):
 
 
 class Server:
-    def __init__(self, keep_alive: float | None, log: Any, tcp: tuple[str, int] | None = None) -> None:
+    def __init__(self, keep_alive: float | None, log: Any, tcp: tuple[str, int] | None = None,
+                 auto: bool = False) -> None:
         self.keep_alive = keep_alive
+        self.auto = auto  # started by a command on a terminal: exits once it holds no model
+        self.draining = False  # no longer listening: runs what is queued, then exits
         self.log = log
         self.path = socket_path()
         self.tcp = tcp  # (host, port) to listen on as well, with a token (`gbcli serve --port`)
@@ -167,7 +170,7 @@ class Server:
     # -- start and stop ------------------------------------------------------------------------------------------
     def bind(self) -> None:
         from gbcli.errors import GbcliError
-        from gbcli.warm.client import connect
+        from gbcli.warm.protocol import connect
 
         try:
             private_dir()
@@ -229,9 +232,22 @@ class Server:
             sys.stderr.write(f"warning: {warning}\n")
             sys.stderr.flush()
 
-    def close(self) -> None:
+    def close_listeners(self) -> None:
         if self.listener is not None:
+            try:
+                self.listener.shutdown(socket.SHUT_RDWR)  # wakes the thread waiting in accept()
+            except OSError:
+                pass
             self.listener.close()
+            self.listener = None
+        try:
+            if os.stat(self.path).st_ino == self.inode:  # never remove a socket a newer server made
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.close_listeners()
         if self.tcp_listener is not None:
             self.tcp_listener.close()
             try:
@@ -239,11 +255,6 @@ class Server:
                     token_path().unlink()
             except OSError:
                 pass
-        try:
-            if os.stat(self.path).st_ino == self.inode:  # never remove a socket a newer server made
-                os.unlink(self.path)
-        except OSError:
-            pass
         while True:  # whoever still waits in the queue hears why nothing will run
             try:
                 job = self.jobs.get_nowait()
@@ -285,7 +296,10 @@ class Server:
                     try:
                         job = self.jobs.get(timeout=1.0)
                     except queue.Empty:
+                        if self.draining:
+                            break
                         self.unload_idle()
+                        self.leave_if_empty()
                         continue
                     except KeyboardInterrupt:
                         continue  # the stop flag decides
@@ -309,6 +323,20 @@ class Server:
             return
         for name in unload_idle(self.keep_alive):
             self.say(f"unloaded {name} after {format_duration(self.keep_alive)} idle")
+
+    def leave_if_empty(self) -> None:
+        """An automatic server that holds no model any more (they all idled out) stops listening, answers whoever
+        already connected, and exits: the next command starts a fresh one."""
+        from gbcli.loading import models
+
+        if not self.auto or self.keep_alive is None or models._CACHE or self.current is not None:
+            return
+        if self.served == 0 and time.time() - self.started < self.keep_alive:
+            return  # started, but its first request has not come yet
+        self.say("holding no model: exiting")
+        self.draining = True
+        self.close_listeners()
+        time.sleep(0.5)  # a client that connected just before may still be sending its request
 
     def run(self, job: Job) -> None:
         started = time.perf_counter()
@@ -356,6 +384,7 @@ class Server:
             except OSError:
                 pass
             used_until_now(self.current_since)
+            release_freed_memory()
             with self.lock:
                 self.current = None
                 self.cancel_signalled = False
@@ -386,7 +415,7 @@ class Server:
             try:
                 sock, _ = listener.accept()
             except OSError as exc:
-                if self.stopping or listener.fileno() < 0:
+                if self.stopping or self.draining or listener.fileno() < 0:
                     return
                 self.say(f"accept failed ({exc.strerror or exc}); retrying in {backoff:g} s")
                 time.sleep(backoff)
@@ -444,7 +473,7 @@ class Server:
             if message is None:
                 return
             if not same_build(message):
-                channel.send(hello("refused", message=f"this server is gbcli {hello('x')['build']}"))
+                channel.send(hello("refused", message=f"this server is gbcli {hello('x')['build']}", auto=self.auto))
                 self.say(f"refused a client of build {message.get('build')!r}")
                 return
             if message["type"] == "status":
@@ -515,13 +544,26 @@ class Server:
 
         current_since = self.current_since if self.current is not None else None
         try:
-            models = to_jsonable(loaded_models(current_since))
+            models = to_jsonable(loaded_models(current_since, self.keep_alive))
         except RuntimeError:  # the cache changed under us; the next `ps` sees it settled
             models = []
         extra = {"tcp": self.tcp_address} if self.tcp_address else {}
         return hello("status", pid=os.getpid(), socket=str(self.path), **extra, ready=self.ready,
                      busy=self.current is not None, queued=self.jobs.qsize(), served=self.served,
-                     uptime=time.time() - self.started, keep_alive=self.keep_alive, models=models)
+                     uptime=time.time() - self.started, keep_alive=self.keep_alive, auto=self.auto, models=models)
+
+
+def release_freed_memory() -> None:
+    """Hand the heap a request freed back to the system (glibc keeps it for reuse otherwise): a server holds its
+    models for minutes, and the activations and gradients of one large request should not stay resident that long."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        pass
 
 
 def what_is_at(path: Any) -> str | None:
@@ -558,10 +600,12 @@ def exposure_warning(host: str, port: int) -> str | None:
             "encrypted. Use --host 127.0.0.1 (the default) unless this network is yours.")
 
 
-def run_server(keep_alive: float | None, preload: Any, tcp: tuple[str, int] | None = None) -> int:
-    """Serve until `gbcli stop`, SIGTERM or Ctrl-C; returns the exit code."""
+def run_server(keep_alive: float | None, preload: Any, tcp: tuple[str, int] | None = None,
+               auto: bool = False) -> int:
+    """Serve until `gbcli stop`, SIGTERM or Ctrl-C (an automatic server: until it holds no model); returns the exit
+    code."""
     log = sys.stderr
-    server = Server(keep_alive, log, tcp)
+    server = Server(keep_alive, log, tcp, auto)
     try:
         server.bind()
     except BaseException:
