@@ -48,6 +48,9 @@ ENV = {
     "LINES": "50",
     "GBCLI_NO_SERVER": "1",
     "HF_HUB_OFFLINE": "1",
+    # The user's own settings and caches stay out: a settings file and a cache of states of the scratch folder's own.
+    "GBCLI_CONFIG": "gbcli-config.toml",
+    "GBCLI_CACHE_DIR": "gbcli-cache",
     **{f"GBCLI_{family.upper()}": folder for family, folder in MODEL_FOLDERS.items()},
 }
 
