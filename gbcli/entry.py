@@ -35,9 +35,20 @@ def main() -> None:
         from gbcli.warm.client import forward_or_in_process
 
         argv = forward_or_in_process(argv)
+        refuse_unsupported_transformers()
     from gbcli.cli import main as run
 
     run(argv)
+
+
+def refuse_unsupported_transformers() -> None:
+    """Exit 1 with one `error:` and one `hint:` line when the installed transformers is not one gbcli runs on."""
+    from gbcli.loading.versions import installed_transformers, unsupported_transformers
+
+    error = unsupported_transformers(installed_transformers())
+    if error is not None:
+        sys.stderr.write(f"error: {error.message}\nhint: {error.hint}\n")
+        sys.exit(error.exit_code)
 
 
 def asks_for_help(argv: list[str]) -> bool:

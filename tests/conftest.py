@@ -86,9 +86,25 @@ def _exclusive_lock(lock_path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def tiny_models_folder() -> Path:
+    """Where this environment's fixture models are (or will be) cached."""
+    return _cache_base() / _cache_key()
+
+
 def get_tiny_models() -> dict[str, Path]:
-    """Return the fixture-model paths, building them first if not cached."""
-    final = _cache_base() / _cache_key()
+    """Return the fixture-model paths, building them first if not cached.
+
+    GBCLI_TEST_MODELS names a complete folder built by another environment, used as it is: the compatibility job
+    (.ci/run) reads the main run's models with the minimum versions instead of training them again (most of
+    the job's time otherwise); every test compares gbcli with transformers on the same files, so what built them
+    does not matter.
+    """
+    given = os.environ.get("GBCLI_TEST_MODELS")
+    if given:
+        if not (Path(given) / _COMPLETE_MARKER).is_file():
+            raise RuntimeError(f"GBCLI_TEST_MODELS={given} is not a complete folder of fixture models")
+        return _paths_in(Path(given))
+    final = tiny_models_folder()
     if (final / _COMPLETE_MARKER).is_file():
         return _paths_in(final)
 

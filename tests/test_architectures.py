@@ -37,6 +37,8 @@ GENERATING_NAMES = CAUSAL_NAMES + [a.name for a in ATTENTION_FREE]
 MASKED_NAMES = [a.name for a in MASKED]
 LOADERS = {"gpt": AutoModelForCausalLM, "bert": AutoModelForMaskedLM, "bart": AutoModelForSeq2SeqLM}
 
+pytestmark = pytest.mark.compat  # .ci/run runs this module on the minimum versions too
+
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread(single_torch_thread):

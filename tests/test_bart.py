@@ -62,6 +62,7 @@ def test_bart_restores_the_masked_word_from_the_right_hand_context(duck_infillin
     assert best.filled == DUCK_SENTENCE
 
 
+@pytest.mark.compat
 def test_infilling_equals_model_generate_with_the_same_beam_settings(duck_infilling, reference):
     tokenizer, model = reference
     settings = duck_infilling.generate_settings
@@ -279,6 +280,7 @@ def test_the_cli_fills_a_span_with_bart(bart_path):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.compat
 def test_score_cli_gives_bart_reconstruction_log_likelihood_equal_to_the_models_loss(bart_path, reference):
     tokenizer, model = reference
     lines = run("score", DUCK_SENTENCE, "--models", "bart", "--bart", str(bart_path), "--json")

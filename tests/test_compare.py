@@ -17,6 +17,7 @@ def masked_doc(models):
     return run_json("compare", BERT_MASKED_DUCK, *models)
 
 
+@pytest.mark.compat
 def test_sections_equal_the_separate_commands(masked_doc, models):
     doc = masked_doc
     assert doc["tokenization"] == run_json("tokenize", BERT_MASKED_DUCK, *models)

@@ -55,6 +55,7 @@ def _assert_matches(shift: dict, a: torch.Tensor, b: torch.Tensor) -> None:
 # --- faithfulness ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.compat
 def test_gpt2_states_before_the_change_are_exactly_zero(shifts, gpt_path):
     shift = shifts[("gpt", "")]
     before = [p for p in shift["positions"] if p["region"] == "before"]
@@ -70,6 +71,7 @@ def test_gpt2_states_before_the_change_are_exactly_zero(shifts, gpt_path):
     assert changed["token"] == "␣quacks" and changed["other"] == "␣barks" and changed["cosine"][0] > 0.1
 
 
+@pytest.mark.compat
 def test_bert_states_before_the_change_move_from_the_first_layer(shifts, bert_path):
     shift = shifts[("bert", "")]
     before = [p for p in shift["positions"] if p["region"] == "before"]
@@ -115,6 +117,7 @@ def test_bare_encoder_works_and_gives_the_same_states(models, tiny_models, shift
 # --- --word -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.compat
 def test_word_similarity_equals_an_independent_computation(models, gpt_path, bert_path):
     texts = [DUCK_SENTENCE, "the dog barks in the park .", "once upon a time there was a dog who lived in the park ."]
     doc = run_json("context", "--word", "park", *texts, *models)

@@ -19,10 +19,10 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
 
 from gbcli.loading.checkpoint_checks import classify_config
-from gbcli.loading.fast_load import FAST_MODEL_TYPES, LEGACY_KEY_PARTS, fast_load
+from gbcli.loading.fast_load import FAST_LOAD, FAST_MODEL_TYPES, LEGACY_KEY_PARTS, fast_load
 from tests.fixtures.random_models import ALL, build
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.compat]
 
 LOADERS = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM, "seq2seq": AutoModelForSeq2SeqLM,
            "encoder": AutoModel}
@@ -93,17 +93,18 @@ def architecture_folder(tiny_models, tmp_path_factory):
 def test_every_architecture_is_loaded_as_from_pretrained_loads_it_or_falls_back(name, architecture_folder):
     folder = architecture_folder(name)
     taken = assert_same_as_from_pretrained(folder)
-    # The listed types must really take the short way (else the speed-up is silently gone).
-    assert taken == (AutoConfig.from_pretrained(folder).model_type in FAST_MODEL_TYPES)
+    # The listed types must really take the short way (else the speed-up is silently gone), on every transformers
+    # whose internals the short way finds (FAST_LOAD's probe; tests/test_versions.py: the newest is one).
+    assert taken == (AutoConfig.from_pretrained(folder).model_type in FAST_MODEL_TYPES and FAST_LOAD.on)
 
 
 @pytest.mark.parametrize("fixture", TRAINED)
 def test_the_trained_fixtures_take_the_fast_path_identically(fixture, tiny_models):
-    assert assert_same_as_from_pretrained(tiny_models[fixture])
+    assert assert_same_as_from_pretrained(tiny_models[fixture]) == FAST_LOAD.on
 
 
 def test_half_precision_is_cast_as_from_pretrained_casts_it(tiny_models):
-    assert assert_same_as_from_pretrained(tiny_models["gpt"], torch.bfloat16)
+    assert assert_same_as_from_pretrained(tiny_models["gpt"], torch.bfloat16) == FAST_LOAD.on
 
 
 def _copy_with(tmp_path: Path, source: Path, edit) -> Path:

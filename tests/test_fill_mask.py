@@ -84,6 +84,7 @@ def test_table_shows_the_three_views_and_where_the_right_context_changes_the_ans
 # ---- exact numbers -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.compat
 def test_bert_probabilities_equal_the_fill_mask_pipeline(models, fill_mask_pipeline):
     for text in SENTENCES:
         expected = fill_mask_pipeline(text, top_k=7)
@@ -183,6 +184,7 @@ def test_multi_piece_target_is_scored_as_the_whole_word(
     assert whole_target["sentence_logprob"] == pytest.approx(gpt_sentence_logprob(gpt, sentence), abs=1e-4)
 
 
+@pytest.mark.compat
 def test_whole_sentence_column_ranks_the_candidate_union_by_sentence_likelihood(models, gpt):
     doc = fill(models, BERT_MASKED_DOG, "--top-k", "3", "--targets", "cow,wasp")
     (slot,) = doc["masks"]
@@ -203,6 +205,7 @@ def test_whole_sentence_column_ranks_the_candidate_union_by_sentence_likelihood(
     assert whole[0]["word"] == "dog"
 
 
+@pytest.mark.compat
 def test_gpt2_left_context_is_its_next_token_distribution(models, gpt):
     (slot,) = fill(models, "the capital of [MASK] is rome .", "--top-k", "6")["masks"]
     tokenizer, model = gpt

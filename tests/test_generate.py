@@ -11,6 +11,7 @@ from tests.cli_helpers import assert_user_error, column_of, run, run_installed, 
 from tests.fixtures.tiny_models import GPT_PROMPT
 
 
+@pytest.mark.compat
 def test_gpt2_greedy_equals_model_generate(gpt, models):
     doc = run_json("generate", GPT_PROMPT, "--greedy", "--max-new-tokens", "12", "--models", "gpt", *models)
     tokenizer, model = gpt
@@ -96,6 +97,7 @@ def test_bert_greedy_first_token_is_the_argmax_at_an_appended_mask(bert, models)
         ids = ids[:-1] + [token["id"]] + ids[-1:]
 
 
+@pytest.mark.compat
 def test_beam_search_returns_n_sequences_per_model(models):
     doc = run_json("generate", GPT_PROMPT, "--max-new-tokens", "4", "--num-beams", "3", "-n", "2", *models)
     for column in doc["columns"]:
@@ -193,6 +195,7 @@ def test_installed_gbcli_generates_json(gpt_path, bert_path):
     assert b"\x1b[" not in completed.stdout + completed.stderr
 
 
+@pytest.mark.compat
 def test_with_bart_adds_a_third_column_whose_greedy_text_equals_model_generate(bart, bart_path, models):
     doc = run_json("generate", GPT_PROMPT, "--greedy", "--max-new-tokens", "8", "--with-bart", "--bart",
                    str(bart_path), *models)

@@ -17,8 +17,9 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from gbcli.lm import threads
-from gbcli.lm.decoding import ModelDecoder, decoder_for
-from gbcli.lm.gpt2_fast import RELAYOUT_MIN_TOKENS, _BlockedProduct, _RowBlocks, gpt2_decoder
+from gbcli.lm.decoding import MODEL_STEPS, ModelDecoder, decoder_for
+from gbcli.lm.gpt2_fast import GPT2_DECODER, RELAYOUT_MIN_TOKENS, _BlockedProduct, _RowBlocks, gpt2_decoder
+from gbcli.loading.capability import FastPath
 from gbcli.loading.models import LoadOptions, load_model
 from gbcli.tasks import generation
 from gbcli.tasks.decoding_settings import DecodingSettings, settings_from_options
@@ -33,7 +34,15 @@ SAMPLING_CASES = [
 ]
 
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.compat]
+
+
+def require(*paths: FastPath) -> None:
+    """Skip a test of a fast path itself where this transformers turns it off (the public path then runs, and the
+    tests of the numbers hold it to `generate`)."""
+    for path in paths:
+        if not path.on:
+            pytest.skip(f"{path.name} is off on this transformers: {path.reason}")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +91,8 @@ def _own_gpt2_decoder(lm, new_tokens: int):
 def test_own_loop_greedy_equals_model_generate(family, request):
     lm = request.getfixturevalue(family)
     settings = settings_from_options(max_new_tokens=30, greedy=True)
-    assert generation.decodes_in_own_loop(lm, settings)
+    # Where this transformers turns the step off, `generate` itself runs: the tokens must still be its own.
+    assert generation.decodes_in_own_loop(lm, settings) == (GPT2_DECODER if family == "gpt" else MODEL_STEPS).on
     assert _produced(generate_causal(lm, GPT_PROMPT, settings)) == _reference(lm, settings)
 
 
@@ -111,6 +121,7 @@ def test_logprobs_read_while_decoding_equal_a_teacher_forced_pass(family, reques
 
 def test_gpt2_step_is_the_models_own_forward_bit_for_bit(gpt):
     """The written-out GPT-2 step, read through the model's own output layer, equals `model(...)` exactly."""
+    require(GPT2_DECODER, MODEL_STEPS)
     assert decoder_for(gpt, 12) is gpt2_decoder(gpt, 12) is not None
     ids = gpt.tokenizer(GPT_PROMPT, return_tensors="pt")["input_ids"]
     capacity = ids.shape[1] + 12
@@ -205,6 +216,7 @@ def test_gpt2_steps_give_the_same_numbers_on_one_thread_or_two(gpt):
     """The thread count a step runs on does not change its numbers beyond the last bits: the caller's setting
     (`parts`) stays, a step on one thread runs the model's own products, and torch's attention kernel divides its
     sums by thread count (in `model.generate` as well): summation order only, well under 1e-5, the same argmax."""
+    require(GPT2_DECODER)
     ids = gpt.tokenizer(GPT_PROMPT, return_tensors="pt")["input_ids"]
     capacity = ids.shape[1] + 8
     torch.set_num_threads(2)
@@ -291,6 +303,7 @@ def test_row_blocks_of_the_tied_embedding_give_f_linears_logits_bit_for_bit(part
 
 def test_gpt2_step_on_two_threads_splits_its_products_and_keeps_the_models_numbers(gpt):
     """With two threads each product runs in column blocks; the logits stay the model's to 1e-5, greedy its text."""
+    require(GPT2_DECODER, MODEL_STEPS)
     torch.set_num_threads(2)
     try:
         ids = gpt.tokenizer(GPT_PROMPT, return_tensors="pt")["input_ids"]
@@ -354,6 +367,7 @@ def test_other_busy_cores_sees_a_process_that_keeps_a_core_busy():
 def test_the_prompt_pass_runs_on_the_free_cores_only(gpt, monkeypatch):
     """With one of two cores busy elsewhere, the prompt's batched pass (and GPT-2's head re-layout) runs on one
     thread, not on a two-thread team that would wait for time slices at every op; the caller's setting comes back."""
+    require(GPT2_DECODER)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     busy = {"others": 1.0}
@@ -409,6 +423,7 @@ def test_greedy_through_the_relaid_out_head_equals_model_generate(gpt, thread_co
     """From RELAYOUT_MIN_TOKENS new tokens on, GPT-2's step reads the re-laid-out output projection (and, on two
     threads, column blocks): greedy still picks `generate`'s tokens, every one of them. (The tiny model holds 64
     tokens, fewer than RELAYOUT_MIN_TOKENS: the threshold is lowered here.)"""
+    require(GPT2_DECODER)
     import gbcli.lm.gpt2_fast as gpt2_fast
 
     monkeypatch.setattr(gpt2_fast, "RELAYOUT_MIN_TOKENS", 24)
@@ -428,6 +443,7 @@ def test_greedy_through_the_relaid_out_head_equals_model_generate(gpt, thread_co
 def test_a_step_on_one_thread_runs_the_models_own_products(gpt):
     """Two threads asked for, one running (a busy machine): the step does not run two column blocks one after the
     other (slower than the model's own `addmm`), so its logits are the model's own, bit for bit."""
+    require(GPT2_DECODER, MODEL_STEPS)
     ids = gpt.tokenizer(GPT_PROMPT, return_tensors="pt")["input_ids"]
     capacity = ids.shape[1] + 6
     before = torch.get_num_threads()

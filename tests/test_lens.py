@@ -46,6 +46,7 @@ def _assert_row(row: dict, probs: torch.Tensor, final: torch.Tensor) -> None:
 # --- faithfulness ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.compat
 def test_last_row_is_the_models_own_output(duck, gpt_path, bert_path, bart_path):
     gpt_tok, bert_tok = AutoTokenizer.from_pretrained(gpt_path), AutoTokenizer.from_pretrained(bert_path)
     gpt = AutoModelForCausalLM.from_pretrained(gpt_path).eval()
@@ -68,6 +69,7 @@ def test_last_row_is_the_models_own_output(duck, gpt_path, bert_path, bart_path)
     assert len(duck["bert"]["layers"]) == bert.config.num_hidden_layers + 1
 
 
+@pytest.mark.compat
 def test_gpt2_middle_layer_is_ln_f_then_the_tied_unembedding_written_out(duck, gpt_path):
     tok = AutoTokenizer.from_pretrained(gpt_path)
     model = AutoModelForCausalLM.from_pretrained(gpt_path).eval()
@@ -84,6 +86,7 @@ def test_gpt2_middle_layer_is_ln_f_then_the_tied_unembedding_written_out(duck, g
             _assert_row(duck["gpt"]["layers"][layer], _probs(logits), final)
 
 
+@pytest.mark.compat
 def test_bert_middle_layer_is_the_mlm_head_written_out(duck, bert_path):
     tok = AutoTokenizer.from_pretrained(bert_path)
     model = AutoModelForMaskedLM.from_pretrained(bert_path).eval()
@@ -102,6 +105,7 @@ def test_bert_middle_layer_is_the_mlm_head_written_out(duck, bert_path):
     _assert_row(duck["bert"]["layers"][1], _probs(logits), final)
 
 
+@pytest.mark.compat
 def test_bart_decoder_lens_ends_in_the_models_output(duck, bart_path):
     tok = AutoTokenizer.from_pretrained(bart_path)
     model = AutoModelForSeq2SeqLM.from_pretrained(bart_path).eval()

@@ -53,6 +53,7 @@ def _bart_reconstruction(bart, text: str) -> float:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.compat
 def test_each_model_prefers_the_true_sentence_by_its_own_score(gpt, bert, bart, models, bart_path):
     record = _pair(DUCK_SENTENCE, BAD_DUCK, *models, "--with-bart", "--bart", str(bart_path))
     expected = {
@@ -188,6 +189,7 @@ def _lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
 
 
+@pytest.mark.compat
 def test_accuracy_per_model_and_per_uid_from_a_blimp_style_file(tmp_path, models):
     file = _write_jsonl(tmp_path / "pairs.jsonl", corpus_pairs(8))
     result = run("pairs", "--file", file, *models, "--json", "--batch-size", "3")

@@ -20,7 +20,7 @@ from gbcli.lm.reads import causal_logprobs
 from gbcli.loading.models import LoadOptions, clear_cache, load_model
 from tests.fixtures.random_models import ALL, ATTENTION_FREE, CAUSAL, build
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.compat]
 
 # Candidates of one blank, as the whole-sentence column writes them: the same start, suffixes of several lengths.
 STEM = "the capital of france is"

@@ -78,6 +78,7 @@ def _attributed(saliency: dict, key: str) -> dict[int, float]:
 # --- faithfulness ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("family", ["gpt", "bert", "bart"])
 def test_gradient_x_input_equals_an_independent_autograd_computation(duck, references, family):
     saliency, reference = duck[family], references[family]
@@ -92,6 +93,7 @@ def test_gradient_x_input_equals_an_independent_autograd_computation(duck, refer
             assert token["gradient_x_input"] is None and float(expected[token["index"]]) == 0.0
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("family", ["gpt", "bert", "bart"])
 def test_integrated_gradients_are_complete(duck, references, family):
     saliency, reference = duck[family], references[family]

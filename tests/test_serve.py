@@ -184,6 +184,7 @@ def test_a_runtime_folder_others_can_enter_is_refused(tmp_path):
     ("attention", "the duck quacks .", "--layer", "0", "--head", "1"),
     ("fill-mask", "a sentence without a blank"),  # an error: the same message and exit code
 ])
+@pytest.mark.compat
 def test_output_is_the_in_process_output_byte_for_byte(server, models, args):
     assert_same_as_in_process(server, *args, *models)
 
@@ -312,6 +313,7 @@ def test_a_client_that_sends_garbage_for_stdin_is_cut_off_and_the_server_goes_on
     assert_same_as_in_process(server, "tokenize", "hello", *models)
 
 
+@pytest.mark.compat
 def test_ps_lists_the_models_with_their_memory(server, gpt_path):
     from transformers import AutoModelForCausalLM
 
@@ -473,6 +475,7 @@ def test_detach_keep_alive_a_killed_server_and_its_stale_socket(models, tmp_path
         shutil.rmtree(runtime.parent, ignore_errors=True)
 
 
+@pytest.mark.compat
 def test_stop_ends_the_server_and_removes_its_socket(server):
     """The module's server, stopped: so this test comes after every other test that uses it."""
     stopped = server.client("stop")

@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-from tests.cli_helpers import TRACEBACK, gbcli_executable, read_terminal_until, run, run_json, visible
+from tests.cli_helpers import TRACEBACK, gbcli_executable, read_terminal_until, run, run_installed, run_json, visible
 from tests.fixtures.tiny_models import BERT_MASKED_DUCK
 
 
@@ -49,6 +49,18 @@ def test_each_command_prints_what_the_cli_prints(models):
     score = run("score", "the duck quacks .", "a b", "--no-bos", "--json", *models)
     assert documents[2] == [json.loads(line) for line in score.stdout.splitlines()]  # JSON Lines, as one list
     assert documents[3] == run_json("attention", "the duck quacks .", "--layer", "0", *models)
+
+
+@pytest.mark.compat
+def test_the_installed_shell_answers_each_line_as_the_cli_does(models):
+    """Through the console script (the compatibility job's shell test: Click 8.2's test runner ends a stdin read
+    with EOFError where a real stdin ends the loop)."""
+    commands = ['fill-mask "the [MASK] quacks ." -k 3', "tokenize hello"]
+    done = run_installed("shell", *models, "--json", input=("\n".join(commands) + "\n").encode())
+    assert done.returncode == 0, done.stderr.decode()
+    documents = json_lines(done.stdout.decode())
+    assert documents == [run_json("fill-mask", "the [MASK] quacks .", "-k", "3", *models),
+                         run_json("tokenize", "hello", *models)]
 
 
 def test_no_server_on_a_line_is_accepted_as_on_the_command_line(models):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from transformers import AutoTokenizer
 
 from tests.cli_helpers import assert_user_error, column_of, run, run_json
@@ -12,6 +13,7 @@ from tests.fixtures.tiny_models import MULTI_PIECE_SENTENCE
 TEXT = "the wasp buzzes in the park ."
 
 
+@pytest.mark.compat
 def test_ids_are_the_tokenizers_own(gpt_path, bert_path, models):
     doc = run_json("tokenize", TEXT, *models)
     for family, path in (("gpt", gpt_path), ("bert", bert_path)):
@@ -23,6 +25,7 @@ def test_ids_are_the_tokenizers_own(gpt_path, bert_path, models):
     assert column_of(doc, "gpt")["added_tokens"] == 0
 
 
+@pytest.mark.compat
 def test_offsets_point_at_the_characters_of_each_piece(gpt_path, models):
     text = "the  wasp buzzes, in the park ."  # a double space and a comma the corpus never had
     doc = run_json("tokenize", text, *models)

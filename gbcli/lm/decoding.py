@@ -15,8 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from gbcli.lm.decoding_settings import DecodingSettings
-from gbcli.lm.gpt2_fast import gpt2_decoder
+from gbcli.lm.gpt2_fast import gpt2_decoder, runs_gpt2_step
 from gbcli.lm.threads import on_fastest_threads
+from gbcli.loading.capability import FastPath, lacks_parameters, missing
 from gbcli.loading.models import LoadedModel
 
 # Generation-config fields that don't change which token is picked, or that gbcli always sets itself.
@@ -27,12 +28,27 @@ _NEUTRAL_GENERATION_FIELDS = {
 }
 
 
+def _probe() -> str | None:
+    """Why ModelDecoder cannot step a model on this transformers (None: it can): it calls generate's own input
+    preparation with the arguments 5.1 and later take, and its private `_update_model_kwargs_for_generation`."""
+    from transformers import GenerationMixin
+
+    return (missing(GenerationMixin, "_update_model_kwargs_for_generation")
+            or lacks_parameters(GenerationMixin.prepare_inputs_for_generation, "next_sequence_length",
+                                "is_first_iteration")
+            or lacks_parameters(GenerationMixin._update_model_kwargs_for_generation, "is_encoder_decoder"))
+
+
+MODEL_STEPS = FastPath("own decoding loop", "model.generate", _probe)
+
+
 def decodes_in_own_loop(lm: LoadedModel, settings: DecodingSettings) -> bool:
-    """One stream, and nothing in the model's generation config that our loop would not apply as `generate` does."""
+    """One stream, nothing in the model's generation config that our loop would not apply as `generate` does, and
+    a step this transformers lets the loop take: GPT-2's written-out one, or the model's own (MODEL_STEPS)."""
     if settings.mode == "beam" or settings.num_return_sequences != 1 or lm.model.config.is_encoder_decoder:
         return False
     extra = set(lm.model.generation_config.to_diff_dict()) - _NEUTRAL_GENERATION_FIELDS
-    return not extra
+    return not extra and (runs_gpt2_step(lm) or MODEL_STEPS.on)
 
 
 def decode_one_stream(lm: LoadedModel, input_ids: Any, settings: DecodingSettings,

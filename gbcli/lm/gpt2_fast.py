@@ -1,17 +1,49 @@
 """GPT-2's decoding step written out, for speed: the one fast path gbcli's decoding loop has for one architecture.
 
 `gpt2_decoder(lm, new_tokens)` is all the rest of gbcli sees: a decoder with `start(input_ids, capacity)` and
-`step(token, position)`, as gbcli.lm.decoding's generic one has, or None for a model the step was not written for.
+`step(token, position)`, as gbcli.lm.decoding's generic one has, or None for a model the step was not written for,
+or when this transformers' GPT-2 lacks what the step reads (GPT2_DECODER's probe: 5.0's attention has no
+`scaling`); the model's own forward then runs each step.
 """
 
 from __future__ import annotations
 
+from gbcli.loading.capability import FastPath, installed_version, missing
 from gbcli.loading.models import LoadedModel
 
 # Copying GPT-2-small's output embedding into the [hidden, vocab] layout costs once what a few hundred tokens
 # save on it (each token reads the copy a little faster than row blocks of the tied embedding itself), so only a
 # long generation makes it (benchmarks/run.py, rows `generate` and `fresh-generate`; benchmarks/HISTORY.md).
 RELAYOUT_MIN_TOKENS = 256
+
+
+def _probe() -> str | None:
+    """Why the written-out step cannot run on this transformers (None: it can): the attention's `scaling`, the
+    config's attention implementation and the cache's per-layer keys and values, which the step reads."""
+    import torch
+    from transformers import GPT2Config
+    from transformers.cache_utils import DynamicCache
+    from transformers.models.gpt2.modeling_gpt2 import GPT2Attention
+
+    config = GPT2Config(n_embd=4, n_head=1, n_positions=2, vocab_size=2)
+    with torch.device("meta"):
+        attention = GPT2Attention(config, layer_idx=0)
+    reason = missing(attention, "scaling") or missing(config, "_attn_implementation")
+    if reason:
+        return reason
+    cache = DynamicCache()
+    cache.update(torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1), 0)
+    if not hasattr(getattr(cache, "layers", [None])[0], "keys"):
+        return f"transformers {installed_version('transformers')}: DynamicCache keeps no layers of keys and values"
+    return None
+
+
+GPT2_DECODER = FastPath("GPT-2 decoding step", "the model's own forward", _probe)
+
+
+def runs_gpt2_step(lm: LoadedModel) -> bool:
+    """Whether this model decodes through the written-out step on this transformers."""
+    return type(lm.model).__name__ == "GPT2LMHeadModel" and GPT2_DECODER.on and _Gpt2Decoder.fits(lm.model)
 
 
 def gpt2_decoder(lm: LoadedModel, new_tokens: int) -> _Gpt2Decoder | None:
@@ -23,7 +55,7 @@ def gpt2_decoder(lm: LoadedModel, new_tokens: int) -> _Gpt2Decoder | None:
     """
     import torch
 
-    if not _Gpt2Decoder.fits(lm.model):
+    if not runs_gpt2_step(lm):
         return None
     decoder = lm.extras.get("gpt2_decoder")
     if decoder is None:
@@ -268,8 +300,5 @@ def _output_cache(out):
 
 
 def _layer_cache(cache, index: int):
-    """(keys, values) of one layer from a transformers cache object, across the 5.x cache layouts."""
-    layers = getattr(cache, "layers", None)
-    if layers is not None:
-        return layers[index].keys, layers[index].values
-    return cache[index]  # pragma: no cover - older cache classes
+    """(keys, values) of one layer from a transformers cache object (its layout checked by GPT2_DECODER's probe)."""
+    return cache.layers[index].keys, cache.layers[index].values

@@ -9,7 +9,8 @@ keys, in a different batch shape: ~1e-6 apart in float32; tests/test_prefix_scor
 architecture to the full pass).
 
 A model without a KV cache that can be copied along the batch (Mamba's and RWKV's recurrent states) scores every
-sequence whole, as `causal_logprobs` does.
+sequence whole, as `causal_logprobs` does; so does every model on a transformers whose cache classes are not the
+ones this module reads (PREFIX_CACHE's probe).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from gbcli.lm.batching import padded_batches
 from gbcli.lm.heads import forward_at, logsumexp_in_blocks, model_inputs
 from gbcli.lm.reads import NORMALISER_BLOCK, Reads, causal_logprobs, read_batch, token_logprobs
+from gbcli.loading.capability import FastPath, missing
 
 if TYPE_CHECKING:
     import torch
@@ -42,6 +44,19 @@ PACK_TOKENS = 512  # the most continuation tokens one packed pass runs (its mask
 # thread; benchmarks/run.py, rows `fill-mask` and `warm`).
 PASS_TOKENS = 12
 _CACHES = "caches_prefix"  # lm.extras: whether the model's prefix cache can be copied (see caches_prefix)
+
+
+def _probe() -> str | None:
+    """Why prefixes cannot be kept on this transformers (None: they can): the cache classes `_key_value_cache`
+    reads, the copy along the batch `_run_padded` makes, and the config's attention implementation that
+    `packs_continuations` reads."""
+    from transformers import GPT2Config
+    from transformers.cache_utils import DynamicCache
+
+    return missing(DynamicCache(), "layers", "batch_repeat_interleave") or missing(GPT2Config(), "_attn_implementation")
+
+
+PREFIX_CACHE = FastPath("shared-prefix cache", "whole sequences", _probe)
 
 
 @dataclass
@@ -146,7 +161,7 @@ def packs_continuations(lm: LoadedModel, longest: int) -> bool:
     window = getattr(config, "sliding_window", None)
     return (config.model_type in PACKED_MODEL_TYPES and (not window or longest < window)
             and not getattr(config, "alibi", False)
-            and getattr(config, "_attn_implementation", "eager") in ("eager", "sdpa")
+            and config._attn_implementation in ("eager", "sdpa")
             and "position_ids" in inspect.signature(lm.model.forward).parameters)
 
 
@@ -215,7 +230,7 @@ def caches_prefix(lm: LoadedModel) -> bool | None:
     RWKV carries a `state`, not a cache; Mamba's cache holds recurrent states (LinearAttentionLayer), which a
     suffix of several tokens cannot be run against as keys and values can.
     """
-    if _CACHES not in lm.extras and _cache_argument(lm) is None:
+    if _CACHES not in lm.extras and (_cache_argument(lm) is None or not PREFIX_CACHE.on):
         lm.extras[_CACHES] = False
     return lm.extras.get(_CACHES)
 
@@ -228,13 +243,15 @@ def _cache_argument(lm: LoadedModel) -> str | None:
 
 def _key_value_cache(output: Any) -> Any:
     """The KV cache a prefix pass returned, or None when it is not one of attention keys and values only."""
-    from transformers.cache_utils import DynamicLayer, LinearAttentionCacheLayerMixin
+    from transformers import cache_utils
 
     cache = getattr(output, "cache", None)
     if cache is None:
         cache = getattr(output, "past_key_values", None)
     layers = getattr(cache, "layers", None)
-    if not layers or not all(isinstance(layer, DynamicLayer) and not isinstance(layer, LinearAttentionCacheLayerMixin)
+    # Recurrent states kept as cache layers (5.5 on); before, Mamba's cache was a class of its own, without layers.
+    recurrent = getattr(cache_utils, "LinearAttentionCacheLayerMixin", ())
+    if not layers or not all(isinstance(layer, cache_utils.DynamicLayer) and not isinstance(layer, recurrent)
                              for layer in layers):
         return None
     return cache

@@ -18,6 +18,10 @@ outside `FAST_MODEL_TYPES`, a key that transformers would rename, a tensor missi
 So every error a broken checkpoint gets is the one it got before. tests/test_fast_load.py checks, for every
 architecture of tests/test_architectures.py, that this path falls back or gives bit-identical logits, names, dtypes
 and ties to `from_pretrained`, and that transformers registers no key conversion for the types listed here.
+
+The short way uses transformers' loading internals (FAST_LOAD's probe names each one); a transformers that lacks
+one of them as this module calls it (5.0, which finishes loading differently) loads every model with
+`from_pretrained`, and `GBCLI_DEBUG=1` says so.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import json
 import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from gbcli.loading.capability import FastPath, lacks_parameters, missing
 
 if TYPE_CHECKING:
     import torch
@@ -66,7 +72,8 @@ def eligible_file(folder: Path, config: Any) -> Path | None:
         return None
     if any(getattr(config, name, None) for name in ("quantization_config", "auto_map", "transformers_weights")):
         return None
-    if type(config).extra_files or config.sub_configs:  # extra head files, composite models: the long way
+    # Extra head files (transformers 5.23 on), composite models: the long way.
+    if getattr(type(config), "extra_files", ()) or getattr(config, "sub_configs", None):
         return None
     if any((folder / name).exists() for name in OTHER_WEIGHT_FILES):
         return None
@@ -89,21 +96,64 @@ def _matches(model: PreTrainedModel, header: dict[str, Any]) -> bool:
     return all(list(expected[name].shape) == list(info["shape"]) for name, info in stored.items())
 
 
+def _probe() -> str | None:
+    """Why the short way cannot run on this transformers (None: it can): each internal it calls, as it calls it."""
+    import dataclasses
+
+    from transformers import AutoModel, PreTrainedModel, initialization
+    from transformers.modeling_utils import LoadStateDictConfig
+    from transformers.models.auto import auto_factory
+    from transformers.utils import generic, loading_report
+
+    reason = (missing(auto_factory, "_get_model_class") or missing(AutoModel, "_model_mapping")
+              or missing(initialization, "no_init_weights") or missing(generic, "ContextManagers")
+              or missing(loading_report, "LoadStateDictInfo")
+              or missing(PreTrainedModel, "get_init_context", "_get_dtype_plan", "_finalize_model_loading",
+                         "set_use_kernels")
+              or lacks_parameters(PreTrainedModel.get_init_context, "dtype", "is_quantized", "_is_ds_init_called")
+              or lacks_parameters(LoadStateDictConfig, "pretrained_model_name_or_path", "dtype"))
+    if reason:
+        return reason
+    import inspect
+
+    parameters = inspect.signature(PreTrainedModel.get_init_context).parameters.values()
+    unknown = {p.name for p in parameters if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD}
+    if unknown - set(INIT_CONTEXT_ARGUMENTS):
+        return f"get_init_context() wants {sorted(unknown - set(INIT_CONTEXT_ARGUMENTS))}, which fast load cannot give"
+    fields = dataclasses.fields(loading_report.LoadStateDictInfo)
+    names = {f.name for f in fields}
+    unknown = {f.name for f in fields if f.default is f.default_factory is dataclasses.MISSING} - set(REPORT_FIELDS)
+    if "missing_keys" not in names or unknown:
+        return f"LoadStateDictInfo's fields are not the ones fast load fills ({sorted(unknown) or 'missing_keys'})"
+    return None
+
+
+# What from_pretrained gives `get_init_context` for an unquantised model, by name (5.3 added allow_all_kernels, 5.25
+# config): `_init_contexts` passes those this transformers' signature takes.
+INIT_CONTEXT_ARGUMENTS = ("dtype", "is_quantized", "_is_ds_init_called", "allow_all_kernels", "config")
+# The fields of transformers' loading report that fast load fills (an empty report, the tied keys aside).
+REPORT_FIELDS = {"missing_keys": set, "unexpected_keys": set, "mismatched_keys": set, "error_msgs": list,
+                 "conversion_errors": dict, "skipped_pp_keys": set}
+FAST_LOAD = FastPath("fast load", "from_pretrained", _probe)
+
+
 def fast_load(model_class: Any, folder: Path, config: Any, dtype: torch.dtype) -> PreTrainedModel | None:
     """The model of a plain local safetensors checkpoint, loaded as `from_pretrained(folder, config=config,
-    dtype=dtype)` would load it; None when the checkpoint is not plain (the caller then uses from_pretrained)."""
+    dtype=dtype)` would load it; None when the checkpoint is not plain or this transformers lacks an internal the
+    short way needs (the caller then uses from_pretrained)."""
+    if not FAST_LOAD.on:
+        return None
     path = eligible_file(folder, config)
     header = _header(path) if path is not None else None
     if header is None:
         return None
-    # The short way leans on transformers internals of 5.24; another 5.x that moved one of them takes the long way.
-    try:
-        from transformers.initialization import no_init_weights
-        from transformers.models.auto.auto_factory import _get_model_class
-        from transformers.utils.generic import ContextManagers
+    from transformers.initialization import no_init_weights
+    from transformers.models.auto.auto_factory import _get_model_class
+    from transformers.utils.generic import ContextManagers
 
+    try:
         concrete = _get_model_class(config, model_class._model_mapping)
-    except (ImportError, AttributeError, KeyError, ValueError):
+    except (KeyError, ValueError):  # not an architecture of this auto class: from_pretrained says so
         return None
     config = copy.deepcopy(config)
     config.name_or_path = str(folder)
@@ -111,18 +161,30 @@ def fast_load(model_class: Any, folder: Path, config: Any, dtype: torch.dtype) -
     # Random initialisation of meta tensors computes nothing but still runs torch's reference kernels, one call per
     # weight: switched off, as transformers switches it off under DeepSpeed (benchmarks/run.py, row `cold`).
     try:
-        with ContextManagers([*concrete.get_init_context(dtype, False, False, None), no_init_weights()]):
+        with ContextManagers([*_init_contexts(concrete, dtype, config), no_init_weights()]):
             model = concrete(config)
-    except Exception:  # an __init__ that needs what an init function returns: the long way
+    except Exception as error:  # an __init__ that needs what an init function returns: the long way
+        FAST_LOAD.say_skipped(str(folder), error)
         return None
     try:
         if model._get_dtype_plan(dtype) or not _matches(model, header):
             return None  # fp32-kept modules, or keys from_pretrained must rename or report: its report is needed
         _assign_tensors(model, path)
         _finish(model, folder)
-    except Exception:  # a damaged file (from_pretrained's own error names it), or internals that moved
+    except Exception as error:  # a damaged file: from_pretrained's own error names it
+        FAST_LOAD.say_skipped(str(folder), error)
         return None
     return model
+
+
+def _init_contexts(concrete: Any, dtype: torch.dtype, config: Any) -> list[Any]:
+    """transformers' own init contexts, called with the arguments this version's `get_init_context` takes, as
+    from_pretrained calls it for an unquantised model."""
+    import inspect
+
+    given = dict(zip(INIT_CONTEXT_ARGUMENTS, (dtype, False, False, None, config), strict=True))
+    parameters = inspect.signature(concrete.get_init_context).parameters
+    return concrete.get_init_context(**{name: given[name] for name in parameters if name in given})
 
 
 def _assign_tensors(model: PreTrainedModel, path: Path) -> None:
@@ -146,12 +208,17 @@ def _assign_tensors(model: PreTrainedModel, path: Path) -> None:
 
 def _finish(model: PreTrainedModel, folder: Path) -> None:
     """What `from_pretrained` does after the tensors are in: buffers made, ties tied, eval mode, generation config."""
+    import dataclasses
+
     from transformers.modeling_utils import LoadStateDictConfig
     from transformers.utils.loading_report import LoadStateDictInfo
 
-    # As from_pretrained reports it: nothing wrong, the tied copies "missing" until tie_weights ties them.
-    loading_info = LoadStateDictInfo(missing_keys=set(model.all_tied_weights_keys), unexpected_keys=set(),
-                                     mismatched_keys=set(), error_msgs=[], conversion_errors={}, skipped_pp_keys=set())
+    # As from_pretrained reports it: nothing wrong, the tied copies "missing" until tie_weights ties them (the
+    # report's fields differ across 5.x: skipped_pp_keys came in 5.20).
+    report = {name: empty() for name, empty in REPORT_FIELDS.items()}
+    report["missing_keys"] = set(model.all_tied_weights_keys)
+    loading_info = LoadStateDictInfo(**{f.name: report[f.name] for f in dataclasses.fields(LoadStateDictInfo)
+                                        if f.name in report})
     load_config = LoadStateDictConfig(pretrained_model_name_or_path=str(folder), dtype=model.dtype)
     type(model)._finalize_model_loading(model, load_config, loading_info)
     if loading_info.missing_keys:  # a tie that did not happen: cannot be, but a random tensor must never pass

@@ -385,6 +385,17 @@ def _load_tokenizer_while_checking_weights(source: str, common: dict[str, Any], 
     return tokenizer
 
 
+def _public_mapping(kind: str) -> Any:
+    """transformers' public config → model class mapping of the auto class `_load` uses for this kind."""
+    from transformers.models.auto import modeling_auto
+
+    mappings = {"causal": modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING,
+                "masked": modeling_auto.MODEL_FOR_MASKED_LM_MAPPING,
+                "seq2seq": modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING,
+                "encoder": modeling_auto.MODEL_MAPPING}
+    return mappings[kind]
+
+
 def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> LoadedModel:
     info = FAMILY_INFO[family]
     check_local_path(family, spec)
@@ -427,7 +438,7 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
     # load): resolve the class first so that this one-time cost is reported as start-up, not as this model's load.
     resolving = time.perf_counter()
     with contextlib.suppress(Exception):  # an unmapped config fails below, with its own message
-        model_class._model_mapping[type(config)]
+        _public_mapping(kind)[type(config)]
     resolve_seconds = time.perf_counter() - resolving
     model, loading = _build_model(model_class, source, config, dtype, common, family, spec, offline)
     has_lm_head = _checked_weights(model, loading, kind, spec, info, need_head)

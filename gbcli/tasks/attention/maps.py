@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 
 from gbcli.errors import GbcliError, usage_error
+from gbcli.loading.capability import FastPath, installed_version, missing
 from gbcli.loading.models import LoadedModel
+from gbcli.loading.versions import TRANSFORMERS_RANGE
 from gbcli.tasks.tokenization import readable_piece
 
 MEAN = "mean"  # --head mean: the average over a layer's heads
@@ -114,6 +116,20 @@ def label_tokens(tokenizer: Any, ids: list[int]) -> list[AttentionToken]:
     return tokens
 
 
+def _probe() -> str | None:
+    """Why the eager switch cannot run on this transformers (None: it can): the names `eager_attention` and
+    `eager_twin` read (every 5.x has them)."""
+    import torch
+    from transformers import GPT2Config, PreTrainedModel
+
+    return (missing(PreTrainedModel, "_can_set_attn_implementation", "_from_config", "set_attn_implementation")
+            or missing(GPT2Config(), "_attn_implementation") or missing(torch.nn.Module(), "_buffers"))
+
+
+# Not a speed path: the only way to the weights. Off (a transformers without these names), `attention` says so.
+EAGER_SWITCH = FastPath("eager attention switch", "nothing (attention cannot run)", _probe)
+
+
 @contextmanager
 def eager_attention(model: Any) -> Iterator[Any]:
     """Yield a model that runs the eager implementation, which returns its softmax weights.
@@ -124,6 +140,10 @@ def eager_attention(model: Any) -> Iterator[Any]:
     scores as 0/1 instead of 0/-inf and returns weights on future keys. For those, the pass runs on an eager twin
     built around the same weight tensors (nothing is copied).
     """
+    if not EAGER_SWITCH.on:
+        raise GbcliError(f"transformers {installed_version('transformers')} cannot switch {type(model).__name__} to "
+                         f"eager attention here ({EAGER_SWITCH.reason}), so its attention weights cannot be read.",
+                         f'Install a transformers gbcli supports: pip install "transformers{TRANSFORMERS_RANGE}"')
     previous = model.config._attn_implementation
     if previous == "eager":
         yield model
