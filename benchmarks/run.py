@@ -40,7 +40,7 @@ if str(REPO) not in sys.path:  # run from a clean clone without installing
 from build_models import DEFAULT_CACHE, DEFAULT_TOKENIZERS, build_bert, build_gpt2  # noqa: E402
 
 ALL_ROWS = ("generate", "fill-mask", "pll", "compare", "memory", "pairs", "warm", "startup", "cold",
-            "fresh-generate", "busy", "probe-extract", "probe-rerun", "probe-memory", "autoserve")
+            "fresh-generate", "busy", "probe-extract", "probe-rerun", "probe-memory", "autoserve", "finetune")
 PROMPT = "Once upon a time there was a little fox who lived at the edge of a quiet forest."
 COMPARE_TEXT = "The capital of France is Paris."
 SUBPROCESS_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "NO_COLOR": "1"}
@@ -1004,6 +1004,7 @@ ROW_FUNCTIONS: dict[str, Callable[[Context], list[Row]]] = {
     "busy": _cold("busy_rows"), "warm": warm_rows, "pairs": pairs_rows, "autoserve": autoserve_rows,
     # What `gbcli probe` costs (issue 30): benchmarks/probe_rows.py.
     "probe-extract": _probe("extract_rows"), "probe-rerun": _probe("rerun_rows"), "probe-memory": _probe("memory_rows"),
+    "finetune": lambda ctx: __import__("finetune").finetune_rows(ctx),  # benchmarks/finetune.py (issue 31)
 }
 # The rows whose figures come from fresh processes (Python started for each run, as a user's command); the
 # others are measured inside this benchmark's one warm process, unless a row says otherwise (Row.fresh).
@@ -1088,6 +1089,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pairs", type=int, default=None, help="minimal pairs of the pairs row (default 1000)")
     parser.add_argument("--probe-sentences", type=int, default=None,
                         help="sentences of the probe rows (default 2000)")
+    parser.add_argument("--finetune-examples", type=int, default=None,
+                        help="training examples of the finetune rows (default 512, as issue 31's table)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="runs per side, median reported (default 3 for generate and compare, 1 for the "
                         "fill-mask and pll rows, whose 1,000 lines and 100 sentences already average)")

@@ -24,3 +24,10 @@ def naive_pll(bert, text: str, within_word: bool = False) -> list[float]:
             logits = model(torch.tensor([copy])).logits[0, i]
         result.append(logits.log_softmax(-1)[ids[i]].item())
     return result
+
+
+def prompt_after_bos(tokenizer, text: str) -> list[int]:
+    """A causal LM's prompt as every gbcli command reads it: its BOS token (else EOS; GPT-2's <|endoftext|>), then
+    the text's own tokens."""
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return ([bos] if bos is not None else []) + tokenizer(text, add_special_tokens=False)["input_ids"]

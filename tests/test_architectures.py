@@ -27,6 +27,7 @@ from gbcli.loading.models import clear_cache
 from tests.cli_helpers import assert_user_error, run, run_json
 from tests.fixtures.random_models import ALL, ATTENTION_FREE, CAUSAL, MASKED, REFUSED, SEQ2SEQ, build
 from tests.fixtures.tiny_models import DUCK_SENTENCE, GPT_PROMPT
+from tests.helpers_reference import prompt_after_bos
 
 MASKED_SENTENCE = "the [MASK] quacks in the park ."
 LEFT_CONTEXT_SENTENCE = "the capital of [MASK] is rome ."
@@ -95,11 +96,11 @@ def test_greedy_generation_is_model_generate_with_teacher_forced_logprobs(name, 
     doc = run_json("generate", GPT_PROMPT, "--greedy", "--max-new-tokens", str(NEW_TOKENS), *gbcli_args(name, path))
     (continuation,) = _column(doc)["continuations"]
     tokenizer, model = reference(path, "gpt")
-    prompt = tokenizer(GPT_PROMPT, return_tensors="pt")
+    prompt_ids = prompt_after_bos(tokenizer, GPT_PROMPT)  # as every gbcli command reads a causal LM's text
+    prompt = torch.tensor([prompt_ids])
     with torch.no_grad():
-        expected = model.generate(**prompt, do_sample=False, max_new_tokens=NEW_TOKENS,
-                                  pad_token_id=model.generation_config.pad_token_id)
-    prompt_ids = prompt["input_ids"][0].tolist()
+        expected = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                                  max_new_tokens=NEW_TOKENS, pad_token_id=model.generation_config.pad_token_id)
     new_ids = expected[0, len(prompt_ids):].tolist()
     produced = [t["id"] for t in continuation["tokens"]]
     assert produced == new_ids
@@ -396,8 +397,9 @@ def test_generated_padded_rows_show_their_ids(padded):
                    str(padded))
     (continuation,) = _column(doc)["continuations"]
     tokenizer, model = reference(padded, "gpt")
-    prompt = tokenizer(GPT_PROMPT, return_tensors="pt")
-    expected = model.generate(**prompt, do_sample=False, max_new_tokens=3)[0, prompt["input_ids"].shape[1]:].tolist()
+    prompt = torch.tensor([prompt_after_bos(tokenizer, GPT_PROMPT)])
+    expected = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                              max_new_tokens=3)[0, prompt.shape[1]:].tolist()
     assert [t["id"] for t in continuation["tokens"]] == expected
     assert all(t >= len(tokenizer) for t in expected)
     assert [t["piece"] for t in continuation["tokens"]] == [f"<id {t}>" for t in expected]

@@ -82,9 +82,10 @@ def test_weights_equal_the_models_own_eager_output_attentions(family, results, r
 @pytest.mark.parametrize("family", ["gpt", "bert"])
 def test_json_matrix_is_the_models_weights_for_the_chosen_layer_and_head(family, models, reference):
     expected, _ = reference[family]
-    doc = run_json("attention", DUCK_SENTENCE, *models, "--layer", "0", "--head", "1")
+    # Layers are numbered 1..L in every command (0 is the embeddings): layer 1 is the first block, index 0.
+    doc = run_json("attention", DUCK_SENTENCE, *models, "--layer", "1", "--head", "1")
     entry = _model(doc, family)
-    assert (entry["layer"], entry["head"]) == (0, 1)
+    assert (entry["layer"], entry["head"]) == (1, 1)
     np.testing.assert_array_equal(np.array(entry["matrix"], dtype=np.float32), expected[0, 1])
 
 
@@ -93,14 +94,14 @@ def test_default_is_the_last_layer_and_the_mean_over_heads(models, reference):
     for family in ("gpt", "bert"):
         expected, _ = reference[family]
         entry = _model(doc, family)
-        assert entry["layer"] == expected.shape[0] - 1 and entry["head"] == "mean"
+        assert entry["layer"] == expected.shape[0] and entry["head"] == "mean"
         np.testing.assert_allclose(entry["matrix"], expected[-1].mean(axis=0), atol=1e-6)
 
 
 def test_negative_layer_and_head_count_from_the_end(models):
     doc = run_json("attention", DUCK_SENTENCE, *models, "--layer", "-2", "--head", "-1")
     for entry in doc["models"]:
-        assert entry["layer"] == entry["layers"] - 2 and entry["head"] == entry["heads"] - 1
+        assert entry["layer"] == entry["layers"] - 1 and entry["head"] == entry["heads"] - 1
 
 
 def test_bert_rows_carry_weight_right_of_the_diagonal(results):
@@ -162,7 +163,7 @@ def test_heatmaps_stand_side_by_side_with_token_labels_and_a_legend(models):
     title_line = next(line for line in out.splitlines() if "GPT" in line and "BERT" in line)
     assert title_line.index("GPT") < title_line.index("BERT")
     assert "␣quacks" in out and "[CLS]" in out and "[SEP]" in out
-    assert "layer 1 (last) · mean of 2 heads" in out
+    assert "layer 2 (last) · mean of 2 heads" in out
     assert "≥ 0.5" in out and "< 0.1" in out and "query" in out and "key" in out
 
 
@@ -214,7 +215,7 @@ def test_summary_covers_every_head_with_statistics_from_the_weights(models, refe
         weights, _ = reference[family]
         summary = _model(doc, family)["summary"]
         assert len(summary["per_head"]) == weights.shape[0] * weights.shape[1]
-        head = next(h for h in summary["per_head"] if (h["layer"], h["head"]) == (1, 0))
+        head = next(h for h in summary["per_head"] if (h["layer"], h["head"]) == (2, 0))
         w = weights[1, 0].astype(np.float64)
         entropy = -(np.where(w > 0, w * np.log2(np.where(w > 0, w, 1)), 0)).sum(axis=1).mean()
         n = w.shape[0]
@@ -258,7 +259,7 @@ def test_token_focus_lists_what_one_query_attends_to_most_in_each_layer(models, 
         assert focus["query"]["label"].lstrip("␣") == "quacks"
         assert len(focus["layers"]) == weights.shape[0]
         for item in focus["layers"]:
-            row = weights[item["layer"]].mean(axis=0)[query]
+            row = weights[item["layer"] - 1].mean(axis=0)[query]
             top = [t["index"] for t in item["top"]]
             assert top == list(np.argsort(-row, kind="stable")[:3])
             if family == "gpt":
@@ -279,7 +280,8 @@ def test_token_by_index_and_by_multi_piece_word(models):
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--layer", "7"], "numbered 0 to 1"),
+        (["--layer", "7"], "numbered 1 to 2"),
+        (["--layer", "0"], "embeddings"),
         (["--head", "5"], "numbered 0 to 1"),
         (["--head", "all"], "--head"),
         (["--stat", "loudness"], "--stat"),

@@ -214,7 +214,7 @@ def test_attention_screen_shows_three_bart_heatmaps_beside_gpt(gpt_path, bart_pa
     for title in ("GPT · gpt", "BART · bart · encoder", "BART · bart · decoder", "BART · bart · cross"):
         assert title in result.stdout
     assert "cross-attention: each output token (row)" in result.stdout
-    views = run_json("attention", DUCK_SENTENCE, "--models", "bart", "--bart", str(bart_path), "--layer", "0",
+    views = run_json("attention", DUCK_SENTENCE, "--models", "bart", "--bart", str(bart_path), "--layer", "1",
                      "--head", "1")["models"]
     assert [v["map"] for v in views] == ["encoder", "decoder", "cross"]
     assert len(views[2]["matrix"]) == len(views[1]["tokens"]) and len(views[2]["matrix"][0]) == len(views[2]["keys"])

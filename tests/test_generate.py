@@ -9,15 +9,18 @@ import torch
 
 from tests.cli_helpers import assert_user_error, column_of, run, run_installed, run_json
 from tests.fixtures.tiny_models import GPT_PROMPT
+from tests.helpers_reference import prompt_after_bos
 
 
 @pytest.mark.compat
 def test_gpt2_greedy_equals_model_generate(gpt, models):
     doc = run_json("generate", GPT_PROMPT, "--greedy", "--max-new-tokens", "12", "--models", "gpt", *models)
     tokenizer, model = gpt
-    ids = tokenizer(GPT_PROMPT, return_tensors="pt")
-    expected = model.generate(**ids, do_sample=False, max_new_tokens=12, pad_token_id=tokenizer.eos_token_id)
-    new_ids = expected[0, ids["input_ids"].shape[1] :].tolist()
+    # GPT-2 reads <|endoftext|> before the prompt, as score and fill-mask read a text.
+    ids = torch.tensor([prompt_after_bos(tokenizer, GPT_PROMPT)])
+    expected = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=12,
+                              pad_token_id=tokenizer.eos_token_id)
+    new_ids = expected[0, ids.shape[1] :].tolist()
     (continuation,) = column_of(doc, "gpt")["continuations"]
     produced = [t["id"] for t in continuation["tokens"]]
     assert produced == new_ids  # every token model.generate wrote, its end-of-text included, and no more
@@ -25,13 +28,14 @@ def test_gpt2_greedy_equals_model_generate(gpt, models):
     assert continuation["text"] == tokenizer.decode(produced, skip_special_tokens=True)
     # The corpus teaches the model real sentences, so the greedy text is corpus-like.
     assert continuation["text"].strip().split()[0] in {"there", ","}
+    assert "<|endoftext|> then the prompt" in column_of(doc, "gpt")["reads"]
 
 
 def test_gpt2_token_logprobs_are_the_models_own(gpt, models):
     doc = run_json("generate", GPT_PROMPT, "--max-new-tokens", "8", "--seed", "3", "--models", "gpt", *models)
     (continuation,) = column_of(doc, "gpt")["continuations"]
     tokenizer, model = gpt
-    prompt_ids = tokenizer(GPT_PROMPT)["input_ids"]
+    prompt_ids = prompt_after_bos(tokenizer, GPT_PROMPT)
     new_ids = [t["id"] for t in continuation["tokens"]]
     with torch.no_grad():
         logits = model(torch.tensor([prompt_ids + new_ids])).logits[0]

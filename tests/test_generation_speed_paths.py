@@ -26,6 +26,7 @@ from gbcli.tasks.decoding_settings import DecodingSettings, settings_from_option
 from gbcli.tasks.generation import generate_causal
 from gbcli.tasks.generation.masked import _mask_logits
 from tests.fixtures.tiny_models import BERT_MASKED_DUCK, GPT_PROMPT
+from tests.helpers_reference import prompt_after_bos
 
 SAMPLING_CASES = [
     {"seed": 3},
@@ -66,7 +67,8 @@ def llama(gpt_path, tmp_path_factory):
 
 def _reference(lm, settings: DecodingSettings) -> list[int]:
     """What `model.generate` produces for the same prompt and settings."""
-    ids = lm.tokenizer(GPT_PROMPT, return_tensors="pt")
+    prompt = torch.tensor([prompt_after_bos(lm.tokenizer, GPT_PROMPT)])
+    ids = {"input_ids": prompt, "attention_mask": torch.ones_like(prompt)}
     kwargs = {"max_new_tokens": settings.max_new_tokens, "pad_token_id": lm.tokenizer.eos_token_id,
               "repetition_penalty": settings.repetition_penalty}
     if settings.mode == "sample":
@@ -111,7 +113,7 @@ def test_logprobs_read_while_decoding_equal_a_teacher_forced_pass(family, reques
     lm = request.getfixturevalue(family)
     settings = settings_from_options(max_new_tokens=30, seed=11)
     result = generate_causal(lm, GPT_PROMPT, settings)
-    prompt_ids = lm.tokenizer(GPT_PROMPT)["input_ids"]
+    prompt_ids = prompt_after_bos(lm.tokenizer, GPT_PROMPT)
     ids = torch.tensor([prompt_ids + _produced(result)])
     with torch.inference_mode():
         logprobs = torch.log_softmax(lm.model(input_ids=ids).logits[0].float(), dim=-1)
@@ -144,7 +146,8 @@ def test_gpt2_step_is_the_models_own_forward_bit_for_bit(gpt):
 def test_streaming_hands_over_the_text_so_far_after_every_token(gpt):
     settings = settings_from_options(max_new_tokens=10, seed=2)
     seen: list[tuple[str, str]] = []
-    result = generate_causal(gpt, GPT_PROMPT, settings, on_token=lambda family, text: seen.append((family, text)))
+    result = generate_causal(gpt, GPT_PROMPT, settings,
+                             on_token=lambda family, text, sequence: seen.append((family, text)))
     assert len(seen) == len(result.continuations[0].tokens)
     assert {family for family, _ in seen} == {"gpt"}
     assert seen[-1][1] == result.continuations[0].text

@@ -181,8 +181,9 @@ def test_a_runtime_folder_others_can_enter_is_refused(tmp_path):
     ("fill-mask", "the [MASK] quacks in the park .", "-k", "3"),
     ("fill-mask", "the [MASK] quacks in the park .", "--json", "--targets", "duck,dog"),
     ("tokenize", "hello world"),
-    ("attention", "the duck quacks .", "--layer", "0", "--head", "1"),
+    ("attention", "the duck quacks .", "--layer", "1", "--head", "1"),
     ("fill-mask", "a sentence without a blank"),  # an error: the same message and exit code
+    ("tour", "--steps", "1,4", "--models", "gpt,bert"),  # off a terminal: no pause
 ])
 @pytest.mark.compat
 def test_output_is_the_in_process_output_byte_for_byte(server, models, args):
@@ -313,6 +314,19 @@ def test_a_client_that_sends_garbage_for_stdin_is_cut_off_and_the_server_goes_on
     assert_same_as_in_process(server, "tokenize", "hello", *models)
 
 
+def test_a_long_scores_progress_reaches_a_terminal_client(server, models, bert_path):
+    """The bar of a long PLL score is drawn on the server for the client's terminal (issue 32)."""
+    from transformers import AutoTokenizer
+
+    text = " ".join(["the duck quacks in the park ."] * 6)
+    copies = len(AutoTokenizer.from_pretrained(bert_path)(text, add_special_tokens=False)["input_ids"])
+    before = server.served()
+    warm = server.client("score", text, *models, env={"TTY_COMPATIBLE": "1", "NO_COLOR": ""})
+    assert server.served() == before + 1 and warm.returncode == 0, warm.stderr.decode()
+    shown = warm.stderr.decode()
+    assert "BERT masked copies" in shown and f"{copies}/{copies}" in shown
+
+
 @pytest.mark.compat
 def test_ps_lists_the_models_with_their_memory(server, gpt_path):
     from transformers import AutoModelForCausalLM
@@ -438,7 +452,8 @@ def test_detach_keep_alive_a_killed_server_and_its_stale_socket(models, tmp_path
         wait_for(lambda: all(f"unloaded {name} {name} after 3s idle" in (runtime / "server.log").read_text()
                              for name in ("gpt", "bert")), 20, "the idle models to unload")
         assert server_status(runtime)["models"] == []
-        assert run_installed("tokenize", "hi", "--models", "bert", *models, env=env).returncode == 0
+        # (score, not tokenize: tokenize reads the tokenizer alone and loads no model.)
+        assert run_installed("score", "hi", "--models", "bert", *models, env=env).returncode == 0
         assert [entry["model"] for entry in server_status(runtime)["models"]] == ["bert"]
         # A model in use longer than the keep-alive is not idle: not while the request runs, nor just after it.
         busy = subprocess.Popen([gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt",

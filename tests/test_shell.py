@@ -39,7 +39,7 @@ def without_timings(value):
 
 def test_each_command_prints_what_the_cli_prints(models):
     commands = ['fill-mask "the [MASK] quacks ." -k 3', "tokenize hello", 'score "the duck quacks ." "a b" --no-bos',
-                'attention "the duck quacks ." --layer 0']
+                'attention "the duck quacks ." --layer 1']
     result = shell(models, *commands, options=("--json",))
     assert result.exit_code == 0, result.stderr
     documents = json_lines(result.stdout)
@@ -48,7 +48,7 @@ def test_each_command_prints_what_the_cli_prints(models):
     assert documents[1] == run_json("tokenize", "hello", *models)
     score = run("score", "the duck quacks .", "a b", "--no-bos", "--json", *models)
     assert documents[2] == [json.loads(line) for line in score.stdout.splitlines()]  # JSON Lines, as one list
-    assert documents[3] == run_json("attention", "the duck quacks .", "--layer", "0", *models)
+    assert documents[3] == run_json("attention", "the duck quacks .", "--layer", "1", *models)
 
 
 @pytest.mark.compat

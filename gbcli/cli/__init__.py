@@ -20,7 +20,7 @@ from click import exceptions as click_errors
 from typer.core import TyperGroup
 
 from gbcli import __version__
-from gbcli.cli import analysis, fill_mask, generation, probe, scoring, serve
+from gbcli.cli import analysis, fill_mask, finetune, generation, probe, scoring, serve, tour
 from gbcli.cli.config import config_app
 from gbcli.cli.options import (
     ModelChoice,
@@ -33,11 +33,11 @@ from gbcli.cli.options import (
     requested_columns,
 )
 from gbcli.cli.reporting import (
-    _escape,
     handle_errors,
     interrupt_exits_130,
     print_warnings,
     report_error,
+    say,
     stderr_console,
 )
 from gbcli.errors import INTERRUPTED, USAGE
@@ -78,17 +78,40 @@ class GbcliGroup(TyperGroup):
 
 
 def report_click_error(error: click_errors.ClickException) -> None:
-    """Click's message as our `error:`, the command's usage line and where the help is as the `hint:`."""
+    """Click's message as our `error:`, the command's usage line and where the help is as the `hint:`; a mistyped
+    command or option gets one "did you mean" (Typer and Click each add one of their own) and its own hint."""
     context = getattr(error, "ctx", None)
     message = error.format_message().strip()
-    if context is not None:
+    typo = typo_error(error, context)
+    if typo is not None:
+        message, hint = typo
+    elif context is not None:
         usage = context.get_usage().strip().removeprefix("Usage: ")
         hint = f"Usage: {usage} · see `{context.command_path} --help` for what each option accepts."
     else:
         hint = "See `gbcli --help`."
-    console = stderr_console()
-    console.print(f"[bold red]error:[/] {_escape(message)}")
-    console.print(f"[dim]hint:[/] {_escape(hint)}")
+    say("error:", "bold red", message)
+    say("hint:", "dim", hint)
+
+
+def typo_error(error: click_errors.ClickException, context: Any) -> tuple[str, str] | None:
+    """(message, hint) for an unknown command or option: the name, then the closest names gbcli has."""
+    import difflib
+    import re
+
+    if isinstance(error, click_errors.NoSuchOption):
+        where = f"`{context.command_path} --help`" if context is not None else "`gbcli --help`"
+        close = difflib.get_close_matches(error.option_name, [name for name in (error.possibilities or [])
+                                                             if name.startswith("-")], n=2, cutoff=0.7)
+        guess = f"Did you mean {' or '.join(close)}? " if close else ""
+        return f"No such option {error.option_name}.", f"{guess}{where} lists this command's options."
+    unknown = re.match(r"No such command '(.+?)'", error.format_message())
+    if unknown is None or context is None:
+        return None
+    names = context.command.list_commands(context)
+    close = difflib.get_close_matches(unknown.group(1), names, n=2, cutoff=0.7)
+    guess = f"Did you mean {' or '.join(close)}? " if close else ""
+    return f"No such command '{unknown.group(1)}'.", f"{guess}`gbcli --help` lists the commands."
 
 
 app = typer.Typer(
@@ -154,6 +177,8 @@ app.command()(analysis.saliency)
 app.command()(scoring.pairs)
 app.command()(probe.probe)
 app.command()(probe.similarity)
+app.command()(finetune.finetune)
+app.command()(tour.tour)
 app.command()(serve.shell)
 app.command()(serve.serve)
 app.command()(serve.ps)

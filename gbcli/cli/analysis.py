@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from gbcli.cli.options import JsonOption, ModelChoice, model_options
-from gbcli.cli.reporting import handle_errors, interrupt_exits_130, show
+from gbcli.cli.reporting import handle_errors, interrupt_exits_130, show, warn_unknown
 from gbcli.errors import usage_error
 from gbcli.tasks.finite import check_finite
 
@@ -28,7 +28,8 @@ def tokenize(
 
     families = choice.families()
     source = read_text(text)
-    columns = choice.load(families, need_head=False)
+    # The tokenizers alone: no weights, no torch (a second or two cold, where loading the models took twenty).
+    columns = choice.load_tokenizers(families)
     result = tokenize_task(columns, source)
     show(result, json_output, tokenization_view)
 
@@ -38,8 +39,9 @@ def tokenize(
 def attention(
     text: Annotated[str, typer.Argument(help="The text, or - to read stdin.")],
     layer: Annotated[
-        int | None, typer.Option("--layer", help="Layer to show, from 0; negative counts from the end "
-                                 "(default -1, the last).", show_default=False)
+        int | None, typer.Option("--layer", help="Layer to show, 1 to L as in lens and context (0 is "
+                                 "the embeddings); negative counts from the end (default -1, the last).",
+                                 show_default=False)
     ] = None,
     head: Annotated[str, typer.Option("--head", help="A head, from 0 (negative from the end), or mean.")] = "mean",
     summary: Annotated[
@@ -85,6 +87,7 @@ def attention(
     target = check_export_target(export, force) if export is not None else None  # before any model loads
     source = check_text(read_text(text))
     columns = choice.load(families, need_head=False)
+    warn_unknown(columns, [source])
     with interrupt_exits_130():
         results = [compute_attention(lm, source) for lm in columns]
     check_finite(results, columns)
@@ -116,12 +119,16 @@ def compare(
     from gbcli.jobs.inputs import read_text
     from gbcli.render.comparison import comparison_view
     from gbcli.tasks.comparison import compare as compare_task
-    from gbcli.tasks.masking import check_fill_options
+    from gbcli.tasks.masking import MASK_PATTERN, check_fill_options
+    from gbcli.tasks.masking.masks import split_masks
 
     check_fill_options(top_k)
     families = choice.families()
     source = read_text(text)
+    if MASK_PATTERN.search(source):
+        split_masks(source)  # too many masks: said before any model (or torch) loads
     columns = choice.load(families)
+    warn_unknown(columns, [source])
     with interrupt_exits_130():
         # The models are used one after the other; each is let go once its sections are done (peak memory).
         result = compare_task(columns, source, top_k, release=True)
@@ -155,6 +162,7 @@ def lens(
     source = read_text(text)
     check_text(source, families)  # before any model loads
     columns = choice.load(families)
+    warn_unknown(columns, [source])
     with interrupt_exits_130():
         result = lens_task(columns, source, top_k)
         check_finite(result, columns)
@@ -193,6 +201,7 @@ def context(
     families = choice.families()
     sources, mode = check_texts([read_text(t) for t in texts], change, word)
     columns = choice.load(families, need_head=False)
+    warn_unknown(columns, sources)
     with interrupt_exits_130():
         if mode == "word":
             result = word_similarity(columns, sources, word or "")
@@ -237,6 +246,7 @@ def saliency(
     source = read_text(text)
     check_text(source, families)  # before any model loads
     columns = choice.load(families)
+    warn_unknown(columns, [source])
     with interrupt_exits_130():
         result = saliency_task(columns, source, target.strip() if target else None, methods, steps)
         check_finite(result, columns)

@@ -29,7 +29,10 @@ def fill_mask_command(
                      "Lines with --json.",
                      show_default=False),
     ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many candidates per blank and model.")] = 5,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", "-k", help="How many candidates per blank and model (default 5; the "
+                                 "--file table shows the best one unless -k is given).", show_default=False)
+    ] = None,
     targets: Annotated[
         str | None,
         typer.Option("--targets", help="Also score these words in every column: WORD[,WORD...]; a word of "
@@ -50,21 +53,25 @@ def fill_mask_command(
     from gbcli.jobs.inputs import read_text, valid_argument
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.masking import fill_mask_view
-    from gbcli.tasks.masking import check_fill_options, fill_mask, parse_targets
+    from gbcli.tasks.masking import DEFAULT_TOP_K, check_fill_options, fill_mask, parse_targets
+    from gbcli.tasks.masking.masks import split_masks
 
     if (text is None) == (file is None):
         raise usage_error("Give either a TEXT or --file, not both." if text is not None else "No text given.",
                           'For example: gbcli fill-mask "the [MASK] quacks in the park ."')
     check_output_options("fill-mask", output, resume, force, file)
     under_torchrun_needs_output("fill-mask", output, file)
+    shown_in_table = 1 if top_k is None else top_k  # --file's table: one line per text, unless asked for more
+    top_k = DEFAULT_TOP_K if top_k is None else top_k
     check_fill_options(top_k, batch_size)
     words = parse_targets(None if targets is None else valid_argument(targets, "--targets"))
     families = choice.families()
     if file is not None:
         _fill_mask_file(file, choice, families, top_k, words, batch_size, json_output,
-                        output=output, resume=resume, force=force)
+                        output=output, resume=resume, force=force, shown=shown_in_table)
         return
     source = read_text(text)
+    split_masks(source)  # no mask, or too many: said before any model (or torch) loads
     columns = choice.load(families)
     with interrupt_exits_130():
         result = fill_mask({lm.family: lm for lm in columns}, source, top_k, words)
@@ -77,9 +84,9 @@ def fill_mask_command(
 
 
 def _fill_mask_file(file: str, choice: ModelChoice, families, top_k: int, words: list[str], batch_size: int,
-                    json_output: bool, *, output: str | None, resume: bool, force: bool) -> None:
+                    json_output: bool, *, output: str | None, resume: bool, force: bool, shown: int = 1) -> None:
     """`fill-mask --file`: every line's blanks, JSON Lines streamed as they come (or into --output), or one table
-    at the end."""
+    at the end with the `shown` best candidates of each blank."""
     from gbcli.cli.streams import Records, json_lines
     from gbcli.jobs.inputs import FileLines, read_lines
     from gbcli.jobs.plan import fill_mask_file
@@ -103,7 +110,7 @@ def _fill_mask_file(file: str, choice: ModelChoice, families, top_k: int, words:
         tally = fill_mask_file(columns, lines, top_k, words, batch_size=batch_size, on_results=records,
                                on_progress=advance, on_warnings=print_warnings)
     if not json_output:
-        stdout_console().print(fill_mask_lines_view(records.kept))
+        stdout_console().print(fill_mask_lines_view(records.kept, shown))
     some_failed = tally.check()
     if some_failed:
         stderr_console().print(f"[yellow]{some_failed}[/]")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from gbcli.cli.options import JsonOption, ModelChoice, model_options, requested_columns
-from gbcli.cli.reporting import handle_errors, interrupt_exits_130
+from gbcli.cli.reporting import handle_errors, interrupt_exits_130, warn_unknown
 from gbcli.errors import usage_error
 from gbcli.loading.models import Family, LoadedModel, LoadOptions, display_name
 from gbcli.tasks.finite import check_finite
@@ -41,12 +41,20 @@ def generate(
     ] = None,
     num_beams: Annotated[int, typer.Option("--num-beams", help="Beam search with this many beams.")] = 1,
     num_return_sequences: Annotated[
-        int, typer.Option("-n", "--num-return-sequences", help="How many continuations per model.")
+        int, typer.Option("-n", "--num-return-sequences", help="How many continuations (sequences, not tokens: "
+                          "that is --max-new-tokens) each model writes; sampled ones are written one after the "
+                          "other, each kept on Ctrl-C.")
     ] = 1,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed: the same seed gives the same text.")] = None,
     show_probs: Annotated[
         bool, typer.Option("--show-probs", help="Colour each generated token by its probability.")
     ] = False,
+    alternatives: Annotated[
+        int | None,
+        typer.Option("--alternatives", metavar="K", show_default=False,
+                     help="At each step, the K tokens the model weighed most, with their probabilities, the one "
+                          "written marked (--json always holds them: K, or 5)."),
+    ] = None,
     *,
     choice: ModelChoice,
     json_output: JsonOption = False,
@@ -66,7 +74,7 @@ def generate(
     settings = settings_from_options(
         max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p,
         repetition_penalty=repetition_penalty, num_beams=num_beams, num_return_sequences=num_return_sequences,
-        seed=seed,
+        seed=seed, alternatives=alternatives,
     )
     text = check_prompt(read_text(prompt[0], "prompt"))
     options = choice.load_options()
@@ -79,10 +87,11 @@ def generate(
     else:
         _generate_plain(requested, options, result, columns, keep_partial=not json_output)
     check_finite(result, columns)
+    warn_unknown(columns, [text])
     if json_output:
         print_json(result)
     else:
-        console.print(generation_view(result, show_probs))
+        console.print(generation_view(result, show_probs, show_alternatives=alternatives is not None))
 
 
 def _generate_in_turn(requested: list[tuple[Family, str]], result: GenerationResult, columns: list[LoadedModel],
@@ -108,14 +117,21 @@ def _generate_live(console, requested: list[tuple[Family, str]], options: LoadOp
     """On a terminal: the columns fill in as they are written; Ctrl-C keeps what was written on the screen."""
     from rich.live import Live
 
-    from gbcli.loading.models import load_model
+    from gbcli.loading.models import libraries_imported, load_model
     from gbcli.render.generation import StreamingView
     from gbcli.terminal import terminal_echo_off
 
-    view = StreamingView(result.prompt, [(family, display_name(spec)) for family, spec in requested])
+    sequences = len(result.settings.one_stream_each())  # sampling with -n: written one after the other
+    view = StreamingView(result.prompt, [(family, display_name(spec)) for family, spec in requested], sequences)
+    if requested:  # the first frame already says what the wait is
+        view.loading(requested[0][0], importing=not libraries_imported())
 
     def load(family: Family, spec: str) -> LoadedModel:
-        view.loading(family)  # the spinner lives in the view: one live display per terminal
+        from gbcli.loading.models import import_libraries
+
+        view.loading(family, importing=True)  # the spinner lives in the view: one live display per terminal
+        import_libraries()  # the first model's wait is mostly this: the view says so, then names the model
+        view.loading(family)
         return load_model(family, spec, options)
 
     with terminal_echo_off(), Live(view, console=console, refresh_per_second=12, transient=True) as live:
@@ -133,23 +149,32 @@ def _generate_plain(requested: list[tuple[Family, str]], options: LoadOptions, r
     when `keep_partial` (a pipe or a file keeps what was generated; JSON is never half a document)."""
     from gbcli.cli.options import load_column
 
-    written: dict[str, str] = {}  # each column's text so far, for Ctrl-C
+    written: dict[str, dict[int, str]] = {}  # each column's sequences so far, for Ctrl-C
+
+    def keep(family: str, so_far: str, sequence: int = 0) -> None:
+        written.setdefault(family, {})[sequence] = so_far
+
     try:
-        _generate_in_turn(requested, result, columns, lambda family, spec: load_column(family, spec, options),
-                          lambda family, so_far: written.update({family: so_far}))
+        _generate_in_turn(requested, result, columns, lambda family, spec: load_column(family, spec, options), keep)
     except KeyboardInterrupt:
         if keep_partial:
             _write_partial_generation(result.prompt, columns, written)
         raise
 
 
-def _write_partial_generation(prompt: str, columns: list[LoadedModel], written: dict[str, str]) -> None:
-    """After Ctrl-C off a terminal: each model's text so far, one paragraph per model, before exit 130."""
+def _write_partial_generation(prompt: str, columns: list[LoadedModel], written: dict[str, dict[int, str]]) -> None:
+    """After Ctrl-C off a terminal: each model's sequences so far, one paragraph each (the last one cut short),
+    before exit 130."""
     from gbcli.loading.models import family_title
     from gbcli.render.common import visible_controls
 
+    last = next((lm.family for lm in reversed(columns) if lm.family in written), None)
     for lm in columns:
-        if lm.family in written:
-            sys.stdout.write(f"{family_title(lm.family)} · {lm.name} (interrupted): "
-                             f"{visible_controls(prompt + written[lm.family])}\n")
+        sequences = written.get(lm.family, {})
+        for index, text in sorted(sequences.items()):
+            number = f" #{index + 1}" if len(sequences) > 1 else ""
+            # Only the sequence being written when Ctrl-C came is cut short; the ones before it are whole.
+            state = "interrupted" if lm.family == last and index == max(sequences) else "whole"
+            sys.stdout.write(f"{family_title(lm.family)} · {lm.name}{number} ({state}): "
+                             f"{visible_controls(prompt + text)}\n")
     sys.stdout.flush()

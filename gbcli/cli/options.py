@@ -18,7 +18,7 @@ import typer
 
 from gbcli.cli.reporting import print_warnings, stderr_console
 from gbcli.errors import usage_error
-from gbcli.loading.models import FAMILIES, FAMILY_INFO, Family, LoadedModel, LoadOptions
+from gbcli.loading.models import FAMILIES, FAMILY_INFO, Family, LoadedModel, LoadedTokenizer, LoadOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -123,16 +123,22 @@ def requested_columns(
     return requested
 
 
+IMPORTING = "Importing torch and transformers (once per process) …"
+
+
 def load_column(family: Family, spec: str, options: LoadOptions, *, need_head: bool = True) -> LoadedModel:
     """Load one model (once per process), with a status line on stderr while it loads."""
-    from gbcli.loading.models import load_model
+    from gbcli.loading.models import import_libraries, libraries_imported, load_model
     from gbcli.render.common import animated
 
     console = stderr_console()
     message = f"Loading {FAMILY_INFO[family].flag[2:].upper()} model {spec} …"
     if not animated(console):  # NO_COLOR or not a terminal: no spinner, whose redraws are escape codes
         return load_model(family, spec, options, need_head=need_head)
-    with console.status(message, spinner="dots"):
+    with console.status(IMPORTING if not libraries_imported() else message, spinner="dots") as status:
+        # The first model of a process waits mostly for the imports: the spinner says so, then names the model.
+        import_libraries()
+        status.update(message)
         return load_model(family, spec, options, need_head=need_head)
 
 
@@ -168,6 +174,14 @@ class ModelChoice:
              need_head: bool = True) -> list[LoadedModel]:
         """The chosen models, loaded once each (with these load options, else the typed ones)."""
         return load_columns(families, self.specs, options or self.load_options(), need_head=need_head)
+
+    def load_tokenizers(self, families: list[Family]) -> list[LoadedTokenizer]:
+        """The chosen models' tokenizers alone, each once per process."""
+        from gbcli.loading.models import load_tokenizer
+
+        options = self.load_options()
+        return [load_tokenizer(family, spec, options) for family, spec in requested_columns(families, self.specs,
+                                                                                               options)]
 
 
 def _model_parameters(columns: bool) -> list[inspect.Parameter]:

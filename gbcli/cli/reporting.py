@@ -37,6 +37,13 @@ def show(result: Any, json_output: bool, view: Callable[[Any], Any]) -> None:
         stdout_console().print(view(result))
 
 
+def say(label: str, style: str, text: str) -> None:
+    """`error: …`, `hint: …` or `warning: …` on stderr (gbcli.render.messages.say)."""
+    from gbcli.render.messages import say as show  # late: rich stays out of `--help`'s imports
+
+    show(label, style, text)
+
+
 def report_error(error: GbcliError, command: str = "") -> None:
     from gbcli.render.messages import report_error as report  # late: rich stays out of `--help`'s imports
 
@@ -53,6 +60,13 @@ def print_warnings(warnings: list[str]) -> None:
     from gbcli.render.messages import print_warnings as report  # late: rich stays out of `--help`'s imports
 
     report(warnings)
+
+
+def warn_unknown(columns: list[Any], texts: list[str]) -> None:
+    """One warning per model that reads its unknown token for characters of the input (every command alike)."""
+    from gbcli.tasks.tokenization import unknown_text_warning
+
+    print_warnings([warning for lm in columns if (warning := unknown_text_warning(lm, texts)) is not None])
 
 
 def handle_errors(function: F) -> F:

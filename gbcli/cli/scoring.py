@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from gbcli.cli.options import ForceOption, ModelChoice, OutputOption, ResumeOption, model_options
-from gbcli.cli.reporting import _escape, handle_errors, interrupt_exits_130, print_warnings, stderr_console
+from gbcli.cli.reporting import (
+    _escape,
+    handle_errors,
+    interrupt_exits_130,
+    print_warnings,
+    stderr_console,
+    warn_unknown,
+)
 from gbcli.cli.streams import check_output_options, under_torchrun_needs_output
 from gbcli.errors import usage_error
 from gbcli.loading.models import LoadedModel, LoadOptions
@@ -95,9 +102,11 @@ def score(
     columns = choice.load(families)
     records = _score_records(json_output, csv_output, tokens, words)
     streaming = json_output or csv_output
-    # A bar redrawn between streamed records would garble a terminal; on a pipe or a file it costs nothing.
-    show_progress = file is not None and animated(stderr_console()) and not (streaming and sys.stdout.isatty())
-    with interrupt_exits_130(), progress_bar(len(items), show_progress) as advance:
+    # A bar redrawn between streamed records would garble a terminal; on a pipe or a file it costs nothing. A long
+    # text is long work too (BERT: a masked copy per token), so its models' sequences have bars of their own.
+    show_progress = animated(stderr_console()) and not (streaming and sys.stdout.isatty())
+    with interrupt_exits_130(), progress_bar(len(items) if file is not None else 0, show_progress,
+                                             sequences=True) as advance:
         totals = score_in_batches(columns, items, settings, on_results=records, on_progress=advance)
     if not streaming:
         stdout_console().print(score_view(records.kept, seconds=dict(totals.seconds), passes=dict(totals.passes)))
@@ -217,6 +226,7 @@ def pairs(
     task.check_pair_text(pair)
     columns = choice.load(families, options)
     task.check_pair_fits(pair, columns)
+    warn_unknown(columns, [pair.good, pair.bad])
     with interrupt_exits_130():
         (result,) = task.score_pairs(columns, [pair], settings)
         check_finite(result, columns)

@@ -61,9 +61,11 @@ def detect_format(path: str, file_format: str | None = None) -> FileFormat:
 
 
 def read_labelled(path: str, *, file_format: str | None = None, text_field: str = "text",
-                  label_field: str = "label", word_field: str = "word", word: str | None = None) -> LabelledData:
+                  label_field: str = "label", word_field: str = "word", word: str | None = None,
+                  min_labels: int = 2) -> LabelledData:
     """The labelled examples of the file at `path` (see the module's docstring); `word` probes that word on
-    every line (a word-level task from a sentence file)."""
+    every line (a word-level task from a sentence file). `min_labels=1` reads a file that is only scored, never
+    learned from (a dev or test set may hold one label)."""
     chosen = detect_format(path, file_format)
     file = Path(path)
     if not file.exists():
@@ -75,11 +77,12 @@ def read_labelled(path: str, *, file_format: str | None = None, text_field: str 
     except OSError as exc:
         raise GbcliError(f"Cannot read '{path}': {exc.strerror}.", "Check the file's permissions.") from exc
     return parse_labelled(_decode(data, path), chosen, path, text_field=text_field, label_field=label_field,
-                          word_field=word_field, word=word)
+                          word_field=word_field, word=word, min_labels=min_labels)
 
 
 def parse_labelled(content: str, file_format: FileFormat, source: str, *, text_field: str = "text",
-                   label_field: str = "label", word_field: str = "word", word: str | None = None) -> LabelledData:
+                   label_field: str = "label", word_field: str = "word", word: str | None = None,
+                   min_labels: int = 2) -> LabelledData:
     """The labelled examples of `content` (a whole file's text) in `file_format`; `source` names it in messages."""
     fields = _Fields(text_field, label_field, word_field, word)
     rows = _json_rows(content, source) if file_format == "jsonl" else _table_rows(content, source, file_format)
@@ -94,7 +97,7 @@ def parse_labelled(content: str, file_format: FileFormat, source: str, *, text_f
                           f"{examples[0].line_number} is a {level} example.",
                           "Give every line the same columns: a word on all of them, pairs on all, or neither.")
     data = LabelledData(source, examples)
-    if len(data.labels) < 2:
+    if len(data.labels) < min_labels:
         raise usage_error(f"Every example of '{source}' has the label '{data.labels[0]}': there is nothing to tell "
                           "apart.", "Give examples of at least two labels.")
     return data

@@ -20,6 +20,9 @@ from gbcli.lm.threads import on_fastest_threads
 from gbcli.loading.capability import FastPath, lacks_parameters, missing
 from gbcli.loading.models import LoadedModel
 
+# One step's alternatives: the `top` most likely tokens of the raw distribution, (id, log-probability), best first.
+TopTokens = list[tuple[int, float]]
+
 # Generation-config fields that don't change which token is picked, or that gbcli always sets itself.
 _NEUTRAL_GENERATION_FIELDS = {
     "bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "use_cache", "output_attentions",
@@ -51,9 +54,20 @@ def decodes_in_own_loop(lm: LoadedModel, settings: DecodingSettings) -> bool:
     return not extra and (runs_gpt2_step(lm) or MODEL_STEPS.on)
 
 
+def top_tokens(raw_logprobs: Any, top: int) -> TopTokens:
+    """The `top` most likely tokens of one raw log-probability row, best first (none when `top` is 0)."""
+    if top <= 0:
+        return []
+    values, indices = raw_logprobs.topk(min(top, raw_logprobs.shape[-1]))
+    return list(zip(indices.tolist(), values.tolist(), strict=True))
+
+
 def decode_one_stream(lm: LoadedModel, input_ids: Any, settings: DecodingSettings,
-                      on_text: Callable[[str], None] | None = None) -> tuple[list[int], list[float], bool]:
-    """Greedy or sampled decoding of one sequence: (new ids, each one's raw log-probability, stopped at EOS).
+                      on_text: Callable[[str], None] | None = None,
+                      ) -> tuple[list[int], list[float], bool, list[TopTokens]]:
+    """Greedy or sampled decoding of one sequence: (new ids, each one's raw log-probability, stopped at EOS, the
+    `settings.alternatives` most likely tokens at each step). The alternatives and the chosen token's
+    log-probability are read from the very logits the token was chosen from.
 
     Token choice is `generate`'s, step for step: float32 logits of the last position, the same logits processors
     (repetition penalty, then temperature, top-k, top-p), then argmax, or softmax and `torch.multinomial` on the
@@ -70,6 +84,7 @@ def decode_one_stream(lm: LoadedModel, input_ids: Any, settings: DecodingSetting
     sequence[:, :prompt_len] = input_ids
     new_ids: list[int] = []
     logprobs: list[float] = []
+    alternatives: list[TopTokens] = []
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
     with torch.inference_mode(), on_fastest_threads(decoder_for(lm, settings.max_new_tokens)) as decoder:
@@ -83,15 +98,17 @@ def decode_one_stream(lm: LoadedModel, input_ids: Any, settings: DecodingSetting
                 choice = torch.argmax(scores, dim=-1, keepdim=True)
             token = int(choice)
             new_ids.append(token)
-            logprobs.append(float(torch.log_softmax(logits, dim=-1)[0, token]))
+            raw = torch.log_softmax(logits[0], dim=-1)
+            logprobs.append(float(raw[token]))
+            alternatives.append(top_tokens(raw, settings.alternatives))
             sequence[:, length] = token
             if on_text is not None:
                 on_text(lm.tokenizer.decode(new_ids, skip_special_tokens=True))
             if token in eos:
-                return new_ids, logprobs, True
+                return new_ids, logprobs, True, alternatives
             if step + 1 < settings.max_new_tokens:
                 logits = decoder.step(choice, length)
-    return new_ids, logprobs, False
+    return new_ids, logprobs, False, alternatives
 
 
 def _eos_ids(lm: LoadedModel) -> set[int]:

@@ -4,7 +4,7 @@ and says what is wrong with a bad one."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 Mode = Literal["greedy", "sample", "beam"]
@@ -12,6 +12,8 @@ Mode = Literal["greedy", "sample", "beam"]
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_TOP_K = 50
 DEFAULT_TOP_P = 1.0
+# How many of the tokens the model weighed at each step a result keeps (`--json` always carries them).
+DEFAULT_ALTERNATIVES = 5
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,16 @@ class DecodingSettings:
     num_beams: int = 1
     num_return_sequences: int = 1
     seed: int | None = None
+    alternatives: int = DEFAULT_ALTERNATIVES
+
+    def one_stream_each(self) -> list[DecodingSettings]:
+        """Sampling several sequences: one stream each, decoded (and streamed, and kept on Ctrl-C) in turn; the
+        seed seeds the first, the others continue its random stream, so one seed still gives the same sequences.
+        Anything else decodes as one job: [self]."""
+        if self.mode != "sample" or self.num_return_sequences == 1:
+            return [self]
+        return [replace(self, num_return_sequences=1, seed=self.seed if k == 0 else None)
+                for k in range(self.num_return_sequences)]
 
     def describe(self) -> str:
         if self.mode == "greedy":

@@ -10,6 +10,8 @@ Log-probabilities are `logit - logsumexp(logits)`, in float32 whatever the model
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,10 @@ if TYPE_CHECKING:
 
 # The logsumexp over the vocabulary runs this many reads at a time (its temporary is as large as its input).
 NORMALISER_BLOCK = 256
+
+# Told as run_reads works: (model family, sequences added to the work, sequences done). A command that may run long
+# (score's masked copies: one per token) sets it to draw progress; nothing is told when it is unset.
+READ_PROGRESS: ContextVar[Callable[[str, int, int], None] | None] = ContextVar("gbcli_read_progress", default=None)
 
 
 @dataclass
@@ -48,11 +54,16 @@ def run_reads(lm: LoadedModel, reads: list[Reads], *, max_tokens: int | None = N
 
     passes = 0
     sequences = [needed_ids(lm, r) for r in reads]
+    progress = READ_PROGRESS.get()
+    if progress is not None:
+        progress(lm.family, len(reads), 0)
     for batch in padded_batches(sequences, lm.pad_id, lm.device, max_tokens=max_tokens, max_rows=max_rows,
                                 order=order):
         with torch.inference_mode():
             read_batch(lm, model_inputs(lm, batch.ids, batch.attention_mask), [reads[i] for i in batch.indices])
         passes += 1
+        if progress is not None:
+            progress(lm.family, 0, len(batch.indices))
     return passes
 
 

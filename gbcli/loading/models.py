@@ -231,6 +231,81 @@ def load_model(
     return loaded
 
 
+@dataclass
+class LoadedTokenizer:
+    """A model's tokenizer alone, for `tokenize`: what its columns read of a LoadedModel (family, name, tokenizer)
+    without the weights, torch or the modeling code."""
+
+    family: Family
+    spec: str
+    tokenizer: PreTrainedTokenizerBase
+
+    @property
+    def name(self) -> str:
+        return display_name(self.spec)
+
+
+_TOKENIZER_CACHE: dict[tuple, LoadedTokenizer] = {}
+
+
+def load_tokenizer(family: Family, spec: str | None, options: LoadOptions | None = None) -> LoadedTokenizer:
+    """The tokenizer of the model for one flag, once per process; the weights are never read. A model already
+    loaded in this process (the warm server) lends its own."""
+    options = options or LoadOptions()
+    spec = resolve_spec(family, spec)
+    for key, loaded in _CACHE.items():
+        if key[:4] == (family, spec, _files_identity(spec), options):
+            return LoadedTokenizer(family, spec, loaded.tokenizer)
+    key = (family, spec, _files_identity(spec), options)
+    if key not in _TOKENIZER_CACHE:
+        info = FAMILY_INFO[family]
+        check_local_path(family, spec)
+        if offline_requested(options):
+            os.environ["HF_HUB_OFFLINE"] = "1"
+        quiet_transformers()
+        source = str(Path(spec).expanduser()) if looks_like_path(spec) else spec
+        common: dict[str, Any] = {"revision": options.revision, "trust_remote_code": False}
+        if offline_requested(options):
+            common["local_files_only"] = True
+        tokenizer = _tokenizer_without_torch(source, common)
+        if tokenizer is None:
+            tokenizer = _load_tokenizer(source, common, spec, info)
+        _TOKENIZER_CACHE[key] = LoadedTokenizer(family, spec, tokenizer)
+    return _TOKENIZER_CACHE[key]
+
+
+def _tokenizer_without_torch(source: str, common: dict[str, Any]) -> Any:
+    """The tokenizer class its tokenizer_config.json names, loaded by that class itself; None where it names none
+    (AutoTokenizer then decides from config.json). `AutoTokenizer` imports transformers' configuration code, which
+    imports torch (a few seconds cold); the class alone does not. A folder's config, or a hub id's cached one."""
+    import json
+
+    if os.path.isdir(source):
+        found: str | None = os.path.join(source, "tokenizer_config.json")
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source, "tokenizer_config.json", revision=common.get("revision"))
+        found = cached if isinstance(cached, str) else None
+    if found is None or not os.path.isfile(found):
+        return None
+    try:
+        with open(found, encoding="utf-8") as handle:
+            name = json.load(handle).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(name, str):
+        return None
+    import transformers
+
+    tokenizer_class = getattr(transformers, name, None)
+    if tokenizer_class is None:
+        return None
+    with contextlib.suppress(Exception):  # anything unusual is AutoTokenizer's to load (and to explain)
+        return _from_cache_first(tokenizer_class.from_pretrained, source, common)
+    return None
+
+
 def _files_identity(spec: str) -> tuple | None:
     """For a local folder: where it is and when its files last changed, so that a process that lives on
     (`gbcli serve`, `gbcli shell`) never answers from another folder of the same relative name, or from weights
@@ -385,6 +460,37 @@ def _load_tokenizer_while_checking_weights(source: str, common: dict[str, Any], 
     return tokenizer
 
 
+# Seconds import_libraries spent before a load, counted into the next loaded model's import_seconds (the start-up
+# that compare --full reports), whoever triggered the import.
+_EARLY_IMPORT_SECONDS = 0.0
+
+
+def libraries_imported() -> bool:
+    """Whether torch and transformers are already in this process (a warm server, a second model)."""
+    import sys
+
+    return "torch" in sys.modules and "transformers" in sys.modules
+
+
+def import_libraries() -> None:
+    """Import torch and transformers now (once per process: the first model's wait is mostly this), so that a
+    spinner can say so before it says which model loads."""
+    global _EARLY_IMPORT_SECONDS
+    if libraries_imported():
+        return
+    started = time.perf_counter()
+    quiet_transformers()
+    import torch  # noqa: F401
+    from transformers import AutoConfig  # noqa: F401
+    _EARLY_IMPORT_SECONDS += time.perf_counter() - started
+
+
+def _take_early_import_seconds() -> float:
+    global _EARLY_IMPORT_SECONDS
+    seconds, _EARLY_IMPORT_SECONDS = _EARLY_IMPORT_SECONDS, 0.0
+    return seconds
+
+
 def _public_mapping(kind: str) -> Any:
     """transformers' public config → model class mapping of the auto class `_load` uses for this kind."""
     from transformers.models.auto import modeling_auto
@@ -461,7 +567,7 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
         device=device,
         dtype=dtype,
         load_seconds=time.perf_counter() - started - resolve_seconds,
-        import_seconds=started - importing + resolve_seconds,
+        import_seconds=started - importing + resolve_seconds + _take_early_import_seconds(),
     )
 
 

@@ -22,7 +22,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from gbcli.render.common import SideBySide, colourless
+from gbcli.render.common import ColourWords, Phrases, SideBySide, colourless
 from gbcli.render.model_names import model_label
 from gbcli.tasks.attention import (
     DECODER_INPUT,
@@ -191,8 +191,8 @@ def head_description(view: ModelAttentionView) -> str:
 
 
 def layer_description(view: ModelAttentionView) -> str:
-    """Layers count from 0, as in transformers: 'layer 11 (last)' for a 12-layer model."""
-    return f"layer {view.layer}" + (" (last)" if view.layer == view.layers - 1 else f" of {view.layers}")
+    """Layers count 1..L (0 is the embeddings, as in lens and context): 'layer 12 (last)' for a 12-layer model."""
+    return f"layer {view.layer}" + (" (last)" if view.layer == view.layers else f" of {view.layers}")
 
 
 def map_title(family: str, model: str, map_name: str) -> str:
@@ -232,18 +232,18 @@ class Legend:
     """The shade characters' bands, and in a colour terminal the colour ramp the cells actually use, 0 to 1."""
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        text = Text("cell = attention weight: ")
+        phrases: list[tuple[str, Text]] = [("", Text("cell = attention weight:"))]
         for _floor, char, label in reversed(SHADES):
-            text.append(char * 2)
-            text.append(f" {label}  ")
+            phrases.append((" " if len(phrases) == 1 else "  ", Text(f"{char * 2} {label}")))
         if not colourless(console):
             # The cells' colour is continuous (by the square root of the weight): show the ramp itself.
-            text.append("colour: 0 ")
+            ramp = Text("colour: 0 ")
             for step in range(RAMP_STEPS):
-                text.append("█", style=_WEIGHT_STYLES[step])
-            text.append(" 1  ")
-        text.append("(blank = exactly 0, a masked key)", style="dim")
-        yield text
+                ramp.append("█", style=_WEIGHT_STYLES[step])
+            ramp.append(" 1")
+            phrases.append(("  ", ramp))
+        phrases.append(("  ", Text("(blank = exactly 0, a masked key)", style="dim")))
+        yield Phrases(phrases)
 
 
 def legend() -> Legend:
@@ -254,8 +254,9 @@ def heatmap_view(report: AttentionReport, window_start: int = 0) -> RenderableTy
     panels = [heatmap_panel(v, window_start) for v in report.models]
     parts: list[RenderableType] = [SideBySide(panels, natural=True, gap=2)]
     parts.append(legend())
-    parts.append(Text("rows: query tokens (attending) · columns: key tokens (attended to) · "
-                      "special tokens in magenta", style="dim"))
+    axes = "rows: query tokens (attending) · columns: key tokens (attended to)"
+    parts.append(ColourWords(f"{axes} · special tokens in magenta",
+                             f"{axes} · special tokens ([CLS], [SEP], <|endoftext|>, <s>) are the tokenizer's own"))
     for view in report.models:
         parts.append(Text(f"{title(view)}: {direction(view)}", style="dim"))
     if any(view.map == "decoder" for view in report.models):
@@ -291,7 +292,7 @@ def summary_table(view: ModelAttentionView, stat: str) -> Table:
         table.add_column(SHORT_STAT[name], justify="right", header_style=header_style, no_wrap=True)
     for item in summary.per_head:
         table.add_row(str(item.layer), str(item.head), *(_format(item.get(name)) for name in STATS),
-                      end_section=item.head == summary.heads - 1 and item.layer < summary.layers - 1)
+                      end_section=item.head == summary.heads - 1 and item.layer < summary.layers)
     table.add_row("all", "mean", *(_format(summary.mean[name]) for name in STATS), style="bold")
     return table
 
@@ -305,7 +306,7 @@ def summary_grid(view: ModelAttentionView, stat: str) -> Table:
     table.add_column("layer", justify="right", style="dim", no_wrap=True)
     for head in range(summary.heads):
         table.add_column(f"h{head}", justify="center", no_wrap=True)
-    for layer, row in enumerate(grid):
+    for layer, row in enumerate(grid, start=1):
         cells = []
         for value in row:
             if value is None:

@@ -158,7 +158,8 @@ function build(model) {
   const controls = document.createElement("div");
   controls.className = "controls";
   const layer = document.createElement("select");
-  for (let l = 0; l < model.layers; l++) option(layer, l, "layer " + l);
+  // Layers are numbered 1..L, as every gbcli command numbers them (0 is the embeddings).
+  for (let l = 0; l < model.layers; l++) option(layer, l, "layer " + (l + 1));
   layer.value = String(model.layers - 1);
   const head = document.createElement("select");
   option(head, "mean", "mean of " + model.heads + " heads");

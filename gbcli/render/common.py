@@ -83,6 +83,30 @@ def colourless(console: Console) -> bool:
     return console.no_color or console.color_system is None
 
 
+class Phrases:
+    """Phrases on a line, wrapped only between them: a phrase (`Σ log p(word) -1.878`, `colour: 0 ███ 1`) goes
+    whole to the next line where it does not fit; only a phrase wider than the whole line wraps inside, between
+    its words. Each phrase is (separator before it, text); a line never starts with a separator."""
+
+    def __init__(self, phrases: list[tuple[str, Text]], style: str = "") -> None:
+        self.phrases = phrases
+        self.style = style
+
+    def __rich_console__(self, console: Console, options: Any):
+        from rich.cells import cell_len
+
+        width = options.max_width
+        line = Text(style=self.style)
+        for separator, phrase in self.phrases:
+            if line.plain and cell_len(line.plain + separator + phrase.plain) > width:
+                yield line
+                line = Text(style=self.style)
+            if line.plain:
+                line.append(separator)
+            line.append_text(phrase)
+        yield line
+
+
 class ProbLegend:
     """What the probability colours mean, or, where there is no colour, what the written marks mean."""
 
@@ -90,14 +114,25 @@ class ProbLegend:
         self.intro = intro
 
     def __rich_console__(self, console: Console, options: Any):
-        legend = Text(self.intro)
+        phrases: list[tuple[str, Text]] = [("", Text(self.intro.rstrip()))]
         if colourless(console):
-            legend.append("[p] after each token is its probability, [<.01] below 0.01")
+            phrases += [(" ", Text("[p] after each token is its probability,")), (" ", Text("[<.01] below 0.01"))]
         else:
-            for _, style, label in PROB_BANDS:
-                legend.append(f" {label} ", style=f"reverse {style}")
-                legend.append(" ")
-        yield legend
+            phrases += [(" ", Text(f" {label} ", style=f"reverse {style}")) for _, style, label in PROB_BANDS]
+        yield Phrases(phrases)
+
+
+class ColourWords:
+    """A legend line that names a colour (`special tokens in magenta`) on a console that shows colour, and says the
+    same without the colour word where none can show (NO_COLOR, a pipe): no legend points at a colour not there."""
+
+    def __init__(self, coloured: str, plain: str, style: str = "dim") -> None:
+        self.coloured = coloured
+        self.plain = plain
+        self.style = style
+
+    def __rich_console__(self, console: Console, options: Any):
+        yield Text(self.plain if colourless(console) else self.coloured, style=self.style)
 
 
 def prob_legend(intro: str) -> ProbLegend:
@@ -116,10 +151,13 @@ class ProbText:
         self.prefix = prefix
         self.extra_style = extra_style
 
-    def text(self, plain: bool) -> Text:
+    def text(self, plain: bool, starts: list[int] | None = None) -> Text:
+        """The text; `starts`, when given, receives where each piece begins in it."""
         text = self.prefix.copy() if self.prefix is not None else Text()
         text.overflow = "fold"  # never an ellipsis over a token (see render.generation.continuation_text)
         for piece, prob in self.pieces:
+            if starts is not None:
+                starts.append(len(text))
             if prob is None:
                 text.append(piece)
             elif plain:
@@ -131,12 +169,73 @@ class ProbText:
         return text
 
     def __rich_console__(self, console: Console, options: Any):
-        yield self.text(colourless(console))
+        plain = colourless(console)
+        if not plain:
+            yield self.text(plain)
+            return
+        # Written-out marks make runs like `park[0.22].[1.00].[1.00]` one long word: where one does not fit the
+        # width it is broken between tokens, never inside a token or its mark (`.[0.9` / `9]`).
+        starts: list[int] = []
+        text = self.text(plain, starts)
+        yield Text("\n").join(wrap_at(text, set(starts), options.max_width))
 
     def __rich_measure__(self, console: Console, options: Any):
         from rich.measure import Measurement
 
         return Measurement.get(console, options, self.text(colourless(console)))
+
+
+def wrap_at(text: Text, boundaries: set[int], width: int) -> list[Text]:
+    """`text` in lines of at most `width` cells: broken at spaces, and a word wider than the width broken at the
+    given boundaries (then, only where one piece alone is wider, inside it)."""
+    from rich.cells import cell_len
+
+    plain = text.plain
+    lines: list[Text] = []
+    for paragraph_start, paragraph in _paragraphs(plain):
+        line_start, line_width, index = paragraph_start, 0, paragraph_start
+        end = paragraph_start + len(paragraph)
+        while index < end:
+            # The next word and the spaces before it.
+            word_start = index
+            while word_start < end and plain[word_start] == " ":
+                word_start += 1
+            word_end = word_start
+            while word_end < end and plain[word_end] != " ":
+                word_end += 1
+            if not line_width:  # a line starts at a word, never with the spaces before it
+                line_start = word_start
+            gap = cell_len(plain[index:word_start]) if line_width else 0
+            word = cell_len(plain[word_start:word_end])
+            if line_width and line_width + gap + word > width:
+                lines.append(text[line_start:index])
+                line_start, line_width, gap = word_start, 0, 0
+            if word <= width - line_width - gap or word_start == word_end:
+                line_width += gap + word
+                index = word_end
+                continue
+            # A word wider than the room: fill the line up to the last boundary that fits, then go on.
+            cut = word_start
+            for point in sorted(b for b in boundaries if word_start < b < word_end):
+                if line_width + gap + cell_len(plain[word_start:point]) <= width:
+                    cut = point
+            if cut == word_start:  # no boundary fits: one piece wider than the line folds inside it
+                cut = word_start + 1
+                while cut < word_end and line_width + gap + cell_len(plain[word_start:cut + 1]) <= width:
+                    cut += 1
+            lines.append(text[line_start:cut])
+            line_start, line_width, index = cut, 0, cut
+        lines.append(text[line_start:end])
+    return lines
+
+
+def _paragraphs(plain: str) -> list[tuple[int, str]]:
+    """(start, text) of each line of `plain` as written (its own newlines kept as breaks)."""
+    out, start = [], 0
+    for line in plain.split("\n"):
+        out.append((start, line))
+        start += len(line) + 1
+    return out
 
 
 def _colour_system() -> str | None:

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gbcli.render.common import format_nats, format_seconds
-from gbcli.render.masking import fill_mask_view
+from gbcli.render.masking import HEADINGS, fill_mask_view
 from gbcli.render.model_names import Label, WholeNames, model_label
 from gbcli.render.scoring import scale_note, whole_names_table
 from gbcli.render.tokenization import AlignedPieces, counts_line
@@ -93,6 +93,26 @@ def time_table(result: ComparisonResult, label: Label = model_label) -> Table:
     return table
 
 
+def scored_lines(result: ComparisonResult) -> list[Text]:
+    """Which sentence the scores are of, and why that one: whose filling it is, and the other views' fillings
+    where they differ (each can be scored with `gbcli score`)."""
+    line = Text.assemble(("Scores of: ", "bold"), result.scored_text)
+    if result.scored_filling is None:
+        return [line]
+    family, view = HEADINGS[result.scored_filling]
+    lines = [line, Text(f"filled by {family} ({view}), which runs first; all models score this sentence",
+                        style="dim")]
+    others: dict[str, list[str]] = {}  # a different filling → the views that chose it
+    for filling in result.predictions.fillings:
+        # GPT's left-context filling is the uninformed one by design: the views that read the whole text are named.
+        if filling.text != result.scored_text and filling.column != "gpt_left":
+            others.setdefault(filling.text, []).append(" ".join(HEADINGS[filling.column]))
+    for text, names in others.items():
+        lines.append(Text(f"{' and '.join(names)} filled it differently: {text} (gbcli score \"{text}\" scores it)",
+                          style="dim"))
+    return lines
+
+
 def comparison_view(result: ComparisonResult, full: bool = False) -> RenderableType:
     """The compact screen (predictions and scores), or with `full` every section: facts, tokens, attention, time."""
     prediction_note = Text(f"asked: {result.predictions_note}", style="dim")
@@ -111,9 +131,8 @@ def comparison_view(result: ComparisonResult, full: bool = False) -> RenderableT
         fill_mask_view(result.predictions, compact=not full),
         section("Scores"),
     ]
-    if result.scored_text != result.text:
-        parts.append(Text(f"scored with the blanks filled: {result.scored_text}", style="dim"))
-    parts.append(whole_names_table(result.scores))
+    parts += scored_lines(result)
+    parts.append(whole_names_table(result.scores, titled=False))
     if len(result.scores.columns) > 1:
         parts.append(scale_note(result.scores))
     if not full:

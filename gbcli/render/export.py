@@ -341,7 +341,8 @@ def write_png(handle: BinaryIO, text: str, results: list[AttentionResult], head:
                 values[np.triu_indices_from(values, k=1)] = np.nan
             image = ax.imshow(values, cmap=cmap, norm=norm, interpolation="nearest")
             which = f"mean of {amap.heads} heads" if chosen is None else f"head {chosen}"
-            ax.set_title(f"{map_title(result.family, result.model, amap.name)}\nlayer {layer}, {which}", fontsize=8)
+            ax.set_title(f"{map_title(result.family, result.model, amap.name)}\nlayer {layer + 1}, {which}",
+                         fontsize=8)
             show_labels = max(len(labels), len(key_labels)) <= 60
             ax.set_xticks(range(len(key_labels)), key_labels if show_labels else [], rotation=90, fontsize=font)
             ax.set_yticks(range(len(labels)), labels if show_labels else [], fontsize=font)

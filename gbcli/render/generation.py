@@ -11,8 +11,11 @@ from rich.table import Table
 from rich.text import Text
 
 from gbcli.loading.models import family_title
-from gbcli.render.common import ProbText, SideBySide, format_nats, format_seconds, prob_legend
-from gbcli.tasks.generation import Continuation, GenerationResult, ModelGeneration
+from gbcli.render.common import ProbText, SideBySide, format_nats, format_prob, format_seconds, prob_legend
+from gbcli.tasks.generation import Alternative, Continuation, GeneratedToken, GenerationResult, ModelGeneration
+from gbcli.tasks.tokenization import readable_piece
+
+CHOSEN_MARK = "▸"  # before the token written, among the ones the model weighed: readable without colour
 
 
 def continuation_text(prompt: str, continuation: Continuation, show_probs: bool) -> RenderableType:
@@ -25,7 +28,32 @@ def continuation_text(prompt: str, continuation: Continuation, show_probs: bool)
     if not show_probs:
         text.append(continuation.text, style="bold")
         return text
-    return ProbText([(token.text, math.exp(token.logprob)) for token in continuation.tokens], prefix=text)
+    # A token with no text (the end-of-text token a sequence stops at) is named, so its probability has a place.
+    return ProbText([(token.text or f" {token.piece}", math.exp(token.logprob)) for token in continuation.tokens],
+                    prefix=text)
+
+
+# Punctuation that reads as one sign when a tokenizer joins its tokens without a space: ".." looks like an ellipsis.
+JOINING_MARKS = set(".,!?;:-")
+
+
+def joined_marks(continuation: Continuation) -> list[str]:
+    """Runs of two or more punctuation tokens written without a space between them (BERT's `paris..`): each run's
+    text, for a note that they are separate tokens."""
+    runs: list[str] = []
+    current = ""
+    count = 0
+    for token in continuation.tokens:
+        if token.text and set(token.text) <= JOINING_MARKS:
+            current += token.text
+            count += 1
+            continue
+        if count > 1:
+            runs.append(current)
+        current, count = "", 0
+    if count > 1:
+        runs.append(current)
+    return runs
 
 
 def column_panel(prompt: str, column: ModelGeneration, show_probs: bool) -> Panel:
@@ -37,8 +65,13 @@ def column_panel(prompt: str, column: ModelGeneration, show_probs: bool) -> Pane
         mean = continuation.mean_logprob
         summary = f"mean log-prob {format_nats(mean)} per token" if mean is not None else "no tokens"
         if continuation.stopped_at_eos:
-            summary += " · stopped at end of text"
+            end = continuation.tokens[-1].piece if continuation.tokens else ""
+            summary += f" · stopped at end of text ({end})" if end else " · stopped at end of text"
         parts.append(Text(summary, style="italic"))
+        runs = list(dict.fromkeys(joined_marks(continuation)))
+        if runs:
+            shown = ", ".join(f"'{run}' is {len(run)} tokens" for run in runs)
+            parts.append(Text(f"{shown}, not one sign (--show-probs marks each token)", style="dim"))
     stats = Table.grid(padding=(0, 1))
     stats.add_column(no_wrap=True)
     stats.add_column()
@@ -46,14 +79,74 @@ def column_panel(prompt: str, column: ModelGeneration, show_probs: bool) -> Pane
     several = len(column.continuations)
     stats.add_row("tokens", f"{column.new_tokens} × {several} sequences" if several > 1 else str(column.new_tokens))
     stats.add_row("speed", f"{column.tokens_per_second:.1f} tokens/s ({format_seconds(column.seconds)})")
+    if column.reads:
+        stats.add_row("reads", Text(column.reads, style="dim"))
     stats.add_row("method", Text(column.method, style="dim"))
     parts.append(stats)
     return Panel(Group(*parts), title=f"{family_title(column.family)} · {column.model}", expand=True)
 
 
-def generation_view(result: GenerationResult, show_probs: bool = False) -> RenderableType:
+def alternative_cell(alternative: Alternative) -> Text:
+    """`▸␣there 0.4123` for the token written, `␣a 0.0812` for another the model weighed."""
+    shown = readable_piece(alternative.piece, alternative.text)
+    cell = Text(CHOSEN_MARK + shown, style="bold") if alternative.chosen else Text(shown)
+    cell.append(" " + format_prob(math.exp(alternative.logprob)), style="" if alternative.chosen else "dim")
+    return cell
+
+
+def written_cell(token: GeneratedToken) -> Text:
+    """The token written, when it is not among the alternatives shown (sampling may pick an unlikely one)."""
+    return alternative_cell(Alternative(token.id, token.piece, token.text, token.logprob, True)).append(
+        " (below these)", style="italic dim")
+
+
+def alternatives_table(continuation: Continuation) -> Table:
+    """One row per step: its number, then the tokens the model weighed most, best first, the one written marked."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(justify="right", style="dim", no_wrap=True)
+    widest = max((len(token.alternatives) for token in continuation.tokens), default=0)
+    # A last column for the written token where sampling picked one below the alternatives shown.
+    below = any(not any(a.chosen for a in token.alternatives) for token in continuation.tokens)
+    for _ in range(widest + below):
+        table.add_column(overflow="fold")
+    for step, token in enumerate(continuation.tokens, start=1):
+        cells = [alternative_cell(alternative) for alternative in token.alternatives]
+        cells += [Text("")] * (widest - len(cells))
+        if below:
+            cells.append(Text("") if any(a.chosen for a in token.alternatives) else written_cell(token))
+        table.add_row(str(step), *cells)
+    return table
+
+
+def alternatives_section(column: ModelGeneration) -> list[RenderableType]:
+    parts: list[RenderableType] = [Text(f"{family_title(column.family)} · {column.model}: the tokens weighed at each "
+                                        "step", style="bold")]
+    for index, continuation in enumerate(column.continuations):
+        if len(column.continuations) > 1:
+            parts.append(Text(f"#{index + 1}", style="cyan"))
+        parts.append(alternatives_table(continuation))
+    return parts
+
+
+def alternatives_legend(result: GenerationResult) -> Text:
+    text = Text(f"{CHOSEN_MARK} the token written; each number is the raw model probability (before temperature, "
+                "top-k and top-p), from the same distribution the token was chosen from", style="dim")
+    if any(column.family == "bert" for column in result.columns):
+        text.append("; BERT weighs special tokens such as [SEP] but its loop never writes one", style="dim")
+    if any(column.family != "gpt" or len(column.continuations) > 1 for column in result.columns):
+        text.append("; a column decoded by beam search, several sequences or BART is read by one teacher-forced "
+                    "pass over what it wrote", style="dim")
+    return text
+
+
+def generation_view(result: GenerationResult, show_probs: bool = False, *,
+                    show_alternatives: bool = False) -> RenderableType:
     panels = [column_panel(result.prompt, column, show_probs) for column in result.columns]
     parts: list[RenderableType] = [SideBySide(panels)]
+    if show_alternatives:
+        for column in result.columns:
+            parts += alternatives_section(column)
+        parts.append(alternatives_legend(result))
     parts.append(Text(f"decoding: {result.decoding}", style="dim"))
     if show_probs:
         parts.append(prob_legend("token probability (raw model, before temperature/top-k/top-p): "))
@@ -63,36 +156,50 @@ def generation_view(result: GenerationResult, show_probs: bool = False) -> Rende
 class StreamingView:
     """What a terminal shows while tokens arrive: one panel per model, filling as each writes."""
 
-    def __init__(self, prompt: str, columns: list[tuple[str, str]]) -> None:
+    def __init__(self, prompt: str, columns: list[tuple[str, str]], sequences: int = 1) -> None:
         self.prompt = prompt
         self.columns = columns  # (family, model name)
-        self.texts: dict[str, str] = {family: "" for family, _ in columns}
+        self.sequences = sequences  # how many each model writes in turn (sampling with -n)
+        self.texts: dict[str, list[str]] = {family: [""] for family, _ in columns}
         self.active: str | None = None
         # Until the first model is ready nothing is being written: the first column shows that it loads.
         self.loading_family: str | None = columns[0][0] if columns else None
         # After Ctrl-C the last frame is printed whole, taller than the terminal if need be.
         self.interrupted = False
+        self.importing = False  # the loading column waits for torch and transformers, not yet for its model
 
-    def loading(self, family: str) -> None:
-        """This column's model is being loaded (the ones before it have finished writing)."""
+    def loading(self, family: str, *, importing: bool = False) -> None:
+        """This column's model is being loaded (the ones before it have finished writing); `importing` while torch
+        and transformers are imported first (once per process)."""
         self.loading_family = family
+        self.importing = importing
 
-    def update(self, family: str, text: str) -> None:
+    def update(self, family: str, text: str, sequence: int = 0) -> None:
         self.active = family
         self.loading_family = None
-        self.texts[family] = text
+        texts = self.texts[family]
+        texts += [""] * (sequence + 1 - len(texts))
+        texts[sequence] = text
 
     def panels(self) -> list[Panel]:
         panels = []
         for family, name in self.columns:
+            texts = self.texts[family]
             body = Text(overflow="fold")  # see continuation_text
-            body.append(self.prompt, style="dim")
-            body.append(self.texts[family], style="bold")
+            for index, text in enumerate(texts):
+                if self.sequences > 1:
+                    body.append(f"{'' if index == 0 else chr(10)}#{index + 1} ", style="cyan")
+                body.append(self.prompt, style="dim")
+                body.append(text, style="bold")
             if family == self.loading_family:
-                body = Text(f"loading {name} …", style="dim italic")
+                what = "importing torch and transformers (once per process)" if self.importing else f"loading {name}"
+                body = Text(f"{what} …", style="dim italic")
             elif family == self.active and not self.interrupted:
                 body.append("▌", style="blink")
-            panels.append(Panel(body, title=f"{family_title(family)} · {name}", expand=True))
+            title = f"{family_title(family)} · {name}"
+            if self.sequences > 1 and family == self.active:
+                title += f" · sequence {len(texts)} of {self.sequences}"
+            panels.append(Panel(body, title=title, expand=True))
         return panels
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:

@@ -13,10 +13,11 @@ from rich.table import Table
 from rich.text import Text
 
 from gbcli.loading.models import family_title
-from gbcli.render.common import format_nats, format_prob
+from gbcli.render.common import Phrases, format_nats, format_prob
 from gbcli.render.model_names import NamesLine
 from gbcli.tasks.masking import CHOICE_POOL, FillMaskResult, MaskColumn, MaskPrediction, MaskSlot, SpanInfilling
-from gbcli.tasks.tokenization import readable_piece
+from gbcli.tasks.masking.results import JOINT_BEAMS
+from gbcli.tasks.tokenization import SPACE_MARK, readable_piece
 
 HEADINGS: dict[str, tuple[str, str]] = {
     "bert": ("BERT", "both sides"),
@@ -39,7 +40,15 @@ def prediction_label(prediction: MaskPrediction) -> str:
     if any(piece.startswith("##") and len(piece) > 2 for piece in prediction.pieces):
         return "".join(readable_piece(piece) for piece in prediction.pieces)
     # A byte-level piece without its space (GPT-2's `p` after `␣was`) already reads as joined.
-    return readable_piece(prediction.pieces[0], prediction.text)
+    return with_space_mark(prediction.pieces, readable_piece(prediction.pieces[0], prediction.text))
+
+
+def with_space_mark(pieces: list[str], shown: str) -> str:
+    """`␣lima` where the first piece carries a leading space (Ġlima) but the text shown has dropped it (BART's
+    span is read off the text, trimmed): `Ġlima` and `lima` are different tokens, never two identical rows."""
+    if pieces and pieces[0][:1] in ("Ġ", "▁") and len(pieces[0]) > 1 and not shown.startswith(SPACE_MARK):
+        return SPACE_MARK + shown.lstrip()
+    return shown
 
 
 def marked_text(result: FillMaskResult, highlight: int | None = None) -> Text:
@@ -66,7 +75,8 @@ def _winner(slot: MaskSlot) -> str | None:
 def _cell(prediction: MaskPrediction, winner: str | None, top: bool) -> Text:
     label = prediction_label(prediction)
     if len(prediction.pieces) > 1 and " " in prediction.word.strip():
-        label = f"{prediction.word} ({len(prediction.pieces)} tokens)"  # a BART span of several words
+        # a BART span of several words
+        label = f"{with_space_mark(prediction.pieces, prediction.word)} ({len(prediction.pieces)} tokens)"
     elif len(prediction.pieces) > 1:
         label += f" ({len(prediction.pieces)} pieces)"
     style = WINNER_STYLE if winner is not None and prediction.word == winner else ("bold" if top else "")
@@ -193,19 +203,23 @@ def filling_lines(result: FillMaskResult) -> Group:
     splits a sentence across the cells of a grid."""
     labels = {f.column: " ".join(HEADINGS[f.column]) for f in result.fillings}
     width = max((len(label) for label in labels.values()), default=0)
-    lines = []
+    lines: list[RenderableType] = []
     for filling in result.fillings:
-        score = f"{FILLING_MEASURES[filling.column]} {format_nats(filling.logprob)}"
+        # Each phrase moves whole to the next line where it does not fit (Phrases): never `Σ log` / `p(word)`.
+        phrases = [(" · ", Text(f"{FILLING_MEASURES[filling.column]} {format_nats(filling.logprob)}", style="dim"))]
         if len(result.masks) > 1 and filling.column == "bert":
-            score += " · filled in order " + ", ".join(f"#{m + 1}" for m in filling.order)
+            phrases.append((" · ", Text("filled in order " + ", ".join(f"#{m + 1}" for m in filling.order),
+                                        style="dim")))
+        if len(result.masks) > 1 and filling.column == "gpt_whole":
+            phrases.append((" · ", Text(f"the best of a beam search ({JOINT_BEAMS} beams) over the blanks' candidates",
+                                        style="dim")))
         line = Text(labels[filling.column].ljust(width) + "  ", style="bold")
         line.append(filling.text)
-        line.append("  " + score, style="dim")
-        lines.append(line)
+        lines.append(Phrases([("", line), *[("  " if k == 0 else sep, text) for k, (sep, text) in enumerate(phrases)]]))
     return Group(*lines)
 
 
-def column_note(columns: list[MaskColumn]) -> Text:
+def column_note(columns: list[MaskColumn]) -> Phrases:
     names = {c.column for c in columns}
     parts = []
     if "bert" in names:
@@ -232,7 +246,7 @@ def column_note(columns: list[MaskColumn]) -> Text:
         measures.append("log p(sentence): the whole sentence's log-likelihood")
     if measures:
         parts.append("; ".join(measures))
-    return Text(" · ".join(parts), style="dim")
+    return Phrases([(" · " if index else "", Text(part)) for index, part in enumerate(parts)], style="dim")
 
 
 def bart_beams_table(infilling: SpanInfilling, blanks: int) -> Table:
@@ -252,7 +266,8 @@ def bart_beams_table(infilling: SpanInfilling, blanks: int) -> Table:
             wrote.append(beam.output, style="dim")
             table.add_row(str(beam.rank), wrote, *[""] * (blanks - 1), format_prob(beam.prob), score, style="dim")
             continue
-        spans = [Text(span.text or NOTHING, style="bold" if beam is infilling.fillings[0] else "")
+        spans = [Text(with_space_mark(span.pieces, span.text) if span.text else NOTHING,
+                      style="bold" if beam is infilling.fillings[0] else "")
                  for span in beam.spans]
         table.add_row(str(beam.rank), *spans, format_prob(beam.prob), score)
     return table
@@ -321,13 +336,14 @@ def fill_mask_view(result: FillMaskResult, compact: bool = False) -> RenderableT
     parts.append(Text(""))
     parts.append(Text("best joint filling" if several else "filled in", style="bold underline"))
     parts.append(filling_lines(result))
-    if result.masks and not compact:
+    if result.masks:  # what each p column means, on compare's compact screen too
         parts.append(column_note(result.masks[0].columns()))
     return Group(*parts)
 
 
-def fill_mask_lines_view(results: list[FillMaskResult]) -> RenderableType:
-    """Many texts: one row per line with each view's top guess at every blank, errors in place."""
+def fill_mask_lines_view(results: list[FillMaskResult], per_blank: int = 1) -> RenderableType:
+    """Many texts: one row per line with each view's `per_blank` best guesses at every blank, errors in place, and a
+    line that says how many each cell holds."""
     shown = next((r for r in results if r.error is None and r.masks), None)
     views = [c.column for c in shown.masks[0].columns()] if shown else []
     table = Table(header_style="bold", show_lines=False)
@@ -347,13 +363,21 @@ def fill_mask_lines_view(results: list[FillMaskResult]) -> RenderableType:
                 for slot in result.masks:
                     column = getattr(slot, view)
                     if cell:
-                        cell.append("; ")
+                        cell.append("; " if per_blank == 1 else "\n")
+                    if per_blank > 1 and len(result.masks) > 1:
+                        cell.append(f"#{slot.index + 1}\n", style="dim")
                     if column is None or not column.predictions:
                         cell.append("–")
                         continue
-                    top = column.predictions[0]
-                    cell.append(prediction_label(top), style="bold")
-                    cell.append(f" {format_prob(top.prob)}", style="dim")
+                    for rank, prediction in enumerate(column.predictions[:per_blank]):
+                        if rank:
+                            cell.append("\n")
+                        cell.append(prediction_label(prediction), style="bold" if rank == 0 else "")
+                        cell.append(f" {format_prob(prediction.prob)}", style="dim")
                 cells.append(cell)
         table.add_row(*cells)
-    return table
+    if per_blank == 1:
+        how = "each cell: the best candidate of each blank; -k N shows the N best"
+    else:
+        how = f"each cell: the {per_blank} best candidates of each blank, best first"
+    return Group(table, Text(how, style="dim"))

@@ -64,9 +64,10 @@ def measure_value(column: ModelScore) -> str:
     return format_perplexity(column.value) if "perplexity" in column.measure else format_nats(column.value)
 
 
-def single_table(record: TextScore, label: Label = model_label) -> Table:
-    """One column per model, one row per quantity: narrow enough for three models in 80 columns."""
-    table = Table(title=f"Scores of: {record.text}", title_justify="left", title_style="bold")
+def single_table(record: TextScore, label: Label = model_label, *, titled: bool = True) -> Table:
+    """One column per model, one row per quantity: narrow enough for three models in 80 columns; `titled` names
+    the text above it (compare names it on a line of its own, with why it is that text)."""
+    table = Table(title=f"Scores of: {record.text}" if titled else None, title_justify="left", title_style="bold")
     table.add_column("", style="dim", min_width=len("log-likelihood"))
     for column in record.columns:
         # As narrow as the longest word or number in it, never narrower: a measure's name is not cut.
@@ -82,6 +83,18 @@ def single_table(record: TextScore, label: Label = model_label) -> Table:
     return table
 
 
+# A text longer than this is shown by its beginning and its length in the table of many texts (a paragraph would
+# otherwise be echoed in full, a narrow strip many lines long); --json holds every text whole.
+EXCERPT_CHARS = 120
+
+
+def text_excerpt(text: str) -> str:
+    if len(text) <= EXCERPT_CHARS:
+        return text
+    cut = text[:EXCERPT_CHARS].rsplit(" ", 1)[0] if " " in text[:EXCERPT_CHARS] else text[:EXCERPT_CHARS]
+    return f"{cut} … ({len(text.split())} words)"
+
+
 def many_table(records: list[TextScore]) -> Table:
     table = Table(title="Scores", title_justify="left", title_style="bold")
     table.add_column("#", justify="right", style="dim", no_wrap=True)
@@ -91,16 +104,39 @@ def many_table(records: list[TextScore]) -> Table:
         header = "\n".join([family_title(column.family), *column.measure.split(), "(tokens)"])
         table.add_column(header, justify="right", no_wrap=True)
     for record in records:
-        cells: list[RenderableType] = [str(record.index), record.text]
+        cells: list[RenderableType] = [str(record.index), text_excerpt(record.text)]
         for column in record.columns:
             cells.append(Text.assemble((measure_value(column), "bold"), (f" ({column.scored_tokens})", "dim")))
         table.add_row(*cells)
     return table
 
 
-def methods(record: TextScore) -> list[Text]:
-    return [titled_line(f"{family_title(c.family)}: ", "; ".join([c.method, *filter(None, [c.first_token, c.detail])]))
-            for c in record.columns]
+# What the sequences a model ran for a text are called, by family (ModelScore.sequences).
+SEQUENCE_NOUNS = {"gpt": ("window", "windows"), "bert": ("masked copy", "masked copies"),
+                  "bart": ("teacher-forced pass", "teacher-forced passes")}
+
+
+def methods(records: list[TextScore]) -> list[Text]:
+    """Each model's method, first-token rule and work: one text's own detail, or the total over all the texts."""
+    lines = []
+    for place, column in enumerate(records[0].columns):
+        detail = column.detail
+        if len(records) > 1:
+            detail = sequences_detail([record.columns[place] for record in records])
+        lines.append(titled_line(f"{family_title(column.family)}: ",
+                                 "; ".join([column.method, *filter(None, [column.first_token, detail])])))
+    return lines
+
+
+def sequences_detail(columns: list[ModelScore]) -> str:
+    """`28 masked copies for 2 texts (7 + 21), batched`: one model's work over every text it scored."""
+    counts = [column.sequences for column in columns]
+    total = sum(counts)
+    one, many = SEQUENCE_NOUNS.get(columns[0].family, ("sequence", "sequences"))
+    text = f"{total} {one if total == 1 else many} for {len(counts)} texts"
+    if len(counts) <= 8:
+        text += f" ({' + '.join(map(str, counts))})"
+    return text + (", batched" if columns[0].family == "bert" else "")
 
 
 def surprisal_table(column: ModelScore, unit: str, label: str, detail: str, rows: Iterable[SurprisalRow]) -> Table:
@@ -201,16 +237,17 @@ def scale_note(record: TextScore) -> RenderableType:
                  expand=False)
 
 
-def whole_names_table(record: TextScore) -> RenderableType:
+def whole_names_table(record: TextScore, *, titled: bool = True) -> RenderableType:
     """The one-text table, its models named in the headers, or on a line above where a name would not fit whole."""
-    return WholeNames(partial(single_table, record), [(column.family, column.model) for column in record.columns])
+    return WholeNames(partial(single_table, record, titled=titled),
+                      [(column.family, column.model) for column in record.columns])
 
 
 def score_view(records: list[TextScore], *, seconds: dict[str, float] | None = None,
                passes: dict[str, int] | None = None) -> RenderableType:
     """A table of scores (one text: a row per model; several: a row per text), methods and the scale note."""
     parts: list[RenderableType] = [whole_names_table(records[0]) if len(records) == 1 else many_table(records)]
-    parts += methods(records[0])
+    parts += methods(records)
     parts.append(conventions_line(records[0].columns))
     for record in records:
         if any(column.tokens is not None or column.words is not None for column in record.columns):

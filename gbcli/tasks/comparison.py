@@ -92,6 +92,9 @@ class ComparisonResult:
     time: list[ModelTime]
     section_seconds: dict[str, float]  # wall-clock time of each section, both models together
     wall_seconds: float = 0.0  # the whole comparison, the models already loaded
+    # Whose filling of the blanks was scored (a fill-mask column name: "bert", else "gpt_whole"...); None when TEXT
+    # had no blank and is scored as it is.
+    scored_filling: str | None = None
 
     @property
     def startup_seconds(self) -> float:
@@ -226,15 +229,21 @@ def prediction_input(text: str) -> tuple[str, str]:
     )
 
 
-def scored_input(text: str, predictions: FillMaskResult) -> str:
-    """Scores need a real sentence: masks are filled with BERT's choice (GPT-2's whole-sentence one without BERT)."""
+def scored_input(text: str, predictions: FillMaskResult) -> tuple[str, str | None]:
+    """Scores need a real sentence: masks are filled with BERT's choice (GPT-2's whole-sentence one without BERT),
+    the first column done, so each model is scored and let go as soon as its predictions are in. Returns the text
+    and whose filling it is (None: the text had no blank)."""
     if not MASK_PATTERN.search(text):
-        return text
-    for column in ("bert", "gpt_whole", "bart", "gpt_left"):
+        return text, None
+    for column in SCORED_FILLINGS:
         filling = predictions.filling(column)  # type: ignore[arg-type]
         if filling is not None:
-            return filling.text
-    return text  # pragma: no cover - fill_mask always fills with at least one model
+            return filling.text, column
+    return text, None  # pragma: no cover - fill_mask always fills with at least one model
+
+
+# Whose filling compare scores, in order of preference: the first that ran.
+SCORED_FILLINGS = ("bert", "gpt_whole", "bart", "gpt_left")
 
 
 def compare(models: list[LoadedModel], text: str, top_k: int = DEFAULT_TOP_K,
@@ -255,6 +264,7 @@ def compare(models: list[LoadedModel], text: str, top_k: int = DEFAULT_TOP_K,
     scores: dict[str, ModelScore] = {}
     attention: dict[str, list[AttentionLine]] = {}
     scored_text: str | None = None
+    scored_filling: str | None = None
     try:
         facts = [model_facts(lm) for lm in models]
         with clock.section("tokenization"):
@@ -270,7 +280,7 @@ def compare(models: list[LoadedModel], text: str, top_k: int = DEFAULT_TOP_K,
             lm = by_family[family]
             if scored_text is None:
                 # The first column done is the one scored_input prefers (BERT's filling, else GPT-2's).
-                scored_text = scored_input(text, predictions)
+                scored_text, scored_filling = scored_input(text, predictions)
             with clock.section("scores"):
                 scores[family] = score_batch([lm], [scored_text], [1], settings).records[0].columns[0]
             with clock.section("attention"):
@@ -297,4 +307,5 @@ def compare(models: list[LoadedModel], text: str, top_k: int = DEFAULT_TOP_K,
         time=list(clock.times.values()),
         section_seconds=clock.section_seconds,
         wall_seconds=time.perf_counter() - started,
+        scored_filling=scored_filling,
     )

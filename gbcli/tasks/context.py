@@ -40,7 +40,9 @@ SHIFT_NOTE = (
 )
 WORD_NOTE = (
     "cosine similarity of the word's vectors (mean of its pieces) between two sentences, per layer; 1 exactly: "
-    "bit-identical vectors. The embeddings (emb) ignore the context; a causal model's vector sees only the words "
+    "bit-identical vectors. The embeddings (emb) ignore the other words but not where the word stands: each adds "
+    "its position's embedding (BERT also a segment embedding, the same for every one-sentence text), so emb is 1 "
+    "only for sentences where the word sits at the same position. A causal model's vector sees only the words "
     "before it, so sentences that agree up to the word stay at 1 in every layer. Compare pairs within a layer: "
     "deep-layer vectors are all alike (anisotropy), so levels across layers or models are not comparable."
 )

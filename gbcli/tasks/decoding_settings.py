@@ -9,13 +9,21 @@ import math
 import random
 
 from gbcli.errors import usage_error
-from gbcli.lm.decoding_settings import DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P, DecodingSettings, Mode
+from gbcli.lm.decoding_settings import (
+    DEFAULT_ALTERNATIVES,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+    DecodingSettings,
+    Mode,
+)
 
 __all__ = ["DecodingSettings", "settings_from_options"]
 
 # The lowest --temperature: logits (tens, up to some thousands) divided by it stay far inside float32 and float16's
 # range after the largest is subtracted, and at it every token but the most likely has probability ~0 already.
 MIN_TEMPERATURE = 0.01
+MAX_ALTERNATIVES = 50
 
 
 def settings_from_options(
@@ -29,6 +37,7 @@ def settings_from_options(
     num_beams: int = 1,
     num_return_sequences: int = 1,
     seed: int | None = None,
+    alternatives: int | None = None,
 ) -> DecodingSettings:
     """Validate the command-line options and settle the decoding mode; a conflict is a usage error."""
     if max_new_tokens < 1:
@@ -54,6 +63,9 @@ def settings_from_options(
         raise usage_error(f"--num-beams must be between 1 and 64 (got {num_beams}).")
     if num_return_sequences < 1 or num_return_sequences > 64:
         raise usage_error(f"-n/--num-return-sequences must be between 1 and 64 (got {num_return_sequences}).")
+    if alternatives is not None and not 1 <= alternatives <= MAX_ALTERNATIVES:
+        raise usage_error(f"--alternatives must be between 1 and {MAX_ALTERNATIVES} (got {alternatives}).",
+                          "For example --alternatives 5: the five tokens the model weighed most at each step.")
     if seed is not None and not 0 <= seed < 2**64:
         # torch.manual_seed takes a 64-bit seed; a larger one would fail deep inside torch.
         raise usage_error(f"--seed must be between 0 and 2**64 - 1 (got {seed}).", "For example --seed 42.")
@@ -97,5 +109,6 @@ def settings_from_options(
         num_beams=num_beams,
         num_return_sequences=num_return_sequences,
         seed=seed,
+        alternatives=DEFAULT_ALTERNATIVES if alternatives is None else alternatives,
     )
 

@@ -133,6 +133,8 @@ class ModelScore:
     text_tokens: int
     first_token: str | None  # GPT: whether the first token was predicted from a BOS token, or not scored
     detail: str  # this text's windows (GPT) or masked copies (BERT)
+    # The sequences the model ran for this text: GPT's windows, BERT's masked copies, BART's teacher-forced passes.
+    sequences: int = 0
     tokens: list[TokenScore] | None = None
     # Scored tokens that are the tokenizer's unknown token ([UNK]): their log-probability is the model's guess at
     # "[UNK]", not at the characters the text holds.
@@ -331,6 +333,7 @@ def score_causal(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
         count = len(causal_windows(total_len, context, stride)) if total_len > 1 else 0
         results.append(_summary(lm, settings, "perplexity", GPT_METHOD, first, _windows_detail(count, context, stride),
                                 tokens, len(text_pieces), texts[owner]))
+        results[-1].sequences = count
     return results, passes
 
 
@@ -394,6 +397,7 @@ def score_masked(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
         detail = f"{len(scored)} masked cop{'ies' if len(scored) != 1 else 'y'}, batched"
         results.append(_summary(lm, settings, "pseudo-perplexity", PLL_METHODS[settings.pll], None, detail, tokens,
                                 len(scored), texts[owner]))
+        results[-1].sequences = len(scored)
     return results, passes
 
 
@@ -426,6 +430,7 @@ def score_seq2seq(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
                          "1 teacher-forced pass: the encoder reads the text, the decoder scores it",
                          tokens, column.text_tokens, text)
         score.value = score.log_likelihood  # not a perplexity: BART's number is the log-likelihood itself
+        score.sequences = 1
         results.append(score)
     return results, len(texts)
 

@@ -23,6 +23,7 @@ from gbcli.errors import GbcliError, usage_error
 
 # Re-exported: generate_seq2seq below and fill-mask (tasks/masking.py) score BART's outputs by teacher forcing.
 from gbcli.lm.teacher_forcing import teacher_forced_logprobs as teacher_forced_logprobs
+from gbcli.lm.teacher_forcing import teacher_forced_reads
 from gbcli.loading.models import LoadedModel
 
 INFILL_METHOD = (
@@ -209,7 +210,7 @@ def generation_kwargs(lm: LoadedModel, settings: Any) -> dict[str, Any]:
 
 
 def generate_seq2seq(lm: LoadedModel, prompt: str, settings: Any,
-                     on_token: Callable[[str, str], None] | None = None):  # -> ModelGeneration
+                     on_token: Callable[[str, str, int], None] | None = None):  # -> ModelGeneration
     """Continue the prompt with BART's decoder; each new token comes with its raw log-probability."""
     import torch
 
@@ -221,14 +222,24 @@ def generate_seq2seq(lm: LoadedModel, prompt: str, settings: Any,
     check_length(lm, len(source), "the prompt with <mask> and its special tokens")
     check_length(lm, len(prefix) + settings.max_new_tokens, f"the prompt plus {settings.max_new_tokens} new tokens")
     input_ids = torch.tensor([source], device=lm.device)
-    rows, seconds = run_generate(
-        lm, settings, generation_kwargs(lm, settings), prompt_length=len(prefix), eos_token_id=eos_id(lm),
-        on_text=None if on_token is None else lambda text: on_token(lm.family, text),
-        input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-        decoder_input_ids=torch.tensor([prefix], device=lm.device),
-    )
-    scored = teacher_forced_logprobs(lm, source, [prefix + new_ids for new_ids, _ in rows])
-    continuations = [continuation(lm, prefix, new_ids, logprobs[len(prefix) - 1 :], stopped)
-                     for (new_ids, stopped), logprobs in zip(rows, scored, strict=True)]
+    rows, seconds = [], 0.0
+    for index, stream in enumerate(settings.one_stream_each()):  # several samples: one at a time, each streamed
+        stream_rows, stream_seconds = run_generate(
+            lm, stream, generation_kwargs(lm, stream), prompt_length=len(prefix), eos_token_id=eos_id(lm),
+            on_text=None if on_token is None else lambda text, index=index: on_token(lm.family, text, index),
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+            decoder_input_ids=torch.tensor([prefix], device=lm.device),
+        )
+        rows += stream_rows
+        seconds += stream_seconds
+    # Each token's log-probability and the alternatives of its step come from one teacher-forced pass.
+    scored, tops = teacher_forced_reads(lm, source, [prefix + new_ids for new_ids, _ in rows], settings.alternatives)
+    continuations = [continuation(lm, prefix, new_ids, logprobs[len(prefix) - 1 :], stopped,
+                                  alternatives=top[len(prefix) - 1 :] if settings.alternatives else None)
+                     for (new_ids, stopped), logprobs, top in zip(rows, scored, tops, strict=True)]
     produced = max(len(new_ids) for new_ids, _ in rows)
-    return model_generation(lm, GENERATE_METHOD, continuations, produced, seconds)
+    tok = lm.tokenizer
+    starts = [decoder_start_id(lm)] + ([tok.bos_token_id] if tok.bos_token_id is not None else [])
+    reads = (f"encoder: the prompt then {tok.mask_token}; decoder: {' '.join(tok.convert_ids_to_tokens(starts))} "
+             "then the prompt")
+    return model_generation(lm, GENERATE_METHOD, continuations, produced, seconds, reads=reads)

@@ -13,7 +13,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from gbcli.errors import usage_error
-from gbcli.loading.models import LoadedModel
+from gbcli.loading.models import LoadedModel, family_title
 from gbcli.terminal import visible_text
 
 SPACE_MARK = "␣"  # GPT-2's leading-space marker Ġ, shown as the space it stands for
@@ -216,3 +216,18 @@ def tokenize(models: list[LoadedModel], text: str) -> TokenizationResult:
     text = check_text(text)
     columns = [tokenize_text(lm, text) for lm in models]
     return TokenizationResult(text=text, columns=columns, spans=align(text, columns))
+
+
+def unknown_text_warning(lm: LoadedModel, texts: list[str]) -> str | None:
+    """The warning every command gives when a model reads its unknown token ([UNK]) for characters of the input
+    (score words it per text: gbcli.tasks.scoring.unknown_token_warnings); None when it has a token for all."""
+    missing = list(dict.fromkeys(piece.text.strip() or piece.text for text in texts
+                                 for piece in tokenize_text(lm, text).pieces if piece.unknown))
+    if not missing:
+        return None
+    shown = ", ".join(repr(text) for text in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
+                                                             else "")
+    where = "the texts" if len(texts) > 1 else "the text"
+    return (f"{family_title(lm.family)} ({lm.name}) has no token for {shown} in {where} and reads its unknown token "
+            f"({lm.tokenizer.unk_token}) in their place: what it says there is about {lm.tokenizer.unk_token}, not "
+            "about what the text says.")

@@ -36,7 +36,9 @@ TYPE_CHECKING = False  # importing typing is start-up a warm command pays (row `
 if TYPE_CHECKING:
     from typing import Any
 
-LOCAL_COMMANDS = {"serve", "shell", "ps", "stop", "config"}  # never sent to a server
+# Never sent to a server: the server's own commands, `config`, and `finetune`, which trains new weights for minutes
+# to hours (a warm server would be held that long, and its models are for reading only).
+LOCAL_COMMANDS = {"serve", "shell", "ps", "stop", "config", "finetune"}
 # Instant in-process; nothing to gain. gbcli.entry answers them before this module is imported (its HELP_FLAGS, the
 # same set: written twice, since entry imports this module and tests/test_rules.py holds the two equal).
 LOCAL_FLAGS = {"-h", "--help", "--version", "-V"}

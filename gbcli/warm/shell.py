@@ -40,6 +40,7 @@ BUILTINS: dict[str, str] = {
     "`set models gpt,bert,bart`); `set` alone lists them",
     "unset": "`unset OPTION`: drop a default",
     "load": "`load --bert PATH` (or --gpt, --bart): load a model now and make it the session's default",
+    "clear": "clear the screen",
     "exit": "leave the shell (also quit, or Ctrl-D)",
 }
 MASKS = ("[MASK]", "<mask>")
@@ -172,8 +173,13 @@ class Shell:
         word = args[0]
         if word in {"exit", "quit"}:
             return "exit"
+        if word == "shell":  # a shell inside the shell would read the lines meant for this one
+            raise usage_error("This is the gbcli shell already.", "Type a command here, or exit to leave it.")
         if word in {"help", "?"}:
             self.help(args[1:])
+        elif word == "clear":
+            if self.interactive and not self.session.json_lines:
+                _out(self.session).clear()
         elif word == "models":
             self.show_models()
         elif word == "set":
@@ -247,7 +253,10 @@ class Shell:
         name = args[0].lstrip("-").lower()
         names = option_names()
         if name not in names:
-            raise usage_error(f"No command has an option --{name}.", f"Options: {', '.join(names)}.")
+            close = difflib.get_close_matches(name, names, n=2, cutoff=0.7)
+            raise usage_error(f"No command has an option --{name}.",
+                              f"Did you mean {' or '.join(close)}?" if close else "`help COMMAND` lists a command's "
+                              "options.")
         flags = [find_option(command, name) for command in command_tree().commands.values()]
         is_flag = any(option is not None and option.is_flag for option in flags)
         if is_flag:

@@ -42,7 +42,8 @@ def token_focus(
         row = amap.matrix(layer, head)[query]
         order = np.argsort(-row, kind="stable")[:top]
         layers.append(
-            LayerFocus(layer, [AttendedToken(int(k), amap.keys[k].label, float(row[k])) for k in order if row[k] > 0])
+            LayerFocus(layer + 1,  # numbered 1..L, as every command numbers layers
+                       [AttendedToken(int(k), amap.keys[k].label, float(row[k])) for k in order if row[k] > 0])
         )
     return TokenFocus(amap.queries[query], MEAN if head is None else head, None, layers)
 
@@ -112,7 +113,7 @@ def model_view(
         layers=amap.layers,
         heads=amap.heads,
         tokens=amap.queries,
-        layer=chosen_layer,
+        layer=chosen_layer + 1,  # numbered 1..L, as every command numbers layers (0 is the embeddings)
         head=MEAN if chosen_head is None else chosen_head,
         matrix=matrix.tolist(),  # float32 → float is exact
         summary=summary,

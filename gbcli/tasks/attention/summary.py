@@ -63,7 +63,7 @@ class AttentionSummary:
         """stat as a layer × head grid."""
         rows: list[list[float | None]] = [[None] * self.heads for _ in range(self.layers)]
         for item in self.per_head:
-            rows[item.layer][item.head] = item.get(stat)
+            rows[item.layer - 1][item.head] = item.get(stat)
         return rows
 
 
@@ -114,7 +114,8 @@ def summarize(result: AttentionResult, map_name: str | None = None) -> Attention
     for layer in range(amap.layers):
         for head in range(amap.heads):
             values = {name: (None if v is None else float(v[layer, head])) for name, v in stats.items()}
-            per_head.append(HeadStats(layer=layer, head=head, **values))  # type: ignore[arg-type]
+            # Layers are numbered 1..L, as every command numbers them (0 is the embeddings).
+            per_head.append(HeadStats(layer=layer + 1, head=head, **values))  # type: ignore[arg-type]
     mean = {name: (None if v is None else float(v.mean())) for name, v in stats.items()}
     return AttentionSummary(result.family, result.model, amap.name, amap.layers, amap.heads, per_head, mean)
 
@@ -147,18 +148,25 @@ def _map_name(result: AttentionResult, amap: AttentionMap) -> str:
 
 
 def resolve_layer(result: AttentionResult, layer: int | None, amap: AttentionMap | None = None) -> int:
-    """A layer index from 0, negative from the end (-1 = last); None is the last layer."""
+    """The index (from 0) of the block numbered `layer`: blocks count 1..L as in `lens` and `context`, where 0 is
+    the embeddings (which attend to nothing); negative counts from the end (-1 = last); None is the last."""
     amap = amap or result.main
     count = amap.layers
     if layer is None:
         return count - 1
-    if not -count <= layer < count:
+    if layer == 0:
         raise usage_error(
-            f"{_map_name(result, amap)} has {count} layers, numbered 0 to {count - 1}; --layer {layer} is out of "
-            "range.",
-            "Give a layer from 0, or a negative one from the end (-1 is the last).",
+            f"Layer 0 is the embeddings, which attend to nothing; {_map_name(result, amap)}'s attention layers are "
+            f"1 to {count}.",
+            "Give a layer from 1, or a negative one from the end (-1 is the last).",
         )
-    return layer % count
+    if not -count <= layer <= count:
+        raise usage_error(
+            f"{_map_name(result, amap)} has {count} layers, numbered 1 to {count} (0 is the embeddings); "
+            f"--layer {layer} is out of range.",
+            "Give a layer from 1, or a negative one from the end (-1 is the last).",
+        )
+    return layer - 1 if layer > 0 else layer % count
 
 
 def resolve_head(result: AttentionResult, head: int | None, amap: AttentionMap | None = None) -> int | None:

@@ -15,6 +15,7 @@ from gbcli.lm.threads import StepThreads, other_busy_cores, step_threads, usable
 from gbcli.tasks.generation.causal import GPT_METHOD, generate_causal, score_continuation
 from gbcli.tasks.generation.masked import BERT_METHOD, generate_masked
 from gbcli.tasks.generation.results import (
+    Alternative,
     Continuation,
     GeneratedToken,
     GenerationResult,
@@ -28,6 +29,7 @@ from gbcli.tasks.generation.results import (
 __all__ = [
     "BERT_METHOD",
     "GPT_METHOD",
+    "Alternative",
     "Continuation",
     "GeneratedToken",
     "GenerationResult",

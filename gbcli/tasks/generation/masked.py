@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from gbcli.errors import usage_error
+from gbcli.lm.decoding import TopTokens, top_tokens
 from gbcli.lm.threads import threads_for_steps
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks.decoding_settings import DecodingSettings
@@ -44,12 +45,17 @@ def generate_masked(
             beams = _beam_fill(lm, body, closing, settings, processors, banned)
         else:
             beams = []
-            for _ in range(settings.num_return_sequences):
-                beams.append(_sample_fill(lm, body, closing, settings, processors, banned, generator, on_token))
+            for sequence in range(settings.num_return_sequences):
+                beams.append(_sample_fill(lm, body, closing, settings, processors, banned, generator, on_token,
+                                          sequence))
     seconds = time.perf_counter() - started
-    continuations = [continuation(lm, body, new_ids, logprobs, text=_continuation_text(lm, body, new_ids))
-                     for new_ids, logprobs in beams]
-    return model_generation(lm, BERT_METHOD, continuations, settings.max_new_tokens, seconds)
+    continuations = [continuation(lm, body, new_ids, logprobs, text=_continuation_text(lm, body, new_ids),
+                                  alternatives=alternatives)
+                     for new_ids, logprobs, alternatives in beams]
+    shown = tok.convert_ids_to_tokens([*body[:1], tok.mask_token_id, *closing])
+    opening = f"{shown[0]} " if body and body[0] in tok.all_special_ids else ""
+    reads = f"{opening}the prompt, the tokens written so far, {' '.join(shown[1:])}"
+    return model_generation(lm, BERT_METHOD, continuations, settings.max_new_tokens, seconds, reads=reads)
 
 
 def _continuation_text(lm: LoadedModel, body: list[int], new_ids: list[int]) -> str:
@@ -76,12 +82,13 @@ def _mask_logits(lm: LoadedModel, bodies: list[list[int]], closing: list[int]):
         return logits_at(lm, model_inputs(lm, ids, torch.ones_like(ids)), rows, cols).float()
 
 
-def _sample_fill(lm, body, closing, settings, processors, banned, generator, on_token):
+def _sample_fill(lm, body, closing, settings, processors, banned, generator, on_token, sequence=0):
     import torch
 
     body = list(body)
     start = len(body)
     logprobs: list[float] = []
+    alternatives: list[TopTokens] = []
     for _ in range(settings.max_new_tokens):
         logits = _mask_logits(lm, [body], closing)
         raw = torch.log_softmax(logits, dim=-1)
@@ -95,9 +102,12 @@ def _sample_fill(lm, body, closing, settings, processors, banned, generator, on_
             choice = int(torch.multinomial(probs, 1, generator=generator))
         body.append(choice)
         logprobs.append(float(raw[0, choice]))
+        # What BERT weighed at the mask, from the logits the choice came from (special tokens included: BERT may
+        # prefer [SEP] or "." there, though the loop never writes a special token).
+        alternatives.append(top_tokens(raw[0], settings.alternatives))
         if on_token is not None:
-            on_token(lm.family, _continuation_text(lm, body[:start], body[start:]))
-    return body[start:], logprobs
+            on_token(lm.family, _continuation_text(lm, body[:start], body[start:]), sequence)
+    return body[start:], logprobs, alternatives
 
 
 def _beam_fill(lm, body, closing, settings, processors, banned):
@@ -105,20 +115,22 @@ def _beam_fill(lm, body, closing, settings, processors, banned):
     import torch
 
     start = len(body)
-    beams: list[tuple[list[int], float, list[float]]] = [(list(body), 0.0, [])]
+    beams: list[tuple[list[int], float, list[float], list[TopTokens]]] = [(list(body), 0.0, [], [])]
     for _ in range(settings.max_new_tokens):
-        logits = _mask_logits(lm, [b for b, _, _ in beams], closing)
+        logits = _mask_logits(lm, [b for b, _, _, _ in beams], closing)
         raw = torch.log_softmax(logits, dim=-1)
         scores = logits.clone()
         scores[:, banned] = float("-inf")
-        scores = torch.log_softmax(processors(torch.tensor([b for b, _, _ in beams], device=lm.device), scores), -1)
-        totals = scores + torch.tensor([s for _, s, _ in beams], device=lm.device)[:, None]
+        scores = torch.log_softmax(processors(torch.tensor([b for b, _, _, _ in beams], device=lm.device), scores),
+                                   -1)
+        totals = scores + torch.tensor([s for _, s, _, _ in beams], device=lm.device)[:, None]
         top = torch.topk(totals.flatten(), settings.num_beams)
         vocab = totals.shape[1]
         new_beams = []
         for value, flat in zip(top.values.tolist(), top.indices.tolist(), strict=True):
             beam, token = divmod(flat, vocab)
-            ids, _, lps = beams[beam]
-            new_beams.append((ids + [token], value, lps + [float(raw[beam, token])]))
+            ids, _, lps, tops = beams[beam]
+            new_beams.append((ids + [token], value, lps + [float(raw[beam, token])],
+                              tops + [top_tokens(raw[beam], settings.alternatives)]))
         beams = new_beams
-    return [(ids[start:], lps) for ids, _, lps in beams[: settings.num_return_sequences]]
+    return [(ids[start:], lps, tops) for ids, _, lps, tops in beams[: settings.num_return_sequences]]

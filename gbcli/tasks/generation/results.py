@@ -13,18 +13,32 @@ from gbcli.errors import usage_error
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks.decoding_settings import DecodingSettings
 
-# Called with (family, continuation text so far) as tokens arrive, for streaming to a terminal.
-TokenCallback = Callable[[str, str], None]
+# Called with (family, continuation text so far, which sequence: 0 for the first) as tokens arrive, for streaming
+# to a terminal and for keeping what was written when Ctrl-C stops it.
+TokenCallback = Callable[[str, str, int], None]
 
 
 @dataclass
-class GeneratedToken:
-    """One produced token and the raw model probability of it (before temperature, top-k or top-p)."""
+class Alternative:
+    """One token the model weighed at a step: its raw log-probability, and whether it is the one written."""
 
     id: int
     piece: str
     text: str
     logprob: float
+    chosen: bool
+
+
+@dataclass
+class GeneratedToken:
+    """One produced token and the raw model probability of it (before temperature, top-k or top-p), with the
+    most likely tokens of the same distribution, best first (`alternatives`)."""
+
+    id: int
+    piece: str
+    text: str
+    logprob: float
+    alternatives: list[Alternative] = field(default_factory=list)
 
 
 @dataclass
@@ -46,6 +60,7 @@ class ModelGeneration:
     new_tokens: int
     seconds: float
     tokens_per_second: float
+    reads: str = ""  # what the model reads before it writes (GPT-2: <|endoftext|> then the prompt)
 
 
 @dataclass
@@ -74,9 +89,28 @@ def check_room(lm: LoadedModel, prompt_tokens: int, settings: DecodingSettings, 
         )
 
 
+def alternatives_of(lm: LoadedModel, top: list[tuple[int, float]], chosen_id: int) -> list[Alternative]:
+    """A step's most likely tokens, (id, log-probability) best first, as the result names them."""
+    return [Alternative(token_id, _piece(lm, token_id), _token_text(lm, token_id), logprob, token_id == chosen_id)
+            for token_id, logprob in top]
+
+
+def _piece(lm: LoadedModel, token_id: int) -> str:
+    # A padded embedding row has no text in the tokenizer: it shows its id.
+    return lm.tokenizer.convert_ids_to_tokens(token_id) if token_id < len(lm.tokenizer) else f"<id {token_id}>"
+
+
+def _token_text(lm: LoadedModel, token_id: int) -> str:
+    if token_id >= len(lm.tokenizer):
+        return f"<id {token_id}>"
+    return lm.tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
+
+
 def continuation(lm: LoadedModel, context: list[int], new_ids: list[int], logprobs: list[float],
-                 stopped: bool = False, text: str | None = None) -> Continuation:
-    """New tokens after `context`, each with the text it adds and its log-probability; `text` defaults to the
+                 stopped: bool = False, text: str | None = None,
+                 alternatives: list[list[tuple[int, float]]] | None = None) -> Continuation:
+    """New tokens after `context`, each with the text it adds, its log-probability and the most likely tokens of
+    its step (`alternatives`, (id, log-probability) best first, one list per new token); `text` defaults to the
     decoded new tokens."""
     tok = lm.tokenizer
     tokens = []
@@ -94,7 +128,8 @@ def continuation(lm: LoadedModel, context: list[int], new_ids: list[int], logpro
         if token_id >= len(tok):  # a padded embedding row: the tokenizer has no text for it, so it shows its id
             piece = added = f"<id {token_id}>"
             undecodable = True
-        tokens.append(GeneratedToken(token_id, piece, added, logprob))
+        weighed = alternatives_of(lm, alternatives[index], token_id) if alternatives else []
+        tokens.append(GeneratedToken(token_id, piece, added, logprob, weighed))
         before = after
     if undecodable:
         text = "".join(t.text for t in tokens)
@@ -105,7 +140,7 @@ def continuation(lm: LoadedModel, context: list[int], new_ids: list[int], logpro
 
 
 def model_generation(lm: LoadedModel, method: str, continuations: list[Continuation], new_tokens: int,
-                     seconds: float) -> ModelGeneration:
+                     seconds: float, reads: str = "") -> ModelGeneration:
     """One model's column, its speed counted over every continuation it wrote."""
     return ModelGeneration(
         family=lm.family,
@@ -115,4 +150,5 @@ def model_generation(lm: LoadedModel, method: str, continuations: list[Continuat
         new_tokens=new_tokens,
         seconds=seconds,
         tokens_per_second=new_tokens * len(continuations) / seconds if seconds > 0 else 0.0,
+        reads=reads,
     )

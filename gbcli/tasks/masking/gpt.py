@@ -17,7 +17,7 @@ from gbcli.lm.reads import Reads, next_tokens, run_reads, scored_tokens, token_l
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks.masking.column import Column, RunSettings, as_fill
 from gbcli.tasks.masking.masks import Fill, fill_text
-from gbcli.tasks.masking.results import FILLING_METHODS, Filling, MaskColumn, MaskPrediction
+from gbcli.tasks.masking.results import FILLING_METHODS, JOINT_BEAMS, Filling, MaskColumn, MaskPrediction
 from gbcli.tasks.masking.text import TextState, too_long
 from gbcli.tasks.masking.tokens import piece
 
@@ -37,9 +37,10 @@ class GptReading:
     candidates: list[list[Fill]] = field(default_factory=list)  # per mask: GPT-2's top next tokens as fills
     filling: list[Fill] = field(default_factory=list)  # left to right, each mask its most likely next token
     filling_logprob: float = 0.0
-    best: list[Fill] = field(default_factory=list)  # per mask: its best whole-sentence candidate
+    best: list[Fill] = field(default_factory=list)  # the best whole-sentence filling found (JOINT_BEAMS search)
     best_text: str = ""  # the text with every best candidate in
     best_logprob: float = 0.0  # log-likelihood of best_text
+    pools: list[list[Fill]] = field(default_factory=list)  # per mask: the candidates the whole-sentence column ranks
 
 
 @dataclass
@@ -224,6 +225,7 @@ class GptColumns(Column):
                 candidates = list(dict.fromkeys(candidates))
                 if not candidates:  # every top-k token was special or a padded row: GPT-2's own choice stands
                     candidates = [reading.filling[mask]]
+                reading.pools.append(candidates)
                 plans.append((state, mask, candidates, len(sentences)))
                 for candidate in candidates:
                     fills = list(_joint(state))
@@ -262,25 +264,46 @@ class GptColumns(Column):
             reading.best_logprob = scored[0].sentence_logprob or 0.0
 
     def _whole_filling(self, done: list[TextState]) -> None:
-        """Every mask's best candidate at once, and that sentence's log-likelihood (scored again with several)."""
+        """The whole-sentence filling: one blank's best candidate, or for several blanks a beam search over their
+        candidates (JOINT_BEAMS) that keeps the fillings whose sentences GPT-2 finds most likely."""
         lm = self.lm
-        for state in done:
-            _reading(state).best_text = fill_text(state.segments, _reading(state).best)
         several = [s for s in done if s.masks > 1]
-        texts = [_reading(s).best_text for s in several]
-        extra = lm.tokenizer(texts, add_special_tokens=False)["input_ids"] if several else []
-        queries = [scored_tokens(self.prefix + ids, SCORE_FROM) for ids in extra]
-        for state, query in zip(several, queries, strict=True):
-            if len(query.ids) > lm.max_positions:
-                state.error = too_long(lm, len(query.ids), "with the blanks filled in")
-        ready = [q for s, q in zip(several, queries, strict=True) if s.error is None]
-        run_reads(lm, ready, max_rows=self.batch_size, order="shortest")
-        for state, query in zip(several, queries, strict=True):
+        beams: dict[int, list[tuple[list[Fill], float]]] = {id(s): [([], 0.0)] for s in several}
+        for r in range(max((s.masks for s in several), default=0)):
+            work = [s for s in several if s.masks > r and s.error is None]
+            plans: list[tuple[TextState, list[Fill]]] = []
+            texts: list[str] = []
+            for state in work:
+                last = r == state.masks - 1
+                for fills, _ in beams[id(state)]:
+                    for candidate in _reading(state).pools[r]:
+                        filled = [*fills, candidate]
+                        # Up to the next blank (its space belongs to the next token), or the whole sentence.
+                        text = fill_text(state.segments, filled) if last else \
+                            fill_text(state.segments[: r + 2], filled).rstrip()
+                        plans.append((state, filled))
+                        texts.append(text)
+            encoded = lm.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+            queries = [scored_tokens(self.prefix + ids, SCORE_FROM) for ids in encoded]
+            for (state, _), query in zip(plans, queries, strict=True):
+                if len(query.ids) > lm.max_positions and state.error is None:
+                    state.error = too_long(lm, len(query.ids), "with the blanks filled in")
+            run_reads(lm, [q for (s, _), q in zip(plans, queries, strict=True) if s.error is None],
+                      max_rows=self.batch_size, order="shortest")
+            grown: dict[int, list[tuple[list[Fill], float]]] = {id(s): [] for s in work}
+            for (state, filled), query in zip(plans, queries, strict=True):
+                if state.error is None:
+                    grown[id(state)].append((filled, sum(token_logprobs(query))))
+            for state in work:
+                beams[id(state)] = sorted(grown[id(state)], key=lambda beam: -beam[1])[:JOINT_BEAMS]
+        for state in several:
             if state.error is None:
-                _reading(state).best_logprob = sum(token_logprobs(query))
+                reading = _reading(state)
+                reading.best, reading.best_logprob = beams[id(state)][0]
         for state in done:
             if state.error is None:
                 reading = _reading(state)
+                reading.best_text = fill_text(state.segments, reading.best)
                 state.fillings.append(
                     Filling("gpt_whole", FILLING_METHODS["gpt_whole"], [w for w, _ in reading.best],
                             reading.best_text, reading.best_logprob, list(range(state.masks)))

@@ -83,10 +83,13 @@ def fill_mask(
 
     Raises GbcliError (exit 2) for a text without mask, with too many masks, or too long for a model.
     """
+    from gbcli.tasks.tokenization import unknown_text_warning
+
     result = fill_mask_lines(models, [text], top_k, targets)[0]
     result.line = None
     if result.error is not None:
         raise usage_error(result.error, result.hint)
+    result.warnings += [warning for lm in models.values() if (warning := unknown_text_warning(lm, [text]))]
     return result
 
 

@@ -13,10 +13,16 @@ from typing import Literal
 ColumnName = Literal["bert", "gpt_left", "gpt_whole", "bart"]
 
 # How each view fills every blank at once, and what its score is (`Filling.method`).
+# The joint filling of several blanks: a beam search over the blanks' candidates in text order, each partial
+# filling scored as the text up to the next blank, each complete one as the whole sentence (gbcli.tasks.masking.gpt).
+JOINT_BEAMS = 5
+
 FILLING_METHODS: dict[ColumnName, str] = {
     "bert": "most confident mask first, then re-predict the rest; score = sum of the chosen tokens' log-probs",
     "gpt_left": "left to right, each mask its most likely next token; score = sum of their log-probs",
-    "gpt_whole": "each mask its best whole-sentence candidate; score = the sentence's log-likelihood",
+    "gpt_whole": "one blank: its best whole-sentence candidate; several: the best of a beam search "
+    f"({JOINT_BEAMS} beams) over the blanks' candidates in text order, each filling scored as a whole sentence; "
+    "score = the sentence's log-likelihood",
     "bart": "beam search's best restoration that keeps the text around the blanks; score = log p(that text | the "
     "masked text)",
 }
