@@ -220,3 +220,19 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# Variables a command sets for the rest of its process (`--offline` sets HF_HUB_OFFLINE, the shell off a terminal
+# NO_COLOR): in a test process they would reach every later test, whichever order (or pytest-xdist worker) runs them.
+_PROCESS_WIDE_VARIABLES = ("HF_HUB_OFFLINE", "NO_COLOR")
+
+
+@pytest.fixture(autouse=True)
+def _process_wide_variables_do_not_leak():
+    before = {name: os.environ.get(name) for name in _PROCESS_WIDE_VARIABLES}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

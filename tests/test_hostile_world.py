@@ -72,7 +72,7 @@ def cases(w: dict[str, str]) -> list[Case]:
     return [
         # 12. Click's own usage errors, and values it lets through
         Case("not-an-integer", ("generate", "x", "--max-new-tokens", "abc"), 2, "invalid value for '--max-new-tokens'"),
-        Case("unknown-option", ("score", "x", "--bogus"), 2, "no such option '--bogus'"),
+        Case("unknown-option", ("score", "x", "--bogus"), 2, "No such option --bogus"),
         Case("unknown-command", ("frobnicate",), 2, "no such command 'frobnicate'"),
         Case("missing-argument", ("generate",), 2, "missing argument"),
         Case("huge-seed", ("generate", "x", "--seed", "1180591620717411303424", *gpt), 2, "--seed must be between"),

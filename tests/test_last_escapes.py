@@ -68,10 +68,11 @@ def test_the_floor_itself_samples_the_most_likely_tokens_with_finite_numbers(gpt
 
 
 def _tokens(document: object) -> list[dict]:
-    """Every produced-token record (a dict with an id and a logprob) anywhere in the JSON, in order."""
+    """Every produced-token record (a dict with an id and a logprob) anywhere in the JSON, in order; the alternatives
+    each step weighed are not produced tokens."""
     if isinstance(document, dict):
         found = [document] if "logprob" in document and "id" in document else []
-        return found + [t for value in document.values() for t in _tokens(value)]
+        return found + [t for key, value in document.items() if key != "alternatives" for t in _tokens(value)]
     if isinstance(document, list):
         return [t for value in document for t in _tokens(value)]
     return []

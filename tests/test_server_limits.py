@@ -14,6 +14,7 @@ import io
 import json
 import os
 import resource
+import signal
 import socket
 import tempfile
 import threading
@@ -279,3 +280,43 @@ def test_a_non_socket_at_the_sockets_place_is_named(planted, named, monkeypatch)
     assert_user_error(result, 1, f"{named} is in the way", str(place))
     assert "shorter folder" not in result.stderr
     assert os.path.lexists(place)  # left as it was: the user decides
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A cancel's SIGINT that reaches the main thread after its job ended
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _job() -> server_module.Job:
+    return server_module.Job(channel=None, argv=["score", "x"], cwd="/", env={}, umask=0o22, tty=[False] * 3,
+                             encoding=[["utf-8", "strict"]] * 2)
+
+
+def test_a_cancel_signal_delivered_after_its_job_ended_leaves_the_server_running(bare):
+    """A client that leaves sends SIGINT to the main thread for its job; Python runs the handler at its next check,
+    which can come after the job has ended (a busy machine). That late signal is the cancel's, not a Ctrl-C typed at
+    the server: the server goes on (it used to stop, taking every later client's request with it)."""
+    server, job = bare.server, _job()
+    previous = signal.signal(signal.SIGINT, server.on_signal)
+    try:
+        server.current = job
+        server.cancel(job)  # delivered here, while the job runs: it interrupts the job
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.current = None
+    assert not server.stopping
+    try:
+        server.current = job
+        server.cancel_signalled_for = job  # sent for the job, not yet delivered when the job ends
+        server.current = None
+        try:
+            server.on_signal(signal.SIGINT, None)  # a late delivery is dropped: no KeyboardInterrupt, no stop
+        except KeyboardInterrupt:
+            pytest.fail("a cancel's SIGINT delivered after its job ended was taken for a Ctrl-C at the server")
+        assert not server.stopping
+        with pytest.raises(KeyboardInterrupt):
+            server.on_signal(signal.SIGINT, None)  # a Ctrl-C at the server's own terminal still stops it
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert server.stopping

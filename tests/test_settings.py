@@ -49,7 +49,8 @@ def test_the_device_comes_from_the_option_then_the_environment_then_the_file(con
     """A file that asks for a GPU the machine lacks fails the command; the variable, and then the option, win."""
     config.parent.mkdir()
     config.write_text('device = "cuda"\n')
-    args = ("tokenize", "hi", "--models", "gpt", "--gpt", str(gpt_path))
+    # score loads the model on the device (tokenize reads the tokenizer alone, on no device).
+    args = ("score", "hi", "--models", "gpt", "--gpt", str(gpt_path))
     assert_user_error(run(*args), 2, "--device cuda was asked for")
     assert run(*args, env={"GBCLI_DEVICE": "cpu"}).exit_code == 0
     assert_user_error(run(*args, "--device", "mps", env={"GBCLI_DEVICE": "cpu"}), 2, "--device mps was asked for")

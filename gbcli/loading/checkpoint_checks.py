@@ -192,18 +192,25 @@ def tokenizer_covers_embeddings(tokens: int, rows: int) -> bool:
     return padding or unused <= rows * 0.05
 
 
+def check_tokenizer_files(spec: str, flag: str, source: str, replacement: str = "an empty default tokenizer") -> None:
+    """Refuse a local model folder that holds no tokenizer vocabulary: transformers 5 would load a default tokenizer
+    that knows almost no token instead of failing."""
+    folder = Path(source)
+    if folder.is_dir() and not any(any(folder.glob(p)) for p in TOKENIZER_VOCABULARY_FILES):
+        raise GbcliError(
+            f"'{spec}' for {flag} has no tokenizer files (tokenizer.json, vocab.txt, ...): transformers would put "
+            f"{replacement}, and every number would be about unknown tokens.",
+            "Save the tokenizer into the model folder with tokenizer.save_pretrained().",
+        )
+
+
 def check_tokenizer_matches(spec: str, flag: str, source: str, tokens: int, rows: int) -> None:
     """Refuse a tokenizer that does not belong to the model's embeddings (see tokenizer_covers_embeddings)."""
     if tokenizer_covers_embeddings(tokens, rows):
         return
-    folder = Path(source)
-    if tokens < rows and folder.is_dir() and not any(any(folder.glob(p)) for p in TOKENIZER_VOCABULARY_FILES):
-        raise GbcliError(
-            f"'{spec}' for {flag} has no tokenizer files (tokenizer.json, vocab.txt, ...): transformers would put "
-            f"an empty tokenizer of {tokens} token{'s' if tokens != 1 else ''} in place of the model's {rows}, and "
-            "every number would be about unknown tokens.",
-            "Save the tokenizer into the model folder with tokenizer.save_pretrained().",
-        )
+    if tokens < rows:
+        check_tokenizer_files(spec, flag, source, f"an empty tokenizer of {tokens} token{'s' if tokens != 1 else ''} "
+                              f"in place of the model's {rows}")
     if tokens > rows:
         relation = f"{tokens} tokens but the model's embeddings hold only {rows}"
     else:

@@ -36,6 +36,7 @@ from gbcli.loading.checkpoint_checks import (
     check_finite_weights,
     check_layer_count,
     check_shapes,
+    check_tokenizer_files,
     check_tokenizer_matches,
     classify_config,
     refuse_unsupported_architecture,
@@ -264,6 +265,7 @@ def load_tokenizer(family: Family, spec: str | None, options: LoadOptions | None
             os.environ["HF_HUB_OFFLINE"] = "1"
         quiet_transformers()
         source = str(Path(spec).expanduser()) if looks_like_path(spec) else spec
+        check_tokenizer_files(spec, info.flag, source)
         common: dict[str, Any] = {"revision": options.revision, "trust_remote_code": False}
         if offline_requested(options):
             common["local_files_only"] = True

@@ -156,7 +156,10 @@ class Server:
         self.lock = threading.Lock()
         self.current: Job | None = None
         self.current_since = 0.0  # time.monotonic() when the current job began
-        self.cancel_signalled = False  # SIGINT sent by a connection thread, not typed at the server's terminal
+        # The job a connection thread sent SIGINT for (not a Ctrl-C typed at the server's terminal). Kept after the job
+        # ends: the signal can be delivered to the main thread after the job finished, and must then be dropped, not
+        # taken for a Ctrl-C that stops the server.
+        self.cancel_signalled_for: Job | None = None
         self.stopping = False
         self.ready = False
         self.started = time.time()
@@ -309,9 +312,9 @@ class Server:
                 signal.signal(number, handler)
 
     def on_signal(self, number: int, frame: Any) -> None:
-        if number == signal.SIGINT and self.cancel_signalled:
-            self.cancel_signalled = False
-            if self.current is not None:
+        if number == signal.SIGINT and self.cancel_signalled_for is not None:
+            target, self.cancel_signalled_for = self.cancel_signalled_for, None
+            if self.current is target:
                 raise KeyboardInterrupt
             return
         self.stopping = True  # SIGTERM (gbcli stop) or Ctrl-C at the server: finish the current request, then go
@@ -387,7 +390,6 @@ class Server:
             release_freed_memory()
             with self.lock:
                 self.current = None
-                self.cancel_signalled = False
             if job.code == 130 and not job.cancel_requested:
                 self.stopping = True  # a Ctrl-C typed at the server's own terminal
             self.served += 1
@@ -402,7 +404,7 @@ class Server:
             job.cancel_requested = True
             job.stdin.put(None)  # a command waiting for stdin sees its end
             if self.current is job:
-                self.cancel_signalled = True
+                self.cancel_signalled_for = job
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
 
     # -- connection threads --------------------------------------------------------------------------------------
