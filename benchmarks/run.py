@@ -6,7 +6,7 @@
 
 The models are full-size GPT-2-small and BERT-base architectures with random weights and the real published
 vocabularies (from ../shared/tokenizers, or --tokenizers DIR), built once into benchmarks/.models/. The table is
-printed as Markdown (paste it into benchmarks/README.md) and saved as JSON in benchmarks/results/.
+printed as Markdown (paste it into benchmarks/HISTORY.md, with the machine) and saved as JSON in benchmarks/results/.
 
 Every row interleaves gbcli's runs with its peer's, so that a change in the machine's load hits both sides alike;
 the median of --repeats runs is reported. Start-up and loading are outside the timed region of the in-process
@@ -240,13 +240,13 @@ def generate_rows(ctx: Context) -> list[Row]:
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
     from gbcli.loading.models import LoadOptions, load_model
-    from gbcli.tasks.decoding_settings import DecodingSettings
+    from gbcli.tasks.decoding_settings import settings_from_options
     from gbcli.tasks.generation import generate_causal
 
     args = ctx.args
     new = args.new_tokens
     lm = load_model("gpt", str(ctx.gpt_path), LoadOptions(device="cpu", dtype="float32"))
-    settings = DecodingSettings.from_options(max_new_tokens=new, greedy=True)
+    settings = settings_from_options(max_new_tokens=new, greedy=True)
     # The peer is what a user writes: its own model instance, from the same folder, run by the pipeline.
     peer_model = AutoModelForCausalLM.from_pretrained(str(ctx.gpt_path), dtype=torch.float32).eval()
     peer = pipeline("text-generation", model=peer_model, tokenizer=AutoTokenizer.from_pretrained(str(ctx.gpt_path)),

@@ -3,8 +3,8 @@
 A SIGINT that lands while Python imports typer, torch or transformers would raise KeyboardInterrupt inside that
 import: a traceback, a half-imported module ("cannot load module more than once") or, inside torch's C++
 initialisation, an abort. So before anything is imported, SIGINT is handled by exiting at once: nothing has been
-written yet, so nothing is lost. A command swaps in Python's KeyboardInterrupt while it computes
-(`cli.interrupt_exits_130`), where finished output must be kept, and gets this handler back afterwards.
+written yet, so nothing is lost. A command swaps in Python's KeyboardInterrupt while it computes, where finished
+output must be kept, and gets this handler back afterwards (`gbcli.terminal`, which writes the rest of the policy).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import signal
 import sys
 
 INTERRUPTED = 130  # as gbcli.errors.INTERRUPTED, which is not imported here: this module must import nothing
-HELP_FLAGS = ("-h", "--help", "--version", "-V")  # always answered here; gbcli.warm.client.LOCAL_FLAGS is this set
+HELP_FLAGS = ("-h", "--help", "--version", "-V")  # always answered here; gbcli.warm.client.LOCAL_FLAGS too
 
 
 def exit_at_once(number: int, frame: object) -> None:
@@ -28,10 +28,10 @@ def exit_at_once(number: int, frame: object) -> None:
 def main() -> None:
     if sys.platform != "win32":
         signal.signal(signal.SIGINT, exit_at_once)
-    # A warm command is Python's start-up and one round trip: the server is asked before typer (~0.3 s of
-    # imports) is; only a command that runs here imports the CLI.
+    # A warm command is Python's start-up and one round trip: the server is asked before typer (and its imports)
+    # is; only a command that runs here imports the CLI (benchmarks/run.py, row `warm`).
     argv = sys.argv[1:]
-    if not asks_for_help(argv):  # help never goes to a server: skip the client's imports (~30 ms of --help)
+    if not asks_for_help(argv):  # help never goes to a server: skip the client's imports (row `startup`)
         from gbcli.warm.client import forward_or_in_process
 
         argv = forward_or_in_process(argv)

@@ -17,7 +17,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from gbcli.loading.models import load_model
 from gbcli.tasks.attention import SEQ2SEQ_MAPS, compute_attention
-from gbcli.tasks.decoding_settings import DecodingSettings
+from gbcli.tasks.decoding_settings import settings_from_options
 from gbcli.tasks.masking import infill_spans, split_masks
 from gbcli.tasks.seq2seq import generate_seq2seq, match_spans
 from tests.cli_helpers import assert_user_error, run, run_json
@@ -248,7 +248,7 @@ def test_bart_joins_only_when_asked(gpt_path, bart_path):
 
 def test_generate_greedy_equals_model_generate_greedy(bart, reference):
     tokenizer, model = reference
-    settings = DecodingSettings.from_options(max_new_tokens=8, greedy=True)
+    settings = settings_from_options(max_new_tokens=8, greedy=True)
     column = generate_seq2seq(bart, GPT_PROMPT, settings)
     (continuation,) = column.continuations
     source = tokenizer(GPT_PROMPT + " <mask>", return_tensors="pt")

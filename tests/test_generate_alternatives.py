@@ -119,12 +119,12 @@ def test_alternatives_view_is_whole_at_80_and_120_columns(gpt_path, bert_path, b
     from gbcli.loading.models import load_model
     from gbcli.render.common import format_prob
     from gbcli.render.generation import generation_view
-    from gbcli.tasks.decoding_settings import DecodingSettings
+    from gbcli.tasks.decoding_settings import settings_from_options
     from gbcli.tasks.generation import GenerationResult, generate_causal, generate_masked
     from gbcli.tasks.seq2seq import generate_seq2seq
     from gbcli.tasks.tokenization import readable_piece
 
-    settings = DecodingSettings.from_options(max_new_tokens=5, seed=3, alternatives=5)
+    settings = settings_from_options(max_new_tokens=5, seed=3, alternatives=5)
     result = GenerationResult(prompt=GPT_CAPITAL_PROMPT, decoding=settings.describe(), settings=settings)
     for run_column, family, path in ((generate_causal, "gpt", gpt_path), (generate_masked, "bert", bert_path),
                                      (generate_seq2seq, "bart", bart_path)):

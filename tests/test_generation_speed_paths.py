@@ -22,7 +22,7 @@ from gbcli.lm.gpt2_fast import GPT2_DECODER, RELAYOUT_MIN_TOKENS, _BlockedProduc
 from gbcli.loading.capability import FastPath
 from gbcli.loading.models import LoadOptions, load_model
 from gbcli.tasks import generation
-from gbcli.tasks.decoding_settings import DecodingSettings
+from gbcli.tasks.decoding_settings import DecodingSettings, settings_from_options
 from gbcli.tasks.generation import generate_causal
 from gbcli.tasks.generation.masked import _mask_logits
 from tests.fixtures.tiny_models import BERT_MASKED_DUCK, GPT_PROMPT
@@ -92,7 +92,7 @@ def _own_gpt2_decoder(lm, new_tokens: int):
 @pytest.mark.parametrize("family", ["gpt", "llama"])
 def test_own_loop_greedy_equals_model_generate(family, request):
     lm = request.getfixturevalue(family)
-    settings = DecodingSettings.from_options(max_new_tokens=30, greedy=True)
+    settings = settings_from_options(max_new_tokens=30, greedy=True)
     # Where this transformers turns the step off, `generate` itself runs: the tokens must still be its own.
     assert generation.decodes_in_own_loop(lm, settings) == (GPT2_DECODER if family == "gpt" else MODEL_STEPS).on
     assert _produced(generate_causal(lm, GPT_PROMPT, settings)) == _reference(lm, settings)
@@ -102,7 +102,7 @@ def test_own_loop_greedy_equals_model_generate(family, request):
 @pytest.mark.parametrize("options", SAMPLING_CASES, ids=["plain", "warped", "repetition-penalty"])
 def test_own_loop_sample_equals_model_generate_with_the_same_seed(family, options, request):
     lm = request.getfixturevalue(family)
-    settings = DecodingSettings.from_options(max_new_tokens=30, **options)
+    settings = settings_from_options(max_new_tokens=30, **options)
     produced = _produced(generate_causal(lm, GPT_PROMPT, settings))
     assert produced == _reference(lm, settings)
     assert produced == _produced(generate_causal(lm, GPT_PROMPT, settings))
@@ -111,7 +111,7 @@ def test_own_loop_sample_equals_model_generate_with_the_same_seed(family, option
 @pytest.mark.parametrize("family", ["gpt", "llama"])
 def test_logprobs_read_while_decoding_equal_a_teacher_forced_pass(family, request):
     lm = request.getfixturevalue(family)
-    settings = DecodingSettings.from_options(max_new_tokens=30, seed=11)
+    settings = settings_from_options(max_new_tokens=30, seed=11)
     result = generate_causal(lm, GPT_PROMPT, settings)
     prompt_ids = prompt_after_bos(lm.tokenizer, GPT_PROMPT)
     ids = torch.tensor([prompt_ids + _produced(result)])
@@ -144,7 +144,7 @@ def test_gpt2_step_is_the_models_own_forward_bit_for_bit(gpt):
 
 
 def test_streaming_hands_over_the_text_so_far_after_every_token(gpt):
-    settings = DecodingSettings.from_options(max_new_tokens=10, seed=2)
+    settings = settings_from_options(max_new_tokens=10, seed=2)
     seen: list[tuple[str, str]] = []
     result = generate_causal(gpt, GPT_PROMPT, settings,
                              on_token=lambda family, text, sequence: seen.append((family, text)))
@@ -157,12 +157,12 @@ def test_streaming_hands_over_the_text_so_far_after_every_token(gpt):
 
 def test_beams_and_several_sequences_stay_on_model_generate(gpt):
     for options in ({"num_beams": 3}, {"num_return_sequences": 2, "seed": 1}):
-        settings = DecodingSettings.from_options(max_new_tokens=5, **options)
+        settings = settings_from_options(max_new_tokens=5, **options)
         assert not generation.decodes_in_own_loop(gpt, settings)
 
 
 def test_a_generation_config_with_extra_rules_stays_on_model_generate(llama):
-    settings = DecodingSettings.from_options(max_new_tokens=5, greedy=True)
+    settings = settings_from_options(max_new_tokens=5, greedy=True)
     llama.model.generation_config.no_repeat_ngram_size = 2
     try:
         assert not generation.decodes_in_own_loop(llama, settings)
@@ -178,7 +178,7 @@ def test_decoding_gives_the_caller_its_thread_setting_back(gpt, monkeypatch):
     monkeypatch.setattr(threads, "other_busy_cores", lambda: 63.0)  # a very busy machine
     try:
         assert threads.step_threads(2) == 1
-        generate_causal(gpt, GPT_PROMPT, DecodingSettings.from_options(max_new_tokens=12, greedy=True))
+        generate_causal(gpt, GPT_PROMPT, settings_from_options(max_new_tokens=12, greedy=True))
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
@@ -322,7 +322,7 @@ def test_gpt2_step_on_two_threads_splits_its_products_and_keeps_the_models_numbe
                 torch.testing.assert_close(fast_logits, theirs, rtol=0, atol=1e-5)
                 token = theirs.argmax(-1, keepdim=True)
                 fast_logits, theirs = fast.step(token, position), model.step(token, position)
-        settings = DecodingSettings.from_options(max_new_tokens=30, greedy=True)
+        settings = settings_from_options(max_new_tokens=30, greedy=True)
         assert _produced(generate_causal(gpt, GPT_PROMPT, settings)) == _reference(gpt, settings)
     finally:
         torch.set_num_threads(1)
@@ -433,7 +433,7 @@ def test_greedy_through_the_relaid_out_head_equals_model_generate(gpt, thread_co
     before = torch.get_num_threads()
     torch.set_num_threads(thread_count)
     try:
-        settings = DecodingSettings.from_options(max_new_tokens=24 + 8, greedy=True)
+        settings = settings_from_options(max_new_tokens=24 + 8, greedy=True)
         fresh = replace(gpt, extras={})
         produced = _produced(generate_causal(fresh, GPT_PROMPT, settings))
         assert fresh.extras["gpt2_decoder"].head_t is not None

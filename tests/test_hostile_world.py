@@ -311,13 +311,15 @@ def _attention_result(shape_self, shape_cross):
 def test_the_streamed_json_export_is_the_same_document_byte_for_byte():
     import io
 
-    from gbcli.render.export import attention_json, write_attention_json
+    from gbcli.render.export import attention_document, write_attention_json
 
     results = [_attention_result((2, 3, 5, 5), (2, 3, 5, 3)), _attention_result((1, 2, 4, 4), (1, 2, 4, 2))]
     text = 'a text that quotes "@@gbcli-" itself'
     streamed = io.BytesIO()
     write_attention_json(streamed, text, results)
-    assert streamed.getvalue() == attention_json(text, results).encode("utf-8")
+    # The whole document at once: float32 → Python float is exact, and JSON prints the shortest repr that reads back.
+    whole = json.dumps(attention_document(text, results, lambda w: w.tolist()), ensure_ascii=False) + "\n"
+    assert streamed.getvalue() == whole.encode("utf-8")
     assert json.loads(streamed.getvalue())["models"][1]["other_maps"][0]["attention"][0][1][3][1] == pytest.approx(
         float(results[1].maps[1].weights[0, 1, 3, 1]))
 

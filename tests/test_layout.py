@@ -24,7 +24,7 @@ from gbcli.render.scoring import measure_value, score_view
 from gbcli.render.tokenization import piece_text, tokenization_view
 from gbcli.tasks.attention import build_report, compute_attention
 from gbcli.tasks.comparison import compare
-from gbcli.tasks.decoding_settings import DecodingSettings
+from gbcli.tasks.decoding_settings import settings_from_options
 from gbcli.tasks.generation import GenerationResult, generate_causal, generate_masked
 from gbcli.tasks.masking import fill_mask
 from gbcli.tasks.scoring import ScoreSettings, score_texts
@@ -154,7 +154,7 @@ def test_tokenize_view_shows_every_piece_and_id_whole(models, width):
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_generate_view_shows_every_generated_token_whole(models, width):
-    settings = DecodingSettings.from_options(max_new_tokens=12, greedy=True, temperature=None, top_k=None,
+    settings = settings_from_options(max_new_tokens=12, greedy=True, temperature=None, top_k=None,
                                              top_p=None, repetition_penalty=None, num_beams=1,
                                              num_return_sequences=1, seed=None)
     result = GenerationResult(prompt=GPT_CAPITAL_PROMPT, decoding=settings.describe(), settings=settings)
@@ -187,7 +187,7 @@ def test_generated_wide_characters_keep_their_text_side_by_side(models, gpt_path
     made = continuation(lm, context, new_ids, [-0.5] * len(new_ids))
     assert made.text == text
     assert "".join(token.text for token in made.tokens) == text  # no � from a half character
-    settings = DecodingSettings.from_options(max_new_tokens=len(new_ids), greedy=True, temperature=None, top_k=None,
+    settings = settings_from_options(max_new_tokens=len(new_ids), greedy=True, temperature=None, top_k=None,
                                              top_p=None, repetition_penalty=None, num_beams=1,
                                              num_return_sequences=1, seed=None)
     result = GenerationResult(prompt="the prompt", decoding=settings.describe(), settings=settings)

@@ -339,7 +339,7 @@ def test_ps_lists_the_models_with_their_memory(server, gpt_path):
     assert by_model["gpt"]["bytes"] == sum(t.numel() * t.element_size() for t in tensors.values())
     assert answer["pid"] == server.process.pid and answer["keep_alive"] == 3600
     table = server.client("ps").stdout.decode()
-    assert f"pid {server.process.pid}" in table and "GPT" in table and "BERT" in table and "KB" in table
+    assert f"pid {server.process.pid}" in table and "GPT" in table and "BERT" in table and " kB " in table
 
 
 def test_a_client_of_another_build_is_refused(server):

@@ -137,7 +137,7 @@ def test_listening_off_loopback_is_warned_about(host, warned, capsys):
 
 @pytest.mark.parametrize("args, fragment", [
     (("--host", "0.0.0.0"), "--host needs --port"),
-    (("--port", "70000"), "--port must be between 0 and 65535"),
+    (("--port", "70000"), "'--port': 70000 is not in the range 0<=x<=65535"),
 ])
 def test_bad_tcp_options_are_refused_before_anything_loads(args, fragment, tmp_path):
     result = run("serve", *args, env={"GBCLI_RUNTIME_DIR": str(tmp_path / "run")})

@@ -224,7 +224,7 @@ def test_fill_mask_file_table_shows_the_k_best_of_each_blank(models, tmp_path):
     assert "each cell: the best candidate of each blank; -k N shows the N best" in default
 
 
-# ---- 11. the README's offline snippet works as written ------------------------------------------------------------
+# ---- 11. the docs' offline snippet works as written --------------------------------------------------------------
 
 
 def test_readme_offline_snippet_saves_every_folder_its_command_uses(gpt_path, bert_path, tmp_path, monkeypatch):
@@ -234,8 +234,8 @@ def test_readme_offline_snippet_saves_every_folder_its_command_uses(gpt_path, be
     import shlex
     from pathlib import Path
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    block = readme[readme.index("### Offline, with local checkpoints"):]
+    readme = (Path(__file__).parents[1] / "docs" / "models.md").read_text()
+    block = readme[readme.index("## Offline, with local checkpoints"):]
     block = block[block.index("```bash") + len("```bash"): block.index("```", block.index("```bash") + 7)]
     script = re.search(r"python - <<'EOF'\n(.*?)\nEOF\n", block, re.DOTALL).group(1)
     command = next(line for line in block.splitlines() if line.startswith("gbcli "))

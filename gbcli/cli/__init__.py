@@ -3,10 +3,11 @@
 This package holds the Typer `app` and `main`; `options` the options every command shares (and the loading of the
 models they name), `reporting` the error mapping and what goes to stderr, and one module per group of commands.
 No model logic lives here, and nothing here imports torch or transformers at module level, so that
-`gbcli --help` stays instant.
+`gbcli --help` stays instant: a command imports the tasks, views, jobs and loading it runs inside its own body,
+late, for that reason alone (the late imports of this package; tests/test_startup.py, benchmarks row `startup`).
 
-The top layer: it may import `tasks`, `render`, `warm`, `jobs`, `lm`, `loading` and `gbcli.errors`; nothing
-imports it but `gbcli.entry` and the warm runner (which runs its Typer app).
+The top room: it may import `warm`, `jobs`, `render`, `tasks`, `lm`, `loading`, `terminal` and `gbcli.errors`;
+nothing imports it but `gbcli.entry`. (The warm shell and server run its Typer app, given to them by `cli.serve`.)
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain Click help: the Rich formatter costs ~0.2 s of imports per --help
+    rich_markup_mode=None,  # plain Click help: the Rich formatter's imports would slow every --help (row `startup`)
 )
 
 

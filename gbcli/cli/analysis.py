@@ -56,7 +56,7 @@ def attention(
         str | None, typer.Option("--token", help="For one query token (a word, or an index from 0), the tokens it "
                                  "attends to most in each layer.", show_default=False)
     ] = None,
-    top: Annotated[int, typer.Option("--top", help="How many attended tokens --token lists per layer.")] = 5,
+    top: Annotated[int, typer.Option("--top", min=1, help="How many attended tokens --token lists per layer.")] = 5,
     export: Annotated[
         str | None, typer.Option("--export", help="Write every layer and head to FILE: .json, .npz, .html (one "
                                  "self-contained page) or .png (needs gbcli[plot]).", show_default=False)
@@ -82,8 +82,6 @@ def attention(
     families = choice.families()
     head_index = parse_head(head)
     stat_name = resolve_stat(stat)
-    if top < 1:
-        raise usage_error("--top must be at least 1.", "e.g. --top 5")
     if window < 0:
         raise usage_error("--window must be 0 or more.", "It is the first key column shown, counting from 0.")
     target = check_export_target(export, force) if export is not None else None  # before any model loads

@@ -6,9 +6,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gbcli.cli.options import JsonOption, ModelChoice, model_options
+from gbcli.cli.options import ForceOption, JsonOption, ModelChoice, OutputOption, ResumeOption, model_options
 from gbcli.cli.reporting import handle_errors, interrupt_exits_130, print_warnings
-from gbcli.cli.scoring import ForceOption, OutputOption, ResumeOption
 from gbcli.cli.streams import check_output_options, under_torchrun_needs_output
 from gbcli.errors import usage_error
 from gbcli.tasks.finite import check_finite
@@ -51,7 +50,7 @@ def fill_mask_command(
 
     With BART (--with-bart), each blank gets spans of any length from beam search over the restored text.
     """
-    from gbcli.jobs.inputs import read_text
+    from gbcli.jobs.inputs import read_text, valid_argument
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.masking import fill_mask_view
     from gbcli.tasks.masking import DEFAULT_TOP_K, check_fill_options, fill_mask, parse_targets
@@ -65,7 +64,7 @@ def fill_mask_command(
     shown_in_table = 1 if top_k is None else top_k  # --file's table: one line per text, unless asked for more
     top_k = DEFAULT_TOP_K if top_k is None else top_k
     check_fill_options(top_k, batch_size)
-    words = parse_targets(targets)
+    words = parse_targets(None if targets is None else valid_argument(targets, "--targets"))
     families = choice.families()
     if file is not None:
         _fill_mask_file(file, choice, families, top_k, words, batch_size, json_output,

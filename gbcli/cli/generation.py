@@ -63,7 +63,7 @@ def generate(
     from gbcli.jobs.inputs import read_text
     from gbcli.render.common import animated, print_json, stdout_console
     from gbcli.render.generation import generation_view
-    from gbcli.tasks.decoding_settings import DecodingSettings
+    from gbcli.tasks.decoding_settings import settings_from_options
     from gbcli.tasks.generation import GenerationResult, check_prompt
 
     if len(prompt) > 1:  # the shell split an unquoted prompt into words
@@ -71,7 +71,7 @@ def generate(
         raise usage_error(f"The prompt came as {len(prompt)} separate words.",
                           f'Quote a prompt of several words: gbcli generate "{joined}"')
     families = choice.families()
-    settings = DecodingSettings.from_options(
+    settings = settings_from_options(
         max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p,
         repetition_penalty=repetition_penalty, num_beams=num_beams, num_return_sequences=num_return_sequences,
         seed=seed, alternatives=alternatives,
@@ -118,8 +118,8 @@ def _generate_live(console, requested: list[tuple[Family, str]], options: LoadOp
     from rich.live import Live
 
     from gbcli.loading.models import libraries_imported, load_model
-    from gbcli.render.common import terminal_echo_off
     from gbcli.render.generation import StreamingView
+    from gbcli.terminal import terminal_echo_off
 
     sequences = len(result.settings.one_stream_each())  # sampling with -n: written one after the other
     view = StreamingView(result.prompt, [(family, display_name(spec)) for family, spec in requested], sequences)

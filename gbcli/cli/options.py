@@ -64,6 +64,14 @@ OfflineOption = Annotated[
     typer.Option("--offline", help="Never touch the network (also HF_HUB_OFFLINE=1).", rich_help_panel="Models"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+# A file command's output (`score`, `pairs`, `fill-mask` with --file).
+OutputOption = Annotated[
+    str | None, typer.Option("--output", "-o", help="--file: write each line's record (as --json prints it) to this "
+                             "file, JSON Lines in input order; also under torchrun.", show_default=False)
+]
+ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue an interrupted --output file: its finished "
+                                          "lines are kept, not done again.")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Let --output replace an existing file.")]
 
 
 def choose_columns(models: str, with_bart: bool, allowed: tuple[Family, ...] = FAMILIES) -> list[Family]:

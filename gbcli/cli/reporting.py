@@ -9,15 +9,14 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
 
 from gbcli.errors import INTERRUPTED, GbcliError, explain_os_error
+from gbcli.terminal import interrupt_exits_130 as interrupt_exits_130  # re-exported: every command computes in it
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,26 +38,16 @@ def show(result: Any, json_output: bool, view: Callable[[Any], Any]) -> None:
 
 
 def say(label: str, style: str, text: str) -> None:
-    """`error: …`, `hint: …` or `warning: …` on stderr. Off a terminal one line whatever its length (scripts grep
-    it); on a terminal wrapped between words under its own first word, never cut mid-word by the terminal."""
-    console = stderr_console()
-    if not console.is_terminal:
-        console.print(f"[{style}]{label}[/] {_escape(text)}")
-        return
-    from rich.table import Table
-    from rich.text import Text
+    """`error: …`, `hint: …` or `warning: …` on stderr (gbcli.render.messages.say)."""
+    from gbcli.render.messages import say as show  # late: rich stays out of `--help`'s imports
 
-    line = Table.grid(padding=(0, 1))
-    line.add_column(no_wrap=True)
-    line.add_column(overflow="fold")
-    line.add_row(Text(label, style=style), Text(text))
-    console.print(line, soft_wrap=False)
+    show(label, style, text)
 
 
 def report_error(error: GbcliError, command: str = "") -> None:
-    say("error:", "bold red", error.message)
-    say("hint:", "dim", error.hint or f"See `gbcli {command + ' ' if command else ''}--help` for what each option "
-        "accepts.")
+    from gbcli.render.messages import report_error as report  # late: rich stays out of `--help`'s imports
+
+    report(error, command)
 
 
 def _escape(text: str) -> str:
@@ -68,8 +57,9 @@ def _escape(text: str) -> str:
 
 
 def print_warnings(warnings: list[str]) -> None:
-    for warning in warnings:
-        say("warning:", "yellow", warning)
+    from gbcli.render.messages import print_warnings as report  # late: rich stays out of `--help`'s imports
+
+    report(warnings)
 
 
 def warn_unknown(columns: list[Any], texts: list[str]) -> None:
@@ -134,18 +124,3 @@ def _discard_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, AttributeError, ValueError):  # no stdout at all, or not a real file
         pass
-
-
-@contextmanager
-def interrupt_exits_130() -> Iterator[None]:
-    """Restore Python's default SIGINT handling so that Ctrl-C reaches us as KeyboardInterrupt inside torch."""
-    previous = signal.getsignal(signal.SIGINT)
-    try:
-        if previous is not signal.default_int_handler and sys.platform != "win32":
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        yield
-    finally:
-        try:
-            signal.signal(signal.SIGINT, previous)
-        except (TypeError, ValueError):  # pragma: no cover - not in the main thread
-            pass

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gbcli.cli.options import ModelChoice, model_options
+from gbcli.cli.options import ForceOption, ModelChoice, OutputOption, ResumeOption, model_options
 from gbcli.cli.reporting import (
     _escape,
     handle_errors,
@@ -25,7 +25,8 @@ from gbcli.tasks.finite import check_finite
 
 if TYPE_CHECKING:
     from gbcli.cli.streams import Records
-    from gbcli.tasks.pairs import FileRun, PairFields, PairsSummary
+    from gbcli.jobs.pair_file import FileRun, PairFields
+    from gbcli.tasks.pairs import PairsSummary
     from gbcli.tasks.scoring import ScoreSettings
 
 # The scoring conventions, the same on both commands.
@@ -39,14 +40,6 @@ PllOption = Annotated[
 ]
 BitsOption = Annotated[bool, typer.Option("--bits", help="Log-probabilities in bits (base 2) instead of nats.")]
 
-
-ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue an interrupted --output file: its finished "
-                                          "lines are kept, not done again.")]
-ForceOption = Annotated[bool, typer.Option("--force", help="Let --output replace an existing file.")]
-OutputOption = Annotated[
-    str | None, typer.Option("--output", "-o", help="--file: write each line's record (as --json prints it) to this "
-                             "file, JSON Lines in input order; also under torchrun.", show_default=False)
-]
 
 
 @handle_errors
@@ -192,8 +185,8 @@ def pairs(
     ] = None,
     resume: ResumeOption = False,
     force: ForceOption = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="--file: pairs scored together (both sentences of "
-                                            "each share the model's batches).")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="--file: pairs scored together (both "
+                                            "sentences of each share the model's batches).")] = 32,
     bos: BosOption = True,
     pll: PllOption = "original",
     words: Annotated[
@@ -208,6 +201,7 @@ def pairs(
 ) -> None:
     """Minimal pairs: which of two sentences each model prefers, and at which words."""
     from gbcli.jobs.inputs import read_text
+    from gbcli.jobs.pair_file import PairFields
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.pairs import pair_view
     from gbcli.tasks import pairs as task
@@ -216,14 +210,12 @@ def pairs(
     if file is not None and (good is not None or bad is not None):
         raise usage_error("Give a pair as two arguments or --file, not both.")
     check_output_options("pairs", output, resume, force, file)
-    if batch_size < 1:
-        raise usage_error(f"--batch-size must be at least 1 (got {batch_size}).")
     families = choice.families()
     settings = ScoreSettings.from_options(bos=bos, stride=None, pll=pll, with_tokens=False,
                                           with_words=words if words is not None else file is None, bits=bits)
     options = choice.load_options()
     if file is not None:
-        _pairs_file(file, task.PairFields(good_field, bad_field, group_field), file_format, output, resume, force,
+        _pairs_file(file, PairFields(good_field, bad_field, group_field), file_format, output, resume, force,
                     batch_size, settings, options, load=lambda options: choice.load(families, options),
                     json_output=json_output)
         return
@@ -280,16 +272,17 @@ def _pairs_into(path: str, fields: PairFields, file_format: str, output: str, re
     """`pairs --file --output` in one process or as one of torchrun's; on rank 0 the run with its tally read back
     from the finished file, how many records an earlier run had written, and the models."""
     from gbcli.cli.streams import output_job
+    from gbcli.jobs import pair_file
     from gbcli.jobs.jsonl_output import PAIR_RECORDS, each_record
     from gbcli.jobs.plan import pairs_plan
     from gbcli.tasks import pairs as task
 
-    entries, group_field = task.read_pair_file(path, file_format, fields)
+    entries, group_field = pair_file.read_pair_file(path, file_format, fields)
     known: dict = {}  # what the plan found, for the summary
 
     def plan(options: LoadOptions):
         known["columns"] = columns = load(options)
-        known["run"] = run = task.prepare_file_run(columns, entries, group_field)
+        known["run"] = run = pair_file.prepare_file_run(columns, entries, group_field)
         return pairs_plan(columns, run, settings, batch_size, output)
 
     resumed = output_job(output, PAIR_RECORDS, resume=resume, force=force, options=options, plan=plan,
@@ -314,13 +307,13 @@ def _pairs_file_here(path: str, fields: PairFields, file_format: str, batch_size
     """`pairs --file` in one process, without --output: the records streamed as JSON Lines as they come (with
     --json), the accuracy added up."""
     from gbcli.cli.streams import json_lines
+    from gbcli.jobs import pair_file
     from gbcli.jobs.plan import score_pair_file
     from gbcli.render.scoring import progress_bar
-    from gbcli.tasks import pairs as task
 
-    entries, group_field = task.read_pair_file(path, file_format, fields)
+    entries, group_field = pair_file.read_pair_file(path, file_format, fields)
     columns = load()
-    run = task.prepare_file_run(columns, entries, group_field)
+    run = pair_file.prepare_file_run(columns, entries, group_field)
     _say_failures(run)
     show_progress = stderr_console().is_terminal and not (json_output and sys.stdout.isatty())
     with interrupt_exits_130(), progress_bar(len(run.pairs), show_progress) as advance:

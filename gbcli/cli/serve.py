@@ -3,19 +3,23 @@ every other command then uses), with `ps` and `stop` for the server."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gbcli.cli.options import JsonOption, ModelChoice, load_columns, model_options, parse_models
+from gbcli.cli.options import JsonOption, ModelChoice, load_columns, load_options, model_options, parse_models
 from gbcli.cli.reporting import handle_errors, print_warnings
 from gbcli.errors import GbcliError
 from gbcli.loading.models import FAMILIES, FAMILY_INFO
+
+if TYPE_CHECKING:
+    from gbcli.warm.runner import Host
 
 
 @handle_errors
 @model_options(columns=False)
 def shell(
+    ctx: typer.Context,
     models: Annotated[
         str | None, typer.Option("--models", help="Models to load at start, comma-separated: gpt, bert, bart "
                                  "(default gpt,bert); also every command's default.", show_default=False,
@@ -31,8 +35,10 @@ def shell(
     A line of text alone runs fill-mask on it when it holds a mask, compare otherwise. Off a terminal
     (`gbcli shell < commands.txt`) it reads the commands from stdin, without prompt or colour.
     """
+    from gbcli.warm.runner import host
     from gbcli.warm.shell import Session, run_shell
 
+    host(hosted_by(ctx))
     choice.load_options()  # refuse a bad --device or --dtype before anything loads
     session = Session(json_lines=json_output)
     for name, value in (("models", models), ("device", choice.device), ("dtype", choice.dtype)):
@@ -46,6 +52,7 @@ def shell(
 @handle_errors
 @model_options(columns=False)
 def serve(
+    ctx: typer.Context,
     keep_alive: Annotated[
         str | None, typer.Option("--keep-alive", envvar="GBCLI_KEEP_ALIVE", help="Unload a model after this long "
                                  "unused: 30m, 90s, 2h, or never (default: the settings file's, else 10m).",
@@ -63,8 +70,8 @@ def serve(
                                  "any other than localhost is warned about.", show_default=False)
     ] = None,
     port: Annotated[
-        int | None, typer.Option("--port", help="Listen on this TCP port too (0: any free one); every request "
-                                 "must carry the token the server writes to its runtime folder.",
+        int | None, typer.Option("--port", min=0, max=65535, help="Listen on this TCP port too (0: any free one); "
+                                 "every request must carry the token the server writes to its runtime folder.",
                                  show_default=False)
     ] = None,
     auto: Annotated[bool, typer.Option("--auto", hidden=True, help="Started by a command on a terminal "
@@ -101,9 +108,11 @@ def serve(
                 argv += [FAMILY_INFO[family].flag, str(specs[family])]
         raise typer.Exit(start_detached(argv))
     from gbcli.warm.autostart import forget_failure
+    from gbcli.warm.runner import host
     from gbcli.warm.server import run_server
 
     forget_failure()
+    host(hosted_by(ctx))
 
     def preload() -> None:
         for family in [] if auto else families:  # an automatic server loads what its first request names
@@ -115,6 +124,17 @@ def serve(
     raise typer.Exit(run_server(seconds, preload, tcp, auto=auto))
 
 
+def hosted_by(ctx: typer.Context) -> Host:
+    """What the shell or the server takes from this CLI: the command tree this command runs in, and its way of
+    checking and loading models."""
+    from gbcli.warm.runner import Host
+
+    def load_models(families: list[str], specs: dict[str, str | None], device: str, dtype: str) -> object:
+        return load_columns(families, specs, load_options(device, dtype, None, False))  # type: ignore[arg-type]
+
+    return Host(ctx.find_root().command, parse_models, load_models)
+
+
 def tcp_address(host: str | None, port: int | None) -> tuple[str, int] | None:
     """The (host, port) of --host/--port: None without --port (no TCP unless asked), 127.0.0.1 by default."""
     from gbcli.errors import usage_error
@@ -124,8 +144,6 @@ def tcp_address(host: str | None, port: int | None) -> tuple[str, int] | None:
             raise usage_error("--host needs --port: gbcli serve listens on TCP only when given a port.",
                               "For example --host 127.0.0.1 --port 8765 (--port 0: any free port).")
         return None
-    if not 0 <= port <= 65535:
-        raise usage_error(f"--port must be between 0 and 65535, not {port}.", "For example --port 8765.")
     return (host or "127.0.0.1").strip("[]"), port
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from gbcli.errors import GbcliError, usage_error
+from gbcli.render.common import dumps
+from gbcli.terminal import deferred_interrupt
 
 
 @dataclass(frozen=True)
@@ -310,8 +312,6 @@ def _foreign(path: str, line: int) -> GbcliError:
 def _drop(path: str, dropped: list[tuple[int, int]], last_kept_end: int) -> None:
     """Remove the byte ranges `dropped` from the file: cut the end off when they are all after the last kept
     record (one process: the chunk it was in the middle of), else write the rest to a new file and rename it."""
-    from gbcli.render.common import deferred_interrupt
-
     if dropped[0][0] >= last_kept_end:
         with deferred_interrupt(), open(path, "r+b") as stream:
             stream.truncate(dropped[0][0])
@@ -349,8 +349,6 @@ def _copy(source: Any, target: Any, start: int, end: int | None) -> None:
 def append_records(path: str, lines: list[str]) -> None:
     """Append whole JSON Lines, flushed to disk; Ctrl-C is held back until they are all written. A full disk names
     the file."""
-    from gbcli.render.common import deferred_interrupt
-
     try:
         with deferred_interrupt(), open(path, "a", encoding="utf-8") as stream:
             stream.write("".join(lines))
@@ -366,6 +364,4 @@ def append_records(path: str, lines: list[str]) -> None:
 
 def append_results(path: str, results: list[Any]) -> None:
     """Results appended as the JSON Lines `--json` prints for them."""
-    from gbcli.render.common import dumps
-
     append_records(path, [dumps(r, indent=None) + "\n" for r in results])

@@ -23,8 +23,9 @@ from gbcli.tasks.finite import check_finite
 
 if TYPE_CHECKING:
     from gbcli.jobs.inputs import FileLines
+    from gbcli.jobs.pair_file import FileRun
     from gbcli.tasks.masking import FillMaskResult
-    from gbcli.tasks.pairs import FileRun, LineFailure, PairInput, PairResult
+    from gbcli.tasks.pairs import LineFailure, PairInput, PairResult
     from gbcli.tasks.scoring import ScoreBatch, ScoreSettings, TextScore
 
 FILL_MASK_CHUNK_LINES = 128  # lines sorted and batched together; their results are handed on before the next chunk
@@ -174,8 +175,8 @@ def _cut(items: Iterable[tuple[int, Any]], size: int) -> Iterator[list[tuple[int
 def score_plan(models: list[LoadedModel], texts: FileLines, settings: ScoreSettings, output: str) -> Plan:
     """`score --file --output`: the texts in the chunks `score --file --json` streams (32 non-empty lines)."""
     from gbcli.jobs.jsonl_output import append_results, checker
+    from gbcli.jobs.pair_file import column_keys
     from gbcli.render.common import to_jsonable
-    from gbcli.tasks.pairs import column_keys
     from gbcli.tasks.scoring import SCORE_CHUNK, check_texts, conventions, score_batch
 
     def chunks() -> Iterator[Chunk]:
@@ -209,7 +210,8 @@ def unknown_in(records: Iterable[dict]) -> list[Any]:
 def pairs_plan(models: list[LoadedModel], run: FileRun, settings: ScoreSettings, batch_size: int,
                output: str) -> Plan:
     """`pairs --file --output`: the chunks of pairs one process scores (--batch-size pairs each)."""
-    from gbcli.tasks.pairs import iter_pair_chunks, resumed_check
+    from gbcli.jobs.pair_file import resumed_check
+    from gbcli.tasks.pairs import iter_pair_chunks
 
     def chunks() -> Iterator[Chunk]:
         for k, chunk in enumerate(iter_pair_chunks(run.pairs, batch_size)):

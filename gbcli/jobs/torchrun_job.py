@@ -16,11 +16,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.markup import escape
+
 from gbcli.errors import GbcliError, usage_error
 from gbcli.jobs import distributed
 from gbcli.jobs.distributed import Job, JobProgress, World, describe_range, part_path
 from gbcli.jobs.jsonl_output import RecordShape, open_output, settle
 from gbcli.jobs.plan import Plan
+from gbcli.render.common import stderr_console
+from gbcli.render.messages import report_error
+from gbcli.render.scoring import progress_bar
 
 
 def _prepare_output(output: str, shape: RecordShape, *, resume: bool, force: bool) -> None:
@@ -49,8 +54,6 @@ def run_distributed(world: World, output: str, shape: RecordShape, *, resume: bo
 
     `plan` makes the job's chunks once every rank sees the same finished lines; `announce` (rank 0, before any
     chunk is done) says what is known already, such as lines that cannot be done."""
-    from gbcli.cli.reporting import report_error
-
     # Installed first: torchrun may stop this rank (another one failed) before the lines are even shared out.
     job = Job(world, output, [None] * world.size, [0] * world.size)
     distributed.on_termination(job, lambda message, hint: report_error(GbcliError(message, hint), shape.command))
@@ -85,9 +88,6 @@ def run_distributed(world: World, output: str, shape: RecordShape, *, resume: bo
 
 def _do_my_chunks(job: Job, work: Plan, mine: set[int], label: str) -> None:
     """This rank's chunks into its part file; rank 0 also draws the whole job's progress and waits for the rest."""
-    from gbcli.cli.reporting import _escape, stderr_console
-    from gbcli.render.scoring import progress_bar
-
     world = job.world
     part = part_path(job.output, world.rank)
     part.unlink(missing_ok=True)
@@ -101,7 +101,7 @@ def _do_my_chunks(job: Job, work: Plan, mine: set[int], label: str) -> None:
                         advance(progress.poll())
         except KeyboardInterrupt:
             if world.is_main:
-                stderr_console().print(f"[yellow]Finished lines are kept in {_escape(job.output)} and its part "
+                stderr_console().print(f"[yellow]Finished lines are kept in {escape(job.output)} and its part "
                                        "files; run the same command with --resume to continue.[/]")
             raise
         except GbcliError as error:

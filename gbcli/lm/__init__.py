@@ -7,13 +7,14 @@
 - `prefix`: sequences that begin alike scored with their shared start run once, against copies of its KV cache
   (`grouped_logprobs`, `run_prefix`, `continuation_logprobs`);
 - `teacher_forcing`: teacher forcing of an encoder-decoder (`teacher_forced_logprobs`);
+- `decoding_settings`: how each next token is chosen (greedy, sampled, beam), plain values;
 - `decoding`: the token-by-token decoding loop with a cache; `gpt2_fast`: GPT-2's written-out step behind
   `gpt2_decoder`; `threads`: the per-step thread chooser; `hf_generate`: one `model.generate` call (its arguments
   and streamer) for GPT-2's sampled/beam paths and BART.
 
 The model-level facts these need (the pad id, the BOS id, whether an input fits, the mask token) are properties
 and methods of `gbcli.loading.models.LoadedModel`. Nothing here imports torch at module level.
-It may import `loading` and `gbcli.errors`, never `cli`, `tasks`, `render`, `warm` or `jobs`.
+It may import `loading`, `terminal` and `gbcli.errors`, never `cli`, `tasks`, `render`, `warm` or `jobs`.
 """
 
 from gbcli.lm.batching import PaddedBatch, cut_batches, padded_batches

@@ -14,11 +14,11 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from gbcli.lm.decoding_settings import DecodingSettings
 from gbcli.lm.gpt2_fast import gpt2_decoder, runs_gpt2_step
 from gbcli.lm.threads import on_fastest_threads
 from gbcli.loading.capability import FastPath, lacks_parameters, missing
 from gbcli.loading.models import LoadedModel
-from gbcli.tasks.decoding_settings import DecodingSettings
 
 # One step's alternatives: the `top` most likely tokens of the raw distribution, (id, log-probability), best first.
 TopTokens = list[tuple[int, float]]

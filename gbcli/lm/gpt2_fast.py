@@ -11,9 +11,9 @@ from __future__ import annotations
 from gbcli.loading.capability import FastPath, installed_version, missing
 from gbcli.loading.models import LoadedModel
 
-# Copying GPT-2-small's output embedding into the [hidden, vocab] layout takes ~190 ms (a fresh process, 2 cores).
-# On two threads the copy is ~1 ms a token faster than row blocks of the tied embedding itself (8.5 vs 9.5 ms),
-# so it pays for itself after ~200 tokens; on one thread (a busy machine) after ~40 (11.8 vs 16.7 ms).
+# Copying GPT-2-small's output embedding into the [hidden, vocab] layout costs once what a few hundred tokens
+# save on it (each token reads the copy a little faster than row blocks of the tied embedding itself), so only a
+# long generation makes it (benchmarks/run.py, rows `generate` and `fresh-generate`; benchmarks/HISTORY.md).
 RELAYOUT_MIN_TOKENS = 256
 
 
@@ -73,15 +73,15 @@ class _Gpt2Decoder:
     so the hidden state is the model's. Three things differ, all for speed:
     - the KV cache is pre-allocated for the whole generation instead of grown by concatenation;
     - in float32 on CPU (from RELAYOUT_MIN_TOKENS new tokens on) the output projection reads a [hidden, vocab] copy
-      of the tied embedding: a matrix-vector product streams that layout ~1.6x faster here (28 vs 17.5 GB/s
-      measured), and the projection reads 30% of GPT-2's weights per token. The logits then differ from `lm_head`'s
+      of the tied embedding: a matrix-vector product streams that layout faster (row `generate`), and the
+      projection reads 30% of GPT-2's weights per token. The logits then differ from `lm_head`'s
       in summation order only (~1e-6). The copy (vocab x hidden floats, 154 MB for GPT-2 small) stays with the
       loaded model for the rest of the process;
     - with T > 1 threads, each matrix-vector product runs as T products over blocks of the same weights
       (`_BlockedProduct` for the blocks' products: contiguous row ranges whose partial sums are added; `_RowBlocks`
       for the output projection without the copy), one per thread: no copy. torch's CPU matrix-vector product
-      (MKL's sgemv on this AMD machine) runs on one thread whatever the setting: 11 GB/s for the 340 MB of
-      GPT-2-small's blocks, where two row ranges at once stream 16 GB/s. Only the summation order may differ (~1e-6).
+      (MKL's sgemv on the AMD machines measured) runs on one thread whatever the setting, where two row ranges at
+      once stream more of the memory's bandwidth (row `generate`). Only the summation order may differ (~1e-6).
       A step on one thread runs the model's own `addmm`, whatever the caller's setting.
     """
 
@@ -209,8 +209,8 @@ class _BlockedProduct:
     """`bias + x @ weight` for one row x, computed as `parts` products over blocks of `weight`, in parallel.
 
     In float32, when the rows divide evenly (GPT-2's 768 and 3072), the blocks are row ranges: each thread streams
-    one contiguous part of the matrix, and the `parts` partial sums are added (16 instead of 13 GB/s over
-    GPT-2-small's blocks on this 2-core machine: 21 against 25 ms a token). Otherwise they are column blocks,
+    one contiguous part of the matrix, and the `parts` partial sums are added: contiguous ranges stream faster than
+    column blocks (benchmarks/run.py, row `generate`). Otherwise they are column blocks,
     strided views, overlapping by a few columns where the columns do not divide evenly either (GPT-2's 50,257-token
     vocabulary). Nothing is copied; `torch.bmm` runs one block per thread. Either way only the summation order
     differs from one product (~1e-6). With one part it is the plain `torch.addmm` the model itself runs.

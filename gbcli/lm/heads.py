@@ -88,11 +88,11 @@ def forward_at(lm: LoadedModel, inputs: dict[str, Any], rows: torch.Tensor,
 
 def project_in_blocks(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """`F.linear(hidden, weight, bias)`, a block of the vocabulary's rows at a time: the same numbers (each logit is
-    the same dot product), up to twice as fast on CPU.
+    the same dot product), faster on CPU.
 
     For several rows MKL packs the whole [vocabulary × hidden] matrix into a buffer per call; GPT-2's 154 MB then
-    goes through memory three times. A block of ~2 MB stays in cache while it is packed and used (GPT-2-small,
-    2 cores: 6 rows 41 -> 29 ms, 50 rows 104 -> 60 ms; benchmarks/README.md).
+    goes through memory three times. A block of ~2 MB stays in cache while it is packed and used (benchmarks/run.py,
+    rows `fill-mask` and `warm`; the figures in benchmarks/HISTORY.md).
     """
     import torch
 

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gbcli.lm.decoding_settings import DecodingSettings
 from gbcli.loading.models import LoadedModel
-from gbcli.tasks.decoding_settings import DecodingSettings
 
 # A row `generate` returned, cut after the prompt: (new ids up to and including the first EOS, stopped at EOS).
 GeneratedRow = tuple[list[int], bool]

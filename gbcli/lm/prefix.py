@@ -40,7 +40,8 @@ PACKED_MODEL_TYPES = frozenset({"gpt2", "gpt_neox", "gptj", "llama", "qwen2", "p
                                 "opt", "falcon", "bert"})
 PACK_TOKENS = 512  # the most continuation tokens one packed pass runs (its mask is PACK_TOKENS x (prefix + that))
 # What one more forward pass costs, in tokens of a batch: on CPU a small model's pass reads all its weights
-# whatever its size: measured on GPT-2-small, one thread, a pass of 1 token takes ~40 ms and each more ~3.5 ms.
+# whatever its size, so a pass of one token costs about as much as a dozen more tokens in a pass (GPT-2-small, one
+# thread; benchmarks/run.py, rows `fill-mask` and `warm`).
 PASS_TOKENS = 12
 _CACHES = "caches_prefix"  # lm.extras: whether the model's prefix cache can be copied (see caches_prefix)
 

@@ -53,9 +53,10 @@ def other_busy_cores() -> float:
 def step_threads(current: int) -> int:
     """How many threads token-by-token work should use: the cores no other process is busy on, at most `current`.
 
-    When another process holds one of the cores, every op waits for a time slice: on a busy 2-core machine a
-    GPT-2-small token took 270 ms with 2 threads and 26 ms with 1. A single core streams the weights (the real cost
-    of a decoding step) about as fast as two here. OMP_NUM_THREADS, when set, is the user's choice and is kept.
+    When another process holds one of the cores, every op of a team that needs it waits for a time slice, and a
+    token takes many times longer than on one thread; a single core streams the weights (the real cost of a decoding
+    step) nearly as fast as two (benchmarks/run.py, row `busy`). OMP_NUM_THREADS, when set, is the user's choice and
+    is kept.
     """
     if os.environ.get("OMP_NUM_THREADS") or current <= 1:
         return current
@@ -82,22 +83,22 @@ def threads_for_steps() -> Iterator[None]:
 class StepThreads:
     """Chooses, step by step, the thread count that decodes fastest right now, by timing the steps themselves.
 
-    Candidates are torch's setting, one, and what `step_threads` finds free. A count that needs more cores than are
-    free right now (`other_busy_cores`, looked at every LOOK_EVERY steps) is neither used nor probed: one step of a
-    team whose threads wait for time slices costs ~10 ordinary steps, so probing it would lose more than it could
-    win. Among the counts that fit, each runs PROBE_STEPS steps in turn and the fastest median wins; each other
-    count is timed again after PROBE_EVERY steps (the machine may have become idle or busy), and after twice as
-    many each time it loses again, so that a count that keeps losing (a team stalled by other work that the looks
-    missed) costs a few steps per generation, not one every PROBE_EVERY. The count moves only the last bits of a
-    step's numbers (~1e-6): the GPT-2 decoder (gbcli.lm.gpt2_fast) splits its products into as many blocks as
-    threads run them, and torch's attention kernel divides its sums by thread count (in `model.generate` too).
-    OMP_NUM_THREADS, when set, is the user's choice and is kept.
+    Candidates are torch's setting, one, and what `step_threads` finds free. A count that needs more cores than are free
+    right now (`other_busy_cores`, looked at every LOOK_EVERY steps) is neither used nor probed: one step of a team
+    whose threads wait for time slices costs many ordinary steps (row `busy`), so probing it would lose more than it
+    could win. Among the counts that fit, each runs PROBE_STEPS steps in turn and the fastest median wins; each other
+    count is timed again after PROBE_EVERY steps (the machine may have become idle or busy), and after twice as many
+    each time it loses again, so that a count that keeps losing (a team stalled by other work that the looks missed)
+    costs a few steps per generation, not one every PROBE_EVERY. The count moves only the last bits of a step's numbers
+    (~1e-6): the GPT-2 decoder (gbcli.lm.gpt2_fast) splits its products into as many blocks as threads run them, and
+    torch's attention kernel divides its sums by thread count (in `model.generate` too). OMP_NUM_THREADS, when set, is
+    the user's choice and is kept.
     """
 
     PROBE_STEPS = 3  # steps per candidate at the start
     PROBE_EVERY = 32  # steps before a losing count is timed again; doubled each time it loses again
     LONGEST_WAIT = 256
-    LOOK_EVERY = 4  # steps between two looks at how busy the machine is (a look costs ~0.1 ms)
+    LOOK_EVERY = 4  # steps between two looks at how busy the machine is (a look reads /proc: cheap, not free)
 
     def __init__(self, threads: int) -> None:
         if os.environ.get("OMP_NUM_THREADS") or threads <= 1:
@@ -166,7 +167,7 @@ class _TimedSteps:
         import torch
 
         # One batched pass, on as many threads as there are free cores: a team larger than that waits for time
-        # slices at every op (3.4 s instead of ~0.3 s for a GPT-2-small prompt with other work on the machine).
+        # slices at every op (benchmarks/run.py, row `busy`).
         count = self.chooser.prompt_threads()
         if count != torch.get_num_threads():
             torch.set_num_threads(count)

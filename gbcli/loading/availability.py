@@ -2,8 +2,8 @@
 
 A model spec is a local folder or a hub id. `check_available` refuses at once, for every requested model in one
 message, a missing or unreadable folder, or a hub id that is neither cached nor reachable (one TCP probe per
-process, instead of huggingface_hub's ~28 s of retries per file); `explain_load_failure` turns whatever a load
-raised into one sentence and a hint.
+process, instead of huggingface_hub's retries, with waits, for every file: benchmarks/run.py, row `cold`);
+`explain_load_failure` turns whatever a load raised into one sentence and a hint.
 
 Nothing here imports torch or transformers at module level, and `gbcli.loading.models` (which imports this module)
 is read only at call time.
@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gbcli.errors import GbcliError
+from gbcli.loading.families import FAMILY_INFO, LoadOptions
 
 if TYPE_CHECKING:
-    from gbcli.loading.models import Family, FamilyInfo, LoadOptions
+    from gbcli.loading.families import Family, FamilyInfo
 
 
 def _info(family: Family) -> FamilyInfo:
-    from gbcli.loading.models import FAMILY_INFO  # models imports this module, so its table is read at call time
-
     return FAMILY_INFO[family]
 
 
@@ -197,7 +196,8 @@ def first_line(exc: BaseException) -> str:
 
 
 # Whether the hub answered this process's one probe (None: not asked yet). When it did not, nothing goes to the
-# network again: huggingface_hub would retry each file for ~28 s before giving up.
+# network again: huggingface_hub would retry each file, with waits, before giving up (benchmarks/run.py, row
+# `cold`: an uncached hub id with no network).
 _HUB_REACHABLE: bool | None = None
 
 
@@ -305,8 +305,6 @@ def check_available(requests: list[tuple[Family, str]], options: LoadOptions | N
     A missing folder or an uncached hub id without network would otherwise surface only after the models before
     it had loaded, one per run, each after huggingface_hub's retries.
     """
-    from gbcli.loading.models import LoadOptions
-
     options = options or LoadOptions()
     problems = [problem for family, spec in requests if (problem := _unavailable(family, spec, options))]
     if not problems:
@@ -336,6 +334,6 @@ def from_cache_first(loader: Any, source: str, kwargs: dict[str, Any]) -> Any:
     try:
         return loader(source, **{**kwargs, "local_files_only": True})
     except OSError:
-        if _HUB_REACHABLE is False:  # the probe found no network: the hub's retries would only add ~28 s
+        if _HUB_REACHABLE is False:  # the probe found no network: the hub's retries would only add their waits
             raise
         return loader(source, **kwargs)

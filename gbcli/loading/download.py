@@ -72,7 +72,7 @@ def is_complete_in_cache(repo: str, revision: str | None) -> bool:
 
 def wants_rich_display(stream: Any = None) -> bool:
     """A progress display moves the cursor: only on a terminal, and not with NO_COLOR (as gbcli's spinners)."""
-    from gbcli.render.common import no_color
+    from gbcli.terminal import no_color
 
     stream = stream or sys.stderr
     return bool(getattr(stream, "isatty", lambda: False)()) and not no_color()

@@ -158,8 +158,8 @@ def fast_load(model_class: Any, folder: Path, config: Any, dtype: torch.dtype) -
     config = copy.deepcopy(config)
     config.name_or_path = str(folder)
     config.dtype = dtype
-    # Random initialisation of meta tensors computes nothing but still costs torch's reference kernels (0.2 s for
-    # GPT-2's 50 normal_ calls): switched off, as transformers switches it off under DeepSpeed.
+    # Random initialisation of meta tensors computes nothing but still runs torch's reference kernels, one call per
+    # weight: switched off, as transformers switches it off under DeepSpeed (benchmarks/run.py, row `cold`).
     try:
         with ContextManagers([*_init_contexts(concrete, dtype, config), no_init_weights()]):
             model = concrete(config)

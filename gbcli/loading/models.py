@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from gbcli.errors import GbcliError, usage_error
 from gbcli.loading.availability import check_available as check_available  # cli.py's preflight, imported from here
@@ -41,76 +41,15 @@ from gbcli.loading.checkpoint_checks import (
     classify_config,
     refuse_unsupported_architecture,
 )
+from gbcli.loading.families import FAMILIES as FAMILIES  # re-exported, as family_title: importers keep them
+from gbcli.loading.families import FAMILY_INFO, FLAG_FOR_KIND, KIND_LABEL, Family, FamilyInfo, Kind, LoadOptions
+from gbcli.loading.families import family_title as family_title
 from gbcli.loading.fast_load import fast_load
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-Family = Literal["gpt", "bert", "bart"]
-Kind = Literal["causal", "masked", "seq2seq"]
-FAMILIES: tuple[Family, ...] = ("gpt", "bert", "bart")
-
-
-@dataclass(frozen=True)
-class FamilyInfo:
-    """What a model flag expects: the kind of model, its default checkpoint and how to describe it."""
-
-    family: Family
-    flag: str
-    env: str
-    default: str
-    kind: Kind
-    kind_label: str
-    examples: str
-    objective: str
-    attention_direction: str
-    title: str  # how screens and exports name the column
-
-
-FAMILY_INFO: dict[Family, FamilyInfo] = {
-    "gpt": FamilyInfo(
-        "gpt", "--gpt", "GBCLI_GPT", "gpt2", "causal", "a causal language model",
-        "gpt2, distilgpt2, gpt2-medium",
-        "causal language modelling (predict the next token)", "causal (left to right)", "GPT",
-    ),
-    "bert": FamilyInfo(
-        "bert", "--bert", "GBCLI_BERT", "bert-base-uncased", "masked", "a masked language model",
-        "bert-base-uncased, distilbert-base-uncased, roberta-base",
-        "masked language modelling (predict hidden tokens)", "bidirectional", "BERT",
-    ),
-    "bart": FamilyInfo(
-        "bart", "--bart", "GBCLI_BART", "facebook/bart-base", "seq2seq", "an encoder-decoder (seq2seq) model",
-        "facebook/bart-base, facebook/bart-large",
-        "denoising (reconstruct corrupted text)", "bidirectional encoder, causal decoder", "BART",
-    ),
-}
-
-
-def family_title(family: str) -> str:
-    """A column's title: GPT, BERT or BART (any other name as it is)."""
-    info = FAMILY_INFO.get(family)  # type: ignore[call-overload]
-    return info.title if info is not None else family
-
-
-KIND_LABEL: dict[str, str] = {
-    "causal": "a causal language model",
-    "masked": "a masked language model",
-    "seq2seq": "an encoder-decoder (seq2seq) model",
-    "encoder": "a bare encoder without a language-model head",
-}
-
-FLAG_FOR_KIND: dict[str, str] = {"causal": "--gpt", "masked": "--bert", "seq2seq": "--bart"}
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """How to load every model of one command: the same for all columns."""
-
-    device: str = "auto"
-    dtype: str = "auto"
-    revision: str | None = None
-    offline: bool = False
 
 
 @dataclass
@@ -408,7 +347,8 @@ def release_model(lm: LoadedModel) -> None:
     `compare` shows several models but needs them one after the other: releasing each once its sections are done
     keeps its peak memory near the largest model instead of the sum of all. The weights are memory-mapped from
     the checkpoint, so dropping the last reference unmaps them at once (no garbage collection needed: a model
-    holds no reference cycle, and `gc.collect()` would cost ~0.2 s). The LoadedModel keeps its tokenizer and
+    holds no reference cycle, and `gc.collect()` would walk every object of torch and transformers). The LoadedModel
+    keeps its tokenizer and
     config; the next `load_model` for the same checkpoint reads it anew.
     """
     if KEEP_LOADED or isinstance(lm.model, ReleasedModel):

@@ -22,6 +22,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+from gbcli.render.common import ColourWords, Phrases, SideBySide, colourless
 from gbcli.render.model_names import model_label
 from gbcli.tasks.attention import (
     DECODER_INPUT,
@@ -185,25 +186,6 @@ class Heatmap:
             )
 
 
-class SideBySide:
-    """Renderables next to each other when they all fit the width, else one below the other."""
-
-    def __init__(self, items: list[RenderableType], gap: int = 2) -> None:
-        self.items = items
-        self.gap = gap
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        widths = [Measurement.get(console, options, item).maximum for item in self.items]
-        if len(self.items) > 1 and sum(widths) + self.gap * (len(widths) - 1) <= options.max_width:
-            grid = Table.grid(padding=(0, self.gap))
-            for item_width in widths:
-                grid.add_column(width=item_width, no_wrap=True)
-            grid.add_row(*self.items)
-            yield grid
-        else:
-            yield from self.items
-
-
 def head_description(view: ModelAttentionView) -> str:
     return f"mean of {view.heads} heads" if view.head == "mean" else f"head {view.head} of {view.heads}"
 
@@ -250,8 +232,6 @@ class Legend:
     """The shade characters' bands, and in a colour terminal the colour ramp the cells actually use, 0 to 1."""
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        from gbcli.render.common import Phrases, colourless
-
         phrases: list[tuple[str, Text]] = [("", Text("cell = attention weight:"))]
         for _floor, char, label in reversed(SHADES):
             phrases.append((" " if len(phrases) == 1 else "  ", Text(f"{char * 2} {label}")))
@@ -271,9 +251,8 @@ def legend() -> Legend:
 
 
 def heatmap_view(report: AttentionReport, window_start: int = 0) -> RenderableType:
-    from gbcli.render.common import ColourWords
-
-    parts: list[RenderableType] = [SideBySide([heatmap_panel(v, window_start) for v in report.models])]
+    panels = [heatmap_panel(v, window_start) for v in report.models]
+    parts: list[RenderableType] = [SideBySide(panels, natural=True, gap=2)]
     parts.append(legend())
     axes = "rows: query tokens (attending) · columns: key tokens (attended to)"
     parts.append(ColourWords(f"{axes} · special tokens in magenta",
@@ -428,7 +407,7 @@ def focus_panel(view: ModelAttentionView) -> Panel:
 
 
 def focus_view(report: AttentionReport) -> RenderableType:
-    return SideBySide([focus_panel(view) for view in report.models])
+    return SideBySide([focus_panel(view) for view in report.models], natural=True, gap=2)
 
 
 def attention_view(report: AttentionReport, window_start: int = 0) -> RenderableType:

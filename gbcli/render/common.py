@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import rich.text
 from rich.console import Console
 from rich.text import Text
 
-from gbcli.render.escapes import visible_json, visible_text
+from gbcli.terminal import deferred_interrupt, no_color, visible_json, visible_text
 
 # Probability bands for token colours (`generate --show-probs`, `score --tokens`), from confident to surprised.
 PROB_BANDS: list[tuple[float, str, str]] = [
@@ -248,7 +243,7 @@ def _colour_system() -> str | None:
     return None if no_color() else "auto"
 
 
-# Control characters in the user's text or a model's output are shown, never obeyed (gbcli.render.escapes: also
+# Control characters in the user's text or a model's output are shown, never obeyed (gbcli.terminal.visible_text: also
 # bidirectional controls and invisible characters). Rich's Text drops only five of them (BEL, BS, VT, FF, CR),
 # silently, and lets ESC through. Every Text, table cell and markup string passes Rich's `strip_control_codes` as it
 # is built (before its width is measured), so there each becomes its escape: on a terminal and off it, in every
@@ -277,31 +272,6 @@ def animated(console: Console) -> bool:
     """Spinners, progress bars and live redraws move the cursor with escape codes: only in a terminal, not with
     NO_COLOR (which asks for output free of escape codes)."""
     return console.is_terminal and not no_color()
-
-
-@contextlib.contextmanager
-def terminal_echo_off() -> Iterator[None]:
-    """While a live display redraws itself, keys typed into the terminal are not echoed: the echo of Ctrl-C ("^C")
-    lands after the display's last line and, when that line fills the width, wraps it onto a new one, so the
-    final redraw starts one line low and leaves a second top border behind. Typed keys still reach the shell."""
-    try:
-        import termios
-    except ImportError:  # Windows: no termios, and its console does not echo Ctrl-C into the output
-        yield
-        return
-    try:
-        fd = sys.stdin.fileno()
-        saved = termios.tcgetattr(fd)
-    except (termios.error, OSError, ValueError):  # no terminal on stdin (a pipe, a file): nothing echoes
-        yield
-        return
-    quiet = list(saved)
-    quiet[3] &= ~termios.ECHO
-    try:
-        termios.tcsetattr(fd, termios.TCSANOW, quiet)
-        yield
-    finally:
-        termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -343,28 +313,6 @@ def print_json(value: Any, *, lines: bool = False) -> None:
         sys.stdout.flush()
 
 
-@contextlib.contextmanager
-def deferred_interrupt() -> Iterator[None]:
-    """Run the block whole: a SIGINT that arrives meanwhile is raised as KeyboardInterrupt once it ends."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-
-    def hold(number: int, frame: Any) -> None:
-        if received:  # a second Ctrl-C: the write is stuck (a reader that stopped reading), so stop at once
-            os._exit(130)
-        received.append(number)
-
-    previous = signal.signal(signal.SIGINT, hold)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if received:
-            raise KeyboardInterrupt
-
-
 def _isatty(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
@@ -372,29 +320,44 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
-def no_color() -> bool:
-    # no-color.org: NO_COLOR set to any non-empty value (as Rich reads it).
-    return os.environ.get("NO_COLOR", "") != ""
-
-
 class SideBySide:
-    """Panels in equal columns when the terminal is wide enough, else stacked: one column per model."""
+    """One renderable per model: side by side when they fit the width, else one below the other.
 
-    def __init__(self, renderables: list, min_column_width: int = 36) -> None:
+    Two layouts. Equal columns (the default) share the whole width, for panels whose text wraps (generate's): side
+    by side when each column gets `min_column_width` and every panel's title fits whole. Natural widths
+    (`natural=True`) keep each item at its own width, `gap` apart, for items that must not wrap (attention's
+    heatmaps): side by side when their widths add up to the width.
+    """
+
+    def __init__(self, renderables: list, min_column_width: int = 36, *, natural: bool = False, gap: int = 1) -> None:
         self.renderables = renderables
         self.min_column_width = min_column_width
+        self.natural = natural
+        self.gap = gap
 
     def __rich_console__(self, console, options):
         from rich.console import Group
+        from rich.measure import Measurement
         from rich.table import Table
 
+        if self.natural:
+            widths = [Measurement.get(console, options, item).maximum for item in self.renderables]
+            if len(self.renderables) > 1 and sum(widths) + self.gap * (len(widths) - 1) <= options.max_width:
+                grid = Table.grid(padding=(0, self.gap))
+                for item_width in widths:
+                    grid.add_column(width=item_width, no_wrap=True)
+                grid.add_row(*self.renderables)
+                yield grid
+            else:
+                yield Group(*self.renderables)
+            return
         # A panel's title is cut at its border, never wrapped: side by side only where every title fits whole.
         titles = [getattr(renderable, "title", None) for renderable in self.renderables]
         widest_title = max((rich.text.Text.from_markup(t).cell_len if isinstance(t, str) else t.cell_len
                             for t in titles if t), default=0)
         column_width = max(self.min_column_width, widest_title + len("╭─  ─╮") + 1)
         if len(self.renderables) > 1 and options.max_width >= column_width * len(self.renderables):
-            grid = Table.grid(expand=True, padding=(0, 1))
+            grid = Table.grid(expand=True, padding=(0, self.gap))
             for _ in self.renderables:
                 grid.add_column(ratio=1)
             grid.add_row(*self.renderables)

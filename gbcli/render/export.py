@@ -234,7 +234,8 @@ def json_export_warning(results: list[AttentionResult]) -> str | None:
 
 def write_attention_json(handle: BinaryIO, text: str, results: list[AttentionResult]) -> None:
     """The JSON document, streamed: the arrays a query row at a time, never whole as Python lists (a 1,024-token
-    GPT-2-small export would be 150 million Python floats, over 10 GB). The bytes equal `attention_json`'s."""
+    GPT-2-small export would be 150 million Python floats, over 10 GB). The bytes equal those of `json.dumps` of the
+    whole document (tests/test_hostile_world.py)."""
     import uuid
 
     nonce = uuid.uuid4().hex  # marks where each array goes; no text can contain it by chance
@@ -263,11 +264,6 @@ def _write_nested(handle: BinaryIO, array: np.ndarray) -> None:
             handle.write(b", ")
         _write_nested(handle, part)
     handle.write(b"]")
-
-
-def attention_json(text: str, results: list[AttentionResult]) -> str:
-    # float32 → Python float is exact, and JSON prints the shortest repr that reads back to the same float.
-    return json.dumps(attention_document(text, results, lambda w: w.tolist()), ensure_ascii=False) + "\n"
 
 
 def npz_arrays(text: str, results: list[AttentionResult]) -> dict[str, np.ndarray]:

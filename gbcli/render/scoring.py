@@ -29,10 +29,10 @@ from gbcli.render.common import (
     prob_style,
     titled_line,
 )
-from gbcli.render.escapes import visible_text
 from gbcli.render.model_names import Label, WholeNames, model_label
 from gbcli.render.progress import progress_bar as progress_bar  # where cli.py and jobs/torchrun_job.py import it
 from gbcli.tasks.scoring import LN2, ModelScore, TextScore, TokenScore, WordScore
+from gbcli.terminal import visible_text
 
 
 def probability(logprob: float, unit: str) -> float:
@@ -62,10 +62,6 @@ def conventions_line(columns: list[ModelScore]) -> Text:
 def measure_value(column: ModelScore) -> str:
     """A (pseudo-)perplexity to five significant digits; a log-likelihood (BART's measure) in nats."""
     return format_perplexity(column.value) if "perplexity" in column.measure else format_nats(column.value)
-
-
-def measure_label(column: ModelScore) -> str:
-    return f"{family_title(column.family)} {column.measure}"
 
 
 def single_table(record: TextScore, label: Label = model_label, *, titled: bool = True) -> Table:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from gbcli.errors import usage_error
 from gbcli.loading.models import LoadedModel, family_title
-from gbcli.render.escapes import visible_text
+from gbcli.terminal import visible_text
 
 SPACE_MARK = "␣"  # GPT-2's leading-space marker Ġ, shown as the space it stands for
 CONTINUATION_MARK = "·"  # WordPiece's ##: this piece joins the one before it
@@ -35,7 +35,7 @@ def readable_piece(piece: str, text: str | None = None) -> str:
     if shown.startswith(" "):
         shown = SPACE_MARK + shown[1:]
     # Control characters would move the cursor, bidirectional ones reverse the line: their escapes instead, as in
-    # every view (gbcli.render.escapes).
+    # every view (gbcli.terminal.visible_text).
     return visible_text(shown, kept="")
 
 

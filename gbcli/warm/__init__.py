@@ -8,6 +8,8 @@
 - `manage`: the server from the outside: `serve --detach`, `ps`, `stop`.
 
 `client` and `protocol` are what every command loads before deciding where to run: they import only the standard
-library, `gbcli.entry` and `gbcli.errors`, never torch, transformers or numpy (tests/test_startup.py), and this
-`__init__` imports nothing. `runner`, `server` and `shell` run commands, so they may import `cli` and `loading`.
+library and `gbcli.errors`, never torch, transformers, numpy, Rich or Typer (the `warm-client` import contract in
+pyproject.toml; tests/test_startup.py), and this `__init__` imports nothing. `runner`, `server` and `shell` run
+command lines through the CLI's command tree, which the command that starts them gives them (`runner.Host`): the
+room may import `render`, `tasks`, `lm`, `loading`, `terminal` and `gbcli.errors`, never `cli` or `jobs`.
 """

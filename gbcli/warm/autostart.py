@@ -67,7 +67,7 @@ def keep_alive_text() -> str:
 def start_and_connect() -> tuple[socket.socket, int] | None:
     """Start a server (or find the one a simultaneous command started) and connect: (socket, its pid), or None
     when none could be had (the command then runs in-process; why is said on stderr once)."""
-    from gbcli.warm.client import connect
+    from gbcli.warm.protocol import connect
 
     try:
         folder = _private_folder()
@@ -94,7 +94,7 @@ def _private_folder() -> str:
 def _start(folder: str) -> tuple[socket.socket, int] | None:
     import subprocess
 
-    from gbcli.warm.client import connect
+    from gbcli.warm.protocol import connect
 
     keep_alive = keep_alive_text()
     log_path = os.path.join(folder, LOG_NAME)

@@ -14,7 +14,6 @@ import socket
 import sys
 import time
 
-from gbcli.entry import HELP_FLAGS
 from gbcli.warm.protocol import (
     PROTOCOL,
     SERVER_VARIABLE,
@@ -23,6 +22,7 @@ from gbcli.warm.protocol import (
     ProtocolError,
     chosen_server,
     client_token,
+    connect,
     decode_bytes,
     encode_bytes,
     hello,
@@ -32,14 +32,16 @@ from gbcli.warm.protocol import (
     tcp_url,
 )
 
-TYPE_CHECKING = False  # typing costs a warm command ~4 ms of start-up; annotations here are strings anyway
+TYPE_CHECKING = False  # importing typing is start-up a warm command pays (row `warm`); annotations are strings
 if TYPE_CHECKING:
     from typing import Any
 
 # Never sent to a server: the server's own commands, `config`, and `finetune`, which trains new weights for minutes
 # to hours (a warm server would be held that long, and its models are for reading only).
 LOCAL_COMMANDS = {"serve", "shell", "ps", "stop", "config", "finetune"}
-LOCAL_FLAGS = set(HELP_FLAGS)  # instant in-process; nothing to gain (entry answers them before this module)
+# Instant in-process; nothing to gain. gbcli.entry answers them before this module is imported (its HELP_FLAGS, the
+# same set: written twice, since entry imports this module and tests/test_rules.py holds the two equal).
+LOCAL_FLAGS = {"-h", "--help", "--version", "-V"}
 # A file job into --output runs where it is typed: it may last hours (a server would be held that long), and under
 # torchrun every process must do its own share on its own device.
 LOCAL_OPTIONS = ("--output", "-o")
@@ -85,26 +87,6 @@ def wants_server(argv: list[str]) -> bool:
     return not any(arg in LOCAL_FLAGS or arg.startswith(LOCAL_OPTIONS) for arg in argv[:end])
 
 
-def connect(timeout: float = 2.0) -> socket.socket | None:
-    """A connection to the running server, or None. A socket nobody listens on (a killed server's) is removed."""
-    path = socket_file()
-    if not os.path.exists(path):
-        return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        sock.close()
-        remove_stale(path)
-        return None
-    except OSError:
-        sock.close()
-        return None
-    sock.settimeout(None)
-    return sock
-
-
 def connect_tcp(address: tuple[str, int], timeout: float = 5.0) -> socket.socket:
     """A TCP connection to `gbcli serve --port`; OSError when nothing answers there."""
     sock = socket.create_connection(address, timeout=timeout)
@@ -137,16 +119,6 @@ class Target:
 def unreachable(target: Target, exc: OSError) -> int:
     return _fail(f"cannot reach the gbcli server at {target.where} ({SERVER_VARIABLE}): {exc.strerror or exc}.",
                  f"Start it there (gbcli serve --port ...), or unset {SERVER_VARIABLE}, or pass --no-server.")
-
-
-def remove_stale(path: Any) -> None:
-    import stat
-
-    try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode) and os.lstat(path).st_uid == os.getuid():
-            os.unlink(path)
-    except OSError:
-        pass
 
 
 def terminal_size() -> tuple[int, int]:

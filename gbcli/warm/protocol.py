@@ -20,7 +20,7 @@ import stat
 import zlib
 from functools import cache
 
-TYPE_CHECKING = False  # typing costs a warm command ~4 ms of start-up; annotations here are strings anyway
+TYPE_CHECKING = False  # importing typing is start-up a warm command pays (row `warm`); annotations are strings
 if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
@@ -47,7 +47,7 @@ def build_id() -> str:
 
     # CRC-32 and Adler-32 of the names and bytes: a 64-bit fingerprint that tells two builds apart by mistake-proof
     # odds (it is no defence against a forger: the socket's permissions and the TCP token are that), and zlib costs
-    # a warm command no start-up where hashlib's OpenSSL costs ~5 ms.
+    # a warm command no start-up where hashlib loads OpenSSL (benchmarks/run.py, row `warm`).
     crc, adler = 0, 1
     package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # gbcli/, above warm/
     sources = sorted(os.path.relpath(os.path.join(folder, name), package)
@@ -62,7 +62,7 @@ def build_id() -> str:
 def runtime_folder() -> str:
     """The user's runtime folder for gbcli: GBCLI_RUNTIME_DIR, else $XDG_RUNTIME_DIR/gbcli, else /tmp/gbcli-UID.
 
-    A string: the client's start-up has no use for pathlib (~8 ms of imports); `runtime_dir` is its Path.
+    A string: the client's start-up has no use for pathlib's imports (row `warm`); `runtime_dir` is its Path.
     """
     chosen = os.environ.get("GBCLI_RUNTIME_DIR")
     if chosen:
@@ -191,6 +191,35 @@ def decode_bytes(text: Any) -> bytes:
         return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise ProtocolError(f"not base64 ({exc})") from None
+
+
+def connect(timeout: float = 2.0) -> socket.socket | None:
+    """A connection to the running server, or None. A socket nobody listens on (a killed server's) is removed."""
+    path = socket_file()
+    if not os.path.exists(path):
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        sock.close()
+        remove_stale(path)
+        return None
+    except OSError:
+        sock.close()
+        return None
+    sock.settimeout(None)
+    return sock
+
+
+def remove_stale(path: Any) -> None:
+    """Remove a socket a killed server left behind (this user's socket only)."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode) and os.lstat(path).st_uid == os.getuid():
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 class Channel:

@@ -9,20 +9,41 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
+from gbcli.loading.download import human_size  # one way to write a size: the hub's (548 MB, 12 kB)
 
-@cache
+
+@dataclass(frozen=True)
+class Host:
+    """What a shell or a server takes from the CLI whose command lines it runs. The command that starts it
+    (`gbcli shell`, `gbcli serve`: gbcli.cli.serve) gives it: the CLI starts the shell and the server, so an import
+    of the CLI here would make the two rooms import each other."""
+
+    commands: Any  # the click group behind the Typer app: commands, options and help
+    parse_models: Callable[[str], list[str]]  # a --models list, checked (a usage error for an unknown column)
+    # Load these models (families, --gpt/--bert/--bart, --device, --dtype) as a command loads them; with no family,
+    # only the device and dtype are checked.
+    load_models: Callable[[list[str], dict[str, str | None], str, str], object]
+
+
+_HOSTED: list[Host] = []
+
+
+def host(given: Host) -> None:
+    """From now on this process's shell or server runs command lines through `given`."""
+    _HOSTED[:] = [given]
+
+
+def hosted() -> Host:
+    return _HOSTED[0]
+
+
 def command_tree() -> Any:
-    """The click group behind the Typer app (Typer's own copy of click): commands, options and help, built once."""
-    from typer.main import get_command
-
-    from gbcli.cli import app
-
-    return get_command(app)
+    """The click group behind the Typer app (Typer's own copy of click): commands, options and help."""
+    return hosted().commands
 
 
 def options_of(command: Any) -> list[Any]:
@@ -146,14 +167,6 @@ def _empty_accelerator_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def format_bytes(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} GB"  # pragma: no cover
-
-
 def format_duration(seconds: float) -> str:
     seconds = round(seconds)  # 599.6 s is 10m00s, not 9m60s
     if seconds < 60:
@@ -189,7 +202,7 @@ def model_table(entries: list[LoadedEntry], server: bool = False) -> Any:
         table.add_column(title, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for entry in entries:
         row = [family_title(entry.family), entry.model, entry.device, entry.dtype, f"{entry.parameters / 1e6:.1f}M",
-               format_bytes(entry.bytes), format_duration(entry.idle_seconds)]
+               human_size(entry.bytes), format_duration(entry.idle_seconds)]
         if server:
             release = "never" if entry.release_seconds is None else format_duration(entry.release_seconds)
             row.append(release)

@@ -174,7 +174,7 @@ class Server:
     # -- start and stop ------------------------------------------------------------------------------------------
     def bind(self) -> None:
         from gbcli.errors import GbcliError
-        from gbcli.warm.client import connect
+        from gbcli.warm.protocol import connect
 
         try:
             private_dir()

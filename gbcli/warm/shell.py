@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from gbcli.errors import INTERRUPTED, GbcliError, usage_error
-from gbcli.warm.runner import command_tree, loaded_models, model_table, models_kept_loaded, options_of, run_command_line
+from gbcli.terminal import interrupt_raises
+from gbcli.warm.runner import (
+    command_tree,
+    hosted,
+    loaded_models,
+    model_table,
+    models_kept_loaded,
+    options_of,
+    run_command_line,
+)
 
 BUILTINS: dict[str, str] = {
     "help": "this list; `help COMMAND` shows the command's options",
@@ -257,9 +266,7 @@ class Shell:
         else:
             value = args[1]
         if name == "models":
-            from gbcli.cli.options import parse_models
-
-            parse_models(str(value))  # refuse a bad list now rather than on every command
+            hosted().parse_models(str(value))  # refuse a bad list now rather than on every command
         self.session.defaults[name] = value
 
     def load(self, args: list[str]) -> None:
@@ -299,13 +306,12 @@ def _parse_switch(value: str, name: str) -> bool:
 def preload(session: Session, families: list[str], specs: dict[str, str | None], *, strict: bool = False) -> None:
     """Load these models now, with the session's device and dtype. A model that fails is reported and the others
     stay usable; with strict, its error is raised instead."""
-    from gbcli.cli.options import load_columns, load_options
-
-    options = load_options(str(session.defaults.get("device", "auto")), str(session.defaults.get("dtype", "auto")),
-                           None, False)
+    load_models = hosted().load_models
+    device, dtype = str(session.defaults.get("device", "auto")), str(session.defaults.get("dtype", "auto"))
+    load_models([], specs, device, dtype)  # a bad --device or --dtype is refused before any model loads
     for family in families:
         try:
-            load_columns([family], specs, options)  # type: ignore[list-item]
+            load_models([family], specs, device, dtype)
         except GbcliError as error:
             if strict:
                 raise
@@ -349,7 +355,7 @@ def _stderr():
 
 
 def _report(error: GbcliError) -> None:
-    from gbcli.cli.reporting import report_error
+    from gbcli.render.messages import report_error
 
     report_error(error)
 
@@ -429,24 +435,11 @@ def run_shell(session: Session, families: list[str], specs: dict[str, str | None
     with models_kept_loaded(), _batch_colours(interactive):
         preload(session, families, specs)
         shell = Shell(session, interactive)
-        _interrupt_raises()
+        interrupt_raises()
         if interactive:
             _stderr().print("gbcli shell: `help` for commands; Ctrl-D to leave.", markup=False)
             return shell.run(terminal_lines(session))
         return shell.run(stdin_lines())
-
-
-def _interrupt_raises() -> None:
-    """From now on Ctrl-C raises KeyboardInterrupt wherever it lands: the command stops and the loop goes on.
-
-    The console script exits at once on Ctrl-C outside a command's computation (gbcli.entry), for fear of an
-    import cut half-way; here torch and transformers are imported by now, and a Ctrl-C that lands while a model
-    loads, stdin is read or a table is drawn must not end the whole shell.
-    """
-    import signal
-
-    if sys.platform != "win32":
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextlib.contextmanager

@@ -23,9 +23,7 @@ def parse_targets(raw: str | None) -> list[str]:
     """`--targets duck,dog` → ["duck", "dog"]."""
     if raw is None:
         return []
-    from gbcli.jobs.inputs import valid_argument
-
-    words = target_words(valid_argument(raw, "--targets").split(","))
+    words = target_words(raw.split(","))
     if not words:
         raise usage_error("--targets names no word.", "For example --targets duck,dog.")
     return words

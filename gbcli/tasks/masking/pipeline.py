@@ -49,8 +49,8 @@ class _Run:
         """Each model's column for a chunk of texts, in dependency order; yields the family after each.
 
         On CPU, GPT-2's left-context column runs beside BERT's (each on half the threads): it needs nothing of
-        BERT's, and small batches leave a second thread of one product mostly idle (GPT-2-small and BERT-base on
-        one short text: ~380 ms one after the other, ~260 ms side by side). BERT sets no error while it runs
+        BERT's, and small batches leave a second thread of one product mostly idle (benchmarks/run.py, row `warm`:
+        a warm `fill-mask`). BERT sets no error while it runs
         (texts too long for it got theirs when tokenized), so both see the same texts as in turn.
         """
         gpt = next((column for family, column in self.columns if family == "gpt"), None)

@@ -81,9 +81,9 @@ def attention_step(models: dict[str, LoadedModel], context: StepContext) -> Outc
 
 
 def _generation_settings() -> Any:
-    from gbcli.tasks.decoding_settings import DecodingSettings
+    from gbcli.tasks.decoding_settings import settings_from_options
 
-    return DecodingSettings.from_options(max_new_tokens=NEW_TOKENS, greedy=True, alternatives=ALTERNATIVES)
+    return settings_from_options(max_new_tokens=NEW_TOKENS, greedy=True, alternatives=ALTERNATIVES)
 
 
 def generation_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
