@@ -145,12 +145,18 @@ def startup_rows(ctx: Context) -> list[Row]:
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     rows = []
     for name in ("--help", "score --help"):
-        rows.append(Row(
-            row=f"`gbcli {name}`, whole process (median of {repeats})", gbcli=f"{medians[name]:.3f} s",
-            peer=f"{medians['typer+rich']:.3f} s (python -c 'import typer, rich')", ratio=None,
-            target="< 0.3 s", met=medians[name] < 0.3, note=f"bare python: {medians['python']:.3f} s",
-            data={"seconds": seconds[name], "peer_seconds": seconds["typer+rich"]},
-        ))
+        rows.append(
+            Row(
+                row=f"`gbcli {name}`, whole process (median of {repeats})",
+                gbcli=f"{medians[name]:.3f} s",
+                peer=f"{medians['typer+rich']:.3f} s (python -c 'import typer, rich')",
+                ratio=None,
+                target="< 0.3 s",
+                met=medians[name] < 0.3,
+                note=f"bare python: {medians['python']:.3f} s",
+                data={"seconds": seconds[name], "peer_seconds": seconds["typer+rich"]},
+            )
+        )
     return rows
 
 
@@ -163,16 +169,23 @@ def cold_rows(ctx: Context) -> list[Row]:
     walls = []
     for _ in range(repeats):
         started = time.perf_counter()
-        completed = subprocess.run(absent, capture_output=True, text=True, check=False,
-                                   env={**__import__("os").environ, "HF_HUB_OFFLINE": "0"})
+        completed = subprocess.run(
+            absent, capture_output=True, text=True, check=False, env={**__import__("os").environ, "HF_HUB_OFFLINE": "0"}
+        )
         walls.append(time.perf_counter() - started)
     wall = statistics.median(walls)
-    rows.append(Row(
-        row="an uncached hub id with no network, to its error (whole process)", gbcli=f"{wall:.2f} s", peer="",
-        ratio=None, target="< 2 s", met=wall < 2 and completed.returncode == 1,
-        note=completed.stderr.strip().splitlines()[0][:120] if completed.stderr else "",
-        data={"seconds": walls},
-    ))
+    rows.append(
+        Row(
+            row="an uncached hub id with no network, to its error (whole process)",
+            gbcli=f"{wall:.2f} s",
+            peer="",
+            ratio=None,
+            target="< 2 s",
+            met=wall < 2 and completed.returncode == 1,
+            note=completed.stderr.strip().splitlines()[0][:120] if completed.stderr else "",
+            data={"seconds": walls},
+        )
+    )
 
     sides = {
         "gbcli": _gbcli("fill-mask", FILL_TEXT, "--models", "bert", "--bert", str(ctx.bert_path), "--json"),
@@ -180,24 +193,46 @@ def cold_rows(ctx: Context) -> list[Row]:
     }
     seconds, _ = _median_processes(sides, repeats)
     ours, peer = statistics.median(seconds["gbcli"]), statistics.median(seconds["minimum"])
-    rows.append(Row(
-        row="`gbcli fill-mask TEXT --models bert`, whole process", gbcli=f"{ours:.2f} s",
-        peer=f"{peer:.2f} s (minimum script)", ratio=ours / peer, target="≤ 1.2x the minimum",
-        met=ours / peer <= 1.2, data=seconds,
-    ))
+    rows.append(
+        Row(
+            row="`gbcli fill-mask TEXT --models bert`, whole process",
+            gbcli=f"{ours:.2f} s",
+            peer=f"{peer:.2f} s (minimum script)",
+            ratio=ours / peer,
+            target="≤ 1.2x the minimum",
+            met=ours / peer <= 1.2,
+            data=seconds,
+        )
+    )
 
     sides = {
-        "gbcli": _gbcli("generate", PROMPT, "--models", "gpt", "--gpt", str(ctx.gpt_path), "--greedy",
-                        "--max-new-tokens", "1", "--json"),
+        "gbcli": _gbcli(
+            "generate",
+            PROMPT,
+            "--models",
+            "gpt",
+            "--gpt",
+            str(ctx.gpt_path),
+            "--greedy",
+            "--max-new-tokens",
+            "1",
+            "--json",
+        ),
         "minimum": [sys.executable, "-c", MIN_FIRST_TOKEN, str(ctx.gpt_path), PROMPT],
     }
     seconds, _ = _median_processes(sides, repeats)
     ours, peer = statistics.median(seconds["gbcli"]), statistics.median(seconds["minimum"])
-    rows.append(Row(
-        row="`gbcli generate --models gpt`, time to the first token (a 1-token whole process)",
-        gbcli=f"{ours:.2f} s", peer=f"{peer:.2f} s (minimum script)", ratio=ours / peer,
-        target="≤ 1.2x the minimum", met=ours / peer <= 1.2, data=seconds,
-    ))
+    rows.append(
+        Row(
+            row="`gbcli generate --models gpt`, time to the first token (a 1-token whole process)",
+            gbcli=f"{ours:.2f} s",
+            peer=f"{peer:.2f} s (minimum script)",
+            ratio=ours / peer,
+            target="≤ 1.2x the minimum",
+            met=ours / peer <= 1.2,
+            data=seconds,
+        )
+    )
 
     for family, path, label in (("gpt", ctx.gpt_path, "GPT-2-small"), ("bert", ctx.bert_path, "BERT-base")):
         rows.append(_load_row(family, path, label, repeats))
@@ -210,14 +245,21 @@ def _load_row(family: str, path: Path, label: str, repeats: int) -> Row:
     loads: dict[str, list[float]] = {"gbcli": [], "floor": []}
     for _ in range(repeats):
         for way in loads:
-            out = subprocess.run([sys.executable, "-c", LOAD_VS_FLOOR, str(path), way, family],
-                                 capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [sys.executable, "-c", LOAD_VS_FLOOR, str(path), way, family],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             loads[way].append(json.loads(out.strip().splitlines()[-1])["load"])
     ours, floor = statistics.median(loads["gbcli"]), statistics.median(loads["floor"])
     return Row(
-        row=f"loading {label} (fresh process, imports excluded)", gbcli=f"{ours:.2f} s",
-        peer=f"{floor:.2f} s (meta-device build, no init, memory-mapped safetensors)", ratio=ours / floor,
-        target="", met=None,
+        row=f"loading {label} (fresh process, imports excluded)",
+        gbcli=f"{ours:.2f} s",
+        peer=f"{floor:.2f} s (meta-device build, no init, memory-mapped safetensors)",
+        ratio=ours / floor,
+        target="",
+        met=None,
         note="gbcli's load keeps its checks (kind, head, missing keys, finite weights) and loads the tokenizer",
         data=loads,
     )
@@ -229,16 +271,25 @@ def _memory_row(ctx: Context) -> Row:
 
     peaks = {}
     for way in ("gbcli", "floor"):
-        out = subprocess.run([sys.executable, "-c", LOAD_BOTH_MEMORY, way, str(ctx.gpt_path), str(ctx.bert_path)],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", LOAD_BOTH_MEMORY, way, str(ctx.gpt_path), str(ctx.bert_path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         peaks[way] = json.loads(out.strip().splitlines()[-1])["VmHWM"]
     weights = weights_bytes(ctx.gpt_path) + weights_bytes(ctx.bert_path)
     mib = 1024 * 1024
     return Row(
-        row="peak memory of a process loading GPT-2 and BERT (VmHWM)", gbcli=f"{peaks['gbcli'] / mib:.0f} MiB",
-        peer=f"{peaks['floor'] / mib:.0f} MiB (the floor's load)", ratio=peaks["gbcli"] / peaks["floor"], target="",
-        met=None, note=f"weights {weights / mib:.0f} MiB: gbcli {peaks['gbcli'] / weights:.2f}x, floor "
-        f"{peaks['floor'] / weights:.2f}x of them", data={**peaks, "weights": weights},
+        row="peak memory of a process loading GPT-2 and BERT (VmHWM)",
+        gbcli=f"{peaks['gbcli'] / mib:.0f} MiB",
+        peer=f"{peaks['floor'] / mib:.0f} MiB (the floor's load)",
+        ratio=peaks["gbcli"] / peaks["floor"],
+        target="",
+        met=None,
+        note=f"weights {weights / mib:.0f} MiB: gbcli {peaks['gbcli'] / weights:.2f}x, floor "
+        f"{peaks['floor'] / weights:.2f}x of them",
+        data={**peaks, "weights": weights},
     )
 
 
@@ -248,8 +299,20 @@ def fresh_generate_rows(ctx: Context) -> list[Row]:
     new = ctx.args.new_tokens_given or 96
     ours_rates, peer_rates = [], []
     for _ in range(repeats):
-        _, _, code, out = run_process(_gbcli("generate", PROMPT, "--models", "gpt", "--gpt", str(ctx.gpt_path),
-                                             "--greedy", "--max-new-tokens", str(new), "--json"))
+        _, _, code, out = run_process(
+            _gbcli(
+                "generate",
+                PROMPT,
+                "--models",
+                "gpt",
+                "--gpt",
+                str(ctx.gpt_path),
+                "--greedy",
+                "--max-new-tokens",
+                str(new),
+                "--json",
+            )
+        )
         if code != 0:
             raise RuntimeError(out[-300:])
         ours_rates.append(json.loads(out)["columns"][0]["tokens_per_second"])
@@ -258,11 +321,17 @@ def fresh_generate_rows(ctx: Context) -> list[Row]:
             raise RuntimeError(out[-300:])
         peer_rates.append(json.loads(out.strip().splitlines()[-1])["tokens_per_second"])
     ours, peer = statistics.median(ours_rates), statistics.median(peer_rates)
-    return [Row(
-        row=f"generate {new} tokens, fresh process, tokens/s as each reports it", gbcli=f"{ours:.1f} tokens/s",
-        peer=f"{peer:.1f} tokens/s (pipeline, fresh process)", ratio=ours / peer, target="≥ 1.5x",
-        met=ours / peer >= 1.5, data={"gbcli": ours_rates, "pipeline": peer_rates},
-    )]
+    return [
+        Row(
+            row=f"generate {new} tokens, fresh process, tokens/s as each reports it",
+            gbcli=f"{ours:.1f} tokens/s",
+            peer=f"{peer:.1f} tokens/s (pipeline, fresh process)",
+            ratio=ours / peer,
+            target="≥ 1.5x",
+            met=ours / peer >= 1.5,
+            data={"gbcli": ours_rates, "pipeline": peer_rates},
+        )
+    ]
 
 
 BUSY_LOOP = "import time\nend = time.time() + float(__import__('sys').argv[1])\nwhile time.time() < end: pass\n"
@@ -284,9 +353,21 @@ def busy_rows(ctx: Context) -> list[Row]:
                 try:
                     time.sleep(0.5)
                     env_threads = ["env", "OMP_NUM_THREADS=1"] if name == "one thread" else []
-                    command = [*env_threads, *_gbcli(
-                        "generate", PROMPT, "--models", "gpt", "--gpt", str(model), "--max-new-tokens",
-                        str(new), "--greedy", "--json")]
+                    command = [
+                        *env_threads,
+                        *_gbcli(
+                            "generate",
+                            PROMPT,
+                            "--models",
+                            "gpt",
+                            "--gpt",
+                            str(model),
+                            "--max-new-tokens",
+                            str(new),
+                            "--greedy",
+                            "--json",
+                        ),
+                    ]
                     with tempfile.TemporaryFile() as out:
                         subprocess.run(command, stdout=out, stderr=subprocess.DEVNULL, check=True)
                         out.seek(0)
@@ -295,9 +376,15 @@ def busy_rows(ctx: Context) -> list[Row]:
                     hog.kill()
                     hog.wait()
         ours, one = statistics.median(rates["default"]), statistics.median(rates["one thread"])
-        rows.append(Row(
-            row=f"generate with one core kept busy, {label}", gbcli=f"{ours:.1f} tokens/s (default threads)",
-            peer=f"{one:.1f} tokens/s (OMP_NUM_THREADS=1)", ratio=ours / one, target="≥ 0.9x one thread",
-            met=ours / one >= 0.9, data=rates,
-        ))
+        rows.append(
+            Row(
+                row=f"generate with one core kept busy, {label}",
+                gbcli=f"{ours:.1f} tokens/s (default threads)",
+                peer=f"{one:.1f} tokens/s (OMP_NUM_THREADS=1)",
+                ratio=ours / one,
+                target="≥ 0.9x one thread",
+                met=ours / one >= 0.9,
+                data=rates,
+            )
+        )
     return rows

@@ -37,8 +37,13 @@ def write_texts(path: Path, count: int) -> None:
     from tests.test_pairs import corpus_pairs
 
     pairs = corpus_pairs(count + 3)
-    path.write_text("".join(" and ".join(p["sentence_good"].rstrip(" .") for p in pairs[k : k + 2 + k % 3]) + " .\n"
-                            for k in range(count)), encoding="utf-8")
+    path.write_text(
+        "".join(
+            " and ".join(p["sentence_good"].rstrip(" .") for p in pairs[k : k + 2 + k % 3]) + " .\n"
+            for k in range(count)
+        ),
+        encoding="utf-8",
+    )
 
 
 WRITERS = {"pairs": write_pairs, "score": write_texts}
@@ -46,8 +51,7 @@ WRITERS = {"pairs": write_pairs, "score": write_texts}
 
 def timed(command: list[str], env: dict[str, str]) -> float:
     began = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, env={**os.environ, "GBCLI_NO_SERVER": "1", **env},
-                          check=False)
+    done = subprocess.run(command, capture_output=True, env={**os.environ, "GBCLI_NO_SERVER": "1", **env}, check=False)
     if done.returncode != 0:
         raise SystemExit(done.stderr.decode()[-2000:])
     return time.perf_counter() - began
@@ -59,13 +63,24 @@ def measure(job: str, args: argparse.Namespace, folder: Path) -> None:
     WRITERS[job](file, args.lines)
     common = [job, "--file", str(file), "--gpt", args.gpt, "--bert", args.bert, "--force", "--json"]
     single = [sys.executable, "-m", "gbcli", *common]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                "-m", "gbcli", *common]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "gbcli",
+        *common,
+    ]
     outputs = {name: folder / f"{job}-{name}.jsonl" for name in ("a", "b", "c")}
     sides = {
         "1 process × 2 threads": (single + ["-o", str(outputs["a"])], {"OMP_NUM_THREADS": "2"}),
-        "2 processes × 1 thread": (torchrun + ["-o", str(outputs["b"])],
-                                   {"OMP_NUM_THREADS": "1", "GBCLI_THREADS": "1"}),
+        "2 processes × 1 thread": (
+            torchrun + ["-o", str(outputs["b"])],
+            {"OMP_NUM_THREADS": "1", "GBCLI_THREADS": "1"},
+        ),
         "1 process × 1 thread": (single + ["-o", str(outputs["c"])], {"OMP_NUM_THREADS": "1"}),
     }
     times: dict[str, list[float]] = {name: [] for name in sides}

@@ -26,8 +26,35 @@ from run import Context, Row, gbcli_command, run_process
 
 DEV_EXAMPLES = 64
 TOKENS = 64
-WORDS = ["the", "film", "was", "good", "bad", "and", "a", "story", "of", "people", "who", "lived", "in", "town",
-         "with", "great", "music", "but", "slow", "plot", "very", "long", "night", "we", "saw", "it", "again"]
+WORDS = [
+    "the",
+    "film",
+    "was",
+    "good",
+    "bad",
+    "and",
+    "a",
+    "story",
+    "of",
+    "people",
+    "who",
+    "lived",
+    "in",
+    "town",
+    "with",
+    "great",
+    "music",
+    "but",
+    "slow",
+    "plot",
+    "very",
+    "long",
+    "night",
+    "we",
+    "saw",
+    "it",
+    "again",
+]
 
 
 def examples(count: int, seed: int) -> list[dict[str, str]]:
@@ -83,17 +110,34 @@ def plain_side(path: Path, data: Any, recipe: Any, folder: Path) -> tuple[float,
         tokenizer.pad_token = tokenizer.eos_token
     set_seed(42)
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=len(data.labels), pad_token_id=tokenizer.pad_token_id)
+        path, num_labels=len(data.labels), pad_token_id=tokenizer.pad_token_id
+    )
     arguments = TrainingArguments(
-        output_dir=str(folder), learning_rate=recipe.learning_rate, num_train_epochs=recipe.epochs,
-        per_device_train_batch_size=recipe.batch_size, per_device_eval_batch_size=32,
-        warmup_steps=recipe.warmup_ratio, weight_decay=recipe.weight_decay, lr_scheduler_type="linear",
-        eval_strategy="no", save_strategy="no", seed=42, data_seed=42, use_cpu=True, report_to="none",
-        disable_tqdm=True, dataloader_pin_memory=False)
-    trainer = Trainer(model=model, args=arguments, data_collator=DataCollatorWithPadding(tokenizer),
-                      train_dataset=encode(tokenizer, data.train, data.label_ids, recipe.max_length),
-                      eval_dataset=encode(tokenizer, data.dev, data.label_ids, recipe.max_length),
-                      compute_metrics=lambda p: {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())})
+        output_dir=str(folder),
+        learning_rate=recipe.learning_rate,
+        num_train_epochs=recipe.epochs,
+        per_device_train_batch_size=recipe.batch_size,
+        per_device_eval_batch_size=32,
+        warmup_steps=recipe.warmup_ratio,
+        weight_decay=recipe.weight_decay,
+        lr_scheduler_type="linear",
+        eval_strategy="no",
+        save_strategy="no",
+        seed=42,
+        data_seed=42,
+        use_cpu=True,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+    )
+    trainer = Trainer(
+        model=model,
+        args=arguments,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        train_dataset=encode(tokenizer, data.train, data.label_ids, recipe.max_length),
+        eval_dataset=encode(tokenizer, data.dev, data.label_ids, recipe.max_length),
+        compute_metrics=lambda p: {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())},
+    )
     output = trainer.train()
     return output.metrics["train_samples_per_second"], trainer.evaluate()["eval_accuracy"]
 
@@ -102,9 +146,29 @@ def memory_run(train: Path, dev: Path, family: str, path: Path, count: int) -> t
     """A fresh `gbcli finetune` of one family, 3 epochs: its peak resident memory (MiB, as the process's
     getrusage says) and the memory in use at each epoch's end, as gbcli reports them."""
     with tempfile.TemporaryDirectory() as out:
-        command = [*gbcli_command(), "finetune", str(train), "--dev", str(dev), "--models", family, f"--{family}",
-                   str(path), "--epochs", "3", "--max-length", str(TOKENS), "--max-train-samples", str(count),
-                   "--no-estimate", "--device", "cpu", "-o", f"{out}/run", "--json"]
+        command = [
+            *gbcli_command(),
+            "finetune",
+            str(train),
+            "--dev",
+            str(dev),
+            "--models",
+            family,
+            f"--{family}",
+            str(path),
+            "--epochs",
+            "3",
+            "--max-length",
+            str(TOKENS),
+            "--max-train-samples",
+            str(count),
+            "--no-estimate",
+            "--device",
+            "cpu",
+            "-o",
+            f"{out}/run",
+            "--json",
+        ]
         _, rss, code, text = run_process(command)
         if code != 0:
             raise RuntimeError(f"gbcli finetune failed: {text[-300:]}")
@@ -119,8 +183,9 @@ def finetune_rows(ctx: Context) -> list[Row]:
 
     quiet_transformers()
     count = getattr(ctx.args, "finetune_examples", None) or 512
-    data = prepare([_Example(**r) for r in examples(count, 0)], [_Example(**r) for r in examples(DEV_EXAMPLES, 1)],
-                   "benchmark")
+    data = prepare(
+        [_Example(**r) for r in examples(count, 0)], [_Example(**r) for r in examples(DEV_EXAMPLES, 1)], "benchmark"
+    )
     recipe = Recipe(epochs=1, max_length=TOKENS)
     rows = []
     work = Path(tempfile.mkdtemp(prefix="gbcli-finetune-bench-"))
@@ -131,38 +196,63 @@ def finetune_rows(ctx: Context) -> list[Row]:
         speeds[family] = loop
         ratio = ours / theirs
         minutes = count / ours / 60
-        rows.append(Row(f"finetune throughput, {family}", f"{ours:.2f} ex/s", f"{theirs:.2f} ex/s", ratio,
-                        ">= 0.95x plain Trainer, same dev accuracy", ratio >= 0.95 and ours_accuracy == their_accuracy,
-                        note=f"{count} examples of {TOKENS} tokens, one epoch, batch 32; gbcli evaluates "
-                             f"{DEV_EXAMPLES} dev examples at step 0 and ~10 times an epoch, the plain script once; "
-                             f"without the curve's evaluations gbcli's loop ran {loop:.2f} ex/s "
-                             f"({loop / theirs:.2f}x); "
-                             f"dev accuracy gbcli {ours_accuracy:.4f}, plain {their_accuracy:.4f}; "
-                             f"{minutes:.1f} min per epoch of {count} examples (SST-2's 67,349: "
-                             f"{67349 / ours / 3600:.1f} h)", fresh=False))
-    _, frozen, _ = gbcli_side(ctx.bert_path, data, Recipe(epochs=1, max_length=TOKENS, freeze_below=10),
-                           work / "frozen-bert", "bert")
+        rows.append(
+            Row(
+                f"finetune throughput, {family}",
+                f"{ours:.2f} ex/s",
+                f"{theirs:.2f} ex/s",
+                ratio,
+                ">= 0.95x plain Trainer, same dev accuracy",
+                ratio >= 0.95 and ours_accuracy == their_accuracy,
+                note=f"{count} examples of {TOKENS} tokens, one epoch, batch 32; gbcli evaluates "
+                f"{DEV_EXAMPLES} dev examples at step 0 and ~10 times an epoch, the plain script once; "
+                f"without the curve's evaluations gbcli's loop ran {loop:.2f} ex/s "
+                f"({loop / theirs:.2f}x); "
+                f"dev accuracy gbcli {ours_accuracy:.4f}, plain {their_accuracy:.4f}; "
+                f"{minutes:.1f} min per epoch of {count} examples (SST-2's 67,349: "
+                f"{67349 / ours / 3600:.1f} h)",
+                fresh=False,
+            )
+        )
+    _, frozen, _ = gbcli_side(
+        ctx.bert_path, data, Recipe(epochs=1, max_length=TOKENS, freeze_below=10), work / "frozen-bert", "bert"
+    )
     ratio = frozen / speeds["bert"]
-    rows.append(Row("finetune --freeze-below 10, bert", f"{frozen:.2f} ex/s", f"{speeds['bert']:.2f} ex/s (full)",
-                    ratio, ">= 2.5x full fine-tuning", ratio >= 2.5,
-                    note="the same run with layers 0-9 and the embeddings frozen (no gradients, no optimizer state); "
-                         "both without the curve's evaluations, which cost the same forward passes either way",
-                    fresh=False))
+    rows.append(
+        Row(
+            "finetune --freeze-below 10, bert",
+            f"{frozen:.2f} ex/s",
+            f"{speeds['bert']:.2f} ex/s (full)",
+            ratio,
+            ">= 2.5x full fine-tuning",
+            ratio >= 2.5,
+            note="the same run with layers 0-9 and the embeddings frozen (no gradients, no optimizer state); "
+            "both without the curve's evaluations, which cost the same forward passes either way",
+            fresh=False,
+        )
+    )
     train = write(work / "train.jsonl", examples(count, 0))
     dev = write(work / "dev.jsonl", examples(DEV_EXAMPLES, 1))
     small = min(count, 32)
     for family, path in (("gpt", ctx.gpt_path), ("bert", ctx.bert_path)):
         peak, by_epoch = memory_run(train, dev, family, path, small)
         growth = by_epoch[-1] / by_epoch[0]
-        rows.append(Row(f"finetune peak memory, {family}", f"{peak:.0f} MiB peak",
-                        "in use after epochs 1-3: " + ", ".join(f"{m:.0f}" for m in by_epoch) + " MiB", growth,
-                        "stated; no growth across epochs", growth <= 1.02,
-                        note=f"a fresh `gbcli finetune` process, {small} examples of {TOKENS} tokens, batch 32, 3 "
-                             "epochs; ratio: memory in use after the last epoch over after the first", fresh=True))
+        rows.append(
+            Row(
+                f"finetune peak memory, {family}",
+                f"{peak:.0f} MiB peak",
+                "in use after epochs 1-3: " + ", ".join(f"{m:.0f}" for m in by_epoch) + " MiB",
+                growth,
+                "stated; no growth across epochs",
+                growth <= 1.02,
+                note=f"a fresh `gbcli finetune` process, {small} examples of {TOKENS} tokens, batch 32, 3 "
+                "epochs; ratio: memory in use after the last epoch over after the first",
+                fresh=True,
+            )
+        )
     return rows
 
 
 class _Example:
     def __init__(self, text: str, label: str) -> None:
         self.text, self.label, self.text_b = text, label, None
-

@@ -35,8 +35,11 @@ TEXT = "The capital of France is [MASK]."
 def resident() -> dict[str, int]:
     """RssAnon and RssFile in MiB: weights read from a safetensors file are file-backed pages until copied."""
     with open("/proc/self/status") as status:
-        return {line.split(":")[0]: int(line.split()[1]) // 1024 for line in status
-                if line.startswith(("RssAnon", "RssFile"))}
+        return {
+            line.split(":")[0]: int(line.split()[1]) // 1024
+            for line in status
+            if line.startswith(("RssAnon", "RssFile"))
+        }
 
 
 def numbers(value: object, found: list[float]) -> list[float]:
@@ -127,9 +130,11 @@ def main() -> None:
             document = run_once(args)
             first = time.perf_counter() - started
             difference = max(abs(a - b) for a, b in zip(eager_numbers, numbers(document, []), strict=True))
-            print(f"{name}: {median_seconds(args, options.repeats) * 1000:.0f} ms; preparing {prepared_seconds:.1f} s,"
-                  f" first request {first * 1000:.0f} ms; memory {before} -> {resident()}; largest difference "
-                  f"{difference:.2e}")
+            print(
+                f"{name}: {median_seconds(args, options.repeats) * 1000:.0f} ms; preparing {prepared_seconds:.1f} s,"
+                f" first request {first * 1000:.0f} ms; memory {before} -> {resident()}; largest difference "
+                f"{difference:.2e}"
+            )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,10 @@ def _models(ctx: Context) -> list:
     from gbcli.loading.models import LoadOptions, load_model
 
     options = LoadOptions(device="cpu", dtype="float32")
-    return [load_model("gpt", str(ctx.gpt_path), options, need_head=False),
-            load_model("bert", str(ctx.bert_path), options, need_head=False)]
+    return [
+        load_model("gpt", str(ctx.gpt_path), options, need_head=False),
+        load_model("bert", str(ctx.bert_path), options, need_head=False),
+    ]
 
 
 def extract_rows(ctx: Context) -> list[Row]:
@@ -93,8 +95,9 @@ def extract_rows(ctx: Context) -> list[Row]:
             rows = []
             with torch.inference_mode():
                 for start in range(0, len(texts), 32):
-                    encoded = tokenizer(texts[start : start + 32], padding=True, return_tensors="pt",
-                                        return_special_tokens_mask=True)
+                    encoded = tokenizer(
+                        texts[start : start + 32], padding=True, return_tensors="pt", return_special_tokens_mask=True
+                    )
                     keep = ((encoded.pop("special_tokens_mask") == 0) & (encoded["attention_mask"] == 1)).float()
                     hidden = body(**encoded, output_hidden_states=True).hidden_states
                     weights = keep / keep.sum(1, keepdim=True)
@@ -102,18 +105,35 @@ def extract_rows(ctx: Context) -> list[Row]:
             got.append(np.concatenate(rows, axis=1))
         outputs["batched"] = got
 
-    times = interleaved({"gbcli": gbcli_side, "loop": loop_side, "batched": batched_side},
-                        repeats=ctx.args.heavy_repeats, warmup=False)
-    agree = all(np.allclose(outputs["gbcli"][m], outputs[other][m], atol=1e-4, rtol=1e-4)
-                for other in ("loop", "batched") for m in range(2))
+    times = interleaved(
+        {"gbcli": gbcli_side, "loop": loop_side, "batched": batched_side}, repeats=ctx.args.heavy_repeats, warmup=False
+    )
+    agree = all(
+        np.allclose(outputs["gbcli"][m], outputs[other][m], atol=1e-4, rtol=1e-4)
+        for other in ("loop", "batched")
+        for m in range(2)
+    )
     g, loop, batched = median(times["gbcli"]), median(times["loop"]), median(times["batched"])
     count = len(texts)
     return [
-        Row(f"hidden-state extraction, {count} sentences, every layer, GPT-2 + BERT (into the cache)",
-            f"{g:.1f} s", f"loop, one sentence a call: {loop:.1f} s", loop / g, "≥ 3", loop / g >= 3,
-            note=f"states equal to the loop's and the batched loop's (1e-4): {agree}", data={"seconds": times}),
-        Row(f"hidden-state extraction, {count} sentences (against batches of 32)", f"{g:.1f} s",
-            f"the loop batched 32 with padding: {batched:.1f} s", batched / g, "≥ 1.2", batched / g >= 1.2),
+        Row(
+            f"hidden-state extraction, {count} sentences, every layer, GPT-2 + BERT (into the cache)",
+            f"{g:.1f} s",
+            f"loop, one sentence a call: {loop:.1f} s",
+            loop / g,
+            "≥ 3",
+            loop / g >= 3,
+            note=f"states equal to the loop's and the batched loop's (1e-4): {agree}",
+            data={"seconds": times},
+        ),
+        Row(
+            f"hidden-state extraction, {count} sentences (against batches of 32)",
+            f"{g:.1f} s",
+            f"the loop batched 32 with padding: {batched:.1f} s",
+            batched / g,
+            "≥ 1.2",
+            batched / g >= 1.2,
+        ),
     ]
 
 
@@ -131,23 +151,43 @@ def _labelled_file(folder: Path, count: int) -> Path:
 def rerun_rows(ctx: Context) -> list[Row]:
     with tempfile.TemporaryDirectory() as folder:
         data = _labelled_file(Path(folder), ctx.args.probe_sentences)
-        common = [sys.executable, "-m", "gbcli", "probe", str(data), "--gpt", str(ctx.gpt_path), "--bert",
-                  str(ctx.bert_path), "--json"]
+        common = [
+            sys.executable,
+            "-m",
+            "gbcli",
+            "probe",
+            str(data),
+            "--gpt",
+            str(ctx.gpt_path),
+            "--bert",
+            str(ctx.bert_path),
+            "--json",
+        ]
         os.environ["GBCLI_CACHE_DIR"] = str(Path(folder) / "cache")
         first, _, code, out = run_process([*common, "--seeds", "3"])
         if code != 0:
-            return [Row("`gbcli probe` on cached states", "could not run", "", None, "≤ 5 s", None,
-                        note=out.strip()[-300:])]
+            return [
+                Row("`gbcli probe` on cached states", "could not run", "", None, "≤ 5 s", None, note=out.strip()[-300:])
+            ]
         reruns = []
         for _ in range(ctx.args.repeats):
             seconds, _, code, out = run_process([*common, "--seeds", "2", "--test-size", "0.2"])
             reruns.append(seconds)
         cache = json.loads(out)["cache"] if code == 0 else {}
     g = median(reruns)
-    return [Row(f"`gbcli probe` again on cached states ({ctx.args.probe_sentences} sentences, 13 layers, 2 models "
-                "+ random-init controls, 2 splits), whole process", f"{g:.1f} s",
-                f"the first run, extracting and caching: {first:.1f} s", None, "≤ 5 s", g <= 5,
-                note=f"cache on the re-run: {cache}", data={"reruns": reruns, "first": first})]
+    return [
+        Row(
+            f"`gbcli probe` again on cached states ({ctx.args.probe_sentences} sentences, 13 layers, 2 models "
+            "+ random-init controls, 2 splits), whole process",
+            f"{g:.1f} s",
+            f"the first run, extracting and caching: {first:.1f} s",
+            None,
+            "≤ 5 s",
+            g <= 5,
+            note=f"cache on the re-run: {cache}",
+            data={"reruns": reruns, "first": first},
+        )
+    ]
 
 
 def memory_rows(ctx: Context) -> list[Row]:
@@ -156,21 +196,32 @@ def memory_rows(ctx: Context) -> list[Row]:
     script_dir = tempfile.mkdtemp()
     Path(script_dir, "benchmarks_sentences.py").write_text(
         f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\nfrom run import sentences\n"
-        "def texts(count):\n    return sentences(count, seed=30)\n")
+        "def texts(count):\n    return sentences(count, seed=30)\n"
+    )
     for size in (count // 4, count):
         with tempfile.TemporaryDirectory() as cache:
             os.environ["GBCLI_CACHE_DIR"] = cache
             env_path = os.environ.get("PYTHONPATH", "")
             os.environ["PYTHONPATH"] = f"{script_dir}:{env_path}" if env_path else script_dir
             started = time.perf_counter()
-            _, peak, code, out = run_process([sys.executable, "-c", EXTRACT_SCRIPT, str(ctx.gpt_path),
-                                              str(ctx.bert_path), str(size)])
+            _, peak, code, out = run_process(
+                [sys.executable, "-c", EXTRACT_SCRIPT, str(ctx.gpt_path), str(ctx.bert_path), str(size)]
+            )
             os.environ["PYTHONPATH"] = env_path
             if code != 0:
-                return [Row("peak memory of extraction", "could not run", "", None, "flat", None,
-                            note=out.strip()[-300:])]
+                return [
+                    Row("peak memory of extraction", "could not run", "", None, "flat", None, note=out.strip()[-300:])
+                ]
             peaks[size] = (peak, time.perf_counter() - started)
     small, large = peaks[count // 4][0], peaks[count][0]
-    return [Row(f"peak RSS of extracting both models' states: {count // 4} then {count} sentences",
-                f"{large / 2**20:.0f} MiB for {count}", f"{small / 2**20:.0f} MiB for {count // 4}", large / small,
-                "≈ 1 (independent of the count)", large / small <= 1.1, data={"peaks": peaks})]
+    return [
+        Row(
+            f"peak RSS of extracting both models' states: {count // 4} then {count} sentences",
+            f"{large / 2**20:.0f} MiB for {count}",
+            f"{small / 2**20:.0f} MiB for {count // 4}",
+            large / small,
+            "≈ 1 (independent of the count)",
+            large / small <= 1.1,
+            data={"peaks": peaks},
+        )
+    ]

@@ -39,8 +39,24 @@ if str(REPO) not in sys.path:  # run from a clean clone without installing
 
 from build_models import DEFAULT_CACHE, DEFAULT_TOKENIZERS, build_bert, build_gpt2  # noqa: E402
 
-ALL_ROWS = ("generate", "fill-mask", "pll", "compare", "memory", "pairs", "warm", "startup", "cold",
-            "fresh-generate", "busy", "probe-extract", "probe-rerun", "probe-memory", "autoserve", "finetune")
+ALL_ROWS = (
+    "generate",
+    "fill-mask",
+    "pll",
+    "compare",
+    "memory",
+    "pairs",
+    "warm",
+    "startup",
+    "cold",
+    "fresh-generate",
+    "busy",
+    "probe-extract",
+    "probe-rerun",
+    "probe-memory",
+    "autoserve",
+    "finetune",
+)
 PROMPT = "Once upon a time there was a little fox who lived at the edge of a quiet forest."
 COMPARE_TEXT = "The capital of France is Paris."
 SUBPROCESS_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "NO_COLOR": "1"}
@@ -158,8 +174,15 @@ def run_process(command: list[str]) -> tuple[float, int, int, str]:
         report = Path(folder) / "report.json"
         out, err = Path(folder) / "out", Path(folder) / "err"
         with out.open("w") as stdout, err.open("w") as stderr:
-            subprocess.run([sys.executable, "-c", LAUNCHER, str(report), *command], stdin=subprocess.DEVNULL,
-                           stdout=stdout, stderr=stderr, env=env, check=False, timeout=1800)
+            subprocess.run(
+                [sys.executable, "-c", LAUNCHER, str(report), *command],
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                env=env,
+                check=False,
+                timeout=1800,
+            )
         measured = json.loads(report.read_text())
         text = out.read_text() if measured["code"] == 0 else err.read_text()
     return measured["seconds"], measured["peak"], measured["code"], text
@@ -185,15 +208,92 @@ def weights_bytes(folder: Path) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 
 DETERMINERS = ["the", "a", "every", "one", "that", "this", "some", "my", "our", "her"]
-ADJECTIVES = ["small", "old", "bright", "quiet", "heavy", "young", "green", "strange", "happy", "cold", "tired",
-              "famous", "careful", "wooden", "distant", "little", "clever", "empty", "warm", "broken"]
-NOUNS = ["dog", "teacher", "river", "city", "farmer", "book", "garden", "child", "train", "village", "doctor",
-         "window", "bird", "student", "mountain", "kitchen", "letter", "market", "horse", "engine", "song",
-         "painter", "island", "bridge", "question", "table", "storm", "friend", "forest", "museum"]
-VERBS = ["saw", "found", "carried", "painted", "followed", "visited", "opened", "watched", "built", "heard",
-         "cleaned", "described", "remembered", "crossed", "answered", "borrowed", "moved", "chose"]
-PLACES = ["near the station", "in the morning", "after the rain", "behind the school", "at the end of the road",
-          "during the long winter", "by the old harbour", "before dinner", "across the valley", "on a sunday"]
+ADJECTIVES = [
+    "small",
+    "old",
+    "bright",
+    "quiet",
+    "heavy",
+    "young",
+    "green",
+    "strange",
+    "happy",
+    "cold",
+    "tired",
+    "famous",
+    "careful",
+    "wooden",
+    "distant",
+    "little",
+    "clever",
+    "empty",
+    "warm",
+    "broken",
+]
+NOUNS = [
+    "dog",
+    "teacher",
+    "river",
+    "city",
+    "farmer",
+    "book",
+    "garden",
+    "child",
+    "train",
+    "village",
+    "doctor",
+    "window",
+    "bird",
+    "student",
+    "mountain",
+    "kitchen",
+    "letter",
+    "market",
+    "horse",
+    "engine",
+    "song",
+    "painter",
+    "island",
+    "bridge",
+    "question",
+    "table",
+    "storm",
+    "friend",
+    "forest",
+    "museum",
+]
+VERBS = [
+    "saw",
+    "found",
+    "carried",
+    "painted",
+    "followed",
+    "visited",
+    "opened",
+    "watched",
+    "built",
+    "heard",
+    "cleaned",
+    "described",
+    "remembered",
+    "crossed",
+    "answered",
+    "borrowed",
+    "moved",
+    "chose",
+]
+PLACES = [
+    "near the station",
+    "in the morning",
+    "after the rain",
+    "behind the school",
+    "at the end of the road",
+    "during the long winter",
+    "by the old harbour",
+    "before dinner",
+    "across the valley",
+    "on a sunday",
+]
 JOINS = ["and", "because", "while", "but", "so", "although"]
 
 
@@ -202,8 +302,14 @@ def sentences(count: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
 
     def clause() -> str:
-        words = [rng.choice(DETERMINERS), rng.choice(ADJECTIVES), rng.choice(NOUNS), rng.choice(VERBS),
-                 rng.choice(DETERMINERS), rng.choice(NOUNS)]
+        words = [
+            rng.choice(DETERMINERS),
+            rng.choice(ADJECTIVES),
+            rng.choice(NOUNS),
+            rng.choice(VERBS),
+            rng.choice(DETERMINERS),
+            rng.choice(NOUNS),
+        ]
         if rng.random() < 0.6:
             words.append(rng.choice(PLACES))
         return " ".join(words)
@@ -249,8 +355,9 @@ def generate_rows(ctx: Context) -> list[Row]:
     settings = settings_from_options(max_new_tokens=new, greedy=True)
     # The peer is what a user writes: its own model instance, from the same folder, run by the pipeline.
     peer_model = AutoModelForCausalLM.from_pretrained(str(ctx.gpt_path), dtype=torch.float32).eval()
-    peer = pipeline("text-generation", model=peer_model, tokenizer=AutoTokenizer.from_pretrained(str(ctx.gpt_path)),
-                    device="cpu")
+    peer = pipeline(
+        "text-generation", model=peer_model, tokenizer=AutoTokenizer.from_pretrained(str(ctx.gpt_path)), device="cpu"
+    )
     default_threads = torch.get_num_threads()
     outputs: dict[str, object] = {}
 
@@ -260,8 +367,10 @@ def generate_rows(ctx: Context) -> list[Row]:
     def run_peer(threads: int | None) -> Callable[[], None]:
         def run() -> None:
             with torch_threads(threads), torch.inference_mode():
-                outputs["peer"] = peer(PROMPT, max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                                       return_full_text=False)
+                outputs["peer"] = peer(
+                    PROMPT, max_new_tokens=new, min_new_tokens=new, do_sample=False, return_full_text=False
+                )
+
         return run
 
     sides = {"gbcli": run_gbcli, f"pipeline, torch default ({default_threads} threads)": run_peer(None)}
@@ -297,18 +406,33 @@ def generate_rows(ctx: Context) -> list[Row]:
             continue
         first = not rows
         ratio = gbcli_rate / rate
-        rows.append(Row(
-            row=f"`generate`, greedy, {new} new tokens, one stream",
-            gbcli=f"{gbcli_rate:.1f} tokens/s ({gbcli_rate / limit:.0%} of limit)",
-            peer=f"{name}: {rate:.1f} tokens/s ({rate / limit:.0%} of limit)",
-            ratio=ratio, target="≥ 1.5", met=ratio >= 1.5,
-            note=(f"limit {limit:.0f} tokens/s = {ctx.bandwidth / 1e9:.1f} GB/s ÷ {per_token / 1e6:.0f} MB read per "
-                  f"token; same text as the pipeline: {'yes' if same_text else 'NO'}; gbcli produced {produced} "
-                  f"tokens, on the thread count its steps timed fastest") if first else "",
-            data={"seconds": seconds, "rates": rates, "bytes_per_token": per_token, "limit_tokens_per_second": limit,
-                  "same_text": same_text, "default_threads": default_threads,
-                  "load_before": load_before, "load_after": load_average()},
-        ))
+        rows.append(
+            Row(
+                row=f"`generate`, greedy, {new} new tokens, one stream",
+                gbcli=f"{gbcli_rate:.1f} tokens/s ({gbcli_rate / limit:.0%} of limit)",
+                peer=f"{name}: {rate:.1f} tokens/s ({rate / limit:.0%} of limit)",
+                ratio=ratio,
+                target="≥ 1.5",
+                met=ratio >= 1.5,
+                note=(
+                    f"limit {limit:.0f} tokens/s = {ctx.bandwidth / 1e9:.1f} GB/s ÷ {per_token / 1e6:.0f} MB read per "
+                    f"token; same text as the pipeline: {'yes' if same_text else 'NO'}; gbcli produced {produced} "
+                    f"tokens, on the thread count its steps timed fastest"
+                )
+                if first
+                else "",
+                data={
+                    "seconds": seconds,
+                    "rates": rates,
+                    "bytes_per_token": per_token,
+                    "limit_tokens_per_second": limit,
+                    "same_text": same_text,
+                    "default_threads": default_threads,
+                    "load_before": load_before,
+                    "load_after": load_average(),
+                },
+            )
+        )
     if cli is not None:
         rows.append(cli)
     return rows
@@ -317,17 +441,37 @@ def generate_rows(ctx: Context) -> list[Row]:
 def cli_generate(ctx: Context) -> Row | None:
     """The exact command a user types, in a fresh process: gbcli's own tokens-per-second report (cold start)."""
     new = ctx.args.new_tokens
-    command = [sys.executable, "-m", "gbcli", "generate", PROMPT, "--models", "gpt", "--greedy",
-               "--max-new-tokens", str(new), "--gpt", str(ctx.gpt_path), "--dtype", "float32", "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "gbcli",
+        "generate",
+        PROMPT,
+        "--models",
+        "gpt",
+        "--greedy",
+        "--max-new-tokens",
+        str(new),
+        "--gpt",
+        str(ctx.gpt_path),
+        "--dtype",
+        "float32",
+        "--json",
+    ]
     seconds, _, code, out = run_process(command)
     if code != 0:
         return Row("`gbcli generate` CLI", "failed", "", None, "", None, note=out.strip()[-300:], fresh=True)
     column = json.loads(out)["columns"][0]
     return Row(
         row=f"`gbcli generate --models gpt --greedy --max-new-tokens {new}` (fresh process)",
-        gbcli=f"{column['tokens_per_second']:.1f} tokens/s as reported", peer="", ratio=None, target="", met=None,
+        gbcli=f"{column['tokens_per_second']:.1f} tokens/s as reported",
+        peer="",
+        ratio=None,
+        target="",
+        met=None,
         note=f"{seconds:.1f} s wall for the whole command, start-up and loading included",
-        data={"column_seconds": column["seconds"], "wall_seconds": seconds}, fresh=True,
+        data={"column_seconds": column["seconds"], "wall_seconds": seconds},
+        fresh=True,
     )
 
 
@@ -351,24 +495,32 @@ def fill_mask_rows(ctx: Context) -> list[Row]:
         def run() -> None:
             with torch.inference_mode():
                 outputs[f"batch {batch}"] = peer(lines, top_k=5, batch_size=batch)
+
         return run
 
     warm = lines[:8]
     fill_mask_lines({"bert": lm}, warm, 5, batch_size=32)
     peer(warm, top_k=5, batch_size=1)
-    seconds = interleaved({"gbcli": run_gbcli, "batch 1": run_peer(1), "batch 32": run_peer(32)},
-                          ctx.args.heavy_repeats, warmup=False)
+    seconds = interleaved(
+        {"gbcli": run_gbcli, "batch 1": run_peer(1), "batch 32": run_peer(32)}, ctx.args.heavy_repeats, warmup=False
+    )
     rates = {name: len(lines) / median(s) for name, s in seconds.items()}
     agree = _fill_mask_agreement(outputs)
     rows = []
     for name, target in (("batch 1", 2.0), ("batch 32", 1.2)):
         ratio = rates["gbcli"] / rates[name]
-        rows.append(Row(
-            row=f"`fill-mask` over {len(lines)} lines (gbcli batch 32, length-sorted)",
-            gbcli=f"{rates['gbcli']:.1f} lines/s", peer=f'pipeline("fill-mask"), {name}: {rates[name]:.1f} lines/s',
-            ratio=ratio, target=f"≥ {target:g}", met=ratio >= target, note=agree,
-            data={"seconds": seconds, "rates": rates},
-        ))
+        rows.append(
+            Row(
+                row=f"`fill-mask` over {len(lines)} lines (gbcli batch 32, length-sorted)",
+                gbcli=f"{rates['gbcli']:.1f} lines/s",
+                peer=f'pipeline("fill-mask"), {name}: {rates[name]:.1f} lines/s',
+                ratio=ratio,
+                target=f"≥ {target:g}",
+                met=ratio >= target,
+                note=agree,
+                data={"seconds": seconds, "rates": rates},
+            )
+        )
     return rows
 
 
@@ -396,8 +548,10 @@ def pll_rows(ctx: Context) -> list[Row]:
     from gbcli.tasks.scoring import ScoreSettings, score_texts
 
     texts = sentences(ctx.args.sentences, seed=2)
-    models = {dtype: load_model("bert", str(ctx.bert_path), LoadOptions(device="cpu", dtype=dtype))
-              for dtype in ("float32", "bfloat16")}
+    models = {
+        dtype: load_model("bert", str(ctx.bert_path), LoadOptions(device="cpu", dtype=dtype))
+        for dtype in ("float32", "bfloat16")
+    }
     tok = models["float32"].tokenizer
     outputs: dict[str, list[float]] = {}
 
@@ -405,6 +559,7 @@ def pll_rows(ctx: Context) -> list[Row]:
         def run() -> None:
             records = score_texts([models[dtype]], texts, ScoreSettings())
             outputs[f"gbcli {dtype}"] = [r.columns[0].log_likelihood for r in records]
+
         return run
 
     def naive_side(dtype: str) -> Callable[[], None]:
@@ -423,12 +578,16 @@ def pll_rows(ctx: Context) -> list[Row]:
                         total += torch.log_softmax(logits.float(), -1)[ids[0, position]].item()
                     totals.append(total)
             outputs[f"naive {dtype}"] = totals
+
         return run
 
     for dtype in models:
         score_texts([models[dtype]], texts[:2], ScoreSettings())  # warm-up
-    sides = {f"{who} {dtype}": (gbcli_side if who == "gbcli" else naive_side)(dtype)
-             for dtype in models for who in ("gbcli", "naive")}
+    sides = {
+        f"{who} {dtype}": (gbcli_side if who == "gbcli" else naive_side)(dtype)
+        for dtype in models
+        for who in ("gbcli", "naive")
+    }
     seconds = interleaved(sides, ctx.args.heavy_repeats, warmup=False)
     rates = {name: len(texts) / median(s) for name, s in seconds.items()}
 
@@ -437,11 +596,13 @@ def pll_rows(ctx: Context) -> list[Row]:
 
     exact = largest_gap("gbcli float32", "naive float32")
     bf16_gap = largest_gap("gbcli bfloat16", "gbcli float32")
-    bf16_relative = max(abs(x - y) / abs(y) for x, y in zip(outputs["gbcli bfloat16"], outputs["gbcli float32"],
-                                                            strict=True))
+    bf16_relative = max(
+        abs(x - y) / abs(y) for x, y in zip(outputs["gbcli bfloat16"], outputs["gbcli float32"], strict=True)
+    )
     tokens = sum(len(tok(text)["input_ids"]) - 2 for text in texts)
-    mean_gap = sum(abs(x - y) for x, y in zip(outputs["gbcli bfloat16"], outputs["gbcli float32"],
-                                               strict=True)) / tokens
+    mean_gap = (
+        sum(abs(x - y) for x, y in zip(outputs["gbcli bfloat16"], outputs["gbcli float32"], strict=True)) / tokens
+    )
     label = f"pseudo-perplexity of {len(texts)} sentences (`gbcli score --models bert`)"
     rows = []
     for dtype in models:
@@ -449,24 +610,46 @@ def pll_rows(ctx: Context) -> list[Row]:
         if dtype == "float32":
             note = f"largest difference from the naive loop in a sentence's log-likelihood: {exact:.1e} nats"
         else:
-            note = (f"naive loop in bfloat16: {rates['naive bfloat16']:.2f} sentences/s "
-                    f"({rates['gbcli bfloat16'] / rates['naive bfloat16']:.2f}x); distance from float32: at most "
-                    f"{bf16_gap:.3f} nats in a sentence's log-likelihood ({bf16_relative:.1e} of it), "
-                    f"{mean_gap:.1e} nats per token on average")
-        rows.append(Row(
-            row=label if dtype == "float32" else f"{label}, `--dtype bfloat16`",
-            gbcli=f"{rates[f'gbcli {dtype}']:.2f} sentences/s",
-            peer=f"naive loop (float32): {rates['naive float32']:.2f} sentences/s",
-            ratio=ratio, target="≥ 5", met=ratio >= 5, note=note,
-            data={"seconds": seconds, "rates": rates, "max_abs_difference": exact if dtype == "float32" else bf16_gap},
-        ))
+            note = (
+                f"naive loop in bfloat16: {rates['naive bfloat16']:.2f} sentences/s "
+                f"({rates['gbcli bfloat16'] / rates['naive bfloat16']:.2f}x); distance from float32: at most "
+                f"{bf16_gap:.3f} nats in a sentence's log-likelihood ({bf16_relative:.1e} of it), "
+                f"{mean_gap:.1e} nats per token on average"
+            )
+        rows.append(
+            Row(
+                row=label if dtype == "float32" else f"{label}, `--dtype bfloat16`",
+                gbcli=f"{rates[f'gbcli {dtype}']:.2f} sentences/s",
+                peer=f"naive loop (float32): {rates['naive float32']:.2f} sentences/s",
+                ratio=ratio,
+                target="≥ 5",
+                met=ratio >= 5,
+                note=note,
+                data={
+                    "seconds": seconds,
+                    "rates": rates,
+                    "max_abs_difference": exact if dtype == "float32" else bf16_gap,
+                },
+            )
+        )
     return rows
 
 
 # Present-tense verbs with their plural form: a pair is one agreement error, as in BLiMP's regular_plural rows.
-AGREEMENT_VERBS = [("sees", "see"), ("finds", "find"), ("carries", "carry"), ("paints", "paint"),
-                   ("follows", "follow"), ("visits", "visit"), ("opens", "open"), ("watches", "watch"),
-                   ("builds", "build"), ("hears", "hear"), ("cleans", "clean"), ("describes", "describe")]
+AGREEMENT_VERBS = [
+    ("sees", "see"),
+    ("finds", "find"),
+    ("carries", "carry"),
+    ("paints", "paint"),
+    ("follows", "follow"),
+    ("visits", "visit"),
+    ("opens", "open"),
+    ("watches", "watch"),
+    ("builds", "build"),
+    ("hears", "hear"),
+    ("cleans", "clean"),
+    ("describes", "describe"),
+]
 
 
 def minimal_pairs(count: int, seed: int = 3) -> list[tuple[str, str]]:
@@ -476,8 +659,9 @@ def minimal_pairs(count: int, seed: int = 3) -> list[tuple[str, str]]:
     for _ in range(count):
         right, wrong = rng.choice(AGREEMENT_VERBS)
         start = f"{rng.choice(DETERMINERS)} {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)}"
-        end = f"{rng.choice(DETERMINERS)} {rng.choice(NOUNS)}" + (f" {rng.choice(PLACES)}" if rng.random() < 0.5
-                                                                   else "")
+        end = f"{rng.choice(DETERMINERS)} {rng.choice(NOUNS)}" + (
+            f" {rng.choice(PLACES)}" if rng.random() < 0.5 else ""
+        )
         made.append((f"{start[0].upper()}{start[1:]} {right} {end}.", f"{start[0].upper()}{start[1:]} {wrong} {end}."))
     return made
 
@@ -494,8 +678,10 @@ def pairs_rows(ctx: Context) -> list[Row]:
     pairs = minimal_pairs(ctx.args.pairs)
     inputs = [PairInput(line=k + 1, good=g, bad=b) for k, (g, b) in enumerate(pairs)]
     options = LoadOptions(device="cpu", dtype="float32")
-    models = {"gpt": load_model("gpt", str(ctx.gpt_path), options), "bert": load_model("bert", str(ctx.bert_path),
-                                                                                      options)}
+    models = {
+        "gpt": load_model("gpt", str(ctx.gpt_path), options),
+        "bert": load_model("bert", str(ctx.bert_path), options),
+    }
     outputs: dict[str, list[tuple[float, float]]] = {}
 
     def gbcli_side(family: str) -> Callable[[], None]:
@@ -505,6 +691,7 @@ def pairs_rows(ctx: Context) -> list[Row]:
                 for result in score_pairs([models[family]], chunk, ScoreSettings()):
                     scores.append((result.columns[0].good, result.columns[0].bad))
             outputs[f"gbcli {family}"] = scores
+
         return run
 
     def naive_gpt(text: str) -> float:
@@ -530,20 +717,25 @@ def pairs_rows(ctx: Context) -> list[Row]:
         def run() -> None:
             with torch.inference_mode():
                 outputs[f"naive {family}"] = [(score(good), score(bad)) for good, bad in pairs]
+
         return run
 
     for family in models:  # warm-up, untimed
         score_pairs([models[family]], inputs[:2], ScoreSettings())
-    sides = {f"{who} {family}": (gbcli_side if who == "gbcli" else naive_side)(family)
-             for family in models for who in ("gbcli", "naive")}
+    sides = {
+        f"{who} {family}": (gbcli_side if who == "gbcli" else naive_side)(family)
+        for family in models
+        for who in ("gbcli", "naive")
+    }
     seconds = interleaved(sides, ctx.args.heavy_repeats, warmup=False)
     spent = {name: median(s) for name, s in seconds.items()}
 
     def gaps(family: str) -> tuple[float, float, bool]:
         mine, theirs = outputs[f"gbcli {family}"], outputs[f"naive {family}"]
         absolute = max(abs(a - b) for x, y in zip(mine, theirs, strict=True) for a, b in zip(x, y, strict=True))
-        relative = max(abs(a - b) / abs(b) for x, y in zip(mine, theirs, strict=True)
-                       for a, b in zip(x, y, strict=True))
+        relative = max(
+            abs(a - b) / abs(b) for x, y in zip(mine, theirs, strict=True) for a, b in zip(x, y, strict=True)
+        )
         same_verdicts = all((x[0] > x[1]) == (y[0] > y[1]) for x, y in zip(mine, theirs, strict=True))
         return absolute, relative, same_verdicts
 
@@ -557,14 +749,22 @@ def pairs_rows(ctx: Context) -> list[Row]:
         notes = []
         for f in names:
             absolute, relative, same = gaps(f)
-            notes.append(f"{f}: largest difference from the loop {absolute:.1e} nats in a sentence's log-likelihood "
-                         f"({relative:.1e} of it), verdicts {'all the same' if same else '**differ**'}")
-        rows.append(Row(
-            row=f"{count} minimal pairs through {title} (`gbcli pairs --file`)",
-            gbcli=f"{count / mine:.2f} pairs/s", peer=f"loop, one sentence at a time: {count / theirs:.2f} pairs/s",
-            ratio=ratio, target="≥ 3" if family == "both" else "", met=ratio >= 3 if family == "both" else None,
-            note="; ".join(notes), data={"seconds": seconds},
-        ))
+            notes.append(
+                f"{f}: largest difference from the loop {absolute:.1e} nats in a sentence's log-likelihood "
+                f"({relative:.1e} of it), verdicts {'all the same' if same else '**differ**'}"
+            )
+        rows.append(
+            Row(
+                row=f"{count} minimal pairs through {title} (`gbcli pairs --file`)",
+                gbcli=f"{count / mine:.2f} pairs/s",
+                peer=f"loop, one sentence at a time: {count / theirs:.2f} pairs/s",
+                ratio=ratio,
+                target="≥ 3" if family == "both" else "",
+                met=ratio >= 3 if family == "both" else None,
+                note="; ".join(notes),
+                data={"seconds": seconds},
+            )
+        )
     return rows
 
 
@@ -604,8 +804,18 @@ def compare_processes(ctx: Context) -> tuple[dict[str, list[float]], dict[str, l
     if help_check[2] != 0:
         return "`gbcli compare` does not exist yet"
     commands = {
-        "gbcli": [sys.executable, "-m", "gbcli", "compare", COMPARE_TEXT, "--gpt", str(ctx.gpt_path), "--bert",
-                  str(ctx.bert_path), "--json"],
+        "gbcli": [
+            sys.executable,
+            "-m",
+            "gbcli",
+            "compare",
+            COMPARE_TEXT,
+            "--gpt",
+            str(ctx.gpt_path),
+            "--bert",
+            str(ctx.bert_path),
+            "--json",
+        ],
         "minimum": [sys.executable, "-c", MINIMUM_SCRIPT, str(ctx.gpt_path), str(ctx.bert_path), COMPARE_TEXT],
         "floor": [sys.executable, "-c", FLOOR_SCRIPT, str(ctx.gpt_path), str(ctx.bert_path), COMPARE_TEXT],
     }
@@ -632,12 +842,18 @@ def compare_rows(ctx: Context) -> list[Row]:
         return [Row("`compare` end to end", "not run", "", None, "≤ 1.3", None, note=measured)]
     seconds, _ = measured  # type: ignore[misc]
     ratio = median(seconds["gbcli"]) / median(seconds["minimum"])
-    return [Row(
-        row=f"`gbcli compare \"{COMPARE_TEXT}\"` end to end (fresh process)",
-        gbcli=f"{median(seconds['gbcli']):.2f} s",
-        peer=f"minimum (import torch + transformers, load both, one forward each): {median(seconds['minimum']):.2f} s",
-        ratio=ratio, target="≤ 1.3", met=ratio <= 1.3, data={"seconds": seconds},
-    )]
+    return [
+        Row(
+            row=f'`gbcli compare "{COMPARE_TEXT}"` end to end (fresh process)',
+            gbcli=f"{median(seconds['gbcli']):.2f} s",
+            peer="minimum (import torch + transformers, load both, one forward each): "
+            f"{median(seconds['minimum']):.2f} s",
+            ratio=ratio,
+            target="≤ 1.3",
+            met=ratio <= 1.3,
+            data={"seconds": seconds},
+        )
+    ]
 
 
 def memory_rows(ctx: Context) -> list[Row]:
@@ -648,17 +864,22 @@ def memory_rows(ctx: Context) -> list[Row]:
     weights = weights_bytes(ctx.gpt_path) + weights_bytes(ctx.bert_path)
     peak = max(peaks["gbcli"])
     ratio = peak / weights
-    return [Row(
-        row="peak resident memory of `compare`",
-        gbcli=f"{peak / 2**20:.0f} MiB", peer=f"the two models' weights: {weights / 2**20:.0f} MiB",
-        ratio=ratio, target="≤ 1.3", met=ratio <= 1.3,
-        note=f"gbcli runs the models one after the other and lets each go when its sections are done; a process "
-             f"that holds both with every weight read peaks at {max(peaks['floor']) / 2**20:.0f} MiB "
-             f"({max(peaks['floor']) / weights:.2f}x the weights: torch, transformers and the tokenizers alone are "
-             f"~430 MiB), the minimum script, which lets GPT-2 go before BERT runs, at "
-             f"{max(peaks['minimum']) / 2**20:.0f} MiB ({max(peaks['minimum']) / weights:.2f}x)",
-        data={"peaks": peaks, "weights_bytes": weights},
-    )]
+    return [
+        Row(
+            row="peak resident memory of `compare`",
+            gbcli=f"{peak / 2**20:.0f} MiB",
+            peer=f"the two models' weights: {weights / 2**20:.0f} MiB",
+            ratio=ratio,
+            target="≤ 1.3",
+            met=ratio <= 1.3,
+            note=f"gbcli runs the models one after the other and lets each go when its sections are done; a process "
+            f"that holds both with every weight read peaks at {max(peaks['floor']) / 2**20:.0f} MiB "
+            f"({max(peaks['floor']) / weights:.2f}x the weights: torch, transformers and the tokenizers alone are "
+            f"~430 MiB), the minimum script, which lets GPT-2 go before BERT runs, at "
+            f"{max(peaks['minimum']) / 2**20:.0f} MiB ({max(peaks['minimum']) / weights:.2f}x)",
+            data={"peaks": peaks, "weights_bytes": weights},
+        )
+    ]
 
 
 def _cold(name: str) -> Callable[[Context], list[Row]]:
@@ -698,8 +919,12 @@ def warm_server(ctx: Context):
     folder = Path(tempfile.mkdtemp(prefix="gbcli-bench-"))
     env = {**os.environ, **SUBPROCESS_ENV, "GBCLI_RUNTIME_DIR": str(folder / "run"), "GBCLI_NO_SERVER": ""}
     log = (folder / "server.log").open("wb")
-    server = subprocess.Popen([*gbcli_command(), "serve", "--keep-alive", "never", "--gpt", str(ctx.gpt_path),
-                               "--bert", str(ctx.bert_path)], stdout=log, stderr=log, env=env)
+    server = subprocess.Popen(
+        [*gbcli_command(), "serve", "--keep-alive", "never", "--gpt", str(ctx.gpt_path), "--bert", str(ctx.bert_path)],
+        stdout=log,
+        stderr=log,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -745,11 +970,21 @@ def shell_line_seconds(ctx: Context, repeats: int) -> list[float]:
     models = ["--gpt", str(ctx.gpt_path), "--bert", str(ctx.bert_path)]
     # The shell prints what the command prints: its last line, taken from a plain run, marks the end of an answer
     # (a phrase written into this script would go stale with the next change of the table's wording).
-    plain = subprocess.run([*gbcli_command(), "fill-mask", WARM_TEXT, *models, "--no-server"], capture_output=True,
-                           env=env, check=True, timeout=600)
+    plain = subprocess.run(
+        [*gbcli_command(), "fill-mask", WARM_TEXT, *models, "--no-server"],
+        capture_output=True,
+        env=env,
+        check=True,
+        timeout=600,
+    )
     last_line = plain.stdout.rstrip().splitlines()[-1].rstrip()
-    shell = subprocess.Popen([*gbcli_command(), "shell", *models], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, env=env)
+    shell = subprocess.Popen(
+        [*gbcli_command(), "shell", *models],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     assert shell.stdin is not None and shell.stdout is not None
     seconds = []
     try:
@@ -804,31 +1039,59 @@ def warm_rows(ctx: Context) -> list[Row]:
         fill_s = timed_processes({"warm": fill, "cold": [*fill, "--no-server"]}, env, repeats)
         compare_s = timed_processes({"warm": compare, "cold": [*compare, "--no-server"]}, env, ctx.args.repeats)
         peak = peak_rss(pid)
-        served = json.loads(subprocess.run([*gbcli_command(), "ps", "--json"], capture_output=True, env=env,
-                                           check=False).stdout or b"null")
+        served = json.loads(
+            subprocess.run([*gbcli_command(), "ps", "--json"], capture_output=True, env=env, check=False).stdout
+            or b"null"
+        )
     # Every warm run must have been answered by the server (a client of another build runs in-process instead).
     if not served or served.get("served") != 2 * (repeats + 1):
-        raise RuntimeError(f"the server answered {served and served.get('served')} of {2 * (repeats + 1)} warm "
-                           "runs: was gbcli's source edited while the benchmark ran?")
+        raise RuntimeError(
+            f"the server answered {served and served.get('served')} of {2 * (repeats + 1)} warm "
+            "runs: was gbcli's source edited while the benchmark ran?"
+        )
     line_s = shell_line_seconds(ctx, repeats)
     weights = weights_bytes(ctx.gpt_path) + weights_bytes(ctx.bert_path)
     warm_fill, cold_fill = median(fill_s["warm"]), median(fill_s["cold"])
     warm_compare, cold_compare = median(compare_s["warm"]), median(compare_s["cold"])
     return [
-        Row(row="`gbcli fill-mask TEXT`, warm server, whole process", gbcli=f"{warm_fill:.3f} s",
-            peer=f"the cold command (`--no-server`): {cold_fill:.2f} s", ratio=cold_fill / warm_fill,
-            target="≤ 0.5 s and ≥ 10", met=warm_fill <= 0.5 and cold_fill / warm_fill >= 10,
-            data={"seconds": fill_s}),
-        Row(row="a `fill-mask` line in `gbcli shell`, to its last output line", gbcli=f"{median(line_s):.3f} s",
-            peer="", ratio=None, target="≤ 0.25 s", met=median(line_s) <= 0.25, data={"seconds": line_s}),
-        Row(row="`gbcli compare TEXT`, warm server, whole process", gbcli=f"{warm_compare:.3f} s",
-            peer=f"the cold command (`--no-server`): {cold_compare:.2f} s", ratio=cold_compare / warm_compare,
-            target="≥ 5", met=cold_compare / warm_compare >= 5, data={"seconds": compare_s}),
-        Row(row="peak memory of the server holding GPT-2 and BERT", gbcli=f"{peak / 2**20:.0f} MiB",
-            peer=f"the two models' weights: {weights / 2**20:.0f} MiB", ratio=peak / weights, target="≤ 1.3",
-            met=peak / weights <= 1.3, data={"peak": peak, "weights_bytes": weights},
+        Row(
+            row="`gbcli fill-mask TEXT`, warm server, whole process",
+            gbcli=f"{warm_fill:.3f} s",
+            peer=f"the cold command (`--no-server`): {cold_fill:.2f} s",
+            ratio=cold_fill / warm_fill,
+            target="≤ 0.5 s and ≥ 10",
+            met=warm_fill <= 0.5 and cold_fill / warm_fill >= 10,
+            data={"seconds": fill_s},
+        ),
+        Row(
+            row="a `fill-mask` line in `gbcli shell`, to its last output line",
+            gbcli=f"{median(line_s):.3f} s",
+            peer="",
+            ratio=None,
+            target="≤ 0.25 s",
+            met=median(line_s) <= 0.25,
+            data={"seconds": line_s},
+        ),
+        Row(
+            row="`gbcli compare TEXT`, warm server, whole process",
+            gbcli=f"{warm_compare:.3f} s",
+            peer=f"the cold command (`--no-server`): {cold_compare:.2f} s",
+            ratio=cold_compare / warm_compare,
+            target="≥ 5",
+            met=cold_compare / warm_compare >= 5,
+            data={"seconds": compare_s},
+        ),
+        Row(
+            row="peak memory of the server holding GPT-2 and BERT",
+            gbcli=f"{peak / 2**20:.0f} MiB",
+            peer=f"the two models' weights: {weights / 2**20:.0f} MiB",
+            ratio=peak / weights,
+            target="≤ 1.3",
+            met=peak / weights <= 1.3,
+            data={"peak": peak, "weights_bytes": weights},
             note="the server's VmHWM after the fill-mask and compare requests above; before any weight, Python, "
-                 "torch and transformers' GPT-2 and BERT code are ~331 MiB of it and GPT-2's tokenizer ~47 MiB"),
+            "torch and transformers' GPT-2 and BERT code are ~331 MiB of it and GPT-2's tokenizer ~47 MiB",
+        ),
     ]
 
 
@@ -853,8 +1116,9 @@ def on_terminal(command: list[str], env: dict[str, str], timeout: float = 900) -
 
     leader, follower = pty.openpty()
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdin=follower, stdout=follower, stderr=follower, env=env,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, stdin=follower, stdout=follower, stderr=follower, env=env, start_new_session=True
+    )
     os.close(follower)
     shown = b""
     deadline = time.monotonic() + timeout
@@ -880,8 +1144,15 @@ def on_terminal(command: list[str], env: dict[str, str], timeout: float = 900) -
 def terminal_user():
     """A user's terminal session in private folders (runtime, settings, state), CI unset: auto-serve is on."""
     folder = Path(tempfile.mkdtemp(prefix="gbcli-auto-"))
-    env = {**os.environ, **SUBPROCESS_ENV, "GBCLI_NO_SERVER": "", "GBCLI_RUNTIME_DIR": str(folder / "run"),
-           "GBCLI_CONFIG": str(folder / "config.toml"), "XDG_STATE_HOME": str(folder / "state"), "COLUMNS": "120"}
+    env = {
+        **os.environ,
+        **SUBPROCESS_ENV,
+        "GBCLI_NO_SERVER": "",
+        "GBCLI_RUNTIME_DIR": str(folder / "run"),
+        "GBCLI_CONFIG": str(folder / "config.toml"),
+        "XDG_STATE_HOME": str(folder / "state"),
+        "COLUMNS": "120",
+    }
     for name in ("CI", "WORLD_SIZE", "LOCAL_RANK", "GBCLI_SERVER", "GBCLI_AUTO_SERVE", "GBCLI_KEEP_ALIVE"):
         env.pop(name, None)
     try:
@@ -947,8 +1218,9 @@ def autoserve_rows(ctx: Context) -> list[Row]:
             seconds["first"].append(wall)
             seconds["first_cpu"].append(children_cpu_seconds() - before + process_cpu_seconds(pid))
     with terminal_user() as env:
-        typed_cold = [on_terminal([*gbcli_command(), *command, *models, "--no-server"], env)[0]
-                      for command in TYPED_COMMANDS]
+        typed_cold = [
+            on_terminal([*gbcli_command(), *command, *models, "--no-server"], env)[0] for command in TYPED_COMMANDS
+        ]
     with terminal_user() as env:
         typed_s = []
         for command in TYPED_COMMANDS:
@@ -958,8 +1230,10 @@ def autoserve_rows(ctx: Context) -> list[Row]:
             typed_s.append(wall)
         pid = server_pid(env)
         warm_s = [on_terminal(first, env)[0] for _ in range(repeats)]
-        answer = json.loads(subprocess.run([*gbcli_command(), "ps", "--json"], capture_output=True, env=env,
-                                           check=False).stdout or b"null")
+        answer = json.loads(
+            subprocess.run([*gbcli_command(), "ps", "--json"], capture_output=True, env=env, check=False).stdout
+            or b"null"
+        )
         peak = peak_rss(pid) if pid else 0
         held = resident_bytes(pid) if pid else 0
     if not answer or answer.get("pid") != pid or answer.get("served") != len(TYPED_COMMANDS) + repeats:
@@ -969,47 +1243,99 @@ def autoserve_rows(ctx: Context) -> list[Row]:
     cold, started_first, warm, total = median(seconds["cold"]), median(seconds["first"]), median(warm_s), sum(typed_s)
     cold_cpu, first_cpu = median(seconds["cold_cpu"]), median(seconds["first_cpu"])
     allowed_total = cold + 10 * 0.6
-    each = ", ".join(f"{command[0]} {wall:.2f} s (cold {cold_wall:.2f} s)"
-                     for command, wall, cold_wall in zip(TYPED_COMMANDS, typed_s, typed_cold, strict=True))
+    each = ", ".join(
+        f"{command[0]} {wall:.2f} s (cold {cold_wall:.2f} s)"
+        for command, wall, cold_wall in zip(TYPED_COMMANDS, typed_s, typed_cold, strict=True)
+    )
     return [
-        Row(row="10 different commands typed one after another on a terminal, total wall time",
-            gbcli=f"{total:.2f} s", peer=f"one cold command + 10 × 0.6 s: {allowed_total:.2f} s (today, 10 cold "
-            f"commands: {sum(typed_cold):.2f} s)", ratio=total / allowed_total,
-            target="≤ 1 (of one cold command + 10 × 0.6 s)", met=total <= allowed_total,
+        Row(
+            row="10 different commands typed one after another on a terminal, total wall time",
+            gbcli=f"{total:.2f} s",
+            peer=f"one cold command + 10 × 0.6 s: {allowed_total:.2f} s (today, 10 cold "
+            f"commands: {sum(typed_cold):.2f} s)",
+            ratio=total / allowed_total,
+            target="≤ 1 (of one cold command + 10 × 0.6 s)",
+            met=total <= allowed_total,
             data={"seconds": typed_s, "cold_seconds": typed_cold, "commands": TYPED_COMMANDS},
-            note=f"each a fresh process on a pseudo-terminal, the first starting the server: {each}"),
-        Row(row="the first of those commands (`fill-mask TEXT`, starting the server)", gbcli=f"{started_first:.2f} s",
-            peer=f"today's cold command (`--no-server`): {cold:.2f} s", ratio=started_first / cold,
-            target="≤ 1.05", met=started_first <= 1.05 * cold, data=seconds,
+            note=f"each a fresh process on a pseudo-terminal, the first starting the server: {each}",
+        ),
+        Row(
+            row="the first of those commands (`fill-mask TEXT`, starting the server)",
+            gbcli=f"{started_first:.2f} s",
+            peer=f"today's cold command (`--no-server`): {cold:.2f} s",
+            ratio=started_first / cold,
+            target="≤ 1.05",
+            met=started_first <= 1.05 * cold,
+            data=seconds,
             note=f"CPU seconds, client and server together: {first_cpu:.2f} against the cold command's "
-                 f"{cold_cpu:.2f} ({first_cpu / cold_cpu:.2f}x)"),
-        Row(row="a warm `fill-mask TEXT` (three columns), whole process", gbcli=f"{warm:.3f} s", peer="",
-            ratio=None, target="≤ 0.35 s", met=warm <= 0.35, data={"seconds": warm_s}),
-        Row(row="a `fill-mask` line in `gbcli shell`, to its last output line", gbcli=f"{median(line_s):.3f} s",
-            peer="", ratio=None, target="≤ 0.25 s", met=median(line_s) <= 0.25, data={"seconds": line_s}),
-        Row(row="memory of the server holding both models (VmHWM)", gbcli=f"{peak / 2**20:.0f} MiB",
+            f"{cold_cpu:.2f} ({first_cpu / cold_cpu:.2f}x)",
+        ),
+        Row(
+            row="a warm `fill-mask TEXT` (three columns), whole process",
+            gbcli=f"{warm:.3f} s",
+            peer="",
+            ratio=None,
+            target="≤ 0.35 s",
+            met=warm <= 0.35,
+            data={"seconds": warm_s},
+        ),
+        Row(
+            row="a `fill-mask` line in `gbcli shell`, to its last output line",
+            gbcli=f"{median(line_s):.3f} s",
+            peer="",
+            ratio=None,
+            target="≤ 0.25 s",
+            met=median(line_s) <= 0.25,
+            data={"seconds": line_s},
+        ),
+        Row(
+            row="memory of the server holding both models (VmHWM)",
+            gbcli=f"{peak / 2**20:.0f} MiB",
             peer=f"the weights + 500 MiB: {(weights + 500 * 2**20) / 2**20:.0f} MiB",
-            ratio=peak / (weights + 500 * 2**20), target="≤ 1", met=peak <= weights + 500 * 2**20,
+            ratio=peak / (weights + 500 * 2**20),
+            target="≤ 1",
+            met=peak <= weights + 500 * 2**20,
             data={"peak": peak, "resident": held, "weights_bytes": weights},
             note=f"the peak after the ten commands (saliency's gradients among them); resident once they were done: "
-                 f"{held / 2**20:.0f} MiB (no prepared fast form is kept: see benchmarks/README.md)"),
+            f"{held / 2**20:.0f} MiB (no prepared fast form is kept: see benchmarks/README.md)",
+        ),
     ]
 
 
 ROW_FUNCTIONS: dict[str, Callable[[Context], list[Row]]] = {
-    "generate": generate_rows, "fill-mask": fill_mask_rows, "pll": pll_rows, "compare": compare_rows,
+    "generate": generate_rows,
+    "fill-mask": fill_mask_rows,
+    "pll": pll_rows,
+    "compare": compare_rows,
     "memory": memory_rows,
     # What one fresh command costs (issues 13 and 19): benchmarks/cold.py.
-    "startup": _cold("startup_rows"), "cold": _cold("cold_rows"), "fresh-generate": _cold("fresh_generate_rows"),
-    "busy": _cold("busy_rows"), "warm": warm_rows, "pairs": pairs_rows, "autoserve": autoserve_rows,
+    "startup": _cold("startup_rows"),
+    "cold": _cold("cold_rows"),
+    "fresh-generate": _cold("fresh_generate_rows"),
+    "busy": _cold("busy_rows"),
+    "warm": warm_rows,
+    "pairs": pairs_rows,
+    "autoserve": autoserve_rows,
     # What `gbcli probe` costs (issue 30): benchmarks/probe_rows.py.
-    "probe-extract": _probe("extract_rows"), "probe-rerun": _probe("rerun_rows"), "probe-memory": _probe("memory_rows"),
+    "probe-extract": _probe("extract_rows"),
+    "probe-rerun": _probe("rerun_rows"),
+    "probe-memory": _probe("memory_rows"),
     "finetune": lambda ctx: __import__("finetune").finetune_rows(ctx),  # benchmarks/finetune.py (issue 31)
 }
 # The rows whose figures come from fresh processes (Python started for each run, as a user's command); the
 # others are measured inside this benchmark's one warm process, unless a row says otherwise (Row.fresh).
-FRESH_ROWS = {"startup", "cold", "fresh-generate", "busy", "compare", "memory", "warm", "probe-rerun", "probe-memory",
-              "autoserve"}
+FRESH_ROWS = {
+    "startup",
+    "cold",
+    "fresh-generate",
+    "busy",
+    "compare",
+    "memory",
+    "warm",
+    "probe-rerun",
+    "probe-memory",
+    "autoserve",
+}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1040,19 +1366,28 @@ def machine_facts() -> dict:
     except OSError:
         pass
     config = torch.__config__.show()
-    blas = next((part.split("=", 1)[1] for part in config.replace(",", " ").split() if part.startswith("BLAS_INFO=")),
-                "unknown")
-    capability = next((line.split(":", 1)[1].strip() for line in config.splitlines() if "CPU capability" in line),
-                      "unknown")
-    return {"cpu": cpu, "blas": blas, "kernels": capability, "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads()}
+    blas = next(
+        (part.split("=", 1)[1] for part in config.replace(",", " ").split() if part.startswith("BLAS_INFO=")), "unknown"
+    )
+    capability = next(
+        (line.split(":", 1)[1].strip() for line in config.splitlines() if "CPU capability" in line), "unknown"
+    )
+    return {
+        "cpu": cpu,
+        "blas": blas,
+        "kernels": capability,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def machine_note(facts: dict, fresh: bool) -> str:
     """One row's machine, as its note says it: CPU, BLAS, threads, and whether the process was fresh."""
     where = "fresh process" if fresh else "one warm benchmark process"
-    return (f"{facts['cpu']}, BLAS {facts['blas']} ({facts['kernels']}), {facts['torch_threads']} torch threads on "
-            f"{facts['cores']} cores, {where}")
+    return (
+        f"{facts['cpu']}, BLAS {facts['blas']} ({facts['kernels']}), {facts['torch_threads']} torch threads on "
+        f"{facts['cores']} cores, {where}"
+    )
 
 
 def machine_line(bandwidth: dict[str, float]) -> str:
@@ -1060,12 +1395,15 @@ def machine_line(bandwidth: dict[str, float]) -> str:
     import transformers
 
     facts = machine_facts()
-    reads = ", ".join(f"{k.split('_')[1]} thread(s) {v / 1e9:.1f}" for k, v in bandwidth.items()
-                      if k.startswith("read_"))
+    reads = ", ".join(
+        f"{k.split('_')[1]} thread(s) {v / 1e9:.1f}" for k, v in bandwidth.items() if k.startswith("read_")
+    )
     cpu = f"{facts['cpu']} (BLAS {facts['blas']}, kernels {facts['kernels']})"
-    return (f"{cpu}, {facts['cores']} cores, torch {torch.__version__} on {facts['torch_threads']} thread(s), "
-            f"transformers {transformers.__version__}, Python {platform.python_version()}; memory read "
-            f"bandwidth (GB/s) {reads}; load average {load_average():.1f}")
+    return (
+        f"{cpu}, {facts['cores']} cores, torch {torch.__version__} on {facts['torch_threads']} thread(s), "
+        f"transformers {transformers.__version__}, Python {platform.python_version()}; memory read "
+        f"bandwidth (GB/s) {reads}; load average {load_average():.1f}"
+    )
 
 
 def stamp(rows: list[Row], name: str, facts: dict, load: float) -> None:
@@ -1079,30 +1417,59 @@ def stamp(rows: list[Row], name: str, facts: dict, load: float) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", default=",".join(ALL_ROWS),
-                        help=f"comma-separated rows to run, from: {', '.join(ALL_ROWS)} (default: all)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: 32 new tokens, 100 lines, 20 sentences, 1 repeat (sizes stay full)")
+    parser.add_argument(
+        "--rows",
+        default=",".join(ALL_ROWS),
+        help=f"comma-separated rows to run, from: {', '.join(ALL_ROWS)} (default: all)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 32 new tokens, 100 lines, 20 sentences, 1 repeat (sizes stay full)",
+    )
     parser.add_argument("--new-tokens", type=int, default=None, help="tokens to generate (default 128)")
     parser.add_argument("--lines", type=int, default=None, help="fill-mask lines (default 1000)")
     parser.add_argument("--sentences", type=int, default=None, help="pseudo-perplexity sentences (default 100)")
     parser.add_argument("--pairs", type=int, default=None, help="minimal pairs of the pairs row (default 1000)")
-    parser.add_argument("--probe-sentences", type=int, default=None,
-                        help="sentences of the probe rows (default 2000)")
-    parser.add_argument("--finetune-examples", type=int, default=None,
-                        help="training examples of the finetune rows (default 512, as issue 31's table)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="runs per side, median reported (default 3 for generate and compare, 1 for the "
-                        "fill-mask and pll rows, whose 1,000 lines and 100 sentences already average)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads for both sides of every row (default: torch's own choice); on a machine "
-                        "that other work keeps busy, 1 keeps thread teams from stalling each other")
-    parser.add_argument("--tokenizers", type=Path, default=DEFAULT_TOKENIZERS,
-                        help=f"folder holding gpt2/ and bert-base-uncased/ (default {DEFAULT_TOKENIZERS})")
-    parser.add_argument("--models-dir", type=Path, default=DEFAULT_CACHE,
-                        help=f"where the random-weight models are built once (default {DEFAULT_CACHE})")
-    parser.add_argument("--output", type=Path, default=HERE / "results" / "latest.json",
-                        help="where to save the JSON results (default benchmarks/results/latest.json)")
+    parser.add_argument("--probe-sentences", type=int, default=None, help="sentences of the probe rows (default 2000)")
+    parser.add_argument(
+        "--finetune-examples",
+        type=int,
+        default=None,
+        help="training examples of the finetune rows (default 512, as issue 31's table)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="runs per side, median reported (default 3 for generate and compare, 1 for the "
+        "fill-mask and pll rows, whose 1,000 lines and 100 sentences already average)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for both sides of every row (default: torch's own choice); on a machine "
+        "that other work keeps busy, 1 keeps thread teams from stalling each other",
+    )
+    parser.add_argument(
+        "--tokenizers",
+        type=Path,
+        default=DEFAULT_TOKENIZERS,
+        help=f"folder holding gpt2/ and bert-base-uncased/ (default {DEFAULT_TOKENIZERS})",
+    )
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help=f"where the random-weight models are built once (default {DEFAULT_CACHE})",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=HERE / "results" / "latest.json",
+        help="where to save the JSON results (default benchmarks/results/latest.json)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     args.new_tokens_given = args.new_tokens or (32 if quick else None)  # fresh rows: their own default otherwise
@@ -1162,10 +1529,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def save(path: Path, machine: str, bandwidth: dict[str, float], args: argparse.Namespace, rows: list[Row]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
-        "machine": machine, "bandwidth": bandwidth, "arguments": {k: str(v) for k, v in vars(args).items()},
-        "rows": [asdict(r) for r in rows],
-    }, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "bandwidth": bandwidth,
+                "arguments": {k: str(v) for k, v in vars(args).items()},
+                "rows": [asdict(r) for r in rows],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

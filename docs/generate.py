@@ -145,8 +145,10 @@ def run(command: Command) -> str:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise RuntimeError(f"{command.shown} raised {result.exception!r}") from result.exception
     if result.exit_code != command.exit_code:
-        raise SystemExit(f"{command.shown}\nexited {result.exit_code}, not {command.exit_code} "
-                         f"(a failure on purpose is marked `# exits N`):\n{result.output}")
+        raise SystemExit(
+            f"{command.shown}\nexited {result.exit_code}, not {command.exit_code} "
+            f"(a failure on purpose is marked `# exits N`):\n{result.output}"
+        )
     return normalise(result.output)
 
 
@@ -197,8 +199,11 @@ def changed_pages() -> dict[Path, tuple[str, str]]:
 
 def diff(page: Path, text: str, fresh: str) -> str:
     name = str(page.relative_to(REPO))
-    return "".join(difflib.unified_diff(text.splitlines(keepends=True), fresh.splitlines(keepends=True), name,
-                                        name + " (as gbcli prints it now)"))
+    return "".join(
+        difflib.unified_diff(
+            text.splitlines(keepends=True), fresh.splitlines(keepends=True), name, name + " (as gbcli prints it now)"
+        )
+    )
 
 
 def library_versions() -> str:

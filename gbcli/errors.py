@@ -39,13 +39,17 @@ def explain_os_error(error: OSError) -> GbcliError:
     if error.errno == codes.EDQUOT:
         return GbcliError(f"The disk quota is exhausted: cannot write {name}.", "Free some space, or write elsewhere.")
     if error.errno in (codes.EACCES, codes.EPERM):
-        return GbcliError(f"Permission denied: {name} cannot be opened.",
-                          "Check the permissions of the file and of the folders above it.")
+        return GbcliError(
+            f"Permission denied: {name} cannot be opened.",
+            "Check the permissions of the file and of the folders above it.",
+        )
     if error.errno == codes.EROFS:
         return GbcliError(f"{_capital(name)} is on a read-only file system.", "Write somewhere else.")
     if error.errno == codes.EBADF:
-        return GbcliError(f"{_capital(name)} is closed, so nothing can be written to it.",
-                          "Run the command with its output going to a terminal, a file or a pipe.")
+        return GbcliError(
+            f"{_capital(name)} is closed, so nothing can be written to it.",
+            "Run the command with its output going to a terminal, a file or a pipe.",
+        )
     if error.errno == codes.ENOENT:
         return GbcliError(f"{_capital(name)} does not exist.", "Check the path.")
     if error.errno == codes.ENOTDIR:

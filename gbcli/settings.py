@@ -72,19 +72,35 @@ class Setting:
         return value
 
 
-SETTINGS: dict[str, Setting] = {setting.key: setting for setting in (
-    Setting("gpt", "GBCLI_GPT", "gpt2", "the causal model (--gpt): a hub id or a local folder"),
-    Setting("bert", "GBCLI_BERT", "bert-base-uncased", "the masked model (--bert): a hub id or a local folder"),
-    Setting("bart", "GBCLI_BART", "facebook/bart-base", "the seq2seq model (--bart): a hub id or a local folder"),
-    Setting("device", "GBCLI_DEVICE", "auto", "where models run (--device): auto, cpu, cuda, cuda:N or mps",
-            "device"),
-    Setting("dtype", "GBCLI_DTYPE", "auto", "the weights' type (--dtype): auto, float32, bfloat16 or float16",
-            "dtype"),
-    Setting("auto-serve", "GBCLI_AUTO_SERVE", True, "on a terminal, start a warm server by itself when none runs "
-            "(--no-server or GBCLI_NO_SERVER=1: no server at all)", "bool"),
-    Setting("keep-alive", "GBCLI_KEEP_ALIVE", "10m", "how long a server keeps an unused model (--keep-alive): "
-            "30m, 90s, 2h or never", "duration"),
-)}
+SETTINGS: dict[str, Setting] = {
+    setting.key: setting
+    for setting in (
+        Setting("gpt", "GBCLI_GPT", "gpt2", "the causal model (--gpt): a hub id or a local folder"),
+        Setting("bert", "GBCLI_BERT", "bert-base-uncased", "the masked model (--bert): a hub id or a local folder"),
+        Setting("bart", "GBCLI_BART", "facebook/bart-base", "the seq2seq model (--bart): a hub id or a local folder"),
+        Setting(
+            "device", "GBCLI_DEVICE", "auto", "where models run (--device): auto, cpu, cuda, cuda:N or mps", "device"
+        ),
+        Setting(
+            "dtype", "GBCLI_DTYPE", "auto", "the weights' type (--dtype): auto, float32, bfloat16 or float16", "dtype"
+        ),
+        Setting(
+            "auto-serve",
+            "GBCLI_AUTO_SERVE",
+            True,
+            "on a terminal, start a warm server by itself when none runs "
+            "(--no-server or GBCLI_NO_SERVER=1: no server at all)",
+            "bool",
+        ),
+        Setting(
+            "keep-alive",
+            "GBCLI_KEEP_ALIVE",
+            "10m",
+            "how long a server keeps an unused model (--keep-alive): 30m, 90s, 2h or never",
+            "duration",
+        ),
+    )
+}
 
 
 def config_path() -> str:
@@ -158,17 +174,20 @@ def read_config(path: str | None = None) -> Config:
     except FileNotFoundError:
         return Config(path, {}, [])
     except OSError as exc:
-        raise _error(f"Cannot read the settings file {path}: {exc.strerror or exc}.",
-                     "Check its permissions, or set GBCLI_CONFIG to another file.") from None
+        raise _error(
+            f"Cannot read the settings file {path}: {exc.strerror or exc}.",
+            "Check its permissions, or set GBCLI_CONFIG to another file.",
+        ) from None
     try:
         text = data.decode("utf-8")
         table = _load_toml(data)
     except UnicodeDecodeError:
         raise _error(f"The settings file {path} is not UTF-8 text.", "Rewrite it as UTF-8 TOML.") from None
     except ValueError as exc:  # tomllib.TOMLDecodeError: "Expected ... (at line 3, column 7)"
-        raise _error(f"The settings file {path}{toml_error_place(text, str(exc))} is not valid TOML: {exc}.",
-                     f"Fix or remove that line; `gbcli config --help` lists the keys ({', '.join(SETTINGS)}).") \
-            from None
+        raise _error(
+            f"The settings file {path}{toml_error_place(text, str(exc))} is not valid TOML: {exc}.",
+            f"Fix or remove that line; `gbcli config --help` lists the keys ({', '.join(SETTINGS)}).",
+        ) from None
     values: dict[str, Any] = {}
     warnings: list[str] = []
     for key, value in table.items():
@@ -176,19 +195,23 @@ def read_config(path: str | None = None) -> Config:
         where = f", line {line}" if line else ""
         setting = SETTINGS.get(key)
         if setting is None:
-            warnings.append(f"the settings file {path}{where} sets '{key}', which gbcli does not know "
-                            f"(known: {', '.join(SETTINGS)}); it is ignored.")
+            warnings.append(
+                f"the settings file {path}{where} sets '{key}', which gbcli does not know "
+                f"(known: {', '.join(SETTINGS)}); it is ignored."
+            )
             continue
         problem = setting.check(value)
         if problem:
-            raise _error(f"The settings file {path}{where}: '{key}' {problem}, not {_shown(value)}.",
-                         f"Fix that line, or remove it with `gbcli config unset {key}`.")
+            raise _error(
+                f"The settings file {path}{where}: '{key}' {problem}, not {_shown(value)}.",
+                f"Fix that line, or remove it with `gbcli config unset {key}`.",
+            )
         values[key] = value
     return Config(path, values, warnings, text)
 
 
 def toml_error_place(text: str, message: str) -> str:
-    """", line N (key K)" for a TOML parser's message: the line it names, or the last one at the end of the file."""
+    """ ", line N (key K)" for a TOML parser's message: the line it names, or the last one at the end of the file."""
     found = re.search(r"line (\d+)", message)
     lines = text.splitlines()
     number = int(found.group(1)) if found else len(lines) if "end of document" in message else 0

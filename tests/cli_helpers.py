@@ -95,8 +95,11 @@ def failure_problems(exit_code: int, stdout: str | bytes, stderr: str, code: int
 
 def assert_no_problems(found: list[tuple[str, list[str], str]]) -> None:
     """One assertion for a whole table of cases (name, problems, stderr), naming every case that went wrong."""
-    failures = [f"{name}: {'; '.join(problems)}\n    stderr: {stderr.strip()[:300]}"
-                for name, problems, stderr in found if problems]
+    failures = [
+        f"{name}: {'; '.join(problems)}\n    stderr: {stderr.strip()[:300]}"
+        for name, problems, stderr in found
+        if problems
+    ]
     assert not failures, "\n".join(failures)
 
 
@@ -111,8 +114,9 @@ def visible(shown: bytes) -> bytes:
     return re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]", b"", shown)
 
 
-def read_terminal_until(fd: int, needle: bytes, timeout: float,
-                        shown: Callable[[bytes], bytes] = lambda raw: raw) -> bytes:
+def read_terminal_until(
+    fd: int, needle: bytes, timeout: float, shown: Callable[[bytes], bytes] = lambda raw: raw
+) -> bytes:
     """What a pseudo-terminal's program wrote until `needle` appeared in `shown(...)` of it (or the time ran out,
     or the program closed it), passed through `shown`: the raw bytes, or `visible` ones."""
     seen = b""

@@ -198,8 +198,15 @@ def long_context_gpt(tmp_path_factory, gpt_path) -> Path:
     folder = tmp_path_factory.mktemp("long-gpt")
     tokenizer = AutoTokenizer.from_pretrained(gpt_path)
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=8, n_embd=512, n_head=8, n_positions=4096, vocab_size=len(tokenizer),
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(
+        n_layer=8,
+        n_embd=512,
+        n_head=8,
+        n_positions=4096,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     model = GPT2LMHeadModel(config)
     # Make the end-of-text token impossible, so generation never stops early by itself.
     with torch.no_grad():

@@ -61,7 +61,7 @@ class FakeHub:
                 hub.requests.append((self.command, self.path))
                 path = unquote(self.path.split("?")[0])
                 if path.startswith("/api/models/"):
-                    return self._model_info(path[len("/api/models/"):])
+                    return self._model_info(path[len("/api/models/") :])
                 if "/resolve/" in path:
                     repo, _, rest = path.lstrip("/").partition("/resolve/")
                     _revision, _, filename = rest.partition("/")

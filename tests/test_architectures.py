@@ -99,9 +99,14 @@ def test_greedy_generation_is_model_generate_with_teacher_forced_logprobs(name, 
     prompt_ids = prompt_after_bos(tokenizer, GPT_PROMPT)  # as every gbcli command reads a causal LM's text
     prompt = torch.tensor([prompt_ids])
     with torch.no_grad():
-        expected = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
-                                  max_new_tokens=NEW_TOKENS, pad_token_id=model.generation_config.pad_token_id)
-    new_ids = expected[0, len(prompt_ids):].tolist()
+        expected = model.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            do_sample=False,
+            max_new_tokens=NEW_TOKENS,
+            pad_token_id=model.generation_config.pad_token_id,
+        )
+    new_ids = expected[0, len(prompt_ids) :].tolist()
     produced = [t["id"] for t in continuation["tokens"]]
     assert produced == new_ids
     table = teacher_forced(model, prompt_ids + produced)
@@ -162,13 +167,18 @@ def test_attention_is_the_models_own_eager_weights_and_causal(name, folder, tmp_
 @pytest.mark.parametrize("name", [a.name for a in ATTENTION_FREE])
 def test_attention_free_models_are_refused_by_attention_and_nothing_else(name, folder):
     path = folder(name)
-    assert_user_error(run("attention", DUCK_SENTENCE, *gbcli_args(name, path)), 2,
-                      "this model has no attention", ALL[name].model_class)
+    assert_user_error(
+        run("attention", DUCK_SENTENCE, *gbcli_args(name, path)),
+        2,
+        "this model has no attention",
+        ALL[name].model_class,
+    )
 
 
 def test_compare_leaves_an_attention_free_model_out_of_the_attention_section(folder, tiny_models):
-    doc = run_json("compare", MASKED_SENTENCE, "--gpt", str(folder("mamba")), "--bert", str(tiny_models["bert"]),
-                   "--device", "cpu")
+    doc = run_json(
+        "compare", MASKED_SENTENCE, "--gpt", str(folder("mamba")), "--bert", str(tiny_models["bert"]), "--device", "cpu"
+    )
     assert [line["family"] for line in doc["attention"]] == ["bert"]
     assert [column["family"] for column in doc["scores"]["columns"]] == ["gpt", "bert"]
 
@@ -177,8 +187,9 @@ def test_compare_leaves_an_attention_free_model_out_of_the_attention_section(fol
 @pytest.mark.parametrize("command", ["generate", "score", "attention"])
 def test_architectures_that_are_not_left_to_right_are_refused_by_name(name, command, folder):
     path = folder(name)
-    assert_user_error(run(command, GPT_PROMPT, *gbcli_args(name, path)), 2,
-                      ALL[name].model_class, "not a left-to-right causal LM")
+    assert_user_error(
+        run(command, GPT_PROMPT, *gbcli_args(name, path)), 2, ALL[name].model_class, "not a left-to-right causal LM"
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -197,7 +208,8 @@ def test_fill_mask_equals_the_fill_mask_pipeline(name, folder):
     (slot,) = doc["masks"]
     tokenizer, model = reference(path, "bert")
     expected = pipeline("fill-mask", model=model, tokenizer=tokenizer, device="cpu", top_k=TOP_K)(
-        _masked_text(tokenizer, MASKED_SENTENCE))
+        _masked_text(tokenizer, MASKED_SENTENCE)
+    )
     predictions = slot["bert"]["predictions"]
     assert [p["token_ids"][0] for p in predictions] == [e["token"] for e in expected]
     assert [p["prob"] for p in predictions] == pytest.approx([e["score"] for e in expected], abs=1e-6)
@@ -265,8 +277,9 @@ def test_seq2seq_score_and_attention_are_the_models_own(name, folder, tmp_path):
     ids = tokenizer(DUCK_SENTENCE)["input_ids"]
     decoder_ids = [model.config.decoder_start_token_id, *ids]
     with torch.no_grad():
-        output = model(input_ids=torch.tensor([ids]), decoder_input_ids=torch.tensor([decoder_ids[:-1]]),
-                       output_attentions=True)
+        output = model(
+            input_ids=torch.tensor([ids]), decoder_input_ids=torch.tensor([decoder_ids[:-1]]), output_attentions=True
+        )
     table = torch.log_softmax(output.logits[0], -1)
     expected = [table[t, ids[t]].item() for t in range(len(ids))]
     assert [t["logprob"] for t in column["tokens"]] == pytest.approx(expected, abs=2e-5)
@@ -274,8 +287,11 @@ def test_seq2seq_score_and_attention_are_the_models_own(name, folder, tmp_path):
     target = tmp_path / "attention.npz"
     run_json("attention", DUCK_SENTENCE, "--export", str(target), *gbcli_args(name, path))
     exported = np.load(target)
-    for part, key in (("encoder", "bart_attention"), ("decoder", "bart_decoder_attention"),
-                      ("cross", "bart_cross_attention")):
+    for part, key in (
+        ("encoder", "bart_attention"),
+        ("decoder", "bart_decoder_attention"),
+        ("cross", "bart_cross_attention"),
+    ):
         expected_map = torch.stack([a[0] for a in getattr(output, f"{part}_attentions")]).numpy()
         np.testing.assert_allclose(exported[key], expected_map, atol=1e-6)
 
@@ -288,11 +304,20 @@ def test_seq2seq_greedy_generation_is_model_generate(name, folder):
     tokenizer, model = reference(path, "bart")
     # The encoder reads "prompt <mask>"; the decoder starts from its start token, <s> and the prompt.
     source = tokenizer(GPT_PROMPT + " " + tokenizer.mask_token, return_tensors="pt")
-    prefix = [model.config.decoder_start_token_id, tokenizer.bos_token_id,
-              *tokenizer(GPT_PROMPT, add_special_tokens=False)["input_ids"]]
+    prefix = [
+        model.config.decoder_start_token_id,
+        tokenizer.bos_token_id,
+        *tokenizer(GPT_PROMPT, add_special_tokens=False)["input_ids"],
+    ]
     with torch.no_grad():
-        expected = model.generate(**source, decoder_input_ids=torch.tensor([prefix]), do_sample=False, num_beams=1,
-                                  max_new_tokens=NEW_TOKENS, no_repeat_ngram_size=0)[0, len(prefix):].tolist()
+        expected = model.generate(
+            **source,
+            decoder_input_ids=torch.tensor([prefix]),
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=NEW_TOKENS,
+            no_repeat_ngram_size=0,
+        )[0, len(prefix) :].tolist()
     if tokenizer.eos_token_id in expected:
         expected = expected[: expected.index(tokenizer.eos_token_id) + 1]
     assert [t["id"] for t in continuation["tokens"]] == expected
@@ -371,7 +396,7 @@ def padded(tiny_models, tmp_path_factory) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
     with torch.no_grad():
-        model.lm_head.bias[len(tokenizer):] = 20.0
+        model.lm_head.bias[len(tokenizer) :] = 20.0
     model.save_pretrained(path)
     return path
 
@@ -393,13 +418,13 @@ def test_padded_rows_are_shown_as_ids_and_never_put_in_a_sentence(padded):
 
 
 def test_generated_padded_rows_show_their_ids(padded):
-    doc = run_json("generate", GPT_PROMPT, "--greedy", "--max-new-tokens", "3", "--models", "gpt", "--gpt",
-                   str(padded))
+    doc = run_json("generate", GPT_PROMPT, "--greedy", "--max-new-tokens", "3", "--models", "gpt", "--gpt", str(padded))
     (continuation,) = _column(doc)["continuations"]
     tokenizer, model = reference(padded, "gpt")
     prompt = torch.tensor([prompt_after_bos(tokenizer, GPT_PROMPT)])
-    expected = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
-                              max_new_tokens=3)[0, prompt.shape[1]:].tolist()
+    expected = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=3)[
+        0, prompt.shape[1] :
+    ].tolist()
     assert [t["id"] for t in continuation["tokens"]] == expected
     assert all(t >= len(tokenizer) for t in expected)
     assert [t["piece"] for t in continuation["tokens"]] == [f"<id {t}>" for t in expected]

@@ -174,7 +174,7 @@ def test_gpt_heatmap_is_drawn_lower_triangular_and_bert_full(models, results):
         n = len(results[family].tokens)
         assert len(rows) == n
         for query, line in enumerate(rows):
-            cells = line.rstrip("│ ")[-2 * (query + 1):] if family == "gpt" else line.rstrip("│ ")[-2 * n :]
+            cells = line.rstrip("│ ")[-2 * (query + 1) :] if family == "gpt" else line.rstrip("│ ")[-2 * n :]
             assert " " not in cells, line  # every visible key has some weight
         # A GPT row is exactly as long as its query index allows: blank cells to the right were stripped.
         if family == "gpt":
@@ -340,7 +340,7 @@ def test_html_export_is_one_page_with_the_tokens_and_data_and_no_remote_resource
     assert "http://" not in page and "https://" not in page and "//cdn" not in page.lower()
     assert not re.search(r"""\b(src|href)\s*=""", page, re.IGNORECASE)
     assert "<link" not in page.lower() and "@import" not in page and "url(" not in page
-    assert "<select" in page or "createElement(\"select\")" in page
+    assert "<select" in page or 'createElement("select")' in page
     data = re.search(r'<script type="application/json" id="gbcli-attention-data">(.*?)</script>', page, re.S)
     assert data is not None
     doc = json.loads(data.group(1))
@@ -380,8 +380,7 @@ def test_existing_export_is_kept_without_force_and_replaced_with_it(tmp_path, mo
     ],
 )
 def test_bad_export_target_is_a_usage_error_before_any_model_loads(tmp_path, name, fragments):
-    result = run("attention", DUCK_SENTENCE, "--gpt", str(tmp_path / "no-such-model"), "--export",
-                 str(tmp_path / name))
+    result = run("attention", DUCK_SENTENCE, "--gpt", str(tmp_path / "no-such-model"), "--export", str(tmp_path / name))
     assert_user_error(result, 2, *fragments)
 
 
@@ -420,8 +419,9 @@ def test_json_output_reports_the_export(tmp_path, models):
 
 def test_the_cli_writes_json_and_the_export(tmp_path, gpt_path, bert_path):
     path = tmp_path / "attention.html"
-    process = run("attention", DUCK_SENTENCE, "--gpt", str(gpt_path), "--bert", str(bert_path),
-                  "--export", str(path), "--json")
+    process = run(
+        "attention", DUCK_SENTENCE, "--gpt", str(gpt_path), "--bert", str(bert_path), "--export", str(path), "--json"
+    )
     assert process.exit_code == 0, process.stderr
     doc = json.loads(process.stdout)
     assert [m["family"] for m in doc["models"]] == ["gpt", "bert"]

@@ -34,17 +34,38 @@ class Terminal:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.runtime = root / "run"  # short: a socket's path has ~107 bytes at most
-        self.env = {**os.environ, "GBCLI_NO_SERVER": "", "GBCLI_RUNTIME_DIR": str(self.runtime),
-                    "GBCLI_CONFIG": str(root / "config.toml"), "XDG_STATE_HOME": str(root / "state"),
-                    "NO_COLOR": "1", "COLUMNS": "80", "TERM": "xterm", "OMP_NUM_THREADS": "1"}
-        for name in ("CI", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID", "GBCLI_SERVER", "GBCLI_AUTO_SERVE",
-                     "GBCLI_KEEP_ALIVE"):
+        self.env = {
+            **os.environ,
+            "GBCLI_NO_SERVER": "",
+            "GBCLI_RUNTIME_DIR": str(self.runtime),
+            "GBCLI_CONFIG": str(root / "config.toml"),
+            "XDG_STATE_HOME": str(root / "state"),
+            "NO_COLOR": "1",
+            "COLUMNS": "80",
+            "TERM": "xterm",
+            "OMP_NUM_THREADS": "1",
+        }
+        for name in (
+            "CI",
+            "WORLD_SIZE",
+            "LOCAL_RANK",
+            "TORCHELASTIC_RUN_ID",
+            "GBCLI_SERVER",
+            "GBCLI_AUTO_SERVE",
+            "GBCLI_KEEP_ALIVE",
+        ):
             self.env.pop(name, None)
 
     def start(self, *args: str, **extra: str) -> tuple[subprocess.Popen, int]:
         leader, follower = pty.openpty()
-        process = subprocess.Popen([gbcli_executable(), *args], stdin=follower, stdout=follower, stderr=follower,
-                                   env={**self.env, **extra}, start_new_session=True)
+        process = subprocess.Popen(
+            [gbcli_executable(), *args],
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+            env={**self.env, **extra},
+            start_new_session=True,
+        )
         os.close(follower)
         return process, leader
 
@@ -218,8 +239,9 @@ def test_two_first_commands_at_once_start_one_server_and_both_are_answered(termi
 
 def test_the_keep_alive_lets_the_models_go_and_the_server_exits(terminal, bert_path):
     # score loads BERT (tokenize reads its tokenizer alone, and a server that loaded no model has none to let go).
-    code, shown = terminal.run("score", "the duck quacks .", "--models", "bert", "--bert", str(bert_path),
-                               GBCLI_KEEP_ALIVE="2s")
+    code, shown = terminal.run(
+        "score", "the duck quacks .", "--models", "bert", "--bert", str(bert_path), GBCLI_KEEP_ALIVE="2s"
+    )
     assert code == 0, shown
     (pid,) = terminal.server_pids()
     assert terminal.status()["keep_alive"] == 2.0
@@ -293,8 +315,9 @@ def test_a_server_that_started_by_itself_under_an_older_gbcli_is_replaced(termin
     """After an upgrade, the old automatic server would refuse every command until it idled out: it is stopped and
     a server of this build takes its place."""
     terminal.runtime.mkdir(mode=0o700)
-    old = subprocess.Popen([sys.executable, "-c", FAKE_OLD_SERVER, str(terminal.runtime / "server.sock")],
-                           stdout=subprocess.PIPE)
+    old = subprocess.Popen(
+        [sys.executable, "-c", FAKE_OLD_SERVER, str(terminal.runtime / "server.sock")], stdout=subprocess.PIPE
+    )
     try:
         assert old.stdout.readline() == b"listening\n"
         code, shown = terminal.run("tokenize", "hi", "--models", "nope")

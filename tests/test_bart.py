@@ -71,8 +71,9 @@ def test_infilling_equals_model_generate_with_the_same_beam_settings(duck_infill
     with torch.no_grad():
         expected = model.generate(**encoded, output_scores=True, return_dict_in_generate=True, **settings)
     eos = tokenizer.eos_token_id
-    for beam, row, score in zip(duck_infilling.beams, expected.sequences.tolist(), expected.sequences_scores,
-                                strict=True):
+    for beam, row, score in zip(
+        duck_infilling.beams, expected.sequences.tolist(), expected.sequences_scores, strict=True
+    ):
         row = row[: row.index(eos, 1) + 1]
         assert beam.token_ids == row
         assert beam.output == tokenizer.decode(row, skip_special_tokens=True)
@@ -117,8 +118,9 @@ def test_several_masks_get_one_span_each_and_a_multi_piece_word_stays_whole(bart
 
 def test_fill_mask_cli_shows_bart_spans_beside_bert_and_gpt(gpt_path, bert_path, bart_path):
     paths = ["--gpt", str(gpt_path), "--bert", str(bert_path), "--bart", str(bart_path)]
-    doc = run_json("fill-mask", "the [MASK] quacks in the park .", "--with-bart", "--top-k", "2",
-                   "--targets", "duck,dog", *paths)
+    doc = run_json(
+        "fill-mask", "the [MASK] quacks in the park .", "--with-bart", "--top-k", "2", "--targets", "duck,dog", *paths
+    )
     assert doc["models"] == {"gpt": "gpt", "bert": "bert", "bart": "bart"}
     (slot,) = doc["masks"]
     assert slot["bert"]["predictions"][0]["word"] == "duck"
@@ -131,16 +133,18 @@ def test_fill_mask_cli_shows_bart_spans_beside_bert_and_gpt(gpt_path, bert_path,
     assert duck["prob"] == pytest.approx(beam["prob"], rel=1e-5)  # the same output, scored again
     assert dog["prob"] < 1e-3
     assert {f["column"] for f in doc["fillings"]} == {"bert", "gpt_left", "gpt_whole", "bart"}
-    screen = run("fill-mask", "the [MASK] quacks in the park .", "--models", "bart", "-k", "2", *paths,
-                 env={"COLUMNS": "160"})
+    screen = run(
+        "fill-mask", "the [MASK] quacks in the park .", "--models", "bart", "-k", "2", *paths, env={"COLUMNS": "160"}
+    )
     assert screen.exit_code == 0, screen.stderr
     assert "BART · bart" in screen.stdout and "✗ rewrote the text" in screen.stdout and "beam score" in screen.stdout
 
 
 def test_bart_target_probability_is_the_teacher_forced_probability_of_the_filled_text(bart_path, reference):
     tokenizer, model = reference
-    doc = run_json("fill-mask", BART_MASKED_DUCK, "--models", "bart", "--bart", str(bart_path), "--targets", "dog",
-                   "-k", "1")
+    doc = run_json(
+        "fill-mask", BART_MASKED_DUCK, "--models", "bart", "--bart", str(bart_path), "--targets", "dog", "-k", "1"
+    )
     (dog,) = doc["masks"][0]["bart"]["targets"]
     source = tokenizer(BART_MASKED_DUCK)["input_ids"]
     target = [model.config.decoder_start_token_id, *tokenizer("the dog quacks in the park .")["input_ids"]]
@@ -167,8 +171,11 @@ def reference_attention(reference, text: str):
     with torch.no_grad():
         out = model(input_ids=ids, output_attentions=True)  # decoder input: the text shifted right, as in training
     stack = lambda attentions: torch.stack([a[0] for a in attentions]).numpy()  # noqa: E731
-    return {"encoder": stack(out.encoder_attentions), "decoder": stack(out.decoder_attentions),
-            "cross": stack(out.cross_attentions)}
+    return {
+        "encoder": stack(out.encoder_attentions),
+        "decoder": stack(out.decoder_attentions),
+        "cross": stack(out.cross_attentions),
+    }
 
 
 def test_attention_maps_are_the_models_encoder_decoder_and_cross_attentions(bart, reference):
@@ -197,8 +204,19 @@ def test_attention_json_and_npz_exports_hold_all_three_maps(tmp_path, bart_path,
     for name in ("decoder", "cross"):
         np.testing.assert_allclose(np.array(others[name]["attention"], dtype=np.float32), expected[name], atol=1e-6)
     npz = tmp_path / "bart.npz"
-    run_json("attention", DUCK_SENTENCE, "--with-bart", "--models", "gpt", "--bart", str(bart_path),
-             "--gpt", str(bart_path.parent / "gpt"), "--export", str(npz))
+    run_json(
+        "attention",
+        DUCK_SENTENCE,
+        "--with-bart",
+        "--models",
+        "gpt",
+        "--bart",
+        str(bart_path),
+        "--gpt",
+        str(bart_path.parent / "gpt"),
+        "--export",
+        str(npz),
+    )
     with np.load(npz) as arrays:
         assert list(arrays["models"]) == ["gpt", "bart"]
         np.testing.assert_allclose(arrays["bart_attention"], expected["encoder"], atol=1e-6)
@@ -208,22 +226,41 @@ def test_attention_json_and_npz_exports_hold_all_three_maps(tmp_path, bart_path,
 
 
 def test_attention_screen_shows_three_bart_heatmaps_beside_gpt(gpt_path, bart_path):
-    result = run("attention", DUCK_SENTENCE, "--models", "gpt,bart", "--gpt", str(gpt_path), "--bart",
-                 str(bart_path), env={"COLUMNS": "200"})
+    result = run(
+        "attention",
+        DUCK_SENTENCE,
+        "--models",
+        "gpt,bart",
+        "--gpt",
+        str(gpt_path),
+        "--bart",
+        str(bart_path),
+        env={"COLUMNS": "200"},
+    )
     assert result.exit_code == 0, result.stderr
     for title in ("GPT · gpt", "BART · bart · encoder", "BART · bart · decoder", "BART · bart · cross"):
         assert title in result.stdout
     assert "cross-attention: each output token (row)" in result.stdout
-    views = run_json("attention", DUCK_SENTENCE, "--models", "bart", "--bart", str(bart_path), "--layer", "1",
-                     "--head", "1")["models"]
+    views = run_json(
+        "attention", DUCK_SENTENCE, "--models", "bart", "--bart", str(bart_path), "--layer", "1", "--head", "1"
+    )["models"]
     assert [v["map"] for v in views] == ["encoder", "decoder", "cross"]
     assert len(views[2]["matrix"]) == len(views[1]["tokens"]) and len(views[2]["matrix"][0]) == len(views[2]["keys"])
 
 
 def test_html_export_names_and_describes_each_map_as_the_terminal_view_does(tmp_path, bart_path):
     target = tmp_path / "bart.html"
-    result = run("attention", DUCK_SENTENCE, "--models", "bart", "--bart", str(bart_path), "--export", str(target),
-                 env={"COLUMNS": "200"})
+    result = run(
+        "attention",
+        DUCK_SENTENCE,
+        "--models",
+        "bart",
+        "--bart",
+        str(bart_path),
+        "--export",
+        str(target),
+        env={"COLUMNS": "200"},
+    )
     assert result.exit_code == 0, result.stderr
     page = target.read_text(encoding="utf-8")
     data = re.search(r'<script type="application/json" id="gbcli-attention-data">(.*?)</script>', page, re.S)
@@ -233,7 +270,7 @@ def test_html_export_names_and_describes_each_map_as_the_terminal_view_does(tmp_
     assert [m["description"] for m in maps] == [SEQ2SEQ_MAPS[name] for name in ("encoder", "decoder", "cross")]
     for amap in maps:  # the page shows what the terminal shows, word for word
         assert amap["title"] in result.stdout and amap["description"] in result.stdout
-    script = page[page.index("<script>"):]
+    script = page[page.index("<script>") :]
     assert not re.search(r'"(GPT|BERT|BART)"', script)  # no family name is hard-coded in the page's JavaScript
 
 
@@ -252,12 +289,22 @@ def test_generate_greedy_equals_model_generate_greedy(bart, reference):
     column = generate_seq2seq(bart, GPT_PROMPT, settings)
     (continuation,) = column.continuations
     source = tokenizer(GPT_PROMPT + " <mask>", return_tensors="pt")
-    prefix = [model.config.decoder_start_token_id, tokenizer.bos_token_id,
-              *tokenizer(GPT_PROMPT, add_special_tokens=False)["input_ids"]]
+    prefix = [
+        model.config.decoder_start_token_id,
+        tokenizer.bos_token_id,
+        *tokenizer(GPT_PROMPT, add_special_tokens=False)["input_ids"],
+    ]
     with torch.no_grad():
-        expected = model.generate(**source, decoder_input_ids=torch.tensor([prefix]), do_sample=False, num_beams=1,
-                                  max_new_tokens=8, no_repeat_ngram_size=0, forced_eos_token_id=None)[0].tolist()
-    new_ids = expected[len(prefix):]
+        expected = model.generate(
+            **source,
+            decoder_input_ids=torch.tensor([prefix]),
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=8,
+            no_repeat_ngram_size=0,
+            forced_eos_token_id=None,
+        )[0].tolist()
+    new_ids = expected[len(prefix) :]
     if tokenizer.eos_token_id in new_ids:
         new_ids = new_ids[: new_ids.index(tokenizer.eos_token_id) + 1]
     assert [t.id for t in continuation.tokens] == new_ids and len(new_ids) >= 2
@@ -299,8 +346,17 @@ def test_score_cli_gives_bart_reconstruction_log_likelihood_equal_to_the_models_
 
 def test_tokenize_cli_shows_barts_byte_level_bpe_column(bart_path, reference):
     tokenizer, _ = reference
-    doc = run_json("tokenize", DUCK_SENTENCE, "--with-bart", "--models", "gpt", "--bart", str(bart_path),
-                   "--gpt", str(bart_path.parent / "gpt"))
+    doc = run_json(
+        "tokenize",
+        DUCK_SENTENCE,
+        "--with-bart",
+        "--models",
+        "gpt",
+        "--bart",
+        str(bart_path),
+        "--gpt",
+        str(bart_path.parent / "gpt"),
+    )
     assert [c["family"] for c in doc["columns"]] == ["gpt", "bart"]
     bart_column = doc["columns"][1]
     assert bart_column["algorithm"] == "byte-level BPE"

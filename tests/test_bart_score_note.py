@@ -49,8 +49,10 @@ def test_footnote_names_the_special_tokens_the_tokenizer_added(bart_path):
 
 def test_footnote_says_no_special_tokens_and_leaks_no_raw_piece(bart_without_special_tokens):
     folder = bart_without_special_tokens
-    assert AutoTokenizer.from_pretrained(folder)(TEXT)["input_ids"][0] not in AutoTokenizer.from_pretrained(
-        folder).all_special_ids  # the premise: the text's own first piece comes first
+    assert (
+        AutoTokenizer.from_pretrained(folder)(TEXT)["input_ids"][0]
+        not in AutoTokenizer.from_pretrained(folder).all_special_ids
+    )  # the premise: the text's own first piece comes first
     shown = run("score", TEXT, "--models", "bart", "--bart", str(folder), env={"COLUMNS": "200"})
     assert shown.exit_code == 0, shown.stderr
     assert "the tokenizer adds no special tokens" in shown.stdout

@@ -37,11 +37,24 @@ def test_every_missing_model_is_named_in_one_message_before_any_loads(fresh_prob
     original = models._load
     monkeypatch.setattr(models, "_load", lambda family, *rest: loads.append(family) or original(family, *rest))
     result = run(
-        "compare", "the [MASK] quacks .", "--gpt", str(gpt_path), "--bert", "./no/such/folder",
-        "--with-bart", "--bart", "gbcli-test/not-cached-bart",
+        "compare",
+        "the [MASK] quacks .",
+        "--gpt",
+        str(gpt_path),
+        "--bert",
+        "./no/such/folder",
+        "--with-bart",
+        "--bart",
+        "gbcli-test/not-cached-bart",
     )
-    assert_user_error(result, 1, "2 models cannot be loaded", "'./no/such/folder' for --bert does not exist",
-                      "'gbcli-test/not-cached-bart' for --bart", "cannot be reached")
+    assert_user_error(
+        result,
+        1,
+        "2 models cannot be loaded",
+        "'./no/such/folder' for --bert does not exist",
+        "'gbcli-test/not-cached-bart' for --bart",
+        "cannot be reached",
+    )
     assert loads == [], "no model may load before every requested one is known to be there"
 
 
@@ -52,8 +65,9 @@ def test_a_mistyped_relative_folder_is_called_neither_folder_nor_cached(fresh_pr
 
 def test_offline_mode_reports_without_probing(monkeypatch):
     monkeypatch.setattr(availability, "_HUB_REACHABLE", None)
-    monkeypatch.setattr(availability, "hub_reachable",
-                        lambda *a: pytest.fail("offline mode must not touch the network"))
+    monkeypatch.setattr(
+        availability, "hub_reachable", lambda *a: pytest.fail("offline mode must not touch the network")
+    )
     result = run("tokenize", "x", "--models", "gpt", "--gpt", "gbcli-test/absent", "--offline")
     assert_user_error(result, 1, "offline mode forbids downloading")
 
@@ -76,8 +90,9 @@ def test_a_cached_hub_id_loads_without_network(tmp_path, gpt_path):
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
     env = {**NO_HUB, "HF_HUB_CACHE": str(tmp_path / "hub")}
-    completed = run_installed("tokenize", "the duck", "--models", "gpt", "--gpt", "gbcli-test/tiny-gpt", "--json",
-                              env=env)
+    completed = run_installed(
+        "tokenize", "the duck", "--models", "gpt", "--gpt", "gbcli-test/tiny-gpt", "--json", env=env
+    )
     assert completed.returncode == 0, completed.stderr.decode()
     assert b"duck" in completed.stdout  # the copy in the cache was used: nothing else holds this model
 
@@ -97,13 +112,24 @@ def test_generate_writes_each_column_before_the_next_model_loads(gpt_path, bert_
         def wrapped(lm, *args, **kwargs):
             events.append(("generate", lm.family))
             return runner(lm, *args, **kwargs)
+
         return wrapped
 
     monkeypatch.setattr(models, "load_model", spy_load)
     monkeypatch.setattr(generation, "generate_causal", spy(generation.generate_causal))
     monkeypatch.setattr(generation, "generate_masked", spy(generation.generate_masked))
-    result = run("generate", "once upon a time", "--greedy", "--max-new-tokens", "3",
-                 "--gpt", str(gpt_path), "--bert", str(bert_path), "--json")
+    result = run(
+        "generate",
+        "once upon a time",
+        "--greedy",
+        "--max-new-tokens",
+        "3",
+        "--gpt",
+        str(gpt_path),
+        "--bert",
+        str(bert_path),
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     assert events == [("load", "gpt"), ("generate", "gpt"), ("load", "bert"), ("generate", "bert")]
 
@@ -124,8 +150,9 @@ def test_the_streaming_view_shows_which_model_is_loading():
 
 def test_compare_reports_start_up_apart_from_each_models_load(gpt_path, bert_path):
     """In a fresh process the one-time imports land on the start-up line, not on the first model's load."""
-    completed = run_installed("compare", "the [MASK] quacks in the park .", "--gpt", str(gpt_path),
-                              "--bert", str(bert_path), "--json")
+    completed = run_installed(
+        "compare", "the [MASK] quacks in the park .", "--gpt", str(gpt_path), "--bert", str(bert_path), "--json"
+    )
     assert completed.returncode == 0, completed.stderr.decode()
     import json
 

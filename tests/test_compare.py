@@ -100,8 +100,17 @@ def test_attention_and_time_sections_cover_each_model(masked_doc):
 def test_full_screen_has_every_section(models):
     result = run("compare", "the wasp buzzes in the park .", "--full", *models, env={"COLUMNS": "140"})
     assert result.exit_code == 0, result.stderr
-    for heading in ("Model facts", "Tokenization", "Predictions", "Scores", "Attention", "Time",
-                    "not on the same scale", "bidirectional", "·p"):
+    for heading in (
+        "Model facts",
+        "Tokenization",
+        "Predictions",
+        "Scores",
+        "Attention",
+        "Time",
+        "not on the same scale",
+        "bidirectional",
+        "·p",
+    ):
         assert heading in result.stdout, heading
 
 
@@ -141,8 +150,9 @@ def test_each_model_is_let_go_once_its_sections_are_done(gpt_path, bert_path):
     options = LoadOptions(device="cpu", dtype="float32")
     gpt, bert = load_model("gpt", str(gpt_path), options), load_model("bert", str(bert_path), options)
     weights = [weakref.ref(gpt.model), weakref.ref(bert.model.get_input_embeddings().weight)]
-    kept = compare([load_model("gpt", str(gpt_path), options), load_model("bert", str(bert_path), options)],
-                   BERT_MASKED_DUCK)  # without release: same objects, still usable afterwards
+    kept = compare(
+        [load_model("gpt", str(gpt_path), options), load_model("bert", str(bert_path), options)], BERT_MASKED_DUCK
+    )  # without release: same objects, still usable afterwards
     assert all(ref() is not None for ref in weights)
     released = compare([gpt, bert], BERT_MASKED_DUCK, release=True)
     assert all(ref() is None for ref in weights)

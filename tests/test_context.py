@@ -109,8 +109,16 @@ def test_a_word_of_another_length_aligns_the_rest_from_the_end(models):
 
 
 def test_bare_encoder_works_and_gives_the_same_states(models, tiny_models, shifts):
-    doc = run_json("context", DUCK_SENTENCE, "--change", "quacks=barks", "--models", "bert",
-                   "--bert", str(tiny_models["bert_no_head"]))
+    doc = run_json(
+        "context",
+        DUCK_SENTENCE,
+        "--change",
+        "quacks=barks",
+        "--models",
+        "bert",
+        "--bert",
+        str(tiny_models["bert_no_head"]),
+    )
     assert doc["shifts"][0]["positions"] == shifts[("bert", "")]["positions"]
 
 
@@ -147,8 +155,16 @@ def test_gpt2_word_vector_ignores_what_follows_bert_does_not(models):
 
 
 def test_word_of_several_pieces_is_their_mean(models):
-    doc = run_json("context", "--word", "wasp", MULTI_PIECE_SENTENCE, "once upon a time there was a wasp who lived "
-                   "in the park .", *models, "--models", "bert")
+    doc = run_json(
+        "context",
+        "--word",
+        "wasp",
+        MULTI_PIECE_SENTENCE,
+        "once upon a time there was a wasp who lived in the park .",
+        *models,
+        "--models",
+        "bert",
+    )
     occurrence = doc["similarities"][0]["occurrences"][0]
     assert occurrence["pieces"] == ["was", "·p"] and occurrence["positions"] == [2, 3]
 
@@ -162,8 +178,17 @@ def _words(text: str) -> set[str]:
 
 @pytest.mark.parametrize("measure,key", [("cosine", "cosine"), ("l2", "relative_l2")])
 def test_shift_view_fits_80_columns_and_shows_every_number_whole(models, shifts, measure, key):
-    out = run("context", DUCK_SENTENCE, "--change", "quacks=barks", *models, "--with-bart", "--measure", measure,
-              env={"COLUMNS": "80"})
+    out = run(
+        "context",
+        DUCK_SENTENCE,
+        "--change",
+        "quacks=barks",
+        *models,
+        "--with-bart",
+        "--measure",
+        measure,
+        env={"COLUMNS": "80"},
+    )
     assert out.exit_code == 0, out.stderr
     assert max(cell_len(line) for line in out.stdout.splitlines()) <= 80
     words = _words(out.stdout)
@@ -174,8 +199,13 @@ def test_shift_view_fits_80_columns_and_shows_every_number_whole(models, shifts,
 
 
 def test_word_view_fits_80_columns(models):
-    texts = ["the duck quacks in the park .", "the dog barks in the park .", "the cat meows in the park .",
-             "the cow moos in the park .", "once upon a time there was a dog who lived in the park ."]
+    texts = [
+        "the duck quacks in the park .",
+        "the dog barks in the park .",
+        "the cat meows in the park .",
+        "the cow moos in the park .",
+        "once upon a time there was a dog who lived in the park .",
+    ]
     doc = run_json("context", "--word", "park", *texts, *models)
     out = run("context", "--word", "park", *texts, *models, env={"COLUMNS": "80"})
     assert max(cell_len(line) for line in out.stdout.splitlines()) <= 80
@@ -191,8 +221,11 @@ def test_word_view_fits_80_columns(models):
 def test_a_grid_wider_than_the_terminal_is_cut_into_blocks_of_layers():
     layers = [str(i) for i in range(25)]
     values = [[(row + 1) * 0.001 * (column + 1) for column in range(25)] for row in range(3)]
-    grid = ChunkedGrid("token \\ layer", layers, [(Text(f"tok{r}"), [Text(format_shift(v)) for v in row])
-                                                 for r, row in enumerate(values)])
+    grid = ChunkedGrid(
+        "token \\ layer",
+        layers,
+        [(Text(f"tok{r}"), [Text(format_shift(v)) for v in row]) for r, row in enumerate(values)],
+    )
     console = Console(width=80, record=True, color_system=None)
     console.print(grid)
     text = console.export_text()
@@ -204,16 +237,19 @@ def test_a_grid_wider_than_the_terminal_is_cut_into_blocks_of_layers():
 # --- bad input -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--change", "swan=dog"], "not in the text"),
-    (["--change", "duck"], "not WORD=NEW"),
-    (["--change", "duck=duck"], "by itself"),
-    ([], "--change"),
-    (["--measure", "dot", "--change", "duck=dog"], "--measure"),
-    ([DUCK_SENTENCE], "the same"),
-    (["--word", "swan", "the cat meows ."], "not in sentence 1"),
-    (["--word", "duck"], "2 to 8"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--change", "swan=dog"], "not in the text"),
+        (["--change", "duck"], "not WORD=NEW"),
+        (["--change", "duck=duck"], "by itself"),
+        ([], "--change"),
+        (["--measure", "dot", "--change", "duck=dog"], "--measure"),
+        ([DUCK_SENTENCE], "the same"),
+        (["--word", "swan", "the cat meows ."], "not in sentence 1"),
+        (["--word", "duck"], "2 to 8"),
+    ],
+)
 def test_bad_requests_exit_2(models, args, fragment):
     assert_user_error(run("context", DUCK_SENTENCE, *args, *models), 2, fragment, "hint:")
 

@@ -23,13 +23,21 @@ TIMEOUT_S = 30  # GBCLI_DIST_TIMEOUT for the jobs here: a failed job must end we
 
 
 def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "GBCLI_THREADS": "1", "GBCLI_DIST_TIMEOUT": str(TIMEOUT_S),
-            **extra}
+    return {**os.environ, "OMP_NUM_THREADS": "1", "GBCLI_THREADS": "1", "GBCLI_DIST_TIMEOUT": str(TIMEOUT_S), **extra}
 
 
 def _torchrun(*args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            "-m", "gbcli", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "gbcli",
+        *args,
+    ]
 
 
 BATCH = ("--batch-size", "2")
@@ -38,8 +46,11 @@ BATCH = ("--batch-size", "2")
 JOBS = {
     "pairs": (40, lambda n: "".join(json.dumps(p) + "\n" for p in corpus_pairs(n)), BATCH),
     "score": (70, lambda n: "".join(f"{p['sentence_good']}\n" for p in corpus_pairs(n)), ()),
-    "fill-mask": (140, lambda n: "".join(p["sentence_good"].replace(" in ", " [MASK] ") + "\n"
-                                         for p in corpus_pairs(n)), ("--top-k", "2")),
+    "fill-mask": (
+        140,
+        lambda n: "".join(p["sentence_good"].replace(" in ", " [MASK] ") + "\n" for p in corpus_pairs(n)),
+        ("--top-k", "2"),
+    ),
 }
 
 
@@ -103,8 +114,9 @@ def test_without_torchrun_the_distributed_path_is_never_taken(command, tmp_path,
 def test_two_processes_write_the_single_process_file(tmp_path, models, job):
     command, file, expected = job
     out = tmp_path / "out.jsonl"
-    done = subprocess.run(_torchrun(*_job_args(command, file, models, out)), capture_output=True, timeout=300,
-                          env=_env())
+    done = subprocess.run(
+        _torchrun(*_job_args(command, file, models, out)), capture_output=True, timeout=300, env=_env()
+    )
     assert done.returncode == 0, done.stderr.decode()
     assert out.read_bytes() == expected
     summary = json.loads(done.stdout)  # rank 0 alone prints: one summary
@@ -113,8 +125,9 @@ def test_two_processes_write_the_single_process_file(tmp_path, models, job):
     assert not list(tmp_path.glob("out.jsonl.part*"))
 
 
-@pytest.mark.parametrize("command", [["score", "--file", "x.txt"], ["fill-mask", "--file", "x.txt"],
-                                     ["pairs", "--file", "x.txt"]])
+@pytest.mark.parametrize(
+    "command", [["score", "--file", "x.txt"], ["fill-mask", "--file", "x.txt"], ["pairs", "--file", "x.txt"]]
+)
 def test_under_torchrun_a_file_job_needs_output(command, monkeypatch):
     """Several processes cannot share stdout: each file command under torchrun writes one --output."""
     from tests.cli_helpers import assert_user_error
@@ -158,8 +171,9 @@ def test_a_killed_worker_ends_the_job_naming_its_lines_and_resume_completes_the_
     command, file, expected = job
     out = tmp_path / "out.jsonl"
     args = _job_args(command, file, models, out)
-    job = subprocess.Popen(_torchrun(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           env=_env(GBCLI_TEST_JOB=str(tmp_path)))
+    job = subprocess.Popen(
+        _torchrun(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(GBCLI_TEST_JOB=str(tmp_path))
+    )
     deadline = time.monotonic() + 120
     pid = None
     while pid is None and time.monotonic() < deadline:
@@ -179,8 +193,7 @@ def test_a_killed_worker_ends_the_job_naming_its_lines_and_resume_completes_the_
     # have written its last line before the kill landed): the error names each unfinished rank's lines, or says
     # that rank 0 had not yet shared them out.
     assert "--resume" in text, text
-    assert (re.search(HELD[command], text)
-            or "had not been shared out yet" in text), text
+    assert re.search(HELD[command], text) or "had not been shared out yet" in text, text
     # torchrun adds its own traceback (ChildFailedError); none comes from gbcli's code.
     assert not [line for line in text.splitlines() if line.lstrip().startswith("File") and "/gbcli/" in line]
     kept = part.read_bytes()

@@ -15,8 +15,9 @@ import pytest
 
 def _load_generator():
     """docs/generate.py, which is a script beside the pages rather than a module of a package."""
-    spec = importlib.util.spec_from_file_location("docs_generate", Path(__file__).resolve().parent.parent / "docs"
-                                                  / "generate.py")
+    spec = importlib.util.spec_from_file_location(
+        "docs_generate", Path(__file__).resolve().parent.parent / "docs" / "generate.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -48,12 +49,14 @@ def test_timings_are_elided_and_a_box_keeps_its_border():
     boxed = "│ speed  69.9 tokens/s (0.16 s)       │"
     assert generate.normalise(boxed) == "│ speed  … tokens/s (… s)             │"
     assert generate.normalise("time: GPT 0.01 s in 1 forward pass · BERT 12.34 s in 2 forward passes") == (
-        "time: GPT … s in 1 forward pass · BERT … s in 2 forward passes")
+        "time: GPT … s in 1 forward pass · BERT … s in 2 forward passes"
+    )
 
 
 def test_command_lines_read_as_a_shell_reads_them():
-    command = generate.parse_command('$ COLUMNS=120 gbcli context --word duck "the duck ." \\\n'
-                                     '    "a duck ."  # a note')
+    command = generate.parse_command(
+        '$ COLUMNS=120 gbcli context --word duck "the duck ." \\\n    "a duck ."  # a note'
+    )
     assert command.env == {"COLUMNS": "120"} and command.exit_code == 0
     assert command.args == ["context", "--word", "duck", "the duck .", "a duck ."]
     assert generate.parse_command("$ gbcli shell < shell-commands.txt").stdin.startswith("set top-k 3")

@@ -78,16 +78,18 @@ def test_second_run_downloads_nothing(fake_hub):
 
 
 def test_revision_is_asked_of_the_hub(fake_hub):
-    result = run("fill-mask", SENTENCE, "--models", "bert", "--bert", "test-org/tiny-bert",
-                 "--revision", "v1.0", "--json")
+    result = run(
+        "fill-mask", SENTENCE, "--models", "bert", "--bert", "test-org/tiny-bert", "--revision", "v1.0", "--json"
+    )
     assert result.exit_code == 0, result.stderr
     assert ("GET", "/api/models/test-org/tiny-bert/revision/v1.0") in fake_hub.requests
     assert all("/resolve/v1.0/" in path for path in fake_hub.file_gets())
     # The cache now knows v1.0: the same revision again asks the hub nothing.
     asked = len(fake_hub.requests)
     models.clear_cache()
-    again = run("fill-mask", SENTENCE, "--models", "bert", "--bert", "test-org/tiny-bert",
-                "--revision", "v1.0", "--json")
+    again = run(
+        "fill-mask", SENTENCE, "--models", "bert", "--bert", "test-org/tiny-bert", "--revision", "v1.0", "--json"
+    )
     assert again.exit_code == 0 and again.stdout == result.stdout
     assert fake_hub.requests[asked:] == []
 
@@ -149,28 +151,59 @@ def test_plain_line_when_not_a_terminal():
 
 
 def test_only_the_files_from_pretrained_reads_are_chosen():
-    gpt2_repo = ["config.json", "generation_config.json", "merges.txt", "vocab.json", "tokenizer.json",
-                 "tokenizer_config.json", "model.safetensors", "pytorch_model.bin", "flax_model.msgpack",
-                 "tf_model.h5", "rust_model.ot", "64-8bits.tflite", "onnx/decoder_model.onnx", "README.md"]
+    gpt2_repo = [
+        "config.json",
+        "generation_config.json",
+        "merges.txt",
+        "vocab.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "model.safetensors",
+        "pytorch_model.bin",
+        "flax_model.msgpack",
+        "tf_model.h5",
+        "rust_model.ot",
+        "64-8bits.tflite",
+        "onnx/decoder_model.onnx",
+        "README.md",
+    ]
     chosen = download.files_to_fetch(gpt2_repo)
     assert chosen[-1] == "model.safetensors"
-    assert set(chosen) == {"config.json", "generation_config.json", "merges.txt", "vocab.json", "tokenizer.json",
-                           "tokenizer_config.json", "model.safetensors"}
-    sharded = ["config.json", "model.safetensors.index.json", "model-00002-of-00002.safetensors",
-               "model-00001-of-00002.safetensors", "pytorch_model.bin"]
-    assert download.files_to_fetch(sharded)[1:] == ["model.safetensors.index.json",
-                                                  "model-00001-of-00002.safetensors",
-                                                  "model-00002-of-00002.safetensors"]
-    assert download.files_to_fetch(["config.json", "pytorch_model.bin", "vocab.txt"]) == \
-        ["config.json", "vocab.txt", "pytorch_model.bin"]
+    assert set(chosen) == {
+        "config.json",
+        "generation_config.json",
+        "merges.txt",
+        "vocab.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "model.safetensors",
+    }
+    sharded = [
+        "config.json",
+        "model.safetensors.index.json",
+        "model-00002-of-00002.safetensors",
+        "model-00001-of-00002.safetensors",
+        "pytorch_model.bin",
+    ]
+    assert download.files_to_fetch(sharded)[1:] == [
+        "model.safetensors.index.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ]
+    assert download.files_to_fetch(["config.json", "pytorch_model.bin", "vocab.txt"]) == [
+        "config.json",
+        "vocab.txt",
+        "pytorch_model.bin",
+    ]
 
 
 def test_installed_gbcli_downloads_from_the_hub_hf_endpoint_names(tmp_path, bert_path):
     """The installed command reads HF_ENDPOINT as a user sets it (no patched constants), probes that host, fetches."""
     with FakeHub({"test-org/tiny-bert": bert_path}) as hub:
         env = {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hub-cache")}
-        result = run_installed("fill-mask", SENTENCE, "--models", "bert", "--bert", "test-org/tiny-bert", "--json",
-                               env=env)
+        result = run_installed(
+            "fill-mask", SENTENCE, "--models", "bert", "--bert", "test-org/tiny-bert", "--json", env=env
+        )
     assert result.returncode == 0, result.stderr.decode()
     assert b"downloading test-org/tiny-bert: model.safetensors" in result.stderr
     assert json.loads(result.stdout)["masks"][0]["bert"]["predictions"][0]["word"] == "duck"

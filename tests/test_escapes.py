@@ -36,9 +36,13 @@ VIEWS = [
 
 
 @pytest.mark.parametrize("terminal", [False, True], ids=["pipe", "terminal"])
-@pytest.mark.parametrize("args", VIEWS, ids=lambda args: " ".join(a for a in args if a.startswith("-") or
-                                                                   a in ("score", "fill-mask", "generate",
-                                                                             "compare", "tokenize", "pairs")))
+@pytest.mark.parametrize(
+    "args",
+    VIEWS,
+    ids=lambda args: " ".join(
+        a for a in args if a.startswith("-") or a in ("score", "fill-mask", "generate", "compare", "tokenize", "pairs")
+    ),
+)
 def test_every_view_shows_controls_bidi_and_invisible_characters_as_escapes(args, terminal, models):
     env = {"FORCE_COLOR": "1", "TERM": "xterm-256color", "COLUMNS": "120"} if terminal else {"COLUMNS": "120"}
     result = run(*args, *models, env=env)
@@ -64,8 +68,9 @@ def _on_a_terminal(*args: str) -> str:
     """What the installed gbcli writes to a pseudo-terminal (its newlines as the terminal's \\r\\n)."""
     leader, follower = pty.openpty()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1", "COLUMNS": "120", "GBCLI_NO_SERVER": "1"}
-    process = subprocess.Popen([gbcli_executable(), *args], stdin=subprocess.DEVNULL, stdout=follower,
-                               stderr=subprocess.PIPE, env=env)
+    process = subprocess.Popen(
+        [gbcli_executable(), *args], stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE, env=env
+    )
     os.close(follower)
     try:
         shown = read_terminal_until(leader, b"\x00never", timeout=120)

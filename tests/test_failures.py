@@ -61,10 +61,14 @@ def cases(f: dict[str, str]) -> list[Case]:
     gpt = ("--gpt", f["gpt"], "--bert", f["bert"])
     return [
         # Text
-        *[Case(f"{cmd}-empty", (cmd, "", *gpt), 2, "empty") for cmd in
-          ("generate", "fill-mask", "attention", "tokenize", "score", "compare")],
-        *[Case(f"{cmd}-blank", (cmd, "  \t ", *gpt), 2, "empty") for cmd in
-          ("generate", "fill-mask", "attention", "tokenize", "score", "compare")],
+        *[
+            Case(f"{cmd}-empty", (cmd, "", *gpt), 2, "empty")
+            for cmd in ("generate", "fill-mask", "attention", "tokenize", "score", "compare")
+        ],
+        *[
+            Case(f"{cmd}-blank", (cmd, "  \t ", *gpt), 2, "empty")
+            for cmd in ("generate", "fill-mask", "attention", "tokenize", "score", "compare")
+        ],
         Case("fill-mask-too-long", ("fill-mask", "the [MASK] " + "duck " * 80, *gpt), 2, "64"),
         Case("attention-too-long", ("attention", "duck " * 80, *gpt), 2, "64"),
         Case("generate-too-long", ("generate", "duck " * 80, *gpt), 2, "64"),
@@ -96,20 +100,35 @@ def cases(f: dict[str, str]) -> list[Case]:
         Case("missing-path", ("score", "x", "--models", "gpt", "--gpt", f["folder"] + "/nope"), 1, "does not exist"),
         Case("no-weights", ("score", "x", "--models", "gpt", "--gpt", f["no_weights"]), 1, "no weights"),
         Case("corrupt-weights", ("score", "x", "--models", "gpt", "--gpt", f["corrupt_weights"]), 1, "corrupt"),
-        Case("wrong-kind", ("fill-mask", BERT_MASKED_DUCK, "--models", "bert", "--bert", f["gpt"]), 2,
-             "expects a masked language model"),
-        Case("no-lm-head", ("fill-mask", BERT_MASKED_DUCK, "--models", "bert", "--bert", f["bert_no_head"]), 2,
-             "head"),
-        Case("uncached-offline", ("tokenize", "x", "--models", "gpt", "--gpt", "gbcli-test/absent", "--offline"), 1,
-             "not in the local cache"),
-        Case("mismatched-tokenizer", ("score", "x", "--models", "gpt", "--gpt", f["mismatched_tokenizer"]), 1,
-             "do not belong together"),
+        Case(
+            "wrong-kind",
+            ("fill-mask", BERT_MASKED_DUCK, "--models", "bert", "--bert", f["gpt"]),
+            2,
+            "expects a masked language model",
+        ),
+        Case("no-lm-head", ("fill-mask", BERT_MASKED_DUCK, "--models", "bert", "--bert", f["bert_no_head"]), 2, "head"),
+        Case(
+            "uncached-offline",
+            ("tokenize", "x", "--models", "gpt", "--gpt", "gbcli-test/absent", "--offline"),
+            1,
+            "not in the local cache",
+        ),
+        Case(
+            "mismatched-tokenizer",
+            ("score", "x", "--models", "gpt", "--gpt", f["mismatched_tokenizer"]),
+            1,
+            "do not belong together",
+        ),
         # Exports
         Case("export-missing-folder", ("attention", DUCK_SENTENCE, "--export", f["no_dir"], *gpt), 2, "not exist"),
         Case("export-exists-no-force", ("attention", DUCK_SENTENCE, "--export", f["existing"], *gpt), 2, "--force"),
         Case("export-unknown-suffix", ("attention", DUCK_SENTENCE, "--export", f["bad_suffix"], *gpt), 2, "suffix"),
-        Case("export-unwritable-folder", ("attention", DUCK_SENTENCE, "--export", "/proc/gbcli.json", *gpt), 1,
-             "cannot write"),
+        Case(
+            "export-unwritable-folder",
+            ("attention", DUCK_SENTENCE, "--export", "/proc/gbcli.json", *gpt),
+            1,
+            "cannot write",
+        ),
     ]
 
 
@@ -137,8 +156,7 @@ def test_every_bad_input_gets_a_message_a_hint_and_its_exit_code(files, monkeypa
     found = []
     for case in cases(files):
         result = run(*case.args, input=case.stdin)
-        found.append((case.name, message_problems(case, result.exit_code, result.stdout, result.stderr),
-                      result.stderr))
+        found.append((case.name, message_problems(case, result.exit_code, result.stdout, result.stderr), result.stderr))
     assert_no_problems(found)
 
 
@@ -175,8 +193,18 @@ def test_arbitrary_unicode_crashes_nothing(text, tiny_models):
 
 
 def test_mask_in_a_generate_prompt_is_taken_literally(tiny_models):
-    result = run("generate", "the [MASK] quacks", "--greedy", "--max-new-tokens", "2", "--json",
-                 "--gpt", str(tiny_models["gpt"]), "--bert", str(tiny_models["bert"]))
+    result = run(
+        "generate",
+        "the [MASK] quacks",
+        "--greedy",
+        "--max-new-tokens",
+        "2",
+        "--json",
+        "--gpt",
+        str(tiny_models["gpt"]),
+        "--bert",
+        str(tiny_models["bert"]),
+    )
     assert result.exit_code == 0, result.stderr
     assert '"prompt": "the [MASK] quacks"' in result.stdout
 
@@ -185,10 +213,10 @@ def test_closed_pipe_ends_quietly(tiny_models, tmp_path):
     lines = tmp_path / "lines.txt"
     lines.write_text("\n".join([BERT_MASKED_DUCK] * 3000) + "\n")
     exe = shutil.which("gbcli", path=os.path.dirname(run_installed.__globals__["gbcli_executable"]()))
-    command = (f"'{exe}' fill-mask --file '{lines}' --json --models bert --bert '{tiny_models['bert']}' "
-               f"| head -n 1")
-    completed = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, timeout=180,
-                               env={**os.environ, "NO_COLOR": "1"})
+    command = f"'{exe}' fill-mask --file '{lines}' --json --models bert --bert '{tiny_models['bert']}' | head -n 1"
+    completed = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], capture_output=True, timeout=180, env={**os.environ, "NO_COLOR": "1"}
+    )
     assert completed.stdout.count(b"\n") == 1
     assert completed.stderr == b"", completed.stderr.decode()
     assert TRACEBACK.encode() not in completed.stderr
@@ -216,8 +244,7 @@ def test_pickle_only_checkpoint_loads_through_the_weights_only_loader(tiny_model
 
     torch.save({"transformer.wte.weight": Exploit()}, evil / "pytorch_model.bin")
     # In this process: had the loader unpickled it, the code would have run here and left the marker.
-    assert_user_error(run("score", DUCK_SENTENCE, "--models", "gpt", "--gpt", str(evil)), 1,
-                      "could run arbitrary code")
+    assert_user_error(run("score", DUCK_SENTENCE, "--models", "gpt", "--gpt", str(evil)), 1, "could run arbitrary code")
     assert not marker.exists(), "the checkpoint's pickle ran code"
 
 

@@ -24,8 +24,12 @@ from tests.fixtures.random_models import ALL, build
 
 pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.compat]
 
-LOADERS = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM, "seq2seq": AutoModelForSeq2SeqLM,
-           "encoder": AutoModel}
+LOADERS = {
+    "causal": AutoModelForCausalLM,
+    "masked": AutoModelForMaskedLM,
+    "seq2seq": AutoModelForSeq2SeqLM,
+    "encoder": AutoModel,
+}
 TRAINED = ("gpt", "bert", "bart", "bert_no_head", "mismatched_tokenizer")
 
 
@@ -62,8 +66,9 @@ def assert_same_as_from_pretrained(folder: Path, dtype: torch.dtype = torch.floa
     assert type(fast) is type(reference)
     assert fast.training is False and reference.training is False
     described = [(n, t.dtype, t.shape, t.requires_grad) for n, t in fast.named_parameters(remove_duplicate=False)]
-    assert described == [(n, t.dtype, t.shape, t.requires_grad)
-                         for n, t in reference.named_parameters(remove_duplicate=False)]
+    assert described == [
+        (n, t.dtype, t.shape, t.requires_grad) for n, t in reference.named_parameters(remove_duplicate=False)
+    ]
     buffers, reference_buffers = dict(fast.named_buffers()), dict(reference.named_buffers())
     assert list(buffers) == list(reference_buffers)
     for name, buffer in buffers.items():
@@ -116,14 +121,21 @@ def _copy_with(tmp_path: Path, source: Path, edit) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("edit", [
-    pytest.param(lambda t: t.pop("transformer.h.0.mlp.c_fc.weight"), id="a tensor missing"),
-    pytest.param(lambda t: t.update(extra=torch.zeros(2)), id="a tensor left over"),
-    pytest.param(lambda t: t.update({"transformer.wpe.weight": t["transformer.wpe.weight"][:-1].clone()}),
-                 id="a tensor of another shape"),
-    pytest.param(lambda t: t.update({"transformer.h.0.ln_1.gamma": t.pop("transformer.h.0.ln_1.weight")}),
-                 id="a legacy name transformers renames"),
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda t: t.pop("transformer.h.0.mlp.c_fc.weight"), id="a tensor missing"),
+        pytest.param(lambda t: t.update(extra=torch.zeros(2)), id="a tensor left over"),
+        pytest.param(
+            lambda t: t.update({"transformer.wpe.weight": t["transformer.wpe.weight"][:-1].clone()}),
+            id="a tensor of another shape",
+        ),
+        pytest.param(
+            lambda t: t.update({"transformer.h.0.ln_1.gamma": t.pop("transformer.h.0.ln_1.weight")}),
+            id="a legacy name transformers renames",
+        ),
+    ],
+)
 def test_a_checkpoint_that_is_not_exact_goes_through_from_pretrained(edit, tiny_models, tmp_path):
     folder = _copy_with(tmp_path, tiny_models["gpt"], edit)
     loader, config = _loader(folder)
@@ -151,9 +163,12 @@ def test_transformers_renames_no_key_of_the_fast_types():
     from transformers.conversion_mapping import get_checkpoint_conversion_mapping
     from transformers.models.auto import modeling_auto
 
-    classes = [modeling_auto.MODEL_MAPPING_NAMES, modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-               modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-               modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES]
+    classes = [
+        modeling_auto.MODEL_MAPPING_NAMES,
+        modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+    ]
     for model_type in FAST_MODEL_TYPES:
         assert get_checkpoint_conversion_mapping(model_type) is None, model_type
         for names in classes:

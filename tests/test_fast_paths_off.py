@@ -30,8 +30,11 @@ def turned_off(monkeypatch, *paths: FastPath) -> None:
 
 def without_timings(value):
     if isinstance(value, dict):
-        return {key: without_timings(item) for key, item in value.items()
-                if key not in {"time", "section_seconds"} and not key.endswith(("seconds", "per_second"))}
+        return {
+            key: without_timings(item)
+            for key, item in value.items()
+            if key not in {"time", "section_seconds"} and not key.endswith(("seconds", "per_second"))
+        }
     if isinstance(value, list):
         return [without_timings(item) for item in value]
     return value
@@ -62,11 +65,14 @@ def fresh_json(*args: str):
         clear_cache()
 
 
-@pytest.mark.parametrize("paths", [
-    pytest.param((GPT2_DECODER,), id="GPT-2 step off: the model's own forward steps"),
-    pytest.param((GPT2_DECODER, MODEL_STEPS), id="both steps off: generate"),
-    pytest.param((FAST_LOAD,), id="fast load off: from_pretrained"),
-])
+@pytest.mark.parametrize(
+    "paths",
+    [
+        pytest.param((GPT2_DECODER,), id="GPT-2 step off: the model's own forward steps"),
+        pytest.param((GPT2_DECODER, MODEL_STEPS), id="both steps off: generate"),
+        pytest.param((FAST_LOAD,), id="fast load off: from_pretrained"),
+    ],
+)
 def test_generate_gives_the_same_tokens_and_logprobs_with_a_path_off(paths, gpt_path, monkeypatch):
     args = ("generate", GPT_PROMPT, "--greedy", "--max-new-tokens", "12", "--models", "gpt", "--gpt", str(gpt_path))
     fast = fresh_json(*args)
@@ -75,8 +81,10 @@ def test_generate_gives_the_same_tokens_and_logprobs_with_a_path_off(paths, gpt_
 
 
 def test_fill_mask_and_score_give_the_same_numbers_without_the_prefix_cache(models, monkeypatch):
-    commands = [("fill-mask", "the [MASK] quacks in the park .", "-k", "5", *models),
-                ("score", DUCK_SENTENCE, "--tokens", *models)]
+    commands = [
+        ("fill-mask", "the [MASK] quacks in the park .", "-k", "5", *models),
+        ("score", DUCK_SENTENCE, "--tokens", *models),
+    ]
     fast = [fresh_json(*args) for args in commands]
     turned_off(monkeypatch, PREFIX_CACHE, FAST_LOAD)
     for args, expected in zip(commands, fast, strict=True):
@@ -108,5 +116,7 @@ def test_a_load_that_steps_aside_says_why_under_gbcli_debug(gpt_path, monkeypatc
     finally:
         clear_cache()
     assert result.exit_code == 0
-    assert result.stderr == (f"gbcli: fast path 'fast load' skipped for {gpt_path}, using from_pretrained: "
-                             "RuntimeError: no room for the tensors\n")
+    assert result.stderr == (
+        f"gbcli: fast path 'fast load' skipped for {gpt_path}, using from_pretrained: "
+        "RuntimeError: no room for the tensors\n"
+    )

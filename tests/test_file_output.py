@@ -14,8 +14,12 @@ from tests.cli_helpers import assert_user_error, run
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 # 40 texts: two chunks of `score` (32 texts each), so a resume starts inside and after the first.
-TEXTS = [f"the {animal} {verb} in the {place} ." for animal in ("duck", "cow", "owl", "dog", "cat")
-         for verb in ("quacks", "moos") for place in ("park", "farm", "barn", "wood")]
+TEXTS = [
+    f"the {animal} {verb} in the {place} ."
+    for animal in ("duck", "cow", "owl", "dog", "cat")
+    for verb in ("quacks", "moos")
+    for place in ("park", "farm", "barn", "wood")
+]
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +63,14 @@ def test_output_holds_what_json_prints_and_stdout_the_summary(request, command, 
     assert out.read_text(encoding="utf-8") == streamed[command]
     summary = json.loads(result.stdout)
     lines = len(streamed[command].splitlines())
-    assert summary == {"kind": "summary", "file": file, "output": str(out), "lines": lines, "resumed": 0,
-                       "failed": 1 if command == "fill-mask" else 0}
+    assert summary == {
+        "kind": "summary",
+        "file": file,
+        "output": str(out),
+        "lines": lines,
+        "resumed": 0,
+        "failed": 1 if command == "fill-mask" else 0,
+    }
     if command == "fill-mask":  # the line with no blank says why in its record, and the run says so at the end
         assert "1 of 13 lines could not be filled" in result.stderr
 
@@ -107,8 +117,9 @@ def test_resume_refuses_a_file_of_another_command_input_or_model(request, models
     assert_user_error(_job(request, "score", models, out, "--resume", "--bits")[1], 2, "other models or conventions")
     assert_user_error(_job(request, "score", models, out, "--resume", "--tokens")[1], 2, "other models or conventions")
     out.write_text(streamed["fill-mask"], encoding="utf-8")
-    assert_user_error(_job(request, "fill-mask", ["--gpt", str(gpt_path), "--models", "gpt"], out, "--resume")[1],
-                      2, "other models")
+    assert_user_error(
+        _job(request, "fill-mask", ["--gpt", str(gpt_path), "--models", "gpt"], out, "--resume")[1], 2, "other models"
+    )
 
 
 @pytest.mark.parametrize("other", [("--top-k", "4"), ("--targets", "duck"), ("--targets", "duck,cow")])
@@ -145,8 +156,12 @@ BAD_OPTIONS = [
 def test_output_options_that_do_not_go_together_are_refused(args, fragment, tmp_path, models):
     (tmp_path / "in.txt").write_text("the [MASK] quacks .\n", encoding="utf-8")
     (tmp_path / "existing.jsonl").write_text("{}\n", encoding="utf-8")
-    places = {"file": tmp_path / "in.txt", "out": tmp_path / "new.jsonl", "existing": tmp_path / "existing.jsonl",
-              "folder": tmp_path}
+    places = {
+        "file": tmp_path / "in.txt",
+        "out": tmp_path / "new.jsonl",
+        "existing": tmp_path / "existing.jsonl",
+        "folder": tmp_path,
+    }
     result = run(*[arg.format(**places) for arg in args], *models)
     assert_user_error(result, 2, fragment)
     assert (tmp_path / "existing.jsonl").read_text() == "{}\n" and not (tmp_path / "new.jsonl").exists()

@@ -275,8 +275,11 @@ def test_whole_sentence_filling_is_the_most_likely_sentence_of_the_blanks_candid
     assert "beam search" in whole["method"]
     segments = text.split("[MASK]")
     pools = [[p["text"] for p in slot["gpt_whole"]["predictions"]] for slot in doc["masks"]]
-    sentences = [(segments[0].rstrip() + first + segments[1]).rstrip() + second + segments[2]
-                 for first in pools[0] for second in pools[1]]
+    sentences = [
+        (segments[0].rstrip() + first + segments[1]).rstrip() + second + segments[2]
+        for first in pools[0]
+        for second in pools[1]
+    ]
     assert whole["logprob"] == pytest.approx(max(gpt_sentence_logprobs(gpt, sentences)), abs=1e-4)
     assert whole["text"].split()[1] in {"dog", "peru", "capital"}
     left = by_column["gpt_left"]
@@ -295,10 +298,17 @@ def test_square_mask_is_mapped_to_a_roberta_models_mask_token(bart_path, tmp_pat
 
     tokenizer = AutoTokenizer.from_pretrained(bart_path)  # byte-level BPE with <mask>, like roberta-base
     torch.manual_seed(0)
-    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=MAX_POSITIONS + 2,
-                           pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                           eos_token_id=tokenizer.eos_token_id)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=MAX_POSITIONS + 2,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     model = RobertaForMaskedLM(config).eval()
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
@@ -319,24 +329,65 @@ def _tiny_masked_lm(class_name: str):
     vocab = 50
     small = {"vocab_size": vocab, "max_position_embeddings": 32, "pad_token_id": 0}
     configs = {
-        "BertForMaskedLM": ("BertConfig", {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-                                            "intermediate_size": 32}),
-        "RobertaForMaskedLM": ("RobertaConfig", {"hidden_size": 16, "num_hidden_layers": 1,
-                                                  "num_attention_heads": 2, "intermediate_size": 32,
-                                                  "pad_token_id": 1}),
-        "XLMRobertaForMaskedLM": ("XLMRobertaConfig", {"hidden_size": 16, "num_hidden_layers": 1,
-                                                        "num_attention_heads": 2, "intermediate_size": 32,
-                                                        "pad_token_id": 1}),
-        "CamembertForMaskedLM": ("CamembertConfig", {"hidden_size": 16, "num_hidden_layers": 1,
-                                                      "num_attention_heads": 2, "intermediate_size": 32,
-                                                      "pad_token_id": 1}),
-        "AlbertForMaskedLM": ("AlbertConfig", {"hidden_size": 16, "embedding_size": 8, "num_hidden_layers": 1,
-                                                "num_attention_heads": 2, "intermediate_size": 32}),
+        "BertForMaskedLM": (
+            "BertConfig",
+            {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32},
+        ),
+        "RobertaForMaskedLM": (
+            "RobertaConfig",
+            {
+                "hidden_size": 16,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "intermediate_size": 32,
+                "pad_token_id": 1,
+            },
+        ),
+        "XLMRobertaForMaskedLM": (
+            "XLMRobertaConfig",
+            {
+                "hidden_size": 16,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "intermediate_size": 32,
+                "pad_token_id": 1,
+            },
+        ),
+        "CamembertForMaskedLM": (
+            "CamembertConfig",
+            {
+                "hidden_size": 16,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "intermediate_size": 32,
+                "pad_token_id": 1,
+            },
+        ),
+        "AlbertForMaskedLM": (
+            "AlbertConfig",
+            {
+                "hidden_size": 16,
+                "embedding_size": 8,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "intermediate_size": 32,
+            },
+        ),
         "DistilBertForMaskedLM": ("DistilBertConfig", {"dim": 16, "n_layers": 1, "n_heads": 2, "hidden_dim": 32}),
-        "ElectraForMaskedLM": ("ElectraConfig", {"hidden_size": 16, "embedding_size": 8, "num_hidden_layers": 1,
-                                                  "num_attention_heads": 2, "intermediate_size": 32}),
-        "DebertaV2ForMaskedLM": ("DebertaV2Config", {"hidden_size": 16, "num_hidden_layers": 1,
-                                                      "num_attention_heads": 2, "intermediate_size": 32}),
+        "ElectraForMaskedLM": (
+            "ElectraConfig",
+            {
+                "hidden_size": 16,
+                "embedding_size": 8,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "intermediate_size": 32,
+            },
+        ),
+        "DebertaV2ForMaskedLM": (
+            "DebertaV2Config",
+            {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32},
+        ),
     }
     config_name, extra = configs[class_name]
     torch.manual_seed(0)
@@ -448,8 +499,16 @@ def test_file_table_has_a_row_per_line(models, tmp_path):
 def test_stdin_text_and_stdin_file(models):
     single = run("fill-mask", "-", "--json", "--models", "bert", *models, input=BERT_MASKED_DUCK + "\n")
     assert json.loads(single.stdout)["text"] == BERT_MASKED_DUCK
-    many = run("fill-mask", "--file", "-", "--json", "--models", "bert", *models,
-               input=f"{BERT_MASKED_DUCK}\n{BERT_MASKED_DOG}\n")
+    many = run(
+        "fill-mask",
+        "--file",
+        "-",
+        "--json",
+        "--models",
+        "bert",
+        *models,
+        input=f"{BERT_MASKED_DUCK}\n{BERT_MASKED_DOG}\n",
+    )
     assert [json.loads(line)["line"] for line in many.stdout.splitlines()] == [1, 2]
 
 
@@ -533,8 +592,9 @@ def test_bad_usage_exits_2_with_one_message(models, args, fragment):
 
 
 def test_installed_command_reads_stdin_lines_and_prints_json_lines(models):
-    completed = run_installed("fill-mask", "--file", "-", "--json", *models,
-                              input=f"{BERT_MASKED_DUCK}\nno mask\n".encode())
+    completed = run_installed(
+        "fill-mask", "--file", "-", "--json", *models, input=f"{BERT_MASKED_DUCK}\nno mask\n".encode()
+    )
     assert completed.returncode == 0, completed.stderr.decode()
     first, second = (json.loads(line) for line in completed.stdout.decode().splitlines())
     assert words(first["masks"][0]["bert"])[0] == "duck"
@@ -566,14 +626,19 @@ def test_footnote_states_the_multi_piece_rule_the_numbers_follow(models, bert):
     plain = run("fill-mask", BERT_MASKED_DUCK, *models, env={"COLUMNS": "200"}).stdout
     assert "piece" not in plain.split("filled in")[-1]  # no multi-piece word, no rule to state
 
+
 # ---- what each number and sentence on the screen claims ---------------------------------------------------------
 
 
 def test_whole_sentence_pool_is_every_columns_sixteen_most_likely(models):
     (slot,) = fill(models, "the [MASK] is the capital of italy .", "--top-k", "16")["masks"]
     (small,) = fill(models, "the [MASK] is the capital of italy .")["masks"]  # the default top-k of 5
-    expected = {p["word"] for column in ("bert", "gpt_left") for p in slot[column]["predictions"]
-                if not p["special"] and p["word"].strip()}
+    expected = {
+        p["word"]
+        for column in ("bert", "gpt_left")
+        for p in slot[column]["predictions"]
+        if not p["special"] and p["word"].strip()
+    }
     # The ranking does not depend on how many candidates the table shows.
     assert {p["word"] for p in small["gpt_whole"]["predictions"]} == expected
     assert small["gpt_whole"]["predictions"][0]["word"] == slot["gpt_whole"]["predictions"][0]["word"]

@@ -35,10 +35,15 @@ RECIPE = ("--lr", "3e-3", "--epochs", "4", "--batch-size", "8", "--eval-every", 
 
 def rows(places: tuple[str, ...]) -> list[dict[str, str]]:
     animals = [(animal, sound) for animal, sound in ANIMAL_SOUNDS if animal != "wasp"]
-    return [{"text": template.format(animal=animal, sound=sound, place=place),
-             "label": "bird" if animal in BIRDS else "mammal"}
-            for animal, sound in animals for place in places
-            for template in ("the {animal} {sound} in the {place} .", "a {animal} {sound} in the {place} .")]
+    return [
+        {
+            "text": template.format(animal=animal, sound=sound, place=place),
+            "label": "bird" if animal in BIRDS else "mammal",
+        }
+        for animal, sound in animals
+        for place in places
+        for template in ("the {animal} {sound} in the {place} .", "a {animal} {sound} in the {place} .")
+    ]
 
 
 def write_jsonl(path: Path, records: list[dict[str, str]]) -> Path:
@@ -57,8 +62,22 @@ def trained(tmp_path_factory, task_files, models) -> tuple[dict, Path]:
     """Both families fine-tuned once, through the CLI, with the zero-shot point."""
     train, dev = task_files
     out = tmp_path_factory.mktemp("finetune-run") / "out"
-    doc = run_json("finetune", str(train), "--dev", str(dev), *models, *RECIPE, "--device", "cpu",
-                   "--prompt", PROMPT, "--verbalizer", VERBALIZER, "-o", str(out))
+    doc = run_json(
+        "finetune",
+        str(train),
+        "--dev",
+        str(dev),
+        *models,
+        *RECIPE,
+        "--device",
+        "cpu",
+        "--prompt",
+        PROMPT,
+        "--verbalizer",
+        VERBALIZER,
+        "-o",
+        str(out),
+    )
     return doc, out
 
 
@@ -176,16 +195,33 @@ def test_gpt2_padding_changes_no_logit_of_an_unpadded_example(trained):
 def test_view_is_whole_and_reads_back_a_finished_run(trained, task_files, models, width):
     doc, out = trained
     train, dev = task_files
-    shown = run("finetune", str(train), "--dev", str(dev), *models, *RECIPE, "--device", "cpu", "--prompt", PROMPT,
-                "--verbalizer", VERBALIZER, "-o", str(out), "--resume", env={"COLUMNS": str(width)})
+    shown = run(
+        "finetune",
+        str(train),
+        "--dev",
+        str(dev),
+        *models,
+        *RECIPE,
+        "--device",
+        "cpu",
+        "--prompt",
+        PROMPT,
+        "--verbalizer",
+        VERBALIZER,
+        "-o",
+        str(out),
+        "--resume",
+        env={"COLUMNS": str(width)},
+    )
     assert shown.exit_code == 0, shown.stderr
     lines = shown.stdout.splitlines()
     assert max(len(line) for line in lines) <= width
     for name in ("gpt", "bert"):
         result = family(doc, name)
         title = result["title"]
-        assert any(line.lstrip().startswith(f"{title} ") and f"{result['final_accuracy']:.3f}" in line
-                   for line in lines), name
+        assert any(
+            line.lstrip().startswith(f"{title} ") and f"{result['final_accuracy']:.3f}" in line for line in lines
+        ), name
         assert f"{result['zero_shot']['accuracy']:.3f}" in shown.stdout
         assert f"{title}: dev accuracy by examples" in shown.stdout
     assert "majority baseline 0.750" in shown.stdout
@@ -209,13 +245,29 @@ def test_resume_after_a_kill_ends_as_the_uninterrupted_run(tmp_path, task_files,
     from safetensors.torch import load_file
 
     train, dev = task_files
-    args = ["finetune", str(train), "--dev", str(dev), "--models", "gpt", "--gpt", str(gpt_path), *RECIPE,
-            "--epochs", "5", "--save-every", "4", "--device", "cpu"]
+    args = [
+        "finetune",
+        str(train),
+        "--dev",
+        str(dev),
+        "--models",
+        "gpt",
+        "--gpt",
+        str(gpt_path),
+        *RECIPE,
+        "--epochs",
+        "5",
+        "--save-every",
+        "4",
+        "--device",
+        "cpu",
+    ]
     whole = run_json(*args, "-o", str(tmp_path / "whole"))
     killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
-    process = subprocess.Popen([gbcli_executable(), *args, "-o", str(killed)], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [gbcli_executable(), *args, "-o", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while not _whole_checkpoint(killed / "gpt") and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -226,7 +278,8 @@ def test_resume_after_a_kill_ends_as_the_uninterrupted_run(tmp_path, task_files,
     (before,), (after,) = family(whole, "gpt")["runs"], family(resumed, "gpt")["runs"]
     assert after["resumed_from"] is not None and after["resumed_from"].startswith("checkpoint-")
     assert [(p["step"], p["accuracy"], p["train_loss"]) for p in after["points"]] == [
-        (p["step"], p["accuracy"], p["train_loss"]) for p in before["points"]]
+        (p["step"], p["accuracy"], p["train_loss"]) for p in before["points"]
+    ]
     first, second = load_file(tmp_path / "whole/gpt/model.safetensors"), load_file(killed / "gpt/model.safetensors")
     assert all(first[name].equal(second[name]) for name in first)
     assert not list(killed.glob("gpt/checkpoint-*"))  # a finished run keeps no checkpoint
@@ -254,12 +307,18 @@ def test_an_output_folder_with_another_run_is_refused_without_force(trained, tas
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize(("case", "train_rows", "dev_rows", "fragment"), [
-    ("one class", [{"text": "the duck quacks .", "label": "bird"}] * 4, None, "'bird'"),
-    ("dev labels unseen", [{"text": "the duck quacks .", "label": "bird"}, {"text": "a dog barks .",
-                                                                           "label": "mammal"}] * 3,
-     [{"text": "the owl hoots .", "label": "fish"}], "labels the training data lacks: fish"),
-])
+@pytest.mark.parametrize(
+    ("case", "train_rows", "dev_rows", "fragment"),
+    [
+        ("one class", [{"text": "the duck quacks .", "label": "bird"}] * 4, None, "'bird'"),
+        (
+            "dev labels unseen",
+            [{"text": "the duck quacks .", "label": "bird"}, {"text": "a dog barks .", "label": "mammal"}] * 3,
+            [{"text": "the owl hoots .", "label": "fish"}],
+            "labels the training data lacks: fish",
+        ),
+    ],
+)
 def test_bad_data_is_refused(tmp_path, models, case, train_rows, dev_rows, fragment):
     train = write_jsonl(tmp_path / "train.jsonl", train_rows)
     dev = ["--dev", str(write_jsonl(tmp_path / "dev.jsonl", dev_rows))] if dev_rows else []
@@ -280,12 +339,24 @@ def test_a_model_without_a_classification_head_class_is_refused(tmp_path, gpt_pa
 
     tokenizer = AutoTokenizer.from_pretrained(gpt_path)
     folder = tmp_path / "codegen"
-    CodeGenForCausalLM(CodeGenConfig(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2,
-                                     rotary_dim=8)).save_pretrained(folder)
+    CodeGenForCausalLM(
+        CodeGenConfig(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2, rotary_dim=8)
+    ).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     train, dev = task_files
-    result = run("finetune", str(train), "--dev", str(dev), "--models", "gpt", "--gpt", str(folder), *RECIPE,
-                 "-o", str(tmp_path / "out"))
+    result = run(
+        "finetune",
+        str(train),
+        "--dev",
+        str(dev),
+        "--models",
+        "gpt",
+        "--gpt",
+        str(folder),
+        *RECIPE,
+        "-o",
+        str(tmp_path / "out"),
+    )
     assert_user_error(result, 2, "no sequence-classification head", "gpt2", "bert")
 
 
@@ -295,23 +366,27 @@ def test_out_of_memory_names_the_batch_size():
     from gbcli.tasks.finetune.recipe import Recipe
     from gbcli.tasks.finetune.training import out_of_memory
 
-    error = out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-                          Recipe(batch_size=32))
+    error = out_of_memory(
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), Recipe(batch_size=32)
+    )
     assert "batch size 32" in error.message and "--batch-size 16" in error.hint
     assert "batch size 8" in out_of_memory(MemoryError(), Recipe(batch_size=8)).message  # a CPU's
     other = RuntimeError("shapes do not match")
     assert out_of_memory(other, Recipe()) is other
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (("--set", "gpt.lr"), "FAMILY.NAME=VALUE"),
-    (("--set", "gpt.speed=2"), "no recipe value"),
-    (("--lr", "0"), "learning_rate must be above 0"),
-    (("--threshold", "2"), "--threshold"),
-    (("--prompt", "{text} {label}"), "go together"),
-    (("--prompt", "{text} is", "--verbalizer", "bird=duck"), "{label} exactly once"),
-    (("--seeds", "0"), "--seeds"),
-])
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("--set", "gpt.lr"), "FAMILY.NAME=VALUE"),
+        (("--set", "gpt.speed=2"), "no recipe value"),
+        (("--lr", "0"), "learning_rate must be above 0"),
+        (("--threshold", "2"), "--threshold"),
+        (("--prompt", "{text} {label}"), "go together"),
+        (("--prompt", "{text} is", "--verbalizer", "bird=duck"), "{label} exactly once"),
+        (("--seeds", "0"), "--seeds"),
+    ],
+)
 def test_bad_options_are_refused_before_anything_loads(tmp_path, models, task_files, args, fragment):
     train, dev = task_files
     result = run("finetune", str(train), "--dev", str(dev), *models, *args, "-o", str(tmp_path / "out"))
@@ -320,16 +395,47 @@ def test_bad_options_are_refused_before_anything_loads(tmp_path, models, task_fi
 
 def test_verbalizer_must_name_every_label(tmp_path, models, task_files):
     train, dev = task_files
-    result = run("finetune", str(train), "--dev", str(dev), *models, "--prompt", PROMPT, "--verbalizer",
-                 "bird=duck", "-o", str(tmp_path / "out"))
+    result = run(
+        "finetune",
+        str(train),
+        "--dev",
+        str(dev),
+        *models,
+        "--prompt",
+        PROMPT,
+        "--verbalizer",
+        "bird=duck",
+        "-o",
+        str(tmp_path / "out"),
+    )
     assert_user_error(result, 2, "no word for the label(s) mammal")
 
 
 def test_seeds_give_an_interval_and_freeze_below_trains_only_the_top(tmp_path, task_files, bert_path):
     train, dev = task_files
-    doc = run_json("finetune", str(train), "--dev", str(dev), "--models", "bert", "--bert", str(bert_path), *RECIPE,
-                   "--epochs", "1", "--seeds", "2", "--freeze-below", "1", "-o", str(tmp_path / "out"),
-                   "--png", str(tmp_path / "curves.png"), "--set", "bert.eval_every=3")
+    doc = run_json(
+        "finetune",
+        str(train),
+        "--dev",
+        str(dev),
+        "--models",
+        "bert",
+        "--bert",
+        str(bert_path),
+        *RECIPE,
+        "--epochs",
+        "1",
+        "--seeds",
+        "2",
+        "--freeze-below",
+        "1",
+        "-o",
+        str(tmp_path / "out"),
+        "--png",
+        str(tmp_path / "curves.png"),
+        "--set",
+        "bert.eval_every=3",
+    )
     result = family(doc, "bert")
     assert doc["recipe"]["bert"]["eval_every"] == 3  # --set: this family's own value
     assert [p["step"] for p in result["runs"][0]["points"]] == [0, 3, 6, 8]  # 8 steps; the last always evaluated
@@ -348,11 +454,35 @@ def test_two_processes_under_torchrun_end_with_a_valid_model_and_curves(tmp_path
 
     train, dev = task_files
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "gbcli",
-               "finetune", str(train), "--dev", str(dev), "--models", "bert", "--bert", str(bert_path), *RECIPE,
-               "--epochs", "2", "--device", "cpu", "-o", str(out), "--json"]
-    done = subprocess.run(command, capture_output=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "gbcli",
+        "finetune",
+        str(train),
+        "--dev",
+        str(dev),
+        "--models",
+        "bert",
+        "--bert",
+        str(bert_path),
+        *RECIPE,
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        "-o",
+        str(out),
+        "--json",
+    ]
+    done = subprocess.run(
+        command, capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     doc = json.loads(done.stdout)  # rank 0 alone prints
     (run_doc,) = family(doc, "bert")["runs"]
@@ -368,9 +498,29 @@ def test_two_processes_under_torchrun_end_with_a_valid_model_and_curves(tmp_path
 
 
 def test_a_built_in_task_in_bfloat16_with_the_time_estimate_first(tmp_path, bert_path):
-    result = run("finetune", "--task", "agreement", "--max-train-samples", "32", "--models", "bert", "--bert",
-                 str(bert_path), "--epochs", "1", "--batch-size", "16", "--dtype", "bfloat16", "--device", "cpu",
-                 "--estimate", "-o", str(tmp_path / "out"), "--json")
+    result = run(
+        "finetune",
+        "--task",
+        "agreement",
+        "--max-train-samples",
+        "32",
+        "--models",
+        "bert",
+        "--bert",
+        str(bert_path),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--dtype",
+        "bfloat16",
+        "--device",
+        "cpu",
+        "--estimate",
+        "-o",
+        str(tmp_path / "out"),
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["data"] == "task agreement" and doc["train_examples"] == 32 and doc["dev_source"] == "held-out"
@@ -439,16 +589,30 @@ def test_live_progress_then_ctrl_c_then_resume(tmp_path, task_files, gpt_path):
     """On a terminal: one bar per run with step, loss, dev accuracy and time left. Ctrl-C after a checkpoint ends
     with exit 130 and says how to go on; --resume then finishes from that checkpoint."""
     train, dev = task_files
-    args = ["finetune", str(train), "--dev", str(dev), "--models", "gpt", "--gpt", str(gpt_path), *RECIPE,
-            "--epochs", "2", "--device", "cpu"]
+    args = [
+        "finetune",
+        str(train),
+        "--dev",
+        str(dev),
+        "--models",
+        "gpt",
+        "--gpt",
+        str(gpt_path),
+        *RECIPE,
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+    ]
     code, lines = _on_a_terminal([*args, "-o", str(tmp_path / "whole")])
     assert code == 0
     (bar,) = {line for line in lines if line.startswith("GPT seed 42") and "16/16" in line}
     (row,) = [line for line in lines if line.lstrip().startswith("GPT gpt")]
     final = row.split()[2]
     assert re.search(rf"16/16 loss \d\.\d{{3}} dev {re.escape(final)} 0:00:00", bar), bar
-    code, lines = _on_a_terminal([*args, "--save-every", "2", "-o", str(tmp_path / "cut")],
-                                 interrupt_when=tmp_path / "cut/gpt")
+    code, lines = _on_a_terminal(
+        [*args, "--save-every", "2", "-o", str(tmp_path / "cut")], interrupt_when=tmp_path / "cut/gpt"
+    )
     shown = "\n".join(lines)
     assert code == 130 and TRACEBACK not in shown and "interrupted" in shown and "--resume" in shown
     resumed = run_json(*args, "--save-every", "2", "-o", str(tmp_path / "cut"), "--resume")

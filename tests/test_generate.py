@@ -18,8 +18,13 @@ def test_gpt2_greedy_equals_model_generate(gpt, models):
     tokenizer, model = gpt
     # GPT-2 reads <|endoftext|> before the prompt, as score and fill-mask read a text.
     ids = torch.tensor([prompt_after_bos(tokenizer, GPT_PROMPT)])
-    expected = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=12,
-                              pad_token_id=tokenizer.eos_token_id)
+    expected = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=False,
+        max_new_tokens=12,
+        pad_token_id=tokenizer.eos_token_id,
+    )
     new_ids = expected[0, ids.shape[1] :].tolist()
     (continuation,) = column_of(doc, "gpt")["continuations"]
     produced = [t["id"] for t in continuation["tokens"]]
@@ -109,8 +114,9 @@ def test_beam_search_returns_n_sequences_per_model(models):
 
 
 def test_prompt_from_stdin(models):
-    doc = run_json("generate", "-", "--max-new-tokens", "3", "--greedy", "--models", "gpt", *models,
-                   input=GPT_PROMPT + "\n")
+    doc = run_json(
+        "generate", "-", "--max-new-tokens", "3", "--greedy", "--models", "gpt", *models, input=GPT_PROMPT + "\n"
+    )
     assert doc["prompt"] == GPT_PROMPT
 
 
@@ -120,8 +126,9 @@ def test_models_option_runs_one_column_alone(models):
 
 
 def test_models_from_environment_variables(gpt_path):
-    doc = run_json("generate", GPT_PROMPT, "--max-new-tokens", "3", "--greedy", "--models", "gpt",
-                   env={"GBCLI_GPT": str(gpt_path)})
+    doc = run_json(
+        "generate", GPT_PROMPT, "--max-new-tokens", "3", "--greedy", "--models", "gpt", env={"GBCLI_GPT": str(gpt_path)}
+    )
     assert column_of(doc, "gpt")["model"] == gpt_path.name
 
 
@@ -190,8 +197,16 @@ def test_prompt_longer_than_the_context_names_the_limit(models):
 
 def test_installed_gbcli_generates_json(gpt_path, bert_path):
     completed = run_installed(
-        "generate", GPT_PROMPT, "--greedy", "--max-new-tokens", "4", "--gpt", str(gpt_path), "--bert",
-        str(bert_path), "--json",
+        "generate",
+        GPT_PROMPT,
+        "--greedy",
+        "--max-new-tokens",
+        "4",
+        "--gpt",
+        str(gpt_path),
+        "--bert",
+        str(bert_path),
+        "--json",
     )
     assert completed.returncode == 0, completed.stderr.decode()
     doc = json.loads(completed.stdout)
@@ -201,18 +216,29 @@ def test_installed_gbcli_generates_json(gpt_path, bert_path):
 
 @pytest.mark.compat
 def test_with_bart_adds_a_third_column_whose_greedy_text_equals_model_generate(bart, bart_path, models):
-    doc = run_json("generate", GPT_PROMPT, "--greedy", "--max-new-tokens", "8", "--with-bart", "--bart",
-                   str(bart_path), *models)
+    doc = run_json(
+        "generate", GPT_PROMPT, "--greedy", "--max-new-tokens", "8", "--with-bart", "--bart", str(bart_path), *models
+    )
     assert [c["family"] for c in doc["columns"]] == ["gpt", "bert", "bart"]
     (continuation,) = column_of(doc, "bart")["continuations"]
     tokenizer, model = bart
     # BART writes through its decoder: the encoder reads "prompt <mask>", the decoder starts from the prompt.
     source = tokenizer(GPT_PROMPT + " <mask>", return_tensors="pt")
-    prefix = [model.config.decoder_start_token_id, tokenizer.bos_token_id,
-              *tokenizer(GPT_PROMPT, add_special_tokens=False)["input_ids"]]
-    expected = model.generate(**source, decoder_input_ids=torch.tensor([prefix]), do_sample=False, num_beams=1,
-                              max_new_tokens=8, no_repeat_ngram_size=0, forced_eos_token_id=None)[0].tolist()
-    new_ids = expected[len(prefix):]
+    prefix = [
+        model.config.decoder_start_token_id,
+        tokenizer.bos_token_id,
+        *tokenizer(GPT_PROMPT, add_special_tokens=False)["input_ids"],
+    ]
+    expected = model.generate(
+        **source,
+        decoder_input_ids=torch.tensor([prefix]),
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=8,
+        no_repeat_ngram_size=0,
+        forced_eos_token_id=None,
+    )[0].tolist()
+    new_ids = expected[len(prefix) :]
     if tokenizer.eos_token_id in new_ids:
         new_ids = new_ids[: new_ids.index(tokenizer.eos_token_id) + 1]
     assert [t["id"] for t in continuation["tokens"]] == new_ids

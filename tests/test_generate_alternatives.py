@@ -39,8 +39,9 @@ def gpt_step_logprobs(model, prompt_ids: list[int], new_ids: list[int], step: in
 
 @pytest.mark.parametrize("extra", [("--greedy",), ("--seed", "5", "-n", "2")], ids=["own-loop", "model-generate"])
 def test_gpt2_alternatives_are_the_models_top_k_at_each_step(gpt, models, extra):
-    doc = run_json("generate", GPT_PROMPT, "--max-new-tokens", "6", "--alternatives", str(K), *extra,
-                   "--models", "gpt", *models)
+    doc = run_json(
+        "generate", GPT_PROMPT, "--max-new-tokens", "6", "--alternatives", str(K), *extra, "--models", "gpt", *models
+    )
     tokenizer, model = gpt
     prompt_ids = prompt_after_bos(tokenizer, GPT_PROMPT)
     for continuation in column_of(doc, "gpt")["continuations"]:
@@ -53,8 +54,18 @@ def test_gpt2_alternatives_are_the_models_top_k_at_each_step(gpt, models, extra)
 
 @pytest.mark.parametrize("extra", [("--greedy",), ("--num-beams", "3")], ids=["greedy", "beam"])
 def test_bert_alternatives_are_its_top_k_at_the_appended_mask(bert, models, extra):
-    doc = run_json("generate", GPT_CAPITAL_PROMPT, "--max-new-tokens", "4", "--alternatives", str(K), *extra,
-                   "--models", "bert", *models)
+    doc = run_json(
+        "generate",
+        GPT_CAPITAL_PROMPT,
+        "--max-new-tokens",
+        "4",
+        "--alternatives",
+        str(K),
+        *extra,
+        "--models",
+        "bert",
+        *models,
+    )
     tokenizer, model = bert
     ids = tokenizer(GPT_CAPITAL_PROMPT)["input_ids"]
     body, closing = ids[:-1], ids[-1:]
@@ -68,12 +79,27 @@ def test_bert_alternatives_are_its_top_k_at_the_appended_mask(bert, models, extr
 
 
 def test_bart_alternatives_are_its_decoders_top_k_at_each_step(bart, bart_path, models):
-    doc = run_json("generate", GPT_PROMPT, "--greedy", "--max-new-tokens", "5", "--alternatives", str(K),
-                   "--models", "bart", "--bart", str(bart_path), *models)
+    doc = run_json(
+        "generate",
+        GPT_PROMPT,
+        "--greedy",
+        "--max-new-tokens",
+        "5",
+        "--alternatives",
+        str(K),
+        "--models",
+        "bart",
+        "--bart",
+        str(bart_path),
+        *models,
+    )
     tokenizer, model = bart
     source = tokenizer(GPT_PROMPT + " <mask>", return_tensors="pt")
-    prefix = [model.config.decoder_start_token_id, tokenizer.bos_token_id,
-              *tokenizer(GPT_PROMPT, add_special_tokens=False)["input_ids"]]
+    prefix = [
+        model.config.decoder_start_token_id,
+        tokenizer.bos_token_id,
+        *tokenizer(GPT_PROMPT, add_special_tokens=False)["input_ids"],
+    ]
     (continuation,) = column_of(doc, "bart")["continuations"]
     new_ids = [t["id"] for t in continuation["tokens"]]
     for step, token in enumerate(continuation["tokens"]):
@@ -104,8 +130,11 @@ def test_view_lists_each_steps_alternatives_with_the_written_one_marked(models):
     for column in doc["columns"]:
         for token in column["continuations"][0]["tokens"]:
             for alternative in token["alternatives"]:
-                prob = f"{math.exp(alternative['logprob']):.4f}" if math.exp(alternative["logprob"]) >= 1e-4 \
+                prob = (
+                    f"{math.exp(alternative['logprob']):.4f}"
+                    if math.exp(alternative["logprob"]) >= 1e-4
                     else f"{math.exp(alternative['logprob']):.1e}"
+                )
                 assert prob in screen
     without = run("generate", GPT_PROMPT, "--greedy", "--max-new-tokens", "4", *models)
     assert "the tokens weighed" not in without.stdout
@@ -126,11 +155,20 @@ def test_alternatives_view_is_whole_at_80_and_120_columns(gpt_path, bert_path, b
 
     settings = settings_from_options(max_new_tokens=5, seed=3, alternatives=5)
     result = GenerationResult(prompt=GPT_CAPITAL_PROMPT, decoding=settings.describe(), settings=settings)
-    for run_column, family, path in ((generate_causal, "gpt", gpt_path), (generate_masked, "bert", bert_path),
-                                     (generate_seq2seq, "bart", bart_path)):
+    for run_column, family, path in (
+        (generate_causal, "gpt", gpt_path),
+        (generate_masked, "bert", bert_path),
+        (generate_seq2seq, "bart", bart_path),
+    ):
         result.columns.append(run_column(load_model(family, str(path)), GPT_CAPITAL_PROMPT, settings))
-    console = Console(width=width, record=True, file=io.StringIO(), color_system="truecolor" if colour else None,
-                      highlight=False, soft_wrap=False)
+    console = Console(
+        width=width,
+        record=True,
+        file=io.StringIO(),
+        color_system="truecolor" if colour else None,
+        highlight=False,
+        soft_wrap=False,
+    )
     console.print(generation_view(result, show_alternatives=True))
     screen = console.export_text()
     assert max(cell_len(line.rstrip()) for line in screen.splitlines()) <= width

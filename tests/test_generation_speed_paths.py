@@ -57,9 +57,17 @@ def llama(gpt_path, tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-llama")
     tokenizer = AutoTokenizer.from_pretrained(str(gpt_path))
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     LlamaForCausalLM(config).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return load_model("gpt", str(folder), LoadOptions(device="cpu", dtype="float32"))
@@ -69,15 +77,18 @@ def _reference(lm, settings: DecodingSettings) -> list[int]:
     """What `model.generate` produces for the same prompt and settings."""
     prompt = torch.tensor([prompt_after_bos(lm.tokenizer, GPT_PROMPT)])
     ids = {"input_ids": prompt, "attention_mask": torch.ones_like(prompt)}
-    kwargs = {"max_new_tokens": settings.max_new_tokens, "pad_token_id": lm.tokenizer.eos_token_id,
-              "repetition_penalty": settings.repetition_penalty}
+    kwargs = {
+        "max_new_tokens": settings.max_new_tokens,
+        "pad_token_id": lm.tokenizer.eos_token_id,
+        "repetition_penalty": settings.repetition_penalty,
+    }
     if settings.mode == "sample":
         kwargs.update(do_sample=True, temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
         torch.manual_seed(settings.seed)
     else:
         kwargs.update(do_sample=False)
     with torch.inference_mode():
-        return lm.model.generate(**ids, **kwargs)[0, ids["input_ids"].shape[1]:].tolist()
+        return lm.model.generate(**ids, **kwargs)[0, ids["input_ids"].shape[1] :].tolist()
 
 
 def _produced(result) -> list[int]:
@@ -131,23 +142,30 @@ def test_gpt2_step_is_the_models_own_forward_bit_for_bit(gpt):
     fast = _own_gpt2_decoder(gpt, RELAYOUT_MIN_TOKENS)
     model = ModelDecoder(gpt.model)
     with torch.inference_mode():
-        ours, fast_logits, theirs = written_out.start(ids, capacity), fast.start(ids, capacity), model.start(ids,
-                                                                                                             capacity)
+        ours, fast_logits, theirs = (
+            written_out.start(ids, capacity),
+            fast.start(ids, capacity),
+            model.start(ids, capacity),
+        )
         assert fast.head_t is not None and written_out.head_t is None
         for position in range(ids.shape[1], capacity):
             assert torch.equal(ours, theirs)
             # The re-laid-out output projection changes the order of the sums only.
             torch.testing.assert_close(fast_logits, theirs, rtol=0, atol=1e-5)
             token = theirs.argmax(-1, keepdim=True)
-            ours, fast_logits, theirs = (written_out.step(token, position), fast.step(token, position),
-                                         model.step(token, position))
+            ours, fast_logits, theirs = (
+                written_out.step(token, position),
+                fast.step(token, position),
+                model.step(token, position),
+            )
 
 
 def test_streaming_hands_over_the_text_so_far_after_every_token(gpt):
     settings = settings_from_options(max_new_tokens=10, seed=2)
     seen: list[tuple[str, str]] = []
-    result = generate_causal(gpt, GPT_PROMPT, settings,
-                             on_token=lambda family, text, sequence: seen.append((family, text)))
+    result = generate_causal(
+        gpt, GPT_PROMPT, settings, on_token=lambda family, text, sequence: seen.append((family, text))
+    )
     assert len(seen) == len(result.continuations[0].tokens)
     assert {family for family, _ in seen} == {"gpt"}
     assert seen[-1][1] == result.continuations[0].text
@@ -316,8 +334,11 @@ def test_gpt2_step_on_two_threads_splits_its_products_and_keeps_the_models_numbe
         with torch.inference_mode():
             fast_logits, theirs = fast.start(ids, capacity), model.start(ids, capacity)
             assert fast.parts == 2
-            assert all(blocks.parts == 2 and blocks.row_ranges is not None
-                       for layer in fast._block_products() for blocks in layer)
+            assert all(
+                blocks.parts == 2 and blocks.row_ranges is not None
+                for layer in fast._block_products()
+                for blocks in layer
+            )
             for position in range(ids.shape[1], capacity):
                 torch.testing.assert_close(fast_logits, theirs, rtol=0, atol=1e-5)
                 token = theirs.argmax(-1, keepdim=True)

@@ -78,25 +78,43 @@ def cases(w: dict[str, str]) -> list[Case]:
         Case("huge-seed", ("generate", "x", "--seed", "1180591620717411303424", *gpt), 2, "--seed must be between"),
         Case("fill-mask-file-without-masks", ("fill-mask", "--file", f"{root}/no-mask.txt", *gpt), 2, "has a mask"),
         Case("model-symlink-loop", ("score", "x", "--models", "gpt", "--gpt", f"{root}/loop"), 1, "loop of links"),
-        Case("model-symlink-dangling", ("score", "x", "--models", "gpt", "--gpt", f"{root}/dangling"), 1,
-             "which does not exist"),
+        Case(
+            "model-symlink-dangling",
+            ("score", "x", "--models", "gpt", "--gpt", f"{root}/dangling"),
+            1,
+            "which does not exist",
+        ),
         # 5. Input far longer than any model reads is refused after one capped read
         Case("dev-zero-score", ("score", "--file", "/dev/zero", *gpt), 2, "line 1 of '/dev/zero' is longer than 1 mib"),
         Case("dev-zero-fill-mask", ("fill-mask", "--file", "/dev/zero", *gpt), 2, "longer than 1 mib"),
         Case("long-line", ("score", "--file", f"{root}/long.txt", *gpt), 2, "line 2 of"),
         Case("huge-stdin", ("tokenize", "-", *gpt), 2, "standard input is longer than 1 mib", b"duck " * 300_000),
-        Case("huge-stdin-lines", ("score", "--file", "-", *gpt), 2, "line 1 of standard input",
-             b"duck " * 300_000),
+        Case("huge-stdin-lines", ("score", "--file", "-", *gpt), 2, "line 1 of standard input", b"duck " * 300_000),
         Case("nul-bytes", ("score", "--file", f"{root}/nul.txt", *gpt), 2, "nul byte"),
         # 9. The output is closed; permissions
         Case("stdout-closed", ("score", "x", *gpt), 1, "standard output is closed", stdout="closed"),
         Case("stdout-closed-json", ("score", "x", "--json", *gpt), 1, "standard output is closed", stdout="closed"),
-        Case("input-permission", ("fill-mask", "--file", f"{root}/secret.txt", *gpt), 1, "permission denied",
-             unprivileged=True),
-        Case("model-file-permission", ("score", "x", "--models", "gpt", "--gpt", f"{root}/unreadable-gpt"), 1,
-             "model.safetensors' for --gpt cannot be read", unprivileged=True),
-        Case("model-folder-permission", ("score", "x", "--models", "gpt", "--gpt", f"{root}/locked/gpt"), 1,
-             "permission denied", unprivileged=True),
+        Case(
+            "input-permission",
+            ("fill-mask", "--file", f"{root}/secret.txt", *gpt),
+            1,
+            "permission denied",
+            unprivileged=True,
+        ),
+        Case(
+            "model-file-permission",
+            ("score", "x", "--models", "gpt", "--gpt", f"{root}/unreadable-gpt"),
+            1,
+            "model.safetensors' for --gpt cannot be read",
+            unprivileged=True,
+        ),
+        Case(
+            "model-folder-permission",
+            ("score", "x", "--models", "gpt", "--gpt", f"{root}/locked/gpt"),
+            1,
+            "permission denied",
+            unprivileged=True,
+        ),
     ]
 
 
@@ -133,9 +151,24 @@ def test_a_full_disk_is_reported_not_called_unexpected(tiny_models):
         pytest.skip("no /dev/full here")
     env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
     with open("/dev/full", "w") as full:  # the table and the JSON at once: two processes, one wait
-        writers = [subprocess.Popen([gbcli_executable(), "tokenize", DUCK_SENTENCE, "--models", "gpt", "--gpt",
-                                     str(tiny_models["gpt"]), *extra], stdout=full, stderr=subprocess.PIPE, env=env)
-                   for extra in ((), ("--json",))]
+        writers = [
+            subprocess.Popen(
+                [
+                    gbcli_executable(),
+                    "tokenize",
+                    DUCK_SENTENCE,
+                    "--models",
+                    "gpt",
+                    "--gpt",
+                    str(tiny_models["gpt"]),
+                    *extra,
+                ],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+            for extra in ((), ("--json",))
+        ]
         try:  # (the same 300 s as a test of several commands allows elsewhere: both start torch at once)
             outcomes = [(writer.communicate(timeout=300)[1].decode(), writer.returncode) for writer in writers]
         finally:
@@ -148,8 +181,23 @@ def test_a_full_disk_is_reported_not_called_unexpected(tiny_models):
         assert "Unexpected" not in stderr and TRACEBACK not in stderr and "Exception ignored" not in stderr
 
 
-ERRNOS = ["EPIPE", "ENOSPC", "EDQUOT", "EACCES", "EPERM", "EROFS", "EBADF", "ENOENT", "ENOTDIR", "EISDIR", "ELOOP",
-          "EIO", "ENOMEM", "EMFILE", "ENFILE"]
+ERRNOS = [
+    "EPIPE",
+    "ENOSPC",
+    "EDQUOT",
+    "EACCES",
+    "EPERM",
+    "EROFS",
+    "EBADF",
+    "ENOENT",
+    "ENOTDIR",
+    "EISDIR",
+    "ELOOP",
+    "EIO",
+    "ENOMEM",
+    "EMFILE",
+    "ENFILE",
+]
 
 
 def test_every_os_error_has_a_message_of_its_own():
@@ -177,9 +225,15 @@ HOSTILE = "the duck\x1b]0;pwned\x07 quacks\x1b[2J in the\r park ."
 def test_control_characters_in_the_input_are_shown_never_obeyed(terminal, tiny_models):
     models = ("--gpt", str(tiny_models["gpt"]), "--bert", str(tiny_models["bert"]))
     env = {"FORCE_COLOR": "1", "TERM": "xterm-256color", "COLUMNS": "100"} if terminal else {"COLUMNS": "100"}
-    for args in (("tokenize", HOSTILE), ("score", HOSTILE), ("score", HOSTILE, "--tokens"),
-                 ("fill-mask", HOSTILE.replace("duck", "[MASK]")), ("attention", HOSTILE),
-                 ("generate", HOSTILE, "--greedy", "--max-new-tokens", "2"), ("compare", HOSTILE)):
+    for args in (
+        ("tokenize", HOSTILE),
+        ("score", HOSTILE),
+        ("score", HOSTILE, "--tokens"),
+        ("fill-mask", HOSTILE.replace("duck", "[MASK]")),
+        ("attention", HOSTILE),
+        ("generate", HOSTILE, "--greedy", "--max-new-tokens", "2"),
+        ("compare", HOSTILE),
+    ):
         result = run(*args, *models, env=env)
         assert result.exit_code == 0, f"{args[0]}: {result.stderr}"
         # (On a terminal, generate's live view moves the cursor with its own \r: only the text's must not show.)
@@ -191,8 +245,12 @@ def test_control_characters_in_the_input_are_shown_never_obeyed(terminal, tiny_m
 
 
 def test_json_keeps_the_control_characters_exactly(tiny_models):
-    (record,) = [json.loads(line) for line in run("score", HOSTILE, "--models", "gpt", "--gpt",
-                                                  str(tiny_models["gpt"]), "--json").stdout.splitlines()]
+    (record,) = [
+        json.loads(line)
+        for line in run(
+            "score", HOSTILE, "--models", "gpt", "--gpt", str(tiny_models["gpt"]), "--json"
+        ).stdout.splitlines()
+    ]
     assert record["text"] == HOSTILE
 
 
@@ -283,8 +341,16 @@ def test_stale_part_files_of_a_dead_writer_are_swept(tmp_path, tiny_models):
     live = tmp_path / f".attention.json.{os.getpid()}.a1b2.part"  # a writer that still runs: ours
     stale.write_bytes(b"half")
     live.write_bytes(b"half")
-    result = run("attention", DUCK_SENTENCE, "--models", "gpt", "--gpt", str(tiny_models["gpt"]), "--export",
-                 str(tmp_path / "attention.json"))
+    result = run(
+        "attention",
+        DUCK_SENTENCE,
+        "--models",
+        "gpt",
+        "--gpt",
+        str(tiny_models["gpt"]),
+        "--export",
+        str(tmp_path / "attention.json"),
+    )
     assert result.exit_code == 0, result.stderr
     assert not stale.exists() and live.exists()
     assert json.loads((tmp_path / "attention.json").read_text())["format"] == "gbcli-attention"
@@ -302,10 +368,16 @@ def _attention_result(shape_self, shape_cross):
 
     rng = np.random.default_rng(0)
     tokens = [AttentionToken(i, i, f"p{i}", f"l{i}", False) for i in range(shape_self[-1])]
-    return AttentionResult("gpt", "m", "causal", "eager", [
-        AttentionMap("self", True, tokens, tokens, rng.random(shape_self, dtype=np.float32)),
-        AttentionMap("cross", False, tokens, tokens[: shape_cross[-1]], rng.random(shape_cross, dtype=np.float32)),
-    ])
+    return AttentionResult(
+        "gpt",
+        "m",
+        "causal",
+        "eager",
+        [
+            AttentionMap("self", True, tokens, tokens, rng.random(shape_self, dtype=np.float32)),
+            AttentionMap("cross", False, tokens, tokens[: shape_cross[-1]], rng.random(shape_cross, dtype=np.float32)),
+        ],
+    )
 
 
 def test_the_streamed_json_export_is_the_same_document_byte_for_byte():
@@ -321,7 +393,8 @@ def test_the_streamed_json_export_is_the_same_document_byte_for_byte():
     whole = json.dumps(attention_document(text, results, lambda w: w.tolist()), ensure_ascii=False) + "\n"
     assert streamed.getvalue() == whole.encode("utf-8")
     assert json.loads(streamed.getvalue())["models"][1]["other_maps"][0]["attention"][0][1][3][1] == pytest.approx(
-        float(results[1].maps[1].weights[0, 1, 3, 1]))
+        float(results[1].maps[1].weights[0, 1, 3, 1])
+    )
 
 
 def test_a_large_json_export_is_announced_with_its_size():

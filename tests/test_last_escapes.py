@@ -40,8 +40,12 @@ def test_an_argument_that_is_not_utf8_is_refused_naming_the_byte(case, models):
 def test_the_installed_command_refuses_the_raw_bytes(models):
     """As the shell passes them: `gbcli fill-mask "$(printf 'a [MASK] \\xff')"`."""
     for args in ([b"fill-mask", b"a [MASK] \xff"], [b"fill-mask", b"a [MASK] .", b"--targets", b"du\xe9ck"]):
-        done = subprocess.run([gbcli_executable().encode(), *args, *(m.encode() for m in models)],
-                              capture_output=True, timeout=120, env={"GBCLI_NO_SERVER": "1", "PATH": "/usr/bin"})
+        done = subprocess.run(
+            [gbcli_executable().encode(), *args, *(m.encode() for m in models)],
+            capture_output=True,
+            timeout=120,
+            env={"GBCLI_NO_SERVER": "1", "PATH": "/usr/bin"},
+        )
         said = done.stderr.decode()
         assert done.returncode == 2 and "not valid UTF-8" in said and "Unexpected" not in said, said
 
@@ -101,8 +105,14 @@ def bert_without_mask(bert_path, tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("args", [("fill-mask", "the [MASK] quacks ."), ("score", "the duck quacks ."),
-                                  ("pairs", "the duck quacks .", "the duck moos .")])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("fill-mask", "the [MASK] quacks ."),
+        ("score", "the duck quacks ."),
+        ("pairs", "the duck quacks .", "the duck moos ."),
+    ],
+)
 def test_a_tokenizer_without_a_mask_token_is_exit_2_in_every_command(args, bert_without_mask):
     result = run(*args, "--models", "bert", "--bert", str(bert_without_mask))
     assert_user_error(result, 2, "has no mask token, so it cannot")
@@ -122,17 +132,26 @@ def _broken(gpt_path: Path, folder: Path, how: str) -> Path:
     elif how == "unknown type":
         config_path.write_text(json.dumps({**config, "model_type": "nonesuch"}))
     else:
-        config_path.write_text(json.dumps({**config, "model_type": "x-custom",
-                                           "auto_map": {"AutoConfig": "configuration_x.XConfig",
-                                                        "AutoModelForCausalLM": "modeling_x.XModel"}}))
+        config_path.write_text(
+            json.dumps(
+                {
+                    **config,
+                    "model_type": "x-custom",
+                    "auto_map": {"AutoConfig": "configuration_x.XConfig", "AutoModelForCausalLM": "modeling_x.XModel"},
+                }
+            )
+        )
     return target
 
 
-@pytest.mark.parametrize(("how", "said", "hint"), [
-    ("bad json", "is not valid JSON", "save the model again"),
-    ("unknown type", "names the model type 'nonesuch'", "model_type"),
-    ("remote code", "needs its own Python code", "architecture transformers has built in"),
-])
+@pytest.mark.parametrize(
+    ("how", "said", "hint"),
+    [
+        ("bad json", "is not valid JSON", "save the model again"),
+        ("unknown type", "names the model type 'nonesuch'", "model_type"),
+        ("remote code", "needs its own Python code", "architecture transformers has built in"),
+    ],
+)
 @pytest.mark.parametrize("command", [("score", "the duck"), ("fill-mask", "the [MASK] duck")])
 def test_a_checkpoint_that_cannot_load_says_why_and_what_to_do(how, said, hint, command, gpt_path, tmp_path):
     result = run(*command, "--models", "gpt", "--gpt", str(_broken(gpt_path, tmp_path, how)))

@@ -36,8 +36,7 @@ WIDTHS = (80, 120, 200)
 
 
 def render(renderable, width: int) -> str:
-    console = Console(width=width, record=True, file=io.StringIO(), color_system=None, highlight=False,
-                      soft_wrap=False)
+    console = Console(width=width, record=True, file=io.StringIO(), color_system=None, highlight=False, soft_wrap=False)
     console.print(renderable)
     return console.export_text()
 
@@ -52,14 +51,15 @@ def assert_whole(screen: str, expected: list[str], width: int) -> None:
 
 @pytest.fixture(scope="module")
 def models(gpt_path, bert_path, bart_path):
-    return {family: load_model(family, str(path)) for family, path in
-            (("gpt", gpt_path), ("bert", bert_path), ("bart", bart_path))}
+    return {
+        family: load_model(family, str(path))
+        for family, path in (("gpt", gpt_path), ("bert", bert_path), ("bart", bart_path))
+    }
 
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_score_view_shows_every_number_and_measure_whole(models, width):
-    records = score_texts(list(models.values()), [DUCK_SENTENCE, "the dog barks ."],
-                          ScoreSettings(with_tokens=True))
+    records = score_texts(list(models.values()), [DUCK_SENTENCE, "the dog barks ."], ScoreSettings(with_tokens=True))
     for shown in ([records[0]], records):
         screen = render(score_view(shown), width)
         expected = []
@@ -70,8 +70,11 @@ def test_score_view_shows_every_number_and_measure_whole(models, width):
                     expected += [format_nats(column.log_likelihood), format_nats(column.mean_nll)]
                 for token in column.tokens or []:
                     if token.logprob is not None:
-                        expected += [format_nats(token.surprisal), format_prob(math.exp(token.logprob)),
-                                     prob_mark(math.exp(token.logprob))]
+                        expected += [
+                            format_nats(token.surprisal),
+                            format_prob(math.exp(token.logprob)),
+                            prob_mark(math.exp(token.logprob)),
+                        ]
         assert_whole(screen, expected, width)
 
 
@@ -116,23 +119,28 @@ def test_fill_mask_view_keeps_long_model_names_whole(models, width):
     result = fill_mask(models, BERT_MASKED_DUCK, 5)
     short = render(fill_mask_view(result), width)
     named = copy.deepcopy(result)
-    names = {"bert": "bert-base-multilingual-uncased-finetuned", "gpt": "gpt2-medium-finetuned-wikitext-103",
-             "bart": "facebook/bart-large-xsum-distilled"}
+    names = {
+        "bert": "bert-base-multilingual-uncased-finetuned",
+        "gpt": "gpt2-medium-finetuned-wikitext-103",
+        "bart": "facebook/bart-large-xsum-distilled",
+    }
     named.models = {family: names[family] for family in result.models}
     for slot in named.masks:
         for column in slot.columns():
             column.model = names[column.column.split("_")[0]]
     screen = render(fill_mask_view(named), width)
     assert_whole(screen, [f"BERT {names['bert']}", f"GPT {names['gpt']}", f"BART {names['bart']}"], width)
-    assert [line for line in screen.splitlines() if line.startswith("#")] == \
-        [line for line in short.splitlines() if line.startswith("#")]
+    assert [line for line in screen.splitlines() if line.startswith("#")] == [
+        line for line in short.splitlines() if line.startswith("#")
+    ]
 
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_attention_token_view_shows_every_weight_and_layer_whole(models, width):
     results = [compute_attention(lm, "the capital of italy is rome .") for lm in models.values()]
-    report = build_report("the capital of italy is rome .", results, layer=None, head=None, summary=False,
-                          stat=None, token="rome", top=5)
+    report = build_report(
+        "the capital of italy is rome .", results, layer=None, head=None, summary=False, stat=None, token="rome", top=5
+    )
     screen = render(attention_view(report), width)
     expected = []
     for view in report.models:
@@ -154,9 +162,17 @@ def test_tokenize_view_shows_every_piece_and_id_whole(models, width):
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_generate_view_shows_every_generated_token_whole(models, width):
-    settings = settings_from_options(max_new_tokens=12, greedy=True, temperature=None, top_k=None,
-                                             top_p=None, repetition_penalty=None, num_beams=1,
-                                             num_return_sequences=1, seed=None)
+    settings = settings_from_options(
+        max_new_tokens=12,
+        greedy=True,
+        temperature=None,
+        top_k=None,
+        top_p=None,
+        repetition_penalty=None,
+        num_beams=1,
+        num_return_sequences=1,
+        seed=None,
+    )
     result = GenerationResult(prompt=GPT_CAPITAL_PROMPT, decoding=settings.describe(), settings=settings)
     for run, family in ((generate_causal, "gpt"), (generate_masked, "bert"), (generate_seq2seq, "bart")):
         result.columns.append(run(models[family], GPT_CAPITAL_PROMPT, settings))
@@ -187,12 +203,22 @@ def test_generated_wide_characters_keep_their_text_side_by_side(models, gpt_path
     made = continuation(lm, context, new_ids, [-0.5] * len(new_ids))
     assert made.text == text
     assert "".join(token.text for token in made.tokens) == text  # no � from a half character
-    settings = settings_from_options(max_new_tokens=len(new_ids), greedy=True, temperature=None, top_k=None,
-                                             top_p=None, repetition_penalty=None, num_beams=1,
-                                             num_return_sequences=1, seed=None)
+    settings = settings_from_options(
+        max_new_tokens=len(new_ids),
+        greedy=True,
+        temperature=None,
+        top_k=None,
+        top_p=None,
+        repetition_penalty=None,
+        num_beams=1,
+        num_return_sequences=1,
+        seed=None,
+    )
     result = GenerationResult(prompt="the prompt", decoding=settings.describe(), settings=settings)
-    result.columns = [model_generation(lm, "m", [made], len(new_ids), 1.0),
-                      model_generation(lm, "m", [made], len(new_ids), 1.0)]
+    result.columns = [
+        model_generation(lm, "m", [made], len(new_ids), 1.0),
+        model_generation(lm, "m", [made], len(new_ids), 1.0),
+    ]
     result.columns[1].family = "bert"
     for width in WIDTHS:
         for show_probs in (False, True):

@@ -155,8 +155,11 @@ def test_view_fits_80_columns_and_shows_every_number_whole(models, duck):
         for layer in lens["layers"]:
             for token in layer["top"]:
                 assert format_prob(token["prob"]) in words and token["token"] in words
-            assert {str(layer["answer_rank"]), format_prob(layer["answer_prob"]),
-                    format_kl(layer["kl_from_final"])} <= words
+            assert {
+                str(layer["answer_rank"]),
+                format_prob(layer["answer_prob"]),
+                format_kl(layer["kl_from_final"]),
+            } <= words
         assert "exactly" in out.stdout
 
 

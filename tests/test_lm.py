@@ -76,14 +76,14 @@ def test_causal_logprobs_batched_equal_one_sequence_at_a_time(gpt_lm):
         assert got == pytest.approx(expected, abs=1e-5)
 
 
-
 def test_a_causal_read_runs_no_token_after_its_last_read_position(gpt_lm):
     """A scored sequence's last token is a target only: the pass runs without it, and the numbers are the full
     pass's. A masked LM reads every token of its input, so it keeps them all."""
     sequences = [gpt_lm.tokenizer(s)["input_ids"] for s in SENTENCES]
     widths = []
     handle = gpt_lm.model.register_forward_pre_hook(
-        lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+        lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
     try:
         values, passes = causal_logprobs(gpt_lm, sequences, [1, 1, 1])
     finally:
@@ -108,13 +108,26 @@ def test_a_wide_vocabulary_is_projected_in_blocks_with_the_same_logits(gpt_lm, m
     hidden = torch.randn(7, 64)
     blocks = heads.BLOCK_BYTES // (64 * 4)
     assert blocks < 20_000  # several blocks, the last one short
-    torch.testing.assert_close(heads.project_in_blocks(hidden, weight, bias),
-                               torch.nn.functional.linear(hidden, weight, bias), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        heads.project_in_blocks(hidden, weight, bias),
+        torch.nn.functional.linear(hidden, weight, bias),
+        atol=1e-5,
+        rtol=1e-5,
+    )
 
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=heads.BLOCKED_VOCABULARY + 100, n_positions=32, n_embd=32, n_layer=1, n_head=2)
-    wide = LoadedModel("gpt", "wide", GPT2LMHeadModel(config).eval(), gpt_lm.tokenizer, "gpt2", True,
-                       torch.device("cpu"), torch.float32, 0.0)
+    wide = LoadedModel(
+        "gpt",
+        "wide",
+        GPT2LMHeadModel(config).eval(),
+        gpt_lm.tokenizer,
+        "gpt2",
+        True,
+        torch.device("cpu"),
+        torch.float32,
+        0.0,
+    )
     calls, original = [], heads.project_in_blocks
     monkeypatch.setattr(heads, "project_in_blocks", lambda h, w, b: calls.append(h.shape) or original(h, w, b))
     ids = torch.tensor([[5, 9, 11, 3], [7, 2, 4, 8]])
@@ -179,7 +192,6 @@ def test_model_facts_and_refusals(gpt_lm, bert_lm):
         gpt_lm.check_fits(MAX_POSITIONS + 1, "the text")
 
 
-
 def _close(a, b) -> bool:
     """Two JSON values alike, floats within 1e-5: one thread or two may sum a product in another order."""
     if isinstance(a, float) and isinstance(b, float):
@@ -202,9 +214,12 @@ def test_bert_and_gpt2_left_column_run_side_by_side_with_the_same_results(gpt_lm
     lines = ["the [MASK] quacks in the park .", "the dog [MASK] at the [MASK] .", "no mask here", "the " * 200]
     models = {"gpt": gpt_lm, "bert": bert_lm}
     where: list[tuple[str, str]] = []
-    handles = [lm.model.register_forward_pre_hook(
-        lambda module, args, family=family: where.append((family, threading.current_thread().name)))
-        for family, lm in models.items()]
+    handles = [
+        lm.model.register_forward_pre_hook(
+            lambda module, args, family=family: where.append((family, threading.current_thread().name))
+        )
+        for family, lm in models.items()
+    ]
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

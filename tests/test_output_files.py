@@ -33,9 +33,20 @@ def _texts(count: int) -> list[str]:
 JOBS = {
     "score": (lambda: "\n".join(_texts(40)) + "\n\n" + "\n".join(_texts(48)[40:]) + "\n", ()),
     "fill-mask": (lambda: "".join(t.replace(" in ", " [MASK] ", 1) + "\n" for t in _texts(40)), ("--top-k", "2")),
-    "pairs": (lambda: "".join(json.dumps({**p, "sentence_good": p["sentence_good"] + " and it rests" * (k % 5),
-                                          "sentence_bad": p["sentence_bad"] + " and it rests" * (k * 3 % 7)})
-                              + "\n" for k, p in enumerate(corpus_pairs(24))), ("--batch-size", "4")),
+    "pairs": (
+        lambda: "".join(
+            json.dumps(
+                {
+                    **p,
+                    "sentence_good": p["sentence_good"] + " and it rests" * (k % 5),
+                    "sentence_bad": p["sentence_bad"] + " and it rests" * (k * 3 % 7),
+                }
+            )
+            + "\n"
+            for k, p in enumerate(corpus_pairs(24))
+        ),
+        ("--batch-size", "4"),
+    ),
 }
 
 
@@ -50,8 +61,9 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 
 
 def _job(command: str, inputs: dict[str, Path], models: list[str], out: Path, *extra: str):
-    return run(command, "--file", str(inputs[command]), *models, *JOBS[command][1], "--output", str(out), "--json",
-               *extra)
+    return run(
+        command, "--file", str(inputs[command]), *models, *JOBS[command][1], "--output", str(out), "--json", *extra
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +88,9 @@ def _cuts(data: bytes, seed: int) -> list[int]:
     at a chunk's end), inside a record, just before a record's newline, and random bytes."""
     ends = [k + 1 for k, byte in enumerate(data) if byte == ord("\n")]
     rng = random.Random(seed)
-    return sorted({0, ends[3], ends[min(31, len(ends) - 2)], ends[len(ends) // 2] - 1, len(data) - 1,
-                   rng.randrange(1, len(data))})
+    return sorted(
+        {0, ends[3], ends[min(31, len(ends) - 2)], ends[len(ends) // 2] - 1, len(data) - 1, rng.randrange(1, len(data))}
+    )
 
 
 @pytest.mark.parametrize("command", list(JOBS))
@@ -175,8 +188,7 @@ FOREIGN = {  # records of lines the input has no text for
 
 @pytest.mark.parametrize("command", list(JOBS))
 @pytest.mark.parametrize("which", [0, 1])
-def test_resume_refuses_a_record_of_a_line_the_input_does_not_have(command, which, inputs, models, finished,
-                                                                    tmp_path):
+def test_resume_refuses_a_record_of_a_line_the_input_does_not_have(command, which, inputs, models, finished, tmp_path):
     key, line = FOREIGN[command][which]
     records = _records(finished[command])
     out = tmp_path / "out.jsonl"
@@ -241,9 +253,17 @@ def _peak_rss_after_first_records(jobs: list[tuple[str, str, int]], models: list
         with open(file, "w", encoding="utf-8") as stream:
             stream.write((line + "\n") * lines)
         out = folder / f"{command}-{lines}.jsonl"
-        runs.append((subprocess.Popen([gbcli_executable(), command, "--file", str(file), *models, "--output", str(out)],
-                                      env={**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"},
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), out))
+        runs.append(
+            (
+                subprocess.Popen(
+                    [gbcli_executable(), command, "--file", str(file), *models, "--output", str(out)],
+                    env={**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                ),
+                out,
+            )
+        )
     peaks = []
     try:
         deadline = time.monotonic() + 90
@@ -268,8 +288,11 @@ def test_a_million_line_file_is_written_from_the_start_in_the_memory_of_a_small_
     """fill-mask and score on a million lines, beside fill-mask on 20,000 (all three at once): the first records
     come while the file is still being read, and the peak memory does not grow with the lines. (The two commands'
     small runs peak within a few MB of each other; the old planning took both past 580 MB at a million lines.)"""
-    jobs = [("fill-mask", "the [MASK] quacks in the park .", 20_000),
-            ("fill-mask", "the [MASK] quacks in the park .", 1_000_000), ("score", "the duck quacks .", 1_000_000)]
+    jobs = [
+        ("fill-mask", "the [MASK] quacks in the park .", 20_000),
+        ("fill-mask", "the [MASK] quacks in the park .", 1_000_000),
+        ("score", "the duck quacks .", 1_000_000),
+    ]
     small, *large = _peak_rss_after_first_records(jobs, models, tmp_path)
     for (command, _, _), peak in zip(jobs[1:], large, strict=True):
         assert peak < small + 25 * 1024, f"{command}: peak RSS {peak} KiB for a million lines, {small} for 20,000"
@@ -288,10 +311,14 @@ def _small_file_limit() -> None:
 @pytest.mark.parametrize("command", ["score"])  # fill-mask and pairs append through the same append_records
 def test_a_full_output_file_is_named_and_its_finished_lines_kept(command, inputs, models, tmp_path):
     out = tmp_path / "out.jsonl"
-    result = subprocess.run([gbcli_executable(), command, "--file", str(inputs[command]), *models,
-                             *JOBS[command][1], "--output", str(out)], capture_output=True, timeout=120,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}, preexec_fn=_small_file_limit,
-                            check=False)
+    result = subprocess.run(
+        [gbcli_executable(), command, "--file", str(inputs[command]), *models, *JOBS[command][1], "--output", str(out)],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"},
+        preexec_fn=_small_file_limit,
+        check=False,
+    )
     said = result.stderr.decode()
     assert result.returncode == 1 and "Traceback" not in said, said
     assert f"'{out}'" in said and "standard output" not in said and "--resume" in said, said

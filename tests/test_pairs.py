@@ -23,8 +23,6 @@ BAD_DUCK = "the duck barks in the park ."
 LONGER_BAD = "the duck barks loudly in the park ."
 
 
-
-
 def _pair(*args: str) -> dict:
     result = run("pairs", *args, "--json")
     assert result.exit_code == 0, result.stderr
@@ -126,10 +124,18 @@ def test_align_words_deletion_and_unequal_replacement():
 
     rows = align_words(words("a b c d"), words("a x y d e"))
     assert [(r.op, r.good, r.bad) for r in rows] == [
-        ("equal", "a", "a"), ("replace", "b", "x"), ("replace", "c", "y"), ("equal", "d", "d"), ("insert", None, "e")]
+        ("equal", "a", "a"),
+        ("replace", "b", "x"),
+        ("replace", "c", "y"),
+        ("equal", "d", "d"),
+        ("insert", None, "e"),
+    ]
     rows = align_words(words("a b c"), words("a c"))
     assert [(r.op, r.good, r.bad, r.difference) for r in rows] == [
-        ("equal", "a", "a", 0.0), ("delete", "b", None, None), ("equal", "c", "c", 2.0 - 3.0)]
+        ("equal", "a", "a", 0.0),
+        ("delete", "b", None, None),
+        ("equal", "c", "c", 2.0 - 3.0),
+    ]
 
 
 def test_the_view_fits_80_columns_and_names_its_conventions(models):
@@ -137,8 +143,17 @@ def test_the_view_fits_80_columns_and_names_its_conventions(models):
     assert result.exit_code == 0, result.stderr
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
     out = " ".join(result.stdout.split())
-    for fragment in ("pseudo-log-likelihood", "good ✓", "surprisal per word (bits)", "unit bits", "GPT --bos",
-                     "BERT --pll original", "loudly", "Δ = bad − good", "different quantities"):
+    for fragment in (
+        "pseudo-log-likelihood",
+        "good ✓",
+        "surprisal per word (bits)",
+        "unit bits",
+        "GPT --bos",
+        "BERT --pll original",
+        "loudly",
+        "Δ = bad − good",
+        "different quantities",
+    ):
         assert fragment in out, fragment
 
 
@@ -173,10 +188,15 @@ def corpus_pairs(count: int) -> list[dict]:
         wrong = SOUNDS[(k + 1 + k // len(ANIMAL_SOUNDS)) % len(SOUNDS)]
         wrong = wrong if wrong != sound else SOUNDS[(k + 2) % len(SOUNDS)]
         place = PLACES[k % len(PLACES)]
-        pairs.append({"sentence_good": f"the {animal} {sound} in the {place} .",
-                      "sentence_bad": f"the {animal} {wrong} in the {place} .",
-                      "UID": "sound_agreement" if k % 2 == 0 else "sound_agreement_b", "field": "semantics",
-                      "pair_id": k})
+        pairs.append(
+            {
+                "sentence_good": f"the {animal} {sound} in the {place} .",
+                "sentence_bad": f"the {animal} {wrong} in the {place} .",
+                "UID": "sound_agreement" if k % 2 == 0 else "sound_agreement_b",
+                "field": "semantics",
+                "pair_id": k,
+            }
+        )
     return pairs
 
 
@@ -199,10 +219,14 @@ def test_accuracy_per_model_and_per_uid_from_a_blimp_style_file(tmp_path, models
     assert [r["line"] for r in records] == list(range(1, 9))
     assert all(c["correct"] for r in records for c in r["columns"])  # the trained models prefer the true sentence
     assert [(a["family"], a["correct"], a["total"], a["accuracy"]) for a in summary["overall"]] == [
-        ("gpt", 8, 8, 1.0), ("bert", 8, 8, 1.0)]
+        ("gpt", 8, 8, 1.0),
+        ("bert", 8, 8, 1.0),
+    ]
     assert summary["group_field"] == "UID"
     assert [(g["group"], [a["total"] for a in g["models"]]) for g in summary["groups"]] == [
-        ("sound_agreement", [4, 4]), ("sound_agreement_b", [4, 4])]
+        ("sound_agreement", [4, 4]),
+        ("sound_agreement_b", [4, 4]),
+    ]
     assert (records[0]["uid"], records[0]["field"], records[0]["pair_id"]) == ("sound_agreement", "semantics", 0)
     # Batched with other pairs, each pair gets the numbers it gets alone.
     alone = _pair(records[4]["good"], records[4]["bad"], *models, "--no-words")
@@ -226,15 +250,32 @@ def test_tsv_with_and_without_header_and_chosen_field_names(tmp_path, models):
     plain = tmp_path / "plain.tsv"
     plain.write_text("".join(f"{p['sentence_good']}\t{p['sentence_bad']}\n" for p in pairs), encoding="utf-8")
     headed = tmp_path / "headed.txt"
-    headed.write_text("phenomenon\tgood\tbad\n" + "".join(f"animals\t{p['sentence_good']}\t{p['sentence_bad']}\n"
-                                                           for p in pairs), encoding="utf-8")
-    custom = _write_jsonl(tmp_path / "custom.jsonl", [{"ok": p["sentence_good"], "ko": p["sentence_bad"], "kind": "x"}
-                                                      for p in pairs])
+    headed.write_text(
+        "phenomenon\tgood\tbad\n" + "".join(f"animals\t{p['sentence_good']}\t{p['sentence_bad']}\n" for p in pairs),
+        encoding="utf-8",
+    )
+    custom = _write_jsonl(
+        tmp_path / "custom.jsonl", [{"ok": p["sentence_good"], "ko": p["sentence_bad"], "kind": "x"} for p in pairs]
+    )
     first = _lines(run("pairs", "--file", str(plain), *models, "--json").stdout)
-    second = _lines(run("pairs", "--file", str(headed), "--good-field", "good", "--bad-field", "bad", *models,
-                        "--json").stdout)
-    third = _lines(run("pairs", "--file", custom, "--good-field", "ok", "--bad-field", "ko", "--group-field", "kind",
-                       *models, "--json").stdout)
+    second = _lines(
+        run("pairs", "--file", str(headed), "--good-field", "good", "--bad-field", "bad", *models, "--json").stdout
+    )
+    third = _lines(
+        run(
+            "pairs",
+            "--file",
+            custom,
+            "--good-field",
+            "ok",
+            "--bad-field",
+            "ko",
+            "--group-field",
+            "kind",
+            *models,
+            "--json",
+        ).stdout
+    )
     assert [r["line"] for r in first[:-1]] == [1, 2] and [r["line"] for r in second[:-1]] == [2, 3]
     for a, b, c in zip(first[:-1], second[:-1], third[:-1], strict=True):
         assert a["good"] == b["good"] == c["good"]
@@ -247,14 +288,20 @@ def test_tsv_with_and_without_header_and_chosen_field_names(tmp_path, models):
 def test_bad_lines_are_named_the_run_goes_on_and_exits_non_zero(tmp_path, models):
     good = corpus_pairs(2)
     file = tmp_path / "mixed.jsonl"
-    file.write_text("\n".join([
-        json.dumps(good[0]),
-        json.dumps({"sentence_good": "", "sentence_bad": BAD_DUCK}),
-        json.dumps({"sentence_good": DUCK_SENTENCE, "sentence_bad": DUCK_SENTENCE}),
-        '{"sentence_good": "the duck quacks", ',
-        json.dumps({"sentence_good": DUCK_SENTENCE}),
-        json.dumps(good[1]),
-    ]) + "\n", encoding="utf-8")
+    file.write_text(
+        "\n".join(
+            [
+                json.dumps(good[0]),
+                json.dumps({"sentence_good": "", "sentence_bad": BAD_DUCK}),
+                json.dumps({"sentence_good": DUCK_SENTENCE, "sentence_bad": DUCK_SENTENCE}),
+                '{"sentence_good": "the duck quacks", ',
+                json.dumps({"sentence_good": DUCK_SENTENCE}),
+                json.dumps(good[1]),
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     result = run("pairs", "--file", str(file), *models, "--json")
     assert result.exit_code == 1
     assert TRACEBACK not in result.stderr
@@ -262,9 +309,14 @@ def test_bad_lines_are_named_the_run_goes_on_and_exits_non_zero(tmp_path, models
     assert [r["line"] for r in records] == [1, 6]
     assert summary["failed"] == 4 and [f["line"] for f in summary["failures"]] == [2, 3, 4, 5]
     err = " ".join(result.stderr.split())
-    for fragment in ("line 2: The good sentence is empty", "line 3: The two sentences are identical",
-                     "line 4: not valid JSON", "line 5: the field 'sentence_bad' is missing",
-                     "4 lines of", "failed (lines 2, 3, 4, 5); the other 2 pairs were scored"):
+    for fragment in (
+        "line 2: The good sentence is empty",
+        "line 3: The two sentences are identical",
+        "line 4: not valid JSON",
+        "line 5: the field 'sentence_bad' is missing",
+        "4 lines of",
+        "failed (lines 2, 3, 4, 5); the other 2 pairs were scored",
+    ):
         assert fragment in err, fragment
     tsv = tmp_path / "bad.tsv"
     tsv.write_text(f"{DUCK_SENTENCE}\t{BAD_DUCK}\nonly one column\n", encoding="utf-8")
@@ -299,8 +351,11 @@ def test_output_is_not_overwritten_and_resume_checks_the_settings(tmp_path, mode
     out = tmp_path / "out.jsonl"
     assert run("pairs", "--file", file, *models, "--output", str(out)).exit_code == 0
     assert_user_error(run("pairs", "--file", file, *models, "--output", str(out)), 2, "already exists")
-    assert_user_error(run("pairs", "--file", file, *models, "--output", str(out), "--resume", "--pll", "within-word"),
-                      2, "other models or conventions")
+    assert_user_error(
+        run("pairs", "--file", file, *models, "--output", str(out), "--resume", "--pll", "within-word"),
+        2,
+        "other models or conventions",
+    )
     other = _write_jsonl(tmp_path / "other.jsonl", corpus_pairs(3)[1:])
     assert_user_error(run("pairs", "--file", other, *models, "--output", str(out), "--resume"), 2, "another input")
     assert run("pairs", "--file", file, *models, "--output", str(out), "--force").exit_code == 0
@@ -311,10 +366,21 @@ def test_ctrl_c_keeps_every_line_whole_and_resume_finishes_the_file(tmp_path, mo
     """Through the installed command: SIGINT mid-run leaves whole lines; --resume completes them."""
     file = _write_jsonl(tmp_path / "many.jsonl", corpus_pairs(200))
     out = tmp_path / "out.jsonl"
-    command = [gbcli_executable(), "pairs", "--file", file, *models, "--batch-size", "4", "--output", str(out),
-               "--json"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        gbcli_executable(),
+        "pairs",
+        "--file",
+        file,
+        *models,
+        "--batch-size",
+        "4",
+        "--output",
+        str(out),
+        "--json",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not out.exists() or len(out.read_bytes().splitlines()) < 3):
         time.sleep(0.05)

@@ -47,7 +47,8 @@ def _tokens_run(lm, call) -> tuple[object, int]:
     """call()'s result, and how many input tokens the model's forward passes ran (padding included)."""
     seen = []
     handle = lm.model.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append(kwargs["input_ids"].numel()), with_kwargs=True)
+        lambda module, args, kwargs: seen.append(kwargs["input_ids"].numel()), with_kwargs=True
+    )
     try:
         return call(), sum(seen)
     finally:
@@ -90,8 +91,9 @@ def test_tiny_gpt2_shared_prefix_matches_the_model_and_runs_it_once(gpt_path, ma
 
 @pytest.mark.parametrize("name", [a.name for a in CAUSAL])
 def test_every_cached_architecture_gives_the_full_pass_numbers(name, tiny_models, tmp_path):
-    lm = load_model("gpt", str(build(name, tmp_path / name, tiny_models[ALL[name].tokenizer])),
-                    LoadOptions(device="cpu"))
+    lm = load_model(
+        "gpt", str(build(name, tmp_path / name, tiny_models[ALL[name].tokenizer])), LoadOptions(device="cpu")
+    )
     full_tokens, grouped_tokens = _check_same_numbers(lm, 2)
     assert caches_prefix(lm) is True
     assert grouped_tokens < full_tokens
@@ -100,8 +102,9 @@ def test_every_cached_architecture_gives_the_full_pass_numbers(name, tiny_models
 
 @pytest.mark.parametrize("name", [a.name for a in ATTENTION_FREE])
 def test_attention_free_models_score_every_sequence_whole(name, tiny_models, tmp_path):
-    lm = load_model("gpt", str(build(name, tmp_path / name, tiny_models[ALL[name].tokenizer])),
-                    LoadOptions(device="cpu"))
+    lm = load_model(
+        "gpt", str(build(name, tmp_path / name, tiny_models[ALL[name].tokenizer])), LoadOptions(device="cpu")
+    )
     _check_same_numbers(lm, 2)
     assert caches_prefix(lm) is False
     clear_cache()
@@ -127,7 +130,8 @@ def test_one_texts_fill_mask_runs_its_context_once_for_both_gpt_columns(gpt_path
     context = [gpt.bos_id] + gpt.tokenizer(STEM, add_special_tokens=False)["input_ids"]
     seen: list[list[int]] = []
     handle = gpt.model.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.extend(kwargs["input_ids"].tolist()), with_kwargs=True)
+        lambda module, args, kwargs: seen.extend(kwargs["input_ids"].tolist()), with_kwargs=True
+    )
     try:
         slot = fill_mask({"gpt": gpt, "bert": bert}, text, 3, ["rome"]).masks[0]
     finally:
@@ -160,7 +164,8 @@ def test_a_continuations_last_token_is_read_but_never_run(gpt_path, packed, monk
     sequences = [context + tok(e, add_special_tokens=False)["input_ids"] for e in endings]
     shapes: list[tuple[int, int]] = []
     handle = lm.model.register_forward_pre_hook(
-        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
     try:
         got = continuation_logprobs(lm, prefix, sequences)
     finally:
@@ -181,8 +186,9 @@ def test_a_continuations_last_token_is_read_but_never_run(gpt_path, packed, monk
 def test_continuations_run_packed_where_the_architecture_allows(name, tiny_models, tmp_path):
     """Packed continuations need explicit positions and a mask taken as given: not a sliding window shorter than
     the text (the fixture's Mistral and Gemma 2), ALiBi or GPT-Neo's local attention."""
-    lm = load_model("gpt", str(build(name, tmp_path / name, tiny_models[ALL[name].tokenizer])),
-                    LoadOptions(device="cpu"))
+    lm = load_model(
+        "gpt", str(build(name, tmp_path / name, tiny_models[ALL[name].tokenizer])), LoadOptions(device="cpu")
+    )
     unpacked = {"gpt-neo", "falcon-alibi", "bloom", "mistral", "gemma2"}
     assert packs_continuations(lm, 16) == (name not in unpacked)
     clear_cache()

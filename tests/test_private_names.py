@@ -24,8 +24,12 @@ PROBED = {
     "gbcli/lm/gpt2_fast.py": {"_attn_implementation"},
     "gbcli/lm/decoding.py": {"_update_model_kwargs_for_generation"},
     "gbcli/lm/prefix.py": {"_attn_implementation"},
-    "gbcli/tasks/attention/maps.py": {"_attn_implementation", "_can_set_attn_implementation", "_from_config",
-                                      "_buffers"},
+    "gbcli/tasks/attention/maps.py": {
+        "_attn_implementation",
+        "_can_set_attn_implementation",
+        "_from_config",
+        "_buffers",
+    },
 }
 # Private names no probe can look for, each with why it is safe to use.
 UNPROBED = {
@@ -66,8 +70,12 @@ def own_names() -> frozenset[str]:
                 names.add(node.name)
             elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
                 names.add(node.id)
-            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and isinstance(
-                    node.value, ast.Name) and node.value.id in ("self", "cls"):
+            elif (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.ctx, ast.Store)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in ("self", "cls")
+            ):
                 names.add(node.attr)
             elif isinstance(node, ast.arg):
                 names.add(node.arg)
@@ -82,10 +90,16 @@ def foreign_private_uses(path: Path, own: frozenset[str]) -> set[str]:
     for node in ast.walk(_tree(path)):
         if isinstance(node, ast.Attribute) and _private(node.attr) and node.attr not in own:
             found.add(node.attr)
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-              and node.func.id in ("getattr", "hasattr", "setattr") and len(node.args) >= 2
-              and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)
-              and _private(node.args[1].value) and node.args[1].value not in own):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr", "setattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and _private(node.args[1].value)
+            and node.args[1].value not in own
+        ):
             found.add(node.args[1].value)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.module.startswith("gbcli"):
             found.update(part for part in node.module.split(".") if _private(part))
@@ -99,8 +113,11 @@ def probed_names(path: Path) -> set[str]:
     """The names a module's probe looks for: string arguments of `missing(...)` and `lacks_parameters(...)`."""
     names: set[str] = set()
     for node in ast.walk(_tree(path)):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in (
-                "missing", "lacks_parameters"):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("missing", "lacks_parameters")
+        ):
             names.update(arg.value for arg in node.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str))
     return names
 
@@ -111,12 +128,14 @@ def test_every_private_name_of_transformers_or_torch_is_listed():
         (_relative(path), name)
         for path in _python_files()
         for name in foreign_private_uses(path, own)
-        if name not in STDLIB and name not in PROBED.get(_relative(path), set())
+        if name not in STDLIB
+        and name not in PROBED.get(_relative(path), set())
         and (_relative(path), name) not in UNPROBED
     }
     assert not unlisted, (
         "private names of transformers/torch used outside a capability check: put each behind its fast path's "
-        f"FastPath probe (gbcli.loading.capability) and list it in PROBED: {sorted(unlisted)}")
+        f"FastPath probe (gbcli.loading.capability) and list it in PROBED: {sorted(unlisted)}"
+    )
 
 
 @pytest.mark.parametrize("module", sorted(PROBED))
@@ -130,14 +149,18 @@ def test_the_list_names_only_what_is_used():
     """A name no longer used leaves the list, so the list stays the truth about what gbcli leans on."""
     own = own_names()
     listed = {(module, name) for module, names in PROBED.items() for name in names} | set(UNPROBED)
-    used = {(module, name) for module, name in listed
-            if (PACKAGE.parent / module).exists() and name in foreign_private_uses(PACKAGE.parent / module, own)}
+    used = {
+        (module, name)
+        for module, name in listed
+        if (PACKAGE.parent / module).exists() and name in foreign_private_uses(PACKAGE.parent / module, own)
+    }
     assert listed == used, sorted(listed - used)
 
 
 def test_the_scan_sees_a_new_private_name(tmp_path):
     """The scan itself: a module reaching into a transformers object's private attribute is caught."""
     module = tmp_path / "new.py"
-    module.write_text("def f(model):\n    return model._prepare_cache_for_generation\n"
-                      "from transformers.utils._hidden import thing\n")
+    module.write_text(
+        "def f(model):\n    return model._prepare_cache_for_generation\nfrom transformers.utils._hidden import thing\n"
+    )
     assert foreign_private_uses(module, own_names()) == {"_prepare_cache_for_generation", "_hidden"}

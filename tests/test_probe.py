@@ -36,8 +36,7 @@ def animal_rows(word_level: bool) -> list[dict]:
     rows = []
     for animal, sound in ANIMAL_SOUNDS:
         for place in PLACES:
-            row = {"text": f"the {animal} {sound} in the {place} .", "label": "flies" if animal in FLYING else
-                   "walks"}
+            row = {"text": f"the {animal} {sound} in the {place} .", "label": "flies" if animal in FLYING else "walks"}
             if word_level:
                 row["word"] = animal
             rows.append(row)
@@ -61,8 +60,9 @@ def model_args(gpt_path, bert_path, *extra: str) -> list[str]:
 
 def test_gpt2_sits_exactly_at_the_majority_baseline_on_the_right_context_task(gpt_path, bert_path):
     """Through the installed entry point: GPT's state at 'sheep' cannot see the verb after it; BERT's can."""
-    done = run_installed("probe", "--task", "right-context", "--seeds", "1", "--json", "--no-cache",
-                         *model_args(gpt_path, bert_path))
+    done = run_installed(
+        "probe", "--task", "right-context", "--seeds", "1", "--json", "--no-cache", *model_args(gpt_path, bert_path)
+    )
     assert done.returncode == 0, done.stderr.decode()
     result = json.loads(done.stdout)
     majority = result["majority"]["runs"]
@@ -113,12 +113,17 @@ def test_probe_accuracies_equal_an_independent_scikit_learn_fit(tmp_path, gpt_pa
         for layer, score in enumerate(probed["layers"]):
             runs = []
             for seed in range(1):
-                train, test = train_test_split(np.arange(len(rows)), test_size=0.25, stratify=labels,
-                                               random_state=seed)
+                train, test = train_test_split(np.arange(len(rows)), test_size=0.25, stratify=labels, random_state=seed)
                 scaler = StandardScaler().fit(states[layer, train].astype(np.float64))
-                fit = LogisticRegressionCV(Cs=list(CS), l1_ratios=(0.0,), scoring="accuracy", max_iter=MAX_ITER,
-                                           tol=TOL, cv=StratifiedKFold(3, shuffle=True, random_state=seed),
-                                           use_legacy_attributes=False)
+                fit = LogisticRegressionCV(
+                    Cs=list(CS),
+                    l1_ratios=(0.0,),
+                    scoring="accuracy",
+                    max_iter=MAX_ITER,
+                    tol=TOL,
+                    cv=StratifiedKFold(3, shuffle=True, random_state=seed),
+                    use_legacy_attributes=False,
+                )
                 fit.fit(scaler.transform(states[layer, train].astype(np.float64)), labels[train])
                 predicted = fit.predict(scaler.transform(states[layer, test].astype(np.float64)))
                 runs.append(float(np.mean(predicted == labels[test])))
@@ -147,14 +152,25 @@ def test_majority_baseline_and_random_init_and_control_task_are_reported(tmp_pat
 def test_bart_rows_are_its_encoder_and_decoder(tmp_path, bart_path):
     data = write_jsonl(tmp_path / "fly.jsonl", animal_rows(word_level=True))
     result = run_json("probe", data, "--models", "bart", "--bart", str(bart_path), "--seeds", "1")
-    assert [row["title"] for row in result["rows"]] == ["BART enc", "BART dec", "BART enc (random init)",
-                                                        "BART dec (random init)"]
+    assert [row["title"] for row in result["rows"]] == [
+        "BART enc",
+        "BART dec",
+        "BART enc (random init)",
+        "BART dec (random init)",
+    ]
 
 
 def test_pairs_are_read_as_each_family_reads_a_pair(tmp_path, gpt_path, bert_path):
-    rows = [{"text_a": f"the {a} {s} in the {p} .", "text_b": f"the {b} {t} in the {p} .",
-             "label": "same" if a == b else "different"}
-            for (a, s) in ANIMAL_SOUNDS[:4] for (b, t) in ANIMAL_SOUNDS[:4] for p in PLACES[:3]]
+    rows = [
+        {
+            "text_a": f"the {a} {s} in the {p} .",
+            "text_b": f"the {b} {t} in the {p} .",
+            "label": "same" if a == b else "different",
+        }
+        for (a, s) in ANIMAL_SOUNDS[:4]
+        for (b, t) in ANIMAL_SOUNDS[:4]
+        for p in PLACES[:3]
+    ]
     data = write_jsonl(tmp_path / "pairs.jsonl", rows)
     result = run_json("probe", data, "--seeds", "1", "--control", "none", *model_args(gpt_path, bert_path))
     assert result["level"] == "pair" and len(result["rows"]) == 2
@@ -223,8 +239,22 @@ def test_csv_and_tsv_with_renamed_columns(tmp_path, gpt_path, bert_path):
     data.write_text("kind\tsentence\n" + "\n".join(lines) + "\n", encoding="utf-8")
     loaded = read_labelled(str(data), text_field="sentence", label_field="kind")
     assert len(loaded) == 45 and loaded.examples[0].line_number == 2
-    result = run_json("probe", str(data), "--text-field", "sentence", "--label-field", "kind", "--seeds", "1",
-                      "--control", "none", "--models", "gpt", "--gpt", str(gpt_path))
+    result = run_json(
+        "probe",
+        str(data),
+        "--text-field",
+        "sentence",
+        "--label-field",
+        "kind",
+        "--seeds",
+        "1",
+        "--control",
+        "none",
+        "--models",
+        "gpt",
+        "--gpt",
+        str(gpt_path),
+    )
     assert result["examples"] == 45
 
 
@@ -249,12 +279,14 @@ def test_similarity_equals_the_cosine_of_independently_pooled_states(gpt_path, b
         for pair in model["pairs"]:
             expected = _cosine(states[last, pair["a"] - 1], states[last, pair["b"] - 1])
             assert pair["cosine"] == pytest.approx(expected, abs=1e-6)
-        reference = states[last, len(TEXTS):]
-        baseline = np.mean([_cosine(reference[i], reference[j]) for i in range(len(reference))
-                            for j in range(i + 1, len(reference))])
+        reference = states[last, len(TEXTS) :]
+        baseline = np.mean(
+            [_cosine(reference[i], reference[j]) for i in range(len(reference)) for j in range(i + 1, len(reference))]
+        )
         assert model["baseline"] == pytest.approx(baseline, abs=1e-6)
-        assert model["pairs"][0]["adjusted"] == pytest.approx(model["pairs"][0]["cosine"] - model["baseline"],
-                                                              abs=1e-12)
+        assert model["pairs"][0]["adjusted"] == pytest.approx(
+            model["pairs"][0]["cosine"] - model["baseline"], abs=1e-12
+        )
 
 
 def test_similarity_by_layer_gives_every_layer(gpt_path, bert_path):
@@ -278,8 +310,9 @@ def _bad_files(tmp_path: Path) -> dict[str, str]:
         "one_label.jsonl": '{"text": "a", "label": "x"}\n{"text": "b", "label": "x"}\n',
         "few.jsonl": '{"text": "the duck", "label": "x"}\n{"text": "the dog", "label": "y"}\n' * 2,
         "word.jsonl": '{"text": "the duck quacks .", "label": "x", "word": "dog"}\n',
-        "long.jsonl": "".join(json.dumps({"text": "the duck quacks " * 40, "label": str(i % 2)}) + "\n"
-                              for i in range(12)),
+        "long.jsonl": "".join(
+            json.dumps({"text": "the duck quacks " * 40, "label": str(i % 2)}) + "\n" for i in range(12)
+        ),
         "bad.jsonl": '{"text": "a", "label": "x"}\n{"text": \n',
         "empty.csv": "",
     }
@@ -289,19 +322,23 @@ def _bad_files(tmp_path: Path) -> dict[str, str]:
     return {name: str(tmp_path / name) for name in [*files, "latin1.csv"]}
 
 
-@pytest.mark.parametrize(("name", "extra", "fragments"), [
-    ("missing.jsonl", [], ["line 1", "'label'"]),
-    ("empty_label.csv", [], ["line 3", "empty label"]),
-    ("one_label.jsonl", [], ["the label 'x'"]),
-    ("few.jsonl", ["--folds", "5"], ["fewer than the 5 folds"]),
-    ("word.jsonl", [], ["'dog'", "line 1"]),
-    ("long.jsonl", [], ["line 1", "--truncate"]),
-    ("bad.jsonl", [], ["line 2", "not valid json"]),
-    ("empty.csv", [], ["empty"]),
-    ("latin1.csv", [], ["utf-8", "line 2"]),
-])
-def test_bad_probe_input_is_a_usage_error_naming_the_line(tmp_path, own_cache, gpt_path, bert_path, name, extra,
-                                                          fragments):
+@pytest.mark.parametrize(
+    ("name", "extra", "fragments"),
+    [
+        ("missing.jsonl", [], ["line 1", "'label'"]),
+        ("empty_label.csv", [], ["line 3", "empty label"]),
+        ("one_label.jsonl", [], ["the label 'x'"]),
+        ("few.jsonl", ["--folds", "5"], ["fewer than the 5 folds"]),
+        ("word.jsonl", [], ["'dog'", "line 1"]),
+        ("long.jsonl", [], ["line 1", "--truncate"]),
+        ("bad.jsonl", [], ["line 2", "not valid json"]),
+        ("empty.csv", [], ["empty"]),
+        ("latin1.csv", [], ["utf-8", "line 2"]),
+    ],
+)
+def test_bad_probe_input_is_a_usage_error_naming_the_line(
+    tmp_path, own_cache, gpt_path, bert_path, name, extra, fragments
+):
     files = _bad_files(tmp_path)
     result = run("probe", files[name], *extra, *model_args(gpt_path, bert_path))
     assert_user_error(result, 2, *fragments)
@@ -310,29 +347,45 @@ def test_bad_probe_input_is_a_usage_error_naming_the_line(tmp_path, own_cache, g
 
 def test_truncate_lets_long_texts_through(tmp_path, gpt_path, bert_path):
     files = _bad_files(tmp_path)
-    result = run_json("probe", files["long.jsonl"], "--truncate", "--seeds", "1", "--control", "none",
-                      "--test-size", "0.5", *model_args(gpt_path, bert_path))
+    result = run_json(
+        "probe",
+        files["long.jsonl"],
+        "--truncate",
+        "--seeds",
+        "1",
+        "--control",
+        "none",
+        "--test-size",
+        "0.5",
+        *model_args(gpt_path, bert_path),
+    )
     assert result["examples"] == 12
 
 
-@pytest.mark.parametrize(("args", "fragments"), [
-    ([], ["data file or --task"]),
-    (["--task", "nope"], ["unknown built-in task", "right-context"]),
-    (["--task", "sentiment", "--control-task"], ["word-level"]),
-    (["--task", "sentiment", "--pool", "max"], ["unknown pooling"]),
-    (["--task", "sentiment", "--test-size", "1.5"], ["--test-size"]),
-    (["--task", "sentiment", "--png", "out.svg"], [".png"]),
-])
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        ([], ["data file or --task"]),
+        (["--task", "nope"], ["unknown built-in task", "right-context"]),
+        (["--task", "sentiment", "--control-task"], ["word-level"]),
+        (["--task", "sentiment", "--pool", "max"], ["unknown pooling"]),
+        (["--task", "sentiment", "--test-size", "1.5"], ["--test-size"]),
+        (["--task", "sentiment", "--png", "out.svg"], [".png"]),
+    ],
+)
 def test_bad_probe_options(gpt_path, bert_path, args, fragments):
     assert_user_error(run("probe", *args, *model_args(gpt_path, bert_path)), 2, *fragments)
 
 
-@pytest.mark.parametrize(("args", "fragments"), [
-    (["one text ."], ["2 to 12 texts"]),
-    (["a cat .", "a dog .", "a cow .", "--by-layer"], ["--by-layer compares two texts"]),
-    (["a cat .", "a dog .", "--layer", "7"], ["--layer 7"]),
-    (["a cat .", "a dog .", "--pool", "max"], ["unknown --pool"]),
-])
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["one text ."], ["2 to 12 texts"]),
+        (["a cat .", "a dog .", "a cow .", "--by-layer"], ["--by-layer compares two texts"]),
+        (["a cat .", "a dog .", "--layer", "7"], ["--layer 7"]),
+        (["a cat .", "a dog .", "--pool", "max"], ["unknown --pool"]),
+    ],
+)
 def test_bad_similarity_input(gpt_path, bert_path, args, fragments):
     assert_user_error(run("similarity", *args, *model_args(gpt_path, bert_path)), 2, *fragments)
 
@@ -355,8 +408,18 @@ def test_probe_view_is_whole_at_80_columns_and_png_is_drawn(tmp_path, loaded, gp
     expected += [row.title for row in result.rows] + ["majority class", *result.reading]
     assert_whole(screen, expected, 80)
     png = tmp_path / "probe.png"
-    done = run("probe", "--task", "right-context", "--seeds", "1", "--control", "none", "--png", str(png),
-               *model_args(gpt_path, bert_path))
+    done = run(
+        "probe",
+        "--task",
+        "right-context",
+        "--seeds",
+        "1",
+        "--control",
+        "none",
+        "--png",
+        str(png),
+        *model_args(gpt_path, bert_path),
+    )
     assert done.exit_code == 0, done.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -369,16 +432,27 @@ def test_similarity_views_are_whole_at_80_columns(loaded):
     assert_whole(screen, expected, 80)
     curves = similarity(loaded, TEXTS[:2], by_layer=True)
     screen = render(similarity_view(curves), 80)
-    assert_whole(screen, [f"{value:.3f}" for curve in curves.curves for value in curve.cosine + curve.baseline],
-                 80)
+    assert_whole(screen, [f"{value:.3f}" for curve in curves.curves for value in curve.cosine + curve.baseline], 80)
 
 
 def test_a_given_test_file_and_word_for_every_line(tmp_path, gpt_path, tiny_models):
     rows = [{"text": row["text"], "label": row["label"]} for row in animal_rows(False)]
     train = write_jsonl(tmp_path / "train.jsonl", rows[::2])
     test = write_jsonl(tmp_path / "test.jsonl", rows[1::2])
-    result = run_json("probe", train, "--test", test, "--word", "the", "--control", "none", "--gpt", str(gpt_path),
-                      "--bert", str(tiny_models["bert_no_head"]))
+    result = run_json(
+        "probe",
+        train,
+        "--test",
+        test,
+        "--word",
+        "the",
+        "--control",
+        "none",
+        "--gpt",
+        str(gpt_path),
+        "--bert",
+        str(tiny_models["bert_no_head"]),
+    )
     assert result["level"] == "word" and result["splits"] == 1
     assert (result["train_size"], result["test_size"]) == (23, 22)
     assert "Wilson" in result["protocol"]
@@ -390,8 +464,7 @@ def test_a_given_test_file_and_word_for_every_line(tmp_path, gpt_path, tiny_mode
 def test_similarity_reads_texts_from_a_file_and_labels_bart_stacks(tmp_path, bart_path):
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
-    result = run_json("similarity", "--file", str(texts), "--models", "bart", "--bart", str(bart_path), "--layer",
-                      "0")
+    result = run_json("similarity", "--file", str(texts), "--models", "bart", "--bart", str(bart_path), "--layer", "0")
     assert result["texts"] == TEXTS
     assert [(m["title"], m["layer"]) for m in result["models"]] == [("BART enc", "emb"), ("BART dec", "emb")]
     assert len(result["models"][0]["pairs"]) == 3

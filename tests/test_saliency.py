@@ -44,8 +44,12 @@ class Reference:
         else:
             source = BERT_MASKED_DUCK.replace("[MASK]", self.tok.mask_token)
             self.ids = self.tok(source, return_tensors="pt")["input_ids"]
-            self.decoder = torch.tensor([[self.model.config.decoder_start_token_id, self.tok.bos_token_id]
-                                         + self.tok("the", add_special_tokens=False)["input_ids"]])
+            self.decoder = torch.tensor(
+                [
+                    [self.model.config.decoder_start_token_id, self.tok.bos_token_id]
+                    + self.tok("the", add_special_tokens=False)["input_ids"]
+                ]
+            )
             self.position = self.decoder.shape[1] - 1
         self.embeddings = self.model.get_input_embeddings()(self.ids).detach()
         self.special = torch.tensor([i in self.tok.all_special_ids for i in self.ids[0].tolist()])
@@ -67,8 +71,11 @@ class Reference:
 
 @pytest.fixture(scope="module")
 def references(gpt_path, bert_path, bart_path):
-    return {"gpt": Reference("gpt", gpt_path), "bert": Reference("bert", bert_path),
-            "bart": Reference("bart", bart_path)}
+    return {
+        "gpt": Reference("gpt", gpt_path),
+        "bert": Reference("bert", bert_path),
+        "bart": Reference("bart", bart_path),
+    }
 
 
 def _attributed(saliency: dict, key: str) -> dict[int, float]:
@@ -111,8 +118,12 @@ def test_integrated_gradients_are_complete(duck, references, family):
 
 
 def test_more_steps_make_the_path_integral_more_exact(models):
-    errors = [run_json("saliency", BERT_MASKED_DUCK, *models, "--models", "gpt", "--method", "ig", "--steps",
-                       str(steps))["models"][0]["completeness"]["error"] for steps in (4, 64)]
+    errors = [
+        run_json("saliency", BERT_MASKED_DUCK, *models, "--models", "gpt", "--method", "ig", "--steps", str(steps))[
+            "models"
+        ][0]["completeness"]["error"]
+        for steps in (4, 64)
+    ]
     assert errors[1] < errors[0] / 10
 
 
@@ -170,9 +181,12 @@ def test_view_fits_80_columns_and_shows_every_number_whole(models, duck):
     for saliency in duck.values():
         for token in saliency["tokens"]:
             if token["role"] == "text":
-                assert {format_attribution(token["gradient_x_input"]), format_share(token["gradient_x_input_share"]),
-                        format_attribution(token["integrated_gradients"]),
-                        format_share(token["integrated_gradients_share"])} <= words
+                assert {
+                    format_attribution(token["gradient_x_input"]),
+                    format_share(token["gradient_x_input_share"]),
+                    format_attribution(token["integrated_gradients"]),
+                    format_share(token["integrated_gradients_share"]),
+                } <= words
         check = saliency["completeness"]
         assert f"{check['error']:.1e}" in words and format_amount(check["attribution_sum"]) in words
         assert format_amount(check["f_input"] - check["f_baseline"]) in words
@@ -181,12 +195,15 @@ def test_view_fits_80_columns_and_shows_every_number_whole(models, duck):
 # --- bad input -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--target", "zebra"], "not one token"),
-    (["--target", "wasp", "--models", "bert"], "not one token"),
-    (["--method", "lime"], "--method"),
-    (["--steps", "0"], "--steps"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--target", "zebra"], "not one token"),
+        (["--target", "wasp", "--models", "bert"], "not one token"),
+        (["--method", "lime"], "--method"),
+        (["--steps", "0"], "--steps"),
+    ],
+)
 def test_bad_requests_exit_2(models, args, fragment):
     assert_user_error(run("saliency", BERT_MASKED_DUCK, *models, *args), 2, fragment, "hint:")
 

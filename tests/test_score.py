@@ -18,8 +18,6 @@ SENTENCES = [DUCK_SENTENCE, "the dog quacks in the park .", MULTI_PIECE_SENTENCE
 LONG_TEXT = " ".join(CORPUS[::6])  # far longer than the 64-token context
 
 
-
-
 def _records(*args: str, **kwargs) -> list[dict]:
     result = run("score", *args, "--json", **kwargs)
     assert result.exit_code == 0, result.stderr
@@ -148,8 +146,16 @@ def test_human_view_says_how_the_first_token_is_treated_and_warns_about_scales(m
     result = run("score", DUCK_SENTENCE, "--tokens", *models, env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.stderr
     out = " ".join(result.stdout.split())
-    for fragment in ("perplexity", "pseudo-perplexity", "not on the same scale", "after <|endoftext|>",
-                     "Salazar", "surprisal", "total", "␣duck"):
+    for fragment in (
+        "perplexity",
+        "pseudo-perplexity",
+        "not on the same scale",
+        "after <|endoftext|>",
+        "Salazar",
+        "surprisal",
+        "total",
+        "␣duck",
+    ):
         assert fragment in out, fragment
 
 

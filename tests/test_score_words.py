@@ -18,8 +18,6 @@ from tests.helpers_reference import naive_pll
 TEXT = MULTI_PIECE_SENTENCE  # "the wasp buzzes in the park .": "wasp" is two pieces in every tokenizer
 
 
-
-
 def _column(*args: str) -> list[dict]:
     """The model columns of scoring one text."""
     result = run("score", *args, "--json")
@@ -75,8 +73,12 @@ def test_bert_within_word_pll_summed_per_word(bert, models):
     words = bert[0](TEXT).word_ids()[1:-1]  # PLL-word-l2r: the token and its word's later pieces masked
     logprobs = naive_pll(bert, TEXT, within_word=True)
     assert [w["logprob"] for w in column["words"]] == pytest.approx(_by_word(words, logprobs), abs=1e-5)
-    assert column["conventions"] == {"unit": "nats", "bos": None, "pll": "within-word",
-                                     "words": column["conventions"]["words"]}
+    assert column["conventions"] == {
+        "unit": "nats",
+        "bos": None,
+        "pll": "within-word",
+        "words": column["conventions"]["words"],
+    }
     assert "sum of its pieces" in column["conventions"]["words"]
 
 
@@ -98,16 +100,22 @@ def test_bits_are_nats_divided_by_ln2_and_perplexity_does_not_change(models):
         assert b["mean_nll"] == pytest.approx(n["mean_nll"] / math.log(2), rel=1e-9)
         for key in ("tokens", "words"):
             assert [x["surprisal"] for x in b[key]] == pytest.approx(
-                [x["surprisal"] / math.log(2) for x in n[key]], rel=1e-9)
+                [x["surprisal"] / math.log(2) for x in n[key]], rel=1e-9
+            )
 
 
 def test_table_names_unit_bos_and_pll_variant(models):
-    result = run("score", TEXT, "--words", "--bits", "--no-bos", "--pll", "within-word", *models,
-                 env={"COLUMNS": "80"})
+    result = run("score", TEXT, "--words", "--bits", "--no-bos", "--pll", "within-word", *models, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.stderr
     out = " ".join(result.stdout.split())
-    for fragment in ("conventions: unit bits (log base 2)", "--no-bos", "--pll within-word", "surprisal per word",
-                     "surprisal (bits)", "sum of its pieces"):
+    for fragment in (
+        "conventions: unit bits (log base 2)",
+        "--no-bos",
+        "--pll within-word",
+        "surprisal per word",
+        "surprisal (bits)",
+        "sum of its pieces",
+    ):
         assert fragment in out, fragment
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
 
@@ -118,7 +126,9 @@ def test_csv_names_its_conventions_and_has_a_row_per_word(models):
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["text"] for r in rows if r["family"] == "gpt"] == TEXT.split()
     assert {(r["family"], r["unit"], r["bos"], r["pll"]) for r in rows} == {
-        ("gpt", "bits", "bos", ""), ("bert", "bits", "", "original")}
+        ("gpt", "bits", "bos", ""),
+        ("bert", "bits", "", "original"),
+    }
     words = {r["family"]: r for r in rows if r["text"] == "wasp"}
     json_words = {c["family"]: c["words"][1] for c in _column(TEXT, "--words", "--bits", *models)}
     for family, row in words.items():

@@ -18,18 +18,30 @@ def test_no_color_in_a_terminal_sends_no_escape_codes_at_all(models):
     terminal = {"FORCE_COLOR": "1", "COLUMNS": "80"}
     coloured = run("score", DUCK_SENTENCE, "--tokens", *models, env={**terminal, "NO_COLOR": None})
     assert ESCAPE in coloured.stdout  # the same screen in colour does use them
-    for args in (["score", DUCK_SENTENCE, "--tokens"], ["generate", GPT_CAPITAL_PROMPT, "--max-new-tokens", "4",
-                                                        "--show-probs", "--seed", "1"]):
+    for args in (
+        ["score", DUCK_SENTENCE, "--tokens"],
+        ["generate", GPT_CAPITAL_PROMPT, "--max-new-tokens", "4", "--show-probs", "--seed", "1"],
+    ):
         result = run(*args, *models, env={**terminal, "NO_COLOR": "1"})
         assert result.exit_code == 0, result.stderr
         assert ESCAPE not in result.stdout and ESCAPE not in result.stderr, args
 
 
 def test_without_colour_each_token_carries_its_probability_and_the_legend_says_so(models):
-    doc = run_json("generate", GPT_CAPITAL_PROMPT, "--max-new-tokens", "4", "--seed", "1", "--models", "gpt",
-                   *models)
-    screen = run("generate", GPT_CAPITAL_PROMPT, "--max-new-tokens", "4", "--seed", "1", "--models", "gpt",
-                 "--show-probs", *models, env={"COLUMNS": "120"}).stdout
+    doc = run_json("generate", GPT_CAPITAL_PROMPT, "--max-new-tokens", "4", "--seed", "1", "--models", "gpt", *models)
+    screen = run(
+        "generate",
+        GPT_CAPITAL_PROMPT,
+        "--max-new-tokens",
+        "4",
+        "--seed",
+        "1",
+        "--models",
+        "gpt",
+        "--show-probs",
+        *models,
+        env={"COLUMNS": "120"},
+    ).stdout
     for token in doc["columns"][0]["continuations"][0]["tokens"]:
         prob = math.exp(token["logprob"])
         mark = f"[{prob:.2f}]" if prob >= 0.01 else "[<.01]"
@@ -40,8 +52,11 @@ def test_without_colour_each_token_carries_its_probability_and_the_legend_says_s
 
 
 def test_one_name_per_family_on_every_screen(models):
-    for args in (["compare", "the [MASK] quacks in the park .", "--full"], ["fill-mask", "the [MASK] quacks ."],
-                 ["score", DUCK_SENTENCE]):
+    for args in (
+        ["compare", "the [MASK] quacks in the park .", "--full"],
+        ["fill-mask", "the [MASK] quacks ."],
+        ["score", DUCK_SENTENCE],
+    ):
         screen = run(*args, *models, env={"COLUMNS": "120"}).stdout
         assert "GPT-2" not in screen, args
         assert "GPT" in screen
@@ -70,8 +85,9 @@ def test_fill_mask_file_skips_empty_lines_as_score_does(models, tmp_path):
 
 
 def test_unquoted_generate_prompt_suggests_quotes(models):
-    assert_user_error(run("generate", "the", "capital", "of", *models), 2, "3 separate words",
-                      'gbcli generate "the capital of"')
+    assert_user_error(
+        run("generate", "the", "capital", "of", *models), 2, "3 separate words", 'gbcli generate "the capital of"'
+    )
 
 
 def test_score_warns_when_every_text_is_one_word(models):

@@ -84,12 +84,20 @@ def start_server(*args: str, keep_alive: str = "1h") -> RunningServer:
     # torch's default threads, as in this test process: a sum split over other threads rounds otherwise.
     env = {**os.environ, "GBCLI_RUNTIME_DIR": str(runtime)}
     with open(log, "wb") as out:
-        process = subprocess.Popen([gbcli_executable(), "serve", "--keep-alive", keep_alive, *args],
-                                   stdout=out, stderr=out, env=env, start_new_session=True)
+        process = subprocess.Popen(
+            [gbcli_executable(), "serve", "--keep-alive", keep_alive, *args],
+            stdout=out,
+            stderr=out,
+            env=env,
+            start_new_session=True,
+        )
     server = RunningServer(runtime, process, log)
     try:
-        wait_for(lambda: process.poll() is not None or (server_status(runtime) or {}).get("ready"), 120,
-                 "the server to be ready")
+        wait_for(
+            lambda: process.poll() is not None or (server_status(runtime) or {}).get("ready"),
+            120,
+            "the server to be ready",
+        )
         assert process.poll() is None, log.read_text()
     except BaseException:
         stop_process(server)
@@ -115,8 +123,14 @@ def server(models):
     stop_process(running)
 
 
-def assert_same_as_in_process(server: RunningServer, *args: str, env: dict[str, str] | None = None,
-                              timings: bool = False, stderr: bool = True, input: bytes | None = None):
+def assert_same_as_in_process(
+    server: RunningServer,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timings: bool = False,
+    stderr: bool = True,
+    input: bytes | None = None,
+):
     """The command through the server, then in this process (what --no-server runs): the same bytes."""
     env = env or {}
     before = server.served()
@@ -177,14 +191,17 @@ def test_a_runtime_folder_others_can_enter_is_refused(tmp_path):
     assert "not private" in result.stderr and not (folder / "server.sock").exists()
 
 
-@pytest.mark.parametrize("args", [
-    ("fill-mask", "the [MASK] quacks in the park .", "-k", "3"),
-    ("fill-mask", "the [MASK] quacks in the park .", "--json", "--targets", "duck,dog"),
-    ("tokenize", "hello world"),
-    ("attention", "the duck quacks .", "--layer", "1", "--head", "1"),
-    ("fill-mask", "a sentence without a blank"),  # an error: the same message and exit code
-    ("tour", "--steps", "1,4", "--models", "gpt,bert"),  # off a terminal: no pause
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("fill-mask", "the [MASK] quacks in the park .", "-k", "3"),
+        ("fill-mask", "the [MASK] quacks in the park .", "--json", "--targets", "duck,dog"),
+        ("tokenize", "hello world"),
+        ("attention", "the duck quacks .", "--layer", "1", "--head", "1"),
+        ("fill-mask", "a sentence without a blank"),  # an error: the same message and exit code
+        ("tour", "--steps", "1,4", "--models", "gpt,bert"),  # off a terminal: no pause
+    ],
+)
 @pytest.mark.compat
 def test_output_is_the_in_process_output_byte_for_byte(server, models, args):
     assert_same_as_in_process(server, *args, *models)
@@ -207,8 +224,14 @@ def test_no_server_runs_in_process_with_the_same_output(server, models, monkeypa
 
 
 def test_colour_and_width_follow_the_client(server, models):
-    warm = assert_same_as_in_process(server, "fill-mask", "the [MASK] quacks .", *models,
-                                     env={"NO_COLOR": "", "FORCE_COLOR": "1", "COLUMNS": "120"}, stderr=False)
+    warm = assert_same_as_in_process(
+        server,
+        "fill-mask",
+        "the [MASK] quacks .",
+        *models,
+        env={"NO_COLOR": "", "FORCE_COLOR": "1", "COLUMNS": "120"},
+        stderr=False,
+    )
     assert b"\x1b[" in warm.stdout
     assert max(len(line) for line in warm.stdout.decode().splitlines()) > 80
 
@@ -216,15 +239,21 @@ def test_colour_and_width_follow_the_client(server, models):
 def test_stdin_and_timed_results_travel_too(server, models):
     assert_same_as_in_process(server, "fill-mask", "-", "--json", *models, input=b"the [MASK] quacks .\n")
     assert_same_as_in_process(server, "compare", "the duck quacks .", "--json", *models, timings=True)
-    assert_same_as_in_process(server, "generate", "once upon", "--seed", "3", "--max-new-tokens", "6", "--json",
-                              *models, timings=True)
+    assert_same_as_in_process(
+        server, "generate", "once upon", "--seed", "3", "--max-new-tokens", "6", "--json", *models, timings=True
+    )
 
 
 def test_the_client_imports_no_heavy_library(server, models):
     probe = heavy_import_probe(["tokenize", "hello", *models])
     before = server.served()
-    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
-                               env={**os.environ, **client_env(server.runtime)})
+    completed = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **client_env(server.runtime)},
+    )
     assert server.served() == before + 1
     assert "GPT ids:" in completed.stdout
     assert completed.stderr.strip().splitlines()[-1] == "HEAVY []"
@@ -234,8 +263,15 @@ def test_two_clients_at_once_each_get_their_own_answer(server, models):
     texts = ["the [MASK] quacks in the park .", "the [MASK] barks at the cat ."]
     env = {**os.environ, **client_env(server.runtime), "OMP_NUM_THREADS": "1"}
     before = server.served()
-    clients = [subprocess.Popen([gbcli_executable(), "fill-mask", text, "--json", *models], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for text in texts * 2]
+    clients = [
+        subprocess.Popen(
+            [gbcli_executable(), "fill-mask", text, "--json", *models],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for text in texts * 2
+    ]
     outputs = [client.communicate(timeout=120) for client in clients]
     assert server.served() == before + len(clients)
     for text, (stdout, stderr), client in zip(texts * 2, outputs, clients, strict=True):
@@ -247,11 +283,19 @@ def _client_with_stdout(server: RunningServer, stdout: str, *args: str) -> subpr
     """The installed client with its standard output closed (`>&-`) or the full disk of /dev/full."""
     env = {**os.environ, **client_env(server.runtime)}
     if stdout == "closed":
-        return subprocess.run([gbcli_executable(), *args], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1), timeout=120, check=False)
+        return subprocess.run(
+            [gbcli_executable(), *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=lambda: os.close(1),
+            timeout=120,
+            check=False,
+        )
     with open("/dev/full", "wb") as full:
-        return subprocess.run([gbcli_executable(), *args], env=env, stdout=full, stderr=subprocess.PIPE,
-                              timeout=120, check=False)
+        return subprocess.run(
+            [gbcli_executable(), *args], env=env, stdout=full, stderr=subprocess.PIPE, timeout=120, check=False
+        )
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
@@ -358,8 +402,9 @@ def test_a_request_with_another_hugging_face_cache_runs_in_process(server, model
     """huggingface_hub reads HF_HOME once, at import: the server would look for hub models in its own cache."""
     served = server.served()
     warm = server.client("tokenize", "hello", *models, env={"HF_HOME": str(tmp_path / "hf")})
-    assert warm.returncode == 0 and warm.stdout.decode() == run("tokenize", "hello", *models,
-                                                                env={"COLUMNS": "80"}).stdout
+    assert (
+        warm.returncode == 0 and warm.stdout.decode() == run("tokenize", "hello", *models, env={"COLUMNS": "80"}).stdout
+    )
     assert b"runs with another HF_HOME, so this command runs in-process" in warm.stderr
     assert server.served() == served  # the server ran nothing
 
@@ -403,8 +448,22 @@ def test_streaming_generate_streams_and_ctrl_c_cancels_on_the_server(server, lon
     if pid == 0:  # the client on a terminal, as a user runs it
         os.environ.update(client_env(server.runtime, COLUMNS="100"))
         os.environ.pop("NO_COLOR")
-        os.execv(gbcli_executable(), ["gbcli", "generate", "once upon a time", "--models", "gpt", "--gpt",
-                                      str(long_context_gpt), "--max-new-tokens", "4000", "--seed", "1"])
+        os.execv(
+            gbcli_executable(),
+            [
+                "gbcli",
+                "generate",
+                "once upon a time",
+                "--models",
+                "gpt",
+                "--gpt",
+                str(long_context_gpt),
+                "--max-new-tokens",
+                "4000",
+                "--seed",
+                "1",
+            ],
+        )
     try:
         shown = _read_until(fd, b"once upon a time", timeout=60)
         assert b"once upon a time" in shown, shown[-500:]
@@ -425,9 +484,23 @@ def test_streaming_generate_streams_and_ctrl_c_cancels_on_the_server(server, lon
 
 def test_a_killed_client_cancels_its_work_and_the_server_goes_on(server, models, long_context_gpt):
     env = {**os.environ, **client_env(server.runtime)}
-    client = subprocess.Popen([gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt",
-                               str(long_context_gpt), "--max-new-tokens", "4000", "--json"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    client = subprocess.Popen(
+        [
+            gbcli_executable(),
+            "generate",
+            "once upon a time",
+            "--models",
+            "gpt",
+            "--gpt",
+            str(long_context_gpt),
+            "--max-new-tokens",
+            "4000",
+            "--json",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for(lambda: server_status(server.runtime)["busy"], 60, "the server to start the request")
         time.sleep(0.5)
@@ -449,16 +522,36 @@ def test_detach_keep_alive_a_killed_server_and_its_stale_socket(models, tmp_path
         assert started.returncode == 0, started.stderr.decode()
         pid = server_status(runtime)["pid"]
         # Idle longer than the keep-alive: unloaded; the next request that names a model loads it again.
-        wait_for(lambda: all(f"unloaded {name} {name} after 3s idle" in (runtime / "server.log").read_text()
-                             for name in ("gpt", "bert")), 20, "the idle models to unload")
+        wait_for(
+            lambda: all(
+                f"unloaded {name} {name} after 3s idle" in (runtime / "server.log").read_text()
+                for name in ("gpt", "bert")
+            ),
+            20,
+            "the idle models to unload",
+        )
         assert server_status(runtime)["models"] == []
         # (score, not tokenize: tokenize reads the tokenizer alone and loads no model.)
         assert run_installed("score", "hi", "--models", "bert", *models, env=env).returncode == 0
         assert [entry["model"] for entry in server_status(runtime)["models"]] == ["bert"]
         # A model in use longer than the keep-alive is not idle: not while the request runs, nor just after it.
-        busy = subprocess.Popen([gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt",
-                                 str(long_context_gpt), "--max-new-tokens", "4000", "--json"],
-                                env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        busy = subprocess.Popen(
+            [
+                gbcli_executable(),
+                "generate",
+                "once upon a time",
+                "--models",
+                "gpt",
+                "--gpt",
+                str(long_context_gpt),
+                "--max-new-tokens",
+                "4000",
+                "--json",
+            ],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         wait_for(lambda: server_status(runtime)["busy"], 60, "the server to start the request")
         time.sleep(4.0)
         idle = {entry["model"]: entry["idle_seconds"] for entry in server_status(runtime)["models"]}
@@ -469,9 +562,23 @@ def test_detach_keep_alive_a_killed_server_and_its_stale_socket(models, tmp_path
         time.sleep(1.5)  # the server checks for idle models every second: past its check, within the keep-alive
         assert [entry["model"] for entry in server_status(runtime)["models"]] == [long_context_gpt.name]
         # A server killed in the middle of a request: the client says so and exits 1, without hanging.
-        client = subprocess.Popen([gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt",
-                                   str(long_context_gpt), "--max-new-tokens", "4000", "--json"],
-                                  env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        client = subprocess.Popen(
+            [
+                gbcli_executable(),
+                "generate",
+                "once upon a time",
+                "--models",
+                "gpt",
+                "--gpt",
+                str(long_context_gpt),
+                "--max-new-tokens",
+                "4000",
+                "--json",
+            ],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         wait_for(lambda: server_status(runtime)["busy"], 60, "the server to start the request")
         os.kill(pid, signal.SIGKILL)
         stdout, stderr = client.communicate(timeout=30)
@@ -503,10 +610,14 @@ def test_stop_ends_the_server_and_removes_its_socket(server):
 @pytest.mark.parametrize("args", [["serve", "--help"], ["shell", "--help"], ["ps"], ["stop"]])
 def test_managing_the_server_imports_no_heavy_library(tmp_path, args):
     probe = heavy_import_probe(args)
-    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
-                               env={**os.environ, **client_env(tmp_path / "run")})
+    completed = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **client_env(tmp_path / "run")},
+    )
     assert completed.stderr.strip().splitlines()[-1] == "HEAVY []"
-
 
 
 def test_output_bytes_travel_exactly_and_malformed_ones_are_refused():
@@ -546,4 +657,3 @@ def test_the_build_id_changes_with_any_byte_of_the_source(tmp_path, monkeypatch)
     finally:
         monkeypatch.undo()
         protocol.build_id.cache_clear()
-

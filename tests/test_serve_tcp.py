@@ -28,8 +28,14 @@ class TcpServer:
         self.elsewhere = Path(tempfile.mkdtemp(prefix="gbcli-remote-"))  # a client's own, empty runtime folder
 
     def client(self, *args: str, token: str | None = None, input: bytes | None = None):
-        env = {"GBCLI_NO_SERVER": "", "GBCLI_RUNTIME_DIR": str(self.elsewhere), "GBCLI_SERVER": self.address,
-               "GBCLI_SERVER_TOKEN": self.token if token is None else token, "COLUMNS": "80", "NO_COLOR": "1"}
+        env = {
+            "GBCLI_NO_SERVER": "",
+            "GBCLI_RUNTIME_DIR": str(self.elsewhere),
+            "GBCLI_SERVER": self.address,
+            "GBCLI_SERVER_TOKEN": self.token if token is None else token,
+            "COLUMNS": "80",
+            "NO_COLOR": "1",
+        }
         return run_installed(*args, env=env, input=input)
 
 
@@ -40,11 +46,14 @@ def tcp(models):
     stop_process(running)
 
 
-@pytest.mark.parametrize("args", [
-    ("fill-mask", "the [MASK] quacks in the park .", "-k", "3"),
-    ("fill-mask", "the [MASK] quacks in the park .", "--json"),
-    ("fill-mask", "a sentence without a blank"),  # an error: the same message and exit code
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("fill-mask", "the [MASK] quacks in the park .", "-k", "3"),
+        ("fill-mask", "the [MASK] quacks in the park .", "--json"),
+        ("fill-mask", "a sentence without a blank"),  # an error: the same message and exit code
+    ],
+)
 def test_a_command_over_tcp_is_the_in_process_output_byte_for_byte(tcp, models, args):
     before = tcp.server.served()
     warm = tcp.client(*args, *models)
@@ -86,9 +95,17 @@ def test_a_raw_request_without_the_token_is_refused_before_anything_runs(tcp):
 
 def test_a_client_on_the_same_machine_reads_the_token_from_the_runtime_folder(tcp, models):
     before = tcp.server.served()
-    result = run_installed("tokenize", "hello world", *models, env={
-        "GBCLI_NO_SERVER": "", "GBCLI_RUNTIME_DIR": str(tcp.server.runtime), "GBCLI_SERVER": tcp.address,
-        "GBCLI_SERVER_TOKEN": ""})
+    result = run_installed(
+        "tokenize",
+        "hello world",
+        *models,
+        env={
+            "GBCLI_NO_SERVER": "",
+            "GBCLI_RUNTIME_DIR": str(tcp.server.runtime),
+            "GBCLI_SERVER": tcp.address,
+            "GBCLI_SERVER_TOKEN": "",
+        },
+    )
     assert result.returncode == 0 and b"GPT ids:" in result.stdout
     assert tcp.server.served() == before + 1
 
@@ -103,10 +120,13 @@ def test_a_named_server_that_is_not_there_is_an_error(tmp_path):
     free.bind(("127.0.0.1", 0))
     port = free.getsockname()[1]
     free.close()  # nobody listens there now
-    for value, fragment in ((f"tcp://127.0.0.1:{port}", "cannot reach the gbcli server"),
-                            ("localhost:8765", "is not tcp://HOST:PORT")):
-        result = run_installed("tokenize", "x", env={"GBCLI_NO_SERVER": "", "GBCLI_SERVER": value,
-                                                     "GBCLI_RUNTIME_DIR": str(tmp_path)})
+    for value, fragment in (
+        (f"tcp://127.0.0.1:{port}", "cannot reach the gbcli server"),
+        ("localhost:8765", "is not tcp://HOST:PORT"),
+    ):
+        result = run_installed(
+            "tokenize", "x", env={"GBCLI_NO_SERVER": "", "GBCLI_SERVER": value, "GBCLI_RUNTIME_DIR": str(tmp_path)}
+        )
         assert result.returncode == 1 and result.stdout == b"", result.stderr
         assert fragment in result.stderr.decode() and "hint:" in result.stderr.decode()
 
@@ -127,18 +147,20 @@ def test_listening_off_loopback_is_warned_about(host, warned, capsys):
         assert not (runtime / "server.token").exists() and not (runtime / "server.sock").exists()
     stderr = capsys.readouterr().err
     if warned:
-        assert stderr.startswith(f"warning: gbcli serve listens on tcp://{host}:{port}, which other machines may "
-                                 "reach")
+        assert stderr.startswith(f"warning: gbcli serve listens on tcp://{host}:{port}, which other machines may reach")
         assert "--host 127.0.0.1" in stderr
     else:
         assert stderr == ""
     os.rmdir(runtime)
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (("--host", "0.0.0.0"), "--host needs --port"),
-    (("--port", "70000"), "'--port': 70000 is not in the range 0<=x<=65535"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (("--host", "0.0.0.0"), "--host needs --port"),
+        (("--port", "70000"), "'--port': 70000 is not in the range 0<=x<=65535"),
+    ],
+)
 def test_bad_tcp_options_are_refused_before_anything_loads(args, fragment, tmp_path):
     result = run("serve", *args, env={"GBCLI_RUNTIME_DIR": str(tmp_path / "run")})
     assert_user_error(result, 2, fragment)
@@ -156,12 +178,14 @@ def test_a_forwarded_command_imports_neither_typer_nor_torch(tcp, models):
     import subprocess
     import sys
 
-    probe = ("import atexit, sys\n"
-             "atexit.register(lambda: print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & "
-             "{'typer', 'click', 'rich', 'torch', 'transformers', 'numpy'}), file=sys.stderr))\n"
-             f"sys.argv = ['gbcli', 'tokenize', 'hello', *{list(models)!r}]\n"
-             "from gbcli.entry import main\n"
-             "main()\n")
+    probe = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'typer', 'click', 'rich', 'torch', 'transformers', 'numpy'}), file=sys.stderr))\n"
+        f"sys.argv = ['gbcli', 'tokenize', 'hello', *{list(models)!r}]\n"
+        "from gbcli.entry import main\n"
+        "main()\n"
+    )
     before = tcp.server.served()
     env = {**os.environ, "GBCLI_NO_SERVER": "", "GBCLI_RUNTIME_DIR": str(tcp.server.runtime), "NO_COLOR": "1"}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)

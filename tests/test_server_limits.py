@@ -140,8 +140,12 @@ def test_an_outsider_is_stopped_within_a_few_kib_and_told_nothing_of_the_server(
 
 
 def test_the_refusal_through_the_installed_client_names_no_build(bare, tmp_path):
-    env = {"GBCLI_NO_SERVER": "", "GBCLI_RUNTIME_DIR": str(tmp_path), "GBCLI_SERVER": f"tcp://127.0.0.1:{bare.port}",
-           "GBCLI_SERVER_TOKEN": "not-the-token"}
+    env = {
+        "GBCLI_NO_SERVER": "",
+        "GBCLI_RUNTIME_DIR": str(tmp_path),
+        "GBCLI_SERVER": f"tcp://127.0.0.1:{bare.port}",
+        "GBCLI_SERVER_TOKEN": "not-the-token",
+    }
     result = run_installed("tokenize", "a duck", env=env, timeout=60)
     said = result.stderr.decode()
     assert result.returncode == 1 and "refused this client" in said and "wrong token" in said, said
@@ -261,8 +265,10 @@ def test_the_server_log_is_never_written_through_what_was_planted_there(planted,
     assert not (runtime / "server.sock").exists()
 
 
-@pytest.mark.parametrize(("planted", "named"), [("file", "a file"), ("folder", "a folder"),
-                                                ("symlink", "a symbolic link"), ("named pipe", "a named pipe")])
+@pytest.mark.parametrize(
+    ("planted", "named"),
+    [("file", "a file"), ("folder", "a folder"), ("symlink", "a symbolic link"), ("named pipe", "a named pipe")],
+)
 def test_a_non_socket_at_the_sockets_place_is_named(planted, named, monkeypatch):
     runtime = Path(tempfile.mkdtemp(prefix="gbcli-t-")) / "run"
     runtime.mkdir(mode=0o700)
@@ -288,8 +294,15 @@ def test_a_non_socket_at_the_sockets_place_is_named(planted, named, monkeypatch)
 
 
 def _job() -> server_module.Job:
-    return server_module.Job(channel=None, argv=["score", "x"], cwd="/", env={}, umask=0o22, tty=[False] * 3,
-                             encoding=[["utf-8", "strict"]] * 2)
+    return server_module.Job(
+        channel=None,
+        argv=["score", "x"],
+        cwd="/",
+        env={},
+        umask=0o22,
+        tty=[False] * 3,
+        encoding=[["utf-8", "strict"]] * 2,
+    )
 
 
 def test_a_cancel_signal_delivered_after_its_job_ended_leaves_the_server_running(bare):

@@ -65,22 +65,31 @@ def test_config_shows_each_value_and_where_it_comes_from(config, monkeypatch):
     monkeypatch.delenv("GBCLI_NO_SERVER")  # (every test runs with it: it would decide auto-serve)
     document = json.loads(run("config", "--json").stdout)
     found = {entry["key"]: (entry["value"], entry["source"]) for entry in document["settings"]}
-    assert found == {"gpt": ("gpt2", "default"), "bert": ("bert-base-uncased", "default"),
-                     "bart": ("facebook/bart-base", "default"), "device": ("auto", "default"),
-                     "dtype": ("bfloat16", "environment"), "auto-serve": (False, "file"),
-                     "keep-alive": ("30m", "file")}
+    assert found == {
+        "gpt": ("gpt2", "default"),
+        "bert": ("bert-base-uncased", "default"),
+        "bart": ("facebook/bart-base", "default"),
+        "device": ("auto", "default"),
+        "dtype": ("bfloat16", "environment"),
+        "auto-serve": (False, "file"),
+        "keep-alive": ("30m", "file"),
+    }
     assert document["path"] == str(config)
     view = run("config", env={"COLUMNS": "80"}).stdout
     assert f"settings file: {config}" in view.replace("\n", "") and max(map(len, view.splitlines())) <= 80
     assert "dtype       bfloat16            GBCLI_DTYPE" in view and "keep-alive  30m                 file" in view
     monkeypatch.setenv("GBCLI_NO_SERVER", "1")
     assert json.loads(run("config", "get", "auto-serve", "--json").stdout) == {
-        "key": "auto-serve", "value": False, "source": "environment", "variable": "GBCLI_NO_SERVER"}
+        "key": "auto-serve",
+        "value": False,
+        "source": "environment",
+        "variable": "GBCLI_NO_SERVER",
+    }
 
 
 def test_set_get_unset_and_path_edit_the_file_and_keep_the_rest(config):
     config.parent.mkdir()
-    config.write_text("# written by me\ndevice = \"cpu\"\n")
+    config.write_text('# written by me\ndevice = "cpu"\n')
     assert run("config", "set", "keep-alive", "2h").exit_code == 0
     assert run("config", "set", "auto-serve", "off").exit_code == 0
     assert run("config", "set", "device", "auto").exit_code == 0
@@ -93,14 +102,17 @@ def test_set_get_unset_and_path_edit_the_file_and_keep_the_rest(config):
     assert run("config", "path").stdout == f"{config}\n"
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (("set", "device", "gpu"), "'device' must be one of auto, cpu, cuda, mps"),
-    (("set", "keep-alive", "soon"), "'keep-alive' must be a duration"),
-    (("set", "auto-serve", "maybe"), "'auto-serve' must be true or false"),
-    (("set", "colour", "red"), "There is no setting 'colour'"),
-    (("get", "colour"), "There is no setting 'colour'"),
-    (("unset", "colour"), "There is no setting 'colour'"),
-])
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("set", "device", "gpu"), "'device' must be one of auto, cpu, cuda, mps"),
+        (("set", "keep-alive", "soon"), "'keep-alive' must be a duration"),
+        (("set", "auto-serve", "maybe"), "'auto-serve' must be true or false"),
+        (("set", "colour", "red"), "There is no setting 'colour'"),
+        (("get", "colour"), "There is no setting 'colour'"),
+        (("unset", "colour"), "There is no setting 'colour'"),
+    ],
+)
 def test_a_bad_key_or_value_is_refused_and_the_file_is_left_alone(config, args, fragment):
     config.parent.mkdir()
     config.write_text('gpt = "distilgpt2"\n')
@@ -108,13 +120,16 @@ def test_a_bad_key_or_value_is_refused_and_the_file_is_left_alone(config, args, 
     assert config.read_text() == 'gpt = "distilgpt2"\n'
 
 
-@pytest.mark.parametrize(("text", "fragments"), [
-    ('gpt = "distilgpt2"\ndevice = gpu\n', ["line 2 (key 'device')", "not valid TOML"]),
-    ('gpt = "distilgpt2"\nbert = [\n', ["line 2 (key 'bert')", "not valid TOML"]),
-    ('# mine\n\ndevice = "gpu"\n', ["line 3", "'device' must be one of auto, cpu, cuda, mps"]),
-    ('keep-alive = 30\n', ["line 1", "'keep-alive' must be a quoted string"]),
-    ('auto-serve = "no"\n', ["line 1", "'auto-serve' must be true or false"]),
-])
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ('gpt = "distilgpt2"\ndevice = gpu\n', ["line 2 (key 'device')", "not valid TOML"]),
+        ('gpt = "distilgpt2"\nbert = [\n', ["line 2 (key 'bert')", "not valid TOML"]),
+        ('# mine\n\ndevice = "gpu"\n', ["line 3", "'device' must be one of auto, cpu, cuda, mps"]),
+        ("keep-alive = 30\n", ["line 1", "'keep-alive' must be a quoted string"]),
+        ('auto-serve = "no"\n', ["line 1", "'auto-serve' must be true or false"]),
+    ],
+)
 def test_a_bad_settings_file_is_an_error_naming_the_file_the_key_and_the_line(config, text, fragments):
     config.parent.mkdir()
     config.write_text(text)

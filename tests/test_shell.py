@@ -30,16 +30,23 @@ def json_lines(stdout: str) -> list:
 def without_timings(value):
     """A result with its wall-clock figures taken out: two runs time differently, and agree on all the rest."""
     if isinstance(value, dict):
-        return {key: without_timings(item) for key, item in value.items()
-                if key not in {"time", "section_seconds"} and not key.endswith(("seconds", "per_second"))}
+        return {
+            key: without_timings(item)
+            for key, item in value.items()
+            if key not in {"time", "section_seconds"} and not key.endswith(("seconds", "per_second"))
+        }
     if isinstance(value, list):
         return [without_timings(item) for item in value]
     return value
 
 
 def test_each_command_prints_what_the_cli_prints(models):
-    commands = ['fill-mask "the [MASK] quacks ." -k 3', "tokenize hello", 'score "the duck quacks ." "a b" --no-bos',
-                'attention "the duck quacks ." --layer 1']
+    commands = [
+        'fill-mask "the [MASK] quacks ." -k 3',
+        "tokenize hello",
+        'score "the duck quacks ." "a b" --no-bos',
+        'attention "the duck quacks ." --layer 1',
+    ]
     result = shell(models, *commands, options=("--json",))
     assert result.exit_code == 0, result.stderr
     documents = json_lines(result.stdout)
@@ -59,8 +66,10 @@ def test_the_installed_shell_answers_each_line_as_the_cli_does(models):
     done = run_installed("shell", *models, "--json", input=("\n".join(commands) + "\n").encode())
     assert done.returncode == 0, done.stderr.decode()
     documents = json_lines(done.stdout.decode())
-    assert documents == [run_json("fill-mask", "the [MASK] quacks .", "-k", "3", *models),
-                         run_json("tokenize", "hello", *models)]
+    assert documents == [
+        run_json("fill-mask", "the [MASK] quacks .", "-k", "3", *models),
+        run_json("tokenize", "hello", *models),
+    ]
 
 
 def test_no_server_on_a_line_is_accepted_as_on_the_command_line(models):
@@ -102,8 +111,14 @@ def test_bare_text_without_a_mask_runs_compare(models):
 
 
 def test_a_bad_command_reports_like_the_cli_and_the_loop_goes_on(models):
-    result = shell(models, "fill-mask --nope x", "atention the duck", "fil-mask", 'fill-mask "a [MASK] ." -k 1',
-                   options=("--json",))
+    result = shell(
+        models,
+        "fill-mask --nope x",
+        "atention the duck",
+        "fil-mask",
+        'fill-mask "a [MASK] ." -k 1',
+        options=("--json",),
+    )
     assert result.exit_code == 2  # the batch's status: the last command that failed
     assert TRACEBACK not in result.stderr
     assert "No such option" in result.stderr and "--nope" in result.stderr
@@ -119,9 +134,18 @@ def test_a_bad_command_reports_like_the_cli_and_the_loop_goes_on(models):
 
 
 def test_set_gives_defaults_and_an_explicit_option_wins(models):
-    result = shell(models, "set top-k 2", 'fill-mask "the [MASK] quacks ."', 'fill-mask "the [MASK] quacks ." -k 3',
-                   "unset top-k", 'fill-mask "the [MASK] quacks ."', "set models bert", 'fill-mask "a [MASK] ."',
-                   "set models gpt,elmo", options=("--json",))
+    result = shell(
+        models,
+        "set top-k 2",
+        'fill-mask "the [MASK] quacks ."',
+        'fill-mask "the [MASK] quacks ." -k 3',
+        "unset top-k",
+        'fill-mask "the [MASK] quacks ."',
+        "set models bert",
+        'fill-mask "a [MASK] ."',
+        "set models gpt,elmo",
+        options=("--json",),
+    )
     assert result.exit_code == 2 and "Unknown model column 'elmo'" in result.stderr
     counts = [len(d["masks"][0]["bert"]["predictions"]) for d in json_lines(result.stdout)]
     assert counts == [2, 3, 5, 5]
@@ -129,19 +153,41 @@ def test_set_gives_defaults_and_an_explicit_option_wins(models):
 
 
 def test_a_model_that_fails_to_load_leaves_the_others_usable(tmp_path, bert_path):
-    result = run("shell", "--gpt", str(tmp_path / "missing"), "--bert", str(bert_path),
-                 input='fill-mask "the [MASK] quacks ." --models bert\nload --bert ' + str(tmp_path / "nope") +
-                 '\nfill-mask "the [MASK] quacks ." --models bert\n')
+    result = run(
+        "shell",
+        "--gpt",
+        str(tmp_path / "missing"),
+        "--bert",
+        str(bert_path),
+        input='fill-mask "the [MASK] quacks ." --models bert\nload --bert '
+        + str(tmp_path / "nope")
+        + '\nfill-mask "the [MASK] quacks ." --models bert\n',
+    )
     assert "error: Model folder" in result.stderr and "does not exist" in result.stderr
-    documents = json_lines(run("shell", "--bert", str(bert_path), "--models", "bert", "--json",
-                               input=f"load --bert {tmp_path / 'nope'}\nfill-mask \"a [MASK] .\"\n").stdout)
+    documents = json_lines(
+        run(
+            "shell",
+            "--bert",
+            str(bert_path),
+            "--models",
+            "bert",
+            "--json",
+            input=f'load --bert {tmp_path / "nope"}\nfill-mask "a [MASK] ."\n',
+        ).stdout
+    )
     assert documents[-1]["models"] == {"bert": "bert"}  # the failed load kept the model that was there
     assert result.stdout.count("#  both sides") == 2  # both fill-masks answered, with BERT's column each time
 
 
 def test_a_failed_load_leaves_the_device_and_dtype_as_they_were(models, tmp_path, bert_path):
-    result = shell(models, f"load --dtype float64 --bert {bert_path}", f"load --device cpu --bert {tmp_path / 'nope'}",
-                   "set", 'fill-mask "the [MASK] quacks ." -k 1 --models bert', options=("--json",))
+    result = shell(
+        models,
+        f"load --dtype float64 --bert {bert_path}",
+        f"load --device cpu --bert {tmp_path / 'nope'}",
+        "set",
+        'fill-mask "the [MASK] quacks ." -k 1 --models bert',
+        options=("--json",),
+    )
     assert "Unknown dtype 'float64'" in result.stderr and "does not exist" in result.stderr
     assert "dtype=" not in result.stderr and "device=" not in result.stderr  # `set` lists no such default
     assert json_lines(result.stdout)[-1]["masks"][0]["bert"]["predictions"][0]["word"]  # and the next one runs
@@ -150,8 +196,14 @@ def test_a_failed_load_leaves_the_device_and_dtype_as_they_were(models, tmp_path
 def test_load_swaps_one_model_without_restarting(models, tmp_path, bert_path):
     other = tmp_path / "other-bert"
     shutil.copytree(bert_path, other)
-    result = shell(models, 'fill-mask "a [MASK] ."', f"load --bert {other}", 'fill-mask "a [MASK] ."', "models",
-                   options=("--json",))
+    result = shell(
+        models,
+        'fill-mask "a [MASK] ."',
+        f"load --bert {other}",
+        'fill-mask "a [MASK] ."',
+        "models",
+        options=("--json",),
+    )
     assert result.exit_code == 0, result.stderr
     first, second, loaded = json_lines(result.stdout)
     assert first["models"]["bert"] == "bert" and second["models"]["bert"] == "other-bert"
@@ -195,11 +247,23 @@ def terminal_shell(tmp_path, models):
 
     def start(*extra: str) -> tuple[subprocess.Popen, int]:
         leader, follower = pty.openpty()
-        env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"), "TERM": "xterm", "COLUMNS": "100",
-               "PROMPT_TOOLKIT_NO_CPR": "1", "OMP_NUM_THREADS": "1"}
+        env = {
+            **os.environ,
+            "XDG_DATA_HOME": str(tmp_path / "data"),
+            "TERM": "xterm",
+            "COLUMNS": "100",
+            "PROMPT_TOOLKIT_NO_CPR": "1",
+            "OMP_NUM_THREADS": "1",
+        }
         env.pop("NO_COLOR", None)
-        process = subprocess.Popen([gbcli_executable(), "shell", *models, *extra], stdin=follower, stdout=follower,
-                                   stderr=follower, env=env, start_new_session=True)
+        process = subprocess.Popen(
+            [gbcli_executable(), "shell", *models, *extra],
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+            env=env,
+            start_new_session=True,
+        )
         os.close(follower)
         started.append((process, leader))
         return process, leader
@@ -258,11 +322,19 @@ def test_ctrl_c_stops_the_computation_and_returns_to_the_prompt(terminal_shell, 
 
 def test_ctrl_c_ends_a_batch_as_it_ends_a_shell_script(models, long_context_gpt):
     env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([gbcli_executable(), "shell", "--models", "gpt", *models], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    process = subprocess.Popen(
+        [gbcli_executable(), "shell", "--models", "gpt", *models],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
     try:
-        process.stdin.write(f'tokenize "ready" --models gpt\ngenerate "once upon a time" --gpt {long_context_gpt} '
-                            '--max-new-tokens 4000 --seed 1\n'.encode())
+        process.stdin.write(
+            f'tokenize "ready" --models gpt\ngenerate "once upon a time" --gpt {long_context_gpt} '
+            "--max-new-tokens 4000 --seed 1\n".encode()
+        )
         process.stdin.flush()
         assert b"crosses" in read_terminal_until(process.stdout.fileno(), b"crosses", 60)  # its last line
         time.sleep(3.0)  # into the generation (off a terminal it writes its text at the end, or at Ctrl-C)

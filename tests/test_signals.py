@@ -31,10 +31,22 @@ def test_ctrl_c_during_streamed_generation_keeps_the_text_and_exits_130(long_con
     pid, fd = pty.fork()
     if pid == 0:  # the child: gbcli on a pseudo-terminal, as a user would run it
         os.environ["COLUMNS"] = "100"
-        os.execv(gbcli_executable(), [
-            "gbcli", "generate", "once upon a time", "--models", "gpt", "--gpt", str(long_context_gpt),
-            "--max-new-tokens", "4000", "--seed", "1",
-        ])
+        os.execv(
+            gbcli_executable(),
+            [
+                "gbcli",
+                "generate",
+                "once upon a time",
+                "--models",
+                "gpt",
+                "--gpt",
+                str(long_context_gpt),
+                "--max-new-tokens",
+                "4000",
+                "--seed",
+                "1",
+            ],
+        )
     try:
         shown = read_terminal_until(fd, b"once upon a time", timeout=60)
         assert b"once upon a time" in shown, shown[-500:]
@@ -59,9 +71,20 @@ def test_ctrl_c_during_streamed_generation_keeps_the_text_and_exits_130(long_con
 def test_ctrl_c_during_json_generation_prints_no_partial_json(long_context_gpt):
     """--json writes one document at the end: Ctrl-C before it leaves stdout empty, never half a document."""
     process = subprocess.Popen(
-        [gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt", str(long_context_gpt),
-         "--max-new-tokens", "4000", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            gbcli_executable(),
+            "generate",
+            "once upon a time",
+            "--models",
+            "gpt",
+            "--gpt",
+            str(long_context_gpt),
+            "--max-new-tokens",
+            "4000",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     time.sleep(6)  # import, load, and be well into generation (4,000 tokens of this model take far longer than this)
     process.send_signal(signal.SIGINT)
@@ -77,8 +100,19 @@ def test_ctrl_c_during_json_generation_prints_no_partial_json(long_context_gpt):
 
 
 def test_no_color_and_pipes_carry_no_ansi_codes(gpt_path):
-    completed = run_installed("generate", "once upon a time", "--greedy", "--max-new-tokens", "3", "--models", "gpt",
-                              "--gpt", str(gpt_path), "--show-probs", env={"FORCE_COLOR": ""})
+    completed = run_installed(
+        "generate",
+        "once upon a time",
+        "--greedy",
+        "--max-new-tokens",
+        "3",
+        "--models",
+        "gpt",
+        "--gpt",
+        str(gpt_path),
+        "--show-probs",
+        env={"FORCE_COLOR": ""},
+    )
     assert completed.returncode == 0, completed.stderr.decode()
     assert b"\x1b[" not in completed.stdout and b"\x1b[" not in completed.stderr
 
@@ -87,9 +121,10 @@ def test_ctrl_c_during_a_file_run_keeps_finished_json_lines_valid(tmp_path, bert
     lines = tmp_path / "lines.txt"
     lines.write_text("the [MASK] quacks in the park .\n" * 50000)
     process = subprocess.Popen(
-        [gbcli_executable(), "fill-mask", "--file", str(lines), "--json", "--models", "bert", "--bert",
-         str(bert_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,  # unbuffered: communicate() misses read-ahead
+        [gbcli_executable(), "fill-mask", "--file", str(lines), "--json", "--models", "bert", "--bert", str(bert_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,  # unbuffered: communicate() misses read-ahead
     )
     first = process.stdout.readline()  # wait until results stream out, then interrupt
     assert first, process.stderr.read().decode()
@@ -125,7 +160,9 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130_with_one_line(moment, gpt_pa
     """While Python imports typer, torch or transformers, or the model loads: exit 130, one line, nothing else."""
     process = subprocess.Popen(
         [gbcli_executable(), "tokenize", "once upon a time", "--models", "gpt", "--gpt", str(gpt_path), "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"},
     )
     _wait_for_cpu_seconds(process.pid, moment)
     process.send_signal(signal.SIGINT)
@@ -140,9 +177,22 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130_with_one_line(moment, gpt_pa
 
 def test_ctrl_c_while_generating_into_a_pipe_writes_the_text_so_far(long_context_gpt):
     process = subprocess.Popen(
-        [gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt", str(long_context_gpt),
-         "--max-new-tokens", "4000", "--seed", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"},
+        [
+            gbcli_executable(),
+            "generate",
+            "once upon a time",
+            "--models",
+            "gpt",
+            "--gpt",
+            str(long_context_gpt),
+            "--max-new-tokens",
+            "4000",
+            "--seed",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"},
     )
     _wait_for_cpu_seconds(process.pid, 12, timeout=180)  # start-up takes ~5 CPU seconds: well into generation
     process.send_signal(signal.SIGINT)

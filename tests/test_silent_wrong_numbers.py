@@ -20,8 +20,14 @@ from gbcli.loading.checkpoint_checks import tokenizer_covers_embeddings
 from tests.cli_helpers import assert_user_error, run
 from tests.fixtures.tiny_models import BERT_MASKED_DUCK, DUCK_SENTENCE
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
-                   "special_tokens_map.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+)
 
 
 def _copy_without_tokenizer(source: Path, target: Path) -> Path:
@@ -78,19 +84,22 @@ def test_embeddings_padded_to_a_multiple_of_64_are_accepted(gpt_path, tmp_path):
     assert record["columns"][0]["scored_tokens"] == len(tokenizer(DUCK_SENTENCE)["input_ids"])
 
 
-@pytest.mark.parametrize(("tokens", "rows", "belong"), [
-    (50257, 50257, True),  # GPT-2
-    (50265, 50272, True),  # OPT: padded to a multiple of 8
-    (32100, 32128, True),  # T5: padded to a multiple of 128
-    (50277, 50304, True),  # Pythia: padded to a multiple of 128
-    (50295, 51200, True),  # Phi-2: 905 rows kept in reserve (1.8 %)
-    (151665, 151936, True),  # Qwen2
-    (5, 145, False),  # the empty default BERT tokenizer against the tiny BERT's embeddings
-    (1, 412, False),  # the empty default GPT-2 tokenizer
-    (5, 128, False),  # a multiple of 64, but the tokenizer covers almost none of it
-    (30522, 50265, False),  # BERT's tokenizer with RoBERTa's embeddings
-    (50258, 50257, False),  # more tokens than rows: an id without an embedding
-])
+@pytest.mark.parametrize(
+    ("tokens", "rows", "belong"),
+    [
+        (50257, 50257, True),  # GPT-2
+        (50265, 50272, True),  # OPT: padded to a multiple of 8
+        (32100, 32128, True),  # T5: padded to a multiple of 128
+        (50277, 50304, True),  # Pythia: padded to a multiple of 128
+        (50295, 51200, True),  # Phi-2: 905 rows kept in reserve (1.8 %)
+        (151665, 151936, True),  # Qwen2
+        (5, 145, False),  # the empty default BERT tokenizer against the tiny BERT's embeddings
+        (1, 412, False),  # the empty default GPT-2 tokenizer
+        (5, 128, False),  # a multiple of 64, but the tokenizer covers almost none of it
+        (30522, 50265, False),  # BERT's tokenizer with RoBERTa's embeddings
+        (50258, 50257, False),  # more tokens than rows: an id without an embedding
+    ],
+)
 def test_which_tokenizer_sizes_belong_to_which_embeddings(tokens, rows, belong):
     assert tokenizer_covers_embeddings(tokens, rows) is belong
 
@@ -144,18 +153,21 @@ def overflowing_gpt(tmp_path_factory, gpt_path) -> Path:
     return _with_weights(gpt_path, tmp_path_factory.mktemp("overflow") / "gpt", blow_up)
 
 
-@pytest.mark.parametrize("command", [
-    ("score", DUCK_SENTENCE),
-    ("score", DUCK_SENTENCE, "--csv"),
-    ("fill-mask", BERT_MASKED_DUCK),
-    ("generate", "the duck", "--greedy", "--max-new-tokens", "2"),
-    ("generate", "the duck", "--num-beams", "2", "--max-new-tokens", "2"),
-    ("attention", DUCK_SENTENCE),
-    ("compare", DUCK_SENTENCE),
-    ("lens", "the duck"),
-    ("saliency", "the [MASK] quacks"),
-    ("pairs", DUCK_SENTENCE, "the dog quacks in the park ."),
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("score", DUCK_SENTENCE),
+        ("score", DUCK_SENTENCE, "--csv"),
+        ("fill-mask", BERT_MASKED_DUCK),
+        ("generate", "the duck", "--greedy", "--max-new-tokens", "2"),
+        ("generate", "the duck", "--num-beams", "2", "--max-new-tokens", "2"),
+        ("attention", DUCK_SENTENCE),
+        ("compare", DUCK_SENTENCE),
+        ("lens", "the duck"),
+        ("saliency", "the [MASK] quacks"),
+        ("pairs", DUCK_SENTENCE, "the dog quacks in the park ."),
+    ],
+)
 def test_non_finite_numbers_are_an_error_never_printed(command, overflowing_gpt):
     # The model itself does produce NaN: what the tool must not do is print it.
     model = AutoModelForCausalLM.from_pretrained(overflowing_gpt)
@@ -176,16 +188,23 @@ def test_non_finite_numbers_are_an_error_never_printed(command, overflowing_gpt)
 # ---------------------------------------------------------------------------------------------------------------
 
 # Characters str.splitlines() would split on, inside sentences: each must stay in its line.
-INSIDE_LINE = ["the duck\u2028 quacks .", "the duck\x0c quacks .", "the duck\x85 quacks .", "the duck\x1c quacks .",
-               "the duck\x0b quacks .", "the duck\r quacks ."]
+INSIDE_LINE = [
+    "the duck\u2028 quacks .",
+    "the duck\x0c quacks .",
+    "the duck\x85 quacks .",
+    "the duck\x1c quacks .",
+    "the duck\x0b quacks .",
+    "the duck\r quacks .",
+]
 
 
 def test_file_lines_are_what_wc_counts(tmp_path, gpt_path):
     lines = [*INSIDE_LINE, DUCK_SENTENCE]
     data = ("\n".join(lines[:3]) + "\r\n" + "\n".join(lines[3:]) + "\n").encode()
     (tmp_path / "lines.txt").write_bytes(data)
-    records = _records(run("score", "--file", str(tmp_path / "lines.txt"), "--models", "gpt", "--gpt", str(gpt_path),
-                           "--json"))
+    records = _records(
+        run("score", "--file", str(tmp_path / "lines.txt"), "--models", "gpt", "--gpt", str(gpt_path), "--json")
+    )
     assert len(records) == data.count(b"\n") == len(lines)  # `wc -l`
     assert [r["index"] for r in records] == list(range(1, len(lines) + 1))
     assert [r["text"] for r in records] == lines
@@ -196,8 +215,9 @@ def test_file_lines_are_what_wc_counts(tmp_path, gpt_path):
 
 def test_fill_mask_file_lines_keep_their_numbers(tmp_path, bert_path):
     (tmp_path / "lines.txt").write_text(f"the duck\u2028 quacks [MASK] .\n{BERT_MASKED_DUCK}\n", encoding="utf-8")
-    records = _records(run("fill-mask", "--file", str(tmp_path / "lines.txt"), "--models", "bert", "--bert",
-                           str(bert_path), "--json"))
+    records = _records(
+        run("fill-mask", "--file", str(tmp_path / "lines.txt"), "--models", "bert", "--bert", str(bert_path), "--json")
+    )
     assert [(r["line"], r["text"]) for r in records] == [(1, "the duck\u2028 quacks [MASK] ."), (2, BERT_MASKED_DUCK)]
 
 
@@ -221,8 +241,9 @@ def test_a_byte_order_mark_is_not_text(tmp_path, gpt_path, bert_path):
 def test_an_input_byte_order_mark_in_the_middle_is_kept(tmp_path, gpt_path):
     """Only a leading BOM is an encoding marker; U+FEFF later in the text is a character the user wrote."""
     (tmp_path / "mid.txt").write_bytes(f"{DUCK_SENTENCE}\n\ufeff{DUCK_SENTENCE}\n".encode())
-    _, second = _records(run("score", "--file", str(tmp_path / "mid.txt"), "--models", "gpt", "--gpt", str(gpt_path),
-                             "--json"))
+    _, second = _records(
+        run("score", "--file", str(tmp_path / "mid.txt"), "--models", "gpt", "--gpt", str(gpt_path), "--json")
+    )
     assert second["text"] == "\ufeff" + DUCK_SENTENCE
 
 

@@ -74,8 +74,18 @@ CURSOR = "▌"
 def test_typed_ctrl_c_leaves_one_whole_panel_and_the_newest_tokens_stay_in_view(long_context_gpt):
     """The live panel outgrows the screen: the screen keeps showing the newest tokens (the cursor), and after Ctrl-C
     is typed (the terminal echoes it) the panel is on screen once, whole, with one top border and no `^C`."""
-    terminal = Terminal("generate", "once upon a time", "--models", "gpt", "--gpt", str(long_context_gpt),
-                        "--max-new-tokens", "4000", "--seed", "1")
+    terminal = Terminal(
+        "generate",
+        "once upon a time",
+        "--models",
+        "gpt",
+        "--gpt",
+        str(long_context_gpt),
+        "--max-new-tokens",
+        "4000",
+        "--seed",
+        "1",
+    )
     try:
         terminal.read(120, until=CURSOR.encode())
         assert CURSOR.encode() in terminal.output, terminal.output[-500:]
@@ -103,7 +113,7 @@ def test_typed_ctrl_c_leaves_one_whole_panel_and_the_newest_tokens_stay_in_view(
     tops = [index for index, line in enumerate(everything) if line.startswith("╭") and "GPT ·" in line]
     assert len(tops) == 1, text
     bottom = next(index for index in range(tops[0], len(everything)) if everything[index].startswith("╰"))
-    body = everything[tops[0] + 1:bottom]
+    body = everything[tops[0] + 1 : bottom]
     # The whole interrupted text from its first line (which the live frame had let go), not only the last frame.
     assert len(body) > ROWS - 3
     assert all(line.startswith("│") and line.endswith("│") for line in body), text

@@ -67,17 +67,21 @@ def test_bart_fill_mask_rows_mark_the_leading_space_of_their_first_piece(models,
 SNOWMAN = "☃"  # a character the tiny BERT's vocabulary lacks: it reads [UNK] there
 
 
-@pytest.mark.parametrize("args", [
-    ("fill-mask", f"the {SNOWMAN} [MASK] quacks ."),
-    ("score", f"the {SNOWMAN} duck quacks ."),
-    ("attention", f"the {SNOWMAN} duck quacks ."),
-    ("lens", f"the {SNOWMAN} [MASK] quacks ."),
-    ("saliency", f"the {SNOWMAN} [MASK] quacks .", "--steps", "4"),
-    ("context", f"the {SNOWMAN} duck quacks .", "--change", "duck=dog"),
-    ("generate", f"the {SNOWMAN} duck", "--max-new-tokens", "2"),
-    ("compare", f"the {SNOWMAN} [MASK] quacks ."),
-    ("pairs", f"the {SNOWMAN} duck quacks .", f"the {SNOWMAN} duck quack ."),
-], ids=lambda args: args[0])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("fill-mask", f"the {SNOWMAN} [MASK] quacks ."),
+        ("score", f"the {SNOWMAN} duck quacks ."),
+        ("attention", f"the {SNOWMAN} duck quacks ."),
+        ("lens", f"the {SNOWMAN} [MASK] quacks ."),
+        ("saliency", f"the {SNOWMAN} [MASK] quacks .", "--steps", "4"),
+        ("context", f"the {SNOWMAN} duck quacks .", "--change", "duck=dog"),
+        ("generate", f"the {SNOWMAN} duck", "--max-new-tokens", "2"),
+        ("compare", f"the {SNOWMAN} [MASK] quacks ."),
+        ("pairs", f"the {SNOWMAN} duck quacks .", f"the {SNOWMAN} duck quack ."),
+    ],
+    ids=lambda args: args[0],
+)
 def test_every_command_warns_when_bert_reads_unknown_for_the_input(models, bert_path, args):
     tokenizer = AutoTokenizer.from_pretrained(bert_path)
     assert tokenizer.unk_token_id in tokenizer(SNOWMAN)["input_ids"]  # the premise: BERT has no token for it
@@ -128,8 +132,16 @@ def test_attention_legend_names_magenta_only_where_colour_shows(models, colour):
     from gbcli.tasks.attention import build_report, compute_attention
 
     lm = load_model("bert", models[models.index("--bert") + 1])
-    report = build_report("the duck quacks .", [compute_attention(lm, "the duck quacks .")], layer=None, head=None,
-                          summary=False, stat="entropy", token=None, top=5)
+    report = build_report(
+        "the duck quacks .",
+        [compute_attention(lm, "the duck quacks .")],
+        layer=None,
+        head=None,
+        summary=False,
+        stat="entropy",
+        token=None,
+        top=5,
+    )
     for width in (80, 120):
         console = Console(width=width, record=True, file=io.StringIO(), color_system="truecolor" if colour else None)
         console.print(attention_view(report, 0))
@@ -152,8 +164,10 @@ def test_context_word_note_says_the_embeddings_differ_by_position(models, bert):
     positions = [occurrence["positions"][0] for occurrence in similarity["occurrences"]]
     tokenizer, model = bert
     with torch.no_grad():
-        embedded = [model.bert.embeddings(input_ids=tokenizer(text, return_tensors="pt")["input_ids"])[0, position]
-                    for text, position in zip(texts, positions, strict=True)]
+        embedded = [
+            model.bert.embeddings(input_ids=tokenizer(text, return_tensors="pt")["input_ids"])[0, position]
+            for text, position in zip(texts, positions, strict=True)
+        ]
     for pair in similarity["pairs"]:
         a, b = embedded[pair["a"] - 1], embedded[pair["b"] - 1]
         expected = torch.nn.functional.cosine_similarity(a, b, dim=0).item()
@@ -169,11 +183,13 @@ def test_context_word_note_says_the_embeddings_differ_by_position(models, bert):
 
 def test_generates_first_token_has_the_probability_score_gives_it(models):
     prompt = "once upon a time"
-    doc = json.loads(run("generate", prompt, "--greedy", "--max-new-tokens", "1", "--models", "gpt", "--json",
-                         *models).stdout)
+    doc = json.loads(
+        run("generate", prompt, "--greedy", "--max-new-tokens", "1", "--models", "gpt", "--json", *models).stdout
+    )
     (first,) = doc["columns"][0]["continuations"][0]["tokens"]
-    scored = json.loads(run("score", prompt + first["text"], "--tokens", "--models", "gpt", "--json",
-                            *models).stdout.splitlines()[0])
+    scored = json.loads(
+        run("score", prompt + first["text"], "--tokens", "--models", "gpt", "--json", *models).stdout.splitlines()[0]
+    )
     last = scored["columns"][0]["tokens"][-1]
     assert last["id"] == first["id"]
     assert last["logprob"] == pytest.approx(first["logprob"], abs=1e-5)
@@ -207,8 +223,12 @@ def test_compare_names_whose_filling_it_scores_and_the_ones_that_differ(models, 
 def test_fill_mask_file_table_shows_the_k_best_of_each_blank(models, tmp_path):
     path = tmp_path / "blanks.txt"
     path.write_text("the [MASK] quacks .\nthe capital of [MASK] is [MASK] .\n")
-    records = [json.loads(line) for line in run("fill-mask", "--file", str(path), "-k", "3", "--json", "--models",
-                                                  "bert", *models).stdout.splitlines()]
+    records = [
+        json.loads(line)
+        for line in run(
+            "fill-mask", "--file", str(path), "-k", "3", "--json", "--models", "bert", *models
+        ).stdout.splitlines()
+    ]
     screen = run("fill-mask", "--file", str(path), "-k", "3", "--models", "bert", *models, env={"COLUMNS": "120"})
     assert screen.exit_code == 0, screen.stderr
     lines = flat(screen.stdout)
@@ -235,8 +255,8 @@ def test_readme_offline_snippet_saves_every_folder_its_command_uses(gpt_path, be
     from pathlib import Path
 
     readme = (Path(__file__).parents[1] / "docs" / "models.md").read_text()
-    block = readme[readme.index("## Offline, with local checkpoints"):]
-    block = block[block.index("```bash") + len("```bash"): block.index("```", block.index("```bash") + 7)]
+    block = readme[readme.index("## Offline, with local checkpoints") :]
+    block = block[block.index("```bash") + len("```bash") : block.index("```", block.index("```bash") + 7)]
     script = re.search(r"python - <<'EOF'\n(.*?)\nEOF\n", block, re.DOTALL).group(1)
     command = next(line for line in block.splitlines() if line.startswith("gbcli "))
     sources = {"gpt2": str(gpt_path), "bert-base-uncased": str(bert_path)}
@@ -255,15 +275,19 @@ def test_readme_offline_snippet_saves_every_folder_its_command_uses(gpt_path, be
 TOO_MANY_MASKS = " ".join(["[MASK]"] * 33)
 
 
-@pytest.mark.parametrize("args", [
-    ("fill-mask", "no mask here"),
-    ("fill-mask", TOO_MANY_MASKS),
-    ("compare", TOO_MANY_MASKS),
-    ("compare", "  "),
-    ("lens", "the [MASK] and [MASK] ."),
-    ("generate", "  "),
-    ("context", "the duck", "--change", "zebra=dog"),
-], ids=lambda args: f"{args[0]}-{args[1][:12].strip() or 'empty'}")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("fill-mask", "no mask here"),
+        ("fill-mask", TOO_MANY_MASKS),
+        ("compare", TOO_MANY_MASKS),
+        ("compare", "  "),
+        ("lens", "the [MASK] and [MASK] ."),
+        ("generate", "  "),
+        ("context", "the duck", "--change", "zebra=dog"),
+    ],
+    ids=lambda args: f"{args[0]}-{args[1][:12].strip() or 'empty'}",
+)
 def test_a_usage_error_in_the_text_comes_before_any_heavy_import(args, models):
     from tests.test_startup import modules_imported_by
 
@@ -311,8 +335,15 @@ def test_a_long_score_counts_its_masked_copies_on_a_terminal(models, bert_path):
 def test_the_cold_spinner_names_the_imports_before_the_model(gpt_path):
     from tests.cli_helpers import run_installed
 
-    completed = run_installed("score", "the duck quacks .", "--models", "gpt", "--gpt", str(gpt_path),
-                              env={"TTY_COMPATIBLE": "1", "NO_COLOR": "", "GBCLI_NO_SERVER": "1"})
+    completed = run_installed(
+        "score",
+        "the duck quacks .",
+        "--models",
+        "gpt",
+        "--gpt",
+        str(gpt_path),
+        env={"TTY_COMPATIBLE": "1", "NO_COLOR": "", "GBCLI_NO_SERVER": "1"},
+    )
     assert completed.returncode == 0, completed.stderr.decode()
     shown = completed.stderr.decode()
     importing, loading = shown.find("Importing torch and transformers (once per process)"), shown.find("Loading GPT")
@@ -322,8 +353,17 @@ def test_the_cold_spinner_names_the_imports_before_the_model(gpt_path):
 def test_generates_live_view_names_the_imports_before_the_model(gpt_path):
     from tests.cli_helpers import run_installed
 
-    completed = run_installed("generate", "the duck", "--max-new-tokens", "2", "--models", "gpt", "--gpt",
-                              str(gpt_path), env={"TTY_COMPATIBLE": "1", "NO_COLOR": "", "GBCLI_NO_SERVER": "1"})
+    completed = run_installed(
+        "generate",
+        "the duck",
+        "--max-new-tokens",
+        "2",
+        "--models",
+        "gpt",
+        "--gpt",
+        str(gpt_path),
+        env={"TTY_COMPATIBLE": "1", "NO_COLOR": "", "GBCLI_NO_SERVER": "1"},
+    )
     assert completed.returncode == 0, completed.stderr.decode()
     shown = completed.stdout.decode()
     importing, loading = shown.find("importing torch and transformers (once per process)"), shown.find("loading gpt")
@@ -334,22 +374,56 @@ def test_generates_live_view_names_the_imports_before_the_model(gpt_path):
 
 
 def test_the_first_of_several_samples_is_the_one_sample_of_the_same_seed(models):
-    one = json.loads(run("generate", "once upon a time", "--seed", "5", "--max-new-tokens", "6", "--models", "gpt",
-                         "--json", *models).stdout)
-    three = json.loads(run("generate", "once upon a time", "--seed", "5", "--max-new-tokens", "6", "-n", "3",
-                           "--models", "gpt", "--json", *models).stdout)
+    one = json.loads(
+        run(
+            "generate", "once upon a time", "--seed", "5", "--max-new-tokens", "6", "--models", "gpt", "--json", *models
+        ).stdout
+    )
+    three = json.loads(
+        run(
+            "generate",
+            "once upon a time",
+            "--seed",
+            "5",
+            "--max-new-tokens",
+            "6",
+            "-n",
+            "3",
+            "--models",
+            "gpt",
+            "--json",
+            *models,
+        ).stdout
+    )
     first = [t["id"] for t in one["columns"][0]["continuations"][0]["tokens"]]
     sequences = [[t["id"] for t in c["tokens"]] for c in three["columns"][0]["continuations"]]
     assert len(sequences) == 3 and sequences[0] == first
-    again = json.loads(run("generate", "once upon a time", "--seed", "5", "--max-new-tokens", "6", "-n", "3",
-                           "--models", "gpt", "--json", *models).stdout)
+    again = json.loads(
+        run(
+            "generate",
+            "once upon a time",
+            "--seed",
+            "5",
+            "--max-new-tokens",
+            "6",
+            "-n",
+            "3",
+            "--models",
+            "gpt",
+            "--json",
+            *models,
+        ).stdout
+    )
     # The same tokens; their log-probabilities to 1e-5, since the decoding step chooses its thread split by timing
     # it (gbcli.lm.threads) and another split sums a dot product in another order.
     repeated = again["columns"][0]["continuations"]
     assert [[t["id"] for t in c["tokens"]] for c in repeated] == sequences
     pairs = zip(repeated, three["columns"][0]["continuations"], strict=True)
-    assert all(abs(a["logprob"] - b["logprob"]) <= 1e-5 for c, d in pairs
-               for a, b in zip(c["tokens"], d["tokens"], strict=True))
+    assert all(
+        abs(a["logprob"] - b["logprob"]) <= 1e-5
+        for c, d in pairs
+        for a, b in zip(c["tokens"], d["tokens"], strict=True)
+    )
 
 
 def test_ctrl_c_during_many_samples_keeps_the_ones_written(long_context_gpt):
@@ -361,9 +435,23 @@ def test_ctrl_c_during_many_samples_keeps_the_ones_written(long_context_gpt):
     from tests.test_signals import _wait_for_cpu_seconds
 
     process = subprocess.Popen(
-        [gbcli_executable(), "generate", "once upon a time", "--models", "gpt", "--gpt", str(long_context_gpt),
-         "--max-new-tokens", "40", "-n", "64", "--seed", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            gbcli_executable(),
+            "generate",
+            "once upon a time",
+            "--models",
+            "gpt",
+            "--gpt",
+            str(long_context_gpt),
+            "--max-new-tokens",
+            "40",
+            "-n",
+            "64",
+            "--seed",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env={**os.environ, "NO_COLOR": "1", "GBCLI_NO_SERVER": "1", "OMP_NUM_THREADS": "1"},
     )
     _wait_for_cpu_seconds(process.pid, 8, timeout=240)  # start-up is ~5 CPU seconds: into the samples
@@ -381,12 +469,24 @@ def test_ctrl_c_during_many_samples_keeps_the_ones_written(long_context_gpt):
 # ---- 17. a typo gets one "did you mean", and a hint about what it got wrong ---------------------------------------
 
 
-@pytest.mark.parametrize(("args", "message", "guess", "where"), [
-    (("fil-mask", "x"), "No such command 'fil-mask'.", "Did you mean fill-mask?", "`gbcli --help` lists the commands"),
-    (("comapre", "x"), "No such command 'comapre'.", "Did you mean compare?", "`gbcli --help` lists the commands"),
-    (("fill-mask", "--topk", "3", "x"), "No such option --topk.", "Did you mean --top-k?",
-     "`gbcli fill-mask --help` lists this command's options"),
-])
+@pytest.mark.parametrize(
+    ("args", "message", "guess", "where"),
+    [
+        (
+            ("fil-mask", "x"),
+            "No such command 'fil-mask'.",
+            "Did you mean fill-mask?",
+            "`gbcli --help` lists the commands",
+        ),
+        (("comapre", "x"), "No such command 'comapre'.", "Did you mean compare?", "`gbcli --help` lists the commands"),
+        (
+            ("fill-mask", "--topk", "3", "x"),
+            "No such option --topk.",
+            "Did you mean --top-k?",
+            "`gbcli fill-mask --help` lists this command's options",
+        ),
+    ],
+)
 def test_a_typo_gets_one_did_you_mean(args, message, guess, where):
     from tests.cli_helpers import run_installed
 
@@ -431,8 +531,17 @@ def test_error_and_hint_wrap_between_words_on_an_80_column_terminal(models):
 def test_probability_tags_stay_whole_and_the_end_token_is_named(models, bart_path):
     import re
 
-    args = ("generate", "once upon a time", "--greedy", "--max-new-tokens", "14", "--with-bart", "--bart",
-            str(bart_path), *models)
+    args = (
+        "generate",
+        "once upon a time",
+        "--greedy",
+        "--max-new-tokens",
+        "14",
+        "--with-bart",
+        "--bart",
+        str(bart_path),
+        *models,
+    )
     doc = json.loads(run(*args, "--json").stdout)
     for width in ("80", "120"):
         screen = run(*args, "--show-probs", env={"COLUMNS": width}).stdout
@@ -467,12 +576,16 @@ def test_a_run_of_tokens_wider_than_the_line_breaks_between_tokens():
 
 
 def test_joined_punctuation_tokens_are_named_as_tokens(models):
-    doc = json.loads(run("generate", "once upon a time", "--greedy", "--max-new-tokens", "14", "--models", "bert",
-                         "--json", *models).stdout)
+    doc = json.loads(
+        run(
+            "generate", "once upon a time", "--greedy", "--max-new-tokens", "14", "--models", "bert", "--json", *models
+        ).stdout
+    )
     tokens = [t["text"] for t in doc["columns"][0]["continuations"][0]["tokens"]]
     assert any(a == b == "." for a, b in itertools.pairwise(tokens))  # the premise: BERT wrote ". ."
-    screen = flat(run("generate", "once upon a time", "--greedy", "--max-new-tokens", "14", "--models", "bert",
-                      *models).stdout)
+    screen = flat(
+        run("generate", "once upon a time", "--greedy", "--max-new-tokens", "14", "--models", "bert", *models).stdout
+    )
     assert "'..' is 2 tokens, not one sign" in screen
 
 
@@ -493,15 +606,19 @@ def test_score_table_shows_a_long_texts_beginning_and_length(models, tmp_path):
 # ---- 23. one --json rule: one input, one indented document; many inputs, JSON Lines --------------------------------
 
 
-@pytest.mark.parametrize("args", [
-    ("generate", "once upon a time", "--max-new-tokens", "2", "--greedy"),
-    ("fill-mask", "the [MASK] quacks ."),
-    ("compare", "the [MASK] quacks ."),
-    ("attention", "the duck quacks ."),
-    ("tokenize", "the duck quacks ."),
-    ("lens", "the [MASK] quacks ."),
-    ("pairs", "the duck quacks .", "the duck quack ."),
-], ids=lambda args: args[0])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("generate", "once upon a time", "--max-new-tokens", "2", "--greedy"),
+        ("fill-mask", "the [MASK] quacks ."),
+        ("compare", "the [MASK] quacks ."),
+        ("attention", "the duck quacks ."),
+        ("tokenize", "the duck quacks ."),
+        ("lens", "the [MASK] quacks ."),
+        ("pairs", "the duck quacks .", "the duck quack ."),
+    ],
+    ids=lambda args: args[0],
+)
 def test_one_input_gives_one_indented_document(args, models):
     out = run(*args, "--json", *models).stdout
     assert out.startswith("{\n  ") and isinstance(json.loads(out), dict)
@@ -526,8 +643,12 @@ def test_legends_wrap_between_phrases_never_inside_one(models, colour, width):
         return [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in shown.splitlines()]
 
     filled = lines_of("fill-mask", "the capital of [MASK] is [MASK] .")
-    for phrase in ("Σ log p(word) -", "log p(sentence) -", "filled in order #", "GPT left p: next-token probability "
-                   "from the words before the blank"):
+    for phrase in (
+        "Σ log p(word) -",
+        "log p(sentence) -",
+        "filled in order #",
+        "GPT left p: next-token probability from the words before the blank",
+    ):
         assert any(phrase in line for line in filled), (phrase, filled)
     attention = lines_of("attention", "the duck quacks .")
     assert any("cell = attention weight:" in line for line in attention)

@@ -95,7 +95,9 @@ def test_special_tokens_are_labelled_and_a_literal_one_is_not_added(models):
     doc = run_json("tokenize", "the [MASK] quacks <|endoftext|>", *models)
     bert, gpt = column_of(doc, "bert")["pieces"], column_of(doc, "gpt")["pieces"]
     assert [(p["piece"], p["added"]) for p in bert if p["special"]] == [
-        ("[CLS]", True), ("[MASK]", False), ("[SEP]", True)
+        ("[CLS]", True),
+        ("[MASK]", False),
+        ("[SEP]", True),
     ]
     # GPT-2's <|endoftext|> doubles as its unknown token: written literally it is special, not unknown.
     (eot,) = [p for p in gpt if p["special"]]
@@ -106,8 +108,16 @@ def test_human_view_shows_pieces_ids_counts_and_labels(models):
     result = run("tokenize", "the wasp 日", *models, env={"COLUMNS": "140"})
     assert result.exit_code == 0, result.stderr
     out = result.stdout
-    for fragment in ("byte-level BPE", "WordPiece", "␣was", "·p", "[CLS] added", "[UNK] unknown", "GPT ids:",
-                     "BERT ids:"):
+    for fragment in (
+        "byte-level BPE",
+        "WordPiece",
+        "␣was",
+        "·p",
+        "[CLS] added",
+        "[UNK] unknown",
+        "GPT ids:",
+        "BERT ids:",
+    ):
         assert fragment in out, fragment
 
 

@@ -118,10 +118,14 @@ def test_generation_step_is_the_generate_command_and_its_judges_the_score_comman
     assert alike(without(step["results"]["generate"], *timing), without(document, *timing))
     assert alike(step["results"]["score"], command_json(score_command))
     gpt_text, bert_text = step["results"]["score"]
-    assert step["figures"]["gpt_judge"] == {"gpt_text": gpt_text["columns"][0]["value"],
-                                            "bert_text": bert_text["columns"][0]["value"]}
-    assert step["figures"]["bert_judge"] == {"gpt_text": gpt_text["columns"][1]["value"],
-                                             "bert_text": bert_text["columns"][1]["value"]}
+    assert step["figures"]["gpt_judge"] == {
+        "gpt_text": gpt_text["columns"][0]["value"],
+        "bert_text": bert_text["columns"][0]["value"],
+    }
+    assert step["figures"]["bert_judge"] == {
+        "gpt_text": gpt_text["columns"][1]["value"],
+        "bert_text": bert_text["columns"][1]["value"],
+    }
 
 
 def test_fill_mask_context_and_score_steps_are_their_commands(tour_steps):
@@ -136,8 +140,10 @@ def test_probe_and_similarity_steps_are_their_commands(tour_steps, tmp_path):
         # Once from the states the tour stored in the cache, once computed afresh in another cache.
         (cached,) = command_json(tour_steps[number]["commands"][1 if number == 4 else 0])
         assert cached["cache"] == {"GPT": "hit", "BERT": "hit"}
-        (document,) = command_json(tour_steps[number]["commands"][1 if number == 4 else 0],
-                                   env={"GBCLI_CACHE_DIR": str(tmp_path / f"fresh-{number}")})
+        (document,) = command_json(
+            tour_steps[number]["commands"][1 if number == 4 else 0],
+            env={"GBCLI_CACHE_DIR": str(tmp_path / f"fresh-{number}")},
+        )
         assert document["cache"] == {"GPT": "stored", "BERT": "stored"}
         assert without(tour_steps[number]["results"]["probe"], "cache") == without(document, "cache")
         assert without(cached, "cache") == without(document, "cache")
@@ -201,8 +207,19 @@ def test_finetune_step_is_the_finetune_command(tour_steps, tmp_path, monkeypatch
 
 
 def test_fine_tuning_over_the_budget_is_skipped_with_its_estimate(gpt_path, bert_path):
-    result = run("tour", "--no-pause", "--steps", "7", "--budget", "0.001", "--gpt", str(gpt_path), "--bert",
-                 str(bert_path), "--json")
+    result = run(
+        "tour",
+        "--no-pause",
+        "--steps",
+        "7",
+        "--budget",
+        "0.001",
+        "--gpt",
+        str(gpt_path),
+        "--bert",
+        str(bert_path),
+        "--json",
+    )
     (step,) = json_lines(result.stdout)
     assert step["status"] == "skipped"
     estimate = float(re.search(r"about (\d+) s", step["note"]).group(1))
@@ -245,8 +262,9 @@ def test_bart_figures_match_its_own_encoder_and_decoder_attention(tour_steps, ba
         weights = torch.stack([a[0] for a in attentions])
         upper = torch.triu(torch.ones(weights.shape[-2:], dtype=torch.bool), diagonal=1)
         assert figures[name]["max_later_weight"] == pytest.approx(weights[..., upper].max().item(), abs=1e-6)
-        assert figures[name]["mean_later_share"] == pytest.approx((weights * upper).sum(-1)[..., :-1].mean().item(),
-                                                                 abs=1e-5)
+        assert figures[name]["mean_later_share"] == pytest.approx(
+            (weights * upper).sum(-1)[..., :-1].mean().item(), abs=1e-5
+        )
     assert figures["decoder"]["max_later_weight"] == 0.0 and figures["encoder"]["mean_later_share"] > 0.1
 
 
@@ -277,8 +295,14 @@ def random_bert(tmp_path_factory, bert_path):
     folder = tmp_path_factory.mktemp("random-bert")
     tokenizer = AutoTokenizer.from_pretrained(bert_path)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertForMaskedLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -300,8 +324,7 @@ def assert_generation_reading_follows_its_judges(step: dict) -> None:
 
 
 def test_a_model_that_contradicts_a_claim_is_said_to(gpt_path, random_bert):
-    result = run("tour", "--no-pause", "--steps", "2,3,5", "--gpt", str(gpt_path), "--bert", str(random_bert),
-                 "--json")
+    result = run("tour", "--no-pause", "--steps", "2,3,5", "--gpt", str(gpt_path), "--bert", str(random_bert), "--json")
     assert result.exit_code == 0, result.stderr
     generation, fill, score = json_lines(result.stdout)
     assert_generation_reading_follows_its_judges(generation)
@@ -345,8 +368,19 @@ def test_steps_chooses_the_steps(every_model):
 
 
 def test_a_missing_model_skips_its_steps_and_the_tour_goes_on(gpt_path, bert_path, tmp_path):
-    result = run("tour", "--no-pause", "--steps", "1,8", "--gpt", str(gpt_path), "--bert", str(bert_path),
-                 "--bart", str(tmp_path / "no-such-bart"), "--json")
+    result = run(
+        "tour",
+        "--no-pause",
+        "--steps",
+        "1,8",
+        "--gpt",
+        str(gpt_path),
+        "--bert",
+        str(bert_path),
+        "--bart",
+        str(tmp_path / "no-such-bart"),
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     first, bart = json_lines(result.stdout)
     assert first["status"] == "shown"
@@ -355,15 +389,27 @@ def test_a_missing_model_skips_its_steps_and_the_tour_goes_on(gpt_path, bert_pat
 
 
 def test_no_model_at_all_is_an_error_after_the_skipped_steps(tmp_path):
-    result = run("tour", "--no-pause", "--steps", "1", "--gpt", str(tmp_path / "none"), "--bert",
-                 str(tmp_path / "none"))
+    result = run(
+        "tour", "--no-pause", "--steps", "1", "--gpt", str(tmp_path / "none"), "--bert", str(tmp_path / "none")
+    )
     assert result.exit_code == 1 and "skipped: the GPT model cannot be had" in result.stdout
     assert "error: No step of the tour could be shown" in result.stderr
 
 
 def test_models_leaves_out_the_steps_of_the_others(gpt_path, bert_path):
-    result = run("tour", "--no-pause", "--steps", "1,8", "--models", "gpt,bert", "--gpt", str(gpt_path),
-                 "--bert", str(bert_path), "--json")
+    result = run(
+        "tour",
+        "--no-pause",
+        "--steps",
+        "1,8",
+        "--models",
+        "gpt,bert",
+        "--gpt",
+        str(gpt_path),
+        "--bert",
+        str(bert_path),
+        "--json",
+    )
     first, bart = json_lines(result.stdout)
     assert first["status"] == "shown" and bart["status"] == "skipped" and "--models leaves out" in bart["note"]
 
@@ -377,30 +423,50 @@ def short_gpt(tmp_path_factory, gpt_path):
     folder = tmp_path_factory.mktemp("short-gpt")
     tokenizer = AutoTokenizer.from_pretrained(gpt_path)
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=4, vocab_size=len(tokenizer),
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(
+        n_layer=1,
+        n_embd=32,
+        n_head=2,
+        n_positions=4,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
 
 def test_a_failing_step_is_said_and_the_tour_goes_on(short_gpt, bert_path, bart_path):
-    result = run("tour", "--no-pause", "--steps", "1,8", "--gpt", str(short_gpt), "--bert", str(bert_path),
-                 "--bart", str(bart_path))
+    result = run(
+        "tour",
+        "--no-pause",
+        "--steps",
+        "1,8",
+        "--gpt",
+        str(short_gpt),
+        "--bert",
+        str(bert_path),
+        "--bart",
+        str(bart_path),
+    )
     assert result.exit_code == 1
     assert "Step 1/8" in result.stdout and "failed:" in result.stdout
     assert "Step 8/8" in result.stdout and "✓ these models bear the claim out" in result.stdout
     assert "error: Step 1 of the tour failed" in result.stderr and TRACEBACK not in result.stderr
 
 
-@pytest.mark.parametrize(("args", "code", "fragment"), [
-    (("--steps", "9"), 2, "no step '9'"),
-    (("--steps", "one"), 2, "no step 'one'"),
-    (("--steps", ","), 2, "names no step"),
-    (("--budget", "0"), 2, "--budget must be"),
-    (("--html", "/no/such/folder/handout.html"), 2, "does not exist"),
-    (("--markdown", ""), 2, "needs a file name"),
-])
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (("--steps", "9"), 2, "no step '9'"),
+        (("--steps", "one"), 2, "no step 'one'"),
+        (("--steps", ","), 2, "names no step"),
+        (("--budget", "0"), 2, "--budget must be"),
+        (("--html", "/no/such/folder/handout.html"), 2, "does not exist"),
+        (("--markdown", ""), 2, "needs a file name"),
+    ],
+)
 def test_bad_input_is_refused_before_any_model_loads(args, code, fragment, tmp_path):
     # The models do not exist: an error about them would mean the check came too late.
     result = run("tour", "--no-pause", *args, "--gpt", str(tmp_path / "none"), "--bert", str(tmp_path / "none"))
@@ -449,11 +515,17 @@ def test_the_handout_is_one_self_contained_page_with_its_figures_inline(handout)
     check.close()
     assert not check.errors and not check.open, (check.errors, check.open)
     assert "script" not in check.tags and "link" not in check.tags and "img" not in check.tags
-    fetched = [(tag, name, value) for tag, name, value in check.attributes
-               if name in {"src", "href"} and not value.startswith(("#", "data:"))]
+    fetched = [
+        (tag, name, value)
+        for tag, name, value in check.attributes
+        if name in {"src", "href"} and not value.startswith(("#", "data:"))
+    ]
     assert not fetched
-    assert "@import" not in text and "url(" not in text and "http://" not in text.replace(
-        'xmlns="http://www.w3.org/2000/svg"', "")
+    assert (
+        "@import" not in text
+        and "url(" not in text
+        and "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    )
     # Two heatmaps in step 1, two shift grids and the probe curves in step 4, the probe curves in step 6, the
     # learning curves in step 7, two BART heatmaps in step 8.
     assert check.tags.count("svg") == 9
@@ -478,11 +550,23 @@ CHROMIUM = "/usr/bin/chromium"
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed (apt-get install chromium)")
 def test_the_handout_loads_in_a_headless_browser_with_nothing_fetched(handout, tmp_path):
     page, _ = handout
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'ud'}"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'ud'}",
+    ]
     shot = tmp_path / "first-screen.png"
-    done = subprocess.run([CHROMIUM, *flags, "--window-size=1100,900", f"--screenshot={shot}", page.as_uri()],
-                          capture_output=True, timeout=120, check=False)
+    done = subprocess.run(
+        [CHROMIUM, *flags, "--window-size=1100,900", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     from PIL import Image
 
@@ -490,16 +574,21 @@ def test_the_handout_loads_in_a_headless_browser_with_nothing_fetched(handout, t
         assert image.size == (1100, 900)
         colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 50  # text and heatmaps drawn, not a blank page
-    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", page.as_uri()], capture_output=True, timeout=120,
-                         check=False)
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", page.as_uri()], capture_output=True, timeout=120, check=False)
     assert b"Step 1 of 8" in dom.stdout and dom.stdout.count(b"<svg") == 9
 
 
 def test_it_pauses_on_a_terminal_enter_goes_on_and_q_stops(every_model):
     leader, follower = pty.openpty()
     env = {**os.environ, "TERM": "xterm", "COLUMNS": "100", "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
-    process = subprocess.Popen([gbcli_executable(), "tour", "--steps", "1,3,4", *every_model], stdin=follower,
-                               stdout=follower, stderr=follower, env=env, start_new_session=True)
+    process = subprocess.Popen(
+        [gbcli_executable(), "tour", "--steps", "1,3,4", *every_model],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+        start_new_session=True,
+    )
     os.close(follower)
     try:
         shown = read_terminal_until(leader, b"Enter: next step", 120, shown=visible)

@@ -14,8 +14,10 @@ def test_fill_mask_verdict_agrees_when_gpt_word_carries_a_space(models):
     result = run("fill-mask", "the [MASK],[MASK]![MASK].", "--top-k", "3", *models)
     assert result.exit_code == 0, result.stderr
     screen = " ".join(result.stdout.split())
-    assert "GPT says ' in' from the left context alone and from the whole sentence. BERT's top guess 'in' agrees." \
+    assert (
+        "GPT says ' in' from the left context alone and from the whole sentence. BERT's top guess 'in' agrees."
         in screen
+    )
     assert "BERT's top guess 'in' differs" not in screen
 
 
@@ -36,8 +38,11 @@ def test_attention_help_names_the_plot_extra_without_a_stray_backslash():
     assert "gbcli[plot]" in result.stdout and "\\[" not in result.stdout
 
 
-LONG_NAMES = {"gpt": "gpt2-medium-finetuned-wikitext-103", "bert": "bert-base-multilingual-uncased-finetuned-squad",
-              "bart": "facebook-bart-large-cnn-finetuned-xsum-summarization"}
+LONG_NAMES = {
+    "gpt": "gpt2-medium-finetuned-wikitext-103",
+    "bert": "bert-base-multilingual-uncased-finetuned-squad",
+    "bart": "facebook-bart-large-cnn-finetuned-xsum-summarization",
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +56,16 @@ def long_named(tmp_path_factory, gpt_path, bert_path, bart_path) -> list[str]:
     return options
 
 
-@pytest.mark.parametrize("args", [
-    ("score", "the duck quacks in the park ."),
-    ("tokenize", "the duck quacks"),
-    ("pairs", "the duck quacks in the park .", "the duck quack in the park ."),
-    ("compare", "the [MASK] quacks in the park .", "--full"),
-], ids=lambda args: args[0])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("score", "the duck quacks in the park ."),
+        ("tokenize", "the duck quacks"),
+        ("pairs", "the duck quacks in the park .", "the duck quack in the park ."),
+        ("compare", "the [MASK] quacks in the park .", "--full"),
+    ],
+    ids=lambda args: args[0],
+)
 def test_long_model_names_stay_whole_at_80_columns(long_named, args):
     # Three long folder names cannot sit side by side in 80 columns: Rich folded them mid-word in the score, pairs
     # and compare tables ("gpt2-medium-finet / uned-wikitext-103") and cut them ("gpt2-mediu…") in tokenize's.
@@ -92,8 +101,10 @@ def test_pairs_tsv_under_a_good_bad_header_is_scored(tmp_path, models):
     result = run("pairs", "--file", str(headed), "--models", "gpt", *models, "--json")
     assert result.exit_code == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    expected = [json.loads(line) for line in run("pairs", "--file", str(plain), "--models", "gpt", *models,
-                                                   "--json").stdout.splitlines()]
+    expected = [
+        json.loads(line)
+        for line in run("pairs", "--file", str(plain), "--models", "gpt", *models, "--json").stdout.splitlines()
+    ]
     assert [r["line"] for r in records[:-1]] == [2, 3]
     assert [r["columns"][0]["good"] for r in records[:-1]] == [r["columns"][0]["good"] for r in expected[:-1]]
     assert records[-1]["failed"] == 0 and records[-1]["overall"][0]["total"] == 2
@@ -122,8 +133,9 @@ def test_fill_mask_legend_explains_only_the_measures_on_screen(models, bart_path
     bert = " ".join(run("fill-mask", sentence, "--models", "bert", *models).stdout.split())
     assert "Σ log p(word): the filled words' log-probabilities" in bert and "log p(sentence)" not in bert
     both = " ".join(run("fill-mask", sentence, *models).stdout.split())
-    assert ("Σ log p(word): the filled words' log-probabilities; log p(sentence): the whole sentence's "
-            "log-likelihood") in both
+    assert (
+        "Σ log p(word): the filled words' log-probabilities; log p(sentence): the whole sentence's log-likelihood"
+    ) in both
 
 
 def test_a_masked_lm_word_in_a_blank_glued_to_a_word_stays_a_word_of_its_own(models):

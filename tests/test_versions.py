@@ -62,8 +62,13 @@ def _entry_point_with_transformers(version: str, *args: str) -> subprocess.Compl
         "from gbcli.entry import main\n"
         "main()\n"
     )
-    return subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60,
-                          env={"GBCLI_NO_SERVER": "1", "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"GBCLI_NO_SERVER": "1", "PATH": "/usr/bin:/bin"},
+    )
 
 
 def test_the_entry_point_refuses_transformers_4_in_two_lines_before_importing_it():
@@ -88,7 +93,8 @@ def test_a_fast_path_that_is_off_says_which_and_why_once_under_gbcli_debug(monke
     try:
         assert not path.on and not path.on
         assert capsys.readouterr().err == (
-            "gbcli: fast path 'test path' off, using the public path: transformers 5.0.0 has no Thing._x\n")
+            "gbcli: fast path 'test path' off, using the public path: transformers 5.0.0 has no Thing._x\n"
+        )
     finally:
         del REGISTRY["test path"]
 

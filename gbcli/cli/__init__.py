@@ -43,8 +43,20 @@ from gbcli.cli.reporting import (
 from gbcli.errors import INTERRUPTED, USAGE
 
 __all__ = [  # what other modules and the tests import from gbcli.cli
-    "ModelChoice", "app", "choose_columns", "handle_errors", "interrupt_exits_130", "load_column", "load_columns",
-    "load_options", "main", "model_options", "parse_models", "print_warnings", "report_error", "requested_columns",
+    "ModelChoice",
+    "app",
+    "choose_columns",
+    "handle_errors",
+    "interrupt_exits_130",
+    "load_column",
+    "load_columns",
+    "load_options",
+    "main",
+    "model_options",
+    "parse_models",
+    "print_warnings",
+    "report_error",
+    "requested_columns",
     "stderr_console",
 ]
 
@@ -53,8 +65,14 @@ class GbcliGroup(TyperGroup):
     """The command group, whose usage errors (a bad option value, an unknown option or command) end like every
     other error: an `error:` line and a `hint:` line on stderr, exit 2, instead of Typer's boxed panel."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click_errors.NoArgsIsHelpError as error:  # plain `gbcli`: the help, as Click itself shows it
@@ -101,8 +119,9 @@ def typo_error(error: click_errors.ClickException, context: Any) -> tuple[str, s
 
     if isinstance(error, click_errors.NoSuchOption):
         where = f"`{context.command_path} --help`" if context is not None else "`gbcli --help`"
-        close = difflib.get_close_matches(error.option_name, [name for name in (error.possibilities or [])
-                                                             if name.startswith("-")], n=2, cutoff=0.7)
+        close = difflib.get_close_matches(
+            error.option_name, [name for name in (error.possibilities or []) if name.startswith("-")], n=2, cutoff=0.7
+        )
         guess = f"Did you mean {' or '.join(close)}? " if close else ""
         return f"No such option {error.option_name}.", f"{guess}{where} lists this command's options."
     unknown = re.match(r"No such command '(.+?)'", error.format_message())
@@ -140,8 +159,11 @@ def main_callback(
         typer.Option("--version", "-V", callback=version_callback, is_eager=True, help="Show the version and exit."),
     ] = False,
     no_server: Annotated[
-        bool, typer.Option("--no-server", help="Run here even if a `gbcli serve` is up (also GBCLI_NO_SERVER=1); "
-                           "may also follow the command.")
+        bool,
+        typer.Option(
+            "--no-server",
+            help="Run here even if a `gbcli serve` is up (also GBCLI_NO_SERVER=1); may also follow the command.",
+        ),
     ] = False,
 ) -> None:
     """GPT-style and BERT-style transformers side by side: see how a causal LM and a masked LM differ."""

@@ -39,27 +39,48 @@ def tokenize(
 def attention(
     text: Annotated[str, typer.Argument(help="The text, or - to read stdin.")],
     layer: Annotated[
-        int | None, typer.Option("--layer", help="Layer to show, 1 to L as in lens and context (0 is "
-                                 "the embeddings); negative counts from the end (default -1, the last).",
-                                 show_default=False)
+        int | None,
+        typer.Option(
+            "--layer",
+            help="Layer to show, 1 to L as in lens and context (0 is "
+            "the embeddings); negative counts from the end (default -1, the last).",
+            show_default=False,
+        ),
     ] = None,
     head: Annotated[str, typer.Option("--head", help="A head, from 0 (negative from the end), or mean.")] = "mean",
     summary: Annotated[
-        bool, typer.Option("--summary", help="A table of every layer × head (entropy, distance, share of attention "
-                           "to the first token, [CLS], [SEP], punctuation, previous token) and a grid by --stat.")
+        bool,
+        typer.Option(
+            "--summary",
+            help="A table of every layer × head (entropy, distance, share of attention "
+            "to the first token, [CLS], [SEP], punctuation, previous token) and a grid by --stat.",
+        ),
     ] = False,
     stat: Annotated[
-        str, typer.Option("--stat", help="Statistic of the --summary grid: entropy, distance, to_first, to_cls, "
-                          "to_sep, to_punct, to_special or previous.")
+        str,
+        typer.Option(
+            "--stat",
+            help="Statistic of the --summary grid: entropy, distance, to_first, to_cls, "
+            "to_sep, to_punct, to_special or previous.",
+        ),
     ] = "entropy",
     token: Annotated[
-        str | None, typer.Option("--token", help="For one query token (a word, or an index from 0), the tokens it "
-                                 "attends to most in each layer.", show_default=False)
+        str | None,
+        typer.Option(
+            "--token",
+            help="For one query token (a word, or an index from 0), the tokens it attends to most in each layer.",
+            show_default=False,
+        ),
     ] = None,
     top: Annotated[int, typer.Option("--top", min=1, help="How many attended tokens --token lists per layer.")] = 5,
     export: Annotated[
-        str | None, typer.Option("--export", help="Write every layer and head to FILE: .json, .npz, .html (one "
-                                 "self-contained page) or .png (needs gbcli[plot]).", show_default=False)
+        str | None,
+        typer.Option(
+            "--export",
+            help="Write every layer and head to FILE: .json, .npz, .html (one "
+            "self-contained page) or .png (needs gbcli[plot]).",
+            show_default=False,
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Let --export replace an existing file.")] = False,
     window: Annotated[
@@ -91,8 +112,9 @@ def attention(
     with interrupt_exits_130():
         results = [compute_attention(lm, source) for lm in columns]
     check_finite(results, columns)
-    report = build_report(source, results, layer=layer, head=head_index, summary=summary, stat=stat_name,
-                          token=token, top=top)
+    report = build_report(
+        source, results, layer=layer, head=head_index, summary=summary, stat=stat_name, token=token, top=top
+    )
     if target is not None:
         report.export = export_attention(target, source, results, head_index)
     if json_output:
@@ -139,8 +161,13 @@ def compare(
 @handle_errors
 @model_options
 def lens(
-    text: Annotated[str, typer.Argument(help="A sentence with one [MASK] or <mask> blank (GPT-2 and BART also "
-                                        "take one without: they predict the next word), or - to read stdin.")],
+    text: Annotated[
+        str,
+        typer.Argument(
+            help="A sentence with one [MASK] or <mask> blank (GPT-2 and BART also "
+            "take one without: they predict the next word), or - to read stdin."
+        ),
+    ],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many predictions per layer.")] = 5,
     *,
     choice: ModelChoice,
@@ -172,18 +199,32 @@ def lens(
 @handle_errors
 @model_options
 def context(
-    texts: Annotated[list[str], typer.Argument(help="One text with --change, two texts that differ in one place, "
-                                               "or several sentences with --word; - reads one from stdin.")],
+    texts: Annotated[
+        list[str],
+        typer.Argument(
+            help="One text with --change, two texts that differ in one place, "
+            "or several sentences with --word; - reads one from stdin."
+        ),
+    ],
     change: Annotated[
-        str | None, typer.Option("--change", help="WORD=NEW: compare the text with WORD (its first time standing "
-                                 "alone) replaced by NEW.", show_default=False)
+        str | None,
+        typer.Option(
+            "--change",
+            help="WORD=NEW: compare the text with WORD (its first time standing alone) replaced by NEW.",
+            show_default=False,
+        ),
     ] = None,
     word: Annotated[
-        str | None, typer.Option("--word", help="Compare this word's contextual vectors across the sentences, "
-                                 "layer by layer.", show_default=False)
+        str | None,
+        typer.Option(
+            "--word",
+            help="Compare this word's contextual vectors across the sentences, layer by layer.",
+            show_default=False,
+        ),
     ] = None,
-    measure: Annotated[str, typer.Option("--measure", help="What the grid shows: cosine (distance) or l2 "
-                                         "(relative); --json has both.")] = "cosine",
+    measure: Annotated[
+        str, typer.Option("--measure", help="What the grid shows: cosine (distance) or l2 (relative); --json has both.")
+    ] = "cosine",
     *,
     choice: ModelChoice,
     json_output: JsonOption = False,
@@ -214,16 +255,25 @@ def context(
 @handle_errors
 @model_options
 def saliency(
-    text: Annotated[str, typer.Argument(help="A sentence with one [MASK] or <mask> blank (GPT-2 and BART also "
-                                        "take one without: the next word), or - to read stdin.")],
+    text: Annotated[
+        str,
+        typer.Argument(
+            help="A sentence with one [MASK] or <mask> blank (GPT-2 and BART also "
+            "take one without: the next word), or - to read stdin."
+        ),
+    ],
     target: Annotated[
-        str | None, typer.Option("--target", help="Explain this word (one token) instead of each model's top "
-                                 "prediction.", show_default=False)
+        str | None,
+        typer.Option(
+            "--target", help="Explain this word (one token) instead of each model's top prediction.", show_default=False
+        ),
     ] = None,
-    method: Annotated[str, typer.Option("--method", help="ig (integrated gradients), gxi (gradient × input) "
-                                        "or both.")] = "both",
-    steps: Annotated[int, typer.Option("--steps", help="Integrated gradients: points on the path from the "
-                                       "baseline.")] = 50,
+    method: Annotated[
+        str, typer.Option("--method", help="ig (integrated gradients), gxi (gradient × input) or both.")
+    ] = "both",
+    steps: Annotated[
+        int, typer.Option("--steps", help="Integrated gradients: points on the path from the baseline.")
+    ] = 50,
     *,
     choice: ModelChoice,
     json_output: JsonOption = False,

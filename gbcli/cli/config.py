@@ -37,8 +37,9 @@ gbcli config path                  the file: $GBCLI_CONFIG, else $XDG_CONFIG_HOM
                                    else ~/.config/gbcli/config.toml
 """
 
-config_app = typer.Typer(help=HELP, add_completion=False, rich_markup_mode=None,
-                         context_settings={"help_option_names": ["-h", "--help"]})
+config_app = typer.Typer(
+    help=HELP, add_completion=False, rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]}
+)
 
 
 @dataclass
@@ -115,9 +116,13 @@ def show_settings(context: typer.Context, json_output: JsonOption = False) -> No
 
 @config_app.command("get")
 @handle_errors
-def get_setting(key: Annotated[str, typer.Argument(help="The setting: gpt, bert, bart, device, dtype, auto-serve, "
-                                                   "keep-alive.", show_default=False)],
-                json_output: JsonOption = False) -> None:
+def get_setting(
+    key: Annotated[
+        str,
+        typer.Argument(help="The setting: gpt, bert, bart, device, dtype, auto-serve, keep-alive.", show_default=False),
+    ],
+    json_output: JsonOption = False,
+) -> None:
     """Print one setting's value (from the environment, the file or the default)."""
     from gbcli.render.common import dumps
 
@@ -128,9 +133,10 @@ def get_setting(key: Annotated[str, typer.Argument(help="The setting: gpt, bert,
 
 @config_app.command("set")
 @handle_errors
-def set_setting(key: Annotated[str, typer.Argument(help="The setting.", show_default=False)],
-                value: Annotated[str, typer.Argument(help="Its value: a model, a device, on/off, 30m...",
-                                                     show_default=False)]) -> None:
+def set_setting(
+    key: Annotated[str, typer.Argument(help="The setting.", show_default=False)],
+    value: Annotated[str, typer.Argument(help="Its value: a model, a device, on/off, 30m...", show_default=False)],
+) -> None:
     """Write KEY = VALUE into the settings file (the rest of the file is kept)."""
     from gbcli.settings import write_setting
 

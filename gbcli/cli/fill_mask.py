@@ -25,18 +25,30 @@ def fill_mask_command(
     ] = None,
     file: Annotated[
         str | None,
-        typer.Option("--file", "-f", help="One text per line (- = stdin lines; empty lines skipped), batched; JSON "
-                     "Lines with --json.",
-                     show_default=False),
+        typer.Option(
+            "--file",
+            "-f",
+            help="One text per line (- = stdin lines; empty lines skipped), batched; JSON Lines with --json.",
+            show_default=False,
+        ),
     ] = None,
     top_k: Annotated[
-        int | None, typer.Option("--top-k", "-k", help="How many candidates per blank and model (default 5; the "
-                                 "--file table shows the best one unless -k is given).", show_default=False)
+        int | None,
+        typer.Option(
+            "--top-k",
+            "-k",
+            help="How many candidates per blank and model (default 5; the "
+            "--file table shows the best one unless -k is given).",
+            show_default=False,
+        ),
     ] = None,
     targets: Annotated[
         str | None,
-        typer.Option("--targets", help="Also score these words in every column: WORD[,WORD...]; a word of "
-                     "several pieces is scored whole.", show_default=False),
+        typer.Option(
+            "--targets",
+            help="Also score these words in every column: WORD[,WORD...]; a word of several pieces is scored whole.",
+            show_default=False,
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per forward pass with --file.")] = 32,
     output: OutputOption = None,
@@ -57,8 +69,10 @@ def fill_mask_command(
     from gbcli.tasks.masking.masks import split_masks
 
     if (text is None) == (file is None):
-        raise usage_error("Give either a TEXT or --file, not both." if text is not None else "No text given.",
-                          'For example: gbcli fill-mask "the [MASK] quacks in the park ."')
+        raise usage_error(
+            "Give either a TEXT or --file, not both." if text is not None else "No text given.",
+            'For example: gbcli fill-mask "the [MASK] quacks in the park ."',
+        )
     check_output_options("fill-mask", output, resume, force, file)
     under_torchrun_needs_output("fill-mask", output, file)
     shown_in_table = 1 if top_k is None else top_k  # --file's table: one line per text, unless asked for more
@@ -67,8 +81,19 @@ def fill_mask_command(
     words = parse_targets(None if targets is None else valid_argument(targets, "--targets"))
     families = choice.families()
     if file is not None:
-        _fill_mask_file(file, choice, families, top_k, words, batch_size, json_output,
-                        output=output, resume=resume, force=force, shown=shown_in_table)
+        _fill_mask_file(
+            file,
+            choice,
+            families,
+            top_k,
+            words,
+            batch_size,
+            json_output,
+            output=output,
+            resume=resume,
+            force=force,
+            shown=shown_in_table,
+        )
         return
     source = read_text(text)
     split_masks(source)  # no mask, or too many: said before any model (or torch) loads
@@ -83,8 +108,20 @@ def fill_mask_command(
         stdout_console().print(fill_mask_view(result))
 
 
-def _fill_mask_file(file: str, choice: ModelChoice, families, top_k: int, words: list[str], batch_size: int,
-                    json_output: bool, *, output: str | None, resume: bool, force: bool, shown: int = 1) -> None:
+def _fill_mask_file(
+    file: str,
+    choice: ModelChoice,
+    families,
+    top_k: int,
+    words: list[str],
+    batch_size: int,
+    json_output: bool,
+    *,
+    output: str | None,
+    resume: bool,
+    force: bool,
+    shown: int = 1,
+) -> None:
     """`fill-mask --file`: every line's blanks, JSON Lines streamed as they come (or into --output), or one table
     at the end with the `shown` best candidates of each blank."""
     from gbcli.cli.streams import Records, json_lines
@@ -98,17 +135,28 @@ def _fill_mask_file(file: str, choice: ModelChoice, families, top_k: int, words:
     # --output reads the file a chunk at a time (memory does not grow with it); a table needs every line at once.
     lines = FileLines(file) if output is not None else read_lines(file)
     if not any(MASK_PATTERN.search(line) for line in lines):  # before any model loads
-        raise usage_error(f"No line of {'standard input' if file == '-' else repr(file)} has a mask to fill.",
-                          f"Write {MASK_SPELLINGS} where a word is missing, e.g. \"the [MASK] quacks in the park .\"")
+        raise usage_error(
+            f"No line of {'standard input' if file == '-' else repr(file)} has a mask to fill.",
+            f'Write {MASK_SPELLINGS} where a word is missing, e.g. "the [MASK] quacks in the park ."',
+        )
     if output is not None:
-        _fill_mask_into(output, file, lines, choice, families, top_k, words, batch_size, json_output,
-                        resume=resume, force=force)
+        _fill_mask_into(
+            output, file, lines, choice, families, top_k, words, batch_size, json_output, resume=resume, force=force
+        )
         return
     columns = choice.load(families)
     records = Records(json_lines if json_output else None)
     with interrupt_exits_130(), line_progress(len(lines), "filling masks") as advance:
-        tally = fill_mask_file(columns, lines, top_k, words, batch_size=batch_size, on_results=records,
-                               on_progress=advance, on_warnings=print_warnings)
+        tally = fill_mask_file(
+            columns,
+            lines,
+            top_k,
+            words,
+            batch_size=batch_size,
+            on_results=records,
+            on_progress=advance,
+            on_warnings=print_warnings,
+        )
     if not json_output:
         stdout_console().print(fill_mask_lines_view(records.kept, shown))
     some_failed = tally.check()
@@ -116,8 +164,20 @@ def _fill_mask_file(file: str, choice: ModelChoice, families, top_k: int, words:
         stderr_console().print(f"[yellow]{some_failed}[/]")
 
 
-def _fill_mask_into(output: str, file: str, lines: FileLines, choice: ModelChoice, families, top_k: int,
-                    words: list[str], batch_size: int, json_output: bool, *, resume: bool, force: bool) -> None:
+def _fill_mask_into(
+    output: str,
+    file: str,
+    lines: FileLines,
+    choice: ModelChoice,
+    families,
+    top_k: int,
+    words: list[str],
+    batch_size: int,
+    json_output: bool,
+    *,
+    resume: bool,
+    force: bool,
+) -> None:
     """`fill-mask --file --output`: the records into the file (here, or shared among torchrun's processes); rank 0
     then says how many lines it holds and which could not be filled, as the streamed run does."""
     from gbcli.cli.streams import output_job, print_output_summary
@@ -125,10 +185,15 @@ def _fill_mask_into(output: str, file: str, lines: FileLines, choice: ModelChoic
     from gbcli.jobs.plan import LineTally, fill_mask_plan
     from gbcli.render.common import stderr_console
 
-    resumed = output_job(output, FILL_MASK_RECORDS, resume=resume, force=force, options=choice.load_options(),
-                         label="filling masks",
-                         plan=lambda options: fill_mask_plan(choice.load(families, options), lines, top_k, words,
-                                                             batch_size, output))
+    resumed = output_job(
+        output,
+        FILL_MASK_RECORDS,
+        resume=resume,
+        force=force,
+        options=choice.load_options(),
+        label="filling masks",
+        plan=lambda options: fill_mask_plan(choice.load(families, options), lines, top_k, words, batch_size, output),
+    )
     if resumed is None:
         return
     tally = LineTally()

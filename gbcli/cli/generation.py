@@ -23,14 +23,21 @@ if TYPE_CHECKING:
 def generate(
     prompt: Annotated[
         list[str],
-        typer.Argument(help="The prompt, quoted, or - to read stdin. [MASK] in it is taken literally.",
-                       metavar="PROMPT", show_default=False),
+        typer.Argument(
+            help="The prompt, quoted, or - to read stdin. [MASK] in it is taken literally.",
+            metavar="PROMPT",
+            show_default=False,
+        ),
     ],
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="How many tokens to add.")] = 40,
     greedy: Annotated[bool, typer.Option("--greedy", help="Always take the most likely token.")] = False,
     temperature: Annotated[
-        float | None, typer.Option("--temperature", help="Sampling temperature (default 1.0; at least 0.01, "
-                                         "--greedy below that).", show_default=False)
+        float | None,
+        typer.Option(
+            "--temperature",
+            help="Sampling temperature (default 1.0; at least 0.01, --greedy below that).",
+            show_default=False,
+        ),
     ] = None,
     top_k: Annotated[int | None, typer.Option("--top-k", help="Sample from the k most likely (default 50).")] = None,
     top_p: Annotated[
@@ -41,9 +48,14 @@ def generate(
     ] = None,
     num_beams: Annotated[int, typer.Option("--num-beams", help="Beam search with this many beams.")] = 1,
     num_return_sequences: Annotated[
-        int, typer.Option("-n", "--num-return-sequences", help="How many continuations (sequences, not tokens: "
-                          "that is --max-new-tokens) each model writes; sampled ones are written one after the "
-                          "other, each kept on Ctrl-C.")
+        int,
+        typer.Option(
+            "-n",
+            "--num-return-sequences",
+            help="How many continuations (sequences, not tokens: "
+            "that is --max-new-tokens) each model writes; sampled ones are written one after the "
+            "other, each kept on Ctrl-C.",
+        ),
     ] = 1,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed: the same seed gives the same text.")] = None,
     show_probs: Annotated[
@@ -51,9 +63,13 @@ def generate(
     ] = False,
     alternatives: Annotated[
         int | None,
-        typer.Option("--alternatives", metavar="K", show_default=False,
-                     help="At each step, the K tokens the model weighed most, with their probabilities, the one "
-                          "written marked (--json always holds them: K, or 5)."),
+        typer.Option(
+            "--alternatives",
+            metavar="K",
+            show_default=False,
+            help="At each step, the K tokens the model weighed most, with their probabilities, the one "
+            "written marked (--json always holds them: K, or 5).",
+        ),
     ] = None,
     *,
     choice: ModelChoice,
@@ -68,13 +84,22 @@ def generate(
 
     if len(prompt) > 1:  # the shell split an unquoted prompt into words
         joined = " ".join(prompt)
-        raise usage_error(f"The prompt came as {len(prompt)} separate words.",
-                          f'Quote a prompt of several words: gbcli generate "{joined}"')
+        raise usage_error(
+            f"The prompt came as {len(prompt)} separate words.",
+            f'Quote a prompt of several words: gbcli generate "{joined}"',
+        )
     families = choice.families()
     settings = settings_from_options(
-        max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p,
-        repetition_penalty=repetition_penalty, num_beams=num_beams, num_return_sequences=num_return_sequences,
-        seed=seed, alternatives=alternatives,
+        max_new_tokens=max_new_tokens,
+        greedy=greedy,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        num_beams=num_beams,
+        num_return_sequences=num_return_sequences,
+        seed=seed,
+        alternatives=alternatives,
     )
     text = check_prompt(read_text(prompt[0], "prompt"))
     options = choice.load_options()
@@ -94,8 +119,13 @@ def generate(
         console.print(generation_view(result, show_probs, show_alternatives=alternatives is not None))
 
 
-def _generate_in_turn(requested: list[tuple[Family, str]], result: GenerationResult, columns: list[LoadedModel],
-                      load: Callable[[Family, str], LoadedModel], on_text: Callable[[str, str], None]) -> None:
+def _generate_in_turn(
+    requested: list[tuple[Family, str]],
+    result: GenerationResult,
+    columns: list[LoadedModel],
+    load: Callable[[Family, str], LoadedModel],
+    on_text: Callable[[str, str], None],
+) -> None:
     """Each model is loaded just before it writes, so the first column streams while the later ones wait to load.
 
     Loading stays outside `interrupt_exits_130`: a Ctrl-C that lands inside torch's or transformers' imports must
@@ -112,8 +142,13 @@ def _generate_in_turn(requested: list[tuple[Family, str]], result: GenerationRes
             result.columns.append(runners[family](lm, result.prompt, result.settings, on_text))
 
 
-def _generate_live(console, requested: list[tuple[Family, str]], options: LoadOptions, result: GenerationResult,
-                   columns: list[LoadedModel]) -> None:
+def _generate_live(
+    console,
+    requested: list[tuple[Family, str]],
+    options: LoadOptions,
+    result: GenerationResult,
+    columns: list[LoadedModel],
+) -> None:
     """On a terminal: the columns fill in as they are written; Ctrl-C keeps what was written on the screen."""
     from rich.live import Live
 
@@ -143,8 +178,14 @@ def _generate_live(console, requested: list[tuple[Family, str]], options: LoadOp
             raise
 
 
-def _generate_plain(requested: list[tuple[Family, str]], options: LoadOptions, result: GenerationResult,
-                    columns: list[LoadedModel], *, keep_partial: bool) -> None:
+def _generate_plain(
+    requested: list[tuple[Family, str]],
+    options: LoadOptions,
+    result: GenerationResult,
+    columns: list[LoadedModel],
+    *,
+    keep_partial: bool,
+) -> None:
     """Off a terminal (or with --json): the view once all are written; Ctrl-C writes each model's text so far
     when `keep_partial` (a pipe or a file keeps what was generated; JSON is never half a document)."""
     from gbcli.cli.options import load_column
@@ -175,6 +216,7 @@ def _write_partial_generation(prompt: str, columns: list[LoadedModel], written: 
             number = f" #{index + 1}" if len(sequences) > 1 else ""
             # Only the sequence being written when Ctrl-C came is cut short; the ones before it are whole.
             state = "interrupted" if lm.family == last and index == max(sequences) else "whole"
-            sys.stdout.write(f"{family_title(lm.family)} · {lm.name}{number} ({state}): "
-                             f"{visible_controls(prompt + text)}\n")
+            sys.stdout.write(
+                f"{family_title(lm.family)} · {lm.name}{number} ({state}): {visible_controls(prompt + text)}\n"
+            )
     sys.stdout.flush()

@@ -24,19 +24,34 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 GptOption = Annotated[
     str | None,
-    typer.Option("--gpt", envvar="GBCLI_GPT", help="Causal LM: hub id or local folder (default gpt2).",
-                 show_default=False, rich_help_panel="Models"),
+    typer.Option(
+        "--gpt",
+        envvar="GBCLI_GPT",
+        help="Causal LM: hub id or local folder (default gpt2).",
+        show_default=False,
+        rich_help_panel="Models",
+    ),
 ]
 BertOption = Annotated[
     str | None,
-    typer.Option("--bert", envvar="GBCLI_BERT", help="Masked LM: hub id or local folder (default bert-base-uncased).",
-                 show_default=False, rich_help_panel="Models"),
+    typer.Option(
+        "--bert",
+        envvar="GBCLI_BERT",
+        help="Masked LM: hub id or local folder (default bert-base-uncased).",
+        show_default=False,
+        rich_help_panel="Models",
+    ),
 ]
 BartOption = Annotated[
     str | None,
-    typer.Option("--bart", envvar="GBCLI_BART", help="Encoder-decoder (seq2seq) denoiser: hub id or local folder "
-                 "(default facebook/bart-base). Shown with --with-bart or --models ...,bart.",
-                 show_default=False, rich_help_panel="Models"),
+    typer.Option(
+        "--bart",
+        envvar="GBCLI_BART",
+        help="Encoder-decoder (seq2seq) denoiser: hub id or local folder "
+        "(default facebook/bart-base). Shown with --with-bart or --models ...,bart.",
+        show_default=False,
+        rich_help_panel="Models",
+    ),
 ]
 WithBartOption = Annotated[
     bool,
@@ -48,13 +63,23 @@ ModelsOption = Annotated[
 ]
 DeviceOption = Annotated[
     str | None,
-    typer.Option("--device", envvar="GBCLI_DEVICE", help="auto (cuda, then mps, then cpu), cpu, cuda or mps "
-                 "(default: the settings file's, else auto).", show_default=False, rich_help_panel="Models"),
+    typer.Option(
+        "--device",
+        envvar="GBCLI_DEVICE",
+        help="auto (cuda, then mps, then cpu), cpu, cuda or mps (default: the settings file's, else auto).",
+        show_default=False,
+        rich_help_panel="Models",
+    ),
 ]
 DtypeOption = Annotated[
     str | None,
-    typer.Option("--dtype", envvar="GBCLI_DTYPE", help="auto, float32, bfloat16 or float16 (default: the settings "
-                 "file's, else auto).", show_default=False, rich_help_panel="Models"),
+    typer.Option(
+        "--dtype",
+        envvar="GBCLI_DTYPE",
+        help="auto, float32, bfloat16 or float16 (default: the settings file's, else auto).",
+        show_default=False,
+        rich_help_panel="Models",
+    ),
 ]
 RevisionOption = Annotated[
     str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit).", rich_help_panel="Models")
@@ -66,11 +91,21 @@ OfflineOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
 # A file command's output (`score`, `pairs`, `fill-mask` with --file).
 OutputOption = Annotated[
-    str | None, typer.Option("--output", "-o", help="--file: write each line's record (as --json prints it) to this "
-                             "file, JSON Lines in input order; also under torchrun.", show_default=False)
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="--file: write each line's record (as --json prints it) to this "
+        "file, JSON Lines in input order; also under torchrun.",
+        show_default=False,
+    ),
 ]
-ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue an interrupted --output file: its finished "
-                                          "lines are kept, not done again.")]
+ResumeOption = Annotated[
+    bool,
+    typer.Option(
+        "--resume", help="Continue an interrupted --output file: its finished lines are kept, not done again."
+    ),
+]
 ForceOption = Annotated[bool, typer.Option("--force", help="Let --output replace an existing file.")]
 
 
@@ -118,8 +153,12 @@ def requested_columns(
         folders = [spec for _, spec in requested if os.path.isdir(spec)]
         if folders:  # a folder has no revisions: say so rather than ignore the option silently
             what = "folder" if len(folders) == 1 else "folders"
-            print_warnings([f"--revision {options.revision} does not apply to the local {what} "
-                            f"{', '.join(folders)}; a folder is read as it is."])
+            print_warnings(
+                [
+                    f"--revision {options.revision} does not apply to the local {what} "
+                    f"{', '.join(folders)}; a folder is read as it is."
+                ]
+            )
     return requested
 
 
@@ -170,8 +209,9 @@ class ModelChoice:
         """--device, --dtype, --revision and --offline, checked."""
         return load_options(self.device, self.dtype, self.revision, self.offline)
 
-    def load(self, families: list[Family], options: LoadOptions | None = None, *,
-             need_head: bool = True) -> list[LoadedModel]:
+    def load(
+        self, families: list[Family], options: LoadOptions | None = None, *, need_head: bool = True
+    ) -> list[LoadedModel]:
         """The chosen models, loaded once each (with these load options, else the typed ones)."""
         return load_columns(families, self.specs, options or self.load_options(), need_head=need_head)
 
@@ -180,18 +220,25 @@ class ModelChoice:
         from gbcli.loading.models import load_tokenizer
 
         options = self.load_options()
-        return [load_tokenizer(family, spec, options) for family, spec in requested_columns(families, self.specs,
-                                                                                               options)]
+        return [
+            load_tokenizer(family, spec, options) for family, spec in requested_columns(families, self.specs, options)
+        ]
 
 
 def _model_parameters(columns: bool) -> list[inspect.Parameter]:
     """The model options as the parameters Typer reads, in the order every command's --help lists them."""
+
     def option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
 
     chosen = [option("models", ModelsOption, "gpt,bert"), option("with_bart", WithBartOption, False)] if columns else []
-    loaded = [option("gpt", GptOption, None), option("bert", BertOption, None), option("bart", BartOption, None),
-              option("device", DeviceOption, None), option("dtype", DtypeOption, None)]
+    loaded = [
+        option("gpt", GptOption, None),
+        option("bert", BertOption, None),
+        option("bart", BartOption, None),
+        option("device", DeviceOption, None),
+        option("dtype", DtypeOption, None),
+    ]
     hub = [option("revision", RevisionOption, None), option("offline", OfflineOption, False)] if columns else []
     return chosen + loaded + hub
 
@@ -205,9 +252,11 @@ def model_options(command: F | None = None, *, columns: bool = True) -> Any:
     """
     if command is None:
         return functools.partial(model_options, columns=columns)
-    own = [parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY)
-           for parameter in inspect.signature(command, eval_str=True).parameters.values()
-           if parameter.name != "choice"]
+    own = [
+        parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for parameter in inspect.signature(command, eval_str=True).parameters.values()
+        if parameter.name != "choice"
+    ]
     at = next((i for i, parameter in enumerate(own) if parameter.name == "json_output"), len(own))
     parameters = own[:at] + _model_parameters(columns) + own[at:]
 
@@ -216,11 +265,19 @@ def model_options(command: F | None = None, *, columns: bool = True) -> Any:
         from gbcli.settings import value
 
         # An option left out takes GBCLI_DEVICE/GBCLI_DTYPE (Typer reads them), else the settings file, else auto.
-        choice = ModelChoice({family: typed.pop(family) for family in FAMILIES}, value("device", typed.pop("device")),
-                             value("dtype", typed.pop("dtype")))
+        choice = ModelChoice(
+            {family: typed.pop(family) for family in FAMILIES},
+            value("device", typed.pop("device")),
+            value("dtype", typed.pop("dtype")),
+        )
         if columns:
-            choice = replace(choice, models=typed.pop("models"), with_bart=typed.pop("with_bart"),
-                             revision=typed.pop("revision"), offline=typed.pop("offline"))
+            choice = replace(
+                choice,
+                models=typed.pop("models"),
+                with_bart=typed.pop("with_bart"),
+                revision=typed.pop("revision"),
+                offline=typed.pop("offline"),
+            )
         return command(choice=choice, **typed)
 
     with_choice.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]

@@ -23,49 +23,94 @@ if TYPE_CHECKING:
     from gbcli.render.export import ExportTarget
     from gbcli.tasks.probe import ProbeOptions, ProbeResult
 
-POOL_HELP = ("Sentence pooling: mean of the text's own pieces (default for every family, so the comparison is "
-             "fair), first (BERT: [CLS], untrained for this without fine-tuning; GPT-2: its first piece, which "
-             "has read nothing else) or last (GPT-2: the only piece that has read the whole text; BERT: [SEP]).")
+POOL_HELP = (
+    "Sentence pooling: mean of the text's own pieces (default for every family, so the comparison is "
+    "fair), first (BERT: [CLS], untrained for this without fine-tuning; GPT-2: its first piece, which "
+    "has read nothing else) or last (GPT-2: the only piece that has read the whole text; BERT: [SEP])."
+)
 
 
 @handle_errors
 @model_options
 def probe(
-    file: Annotated[str | None, typer.Argument(help="Labelled data: .jsonl, .csv or .tsv with text and label "
-                                               "columns (and word, or text_a and text_b).", show_default=False)
-                    ] = None,
-    task: Annotated[str | None, typer.Option("--task", help="A built-in task instead of a file: right-context, "
-                                             "agreement or sentiment.", show_default=False)] = None,
-    write_task: Annotated[tuple[str, str] | None, typer.Option(
-        "--write-task", help="Write the built-in task NAME to FILE (JSONL) and stop.", metavar="NAME FILE",
-        show_default=False)] = None,
-    file_format: Annotated[str | None, typer.Option("--format", help="jsonl, csv or tsv (default: from the "
-                                                    "extension).", show_default=False)] = None,
+    file: Annotated[
+        str | None,
+        typer.Argument(
+            help="Labelled data: .jsonl, .csv or .tsv with text and label columns (and word, or text_a and text_b).",
+            show_default=False,
+        ),
+    ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task",
+            help="A built-in task instead of a file: right-context, agreement or sentiment.",
+            show_default=False,
+        ),
+    ] = None,
+    write_task: Annotated[
+        tuple[str, str] | None,
+        typer.Option(
+            "--write-task",
+            help="Write the built-in task NAME to FILE (JSONL) and stop.",
+            metavar="NAME FILE",
+            show_default=False,
+        ),
+    ] = None,
+    file_format: Annotated[
+        str | None,
+        typer.Option("--format", help="jsonl, csv or tsv (default: from the extension).", show_default=False),
+    ] = None,
     text_field: Annotated[str, typer.Option("--text-field", help="The column of the texts.")] = "text",
     label_field: Annotated[str, typer.Option("--label-field", help="The column of the labels.")] = "label",
-    word: Annotated[str | None, typer.Option("--word", help="Probe this word (its first whole-word occurrence) "
-                                             "on every line: a word-level probe.", show_default=False)] = None,
-    word_pool: Annotated[str, typer.Option("--word-pool", help="A word's pieces: last (default: the one piece "
-                                           "that has read the whole word in every family, GPT-2's earlier pieces "
-                                           "have not), first or mean.")] = "last",
+    word: Annotated[
+        str | None,
+        typer.Option(
+            "--word",
+            help="Probe this word (its first whole-word occurrence) on every line: a word-level probe.",
+            show_default=False,
+        ),
+    ] = None,
+    word_pool: Annotated[
+        str,
+        typer.Option(
+            "--word-pool",
+            help="A word's pieces: last (default: the one piece "
+            "that has read the whole word in every family, GPT-2's earlier pieces "
+            "have not), first or mean.",
+        ),
+    ] = "last",
     pool: Annotated[str, typer.Option("--pool", help=POOL_HELP)] = "mean",
-    test_size: Annotated[float, typer.Option("--test-size", help="The share of examples held out in each "
-                                             "split.")] = 0.25,
-    test: Annotated[str | None, typer.Option("--test", help="A test file (same columns) instead of splits.",
-                                             show_default=False)] = None,
+    test_size: Annotated[
+        float, typer.Option("--test-size", help="The share of examples held out in each split.")
+    ] = 0.25,
+    test: Annotated[
+        str | None, typer.Option("--test", help="A test file (same columns) instead of splits.", show_default=False)
+    ] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="How many random stratified splits.")] = 3,
-    folds: Annotated[int | None, typer.Option("--folds", help="Stratified k-fold instead of --seeds splits.",
-                                              show_default=False)] = None,
-    control: Annotated[str, typer.Option("--control", help="random-init (the same architectures with random "
-                                         "weights) or none.")] = "random-init",
-    control_task: Annotated[bool, typer.Option("--control-task", help="Also Hewitt and Liang's control task "
-                                               "(labels reassigned per word type) and the selectivity.")] = False,
-    truncate: Annotated[bool, typer.Option("--truncate", help="Cut texts longer than a model's context instead "
-                                           "of refusing them.")] = False,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache of states.")
-                        ] = False,
-    png: Annotated[str | None, typer.Option("--png", help="Also draw the accuracies per layer to FILE.png (needs "
-                                            "gbcli[plot]).", show_default=False)] = None,
+    folds: Annotated[
+        int | None, typer.Option("--folds", help="Stratified k-fold instead of --seeds splits.", show_default=False)
+    ] = None,
+    control: Annotated[
+        str, typer.Option("--control", help="random-init (the same architectures with random weights) or none.")
+    ] = "random-init",
+    control_task: Annotated[
+        bool,
+        typer.Option(
+            "--control-task",
+            help="Also Hewitt and Liang's control task (labels reassigned per word type) and the selectivity.",
+        ),
+    ] = False,
+    truncate: Annotated[
+        bool, typer.Option("--truncate", help="Cut texts longer than a model's context instead of refusing them.")
+    ] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache of states.")] = False,
+    png: Annotated[
+        str | None,
+        typer.Option(
+            "--png", help="Also draw the accuracies per layer to FILE.png (needs gbcli[plot]).", show_default=False
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Let --png or --write-task replace a file.")] = False,
     *,
     choice: ModelChoice,
@@ -90,11 +135,21 @@ def probe(
         stderr_console().print(f"wrote {count} examples of the built-in task '{name}' to {path}")
         return
     if (file is None) == (task is None):
-        raise usage_error("Give a data FILE or --task NAME (one of them).",
-                          "For example: gbcli probe --task right-context, or gbcli probe data.csv")
+        raise usage_error(
+            "Give a data FILE or --task NAME (one of them).",
+            "For example: gbcli probe --task right-context, or gbcli probe data.csv",
+        )
     require_scikit_learn()
-    options = ProbeOptions(pool=pool, word_pool=word_pool, test_size=test_size, seeds=seeds, folds=folds,  # type: ignore[arg-type]
-                           control=control, control_task=control_task, truncate=truncate)  # type: ignore[arg-type]
+    options = ProbeOptions(
+        pool=pool,
+        word_pool=word_pool,
+        test_size=test_size,
+        seeds=seeds,
+        folds=folds,  # type: ignore[arg-type]
+        control=control,
+        control_task=control_task,
+        truncate=truncate,
+    )  # type: ignore[arg-type]
     check_options(options)
     if test is not None and folds is not None:
         raise usage_error("--test and --folds cannot be combined.", "A test file is one split; folds are k.")
@@ -133,8 +188,14 @@ def _png_target(png: str | None, force: bool) -> ExportTarget | None:
     return check_export_target(png, force)
 
 
-def _run_probe(columns: list[LoadedModel], data: LabelledData, options: ProbeOptions, test_data: LabelledData | None,
-               *, use_cache: bool) -> ProbeResult:
+def _run_probe(
+    columns: list[LoadedModel],
+    data: LabelledData,
+    options: ProbeOptions,
+    test_data: LabelledData | None,
+    *,
+    use_cache: bool,
+) -> ProbeResult:
     """The probe, its states read from (and written to) the cache, a bar while they are computed."""
     from gbcli.jobs.state_cache import cached_states
     from gbcli.lm.hidden import RANDOM_INIT_SEED, stack_names
@@ -146,8 +207,14 @@ def _run_probe(columns: list[LoadedModel], data: LabelledData, options: ProbeOpt
     def states(lm: LoadedModel, inputs: list[EncodedInput], random_init: bool) -> list[Sequence[np.ndarray]]:
         title = row_title(lm, "", random_init)
         with line_progress(len(inputs), f"states {title}", rate_unit="texts") as advance:
-            arrays, hit = cached_states(lm, inputs, stack_names(lm), RANDOM_INIT_SEED if random_init else None,
-                                        use_cache=use_cache, on_batch=advance)
+            arrays, hit = cached_states(
+                lm,
+                inputs,
+                stack_names(lm),
+                RANDOM_INIT_SEED if random_init else None,
+                use_cache=use_cache,
+                on_batch=advance,
+            )
         cache[title] = "off" if not use_cache else "hit" if hit else "stored"
         return arrays
 
@@ -159,15 +226,22 @@ def _run_probe(columns: list[LoadedModel], data: LabelledData, options: ProbeOpt
 @handle_errors
 @model_options
 def similarity(
-    texts: Annotated[list[str] | None, typer.Argument(help="Two or more texts (- reads one from stdin).",
-                                                      show_default=False)] = None,
-    file: Annotated[str | None, typer.Option("--file", "-f", help="Read the texts from FILE, one per line.",
-                                             show_default=False)] = None,
+    texts: Annotated[
+        list[str] | None, typer.Argument(help="Two or more texts (- reads one from stdin).", show_default=False)
+    ] = None,
+    file: Annotated[
+        str | None, typer.Option("--file", "-f", help="Read the texts from FILE, one per line.", show_default=False)
+    ] = None,
     pool: Annotated[str, typer.Option("--pool", help=POOL_HELP)] = "mean",
-    layer: Annotated[int | None, typer.Option("--layer", help="Layer, from 0 (the embeddings); negative counts "
-                                              "from the end (default -1, the last).", show_default=False)] = None,
-    by_layer: Annotated[bool, typer.Option("--by-layer", help="For two texts: the cosine at every layer.")
-                        ] = False,
+    layer: Annotated[
+        int | None,
+        typer.Option(
+            "--layer",
+            help="Layer, from 0 (the embeddings); negative counts from the end (default -1, the last).",
+            show_default=False,
+        ),
+    ] = None,
+    by_layer: Annotated[bool, typer.Option("--by-layer", help="For two texts: the cosine at every layer.")] = False,
     *,
     choice: ModelChoice,
     json_output: JsonOption = False,

@@ -21,14 +21,20 @@ if TYPE_CHECKING:
 def shell(
     ctx: typer.Context,
     models: Annotated[
-        str | None, typer.Option("--models", help="Models to load at start, comma-separated: gpt, bert, bart "
-                                 "(default gpt,bert); also every command's default.", show_default=False,
-                                 rich_help_panel="Models")
+        str | None,
+        typer.Option(
+            "--models",
+            help="Models to load at start, comma-separated: gpt, bert, bart "
+            "(default gpt,bert); also every command's default.",
+            show_default=False,
+            rich_help_panel="Models",
+        ),
     ] = None,
     *,
     choice: ModelChoice,
-    json_output: Annotated[bool, typer.Option("--json", help="Every command prints JSON: one document per "
-                                              "command, one per line.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Every command prints JSON: one document per command, one per line.")
+    ] = False,
 ) -> None:
     """Load the models once, then type commands without `gbcli` (help, models, set, load, exit): answers at once.
 
@@ -54,29 +60,56 @@ def shell(
 def serve(
     ctx: typer.Context,
     keep_alive: Annotated[
-        str | None, typer.Option("--keep-alive", envvar="GBCLI_KEEP_ALIVE", help="Unload a model after this long "
-                                 "unused: 30m, 90s, 2h, or never (default: the settings file's, else 10m).",
-                                 show_default=False)
+        str | None,
+        typer.Option(
+            "--keep-alive",
+            envvar="GBCLI_KEEP_ALIVE",
+            help="Unload a model after this long "
+            "unused: 30m, 90s, 2h, or never (default: the settings file's, else 10m).",
+            show_default=False,
+        ),
     ] = None,
-    detach: Annotated[bool, typer.Option("--detach", help="Run in the background; its log goes to the runtime "
-                                         "folder's server.log.")] = False,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Run in the background; its log goes to the runtime folder's server.log.")
+    ] = False,
     models: Annotated[
-        str | None, typer.Option("--models", help="Models to load at start, comma-separated: gpt, bert, bart "
-                                 "(default: those named by --gpt/--bert/--bart or GBCLI_*, else gpt,bert).",
-                                 show_default=False, rich_help_panel="Models")
+        str | None,
+        typer.Option(
+            "--models",
+            help="Models to load at start, comma-separated: gpt, bert, bart "
+            "(default: those named by --gpt/--bert/--bart or GBCLI_*, else gpt,bert).",
+            show_default=False,
+            rich_help_panel="Models",
+        ),
     ] = None,
     host: Annotated[
-        str | None, typer.Option("--host", help="With --port: the address to listen on (default 127.0.0.1); "
-                                 "any other than localhost is warned about.", show_default=False)
+        str | None,
+        typer.Option(
+            "--host",
+            help="With --port: the address to listen on (default 127.0.0.1); any other than localhost is warned about.",
+            show_default=False,
+        ),
     ] = None,
     port: Annotated[
-        int | None, typer.Option("--port", min=0, max=65535, help="Listen on this TCP port too (0: any free one); "
-                                 "every request must carry the token the server writes to its runtime folder.",
-                                 show_default=False)
+        int | None,
+        typer.Option(
+            "--port",
+            min=0,
+            max=65535,
+            help="Listen on this TCP port too (0: any free one); "
+            "every request must carry the token the server writes to its runtime folder.",
+            show_default=False,
+        ),
     ] = None,
-    auto: Annotated[bool, typer.Option("--auto", hidden=True, help="Started by a command on a terminal "
-                                       "(gbcli.warm.autostart): load nothing at start, exit once no model is held.")
-                    ] = False,
+    auto: Annotated[
+        bool,
+        typer.Option(
+            "--auto",
+            hidden=True,
+            help="Started by a command on a terminal "
+            "(gbcli.warm.autostart): load nothing at start, exit once no model is held.",
+        ),
+    ] = False,
     *,
     choice: ModelChoice,
 ) -> None:
@@ -99,8 +132,17 @@ def serve(
     if detach:
         from gbcli.warm.manage import start_detached
 
-        argv = ["serve", "--keep-alive", keep_alive, "--models", ",".join(families), "--device", choice.device,
-                "--dtype", choice.dtype]
+        argv = [
+            "serve",
+            "--keep-alive",
+            keep_alive,
+            "--models",
+            ",".join(families),
+            "--device",
+            choice.device,
+            "--dtype",
+            choice.dtype,
+        ]
         if tcp is not None:
             argv += ["--host", tcp[0], "--port", str(tcp[1])]
         for family in FAMILIES:
@@ -141,8 +183,10 @@ def tcp_address(host: str | None, port: int | None) -> tuple[str, int] | None:
 
     if port is None:
         if host is not None:
-            raise usage_error("--host needs --port: gbcli serve listens on TCP only when given a port.",
-                              "For example --host 127.0.0.1 --port 8765 (--port 0: any free port).")
+            raise usage_error(
+                "--host needs --port: gbcli serve listens on TCP only when given a port.",
+                "For example --host 127.0.0.1 --port 8765 (--port 0: any free port).",
+            )
         return None
     return (host or "127.0.0.1").strip("[]"), port
 

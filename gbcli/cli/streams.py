@@ -37,9 +37,17 @@ def json_lines(batch: list[Any]) -> None:
         print_json(record, lines=True)
 
 
-def output_job(output: str, shape: RecordShape, *, resume: bool, force: bool, options: LoadOptions,
-               plan: Callable[[LoadOptions], Plan], announce: Callable[[], None] = lambda: None,
-               label: str = "scoring") -> int | None:
+def output_job(
+    output: str,
+    shape: RecordShape,
+    *,
+    resume: bool,
+    force: bool,
+    options: LoadOptions,
+    plan: Callable[[LoadOptions], Plan],
+    announce: Callable[[], None] = lambda: None,
+    label: str = "scoring",
+) -> int | None:
     """A file job into --output: here, or this rank's share under torchrun (then the models load on this rank's
     device), under --output's lock. How many of the file's records an earlier run had written (and are kept); None
     on a rank other than 0, which prints nothing."""
@@ -57,8 +65,16 @@ def output_job(output: str, shape: RecordShape, *, resume: bool, force: bool, op
 
         options = replace(options, device=start(world, options.device))
         with OutputLock(output, shape.command) if world.is_main else nullcontext():
-            return run_distributed(world, output, shape, resume=resume, force=force, plan=lambda: plan(options),
-                                   announce=announce, label=label)
+            return run_distributed(
+                world,
+                output,
+                shape,
+                resume=resume,
+                force=force,
+                plan=lambda: plan(options),
+                announce=announce,
+                label=label,
+            )
     from gbcli.cli.reporting import _escape, interrupt_exits_130, stderr_console
     from gbcli.jobs.jsonl_output import open_output, settle
     from gbcli.jobs.plan import run_here
@@ -78,14 +94,17 @@ def output_job(output: str, shape: RecordShape, *, resume: bool, force: bool, op
             with interrupt_exits_130(), progress_bar(settled.todo, stderr_console().is_terminal, label) as advance:
                 run_here(work, settled.done, output, advance)
         except KeyboardInterrupt:
-            stderr_console().print(f"[yellow]Finished lines are kept in {_escape(output)}; run the same command "
-                                   "with --resume to continue.[/]")
+            stderr_console().print(
+                f"[yellow]Finished lines are kept in {_escape(output)}; run the same command "
+                "with --resume to continue.[/]"
+            )
             raise
     return settled.kept
 
 
-def print_output_summary(file: str, output: str, lines: int, resumed: int, *, json_output: bool,
-                         failed: int = 0) -> None:
+def print_output_summary(
+    file: str, output: str, lines: int, resumed: int, *, json_output: bool, failed: int = 0
+) -> None:
     """What a file job into --output says on stdout at the end: how many lines the file holds, and how many of
     them an earlier run had done."""
     from gbcli.jobs.plan import OutputSummary
@@ -97,8 +116,9 @@ def print_output_summary(file: str, output: str, lines: int, resumed: int, *, js
         return
     earlier = f" ({summary.resumed} done by an earlier run)" if summary.resumed else ""
     # soft_wrap: a path is never broken across lines (it is to be copied)
-    stdout_console().print(f"{summary.lines} lines of {file} are in {output}{earlier}.", markup=False,
-                           highlight=False, soft_wrap=True)
+    stdout_console().print(
+        f"{summary.lines} lines of {file} are in {output}{earlier}.", markup=False, highlight=False, soft_wrap=True
+    )
 
 
 def under_torchrun_needs_output(command: str, output: str | None, file: str | None) -> None:
@@ -109,11 +129,15 @@ def under_torchrun_needs_output(command: str, output: str | None, file: str | No
     if detect() is None:
         return
     if output is None:
-        raise usage_error(f"Under torchrun, {command} --file needs --output: the processes write one file.",
-                          f"e.g. torchrun --nproc-per-node 2 -m gbcli {command} --file F.txt -o out.jsonl")
+        raise usage_error(
+            f"Under torchrun, {command} --file needs --output: the processes write one file.",
+            f"e.g. torchrun --nproc-per-node 2 -m gbcli {command} --file F.txt -o out.jsonl",
+        )
     if file == "-":
-        raise usage_error(f"Under torchrun, {command} --file cannot be standard input: every process reads the "
-                          "whole file itself.", "Save the input to a file and give its path to --file.")
+        raise usage_error(
+            f"Under torchrun, {command} --file cannot be standard input: every process reads the whole file itself.",
+            "Save the input to a file and give its path to --file.",
+        )
 
 
 def check_output_options(command: str, output: str | None, resume: bool, force: bool, file: str | None) -> None:

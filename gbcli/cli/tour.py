@@ -22,30 +22,37 @@ TOUR_FAMILIES = "gpt,bert,bart"  # the tour's default --models: step 8 is BART's
 @model_options
 def tour(
     steps: Annotated[
-        str | None, typer.Option("--steps", help="Only these steps, e.g. 1,4,7 (default: all eight).",
-                                 show_default=False)
+        str | None,
+        typer.Option("--steps", help="Only these steps, e.g. 1,4,7 (default: all eight).", show_default=False),
     ] = None,
     no_pause: Annotated[
-        bool, typer.Option("--no-pause", help="Go on without waiting between steps (it never waits off a "
-                           "terminal).")
+        bool, typer.Option("--no-pause", help="Go on without waiting between steps (it never waits off a terminal).")
     ] = False,
     budget: Annotated[
-        float, typer.Option("--budget", help="Seconds a slow step (fine-tuning) may take; one estimated to take "
-                            "longer is skipped with its estimate.")
+        float,
+        typer.Option(
+            "--budget",
+            help="Seconds a slow step (fine-tuning) may take; one estimated to take "
+            "longer is skipped with its estimate.",
+        ),
     ] = 60.0,  # gbcli.tasks.tour.DEFAULT_BUDGET (not imported here: --help stays light)
     html: Annotated[
-        str | None, typer.Option("--html", help="Also write the tour as one self-contained HTML page (a handout: "
-                                 "figures embedded, nothing fetched).", show_default=False)
+        str | None,
+        typer.Option(
+            "--html",
+            help="Also write the tour as one self-contained HTML page (a handout: figures embedded, nothing fetched).",
+            show_default=False,
+        ),
     ] = None,
     markdown: Annotated[
-        str | None, typer.Option("--markdown", help="Also write the tour as a Markdown notes file.",
-                                 show_default=False)
+        str | None, typer.Option("--markdown", help="Also write the tour as a Markdown notes file.", show_default=False)
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Let --html and --markdown replace existing files.")] = False,
     *,
     choice: ModelChoice,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON Lines: one record per step, as each is "
-                                              "done.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print JSON Lines: one record per step, as each is done.")
+    ] = False,
 ) -> None:
     """A guided tour of how GPT-2 and BERT differ: each claim shown on your models, its numbers read out.
 
@@ -59,12 +66,19 @@ def tour(
     from gbcli.render.tour import closing_view
     from gbcli.tasks.tour import LABELLED_TASKS, ModelPool, TourSettings, check_budget, chosen_steps, parse_steps
 
-    settings = TourSettings(steps=parse_steps(steps), budget=check_budget(budget), model_flags=_model_flags(choice),
-                            load=choice.load_options(), labelled={name: builtin_task(name) for name in LABELLED_TASKS},
-                            probe_states=_cached_probe_states)
-    targets = [check_handout_target(path, force, option) for path, option in ((html, "--html"),
-                                                                            (markdown, "--markdown"))
-               if path is not None]
+    settings = TourSettings(
+        steps=parse_steps(steps),
+        budget=check_budget(budget),
+        model_flags=_model_flags(choice),
+        load=choice.load_options(),
+        labelled={name: builtin_task(name) for name in LABELLED_TASKS},
+        probe_states=_cached_probe_states,
+    )
+    targets = [
+        check_handout_target(path, force, option)
+        for path, option in ((html, "--html"), (markdown, "--markdown"))
+        if path is not None
+    ]
     if _models_defaulted():
         from dataclasses import replace
 
@@ -84,8 +98,9 @@ def tour(
     _refuse_an_empty_or_failed_tour(shown, pool)
 
 
-def _walk(specs: list[StepSpec], settings: TourSettings, pool: ModelPool, *, json_output: bool,
-          pausing: bool) -> tuple[list[TourStep], bool]:
+def _walk(
+    specs: list[StepSpec], settings: TourSettings, pool: ModelPool, *, json_output: bool, pausing: bool
+) -> tuple[list[TourStep], bool]:
     """Each step as soon as it is done (a JSON Lines record, or its view), waiting between steps when `pausing`;
     the steps shown, and whether the user stopped the tour."""
     from gbcli.render.common import print_json, stdout_console
@@ -111,13 +126,16 @@ def _walk(specs: list[StepSpec], settings: TourSettings, pool: ModelPool, *, jso
 def _refuse_an_empty_or_failed_tour(shown: list[TourStep], pool: ModelPool) -> None:
     """Exit 1 when no model could be had at all, or when a step failed (after the others were shown)."""
     if shown and pool.missing and all(step.status == "skipped" for step in shown):
-        raise GbcliError("No step of the tour could be shown: " + "; ".join(pool.missing.values()),
-                         "Give models that can be had: --gpt, --bert and --bart take a hub id or a local folder.")
+        raise GbcliError(
+            "No step of the tour could be shown: " + "; ".join(pool.missing.values()),
+            "Give models that can be had: --gpt, --bert and --bart take a hub id or a local folder.",
+        )
     failed = [str(step.number) for step in shown if step.status == "failed"]
     if failed:
-        raise GbcliError(f"Step{'s' if len(failed) > 1 else ''} {', '.join(failed)} of the tour failed; the others "
-                         "were shown.", "The reason is given under each failed step; `gbcli COMMAND --help` for the "
-                         "command it names.")
+        raise GbcliError(
+            f"Step{'s' if len(failed) > 1 else ''} {', '.join(failed)} of the tour failed; the others were shown.",
+            "The reason is given under each failed step; `gbcli COMMAND --help` for the command it names.",
+        )
 
 
 def _models_defaulted() -> bool:
@@ -135,8 +153,11 @@ def _model_flags(choice: ModelChoice) -> ModelFlags:
 
     by_family = {family: [f"--{family}", spec] for family, spec in choice.specs.items() if spec}
     words: list[str] = []
-    for flag, value, default in (("--device", choice.device, "auto"), ("--dtype", choice.dtype, "auto"),
-                                 ("--revision", choice.revision, None)):
+    for flag, value, default in (
+        ("--device", choice.device, "auto"),
+        ("--dtype", choice.dtype, "auto"),
+        ("--revision", choice.revision, None),
+    ):
         if value != default and value is not None:
             words += [flag, value]
     if choice.offline:
@@ -160,8 +181,9 @@ def _cached_probe_states(lm, inputs, random_init: bool):
     from gbcli.tasks.probe import row_title
 
     with line_progress(len(inputs), f"states {row_title(lm, '', random_init)}", rate_unit="texts") as advance:
-        arrays, _ = cached_states(lm, inputs, stack_names(lm), RANDOM_INIT_SEED if random_init else None,
-                                  use_cache=True, on_batch=advance)
+        arrays, _ = cached_states(
+            lm, inputs, stack_names(lm), RANDOM_INIT_SEED if random_init else None, use_cache=True, on_batch=advance
+        )
     return arrays
 
 

@@ -43,30 +43,62 @@ class BuiltinTask:
 
 def _right_context_rows() -> list[Row]:
     rng = random.Random(30)
-    verbs = {"singular": ["is", "was", "has been", "seems to be", "keeps"],
-             "plural": ["are", "were", "have been", "seem to be", "keep"]}
-    doings = ["grazing", "sleeping", "eating grass", "resting", "wandering off", "standing still", "bleating",
-              "hiding", "lying down", "running"]
-    places = ["in the field", "by the river", "on the hill", "near the barn", "under the tree", "in the rain",
-              "behind the fence", "at the gate"]
+    verbs = {
+        "singular": ["is", "was", "has been", "seems to be", "keeps"],
+        "plural": ["are", "were", "have been", "seem to be", "keep"],
+    }
+    doings = [
+        "grazing",
+        "sleeping",
+        "eating grass",
+        "resting",
+        "wandering off",
+        "standing still",
+        "bleating",
+        "hiding",
+        "lying down",
+        "running",
+    ]
+    places = [
+        "in the field",
+        "by the river",
+        "on the hill",
+        "near the barn",
+        "under the tree",
+        "in the rain",
+        "behind the fence",
+        "at the gate",
+    ]
     rows: list[Row] = []
     for label, count in (("singular", 150), ("plural", 100)):
         combos = list(itertools.product(verbs[label], doings, places))
         for verb, doing, place in rng.sample(combos, count):
-            rows.append({"text": f"the sheep {verb} {doing} {place} .", "label": label, "word": "sheep",
-                         "decided_by": verb})
+            rows.append(
+                {"text": f"the sheep {verb} {doing} {place} .", "label": label, "word": "sheep", "decided_by": verb}
+            )
     rng.shuffle(rows)
     return rows
 
 
 def _agreement_rows() -> list[Row]:
     rng = random.Random(31)
-    subjects = ["key", "author", "teacher", "painting", "friend", "doctor", "letter", "bird", "window", "farmer",
-                "student", "picture"]
+    subjects = [
+        "key",
+        "author",
+        "teacher",
+        "painting",
+        "friend",
+        "doctor",
+        "letter",
+        "bird",
+        "window",
+        "farmer",
+        "student",
+        "picture",
+    ]
     links = ["near the", "behind the", "next to the", "beside the", "above the", "with the"]
     attractors = ["cabinet", "house", "tree", "boy", "garden", "table", "lamp", "hill", "car", "girl"]
-    verbs = ["fell", "stayed", "vanished", "appeared", "remained", "waited", "moved", "shook", "returned",
-             "changed"]
+    verbs = ["fell", "stayed", "vanished", "appeared", "remained", "waited", "moved", "shook", "returned", "changed"]
     endings = ["yesterday", "again", "for a while", "at night", "in the end", "last week"]
     rows: list[Row] = []
     combos = list(itertools.product(subjects, links, attractors, verbs, endings))
@@ -75,8 +107,14 @@ def _agreement_rows() -> list[Row]:
         attractor_number = rng.choice(["singular", "plural"])
         noun = subject + ("s" if number == "plural" else "")
         other = attractor + ("s" if attractor_number == "plural" else "")
-        rows.append({"text": f"the {noun} {link} {other} {verb} {ending} .", "label": number, "word": verb,
-                     "attractor": attractor_number})
+        rows.append(
+            {
+                "text": f"the {noun} {link} {other} {verb} {ending} .",
+                "label": number,
+                "word": verb,
+                "attractor": attractor_number,
+            }
+        )
     return rows
 
 
@@ -85,8 +123,10 @@ def _sentiment_rows() -> list[Row]:
     things = ["film", "meal", "hotel", "book", "concert", "service", "trip", "game"]
     frames = ["the {} was", "i thought the {} was", "everyone said the {} was"]
     degrees = ["", "really ", "quite "]
-    adjectives = {"positive": ["good", "great", "wonderful", "lovely"],
-                  "negative": ["bad", "awful", "terrible", "boring"]}
+    adjectives = {
+        "positive": ["good", "great", "wonderful", "lovely"],
+        "negative": ["bad", "awful", "terrible", "boring"],
+    }
     rows: list[Row] = []
     for polarity, words in adjectives.items():
         for negated in (False, True):
@@ -100,13 +140,21 @@ def _sentiment_rows() -> list[Row]:
 
 
 BUILTIN_TASKS: dict[str, BuiltinTask] = {
-    task.name: task for task in [
-        BuiltinTask("right-context", "word", "is 'sheep' singular or plural? only the verb after it says "
-                    "(GPT: exactly the majority baseline)", _right_context_rows),
-        BuiltinTask("agreement", "word", "the subject's number, at a past-tense verb after an attractor "
-                    "(Linzen et al. 2016)", _agreement_rows),
-        BuiltinTask("sentiment", "sentence", "a short review, positive or negative, with negation",
-                    _sentiment_rows),
+    task.name: task
+    for task in [
+        BuiltinTask(
+            "right-context",
+            "word",
+            "is 'sheep' singular or plural? only the verb after it says (GPT: exactly the majority baseline)",
+            _right_context_rows,
+        ),
+        BuiltinTask(
+            "agreement",
+            "word",
+            "the subject's number, at a past-tense verb after an attractor (Linzen et al. 2016)",
+            _agreement_rows,
+        ),
+        BuiltinTask("sentiment", "sentence", "a short review, positive or negative, with negation", _sentiment_rows),
     ]
 }
 
@@ -125,8 +173,10 @@ def _task(name: str) -> BuiltinTask:
 def builtin_task(name: str) -> LabelledData:
     """The task's examples, numbered as the lines of the file `write_task` writes."""
     task = _task(name)
-    examples = [LabelledExample(row["text"], row["label"], number, row.get("word"))
-                for number, row in enumerate(task.rows(), start=1)]
+    examples = [
+        LabelledExample(row["text"], row["label"], number, row.get("word"))
+        for number, row in enumerate(task.rows(), start=1)
+    ]
     return LabelledData(f"built-in task '{task.name}'", examples)
 
 

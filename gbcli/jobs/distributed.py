@@ -59,7 +59,9 @@ def detect() -> World | None:
     if size <= 1 or "RANK" not in os.environ:
         return None
     return World(
-        rank=int(os.environ["RANK"]), size=size, local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        rank=int(os.environ["RANK"]),
+        size=size,
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
         local_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(size))),
         timeout_s=float(os.environ.get("GBCLI_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)),
     )
@@ -87,8 +89,9 @@ def start(world: World, device: str) -> str:
     if threads is not None:
         torch.set_num_threads(threads)
     if not dist.is_initialized():
-        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo",
-                                timeout=timedelta(seconds=world.timeout_s))
+        dist.init_process_group(
+            backend="cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=timedelta(seconds=world.timeout_s)
+        )
     return device
 
 
@@ -100,8 +103,10 @@ def job_threads() -> int | None:
     if not text:
         return None
     if not text.isdigit() or int(text) < 1:
-        raise usage_error(f"GBCLI_THREADS={text} is not a number of threads (1 or more).",
-                          "Set it to the threads each process of the job uses, e.g. GBCLI_THREADS=4, or unset it.")
+        raise usage_error(
+            f"GBCLI_THREADS={text} is not a number of threads (1 or more).",
+            "Set it to the threads each process of the job uses, e.g. GBCLI_THREADS=4, or unset it.",
+        )
     return int(text)
 
 
@@ -183,7 +188,7 @@ def existing_parts(output: str) -> list[Path]:
     target = Path(output)
     folder = target.parent if str(target.parent) else Path(".")
     prefix = target.name + ".part"
-    return sorted(p for p in folder.glob(target.name + ".part*") if p.name[len(prefix):].isdigit())
+    return sorted(p for p in folder.glob(target.name + ".part*") if p.name[len(prefix) :].isdigit())
 
 
 def merge_in_order(output: str, sources: Sequence[Path], key: str = "line") -> None:
@@ -242,8 +247,11 @@ class Job:
         if all(lines is None for lines in self.ranges):
             return "the lines had not been shared out yet"
         done = self.progress()
-        rows = [f"rank {r} held {describe_range(self.ranges[r])} ({done[r]} of {self.expected[r]} done)"
-                for r in range(self.world.size) if done[r] < self.expected[r]]
+        rows = [
+            f"rank {r} held {describe_range(self.ranges[r])} ({done[r]} of {self.expected[r]} done)"
+            for r in range(self.world.size)
+            if done[r] < self.expected[r]
+        ]
         return "; ".join(rows) or "every rank had finished its lines"
 
 
@@ -252,8 +260,10 @@ def on_termination(job: Job, report: Callable[[str, str], None]) -> None:
 
     def handler(number: int, frame: Any) -> None:
         if job.world.is_main:
-            report(f"The job stopped before every worker finished: {job.unfinished()}.",
-                   "Finished lines are kept: run the same command with --resume to continue.")
+            report(
+                f"The job stopped before every worker finished: {job.unfinished()}.",
+                "Finished lines are kept: run the same command with --resume to continue.",
+            )
         sys.stderr.flush()
         os._exit(1)
 
@@ -282,9 +292,10 @@ class JobProgress:
         while sum(self.seen) < sum(self.job.expected):
             advance(self.poll())
             if time.monotonic() - self.last_move > self.job.world.timeout_s:
-                raise GbcliError(f"No worker wrote a line for {self.job.world.timeout_s:g} s: "
-                                 f"{self.job.unfinished()}.",
-                                 "Finished lines are kept: run the same command with --resume to continue.")
+                raise GbcliError(
+                    f"No worker wrote a line for {self.job.world.timeout_s:g} s: {self.job.unfinished()}.",
+                    "Finished lines are kept: run the same command with --resume to continue.",
+                )
             time.sleep(0.1)
 
 
@@ -299,5 +310,7 @@ def check_shared_folder(world: World, output: str) -> None:
     if world.is_main:
         marker.unlink(missing_ok=True)
     if not seen:
-        raise usage_error(f"Rank {world.rank} cannot see the folder of --output '{output}'.",
-                          "Under torchrun across machines, --output must be on a filesystem all of them share.")
+        raise usage_error(
+            f"Rank {world.rank} cannot see the folder of --output '{output}'.",
+            "Under torchrun across machines, --output must be on a filesystem all of them share.",
+        )

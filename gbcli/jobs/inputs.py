@@ -55,8 +55,10 @@ def _too_long(source: str, line: int | None = None) -> GbcliError:
 def _no_nul(text: str, source: str, line: int) -> str:
     # A NUL byte is never in a text file: this is binary data (or a sparse file), which tokenizes to nonsense.
     if "\x00" in text:
-        raise usage_error(f"Line {line} of {source} holds a NUL byte: it is binary data, not text.",
-                          "Give a UTF-8 text file with one text per line.")
+        raise usage_error(
+            f"Line {line} of {source} holds a NUL byte: it is binary data, not text.",
+            "Give a UTF-8 text file with one text per line.",
+        )
     return text
 
 

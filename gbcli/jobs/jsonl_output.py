@@ -36,9 +36,12 @@ class RecordShape:
     kind: str | None = None  # the record's "kind", where it has one
 
     def accepts(self, record: Any) -> bool:
-        return (isinstance(record, dict) and isinstance(record.get(self.key), int)
-                and all(name in record for name in self.fields)
-                and (self.kind is None or record.get("kind") == self.kind))
+        return (
+            isinstance(record, dict)
+            and isinstance(record.get(self.key), int)
+            and all(name in record for name in self.fields)
+            and (self.kind is None or record.get("kind") == self.kind)
+        )
 
     def line(self, record: dict) -> int:
         return int(record[self.key])
@@ -76,14 +79,17 @@ class OutputLock:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise GbcliError(f"Cannot write --output '{self.output}': {exc.strerror}.",
-                             "Check the folder's permissions.") from exc
+            raise GbcliError(
+                f"Cannot write --output '{self.output}': {exc.strerror}.", "Check the folder's permissions."
+            ) from exc
         while True:
             try:
                 descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             except OSError as exc:
-                raise GbcliError(f"Cannot write --output '{self.output}': {exc.strerror} (its lock, {path.name}).",
-                                 "Check the folder's permissions; remove that file if it is not gbcli's.") from exc
+                raise GbcliError(
+                    f"Cannot write --output '{self.output}': {exc.strerror} (its lock, {path.name}).",
+                    "Check the folder's permissions; remove that file if it is not gbcli's.",
+                ) from exc
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -94,7 +100,8 @@ class OutputLock:
                 raise GbcliError(
                     f"--output '{self.output}' is being written by another run (process {pid}: {what}).",
                     "Wait for it to finish (or stop it), or write to another --output: two runs into one file "
-                    "would mix their records.") from None
+                    "would mix their records.",
+                ) from None
             try:
                 same = os.fstat(descriptor).st_ino == os.stat(path, follow_symlinks=False).st_ino
             except FileNotFoundError:
@@ -133,8 +140,10 @@ def check_not_input(output: str, file: str | None) -> None:
     except OSError:  # one of them does not exist (yet)
         same = os.path.realpath(output) == os.path.realpath(file)
     if same:
-        raise usage_error(f"--output '{output}' is the input file '{file}' itself: writing it would replace the "
-                          "input.", "Write the records to another file.")
+        raise usage_error(
+            f"--output '{output}' is the input file '{file}' itself: writing it would replace the input.",
+            "Write the records to another file.",
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -178,16 +187,18 @@ class RecordReader:
                     if not following:  # the last line, cut short by a kill: redo it
                         self.torn_at = offset
                         return
-                    raise usage_error(f"--output '{path}' has a line that is not a {shape.command} record "
-                                      f"(byte {offset}).",
-                                      f"Resume only into a file an earlier `gbcli {shape.command} --output` wrote, "
-                                      "or use --force.")
+                    raise usage_error(
+                        f"--output '{path}' has a line that is not a {shape.command} record (byte {offset}).",
+                        f"Resume only into a file an earlier `gbcli {shape.command} --output` wrote, or use --force.",
+                    )
                 line = shape.line(record)
                 if previous is not None and line <= previous:
                     what = "twice" if line == previous else f"after line {previous}"
-                    raise usage_error(f"--output '{path}' holds line {line} {what} (byte {offset}): two runs wrote "
-                                      "it, or it was edited.",
-                                      "Start again with --force (or write to another --output).")
+                    raise usage_error(
+                        f"--output '{path}' holds line {line} {what} (byte {offset}): two runs wrote "
+                        "it, or it was edited.",
+                        "Start again with --force (or write to another --output).",
+                    )
                 previous = line
                 self.count += 1
                 yield StoredRecord(line, record, offset, offset + len(raw))
@@ -208,15 +219,18 @@ def open_output(path: str, shape: RecordShape, *, resume: bool, force: bool) -> 
     if target.is_dir():
         raise usage_error(f"--output '{path}' is a folder.", "Give a file name.")
     if target.exists() and not resume and not force:
-        raise usage_error(f"--output '{path}' already exists.",
-                          "Add --resume to continue an interrupted run, or --force to start it again.")
+        raise usage_error(
+            f"--output '{path}' already exists.",
+            "Add --resume to continue an interrupted run, or --force to start it again.",
+        )
     if not target.exists() or not resume:  # a new file (--resume with no file yet starts from the beginning)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text("", encoding="utf-8")
         except OSError as exc:
-            raise GbcliError(f"Cannot write --output '{path}': {exc.strerror}.",
-                             "Check the folder's permissions.") from exc
+            raise GbcliError(
+                f"Cannot write --output '{path}': {exc.strerror}.", "Check the folder's permissions."
+            ) from exc
         return
     reader = RecordReader(path, shape)
     for _ in reader:
@@ -251,8 +265,13 @@ class Settled:
     todo: int
 
 
-def checker(path: str, input_of: Callable[[dict], Any], columns: Any, columns_of: Callable[[dict], Any],
-            options: tuple[str, str]) -> Callable[[int, dict, Any], None]:
+def checker(
+    path: str,
+    input_of: Callable[[dict], Any],
+    columns: Any,
+    columns_of: Callable[[dict], Any],
+    options: tuple[str, str],
+) -> Callable[[int, dict, Any], None]:
     """A resumed record must show its line's input (`input_of`) and the same models and options (`columns_of` is
     `columns`), or the file would mix two inputs or two kinds of record. `options`: what the options are called,
     and their flags (("conventions", "--bos/--pll/--bits/--words"))."""
@@ -260,17 +279,22 @@ def checker(path: str, input_of: Callable[[dict], Any], columns: Any, columns_of
 
     def check(line: int, record: dict, expected: Any) -> None:
         if input_of(record) != expected:
-            raise usage_error(f"--output '{path}' holds line {line} of another input.",
-                              "Resume with the same --file, or start again with --force.")
+            raise usage_error(
+                f"--output '{path}' holds line {line} of another input.",
+                "Resume with the same --file, or start again with --force.",
+            )
         if columns_of(record) != columns:
-            raise usage_error(f"--output '{path}' was made with other models or {noun} (line {line}).",
-                              f"Resume with the same models and {flags}, or use --force.")
+            raise usage_error(
+                f"--output '{path}' was made with other models or {noun} (line {line}).",
+                f"Resume with the same models and {flags}, or use --force.",
+            )
 
     return check
 
 
-def settle(path: str, shape: RecordShape, chunks: Iterable[Chunk], check: Callable[[int, dict, Any], None], *,
-           drop: bool) -> Settled:
+def settle(
+    path: str, shape: RecordShape, chunks: Iterable[Chunk], check: Callable[[int, dict, Any], None], *, drop: bool
+) -> Settled:
     """Read --output beside the input's chunks: every record checked against its line's input, the chunks all of
     whose records are there counted done, and (with `drop`) the records of the others removed from the file, so
     that those chunks are done again whole. Without `drop` (a torchrun rank) the file is only read: the merge at the
@@ -305,8 +329,10 @@ def settle(path: str, shape: RecordShape, chunks: Iterable[Chunk], check: Callab
 
 
 def _foreign(path: str, line: int) -> GbcliError:
-    return usage_error(f"--output '{path}' holds a record of line {line}, which the input has no text for.",
-                       "Resume with the same --file, or start again with --force.")
+    return usage_error(
+        f"--output '{path}' holds a record of line {line}, which the input has no text for.",
+        "Resume with the same --file, or start again with --force.",
+    )
 
 
 def _drop(path: str, dropped: list[tuple[int, int]], last_kept_end: int) -> None:
@@ -358,8 +384,11 @@ def append_records(path: str, lines: list[str]) -> None:
         from gbcli.errors import explain_os_error
 
         error = explain_os_error(OSError(exc.errno, exc.strerror, path))
-        raise GbcliError(error.message, f"{error.hint + ' ' if error.hint else ''}The finished lines are kept: run "
-                         "the same command with --resume to continue.") from exc
+        raise GbcliError(
+            error.message,
+            f"{error.hint + ' ' if error.hint else ''}The finished lines are kept: run "
+            "the same command with --resume to continue.",
+        ) from exc
 
 
 def append_results(path: str, results: list[Any]) -> None:

@@ -35,13 +35,27 @@ from gbcli.errors import GbcliError, usage_error
 # The dataclasses live with the tasks that compute on them (tasks never import jobs); this module reads files.
 from gbcli.tasks.labelled_data import LabelledData, LabelledExample, Level, example_level, word_pattern
 
-__all__ = ["FORMATS", "LabelledData", "LabelledExample", "Level", "detect_format", "parse_labelled", "read_labelled",
-           "word_pattern"]
+__all__ = [
+    "FORMATS",
+    "LabelledData",
+    "LabelledExample",
+    "Level",
+    "detect_format",
+    "parse_labelled",
+    "read_labelled",
+    "word_pattern",
+]
 
 FileFormat = Literal["jsonl", "csv", "tsv"]
 FORMATS: tuple[FileFormat, ...] = ("jsonl", "csv", "tsv")
-EXTENSIONS: dict[str, FileFormat] = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
-                                     ".tsv": "tsv", ".tab": "tsv"}
+EXTENSIONS: dict[str, FileFormat] = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+}
 PAIR_FIELDS = ("text_a", "text_b")
 UTF8_BOM = "\ufeff"
 
@@ -55,14 +69,23 @@ def detect_format(path: str, file_format: str | None = None) -> FileFormat:
         return chosen  # type: ignore[return-value]
     suffix = Path(path).suffix.lower()
     if suffix not in EXTENSIONS:
-        raise usage_error(f"Cannot tell the format of '{path}' from its extension.",
-                          "Name it .jsonl, .csv or .tsv, or give --format jsonl|csv|tsv.")
+        raise usage_error(
+            f"Cannot tell the format of '{path}' from its extension.",
+            "Name it .jsonl, .csv or .tsv, or give --format jsonl|csv|tsv.",
+        )
     return EXTENSIONS[suffix]
 
 
-def read_labelled(path: str, *, file_format: str | None = None, text_field: str = "text",
-                  label_field: str = "label", word_field: str = "word", word: str | None = None,
-                  min_labels: int = 2) -> LabelledData:
+def read_labelled(
+    path: str,
+    *,
+    file_format: str | None = None,
+    text_field: str = "text",
+    label_field: str = "label",
+    word_field: str = "word",
+    word: str | None = None,
+    min_labels: int = 2,
+) -> LabelledData:
     """The labelled examples of the file at `path` (see the module's docstring); `word` probes that word on
     every line (a word-level task from a sentence file). `min_labels=1` reads a file that is only scored, never
     learned from (a dev or test set may hold one label)."""
@@ -76,30 +99,51 @@ def read_labelled(path: str, *, file_format: str | None = None, text_field: str 
         data = file.read_bytes()
     except OSError as exc:
         raise GbcliError(f"Cannot read '{path}': {exc.strerror}.", "Check the file's permissions.") from exc
-    return parse_labelled(_decode(data, path), chosen, path, text_field=text_field, label_field=label_field,
-                          word_field=word_field, word=word, min_labels=min_labels)
+    return parse_labelled(
+        _decode(data, path),
+        chosen,
+        path,
+        text_field=text_field,
+        label_field=label_field,
+        word_field=word_field,
+        word=word,
+        min_labels=min_labels,
+    )
 
 
-def parse_labelled(content: str, file_format: FileFormat, source: str, *, text_field: str = "text",
-                   label_field: str = "label", word_field: str = "word", word: str | None = None,
-                   min_labels: int = 2) -> LabelledData:
+def parse_labelled(
+    content: str,
+    file_format: FileFormat,
+    source: str,
+    *,
+    text_field: str = "text",
+    label_field: str = "label",
+    word_field: str = "word",
+    word: str | None = None,
+    min_labels: int = 2,
+) -> LabelledData:
     """The labelled examples of `content` (a whole file's text) in `file_format`; `source` names it in messages."""
     fields = _Fields(text_field, label_field, word_field, word)
     rows = _json_rows(content, source) if file_format == "jsonl" else _table_rows(content, source, file_format)
     examples = [_example(row, number, source, fields) for number, row in rows]
     if not examples:
-        raise usage_error(f"'{source}' holds no example.",
-                          f"Give one example a line with a '{text_field}' and a '{label_field}'.")
+        raise usage_error(
+            f"'{source}' holds no example.", f"Give one example a line with a '{text_field}' and a '{label_field}'."
+        )
     level = example_level(examples[0])
     mixed = next((e for e in examples if example_level(e) != level), None)
     if mixed is not None:
-        raise usage_error(f"Line {mixed.line_number} of '{source}' is a {example_level(mixed)} example, but line "
-                          f"{examples[0].line_number} is a {level} example.",
-                          "Give every line the same columns: a word on all of them, pairs on all, or neither.")
+        raise usage_error(
+            f"Line {mixed.line_number} of '{source}' is a {example_level(mixed)} example, but line "
+            f"{examples[0].line_number} is a {level} example.",
+            "Give every line the same columns: a word on all of them, pairs on all, or neither.",
+        )
     data = LabelledData(source, examples)
     if len(data.labels) < min_labels:
-        raise usage_error(f"Every example of '{source}' has the label '{data.labels[0]}': there is nothing to tell "
-                          "apart.", "Give examples of at least two labels.")
+        raise usage_error(
+            f"Every example of '{source}' has the label '{data.labels[0]}': there is nothing to tell apart.",
+            "Give examples of at least two labels.",
+        )
     return data
 
 
@@ -116,8 +160,10 @@ def _decode(data: bytes, source: str) -> str:
         return data.decode("utf-8").removeprefix(UTF8_BOM)
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise usage_error(f"'{source}' is not valid UTF-8: byte 0x{data[exc.start]:02x} on line {line}.",
-                          "Convert it first, e.g. iconv -f latin1 -t utf-8.") from exc
+        raise usage_error(
+            f"'{source}' is not valid UTF-8: byte 0x{data[exc.start]:02x} on line {line}.",
+            "Convert it first, e.g. iconv -f latin1 -t utf-8.",
+        ) from exc
 
 
 def _json_rows(content: str, source: str) -> list[tuple[int, dict[str, Any]]]:
@@ -128,11 +174,15 @@ def _json_rows(content: str, source: str) -> list[tuple[int, dict[str, Any]]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise usage_error(f"Line {number} of '{source}' is not valid JSON: {exc.msg} (column {exc.colno}).",
-                              "Give one JSON object a line, e.g. {\"text\": \"...\", \"label\": \"...\"}.") from exc
+            raise usage_error(
+                f"Line {number} of '{source}' is not valid JSON: {exc.msg} (column {exc.colno}).",
+                'Give one JSON object a line, e.g. {"text": "...", "label": "..."}.',
+            ) from exc
         if not isinstance(row, dict):
-            raise usage_error(f"Line {number} of '{source}' is a JSON {type(row).__name__}, not an object.",
-                              "Give one JSON object a line, e.g. {\"text\": \"...\", \"label\": \"...\"}.")
+            raise usage_error(
+                f"Line {number} of '{source}' is a JSON {type(row).__name__}, not an object.",
+                'Give one JSON object a line, e.g. {"text": "...", "label": "..."}.',
+            )
         rows.append((number, row))
     return rows
 
@@ -142,8 +192,9 @@ def _table_rows(content: str, source: str, file_format: FileFormat) -> list[tupl
     try:
         header = next(reader, None)
         if header is None or not any(cell.strip() for cell in header):
-            raise usage_error(f"'{source}' is empty.", "Give a header line naming the columns, then one example a "
-                              "line.")
+            raise usage_error(
+                f"'{source}' is empty.", "Give a header line naming the columns, then one example a line."
+            )
         names = [cell.strip() for cell in header]
         rows = []
         end = reader.line_num
@@ -152,28 +203,35 @@ def _table_rows(content: str, source: str, file_format: FileFormat) -> list[tupl
             if not any(cell.strip() for cell in cells):
                 continue
             if len(cells) > len(names):
-                raise usage_error(f"Line {number} of '{source}' has {len(cells)} fields, but the header names "
-                                  f"{len(names)}.", "Quote a field that holds the separator.")
+                raise usage_error(
+                    f"Line {number} of '{source}' has {len(cells)} fields, but the header names {len(names)}.",
+                    "Quote a field that holds the separator.",
+                )
             rows.append((number, dict(zip(names, cells, strict=False))))
     except csv.Error as exc:
-        raise usage_error(f"Line {reader.line_num} of '{source}' is not valid {file_format.upper()}: {exc}.",
-                          "Check its quoting.") from exc
+        raise usage_error(
+            f"Line {reader.line_num} of '{source}' is not valid {file_format.upper()}: {exc}.", "Check its quoting."
+        ) from exc
     return rows
 
 
 def _value(row: dict[str, Any], name: str, number: int, source: str, what: str) -> str:
     if name not in row or row[name] is None:
         present = ", ".join(str(key) for key in row) or "none"
-        raise usage_error(f"Line {number} of '{source}' has no '{name}' column ({what}); its columns: {present}.",
-                          f"Name the column '{name}', or say which column it is (--{what}-field).")
+        raise usage_error(
+            f"Line {number} of '{source}' has no '{name}' column ({what}); its columns: {present}.",
+            f"Name the column '{name}', or say which column it is (--{what}-field).",
+        )
     value = row[name]
     if isinstance(value, bool):
         value = "true" if value else "false"
     if isinstance(value, int | float):
         value = str(value)
     if not isinstance(value, str):
-        raise usage_error(f"Line {number} of '{source}': '{name}' is a JSON {type(value).__name__}, not a string.",
-                          "Give a string (or a number for a label).")
+        raise usage_error(
+            f"Line {number} of '{source}': '{name}' is a JSON {type(value).__name__}, not a string.",
+            "Give a string (or a number for a label).",
+        )
     if not value.strip():
         raise usage_error(f"Line {number} of '{source}' has an empty {what}.", f"Give every line a {what}.")
     return value
@@ -192,9 +250,12 @@ def _example(row: dict[str, Any], number: int, source: str, fields: _Fields) -> 
         word = _value(row, fields.word, number, source, "word").strip()
     if word is not None:
         if text_b is not None:
-            raise usage_error(f"Line {number} of '{source}' is a pair with a word.",
-                              "A word-level example has one text.")
+            raise usage_error(
+                f"Line {number} of '{source}' is a pair with a word.", "A word-level example has one text."
+            )
         if word_pattern(word).search(text) is None:
-            raise usage_error(f"The word '{word}' of line {number} of '{source}' is not in its text.",
-                              "Write the word as it stands in the text, as a whole word.")
+            raise usage_error(
+                f"The word '{word}' of line {number} of '{source}' is not in its text.",
+                "Write the word as it stands in the text, as a whole word.",
+            )
     return LabelledExample(text, label, number, word, text_b)

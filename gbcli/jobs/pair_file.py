@@ -80,12 +80,18 @@ def parse_jsonl(lines: list[str], fields: PairFields) -> PairEntries:
             continue
         if group_field is None:
             group_field = next((name for name in GROUP_FIELDS if name in record), None)
-        entries.append(PairInput(
-            line=number, good=good, bad=bad, uid=_label(record.get("UID")),
-            phenomenon=_label(record.get("phenomenon", record.get("linguistics_term"))),
-            field=_label(record.get("field")), pair_id=record.get("pair_id"),
-            group=_label(record.get(group_field)) if group_field else None,
-        ))
+        entries.append(
+            PairInput(
+                line=number,
+                good=good,
+                bad=bad,
+                uid=_label(record.get("UID")),
+                phenomenon=_label(record.get("phenomenon", record.get("linguistics_term"))),
+                field=_label(record.get("field")),
+                pair_id=record.get("pair_id"),
+                group=_label(record.get(group_field)) if group_field else None,
+            )
+        )
     return entries, group_field
 
 
@@ -120,11 +126,18 @@ def parse_tsv(lines: list[str], fields: PairFields) -> PairEntries:
         def cell(name: str) -> str | None:
             return cells[columns[name]] if name in columns else None  # noqa: B023 - used in this iteration only
 
-        entries.append(PairInput(
-            line=number, good=cells[columns[fields.good]], bad=cells[columns[fields.bad]], uid=cell("UID"),
-            phenomenon=cell("phenomenon") or cell("linguistics_term"), field=cell("field"),
-            pair_id=cell("pair_id"), group=cell(group_field) if group_field else None,
-        ))
+        entries.append(
+            PairInput(
+                line=number,
+                good=cells[columns[fields.good]],
+                bad=cells[columns[fields.bad]],
+                uid=cell("UID"),
+                phenomenon=cell("phenomenon") or cell("linguistics_term"),
+                field=cell("field"),
+                pair_id=cell("pair_id"),
+                group=cell(group_field) if group_field else None,
+            )
+        )
     return entries, group_field
 
 
@@ -140,9 +153,13 @@ def read_pair_file(path: str, chosen_format: str, fields: PairFields) -> PairEnt
 
 def resumed_check(models: list[LoadedModel], settings: ScoreSettings, path: str):
     """A resumed record must be of the same pair (good and bad), models and conventions."""
-    return checker(path, lambda r: (r.get("good"), r.get("bad")),
-                   [(lm.family, lm.name, to_jsonable(conventions(lm, settings))) for lm in models], column_keys,
-                   ("conventions", "--bos/--pll/--bits/--words"))
+    return checker(
+        path,
+        lambda r: (r.get("good"), r.get("bad")),
+        [(lm.family, lm.name, to_jsonable(conventions(lm, settings))) for lm in models],
+        column_keys,
+        ("conventions", "--bos/--pll/--bits/--words"),
+    )
 
 
 def column_keys(record: dict) -> list[tuple]:
@@ -160,8 +177,9 @@ class FileRun:
     tally: Tally
 
 
-def prepare_file_run(models: list[LoadedModel], entries: list[PairInput | LineFailure],
-                     group_field: str | None) -> FileRun:
+def prepare_file_run(
+    models: list[LoadedModel], entries: list[PairInput | LineFailure], group_field: str | None
+) -> FileRun:
     """Check every line against the models: the pairs to score, and the lines that cannot be."""
     failures = [e for e in entries if isinstance(e, LineFailure)]
     pairs = []

@@ -46,8 +46,14 @@ class ScoreTotals:
         self.passes.update(batch.forward_passes)
 
 
-def score_in_batches(models: list[LoadedModel], items: list[tuple[int, str]], settings: ScoreSettings, *,
-                on_results: Callable[[list[TextScore]], None], on_progress: Callable[[int], None]) -> ScoreTotals:
+def score_in_batches(
+    models: list[LoadedModel],
+    items: list[tuple[int, str]],
+    settings: ScoreSettings,
+    *,
+    on_results: Callable[[list[TextScore]], None],
+    on_progress: Callable[[int], None],
+) -> ScoreTotals:
     """Score (index, text) pairs a batch at a time, each batch checked finite before it is handed on."""
     from gbcli.tasks.scoring import iter_scores
 
@@ -75,8 +81,9 @@ class LineTally:
         """A usage error when no line could be filled; else a warning when some could not, or None."""
         if len(self.failures) == self.done:  # every line's reason is a usage error: empty, no mask, too many, too long
             line, reason = self.failures[0]
-            raise usage_error(f"None of the {self.done} lines could be filled; each says why in its place.",
-                              f"Line {line}: {reason}")
+            raise usage_error(
+                f"None of the {self.done} lines could be filled; each says why in its place.", f"Line {line}: {reason}"
+            )
         if self.failures:
             return f"{len(self.failures)} of {self.done} lines could not be filled; each says why in its place."
         return None
@@ -89,9 +96,17 @@ def fill_mask_chunks(lines: list[str], batch_size: int) -> Iterator[tuple[int, l
         yield begin + 1, lines[begin : begin + size]
 
 
-def fill_mask_file(models: list[LoadedModel], lines: list[str], top_k: int, targets: Sequence[str], *,
-                   batch_size: int, on_results: Callable[[list[FillMaskResult]], None],
-                   on_progress: Callable[[int], None], on_warnings: Callable[[list[str]], None]) -> LineTally:
+def fill_mask_file(
+    models: list[LoadedModel],
+    lines: list[str],
+    top_k: int,
+    targets: Sequence[str],
+    *,
+    batch_size: int,
+    on_results: Callable[[list[FillMaskResult]], None],
+    on_progress: Callable[[int], None],
+    on_warnings: Callable[[list[str]], None],
+) -> LineTally:
     """`fill-mask --file`: the lines a chunk at a time (empty ones skipped), each chunk's results handed on in input
     order; the warnings (the same for every line) are handed on once, after the first chunk."""
     tally = LineTally()
@@ -104,12 +119,27 @@ def fill_mask_file(models: list[LoadedModel], lines: list[str], top_k: int, targ
     return tally
 
 
-def fill_mask_chunk(models: list[LoadedModel], first: int, part: list[str], top_k: int, targets: Sequence[str],
-                    batch_size: int, on_progress: Callable[[int], None] | None = None) -> list[FillMaskResult]:
+def fill_mask_chunk(
+    models: list[LoadedModel],
+    first: int,
+    part: list[str],
+    top_k: int,
+    targets: Sequence[str],
+    batch_size: int,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[FillMaskResult]:
     from gbcli.tasks.masking import fill_mask_lines
 
-    results = fill_mask_lines({lm.family: lm for lm in models}, part, top_k, targets, batch_size=batch_size,
-                              on_progress=on_progress, first_line=first, skip_empty=True)
+    results = fill_mask_lines(
+        {lm.family: lm for lm in models},
+        part,
+        top_k,
+        targets,
+        batch_size=batch_size,
+        on_progress=on_progress,
+        first_line=first,
+        skip_empty=True,
+    )
     check_finite(results, models)
     return results
 
@@ -190,12 +220,16 @@ def score_plan(models: list[LoadedModel], texts: FileLines, settings: ScoreSetti
         append_results(path, batch.records)
 
     # --tokens adds each token's surprisal to every column: a file made with it and without would be mixed too.
-    check = checker(output, lambda record: record.get("text"),
-                    [(lm.family, lm.name, to_jsonable(conventions(lm, settings)), settings.with_tokens)
-                     for lm in models],
-                    lambda record: [(*key, column.get("tokens") is not None)
-                                    for key, column in zip(column_keys(record), record["columns"], strict=True)],
-                    ("conventions", "--bos/--pll/--bits/--words/--tokens"))
+    check = checker(
+        output,
+        lambda record: record.get("text"),
+        [(lm.family, lm.name, to_jsonable(conventions(lm, settings)), settings.with_tokens) for lm in models],
+        lambda record: [
+            (*key, column.get("tokens") is not None)
+            for key, column in zip(column_keys(record), record["columns"], strict=True)
+        ],
+        ("conventions", "--bos/--pll/--bits/--words/--tokens"),
+    )
     return Plan(chunks, write, lambda chunk: sum(token_cost(models, text, pll=True) for text in chunk.inputs), check)
 
 
@@ -203,12 +237,14 @@ def unknown_in(records: Iterable[dict]) -> list[Any]:
     """The records of --output that scored [UNK] tokens, in input order, as the attributes the warnings read."""
     from types import SimpleNamespace
 
-    return [SimpleNamespace(index=record["index"], columns=[SimpleNamespace(**c) for c in record["columns"]])
-            for record in records if any(c.get("unknown_tokens") for c in record["columns"])]
+    return [
+        SimpleNamespace(index=record["index"], columns=[SimpleNamespace(**c) for c in record["columns"]])
+        for record in records
+        if any(c.get("unknown_tokens") for c in record["columns"])
+    ]
 
 
-def pairs_plan(models: list[LoadedModel], run: FileRun, settings: ScoreSettings, batch_size: int,
-               output: str) -> Plan:
+def pairs_plan(models: list[LoadedModel], run: FileRun, settings: ScoreSettings, batch_size: int, output: str) -> Plan:
     """`pairs --file --output`: the chunks of pairs one process scores (--batch-size pairs each)."""
     from gbcli.jobs.pair_file import resumed_check
     from gbcli.tasks.pairs import iter_pair_chunks
@@ -220,12 +256,17 @@ def pairs_plan(models: list[LoadedModel], run: FileRun, settings: ScoreSettings,
     def cost(chunk: Chunk) -> float:
         return sum(token_cost(models, p.good, pll=True) + token_cost(models, p.bad, pll=True) for p in chunk.work)
 
-    return Plan(chunks, lambda chunk, path: score_pair_chunk(models, chunk.work, settings, path), cost,
-                resumed_check(models, settings, output))
+    return Plan(
+        chunks,
+        lambda chunk, path: score_pair_chunk(models, chunk.work, settings, path),
+        cost,
+        resumed_check(models, settings, output),
+    )
 
 
-def fill_mask_plan(models: list[LoadedModel], lines: FileLines, top_k: int, targets: Sequence[str],
-                   batch_size: int, output: str) -> Plan:
+def fill_mask_plan(
+    models: list[LoadedModel], lines: FileLines, top_k: int, targets: Sequence[str], batch_size: int, output: str
+) -> Plan:
     """`fill-mask --file --output`: the chunks `fill-mask --file --json` streams (128 lines, empty ones skipped)."""
     from gbcli.jobs.jsonl_output import append_results, checker
     from gbcli.tasks.masking.masks import target_words
@@ -236,8 +277,12 @@ def fill_mask_plan(models: list[LoadedModel], lines: FileLines, top_k: int, targ
         for k, part in enumerate(_cut(enumerate(lines, start=1), size)):
             todo = [(number, line) for number, line in part if line.strip()]
             if todo:
-                yield Chunk(k, [number for number, _ in todo], [line for _, line in todo],
-                            (part[0][0], [line for _, line in part]))
+                yield Chunk(
+                    k,
+                    [number for number, _ in todo],
+                    [line for _, line in todo],
+                    (part[0][0], [line for _, line in part]),
+                )
 
     def write(chunk: Chunk, path: str) -> None:
         append_results(path, fill_mask_chunk(models, *chunk.work, top_k, targets, batch_size))
@@ -245,14 +290,19 @@ def fill_mask_plan(models: list[LoadedModel], lines: FileLines, top_k: int, targ
     names = {lm.family: lm.name for lm in models}
     # Records carry the options they were made with: a run with another --top-k or --targets would mix two kinds
     # of line in one file. (A record of a gbcli that did not write them has None there, and is refused too.)
-    check = checker(output, lambda record: record.get("text"), (names, top_k, target_words(targets)),
-                    lambda record: (record.get("models") or names, record.get("top_k"), record.get("targets")),
-                    ("options", "--top-k/--targets"))
+    check = checker(
+        output,
+        lambda record: record.get("text"),
+        (names, top_k, target_words(targets)),
+        lambda record: (record.get("models") or names, record.get("top_k"), record.get("targets")),
+        ("options", "--top-k/--targets"),
+    )
     return Plan(chunks, write, lambda chunk: sum(token_cost(models, line, pll=False) for line in chunk.inputs), check)
 
 
-def score_pair_chunk(models: list[LoadedModel], chunk: list[PairInput], settings: ScoreSettings,
-                     output: str | None) -> list[PairResult]:
+def score_pair_chunk(
+    models: list[LoadedModel], chunk: list[PairInput], settings: ScoreSettings, output: str | None
+) -> list[PairResult]:
     """One chunk of pairs scored and checked finite; with `output`, its records appended there, whole and flushed."""
     from gbcli.jobs.jsonl_output import append_results
     from gbcli.tasks import pairs as task
@@ -264,8 +314,15 @@ def score_pair_chunk(models: list[LoadedModel], chunk: list[PairInput], settings
     return results
 
 
-def score_pair_file(models: list[LoadedModel], run: FileRun, settings: ScoreSettings, batch_size: int, *,
-                    on_results: Callable[[list[PairResult]], None], on_progress: Callable[[int], None]) -> None:
+def score_pair_file(
+    models: list[LoadedModel],
+    run: FileRun,
+    settings: ScoreSettings,
+    batch_size: int,
+    *,
+    on_results: Callable[[list[PairResult]], None],
+    on_progress: Callable[[int], None],
+) -> None:
     """`pairs --file` in one process without --output: the pairs a chunk at a time, handed on, each added to the
     run's tally."""
     from gbcli.tasks import pairs as task
@@ -284,5 +341,7 @@ def failed_lines_error(path: str, failures: list[LineFailure], scored_pairs: int
     lines = ", ".join(str(f.line) for f in failures[:10]) + (" ..." if count > 10 else "")
     plural = "s" * (count != 1)
     scored = f"{scored_pairs} pair{'s' * (scored_pairs != 1)} {'were' if scored_pairs != 1 else 'was'}"
-    return GbcliError(f"{count} line{plural} of {path} failed (line{plural} {lines}); the other {scored} scored.",
-                      "Fix or remove those lines; with --output and --resume only they are scored again.")
+    return GbcliError(
+        f"{count} line{plural} of {path} failed (line{plural} {lines}); the other {scored} scored.",
+        "Fix or remove those lines; with --output and --resume only they are scored again.",
+    )

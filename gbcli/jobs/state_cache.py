@@ -46,12 +46,20 @@ def folder_identity(spec: str) -> list[Any]:
     folder = Path(spec)
     if not folder.is_dir():
         return [spec]
-    return [[entry.name, entry.stat().st_size, entry.stat().st_mtime_ns]
-            for entry in sorted(folder.iterdir()) if entry.is_file()]
+    return [
+        [entry.name, entry.stat().st_size, entry.stat().st_mtime_ns]
+        for entry in sorted(folder.iterdir())
+        if entry.is_file()
+    ]
 
 
-def cache_key(model_identity: Any, ids: Sequence[Sequence[int]], positions: Sequence[Sequence[int]],
-              token_types: Sequence[Sequence[int] | None], stack: str) -> str:
+def cache_key(
+    model_identity: Any,
+    ids: Sequence[Sequence[int]],
+    positions: Sequence[Sequence[int]],
+    token_types: Sequence[Sequence[int] | None],
+    stack: str,
+) -> str:
     """The hash that names one entry (see the module's docstring)."""
     digest = hashlib.sha256()
     digest.update(json.dumps([FORMAT_VERSION, model_identity, stack], sort_keys=True, default=str).encode())
@@ -100,8 +108,7 @@ class StreamedArray:
         self.partial = path.with_name(path.name + ".partial")
         self.shape = (layers, rows, hidden)
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
-                  "shape": self.shape}
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False, "shape": self.shape}
         with self.partial.open("wb") as stream:
             np.lib.format.write_array_header_1_0(stream, header)
             self.offset = stream.tell()
@@ -118,8 +125,7 @@ class StreamedArray:
         for row, index in enumerate(indices):
             vectors = np.ascontiguousarray(block[row], dtype="<f4")  # [layers, hidden]
             for layer in range(layers):
-                os.pwrite(self.descriptor, vectors[layer].tobytes(),
-                          self.offset + (layer * rows + index) * row_bytes)
+                os.pwrite(self.descriptor, vectors[layer].tobytes(), self.offset + (layer * rows + index) * row_bytes)
         self.written += len(indices)
 
     def finish(self) -> None:
@@ -137,16 +143,22 @@ class StreamedArray:
         self.partial.unlink(missing_ok=True)
 
 
-def stream_to_cache(paths: Sequence[Path], batches: Iterator[tuple[list[int], list[np.ndarray]]], rows: int,
-                    on_first: Callable[[], None] | None = None) -> None:
+def stream_to_cache(
+    paths: Sequence[Path],
+    batches: Iterator[tuple[list[int], list[np.ndarray]]],
+    rows: int,
+    on_first: Callable[[], None] | None = None,
+) -> None:
     """Write the batches (indices, one [rows, layers, hidden] array per stack) into one entry per stack; on any
     failure or Ctrl-C, nothing of these entries is left behind."""
     streams: list[StreamedArray] = []
     try:
         for indices, arrays in batches:
             if not streams:
-                streams = [StreamedArray(path, array.shape[1], rows, array.shape[2])
-                           for path, array in zip(paths, arrays, strict=True)]
+                streams = [
+                    StreamedArray(path, array.shape[1], rows, array.shape[2])
+                    for path, array in zip(paths, arrays, strict=True)
+                ]
                 if on_first is not None:
                     on_first()
             for stream, array in zip(streams, arrays, strict=True):
@@ -164,17 +176,33 @@ def model_identity(lm: LoadedModel, random_init_seed: int | None) -> list[Any]:
     import torch
     import transformers
 
-    identity: list[Any] = [lm.spec, folder_identity(lm.spec), str(lm.dtype), lm.device.type,
-                           getattr(lm.model.config, "_commit_hash", None)]
+    identity: list[Any] = [
+        lm.spec,
+        folder_identity(lm.spec),
+        str(lm.dtype),
+        lm.device.type,
+        getattr(lm.model.config, "_commit_hash", None),
+    ]
     if random_init_seed is not None:  # weights drawn afresh: the config, the seed and the libraries that drew them
-        identity += ["random-init", random_init_seed, lm.model.config.to_json_string(), torch.__version__,
-                     transformers.__version__]
+        identity += [
+            "random-init",
+            random_init_seed,
+            lm.model.config.to_json_string(),
+            torch.__version__,
+            transformers.__version__,
+        ]
     return identity
 
 
-def cached_states(lm: LoadedModel, inputs: Sequence[EncodedInput], stacks: Sequence[str],
-                  random_init_seed: int | None, *, use_cache: bool = True,
-                  on_batch: Callable[[int], None] | None = None) -> tuple[list[Sequence[np.ndarray]], bool]:
+def cached_states(
+    lm: LoadedModel,
+    inputs: Sequence[EncodedInput],
+    stacks: Sequence[str],
+    random_init_seed: int | None,
+    *,
+    use_cache: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[list[Sequence[np.ndarray]], bool]:
     """Each stack's states [layers][examples, hidden] (read from the cache a layer at a time) and whether they
     were all there already; what is missing is computed and streamed to the cache first. Without `use_cache`,
     computed here and kept in memory."""

@@ -33,8 +33,10 @@ def _prepare_output(output: str, shape: RecordShape, *, resume: bool, force: boo
     parts = distributed.existing_parts(output)
     if not resume:
         if parts and not force:
-            raise usage_error(f"--output '{output}' has part files of an unfinished job ({parts[0].name}, ...).",
-                              "Add --resume to continue it, or --force to start again.")
+            raise usage_error(
+                f"--output '{output}' has part files of an unfinished job ({parts[0].name}, ...).",
+                "Add --resume to continue it, or --force to start again.",
+            )
         open_output(output, shape, resume=False, force=force)
         for part in parts:
             part.unlink()
@@ -47,9 +49,17 @@ def _prepare_output(output: str, shape: RecordShape, *, resume: bool, force: boo
         distributed.merge_in_order(output, sources, shape.key)
 
 
-def run_distributed(world: World, output: str, shape: RecordShape, *, resume: bool, force: bool,
-                    plan: Callable[[], Plan],
-                    announce: Callable[[], None] = lambda: None, label: str = "scoring") -> int | None:
+def run_distributed(
+    world: World,
+    output: str,
+    shape: RecordShape,
+    *,
+    resume: bool,
+    force: bool,
+    plan: Callable[[], Plan],
+    announce: Callable[[], None] = lambda: None,
+    label: str = "scoring",
+) -> int | None:
     """This rank's share of a file job; on rank 0, how many records of an earlier run --output kept, else None.
 
     `plan` makes the job's chunks once every rank sees the same finished lines; `announce` (rank 0, before any
@@ -101,11 +111,16 @@ def _do_my_chunks(job: Job, work: Plan, mine: set[int], label: str) -> None:
                         advance(progress.poll())
         except KeyboardInterrupt:
             if world.is_main:
-                stderr_console().print(f"[yellow]Finished lines are kept in {escape(job.output)} and its part "
-                                       "files; run the same command with --resume to continue.[/]")
+                stderr_console().print(
+                    f"[yellow]Finished lines are kept in {escape(job.output)} and its part "
+                    "files; run the same command with --resume to continue.[/]"
+                )
             raise
         except GbcliError as error:
-            raise GbcliError(f"Rank {world.rank} ({describe_range(job.ranges[world.rank])}): {error.message}",
-                             error.hint, exit_code=error.exit_code) from error
+            raise GbcliError(
+                f"Rank {world.rank} ({describe_range(job.ranges[world.rank])}): {error.message}",
+                error.hint,
+                exit_code=error.exit_code,
+            ) from error
         if world.is_main:
             progress.wait(advance)

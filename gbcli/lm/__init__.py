@@ -23,6 +23,15 @@ from gbcli.lm.reads import Reads, causal_logprobs, run_reads
 from gbcli.lm.teacher_forcing import teacher_forced_logprobs
 
 __all__ = [
-    "MLM_HEADS", "PaddedBatch", "Reads", "causal_logprobs", "cut_batches", "logits_at", "logsumexp_in_blocks",
-    "model_inputs", "padded_batches", "run_reads", "teacher_forced_logprobs",
+    "MLM_HEADS",
+    "PaddedBatch",
+    "Reads",
+    "causal_logprobs",
+    "cut_batches",
+    "logits_at",
+    "logsumexp_in_blocks",
+    "model_inputs",
+    "padded_batches",
+    "run_reads",
+    "teacher_forced_logprobs",
 ]

@@ -41,8 +41,9 @@ def batch_order(lengths: Sequence[int], order: Order) -> list[int]:
     return indices
 
 
-def cut_batches(lengths: Sequence[int], *, max_tokens: int | None = None, max_rows: int | None = None,
-                order: Order = "longest") -> list[list[int]]:
+def cut_batches(
+    lengths: Sequence[int], *, max_tokens: int | None = None, max_rows: int | None = None, order: Order = "longest"
+) -> list[list[int]]:
     """Groups of indices, in `order`, each as many rows as fit in `max_tokens` padded tokens (rows × the
     longest row) and `max_rows` rows; at least one row each, and one group of everything without limits."""
     ordered = batch_order(lengths, order)
@@ -64,9 +65,15 @@ def cut_batches(lengths: Sequence[int], *, max_tokens: int | None = None, max_ro
     return groups
 
 
-def padded_batches(sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu", *,
-                   max_tokens: int | None = None, max_rows: int | None = None,
-                   order: Order = "longest") -> Iterator[PaddedBatch]:
+def padded_batches(
+    sequences: Sequence[Sequence[int]],
+    pad_id: int,
+    device: torch.device | str = "cpu",
+    *,
+    max_tokens: int | None = None,
+    max_rows: int | None = None,
+    order: Order = "longest",
+) -> Iterator[PaddedBatch]:
     """The sequences in right-padded batches (see `cut_batches`), on `device`."""
     import torch
 

@@ -25,9 +25,24 @@ TopTokens = list[tuple[int, float]]
 
 # Generation-config fields that don't change which token is picked, or that gbcli always sets itself.
 _NEUTRAL_GENERATION_FIELDS = {
-    "bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "use_cache", "output_attentions",
-    "output_hidden_states", "_from_model_config", "transformers_version", "max_length", "max_new_tokens",
-    "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "num_beams", "num_return_sequences",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "decoder_start_token_id",
+    "use_cache",
+    "output_attentions",
+    "output_hidden_states",
+    "_from_model_config",
+    "transformers_version",
+    "max_length",
+    "max_new_tokens",
+    "do_sample",
+    "temperature",
+    "top_k",
+    "top_p",
+    "repetition_penalty",
+    "num_beams",
+    "num_return_sequences",
 }
 
 
@@ -36,10 +51,11 @@ def _probe() -> str | None:
     preparation with the arguments 5.1 and later take, and its private `_update_model_kwargs_for_generation`."""
     from transformers import GenerationMixin
 
-    return (missing(GenerationMixin, "_update_model_kwargs_for_generation")
-            or lacks_parameters(GenerationMixin.prepare_inputs_for_generation, "next_sequence_length",
-                                "is_first_iteration")
-            or lacks_parameters(GenerationMixin._update_model_kwargs_for_generation, "is_encoder_decoder"))
+    return (
+        missing(GenerationMixin, "_update_model_kwargs_for_generation")
+        or lacks_parameters(GenerationMixin.prepare_inputs_for_generation, "next_sequence_length", "is_first_iteration")
+        or lacks_parameters(GenerationMixin._update_model_kwargs_for_generation, "is_encoder_decoder")
+    )
 
 
 MODEL_STEPS = FastPath("own decoding loop", "model.generate", _probe)
@@ -62,9 +78,12 @@ def top_tokens(raw_logprobs: Any, top: int) -> TopTokens:
     return list(zip(indices.tolist(), values.tolist(), strict=True))
 
 
-def decode_one_stream(lm: LoadedModel, input_ids: Any, settings: DecodingSettings,
-                      on_text: Callable[[str], None] | None = None,
-                      ) -> tuple[list[int], list[float], bool, list[TopTokens]]:
+def decode_one_stream(
+    lm: LoadedModel,
+    input_ids: Any,
+    settings: DecodingSettings,
+    on_text: Callable[[str], None] | None = None,
+) -> tuple[list[int], list[float], bool, list[TopTokens]]:
     """Greedy or sampled decoding of one sequence: (new ids, each one's raw log-probability, stopped at EOS, the
     `settings.alternatives` most likely tokens at each step). The alternatives and the chosen token's
     log-probability are read from the very logits the token was chosen from.
@@ -152,15 +171,15 @@ class ModelDecoder:
         self.ids = torch.empty((1, capacity), dtype=input_ids.dtype, device=input_ids.device)
         self.ids[:, :length] = input_ids
         self.kwargs = {**self.initial_kwargs, "attention_mask": torch.ones_like(input_ids)}
-        inputs = self.model.prepare_inputs_for_generation(self.ids[:, :length], is_first_iteration=True,
-                                                          **self.kwargs)
+        inputs = self.model.prepare_inputs_for_generation(self.ids[:, :length], is_first_iteration=True, **self.kwargs)
         return self._keep(self.model(**inputs, return_dict=True))
 
     def step(self, token: Any, position: int) -> Any:
         """Logits for the token after `token`, which sits at `position`."""
         self.ids[:, position] = token.view(-1)
-        inputs = self.model.prepare_inputs_for_generation(self.ids[:, : position + 1], next_sequence_length=1,
-                                                          is_first_iteration=False, **self.kwargs)
+        inputs = self.model.prepare_inputs_for_generation(
+            self.ids[:, : position + 1], next_sequence_length=1, is_first_iteration=False, **self.kwargs
+        )
         return self._keep(self.model(**inputs, return_dict=True))
 
     def _keep(self, out: Any) -> Any:

@@ -37,8 +37,10 @@ class DecodingSettings:
         Anything else decodes as one job: [self]."""
         if self.mode != "sample" or self.num_return_sequences == 1:
             return [self]
-        return [replace(self, num_return_sequences=1, seed=self.seed if k == 0 else None)
-                for k in range(self.num_return_sequences)]
+        return [
+            replace(self, num_return_sequences=1, seed=self.seed if k == 0 else None)
+            for k in range(self.num_return_sequences)
+        ]
 
     def describe(self) -> str:
         if self.mode == "greedy":

@@ -155,14 +155,20 @@ class _Gpt2Decoder:
             c_attn, c_proj, c_fc, mlp_proj = blocks[index]
             x = F.layer_norm(hidden, (width,), block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
             qkv = c_attn(x)
-            query, key, value = (part.view(1, 1, self.heads, self.head_dim).transpose(1, 2)
-                                 for part in qkv.split(width, dim=1))
+            query, key, value = (
+                part.view(1, 1, self.heads, self.head_dim).transpose(1, 2) for part in qkv.split(width, dim=1)
+            )
             self.keys[index, :, :, position : position + 1] = key
             self.values[index, :, :, position : position + 1] = value
             # One query against every cached key: nothing to its right exists yet, so no causal mask is needed.
             context = F.scaled_dot_product_attention(
-                query, self.keys[index, :, :, : position + 1], self.values[index, :, :, : position + 1],
-                attn_mask=None, dropout_p=0.0, scale=attn.scaling, is_causal=False,
+                query,
+                self.keys[index, :, :, : position + 1],
+                self.values[index, :, :, : position + 1],
+                attn_mask=None,
+                dropout_p=0.0,
+                scale=attn.scaling,
+                is_causal=False,
             )
             context = context.transpose(1, 2).reshape(1, width)
             hidden = c_proj(context) + hidden
@@ -187,8 +193,10 @@ class _Gpt2Decoder:
         blocks = self._blocks.get(parts)
         if blocks is None:
             blocks = self._blocks[parts] = [
-                tuple(_BlockedProduct(conv.weight, conv.bias, parts)
-                      for conv in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj))
+                tuple(
+                    _BlockedProduct(conv.weight, conv.bias, parts)
+                    for conv in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj)
+                )
                 for block in self.blocks
             ]
         return blocks
@@ -201,7 +209,8 @@ class _Gpt2Decoder:
         head = self._head_blocks.get((copied, parts))
         if head is None:
             head = self._head_blocks[(copied, parts)] = (
-                _BlockedProduct(self.head_t, None, parts) if copied else _RowBlocks(self.head, parts))
+                _BlockedProduct(self.head_t, None, parts) if copied else _RowBlocks(self.head, parts)
+            )
         return head(hidden).to(torch.float32)
 
 

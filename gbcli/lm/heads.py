@@ -54,8 +54,9 @@ def logits_at(lm: LoadedModel, inputs: dict[str, Any], rows: torch.Tensor, cols:
     return forward_at(lm, inputs, rows, cols)[0]
 
 
-def forward_at(lm: LoadedModel, inputs: dict[str, Any], rows: torch.Tensor,
-               cols: torch.Tensor) -> tuple[torch.Tensor, Any]:
+def forward_at(
+    lm: LoadedModel, inputs: dict[str, Any], rows: torch.Tensor, cols: torch.Tensor
+) -> tuple[torch.Tensor, Any]:
     """`logits_at`, and the model's whole output (its cache, when `inputs` ask for one)."""
     import torch
 
@@ -68,8 +69,12 @@ def forward_at(lm: LoadedModel, inputs: dict[str, Any], rows: torch.Tensor,
             return (args[0][rows, cols], *args[1:])
 
         handle = head.register_forward_pre_hook(select)
-        if (head.weight.device.type == "cpu" and head.out_features >= BLOCKED_VOCABULARY and len(rows) > 1
-                and "forward" not in vars(head)):  # a forward another library set on the layer is left alone
+        if (
+            head.weight.device.type == "cpu"
+            and head.out_features >= BLOCKED_VOCABULARY
+            and len(rows) > 1
+            and "forward" not in vars(head)
+        ):  # a forward another library set on the layer is left alone
             # An instance attribute shadows Linear.forward for this pass only; hooks still run around it.
             head.forward = lambda hidden: project_in_blocks(hidden, head.weight, head.bias)
             in_blocks = True
@@ -97,9 +102,13 @@ def project_in_blocks(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     import torch
 
     rows = max(256, BLOCK_BYTES // (weight.shape[1] * weight.element_size()))
-    return torch.cat([torch.nn.functional.linear(hidden, block, None if bias is None else bias[start : start + rows])
-                      for start, block in zip(range(0, weight.shape[0], rows), weight.split(rows), strict=True)],
-                     dim=-1)
+    return torch.cat(
+        [
+            torch.nn.functional.linear(hidden, block, None if bias is None else bias[start : start + rows])
+            for start, block in zip(range(0, weight.shape[0], rows), weight.split(rows), strict=True)
+        ],
+        dim=-1,
+    )
 
 
 def logsumexp_in_blocks(logits: torch.Tensor, rows: int) -> torch.Tensor:
@@ -110,4 +119,3 @@ def logsumexp_in_blocks(logits: torch.Tensor, rows: int) -> torch.Tensor:
     import torch
 
     return torch.cat([block.logsumexp(-1) for block in logits.split(rows)])
-

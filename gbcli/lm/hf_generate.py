@@ -26,8 +26,9 @@ def generate_kwargs(settings: DecodingSettings, pad_token_id: int | None, **over
         "pad_token_id": pad_token_id,
     }
     if settings.mode == "sample":
-        kwargs.update(do_sample=True, num_beams=1, temperature=settings.temperature, top_k=settings.top_k,
-                      top_p=settings.top_p)
+        kwargs.update(
+            do_sample=True, num_beams=1, temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p
+        )
     elif settings.mode == "beam":
         kwargs.update(do_sample=False, num_beams=settings.num_beams, early_stopping=True)
     else:
@@ -55,9 +56,16 @@ class TextStreamer:
         pass
 
 
-def run_generate(lm: LoadedModel, settings: DecodingSettings, kwargs: dict[str, Any], *, prompt_length: int,
-                 eos_token_id: int | None, on_text: Callable[[str], None] | None = None,
-                 **inputs: Any) -> tuple[list[GeneratedRow], float]:
+def run_generate(
+    lm: LoadedModel,
+    settings: DecodingSettings,
+    kwargs: dict[str, Any],
+    *,
+    prompt_length: int,
+    eos_token_id: int | None,
+    on_text: Callable[[str], None] | None = None,
+    **inputs: Any,
+) -> tuple[list[GeneratedRow], float]:
     """`lm.model.generate(**inputs, **kwargs)` seeded by `settings.seed`: each row's new ids after the first
     `prompt_length`, and the seconds `generate` took. One stream (no beams, one sequence) is streamed to `on_text`."""
     import torch

@@ -110,8 +110,13 @@ def batch_tokens(lm: LoadedModel) -> int:
     return CPU_BATCH_TOKENS if lm.device.type == "cpu" else GPU_BATCH_TOKENS
 
 
-def pooled_states(lm: LoadedModel, inputs: Sequence[EncodedInput], *, max_tokens: int | None = None,
-                  on_batch: Callable[[int], None] | None = None) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+def pooled_states(
+    lm: LoadedModel,
+    inputs: Sequence[EncodedInput],
+    *,
+    max_tokens: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> Iterator[tuple[list[int], list[np.ndarray]]]:
     """(indices, one float32 array [rows, layers, hidden] per stack) batch after batch, longest texts first.
 
     Layer 0 is the embeddings, then one per block (GPT-2's last is after its final layer norm, as
@@ -138,13 +143,18 @@ def pooled_states(lm: LoadedModel, inputs: Sequence[EncodedInput], *, max_tokens
             if seq2seq:
                 # Shifted right after the start token; the padding after each row's end is masked out as well.
                 decoder_ids = torch.cat([torch.full((len(group), 1), start_id), ids[:, :-1]], dim=1)
-                out = body(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                           decoder_input_ids=decoder_ids.to(lm.device), decoder_attention_mask=mask.to(lm.device),
-                           output_hidden_states=True)
+                out = body(
+                    input_ids=ids.to(lm.device),
+                    attention_mask=mask.to(lm.device),
+                    decoder_input_ids=decoder_ids.to(lm.device),
+                    decoder_attention_mask=mask.to(lm.device),
+                    output_hidden_states=True,
+                )
                 stacks = [(out.encoder_hidden_states, 0), (out.decoder_hidden_states, 1)]
             else:
-                out = body(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), output_hidden_states=True,
-                           **extra)
+                out = body(
+                    input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), output_hidden_states=True, **extra
+                )
                 stacks = [(out.hidden_states, 0)]
             arrays = [_pooled(hidden, [inputs[i] for i in group], shift) for hidden, shift in stacks]
         yield group, arrays
@@ -176,8 +186,9 @@ def _decoder_start_id(lm: LoadedModel) -> int:
     raise GbcliError(f"{lm.name} declares no decoder start token.", "Check the checkpoint's config.json.")
 
 
-def layer_states(lm: LoadedModel, inputs: Sequence[EncodedInput], *,
-                 on_batch: Callable[[int], None] | None = None) -> list[np.ndarray]:
+def layer_states(
+    lm: LoadedModel, inputs: Sequence[EncodedInput], *, on_batch: Callable[[int], None] | None = None
+) -> list[np.ndarray]:
     """Every layer's pooled states of each stack, [layers, examples, hidden], all in memory."""
     import numpy as np
 

@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 # its own earlier tokens (see _run_packed). Each is held to the full pass in tests/test_prefix_scoring.py; a
 # model whose mask transformers must shape itself (a sliding window, ALiBi, positions counted from the mask) is
 # not one of them, and runs its continuations as padded rows.
-PACKED_MODEL_TYPES = frozenset({"gpt2", "gpt_neox", "gptj", "llama", "qwen2", "phi", "gpt_bigcode", "mistral",
-                                "opt", "falcon", "bert"})
+PACKED_MODEL_TYPES = frozenset(
+    {"gpt2", "gpt_neox", "gptj", "llama", "qwen2", "phi", "gpt_bigcode", "mistral", "opt", "falcon", "bert"}
+)
 PACK_TOKENS = 512  # the most continuation tokens one packed pass runs (its mask is PACK_TOKENS x (prefix + that))
 # What one more forward pass costs, in tokens of a batch: on CPU a small model's pass reads all its weights
 # whatever its size, so a pass of one token costs about as much as a dozen more tokens in a pass (GPT-2-small, one
@@ -76,8 +77,14 @@ class Prefix:
         return all(len(s) > size and s[:size] == self.ids for s in sequences)
 
 
-def grouped_logprobs(lm: LoadedModel, groups: list[list[list[int]]], score_from: int, *,
-                     max_rows: int | None = None, known: Sequence[Prefix] = ()) -> list[list[list[float]]]:
+def grouped_logprobs(
+    lm: LoadedModel,
+    groups: list[list[list[int]]],
+    score_from: int,
+    *,
+    max_rows: int | None = None,
+    known: Sequence[Prefix] = (),
+) -> list[list[list[float]]]:
     """log p(ids[i] | ids[:i]) for score_from <= i < len(ids), of each sequence of each group (as
     `causal_logprobs` gives them); each group's longest common prefix runs once where the model allows it, and
     not at all when a `known` prefix (run before, with the same score_from) starts every sequence of the group."""
@@ -88,8 +95,11 @@ def grouped_logprobs(lm: LoadedModel, groups: list[list[list[int]]], score_from:
             # The prefix keeps at least one token of every sequence out, so each has a continuation to score.
             shared = min(common_prefix_length(group), min(len(s) for s in group) - 1)
             prefix = run_prefix(lm, group[0][:shared], score_from) if shared >= max(1, score_from) else None
-        out.append(None if prefix is None else
-                   [prefix.logprobs + rest for rest in continuation_logprobs(lm, prefix, group, max_rows=max_rows)])
+        out.append(
+            None
+            if prefix is None
+            else [prefix.logprobs + rest for rest in continuation_logprobs(lm, prefix, group, max_rows=max_rows)]
+        )
     # The rest (a model without a usable cache, a group without a shared start) run whole, batched together.
     whole = [ids for group, scores in zip(groups, out, strict=True) if scores is None for ids in group]
     if whole:
@@ -115,8 +125,9 @@ def run_prefix(lm: LoadedModel, ids: list[int], score_from: int) -> Prefix | Non
         tensor = torch.tensor([ids], dtype=torch.long, device=device)
         rows = torch.zeros(len(positions), dtype=torch.long, device=device)
         cols = torch.tensor(positions, dtype=torch.long, device=device)
-        logits, output = forward_at(lm, {**model_inputs(lm, tensor, torch.ones_like(tensor)), "use_cache": True},
-                                    rows, cols)
+        logits, output = forward_at(
+            lm, {**model_inputs(lm, tensor, torch.ones_like(tensor)), "use_cache": True}, rows, cols
+        )
         cache = _key_value_cache(output)
         lm.extras[_CACHES] = cache is not None
         if cache is None:
@@ -128,8 +139,9 @@ def run_prefix(lm: LoadedModel, ids: list[int], score_from: int) -> Prefix | Non
     return Prefix(list(ids), score_from, cache, own.tolist(), logprobs[-1])
 
 
-def continuation_logprobs(lm: LoadedModel, prefix: Prefix, sequences: list[list[int]], *,
-                          max_rows: int | None = None) -> list[list[float]]:
+def continuation_logprobs(
+    lm: LoadedModel, prefix: Prefix, sequences: list[list[int]], *, max_rows: int | None = None
+) -> list[list[float]]:
     """log p(ids[i] | ids[:i]) for len(prefix.ids) <= i < len(ids), of each sequence (each begins with the
     prefix and goes on past it): the first token from the prefix's last position, the rest run after its cache,
     packed into one row (`packs_continuations`), else in padded batches of at most `max_rows` rows of alike
@@ -142,8 +154,9 @@ def continuation_logprobs(lm: LoadedModel, prefix: Prefix, sequences: list[list[
     suffixes = [Reads(s[size:-1], list(range(len(s) - size - 1)), [[t] for t in s[size + 1 :]]) for s in sequences]
     running = [k for k, r in enumerate(suffixes) if r.positions]
     with torch.inference_mode():
-        firsts = prefix.next_logprobs[torch.tensor([s[size] for s in sequences], dtype=torch.long,
-                                                   device=prefix.next_logprobs.device)].tolist()
+        firsts = prefix.next_logprobs[
+            torch.tensor([s[size] for s in sequences], dtype=torch.long, device=prefix.next_logprobs.device)
+        ].tolist()
         lengths = [len(suffixes[k].ids) for k in running]
         if packs_continuations(lm, max((len(s) for s in sequences), default=0)):
             for group in packs(lengths, PACK_TOKENS):
@@ -159,10 +172,13 @@ def packs_continuations(lm: LoadedModel, longest: int) -> bool:
     (PACKED_MODEL_TYPES; a sliding window is fine when no sequence is as long as it)."""
     config = lm.model.config
     window = getattr(config, "sliding_window", None)
-    return (config.model_type in PACKED_MODEL_TYPES and (not window or longest < window)
-            and not getattr(config, "alibi", False)
-            and config._attn_implementation in ("eager", "sdpa")
-            and "position_ids" in inspect.signature(lm.model.forward).parameters)
+    return (
+        config.model_type in PACKED_MODEL_TYPES
+        and (not window or longest < window)
+        and not getattr(config, "alibi", False)
+        and config._attn_implementation in ("eager", "sdpa")
+        and "position_ids" in inspect.signature(lm.model.forward).parameters
+    )
 
 
 def packs(lengths: list[int], budget: int) -> list[list[int]]:
@@ -187,8 +203,9 @@ def _run_padded(lm: LoadedModel, prefix: Prefix, chosen: list[Reads]) -> None:
     (batch,) = padded_batches([r.ids for r in chosen], lm.pad_id, device, order="given")
     past = copy.deepcopy(prefix.cache)
     past.batch_repeat_interleave(len(chosen))
-    mask = torch.cat([torch.ones((len(chosen), size), dtype=batch.attention_mask.dtype, device=device),
-                      batch.attention_mask], dim=1)
+    mask = torch.cat(
+        [torch.ones((len(chosen), size), dtype=batch.attention_mask.dtype, device=device), batch.attention_mask], dim=1
+    )
     read_batch(lm, {**model_inputs(lm, batch.ids, mask), _cache_argument(lm): past, "use_cache": True}, chosen)
 
 
@@ -213,9 +230,12 @@ def _run_packed(lm: LoadedModel, prefix: Prefix, chosen: list[Reads]) -> None:
     mask.masked_fill_(~allowed, torch.finfo(lm.dtype).min)  # additive: eager attention adds it, sdpa takes it
     packed = Reads(ids, list(range(count)), [t for r in chosen for t in r.targets or []])
     tensor = torch.tensor([ids], dtype=torch.long, device=device)
-    inputs: dict[str, Any] = {**model_inputs(lm, tensor, mask[None, None]),
-                              "position_ids": torch.tensor([positions], device=device),
-                              _cache_argument(lm): copy.deepcopy(prefix.cache), "use_cache": True}
+    inputs: dict[str, Any] = {
+        **model_inputs(lm, tensor, mask[None, None]),
+        "position_ids": torch.tensor([positions], device=device),
+        _cache_argument(lm): copy.deepcopy(prefix.cache),
+        "use_cache": True,
+    }
     read_batch(lm, inputs, [packed])
     flat = 0
     for reads in chosen:
@@ -251,8 +271,9 @@ def _key_value_cache(output: Any) -> Any:
     layers = getattr(cache, "layers", None)
     # Recurrent states kept as cache layers (5.5 on); before, Mamba's cache was a class of its own, without layers.
     recurrent = getattr(cache_utils, "LinearAttentionCacheLayerMixin", ())
-    if not layers or not all(isinstance(layer, cache_utils.DynamicLayer) and not isinstance(layer, recurrent)
-                             for layer in layers):
+    if not layers or not all(
+        isinstance(layer, cache_utils.DynamicLayer) and not isinstance(layer, recurrent) for layer in layers
+    ):
         return None
     return cache
 

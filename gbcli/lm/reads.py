@@ -44,8 +44,14 @@ class Reads:
     top_logprobs: list[list[float]] = field(default_factory=list)
 
 
-def run_reads(lm: LoadedModel, reads: list[Reads], *, max_tokens: int | None = None, max_rows: int | None = None,
-              order: Order = "longest") -> int:
+def run_reads(
+    lm: LoadedModel,
+    reads: list[Reads],
+    *,
+    max_tokens: int | None = None,
+    max_rows: int | None = None,
+    order: Order = "longest",
+) -> int:
     """Fill in every Reads, batched under `max_tokens` padded tokens and `max_rows` rows; the forward passes run.
 
     The model runs in inference mode; the caller's sequences must fit the model (see LoadedModel.check_fits).
@@ -57,8 +63,7 @@ def run_reads(lm: LoadedModel, reads: list[Reads], *, max_tokens: int | None = N
     progress = READ_PROGRESS.get()
     if progress is not None:
         progress(lm.family, len(reads), 0)
-    for batch in padded_batches(sequences, lm.pad_id, lm.device, max_tokens=max_tokens, max_rows=max_rows,
-                                order=order):
+    for batch in padded_batches(sequences, lm.pad_id, lm.device, max_tokens=max_tokens, max_rows=max_rows, order=order):
         with torch.inference_mode():
             read_batch(lm, model_inputs(lm, batch.ids, batch.attention_mask), [reads[i] for i in batch.indices])
         passes += 1
@@ -146,9 +151,15 @@ def token_logprobs(reads: Reads) -> list[float]:
     return [values[0] for values in reads.target_logprobs]
 
 
-def causal_logprobs(lm: LoadedModel, sequences: list[list[int]], score_from: list[int], *,
-                    max_tokens: int | None = None, max_rows: int | None = None,
-                    order: Order = "longest") -> tuple[list[list[float]], int]:
+def causal_logprobs(
+    lm: LoadedModel,
+    sequences: list[list[int]],
+    score_from: list[int],
+    *,
+    max_tokens: int | None = None,
+    max_rows: int | None = None,
+    order: Order = "longest",
+) -> tuple[list[list[float]], int]:
     """log p(ids[i] | ids[:i]) for score_from[s] <= i < len(ids), of each sequence s; the forward passes run."""
     reads = [scored_tokens(ids, start) for ids, start in zip(sequences, score_from, strict=True)]
     passes = run_reads(lm, reads, max_tokens=max_tokens, max_rows=max_rows, order=order) if reads else 0

@@ -99,7 +99,8 @@ def _explain_local_failure(family: Family, spec: str, exc: BaseException, lowere
     return _explain_any_failure(spec, flag, exc, lowered) or GbcliError(
         f"Could not load '{spec}' for {flag}: {first_line(exc)}.",
         "Check that the folder was saved with save_pretrained() (config.json, the weights and the tokenizer "
-        "files), by a transformers no newer than this one.")
+        "files), by a transformers no newer than this one.",
+    )
 
 
 def _explain_any_failure(spec: str, flag: str, exc: BaseException, lowered: str) -> GbcliError | None:
@@ -108,17 +109,22 @@ def _explain_any_failure(spec: str, flag: str, exc: BaseException, lowered: str)
         return GbcliError(
             f"'{spec}' for {flag} needs its own Python code to load (custom code): gbcli never runs code that comes "
             "with a checkpoint.",
-            "Use a checkpoint of an architecture transformers has built in (GPT-2, BERT, BART and their kin).")
+            "Use a checkpoint of an architecture transformers has built in (GPT-2, BERT, BART and their kin).",
+        )
     if "not a valid json" in lowered or "jsondecodeerror" in lowered:
-        return GbcliError(f"The config.json of '{spec}' for {flag} is not valid JSON.",
-                          "Restore the file (or save the model again with save_pretrained()).")
+        return GbcliError(
+            f"The config.json of '{spec}' for {flag} is not valid JSON.",
+            "Restore the file (or save the model again with save_pretrained()).",
+        )
     if "does not recognize this architecture" in lowered or "unrecognized model" in lowered:
         import re
 
         named = re.search(r"model type [`'\"]?([\w.-]+)", str(exc))
         kind = f"the model type '{named.group(1)}', which" if named else "a model type that"
-        return GbcliError(f"The config.json of '{spec}' for {flag} names {kind} this transformers does not know.",
-                          "Check its \"model_type\"; a newer transformers may know it (pip install -U transformers).")
+        return GbcliError(
+            f"The config.json of '{spec}' for {flag} names {kind} this transformers does not know.",
+            'Check its "model_type"; a newer transformers may know it (pip install -U transformers).',
+        )
     return None
 
 
@@ -149,7 +155,8 @@ def explain_load_failure(family: Family, spec: str, exc: BaseException, offline:
     return _explain_any_failure(spec, flag, exc, lowered) or GbcliError(
         f"Could not load model '{spec}' for {flag}: {first_line(exc)}.",
         f"Check the model id, and that it is a {flag.removeprefix('--').upper()}-style checkpoint of the "
-        "transformers library.")
+        "transformers library.",
+    )
 
 
 def check_local_path(family: Family, spec: str) -> None:
@@ -186,8 +193,10 @@ def broken_link(spec: str, flag: str, path: Path) -> GbcliError:
     except OSError as exc:
         loop = exc.errno == errno.ELOOP
         where = "itself, in a loop of links" if loop else f"'{os.readlink(path)}', which does not exist"
-    return GbcliError(f"'{spec}' for {flag} is a symbolic link to {where}.",
-                      "Point the link at the model folder, or give the folder itself.")
+    return GbcliError(
+        f"'{spec}' for {flag} is a symbolic link to {where}.",
+        "Point the link at the model folder, or give the folder itself.",
+    )
 
 
 def first_line(exc: BaseException) -> str:

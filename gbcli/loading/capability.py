@@ -57,8 +57,10 @@ class FastPath:
         """One debug line when the path, though on, stepped aside for one input on an exception (GBCLI_DEBUG=1)."""
         if os.environ.get("GBCLI_DEBUG"):
             first = (str(error).strip().splitlines() or [""])[0]
-            sys.stderr.write(f"gbcli: fast path '{self.name}' skipped for {what}, using {self.public}: "
-                             f"{type(error).__name__}: {first}\n")
+            sys.stderr.write(
+                f"gbcli: fast path '{self.name}' skipped for {what}, using {self.public}: "
+                f"{type(error).__name__}: {first}\n"
+            )
 
 
 # name → FastPath, for `gbcli`'s debug output and the tests that walk every path.
@@ -97,6 +99,8 @@ def lacks_parameters(function: Callable, *names: str) -> str | None:
     parameters = inspect.signature(function).parameters
     for name in names:
         if name not in parameters:
-            return (f"transformers {installed_version('transformers')}: {function.__qualname__}() takes no "
-                    f"'{name}' argument")
+            return (
+                f"transformers {installed_version('transformers')}: {function.__qualname__}() takes no "
+                f"'{name}' argument"
+            )
     return None

@@ -63,10 +63,25 @@ NOT_LEFT_TO_RIGHT: dict[str, str] = {
 
 # Encoders whose causal-LM head (BertLMHeadModel, RobertaForCausalLM ...) masks the right context only when the
 # config sets is_decoder; without it the "causal" model reads both sides.
-DECODER_ONLY_IF_CONFIGURED = frozenset({
-    "bert", "big_bird", "camembert", "data2vec-text", "electra", "ernie", "megatron-bert", "rembert", "roberta",
-    "roberta-prelayernorm", "roc_bert", "roformer", "xlm-roberta", "xlm-roberta-xl", "xmod",
-})
+DECODER_ONLY_IF_CONFIGURED = frozenset(
+    {
+        "bert",
+        "big_bird",
+        "camembert",
+        "data2vec-text",
+        "electra",
+        "ernie",
+        "megatron-bert",
+        "rembert",
+        "roberta",
+        "roberta-prelayernorm",
+        "roc_bert",
+        "roformer",
+        "xlm-roberta",
+        "xlm-roberta-xl",
+        "xmod",
+    }
+)
 
 
 def refuse_unsupported_architecture(config: Any, kind: str, spec: str, flag: str) -> None:
@@ -171,8 +186,17 @@ def check_finite_weights(spec: str, flag: str, model: Any) -> None:
 
 
 # Files that hold a tokenizer's vocabulary, one of which every saved tokenizer with a vocabulary has.
-TOKENIZER_VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "merges.txt", "*.model", "*.tiktoken",
-                              "vocab.*", "spiece.*", "sentencepiece*")
+TOKENIZER_VOCABULARY_FILES = (
+    "tokenizer.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "*.model",
+    "*.tiktoken",
+    "vocab.*",
+    "spiece.*",
+    "sentencepiece*",
+)
 
 
 def tokenizer_covers_embeddings(tokens: int, rows: int) -> bool:
@@ -209,8 +233,12 @@ def check_tokenizer_matches(spec: str, flag: str, source: str, tokens: int, rows
     if tokenizer_covers_embeddings(tokens, rows):
         return
     if tokens < rows:
-        check_tokenizer_files(spec, flag, source, f"an empty tokenizer of {tokens} token{'s' if tokens != 1 else ''} "
-                              f"in place of the model's {rows}")
+        check_tokenizer_files(
+            spec,
+            flag,
+            source,
+            f"an empty tokenizer of {tokens} token{'s' if tokens != 1 else ''} in place of the model's {rows}",
+        )
     if tokens > rows:
         relation = f"{tokens} tokens but the model's embeddings hold only {rows}"
     else:

@@ -241,11 +241,14 @@ def explain_download_failure(repo: str, revision: str | None, flag: str, exc: Ba
             "Check the spelling of the hub id, or log in with `hf auth login` for a private model.",
         )
     if isinstance(exc, RevisionNotFoundError):
-        return GbcliError(f"Revision '{revision}' of model '{repo}' for {flag} does not exist on the hub.",
-                          "Check --revision: a branch, a tag or a commit hash of that model.")
+        return GbcliError(
+            f"Revision '{revision}' of model '{repo}' for {flag} does not exist on the hub.",
+            "Check --revision: a branch, a tag or a commit hash of that model.",
+        )
     if isinstance(exc, EntryNotFoundError):
-        return GbcliError(f"A file of model '{repo}' for {flag} is listed on the hub but cannot be downloaded.",
-                          "Try again later.")
+        return GbcliError(
+            f"A file of model '{repo}' for {flag} is listed on the hub but cannot be downloaded.", "Try again later."
+        )
     reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
     return GbcliError(
         f"Downloading model '{repo}' for {flag} failed: {reason.rstrip('.')}.",

@@ -41,11 +41,32 @@ if TYPE_CHECKING:
 # model_type values transformers loads without renaming or converting any key (no conversion mapping registered
 # for the type or its classes), each checked bit for bit against from_pretrained by tests/test_fast_load.py.
 # (gpt_neox is not: GPTNeoXForCausalLM saves its head as embed_out and renames it to lm_head on loading.)
-FAST_MODEL_TYPES = frozenset({
-    "albert", "bart", "bert", "bloom", "deberta-v2", "distilbert", "electra", "falcon", "gemma2", "gpt2",
-    "gpt_bigcode", "gpt_neo", "gptj", "llama", "mamba", "mistral", "modernbert", "opt", "phi", "qwen2", "roberta",
-    "rwkv",
-})
+FAST_MODEL_TYPES = frozenset(
+    {
+        "albert",
+        "bart",
+        "bert",
+        "bloom",
+        "deberta-v2",
+        "distilbert",
+        "electra",
+        "falcon",
+        "gemma2",
+        "gpt2",
+        "gpt_bigcode",
+        "gpt_neo",
+        "gptj",
+        "llama",
+        "mamba",
+        "mistral",
+        "modernbert",
+        "opt",
+        "phi",
+        "qwen2",
+        "roberta",
+        "rwkv",
+    }
+)
 # Parts of key names that transformers' "legacy" renames apply to whatever the architecture (LayerNorm.gamma →
 # .weight, weight-norm parts, a doubled "language_model.model"): a checkpoint with one goes the long way.
 LEGACY_KEY_PARTS = ("gamma", "beta", "weight_g", "weight_v", "language_model")
@@ -105,13 +126,16 @@ def _probe() -> str | None:
     from transformers.models.auto import auto_factory
     from transformers.utils import generic, loading_report
 
-    reason = (missing(auto_factory, "_get_model_class") or missing(AutoModel, "_model_mapping")
-              or missing(initialization, "no_init_weights") or missing(generic, "ContextManagers")
-              or missing(loading_report, "LoadStateDictInfo")
-              or missing(PreTrainedModel, "get_init_context", "_get_dtype_plan", "_finalize_model_loading",
-                         "set_use_kernels")
-              or lacks_parameters(PreTrainedModel.get_init_context, "dtype", "is_quantized", "_is_ds_init_called")
-              or lacks_parameters(LoadStateDictConfig, "pretrained_model_name_or_path", "dtype"))
+    reason = (
+        missing(auto_factory, "_get_model_class")
+        or missing(AutoModel, "_model_mapping")
+        or missing(initialization, "no_init_weights")
+        or missing(generic, "ContextManagers")
+        or missing(loading_report, "LoadStateDictInfo")
+        or missing(PreTrainedModel, "get_init_context", "_get_dtype_plan", "_finalize_model_loading", "set_use_kernels")
+        or lacks_parameters(PreTrainedModel.get_init_context, "dtype", "is_quantized", "_is_ds_init_called")
+        or lacks_parameters(LoadStateDictConfig, "pretrained_model_name_or_path", "dtype")
+    )
     if reason:
         return reason
     import inspect
@@ -132,8 +156,14 @@ def _probe() -> str | None:
 # config): `_init_contexts` passes those this transformers' signature takes.
 INIT_CONTEXT_ARGUMENTS = ("dtype", "is_quantized", "_is_ds_init_called", "allow_all_kernels", "config")
 # The fields of transformers' loading report that fast load fills (an empty report, the tied keys aside).
-REPORT_FIELDS = {"missing_keys": set, "unexpected_keys": set, "mismatched_keys": set, "error_msgs": list,
-                 "conversion_errors": dict, "skipped_pp_keys": set}
+REPORT_FIELDS = {
+    "missing_keys": set,
+    "unexpected_keys": set,
+    "mismatched_keys": set,
+    "error_msgs": list,
+    "conversion_errors": dict,
+    "skipped_pp_keys": set,
+}
 FAST_LOAD = FastPath("fast load", "from_pretrained", _probe)
 
 
@@ -217,8 +247,9 @@ def _finish(model: PreTrainedModel, folder: Path) -> None:
     # report's fields differ across 5.x: skipped_pp_keys came in 5.20).
     report = {name: empty() for name, empty in REPORT_FIELDS.items()}
     report["missing_keys"] = set(model.all_tied_weights_keys)
-    loading_info = LoadStateDictInfo(**{f.name: report[f.name] for f in dataclasses.fields(LoadStateDictInfo)
-                                        if f.name in report})
+    loading_info = LoadStateDictInfo(
+        **{f.name: report[f.name] for f in dataclasses.fields(LoadStateDictInfo) if f.name in report}
+    )
     load_config = LoadStateDictConfig(pretrained_model_name_or_path=str(folder), dtype=model.dtype)
     type(model)._finalize_model_loading(model, load_config, loading_info)
     if loading_info.missing_keys:  # a tie that did not happen: cannot be, but a random tensor must never pass
@@ -226,6 +257,17 @@ def _finish(model: PreTrainedModel, folder: Path) -> None:
     model.eval()
     model.set_use_kernels(False, None)
     if model.can_generate() and hasattr(model, "adjust_generation_fn"):
-        model.adjust_generation_fn(None, True, None, str(folder), cache_dir=None, force_download=False,
-                                   proxies=None, local_files_only=True, token=None, revision=None, subfolder="",
-                                   trust_remote_code=False)
+        model.adjust_generation_fn(
+            None,
+            True,
+            None,
+            str(folder),
+            cache_dir=None,
+            force_download=False,
+            proxies=None,
+            local_files_only=True,
+            token=None,
+            revision=None,
+            subfolder="",
+            trust_remote_code=False,
+        )

@@ -51,7 +51,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-
 @dataclass
 class LoadedModel:
     """A model ready to run: weights in eval mode on their device, with the tokenizer that belongs to them."""
@@ -382,8 +381,9 @@ def _checked_kind(config: Any, spec: str, info: FamilyInfo, need_head: bool) -> 
     return kind
 
 
-def _checked_weights(model: Any, loading: dict[str, Any], kind: str, spec: str, info: FamilyInfo,
-                     need_head: bool) -> bool:
+def _checked_weights(
+    model: Any, loading: dict[str, Any], kind: str, spec: str, info: FamilyInfo, need_head: bool
+) -> bool:
     """Refuse mismatched shapes and missing body weights (they would be random); a missing head is refused
     where predictions are needed. Returns whether the language-model head is there."""
     check_shapes(spec, info.flag, loading.get("mismatched_keys") or [])
@@ -422,8 +422,16 @@ def _load_tokenizer(source: str, common: dict[str, Any], spec: str, info: Family
     return tokenizer
 
 
-def _build_model(model_class: Any, source: str, config: Any, dtype: torch.dtype, common: dict[str, Any],
-                 family: Family, spec: str, offline: bool) -> tuple[Any, dict[str, Any]]:
+def _build_model(
+    model_class: Any,
+    source: str,
+    config: Any,
+    dtype: torch.dtype,
+    common: dict[str, Any],
+    family: Family,
+    spec: str,
+    offline: bool,
+) -> tuple[Any, dict[str, Any]]:
     """The model and transformers' loading report: the short way for a plain local checkpoint (gbcli.loading.fast_load,
     which loads only what matches exactly, so its report is empty), else `from_pretrained`."""
     if looks_like_path(spec) and not common.get("revision"):
@@ -441,8 +449,9 @@ def _build_model(model_class: Any, source: str, config: Any, dtype: torch.dtype,
         raise explain_load_failure(family, spec, exc, offline) from exc
 
 
-def _load_tokenizer_while_checking_weights(source: str, common: dict[str, Any], spec: str, info: FamilyInfo,
-                                           model: Any) -> Any:
+def _load_tokenizer_while_checking_weights(
+    source: str, common: dict[str, Any], spec: str, info: FamilyInfo, model: Any
+) -> Any:
     """The tokenizer, read while another thread checks that every weight is finite.
 
     Both take a few tenths of a second on a fresh process: the tokenizer is mostly Python parsing tokenizer.json
@@ -484,6 +493,7 @@ def import_libraries() -> None:
     quiet_transformers()
     import torch  # noqa: F401
     from transformers import AutoConfig  # noqa: F401
+
     _EARLY_IMPORT_SECONDS += time.perf_counter() - started
 
 
@@ -497,10 +507,12 @@ def _public_mapping(kind: str) -> Any:
     """transformers' public config → model class mapping of the auto class `_load` uses for this kind."""
     from transformers.models.auto import modeling_auto
 
-    mappings = {"causal": modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING,
-                "masked": modeling_auto.MODEL_FOR_MASKED_LM_MAPPING,
-                "seq2seq": modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING,
-                "encoder": modeling_auto.MODEL_MAPPING}
+    mappings = {
+        "causal": modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING,
+        "masked": modeling_auto.MODEL_FOR_MASKED_LM_MAPPING,
+        "seq2seq": modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING,
+        "encoder": modeling_auto.MODEL_MAPPING,
+    }
     return mappings[kind]
 
 
@@ -540,8 +552,12 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
     kind = _checked_kind(config, spec, info, need_head)
 
     check_layer_count(spec, info.flag, source, config)
-    model_class = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM,
-                   "seq2seq": AutoModelForSeq2SeqLM, "encoder": AutoModel}[kind]
+    model_class = {
+        "causal": AutoModelForCausalLM,
+        "masked": AutoModelForMaskedLM,
+        "seq2seq": AutoModelForSeq2SeqLM,
+        "encoder": AutoModel,
+    }[kind]
     # transformers imports the modeling code lazily, on the first model built (~1,000 modules, most of a cold
     # load): resolve the class first so that this one-time cost is reported as start-up, not as this model's load.
     resolving = time.perf_counter()
@@ -571,5 +587,3 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
         load_seconds=time.perf_counter() - started - resolve_seconds,
         import_seconds=started - importing + resolve_seconds + _take_early_import_seconds(),
     )
-
-

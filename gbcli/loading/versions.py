@@ -33,6 +33,9 @@ def unsupported_transformers(installed: str | None) -> GbcliError | None:
         return GbcliError(f"transformers is not installed; gbcli needs transformers {TRANSFORMERS_RANGE}.", hint)
     major = re.match(r"\d+", installed)
     if major is None or int(major.group()) != SUPPORTED_MAJOR:
-        return GbcliError(f"transformers {installed} is installed, but gbcli supports transformers "
-                          f"{TRANSFORMERS_RANGE} (5.0 to the latest 5.x).", hint)
+        return GbcliError(
+            f"transformers {installed} is installed, but gbcli supports transformers "
+            f"{TRANSFORMERS_RANGE} (5.0 to the latest 5.x).",
+            hint,
+        )
     return None

@@ -48,8 +48,14 @@ SHADES: list[tuple[float, str, str]] = [
 RAMP = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
 RAMP_STEPS = 24
 SHORT_STAT = {
-    "entropy": "entropy", "distance": "dist", "to_first": "first", "to_cls": "[CLS]", "to_sep": "[SEP]",
-    "to_punct": "punct", "to_special": "special", "previous": "prev",
+    "entropy": "entropy",
+    "distance": "dist",
+    "to_first": "first",
+    "to_cls": "[CLS]",
+    "to_sep": "[SEP]",
+    "to_punct": "punct",
+    "to_special": "special",
+    "previous": "prev",
 }
 
 
@@ -152,8 +158,10 @@ class Heatmap:
         label, cell, start, count = self.layout(width)
         yield Text(self.caption(), style="cyan")
         if count <= 0:
-            yield Text(f"(too narrow to draw {len(tokens)} × {n} cells: widen the terminal, or use --json / --export)",
-                       style="yellow")
+            yield Text(
+                f"(too narrow to draw {len(tokens)} × {n} cells: widen the terminal, or use --json / --export)",
+                style="yellow",
+            )
             return
         keys = self.keys[start : start + count]
         row_head = self.digits + 1 + (label + 1 if label else 0)
@@ -255,8 +263,12 @@ def heatmap_view(report: AttentionReport, window_start: int = 0) -> RenderableTy
     parts: list[RenderableType] = [SideBySide(panels, natural=True, gap=2)]
     parts.append(legend())
     axes = "rows: query tokens (attending) · columns: key tokens (attended to)"
-    parts.append(ColourWords(f"{axes} · special tokens in magenta",
-                             f"{axes} · special tokens ([CLS], [SEP], <|endoftext|>, <s>) are the tokenizer's own"))
+    parts.append(
+        ColourWords(
+            f"{axes} · special tokens in magenta",
+            f"{axes} · special tokens ([CLS], [SEP], <|endoftext|>, <s>) are the tokenizer's own",
+        )
+    )
     for view in report.models:
         parts.append(Text(f"{title(view)}: {direction(view)}", style="dim"))
     if any(view.map == "decoder" for view in report.models):
@@ -291,8 +303,12 @@ def summary_table(view: ModelAttentionView, stat: str) -> Table:
         header_style = "bold reverse" if name == stat else "bold"
         table.add_column(SHORT_STAT[name], justify="right", header_style=header_style, no_wrap=True)
     for item in summary.per_head:
-        table.add_row(str(item.layer), str(item.head), *(_format(item.get(name)) for name in STATS),
-                      end_section=item.head == summary.heads - 1 and item.layer < summary.layers)
+        table.add_row(
+            str(item.layer),
+            str(item.head),
+            *(_format(item.get(name)) for name in STATS),
+            end_section=item.head == summary.heads - 1 and item.layer < summary.layers,
+        )
     table.add_row("all", "mean", *(_format(summary.mean[name]) for name in STATS), style="bold")
     return table
 
@@ -330,12 +346,22 @@ def summary_view(report: AttentionReport) -> RenderableType:
         parts.append(Text(f"{name}: every head ({summary.layers} layers × {summary.heads} heads)", style="bold cyan"))
         parts.append(summary_table(view, stat))
         low, high = _stat_range((v for row in summary.grid(stat) for v in row), stat)
-        parts.append(Text(f"{name}: {SHORT_STAT[stat]} by layer (rows) × head (columns), colour from {low:.2f} "
-                          f"(dark) to {high:.2f} (bright)", style="bold cyan"))
+        parts.append(
+            Text(
+                f"{name}: {SHORT_STAT[stat]} by layer (rows) × head (columns), colour from {low:.2f} "
+                f"(dark) to {high:.2f} (bright)",
+                style="bold cyan",
+            )
+        )
         parts.append(summary_grid(view, stat))
         parts.append(Text())
-    parts.append(Text("Each value is averaged over all query tokens; shares are of a query's attention (its row sums "
-                      "to 1). — : no such token in this input.", style="dim"))
+    parts.append(
+        Text(
+            "Each value is averaged over all query tokens; shares are of a query's attention (its row sums "
+            "to 1). — : no such token in this input.",
+            style="dim",
+        )
+    )
     for name in STATS:
         parts.append(Text(f"  {SHORT_STAT[name]:>7}: {STATS[name]}", style="dim"))
     return Group(*parts)

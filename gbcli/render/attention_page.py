@@ -28,12 +28,18 @@ def with_titles(document: dict) -> dict:
     """The export document with a `title` and `description` on every map, for the page to show as they are."""
     models = []
     for entry in document["models"]:
-        entry = dict(entry, title=map_title(entry["family"], entry["model"], entry["map"]),
-                     description=map_direction(entry["map"], entry["causal"]))
+        entry = dict(
+            entry,
+            title=map_title(entry["family"], entry["model"], entry["map"]),
+            description=map_direction(entry["map"], entry["causal"]),
+        )
         if "other_maps" in entry:
             entry["other_maps"] = [
-                dict(m, title=map_title(entry["family"], entry["model"], m["name"]),
-                     description=map_direction(m["name"], m["causal"]))
+                dict(
+                    m,
+                    title=map_title(entry["family"], entry["model"], m["name"]),
+                    description=map_direction(m["name"], m["causal"]),
+                )
                 for m in entry["other_maps"]
             ]
         models.append(entry)

@@ -145,8 +145,9 @@ class ProbText:
     `pieces` are (text, probability or None); a piece with None is shown as it is.
     """
 
-    def __init__(self, pieces: list[tuple[str, float | None]], *, prefix: Text | None = None,
-                 extra_style: str = "") -> None:
+    def __init__(
+        self, pieces: list[tuple[str, float | None]], *, prefix: Text | None = None, extra_style: str = ""
+    ) -> None:
         self.pieces = pieces
         self.prefix = prefix
         self.extra_style = extra_style
@@ -163,7 +164,7 @@ class ProbText:
             elif plain:
                 # The mark goes before trailing spaces or newlines, so it stays on the token's line.
                 body = piece.rstrip()
-                text.append(body + prob_mark(prob) + piece[len(body):])
+                text.append(body + prob_mark(prob) + piece[len(body) :])
             else:
                 text.append(piece, style=f"{prob_style(prob)} {self.extra_style}".strip())
         return text
@@ -221,7 +222,7 @@ def wrap_at(text: Text, boundaries: set[int], width: int) -> list[Text]:
                     cut = point
             if cut == word_start:  # no boundary fits: one piece wider than the line folds inside it
                 cut = word_start + 1
-                while cut < word_end and line_width + gap + cell_len(plain[word_start:cut + 1]) <= width:
+                while cut < word_end and line_width + gap + cell_len(plain[word_start : cut + 1]) <= width:
                     cut += 1
             lines.append(text[line_start:cut])
             line_start, line_width, index = cut, 0, cut
@@ -353,8 +354,10 @@ class SideBySide:
             return
         # A panel's title is cut at its border, never wrapped: side by side only where every title fits whole.
         titles = [getattr(renderable, "title", None) for renderable in self.renderables]
-        widest_title = max((rich.text.Text.from_markup(t).cell_len if isinstance(t, str) else t.cell_len
-                            for t in titles if t), default=0)
+        widest_title = max(
+            (rich.text.Text.from_markup(t).cell_len if isinstance(t, str) else t.cell_len for t in titles if t),
+            default=0,
+        )
         column_width = max(self.min_column_width, widest_title + len("╭─  ─╮") + 1)
         if len(self.renderables) > 1 and options.max_width >= column_width * len(self.renderables):
             grid = Table.grid(expand=True, padding=(0, self.gap))

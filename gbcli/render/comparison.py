@@ -34,10 +34,16 @@ def _value(value: int | None) -> str:
 FACT_ROWS: list[tuple[str, object]] = [
     ("architecture", lambda f: f.architecture),
     ("parameters", lambda f: parameters(f.parameters)),
-    ("layers", lambda f: _value(f.layers) + (f" encoder + {f.decoder_layers:,} decoder"
-                                               if f.decoder_layers is not None else "")),
-    ("attention heads", lambda f: _value(f.heads) + (f" encoder, {f.decoder_heads:,} decoder"
-                                                     if f.decoder_heads is not None else "")),
+    (
+        "layers",
+        lambda f: (
+            _value(f.layers) + (f" encoder + {f.decoder_layers:,} decoder" if f.decoder_layers is not None else "")
+        ),
+    ),
+    (
+        "attention heads",
+        lambda f: _value(f.heads) + (f" encoder, {f.decoder_heads:,} decoder" if f.decoder_heads is not None else ""),
+    ),
     ("hidden size", lambda f: _value(f.hidden_size)),
     ("vocabulary", lambda f: _value(f.vocab_size)),
     ("max positions", lambda f: _value(f.max_positions)),
@@ -67,8 +73,13 @@ def attention_table(lines: list[AttentionLine], label: Label = model_label) -> T
     for line in lines:
         special = "— (none)" if line.to_special is None else f"{line.to_special:.1%}"
         name = label(line.family, line.model)
-        table.add_row(name if line.map == "self" else f"{name} · {line.map}", f"{line.layers} × {line.heads}",
-                      format_nats(line.mean_entropy, 2), f"{line.to_first:.1%}", special)
+        table.add_row(
+            name if line.map == "self" else f"{name} · {line.map}",
+            f"{line.layers} × {line.heads}",
+            format_nats(line.mean_entropy, 2),
+            f"{line.to_first:.1%}",
+            special,
+        )
     return table
 
 
@@ -81,8 +92,11 @@ def time_table(result: ComparisonResult, label: Label = model_label) -> Table:
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("forward\ntotal", justify="right", style="bold", no_wrap=True)
     for record in result.time:
-        cells = [label(record.family, record.model), format_seconds(record.load_seconds),
-                 format_seconds(record.first_pass_seconds)]
+        cells = [
+            label(record.family, record.model),
+            format_seconds(record.load_seconds),
+            format_seconds(record.first_pass_seconds),
+        ]
         for name in SECTIONS:
             seconds = record.forward_seconds.get(name, 0.0)
             passes = record.forward_passes.get(name, 0)
@@ -100,16 +114,16 @@ def scored_lines(result: ComparisonResult) -> list[Text]:
     if result.scored_filling is None:
         return [line]
     family, view = HEADINGS[result.scored_filling]
-    lines = [line, Text(f"filled by {family} ({view}), which runs first; all models score this sentence",
-                        style="dim")]
+    lines = [line, Text(f"filled by {family} ({view}), which runs first; all models score this sentence", style="dim")]
     others: dict[str, list[str]] = {}  # a different filling → the views that chose it
     for filling in result.predictions.fillings:
         # GPT's left-context filling is the uninformed one by design: the views that read the whole text are named.
         if filling.text != result.scored_text and filling.column != "gpt_left":
             others.setdefault(filling.text, []).append(" ".join(HEADINGS[filling.column]))
     for text, names in others.items():
-        lines.append(Text(f"{' and '.join(names)} filled it differently: {text} (gbcli score \"{text}\" scores it)",
-                          style="dim"))
+        lines.append(
+            Text(f'{" and ".join(names)} filled it differently: {text} (gbcli score "{text}" scores it)', style="dim")
+        )
     return lines
 
 
@@ -140,14 +154,22 @@ def comparison_view(result: ComparisonResult, full: bool = False) -> RenderableT
         return Group(*parts)
     parts += [
         section("Attention (mean over layers, heads and tokens)"),
-        WholeNames(partial(attention_table, result.attention),
-                   list(dict.fromkeys((line.family, line.model) for line in result.attention))),
+        WholeNames(
+            partial(attention_table, result.attention),
+            list(dict.fromkeys((line.family, line.model) for line in result.attention)),
+        ),
         section("Time"),
-        Text(f"start-up: {result.startup_seconds:.2f} s importing torch, transformers and the models' code (once "
-             "per process)", style="dim"),
+        Text(
+            f"start-up: {result.startup_seconds:.2f} s importing torch, transformers and the models' code (once "
+            "per process)",
+            style="dim",
+        ),
         WholeNames(partial(time_table, result), [(record.family, record.model) for record in result.time]),
-        Text("load = reading the checkpoint; first pass = each model's first forward pass (one-time set-up); the "
-             "sections = seconds inside the later forward passes, (n) = number of forward passes, — = the first pass "
-             "only", style="dim"),
+        Text(
+            "load = reading the checkpoint; first pass = each model's first forward pass (one-time set-up); the "
+            "sections = seconds inside the later forward passes, (n) = number of forward passes, — = the first pass "
+            "only",
+            style="dim",
+        ),
     ]
     return Group(*parts)

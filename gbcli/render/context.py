@@ -55,8 +55,11 @@ class ChunkedGrid:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         label_width = max([len(self.corner)] + [r[0].cell_len for r in self.rows])
-        value_width = max([VALUE_WIDTH - 1] + [len(c) for c in self.columns]
-                          + [cell.cell_len for _, cells in self.rows for cell in cells])
+        value_width = max(
+            [VALUE_WIDTH - 1]
+            + [len(c) for c in self.columns]
+            + [cell.cell_len for _, cells in self.rows for cell in cells]
+        )
         fit = max(1, (options.max_width - label_width - 1) // (value_width + 1))
         for begin in range(0, len(self.columns), fit):
             table = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
@@ -83,7 +86,8 @@ def _title(family: str, model: str, stack: str, causal: bool) -> Text:
 
 def shift_section(shift: ModelShift, measure: str) -> list[RenderableType]:
     pick: Callable[[object], list[float | None]] = (
-        (lambda p: p.cosine) if measure == "cosine" else (lambda p: p.relative_l2))  # type: ignore[attr-defined]
+        (lambda p: p.cosine) if measure == "cosine" else (lambda p: p.relative_l2)
+    )  # type: ignore[attr-defined]
     rows = []
     for position in shift.positions:
         label = Text(position.token, style=REGION_STYLE[position.region])
@@ -91,34 +95,46 @@ def shift_section(shift: ModelShift, measure: str) -> list[RenderableType]:
             label.append(f"→{position.other}", style=REGION_STYLE[position.region])
         cells = [Text(format_shift(v), style=shift_style(v)) for v in pick(position)]
         rows.append((label, cells))
-    return [_title(shift.family, shift.model, shift.stack, shift.causal),
-            ChunkedGrid("token \\ layer", shift.layers, rows), _verdict(shift, measure)]
+    return [
+        _title(shift.family, shift.model, shift.stack, shift.causal),
+        ChunkedGrid("token \\ layer", shift.layers, rows),
+        _verdict(shift, measure),
+    ]
 
 
 def _verdict(shift: ModelShift, measure: str) -> Text:
     if not any(p.region == "before" for p in shift.positions):
         return Text("the change is at the first token: no state comes before it", style="dim")
     if shift.before_unchanged:
-        return Text("before the change: every state bit-identical (exactly 0 in float32)",
-                    style="green")
+        return Text("before the change: every state bit-identical (exactly 0 in float32)", style="green")
     layer = shift.first_moving_layer
     assert layer is not None
     maxima = shift.before_max_cosine if measure == "cosine" else shift.before_max_l2
     largest = max(v for v in maxima if v is not None)
-    return Text(f"before the change: the states move from layer {shift.layers[layer]} on "
-                f"(at most {format_shift(largest)})", style="yellow")
+    return Text(
+        f"before the change: the states move from layer {shift.layers[layer]} on (at most {format_shift(largest)})",
+        style="yellow",
+    )
 
 
 def similarity_section(similarity: WordSimilarity) -> list[RenderableType]:
     columns = [f"{pair.a}–{pair.b}" for pair in similarity.pairs]
     rows = []
     for layer, name in enumerate(similarity.layers):
-        cells = [Text(format_similarity(pair.cosine[layer], pair.identical[layer]),
-                      style="dim" if pair.identical[layer] else "") for pair in similarity.pairs]
+        cells = [
+            Text(
+                format_similarity(pair.cosine[layer], pair.identical[layer]),
+                style="dim" if pair.identical[layer] else "",
+            )
+            for pair in similarity.pairs
+        ]
         rows.append((Text(name), cells))
     pieces = "; ".join(f"{o.sentence}: {' '.join(o.pieces)}" for o in similarity.occurrences)
-    return [_title(similarity.family, similarity.model, similarity.stack, similarity.causal),
-            Text(f"pieces: {pieces}", style="dim"), ChunkedGrid("layer \\ pair", columns, rows)]
+    return [
+        _title(similarity.family, similarity.model, similarity.stack, similarity.causal),
+        Text(f"pieces: {pieces}", style="dim"),
+        ChunkedGrid("layer \\ pair", columns, rows),
+    ]
 
 
 def context_view(result: ContextResult, measure: str = "cosine") -> RenderableType:

@@ -201,8 +201,13 @@ def _model_dict(result: AttentionResult, values: Callable[[np.ndarray], list]) -
     }
     if others:
         entry["other_maps"] = [
-            {"name": m["name"], "causal": m["causal"], "queries": m["queries"], "keys": m["keys"],
-             "attention": values(m["weights"])}
+            {
+                "name": m["name"],
+                "causal": m["causal"],
+                "queries": m["queries"],
+                "keys": m["keys"],
+                "attention": values(m["weights"]),
+            }
             for m in others
         ]
     return entry
@@ -228,8 +233,10 @@ def json_export_warning(results: list[AttentionResult]) -> str | None:
     estimate = weights * JSON_BYTES_PER_WEIGHT
     if estimate < JSON_WARNING_BYTES:
         return None
-    return (f"the JSON export holds {weights:,} attention weights: about {estimate / 2**20:,.0f} MB "
-            f"(.npz holds the same numbers in {weights * 4 / 2**20:,.0f} MB).")
+    return (
+        f"the JSON export holds {weights:,} attention weights: about {estimate / 2**20:,.0f} MB "
+        f"(.npz holds the same numbers in {weights * 4 / 2**20:,.0f} MB)."
+    )
 
 
 def write_attention_json(handle: BinaryIO, text: str, results: list[AttentionResult]) -> None:
@@ -341,8 +348,7 @@ def write_png(handle: BinaryIO, text: str, results: list[AttentionResult], head:
                 values[np.triu_indices_from(values, k=1)] = np.nan
             image = ax.imshow(values, cmap=cmap, norm=norm, interpolation="nearest")
             which = f"mean of {amap.heads} heads" if chosen is None else f"head {chosen}"
-            ax.set_title(f"{map_title(result.family, result.model, amap.name)}\nlayer {layer + 1}, {which}",
-                         fontsize=8)
+            ax.set_title(f"{map_title(result.family, result.model, amap.name)}\nlayer {layer + 1}, {which}", fontsize=8)
             show_labels = max(len(labels), len(key_labels)) <= 60
             ax.set_xticks(range(len(key_labels)), key_labels if show_labels else [], rotation=90, fontsize=font)
             ax.set_yticks(range(len(labels)), labels if show_labels else [], fontsize=font)

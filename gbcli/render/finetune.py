@@ -25,8 +25,9 @@ CHART_WIDTH = 28  # two charts, their axes and a gap fit 80 columns
 MARKS = {"gpt": "●", "bert": "■", "bart": "▲"}
 
 
-def chart_lines(family: FamilyResult, low: float, high: float, majority: float, width: int = CHART_WIDTH,
-                height: int = CHART_HEIGHT) -> list[Text]:
+def chart_lines(
+    family: FamilyResult, low: float, high: float, majority: float, width: int = CHART_WIDTH, height: int = CHART_HEIGHT
+) -> list[Text]:
     """One family's mean dev accuracy against training examples: a mark per column (the last point reaching that
     column), the majority baseline as a dotted row, the threshold as a dashed one."""
     curve = family.curve
@@ -133,35 +134,53 @@ def header(result: FinetuneResult) -> Text:
     same = all(r == first for r in recipes)
     text = Text()
     text.append(f"{result.data}: ", style="bold")
-    text.append(f"{result.train_examples:,} training, {result.dev_examples:,} dev examples ({result.dev_source}); "
-                f"labels {', '.join(result.labels)}\n")
-    recipe = (f"lr {first['learning_rate']:g}, {first['epochs']:g} epochs, batch {first['batch_size']}, "
-              f"warm-up {first['warmup_ratio']:.0%}, weight decay {first['weight_decay']:g}, max length "
-              f"{first['max_length']}")
+    text.append(
+        f"{result.train_examples:,} training, {result.dev_examples:,} dev examples ({result.dev_source}); "
+        f"labels {', '.join(result.labels)}\n"
+    )
+    recipe = (
+        f"lr {first['learning_rate']:g}, {first['epochs']:g} epochs, batch {first['batch_size']}, "
+        f"warm-up {first['warmup_ratio']:.0%}, weight decay {first['weight_decay']:g}, max length "
+        f"{first['max_length']}"
+    )
     if first.get("freeze_below") is not None:
         recipe += f", layers below {first['freeze_below']} frozen"
     seeds = f"seed {result.seeds[0]}" if len(result.seeds) == 1 else f"{len(result.seeds)} seeds"
-    text.append(f"Recipe ({'the same for every family' if same else 'per family, see --json'}): {recipe}; "
-                f"{seeds}.", style="dim")
+    text.append(
+        f"Recipe ({'the same for every family' if same else 'per family, see --json'}): {recipe}; {seeds}.", style="dim"
+    )
     return text
 
 
 def finetune_view(result: FinetuneResult) -> Group:
-    parts: list[Any] = [header(result), Text(""), charts(result), legend(result), Text(""), summary_table(result),
-                        Text("")]
+    parts: list[Any] = [
+        header(result),
+        Text(""),
+        charts(result),
+        legend(result),
+        Text(""),
+        summary_table(result),
+        Text(""),
+    ]
     parts += [Text(line) for line in result.reading]
-    parts.append(Text(f"Models, trainer_state.json, all_results.json and curves.json in {result.output_dir}/",
-                      style="dim"))
+    parts.append(
+        Text(f"Models, trainer_state.json, all_results.json and curves.json in {result.output_dir}/", style="dim")
+    )
     return Group(*parts)
 
 
 def estimate_text(estimates: list[Estimate]) -> Text:
     """'Estimated time: GPT ~3 min (360 steps, 37 evaluations), BERT ~2 min; all ~5 min (timed on 2 steps each).'"""
-    parts = [f"{e.family.upper()} {_duration(e.seconds)} ({e.steps * e.runs:,} steps, {e.evaluations * e.runs} "
-             "evaluations)" for e in estimates]
+    parts = [
+        f"{e.family.upper()} {_duration(e.seconds)} ({e.steps * e.runs:,} steps, {e.evaluations * e.runs} evaluations)"
+        for e in estimates
+    ]
     total = sum(e.seconds for e in estimates)
-    return Text(f"Estimated time: {', '.join(parts)}; all {_duration(total)} (from the median of {TIMED_STEPS} timed "
-                "steps of each).", style="dim")
+    return Text(
+        f"Estimated time: {', '.join(parts)}; all {_duration(total)} (from the median of {TIMED_STEPS} timed "
+        "steps of each).",
+        style="dim",
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -182,8 +201,9 @@ class LiveProgress:
 
     def started(self, family: str, seed: int, total_steps: int, done_steps: int) -> None:
         self.accuracy = None
-        self.task = self.progress.add_task(f"{family.upper()} seed {seed}", total=total_steps, completed=done_steps,
-                                           loss="", accuracy="")
+        self.task = self.progress.add_task(
+            f"{family.upper()} seed {seed}", total=total_steps, completed=done_steps, loss="", accuracy=""
+        )
 
     def stepped(self, step: int, loss: float | None) -> None:
         self.progress.update(self.task, completed=step, loss=f"loss {loss:.3f}" if loss is not None else "")
@@ -214,8 +234,9 @@ class PlainProgress:
 
     def evaluated(self, point: CurvePoint) -> None:
         loss = f", loss {point.train_loss:.3f}" if point.train_loss is not None else ""
-        self.console.print(f"{self.name}: step {point.step}/{self.total}, dev accuracy {point.accuracy:.3f}{loss}",
-                           highlight=False)
+        self.console.print(
+            f"{self.name}: step {point.step}/{self.total}, dev accuracy {point.accuracy:.3f}{loss}", highlight=False
+        )
 
     def finished(self, run: Run) -> None:
         if run.reused:
@@ -229,9 +250,16 @@ def training_progress(console: Any, animated: bool) -> Iterator[Any]:
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
-                  TextColumn("{task.fields[loss]}"), TextColumn("{task.fields[accuracy]}"), TimeRemainingColumn(),
-                  console=console, redirect_stdout=False) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TextColumn("{task.fields[accuracy]}"),
+        TimeRemainingColumn(),
+        console=console,
+        redirect_stdout=False,
+    ) as progress:
         yield LiveProgress(progress)
 
 
@@ -248,15 +276,29 @@ def write_curves_png(handle: BinaryIO, result: FinetuneResult) -> None:
     for family in result.families:
         colour = colours.get(family.family, "tab:gray")
         xs = [p.examples for p in family.curve]
-        axes.plot(xs, [p.accuracy for p in family.curve], marker="o", markersize=3, color=colour,
-                  label=f"{family.title} ({display_name(family.model)})")
+        axes.plot(
+            xs,
+            [p.accuracy for p in family.curve],
+            marker="o",
+            markersize=3,
+            color=colour,
+            label=f"{family.title} ({display_name(family.model)})",
+        )
         if len(result.seeds) > 1:
-            axes.fill_between(xs, [p.low for p in family.curve], [p.high for p in family.curve], color=colour,
-                              alpha=0.2)
+            axes.fill_between(
+                xs, [p.low for p in family.curve], [p.high for p in family.curve], color=colour, alpha=0.2
+            )
         axes.axhline(family.threshold, color=colour, linestyle="--", linewidth=0.8)
         if family.zero_shot is not None:
-            axes.plot([0], [family.zero_shot.accuracy], marker="*", markersize=10, color=colour, linestyle="none",
-                      label=f"{family.title} zero-shot")
+            axes.plot(
+                [0],
+                [family.zero_shot.accuracy],
+                marker="*",
+                markersize=10,
+                color=colour,
+                linestyle="none",
+                label=f"{family.title} zero-shot",
+            )
     axes.axhline(result.majority_baseline, color="black", linestyle=":", linewidth=1, label="majority baseline")
     axes.set_xlabel("training examples")
     axes.set_ylabel("dev accuracy")

@@ -29,8 +29,9 @@ def continuation_text(prompt: str, continuation: Continuation, show_probs: bool)
         text.append(continuation.text, style="bold")
         return text
     # A token with no text (the end-of-text token a sequence stops at) is named, so its probability has a place.
-    return ProbText([(token.text or f" {token.piece}", math.exp(token.logprob)) for token in continuation.tokens],
-                    prefix=text)
+    return ProbText(
+        [(token.text or f" {token.piece}", math.exp(token.logprob)) for token in continuation.tokens], prefix=text
+    )
 
 
 # Punctuation that reads as one sign when a tokenizer joins its tokens without a space: ".." looks like an ellipsis.
@@ -97,7 +98,8 @@ def alternative_cell(alternative: Alternative) -> Text:
 def written_cell(token: GeneratedToken) -> Text:
     """The token written, when it is not among the alternatives shown (sampling may pick an unlikely one)."""
     return alternative_cell(Alternative(token.id, token.piece, token.text, token.logprob, True)).append(
-        " (below these)", style="italic dim")
+        " (below these)", style="italic dim"
+    )
 
 
 def alternatives_table(continuation: Continuation) -> Table:
@@ -119,8 +121,9 @@ def alternatives_table(continuation: Continuation) -> Table:
 
 
 def alternatives_section(column: ModelGeneration) -> list[RenderableType]:
-    parts: list[RenderableType] = [Text(f"{family_title(column.family)} · {column.model}: the tokens weighed at each "
-                                        "step", style="bold")]
+    parts: list[RenderableType] = [
+        Text(f"{family_title(column.family)} · {column.model}: the tokens weighed at each step", style="bold")
+    ]
     for index, continuation in enumerate(column.continuations):
         if len(column.continuations) > 1:
             parts.append(Text(f"#{index + 1}", style="cyan"))
@@ -129,18 +132,25 @@ def alternatives_section(column: ModelGeneration) -> list[RenderableType]:
 
 
 def alternatives_legend(result: GenerationResult) -> Text:
-    text = Text(f"{CHOSEN_MARK} the token written; each number is the raw model probability (before temperature, "
-                "top-k and top-p), from the same distribution the token was chosen from", style="dim")
+    text = Text(
+        f"{CHOSEN_MARK} the token written; each number is the raw model probability (before temperature, "
+        "top-k and top-p), from the same distribution the token was chosen from",
+        style="dim",
+    )
     if any(column.family == "bert" for column in result.columns):
         text.append("; BERT weighs special tokens such as [SEP] but its loop never writes one", style="dim")
     if any(column.family != "gpt" or len(column.continuations) > 1 for column in result.columns):
-        text.append("; a column decoded by beam search, several sequences or BART is read by one teacher-forced "
-                    "pass over what it wrote", style="dim")
+        text.append(
+            "; a column decoded by beam search, several sequences or BART is read by one teacher-forced "
+            "pass over what it wrote",
+            style="dim",
+        )
     return text
 
 
-def generation_view(result: GenerationResult, show_probs: bool = False, *,
-                    show_alternatives: bool = False) -> RenderableType:
+def generation_view(
+    result: GenerationResult, show_probs: bool = False, *, show_alternatives: bool = False
+) -> RenderableType:
     panels = [column_panel(result.prompt, column, show_probs) for column in result.columns]
     parts: list[RenderableType] = [SideBySide(panels)]
     if show_alternatives:
@@ -213,7 +223,7 @@ class StreamingView:
         lines = console.render_lines(view, options, pad=False)
         room = max(3, options.max_height - 1)
         if len(lines) > room:
-            lines = [lines[0], *lines[len(lines) - (room - 1):]]
+            lines = [lines[0], *lines[len(lines) - (room - 1) :]]
         for line in lines:
             yield from line
             yield Segment.line()

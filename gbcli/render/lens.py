@@ -60,11 +60,16 @@ def layer_table(lens: ModelLens, top_k: int) -> Table:
 
 
 def model_section(lens: ModelLens, top_k: int) -> list[RenderableType]:
-    title = Text.assemble((f"{family_title(lens.family)} · {lens.model}", "bold"), (f"  predicts {lens.predicts}",
-                                                                                       "dim"))
+    title = Text.assemble(
+        (f"{family_title(lens.family)} · {lens.model}", "bold"), (f"  predicts {lens.predicts}", "dim")
+    )
     check = "exactly" if lens.final_check == 0 else f"to {lens.final_check:.1e} (max |Δ logit|)"
-    answer = Text.assemble("final answer ", (lens.answer.token, ANSWER_STYLE), "; rank, p: its rank and probability "
-                           "at each layer", style="dim")
+    answer = Text.assemble(
+        "final answer ",
+        (lens.answer.token, ANSWER_STYLE),
+        "; rank, p: its rank and probability at each layer",
+        style="dim",
+    )
     return [
         title,
         context_line(lens),

@@ -31,8 +31,6 @@ WINNER_STYLE = "bold green"
 MASK_STYLE = "reverse cyan"
 
 
-
-
 def prediction_label(prediction: MaskPrediction) -> str:
     """How a reader sees the candidate: `␣duck` for GPT-2's Ġduck, `was·p` for WordPiece was ##p."""
     if not prediction.pieces:
@@ -93,8 +91,9 @@ def slot_table(slot: MaskSlot) -> Table:
         # Two short header lines (family, view), so four views fit side by side in 80 columns; the model names
         # are on a line of their own above the tables (NamesLine), where a long one is never cut mid-word.
         table.add_column(Text.assemble((family, "bold"), "\n", (view, "dim italic")), overflow="fold")
-        table.add_column(Text("p(sent.)" if column.column == "gpt_whole" else "p", style="bold"), justify="right",
-                         no_wrap=True)
+        table.add_column(
+            Text("p(sent.)" if column.column == "gpt_whole" else "p", style="bold"), justify="right", no_wrap=True
+        )
     winner = _winner(slot)
     rows = shown_rows(slot)
     for rank in range(rows):
@@ -132,9 +131,17 @@ def pool_note(slot: MaskSlot) -> Text | None:
         return None
     rows = shown_rows(slot)
     text = Text(f"GPT whole sentence: p(sent.) ranks among {len(whole.predictions)} candidates", style="dim")
-    sources = [f"the {CHOICE_POOL} most likely of {' and of '.join(names)}" for names in [
-        [HEADINGS[c.column][0] + (" left" if c.column == "gpt_left" else "") for c in (slot.bert, slot.gpt_left)
-         if c is not None]] if names]
+    sources = [
+        f"the {CHOICE_POOL} most likely of {' and of '.join(names)}"
+        for names in [
+            [
+                HEADINGS[c.column][0] + (" left" if c.column == "gpt_left" else "")
+                for c in (slot.bert, slot.gpt_left)
+                if c is not None
+            ]
+        ]
+        if names
+    ]
     if whole.targets:
         sources.append("--targets")
     if sources:
@@ -155,15 +162,19 @@ def verdict(slot: MaskSlot, result: FillMaskResult | None = None) -> Text | None
     text = Text()
     if top_left.special:
         # GPT's next token would end the text; the fillings take its most likely word instead, consistently.
-        text.append(f"GPT's most likely next token is {top_left.word} (p {format_prob(top_left.prob)}): it would "
-                    "end the text here. Fillings use words only, ")
+        text.append(
+            f"GPT's most likely next token is {top_left.word} (p {format_prob(top_left.prob)}): it would "
+            "end the text here. Fillings use words only, "
+        )
         word = next((p.word for p in left.predictions if not p.special), None)
         left_word = word if word is not None else left_word
         text.append(f"so its left-context word is {left_word!r}. ")
     right_hand = result is None or bool(result.text[slot.end :].strip())
     if not right_hand:
-        text.append("Nothing follows the blank, so the whole sentence adds no context: GPT's whole-sentence "
-                    f"ranking is its next-token ranking over the candidates, led by {whole_word!r}.")
+        text.append(
+            "Nothing follows the blank, so the whole sentence adds no context: GPT's whole-sentence "
+            f"ranking is its next-token ranking over the candidates, led by {whole_word!r}."
+        )
     elif left_word != whole_word:
         text.append("The right-hand context changes GPT's answer: ", style="bold")
         text.append(f"{left_word!r} from the left context alone, ")
@@ -208,11 +219,16 @@ def filling_lines(result: FillMaskResult) -> Group:
         # Each phrase moves whole to the next line where it does not fit (Phrases): never `Σ log` / `p(word)`.
         phrases = [(" · ", Text(f"{FILLING_MEASURES[filling.column]} {format_nats(filling.logprob)}", style="dim"))]
         if len(result.masks) > 1 and filling.column == "bert":
-            phrases.append((" · ", Text("filled in order " + ", ".join(f"#{m + 1}" for m in filling.order),
-                                        style="dim")))
+            phrases.append(
+                (" · ", Text("filled in order " + ", ".join(f"#{m + 1}" for m in filling.order), style="dim"))
+            )
         if len(result.masks) > 1 and filling.column == "gpt_whole":
-            phrases.append((" · ", Text(f"the best of a beam search ({JOINT_BEAMS} beams) over the blanks' candidates",
-                                        style="dim")))
+            phrases.append(
+                (
+                    " · ",
+                    Text(f"the best of a beam search ({JOINT_BEAMS} beams) over the blanks' candidates", style="dim"),
+                )
+            )
         line = Text(labels[filling.column].ljust(width) + "  ", style="bold")
         line.append(filling.text)
         lines.append(Phrases([("", line), *[("  " if k == 0 else sep, text) for k, (sep, text) in enumerate(phrases)]]))
@@ -227,15 +243,18 @@ def column_note(columns: list[MaskColumn]) -> Phrases:
     if "gpt_left" in names:
         parts.append("GPT left p: next-token probability from the words before the blank")
     if "gpt_whole" in names:
-        parts.append("GPT whole p(sent.): each candidate's sentence likelihood as a share of all the candidates' "
-                     "sentences")
+        parts.append(
+            "GPT whole p(sent.): each candidate's sentence likelihood as a share of all the candidates' sentences"
+        )
     if "bart" in names:
         parts.append("BART p: one row per beam that kept the text, the probability of writing that whole text")
     # A target of several pieces is one word; how each column chains its pieces' probabilities.
     several = {c.column for c in columns for p in [*c.predictions, *c.targets] if len(p.token_ids) > 1}
     if "bert" in several:
-        parts.append("BERT, a word of k pieces: p(piece 1 | k masks) × p(piece 2 | piece 1 shown, the rest masked) × "
-                     "…, left to right")
+        parts.append(
+            "BERT, a word of k pieces: p(piece 1 | k masks) × p(piece 2 | piece 1 shown, the rest masked) × "
+            "…, left to right"
+        )
     if "gpt_left" in several:
         parts.append("GPT left, a word of k pieces: p(piece 1 | left) × p(piece 2 | left, piece 1) × … (chain rule)")
     # The measures of the filled-in lines that this screen shows (BART's log p(output) is its p line's).
@@ -266,9 +285,13 @@ def bart_beams_table(infilling: SpanInfilling, blanks: int) -> Table:
             wrote.append(beam.output, style="dim")
             table.add_row(str(beam.rank), wrote, *[""] * (blanks - 1), format_prob(beam.prob), score, style="dim")
             continue
-        spans = [Text(with_space_mark(span.pieces, span.text) if span.text else NOTHING,
-                      style="bold" if beam is infilling.fillings[0] else "")
-                 for span in beam.spans]
+        spans = [
+            Text(
+                with_space_mark(span.pieces, span.text) if span.text else NOTHING,
+                style="bold" if beam is infilling.fillings[0] else "",
+            )
+            for span in beam.spans
+        ]
         table.add_row(str(beam.rank), *spans, format_prob(beam.prob), score)
     return table
 
@@ -284,8 +307,13 @@ def bart_section(result: FillMaskResult) -> list[RenderableType]:
     if rewrites:
         summary += f"; {rewrites} rewrote it (marked ✗), so no span can be read off them"
     parts.append(Text(summary + ".", style=REWRITE_STYLE if not kept else "dim"))
-    parts.append(Text("p(output): probability that BART writes exactly that text, from the masked text (raw model, "
-                      "teacher-forced) · beam score: " + infilling.sequence_score, style="dim"))
+    parts.append(
+        Text(
+            "p(output): probability that BART writes exactly that text, from the masked text (raw model, "
+            "teacher-forced) · beam score: " + infilling.sequence_score,
+            style="dim",
+        )
+    )
     return parts
 
 
@@ -312,8 +340,15 @@ def fill_mask_view(result: FillMaskResult, compact: bool = False) -> RenderableT
     if result.models:
         # In the order of the views: a local folder's name (`gpt2-finetuned-squad-v2`) is longer than a view's
         # column, whose header would fold it mid-word.
-        parts.append(NamesLine([(family_title(family), result.models[family])
-                                for family in ("bert", "gpt", "bart") if family in result.models]))
+        parts.append(
+            NamesLine(
+                [
+                    (family_title(family), result.models[family])
+                    for family in ("bert", "gpt", "bart")
+                    if family in result.models
+                ]
+            )
+        )
     several = len(result.masks) > 1
     for slot in result.masks:
         parts.append(Text(""))

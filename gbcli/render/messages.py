@@ -29,8 +29,11 @@ def say(label: str, style: str, text: str) -> None:
 
 def report_error(error: GbcliError, command: str = "") -> None:
     say("error:", "bold red", error.message)
-    say("hint:", "dim", error.hint or f"See `gbcli {command + ' ' if command else ''}--help` for what each option "
-        "accepts.")
+    say(
+        "hint:",
+        "dim",
+        error.hint or f"See `gbcli {command + ' ' if command else ''}--help` for what each option accepts.",
+    )
 
 
 def print_warnings(warnings: list[str]) -> None:

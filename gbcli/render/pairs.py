@@ -41,8 +41,9 @@ def verdict_table(result: PairResult, label: Label = model_label) -> Table:
     for column in result.columns:
         name = Text(f"{label(column.family, column.model)}\n", style="bold")
         name.append(column.measure, style="dim")
-        table.add_row(name, format_nats(column.good),
-                      format_nats(column.bad), signed(column.difference), verdict(column))
+        table.add_row(
+            name, format_nats(column.good), format_nats(column.bad), signed(column.difference), verdict(column)
+        )
     table.caption = f"log-likelihoods in {unit}; > 0 in good − bad: the good sentence is preferred"
     table.caption_justify = "left"
     return table
@@ -59,8 +60,10 @@ def difference_cell(row: AlignedWord) -> Text:
 
 def word_table(column: PairColumn) -> Table:
     """The two sentences' words side by side, their surprisals and the difference; differing words marked."""
-    table = Table(title=f"{family_title(column.family)} · {column.model}: surprisal per word ({column.unit})",
-                  title_justify="left")
+    table = Table(
+        title=f"{family_title(column.family)} · {column.model}: surprisal per word ({column.unit})",
+        title_justify="left",
+    )
     table.add_column("", style="bold", width=1)
     table.add_column("good", overflow="fold")
     table.add_column("surprisal", justify="right")
@@ -71,12 +74,17 @@ def word_table(column: PairColumn) -> Table:
         differs = row.op != "equal"
         word_style = "bold" if differs else ""
         table.add_row(
-            OP_MARKS[row.op], Text(row.good or "", style=word_style), format_nats(row.good_surprisal),
-            Text(row.bad or "", style=word_style), format_nats(row.bad_surprisal), difference_cell(row),
+            OP_MARKS[row.op],
+            Text(row.good or "", style=word_style),
+            format_nats(row.good_surprisal),
+            Text(row.bad or "", style=word_style),
+            format_nats(row.bad_surprisal),
+            difference_cell(row),
         )
     table.add_section()
-    table.add_row("", "total", format_nats(-column.good), "", format_nats(-column.bad),
-                  signed(column.good - column.bad))
+    table.add_row(
+        "", "total", format_nats(-column.good), "", format_nats(-column.bad), signed(column.good - column.bad)
+    )
     return table
 
 
@@ -105,14 +113,17 @@ def percent(correct: int, total: int) -> str:
 
 
 def accuracy_table(summary: PairsSummary, label: Label = model_label) -> Table:
-    table = Table(title=f"Accuracy over {summary.pairs} pair{'s' * (summary.pairs != 1)} of {summary.file}",
-                  title_justify="left",
-                  title_style="bold")
+    table = Table(
+        title=f"Accuracy over {summary.pairs} pair{'s' * (summary.pairs != 1)} of {summary.file}",
+        title_justify="left",
+        title_style="bold",
+    )
     table.add_column(summary.group_field or "pairs", overflow="fold")
     for accuracy in summary.overall:
         table.add_column(label(accuracy.family, accuracy.model), justify="right", overflow="fold")
-    table.add_row(Text("all", style="bold"), *[Text(percent(a.correct, a.total), style="bold")
-                                              for a in summary.overall])
+    table.add_row(
+        Text("all", style="bold"), *[Text(percent(a.correct, a.total), style="bold") for a in summary.overall]
+    )
     if summary.groups:
         table.add_section()
     for group in summary.groups:
@@ -135,10 +146,19 @@ def summary_view(summary: PairsSummary) -> RenderableType:
             items.append(f"{family_title(family)} --pll {conventions.pll}")
     rules.append(" · ".join(items))
     parts.append(rules)
-    parts.append(Text("a pair counts as right when the model's score of the good sentence is higher "
-                      "(GPT-2 log-likelihood, BERT pseudo-log-likelihood, BART reconstruction); a tie is wrong",
-                      style="dim"))
+    parts.append(
+        Text(
+            "a pair counts as right when the model's score of the good sentence is higher "
+            "(GPT-2 log-likelihood, BERT pseudo-log-likelihood, BART reconstruction); a tie is wrong",
+            style="dim",
+        )
+    )
     if summary.failed:
-        parts.append(Text(f"{summary.failed} line{'s' * (summary.failed != 1)} failed and "
-                          f"{'are' if summary.failed != 1 else 'is'} not counted (see stderr)", style="red"))
+        parts.append(
+            Text(
+                f"{summary.failed} line{'s' * (summary.failed != 1)} failed and "
+                f"{'are' if summary.failed != 1 else 'is'} not counted (see stderr)",
+                style="red",
+            )
+        )
     return Group(*parts)

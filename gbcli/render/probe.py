@@ -45,8 +45,11 @@ def _score_cells(score: LayerScore) -> tuple[str, str]:
 def header(result: ProbeResult) -> Text:
     counts = " · ".join(f"{label} {count}" for label, count in result.label_counts.items())
     piece = "the mean of the word's pieces" if result.pool == "mean" else f"the {result.pool} piece of the word"
-    what = {"word": f"word level, {piece}", "sentence": f"sentence level, {result.pool} pooling",
-            "pair": f"pairs, {result.pool} pooling"}[result.level]
+    what = {
+        "word": f"word level, {piece}",
+        "sentence": f"sentence level, {result.pool} pooling",
+        "pair": f"pairs, {result.pool} pooling",
+    }[result.level]
     text = Text()
     text.append("probe ", style="bold")
     text.append(f"{result.source}: {result.examples} examples ({counts}); {what}\n")
@@ -72,9 +75,14 @@ def layer_table(result: ProbeResult) -> Table:
             accuracy, band = _score_cells(score)
             best = index == row.best and not row.random_init
             style = _row_style(row)
-            table.add_row(score.layer if first else "", Text(row.title + (" ★" if best else ""), style=style),
-                          Text(accuracy, style="bold" if best else ""), band, score_bar(score.accuracy, majority),
-                          end_section=row is result.rows[-1])
+            table.add_row(
+                score.layer if first else "",
+                Text(row.title + (" ★" if best else ""), style=style),
+                Text(accuracy, style="bold" if best else ""),
+                band,
+                score_bar(score.accuracy, majority),
+                end_section=row is result.rows[-1],
+            )
             first = False
     accuracy, band = _score_cells(result.majority)
     table.add_row("", Text("majority class", style="dim"), accuracy, band, Text("┃ = this baseline", style="dim"))
@@ -86,8 +94,13 @@ def probe_view(result: ProbeResult) -> RenderableType:
     for row in result.rows:
         if row.layers and row.layers[0].selectivity is not None:
             best = row.best_layer
-            parts.append(Text(f"{row.title}: control task {best.control_task:.3f} at layer {best.layer}, "
-                              f"selectivity {best.selectivity:+.3f}", style="dim"))
+            parts.append(
+                Text(
+                    f"{row.title}: control task {best.control_task:.3f} at layer {best.layer}, "
+                    f"selectivity {best.selectivity:+.3f}",
+                    style="dim",
+                )
+            )
     parts.extend(Text(line) for line in result.reading)
     parts.append(Text("★ = each model's best layer", style="dim"))
     return Group(*parts)
@@ -106,10 +119,21 @@ def write_probe_png(handle: BinaryIO, result: ProbeResult) -> None:
         xs = list(range(len(row.layers)))
         colour = colours.get(row.family, "tab:gray")
         style = ":" if row.random_init else ("--" if row.stack == "decoder" else "-")
-        axes.plot(xs, [score.accuracy for score in row.layers], style, color=colour,
-                  marker=None if row.random_init else "o", label=row.title)
-        axes.fill_between(xs, [s.low for s in row.layers], [s.high for s in row.layers], color=colour,
-                          alpha=0.08 if row.random_init else 0.18)
+        axes.plot(
+            xs,
+            [score.accuracy for score in row.layers],
+            style,
+            color=colour,
+            marker=None if row.random_init else "o",
+            label=row.title,
+        )
+        axes.fill_between(
+            xs,
+            [s.low for s in row.layers],
+            [s.high for s in row.layers],
+            color=colour,
+            alpha=0.08 if row.random_init else 0.18,
+        )
     axes.axhline(result.majority.accuracy, color="black", linestyle="--", linewidth=1, label="majority class")
     depth = max(len(row.layers) for row in result.rows)
     axes.set_xticks(range(depth), ["emb", *[str(i) for i in range(1, depth)]])

@@ -20,7 +20,12 @@ SEQUENCE_NAMES = {"gpt": "GPT windows", "bert": "BERT masked copies", "bart": "B
 
 @contextmanager
 def progress_bar(
-    total: int, enabled: bool, label: str = "scoring", *, redirect_stderr: bool = False, rate_unit: str | None = None,
+    total: int,
+    enabled: bool,
+    label: str = "scoring",
+    *,
+    redirect_stderr: bool = False,
+    rate_unit: str | None = None,
     sequences: bool = False,
 ) -> Iterator[Callable[[int], None]]:
     """A bar of `total` steps labelled `label` (none when `total` is 0); yields a function that advances it by a
@@ -39,9 +44,17 @@ def progress_bar(
     rate = [RateColumn(rate_unit)] if rate_unit or sequences else []
 
     # stdout is never redirected: Rich would route the JSON Lines or CSV written meanwhile to stderr.
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *rate, TimeRemainingColumn(),
-                  console=stderr_console(), transient=True, redirect_stdout=False,
-                  redirect_stderr=redirect_stderr) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *rate,
+        TimeRemainingColumn(),
+        console=stderr_console(),
+        transient=True,
+        redirect_stdout=False,
+        redirect_stderr=redirect_stderr,
+    ) as progress:
         task = progress.add_task(label, total=total) if total else None
         bars: dict[str, Any] = {}  # family → its bar
         counts: dict[str, list[int]] = {}  # family → [sequences done, sequences in all]
@@ -82,11 +95,13 @@ class RateColumn(ProgressColumn):
         return Text(f"…{unit}" if self.unit else "", style="dim")
 
 
-def line_progress(total: int, label: str, rate_unit: str | None = None
-                  ) -> AbstractContextManager[Callable[[int], None]]:
+def line_progress(
+    total: int, label: str, rate_unit: str | None = None
+) -> AbstractContextManager[Callable[[int], None]]:
     """The bar for a file of `total` lines: only when there are more than a few, and only where it can move
     (stderr is a terminal, NO_COLOR unset)."""
     from gbcli.render.common import animated, stderr_console
 
-    return progress_bar(total, total > FEW_LINES and animated(stderr_console()), label, redirect_stderr=True,
-                        rate_unit=rate_unit)
+    return progress_bar(
+        total, total > FEW_LINES and animated(stderr_console()), label, redirect_stderr=True, rate_unit=rate_unit
+    )

@@ -84,8 +84,10 @@ def token_table(saliency: ModelSaliency, methods: list[str]) -> Table:
             if method == "gxi":
                 cells += [format_attribution(token.gradient_x_input), format_share(token.gradient_x_input_share)]
             else:
-                cells += [format_attribution(token.integrated_gradients),
-                          format_share(token.integrated_gradients_share)]
+                cells += [
+                    format_attribution(token.integrated_gradients),
+                    format_share(token.integrated_gradients_share),
+                ]
         share = _shown(token, methods)[1] or 0.0
         cells.append(Text("█" * round(share * BAR_WIDTH), style="red"))
         table.add_row(*cells)
@@ -96,9 +98,12 @@ def completeness_line(saliency: ModelSaliency) -> Text | None:
     check = saliency.completeness
     if check is None:
         return None
-    line = Text(f"completeness ({check.steps} steps): Σ IG {format_amount(check.attribution_sum)}, f(x) − f(x') "
-                f"{format_amount(check.f_input - check.f_baseline)}, error {check.error:.1e} "
-                f"({check.relative_error * 100:.2f}%)", style="dim")
+    line = Text(
+        f"completeness ({check.steps} steps): Σ IG {format_amount(check.attribution_sum)}, f(x) − f(x') "
+        f"{format_amount(check.f_input - check.f_baseline)}, error {check.error:.1e} "
+        f"({check.relative_error * 100:.2f}%)",
+        style="dim",
+    )
     if not check.holds:
         line.append(f" over {check.tolerance:.0%}: raise --steps", style="yellow")
     return line
@@ -108,11 +113,19 @@ def model_section(saliency: ModelSaliency, methods: list[str]) -> list[Renderabl
     target = saliency.target
     how = "--target" if target.chosen else "top prediction"
     parts: list[RenderableType] = [
-        Text.assemble((f"{family_title(saliency.family)} · {saliency.model}", "bold"),
-                      (f"  predicts {saliency.predicts}", "dim")),
-        Text.assemble("target ", (target.token, "bold green"), f" (p {format_prob(target.prob)}, {how}); ",
-                      *(("most weight on ", (saliency.most_salient, "bold")) if saliency.most_salient is not None
-                        else ("no token of the text is read",))),
+        Text.assemble(
+            (f"{family_title(saliency.family)} · {saliency.model}", "bold"), (f"  predicts {saliency.predicts}", "dim")
+        ),
+        Text.assemble(
+            "target ",
+            (target.token, "bold green"),
+            f" (p {format_prob(target.prob)}, {how}); ",
+            *(
+                ("most weight on ", (saliency.most_salient, "bold"))
+                if saliency.most_salient is not None
+                else ("no token of the text is read",)
+            ),
+        ),
         shaded_sentence(saliency, methods),
         token_table(saliency, methods),
     ]

@@ -72,8 +72,12 @@ def single_table(record: TextScore, label: Label = model_label, *, titled: bool 
     for column in record.columns:
         # As narrow as the longest word or number in it, never narrower: a measure's name is not cut.
         words = [*column.measure.split(), measure_value(column), format_nats(column.log_likelihood)]
-        table.add_column(label(column.family, column.model), justify="right", overflow="fold",
-                         min_width=max(cell_len(word) for word in words))
+        table.add_column(
+            label(column.family, column.model),
+            justify="right",
+            overflow="fold",
+            min_width=max(cell_len(word) for word in words),
+        )
     table.add_row("measure", *[Text(column.measure, justify="right") for column in record.columns])
     table.add_row("value", *[Text(measure_value(column), style="bold") for column in record.columns])
     unit = record.columns[0].unit
@@ -112,8 +116,11 @@ def many_table(records: list[TextScore]) -> Table:
 
 
 # What the sequences a model ran for a text are called, by family (ModelScore.sequences).
-SEQUENCE_NOUNS = {"gpt": ("window", "windows"), "bert": ("masked copy", "masked copies"),
-                  "bart": ("teacher-forced pass", "teacher-forced passes")}
+SEQUENCE_NOUNS = {
+    "gpt": ("window", "windows"),
+    "bert": ("masked copy", "masked copies"),
+    "bart": ("teacher-forced pass", "teacher-forced passes"),
+}
 
 
 def methods(records: list[TextScore]) -> list[Text]:
@@ -123,8 +130,12 @@ def methods(records: list[TextScore]) -> list[Text]:
         detail = column.detail
         if len(records) > 1:
             detail = sequences_detail([record.columns[place] for record in records])
-        lines.append(titled_line(f"{family_title(column.family)}: ",
-                                 "; ".join([column.method, *filter(None, [column.first_token, detail])])))
+        lines.append(
+            titled_line(
+                f"{family_title(column.family)}: ",
+                "; ".join([column.method, *filter(None, [column.first_token, detail])]),
+            )
+        )
     return lines
 
 
@@ -153,11 +164,15 @@ def surprisal_table(column: ModelScore, unit: str, label: str, detail: str, rows
             continue
         prob = probability(row.logprob, column.unit)
         style = prob_style(prob)
-        table.add_row(str(row.index), row.label(style), Text(format_nats(row.surprisal), style=style),
-                      format_prob(prob), row.detail)
+        table.add_row(
+            str(row.index),
+            row.label(style),
+            Text(format_nats(row.surprisal), style=style),
+            format_prob(prob),
+            row.detail,
+        )
     table.add_section()
-    table.add_row("", Text("total", style="bold"), Text(format_nats(0.0 - column.log_likelihood), style="bold"), "",
-                  "")
+    table.add_row("", Text("total", style="bold"), Text(format_nats(0.0 - column.log_likelihood), style="bold"), "", "")
     return table
 
 
@@ -188,16 +203,25 @@ def _word_cell(word: WordScore, style: str | None) -> RenderableType:
 
 def token_table(column: ModelScore) -> Table:
     gpt = column.family == "gpt"  # GPT-2 counts a token's left context, BERT its masked pieces
-    rows = (SurprisalRow(t.position, partial(_piece_cell, t), t.logprob, t.surprisal,
-                         "no context" if t.logprob is None else str(t.context_tokens if gpt else t.masked_tokens))
-            for t in column.tokens or [])
+    rows = (
+        SurprisalRow(
+            t.position,
+            partial(_piece_cell, t),
+            t.logprob,
+            t.surprisal,
+            "no context" if t.logprob is None else str(t.context_tokens if gpt else t.masked_tokens),
+        )
+        for t in column.tokens or []
+    )
     return surprisal_table(column, "token", "piece", "context" if gpt else "masked", rows)
 
 
 def word_table(column: ModelScore) -> Table:
     """Each word's surprisal: its pieces' log-probabilities summed (the tokenizer's own word boundaries)."""
-    rows = (SurprisalRow(w.index, partial(_word_cell, w), w.logprob, w.surprisal, str(len(w.tokens)))
-            for w in column.words or [])
+    rows = (
+        SurprisalRow(w.index, partial(_word_cell, w), w.logprob, w.surprisal, str(len(w.tokens)))
+        for w in column.words or []
+    )
     return surprisal_table(column, "word", "word", "pieces", rows)
 
 
@@ -227,24 +251,30 @@ def tokens_view(record: TextScore) -> RenderableType:
 
 
 def timing_line(seconds: dict[str, float], passes: dict[str, int]) -> Text:
-    parts = [f"{family_title(f)} {format_seconds(seconds[f])} in {passes.get(f, 0)} forward "
-             f"pass{'es' * (passes.get(f, 0) != 1)}" for f in seconds]
+    parts = [
+        f"{family_title(f)} {format_seconds(seconds[f])} in {passes.get(f, 0)} forward "
+        f"pass{'es' * (passes.get(f, 0) != 1)}"
+        for f in seconds
+    ]
     return Text("time: " + " · ".join(parts), style="dim")
 
 
 def scale_note(record: TextScore) -> RenderableType:
-    return Panel(Text(record.note), title="not on the same scale", title_align="left", border_style="yellow",
-                 expand=False)
+    return Panel(
+        Text(record.note), title="not on the same scale", title_align="left", border_style="yellow", expand=False
+    )
 
 
 def whole_names_table(record: TextScore, *, titled: bool = True) -> RenderableType:
     """The one-text table, its models named in the headers, or on a line above where a name would not fit whole."""
-    return WholeNames(partial(single_table, record, titled=titled),
-                      [(column.family, column.model) for column in record.columns])
+    return WholeNames(
+        partial(single_table, record, titled=titled), [(column.family, column.model) for column in record.columns]
+    )
 
 
-def score_view(records: list[TextScore], *, seconds: dict[str, float] | None = None,
-               passes: dict[str, int] | None = None) -> RenderableType:
+def score_view(
+    records: list[TextScore], *, seconds: dict[str, float] | None = None, passes: dict[str, int] | None = None
+) -> RenderableType:
     """A table of scores (one text: a row per model; several: a row per text), methods and the scale note."""
     parts: list[RenderableType] = [whole_names_table(records[0]) if len(records) == 1 else many_table(records)]
     parts += methods(records)
@@ -266,12 +296,48 @@ def score_view(records: list[TextScore], *, seconds: dict[str, float] | None = N
 
 # Every row names its conventions: the unit of its log-probabilities, GPT-2's --bos, BERT's --pll ("" elsewhere).
 CONVENTION_FIELDS = ["unit", "bos", "pll"]
-SUMMARY_FIELDS = ["index", "text", "family", "model", "measure", "value", "log_likelihood", "mean_nll",
-                  "scored_tokens", "text_tokens", *CONVENTION_FIELDS]
-TOKEN_FIELDS = ["index", "family", "model", "position", "id", "piece", "start", "end", "logprob", "surprisal",
-                "context_tokens", "masked_tokens", "word", *CONVENTION_FIELDS]
-WORD_FIELDS = ["index", "family", "model", "word", "text", "start", "end", "pieces", "logprob", "surprisal",
-               *CONVENTION_FIELDS]
+SUMMARY_FIELDS = [
+    "index",
+    "text",
+    "family",
+    "model",
+    "measure",
+    "value",
+    "log_likelihood",
+    "mean_nll",
+    "scored_tokens",
+    "text_tokens",
+    *CONVENTION_FIELDS,
+]
+TOKEN_FIELDS = [
+    "index",
+    "family",
+    "model",
+    "position",
+    "id",
+    "piece",
+    "start",
+    "end",
+    "logprob",
+    "surprisal",
+    "context_tokens",
+    "masked_tokens",
+    "word",
+    *CONVENTION_FIELDS,
+]
+WORD_FIELDS = [
+    "index",
+    "family",
+    "model",
+    "word",
+    "text",
+    "start",
+    "end",
+    "pieces",
+    "logprob",
+    "surprisal",
+    *CONVENTION_FIELDS,
+]
 
 
 def csv_header(with_tokens: bool, out: TextIO | None = None, with_words: bool = False) -> None:
@@ -313,8 +379,7 @@ def _convention_cells(column: ModelScore) -> list[str]:
     return [column.unit, bos, "" if rules is None or rules.pll is None else rules.pll]
 
 
-def write_csv(records: list[TextScore], with_tokens: bool, out: TextIO | None = None,
-              with_words: bool = False) -> None:
+def write_csv(records: list[TextScore], with_tokens: bool, out: TextIO | None = None, with_words: bool = False) -> None:
     """One row per text and model, or with --tokens one row per token and model (--words: per word)."""
     stream = out or sys.stdout
     writer = _csv_writer(stream)
@@ -323,19 +388,57 @@ def write_csv(records: list[TextScore], with_tokens: bool, out: TextIO | None = 
             rules = _convention_cells(column)
             if with_words:
                 for word in column.words or []:
-                    writer.writerow([record.index, column.family, column.model, word.index, word.text, word.start,
-                                     word.end, len(word.tokens), _cell(word.logprob), _cell(word.surprisal),
-                                     *rules])
+                    writer.writerow(
+                        [
+                            record.index,
+                            column.family,
+                            column.model,
+                            word.index,
+                            word.text,
+                            word.start,
+                            word.end,
+                            len(word.tokens),
+                            _cell(word.logprob),
+                            _cell(word.surprisal),
+                            *rules,
+                        ]
+                    )
             elif not with_tokens:
-                writer.writerow([record.index, record.text, column.family, column.model, column.measure,
-                                 _cell(column.value), repr(column.log_likelihood), _cell(column.mean_nll),
-                                 column.scored_tokens, column.text_tokens, *rules])
+                writer.writerow(
+                    [
+                        record.index,
+                        record.text,
+                        column.family,
+                        column.model,
+                        column.measure,
+                        _cell(column.value),
+                        repr(column.log_likelihood),
+                        _cell(column.mean_nll),
+                        column.scored_tokens,
+                        column.text_tokens,
+                        *rules,
+                    ]
+                )
             else:
                 for token in column.tokens or []:
-                    writer.writerow([record.index, column.family, column.model, token.position, token.id,
-                                     token.piece, token.start, token.end, _cell(token.logprob),
-                                     _cell(token.surprisal), token.context_tokens, token.masked_tokens,
-                                     "" if token.word is None else token.word, *rules])
+                    writer.writerow(
+                        [
+                            record.index,
+                            column.family,
+                            column.model,
+                            token.position,
+                            token.id,
+                            token.piece,
+                            token.start,
+                            token.end,
+                            _cell(token.logprob),
+                            _cell(token.surprisal),
+                            token.context_tokens,
+                            token.masked_tokens,
+                            "" if token.word is None else token.word,
+                            *rules,
+                        ]
+                    )
     stream.flush()
 
 

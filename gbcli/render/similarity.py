@@ -64,11 +64,18 @@ def curves_table(result: SimilarityResult) -> Table:
 
 
 def similarity_view(result: SimilarityResult) -> RenderableType:
-    parts: list[RenderableType] = [Text(f"similarity ({result.pool} pooling)", style="bold"),
-                                   texts_table(result.texts), Text("")]
+    parts: list[RenderableType] = [
+        Text(f"similarity ({result.pool} pooling)", style="bold"),
+        texts_table(result.texts),
+        Text(""),
+    ]
     parts.append(curves_table(result) if result.by_layer else pairs_table(result))
     if not result.by_layer:
-        parts.append(Text("layer and baseline: " + " · ".join(
-            f"{m.title} L{m.layer} {m.baseline:.3f}" for m in result.models), style="dim"))
+        parts.append(
+            Text(
+                "layer and baseline: " + " · ".join(f"{m.title} L{m.layer} {m.baseline:.3f}" for m in result.models),
+                style="dim",
+            )
+        )
     parts += [Text(""), Text(result.note, style="dim")]
     return Group(*parts)

@@ -115,15 +115,14 @@ class AlignedPieces:
                 positions = span.pieces.get(family, [])
                 cells.append(
                     Text(" ").join(compact_piece(column.pieces[p], family) for p in positions)
-                    if positions else Text("—", style="dim")
+                    if positions
+                    else Text("—", style="dim")
                 )
             columns.append((max(cell.cell_len for cell in cells), cells))
         return columns
 
     def __rich_console__(self, console, options):
-        labels = [Text("text", style="dim")] + [
-            Text(family_title(c.family), style="bold") for c in self.result.columns
-        ]
+        labels = [Text("text", style="dim")] + [Text(family_title(c.family), style="bold") for c in self.result.columns]
         label_width = max(label.cell_len for label in labels) + 2
         chunk: list[tuple[int, list[Text]]] = []
         used = label_width

@@ -61,15 +61,15 @@ def finetune_parts(result) -> list[RenderableType]:
 def judge_table(step: TourStep) -> Table:
     """Step 2: each model's text as each model judges it."""
     figures = step.figures
-    table = Table(title="each text as each model judges it (lower: more likely)", title_justify="left",
-                  title_style="bold")
+    table = Table(
+        title="each text as each model judges it (lower: more likely)", title_justify="left", title_style="bold"
+    )
     table.add_column("judge")
     table.add_column("GPT-2's text", justify="right")
     table.add_column("BERT's text", justify="right")
     for judge, label in (("gpt_judge", "GPT-2 perplexity"), ("bert_judge", "BERT pseudo-perplexity")):
         values = figures[judge]
-        table.add_row(label, *(f"{values[k]:.4g}" if values[k] is not None else "—"
-                               for k in ("gpt_text", "bert_text")))
+        table.add_row(label, *(f"{values[k]:.4g}" if values[k] is not None else "—" for k in ("gpt_text", "bert_text")))
     return table
 
 
@@ -105,6 +105,7 @@ def closing_view(steps: list[TourStep], stopped: bool) -> Text:
     text.append(", ".join(f"{n} {status}" for status, n in counts.items() if n))
     contradicted = [str(s.number) for s in steps if s.verdict == "contradicts"]
     if contradicted:
-        text.append(f"; contradicted at step{'s' if len(contradicted) > 1 else ''} {', '.join(contradicted)}",
-                    style="red")
+        text.append(
+            f"; contradicted at step{'s' if len(contradicted) > 1 else ''} {', '.join(contradicted)}", style="red"
+        )
     return text

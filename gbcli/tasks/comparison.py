@@ -204,17 +204,19 @@ def attention_lines(lm: LoadedModel, text: str) -> list[AttentionLine]:
     lines = []
     for amap in result.maps:
         summary = summarize(result, amap.name)
-        lines.append(AttentionLine(
-            family=lm.family,
-            model=lm.name,
-            layers=summary.layers,
-            heads=summary.heads,
-            tokens=len(amap.queries),
-            mean_entropy=float(summary.mean["entropy"] or 0.0),
-            to_first=float(summary.mean["to_first"] or 0.0),
-            to_special=summary.mean["to_special"],
-            map=amap.name,
-        ))
+        lines.append(
+            AttentionLine(
+                family=lm.family,
+                model=lm.name,
+                layers=summary.layers,
+                heads=summary.heads,
+                tokens=len(amap.queries),
+                mean_entropy=float(summary.mean["entropy"] or 0.0),
+                to_first=float(summary.mean["to_first"] or 0.0),
+                to_special=summary.mean["to_special"],
+                map=amap.name,
+            )
+        )
     return lines
 
 
@@ -246,8 +248,14 @@ def scored_input(text: str, predictions: FillMaskResult) -> tuple[str, str | Non
 SCORED_FILLINGS = ("bert", "gpt_whole", "bart", "gpt_left")
 
 
-def compare(models: list[LoadedModel], text: str, top_k: int = DEFAULT_TOP_K,
-            settings: ScoreSettings | None = None, *, release: bool = False) -> ComparisonResult:
+def compare(
+    models: list[LoadedModel],
+    text: str,
+    top_k: int = DEFAULT_TOP_K,
+    settings: ScoreSettings | None = None,
+    *,
+    release: bool = False,
+) -> ComparisonResult:
     """Every section for one text. Each model is used as loaded, each task called once per model.
 
     The models are used one after the other (BERT, then GPT-2, then BART: the order their predictions depend on
@@ -301,8 +309,9 @@ def compare(models: list[LoadedModel], text: str, top_k: int = DEFAULT_TOP_K,
         predictions_note=predictions_note,
         predictions=predictions,
         scored_text=scored_text,
-        scores=TextScore(index=1, text=scored_text, columns=[scores[lm.family] for lm in models],
-                         note=score_note(models)),
+        scores=TextScore(
+            index=1, text=scored_text, columns=[scores[lm.family] for lm in models], note=score_note(models)
+        ),
         attention=[line for lm in models for line in attention[lm.family]],
         time=list(clock.times.values()),
         section_seconds=clock.section_seconds,

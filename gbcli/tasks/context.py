@@ -139,8 +139,10 @@ def apply_change(text: str, change: str) -> str:
         raise usage_error(f"--change '{change}' is not WORD=NEW.", 'For example --change "duck=dog".')
     match = word_pattern(word).search(text)
     if match is None:
-        raise usage_error(f"The word '{word}' of --change is not in the text.",
-                          "Give a word exactly as it is written in the text, e.g. --change \"duck=dog\".")
+        raise usage_error(
+            f"The word '{word}' of --change is not in the text.",
+            'Give a word exactly as it is written in the text, e.g. --change "duck=dog".',
+        )
     if word == new:
         raise usage_error(f"--change '{change}' replaces the word by itself.", "Give a different NEW word.")
     return text[: match.start()] + new + text[match.end() :]
@@ -154,21 +156,26 @@ def check_texts(texts: list[str], change: str | None, word: str | None) -> tuple
         if change is not None:
             raise usage_error("--word and --change cannot be combined.", "Choose one comparison.")
         if not 2 <= len(texts) <= MAX_SENTENCES:
-            raise usage_error(f"--word compares the word across 2 to {MAX_SENTENCES} sentences; {len(texts)} given.",
-                              'For example: gbcli context --word bank "the river bank" "the bank lends money"')
+            raise usage_error(
+                f"--word compares the word across 2 to {MAX_SENTENCES} sentences; {len(texts)} given.",
+                'For example: gbcli context --word bank "the river bank" "the bank lends money"',
+            )
         for number, text in enumerate(texts, start=1):
             if word_pattern(word).search(text) is None:
-                raise usage_error(f"The word '{word}' is not in sentence {number}.",
-                                  "Write the word as it stands in every sentence.")
+                raise usage_error(
+                    f"The word '{word}' is not in sentence {number}.", "Write the word as it stands in every sentence."
+                )
         return texts, "word"
     if change is not None:
         if len(texts) != 1:
             raise usage_error("--change takes one text.", "Give one TEXT, or two texts without --change.")
         return [texts[0], apply_change(texts[0], change)], "change"
     if len(texts) != 2:
-        raise usage_error("Give one text with --change WORD=NEW, two texts that differ in one place, or "
-                          "--word W with several sentences.",
-                          'For example: gbcli context "the duck quacks in the park ." --change duck=dog')
+        raise usage_error(
+            "Give one text with --change WORD=NEW, two texts that differ in one place, or "
+            "--word W with several sentences.",
+            'For example: gbcli context "the duck quacks in the park ." --change duck=dog',
+        )
     if texts[0] == texts[1]:
         raise usage_error("The two texts are the same.", "Change one word in the second.")
     return texts, "change"
@@ -202,10 +209,16 @@ def _stacks(lm: LoadedModel, text: str) -> list[_Stack]:
     with torch.inference_mode():
         if is_seq2seq(lm):
             decoder_ids = [decoder_start_id(lm), *ids[:-1]]
-            out = body(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                       decoder_input_ids=torch.tensor([decoder_ids], device=lm.device), output_hidden_states=True)
-            return [_Stack("encoder", False, ids, _stacked(out.encoder_hidden_states)),
-                    _Stack("decoder", True, decoder_ids, _stacked(out.decoder_hidden_states))]
+            out = body(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                decoder_input_ids=torch.tensor([decoder_ids], device=lm.device),
+                output_hidden_states=True,
+            )
+            return [
+                _Stack("encoder", False, ids, _stacked(out.encoder_hidden_states)),
+                _Stack("decoder", True, decoder_ids, _stacked(out.decoder_hidden_states)),
+            ]
         out = body(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_hidden_states=True)
     return [_Stack("", lm.kind == "causal", ids, _stacked(out.hidden_states))]
 
@@ -256,7 +269,7 @@ def _shift(lm: LoadedModel, a: _Stack, b: _Stack) -> ModelShift:
     while prefix < min(len(a.ids), len(b.ids)) and a.ids[prefix] == b.ids[prefix]:
         prefix += 1
     suffix = 0
-    while (suffix < min(len(a.ids), len(b.ids)) - prefix and a.ids[-1 - suffix] == b.ids[-1 - suffix]):
+    while suffix < min(len(a.ids), len(b.ids)) - prefix and a.ids[-1 - suffix] == b.ids[-1 - suffix]:
         suffix += 1
     labels_a, labels_b = label_tokens(lm.tokenizer, a.ids), label_tokens(lm.tokenizer, b.ids)
     layers = a.states.shape[0]
@@ -289,9 +302,18 @@ def _shift(lm: LoadedModel, a: _Stack, b: _Stack) -> ModelShift:
     before_cos = [layer_max([p.cosine for p in before], layer) for layer in range(layers)]
     before_l2 = [layer_max([p.relative_l2 for p in before], layer) for layer in range(layers)]
     moving = [layer for layer in range(layers) if (before_l2[layer] or 0.0) > 0.0]
-    return ModelShift(lm.family, lm.name, a.name, a.causal, _layer_names(layers), positions,
-                      before_unchanged=bool(before) and not moving, before_max_cosine=before_cos,
-                      before_max_l2=before_l2, first_moving_layer=moving[0] if moving else None)
+    return ModelShift(
+        lm.family,
+        lm.name,
+        a.name,
+        a.causal,
+        _layer_names(layers),
+        positions,
+        before_unchanged=bool(before) and not moving,
+        before_max_cosine=before_cos,
+        before_max_l2=before_l2,
+        first_moving_layer=moving[0] if moving else None,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -314,13 +336,20 @@ def word_similarity(models: list[LoadedModel], texts: list[str], word: str) -> C
                 vectors.append(stacks[index].states[:, occurrence.positions].mean(dim=1))
             layers = range(vectors[0].shape[0])
             pairs = [
-                PairSimilarity(a + 1, b + 1,
-                               [1.0 - _cosine_distance(vectors[a][layer], vectors[b][layer]) for layer in layers],
-                               [bool(torch.equal(vectors[a][layer], vectors[b][layer])) for layer in layers])
-                for a in range(len(texts)) for b in range(a + 1, len(texts))
+                PairSimilarity(
+                    a + 1,
+                    b + 1,
+                    [1.0 - _cosine_distance(vectors[a][layer], vectors[b][layer]) for layer in layers],
+                    [bool(torch.equal(vectors[a][layer], vectors[b][layer])) for layer in layers],
+                )
+                for a in range(len(texts))
+                for b in range(a + 1, len(texts))
             ]
-            result.similarities.append(WordSimilarity(lm.family, lm.name, stack.name, stack.causal,
-                                                      _layer_names(vectors[0].shape[0]), occurrences, pairs))
+            result.similarities.append(
+                WordSimilarity(
+                    lm.family, lm.name, stack.name, stack.causal, _layer_names(vectors[0].shape[0]), occurrences, pairs
+                )
+            )
     return result
 
 
@@ -329,8 +358,11 @@ def _find_word(lm: LoadedModel, text: str, word: str, number: int, decoder: bool
     match = word_pattern(word).search(text)
     assert match is not None  # check_texts made sure
     encoded = lm.tokenizer(text, return_offsets_mapping=True)
-    positions = [i for i, (start, end) in enumerate(encoded["offset_mapping"])
-                 if end > start and start < match.end() and end > match.start()]
+    positions = [
+        i
+        for i, (start, end) in enumerate(encoded["offset_mapping"])
+        if end > start and start < match.end() and end > match.start()
+    ]
     if not positions:
         raise usage_error(f"{lm.name} has no piece for '{word}' in sentence {number}.", "Choose another word.")
     if decoder:

@@ -52,7 +52,8 @@ def settings_from_options(
         raise usage_error(
             f"--temperature must be at least {MIN_TEMPERATURE:g} (got {temperature:g}): below it the logits "
             "divided by it overflow, and sampling would pick the most likely token anyway.",
-            "Use --greedy for the most likely token at every step.")
+            "Use --greedy for the most likely token at every step.",
+        )
     if top_k is not None and top_k < 1:
         raise usage_error(f"--top-k must be at least 1 (got {top_k}).")
     if top_p is not None and (not math.isfinite(top_p) or not 0 < top_p <= 1):
@@ -64,13 +65,16 @@ def settings_from_options(
     if num_return_sequences < 1 or num_return_sequences > 64:
         raise usage_error(f"-n/--num-return-sequences must be between 1 and 64 (got {num_return_sequences}).")
     if alternatives is not None and not 1 <= alternatives <= MAX_ALTERNATIVES:
-        raise usage_error(f"--alternatives must be between 1 and {MAX_ALTERNATIVES} (got {alternatives}).",
-                          "For example --alternatives 5: the five tokens the model weighed most at each step.")
+        raise usage_error(
+            f"--alternatives must be between 1 and {MAX_ALTERNATIVES} (got {alternatives}).",
+            "For example --alternatives 5: the five tokens the model weighed most at each step.",
+        )
     if seed is not None and not 0 <= seed < 2**64:
         # torch.manual_seed takes a 64-bit seed; a larger one would fail deep inside torch.
         raise usage_error(f"--seed must be between 0 and 2**64 - 1 (got {seed}).", "For example --seed 42.")
     sampling_options = [
-        name for name, value in (("--temperature", temperature), ("--top-k", top_k), ("--top-p", top_p))
+        name
+        for name, value in (("--temperature", temperature), ("--top-k", top_k), ("--top-p", top_p))
         if value is not None
     ]
     if greedy and sampling_options:
@@ -111,4 +115,3 @@ def settings_from_options(
         seed=seed,
         alternatives=DEFAULT_ALTERNATIVES if alternatives is None else alternatives,
     )
-

@@ -67,5 +67,3 @@ def example_level(example: LabelledExample) -> Level:
 def word_pattern(word: str) -> re.Pattern[str]:
     """The word standing alone, not inside a longer one (`bank` is not in `banks`, nor `cat` in `concat`)."""
     return re.compile(rf"(?<!\w){re.escape(word)}(?!\w)")
-
-

@@ -94,13 +94,17 @@ def lens(models: list[LoadedModel], text: str, top_k: int = DEFAULT_TOP_K) -> Le
     segments = blank_segments(text)
     result = LensResult(text=text, top_k=top_k)
     runners: dict[str, Callable[[LoadedModel, str, list[str] | None, int], ModelLens]] = {
-        "causal": _causal_lens, "masked": _masked_lens, "seq2seq": _seq2seq_lens,
+        "causal": _causal_lens,
+        "masked": _masked_lens,
+        "seq2seq": _seq2seq_lens,
     }
     for lm in models:
         if lm.kind not in runners or not lm.has_lm_head:
-            raise GbcliError(f"{lm.name} has no language-model head, so there is nothing to read the layers with.",
-                             "Use a checkpoint with its head; `gbcli context` works with a bare encoder.",
-                             exit_code=2)
+            raise GbcliError(
+                f"{lm.name} has no language-model head, so there is nothing to read the layers with.",
+                "Use a checkpoint with its head; `gbcli context` works with a bare encoder.",
+                exit_code=2,
+            )
         result.models.append(runners[lm.kind](lm, text, segments, top_k))
     return result
 
@@ -125,8 +129,17 @@ def _causal_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k: 
     # Read out every position, as the model does, so that the last layer's read-out is its very computation
     # (clone: a view of one row would keep each layer's whole [tokens × vocabulary] logits alive).
     readouts = [head(norm(h))[0, position].clone() for h in hidden[:-1]] + [head(hidden[-1])[0, position].clone()]
-    return _model_lens(lm, ids, position, query.predicts, "final layer norm (ln_f), then the tied unembedding",
-                       readouts, out.logits[0, position], "block", top_k)
+    return _model_lens(
+        lm,
+        ids,
+        position,
+        query.predicts,
+        "final layer norm (ln_f), then the tied unembedding",
+        readouts,
+        out.logits[0, position],
+        "block",
+        top_k,
+    )
 
 
 def _masked_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k: int) -> ModelLens:
@@ -138,8 +151,10 @@ def _masked_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k: 
     ids, position = query.ids, query.position
     known = MLM_HEADS.get(type(lm.model).__name__)
     if known is None:
-        raise GbcliError(f"The lens does not know the masked-LM head of {type(lm.model).__name__}.",
-                         f"Supported: {', '.join(MLM_HEADS)}.")
+        raise GbcliError(
+            f"The lens does not know the masked-LM head of {type(lm.model).__name__}.",
+            f"Supported: {', '.join(MLM_HEADS)}.",
+        )
     heads = [getattr(lm.model, name) for name in known[1]]
 
     def head(hidden: torch.Tensor) -> torch.Tensor:
@@ -152,8 +167,17 @@ def _masked_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k: 
         out = lm.model(input_ids=input_ids, **encoder_extras(lm, input_ids), output_hidden_states=True)
     readouts = [head(h)[0, position].clone() for h in out.hidden_states]
     names = " → ".join(known[1])
-    return _model_lens(lm, ids, position, query.predicts, f"the masked-LM head ({names})",
-                       readouts, out.logits[0, position], "layer", top_k)
+    return _model_lens(
+        lm,
+        ids,
+        position,
+        query.predicts,
+        f"the masked-LM head ({names})",
+        readouts,
+        out.logits[0, position],
+        "layer",
+        top_k,
+    )
 
 
 def _seq2seq_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k: int) -> ModelLens:
@@ -175,12 +199,25 @@ def _seq2seq_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k:
     source_ids = torch.tensor([source], device=lm.device)
     target_ids = torch.tensor([decoder_ids], device=lm.device)
     with torch.inference_mode():
-        out = model(input_ids=source_ids, attention_mask=torch.ones_like(source_ids), decoder_input_ids=target_ids,
-                    output_hidden_states=True)
+        out = model(
+            input_ids=source_ids,
+            attention_mask=torch.ones_like(source_ids),
+            decoder_input_ids=target_ids,
+            output_hidden_states=True,
+        )
     hidden = out.decoder_hidden_states
     readouts = [head(norm(h))[0, position].clone() for h in hidden[:-1]] + [head(hidden[-1])[0, position].clone()]
-    return _model_lens(lm, decoder_ids, position, query.predicts, "decoder states through lm_head + logit bias "
-                       "(encoder output fixed)", readouts, out.logits[0, position], "decoder layer", top_k)
+    return _model_lens(
+        lm,
+        decoder_ids,
+        position,
+        query.predicts,
+        "decoder states through lm_head + logit bias (encoder output fixed)",
+        readouts,
+        out.logits[0, position],
+        "decoder layer",
+        top_k,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -188,8 +225,17 @@ def _seq2seq_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _model_lens(lm: LoadedModel, ids: list[int], position: int, predicts: str, readout: str,
-                readouts: list[torch.Tensor], output_logits: torch.Tensor, layer_word: str, top_k: int) -> ModelLens:
+def _model_lens(
+    lm: LoadedModel,
+    ids: list[int],
+    position: int,
+    predicts: str,
+    readout: str,
+    readouts: list[torch.Tensor],
+    output_logits: torch.Tensor,
+    layer_word: str,
+    top_k: int,
+) -> ModelLens:
     """Turn the per-layer logits at the position into the result; the last row is the model's own output."""
     import torch
 
@@ -207,17 +253,30 @@ def _model_lens(lm: LoadedModel, ids: list[int], position: int, predicts: str, r
         if index == len(rows) - 1:
             kl = 0.0
         rank = int((logprobs > logprobs[answer_id]).sum()) + 1
-        layers.append(LensLayer(
-            layer=index,
-            name="emb" if index == 0 else str(index),
-            top=[_token(lm, int(t), float(v)) for t, v in zip(top_ids.tolist(), values.tolist(), strict=True)],
-            answer_rank=rank,
-            answer_prob=float(logprobs[answer_id].exp()),
-            kl_from_final=kl,
-        ))
+        layers.append(
+            LensLayer(
+                layer=index,
+                name="emb" if index == 0 else str(index),
+                top=[_token(lm, int(t), float(v)) for t, v in zip(top_ids.tolist(), values.tolist(), strict=True)],
+                answer_rank=rank,
+                answer_prob=float(logprobs[answer_id].exp()),
+                kl_from_final=kl,
+            )
+        )
     labels = [token_label(lm, i) for i in ids]
-    return ModelLens(lm.family, lm.name, lm.kind, readout, layer_word, labels, position, predicts,
-                     _token(lm, answer_id, float(final_logprobs[answer_id])), layers, final_check)
+    return ModelLens(
+        lm.family,
+        lm.name,
+        lm.kind,
+        readout,
+        layer_word,
+        labels,
+        position,
+        predicts,
+        _token(lm, answer_id, float(final_logprobs[answer_id])),
+        layers,
+        final_check,
+    )
 
 
 def _token(lm: LoadedModel, token_id: int, logprob: float) -> LensToken:
@@ -233,5 +292,7 @@ def _final_norm(lm: LoadedModel) -> Callable[[torch.Tensor], torch.Tensor]:
         module = getattr(body, name, None)
         if module is not None:
             return module
-    raise GbcliError(f"The lens cannot find the final layer norm of {type(lm.model).__name__}.",
-                     "It knows GPT-2 (ln_f) and models whose body calls it norm or final_layer_norm.")
+    raise GbcliError(
+        f"The lens cannot find the final layer norm of {type(lm.model).__name__}.",
+        "It knows GPT-2 (ln_f) and models whose body calls it norm or final_layer_norm.",
+    )

@@ -128,8 +128,10 @@ def check_pair_text(pair: PairInput) -> None:
         if not text.strip():
             raise usage_error(f"The {name} sentence is empty.", "Give two non-empty sentences.")
     if pair.good.strip() == pair.bad.strip():
-        raise usage_error("The two sentences are identical: there is nothing to prefer.",
-                          "A minimal pair differs in at least one word.")
+        raise usage_error(
+            "The two sentences are identical: there is nothing to prefer.",
+            "A minimal pair differs in at least one word.",
+        )
 
 
 def check_pair_fits(pair: PairInput, models: list[LoadedModel]) -> None:
@@ -153,14 +155,23 @@ def align_words(good: list[WordScore], bad: list[WordScore]) -> list[AlignedWord
             right = bad[b0 + k] if b0 + k < b1 else None
             kind = op if op in ("equal", "replace") and left and right else "delete" if left else "insert"
             both = left is not None and right is not None
-            difference = (right.surprisal - left.surprisal  # type: ignore[union-attr,operator]
-                          if both and left.surprisal is not None and right.surprisal is not None else None)
-            rows.append(AlignedWord(
-                op=kind, good=left.text if left else None, bad=right.text if right else None,
-                good_surprisal=left.surprisal if left else None, bad_surprisal=right.surprisal if right else None,
-                difference=difference, good_index=left.index if left else None,
-                bad_index=right.index if right else None,
-            ))
+            difference = (
+                right.surprisal - left.surprisal  # type: ignore[union-attr,operator]
+                if both and left.surprisal is not None and right.surprisal is not None
+                else None
+            )
+            rows.append(
+                AlignedWord(
+                    op=kind,
+                    good=left.text if left else None,
+                    bad=right.text if right else None,
+                    good_surprisal=left.surprisal if left else None,
+                    bad_surprisal=right.surprisal if right else None,
+                    difference=difference,
+                    good_index=left.index if left else None,
+                    bad_index=right.index if right else None,
+                )
+            )
     return rows
 
 
@@ -168,10 +179,20 @@ def pair_column(lm: LoadedModel, good: ModelScore, bad: ModelScore, with_words: 
     difference = good.log_likelihood - bad.log_likelihood
     prefers: Preference = "good" if difference > 0 else "bad" if difference < 0 else "neither"
     return PairColumn(
-        family=lm.family, model=lm.name, measure=PAIR_MEASURES[lm.kind], method=good.method,
-        first_token=good.first_token, unit=good.unit, conventions=good.conventions,
-        good=good.log_likelihood, bad=bad.log_likelihood, difference=difference, prefers=prefers,
-        correct=prefers == "good", good_tokens=good.scored_tokens, bad_tokens=bad.scored_tokens,
+        family=lm.family,
+        model=lm.name,
+        measure=PAIR_MEASURES[lm.kind],
+        method=good.method,
+        first_token=good.first_token,
+        unit=good.unit,
+        conventions=good.conventions,
+        good=good.log_likelihood,
+        bad=bad.log_likelihood,
+        difference=difference,
+        prefers=prefers,
+        correct=prefers == "good",
+        good_tokens=good.scored_tokens,
+        bad_tokens=bad.scored_tokens,
         words=align_words(good.words or [], bad.words or []) if with_words else None,
     )
 
@@ -185,12 +206,24 @@ def score_pairs(models: list[LoadedModel], pairs: list[PairInput], settings: Sco
     per_model = [score_with(lm, texts, inner)[0] for lm in models]
     results = []
     for k, pair in enumerate(pairs):
-        columns = [pair_column(lm, scores[2 * k], scores[2 * k + 1], with_words)
-                   for lm, scores in zip(models, per_model, strict=True)]
-        results.append(PairResult(
-            kind="pair", line=pair.line, good=pair.good, bad=pair.bad, uid=pair.uid, phenomenon=pair.phenomenon,
-            field=pair.field, pair_id=pair.pair_id, group=pair.group, columns=columns,
-        ))
+        columns = [
+            pair_column(lm, scores[2 * k], scores[2 * k + 1], with_words)
+            for lm, scores in zip(models, per_model, strict=True)
+        ]
+        results.append(
+            PairResult(
+                kind="pair",
+                line=pair.line,
+                good=pair.good,
+                bad=pair.bad,
+                uid=pair.uid,
+                phenomenon=pair.phenomenon,
+                field=pair.field,
+                pair_id=pair.pair_id,
+                group=pair.group,
+                columns=columns,
+            )
+        )
     return results
 
 
@@ -271,11 +304,23 @@ def outcomes(record: PairResult | dict) -> tuple[str | None, dict[str, bool]]:
     return record.group, {c.family: c.correct for c in record.columns}
 
 
-def summarize(tally: Tally, file: str, resumed: int, failures: list[LineFailure], group_field: str | None,
-              models: list[LoadedModel], settings: ScoreSettings) -> PairsSummary:
+def summarize(
+    tally: Tally,
+    file: str,
+    resumed: int,
+    failures: list[LineFailure],
+    group_field: str | None,
+    models: list[LoadedModel],
+    settings: ScoreSettings,
+) -> PairsSummary:
     return PairsSummary(
-        kind="summary", file=file, pairs=tally.pairs, resumed=resumed, failed=len(failures),
-        failures=sorted(failures, key=lambda f: f.line), group_field=group_field,
+        kind="summary",
+        file=file,
+        pairs=tally.pairs,
+        resumed=resumed,
+        failed=len(failures),
+        failures=sorted(failures, key=lambda f: f.line),
+        group_field=group_field,
         overall=tally.accuracy(None),
         groups=[GroupAccuracy(group, tally.accuracy(group)) for group in tally.groups()],
         conventions={lm.family: conventions(lm, settings) for lm in models},

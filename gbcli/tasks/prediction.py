@@ -48,11 +48,14 @@ def _causal_query(lm: LoadedModel, text: str, segments: list[str] | None, space:
     # before a blank belongs to the word in it (GPT-2's Ġduck), so the context ends before that space.
     bos = lm.bos_id
     context = segments[0].rstrip(" ") if segments is not None else text.rstrip()
-    ids = ([bos] if bos is not None else []) + (lm.tokenizer(context, add_special_tokens=False)["input_ids"]
-                                                if context else [])
+    ids = ([bos] if bos is not None else []) + (
+        lm.tokenizer(context, add_special_tokens=False)["input_ids"] if context else []
+    )
     if not ids:
-        raise usage_error(f"{lm.name} has no start-of-text token, so it cannot predict a text's first word.",
-                          "Put some words before the blank.")
+        raise usage_error(
+            f"{lm.name} has no start-of-text token, so it cannot predict a text's first word.",
+            "Put some words before the blank.",
+        )
     lm.check_fits(len(ids), "the text")
     what = "the blank, from the words before it" if segments is not None else "the next token after the text"
     return Query(ids, len(ids) - 1, what, space)
@@ -65,8 +68,10 @@ def _masked_query(lm: LoadedModel, text: str, segments: list[str] | None, space:
     mask_id = lm.require_mask_token("predict at a blank", "Use a masked LM for --bert.")
     ids = tok(tok.mask_token.join(segments))["input_ids"]
     if ids.count(mask_id) != 1:
-        raise usage_error(f"{lm.name} read {ids.count(mask_id)} masks where the text has 1.",
-                          f"Put spaces or punctuation around {MASK_SPELLINGS}.")
+        raise usage_error(
+            f"{lm.name} read {ids.count(mask_id)} masks where the text has 1.",
+            f"Put spaces or punctuation around {MASK_SPELLINGS}.",
+        )
     lm.check_fits(len(ids), "the text with its special tokens")
     return Query(ids, ids.index(mask_id), "the blank, from both sides", space)
 
@@ -91,7 +96,9 @@ def _seq2seq_query(lm: LoadedModel, text: str, segments: list[str] | None, space
 
 # Where each kind of model predicts: the one place lens and saliency choose by the model's kind.
 _QUERIES: dict[str, Callable[[LoadedModel, str, list[str] | None, bool], Query]] = {
-    "causal": _causal_query, "masked": _masked_query, "seq2seq": _seq2seq_query,
+    "causal": _causal_query,
+    "masked": _masked_query,
+    "seq2seq": _seq2seq_query,
 }
 
 
@@ -119,7 +126,7 @@ def check_text(text: str, families: list[str]) -> None:
 def _no_blank(name: str) -> GbcliError:
     return usage_error(
         f"The text has no blank, and {name}, a masked LM, predicts only at one.",
-        f"Write {MASK_SPELLINGS} where the word to predict goes, e.g. \"the [MASK] quacks in the park .\", "
+        f'Write {MASK_SPELLINGS} where the word to predict goes, e.g. "the [MASK] quacks in the park .", '
         "or use --models gpt to read the next word.",
     )
 
@@ -143,4 +150,3 @@ def token_label(lm: LoadedModel, token_id: int) -> str:
     if token_id in tok.all_special_ids:
         return piece
     return readable_piece(piece, tok.decode([token_id]))
-

@@ -150,11 +150,15 @@ def require_scikit_learn() -> None:
 
 def check_options(options: ProbeOptions) -> None:
     if options.pool not in POOLS or options.word_pool not in POOLS:
-        raise usage_error(f"Unknown pooling '{options.pool if options.pool not in POOLS else options.word_pool}'.",
-                          f"Choose from: {', '.join(POOLS)}.")
+        raise usage_error(
+            f"Unknown pooling '{options.pool if options.pool not in POOLS else options.word_pool}'.",
+            f"Choose from: {', '.join(POOLS)}.",
+        )
     if options.folds is None and not 0.0 < options.test_size < 1.0:
-        raise usage_error(f"--test-size {options.test_size} is not a fraction between 0 and 1.",
-                          "For example --test-size 0.25 holds a quarter out.")
+        raise usage_error(
+            f"--test-size {options.test_size} is not a fraction between 0 and 1.",
+            "For example --test-size 0.25 holds a quarter out.",
+        )
     if options.seeds < 1:
         raise usage_error("--seeds must be at least 1.", "For example --seeds 3.")
     if options.folds is not None and options.folds < 2:
@@ -163,8 +167,9 @@ def check_options(options: ProbeOptions) -> None:
         raise usage_error(f"Unknown --control '{options.control}'.", f"Choose from: {', '.join(CONTROLS)}.")
 
 
-def encode_examples(lm: LoadedModel, examples: Sequence[LabelledExample], sources: Sequence[str],
-                    options: ProbeOptions) -> list[EncodedInput]:
+def encode_examples(
+    lm: LoadedModel, examples: Sequence[LabelledExample], sources: Sequence[str], options: ProbeOptions
+) -> list[EncodedInput]:
     """Each example as `lm` reads it; a word on no piece, or a text longer than the model's context (without
     `truncate`), is refused naming its line of its source."""
     word_level = examples[0].word is not None
@@ -175,15 +180,22 @@ def encode_examples(lm: LoadedModel, examples: Sequence[LabelledExample], source
     for example, source, item in zip(examples, sources, encoded, strict=True):
         where = f"line {example.line_number} of {source}"
         if not item.positions:
-            raise usage_error(f"{lm.name} reads no piece of the word '{example.word}' on {where}.",
-                              "Choose a word the tokenizer keeps.")
+            raise usage_error(
+                f"{lm.name} reads no piece of the word '{example.word}' on {where}.",
+                "Choose a word the tokenizer keeps.",
+            )
         if len(item.ids) > limit:
             if not options.truncate:
-                raise lm.too_long_error(len(item.ids), f"the text on {where}",
-                                        "Shorten it, or add --truncate to cut every text at the model's limit.")
+                raise lm.too_long_error(
+                    len(item.ids),
+                    f"the text on {where}",
+                    "Shorten it, or add --truncate to cut every text at the model's limit.",
+                )
             if word_level and max(item.positions) >= limit:
-                raise usage_error(f"The probed word on {where} is beyond {lm.name}'s {limit} tokens.",
-                                  "Shorten the text, or move the word closer to its start.")
+                raise usage_error(
+                    f"The probed word on {where} is beyond {lm.name}'s {limit} tokens.",
+                    "Shorten the text, or move the word closer to its start.",
+                )
             kept = [p for p in item.positions if p < limit] or [limit - 1]  # --pool last: the last one kept
             item = EncodedInput(item.ids[:limit], item.token_types[:limit] if item.token_types else None, kept)
         checked.append(item)
@@ -207,26 +219,40 @@ def make_splits(labels: Sequence[str], options: ProbeOptions, test_count: int = 
         splits = [(train, list(range(len(labels) - test_count, len(labels))))]
     elif options.folds is not None:
         if fewest < options.folds:
-            raise usage_error(f"The label '{rarest}' has {fewest} example(s), fewer than the {options.folds} folds.",
-                              "Give more examples of it, or fewer --folds.")
+            raise usage_error(
+                f"The label '{rarest}' has {fewest} example(s), fewer than the {options.folds} folds.",
+                "Give more examples of it, or fewer --folds.",
+            )
         folds = StratifiedKFold(options.folds, shuffle=True, random_state=0)
         splits = [(list(a), list(b)) for a, b in folds.split(list(range(len(labels))), labels)]
     else:
         held = math.ceil(len(labels) * options.test_size)
         if fewest < 2 or held < len(counts) or len(labels) - held < len(counts):
-            raise usage_error(f"Too few examples to split: the label '{rarest}' has {fewest}, and {held} of "
-                              f"{len(labels)} would be held out for {len(counts)} labels.",
-                              "Give more examples, or change --test-size.")
-        splits = [tuple(map(list, train_test_split(list(range(len(labels))), test_size=options.test_size,
-                                                   stratify=labels, random_state=seed)))
-                  for seed in range(options.seeds)]
+            raise usage_error(
+                f"Too few examples to split: the label '{rarest}' has {fewest}, and {held} of "
+                f"{len(labels)} would be held out for {len(counts)} labels.",
+                "Give more examples, or change --test-size.",
+            )
+        splits = [
+            tuple(
+                map(
+                    list,
+                    train_test_split(
+                        list(range(len(labels))), test_size=options.test_size, stratify=labels, random_state=seed
+                    ),
+                )
+            )
+            for seed in range(options.seeds)
+        ]
     for train, _test in splits:
         train_counts = Counter(labels[i] for i in train)
         label, count = min(train_counts.items(), key=lambda item: item[1])
         if count < options.inner_folds:
-            raise usage_error(f"A training part has {count} example(s) of '{label}', fewer than the "
-                              f"{options.inner_folds} folds that choose the regularisation.",
-                              "Give more examples of every label.")
+            raise usage_error(
+                f"A training part has {count} example(s) of '{label}', fewer than the "
+                f"{options.inner_folds} folds that choose the regularisation.",
+                "Give more examples of every label.",
+            )
     return splits  # type: ignore[return-value]
 
 
@@ -249,8 +275,9 @@ def standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.nda
     return scaled_train, scaled_test
 
 
-def fit_accuracy(train_x: np.ndarray, train_y: Sequence[str], test_x: np.ndarray, test_y: Sequence[str],
-                 inner_folds: int, seed: int) -> tuple[float, float]:
+def fit_accuracy(
+    train_x: np.ndarray, train_y: Sequence[str], test_x: np.ndarray, test_y: Sequence[str], inner_folds: int, seed: int
+) -> tuple[float, float]:
     """(test accuracy, chosen C) of the standardised logistic regression, C chosen on the training part only."""
     import warnings
 
@@ -273,9 +300,15 @@ def probe_classifier(inner_folds: int, seed: int) -> Any:
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import StratifiedKFold
 
-    return LogisticRegressionCV(Cs=list(CS), l1_ratios=(0.0,), cv=StratifiedKFold(inner_folds, shuffle=True,
-                                random_state=seed), scoring="accuracy", max_iter=MAX_ITER, tol=TOL,
-                                use_legacy_attributes=False)
+    return LogisticRegressionCV(
+        Cs=list(CS),
+        l1_ratios=(0.0,),
+        cv=StratifiedKFold(inner_folds, shuffle=True, random_state=seed),
+        scoring="accuracy",
+        max_iter=MAX_ITER,
+        tol=TOL,
+        use_legacy_attributes=False,
+    )
 
 
 def majority_accuracy(train_y: Sequence[str], test_y: Sequence[str]) -> float:
@@ -313,8 +346,13 @@ def control_labels(examples: Sequence[LabelledExample], labels: Sequence[str], s
     return [types[(example.word or "").lower()] for example in examples]
 
 
-def probe_layers(layers: Sequence[np.ndarray], labels: Sequence[str], splits: list[tuple[list[int], list[int]]],
-                 options: ProbeOptions, control: Sequence[str] | None = None) -> list[LayerScore]:
+def probe_layers(
+    layers: Sequence[np.ndarray],
+    labels: Sequence[str],
+    splits: list[tuple[list[int], list[int]]],
+    options: ProbeOptions,
+    control: Sequence[str] | None = None,
+) -> list[LayerScore]:
     """The protocol on one row's states: a LayerScore per layer. The fits (layer × split, and the control task's)
     are independent and run on as many threads as there are cores, each on one BLAS thread: the products are
     small, and a team of BLAS threads per fit beside the others would only wait on each other."""
@@ -327,18 +365,22 @@ def probe_layers(layers: Sequence[np.ndarray], labels: Sequence[str], splits: li
     y = np.asarray(labels)
     targets = [y] if control is None else [y, np.asarray(control)]
     matrices = [np.asarray(states) for states in layers]
-    jobs = [(layer, seed, target) for layer in range(len(matrices)) for seed in range(len(splits))
-            for target in range(len(targets))]
+    jobs = [
+        (layer, seed, target)
+        for layer in range(len(matrices))
+        for seed in range(len(splits))
+        for target in range(len(targets))
+    ]
 
     def fit(layer: int, seed: int, target: int) -> tuple[float, float]:
         train, test = splits[seed]
         z = targets[target]
-        return fit_accuracy(matrices[layer][train], z[train], matrices[layer][test], z[test], options.inner_folds,
-                            seed)
+        return fit_accuracy(matrices[layer][train], z[train], matrices[layer][test], z[test], options.inner_folds, seed)
 
     with threadpool_limits(limits=1, user_api="blas"):
         fitted = Parallel(n_jobs=min(len(jobs), os.cpu_count() or 1), prefer="threads")(
-            delayed(fit)(*job) for job in jobs)
+            delayed(fit)(*job) for job in jobs
+        )
     results = dict(zip(jobs, fitted, strict=True))
     scores = []
     for layer in range(len(matrices)):
@@ -364,30 +406,43 @@ def row_title(lm: LoadedModel, stack: str, random_init: bool) -> str:
     return title + (" (random init)" if random_init else "")
 
 
-def probe(models: Sequence[LoadedModel], data: LabelledData, options: ProbeOptions = ProbeOptions(), *,
-          test: LabelledData | None = None, states: StatesFor | None = None) -> ProbeResult:
+def probe(
+    models: Sequence[LoadedModel],
+    data: LabelledData,
+    options: ProbeOptions = ProbeOptions(),
+    *,
+    test: LabelledData | None = None,
+    states: StatesFor | None = None,
+) -> ProbeResult:
     """Probe every layer of each model (and of its random-init control) on `data`, tested on `test` if given,
     else on splits of `data`. `states(lm, inputs, random_init)` gives the pooled states (default: computed here)."""
     check_options(options)
     examples = list(data.examples) + (list(test.examples) if test is not None else [])
     if test is not None and test.level != data.level:
-        raise usage_error(f"{test.source} holds {test.level} examples, {data.source} {data.level} examples.",
-                          "Give a test file with the same columns.")
+        raise usage_error(
+            f"{test.source} holds {test.level} examples, {data.source} {data.level} examples.",
+            "Give a test file with the same columns.",
+        )
     if options.control_task and data.level != "word":
-        raise usage_error("--control-task reassigns labels per word type, so it needs a word-level task.",
-                          "Give a word column (or --word), or leave --control-task out.")
+        raise usage_error(
+            "--control-task reassigns labels per word type, so it needs a word-level task.",
+            "Give a word column (or --word), or leave --control-task out.",
+        )
     labels = [e.label for e in examples]
     sources = [data.source] * len(data.examples) + ([test.source] * len(test.examples) if test is not None else [])
     test_count = len(test.examples) if test is not None else 0
     if test is not None:
         unknown = sorted({e.label for e in test.examples} - set(data.labels))
         if unknown:
-            raise usage_error(f"{test.source} has label(s) the training data never shows: {', '.join(unknown)}.",
-                              "Give the training file examples of every label.")
+            raise usage_error(
+                f"{test.source} has label(s) the training data never shows: {', '.join(unknown)}.",
+                "Give the training file examples of every label.",
+            )
     splits = make_splits(labels, options, test_count)
     control = control_labels(examples, data.labels) if options.control_task else None
-    states = states or (lambda lm, inputs, random_init: layer_states(random_init_copy(lm) if random_init else lm,
-                                                                     inputs))
+    states = states or (
+        lambda lm, inputs, random_init: layer_states(random_init_copy(lm) if random_init else lm, inputs)
+    )
     rows: list[ProbeRow] = []
     columns = [(lm, False) for lm in models]
     if options.control == "random-init":
@@ -397,17 +452,26 @@ def probe(models: Sequence[LoadedModel], data: LabelledData, options: ProbeOptio
         for stack, layers in zip(stack_names(lm), states(lm, inputs, random_init), strict=True):
             scores = probe_layers(layers, labels, splits, options, control)
             best = max(range(len(scores)), key=lambda i: (scores[i].accuracy, -i))
-            rows.append(ProbeRow(lm.family, row_title(lm, stack, random_init), lm.name, stack, random_init, scores,
-                                 best))
-    majority_runs = [majority_accuracy([labels[i] for i in train], [labels[i] for i in held])
-                     for train, held in splits]
+            rows.append(
+                ProbeRow(lm.family, row_title(lm, stack, random_init), lm.name, stack, random_init, scores, best)
+            )
+    majority_runs = [majority_accuracy([labels[i] for i in train], [labels[i] for i in held]) for train, held in splits]
     mean, low, high = interval(majority_runs, len(splits[0][1]))
     majority = LayerScore("all", mean, low, high, majority_runs, [])
     result = ProbeResult(
-        source=data.source, level=data.level, labels=list(data.labels), label_counts=dict(Counter(labels)),
-        examples=len(examples), protocol=protocol_line(options, test is not None, len(splits)),
-        pool=options.word_pool if data.level == "word" else options.pool, splits=len(splits),
-        train_size=len(splits[0][0]), test_size=len(splits[0][1]), majority=majority, rows=rows)
+        source=data.source,
+        level=data.level,
+        labels=list(data.labels),
+        label_counts=dict(Counter(labels)),
+        examples=len(examples),
+        protocol=protocol_line(options, test is not None, len(splits)),
+        pool=options.word_pool if data.level == "word" else options.pool,
+        splits=len(splits),
+        train_size=len(splits[0][0]),
+        test_size=len(splits[0][1]),
+        majority=majority,
+        rows=rows,
+    )
     result.comparisons = compare_best(rows)
     result.reading = reading(result)
     return result
@@ -420,8 +484,10 @@ def protocol_line(options: ProbeOptions, given_test: bool, splits: int) -> str:
         how = f"{splits} stratified folds; mean and 95% t interval over them"
     else:
         how = f"{splits} stratified splits holding out {options.test_size:g}; mean and 95% t interval over them"
-    return (f"logistic regression on standardised states, L2 strength chosen by {options.inner_folds}-fold "
-            f"cross-validation on each training part; {how}")
+    return (
+        f"logistic regression on standardised states, L2 strength chosen by {options.inner_folds}-fold "
+        f"cross-validation on each training part; {how}"
+    )
 
 
 def compare_best(rows: Sequence[ProbeRow]) -> list[Comparison]:
@@ -442,19 +508,25 @@ def reading(result: ProbeResult) -> list[str]:
     for row in result.rows:
         best = row.best_layer
         if row.random_init:
-            parts.append(f"random-init {row.title.removesuffix(' (random init)')} {best.accuracy:.2f} (layer "
-                         f"{best.layer})")
+            parts.append(
+                f"random-init {row.title.removesuffix(' (random init)')} {best.accuracy:.2f} (layer {best.layer})"
+            )
         else:
-            parts.append(f"{row.title}'s best layer {best.layer}: {best.accuracy:.2f} "
-                         f"[{best.low:.2f}, {best.high:.2f}]")
+            parts.append(
+                f"{row.title}'s best layer {best.layer}: {best.accuracy:.2f} [{best.low:.2f}, {best.high:.2f}]"
+            )
     lines.append("; ".join(parts) + f"; majority baseline {result.majority.accuracy:.2f}.")
     for comparison in result.comparisons:
         verb = "overlap" if comparison.overlap else "do not overlap"
         lines.append(f"The intervals of {comparison.a}'s and {comparison.b}'s best layers {verb}.")
-    at_majority = [row.title for row in result.rows if not row.random_init
-                   and all(score.runs == result.majority.runs for score in row.layers)]
+    at_majority = [
+        row.title
+        for row in result.rows
+        if not row.random_init and all(score.runs == result.majority.runs for score in row.layers)
+    ]
     for title in at_majority:
-        lines.append(f"{title} is exactly at the majority baseline at every layer: its states there cannot tell "
-                     "the labels apart.")
+        lines.append(
+            f"{title} is exactly at the majority baseline at every layer: its states there cannot tell "
+            "the labels apart."
+        )
     return lines
-

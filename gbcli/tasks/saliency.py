@@ -109,16 +109,23 @@ def check_options(method: str, steps: int) -> tuple[Method, ...]:
     return METHOD_CHOICES[method]
 
 
-def saliency(models: list[LoadedModel], text: str, target: str | None = None,
-             methods: tuple[Method, ...] = ("gxi", "ig"), steps: int = DEFAULT_STEPS) -> SaliencyResult:
+def saliency(
+    models: list[LoadedModel],
+    text: str,
+    target: str | None = None,
+    methods: tuple[Method, ...] = ("gxi", "ig"),
+    steps: int = DEFAULT_STEPS,
+) -> SaliencyResult:
     """Each model's attributions for its prediction at the one blank of the text (or of the next word)."""
     segments = blank_segments(text)
     result = SaliencyResult(text=text, methods=list(methods), steps=steps)
     for lm in models:
         if not lm.has_lm_head:
-            raise GbcliError(f"{lm.name} has no language-model head, so it predicts nothing to explain.",
-                             "Use a checkpoint with its head; `gbcli context` works with a bare encoder.",
-                             exit_code=2)
+            raise GbcliError(
+                f"{lm.name} has no language-model head, so it predicts nothing to explain.",
+                "Use a checkpoint with its head; `gbcli context` works with a bare encoder.",
+                exit_code=2,
+            )
         result.models.append(_model_saliency(lm, text, segments, target, methods, steps))
     return result
 
@@ -128,8 +135,9 @@ def saliency(models: list[LoadedModel], text: str, target: str | None = None,
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _model_saliency(lm: LoadedModel, text: str, segments: list[str] | None, target: str | None,
-                    methods: tuple[Method, ...], steps: int) -> ModelSaliency:
+def _model_saliency(
+    lm: LoadedModel, text: str, segments: list[str] | None, target: str | None, methods: tuple[Method, ...], steps: int
+) -> ModelSaliency:
     import torch
 
     query = prediction_query(lm, text, segments)
@@ -142,8 +150,7 @@ def _model_saliency(lm: LoadedModel, text: str, segments: list[str] | None, targ
     special = set(lm.tokenizer.all_special_ids)
     held = torch.tensor([i in special for i in query.ids], device=lm.device)
     baseline = torch.where(held[:, None], x, torch.zeros_like(x))
-    target_id, chosen = (_target_id(lm, target, query) if target is not None
-                         else (int(logprobs.argmax()), False))
+    target_id, chosen = _target_id(lm, target, query) if target is not None else (int(logprobs.argmax()), False)
 
     def objective(points: torch.Tensor) -> torch.Tensor:
         return f(points, target_id)
@@ -164,8 +171,15 @@ def _model_saliency(lm: LoadedModel, text: str, segments: list[str] | None, targ
         attribution_sum = float(ig.double().sum())
         error = abs(attribution_sum - (f_x - f_base))
         relative = error / abs(f_x - f_base) if f_x != f_base else 0.0
-        completeness = Completeness(steps, attribution_sum, f_x, f_base, error, relative,
-                                    holds=relative <= COMPLETENESS_TOLERANCE or error <= COMPLETENESS_FLOOR)
+        completeness = Completeness(
+            steps,
+            attribution_sum,
+            f_x,
+            f_base,
+            error,
+            relative,
+            holds=relative <= COMPLETENESS_TOLERANCE or error <= COMPLETENESS_FLOOR,
+        )
     tokens = _tokens(lm, query, held, gxi, ig)
     if segments is not None and lm.kind == "causal":
         tokens += _unseen(lm, segments)
@@ -242,8 +256,9 @@ def _target_id(lm: LoadedModel, word: str, query: Query) -> tuple[int, bool]:
     return ids[0], True
 
 
-def _tokens(lm: LoadedModel, query: Query, held: torch.Tensor, gxi: torch.Tensor | None,
-            ig: torch.Tensor | None) -> list[SalientToken]:
+def _tokens(
+    lm: LoadedModel, query: Query, held: torch.Tensor, gxi: torch.Tensor | None, ig: torch.Tensor | None
+) -> list[SalientToken]:
     tokens = []
     totals = {name: float(values.abs().sum()) for name, values in (("gxi", gxi), ("ig", ig)) if values is not None}
     for index, token_id in enumerate(query.ids):
@@ -255,8 +270,9 @@ def _tokens(lm: LoadedModel, query: Query, held: torch.Tensor, gxi: torch.Tensor
                 token.gradient_x_input_share = abs(token.gradient_x_input) / totals["gxi"] if totals["gxi"] else 0.0
             if ig is not None:
                 token.integrated_gradients = float(ig[index])
-                token.integrated_gradients_share = (abs(token.integrated_gradients) / totals["ig"]
-                                                    if totals["ig"] else 0.0)
+                token.integrated_gradients_share = (
+                    abs(token.integrated_gradients) / totals["ig"] if totals["ig"] else 0.0
+                )
         tokens.append(token)
     return tokens
 

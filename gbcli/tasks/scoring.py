@@ -66,14 +66,21 @@ class ScoreSettings:
     unit: Unit = "nats"  # of every log-probability, surprisal, log-likelihood and mean NLL in the result
 
     @classmethod
-    def from_options(cls, *, bos: bool, stride: int | None, pll: str, with_tokens: bool, with_words: bool = False,
-                     bits: bool = False) -> ScoreSettings:
+    def from_options(
+        cls, *, bos: bool, stride: int | None, pll: str, with_tokens: bool, with_words: bool = False, bits: bool = False
+    ) -> ScoreSettings:
         if pll not in PLL_VARIANTS:
             raise usage_error(f"Unknown --pll variant '{pll}'.", f"Choose from: {', '.join(PLL_VARIANTS)}.")
         if stride is not None and stride < 1:
             raise usage_error(f"--stride must be at least 1 (got {stride}).")
-        return cls(bos=bos, stride=stride, pll=pll, with_tokens=with_tokens,  # type: ignore[arg-type]
-                   with_words=with_words, unit="bits" if bits else "nats")
+        return cls(
+            bos=bos,
+            stride=stride,
+            pll=pll,
+            with_tokens=with_tokens,  # type: ignore[arg-type]
+            with_words=with_words,
+            unit="bits" if bits else "nats",
+        )
 
 
 @dataclass
@@ -180,8 +187,18 @@ def word_scores(text: str, tokens: list[TokenScore]) -> list[WordScore]:
     current: int | None = None
     for position, token in enumerate(tokens):
         if token.word is None or token.word != current or not words:
-            words.append(WordScore(index=len(words), text="", start=token.start, end=token.end, tokens=[],
-                                   logprob=0.0, surprisal=None, special=token.word is None))
+            words.append(
+                WordScore(
+                    index=len(words),
+                    text="",
+                    start=token.start,
+                    end=token.end,
+                    tokens=[],
+                    logprob=0.0,
+                    surprisal=None,
+                    special=token.word is None,
+                )
+            )
             current = token.word
         entry = words[-1]
         entry.tokens.append(position)
@@ -200,18 +217,36 @@ def word_scores(text: str, tokens: list[TokenScore]) -> list[WordScore]:
     return words
 
 
-def _summary(lm: LoadedModel, settings: ScoreSettings, measure: str, method: str, first_token: str | None,
-             detail: str, tokens: list[TokenScore], text_tokens: int, text: str) -> ModelScore:
+def _summary(
+    lm: LoadedModel,
+    settings: ScoreSettings,
+    measure: str,
+    method: str,
+    first_token: str | None,
+    detail: str,
+    tokens: list[TokenScore],
+    text_tokens: int,
+    text: str,
+) -> ModelScore:
     scored = [t.logprob for t in tokens if t.logprob is not None]
     total = math.fsum(scored)
     mean_nll = -total / len(scored) if scored else None
     score = ModelScore(
-        family=lm.family, model=lm.name, measure=measure, method=method,
+        family=lm.family,
+        model=lm.name,
+        measure=measure,
+        method=method,
         value=math.exp(mean_nll) if mean_nll is not None else None,  # the same in any unit: e^(nats) = 2^(bits)
-        log_likelihood=total, mean_nll=mean_nll, scored_tokens=len(scored), text_tokens=text_tokens,
-        first_token=first_token, detail=detail, tokens=tokens if settings.with_tokens else None,
+        log_likelihood=total,
+        mean_nll=mean_nll,
+        scored_tokens=len(scored),
+        text_tokens=text_tokens,
+        first_token=first_token,
+        detail=detail,
+        tokens=tokens if settings.with_tokens else None,
         unknown_tokens=sum(1 for t in tokens if t.unknown and t.logprob is not None),
-        unit=settings.unit, conventions=conventions(lm, settings),
+        unit=settings.unit,
+        conventions=conventions(lm, settings),
     )
     words = word_scores(text, tokens)  # also numbers each token's word
     if settings.with_words:
@@ -233,13 +268,23 @@ def to_bits(score: ModelScore, tokens: list[TokenScore]) -> None:
         item.logprob, item.surprisal = bits(item.logprob), bits(item.surprisal)
 
 
-def _token(column: ModelTokens, index: int, position: int, logprob: float | None, context: int,
-           masked: int) -> TokenScore:
+def _token(
+    column: ModelTokens, index: int, position: int, logprob: float | None, context: int, masked: int
+) -> TokenScore:
     piece = column.pieces[index]
     return TokenScore(
-        position=position, id=piece.id, piece=piece.piece, shown=piece.shown, start=piece.start, end=piece.end,
-        logprob=logprob, surprisal=-logprob if logprob is not None else None, context_tokens=context,
-        masked_tokens=masked, unknown=piece.unknown, word=piece.word,
+        position=position,
+        id=piece.id,
+        piece=piece.piece,
+        shown=piece.shown,
+        start=piece.start,
+        end=piece.end,
+        logprob=logprob,
+        surprisal=-logprob if logprob is not None else None,
+        context_tokens=context,
+        masked_tokens=masked,
+        unknown=piece.unknown,
+        word=piece.word,
     )
 
 
@@ -291,13 +336,16 @@ def _windows_detail(windows: int, context: int, stride: int) -> str:
     if windows == 0:
         return "nothing to score: a single token and no BOS context"
     if windows > 1:
-        return (f"{windows} windows of {context} tokens, stride {stride}: each token after the first window "
-                f"sees at least {context - stride} tokens")
+        return (
+            f"{windows} windows of {context} tokens, stride {stride}: each token after the first window "
+            f"sees at least {context - stride} tokens"
+        )
     return f"1 window (the text fits the {context}-token context)"
 
 
-def score_causal(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
-                 indices: list[int] | None = None) -> tuple[list[ModelScore], int]:
+def score_causal(
+    lm: LoadedModel, texts: list[str], settings: ScoreSettings, indices: list[int] | None = None
+) -> tuple[list[ModelScore], int]:
     """Exact log-likelihood and perplexity of each text; the number of forward passes."""
     context = lm.max_positions
     stride = resolve_stride(lm, settings.stride)
@@ -331,8 +379,19 @@ def score_causal(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
             tokens.append(_token(column, index, k, value, seen, 0))
         total_len = len(text_pieces) + offset
         count = len(causal_windows(total_len, context, stride)) if total_len > 1 else 0
-        results.append(_summary(lm, settings, "perplexity", GPT_METHOD, first, _windows_detail(count, context, stride),
-                                tokens, len(text_pieces), texts[owner]))
+        results.append(
+            _summary(
+                lm,
+                settings,
+                "perplexity",
+                GPT_METHOD,
+                first,
+                _windows_detail(count, context, stride),
+                tokens,
+                len(text_pieces),
+                texts[owner],
+            )
+        )
         results[-1].sequences = count
     return results, passes
 
@@ -359,17 +418,20 @@ def masked_positions(word_ids: list[int | None], scored: list[int], variant: Pll
 
 def check_masked_length(lm: LoadedModel, column: ModelTokens, index: int) -> None:
     lm.check_fits(
-        len(column.pieces), f"text {index} with [CLS] and [SEP]",
+        len(column.pieces),
+        f"text {index} with [CLS] and [SEP]",
         f"BERT scoring is limited to the model's {lm.max_positions} positions: pseudo-log-likelihood has no "
         "sliding window. Split the text into sentences (one per line with --file).",
     )
 
 
-def score_masked(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
-                 indices: list[int] | None = None) -> tuple[list[ModelScore], int]:
+def score_masked(
+    lm: LoadedModel, texts: list[str], settings: ScoreSettings, indices: list[int] | None = None
+) -> tuple[list[ModelScore], int]:
     """Pseudo-log-likelihood and pseudo-perplexity of each text; the number of forward passes."""
-    mask_id = lm.require_mask_token("compute a pseudo-log-likelihood",
-                                    "Use a masked language model such as bert-base-uncased.")
+    mask_id = lm.require_mask_token(
+        "compute a pseudo-log-likelihood", "Use a masked language model such as bert-base-uncased."
+    )
     columns = [tokenize_text(lm, text) for text in texts]
     copies_read: list[Reads] = []  # one masked copy per scored token, read at that token
     plans = []
@@ -390,13 +452,30 @@ def score_masked(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
     for owner, column in enumerate(columns):
         scored, copies, first = plans[owner]
         tokens = [
-            _token(column, index, k, copies_read[first + k].target_logprobs[0][0],
-                   len(column.pieces) - len(copies[k]), len(copies[k]))
+            _token(
+                column,
+                index,
+                k,
+                copies_read[first + k].target_logprobs[0][0],
+                len(column.pieces) - len(copies[k]),
+                len(copies[k]),
+            )
             for k, index in enumerate(scored)
         ]
         detail = f"{len(scored)} masked cop{'ies' if len(scored) != 1 else 'y'}, batched"
-        results.append(_summary(lm, settings, "pseudo-perplexity", PLL_METHODS[settings.pll], None, detail, tokens,
-                                len(scored), texts[owner]))
+        results.append(
+            _summary(
+                lm,
+                settings,
+                "pseudo-perplexity",
+                PLL_METHODS[settings.pll],
+                None,
+                detail,
+                tokens,
+                len(scored),
+                texts[owner],
+            )
+        )
         results[-1].sequences = len(scored)
     return results, passes
 
@@ -406,8 +485,9 @@ def score_masked(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def score_seq2seq(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
-                  indices: list[int] | None = None) -> tuple[list[ModelScore], int]:
+def score_seq2seq(
+    lm: LoadedModel, texts: list[str], settings: ScoreSettings, indices: list[int] | None = None
+) -> tuple[list[ModelScore], int]:
     """log p(x | x) of each text: the encoder reads it uncorrupted, the decoder is teacher-forced on it; one pass
     per text (each has its own encoder input). See seq2seq.RECONSTRUCTION_DEFINITION."""
     from gbcli.tasks import seq2seq
@@ -422,13 +502,20 @@ def score_seq2seq(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
         logprobs = seq2seq.teacher_forced_logprobs(lm, ids, [[start, *ids]])[0]
         # Every decoder target is scored, <s> and </s> included: the decoder sees the whole encoded text and the
         # tokens before this one (its start token first).
-        tokens = [_token(column, index, index, logprob, len(ids) + index + 1, 0)
-                  for index, logprob in enumerate(logprobs)]
-        score = _summary(lm, settings, "reconstruction log-likelihood", seq2seq.RECONSTRUCTION_DEFINITION,
-                         f"{_scored_ends(lm, ids)}, after the decoder start token "
-                         f"{lm.tokenizer.convert_ids_to_tokens(start)}",
-                         "1 teacher-forced pass: the encoder reads the text, the decoder scores it",
-                         tokens, column.text_tokens, text)
+        tokens = [
+            _token(column, index, index, logprob, len(ids) + index + 1, 0) for index, logprob in enumerate(logprobs)
+        ]
+        score = _summary(
+            lm,
+            settings,
+            "reconstruction log-likelihood",
+            seq2seq.RECONSTRUCTION_DEFINITION,
+            f"{_scored_ends(lm, ids)}, after the decoder start token {lm.tokenizer.convert_ids_to_tokens(start)}",
+            "1 teacher-forced pass: the encoder reads the text, the decoder scores it",
+            tokens,
+            column.text_tokens,
+            text,
+        )
         score.value = score.log_likelihood  # not a perplexity: BART's number is the log-likelihood itself
         score.sequences = 1
         results.append(score)
@@ -449,6 +536,7 @@ def _scored_ends(lm: LoadedModel, ids: list[int]) -> str:
 # Many texts, both models
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def score_note(models: list[LoadedModel]) -> str:
     """The note every score record carries: the scales differ, and BART's number is a reconstruction."""
     if any(lm.kind == "seq2seq" for lm in models):
@@ -460,18 +548,20 @@ def score_note(models: list[LoadedModel]) -> str:
 
 # Each kind of model by its own measure: the one place the scoring method is chosen by the model's kind.
 SCORERS: dict[str, Callable[..., tuple[list[ModelScore], int]]] = {
-    "causal": score_causal, "masked": score_masked, "seq2seq": score_seq2seq,
+    "causal": score_causal,
+    "masked": score_masked,
+    "seq2seq": score_seq2seq,
 }
 
 
-def score_with(lm: LoadedModel, texts: list[str], settings: ScoreSettings,
-               indices: list[int] | None = None) -> tuple[list[ModelScore], int]:
+def score_with(
+    lm: LoadedModel, texts: list[str], settings: ScoreSettings, indices: list[int] | None = None
+) -> tuple[list[ModelScore], int]:
     """Each text's score by the model's own measure, all texts batched together; the forward passes it took."""
     return SCORERS.get(lm.kind, score_causal)(lm, texts, settings, indices)
 
 
-def score_batch(models: list[LoadedModel], texts: list[str], indices: list[int],
-                settings: ScoreSettings) -> ScoreBatch:
+def score_batch(models: list[LoadedModel], texts: list[str], indices: list[int], settings: ScoreSettings) -> ScoreBatch:
     """Score a few texts with every model, each model's work batched across the texts."""
     for text in texts:
         check_text(text)
@@ -485,8 +575,7 @@ def score_batch(models: list[LoadedModel], texts: list[str], indices: list[int],
         per_model.append(scores)
     note = score_note(models)
     for k, (index, text) in enumerate(zip(indices, texts, strict=True)):
-        batch.records.append(TextScore(index=index, text=text, columns=[scores[k] for scores in per_model],
-                                       note=note))
+        batch.records.append(TextScore(index=index, text=text, columns=[scores[k] for scores in per_model], note=note))
     return batch
 
 
@@ -503,8 +592,9 @@ def check_texts(models: list[LoadedModel], texts: list[tuple[int, str]]) -> None
                 check_masked_length(lm, tokenize_text(lm, check_text(text)), index)
 
 
-def iter_scores(models: list[LoadedModel], texts: list[tuple[int, str]], settings: ScoreSettings,
-                chunk: int = SCORE_CHUNK) -> Iterator[ScoreBatch]:
+def iter_scores(
+    models: list[LoadedModel], texts: list[tuple[int, str]], settings: ScoreSettings, chunk: int = SCORE_CHUNK
+) -> Iterator[ScoreBatch]:
     """Score (index, text) pairs a chunk at a time, so a long file shows progress and streams JSON Lines."""
     check_texts(models, texts)
     for begin in range(0, len(texts), chunk):
@@ -521,8 +611,9 @@ def unknown_token_warnings(records: list[TextScore], limit: int = 5) -> list[str
                 texts.setdefault((column.family, column.model), []).append(record.index)
     warnings = []
     for (family, model), indices in texts.items():
-        shown = ", ".join(str(i) for i in indices[:limit]) + (f" and {len(indices) - limit} more"
-                                                             if len(indices) > limit else "")
+        shown = ", ".join(str(i) for i in indices[:limit]) + (
+            f" and {len(indices) - limit} more" if len(indices) > limit else ""
+        )
         texts_word = "texts" if len(indices) > 1 else "text"
         warnings.append(
             f"{family_title(family)} ({model}) has no token for some characters of {texts_word} {shown} and scored "

@@ -58,8 +58,10 @@ def is_seq2seq(lm: LoadedModel) -> bool:
 
 def check_seq2seq(lm: LoadedModel) -> None:
     if not is_seq2seq(lm) or not lm.has_lm_head:
-        raise GbcliError(f"{lm.name} is not an encoder-decoder with a language-model head.",
-                         "Give --bart a seq2seq checkpoint, e.g. facebook/bart-base.")
+        raise GbcliError(
+            f"{lm.name} is not an encoder-decoder with a language-model head.",
+            "Give --bart a seq2seq checkpoint, e.g. facebook/bart-base.",
+        )
 
 
 def decoder_start_id(lm: LoadedModel) -> int:
@@ -205,12 +207,21 @@ def generation_kwargs(lm: LoadedModel, settings: Any) -> dict[str, Any]:
     other columns are asked to."""
     from gbcli.lm.hf_generate import generate_kwargs
 
-    return generate_kwargs(settings, pad_id(lm), no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0,
-                           min_length=0, length_penalty=1.0, forced_eos_token_id=None, forced_bos_token_id=None)
+    return generate_kwargs(
+        settings,
+        pad_id(lm),
+        no_repeat_ngram_size=0,
+        encoder_no_repeat_ngram_size=0,
+        min_length=0,
+        length_penalty=1.0,
+        forced_eos_token_id=None,
+        forced_bos_token_id=None,
+    )
 
 
-def generate_seq2seq(lm: LoadedModel, prompt: str, settings: Any,
-                     on_token: Callable[[str, str, int], None] | None = None):  # -> ModelGeneration
+def generate_seq2seq(
+    lm: LoadedModel, prompt: str, settings: Any, on_token: Callable[[str, str, int], None] | None = None
+):  # -> ModelGeneration
     """Continue the prompt with BART's decoder; each new token comes with its raw log-probability."""
     import torch
 
@@ -225,21 +236,36 @@ def generate_seq2seq(lm: LoadedModel, prompt: str, settings: Any,
     rows, seconds = [], 0.0
     for index, stream in enumerate(settings.one_stream_each()):  # several samples: one at a time, each streamed
         stream_rows, stream_seconds = run_generate(
-            lm, stream, generation_kwargs(lm, stream), prompt_length=len(prefix), eos_token_id=eos_id(lm),
+            lm,
+            stream,
+            generation_kwargs(lm, stream),
+            prompt_length=len(prefix),
+            eos_token_id=eos_id(lm),
             on_text=None if on_token is None else lambda text, index=index: on_token(lm.family, text, index),
-            input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
             decoder_input_ids=torch.tensor([prefix], device=lm.device),
         )
         rows += stream_rows
         seconds += stream_seconds
     # Each token's log-probability and the alternatives of its step come from one teacher-forced pass.
     scored, tops = teacher_forced_reads(lm, source, [prefix + new_ids for new_ids, _ in rows], settings.alternatives)
-    continuations = [continuation(lm, prefix, new_ids, logprobs[len(prefix) - 1 :], stopped,
-                                  alternatives=top[len(prefix) - 1 :] if settings.alternatives else None)
-                     for (new_ids, stopped), logprobs, top in zip(rows, scored, tops, strict=True)]
+    continuations = [
+        continuation(
+            lm,
+            prefix,
+            new_ids,
+            logprobs[len(prefix) - 1 :],
+            stopped,
+            alternatives=top[len(prefix) - 1 :] if settings.alternatives else None,
+        )
+        for (new_ids, stopped), logprobs, top in zip(rows, scored, tops, strict=True)
+    ]
     produced = max(len(new_ids) for new_ids, _ in rows)
     tok = lm.tokenizer
     starts = [decoder_start_id(lm)] + ([tok.bos_token_id] if tok.bos_token_id is not None else [])
-    reads = (f"encoder: the prompt then {tok.mask_token}; decoder: {' '.join(tok.convert_ids_to_tokens(starts))} "
-             "then the prompt")
+    reads = (
+        f"encoder: the prompt then {tok.mask_token}; decoder: {' '.join(tok.convert_ids_to_tokens(starts))} "
+        "then the prompt"
+    )
     return model_generation(lm, GENERATE_METHOD, continuations, produced, seconds, reads=reads)

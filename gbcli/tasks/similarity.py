@@ -96,8 +96,10 @@ class SimilarityResult:
     note: str = ""
 
 
-NOTE = ("cosine of the pooled states; baseline = the mean cosine of {n} unrelated reference sentences at the same "
-        "layer (Ethayarajh 2019); adjusted = cosine − baseline, 0 = as alike as unrelated sentences")
+NOTE = (
+    "cosine of the pooled states; baseline = the mean cosine of {n} unrelated reference sentences at the same "
+    "layer (Ethayarajh 2019); adjusted = cosine − baseline, 0 = as alike as unrelated sentences"
+)
 
 
 def check_inputs(texts: Sequence[str], pool: str, by_layer: bool) -> None:
@@ -108,8 +110,10 @@ def check_inputs(texts: Sequence[str], pool: str, by_layer: bool) -> None:
     if by_layer and len(texts) != 2:
         raise usage_error(f"--by-layer compares two texts; {len(texts)} given.", "Give exactly two texts.")
     if not 2 <= len(texts) <= MAX_TEXTS:
-        raise usage_error(f"similarity compares 2 to {MAX_TEXTS} texts; {len(texts)} given.",
-                          'For example: gbcli similarity "a cat sat on the mat ." "a dog lay on the rug ."')
+        raise usage_error(
+            f"similarity compares 2 to {MAX_TEXTS} texts; {len(texts)} given.",
+            'For example: gbcli similarity "a cat sat on the mat ." "a dog lay on the rug ."',
+        )
 
 
 def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
@@ -137,17 +141,26 @@ def layer_index(layer: int | None, layers: int, name: str) -> int:
         return layers - 1
     index = layer if layer >= 0 else layers + layer
     if not 0 <= index < layers:
-        raise usage_error(f"{name} has layers 0 (the embeddings) to {layers - 1}; --layer {layer} is not one.",
-                          f"Give --layer between {-layers} and {layers - 1}.")
+        raise usage_error(
+            f"{name} has layers 0 (the embeddings) to {layers - 1}; --layer {layer} is not one.",
+            f"Give --layer between {-layers} and {layers - 1}.",
+        )
     return index
 
 
-def similarity(models: Sequence[LoadedModel], texts: Sequence[str], *, pool: Pool = "mean",
-               layer: int | None = None, by_layer: bool = False) -> SimilarityResult:
+def similarity(
+    models: Sequence[LoadedModel],
+    texts: Sequence[str],
+    *,
+    pool: Pool = "mean",
+    layer: int | None = None,
+    by_layer: bool = False,
+) -> SimilarityResult:
     """Each model's cosines between the texts (at `layer`, default the last), with the anisotropy baseline."""
     check_inputs(texts, pool, by_layer)
-    result = SimilarityResult(list(texts), pool, by_layer, len(REFERENCE_SENTENCES),
-                              note=NOTE.format(n=len(REFERENCE_SENTENCES)))
+    result = SimilarityResult(
+        list(texts), pool, by_layer, len(REFERENCE_SENTENCES), note=NOTE.format(n=len(REFERENCE_SENTENCES))
+    )
     for lm in models:
         items = [TextItem(text) for text in [*texts, *REFERENCE_SENTENCES]]
         inputs = encode_inputs(lm, items, pool)
@@ -156,17 +169,41 @@ def similarity(models: Sequence[LoadedModel], texts: Sequence[str], *, pool: Poo
         for stack, states in zip(stack_names(lm), layer_states(lm, inputs), strict=True):
             title = family_title(lm.family) + (f" {stack[:3]}" if stack else "")
             count = states.shape[0]
-            baselines = [mean_pairwise_cosine(states[i, len(texts):]) for i in range(count)]
+            baselines = [mean_pairwise_cosine(states[i, len(texts) :]) for i in range(count)]
             names = ["emb", *[str(i) for i in range(1, count)]]
             if by_layer:
                 cosines = [float(cosine_matrix(states[i, :2])[0, 1]) for i in range(count)]
-                result.curves.append(LayerCurve(lm.family, title, lm.name, stack, names, cosines, baselines,
-                                                [c - b for c, b in zip(cosines, baselines, strict=True)]))
+                result.curves.append(
+                    LayerCurve(
+                        lm.family,
+                        title,
+                        lm.name,
+                        stack,
+                        names,
+                        cosines,
+                        baselines,
+                        [c - b for c, b in zip(cosines, baselines, strict=True)],
+                    )
+                )
                 continue
             index = layer_index(layer, count, lm.name)
             matrix = cosine_matrix(states[index, : len(texts)])
-            pairs = [PairCosine(a + 1, b + 1, float(matrix[a, b]), float(matrix[a, b]) - baselines[index])
-                     for a, b in itertools.combinations(range(len(texts)), 2)]
-            result.models.append(ModelSimilarity(lm.family, title, lm.name, stack, names[index], index, count,
-                                                 baselines[index], matrix.tolist(), pairs))
+            pairs = [
+                PairCosine(a + 1, b + 1, float(matrix[a, b]), float(matrix[a, b]) - baselines[index])
+                for a, b in itertools.combinations(range(len(texts)), 2)
+            ]
+            result.models.append(
+                ModelSimilarity(
+                    lm.family,
+                    title,
+                    lm.name,
+                    stack,
+                    names[index],
+                    index,
+                    count,
+                    baselines[index],
+                    matrix.tolist(),
+                    pairs,
+                )
+            )
     return result

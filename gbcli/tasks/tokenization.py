@@ -144,8 +144,9 @@ def tokenize_text(lm: LoadedModel, text: str) -> ModelTokens:
     """Tokenize as the model's own calls do (with its special tokens), keeping each piece's character offsets."""
     tok = lm.tokenizer
     if not getattr(tok, "is_fast", True):
-        raise usage_error(f"The tokenizer of {lm.name} gives no character offsets.",
-                          "Use a model with a fast tokenizer.")
+        raise usage_error(
+            f"The tokenizer of {lm.name} gives no character offsets.", "Use a model with a fast tokenizer."
+        )
     encoded = tok(text, return_offsets_mapping=True)
     ids: list[int] = encoded["input_ids"]
     offsets = encoded["offset_mapping"]
@@ -156,9 +157,7 @@ def tokenize_text(lm: LoadedModel, text: str) -> ModelTokens:
     algorithm = algorithm_name(tok)
     byte_level = algorithm == "byte-level BPE"
     pieces = []
-    for position, (token_id, raw, (start, end), word) in enumerate(
-        zip(ids, pieces_raw, offsets, words, strict=True)
-    ):
+    for position, (token_id, raw, (start, end), word) in enumerate(zip(ids, pieces_raw, offsets, words, strict=True)):
         covered = text[start:end]
         # A tokenizer whose unknown token doubles as BOS/EOS (GPT-2) only reports an unknown when the characters
         # it stands for are not that token written literally.
@@ -167,8 +166,16 @@ def tokenize_text(lm: LoadedModel, text: str) -> ModelTokens:
         added = special and start == end
         pieces.append(
             Piece(
-                position=position, id=token_id, piece=raw, shown=shown_piece(tok, raw, byte_level),
-                start=start, end=end, text=covered, special=special, added=added, unknown=unknown,
+                position=position,
+                id=token_id,
+                piece=raw,
+                shown=shown_piece(tok, raw, byte_level),
+                start=start,
+                end=end,
+                text=covered,
+                special=special,
+                added=added,
+                unknown=unknown,
                 word=None if added else word,
             )
         )
@@ -221,13 +228,22 @@ def tokenize(models: list[LoadedModel], text: str) -> TokenizationResult:
 def unknown_text_warning(lm: LoadedModel, texts: list[str]) -> str | None:
     """The warning every command gives when a model reads its unknown token ([UNK]) for characters of the input
     (score words it per text: gbcli.tasks.scoring.unknown_token_warnings); None when it has a token for all."""
-    missing = list(dict.fromkeys(piece.text.strip() or piece.text for text in texts
-                                 for piece in tokenize_text(lm, text).pieces if piece.unknown))
+    missing = list(
+        dict.fromkeys(
+            piece.text.strip() or piece.text
+            for text in texts
+            for piece in tokenize_text(lm, text).pieces
+            if piece.unknown
+        )
+    )
     if not missing:
         return None
-    shown = ", ".join(repr(text) for text in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
-                                                             else "")
+    shown = ", ".join(repr(text) for text in missing[:5]) + (
+        f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    )
     where = "the texts" if len(texts) > 1 else "the text"
-    return (f"{family_title(lm.family)} ({lm.name}) has no token for {shown} in {where} and reads its unknown token "
-            f"({lm.tokenizer.unk_token}) in their place: what it says there is about {lm.tokenizer.unk_token}, not "
-            "about what the text says.")
+    return (
+        f"{family_title(lm.family)} ({lm.name}) has no token for {shown} in {where} and reads its unknown token "
+        f"({lm.tokenizer.unk_token}) in their place: what it says there is about {lm.tokenizer.unk_token}, not "
+        "about what the text says."
+    )

@@ -101,9 +101,14 @@ def _start(folder: str) -> tuple[socket.socket, int] | None:
     # The server inherits this environment (threads, Hugging Face cache, GBCLI_*), so it answers as this process
     # would; GBCLI_NO_SERVER keeps it from forwarding anything itself.
     with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
-        child = subprocess.Popen([sys.executable, "-m", "gbcli", "serve", "--auto", "--keep-alive", keep_alive],
-                                 stdin=devnull, stdout=log, stderr=log, start_new_session=True,
-                                 env={**os.environ, "GBCLI_NO_SERVER": "1"})
+        child = subprocess.Popen(
+            [sys.executable, "-m", "gbcli", "serve", "--auto", "--keep-alive", keep_alive],
+            stdin=devnull,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env={**os.environ, "GBCLI_NO_SERVER": "1"},
+        )
     deadline = time.monotonic() + LISTEN_SECONDS
     while time.monotonic() < deadline:
         sock = connect()
@@ -139,8 +144,10 @@ def log_tail(path: str | None = None, lines: int = 1) -> str:
 def record_failure(folder: str, reason: str) -> None:
     """Say once why the server could not start, and remember it: this build's commands then run in-process without
     trying again (each try would cost its start-up) until `gbcli stop` or `gbcli serve` forgets it."""
-    sys.stderr.write(f"warning: gbcli could not start a warm server ({reason}), so commands run in-process. "
-                     f"Log: {os.path.join(folder, LOG_NAME)}; `gbcli stop` lets it try again.\n")
+    sys.stderr.write(
+        f"warning: gbcli could not start a warm server ({reason}), so commands run in-process. "
+        f"Log: {os.path.join(folder, LOG_NAME)}; `gbcli stop` lets it try again.\n"
+    )
     sys.stderr.flush()
     try:
         with open(os.path.join(folder, FAILED_NAME), "w") as out:
@@ -198,9 +205,11 @@ def notice_once(keep_alive: str) -> None:
     marker = os.path.join(state_folder(), NOTICE_NAME)
     if os.path.exists(marker):
         return
-    sys.stderr.write(f"gbcli: started a warm server that keeps models loaded for the next commands (each for "
-                     f"{keep_alive} after its last use); see it with `gbcli ps`, stop it with `gbcli stop`, turn "
-                     f"this off with `gbcli config set auto-serve off`.\n")
+    sys.stderr.write(
+        f"gbcli: started a warm server that keeps models loaded for the next commands (each for "
+        f"{keep_alive} after its last use); see it with `gbcli ps`, stop it with `gbcli stop`, turn "
+        f"this off with `gbcli config set auto-serve off`.\n"
+    )
     sys.stderr.flush()
     try:
         os.makedirs(os.path.dirname(marker), exist_ok=True)

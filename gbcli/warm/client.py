@@ -46,15 +46,39 @@ LOCAL_FLAGS = {"-h", "--help", "--version", "-V"}
 # torchrun every process must do its own share on its own device.
 LOCAL_OPTIONS = ("--output", "-o")
 # The variables that change what a command prints or loads; every other variable stays the client's own.
-FORWARDED_NAMES = {"COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TERM", "COLORTERM", "TTY_COMPATIBLE",
-                   "TTY_INTERACTIVE", "CLICOLOR", "CLICOLOR_FORCE", "PY_COLORS", "TERMINAL_WIDTH",
-                   "XDG_CACHE_HOME", "XDG_CONFIG_HOME"}  # where the Hugging Face cache and the settings file are
+FORWARDED_NAMES = {
+    "COLUMNS",
+    "LINES",
+    "NO_COLOR",
+    "FORCE_COLOR",
+    "TERM",
+    "COLORTERM",
+    "TTY_COMPATIBLE",
+    "TTY_INTERACTIVE",
+    "CLICOLOR",
+    "CLICOLOR_FORCE",
+    "PY_COLORS",
+    "TERMINAL_WIDTH",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+}  # where the Hugging Face cache and the settings file are
 FORWARDED_PREFIXES = ("GBCLI_", "HF_", "TRANSFORMERS_")
 # Where models come from, read by huggingface_hub and transformers once, when they are imported: a server cannot
 # take a request's values for them, so a request that differs there runs in-process.
-READ_AT_IMPORT = {"HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ASSETS_CACHE", "HF_XET_CACHE",
-                  "HF_MODULES_CACHE", "TRANSFORMERS_CACHE", "HF_ENDPOINT", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                  "HF_TOKEN_PATH", "XDG_CACHE_HOME"}
+READ_AT_IMPORT = {
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_ASSETS_CACHE",
+    "HF_XET_CACHE",
+    "HF_MODULES_CACHE",
+    "TRANSFORMERS_CACHE",
+    "HF_ENDPOINT",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_TOKEN_PATH",
+    "XDG_CACHE_HOME",
+}
 PRIVATE_NAMES = {SERVER_VARIABLE, TOKEN_VARIABLE}  # the client's own: the token never travels twice
 ANSWER_SECONDS = 10.0  # for the server to accept or refuse a request
 DEFAULT_SILENCE_SECONDS = 30.0  # a server that says nothing (not even its heartbeat) this long is taken for dead
@@ -117,8 +141,10 @@ class Target:
 
 
 def unreachable(target: Target, exc: OSError) -> int:
-    return _fail(f"cannot reach the gbcli server at {target.where} ({SERVER_VARIABLE}): {exc.strerror or exc}.",
-                 f"Start it there (gbcli serve --port ...), or unset {SERVER_VARIABLE}, or pass --no-server.")
+    return _fail(
+        f"cannot reach the gbcli server at {target.where} ({SERVER_VARIABLE}): {exc.strerror or exc}.",
+        f"Start it there (gbcli serve --port ...), or unset {SERVER_VARIABLE}, or pass --no-server.",
+    )
 
 
 def terminal_size() -> tuple[int, int]:
@@ -146,7 +172,11 @@ def run_request(argv: list[str], target: Target) -> dict[str, Any]:
     umask = os.umask(0)
     os.umask(umask)
     return target.hello(
-        "run", argv=argv, cwd=os.getcwd(), env=env, umask=umask,
+        "run",
+        argv=argv,
+        cwd=os.getcwd(),
+        env=env,
+        umask=umask,
         tty=[_isatty(0), _isatty(1), _isatty(2)],
         encoding=[_encoding(sys.stdout), _encoding(sys.stderr)],
     )
@@ -202,8 +232,9 @@ def forward(argv: list[str], replacing: bool = False) -> int | None:
         silence = silence_seconds()  # read only once a server answers: without one the variable means nothing
     except ValueError as exc:
         sock.close()
-        return _fail(f"{exc}.", "Set it to the seconds a command waits for a silent server (e.g. 30), or unset it.",
-                     code=2)
+        return _fail(
+            f"{exc}.", "Set it to the seconds a command waits for a silent server (e.g. 30), or unset it.", code=2
+        )
     channel = Channel(sock)
     try:
         if not channel.send(run_request(argv, target)):
@@ -212,8 +243,10 @@ def forward(argv: list[str], replacing: bool = False) -> int | None:
     except (TimeoutError, ProtocolError, OSError) as exc:
         channel.close()
         if target.named:
-            return _fail(f"the gbcli server at {target.where} did not answer ({type(exc).__name__}).",
-                         f"Check that it runs, or unset {SERVER_VARIABLE}, or pass --no-server.")
+            return _fail(
+                f"the gbcli server at {target.where} did not answer ({type(exc).__name__}).",
+                f"Check that it runs, or unset {SERVER_VARIABLE}, or pass --no-server.",
+            )
         _warn(f"the gbcli server at {target.where} did not answer ({type(exc).__name__}); running in-process.")
         return None
     if answer is None or answer.get("type") != "accepted" or not same_build(answer):
@@ -253,21 +286,28 @@ def refused(target: Target, answer: dict[str, Any] | None) -> int | None:
     build leaves the command to run in-process."""
     answer = answer or {}
     if answer.get("reason") == "environment" and not target.named:
-        _warn(f"the gbcli server at {target.where} {answer.get('message')}, so this command runs in-process. Start "
-              "the server from this environment to use it: gbcli stop; gbcli serve --detach")
+        _warn(
+            f"the gbcli server at {target.where} {answer.get('message')}, so this command runs in-process. Start "
+            "the server from this environment to use it: gbcli stop; gbcli serve --detach"
+        )
         return None
     if answer.get("reason") == "token":
-        return _fail(f"the gbcli server at {target.where} refused this client: {answer.get('message')}.",
-                     f"Set {TOKEN_VARIABLE} to the token in that server's runtime folder (server.token).")
+        return _fail(
+            f"the gbcli server at {target.where} refused this client: {answer.get('message')}.",
+            f"Set {TOKEN_VARIABLE} to the token in that server's runtime folder (server.token).",
+        )
     if answer.get("reason") == "busy":
         if target.named:
-            return _fail(f"the gbcli server at {target.where} refused this client: {answer.get('message')}.",
-                         "Try again in a moment, or pass --no-server.")
+            return _fail(
+                f"the gbcli server at {target.where} refused this client: {answer.get('message')}.",
+                "Try again in a moment, or pass --no-server.",
+            )
         _warn(f"the gbcli server at {target.where} {answer.get('message')}, so this command runs in-process.")
         return None
     theirs = answer.get("build", "unknown")
-    mismatch = (f"the gbcli server at {target.where} is gbcli {theirs}, this is {hello('x')['build']}: they refuse "
-                "each other")
+    mismatch = (
+        f"the gbcli server at {target.where} is gbcli {theirs}, this is {hello('x')['build']}: they refuse each other"
+    )
     if target.named:
         return _fail(f"{mismatch}.", "Run the same gbcli on both sides, or pass --no-server.")
     _warn(f"{mismatch}, so this command runs in-process. Restart it: gbcli stop; gbcli serve --detach")
@@ -310,16 +350,19 @@ class Session:
             except TimeoutError:
                 if self.interrupted_at is not None:
                     return self._interrupted()
-                return _fail(f"the gbcli server sent nothing for {self.silence:.0f} s and seems stuck.",
-                             "Stop it (gbcli stop) or pass --no-server; GBCLI_SERVER_TIMEOUT sets the wait.")
+                return _fail(
+                    f"the gbcli server sent nothing for {self.silence:.0f} s and seems stuck.",
+                    "Stop it (gbcli stop) or pass --no-server; GBCLI_SERVER_TIMEOUT sets the wait.",
+                )
             except (ProtocolError, OSError) as exc:
                 return _fail(f"the connection to the gbcli server broke: {exc}.", "Run the command again.")
             if message is None:
                 if self.started_here and not self.wrote_output and self.interrupted_at is None:
                     return self.GONE
-                return _fail("the gbcli server stopped while running this command.",
-                             "Run it again: with no server up it runs in-process (gbcli serve --detach restarts "
-                             "one).")
+                return _fail(
+                    "the gbcli server stopped while running this command.",
+                    "Run it again: with no server up it runs in-process (gbcli serve --detach restarts one).",
+                )
             kind = message["type"]
             if kind == "out":
                 self.wrote_output = self.wrote_output or message.get("fd") == 1

@@ -22,20 +22,30 @@ def start_detached(argv: list[str]) -> int:
     """Start `gbcli serve ARGV` in its own session, logging to the runtime folder; return once it is ready."""
     running = status()
     if running is not None:
-        raise GbcliError(f"A gbcli server is already running (pid {running.get('pid')}).",
-                         "See it with `gbcli ps`; stop it with `gbcli stop`.")
+        raise GbcliError(
+            f"A gbcli server is already running (pid {running.get('pid')}).",
+            "See it with `gbcli ps`; stop it with `gbcli stop`.",
+        )
     folder = private_dir()
     log_path = folder / LOG_NAME
     with open_log(log_path) as log, open(os.devnull, "rb") as devnull:
-        child = subprocess.Popen([sys.executable, "-m", "gbcli", *argv], stdin=devnull, stdout=log, stderr=log,
-                                 start_new_session=True, env={**os.environ, "GBCLI_NO_SERVER": "1"})
+        child = subprocess.Popen(
+            [sys.executable, "-m", "gbcli", *argv],
+            stdin=devnull,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env={**os.environ, "GBCLI_NO_SERVER": "1"},
+        )
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
         if child.poll() is not None:
             with open_log(log_path, append=False) as log:
                 tail = log.read().decode(errors="replace").strip().splitlines()[-3:]
-            raise GbcliError(f"The server exited at start (code {child.returncode}): {' / '.join(tail)}",
-                             f"The whole log: {log_path}")
+            raise GbcliError(
+                f"The server exited at start (code {child.returncode}): {' / '.join(tail)}",
+                f"The whole log: {log_path}",
+            )
         answer = status()
         if answer is not None and answer.get("ready"):
             also = f" and {answer['tcp']} (token in {token_path()})" if answer.get("tcp") else ""
@@ -52,20 +62,30 @@ def open_log(path: Any, append: bool = True) -> BinaryIO:
     import stat
 
     # O_NONBLOCK: a named pipe planted there fails at once instead of waiting for a reader (a file ignores it).
-    flags = ((os.O_WRONLY | os.O_APPEND | os.O_CREAT if append else os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
-             | os.O_NONBLOCK)
+    flags = (
+        (os.O_WRONLY | os.O_APPEND | os.O_CREAT if append else os.O_RDONLY)
+        | os.O_NOFOLLOW
+        | os.O_CLOEXEC
+        | os.O_NONBLOCK
+    )
     try:
         descriptor = os.open(path, flags, 0o600)
     except OSError as exc:
         if os.path.islink(path):
-            raise GbcliError(f"{path} is a symbolic link: the server's log is never written through one.",
-                             "Remove the link; gbcli makes the log itself.") from None
-        raise GbcliError(f"Cannot open the server's log {path}: {exc.strerror or exc}.",
-                         "Check the runtime folder (GBCLI_RUNTIME_DIR).") from None
+            raise GbcliError(
+                f"{path} is a symbolic link: the server's log is never written through one.",
+                "Remove the link; gbcli makes the log itself.",
+            ) from None
+        raise GbcliError(
+            f"Cannot open the server's log {path}: {exc.strerror or exc}.",
+            "Check the runtime folder (GBCLI_RUNTIME_DIR).",
+        ) from None
     if not stat.S_ISREG(os.fstat(descriptor).st_mode):
         os.close(descriptor)
-        raise GbcliError(f"{path} is not a plain file: the server's log cannot be written there.",
-                         "Move it away; gbcli makes the log itself.")
+        raise GbcliError(
+            f"{path} is not a plain file: the server's log cannot be written there.",
+            "Move it away; gbcli makes the log itself.",
+        )
     return os.fdopen(descriptor, "ab" if append else "rb")
 
 
@@ -75,8 +95,10 @@ def show_status(json_output: bool) -> int:
     try:
         answer = status(named=True)  # the server GBCLI_SERVER names, else the local one
     except (OSError, ValueError) as exc:
-        raise GbcliError(f"Cannot reach the gbcli server that {SERVER_VARIABLE} names: {exc}.",
-                         f"Start it, or unset {SERVER_VARIABLE}.") from None
+        raise GbcliError(
+            f"Cannot reach the gbcli server that {SERVER_VARIABLE} names: {exc}.",
+            f"Start it, or unset {SERVER_VARIABLE}.",
+        ) from None
     if json_output:
         print(dumps(answer))
         return 0 if answer else 1
@@ -85,18 +107,22 @@ def show_status(json_output: bool) -> int:
         console.print("No gbcli server is running.")
         return 1
     if answer.get("type") != "status" or not same_build(answer):
-        console.print(f"A gbcli server of another build is running (pid {answer.get('pid')}, "
-                      f"{answer.get('build', 'unknown')}; this is {hello('x')['build']}): `gbcli stop` ends it.",
-                      markup=False)
+        console.print(
+            f"A gbcli server of another build is running (pid {answer.get('pid')}, "
+            f"{answer.get('build', 'unknown')}; this is {hello('x')['build']}): `gbcli stop` ends it.",
+            markup=False,
+        )
         return 1
     keep_alive = answer.get("keep_alive")
     where = answer["socket"] + (f" and {answer['tcp']}" if answer.get("tcp") else "")
-    console.print(f"gbcli server pid {answer['pid']} on {where}, up {format_duration(answer['uptime'])}, "
-                  f"{answer['served']} request{'' if answer['served'] == 1 else 's'} served, keep-alive "
-                  f"{'never' if keep_alive is None else format_duration(keep_alive)}"
-                  f"{'' if answer.get('ready') else ', still loading'}{', busy' if answer.get('busy') else ''}"
-                  f"{', started by itself: it exits once it holds no model' if answer.get('auto') else ''}",
-                  markup=False)
+    console.print(
+        f"gbcli server pid {answer['pid']} on {where}, up {format_duration(answer['uptime'])}, "
+        f"{answer['served']} request{'' if answer['served'] == 1 else 's'} served, keep-alive "
+        f"{'never' if keep_alive is None else format_duration(keep_alive)}"
+        f"{'' if answer.get('ready') else ', still loading'}{', busy' if answer.get('busy') else ''}"
+        f"{', started by itself: it exits once it holds no model' if answer.get('auto') else ''}",
+        markup=False,
+    )
     entries = [LoadedEntry(**entry) for entry in answer.get("models", [])]
     console.print(model_table(entries, server=True) if entries else "No model loaded.")
     return 0

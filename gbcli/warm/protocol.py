@@ -50,8 +50,12 @@ def build_id() -> str:
     # a warm command no start-up where hashlib loads OpenSSL (benchmarks/run.py, row `warm`).
     crc, adler = 0, 1
     package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # gbcli/, above warm/
-    sources = sorted(os.path.relpath(os.path.join(folder, name), package)
-                     for folder, _, names in os.walk(package) for name in names if name.endswith(".py"))
+    sources = sorted(
+        os.path.relpath(os.path.join(folder, name), package)
+        for folder, _, names in os.walk(package)
+        for name in names
+        if name.endswith(".py")
+    )
     for relative in sources:
         with open(os.path.join(package, relative), "rb") as source:
             chunk = relative.encode() + b"\0" + source.read() + b"\0"
@@ -141,8 +145,10 @@ def private_dir() -> Path:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = folder.stat()
     if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
-        raise PermissionError(f"{folder} is not private to this user (owner {info.st_uid}, mode "
-                              f"{stat.S_IMODE(info.st_mode):o}); gbcli keeps its socket only in a 0700 folder")
+        raise PermissionError(
+            f"{folder} is not private to this user (owner {info.st_uid}, mode "
+            f"{stat.S_IMODE(info.st_mode):o}); gbcli keeps its socket only in a 0700 folder"
+        )
     return folder
 
 
@@ -250,8 +256,9 @@ class Channel:
                 return False
         return True
 
-    def receive(self, timeout: float | None, *, limit: int = MAX_LINE, within: float | None = None
-                ) -> dict[str, Any] | None:
+    def receive(
+        self, timeout: float | None, *, limit: int = MAX_LINE, within: float | None = None
+    ) -> dict[str, Any] | None:
         """The next message; None when the other side closed; TimeoutError after `timeout` seconds of silence, or
         when the whole message has not come `within` seconds; ProtocolError past `limit` bytes."""
         from time import monotonic

@@ -114,9 +114,14 @@ def loaded_models(in_use_since: float | None = None, keep_alive: float | None = 
             continue
         parameters, size = weight_size(lm.model)
         entries[id(lm)] = LoadedEntry(
-            family=lm.family, model=lm.name, kind=lm.kind, device=str(lm.device),
-            dtype=str(lm.dtype).removeprefix("torch."), parameters=parameters,
-            bytes=size, idle_seconds=idle,
+            family=lm.family,
+            model=lm.name,
+            kind=lm.kind,
+            device=str(lm.device),
+            dtype=str(lm.dtype).removeprefix("torch."),
+            parameters=parameters,
+            bytes=size,
+            idle_seconds=idle,
         )
     if keep_alive is not None:
         for entry in entries.values():
@@ -194,15 +199,29 @@ def model_table(entries: list[LoadedEntry], server: bool = False) -> Any:
     from gbcli.loading.models import family_title
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    columns = [("column", "left"), ("model", "left"), ("device", "left"), ("dtype", "left"), ("params", "right"),
-               ("memory", "right"), ("idle", "right")]
+    columns = [
+        ("column", "left"),
+        ("model", "left"),
+        ("device", "left"),
+        ("dtype", "left"),
+        ("params", "right"),
+        ("memory", "right"),
+        ("idle", "right"),
+    ]
     if server:
         columns.append(("let go in", "right"))
     for title, justify in columns:
         table.add_column(title, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for entry in entries:
-        row = [family_title(entry.family), entry.model, entry.device, entry.dtype, f"{entry.parameters / 1e6:.1f}M",
-               human_size(entry.bytes), format_duration(entry.idle_seconds)]
+        row = [
+            family_title(entry.family),
+            entry.model,
+            entry.device,
+            entry.dtype,
+            f"{entry.parameters / 1e6:.1f}M",
+            human_size(entry.bytes),
+            format_duration(entry.idle_seconds),
+        ]
         if server:
             release = "never" if entry.release_seconds is None else format_duration(entry.release_seconds)
             row.append(release)

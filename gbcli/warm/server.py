@@ -75,12 +75,19 @@ def parse_job(channel: Channel, message: dict[str, Any]) -> Job:
     argv, cwd, env = message.get("argv"), message.get("cwd"), message.get("env")
     tty, encoding, umask = message.get("tty"), message.get("encoding"), message.get("umask")
     valid = (
-        isinstance(argv, list) and all(isinstance(a, str) for a in argv) and isinstance(cwd, str)
-        and isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
-        and isinstance(tty, list) and len(tty) == 3 and all(isinstance(t, bool) for t in tty)
-        and isinstance(encoding, list) and len(encoding) == 2
+        isinstance(argv, list)
+        and all(isinstance(a, str) for a in argv)
+        and isinstance(cwd, str)
+        and isinstance(env, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+        and isinstance(tty, list)
+        and len(tty) == 3
+        and all(isinstance(t, bool) for t in tty)
+        and isinstance(encoding, list)
+        and len(encoding) == 2
         and all(isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e) for e in encoding)
-        and isinstance(umask, int) and 0 <= umask <= 0o777
+        and isinstance(umask, int)
+        and 0 <= umask <= 0o777
     )
     if not valid:
         raise ProtocolError("a run request needs argv, cwd, env, umask, tty and encoding of the right types")
@@ -141,8 +148,9 @@ class _ClientReader(io.RawIOBase):
 
 
 class Server:
-    def __init__(self, keep_alive: float | None, log: Any, tcp: tuple[str, int] | None = None,
-                 auto: bool = False) -> None:
+    def __init__(
+        self, keep_alive: float | None, log: Any, tcp: tuple[str, int] | None = None, auto: bool = False
+    ) -> None:
         self.keep_alive = keep_alive
         self.auto = auto  # started by a command on a terminal: exits once it holds no model
         self.draining = False  # no longer listening: runs what is queued, then exits
@@ -183,12 +191,16 @@ class Server:
         existing = connect()  # removes a stale socket left by a killed server
         if existing is not None:
             existing.close()
-            raise GbcliError(f"A gbcli server is already running on {self.path}.",
-                             "See it with `gbcli ps`; stop it with `gbcli stop`.")
+            raise GbcliError(
+                f"A gbcli server is already running on {self.path}.",
+                "See it with `gbcli ps`; stop it with `gbcli stop`.",
+            )
         in_the_way = what_is_at(self.path)
         if in_the_way is not None:
-            raise GbcliError(f"Cannot listen on {self.path}: {in_the_way} is in the way of the socket.",
-                             "Move it away (or remove it), or set GBCLI_RUNTIME_DIR to another folder of your own.")
+            raise GbcliError(
+                f"Cannot listen on {self.path}: {in_the_way} is in the way of the socket.",
+                "Move it away (or remove it), or set GBCLI_RUNTIME_DIR to another folder of your own.",
+            )
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         previous = os.umask(0o177)  # the socket is born 0600: no other user can connect
         try:
@@ -196,10 +208,12 @@ class Server:
         except OSError as exc:
             listener.close()
             too_long = len(os.fsencode(str(self.path))) >= 100  # a socket's path has ~107 bytes at most
-            raise GbcliError(f"Cannot listen on {self.path}: {exc.strerror or exc}.",
-                             "Set GBCLI_RUNTIME_DIR to a shorter folder of your own." if too_long else
-                             "Check the runtime folder, or set GBCLI_RUNTIME_DIR to another folder of your own."
-                             ) from None
+            raise GbcliError(
+                f"Cannot listen on {self.path}: {exc.strerror or exc}.",
+                "Set GBCLI_RUNTIME_DIR to a shorter folder of your own."
+                if too_long
+                else "Check the runtime folder, or set GBCLI_RUNTIME_DIR to another folder of your own.",
+            ) from None
         finally:
             os.umask(previous)
         os.chmod(self.path, 0o600)
@@ -220,8 +234,10 @@ class Server:
             family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
             listener = socket.create_server(address[:2], family=family, backlog=16)
         except OSError as exc:
-            raise GbcliError(f"Cannot listen on {tcp_url(host, port)}: {exc.strerror or exc}.",
-                             "Choose another --port (0: any free one), or --host 127.0.0.1.") from None
+            raise GbcliError(
+                f"Cannot listen on {tcp_url(host, port)}: {exc.strerror or exc}.",
+                "Choose another --port (0: any free one), or --host 127.0.0.1.",
+            ) from None
         self.tcp_listener = listener
         bound_host, bound_port = listener.getsockname()[:2]
         self.tcp_address = tcp_url(bound_host, bound_port)
@@ -264,8 +280,15 @@ class Server:
                 job = self.jobs.get_nowait()
             except queue.Empty:
                 break
-            job.channel.send({"type": "out", "fd": 2, "data": encode_bytes(
-                b"error: the gbcli server stopped before running this command.\nhint: Run it again.\n")})
+            job.channel.send(
+                {
+                    "type": "out",
+                    "fd": 2,
+                    "data": encode_bytes(
+                        b"error: the gbcli server stopped before running this command.\nhint: Run it again.\n"
+                    ),
+                }
+            )
             job.code = 1
             job.done.set()
             job.channel.send({"type": "exit", "code": 1})
@@ -378,8 +401,16 @@ class Server:
             job.code = 130
         except FileNotFoundError:
             job.code = 1
-            job.channel.send({"type": "out", "fd": 2, "data": encode_bytes(
-                f"error: the folder {job.cwd} is gone.\nhint: Run the command from a folder that exists.\n".encode())})
+            job.channel.send(
+                {
+                    "type": "out",
+                    "fd": 2,
+                    "data": encode_bytes(
+                        f"error: the folder {job.cwd} is gone.\n"
+                        "hint: Run the command from a folder that exists.\n".encode()
+                    ),
+                }
+            )
         except BaseException as exc:  # the server outlives any one request
             job.code = 1
             self.say(f"request failed: {type(exc).__name__}: {exc}")
@@ -453,8 +484,7 @@ class Server:
     def turn_away(self, sock: socket.socket) -> None:
         try:
             sock.setblocking(False)  # a fresh socket's buffer takes the line; a client that never reads costs nothing
-            sock.send(json.dumps(refusal("busy", f"has {MAX_CONNECTIONS} connections open already")).encode()
-                      + b"\n")
+            sock.send(json.dumps(refusal("busy", f"has {MAX_CONNECTIONS} connections open already")).encode() + b"\n")
         except OSError:
             pass
         finally:
@@ -497,8 +527,9 @@ class Server:
                 job = parse_job(channel, message)
                 differing = [] if tcp else self.differing_settings(job.env)  # a remote client's are its machine's
                 if differing:
-                    channel.send(hello("refused", reason="environment",
-                                       message=f"runs with another {', '.join(differing)}"))
+                    channel.send(
+                        hello("refused", reason="environment", message=f"runs with another {', '.join(differing)}")
+                    )
                     self.say(f"left a request to its client: its {', '.join(differing)} differs")
                     return
                 self.relay(channel, job)
@@ -563,9 +594,20 @@ class Server:
         except RuntimeError:  # the cache changed under us; the next `ps` sees it settled
             models = []
         extra = {"tcp": self.tcp_address} if self.tcp_address else {}
-        return hello("status", pid=os.getpid(), socket=str(self.path), **extra, ready=self.ready,
-                     busy=self.current is not None, queued=self.jobs.qsize(), served=self.served,
-                     uptime=time.time() - self.started, keep_alive=self.keep_alive, auto=self.auto, models=models)
+        return hello(
+            "status",
+            pid=os.getpid(),
+            socket=str(self.path),
+            **extra,
+            ready=self.ready,
+            busy=self.current is not None,
+            queued=self.jobs.qsize(),
+            served=self.served,
+            uptime=time.time() - self.started,
+            keep_alive=self.keep_alive,
+            auto=self.auto,
+            models=models,
+        )
 
 
 def release_freed_memory() -> None:
@@ -592,8 +634,12 @@ def what_is_at(path: Any) -> str | None:
         return None
     if stat.S_ISSOCK(mode):
         return None
-    kinds = [(stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISREG, "a file"),
-             (stat.S_ISFIFO, "a named pipe")]
+    kinds = [
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISREG, "a file"),
+        (stat.S_ISFIFO, "a named pipe"),
+    ]
     return next((kind for test, kind in kinds if test(mode)), "something that is not a socket")
 
 
@@ -610,13 +656,14 @@ def exposure_warning(host: str, port: int) -> str | None:
             return None
     except ValueError:
         pass
-    return (f"gbcli serve listens on {tcp_url(host, port)}, which other machines may reach: anyone with the token "
-            f"in {token_path()} can run commands and read files as this user here, and the traffic is not "
-            "encrypted. Use --host 127.0.0.1 (the default) unless this network is yours.")
+    return (
+        f"gbcli serve listens on {tcp_url(host, port)}, which other machines may reach: anyone with the token "
+        f"in {token_path()} can run commands and read files as this user here, and the traffic is not "
+        "encrypted. Use --host 127.0.0.1 (the default) unless this network is yours."
+    )
 
 
-def run_server(keep_alive: float | None, preload: Any, tcp: tuple[str, int] | None = None,
-               auto: bool = False) -> int:
+def run_server(keep_alive: float | None, preload: Any, tcp: tuple[str, int] | None = None, auto: bool = False) -> int:
     """Serve until `gbcli stop`, SIGTERM or Ctrl-C (an automatic server: until it holds no model); returns the exit
     code."""
     log = sys.stderr
@@ -627,8 +674,10 @@ def run_server(keep_alive: float | None, preload: Any, tcp: tuple[str, int] | No
         server.close()  # a TCP address that cannot be had leaves no socket behind
         raise
     also = f" and {server.tcp_address} (token in {token_path()})" if server.tcp_address else ""
-    server.say(f"gbcli server {hello('x')['build']} starting on {server.path}{also} (pid {os.getpid()}), "
-               f"keep-alive {'never' if keep_alive is None else format_duration(keep_alive)}")
+    server.say(
+        f"gbcli server {hello('x')['build']} starting on {server.path}{also} (pid {os.getpid()}), "
+        f"keep-alive {'never' if keep_alive is None else format_duration(keep_alive)}"
+    )
     try:
         server.serve(preload)
     finally:

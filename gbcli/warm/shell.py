@@ -99,8 +99,13 @@ def long_flag(option: Any) -> str:
 
 def option_names() -> list[str]:
     """Every --option of every command, without its dashes: what `set` accepts."""
-    names = {opt[2:] for command in command_tree().commands.values() for option in options_of(command)
-             for opt in option.opts + option.secondary_opts if opt.startswith("--")}
+    names = {
+        opt[2:]
+        for command in command_tree().commands.values()
+        for option in options_of(command)
+        for opt in option.opts + option.secondary_opts
+        if opt.startswith("--")
+    }
     names.discard("help")
     return sorted(names)
 
@@ -108,8 +113,10 @@ def option_names() -> list[str]:
 def split_line(line: str) -> list[str]:
     """A command line in words, or a bare text as the command that suits it: fill-mask with a mask, else compare."""
     if "\x00" in line:  # as on the command line, where no argument can hold one (the system's argv ends there)
-        raise usage_error("The line holds a NUL byte: no command line can.", "Remove it; a text with a NUL byte "
-                          "is binary data, not text.")
+        raise usage_error(
+            "The line holds a NUL byte: no command line can.",
+            "Remove it; a text with a NUL byte is binary data, not text.",
+        )
     stripped = line.strip()
     head, *rest = stripped.split(maxsplit=1)
     if head == "--no-server":  # as `gbcli --no-server COMMAND`: the shell runs in-process anyway
@@ -119,15 +126,20 @@ def split_line(line: str) -> list[str]:
         try:
             return shlex.split(stripped)
         except ValueError as exc:
-            raise usage_error(f"Cannot split the line into words: {exc}.", "Close the quotes, or escape them "
-                              "with a backslash.") from None
+            raise usage_error(
+                f"Cannot split the line into words: {exc}.", "Close the quotes, or escape them with a backslash."
+            ) from None
     words = stripped.split()
     known = [*command_tree().commands, *BUILTINS]
     close = difflib.get_close_matches(first, known, n=1, cutoff=0.75)
     # A word and options, or a lone word one typo away from a command: a command mistyped, not a text.
     if (len(words) > 1 and any(OPTION_LIKE.match(word) for word in words[1:])) or (len(words) == 1 and close):
-        raise usage_error(f"No such command '{first}'.", f"Did you mean {close[0]}?" if close
-                          else "Type `help` for the commands; a line of text alone is run by fill-mask or compare.")
+        raise usage_error(
+            f"No such command '{first}'.",
+            f"Did you mean {close[0]}?"
+            if close
+            else "Type `help` for the commands; a line of text alone is run by fill-mask or compare.",
+        )
     return ["fill-mask" if any(mask in stripped for mask in MASKS) else "compare", stripped]
 
 
@@ -228,8 +240,9 @@ class Shell:
         console = _out(self.session)
         console.print("Commands (as on the command line, without `gbcli`), and the shell's own words:")
         console.print(table)
-        console.print("A line of text alone runs fill-mask on it if it holds [MASK] or <mask>, compare otherwise.",
-                      markup=False)
+        console.print(
+            "A line of text alone runs fill-mask on it if it holds [MASK] or <mask>, compare otherwise.", markup=False
+        )
         if self.session.defaults:
             console.print("Session defaults: " + defaults_text(self.session.defaults), markup=False)
 
@@ -254,9 +267,10 @@ class Shell:
         names = option_names()
         if name not in names:
             close = difflib.get_close_matches(name, names, n=2, cutoff=0.7)
-            raise usage_error(f"No command has an option --{name}.",
-                              f"Did you mean {' or '.join(close)}?" if close else "`help COMMAND` lists a command's "
-                              "options.")
+            raise usage_error(
+                f"No command has an option --{name}.",
+                f"Did you mean {' or '.join(close)}?" if close else "`help COMMAND` lists a command's options.",
+            )
         flags = [find_option(command, name) for command in command_tree().commands.values()]
         is_flag = any(option is not None and option.is_flag for option in flags)
         if is_flag:
@@ -276,11 +290,16 @@ class Shell:
         chosen = dict(zip(args[::2], args[1::2], strict=True))
         unknown = [flag for flag in chosen if flag not in MODEL_FLAGS + ("--device", "--dtype")]
         if unknown:
-            raise usage_error(f"`load` does not know {unknown[0]}.", "Use --gpt, --bert or --bart (and --device, "
-                              "--dtype).")
+            raise usage_error(
+                f"`load` does not know {unknown[0]}.", "Use --gpt, --bert or --bart (and --device, --dtype)."
+            )
         # Tried on a copy of the defaults: a load that fails leaves the session as it was, --device/--dtype included.
-        trial = Session(defaults={**self.session.defaults, **{flag[2:]: chosen[flag] for flag in
-                                                               ("--device", "--dtype") if flag in chosen}})
+        trial = Session(
+            defaults={
+                **self.session.defaults,
+                **{flag[2:]: chosen[flag] for flag in ("--device", "--dtype") if flag in chosen},
+            }
+        )
         preload(trial, [], {}, strict=True)  # a bad --device or --dtype is refused even with no model to load
         for flag in MODEL_FLAGS:
             if flag in chosen:
@@ -415,8 +434,9 @@ def command_completer():  # a class built on first use, so that prompt_toolkit l
                 candidates = [*MODEL_FLAGS, "--device", "--dtype"]
             elif done[0] in tree.commands and current.startswith("-"):
                 command = tree.commands[done[0]]
-                candidates = sorted(opt for option in options_of(command)
-                                    for opt in option.opts + option.secondary_opts)
+                candidates = sorted(
+                    opt for option in options_of(command) for opt in option.opts + option.secondary_opts
+                )
             else:
                 return
             for candidate in candidates:

@@ -19,7 +19,6 @@ from gbcli.tasks.tokenization import readable_piece
 MEAN = "mean"  # --head mean: the average over a layer's heads
 
 
-
 @dataclass
 class AttentionToken:
     """One input token as the heatmap labels it."""
@@ -122,8 +121,11 @@ def _probe() -> str | None:
     import torch
     from transformers import GPT2Config, PreTrainedModel
 
-    return (missing(PreTrainedModel, "_can_set_attn_implementation", "_from_config", "set_attn_implementation")
-            or missing(GPT2Config(), "_attn_implementation") or missing(torch.nn.Module(), "_buffers"))
+    return (
+        missing(PreTrainedModel, "_can_set_attn_implementation", "_from_config", "set_attn_implementation")
+        or missing(GPT2Config(), "_attn_implementation")
+        or missing(torch.nn.Module(), "_buffers")
+    )
 
 
 # Not a speed path: the only way to the weights. Off (a transformers without these names), `attention` says so.
@@ -141,9 +143,11 @@ def eager_attention(model: Any) -> Iterator[Any]:
     built around the same weight tensors (nothing is copied).
     """
     if not EAGER_SWITCH.on:
-        raise GbcliError(f"transformers {installed_version('transformers')} cannot switch {type(model).__name__} to "
-                         f"eager attention here ({EAGER_SWITCH.reason}), so its attention weights cannot be read.",
-                         f'Install a transformers gbcli supports: pip install "transformers{TRANSFORMERS_RANGE}"')
+        raise GbcliError(
+            f"transformers {installed_version('transformers')} cannot switch {type(model).__name__} to "
+            f"eager attention here ({EAGER_SWITCH.reason}), so its attention weights cannot be read.",
+            f'Install a transformers gbcli supports: pip install "transformers{TRANSFORMERS_RANGE}"',
+        )
     previous = model.config._attn_implementation
     if previous == "eager":
         yield model
@@ -207,8 +211,9 @@ def compute_attention(lm: LoadedModel, text: str) -> AttentionResult:
     # The body alone (base_model): the language-model head would cost a vocabulary-sized projection and change no
     # weight.
     with eager_attention(lm.model) as model, torch.inference_mode():
-        output = model.base_model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                  output_attentions=True)
+        output = model.base_model(
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_attentions=True
+        )
     weights = _stack(lm, getattr(output, "attentions", None))
     tokens = label_tokens(lm.tokenizer, ids)
     self_map = check_map(lm, AttentionMap("self", lm.kind == "causal", tokens, tokens, weights))
@@ -311,8 +316,12 @@ def _encoder_decoder_attention(lm: LoadedModel, ids: list[int]) -> AttentionResu
     input_ids = torch.tensor([ids], device=lm.device)
     decoder_input = torch.tensor([decoder_ids], device=lm.device)
     with eager_attention(lm.model) as model, torch.inference_mode():
-        output = model.base_model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                  decoder_input_ids=decoder_input, output_attentions=True)
+        output = model.base_model(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            decoder_input_ids=decoder_input,
+            output_attentions=True,
+        )
     encoder_tokens = label_tokens(lm.tokenizer, ids)
     decoder_tokens = label_tokens(lm.tokenizer, decoder_ids)
     maps = [
@@ -327,5 +336,3 @@ def _encoder_decoder_attention(lm: LoadedModel, ids: list[int]) -> AttentionResu
 # ---------------------------------------------------------------------------------------------------------------
 # Per-head statistics (--summary)
 # ---------------------------------------------------------------------------------------------------------------
-
-

@@ -42,8 +42,10 @@ def token_focus(
         row = amap.matrix(layer, head)[query]
         order = np.argsort(-row, kind="stable")[:top]
         layers.append(
-            LayerFocus(layer + 1,  # numbered 1..L, as every command numbers layers
-                       [AttendedToken(int(k), amap.keys[k].label, float(row[k])) for k in order if row[k] > 0])
+            LayerFocus(
+                layer + 1,  # numbered 1..L, as every command numbers layers
+                [AttendedToken(int(k), amap.keys[k].label, float(row[k])) for k in order if row[k] > 0],
+            )
         )
     return TokenFocus(amap.queries[query], MEAN if head is None else head, None, layers)
 
@@ -143,8 +145,14 @@ def build_report(
                 index, note = find_query_token(result, token, amap)
                 focus = token_focus(result, index, resolve_head(result, head, amap), top, amap)
                 focus.note = note
-            report.models.append(model_view(
-                result, layer, head, summary=summarize(result, amap.name) if summary else None, focus=focus,
-                amap=amap,
-            ))
+            report.models.append(
+                model_view(
+                    result,
+                    layer,
+                    head,
+                    summary=summarize(result, amap.name) if summary else None,
+                    focus=focus,
+                    amap=amap,
+                )
+            )
     return report

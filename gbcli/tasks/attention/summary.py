@@ -23,8 +23,15 @@ STATS: dict[str, str] = {
     "previous": "share of attention on the token just before the query",
 }
 STAT_ALIASES: dict[str, str] = {
-    "first": "to_first", "cls": "to_cls", "sep": "to_sep", "punct": "to_punct", "punctuation": "to_punct",
-    "special": "to_special", "prev": "previous", "previous_token": "previous", "dist": "distance",
+    "first": "to_first",
+    "cls": "to_cls",
+    "sep": "to_sep",
+    "punct": "to_punct",
+    "punctuation": "to_punct",
+    "special": "to_special",
+    "prev": "previous",
+    "previous_token": "previous",
+    "dist": "distance",
 }
 
 
@@ -238,5 +245,3 @@ def find_query_token(result: AttentionResult, spec: str, amap: AttentionMap | No
     if len(matches) > 1:
         notes.append(f"it occurs {len(matches)} times; showing the first (use a token index to pick another)")
     return index, "; ".join(notes) or None
-
-

@@ -32,8 +32,9 @@ def check_head_class(config: Any, spec: str, flag: str) -> str:
     name = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.get(config.model_type)
     if name is None:
         known = classification_architectures()
-        common = [t for t in ("gpt2", "bert", "roberta", "distilbert", "bart", "electra", "deberta-v2", "llama")
-                  if t in known]
+        common = [
+            t for t in ("gpt2", "bert", "roberta", "distilbert", "bart", "electra", "deberta-v2", "llama") if t in known
+        ]
         raise usage_error(
             f"{spec} ({flag}) is a '{config.model_type}' model, for which transformers has no sequence-classification "
             "head.",
@@ -47,15 +48,24 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
     """Right padding, and a pad token where there is none (GPT-2: its end-of-text token)."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise GbcliError("The tokenizer has neither a pad token nor an end-of-text token to pad with.",
-                             "Give a checkpoint whose tokenizer defines one of them.")
+            raise GbcliError(
+                "The tokenizer has neither a pad token nor an end-of-text token to pad with.",
+                "Give a checkpoint whose tokenizer defines one of them.",
+            )
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     return tokenizer
 
 
-def load_classifier(spec: str, labels: list[str], tokenizer: PreTrainedTokenizerBase, flag: str, *,
-                    revision: str | None = None, offline: bool = False) -> PreTrainedModel:
+def load_classifier(
+    spec: str,
+    labels: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+    flag: str,
+    *,
+    revision: str | None = None,
+    offline: bool = False,
+) -> PreTrainedModel:
     """The checkpoint with a new, seeded classification head of len(labels) outputs, in float32 for training."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -86,10 +96,19 @@ def freeze_below(model: PreTrainedModel, layer: int) -> int:
     Returns the number of parameters left to train."""
     layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", 0)
     if layer > layers:
-        raise usage_error(f"--freeze-below {layer} is above the model's {layers} layers.",
-                          f"Choose from 0 (train everything) to {layers} (train only the head).")
-    head_prefixes = ("score.", "classifier.", "classification_head.", "pooler.", "bert.pooler.", "ln_f.",
-                     "transformer.ln_f.")
+        raise usage_error(
+            f"--freeze-below {layer} is above the model's {layers} layers.",
+            f"Choose from 0 (train everything) to {layers} (train only the head).",
+        )
+    head_prefixes = (
+        "score.",
+        "classifier.",
+        "classification_head.",
+        "pooler.",
+        "bert.pooler.",
+        "ln_f.",
+        "transformer.ln_f.",
+    )
     for name, parameter in model.named_parameters():
         index = layer_index(name)
         if index is not None:

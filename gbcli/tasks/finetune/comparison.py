@@ -63,9 +63,15 @@ class Plan:
 
     def manifest(self, data: FinetuneData) -> dict[str, Any]:
         """What --resume must find unchanged (the device may change: a run may go on elsewhere)."""
-        return {"command": "gbcli finetune", "data": data.fingerprint(), "labels": data.labels,
-                "models": dict(self.columns), "recipes": {f: asdict(r) for f, r in self.recipes.items()},
-                "seeds": self.seeds, "dtype": self.dtype}
+        return {
+            "command": "gbcli finetune",
+            "data": data.fingerprint(),
+            "labels": data.labels,
+            "models": dict(self.columns),
+            "recipes": {f: asdict(r) for f, r in self.recipes.items()},
+            "seeds": self.seeds,
+            "dtype": self.dtype,
+        }
 
 
 @dataclass
@@ -82,23 +88,32 @@ class Estimate:
         return self.runs * (self.steps * self.seconds_per_step + self.evaluations * self.seconds_per_evaluation)
 
 
-def new_classifier(family: str, spec: str, data: FinetuneData, recipe: Recipe, seed: int,
-                   plan: Plan) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def new_classifier(
+    family: str, spec: str, data: FinetuneData, recipe: Recipe, seed: int, plan: Plan
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The checkpoint with a classification head seeded by `seed`, its tokenizer ready to pad."""
     from transformers import AutoTokenizer, set_seed
 
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(spec, revision=plan.revision,
-                                                                local_files_only=plan.offline))
+    tokenizer = prepare_tokenizer(
+        AutoTokenizer.from_pretrained(spec, revision=plan.revision, local_files_only=plan.offline)
+    )
     set_seed(seed)  # the new head's initial weights
-    model = load_classifier(spec, data.labels, tokenizer, FAMILY_INFO[family].flag,  # type: ignore[index]
-                            revision=plan.revision, offline=plan.offline)
+    model = load_classifier(
+        spec,
+        data.labels,
+        tokenizer,
+        FAMILY_INFO[family].flag,  # type: ignore[index]
+        revision=plan.revision,
+        offline=plan.offline,
+    )
     if recipe.freeze_below is not None:
         freeze_below(model, recipe.freeze_below)
     return model, tokenizer
 
 
-def time_steps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: FinetuneData, recipe: Recipe,
-               device: str) -> tuple[float, float]:
+def time_steps(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: FinetuneData, recipe: Recipe, device: str
+) -> tuple[float, float]:
     """Seconds of one training step (forward and backward of a full batch, as long as the data's longest texts)
     and of one evaluation over the dev set, measured on the model; its weights are left as they were."""
     import torch
@@ -110,8 +125,9 @@ def time_steps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data:
     model.to(target)
     collate = DataCollatorWithPadding(tokenizer)
     longest = sorted(data.train, key=lambda e: len(e.text) + len(e.text_b or ""), reverse=True)
-    batch = collate(encode(tokenizer, (longest * recipe.batch_size)[:recipe.batch_size], data.label_ids,
-                           recipe.max_length))
+    batch = collate(
+        encode(tokenizer, (longest * recipe.batch_size)[: recipe.batch_size], data.label_ids, recipe.max_length)
+    )
     batch = {k: v.to(target) for k, v in batch.items()}
     model.train()
     times = []
@@ -131,8 +147,14 @@ def time_steps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data:
     return step, evaluation
 
 
-def estimate(family: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: FinetuneData,
-             recipe: Recipe, plan: Plan) -> Estimate:
+def estimate(
+    family: str,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: FinetuneData,
+    recipe: Recipe,
+    plan: Plan,
+) -> Estimate:
     step, evaluation = time_steps(model, tokenizer, data, recipe, plan.device)
     steps = recipe.total_steps(len(data.train))
     evaluations = 1 + -(-steps // recipe.evaluation_interval(len(data.train)))
@@ -143,22 +165,38 @@ def threshold_for(plan: Plan, final: float) -> float:
     return plan.threshold_value if plan.threshold_value is not None else (plan.threshold_fraction or 0.9) * final
 
 
-def family_result(family: str, spec: str, runs: list[Run], plan: Plan, zero: ZeroShot | None,
-                  estimated: Estimate | None) -> FamilyResult:
+def family_result(
+    family: str, spec: str, runs: list[Run], plan: Plan, zero: ZeroShot | None, estimated: Estimate | None
+) -> FamilyResult:
     curve = mean_curve(runs)
     first = runs[0]
     final, low, high = mean_interval([run.final_accuracy for run in runs])
     threshold = threshold_for(plan, final)
     reached = first_reaching(curve, threshold)
     return FamilyResult(
-        family, family_title(family), spec, first.architecture, first.parameters, first.trained_parameters, runs,
-        curve, final, low, high,
-        threshold, reached.step if reached else None, reached.examples if reached else None,
-        reached.epoch if reached else None, round(estimated.seconds, 3) if estimated else None, zero)
+        family,
+        family_title(family),
+        spec,
+        first.architecture,
+        first.parameters,
+        first.trained_parameters,
+        runs,
+        curve,
+        final,
+        low,
+        high,
+        threshold,
+        reached.step if reached else None,
+        reached.examples if reached else None,
+        reached.epoch if reached else None,
+        round(estimated.seconds, 3) if estimated else None,
+        zero,
+    )
 
 
-def compare_finetuning(data: FinetuneData, plan: Plan, listener: Listener | None = None,
-                       on_estimate: Any = None) -> FinetuneResult:
+def compare_finetuning(
+    data: FinetuneData, plan: Plan, listener: Listener | None = None, on_estimate: Any = None
+) -> FinetuneResult:
     """Fine-tune every family of the plan with every seed (a finished run found by --resume is read back, an
     interrupted one goes on from its last checkpoint), and compare their curves."""
     import torch
@@ -181,9 +219,12 @@ def _compare(data: FinetuneData, plan: Plan, listener: Listener | None, on_estim
             release_model(lm)  # before training: the classifier's weights take its place
     first_models: dict[str, tuple[Any, Any]] = {}
     estimates: dict[str, Estimate] = {}
-    unfinished = [(family, spec) for family, spec in plan.columns
-                  if not plan.resume or any(finished_run(run_folder(plan.output, family, seed, plan.seeds)) is None
-                                            for seed in plan.seeds)]
+    unfinished = [
+        (family, spec)
+        for family, spec in plan.columns
+        if not plan.resume
+        or any(finished_run(run_folder(plan.output, family, seed, plan.seeds)) is None for seed in plan.seeds)
+    ]
     if on_estimate is not None and unfinished:  # a few steps of each family first, then the time of the whole run
         for family, spec in unfinished:
             model, tokenizer = new_classifier(family, spec, data, plan.recipes[family], plan.seeds[0], plan)
@@ -205,15 +246,38 @@ def _compare(data: FinetuneData, plan: Plan, listener: Listener | None, on_estim
                 model, tokenizer = first_models.pop(family)
             else:
                 model, tokenizer = new_classifier(family, spec, data, recipe, seed, plan)
-            runs.append(train_run(model, tokenizer, data, recipe, seed, folder, family=family, device=plan.device,
-                                  dtype=plan.dtype, resume=plan.resume, listener=listener))
+            runs.append(
+                train_run(
+                    model,
+                    tokenizer,
+                    data,
+                    recipe,
+                    seed,
+                    folder,
+                    family=family,
+                    device=plan.device,
+                    dtype=plan.dtype,
+                    resume=plan.resume,
+                    listener=listener,
+                )
+            )
             del model
         families.append(family_result(family, spec, runs, plan, zero_shots.get(family), estimates.get(family)))
     result = FinetuneResult(
-        data.name, len(data.train), len(data.dev), data.dev_source, data.labels, data.majority_baseline,
-        {f: asdict(r) for f, r in plan.recipes.items()}, plan.seeds, plan.threshold_fraction if
-        plan.threshold_value is None else None, plan.threshold_value, ["accuracy", "macro_f1", "matthews"],
-        str(plan.output), families)
+        data.name,
+        len(data.train),
+        len(data.dev),
+        data.dev_source,
+        data.labels,
+        data.majority_baseline,
+        {f: asdict(r) for f, r in plan.recipes.items()},
+        plan.seeds,
+        plan.threshold_fraction if plan.threshold_value is None else None,
+        plan.threshold_value,
+        ["accuracy", "macro_f1", "matthews"],
+        str(plan.output),
+        families,
+    )
     result.reading = reading(result)
     return result
 

@@ -71,15 +71,23 @@ def as_examples(records: list[Any]) -> list[Example]:
     return [Example(r.text, r.label, getattr(r, "text_b", None)) for r in records]
 
 
-def prepare(train: list[Any], dev: list[Any] | None, name: str, *, dev_fraction: float = DEFAULT_DEV_FRACTION,
-            max_train_samples: int | None = None) -> FinetuneData:
+def prepare(
+    train: list[Any],
+    dev: list[Any] | None,
+    name: str,
+    *,
+    dev_fraction: float = DEFAULT_DEV_FRACTION,
+    max_train_samples: int | None = None,
+) -> FinetuneData:
     """Check the classes, hold out a dev set when none is given, and keep the first `max_train_samples`."""
     examples = as_examples(train)
     counts = Counter(e.label for e in examples)
     if len(counts) < 2:
         only = next(iter(counts), "")
-        raise usage_error(f"The training data has one class only ('{only}'): there is nothing to learn.",
-                          "Give examples of at least two labels.")
+        raise usage_error(
+            f"The training data has one class only ('{only}'): there is nothing to learn.",
+            "Give examples of at least two labels.",
+        )
     if dev is None:
         examples, held_out = split_dev(examples, dev_fraction)
         source = "held-out"
@@ -93,13 +101,17 @@ def prepare(train: list[Any], dev: list[Any] | None, name: str, *, dev_fraction:
         examples = examples[:max_train_samples]
     labels = sorted({e.label for e in examples})
     if len(labels) < 2:
-        raise usage_error(f"The first {len(examples)} training examples hold one class only ('{labels[0]}').",
-                          "Raise --max-train-samples, or shuffle the file.")
+        raise usage_error(
+            f"The first {len(examples)} training examples hold one class only ('{labels[0]}').",
+            "Raise --max-train-samples, or shuffle the file.",
+        )
     unseen = sorted({e.label for e in held_out} - set(labels))
     if unseen:
-        raise usage_error(f"The dev set has labels the training data lacks: {', '.join(unseen)}.",
-                          "A classifier can only answer the training labels: give training examples of these, or "
-                          "remove them from the dev set.")
+        raise usage_error(
+            f"The dev set has labels the training data lacks: {', '.join(unseen)}.",
+            "A classifier can only answer the training labels: give training examples of these, or "
+            "remove them from the dev set.",
+        )
     return FinetuneData(examples, held_out, labels, source, name)
 
 
@@ -132,8 +144,9 @@ def pair_text(tokenizer: PreTrainedTokenizerBase, example: Example) -> tuple[str
     return f"{example.text}{tokenizer.eos_token or ' '}{example.text_b}", None
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, examples: list[Example], label_ids: dict[str, int],
-           max_length: int) -> list[dict[str, Any]]:
+def encode(
+    tokenizer: PreTrainedTokenizerBase, examples: list[Example], label_ids: dict[str, int], max_length: int
+) -> list[dict[str, Any]]:
     """Token ids (unpadded, truncated to `max_length` with the special tokens) and the label id of each example."""
     encoded = []
     for example in examples:

@@ -52,9 +52,12 @@ ALIASES = {"lr": "learning_rate", "batch": "batch_size", "warmup": "warmup_ratio
 
 def check_recipe(recipe: Recipe, where: str = "") -> Recipe:
     """Refuse values no training can use (exit 2), naming the option."""
+
     def bad(name: str, rule: str) -> None:
-        raise usage_error(f"{where}{name} must be {rule}, not {getattr(recipe, name)}.",
-                          "See `gbcli finetune --help` for each option's default.")
+        raise usage_error(
+            f"{where}{name} must be {rule}, not {getattr(recipe, name)}.",
+            "See `gbcli finetune --help` for each option's default.",
+        )
 
     if not recipe.learning_rate > 0:
         bad("learning_rate", "above 0")
@@ -98,13 +101,15 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, str, Any]]:
         if not equals or not dot or family not in {"gpt", "bert", "bart"}:
             raise usage_error(f"--set '{raw}' is not FAMILY.NAME=VALUE.", "e.g. --set gpt.learning_rate=5e-5")
         if name not in SETTABLE:
-            raise usage_error(f"--set '{raw}': no recipe value is called '{name}'.",
-                              f"Choose from: {', '.join(sorted(SETTABLE))}.")
+            raise usage_error(
+                f"--set '{raw}': no recipe value is called '{name}'.", f"Choose from: {', '.join(sorted(SETTABLE))}."
+            )
         kind = {f.name: f.type for f in fields(Recipe)}[name]
         try:
             value: Any = float(text) if str(kind).startswith("float") else int(text)
         except ValueError:
-            raise usage_error(f"--set '{raw}': '{text}' is not a number.",
-                              "e.g. --set gpt.learning_rate=5e-5") from None
+            raise usage_error(
+                f"--set '{raw}': '{text}' is not a number.", "e.g. --set gpt.learning_rate=5e-5"
+            ) from None
         parsed.append((family, name, value))
     return parsed

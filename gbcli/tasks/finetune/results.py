@@ -102,8 +102,38 @@ class FinetuneResult:
 
 
 # Two-sided 95% critical values of Student's t for 1..30 degrees of freedom (beyond: the normal's 1.96).
-T_95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+T_95 = [
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+]
 
 
 def mean_interval(values: list[float]) -> tuple[float, float, float]:
@@ -152,8 +182,10 @@ def reading(result: FinetuneResult) -> list[str]:
         elif family.reached_step == 0:
             line += f"; it was at {family.threshold:.3f} before any training."
         elif family.reached_examples is not None:
-            line += (f"; it reached {family.threshold:.3f} after {family.reached_examples:,} examples "
-                     f"({family.reached_epoch:.2f} epochs).")
+            line += (
+                f"; it reached {family.threshold:.3f} after {family.reached_examples:,} examples "
+                f"({family.reached_epoch:.2f} epochs)."
+            )
             racing.append(family)
         else:
             line += f"; its mean curve never reached {family.threshold:.3f}."
@@ -164,13 +196,17 @@ def reading(result: FinetuneResult) -> list[str]:
         if first.reached_examples == second.reached_examples:
             lines.append(f"{first.title} and {second.title} reached their thresholds after as many examples.")
         else:
-            lines.append(f"{first.title} reached its threshold first: after {first.reached_examples:,} examples, "
-                         f"{second.title} after {second.reached_examples:,}.")
+            lines.append(
+                f"{first.title} reached its threshold first: after {first.reached_examples:,} examples, "
+                f"{second.title} after {second.reached_examples:,}."
+            )
     elif len(racing) == 1 and len(result.families) > 1:
         lines.append(f"Only {racing[0].title} learned the task and reached its threshold.")
     if result.threshold_fraction is not None:
-        lines.append(f"Threshold: {result.threshold_fraction:.0%} of each family's own final accuracy; majority "
-                     f"baseline {majority:.3f}.")
+        lines.append(
+            f"Threshold: {result.threshold_fraction:.0%} of each family's own final accuracy; majority "
+            f"baseline {majority:.3f}."
+        )
     else:
         lines.append(f"Threshold: {result.threshold_value:.3f} for every family; majority baseline {majority:.3f}.")
     return lines

@@ -22,30 +22,42 @@ def run_folder(output: Path, family: str, seed: int, seeds: list[int]) -> Path:
 def check_output(output: Path, manifest: dict[str, Any], *, resume: bool, force: bool) -> None:
     """Refuse a folder that holds something else (unless --force), or, with --resume, another run."""
     if resume and force:
-        raise usage_error("--resume and --force contradict each other.",
-                          "--resume goes on with the folder's run; --force replaces it.")
+        raise usage_error(
+            "--resume and --force contradict each other.",
+            "--resume goes on with the folder's run; --force replaces it.",
+        )
     stored_path = output / MANIFEST
     if resume:
         if not stored_path.is_file():
-            raise usage_error(f"{output} holds no fine-tuning run to resume.",
-                              "Run without --resume to start one there.")
+            raise usage_error(
+                f"{output} holds no fine-tuning run to resume.", "Run without --resume to start one there."
+            )
         stored = json.loads(stored_path.read_text())
         differences = describe_differences(stored, manifest)
         if differences:
-            raise usage_error(f"--resume with other settings than the run in {output}: {'; '.join(differences)}.",
-                              "Resume with the same options and data, or start anew with --force.")
+            raise usage_error(
+                f"--resume with other settings than the run in {output}: {'; '.join(differences)}.",
+                "Resume with the same options and data, or start anew with --force.",
+            )
         return
     if output.exists() and not output.is_dir():
         raise usage_error(f"{output} is a file, not a folder.", "Give --output-dir a folder.")
     if output.is_dir() and any(output.iterdir()) and not force:
-        what = ("holds another fine-tuning run" if stored_path.is_file()
-                else "is not empty (it holds no gbcli fine-tuning run)")
-        raise usage_error(f"The output folder {output} {what}.",
-                          "Give another --output-dir, --resume to go on with its run, or --force to replace it.")
+        what = (
+            "holds another fine-tuning run"
+            if stored_path.is_file()
+            else "is not empty (it holds no gbcli fine-tuning run)"
+        )
+        raise usage_error(
+            f"The output folder {output} {what}.",
+            "Give another --output-dir, --resume to go on with its run, or --force to replace it.",
+        )
     if force and output.is_dir():
         if not stored_path.is_file() and any(output.iterdir()):
-            raise usage_error(f"--force will not empty {output}: it holds no gbcli fine-tuning run.",
-                              "Give another --output-dir (an empty or new folder).")
+            raise usage_error(
+                f"--force will not empty {output}: it holds no gbcli fine-tuning run.",
+                "Give another --output-dir (an empty or new folder).",
+            )
         shutil.rmtree(output)
 
 

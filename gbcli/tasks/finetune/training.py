@@ -58,9 +58,11 @@ def scores(labels: Any, predictions: Any) -> dict[str, float]:
     """Accuracy, macro-F1 and Matthews correlation of predicted class ids (scikit-learn's definitions)."""
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-    return {"accuracy": float(accuracy_score(labels, predictions)),
-            "macro_f1": float(f1_score(labels, predictions, average="macro", zero_division=0)),
-            "matthews": float(matthews_corrcoef(labels, predictions))}
+    return {
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "macro_f1": float(f1_score(labels, predictions, average="macro", zero_division=0)),
+        "matthews": float(matthews_corrcoef(labels, predictions)),
+    }
 
 
 def compute_metrics(prediction: Any) -> dict[str, float]:
@@ -75,8 +77,9 @@ def examples_seen(step: int, recipe: Recipe, train_examples: int, processes: int
     return epochs * train_examples + min(rest * recipe.examples_per_step(processes), train_examples)
 
 
-def training_arguments(folder: Path, recipe: Recipe, seed: int, data: FinetuneData, *, device: str, dtype: str,
-                       resuming: bool) -> Any:
+def training_arguments(
+    folder: Path, recipe: Recipe, seed: int, data: FinetuneData, *, device: str, dtype: str, resuming: bool
+) -> Any:
     from transformers import TrainingArguments
 
     from gbcli.loading.models import resolve_device
@@ -152,9 +155,15 @@ class CurveListener:
     def point(self, step: int, metrics: dict[str, Any], loss: float | None) -> CurvePoint:
         processes = int(os.environ.get("WORLD_SIZE", "1"))
         per_epoch = self.recipe.steps_per_epoch(self.train_examples, processes)
-        return CurvePoint(step, examples_seen(step, self.recipe, self.train_examples, processes),
-                          round(step / per_epoch, 4), float(metrics["eval_accuracy"]),
-                          _maybe(metrics.get("eval_macro_f1")), _maybe(metrics.get("eval_matthews")), loss)
+        return CurvePoint(
+            step,
+            examples_seen(step, self.recipe, self.train_examples, processes),
+            round(step / per_epoch, 4),
+            float(metrics["eval_accuracy"]),
+            _maybe(metrics.get("eval_macro_f1")),
+            _maybe(metrics.get("eval_matthews")),
+            loss,
+        )
 
 
 def _maybe(value: Any) -> float | None:
@@ -172,10 +181,15 @@ def curve_from_history(history: list[dict[str, Any]], recipe: Recipe, train_exam
         if "eval_accuracy" not in entry:
             continue
         step = int(entry["step"])
-        points[step] = CurvePoint(step, examples_seen(step, recipe, train_examples, processes),
-                                  round(step / per_epoch, 4), float(entry["eval_accuracy"]),
-                                  _maybe(entry.get("eval_macro_f1")), _maybe(entry.get("eval_matthews")),
-                                  losses.get(step))
+        points[step] = CurvePoint(
+            step,
+            examples_seen(step, recipe, train_examples, processes),
+            round(step / per_epoch, 4),
+            float(entry["eval_accuracy"]),
+            _maybe(entry.get("eval_macro_f1")),
+            _maybe(entry.get("eval_matthews")),
+            losses.get(step),
+        )
     return [points[step] for step in sorted(points)]
 
 
@@ -233,17 +247,29 @@ def peak_memory_mb(device: Any) -> float | None:
     return None
 
 
-def train_run(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: FinetuneData, recipe: Recipe,
-              seed: int, folder: Path, *, family: str, device: str = "auto", dtype: str = "auto",
-              resume: bool = False, listener: Listener | None = None) -> Run:
+def train_run(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: FinetuneData,
+    recipe: Recipe,
+    seed: int,
+    folder: Path,
+    *,
+    family: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    resume: bool = False,
+    listener: Listener | None = None,
+) -> Run:
     """Fine-tune `model` (its head already made for data.labels) and save it, its tokenizer, Trainer's state and
     results, and curves.json in `folder`. With `resume`, go on from the folder's last whole checkpoint."""
     from transformers import DataCollatorWithPadding, PrinterCallback, Trainer
 
     listener = listener or Silent()
     checkpoint = last_checkpoint(folder) if resume else None
-    arguments = training_arguments(folder, recipe, seed, data, device=device, dtype=dtype,
-                                   resuming=checkpoint is not None)
+    arguments = training_arguments(
+        folder, recipe, seed, data, device=device, dtype=dtype, resuming=checkpoint is not None
+    )
     label_ids = data.label_ids
     curve = CurveListener(listener, recipe, len(data.train))
     trainer = Trainer(
@@ -270,18 +296,25 @@ def train_run(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: 
     except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError; a CPU's is MemoryError
         raise out_of_memory(error, recipe) from error
     seconds = time.perf_counter() - began
-    if trainer.state.log_history and "eval_accuracy" not in _last_eval_at(trainer.state.log_history,
-                                                                           trainer.state.global_step):
+    if trainer.state.log_history and "eval_accuracy" not in _last_eval_at(
+        trainer.state.log_history, trainer.state.global_step
+    ):
         trainer.evaluate()  # the curve always ends at the last step
     points = curve_from_history(trainer.state.log_history, recipe, len(data.train))
-    run = Run(seed=seed, folder=str(folder), points=points, final_accuracy=points[-1].accuracy,
-              train_seconds=round(seconds, 3),
-              examples_per_second=round(output.metrics.get("train_samples_per_second", 0.0), 3),
-              peak_memory_mb=_round(peak_memory_mb(arguments.device)), epoch_memory_mb=curve.epoch_memory_mb,
-              architecture=type(model).__name__,
-              parameters=sum(p.numel() for p in model.parameters()),
-              trained_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
-              resumed_from=checkpoint.name if checkpoint is not None else None)
+    run = Run(
+        seed=seed,
+        folder=str(folder),
+        points=points,
+        final_accuracy=points[-1].accuracy,
+        train_seconds=round(seconds, 3),
+        examples_per_second=round(output.metrics.get("train_samples_per_second", 0.0), 3),
+        peak_memory_mb=_round(peak_memory_mb(arguments.device)),
+        epoch_memory_mb=curve.epoch_memory_mb,
+        architecture=type(model).__name__,
+        parameters=sum(p.numel() for p in model.parameters()),
+        trained_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        resumed_from=checkpoint.name if checkpoint is not None else None,
+    )
     trainer.save_model(str(folder))  # the model, its config (with the labels) and the tokenizer
     if trainer.is_world_process_zero():
         trainer.save_metrics("train", output.metrics)
@@ -312,8 +345,11 @@ def write_atomically(path: Path, text: str) -> None:
 
 def out_of_memory(error: Exception, recipe: Recipe) -> Exception:
     """An out-of-memory failure as a sentence that names the batch size; any other error as it was."""
-    if not isinstance(error, MemoryError) and "out of memory" not in str(error).lower() \
-            and type(error).__name__ != "OutOfMemoryError":
+    if (
+        not isinstance(error, MemoryError)
+        and "out of memory" not in str(error).lower()
+        and type(error).__name__ != "OutOfMemoryError"
+    ):
         return error
     smaller = max(1, recipe.batch_size // 2)
     return GbcliError(

@@ -40,11 +40,14 @@ def parse_template(prompt: str) -> Template:
     if "{text}" not in prompt and "TEXT" in prompt:
         prompt = prompt.replace("TEXT", "{text}", 1)
     if "{text}" not in prompt:
-        raise usage_error("--prompt has no {text} where each example's text goes.", 'e.g. --prompt "{text} It was '
-                          '{label}."')
+        raise usage_error(
+            "--prompt has no {text} where each example's text goes.", 'e.g. --prompt "{text} It was {label}."'
+        )
     if prompt.count("{label}") != 1:
-        raise usage_error("--prompt must hold {label} exactly once: where the label word goes.",
-                          'e.g. --prompt "{text} It was {label}."')
+        raise usage_error(
+            "--prompt must hold {label} exactly once: where the label word goes.",
+            'e.g. --prompt "{text} It was {label}."',
+        )
     before, _, after = prompt.partition("{label}")
     return Template(before, after)
 
@@ -55,17 +58,22 @@ def parse_verbalizer(raw: str, labels: list[str]) -> dict[str, str]:
     for item in raw.split(","):
         label, equals, word = item.partition("=")
         if not equals or not label.strip() or not word.strip():
-            raise usage_error(f"--verbalizer item '{item}' is not LABEL=WORD.",
-                              "e.g. --verbalizer positive=great,negative=terrible")
+            raise usage_error(
+                f"--verbalizer item '{item}' is not LABEL=WORD.", "e.g. --verbalizer positive=great,negative=terrible"
+            )
         words[label.strip()] = word.strip()
     missing = [label for label in labels if label not in words]
     if missing:
-        raise usage_error(f"--verbalizer gives no word for the label(s) {', '.join(missing)}.",
-                          f"Name a word for each of: {', '.join(labels)}.")
+        raise usage_error(
+            f"--verbalizer gives no word for the label(s) {', '.join(missing)}.",
+            f"Name a word for each of: {', '.join(labels)}.",
+        )
     unknown = [label for label in words if label not in labels]
     if unknown:
-        raise usage_error(f"--verbalizer names label(s) the data does not have: {', '.join(unknown)}.",
-                          f"The labels are: {', '.join(labels)}.")
+        raise usage_error(
+            f"--verbalizer names label(s) the data does not have: {', '.join(unknown)}.",
+            f"The labels are: {', '.join(labels)}.",
+        )
     return {label: words[label] for label in labels}
 
 
@@ -75,19 +83,20 @@ def label_scores(lm: LoadedModel, template: Template, words: list[str], examples
         return _causal_scores(lm, template, words, examples)
     if lm.kind == "masked":
         return _masked_scores(lm, template, words, examples)
-    raise usage_error(f"The zero-shot point is not defined for {lm.name} ({lm.kind}).",
-                      "Leave --prompt out for this family, or choose --models gpt,bert.")
+    raise usage_error(
+        f"The zero-shot point is not defined for {lm.name} ({lm.kind}).",
+        "Leave --prompt out for this family, or choose --models gpt,bert.",
+    )
 
 
-def _causal_scores(lm: LoadedModel, template: Template, words: list[str],
-                   examples: list[Example]) -> list[list[float]]:
+def _causal_scores(lm: LoadedModel, template: Template, words: list[str], examples: list[Example]) -> list[list[float]]:
     # The space before {label} belongs to the word ("Ġgreat"), as GPT-2 saw words after a space in pre-training.
     sequences, starts = [], []
     start = [] if lm.bos_id is None else [lm.bos_id]
     for example in examples:
         before, _ = template.parts(example)
         left = before.rstrip()
-        space = before[len(left):]
+        space = before[len(left) :]
         prefix = start + lm.tokenizer.encode(left, add_special_tokens=False)
         for word in words:
             sequences.append(prefix + lm.tokenizer.encode(space + word, add_special_tokens=False))
@@ -96,11 +105,10 @@ def _causal_scores(lm: LoadedModel, template: Template, words: list[str],
         lm.check_fits(len(ids), "a dev text in the --prompt template", "Shorten the template or the texts.")
     logprobs, _ = causal_logprobs(lm, sequences, starts)
     sums = [sum(values) for values in logprobs]
-    return [sums[i * len(words):(i + 1) * len(words)] for i in range(len(examples))]
+    return [sums[i * len(words) : (i + 1) * len(words)] for i in range(len(examples))]
 
 
-def _masked_scores(lm: LoadedModel, template: Template, words: list[str],
-                   examples: list[Example]) -> list[list[float]]:
+def _masked_scores(lm: LoadedModel, template: Template, words: list[str], examples: list[Example]) -> list[list[float]]:
     mask = lm.tokenizer.mask_token
     lm.require_mask_token("fill the --prompt's {label}", "Leave --prompt out for this family.")
     pieces = [lm.tokenizer.encode(word, add_special_tokens=False) for word in words]
@@ -115,7 +123,7 @@ def _masked_scores(lm: LoadedModel, template: Template, words: list[str],
             reads.append(Reads(ids, positions, [[piece] for piece in word_pieces]))
     run_reads(lm, reads)
     sums = [sum(values[0] for values in r.target_logprobs) for r in reads]
-    return [sums[i * len(words):(i + 1) * len(words)] for i in range(len(examples))]
+    return [sums[i * len(words) : (i + 1) * len(words)] for i in range(len(examples))]
 
 
 def zero_shot(lm: LoadedModel, prompt: str, verbalizer: dict[str, str], examples: list[Example]) -> ZeroShot:

@@ -40,14 +40,18 @@ def generate_causal(
     streams = settings.one_stream_each()  # several samples: one at a time, each streamed and kept as it ends
     if decodes_in_own_loop(lm, streams[0]):
         started = time.perf_counter()
-        outputs = [decode_one_stream(lm, input_ids, stream, _stream_text(lm, on_token, index))
-                   for index, stream in enumerate(streams)]
+        outputs = [
+            decode_one_stream(lm, input_ids, stream, _stream_text(lm, on_token, index))
+            for index, stream in enumerate(streams)
+        ]
         seconds = time.perf_counter() - started
     else:
         on_text = _stream_text(lm, on_token, 0)
         outputs, seconds = _generate_with_model(lm, input_ids, torch.ones_like(input_ids), settings, on_text)
-    continuations = [continuation(lm, prompt_ids, new_ids, logprobs, stopped, alternatives=alternatives)
-                     for new_ids, logprobs, stopped, alternatives in outputs]
+    continuations = [
+        continuation(lm, prompt_ids, new_ids, logprobs, stopped, alternatives=alternatives)
+        for new_ids, logprobs, stopped, alternatives in outputs
+    ]
     produced = max(len(output[0]) for output in outputs)
     return model_generation(lm, GPT_METHOD, continuations, produced, seconds, reads=causal_reads(lm))
 
@@ -66,13 +70,21 @@ def causal_reads(lm: LoadedModel) -> str:
     return f"{lm.tokenizer.convert_ids_to_tokens(lm.bos_id)} then the prompt, as score, fill-mask and lens read a text"
 
 
-def _generate_with_model(lm: LoadedModel, input_ids: Any, attention_mask: Any, settings: DecodingSettings,
-                         on_text: Any) -> tuple[list[tuple[list[int], list[float], bool, list[TopTokens]]], float]:
+def _generate_with_model(
+    lm: LoadedModel, input_ids: Any, attention_mask: Any, settings: DecodingSettings, on_text: Any
+) -> tuple[list[tuple[list[int], list[float], bool, list[TopTokens]]], float]:
     """Beam search and several sequences: `model.generate`, then one teacher-forced pass per sequence for scores
     and alternatives."""
-    rows, seconds = run_generate(lm, settings, generate_kwargs(settings, lm.pad_id), prompt_length=input_ids.shape[1],
-                                 eos_token_id=lm.tokenizer.eos_token_id, on_text=on_text, input_ids=input_ids,
-                                 attention_mask=attention_mask)
+    rows, seconds = run_generate(
+        lm,
+        settings,
+        generate_kwargs(settings, lm.pad_id),
+        prompt_length=input_ids.shape[1],
+        eos_token_id=lm.tokenizer.eos_token_id,
+        on_text=on_text,
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+    )
     prompt_ids = input_ids[0].tolist()
     outputs = []
     for new_ids, stopped in rows:
@@ -86,8 +98,9 @@ def score_continuation(lm: LoadedModel, prompt_ids: list[int], new_ids: list[int
     return read_continuation(lm, prompt_ids, new_ids, 0)[0]
 
 
-def read_continuation(lm: LoadedModel, prompt_ids: list[int], new_ids: list[int],
-                      top: int) -> tuple[list[float], list[TopTokens]]:
+def read_continuation(
+    lm: LoadedModel, prompt_ids: list[int], new_ids: list[int], top: int
+) -> tuple[list[float], list[TopTokens]]:
     """`score_continuation`, and the `top` most likely tokens at each new token's step, from the same pass."""
     from gbcli.lm.reads import run_reads, scored_tokens, token_logprobs
 
@@ -96,6 +109,9 @@ def read_continuation(lm: LoadedModel, prompt_ids: list[int], new_ids: list[int]
     reads = scored_tokens(prompt_ids + new_ids, len(prompt_ids))
     reads.top = top
     run_reads(lm, [reads])
-    alternatives = [list(zip(ids, values, strict=True)) for ids, values in zip(reads.top_ids, reads.top_logprobs,
-                                                                                  strict=True)] if top else []
+    alternatives = (
+        [list(zip(ids, values, strict=True)) for ids, values in zip(reads.top_ids, reads.top_logprobs, strict=True)]
+        if top
+        else []
+    )
     return token_logprobs(reads), alternatives

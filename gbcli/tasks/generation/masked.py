@@ -46,12 +46,14 @@ def generate_masked(
         else:
             beams = []
             for sequence in range(settings.num_return_sequences):
-                beams.append(_sample_fill(lm, body, closing, settings, processors, banned, generator, on_token,
-                                          sequence))
+                beams.append(
+                    _sample_fill(lm, body, closing, settings, processors, banned, generator, on_token, sequence)
+                )
     seconds = time.perf_counter() - started
-    continuations = [continuation(lm, body, new_ids, logprobs, text=_continuation_text(lm, body, new_ids),
-                                  alternatives=alternatives)
-                     for new_ids, logprobs, alternatives in beams]
+    continuations = [
+        continuation(lm, body, new_ids, logprobs, text=_continuation_text(lm, body, new_ids), alternatives=alternatives)
+        for new_ids, logprobs, alternatives in beams
+    ]
     shown = tok.convert_ids_to_tokens([*body[:1], tok.mask_token_id, *closing])
     opening = f"{shown[0]} " if body and body[0] in tok.all_special_ids else ""
     reads = f"{opening}the prompt, the tokens written so far, {' '.join(shown[1:])}"
@@ -63,7 +65,7 @@ def _continuation_text(lm: LoadedModel, body: list[int], new_ids: list[int]) -> 
     tok = lm.tokenizer
     head = tok.decode(body, skip_special_tokens=True)
     full = tok.decode(body + new_ids, skip_special_tokens=True)
-    return full[len(head):] if full.startswith(head) else tok.decode(new_ids, skip_special_tokens=True)
+    return full[len(head) :] if full.startswith(head) else tok.decode(new_ids, skip_special_tokens=True)
 
 
 def _mask_logits(lm: LoadedModel, bodies: list[list[int]], closing: list[int]):
@@ -121,8 +123,7 @@ def _beam_fill(lm, body, closing, settings, processors, banned):
         raw = torch.log_softmax(logits, dim=-1)
         scores = logits.clone()
         scores[:, banned] = float("-inf")
-        scores = torch.log_softmax(processors(torch.tensor([b for b, _, _, _ in beams], device=lm.device), scores),
-                                   -1)
+        scores = torch.log_softmax(processors(torch.tensor([b for b, _, _, _ in beams], device=lm.device), scores), -1)
         totals = scores + torch.tensor([s for _, s, _, _ in beams], device=lm.device)[:, None]
         top = torch.topk(totals.flatten(), settings.num_beams)
         vocab = totals.shape[1]
@@ -130,7 +131,13 @@ def _beam_fill(lm, body, closing, settings, processors, banned):
         for value, flat in zip(top.values.tolist(), top.indices.tolist(), strict=True):
             beam, token = divmod(flat, vocab)
             ids, _, lps, tops = beams[beam]
-            new_beams.append((ids + [token], value, lps + [float(raw[beam, token])],
-                              tops + [top_tokens(raw[beam], settings.alternatives)]))
+            new_beams.append(
+                (
+                    ids + [token],
+                    value,
+                    lps + [float(raw[beam, token])],
+                    tops + [top_tokens(raw[beam], settings.alternatives)],
+                )
+            )
         beams = new_beams
     return [(ids[start:], lps, tops) for ids, _, lps, tops in beams[: settings.num_return_sequences]]

@@ -91,8 +91,10 @@ def check_room(lm: LoadedModel, prompt_tokens: int, settings: DecodingSettings, 
 
 def alternatives_of(lm: LoadedModel, top: list[tuple[int, float]], chosen_id: int) -> list[Alternative]:
     """A step's most likely tokens, (id, log-probability) best first, as the result names them."""
-    return [Alternative(token_id, _piece(lm, token_id), _token_text(lm, token_id), logprob, token_id == chosen_id)
-            for token_id, logprob in top]
+    return [
+        Alternative(token_id, _piece(lm, token_id), _token_text(lm, token_id), logprob, token_id == chosen_id)
+        for token_id, logprob in top
+    ]
 
 
 def _piece(lm: LoadedModel, token_id: int) -> str:
@@ -106,9 +108,15 @@ def _token_text(lm: LoadedModel, token_id: int) -> str:
     return lm.tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
 
 
-def continuation(lm: LoadedModel, context: list[int], new_ids: list[int], logprobs: list[float],
-                 stopped: bool = False, text: str | None = None,
-                 alternatives: list[list[tuple[int, float]]] | None = None) -> Continuation:
+def continuation(
+    lm: LoadedModel,
+    context: list[int],
+    new_ids: list[int],
+    logprobs: list[float],
+    stopped: bool = False,
+    text: str | None = None,
+    alternatives: list[list[tuple[int, float]]] | None = None,
+) -> Continuation:
     """New tokens after `context`, each with the text it adds, its log-probability and the most likely tokens of
     its step (`alternatives`, (id, log-probability) best first, one list per new token); `text` defaults to the
     decoded new tokens."""
@@ -123,7 +131,7 @@ def continuation(lm: LoadedModel, context: list[int], new_ids: list[int], logpro
             # A byte-level token may hold only part of a character (き is three bytes): it adds nothing yet, and
             # the token that completes the character adds it, so the tokens' texts join into the text itself.
             after = after.rstrip("\ufffd")
-        added = after[len(before):] if after.startswith(before) else tok.decode([token_id])
+        added = after[len(before) :] if after.startswith(before) else tok.decode([token_id])
         piece = tok.convert_ids_to_tokens(token_id)
         if token_id >= len(tok):  # a padded embedding row: the tokenizer has no text for it, so it shows its id
             piece = added = f"<id {token_id}>"
@@ -139,8 +147,9 @@ def continuation(lm: LoadedModel, context: list[int], new_ids: list[int], logpro
     return Continuation(text, tokens, mean, stopped)
 
 
-def model_generation(lm: LoadedModel, method: str, continuations: list[Continuation], new_tokens: int,
-                     seconds: float, reads: str = "") -> ModelGeneration:
+def model_generation(
+    lm: LoadedModel, method: str, continuations: list[Continuation], new_tokens: int, seconds: float, reads: str = ""
+) -> ModelGeneration:
     """One model's column, its speed counted over every continuation it wrote."""
     return ModelGeneration(
         family=lm.family,

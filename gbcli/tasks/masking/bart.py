@@ -47,10 +47,16 @@ class BartColumn(Column):
                 slot.bart = MaskColumn("bart", lm.name, predictions, targets[mask])
             if kept:
                 best = kept[0]
-                state.fillings.append(Filling(
-                    "bart", FILLING_METHODS["bart"], [span.text for span in best.spans or []], best.filled or "",
-                    best.logprob, list(range(state.masks)),
-                ))
+                state.fillings.append(
+                    Filling(
+                        "bart",
+                        FILLING_METHODS["bart"],
+                        [span.text for span in best.spans or []],
+                        best.filled or "",
+                        best.logprob,
+                        list(range(state.masks)),
+                    )
+                )
 
     def _targets(self, state: TextState, best: SpanBeam | None) -> list[list[MaskPrediction]]:
         """Per blank, each --targets word scored as BART's whole output: log p(text with the word in the blank |
@@ -77,10 +83,17 @@ class BartColumn(Column):
         for mask, word, ids in plans:
             pieces_ids = tok(state.space_before(mask) + word, add_special_tokens=False)["input_ids"]
             logprob = math.fsum(next(scored)) if ids is not None else None
-            out[mask].append(MaskPrediction(
-                word=word, joins_previous=False, text=word, pieces=[piece(lm, t) for t in pieces_ids],
-                token_ids=pieces_ids, prob=math.exp(logprob) if logprob is not None else None, logprob=logprob,
-            ))
+            out[mask].append(
+                MaskPrediction(
+                    word=word,
+                    joins_previous=False,
+                    text=word,
+                    pieces=[piece(lm, t) for t in pieces_ids],
+                    token_ids=pieces_ids,
+                    prob=math.exp(logprob) if logprob is not None else None,
+                    logprob=logprob,
+                )
+            )
         return out
 
 
@@ -88,8 +101,15 @@ def _span_prediction(beam: SpanBeam, mask: int) -> MaskPrediction:
     """One BART beam in one blank's column: the span it wrote there, with the probability of its whole output."""
     assert beam.spans is not None
     span = beam.spans[mask]
-    return MaskPrediction(word=span.text, joins_previous=False, text=span.text, pieces=span.pieces,
-                          token_ids=span.token_ids, prob=beam.prob, logprob=beam.logprob)
+    return MaskPrediction(
+        word=span.text,
+        joins_previous=False,
+        text=span.text,
+        pieces=span.pieces,
+        token_ids=span.token_ids,
+        prob=beam.prob,
+        logprob=beam.logprob,
+    )
 
 
 def infill_spans(lm: LoadedModel, segments: Sequence[str], top_k: int) -> SpanInfilling:
@@ -109,8 +129,12 @@ def infill_spans(lm: LoadedModel, segments: Sequence[str], top_k: int) -> SpanIn
     input_ids = torch.tensor([source], device=lm.device)
     with torch.inference_mode():
         output = lm.model.generate(
-            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_scores=True,
-            return_dict_in_generate=True, pad_token_id=seq2seq.pad_id(lm), **settings,
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            output_scores=True,
+            return_dict_in_generate=True,
+            pad_token_id=seq2seq.pad_id(lm),
+            **settings,
         )
     eos = seq2seq.eos_id(lm)
     sequences = []
@@ -120,16 +144,22 @@ def infill_spans(lm: LoadedModel, segments: Sequence[str], top_k: int) -> SpanIn
             ids = ids[: ids.index(eos, 1) + 1]
         sequences.append(ids)
     logprobs = seq2seq.teacher_forced_logprobs(lm, source, sequences)
-    result = SpanInfilling(model=lm.name, method=seq2seq.INFILL_METHOD, source=seq2seq.decode(lm, source),
-                           generate_settings=settings, sequence_score=seq2seq.SEQUENCE_SCORE)
+    result = SpanInfilling(
+        model=lm.name,
+        method=seq2seq.INFILL_METHOD,
+        source=seq2seq.decode(lm, source),
+        generate_settings=settings,
+        sequence_score=seq2seq.SEQUENCE_SCORE,
+    )
     scores = output.sequences_scores.tolist()
     for rank, (ids, token_logprobs, score) in enumerate(zip(sequences, logprobs, scores, strict=True), start=1):
         result.beams.append(_span_beam(lm, segments, rank, ids, token_logprobs, score))
     return result
 
 
-def _span_beam(lm: LoadedModel, segments: Sequence[str], rank: int, ids: list[int], token_logprobs: list[float],
-               score: float) -> SpanBeam:
+def _span_beam(
+    lm: LoadedModel, segments: Sequence[str], rank: int, ids: list[int], token_logprobs: list[float], score: float
+) -> SpanBeam:
     text_ids = seq2seq.body_ids(lm, ids)
     output = seq2seq.decode(lm, text_ids)
     total = math.fsum(token_logprobs)
@@ -146,11 +176,23 @@ def _span_beam(lm: LoadedModel, segments: Sequence[str], rank: int, ids: list[in
             # The tokens that overlap the span (a token may reach past it, e.g. a word glued to the blank).
             inside = [i for i in range(len(text_ids)) if start < end and starts[i] < end and ends[i] > start]
             logprob = math.fsum(token_logprobs[offset + i - 1] for i in inside)
-            spans.append(SpanFill(text=output[start:end], pieces=[piece(lm, text_ids[i]) for i in inside],
-                                  token_ids=[text_ids[i] for i in inside], logprob=logprob, prob=math.exp(logprob)))
+            spans.append(
+                SpanFill(
+                    text=output[start:end],
+                    pieces=[piece(lm, text_ids[i]) for i in inside],
+                    token_ids=[text_ids[i] for i in inside],
+                    logprob=logprob,
+                    prob=math.exp(logprob),
+                )
+            )
     return SpanBeam(
-        rank=rank, output=output, token_ids=ids, sequence_score=score, logprob=total, prob=math.exp(total),
-        rewrote_context=ranges is None, spans=spans,
+        rank=rank,
+        output=output,
+        token_ids=ids,
+        sequence_score=score,
+        logprob=total,
+        prob=math.exp(total),
+        rewrote_context=ranges is None,
+        spans=spans,
         filled=seq2seq.fill_segments(segments, [s.text for s in spans]) if spans is not None else None,
     )
-

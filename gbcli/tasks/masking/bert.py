@@ -139,8 +139,9 @@ class BertColumn(Column):
                 else:
                     logprob = reading.word_logprobs[(mask, word)]
                 target_predictions.append(self.target_prediction(word, ids, logprob))
-            slot.bert = MaskColumn("bert", lm.name, predictions, target_predictions,
-                                   context=lm.tokenizer.mask_token.join(state.segments))
+            slot.bert = MaskColumn(
+                "bert", lm.name, predictions, target_predictions, context=lm.tokenizer.mask_token.join(state.segments)
+            )
             reading.candidates.append(self.candidate_pool(query.top_ids[mask], gap))
 
     def _joint_filling(self, texts: list[TextState], base: list[Reads]) -> None:
@@ -148,8 +149,10 @@ class BertColumn(Column):
         lm = self.lm
         pool = self.choice_pool()
         # The base query already predicted every mask of every text: it is the first round.
-        joints = [_JointFilling(state, _reading(state).positions, list(_reading(state).ids), list(range(state.masks)))
-                  for state in texts]
+        joints = [
+            _JointFilling(state, _reading(state).positions, list(_reading(state).ids), list(range(state.masks)))
+            for state in texts
+        ]
         pending = list(zip(joints, base, strict=True))
         while pending:
             for joint, query in pending:
@@ -166,7 +169,16 @@ class BertColumn(Column):
             ]
             run_reads(lm, [query for _, query in pending], max_rows=self.batch_size, order="shortest")
         for state, joint in zip(texts, joints, strict=True):
-            filling = _reading(state).filling = [as_fill(lm, joint.chosen[m], self.fill_space(state, m))
-                                                 for m in range(state.masks)]
-            state.fillings.append(Filling("bert", FILLING_METHODS["bert"], [w for w, _ in filling],
-                                          fill_text(state.segments, filling), joint.logprob, joint.order))
+            filling = _reading(state).filling = [
+                as_fill(lm, joint.chosen[m], self.fill_space(state, m)) for m in range(state.masks)
+            ]
+            state.fillings.append(
+                Filling(
+                    "bert",
+                    FILLING_METHODS["bert"],
+                    [w for w, _ in filling],
+                    fill_text(state.segments, filling),
+                    joint.logprob,
+                    joint.order,
+                )
+            )

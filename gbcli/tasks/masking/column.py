@@ -93,9 +93,16 @@ class Column:
         if len(token_ids) == 1 and undecodable(lm, token_ids[0]):
             self.warn_undecodable()
             label = piece(lm, token_ids[0])
-            return MaskPrediction(word=label, joins_previous=False, text="", pieces=[label], token_ids=list(token_ids),
-                                  prob=math.exp(logprob) if logprob is not None else None, logprob=logprob,
-                                  undecodable=True)
+            return MaskPrediction(
+                word=label,
+                joins_previous=False,
+                text="",
+                pieces=[label],
+                token_ids=list(token_ids),
+                prob=math.exp(logprob) if logprob is not None else None,
+                logprob=logprob,
+                undecodable=True,
+            )
         word, joins = as_fill(lm, token_ids[0], space)
         if len(token_ids) > 1:
             joins = False
@@ -132,8 +139,11 @@ class Column:
         """A column's candidates for the whole-sentence ranking: its CHOICE_POOL most likely tokens (at least the
         top-k it shows), without special tokens or empty pieces, so the obvious answer is rarely left out."""
         specials = special_ids(self.lm)
-        fills = [as_fill(self.lm, t, space) for t in top_ids[: max(self.top_k, CHOICE_POOL)]
-                 if t not in specials and not undecodable(self.lm, t)]
+        fills = [
+            as_fill(self.lm, t, space)
+            for t in top_ids[: max(self.top_k, CHOICE_POOL)]
+            if t not in specials and not undecodable(self.lm, t)
+        ]
         return [fill for fill in fills if fill[0].strip()]
 
     def target_prediction(self, word: str, ids: list[int] | None, logprob: float | None) -> MaskPrediction:

@@ -101,9 +101,14 @@ class GptColumns(Column):
         for state in texts:
             reading = _reading(state)
             state.fillings.append(
-                Filling("gpt_left", FILLING_METHODS["gpt_left"], [w for w, _ in reading.filling],
-                        fill_text(state.segments, reading.filling), reading.filling_logprob,
-                        list(range(state.masks)))
+                Filling(
+                    "gpt_left",
+                    FILLING_METHODS["gpt_left"],
+                    [w for w, _ in reading.filling],
+                    fill_text(state.segments, reading.filling),
+                    reading.filling_logprob,
+                    list(range(state.masks)),
+                )
             )
         self._whole_sentence(texts)
 
@@ -143,8 +148,7 @@ class GptColumns(Column):
         self.prefixes.append(prefix)
         return True
 
-    def _left_queries(self, state: TextState, r: int,
-                      context: list[int]) -> tuple[Reads, list[_ScoredTarget]] | None:
+    def _left_queries(self, state: TextState, r: int, context: list[int]) -> tuple[Reads, list[_ScoredTarget]] | None:
         """The queries for mask r after `context`: its next token, and each target in the blank; None (and the
         text's error) when the model cannot read them."""
         lm = self.lm
@@ -198,8 +202,9 @@ class GptColumns(Column):
             if longest > self.lm.max_positions and ranking.text.error is None:
                 ranking.text.error = too_long(self.lm, longest, "with the blanks filled in")
         rankings = [r for r in rankings if r.text.error is None]
-        scores = grouped_logprobs(self.lm, [r.sentences for r in rankings], SCORE_FROM, max_rows=self.batch_size,
-                                  known=self.prefixes)
+        scores = grouped_logprobs(
+            self.lm, [r.sentences for r in rankings], SCORE_FROM, max_rows=self.batch_size, known=self.prefixes
+        )
         self.prefixes = []  # their caches are of no more use
         for ranking, sentence_scores in zip(rankings, scores, strict=True):
             ranking.totals = [sum(values) for values in sentence_scores]
@@ -233,8 +238,10 @@ class GptColumns(Column):
                     sentences.append(fill_text(state.segments, fills))
         encoded = self.lm.tokenizer(sentences, add_special_tokens=False)["input_ids"] if sentences else []
         full = [self.prefix + ids for ids in encoded]
-        return [_Ranking(state, mask, candidates, full[first : first + len(candidates)])
-                for state, mask, candidates, first in plans]
+        return [
+            _Ranking(state, mask, candidates, full[first : first + len(candidates)])
+            for state, mask, candidates, first in plans
+        ]
 
     def _rank(self, ranking: _Ranking) -> None:
         """One blank's whole-sentence column: each candidate's share among the candidates' sentences."""
@@ -245,10 +252,18 @@ class GptColumns(Column):
         scored = []
         for (word, joins), total in zip(ranking.candidates, totals, strict=True):
             ids = self.word_ids(word if joins else space + word)
-            scored.append(MaskPrediction(
-                word=word, joins_previous=joins, text=lm.tokenizer.decode(ids), pieces=[piece(lm, t) for t in ids],
-                token_ids=ids, prob=math.exp(total - norm), logprob=total - norm, sentence_logprob=total,
-            ))
+            scored.append(
+                MaskPrediction(
+                    word=word,
+                    joins_previous=joins,
+                    text=lm.tokenizer.decode(ids),
+                    pieces=[piece(lm, t) for t in ids],
+                    token_ids=ids,
+                    prob=math.exp(total - norm),
+                    logprob=total - norm,
+                    sentence_logprob=total,
+                )
+            )
         by_candidate = dict(zip(ranking.candidates, scored, strict=True))
         scored.sort(key=lambda p: -(p.logprob or 0.0))
         target_predictions = [
@@ -256,8 +271,9 @@ class GptColumns(Column):
         ]
         others = list(_joint(state))
         others[mask] = (BLANK.strip(), False)
-        state.slots[mask].gpt_whole = MaskColumn("gpt_whole", lm.name, scored, target_predictions,
-                                                 context=fill_text(state.segments, others))
+        state.slots[mask].gpt_whole = MaskColumn(
+            "gpt_whole", lm.name, scored, target_predictions, context=fill_text(state.segments, others)
+        )
         reading = _reading(state)
         reading.best[mask] = (scored[0].word, scored[0].joins_previous)
         if state.masks == 1:
@@ -279,8 +295,11 @@ class GptColumns(Column):
                     for candidate in _reading(state).pools[r]:
                         filled = [*fills, candidate]
                         # Up to the next blank (its space belongs to the next token), or the whole sentence.
-                        text = fill_text(state.segments, filled) if last else \
-                            fill_text(state.segments[: r + 2], filled).rstrip()
+                        text = (
+                            fill_text(state.segments, filled)
+                            if last
+                            else fill_text(state.segments[: r + 2], filled).rstrip()
+                        )
                         plans.append((state, filled))
                         texts.append(text)
             encoded = lm.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
@@ -288,8 +307,12 @@ class GptColumns(Column):
             for (state, _), query in zip(plans, queries, strict=True):
                 if len(query.ids) > lm.max_positions and state.error is None:
                     state.error = too_long(lm, len(query.ids), "with the blanks filled in")
-            run_reads(lm, [q for (s, _), q in zip(plans, queries, strict=True) if s.error is None],
-                      max_rows=self.batch_size, order="shortest")
+            run_reads(
+                lm,
+                [q for (s, _), q in zip(plans, queries, strict=True) if s.error is None],
+                max_rows=self.batch_size,
+                order="shortest",
+            )
             grown: dict[int, list[tuple[list[Fill], float]]] = {id(s): [] for s in work}
             for (state, filled), query in zip(plans, queries, strict=True):
                 if state.error is None:
@@ -305,8 +328,14 @@ class GptColumns(Column):
                 reading = _reading(state)
                 reading.best_text = fill_text(state.segments, reading.best)
                 state.fillings.append(
-                    Filling("gpt_whole", FILLING_METHODS["gpt_whole"], [w for w, _ in reading.best],
-                            reading.best_text, reading.best_logprob, list(range(state.masks)))
+                    Filling(
+                        "gpt_whole",
+                        FILLING_METHODS["gpt_whole"],
+                        [w for w, _ in reading.best],
+                        reading.best_text,
+                        reading.best_logprob,
+                        list(range(state.masks)),
+                    )
                 )
 
 

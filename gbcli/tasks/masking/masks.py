@@ -39,7 +39,7 @@ def split_masks(text: str) -> list[str]:
         raise usage_error(
             "The text has no mask to fill.",
             ("Masks are case-sensitive: write " if nearly else "Write ")
-            + f"{MASK_SPELLINGS} where a word is missing, e.g. \"the [MASK] quacks in the park .\"",
+            + f'{MASK_SPELLINGS} where a word is missing, e.g. "the [MASK] quacks in the park ."',
         )
     if masks > MAX_MASKS:
         raise usage_error(

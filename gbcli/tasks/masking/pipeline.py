@@ -34,11 +34,15 @@ class _Run:
         self.settings = settings
         bert, gpt, bart = models.get("bert"), models.get("gpt"), models.get("bart")
         self.bert = BertColumn(bert, settings) if bert is not None else None
-        self.columns: list[tuple[str, Column]] = [(family, column) for family, column in (
-            ("bert", self.bert),
-            ("gpt", GptColumns(gpt, settings) if gpt is not None else None),
-            ("bart", BartColumn(bart, settings) if bart is not None else None),
-        ) if column is not None]
+        self.columns: list[tuple[str, Column]] = [
+            (family, column)
+            for family, column in (
+                ("bert", self.bert),
+                ("gpt", GptColumns(gpt, settings) if gpt is not None else None),
+                ("bart", BartColumn(bart, settings) if bart is not None else None),
+            )
+            if column is not None
+        ]
 
     def tokenize(self, texts: list[TextState]) -> None:
         """BERT's ids for the texts that parsed (the only tokenizing done before the batches are formed)."""
@@ -139,15 +143,17 @@ def check_fill_options(top_k: int, batch_size: int = DEFAULT_BATCH_SIZE) -> None
         raise usage_error(f"--batch-size must be at least 1, not {batch_size}.", "For example --batch-size 32.")
 
 
-def _start_run(models: dict[str, LoadedModel], top_k: int, targets: Sequence[str],
-               batch_size: int) -> tuple[_Run, dict[str, str]]:
+def _start_run(
+    models: dict[str, LoadedModel], top_k: int, targets: Sequence[str], batch_size: int
+) -> tuple[_Run, dict[str, str]]:
     """Check the models and options of a fill-mask run; the run, and each family's display name."""
     check_fill_options(top_k, batch_size)
     targets = target_words(targets)
     bert, gpt, bart = models.get("bert"), models.get("gpt"), models.get("bart")
     if bert is None and gpt is None and bart is None:
-        raise usage_error("fill-mask needs a masked LM (bert), a causal LM (gpt) or a seq2seq model (bart).",
-                          "Use --models gpt,bert.")
+        raise usage_error(
+            "fill-mask needs a masked LM (bert), a causal LM (gpt) or a seq2seq model (bart).", "Use --models gpt,bert."
+        )
     if bert is not None:
         bert.require_mask_token("fill blanks", "Use a masked LM for --bert.")
     if bart is not None:

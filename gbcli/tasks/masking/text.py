@@ -36,19 +36,25 @@ class TextState:
         return len(self.segments) - 1
 
     def space_before(self, mask: int) -> str:
-        """" " when a space separates the mask from the text before it: the next word then carries GPT-2's Ġ."""
+        """ " " when a space separates the mask from the text before it: the next word then carries GPT-2's Ġ."""
         return " " if self.segments[mask].endswith(" ") else ""
 
     def word_gap(self, mask: int) -> str:
-        """" " when the blank touches a word before it (`cat[MASK]`, `[MASK][MASK]`): a masked LM's whole word
+        """ " " when the blank touches a word before it (`cat[MASK]`, `[MASK][MASK]`): a masked LM's whole word
         there is a word of its own (only a `##` piece continues the word before), so it needs that space in the
         text; "" after a space, at the start, or after punctuation (`([MASK])`)."""
         before = self.segments[mask]
         return " " if (not before and mask > 0) or before[-1:].isalnum() else ""
 
     def finish(self, settings: RunSettings) -> FillMaskResult:
-        result = FillMaskResult(text=self.text, line=self.number, models=self.models, top_k=settings.top_k,
-                                targets=list(settings.targets), warnings=list(settings.warnings))
+        result = FillMaskResult(
+            text=self.text,
+            line=self.number,
+            models=self.models,
+            top_k=settings.top_k,
+            targets=list(settings.targets),
+            warnings=list(settings.warnings),
+        )
         if self.error is not None:
             result.error, result.hint = self.error.message, self.error.hint
         else:

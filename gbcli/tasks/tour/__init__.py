@@ -40,8 +40,25 @@ from gbcli.tasks.tour.runner import (
 )
 
 __all__ = [
-    "ATTENTION_TEXT", "DEFAULT_BUDGET", "FINETUNE_TASK", "LABELLED_TASKS", "RIGHT_CONTEXT_TASK", "STEPS",
-    "STEP_NUMBERS", "ModelFlags", "ModelPool", "Outcome", "StepContext", "StepSpec", "StepUnavailable",
-    "TourSettings", "TourStep", "attention_figures", "check_budget", "chosen_steps", "parse_steps", "probe_figures",
+    "ATTENTION_TEXT",
+    "DEFAULT_BUDGET",
+    "FINETUNE_TASK",
+    "LABELLED_TASKS",
+    "RIGHT_CONTEXT_TASK",
+    "STEPS",
+    "STEP_NUMBERS",
+    "ModelFlags",
+    "ModelPool",
+    "Outcome",
+    "StepContext",
+    "StepSpec",
+    "StepUnavailable",
+    "TourSettings",
+    "TourStep",
+    "attention_figures",
+    "check_budget",
+    "chosen_steps",
+    "parse_steps",
+    "probe_figures",
     "run_step",
 ]

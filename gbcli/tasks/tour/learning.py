@@ -24,9 +24,12 @@ def right_context_probe(models: dict[str, LoadedModel], context: StepContext) ->
 
     if RIGHT_CONTEXT_TASK not in context.memo:
         data = context.settings.labelled[RIGHT_CONTEXT_TASK]
-        context.memo[RIGHT_CONTEXT_TASK] = probe([models["gpt"], models["bert"]], data,
-                                                 ProbeOptions(seeds=1, control="none"),
-                                                 states=context.settings.probe_states)
+        context.memo[RIGHT_CONTEXT_TASK] = probe(
+            [models["gpt"], models["bert"]],
+            data,
+            ProbeOptions(seeds=1, control="none"),
+            states=context.settings.probe_states,
+        )
     return context.memo[RIGHT_CONTEXT_TASK]
 
 
@@ -38,13 +41,13 @@ def probe_figures(result: Any) -> Figures:
         if row.random_init:
             continue
         figures[row.family] = {
-            "best_layer": row.best_layer.layer, "best_accuracy": row.best_layer.accuracy,
+            "best_layer": row.best_layer.layer,
+            "best_accuracy": row.best_layer.accuracy,
             "at_majority": all(score.runs == result.majority.runs for score in row.layers),
             "accuracy_by_layer": [score.accuracy for score in row.layers],
             "layer_names": [score.layer for score in row.layers],
             # The first layer whose accuracy is above the whole majority interval: what that layer knows.
-            "first_layer_above": next((score.layer for score in row.layers if score.low > result.majority.high),
-                                      None),
+            "first_layer_above": next((score.layer for score in row.layers if score.low > result.majority.high), None),
         }
     return figures
 
@@ -69,25 +72,41 @@ def layers_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome
     scores = []
     for family, name in (("gpt", "GPT-2"), ("bert", "BERT")):
         row = figures["probe"][family]
-        by_layer = ", ".join(f"{layer} {accuracy:.2f}" for layer, accuracy in
-                             zip(row["layer_names"], row["accuracy_by_layer"], strict=True))
+        by_layer = ", ".join(
+            f"{layer} {accuracy:.2f}"
+            for layer, accuracy in zip(row["layer_names"], row["accuracy_by_layer"], strict=True)
+        )
         first = row["first_layer_above"]
         if family == "gpt":
             held.append(first is None)
-            where = ("no layer knows it" if first is None else
-                     f"it appears from layer {first} on, although no state at 'sheep' has read the verb")
+            where = (
+                "no layer knows it"
+                if first is None
+                else f"it appears from layer {first} on, although no state at 'sheep' has read the verb"
+            )
         else:
             held.append(first is not None)
-            where = ("no layer knows it" if first is None else "it is in the embeddings already, which read one "
-                     "token each" if first == "emb" else f"the embeddings do not know it; it appears at layer {first}")
+            where = (
+                "no layer knows it"
+                if first is None
+                else "it is in the embeddings already, which read one token each"
+                if first == "emb"
+                else f"the embeddings do not know it; it appears at layer {first}"
+            )
         scores.append(f"{name} {by_layer}: {where}")
-    reading.append(f"Layer by layer, the probe of step 4 (majority baseline {majority:.2f}) scores "
-                   + "; ".join(scores) + ".")
+    reading.append(
+        f"Layer by layer, the probe of step 4 (majority baseline {majority:.2f}) scores " + "; ".join(scores) + "."
+    )
     for model in compared.models:
         related, unrelated = model.pairs[0], model.pairs[1]  # texts 1–2 (animals in the park), 1–3 (a capital)
-        figures[model.family] = {"baseline": model.baseline, "layer": model.layer,
-                                 "related_cosine": related.cosine, "related_adjusted": related.adjusted,
-                                 "unrelated_cosine": unrelated.cosine, "unrelated_adjusted": unrelated.adjusted}
+        figures[model.family] = {
+            "baseline": model.baseline,
+            "layer": model.layer,
+            "related_cosine": related.cosine,
+            "related_adjusted": related.adjusted,
+            "unrelated_cosine": unrelated.cosine,
+            "unrelated_adjusted": unrelated.adjusted,
+        }
         name = "GPT-2" if model.family == "gpt" else "BERT"
         apart = related.adjusted > unrelated.adjusted
         held.append(apart)
@@ -95,8 +114,9 @@ def layers_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome
             f"At {name}'s last layer two unrelated reference sentences already have a mean cosine of "
             f"{model.baseline:.2f} (anisotropy): the duck and dog sentences have {related.cosine:.2f} "
             f"({related.adjusted:+.2f} against that baseline), the duck and the capital {unrelated.cosine:.2f} "
-            f"({unrelated.adjusted:+.2f})" + ("." if apart else ": this model does not tell the related pair "
-                                                                "from the unrelated one."))
+            f"({unrelated.adjusted:+.2f})"
+            + ("." if apart else ": this model does not tell the related pair from the unrelated one.")
+        )
     return Outcome({"probe": probed, "similarity": compared}, figures, reading, agreement(held))
 
 
@@ -117,15 +137,34 @@ FINETUNE_SEED = 42
 def _finetune_recipe() -> Any:
     from gbcli.tasks.finetune.recipe import Recipe, check_recipe
 
-    return check_recipe(Recipe(learning_rate=FINETUNE_LR, epochs=FINETUNE_EPOCHS, batch_size=FINETUNE_BATCH,
-                               eval_every=FINETUNE_EVAL_EVERY))
+    return check_recipe(
+        Recipe(
+            learning_rate=FINETUNE_LR, epochs=FINETUNE_EPOCHS, batch_size=FINETUNE_BATCH, eval_every=FINETUNE_EVAL_EVERY
+        )
+    )
 
 
 def finetune_words() -> list[str]:
     """The options of `gbcli finetune` that give the tour's small, fast setting (also its deeper command)."""
-    return ["finetune", "--task", FINETUNE_TASK, "--max-train-samples", str(FINETUNE_SAMPLES), "--epochs",
-            str(FINETUNE_EPOCHS), "--batch-size", str(FINETUNE_BATCH), "--lr", f"{FINETUNE_LR:g}", "--eval-every",
-            str(FINETUNE_EVAL_EVERY), "--seed", str(FINETUNE_SEED), "--output-dir", "gbcli-tour-finetune"]
+    return [
+        "finetune",
+        "--task",
+        FINETUNE_TASK,
+        "--max-train-samples",
+        str(FINETUNE_SAMPLES),
+        "--epochs",
+        str(FINETUNE_EPOCHS),
+        "--batch-size",
+        str(FINETUNE_BATCH),
+        "--lr",
+        f"{FINETUNE_LR:g}",
+        "--eval-every",
+        str(FINETUNE_EVAL_EVERY),
+        "--seed",
+        str(FINETUNE_SEED),
+        "--output-dir",
+        "gbcli-tour-finetune",
+    ]
 
 
 def forward_seconds(lm: LoadedModel, texts: list[str]) -> float:
@@ -173,49 +212,70 @@ def finetune_step(models: dict[str, LoadedModel], context: StepContext) -> Outco
     from gbcli.tasks.finetune.data import prepare
 
     settings = context.settings
-    data = prepare(settings.labelled[FINETUNE_TASK].examples, None, f"task {FINETUNE_TASK}",
-                   max_train_samples=FINETUNE_SAMPLES)
+    data = prepare(
+        settings.labelled[FINETUNE_TASK].examples, None, f"task {FINETUNE_TASK}", max_train_samples=FINETUNE_SAMPLES
+    )
     recipe = _finetune_recipe()
     budget = f"more than --budget {settings.budget:g} s; raise --budget to see it, or run the command below"
     first = finetune_estimate(models, data, recipe)
     if first > settings.budget:
-        raise StepUnavailable(f"fine-tuning would take about {first:.0f} s on these models (from one timed forward "
-                              f"pass of each), {budget}")
+        raise StepUnavailable(
+            f"fine-tuning would take about {first:.0f} s on these models (from one timed forward "
+            f"pass of each), {budget}"
+        )
     estimated: list[float] = []
 
     def within_budget(estimates: list[Any]) -> None:
         """`gbcli finetune`'s own estimate, from a few timed training steps: a run over the budget is not started."""
         estimated.append(sum(e.seconds for e in estimates))
         if estimated[0] > settings.budget:
-            raise StepUnavailable(f"fine-tuning would take about {estimated[0]:.0f} s on these models (timed on a "
-                                  f"few training steps), {budget}")
+            raise StepUnavailable(
+                f"fine-tuning would take about {estimated[0]:.0f} s on these models (timed on a "
+                f"few training steps), {budget}"
+            )
 
     started = time.perf_counter()
     # The run's folder (models, Trainer state) is the tour's scratch: the deeper command keeps its own.
     with tempfile.TemporaryDirectory(prefix="gbcli-tour-") as folder:
-        plan = Plan([(family, models[family].spec) for family in ("gpt", "bert")],
-                    {family: recipe for family in ("gpt", "bert")}, [FINETUNE_SEED], Path(folder),
-                    device=settings.load.device, dtype=settings.load.dtype, revision=settings.load.revision,
-                    offline=settings.load.offline)
+        plan = Plan(
+            [(family, models[family].spec) for family in ("gpt", "bert")],
+            {family: recipe for family in ("gpt", "bert")},
+            [FINETUNE_SEED],
+            Path(folder),
+            device=settings.load.device,
+            dtype=settings.load.dtype,
+            revision=settings.load.revision,
+            offline=settings.load.offline,
+        )
         try:
             result = compare_finetuning(data, plan, None, within_budget)
         except ImportError as error:
-            raise StepUnavailable(f"fine-tuning needs accelerate and scikit-learn ({error}): "
-                                  "pip install 'gbcli[train]'") from None
+            raise StepUnavailable(
+                f"fine-tuning needs accelerate and scikit-learn ({error}): pip install 'gbcli[train]'"
+            ) from None
     seconds = time.perf_counter() - started
     majority = result.majority_baseline
-    figures: Figures = {"task": FINETUNE_TASK, "train_examples": result.train_examples,
-                        "dev_examples": result.dev_examples, "majority_baseline": majority,
-                        "estimated_seconds": estimated[0] if estimated else first, "seconds": seconds}
+    figures: Figures = {
+        "task": FINETUNE_TASK,
+        "train_examples": result.train_examples,
+        "dev_examples": result.dev_examples,
+        "majority_baseline": majority,
+        "estimated_seconds": estimated[0] if estimated else first,
+        "seconds": seconds,
+    }
     learned = []
     for family in result.families:
-        figures[family.family] = {"final_accuracy": family.final_accuracy,
-                                  "accuracy_by_step": [point.accuracy for point in family.curve],
-                                  "reached_examples": family.reached_examples}
+        figures[family.family] = {
+            "final_accuracy": family.final_accuracy,
+            "accuracy_by_step": [point.accuracy for point in family.curve],
+            "reached_examples": family.reached_examples,
+        }
         learned.append(family.final_accuracy > majority)
-    reading = [f"Both were given a classification head and trained on the same {result.train_examples} "
-               f"{FINETUNE_TASK} examples with the same recipe (learning rate {FINETUNE_LR:g}, batch "
-               f"{FINETUNE_BATCH}, {FINETUNE_EPOCHS} epochs), scored on {result.dev_examples} held-out ones."]
+    reading = [
+        f"Both were given a classification head and trained on the same {result.train_examples} "
+        f"{FINETUNE_TASK} examples with the same recipe (learning rate {FINETUNE_LR:g}, batch "
+        f"{FINETUNE_BATCH}, {FINETUNE_EPOCHS} epochs), scored on {result.dev_examples} held-out ones."
+    ]
     reading += result.reading
     if not any(learned):
         reading.append("In this small setting neither learned the task: the claim is not shown by these models.")

@@ -98,7 +98,6 @@ def agreement(held: list[bool]) -> Verdict:
     return "agrees" if all(held) else "contradicts" if not any(held) else "mixed"
 
 
-
 def lower(a: float | None, b: float | None) -> bool:
     return a is not None and b is not None and a < b
 

@@ -41,50 +41,96 @@ from gbcli.tasks.tour.learning import (
 from gbcli.tasks.tour.results import StepContext, StepSpec, StepUnavailable, TourSettings, TourStep
 
 STEPS: tuple[StepSpec, ...] = (
-    StepSpec(1, "attention", "Both are transformers",
-             "Both read a text through attention; GPT-2's is a triangle (each token sees its left), BERT's a "
-             "square (each token sees both sides).",
-             ("gpt", "bert"), lambda f: [f.command("attention", ATTENTION_TEXT)], attention_step),
-    StepSpec(2, "generate", "GPT-2 is autoregressive",
-             "GPT-2 writes token by token, each from the ones before; BERT, made to write by filling blanks, "
-             "writes poorly.",
-             ("gpt", "bert"),
-             lambda f: [f.command("generate", PROMPT, "--greedy", "--max-new-tokens", str(NEW_TOKENS),
-                                  "--alternatives", str(ALTERNATIVES))],
-             generation_step),
-    StepSpec(3, "fill-mask", "Two pre-training objectives",
-             "GPT-2 learnt to predict the next word, BERT the masked word: BERT fills 'the [MASK] quacks' from the "
-             "right side, GPT-2 cannot.",
-             ("gpt", "bert"), lambda f: [f.command("fill-mask", MASK_TEXT, "--targets", MASK_TARGET)],
-             fill_mask_step),
-    StepSpec(4, "context", "Unidirectional against bidirectional",
-             "Changing a later word moves none of GPT-2's earlier states and all of BERT's; a probe that needs the "
-             "right context finds nothing in GPT-2.",
-             ("gpt", "bert"),
-             lambda f: [f.command("context", ATTENTION_TEXT, "--change", CHANGE),
-                        f.command("probe", "--task", RIGHT_CONTEXT_TASK, *PROBE_OPTIONS)],
-             context_step),
-    StepSpec(5, "score", "Perplexity against pseudo-perplexity",
-             "GPT-2's perplexity and BERT's pseudo-perplexity measure different things: they are not on one scale.",
-             ("gpt", "bert"), lambda f: [f.command("score", ATTENTION_TEXT, SCRAMBLED)], score_step),
-    StepSpec(6, "layers", "Understanding: which layers know what",
-             "What a model knows about a word is built layer by layer, and its sentence vectors are alike only "
-             "as read against the anisotropy baseline.",
-             ("gpt", "bert"),
-             lambda f: [f.command("probe", "--task", RIGHT_CONTEXT_TASK, *PROBE_OPTIONS),
-                        f.command("similarity", *SIMILAR_TEXTS)],
-             layers_step),
-    StepSpec(7, "finetune", "Fine-tuning",
-             "Both are pre-trained, then fine-tuned: the same small task and recipe give two learning curves.",
-             ("gpt", "bert"), lambda f: [f.command(*finetune_words())], finetune_step),
-    StepSpec(8, "bart", "BART, between the two",
-             "BART pairs a bidirectional encoder with an autoregressive decoder, and is pre-trained to restore "
-             "spans of any length.",
-             ("bart",),
-             lambda f: [f.command("attention", ATTENTION_TEXT, "--models", "bart", families=("bart",)),
-                        f.command("fill-mask", SPAN_TEXT, "--top-k", str(SPAN_TOP_K), "--models", "bart",
-                                  families=("bart",))],
-             bart_step),
+    StepSpec(
+        1,
+        "attention",
+        "Both are transformers",
+        "Both read a text through attention; GPT-2's is a triangle (each token sees its left), BERT's a "
+        "square (each token sees both sides).",
+        ("gpt", "bert"),
+        lambda f: [f.command("attention", ATTENTION_TEXT)],
+        attention_step,
+    ),
+    StepSpec(
+        2,
+        "generate",
+        "GPT-2 is autoregressive",
+        "GPT-2 writes token by token, each from the ones before; BERT, made to write by filling blanks, writes poorly.",
+        ("gpt", "bert"),
+        lambda f: [
+            f.command(
+                "generate", PROMPT, "--greedy", "--max-new-tokens", str(NEW_TOKENS), "--alternatives", str(ALTERNATIVES)
+            )
+        ],
+        generation_step,
+    ),
+    StepSpec(
+        3,
+        "fill-mask",
+        "Two pre-training objectives",
+        "GPT-2 learnt to predict the next word, BERT the masked word: BERT fills 'the [MASK] quacks' from the "
+        "right side, GPT-2 cannot.",
+        ("gpt", "bert"),
+        lambda f: [f.command("fill-mask", MASK_TEXT, "--targets", MASK_TARGET)],
+        fill_mask_step,
+    ),
+    StepSpec(
+        4,
+        "context",
+        "Unidirectional against bidirectional",
+        "Changing a later word moves none of GPT-2's earlier states and all of BERT's; a probe that needs the "
+        "right context finds nothing in GPT-2.",
+        ("gpt", "bert"),
+        lambda f: [
+            f.command("context", ATTENTION_TEXT, "--change", CHANGE),
+            f.command("probe", "--task", RIGHT_CONTEXT_TASK, *PROBE_OPTIONS),
+        ],
+        context_step,
+    ),
+    StepSpec(
+        5,
+        "score",
+        "Perplexity against pseudo-perplexity",
+        "GPT-2's perplexity and BERT's pseudo-perplexity measure different things: they are not on one scale.",
+        ("gpt", "bert"),
+        lambda f: [f.command("score", ATTENTION_TEXT, SCRAMBLED)],
+        score_step,
+    ),
+    StepSpec(
+        6,
+        "layers",
+        "Understanding: which layers know what",
+        "What a model knows about a word is built layer by layer, and its sentence vectors are alike only "
+        "as read against the anisotropy baseline.",
+        ("gpt", "bert"),
+        lambda f: [
+            f.command("probe", "--task", RIGHT_CONTEXT_TASK, *PROBE_OPTIONS),
+            f.command("similarity", *SIMILAR_TEXTS),
+        ],
+        layers_step,
+    ),
+    StepSpec(
+        7,
+        "finetune",
+        "Fine-tuning",
+        "Both are pre-trained, then fine-tuned: the same small task and recipe give two learning curves.",
+        ("gpt", "bert"),
+        lambda f: [f.command(*finetune_words())],
+        finetune_step,
+    ),
+    StepSpec(
+        8,
+        "bart",
+        "BART, between the two",
+        "BART pairs a bidirectional encoder with an autoregressive decoder, and is pre-trained to restore "
+        "spans of any length.",
+        ("bart",),
+        lambda f: [
+            f.command("attention", ATTENTION_TEXT, "--models", "bart", families=("bart",)),
+            f.command("fill-mask", SPAN_TEXT, "--top-k", str(SPAN_TOP_K), "--models", "bart", families=("bart",)),
+        ],
+        bart_step,
+    ),
 )
 STEP_NUMBERS = tuple(spec.number for spec in STEPS)
 LABELLED_TASKS = (RIGHT_CONTEXT_TASK, FINETUNE_TASK)  # the built-in tasks the tour learns from
@@ -100,8 +146,10 @@ def parse_steps(raw: str | None) -> tuple[int, ...]:
         if not part:
             continue
         if not part.isdigit() or int(part) not in STEP_NUMBERS:
-            raise usage_error(f"--steps: there is no step '{part}'.",
-                              f"Choose from {STEP_NUMBERS[0]} to {STEP_NUMBERS[-1]}, e.g. --steps 1,4,7.")
+            raise usage_error(
+                f"--steps: there is no step '{part}'.",
+                f"Choose from {STEP_NUMBERS[0]} to {STEP_NUMBERS[-1]}, e.g. --steps 1,4,7.",
+            )
         chosen.add(int(part))
     if not chosen:
         raise usage_error("--steps names no step.", "For example --steps 1,4,7.")
@@ -174,7 +222,11 @@ def _run_step(spec: StepSpec, step: TourStep, models: dict[str, LoadedModel], co
         first_line = (str(error).strip().splitlines() or [""])[0]
         step.status, step.note = "failed", f"{type(error).__name__}: {first_line}"
         return
-    step.results, step.figures, step.reading, step.verdict = (outcome.results, {**step.figures, **outcome.figures},
-                                                              outcome.reading, outcome.verdict)
+    step.results, step.figures, step.reading, step.verdict = (
+        outcome.results,
+        {**step.figures, **outcome.figures},
+        outcome.reading,
+        outcome.verdict,
+    )
     step.note = outcome.note
     step.commands += [flags.command(*words) for words in outcome.then]
