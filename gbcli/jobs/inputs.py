@@ -118,6 +118,16 @@ def iter_lines(stream: BinaryIO, source: str) -> Iterator[str]:
         offset += len(raw)
 
 
+def check_input_file(path: str, folder_hint: str) -> Path:
+    """The input file at `path`, refused at once when it is missing or a folder (`folder_hint` says what to give)."""
+    file = Path(path)
+    if not file.exists():
+        raise usage_error(f"File '{path}' does not exist.", "Check the path.")
+    if file.is_dir():
+        raise usage_error(f"'{path}' is a folder, not a file.", folder_hint)
+    return file
+
+
 def read_lines(path: str) -> list[str]:
     """The lines of a text file (or stdin for `-`), without their line endings."""
     if path == "-":
@@ -125,11 +135,7 @@ def read_lines(path: str) -> list[str]:
         if not any(line.strip() for line in lines):
             raise usage_error("Standard input is empty.", "Pipe some text in, one text per line.")
         return lines
-    file = Path(path)
-    if not file.exists():
-        raise usage_error(f"File '{path}' does not exist.", "Check the path.")
-    if file.is_dir():
-        raise usage_error(f"'{path}' is a folder, not a file.", "Give a text file with one text per line.")
+    file = check_input_file(path, "Give a text file with one text per line.")
     try:
         with file.open("rb") as stream:
             lines = list(iter_lines(stream, f"'{path}'"))
@@ -153,11 +159,7 @@ class FileLines:
                 raise usage_error(f"File '{path}' has no text.", "Give a file with one text per line.")
 
     def _check_path(self) -> None:
-        file = Path(self.path)
-        if not file.exists():
-            raise usage_error(f"File '{self.path}' does not exist.", "Check the path.")
-        if file.is_dir():
-            raise usage_error(f"'{self.path}' is a folder, not a file.", "Give a text file with one text per line.")
+        check_input_file(self.path, "Give a text file with one text per line.")
 
     def __iter__(self) -> Iterator[str]:
         if self.kept is not None:

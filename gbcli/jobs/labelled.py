@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gbcli.errors import GbcliError, usage_error
+from gbcli.jobs.inputs import check_input_file
 
 # The dataclasses live with the tasks that compute on them (tasks never import jobs); this module reads files.
 from gbcli.tasks.labelled_data import LabelledData, LabelledExample, Level, example_level, word_pattern
@@ -90,11 +91,7 @@ def read_labelled(
     every line (a word-level task from a sentence file). `min_labels=1` reads a file that is only scored, never
     learned from (a dev or test set may hold one label)."""
     chosen = detect_format(path, file_format)
-    file = Path(path)
-    if not file.exists():
-        raise usage_error(f"File '{path}' does not exist.", "Check the path.")
-    if file.is_dir():
-        raise usage_error(f"'{path}' is a folder, not a file.", "Give a .jsonl, .csv or .tsv file.")
+    file = check_input_file(path, "Give a .jsonl, .csv or .tsv file.")
     try:
         data = file.read_bytes()
     except OSError as exc:
