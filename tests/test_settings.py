@@ -11,6 +11,7 @@ from tests.cli_helpers import TRACEBACK, assert_user_error, run, run_installed
 
 pytestmark = pytest.mark.compat
 
+
 @pytest.fixture
 def config(tmp_path, monkeypatch):
     """A settings file of this test's own (it need not exist yet)."""
