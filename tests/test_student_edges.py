@@ -81,6 +81,7 @@ SNOWMAN = "☃"  # a character the tiny BERT's vocabulary lacks: it reads [UNK] 
         ("generate", f"the {SNOWMAN} duck", "--max-new-tokens", "2"),
         ("compare", f"the {SNOWMAN} [MASK] quacks ."),
         ("pairs", f"the {SNOWMAN} duck quacks .", f"the {SNOWMAN} duck quack ."),
+        ("similarity", f"the {SNOWMAN} duck quacks .", "the duck barks ."),
     ],
     ids=lambda args: args[0],
 )
@@ -95,6 +96,36 @@ def test_every_command_warns_when_bert_reads_unknown_for_the_input(models, bert_
         assert f"'{SNOWMAN}'" in warning
     clean = run(*(a.replace(f"{SNOWMAN} ", "") for a in args), "--models", "bert", *models)
     assert "[UNK]" not in clean.stderr
+
+
+def labelled_file(tmp_path, texts: list[str]) -> str:
+    path = tmp_path / "labelled.csv"
+    path.write_text("text,label\n" + "".join(f"{text},{'ab'[i % 2]}\n" for i, text in enumerate(texts)))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("probe", "--seeds", "1", "--control", "none", "--no-cache"),
+        ("finetune", "--epochs", "1", "--batch-size", "4", "--no-estimate", "--device", "cpu"),
+    ],
+    ids=lambda args: args[0],
+)
+def test_probe_and_finetune_warn_when_bert_reads_unknown_in_their_data(models, tmp_path, args):
+    # tokenize shows [UNK] in its own table and counts it; tour reads its own sentences: neither warns.
+    texts = [
+        f"the {animal} {verb} in the park ." for animal in ("duck", "cow", "dog", "cat") for verb in ("runs", "eats")
+    ]
+    extra = ("-o", str(tmp_path / "out")) if args[0] == "finetune" else ()
+    unknown = run(args[0], labelled_file(tmp_path, [f"the {SNOWMAN} duck .", *texts]), *args[1:], *extra, *models)
+    assert unknown.exit_code == 0, unknown.stderr
+    warning = flat(unknown.stderr)
+    assert "warning: BERT" in warning and f"'{SNOWMAN}' in the texts" in warning, unknown.stderr
+    assert "warning: GPT" not in warning  # byte-level BPE has a token for every character
+    extra = ("-o", str(tmp_path / "out-clean")) if args[0] == "finetune" else ()
+    clean = run(args[0], labelled_file(tmp_path, ["the duck quacks .", *texts]), *args[1:], *extra, *models)
+    assert clean.exit_code == 0 and "[UNK]" not in clean.stderr, clean.stderr
 
 
 # ---- 5. one layer numbering: emb = 0, blocks 1..L, in attention as in lens and context ---------------------------

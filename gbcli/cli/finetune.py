@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from gbcli.cli.options import JsonOption, ModelChoice, model_options
-from gbcli.cli.reporting import handle_errors, interrupt_exits_130
+from gbcli.cli.reporting import handle_errors, interrupt_exits_130, warn_unknown
 from gbcli.errors import GbcliError, usage_error
 from gbcli.jobs.builtin_tasks import BUILTIN_TASKS
 
@@ -378,6 +378,8 @@ def _train(
     # zero-shot point; the classifiers are then built from the same files.
     families = [family for family, _ in plan.columns]
     language_models = choice.load(families, need_head=plan.prompt is not None)  # type: ignore[arg-type]
+    if rank == 0:
+        warn_unknown(language_models, data_texts(data))
     if plan.prompt is not None:
         plan.language_models = {lm.family: lm for lm in language_models}
     else:
@@ -399,6 +401,11 @@ def _train(
             )
             raise
     return result if rank == 0 else None
+
+
+def data_texts(data: FinetuneData) -> list[str]:
+    """Every text the classifiers read: each training and dev example's text and a pair's second text."""
+    return [text for example in (*data.train, *data.dev) for text in (example.text, example.text_b) if text is not None]
 
 
 def _accelerator() -> bool:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from gbcli.cli.options import JsonOption, ModelChoice, model_options
-from gbcli.cli.reporting import handle_errors, interrupt_exits_130, show
+from gbcli.cli.reporting import handle_errors, interrupt_exits_130, show, warn_unknown
 from gbcli.errors import usage_error
 
 if TYPE_CHECKING:
@@ -162,6 +162,7 @@ def probe(
     test_data = read_labelled(test, **fields) if test is not None else None
     load_options = choice.load_options()
     columns = choice.load(families, load_options, need_head=False)
+    warn_unknown(columns, labelled_texts(data, test_data))
     with interrupt_exits_130():
         result = _run_probe(columns, data, options, test_data, use_cache=not no_cache)
     if target is not None:
@@ -176,6 +177,18 @@ def probe(
         from gbcli.render.common import stderr_console
 
         stderr_console().print(f"wrote {target.path}")
+
+
+def labelled_texts(*datasets: LabelledData | None) -> list[str]:
+    """Every text the models read from the data: each example's text and a pair's second text."""
+    return [
+        text
+        for data in datasets
+        if data is not None
+        for example in data.examples
+        for text in (example.text, example.text_b)
+        if text is not None
+    ]
 
 
 def _png_target(png: str | None, force: bool) -> ExportTarget | None:
@@ -261,6 +274,7 @@ def similarity(
     check_inputs(sources, pool, by_layer)
     families = choice.families()
     columns = choice.load(families, need_head=False)
+    warn_unknown(columns, sources)
     with interrupt_exits_130():
         result = similarity_task(columns, sources, pool=pool, layer=layer, by_layer=by_layer)  # type: ignore[arg-type]
     show(result, json_output, similarity_view)

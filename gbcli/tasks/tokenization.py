@@ -228,10 +228,16 @@ def tokenize(models: list[LoadedModel], text: str) -> TokenizationResult:
 def unknown_text_warning(lm: LoadedModel, texts: list[str]) -> str | None:
     """The warning every command gives when a model reads its unknown token ([UNK]) for characters of the input
     (score words it per text: gbcli.tasks.scoring.unknown_token_warnings); None when it has a token for all."""
+    unk_id = lm.tokenizer.unk_token_id
+    if unk_id is None or not texts:
+        return None
+    # One batched call screens every text (probe and finetune pass whole data files); only the few that hold the
+    # unknown id are tokenized again with offsets, to name their characters.
+    suspects = [text for text, ids in zip(texts, lm.tokenizer(texts)["input_ids"], strict=True) if unk_id in ids]
     missing = list(
         dict.fromkeys(
             piece.text.strip() or piece.text
-            for text in texts
+            for text in suspects
             for piece in tokenize_text(lm, text).pieces
             if piece.unknown
         )
