@@ -329,6 +329,50 @@ def test_a_usage_error_in_the_text_comes_before_any_heavy_import(args, models):
     assert result.exit_code == 2 and "error:" in result.stderr and "hint:" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("attention", "the duck", "--layer", "40"), "gpt has {gpt.n_layer} layers, numbered 1 to {gpt.n_layer}"),
+        (("attention", "the duck", "--head", "-9"), "gpt has {gpt.n_head} heads per layer, numbered 0 to"),
+        (
+            ("attention", "the duck", "--models", "bert", "--layer", "0"),
+            "bert's attention layers are 1 to {bert.num_hidden_layers}",
+        ),
+        (
+            ("attention", "the duck", "--models", "bart", "--head", "7"),
+            "bart's encoder has {bart.encoder_attention_heads} heads per layer",
+        ),
+        (
+            ("similarity", "the duck", "the cow", "--layer", "9"),
+            "gpt has layers 0 (the embeddings) to {gpt.n_layer}; --layer 9 is not one",
+        ),
+    ],
+    ids=["attention-layer", "attention-head", "attention-layer-0", "attention-bart-head", "similarity-layer"],
+)
+def test_a_layer_or_head_out_of_range_is_refused_from_config_json_before_torch(
+    args, message, models, gpt_path, bert_path, bart_path
+):
+    from transformers import AutoConfig
+
+    from tests.test_startup import modules_imported_by
+
+    every_model = [*models, "--bart", str(bart_path)]
+    assert modules_imported_by([*args, *every_model], ("torch", "transformers")) == []
+    result = run(*args, *every_model)
+    assert result.exit_code == 2 and "hint:" in result.stderr, result.stderr
+    paths = {"gpt": gpt_path, "bert": bert_path, "bart": bart_path}
+    configs = {family: AutoConfig.from_pretrained(path) for family, path in paths.items()}
+    assert message.format(**configs) in flat(result.stderr)
+
+
+def test_a_config_whose_counts_have_other_names_waits_for_the_load():
+    from gbcli.loading.shapes import StackShape, stacks_of
+
+    assert stacks_of({"n_layer": 12, "n_head": 12}) == [StackShape("", 12, 12)]
+    assert stacks_of({"is_encoder_decoder": True, "num_layers": 6, "num_heads": 8}) is None  # T5's names
+    assert stacks_of({"hidden_size": 8}) is None
+
+
 # ---- 13. tokenize reads the tokenizers alone: no weights, no torch ------------------------------------------------
 
 

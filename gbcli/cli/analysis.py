@@ -98,7 +98,14 @@ def attention(
     from gbcli.render.attention import attention_view
     from gbcli.render.common import print_json, stderr_console, stdout_console
     from gbcli.render.export import check_export_target, export_attention
-    from gbcli.tasks.attention import build_report, check_text, compute_attention, parse_head, resolve_stat
+    from gbcli.tasks.attention import (
+        build_report,
+        check_layer_and_head,
+        check_text,
+        compute_attention,
+        parse_head,
+        resolve_stat,
+    )
 
     families = choice.families()
     head_index = parse_head(head)
@@ -107,6 +114,7 @@ def attention(
         raise usage_error("--window must be 0 or more.", "It is the first key column shown, counting from 0.")
     target = check_export_target(export, force) if export is not None else None  # before any model loads
     source = check_text(read_text(text))
+    check_layer_and_head(choice.shapes(families), layer, head_index)  # config.json says: no model loads for this
     columns = choice.load(families, need_head=False)
     warn_unknown(columns, [source])
     with interrupt_exits_130():

@@ -12,13 +12,16 @@ import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from gbcli.cli.reporting import print_warnings, stderr_console
 from gbcli.errors import usage_error
 from gbcli.loading.models import FAMILIES, FAMILY_INFO, Family, LoadedModel, LoadedTokenizer, LoadOptions
+
+if TYPE_CHECKING:
+    from gbcli.loading.shapes import ModelShape
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -214,6 +217,15 @@ class ModelChoice:
     ) -> list[LoadedModel]:
         """The chosen models, loaded once each (with these load options, else the typed ones)."""
         return load_columns(families, self.specs, options or self.load_options(), need_head=need_head)
+
+    def shapes(self, families: list[Family]) -> list[ModelShape]:
+        """The layers and heads of each chosen model that its config.json tells, read before anything loads (a
+        model whose config cannot be read here is left out: its load says what is wrong)."""
+        from gbcli.loading.models import resolve_spec
+        from gbcli.loading.shapes import read_shape
+
+        found = [read_shape(family, resolve_spec(family, self.specs.get(family)), self.revision) for family in families]
+        return [shape for shape in found if shape is not None]
 
     def load_tokenizers(self, families: list[Family]) -> list[LoadedTokenizer]:
         """The chosen models' tokenizers alone, each once per process."""

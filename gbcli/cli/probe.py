@@ -267,12 +267,13 @@ def similarity(
     """
     from gbcli.jobs.inputs import numbered_texts
     from gbcli.render.similarity import similarity_view
-    from gbcli.tasks.similarity import check_inputs
+    from gbcli.tasks.similarity import check_inputs, check_layer
     from gbcli.tasks.similarity import similarity as similarity_task
 
     sources = [text for _, text in numbered_texts(texts, file)]
     check_inputs(sources, pool, by_layer)
     families = choice.families()
+    check_layer(choice.shapes(families), layer, by_layer)  # config.json says: no model loads for this
     columns = choice.load(families, need_head=False)
     warn_unknown(columns, sources)
     with interrupt_exits_130():

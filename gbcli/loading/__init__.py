@@ -5,6 +5,7 @@
 - `availability`: before any model loads, can every requested model be had, and one sentence for a failed load;
 - `checkpoint_checks`: what a checkpoint is and whether its parts (layers, shapes, weights, tokenizer) belong
   together;
+- `shapes`: a model's layers and attention heads, read from its config.json alone (usage checks before a load);
 - `download`: a first run of an uncached hub id, with its bytes shown;
 - `fast_load`: the written-out load of a local safetensors folder of a known architecture;
 - `versions`: the transformers gbcli runs on, checked at start-up from package metadata alone;

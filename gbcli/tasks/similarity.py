@@ -25,6 +25,8 @@ from gbcli.loading.models import LoadedModel, family_title
 if TYPE_CHECKING:
     import numpy as np
 
+    from gbcli.loading.shapes import ModelShape
+
 MAX_TEXTS = 12
 # Unrelated sentences for the anisotropy baseline: different topics, lengths and forms, none about another.
 REFERENCE_SENTENCES: tuple[str, ...] = (
@@ -146,6 +148,16 @@ def layer_index(layer: int | None, layers: int, name: str) -> int:
             f"Give --layer between {-layers} and {layers - 1}.",
         )
     return index
+
+
+def check_layer(shapes: Sequence[ModelShape], layer: int | None, by_layer: bool) -> None:
+    """--layer against each model's (and each BART stack's) layers from its config.json, before any model loads:
+    the message `layer_index` gives after a load. --by-layer shows every layer, and reads no --layer."""
+    if by_layer:
+        return
+    for shape in shapes:
+        for stack in shape.stacks:
+            layer_index(layer, stack.layers + 1, shape.name)  # + 1: the embeddings are layer 0
 
 
 def similarity(

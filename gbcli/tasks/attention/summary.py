@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gbcli.errors import usage_error
-from gbcli.tasks.attention.maps import MEAN, AttentionMap, AttentionResult, AttentionToken
+from gbcli.tasks.attention.maps import MEAN, SEQ2SEQ_MAPS, AttentionMap, AttentionResult, AttentionToken
+
+if TYPE_CHECKING:
+    from gbcli.loading.shapes import ModelShape
 
 # Per-head statistics of `--summary`: name → what it measures. Shares are averaged over all query tokens.
 STATS: dict[str, str] = {
@@ -158,19 +162,21 @@ def resolve_layer(result: AttentionResult, layer: int | None, amap: AttentionMap
     """The index (from 0) of the block numbered `layer`: blocks count 1..L as in `lens` and `context`, where 0 is
     the embeddings (which attend to nothing); negative counts from the end (-1 = last); None is the last."""
     amap = amap or result.main
-    count = amap.layers
+    return layer_position(_map_name(result, amap), amap.layers, layer)
+
+
+def layer_position(name: str, count: int, layer: int | None) -> int:
+    """`resolve_layer` for a map called `name` with `count` layers (known from config.json before a load)."""
     if layer is None:
         return count - 1
     if layer == 0:
         raise usage_error(
-            f"Layer 0 is the embeddings, which attend to nothing; {_map_name(result, amap)}'s attention layers are "
-            f"1 to {count}.",
+            f"Layer 0 is the embeddings, which attend to nothing; {name}'s attention layers are 1 to {count}.",
             "Give a layer from 1, or a negative one from the end (-1 is the last).",
         )
     if not -count <= layer <= count:
         raise usage_error(
-            f"{_map_name(result, amap)} has {count} layers, numbered 1 to {count} (0 is the embeddings); "
-            f"--layer {layer} is out of range.",
+            f"{name} has {count} layers, numbered 1 to {count} (0 is the embeddings); --layer {layer} is out of range.",
             "Give a layer from 1, or a negative one from the end (-1 is the last).",
         )
     return layer - 1 if layer > 0 else layer % count
@@ -178,16 +184,34 @@ def resolve_layer(result: AttentionResult, layer: int | None, amap: AttentionMap
 
 def resolve_head(result: AttentionResult, head: int | None, amap: AttentionMap | None = None) -> int | None:
     amap = amap or result.main
-    count = amap.heads
+    return head_position(_map_name(result, amap), amap.heads, head)
+
+
+def head_position(name: str, count: int, head: int | None) -> int | None:
+    """`resolve_head` for a map called `name` with `count` heads per layer."""
     if head is None:
         return None
     if not -count <= head < count:
         raise usage_error(
-            f"{_map_name(result, amap)} has {count} heads per layer, numbered 0 to {count - 1}; --head {head} is out "
-            "of range.",
+            f"{name} has {count} heads per layer, numbered 0 to {count - 1}; --head {head} is out of range.",
             "Give a head from 0, a negative one from the end, or --head mean.",
         )
     return head % count
+
+
+def check_layer_and_head(shapes: list[ModelShape], layer: int | None, head: int | None) -> None:
+    """--layer and --head against each model's counts from its config.json, before any model loads: the messages
+    `resolve_layer` and `resolve_head` give after a load. An encoder-decoder's cross-attention has the decoder's
+    layers and heads."""
+    for shape in shapes:
+        stacks = {stack.name: stack for stack in shape.stacks}
+        if "" in stacks:
+            maps = [(shape.name, stacks[""])]
+        else:
+            maps = [(f"{shape.name}'s {name}", stacks["decoder" if name == "cross" else name]) for name in SEQ2SEQ_MAPS]
+        for name, stack in maps:
+            layer_position(name, stack.layers, layer)
+            head_position(name, stack.heads, head)
 
 
 def _word_key(label: str) -> str:
