@@ -13,7 +13,8 @@ is handled where a file would be left half-written (`gbcli.render.export`) or a 
 it held (`gbcli.jobs.distributed`): those handlers belong to what they protect.
 
 What reaches the terminal: nothing typed is echoed under a live display (`terminal_echo_off`), NO_COLOR
-(`no_color`) keeps every escape code out, and no character of a text or a model's output is ever sent raw
+(`no_color`) keeps every escape code out (colour, bold and dim, and the cursor moves that redraw a line), and no
+character of a text or a model's output is ever sent raw
 (`visible_text`, `visible_json`): a character Python does not call printable is shown as its escape instead, in
 every view, CSV and JSON on a terminal. That covers the control characters (`\\x1b[31m` would recolour the
 terminal, `\\x1b]0;…\\x07` retitle it, `\\r` overwrite the line), the bidirectional controls (U+202E would show the
@@ -21,6 +22,17 @@ rest of the line backwards), the invisible ones (U+200B zero-width space, U+2060
 line and paragraph separators, unassigned and private-use code points, and every space but the ASCII one. Tab and
 newline keep their meaning. Written to a file or a pipe, data stays exact: a script reading it gets the characters
 themselves. (The task that shows a vocabulary piece uses it too, which is why it lives here and not in `render`.)
+
+Progress, one policy for every spinner and bar, all on stderr:
+- stderr a terminal: spinners while torch is imported and each model loads, bars for long work (a long text's
+  masked copies, a file's lines, probe's states, a download, training), a live view of generated text; each is
+  gone when its work is done;
+- stderr a terminal with NO_COLOR: the same progress, without a single escape code: each step a spinner would
+  name is a plain line ("Loading BERT model bert-base-uncased …"), and each bar's counts a plain line every few
+  seconds once the work has run that long (`gbcli.render.progress.PLAIN_EVERY`), with the rate and the time left.
+  NO_COLOR asks for no colour (no-color.org), not for silence: a long computation still says where it is;
+- stderr not a terminal (a pipe, a file, a script): no progress, so that a log holds results and messages only
+  (a download's one line per file and training's one line per evaluation excepted: they are worth keeping).
 
 Only the standard library is imported here.
 """

@@ -406,6 +406,60 @@ def test_a_long_score_counts_its_masked_copies_on_a_terminal(models, bert_path):
     assert "masked copies" not in piped.stderr
 
 
+# ---- 14 (NO_COLOR). a terminal with NO_COLOR gets the same progress, as plain lines free of escape codes -----------
+
+NO_COLOR_TERMINAL = {"TTY_COMPATIBLE": "1", "NO_COLOR": "1"}  # Rich takes stderr for a terminal; NO_COLOR is set
+ESCAPE = "\x1b"
+
+
+def test_a_long_score_counts_its_masked_copies_in_plain_lines_under_no_color(models, bert_path, monkeypatch):
+    import gbcli.render.progress
+
+    monkeypatch.setattr(gbcli.render.progress, "PLAIN_EVERY", 0.0)  # a line at every count: the tiny model is quick
+    result = run("score", LONG_TEXT, *models, env=NO_COLOR_TERMINAL)
+    assert result.exit_code == 0, result.stderr
+    copies = bert_tokens(bert_path, LONG_TEXT)
+    lines = result.stderr.splitlines()
+    assert any(f"BERT masked copies {copies}/{copies}" in line and "left)" in line for line in lines), lines
+    assert ESCAPE not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["pairs", "fill-mask"])
+def test_file_commands_under_no_color_count_their_lines_without_escape_codes(command, models, tmp_path, monkeypatch):
+    import gbcli.render.progress
+
+    monkeypatch.setattr(gbcli.render.progress, "PLAIN_EVERY", 0.0)
+    path = tmp_path / "lines.txt"
+    if command == "pairs":
+        path.write_text("the duck quacks .\tthe duck quack .\n" * 8)
+    else:
+        path.write_text("the [MASK] quacks in the park .\n" * 8)
+    result = run(command, "--file", str(path), *models, env=NO_COLOR_TERMINAL)
+    assert result.exit_code == 0, result.stderr
+    assert ESCAPE not in result.stderr  # the bar drew itself with cursor moves here before
+    assert "8/8" in result.stderr, result.stderr
+
+
+def test_the_cold_load_says_its_steps_in_plain_lines_under_no_color(gpt_path):
+    from tests.cli_helpers import run_installed
+
+    completed = run_installed(
+        "score",
+        "the duck quacks .",
+        "--models",
+        "gpt",
+        "--gpt",
+        str(gpt_path),
+        env={**NO_COLOR_TERMINAL, "GBCLI_NO_SERVER": "1"},
+    )
+    assert completed.returncode == 0, completed.stderr.decode()
+    lines = completed.stderr.decode().splitlines()
+    assert lines[:2] == ["Importing torch and transformers (once per process) …", f"Loading GPT model {gpt_path} …"]
+    assert ESCAPE not in completed.stderr.decode() + completed.stdout.decode()
+    piped = run_installed("score", "the duck quacks .", "--models", "gpt", "--gpt", str(gpt_path))
+    assert b"Loading" not in piped.stderr  # off a terminal: no progress at all
+
+
 # ---- 15. the cold spinner says the wait is the imports, then names the model --------------------------------------
 
 

@@ -170,12 +170,18 @@ IMPORTING = "Importing torch and transformers (once per process) …"
 
 def load_column(family: Family, spec: str, options: LoadOptions, *, need_head: bool = True) -> LoadedModel:
     """Load one model (once per process), with a status line on stderr while it loads."""
-    from gbcli.loading.models import import_libraries, libraries_imported, load_model
+    from gbcli.loading.models import import_libraries, is_loaded, libraries_imported, load_model
     from gbcli.render.common import animated
 
     console = stderr_console()
     message = f"Loading {FAMILY_INFO[family].flag[2:].upper()} model {spec} …"
-    if not animated(console):  # NO_COLOR or not a terminal: no spinner, whose redraws are escape codes
+    if not animated(console):  # not a terminal, or NO_COLOR: no spinner, whose redraws are escape codes
+        if console.is_terminal and not is_loaded(family, spec, options, need_head=need_head):
+            # NO_COLOR on a terminal: the spinner's two steps as plain lines (gbcli.terminal's policy).
+            if not libraries_imported():
+                console.print(IMPORTING, markup=False, highlight=False)
+                import_libraries()
+            console.print(message, markup=False, highlight=False)
         return load_model(family, spec, options, need_head=need_head)
     with console.status(IMPORTING if not libraries_imported() else message, spinner="dots") as status:
         # The first model of a process waits mostly for the imports: the spinner says so, then names the model.

@@ -94,7 +94,7 @@ def score(
     """GPT-2's perplexity and BERT's pseudo-perplexity of each text (two different scales)."""
     from gbcli.jobs.inputs import numbered_texts
     from gbcli.jobs.plan import score_in_batches
-    from gbcli.render.common import animated, stdout_console
+    from gbcli.render.common import stdout_console
     from gbcli.render.scoring import progress_bar, score_view
     from gbcli.tasks.scoring import ScoreSettings, unknown_token_warnings
 
@@ -130,8 +130,9 @@ def score(
     records = _score_records(json_output, csv_output, tokens, words)
     streaming = json_output or csv_output
     # A bar redrawn between streamed records would garble a terminal; on a pipe or a file it costs nothing. A long
-    # text is long work too (BERT: a masked copy per token), so its models' sequences have bars of their own.
-    show_progress = animated(stderr_console()) and not (streaming and sys.stdout.isatty())
+    # text is long work too (BERT: a masked copy per token), so its models' sequences have bars of their own
+    # (with NO_COLOR, plain lines of the same counts: gbcli.render.progress).
+    show_progress = stderr_console().is_terminal and not (streaming and sys.stdout.isatty())
     with (
         interrupt_exits_130(),
         progress_bar(len(items) if file is not None else 0, show_progress, sequences=True) as advance,

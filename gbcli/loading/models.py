@@ -206,6 +206,18 @@ LAST_USED: dict[tuple, float] = {}
 KEEP_LOADED = False
 
 
+def _cache_key(family: Family, spec: str, options: LoadOptions, need_head: bool) -> tuple:
+    """The key of `load_model`'s cache; a model loaded with its head serves a call that needs none as well."""
+    key = (family, spec, _files_identity(spec), options, need_head)
+    with_head = (*key[:-1], True)
+    return with_head if not need_head and with_head in _CACHE else key
+
+
+def is_loaded(family: Family, spec: str | None, options: LoadOptions | None = None, *, need_head: bool = True) -> bool:
+    """Whether `load_model` would answer from this process's cache (a warm server, a second command in the shell)."""
+    return _cache_key(family, resolve_spec(family, spec), options or LoadOptions(), need_head) in _CACHE
+
+
 def load_model(
     family: Family,
     spec: str | None,
@@ -219,10 +231,7 @@ def load_model(
     """
     options = options or LoadOptions()
     spec = resolve_spec(family, spec)
-    key = (family, spec, _files_identity(spec), options, need_head)
-    with_head = (*key[:-1], True)
-    if not need_head and with_head in _CACHE:  # a model that passed the stricter check serves this one as well
-        key = with_head
+    key = _cache_key(family, spec, options, need_head)
     LAST_USED[key] = time.monotonic()
     if key in _CACHE:
         return _CACHE[key]

@@ -271,7 +271,7 @@ def stderr_console() -> Console:
 
 def animated(console: Console) -> bool:
     """Spinners, progress bars and live redraws move the cursor with escape codes: only in a terminal, not with
-    NO_COLOR (which asks for output free of escape codes)."""
+    NO_COLOR (which asks for output free of escape codes; progress then comes as plain lines: gbcli.terminal)."""
     return console.is_terminal and not no_color()
 
 
