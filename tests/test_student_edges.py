@@ -64,6 +64,38 @@ def test_bart_fill_mask_rows_mark_the_leading_space_of_their_first_piece(models,
     assert len(set(shown)) == len(shown)
 
 
+# ---- the note on a blank at the end says what GPT's whole-sentence column ranked ---------------------------------
+
+
+def test_a_blank_at_the_end_is_ranked_by_the_probability_after_the_left_context(models, gpt):
+    import torch
+
+    args = ("fill-mask", "the duck [MASK]", "--models", "gpt,bert", *models)
+    candidates = json.loads(run(*args, "--json").stdout)["masks"][0]["gpt_whole"]["predictions"]
+    words = [c["word"] for c in candidates if not c["joins_previous"]]
+    assert not candidates[0]["joins_previous"]  # the premise: the winner is a word of its own
+    tokenizer, model = gpt
+    prefix = [tokenizer.eos_token_id, *tokenizer("the duck")["input_ids"]]
+
+    def after_left_context(word: str) -> float:
+        ids = tokenizer(" " + word)["input_ids"]
+        with torch.no_grad():
+            logits = model(torch.tensor([prefix + ids])).logits[0].log_softmax(-1)
+        return sum(float(logits[len(prefix) - 1 + i, t]) for i, t in enumerate(ids))
+
+    best = max(words, key=after_left_context)
+    assert f"each candidate's probability after the left context, led by '{best}'" in flat(run(*args).stdout)
+
+
+def test_a_winner_that_joins_the_word_before_is_said_to_rank_another_sentence(models):
+    args = ("fill-mask", "the qua [MASK]", "--models", "gpt,bert", *models)
+    winner = json.loads(run(*args, "--json").stdout)["masks"][0]["gpt_whole"]["predictions"][0]
+    assert winner["joins_previous"]  # the premise: the tiny GPT's best sentence glues a piece to `qua`
+    screen = flat(run(*args).stdout)
+    assert f"joins the word before it ('qua{winner['word']}', the space before the blank dropped)" in screen
+    assert "next-token ranking" not in screen and "not a next-token probability" in screen
+
+
 # ---- 4. every command warns alike when BERT reads [UNK] for characters of the input ------------------------------
 
 SNOWMAN = "☃"  # a character the tiny BERT's vocabulary lacks: it reads [UNK] there

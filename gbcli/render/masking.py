@@ -170,10 +170,21 @@ def verdict(slot: MaskSlot, result: FillMaskResult | None = None) -> Text | None
         left_word = word if word is not None else left_word
         text.append(f"so its left-context word is {left_word!r}. ")
     right_hand = result is None or bool(result.text[slot.end :].strip())
-    if not right_hand:
+    if not right_hand and whole.predictions[0].joins_previous:
+        # A piece that continues the word before (`p` after `frobnicate `) drops the space before the blank: GPT
+        # then reads the word before in other tokens, and that sentence's likelihood is no next-token probability.
+        assert result is not None
+        before = result.text[: slot.start].split()
+        joined = (before[-1] if before else "") + whole_word
         text.append(
-            "Nothing follows the blank, so the whole sentence adds no context: GPT's whole-sentence "
-            f"ranking is its next-token ranking over the candidates, led by {whole_word!r}."
+            f"Nothing follows the blank, yet GPT's whole-sentence ranking is led by {whole_word!r}, a piece that "
+            f"joins the word before it ({joined!r}, the space before the blank dropped): GPT reads that word in "
+            "other tokens then, so this is the likelihood of another sentence, not a next-token probability."
+        )
+    elif not right_hand:
+        text.append(
+            "Nothing follows the blank, so the whole sentence adds no context: GPT's whole-sentence ranking is "
+            f"each candidate's probability after the left context, led by {whole_word!r}."
         )
     elif left_word != whole_word:
         text.append("The right-hand context changes GPT's answer: ", style="bold")
