@@ -96,6 +96,45 @@ def test_a_winner_that_joins_the_word_before_is_said_to_rank_another_sentence(mo
     assert "next-token ranking" not in screen and "not a next-token probability" in screen
 
 
+# ---- BART's columns: compare says why it scores more tokens than the text has; fill-mask lists each span once ----
+
+
+def test_compare_says_why_bart_scores_more_tokens_than_the_text_has(models, bart_path):
+    args = ("compare", "the duck quacks in the park .", "--with-bart", "--bart", str(bart_path), *models)
+    columns = {c["family"]: c for c in json.loads(run(*args, "--json").stdout)["scores"]["columns"]}
+    bart = columns["bart"]
+    assert bart["scored_tokens"] > bart["text_tokens"]  # the premise: <s> and </s> are scored too
+    screen = flat(run(*args).stdout)
+    assert f"BART tokens scored {bart['scored_tokens']}/{bart['text_tokens']}: {bart['first_token']}" in screen
+    assert "every token scored, <s> and </s> included" in screen
+    assert "GPT tokens scored" not in screen  # 7/7 needs no word
+
+
+def test_bart_lists_each_span_of_a_blank_once_in_its_beam_search_order(models, bart_path, tmp_path):
+    text = "the capital of [MASK] is [MASK] ."
+    args = ("--models", "bart", "--bart", str(bart_path), *models)
+    doc = json.loads(run("fill-mask", text, *args, "--json").stdout)
+    beams = [beam for beam in doc["bart"]["beams"] if not beam["rewrote_context"]]
+    for mask, slot in enumerate(doc["masks"]):
+        rows = [tuple(p["token_ids"]) for p in slot["bart"]["predictions"]]
+        # Each span once, from the first (best) beam that wrote it, in the beams' order.
+        firsts = list(dict.fromkeys(tuple(beam["spans"][mask]["token_ids"]) for beam in beams))
+        assert rows == firsts[: doc["top_k"]]
+        assert len(firsts) < len(beams)  # the premise: beams that differ elsewhere repeat a span here
+        best = {tuple(b["spans"][mask]["token_ids"]): b["prob"] for b in reversed(beams)}
+        assert [p["prob"] for p in slot["bart"]["predictions"]] == [best[row] for row in rows]
+    screen = flat(run("fill-mask", text, *args).stdout)
+    assert "rows in the beam search's order (its beam score), so p need not fall" in screen
+    path = tmp_path / "lines.txt"
+    path.write_text(text + "\n")
+    table = run("fill-mask", "--file", str(path), "-k", "3", *args).stdout
+    assert "(BART: different spans, in its beam search's order)" in flat(table)
+    cell = " ".join(line.split("│")[3] for line in table.splitlines() if line.count("│") > 3)
+    for blank, slot in zip(cell.split("#")[1:], doc["masks"], strict=True):
+        shown = [word for word in blank.split()[1:] if not word[:1].isdigit()]
+        assert shown == ["␣" + p["word"] for p in slot["bart"]["predictions"][:3]], table
+
+
 # ---- 4. every command warns alike when BERT reads [UNK] for characters of the input ------------------------------
 
 SNOWMAN = "☃"  # a character the tiny BERT's vocabulary lacks: it reads [UNK] there

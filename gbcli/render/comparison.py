@@ -12,7 +12,7 @@ from rich.text import Text
 from gbcli.render.common import format_nats, format_seconds
 from gbcli.render.masking import HEADINGS, fill_mask_view
 from gbcli.render.model_names import Label, WholeNames, model_label
-from gbcli.render.scoring import scale_note, whole_names_table
+from gbcli.render.scoring import scale_note, tokens_scored_notes, whole_names_table
 from gbcli.render.tokenization import AlignedPieces, counts_line
 from gbcli.tasks.comparison import SECTIONS, AttentionLine, ComparisonResult, ModelFacts
 
@@ -147,6 +147,7 @@ def comparison_view(result: ComparisonResult, full: bool = False) -> RenderableT
     ]
     parts += scored_lines(result)
     parts.append(whole_names_table(result.scores, titled=False))
+    parts += tokens_scored_notes(result.scores)
     if len(result.scores.columns) > 1:
         parts.append(scale_note(result.scores))
     if not full:

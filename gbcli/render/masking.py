@@ -258,7 +258,10 @@ def column_note(columns: list[MaskColumn]) -> Phrases:
             "GPT whole p(sent.): each candidate's sentence likelihood as a share of all the candidates' sentences"
         )
     if "bart" in names:
-        parts.append("BART p: one row per beam that kept the text, the probability of writing that whole text")
+        parts.append(
+            "BART p: one row per span, from the best beam that kept the text and wrote it there, the probability of "
+            "writing that beam's whole text; rows in the beam search's order (its beam score), so p need not fall"
+        )
     # A target of several pieces is one word; how each column chains its pieces' probabilities.
     several = {c.column for c in columns for p in [*c.predictions, *c.targets] if len(p.token_ids) > 1}
     if "bert" in several:
@@ -426,4 +429,6 @@ def fill_mask_lines_view(results: list[FillMaskResult], per_blank: int = 1) -> R
         how = "each cell: the best candidate of each blank; -k N shows the N best"
     else:
         how = f"each cell: the {per_blank} best candidates of each blank, best first"
+        if "bart" in views:
+            how += " (BART: different spans, in its beam search's order)"
     return Group(table, Text(how, style="dim"))

@@ -115,6 +115,21 @@ def many_table(records: list[TextScore]) -> Table:
     return table
 
 
+def tokens_scored_notes(record: TextScore) -> list[Text]:
+    """Why a column scored another number of tokens than the text has (BART's `9/7`, GPT's `6/7` without a BOS):
+    its first-token rule, in the words of `score`'s method line, for a view that shows the count without those
+    lines (compare)."""
+    return [
+        Text(
+            f"{family_title(column.family)} tokens scored {column.scored_tokens}/{column.text_tokens}: "
+            f"{column.first_token}",
+            style="dim",
+        )
+        for column in record.columns
+        if column.scored_tokens != column.text_tokens and column.first_token
+    ]
+
+
 # What the sequences a model ran for a text are called, by family (ModelScore.sequences).
 SEQUENCE_NOUNS = {
     "gpt": ("window", "windows"),

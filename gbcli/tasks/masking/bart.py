@@ -43,7 +43,7 @@ class BartColumn(Column):
             kept = state.bart.fillings
             targets = self._targets(state, kept[0] if kept else None)
             for mask, slot in enumerate(state.slots):
-                predictions = [_span_prediction(beam, mask) for beam in kept[: self.top_k]]
+                predictions = _distinct_spans(kept, mask, self.top_k)
                 slot.bart = MaskColumn("bart", lm.name, predictions, targets[mask])
             if kept:
                 best = kept[0]
@@ -95,6 +95,20 @@ class BartColumn(Column):
                 )
             )
         return out
+
+
+def _distinct_spans(kept: list[SpanBeam], mask: int, top_k: int) -> list[MaskPrediction]:
+    """One blank's column: the first `top_k` different spans the kept beams wrote there, each from the best beam
+    that wrote it, in the beam search's order. A beam fills every blank at once, so beams that differ in another
+    blank write the same span here: listed once, the column is this blank's candidates."""
+    seen: set[tuple[int, ...]] = set()
+    predictions = []
+    for beam in kept:
+        prediction = _span_prediction(beam, mask)
+        if tuple(prediction.token_ids) not in seen:
+            seen.add(tuple(prediction.token_ids))
+            predictions.append(prediction)
+    return predictions[:top_k]
 
 
 def _span_prediction(beam: SpanBeam, mask: int) -> MaskPrediction:
