@@ -266,14 +266,17 @@ def similarity(
     (a sentence-transformers folder) work: no head is needed.
     """
     from gbcli.jobs.inputs import numbered_texts
-    from gbcli.render.similarity import similarity_view
-    from gbcli.tasks.similarity import check_inputs, check_layer
-    from gbcli.tasks.similarity import similarity as similarity_task
+    from gbcli.tasks.layer_choice import check_states_layer
 
     sources = [text for _, text in numbered_texts(texts, file)]
-    check_inputs(sources, pool, by_layer)
     families = choice.families()
-    check_layer(choice.shapes(families), layer, by_layer)  # config.json says: no model loads for this
+    if not by_layer:  # --by-layer shows every layer and reads no --layer
+        check_states_layer(choice.shapes(families), layer)  # config.json says: no model loads for this
+    from gbcli.render.similarity import similarity_view
+    from gbcli.tasks.similarity import check_inputs
+    from gbcli.tasks.similarity import similarity as similarity_task
+
+    check_inputs(sources, pool, by_layer)
     columns = choice.load(families, need_head=False)
     warn_unknown(columns, sources)
     with interrupt_exits_130():

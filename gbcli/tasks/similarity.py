@@ -21,11 +21,10 @@ from typing import TYPE_CHECKING
 from gbcli.errors import usage_error
 from gbcli.lm.hidden import POOLS, Pool, TextItem, encode_inputs, layer_states, stack_names
 from gbcli.loading.models import LoadedModel, family_title
+from gbcli.tasks.layer_choice import layer_index
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from gbcli.loading.shapes import ModelShape
 
 MAX_TEXTS = 12
 # Unrelated sentences for the anisotropy baseline: different topics, lengths and forms, none about another.
@@ -135,29 +134,6 @@ def mean_pairwise_cosine(vectors: np.ndarray) -> float:
     matrix = cosine_matrix(vectors)
     upper = np.triu_indices(len(vectors), k=1)
     return float(matrix[upper].mean())
-
-
-def layer_index(layer: int | None, layers: int, name: str) -> int:
-    """--layer as an index into the model's layers (the embeddings are 0; negative counts from the end)."""
-    if layer is None:
-        return layers - 1
-    index = layer if layer >= 0 else layers + layer
-    if not 0 <= index < layers:
-        raise usage_error(
-            f"{name} has layers 0 (the embeddings) to {layers - 1}; --layer {layer} is not one.",
-            f"Give --layer between {-layers} and {layers - 1}.",
-        )
-    return index
-
-
-def check_layer(shapes: Sequence[ModelShape], layer: int | None, by_layer: bool) -> None:
-    """--layer against each model's (and each BART stack's) layers from its config.json, before any model loads:
-    the message `layer_index` gives after a load. --by-layer shows every layer, and reads no --layer."""
-    if by_layer:
-        return
-    for shape in shapes:
-        for stack in shape.stacks:
-            layer_index(layer, stack.layers + 1, shape.name)  # + 1: the embeddings are layer 0
 
 
 def similarity(

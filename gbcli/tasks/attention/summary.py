@@ -11,6 +11,7 @@ import numpy as np
 
 from gbcli.errors import usage_error
 from gbcli.tasks.attention.maps import MEAN, SEQ2SEQ_MAPS, AttentionMap, AttentionResult, AttentionToken
+from gbcli.tasks.layer_choice import head_position, layer_position
 
 if TYPE_CHECKING:
     from gbcli.loading.shapes import ModelShape
@@ -159,44 +160,14 @@ def _map_name(result: AttentionResult, amap: AttentionMap) -> str:
 
 
 def resolve_layer(result: AttentionResult, layer: int | None, amap: AttentionMap | None = None) -> int:
-    """The index (from 0) of the block numbered `layer`: blocks count 1..L as in `lens` and `context`, where 0 is
-    the embeddings (which attend to nothing); negative counts from the end (-1 = last); None is the last."""
+    """The index (from 0) of the block numbered `layer` (gbcli.tasks.layer_choice.layer_position)."""
     amap = amap or result.main
     return layer_position(_map_name(result, amap), amap.layers, layer)
-
-
-def layer_position(name: str, count: int, layer: int | None) -> int:
-    """`resolve_layer` for a map called `name` with `count` layers (known from config.json before a load)."""
-    if layer is None:
-        return count - 1
-    if layer == 0:
-        raise usage_error(
-            f"Layer 0 is the embeddings, which attend to nothing; {name}'s attention layers are 1 to {count}.",
-            "Give a layer from 1, or a negative one from the end (-1 is the last).",
-        )
-    if not -count <= layer <= count:
-        raise usage_error(
-            f"{name} has {count} layers, numbered 1 to {count} (0 is the embeddings); --layer {layer} is out of range.",
-            "Give a layer from 1, or a negative one from the end (-1 is the last).",
-        )
-    return layer - 1 if layer > 0 else layer % count
 
 
 def resolve_head(result: AttentionResult, head: int | None, amap: AttentionMap | None = None) -> int | None:
     amap = amap or result.main
     return head_position(_map_name(result, amap), amap.heads, head)
-
-
-def head_position(name: str, count: int, head: int | None) -> int | None:
-    """`resolve_head` for a map called `name` with `count` heads per layer."""
-    if head is None:
-        return None
-    if not -count <= head < count:
-        raise usage_error(
-            f"{name} has {count} heads per layer, numbered 0 to {count - 1}; --head {head} is out of range.",
-            "Give a head from 0, a negative one from the end, or --head mean.",
-        )
-    return head % count
 
 
 def check_layer_and_head(shapes: list[ModelShape], layer: int | None, head: int | None) -> None:
