@@ -95,9 +95,6 @@ def attention(
     BART shows three: encoder (both ways), decoder (left only) and cross-attention (output over input).
     """
     from gbcli.jobs.inputs import read_text
-    from gbcli.render.attention import attention_view
-    from gbcli.render.common import print_json, stderr_console, stdout_console
-    from gbcli.render.export import check_export_target, export_attention
     from gbcli.tasks.attention import (
         build_report,
         check_layer_and_head,
@@ -112,9 +109,18 @@ def attention(
     stat_name = resolve_stat(stat)
     if window < 0:
         raise usage_error("--window must be 0 or more.", "It is the first key column shown, counting from 0.")
-    target = check_export_target(export, force) if export is not None else None  # before any model loads
+    target = None
+    if export is not None:  # before any model loads
+        from gbcli.render.export import check_export_target
+
+        target = check_export_target(export, force)
     source = check_text(read_text(text))
     check_layer_and_head(choice.shapes(families), layer, head_index)  # config.json says: no model loads for this
+    # The views' modules after the usage checks: a mistake is refused having imported only what checks it.
+    from gbcli.render.attention import attention_view
+    from gbcli.render.common import print_json, stderr_console, stdout_console
+    from gbcli.render.export import export_attention
+
     columns = choice.load(families, need_head=False)
     warn_unknown(columns, [source])
     with interrupt_exits_130():
