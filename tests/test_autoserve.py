@@ -136,6 +136,12 @@ def wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def without_load_lines(shown: bytes) -> bytes:
+    """What a command answered, without the plain lines a terminal with NO_COLOR shows while models load."""
+    lines = shown.splitlines(keepends=True)
+    return b"".join(line for line in lines if not line.startswith((b"Importing torch", b"Loading ")))
+
+
 @pytest.fixture
 def terminal():
     root = Path(tempfile.mkdtemp(prefix="gbcli-auto-"))
@@ -162,9 +168,13 @@ def test_the_first_command_starts_a_server_and_the_second_is_answered_warm_with_
     assert code == 0 and terminal.status()["served"] == 2, second
     code, cold = terminal.run("--no-server", *FILL, *models)
     assert code == 0 and terminal.status()["served"] == 2
-    assert second == cold and b"duck" in cold  # the notice came once; the warm answer is the in-process one
+    # NO_COLOR on a terminal: the loads' steps are plain lines, here and from the server; the warm models load no more.
+    assert b"Loading BERT model" in cold and b"Loading BERT model" in first and b"Loading" not in second
+    # The notice came once; the warm answer is the in-process one.
+    assert second == without_load_lines(cold) and b"duck" in cold
     notice_line = first.split(b"\r\n")[0]
-    assert first == notice_line + b"\r\n" + cold  # the first answer too, after its one line of notice
+    # The first answer too, after its one line of notice.
+    assert without_load_lines(first) == notice_line + b"\r\n" + without_load_lines(cold)
 
     # `gbcli ps`: each model's memory, idle time and when it will be let go (the keep-alive: 10 minutes).
     code, shown = terminal.run("ps")
