@@ -511,6 +511,19 @@ def test_file_commands_under_no_color_count_their_lines_without_escape_codes(com
     assert "8/8" in result.stderr, result.stderr
 
 
+def test_generate_under_no_color_says_where_its_writing_is_in_plain_lines(models, monkeypatch):
+    import gbcli.render.progress
+
+    monkeypatch.setattr(gbcli.render.progress, "PLAIN_EVERY", 0.0)
+    args = ("generate", "once upon a time", "-n", "2", "--max-new-tokens", "4", "--seed", "1", "--models", "gpt")
+    result = run(*args, *models, env=NO_COLOR_TERMINAL)
+    assert result.exit_code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("GPT · gpt: sequence")]
+    assert lines[0].startswith("GPT · gpt: sequence 1 of 2, ") and lines[-1].startswith("GPT · gpt: sequence 2 of 2")
+    assert lines[-1].endswith("words so far") and ESCAPE not in result.stderr + result.stdout
+    assert "sequence" not in run(*args, *models).stderr  # off a terminal: no progress
+
+
 def test_the_cold_load_says_its_steps_in_plain_lines_under_no_color(gpt_path):
     from tests.cli_helpers import run_installed
 

@@ -190,11 +190,19 @@ def _generate_plain(
     """Off a terminal (or with --json): the view once all are written; Ctrl-C writes each model's text so far
     when `keep_partial` (a pipe or a file keeps what was generated; JSON is never half a document)."""
     from gbcli.cli.options import load_column
+    from gbcli.render.generation import plain_progress_line
+    from gbcli.render.progress import plain_ticker
 
     written: dict[str, dict[int, str]] = {}  # each column's sequences so far, for Ctrl-C
+    ticker = plain_ticker()  # a terminal with NO_COLOR: where the writing is, a plain line every few seconds
+    names = dict(requested)
 
     def keep(family: str, so_far: str, sequence: int = 0) -> None:
         written.setdefault(family, {})[sequence] = so_far
+        if ticker is not None:
+            ticker.tick(
+                lambda: plain_progress_line(family, display_name(names[family]), result.settings, so_far, sequence)
+            )
 
     try:
         _generate_in_turn(requested, result, columns, lambda family, spec: load_column(family, spec, options), keep)

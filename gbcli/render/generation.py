@@ -12,6 +12,7 @@ from rich.text import Text
 
 from gbcli.loading.models import family_title
 from gbcli.render.common import ProbText, SideBySide, format_nats, format_prob, format_seconds, prob_legend
+from gbcli.tasks.decoding_settings import DecodingSettings
 from gbcli.tasks.generation import Alternative, Continuation, GeneratedToken, GenerationResult, ModelGeneration
 from gbcli.tasks.tokenization import readable_piece
 
@@ -166,6 +167,16 @@ def generation_view(
 def beam_search_so_far(beams: int) -> str:
     """What a streamed beam search shows: its first-ranked beam, which a later step may replace."""
     return f"best of {beams} beams so far"
+
+
+def plain_progress_line(family: str, name: str, settings: DecodingSettings, so_far: str, sequence: int) -> str:
+    """Where a column's writing is, in a plain line (a terminal with NO_COLOR, where the live view cannot redraw):
+    `GPT · gpt2: sequence 3 of 30, 41 words so far`, or a beam search's best beam so far."""
+    sequences = len(settings.one_stream_each())
+    where = f"sequence {sequence + 1} of {sequences}, " if sequences > 1 else ""
+    words = len(so_far.split())
+    what = f"{beam_search_so_far(settings.num_beams)}: " if settings.mode == "beam" and settings.num_beams > 1 else ""
+    return f"{family_title(family)} · {name}: {where}{what}{words} word{'' if words == 1 else 's'} so far"
 
 
 class StreamingView:

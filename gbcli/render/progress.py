@@ -95,14 +95,40 @@ def _bars(
                 READ_PROGRESS.reset(token)
 
 
+class PlainTicker:
+    """Says a line at most every `PLAIN_EVERY` seconds, none before the work has run that long: the plain progress
+    of a terminal with NO_COLOR (gbcli.terminal)."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.said = time.monotonic()
+
+    def tick(self, line: Callable[[], str]) -> None:
+        """`line()` is built only when it is said."""
+        now = time.monotonic()
+        if now - self.said >= PLAIN_EVERY:
+            self.said = now
+            self.say(line())
+
+
+def plain_ticker() -> PlainTicker | None:
+    """A ticker onto stderr where it is a terminal with NO_COLOR, else None (a bar or a live view shows progress
+    there, or nothing should)."""
+    console = stderr_console()
+    if not console.is_terminal or animated(console):
+        return None
+    return PlainTicker(lambda line: console.print(line, markup=False, highlight=False))
+
+
 class PlainCounts:
     """The counts a bar would show, said as one plain line at most every `PLAIN_EVERY` seconds: `scoring 3/10
     lines (1.2 lines/s, ~6 s left) · BERT masked copies 40/147 (3.1/s, ~35 s left)`."""
 
     def __init__(self, total: int, label: str, rate_unit: str | None, say: Callable[[str], None]) -> None:
-        self.total, self.label, self.rate_unit, self.say = total, label, rate_unit, say
+        self.total, self.label, self.rate_unit = total, label, rate_unit
+        self.ticker = PlainTicker(say)
         self.done = 0
-        self.started = self.said = time.monotonic()
+        self.started = time.monotonic()
         self.counts: dict[str, list[float]] = {}  # family → [done, in all, when its count (re)started]
 
     def advance(self, count: int) -> None:
@@ -118,10 +144,7 @@ class PlainCounts:
         self.maybe_say()
 
     def maybe_say(self) -> None:
-        now = time.monotonic()
-        if now - self.said >= PLAIN_EVERY:
-            self.said = now
-            self.say(self.line(now))
+        self.ticker.tick(lambda: self.line(time.monotonic()))
 
     def line(self, now: float) -> str:
         unit = f" {self.rate_unit}" if self.rate_unit else ""
