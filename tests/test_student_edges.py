@@ -415,7 +415,7 @@ def test_the_first_of_several_samples_is_the_one_sample_of_the_same_seed(models)
         ).stdout
     )
     # The same tokens; their log-probabilities to 1e-5, since the decoding step chooses its thread split by timing
-    # it (gbcli.lm.threads) and another split sums a dot product in another order.
+    # it (gbcli.lm.fast.threads) and another split sums a dot product in another order.
     repeated = again["columns"][0]["continuations"]
     assert [[t["id"] for t in c["tokens"]] for c in repeated] == sequences
     pairs = zip(repeated, three["columns"][0]["continuations"], strict=True)

@@ -1,9 +1,9 @@
 """GPT-2's column of `gbcli generate`: a causal LM continues the prompt, as it was trained to.
 
-One stream (greedy or sampling) runs in gbcli's own decoding loop (gbcli.lm.decoding), which reads each token's
-log-probability and the most likely tokens (the alternatives) from the logits that chose it; beam search and several
-sequences run `model.generate` (gbcli.lm.hf_generate) and are scored afterwards by one teacher-forced pass per
-sequence, which gives each token's log-probability and the alternatives of its step from one distribution.
+One stream (greedy or sampling) runs in gbcli's own decoding loop (gbcli.lm.fast.decoding_loop), which reads each
+token's log-probability and the most likely tokens (the alternatives) from the logits that chose it; beam search and
+several sequences run `model.generate` (gbcli.lm.hf_generate) and are scored afterwards by one teacher-forced pass
+per sequence, which gives each token's log-probability and the alternatives of its step from one distribution.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import time
 from typing import Any
 
 from gbcli.errors import usage_error
-from gbcli.lm.decoding import TopTokens, decode_one_stream, decodes_in_own_loop
+from gbcli.lm.fast.decoding_loop import decode_one_stream, decodes_in_own_loop
 from gbcli.lm.hf_generate import generate_kwargs, run_generate
+from gbcli.lm.reads import TopTokens
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks.decoding_settings import DecodingSettings
 from gbcli.tasks.generation.results import ModelGeneration, TokenCallback, check_room, continuation, model_generation

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 
 from gbcli.errors import usage_error
-from gbcli.lm.decoding import TopTokens, top_tokens
-from gbcli.lm.threads import threads_for_steps
+from gbcli.lm.fast.threads import threads_for_steps
+from gbcli.lm.reads import TopTokens, top_tokens
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks.decoding_settings import DecodingSettings
 from gbcli.tasks.generation.results import ModelGeneration, TokenCallback, check_room, continuation, model_generation

@@ -11,7 +11,7 @@ from dataclasses import replace
 from functools import partial
 
 from gbcli.errors import usage_error
-from gbcli.lm.threads import run_beside, side_by_side
+from gbcli.lm.fast.threads import run_beside, side_by_side
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks import seq2seq
 from gbcli.tasks.masking.bart import BartColumn

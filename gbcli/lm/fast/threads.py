@@ -2,7 +2,7 @@
 
 Decoding one token is a few hundred small ops, and an OpenMP team waits at the end of each op for its slowest
 thread, so on a shared machine fewer threads are often faster. Everything here is about the machine, not about
-any model: the decoding loop (gbcli.lm.decoding) and BERT's mask filling use it.
+any model: the decoding loop (gbcli.lm.fast.decoding_loop) and BERT's mask filling use it.
 """
 
 from __future__ import annotations
@@ -90,9 +90,9 @@ class StepThreads:
     count is timed again after PROBE_EVERY steps (the machine may have become idle or busy), and after twice as many
     each time it loses again, so that a count that keeps losing (a team stalled by other work that the looks missed)
     costs a few steps per generation, not one every PROBE_EVERY. The count moves only the last bits of a step's numbers
-    (~1e-6): the GPT-2 decoder (gbcli.lm.gpt2_fast) splits its products into as many blocks as threads run them, and
-    torch's attention kernel divides its sums by thread count (in `model.generate` too). OMP_NUM_THREADS, when set, is
-    the user's choice and is kept.
+    (~1e-6): the GPT-2 decoder (gbcli.lm.fast.gpt2_step) splits its products into as many blocks as threads run them,
+    and torch's attention kernel divides its sums by thread count (in `model.generate` too). OMP_NUM_THREADS, when
+    set, is the user's choice and is kept.
     """
 
     PROBE_STEPS = 3  # steps per candidate at the start
