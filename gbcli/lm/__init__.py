@@ -12,7 +12,9 @@
   written-out step, the shared-prefix cache, the thread chooser (see its docstring).
 
 The model-level facts these need (the pad id, the BOS id, whether an input fits, the mask token) are properties
-and methods of `gbcli.loading.models.LoadedModel`. Nothing here imports torch at module level.
+and methods of `gbcli.loading.models.LoadedModel`. The modules a command imports before it checks its text
+(every one but `hidden`) import torch and transformers inside the functions that use them, so that a usage error
+comes before torch is imported (tests/test_late_imports.py: START_UP).
 It may import `loading`, `terminal` and `gbcli.errors`, never `cli`, `tasks`, `render`, `warm` or `jobs`.
 """
 

@@ -8,6 +8,7 @@ any model: the decoding loop (gbcli.lm.fast.decoding_loop) and BERT's mask filli
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -212,8 +213,6 @@ def run_beside(first: Any, second: Any) -> None:
     """`first()` on another thread while `second()` runs on this one, each on half of this process's threads
     (an odd one left over is left idle: MKL's thread count is one setting for the whole process); both finish
     before this returns, and an exception of either is raised here (this thread's first)."""
-    import threading
-
     import torch
 
     threads = torch.get_num_threads()
