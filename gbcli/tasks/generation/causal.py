@@ -14,7 +14,7 @@ from typing import Any
 from gbcli.errors import usage_error
 from gbcli.lm.fast.decoding_loop import decode_one_stream, decodes_in_own_loop
 from gbcli.lm.hf_generate import generate_kwargs, run_generate
-from gbcli.lm.reads import TopTokens
+from gbcli.lm.reads import TopTokens, run_reads, scored_tokens, token_logprobs
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks.decoding_settings import DecodingSettings
 from gbcli.tasks.generation.results import ModelGeneration, TokenCallback, check_room, continuation, model_generation
@@ -103,8 +103,6 @@ def read_continuation(
     lm: LoadedModel, prompt_ids: list[int], new_ids: list[int], top: int
 ) -> tuple[list[float], list[TopTokens]]:
     """`score_continuation`, and the `top` most likely tokens at each new token's step, from the same pass."""
-    from gbcli.lm.reads import run_reads, scored_tokens, token_logprobs
-
     if not new_ids:
         return [], []
     reads = scored_tokens(prompt_ids + new_ids, len(prompt_ids))

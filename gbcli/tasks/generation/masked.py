@@ -11,6 +11,7 @@ import time
 
 from gbcli.errors import usage_error
 from gbcli.lm.fast.threads import threads_for_steps
+from gbcli.lm.heads import logits_at, model_inputs
 from gbcli.lm.reads import TopTokens, top_tokens
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks.decoding_settings import DecodingSettings
@@ -72,8 +73,6 @@ def _mask_logits(lm: LoadedModel, bodies: list[list[int]], closing: list[int]):
     """Logits at the appended mask for each body (all the same length), in one batched forward pass; the
     vocabulary is projected at the mask alone (`gbcli.lm.heads.logits_at`)."""
     import torch
-
-    from gbcli.lm.heads import logits_at, model_inputs
 
     mask = lm.tokenizer.mask_token_id
     position = len(bodies[0])
