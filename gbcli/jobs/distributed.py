@@ -23,6 +23,7 @@ from __future__ import annotations
 import heapq
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -128,8 +129,6 @@ def barrier(world: World, what: str, ranges: Sequence[tuple[int, int] | None] | 
 
 
 def _ranks_named(message: str) -> list[str]:
-    import re
-
     match = re.search(r"[Rr]anks? ([\d, ]+)", message)
     return [r for r in re.split(r"[ ,]+", match.group(1)) if r] if match else []
 

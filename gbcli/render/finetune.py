@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from rich.console import Group
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -248,7 +249,6 @@ def training_progress(console: Any, animated: bool) -> Iterator[Any]:
     if not animated:
         yield PlainProgress(console)
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(
         TextColumn("{task.description}"),
@@ -266,8 +266,8 @@ def training_progress(console: Any, animated: bool) -> Iterator[Any]:
 def write_curves_png(handle: BinaryIO, result: FinetuneResult) -> None:
     """Both families' mean dev accuracy against training examples, with the seeds' 95% interval as a band, the
     majority baseline, each family's threshold and its zero-shot point."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # late: extra
+    from matplotlib.figure import Figure  # late: extra
 
     figure = Figure(figsize=(7, 4.2), dpi=120)
     FigureCanvasAgg(figure)

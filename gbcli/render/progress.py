@@ -7,7 +7,11 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from rich.progress import ProgressColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+from gbcli.lm.reads import READ_PROGRESS
+from gbcli.render.common import animated, stderr_console
 
 # A file of this many lines or fewer is done before a bar would be worth drawing.
 FEW_LINES = 5
@@ -36,10 +40,6 @@ def progress_bar(
     if not enabled:
         yield lambda _count: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from gbcli.lm.reads import READ_PROGRESS
-    from gbcli.render.common import stderr_console
 
     rate = [RateColumn(rate_unit)] if rate_unit or sequences else []
 
@@ -87,8 +87,6 @@ class RateColumn(ProgressColumn):
         self.unit = unit
 
     def render(self, task: Any) -> Any:
-        from rich.text import Text
-
         unit = f" {self.unit}/s" if self.unit else "/s"
         if task.speed:
             return Text(f"{task.speed:.1f}{unit}", style="dim")
@@ -100,8 +98,6 @@ def line_progress(
 ) -> AbstractContextManager[Callable[[int], None]]:
     """The bar for a file of `total` lines: only when there are more than a few, and only where it can move
     (stderr is a terminal, NO_COLOR unset)."""
-    from gbcli.render.common import animated, stderr_console
-
     return progress_bar(
         total, total > FEW_LINES and animated(stderr_console()), label, redirect_stderr=True, rate_unit=rate_unit
     )
