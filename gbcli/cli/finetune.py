@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gbcli.cli.options import JsonOption, ModelChoice, model_options
-from gbcli.cli.reporting import handle_errors, interrupt_exits_130
+from gbcli.cli.options import JsonOption, ModelChoice, model_options, requested_columns
+from gbcli.cli.reporting import handle_errors, interrupt_exits_130, show
 from gbcli.errors import GbcliError, usage_error
 from gbcli.jobs.builtin_tasks import BUILTIN_TASKS
 
@@ -328,7 +328,6 @@ def finetune(
     train, dev_examples, name = read_data(file, dev, task, file_format, text_field, label_field)
     data = prepare(train, dev_examples, name, max_train_samples=max_train_samples)
     words = parse_verbalizer(verbalizer, data.labels) if verbalizer is not None else None
-    from gbcli.cli.options import requested_columns
     from gbcli.tasks.finetune.comparison import Plan
 
     plan = Plan(
@@ -354,7 +353,6 @@ def finetune(
         from gbcli.render.finetune import write_curves_png
 
         write_atomically(png_target, lambda handle: write_curves_png(handle, result))
-    from gbcli.cli.reporting import show
     from gbcli.render.finetune import finetune_view
 
     show(result, json_output, finetune_view)

@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gbcli.cli.options import JsonOption, ModelChoice, model_options, requested_columns
+from gbcli.cli.options import JsonOption, ModelChoice, load_column, model_options, requested_columns
 from gbcli.cli.reporting import handle_errors, interrupt_exits_130, warn_unknown
 from gbcli.errors import usage_error
-from gbcli.loading.models import Family, LoadedModel, LoadOptions, display_name
+from gbcli.loading.families import Family, LoadOptions, family_title
 from gbcli.tasks.finite import check_finite
+from gbcli.terminal import terminal_echo_off
 
 if TYPE_CHECKING:
+    from gbcli.loading.models import LoadedModel
     from gbcli.tasks.generation import GenerationResult
 
 
@@ -152,9 +154,8 @@ def _generate_live(
     """On a terminal: the columns fill in as they are written; Ctrl-C keeps what was written on the screen."""
     from rich.live import Live
 
-    from gbcli.loading.models import libraries_imported, load_model
+    from gbcli.loading.models import display_name, libraries_imported, load_model
     from gbcli.render.generation import StreamingView
-    from gbcli.terminal import terminal_echo_off
 
     sequences = len(result.settings.one_stream_each())  # sampling with -n: written one after the other
     view = StreamingView(result.prompt, [(family, display_name(spec)) for family, spec in requested], sequences)
@@ -188,8 +189,6 @@ def _generate_plain(
 ) -> None:
     """Off a terminal (or with --json): the view once all are written; Ctrl-C writes each model's text so far
     when `keep_partial` (a pipe or a file keeps what was generated; JSON is never half a document)."""
-    from gbcli.cli.options import load_column
-
     written: dict[str, dict[int, str]] = {}  # each column's sequences so far, for Ctrl-C
 
     def keep(family: str, so_far: str, sequence: int = 0) -> None:
@@ -206,7 +205,6 @@ def _generate_plain(
 def _write_partial_generation(prompt: str, columns: list[LoadedModel], written: dict[str, dict[int, str]]) -> None:
     """After Ctrl-C off a terminal: each model's sequences so far, one paragraph each (the last one cut short),
     before exit 130."""
-    from gbcli.loading.models import family_title
     from gbcli.render.common import visible_controls
 
     last = next((lm.family for lm in reversed(columns) if lm.family in written), None)

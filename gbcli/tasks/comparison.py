@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gbcli.loading.models import FAMILY_INFO, LoadedModel, release_model
-from gbcli.tasks.attention import ATTENTION_FREE, compute_attention, summarize
 from gbcli.tasks.masking import DEFAULT_TOP_K, MASK_PATTERN, FillMaskResult, fill_mask_in_turn
 from gbcli.tasks.scoring import ModelScore, ScoreSettings, TextScore, score_batch, score_note
 from gbcli.tasks.tokenization import TokenizationResult, algorithm_name, check_text, tokenize
@@ -197,6 +196,9 @@ class ForwardClock:
 
 def attention_lines(lm: LoadedModel, text: str) -> list[AttentionLine]:
     """The `attention --summary` means of one model, one line per attention map (BART has three)."""
+    # late: start-up (attention's maps import numpy, which compare's text check does without)
+    from gbcli.tasks.attention import ATTENTION_FREE, compute_attention, summarize
+
     if lm.model.config.model_type in ATTENTION_FREE:  # Mamba, RWKV: no attention, so no line
         return []
     result = compute_attention(lm, text)
