@@ -21,7 +21,7 @@ import pytest
 from tests.cli_helpers import TRACEBACK, assert_user_error, gbcli_executable, run, run_json
 from tests.fixtures.tiny_models import ANIMAL_SOUNDS
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.compat_extras]
 
 BIRDS = {"duck", "owl"}
 TRAIN_PLACES = ("park", "garden", "field", "yard")

@@ -21,7 +21,7 @@ from tests.cli_helpers import assert_user_error, run, run_installed, run_json
 from tests.fixtures.tiny_models import ANIMAL_SOUNDS, PLACES
 from tests.test_layout import assert_whole, render
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.compat_extras]
 
 FLYING = {"duck", "owl", "wasp"}
 

@@ -9,6 +9,8 @@ import pytest
 
 from tests.cli_helpers import TRACEBACK, assert_user_error, run, run_installed
 
+pytestmark = pytest.mark.compat
+
 
 @pytest.fixture
 def config(tmp_path, monkeypatch):

@@ -126,11 +126,23 @@ def test_a_bad_command_reports_like_the_cli_and_the_loop_goes_on(models):
     assert "hint: Did you mean fill-mask?" in result.stderr
     documents = json_lines(result.stdout)
     assert documents[0] == {"command": ["fill-mask", "--nope", "x"], "exit_code": 2}
-    # A line the shell itself refuses is one failed command too: every line has its document.
-    assert documents[1]["text"] == "atention the duck"  # a line of text: compare's
+    # A line the shell itself refuses is one failed command too: every line has its document. A first word one
+    # typo from a command's name is that command mistyped, not the first word of a text for compare.
+    assert documents[1] == {"command": ["atention", "the", "duck"], "exit_code": 2}
+    assert "error: No such command 'atention'." in result.stderr
+    assert "hint: Did you mean attention? To run the line as a text: compare 'atention the duck'" in result.stderr
     assert documents[2] == {"command": ["fil-mask"], "exit_code": 2}
     assert len(documents) == 4
     assert documents[-1]["masks"][0]["bert"]["predictions"][0]["word"]  # the last line still ran
+
+
+def test_the_command_a_refused_line_suggests_runs_it_as_a_text(models):
+    result = shell(models, "Scored well", "compare 'Scored well'", options=("--json",))
+    assert "error: No such command 'Scored'." in result.stderr
+    assert "Did you mean score? To run the line as a text: compare 'Scored well'" in result.stderr
+    refused, ran = json_lines(result.stdout)
+    assert refused == {"command": ["Scored", "well"], "exit_code": 2}
+    assert without_timings(ran) == without_timings(run_json("compare", "Scored well", *models))
 
 
 def test_set_gives_defaults_and_an_explicit_option_wins(models):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import re
 
 import pytest
+from rich.console import Console
 from transformers import AutoTokenizer
 
 from tests.cli_helpers import run
@@ -464,6 +466,73 @@ def test_ctrl_c_during_many_samples_keeps_the_ones_written(long_context_gpt):
     assert len(whole) >= 1 and len(cut) == 1, lines
     assert whole[0].startswith("GPT · ") and " #1 (whole)" in whole[0]
     assert TRACEBACK.encode() not in stderr
+
+
+@pytest.mark.parametrize("family", ["gpt", "bert", "bart"])
+def test_a_beam_search_shows_its_best_beam_at_every_step(family, long_context_gpt, bert_path, bart_path):
+    """Beam search cannot stream its answer (known only at the end): each step reports the beam ranked first so far,
+    and when the search runs its full length that last report is the answer it returns first."""
+    from gbcli.loading.models import load_model
+    from gbcli.tasks.decoding_settings import settings_from_options
+    from gbcli.tasks.generation import generate_causal, generate_masked
+    from gbcli.tasks.seq2seq import generate_seq2seq
+
+    path = {"gpt": long_context_gpt, "bert": bert_path, "bart": bart_path}[family]
+    runner = {"gpt": generate_causal, "bert": generate_masked, "bart": generate_seq2seq}[family]
+    settings = settings_from_options(max_new_tokens=5, num_beams=3, num_return_sequences=2)
+    reports: list[tuple[str, str, int]] = []
+    generation = runner(load_model(family, str(path)), "once upon a time", settings, lambda *r: reports.append(r))
+    assert reports and all(f == family and sequence == 0 for f, _, sequence in reports)
+    assert len(generation.continuations) == 2
+    if family == "bart":  # BART writes the prompt again before it continues: fewer steps than max_new_tokens here
+        return
+    assert len(reports) == 5  # one report per step
+    assert reports[-1][1] == generation.continuations[0].text
+
+
+def test_ctrl_c_during_a_beam_search_keeps_its_best_beam_so_far(long_context_gpt):
+    import os
+    import signal
+    import subprocess
+
+    from tests.cli_helpers import TRACEBACK, gbcli_executable
+    from tests.test_signals import _wait_for_cpu_seconds
+
+    process = subprocess.Popen(
+        [
+            gbcli_executable(),
+            "generate",
+            "once upon a time",
+            *("--models", "gpt", "--gpt", str(long_context_gpt)),
+            *("--max-new-tokens", "3000", "--num-beams", "4", "-n", "2"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1", "GBCLI_NO_SERVER": "1", "OMP_NUM_THREADS": "1"},
+    )
+    _wait_for_cpu_seconds(process.pid, 8, timeout=240)  # start-up is ~5 CPU seconds: into the search
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr.decode()
+    lines = stdout.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("GPT · ") and "(interrupted, best of 4 beams so far): once upon a time" in lines[0]
+    assert len(lines[0].split("once upon a time", 1)[1]) > 0  # some of the search was kept
+    assert TRACEBACK.encode() not in stderr
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_streamed_beam_search_says_its_text_is_the_best_beam_so_far(width):
+    from gbcli.render.generation import StreamingView
+
+    view = StreamingView("once upon a time", [("gpt", "tiny-gpt"), ("bert", "tiny-bert")], beams=4)
+    view.update("gpt", " there was")
+    console = Console(width=width, file=io.StringIO(), no_color=True)
+    console.print(view)
+    screen = console.file.getvalue()
+    assert "GPT · tiny-gpt · best of 4 beams so far" in screen
+    assert "BERT · tiny-bert ·" not in screen  # only the column being written
+    assert max(len(line) for line in screen.splitlines()) <= width
 
 
 # ---- 17. a typo gets one "did you mean", and a hint about what it got wrong ---------------------------------------

@@ -25,7 +25,7 @@ from tests.cli_helpers import (
     visible,
 )
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.compat_extras]
 
 
 def json_lines(stdout: str) -> list[dict]:

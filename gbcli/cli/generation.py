@@ -158,7 +158,8 @@ def _generate_live(
     from gbcli.render.generation import StreamingView
 
     sequences = len(result.settings.one_stream_each())  # sampling with -n: written one after the other
-    view = StreamingView(result.prompt, [(family, display_name(spec)) for family, spec in requested], sequences)
+    beams = result.settings.num_beams if result.settings.mode == "beam" else 1
+    view = StreamingView(result.prompt, [(family, display_name(spec)) for family, spec in requested], sequences, beams)
     if requested:  # the first frame already says what the wait is
         view.loading(requested[0][0], importing=not libraries_imported())
 
@@ -198,22 +199,32 @@ def _generate_plain(
         _generate_in_turn(requested, result, columns, lambda family, spec: load_column(family, spec, options), keep)
     except KeyboardInterrupt:
         if keep_partial:
-            _write_partial_generation(result.prompt, columns, written)
+            _write_partial_generation(result, columns, written)
         raise
 
 
-def _write_partial_generation(prompt: str, columns: list[LoadedModel], written: dict[str, dict[int, str]]) -> None:
-    """After Ctrl-C off a terminal: each model's sequences so far, one paragraph each (the last one cut short),
-    before exit 130."""
+def _write_partial_generation(
+    result: GenerationResult, columns: list[LoadedModel], written: dict[str, dict[int, str]]
+) -> None:
+    """After Ctrl-C off a terminal: each model's sequences so far, one paragraph each (the last one cut short; in a
+    beam search, the beam that ranked first when it stopped), before exit 130."""
     from gbcli.render.common import visible_controls
+    from gbcli.render.generation import beam_search_so_far
 
-    last = next((lm.family for lm in reversed(columns) if lm.family in written), None)
+    prompt = result.prompt
+    cut = "interrupted"
+    if result.settings.mode == "beam":
+        cut += f", {beam_search_so_far(result.settings.num_beams)}"
+
+    finished = {generation.family: generation.continuations for generation in result.columns}
     for lm in columns:
-        sequences = written.get(lm.family, {})
-        for index, text in sorted(sequences.items()):
-            number = f" #{index + 1}" if len(sequences) > 1 else ""
-            # Only the sequence being written when Ctrl-C came is cut short; the ones before it are whole.
-            state = "interrupted" if lm.family == last and index == max(sequences) else "whole"
+        if lm.family in finished:  # every sequence whole, as the model ended them (a beam search's final ranking)
+            texts = {index: c.text for index, c in enumerate(finished[lm.family])}
+        else:  # the column Ctrl-C cut: the sequences before the last are whole
+            texts = written.get(lm.family, {})
+        for index, text in sorted(texts.items()):
+            number = f" #{index + 1}" if len(texts) > 1 else ""
+            state = cut if lm.family not in finished and index == max(texts) else "whole"
             sys.stdout.write(
                 f"{family_title(lm.family)} · {lm.name}{number} ({state}): {visible_controls(prompt + text)}\n"
             )

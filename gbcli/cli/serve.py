@@ -39,7 +39,8 @@ def shell(
 ) -> None:
     """Load the models once, then type commands without `gbcli` (help, models, set, load, exit): answers at once.
 
-    A line of text alone runs fill-mask on it when it holds a mask, compare otherwise. Off a terminal
+    A line of text alone runs fill-mask on it when it holds a mask, compare otherwise; a line whose first word is a
+    command's name mistyped (`atention the duck`) is refused with a guess. Off a terminal
     (`gbcli shell < commands.txt`) it reads the commands from stdin, without prompt or colour.
     """
     from gbcli.warm.runner import host

@@ -56,6 +56,22 @@ class TextStreamer:
         pass
 
 
+def leading_beam_reporter(lm: LoadedModel, prompt_length: int, on_text: Callable[[str], None]) -> Any:
+    """A stopping criterion that never stops: beam search cannot stream (its best sequence is known only at the
+    end), so at each step it hands over the text of the candidate that ranks first so far, and a long search shows
+    progress, and leaves the best beam so far on the screen when Ctrl-C comes."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class LeadingBeamReporter(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            # generate ranks the candidates of a step by their summed log-probability, best first.
+            on_text(lm.tokenizer.decode(input_ids[0, prompt_length:].tolist(), skip_special_tokens=True))
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return LeadingBeamReporter()
+
+
 def run_generate(
     lm: LoadedModel,
     settings: DecodingSettings,
@@ -67,10 +83,15 @@ def run_generate(
     **inputs: Any,
 ) -> tuple[list[GeneratedRow], float]:
     """`lm.model.generate(**inputs, **kwargs)` seeded by `settings.seed`: each row's new ids after the first
-    `prompt_length`, and the seconds `generate` took. One stream (no beams, one sequence) is streamed to `on_text`."""
+    `prompt_length`, and the seconds `generate` took. One stream (no beams, one sequence) is streamed to `on_text`;
+    beam search hands it the best beam so far at each step."""
     import torch
+    from transformers import StoppingCriteriaList
 
-    if on_text is not None and settings.mode != "beam" and settings.num_return_sequences == 1:
+    if on_text is not None and settings.mode == "beam":
+        reporter = leading_beam_reporter(lm, prompt_length, on_text)
+        kwargs = {**kwargs, "stopping_criteria": StoppingCriteriaList([reporter])}
+    elif on_text is not None and settings.num_return_sequences == 1:
         kwargs = {**kwargs, "streamer": TextStreamer(lm, on_text)}
     if settings.seed is not None:
         torch.manual_seed(settings.seed)

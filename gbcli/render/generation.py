@@ -163,13 +163,19 @@ def generation_view(
     return Group(*parts)
 
 
+def beam_search_so_far(beams: int) -> str:
+    """What a streamed beam search shows: its first-ranked beam, which a later step may replace."""
+    return f"best of {beams} beams so far"
+
+
 class StreamingView:
     """What a terminal shows while tokens arrive: one panel per model, filling as each writes."""
 
-    def __init__(self, prompt: str, columns: list[tuple[str, str]], sequences: int = 1) -> None:
+    def __init__(self, prompt: str, columns: list[tuple[str, str]], sequences: int = 1, beams: int = 1) -> None:
         self.prompt = prompt
         self.columns = columns  # (family, model name)
         self.sequences = sequences  # how many each model writes in turn (sampling with -n)
+        self.beams = beams  # beam search shows the beam that ranks first so far, which may change at any step
         self.texts: dict[str, list[str]] = {family: [""] for family, _ in columns}
         self.active: str | None = None
         # Until the first model is ready nothing is being written: the first column shows that it loads.
@@ -209,6 +215,8 @@ class StreamingView:
             title = f"{family_title(family)} · {name}"
             if self.sequences > 1 and family == self.active:
                 title += f" · sequence {len(texts)} of {self.sequences}"
+            if self.beams > 1 and family == self.active:
+                title += f" · {beam_search_so_far(self.beams)}"
             panels.append(Panel(body, title=title, expand=True))
         return panels
 

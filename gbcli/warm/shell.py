@@ -141,16 +141,18 @@ def split_line(line: str) -> list[str]:
             ) from None
     words = stripped.split()
     known = [*command_tree().commands, *BUILTINS]
-    close = difflib.get_close_matches(first, known, n=1, cutoff=0.75)
-    # A word and options, or a lone word one typo away from a command: a command mistyped, not a text.
-    if (len(words) > 1 and any(OPTION_LIKE.match(word) for word in words[1:])) or (len(words) == 1 and close):
+    close = difflib.get_close_matches(first.lower(), known, n=1, cutoff=0.75)
+    text_command = "fill-mask" if any(mask in stripped for mask in MASKS) else "compare"
+    # A first word one typo away from a command is a command mistyped, not the first word of a text; so is a word
+    # followed by options. A text that does begin so is still run when its command is named.
+    if close or any(OPTION_LIKE.match(word) for word in words[1:]):
+        as_text = f"To run the line as a text: {text_command} {shlex.quote(stripped)}" if len(words) > 1 else ""
         raise usage_error(
             f"No such command '{first}'.",
-            f"Did you mean {close[0]}?"
-            if close
-            else "Type `help` for the commands; a line of text alone is run by fill-mask or compare.",
+            " ".join(filter(None, [f"Did you mean {close[0]}?" if close else "", as_text]))
+            or "Type `help` for the commands; a line of text alone is run by fill-mask or compare.",
         )
-    return ["fill-mask" if any(mask in stripped for mask in MASKS) else "compare", stripped]
+    return [text_command, stripped]
 
 
 class _BatchInterrupted(Exception):
@@ -248,7 +250,9 @@ class Shell:
         console.print("Commands (as on the command line, without `gbcli`), and the shell's own words:")
         console.print(table)
         console.print(
-            "A line of text alone runs fill-mask on it if it holds [MASK] or <mask>, compare otherwise.", markup=False
+            "A line of text alone runs fill-mask on it if it holds [MASK] or <mask>, compare otherwise; one whose "
+            "first word is a command's name mistyped (atention) is refused: name the command to run it as a text.",
+            markup=False,
         )
         if self.session.defaults:
             console.print("Session defaults: " + defaults_text(self.session.defaults), markup=False)

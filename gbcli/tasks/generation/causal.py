@@ -1,9 +1,10 @@
 """GPT-2's column of `gbcli generate`: a causal LM continues the prompt, as it was trained to.
 
 One stream (greedy or sampling) runs in gbcli's own decoding loop (gbcli.lm.fast.decoding_loop), which reads each
-token's log-probability and the most likely tokens (the alternatives) from the logits that chose it; beam search and
-several sequences run `model.generate` (gbcli.lm.hf_generate) and are scored afterwards by one teacher-forced pass
-per sequence, which gives each token's log-probability and the alternatives of its step from one distribution.
+token's log-probability and the most likely tokens (the alternatives) from the logits that chose it; beam search (and
+every stream where that loop cannot run) runs `model.generate` (gbcli.lm.hf_generate) and is scored afterwards by one
+teacher-forced pass per sequence, which gives each token's log-probability and the alternatives of its step from one
+distribution.
 """
 
 from __future__ import annotations
@@ -47,8 +48,14 @@ def generate_causal(
         ]
         seconds = time.perf_counter() - started
     else:
-        on_text = _stream_text(lm, on_token, 0)
-        outputs, seconds = _generate_with_model(lm, input_ids, torch.ones_like(input_ids), settings, on_text)
+        outputs, seconds = [], 0.0
+        for index, stream in enumerate(streams):
+            on_text = _stream_text(lm, on_token, index)
+            stream_outputs, stream_seconds = _generate_with_model(
+                lm, input_ids, torch.ones_like(input_ids), stream, on_text
+            )
+            outputs += stream_outputs
+            seconds += stream_seconds
     continuations = [
         continuation(lm, prompt_ids, new_ids, logprobs, stopped, alternatives=alternatives)
         for new_ids, logprobs, stopped, alternatives in outputs

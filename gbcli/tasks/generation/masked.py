@@ -43,7 +43,7 @@ def generate_masked(
     started = time.perf_counter()
     with threads_for_steps():
         if settings.mode == "beam":
-            beams = _beam_fill(lm, body, closing, settings, processors, banned)
+            beams = _beam_fill(lm, body, closing, settings, processors, banned, on_token)
         else:
             beams = []
             for sequence in range(settings.num_return_sequences):
@@ -111,8 +111,9 @@ def _sample_fill(lm, body, closing, settings, processors, banned, generator, on_
     return body[start:], logprobs, alternatives
 
 
-def _beam_fill(lm, body, closing, settings, processors, banned):
-    """Beam search over left-to-right mask filling, ranked like `generate`: by summed processed log-probs."""
+def _beam_fill(lm, body, closing, settings, processors, banned, on_token=None):
+    """Beam search over left-to-right mask filling, ranked like `generate`: by summed processed log-probs. After
+    each step `on_token` gets the best beam so far (as `generate`'s beam search reports it)."""
     import torch
 
     start = len(body)
@@ -139,4 +140,6 @@ def _beam_fill(lm, body, closing, settings, processors, banned):
                 )
             )
         beams = new_beams
+        if on_token is not None:
+            on_token(lm.family, _continuation_text(lm, body, beams[0][0][start:]), 0)
     return [(ids[start:], lps, tops) for ids, _, lps, tops in beams[: settings.num_return_sequences]]
