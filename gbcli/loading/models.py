@@ -46,7 +46,6 @@ from gbcli.loading.checkpoint_checks import (
     classify_config,
     refuse_unsupported_architecture,
 )
-from gbcli.loading.download import download_missing
 from gbcli.loading.families import FAMILIES as FAMILIES  # re-exported, as family_title: importers keep them
 from gbcli.loading.families import FAMILY_INFO, FLAG_FOR_KIND, KIND_LABEL, Family, FamilyInfo, Kind, LoadOptions
 from gbcli.loading.families import family_title as family_title
@@ -539,6 +538,8 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
     if offline:
         common["local_files_only"] = True
     if not offline and not looks_like_path(spec):  # an uncached hub id downloads here, its bytes shown as they come
+        from gbcli.loading.download import download_missing  # late: start-up (only a hub id downloads)
+
         download_missing(spec, options.revision, info.flag)
     try:
         config = _from_cache_first(AutoConfig.from_pretrained, source, common)

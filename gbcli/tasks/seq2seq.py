@@ -20,13 +20,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gbcli.errors import GbcliError, usage_error
-from gbcli.lm.hf_generate import generate_kwargs, run_generate
 
 # Re-exported: generate_seq2seq below and fill-mask (tasks/masking.py) score BART's outputs by teacher forcing.
 from gbcli.lm.teacher_forcing import teacher_forced_logprobs as teacher_forced_logprobs
 from gbcli.lm.teacher_forcing import teacher_forced_reads
 from gbcli.loading.models import LoadedModel
-from gbcli.tasks.generation import continuation, model_generation
 
 INFILL_METHOD = (
     "denoising: the encoder reads the text with <mask> in each blank, beam search writes the restored text, and "
@@ -207,6 +205,8 @@ def generation_kwargs(lm: LoadedModel, settings: Any) -> dict[str, Any]:
     """`model.generate` arguments for DecodingSettings, with the checkpoint's summarisation habits switched off
     (forced </s> at the length limit, no_repeat_ngram_size, minimum lengths) so that BART decodes exactly as the
     other columns are asked to."""
+    from gbcli.lm.hf_generate import generate_kwargs  # late: start-up (fill-mask and score check text without it)
+
     return generate_kwargs(
         settings,
         pad_id(lm),
@@ -224,6 +224,9 @@ def generate_seq2seq(
 ):  # -> ModelGeneration
     """Continue the prompt with BART's decoder; each new token comes with its raw log-probability."""
     import torch
+
+    from gbcli.lm.hf_generate import run_generate  # late: start-up
+    from gbcli.tasks.generation import continuation, model_generation  # late: start-up
 
     check_seq2seq(lm)
     source, prefix = generation_inputs(lm, prompt)
