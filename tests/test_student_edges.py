@@ -672,6 +672,19 @@ def test_score_table_shows_a_long_texts_beginning_and_length(models, tmp_path):
     assert doc[1]["text"] == paragraph  # --json keeps it whole
 
 
+@pytest.mark.parametrize("width", ["80", "120"])
+def test_score_of_one_long_text_names_it_by_its_beginning_on_a_full_width_line(gpt_path, tmp_path, width):
+    paragraph = " ".join(["the duck quacks in the park and the dog barks ."] * 40)  # GPT-2 slides its window
+    path = tmp_path / "one.txt"
+    path.write_text(paragraph + "\n")
+    screen = run("score", "--file", str(path), "--models", "gpt", "--gpt", str(gpt_path), env={"COLUMNS": width})
+    lines = screen.stdout.splitlines()
+    assert lines[0].startswith("Scores of: the duck quacks in the park")
+    assert f"… ({len(paragraph.split())} words)" in flat(screen.stdout)
+    assert len(lines) < 20  # not a narrow strip of the whole paragraph
+    assert max(len(line) for line in lines) <= int(width)
+
+
 # ---- 23. one --json rule: one input, one indented document; many inputs, JSON Lines --------------------------------
 
 
