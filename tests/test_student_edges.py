@@ -577,6 +577,16 @@ def test_the_shell_refuses_a_shell_inside_it_and_guesses_a_mistyped_option(model
     assert "compare:" not in result.stdout  # `clear` is the shell's own word, not a text for compare
 
 
+def test_hints_in_the_shell_show_commands_as_typed_there(models):
+    result = run("shell", *models, input='generate the duck\nfil-mask\nshell\n')
+    # The shell split an unquoted prompt: its hint shows the line to type in the shell, without `gbcli`.
+    assert 'hint: Quote a prompt of several words: generate "the duck"' in result.stderr
+    assert "gbcli generate" not in result.stderr
+    assert "error: This is the gbcli shell already." in result.stderr
+    outside = run("generate", "the", "duck", *models)  # the same mistake on the command line keeps `gbcli`
+    assert 'hint: Quote a prompt of several words: gbcli generate "the duck"' in outside.stderr
+
+
 # ---- 19. error:, hint: and warning: lines wrap between words on a terminal ---------------------------------------
 
 
