@@ -578,7 +578,7 @@ def test_the_shell_refuses_a_shell_inside_it_and_guesses_a_mistyped_option(model
 
 
 def test_hints_in_the_shell_show_commands_as_typed_there(models):
-    result = run("shell", *models, input='generate the duck\nfil-mask\nshell\n')
+    result = run("shell", *models, input="generate the duck\nfil-mask\nshell\n")
     # The shell split an unquoted prompt: its hint shows the line to type in the shell, without `gbcli`.
     assert 'hint: Quote a prompt of several words: generate "the duck"' in result.stderr
     assert "gbcli generate" not in result.stderr
