@@ -533,6 +533,10 @@ def test_a_streamed_beam_search_says_its_text_is_the_best_beam_so_far(width):
     assert "GPT · tiny-gpt · best of 4 beams so far" in screen
     assert "BERT · tiny-bert ·" not in screen  # only the column being written
     assert max(len(line) for line in screen.splitlines()) <= width
+    assert "(interrupted)" not in screen
+    view.interrupted = True  # Ctrl-C: the last frame stays, the text it cut short marked
+    console.print(view)
+    assert "(interrupted)" in console.file.getvalue()
 
 
 # ---- 17. a typo gets one "did you mean", and a hint about what it got wrong ---------------------------------------

@@ -257,6 +257,8 @@ class StreamingView:
                 body = Text(f"{what} …", style="dim italic")
             elif family == self.active and not self.interrupted:
                 body.append("▌", style="blink")
+            elif family == self.active:  # the sequence Ctrl-C cut short, as the piped output marks it
+                body.append(" (interrupted)", style="italic yellow")
             title = f"{family_title(family)} · {name}"
             if self.sequences > 1 and family == self.active:
                 title += f" · sequence {len(texts)} of {self.sequences}"
