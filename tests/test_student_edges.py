@@ -533,6 +533,10 @@ def test_a_streamed_beam_search_says_its_text_is_the_best_beam_so_far(width):
     assert "GPT · tiny-gpt · best of 4 beams so far" in screen
     assert "BERT · tiny-bert ·" not in screen  # only the column being written
     assert max(len(line) for line in screen.splitlines()) <= width
+    assert "(interrupted)" not in screen
+    view.interrupted = True  # Ctrl-C: the last frame stays, the text it cut short marked
+    console.print(view)
+    assert "(interrupted)" in console.file.getvalue()
 
 
 # ---- 17. a typo gets one "did you mean", and a hint about what it got wrong ---------------------------------------
@@ -575,6 +579,16 @@ def test_the_shell_refuses_a_shell_inside_it_and_guesses_a_mistyped_option(model
     assert "error: No command has an option --topk." in result.stderr and "hint: Did you mean top-k" in result.stderr
     assert "Options:" not in result.stderr  # not sixty names
     assert "compare:" not in result.stdout  # `clear` is the shell's own word, not a text for compare
+
+
+def test_hints_in_the_shell_show_commands_as_typed_there(models):
+    result = run("shell", *models, input="generate the duck\nfil-mask\nshell\n")
+    # The shell split an unquoted prompt: its hint shows the line to type in the shell, without `gbcli`.
+    assert 'hint: Quote a prompt of several words: generate "the duck"' in result.stderr
+    assert "gbcli generate" not in result.stderr
+    assert "error: This is the gbcli shell already." in result.stderr
+    outside = run("generate", "the", "duck", *models)  # the same mistake on the command line keeps `gbcli`
+    assert 'hint: Quote a prompt of several words: gbcli generate "the duck"' in outside.stderr
 
 
 # ---- 19. error:, hint: and warning: lines wrap between words on a terminal ---------------------------------------
@@ -670,6 +684,19 @@ def test_score_table_shows_a_long_texts_beginning_and_length(models, tmp_path):
     assert len(screen.splitlines()) < 30
     doc = [json.loads(line) for line in run("score", "--file", str(path), "--json", *models).stdout.splitlines()]
     assert doc[1]["text"] == paragraph  # --json keeps it whole
+
+
+@pytest.mark.parametrize("width", ["80", "120"])
+def test_score_of_one_long_text_names_it_by_its_beginning_on_a_full_width_line(gpt_path, tmp_path, width):
+    paragraph = " ".join(["the duck quacks in the park and the dog barks ."] * 40)  # GPT-2 slides its window
+    path = tmp_path / "one.txt"
+    path.write_text(paragraph + "\n")
+    screen = run("score", "--file", str(path), "--models", "gpt", "--gpt", str(gpt_path), env={"COLUMNS": width})
+    lines = screen.stdout.splitlines()
+    assert lines[0].startswith("Scores of: the duck quacks in the park")
+    assert f"… ({len(paragraph.split())} words)" in flat(screen.stdout)
+    assert len(lines) < 20  # not a narrow strip of the whole paragraph
+    assert max(len(line) for line in lines) <= int(width)
 
 
 # ---- 23. one --json rule: one input, one indented document; many inputs, JSON Lines --------------------------------

@@ -166,6 +166,13 @@ class Shell:
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def run(self, lines: Iterable[str]) -> int:
+        from gbcli.render.messages import commands_typed_bare
+
+        # `shell` is no command here ("This is the gbcli shell already" stays as it is).
+        with commands_typed_bare(set(command_tree().commands) - {"shell"}):
+            return self._run(lines)
+
+    def _run(self, lines: Iterable[str]) -> int:
         try:
             for line in lines:
                 if not line.strip() or line.lstrip().startswith("#"):
