@@ -30,7 +30,7 @@ from rich.table import Table
 
 from gbcli.errors import INTERRUPTED, GbcliError, usage_error
 from gbcli.render.common import dumps, stderr_console
-from gbcli.render.messages import report_error
+from gbcli.render.messages import commands_typed_bare, report_error
 from gbcli.terminal import interrupt_raises
 from gbcli.warm.client import strip_no_server
 from gbcli.warm.runner import (
@@ -166,8 +166,6 @@ class Shell:
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def run(self, lines: Iterable[str]) -> int:
-        from gbcli.render.messages import commands_typed_bare
-
         # `shell` is no command here ("This is the gbcli shell already" stays as it is).
         with commands_typed_bare(set(command_tree().commands) - {"shell"}):
             return self._run(lines)
