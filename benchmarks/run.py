@@ -346,7 +346,7 @@ def generate_rows(ctx: Context) -> list[Row]:
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
     from gbcli.loading.models import LoadOptions, load_model
-    from gbcli.tasks.decoding_settings import settings_from_options
+    from gbcli.tasks.decoding_options import settings_from_options
     from gbcli.tasks.generation import generate_causal
 
     args = ctx.args

@@ -149,7 +149,7 @@ def test_alternatives_view_is_whole_at_80_and_120_columns(gpt_path, bert_path, b
     from gbcli.loading.models import load_model
     from gbcli.render.common import format_prob
     from gbcli.render.generation import generation_view
-    from gbcli.tasks.decoding_settings import settings_from_options
+    from gbcli.tasks.decoding_options import settings_from_options
     from gbcli.tasks.generation import GenerationResult, generate_causal, generate_masked
     from gbcli.tasks.seq2seq import generate_seq2seq
     from gbcli.tasks.tokenization import readable_piece

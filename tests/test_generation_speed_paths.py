@@ -22,7 +22,7 @@ from gbcli.lm.fast.gpt2_step import GPT2_DECODER, RELAYOUT_MIN_TOKENS, _BlockedP
 from gbcli.loading.capability import FastPath
 from gbcli.loading.models import LoadOptions, load_model
 from gbcli.tasks import generation
-from gbcli.tasks.decoding_settings import DecodingSettings, settings_from_options
+from gbcli.tasks.decoding_options import DecodingSettings, settings_from_options
 from gbcli.tasks.generation import generate_causal
 from gbcli.tasks.generation.masked import _mask_logits
 from tests.fixtures.tiny_models import BERT_MASKED_DUCK, GPT_PROMPT

@@ -121,7 +121,7 @@ START_UP = {
     "gbcli.tasks.attention.summary",
     "gbcli.tasks.comparison",
     "gbcli.tasks.context",
-    "gbcli.tasks.decoding_settings",
+    "gbcli.tasks.decoding_options",
     "gbcli.tasks.finite",
     "gbcli.tasks.generation",
     "gbcli.tasks.generation.causal",

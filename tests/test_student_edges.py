@@ -473,7 +473,7 @@ def test_a_beam_search_shows_its_best_beam_at_every_step(family, long_context_gp
     """Beam search cannot stream its answer (known only at the end): each step reports the beam ranked first so far,
     and when the search runs its full length that last report is the answer it returns first."""
     from gbcli.loading.models import load_model
-    from gbcli.tasks.decoding_settings import settings_from_options
+    from gbcli.tasks.decoding_options import settings_from_options
     from gbcli.tasks.generation import generate_causal, generate_masked
     from gbcli.tasks.seq2seq import generate_seq2seq
 

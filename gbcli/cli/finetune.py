@@ -15,8 +15,8 @@ from gbcli.errors import GbcliError, usage_error
 from gbcli.jobs.builtin_tasks import BUILTIN_TASKS
 
 if TYPE_CHECKING:
-    from gbcli.tasks.finetune.comparison import Plan
     from gbcli.tasks.finetune.data import FinetuneData
+    from gbcli.tasks.finetune.head_to_head import Plan
     from gbcli.tasks.finetune.results import FinetuneResult
 
 TASKS = ", ".join(BUILTIN_TASKS)
@@ -328,7 +328,7 @@ def finetune(
     train, dev_examples, name = read_data(file, dev, task, file_format, text_field, label_field)
     data = prepare(train, dev_examples, name, max_train_samples=max_train_samples)
     words = parse_verbalizer(verbalizer, data.labels) if verbalizer is not None else None
-    from gbcli.tasks.finetune.comparison import Plan
+    from gbcli.tasks.finetune.head_to_head import Plan
 
     plan = Plan(
         requested_columns(families, choice.specs, options),
@@ -366,7 +366,7 @@ def _train(
     from gbcli.loading.models import release_model
     from gbcli.render.common import animated, stderr_console
     from gbcli.render.finetune import estimate_text, training_progress
-    from gbcli.tasks.finetune.comparison import compare_finetuning
+    from gbcli.tasks.finetune.head_to_head import compare_finetuning
     from gbcli.tasks.finetune.run_folder import check_output
 
     rank = int(os.environ.get("RANK", "0"))

@@ -81,7 +81,7 @@ def generate(
     from gbcli.jobs.inputs import read_text
     from gbcli.render.common import animated, print_json, stdout_console
     from gbcli.render.generation import generation_view
-    from gbcli.tasks.decoding_settings import settings_from_options
+    from gbcli.tasks.decoding_options import settings_from_options
     from gbcli.tasks.generation import GenerationResult, check_prompt
 
     if len(prompt) > 1:  # the shell split an unquoted prompt into words

@@ -15,11 +15,11 @@ from rich.table import Table
 from rich.text import Text
 
 from gbcli.loading.models import display_name
-from gbcli.tasks.finetune.comparison import TIMED_STEPS
+from gbcli.tasks.finetune.head_to_head import TIMED_STEPS
 from gbcli.tasks.finetune.results import CurvePoint, FamilyResult, FinetuneResult, MeanPoint, Run
 
 if TYPE_CHECKING:
-    from gbcli.tasks.finetune.comparison import Estimate
+    from gbcli.tasks.finetune.head_to_head import Estimate
 
 CHART_HEIGHT = 8
 CHART_WIDTH = 28  # two charts, their axes and a gap fit 80 columns

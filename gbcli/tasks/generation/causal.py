@@ -17,7 +17,7 @@ from gbcli.lm.fast.decoding_loop import decode_one_stream, decodes_in_own_loop
 from gbcli.lm.hf_generate import generate_kwargs, run_generate
 from gbcli.lm.reads import TopTokens, run_reads, scored_tokens, token_logprobs
 from gbcli.loading.models import LoadedModel
-from gbcli.tasks.decoding_settings import DecodingSettings
+from gbcli.tasks.decoding_options import DecodingSettings
 from gbcli.tasks.generation.results import ModelGeneration, TokenCallback, check_room, continuation, model_generation
 
 GPT_METHOD = "autoregressive decoding: each token predicted from the tokens to its left, as in pre-training"

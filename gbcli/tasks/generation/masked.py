@@ -14,7 +14,7 @@ from gbcli.lm.fast.threads import threads_for_steps
 from gbcli.lm.heads import logits_at, model_inputs
 from gbcli.lm.reads import TopTokens, top_tokens
 from gbcli.loading.models import LoadedModel
-from gbcli.tasks.decoding_settings import DecodingSettings
+from gbcli.tasks.decoding_options import DecodingSettings
 from gbcli.tasks.generation.results import ModelGeneration, TokenCallback, check_room, continuation, model_generation
 
 BERT_METHOD = "iterative mask filling: append [MASK], fill it, repeat (Wang and Cho 2019); not how BERT was trained"

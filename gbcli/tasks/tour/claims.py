@@ -13,7 +13,7 @@ import numpy as np
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks.attention import build_report, compute_attention
 from gbcli.tasks.context import apply_change, context_shift
-from gbcli.tasks.decoding_settings import settings_from_options
+from gbcli.tasks.decoding_options import settings_from_options
 from gbcli.tasks.generation import GenerationResult, generate_causal, generate_masked
 from gbcli.tasks.masking import fill_mask
 from gbcli.tasks.scoring import ScoreSettings, score_texts

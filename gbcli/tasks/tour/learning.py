@@ -11,8 +11,8 @@ from typing import Any
 import torch
 
 from gbcli.loading.models import LoadedModel
-from gbcli.tasks.finetune.comparison import Plan, compare_finetuning
 from gbcli.tasks.finetune.data import prepare
+from gbcli.tasks.finetune.head_to_head import Plan, compare_finetuning
 from gbcli.tasks.finetune.recipe import Recipe, check_recipe
 from gbcli.tasks.probe import ProbeOptions, probe
 from gbcli.tasks.similarity import similarity

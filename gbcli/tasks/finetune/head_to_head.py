@@ -1,4 +1,4 @@
-"""The comparison: every chosen family fine-tuned on the same data with the same recipe and seeds, their curves
+"""The head-to-head: every chosen family fine-tuned on the same data with the same recipe and seeds, their curves
 averaged over seeds, and the reading of who reached the threshold first.
 
     data = prepare(read_labelled("train.jsonl").examples, None, "train.jsonl")
