@@ -14,5 +14,6 @@ probe looks at every private name the path reads, so that on a transformers with
   (public torch calls only: no probe).
 
 The short checkpoint load (`gbcli.loading.fast_load`) is a speed path of loading, below `lm`, and stays there.
-It may import the rest of `lm`, `loading`, `terminal` and `gbcli.errors`; the rest of `lm` never imports it (the import contract `lm-fast-above-lm` in pyproject.toml).
+It may import the rest of `lm`, `loading`, `terminal` and `gbcli.errors`; the rest of `lm` never imports it
+(the import contract `lm-fast-above-lm` in pyproject.toml).
 """
