@@ -25,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from gbcli.loading.models import load_model
-    from gbcli.tasks.decoding_settings import settings_from_options
+    from gbcli.tasks.decoding_options import settings_from_options
     from gbcli.tasks.generation import generate_causal, generate_masked
 
     settings = settings_from_options(

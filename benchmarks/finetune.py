@@ -79,7 +79,7 @@ def gbcli_side(path: Path, data: Any, recipe: Any, folder: Path, family: str) ->
     each, from trainer_state.json: the training loop alone), and the final dev accuracy."""
     import torch
 
-    from gbcli.tasks.finetune.comparison import Plan, new_classifier
+    from gbcli.tasks.finetune.head_to_head import Plan, new_classifier
     from gbcli.tasks.finetune.training import train_run
 
     plan = Plan([(family, str(path))], {family: recipe}, [42], folder, device="cpu")

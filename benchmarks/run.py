@@ -346,7 +346,7 @@ def generate_rows(ctx: Context) -> list[Row]:
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
     from gbcli.loading.models import LoadOptions, load_model
-    from gbcli.tasks.decoding_settings import settings_from_options
+    from gbcli.tasks.decoding_options import settings_from_options
     from gbcli.tasks.generation import generate_causal
 
     args = ctx.args
@@ -376,7 +376,7 @@ def generate_rows(ctx: Context) -> list[Row]:
     sides = {"gbcli": run_gbcli, f"pipeline, torch default ({default_threads} threads)": run_peer(None)}
     if default_threads > 1:
         # gbcli times its own steps and may decode on one thread when the cores are busy (StepThreads in
-        # gbcli/lm/threads.py): the pipeline on one thread is the other fair peer.
+        # gbcli/lm/fast/threads.py): the pipeline on one thread is the other fair peer.
         sides["pipeline, 1 thread"] = run_peer(1)
     load_before = load_average()
     seconds = interleaved(sides, args.repeats)

@@ -32,18 +32,18 @@ def main() -> None:
     # is; only a command that runs here imports the CLI (benchmarks/run.py, row `warm`).
     argv = sys.argv[1:]
     if not asks_for_help(argv):  # help never goes to a server: skip the client's imports (row `startup`)
-        from gbcli.warm.client import forward_or_in_process
+        from gbcli.warm.client import forward_or_in_process  # late: start-up
 
         argv = forward_or_in_process(argv)
         refuse_unsupported_transformers()
-    from gbcli.cli import main as run
+    from gbcli.cli import main as run  # late: start-up
 
     run(argv)
 
 
 def refuse_unsupported_transformers() -> None:
     """Exit 1 with one `error:` and one `hint:` line when the installed transformers is not one gbcli runs on."""
-    from gbcli.loading.versions import installed_transformers, unsupported_transformers
+    from gbcli.loading.versions import installed_transformers, unsupported_transformers  # late: start-up
 
     error = unsupported_transformers(installed_transformers())
     if error is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno as codes
+
 USAGE = 2  # the user asked for something that cannot be done as asked
 RUNTIME = 1  # the request was fine but something failed while doing it
 INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
@@ -28,8 +30,6 @@ def explain_os_error(error: OSError) -> GbcliError:
     Every errno gets a sentence of its own; the last one names the system's own words for anything rarer, so an
     OSError is never reported as a bug of ours.
     """
-    import errno as codes
-
     name = f"'{error.filename}'" if error.filename is not None else "standard output"
     reason = error.strerror or type(error).__name__
     if error.errno in (codes.EPIPE,):

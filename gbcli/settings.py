@@ -18,6 +18,8 @@ import os
 import re
 import sys
 
+from gbcli.errors import GbcliError
+
 TYPE_CHECKING = False  # typing costs a warm command ~4 ms of start-up; annotations here are strings anyway
 if TYPE_CHECKING:
     from typing import Any
@@ -135,15 +137,13 @@ def parse_duration(text: str) -> float | None:
 
 def _load_toml(data: bytes) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
-        import tomllib
+        import tomllib  # late: start-up (read only when a settings file exists)
     else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
+        import tomli as tomllib  # late: start-up
     return tomllib.loads(data.decode("utf-8"))
 
 
 def _error(message: str, hint: str) -> Exception:
-    from gbcli.errors import GbcliError  # stdlib only, like this module
-
     return GbcliError(message, hint)
 
 

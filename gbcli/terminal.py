@@ -110,7 +110,7 @@ def terminal_echo_off() -> Iterator[None]:
     lands after the display's last line and, when that line fills the width, wraps it onto a new one, so the
     final redraw starts one line low and leaves a second top border behind. Typed keys still reach the shell."""
     try:
-        import termios  # late: not on Windows
+        import termios  # late: platform (not on Windows)
     except ImportError:  # Windows: no termios, and its console does not echo Ctrl-C into the output
         yield
         return

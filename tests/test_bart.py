@@ -17,7 +17,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from gbcli.loading.models import load_model
 from gbcli.tasks.attention import SEQ2SEQ_MAPS, compute_attention
-from gbcli.tasks.decoding_settings import settings_from_options
+from gbcli.tasks.decoding_options import settings_from_options
 from gbcli.tasks.masking import infill_spans, split_masks
 from gbcli.tasks.seq2seq import generate_seq2seq, match_spans
 from tests.cli_helpers import assert_user_error, run, run_json

@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-from gbcli.lm.decoding import MODEL_STEPS
-from gbcli.lm.gpt2_fast import GPT2_DECODER
-from gbcli.lm.prefix import PREFIX_CACHE
+from gbcli.lm.fast.decoding_loop import MODEL_STEPS
+from gbcli.lm.fast.gpt2_step import GPT2_DECODER
+from gbcli.lm.fast.shared_prefix import PREFIX_CACHE
 from gbcli.loading.capability import FastPath
 from gbcli.loading.fast_load import FAST_LOAD
 from gbcli.loading.models import clear_cache

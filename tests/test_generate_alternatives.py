@@ -142,18 +142,19 @@ def test_view_lists_each_steps_alternatives_with_the_written_one_marked(models):
 
 @pytest.mark.parametrize("width", [80, 120])
 @pytest.mark.parametrize("colour", [False, True], ids=["NO_COLOR", "colour"])
-def test_alternatives_view_is_whole_at_80_and_120_columns(gpt_path, bert_path, bart_path, width, colour):
+@pytest.mark.parametrize("k", [5, 30])
+def test_alternatives_view_is_whole_at_80_and_120_columns(gpt_path, bert_path, bart_path, width, colour, k):
     from rich.cells import cell_len
 
     from gbcli.loading.models import load_model
     from gbcli.render.common import format_prob
     from gbcli.render.generation import generation_view
-    from gbcli.tasks.decoding_settings import settings_from_options
+    from gbcli.tasks.decoding_options import settings_from_options
     from gbcli.tasks.generation import GenerationResult, generate_causal, generate_masked
     from gbcli.tasks.seq2seq import generate_seq2seq
     from gbcli.tasks.tokenization import readable_piece
 
-    settings = settings_from_options(max_new_tokens=5, seed=3, alternatives=5)
+    settings = settings_from_options(max_new_tokens=5, seed=3, alternatives=k)
     result = GenerationResult(prompt=GPT_CAPITAL_PROMPT, decoding=settings.describe(), settings=settings)
     for run_column, family, path in (
         (generate_causal, "gpt", gpt_path),
@@ -172,12 +173,13 @@ def test_alternatives_view_is_whole_at_80_and_120_columns(gpt_path, bert_path, b
     console.print(generation_view(result, show_alternatives=True))
     screen = console.export_text()
     assert max(cell_len(line.rstrip()) for line in screen.splitlines()) <= width
-    words = " ".join(screen.split())
+    lines = screen.splitlines()
     for column in result.columns:
         for token in column.continuations[0].tokens:
+            assert len(token.alternatives) == k
             for alternative in token.alternatives:
                 shown = readable_piece(alternative.piece, alternative.text)
                 mark = "▸" if alternative.chosen else ""
-                # The piece and its probability are whole; a narrow cell may put the number under the piece.
-                assert mark + shown in words, (shown, screen)
-                assert format_prob(math.exp(alternative.logprob)) in words
+                # Each cell whole on one line, the piece and its probability together, however many K asks for.
+                cell = f"{mark}{shown} {format_prob(math.exp(alternative.logprob))}"
+                assert any(cell in line for line in lines), (cell, screen)

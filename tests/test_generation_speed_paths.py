@@ -16,13 +16,13 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from gbcli.lm import threads
-from gbcli.lm.decoding import MODEL_STEPS, ModelDecoder, decoder_for
-from gbcli.lm.gpt2_fast import GPT2_DECODER, RELAYOUT_MIN_TOKENS, _BlockedProduct, _RowBlocks, gpt2_decoder
+from gbcli.lm.fast import threads
+from gbcli.lm.fast.decoding_loop import MODEL_STEPS, ModelDecoder, decoder_for
+from gbcli.lm.fast.gpt2_step import GPT2_DECODER, RELAYOUT_MIN_TOKENS, _BlockedProduct, _RowBlocks, gpt2_decoder
 from gbcli.loading.capability import FastPath
 from gbcli.loading.models import LoadOptions, load_model
 from gbcli.tasks import generation
-from gbcli.tasks.decoding_settings import DecodingSettings, settings_from_options
+from gbcli.tasks.decoding_options import DecodingSettings, settings_from_options
 from gbcli.tasks.generation import generate_causal
 from gbcli.tasks.generation.masked import _mask_logits
 from tests.fixtures.tiny_models import BERT_MASKED_DUCK, GPT_PROMPT
@@ -448,9 +448,9 @@ def test_greedy_through_the_relaid_out_head_equals_model_generate(gpt, thread_co
     threads, column blocks): greedy still picks `generate`'s tokens, every one of them. (The tiny model holds 64
     tokens, fewer than RELAYOUT_MIN_TOKENS: the threshold is lowered here.)"""
     require(GPT2_DECODER)
-    import gbcli.lm.gpt2_fast as gpt2_fast
+    import gbcli.lm.fast.gpt2_step as gpt2_step
 
-    monkeypatch.setattr(gpt2_fast, "RELAYOUT_MIN_TOKENS", 24)
+    monkeypatch.setattr(gpt2_step, "RELAYOUT_MIN_TOKENS", 24)
     before = torch.get_num_threads()
     torch.set_num_threads(thread_count)
     try:

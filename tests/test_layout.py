@@ -24,7 +24,7 @@ from gbcli.render.scoring import measure_value, score_view
 from gbcli.render.tokenization import piece_text, tokenization_view
 from gbcli.tasks.attention import build_report, compute_attention
 from gbcli.tasks.comparison import compare
-from gbcli.tasks.decoding_settings import settings_from_options
+from gbcli.tasks.decoding_options import settings_from_options
 from gbcli.tasks.generation import GenerationResult, generate_causal, generate_masked
 from gbcli.tasks.masking import fill_mask
 from gbcli.tasks.scoring import ScoreSettings, score_texts

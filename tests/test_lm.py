@@ -240,7 +240,7 @@ def test_bert_and_gpt2_left_column_run_side_by_side_with_the_same_results(gpt_lm
 
 
 def test_run_beside_raises_either_sides_exception_after_both_end():
-    from gbcli.lm.threads import run_beside
+    from gbcli.lm.fast.threads import run_beside
 
     done = []
 
@@ -262,7 +262,7 @@ def test_run_beside_waits_for_its_thread_through_ctrl_c():
     import threading
     import time
 
-    from gbcli.lm.threads import run_beside
+    from gbcli.lm.fast.threads import run_beside
 
     finished = threading.Event()
     main = threading.main_thread().ident

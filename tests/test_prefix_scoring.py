@@ -1,13 +1,13 @@
-"""gbcli.lm.prefix: sequences that begin alike, scored with their shared prefix run once, give the full passes'
-numbers, on the tiny GPT-2 and on every causal architecture of the conformance matrix; attention-free models
-(no KV cache to copy) score every sequence whole."""
+"""gbcli.lm.fast.shared_prefix: sequences that begin alike, scored with their shared prefix run once, give the full
+passes' numbers, on the tiny GPT-2 and on every causal architecture of the conformance matrix; attention-free
+models (no KV cache to copy) score every sequence whole."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from gbcli.lm.prefix import (
+from gbcli.lm.fast.shared_prefix import (
     caches_prefix,
     common_prefix_length,
     continuation_logprobs,
@@ -152,7 +152,7 @@ def test_a_continuations_last_token_is_read_but_never_run(gpt_path, packed, monk
     """Only the tokens whose next-token prediction is read run against the prefix's cache: a suffix's last token
     is a target only, and a one-token suffix runs nothing. GPT-2 runs them all packed in one row, one pass; a
     model that cannot runs them as padded rows, one token narrower than the longest suffix."""
-    import gbcli.lm.prefix as prefix_module
+    import gbcli.lm.fast.shared_prefix as prefix_module
 
     if not packed:
         monkeypatch.setattr(prefix_module, "PACKED_MODEL_TYPES", frozenset())

@@ -21,9 +21,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gbcli"
 # module → the private names of transformers/torch it uses, each checked by that module's FastPath probe.
 PROBED = {
     "gbcli/loading/fast_load.py": {"_get_model_class", "_model_mapping", "_get_dtype_plan", "_finalize_model_loading"},
-    "gbcli/lm/gpt2_fast.py": {"_attn_implementation"},
-    "gbcli/lm/decoding.py": {"_update_model_kwargs_for_generation"},
-    "gbcli/lm/prefix.py": {"_attn_implementation"},
+    "gbcli/lm/fast/gpt2_step.py": {"_attn_implementation"},
+    "gbcli/lm/fast/decoding_loop.py": {"_update_model_kwargs_for_generation"},
+    "gbcli/lm/fast/shared_prefix.py": {"_attn_implementation"},
     "gbcli/tasks/attention/maps.py": {
         "_attn_implementation",
         "_can_set_attn_implementation",

@@ -150,7 +150,7 @@ def assert_same_as_in_process(
 
 def alike(a, b) -> bool:
     """Equal JSON values, floats to 1e-6: a timed run's decoding step picks its thread split by timing it
-    (gbcli.lm.threads), and another split may sum a dot product in another order (~1e-7 apart)."""
+    (gbcli.lm.fast.threads), and another split may sum a dot product in another order (~1e-7 apart)."""
     if isinstance(a, float) and isinstance(b, float):
         return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
     if isinstance(a, dict) and isinstance(b, dict):

@@ -119,4 +119,5 @@ def test_typed_ctrl_c_leaves_one_whole_panel_and_the_newest_tokens_stay_in_view(
     assert all(line.startswith("│") and line.endswith("│") for line in body), text
     assert body[0].startswith("│ once upon a time")
     assert CURSOR not in "".join(body)  # the final frame has no cursor
+    assert "(interrupted)" in " ".join(body)  # the text cut short is marked, as piped output marks it
     assert echo_restored  # the terminal echoes keys again after gbcli ends

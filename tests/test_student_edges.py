@@ -630,7 +630,7 @@ def test_the_first_of_several_samples_is_the_one_sample_of_the_same_seed(models)
         ).stdout
     )
     # The same tokens; their log-probabilities to 1e-5, since the decoding step chooses its thread split by timing
-    # it (gbcli.lm.threads) and another split sums a dot product in another order.
+    # it (gbcli.lm.fast.threads) and another split sums a dot product in another order.
     repeated = again["columns"][0]["continuations"]
     assert [[t["id"] for t in c["tokens"]] for c in repeated] == sequences
     pairs = zip(repeated, three["columns"][0]["continuations"], strict=True)
@@ -686,7 +686,7 @@ def test_a_beam_search_shows_its_best_beam_at_every_step(family, long_context_gp
     """Beam search cannot stream its answer (known only at the end): each step reports the beam ranked first so far,
     and when the search runs its full length that last report is the answer it returns first."""
     from gbcli.loading.models import load_model
-    from gbcli.tasks.decoding_settings import settings_from_options
+    from gbcli.tasks.decoding_options import settings_from_options
     from gbcli.tasks.generation import generate_causal, generate_masked
     from gbcli.tasks.seq2seq import generate_seq2seq
 
@@ -746,6 +746,10 @@ def test_a_streamed_beam_search_says_its_text_is_the_best_beam_so_far(width):
     assert "GPT · tiny-gpt · best of 4 beams so far" in screen
     assert "BERT · tiny-bert ·" not in screen  # only the column being written
     assert max(len(line) for line in screen.splitlines()) <= width
+    assert "(interrupted)" not in screen
+    view.interrupted = True  # Ctrl-C: the last frame stays, the text it cut short marked
+    console.print(view)
+    assert "(interrupted)" in console.file.getvalue()
 
 
 # ---- 17. a typo gets one "did you mean", and a hint about what it got wrong ---------------------------------------
@@ -788,6 +792,16 @@ def test_the_shell_refuses_a_shell_inside_it_and_guesses_a_mistyped_option(model
     assert "error: No command has an option --topk." in result.stderr and "hint: Did you mean top-k" in result.stderr
     assert "Options:" not in result.stderr  # not sixty names
     assert "compare:" not in result.stdout  # `clear` is the shell's own word, not a text for compare
+
+
+def test_hints_in_the_shell_show_commands_as_typed_there(models):
+    result = run("shell", *models, input="generate the duck\nfil-mask\nshell\n")
+    # The shell split an unquoted prompt: its hint shows the line to type in the shell, without `gbcli`.
+    assert 'hint: Quote a prompt of several words: generate "the duck"' in result.stderr
+    assert "gbcli generate" not in result.stderr
+    assert "error: This is the gbcli shell already." in result.stderr
+    outside = run("generate", "the", "duck", *models)  # the same mistake on the command line keeps `gbcli`
+    assert 'hint: Quote a prompt of several words: gbcli generate "the duck"' in outside.stderr
 
 
 # ---- 19. error:, hint: and warning: lines wrap between words on a terminal ---------------------------------------
@@ -883,6 +897,19 @@ def test_score_table_shows_a_long_texts_beginning_and_length(models, tmp_path):
     assert len(screen.splitlines()) < 30
     doc = [json.loads(line) for line in run("score", "--file", str(path), "--json", *models).stdout.splitlines()]
     assert doc[1]["text"] == paragraph  # --json keeps it whole
+
+
+@pytest.mark.parametrize("width", ["80", "120"])
+def test_score_of_one_long_text_names_it_by_its_beginning_on_a_full_width_line(gpt_path, tmp_path, width):
+    paragraph = " ".join(["the duck quacks in the park and the dog barks ."] * 40)  # GPT-2 slides its window
+    path = tmp_path / "one.txt"
+    path.write_text(paragraph + "\n")
+    screen = run("score", "--file", str(path), "--models", "gpt", "--gpt", str(gpt_path), env={"COLUMNS": width})
+    lines = screen.stdout.splitlines()
+    assert lines[0].startswith("Scores of: the duck quacks in the park")
+    assert f"… ({len(paragraph.split())} words)" in flat(screen.stdout)
+    assert len(lines) < 20  # not a narrow strip of the whole paragraph
+    assert max(len(line) for line in lines) <= int(width)
 
 
 # ---- 23. one --json rule: one input, one indented document; many inputs, JSON Lines --------------------------------

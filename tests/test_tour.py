@@ -84,7 +84,7 @@ def without(document, *keys: str):
 
 
 def alike(a, b) -> bool:
-    """Equal JSON values, floats to 1e-6: a decoding step picks its thread split by timing it (gbcli.lm.threads),
+    """Equal JSON values, floats to 1e-6: a decoding step picks its thread split by timing it (gbcli.lm.fast.threads),
     and another split may sum a dot product in another order."""
     if isinstance(a, float) and isinstance(b, float):
         return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))

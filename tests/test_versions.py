@@ -116,9 +116,9 @@ def test_a_probe_that_raises_turns_its_path_off_instead_of_failing(monkeypatch, 
 def test_every_fast_path_runs_on_the_newest_transformers():
     """On the transformers this suite's main run installs (the newest), nothing falls back: a probe that turned
     a path off there would hide a slowdown behind the same numbers."""
-    import gbcli.lm.decoding
-    import gbcli.lm.gpt2_fast
-    import gbcli.lm.prefix
+    import gbcli.lm.fast.decoding_loop
+    import gbcli.lm.fast.gpt2_step
+    import gbcli.lm.fast.shared_prefix
     import gbcli.loading.fast_load
     import gbcli.tasks.attention.maps  # noqa: F401 - each declares its FastPath
 

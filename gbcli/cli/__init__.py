@@ -3,8 +3,12 @@
 This package holds the Typer `app` and `main`; `options` the options every command shares (and the loading of the
 models they name), `reporting` the error mapping and what goes to stderr, and one module per group of commands.
 No model logic lives here, and nothing here imports torch or transformers at module level, so that
-`gbcli --help` stays instant: a command imports the tasks, views, jobs and loading it runs inside its own body,
-late, for that reason alone (the late imports of this package; tests/test_startup.py, benchmarks row `startup`).
+`gbcli --help` stays instant. The one rule for imports inside functions here: a command imports the rooms below
+the CLI that it runs (`warm`, `jobs`, `render`, `tasks`, `lm`, `loading`) and the heavy libraries (torch, Rich)
+inside its own body, so that `--help` imports the command modules alone (tests/test_late_imports.py, rule 1;
+tests/test_startup.py; benchmarks row `startup`). Everything else, the standard library, Typer and the other modules
+of `cli`, `gbcli.settings`, `gbcli.terminal` and `gbcli.errors`, is imported at the top; type-only imports sit
+under `if TYPE_CHECKING:`.
 
 The top room: it may import `warm`, `jobs`, `render`, `tasks`, `lm`, `loading`, `terminal` and `gbcli.errors`;
 nothing imports it but `gbcli.entry`. (The warm shell and server run its Typer app, given to them by `cli.serve`.)
@@ -12,6 +16,7 @@ nothing imports it but `gbcli.entry`. (The warm shell and server run its Typer a
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Annotated, Any
 
@@ -40,7 +45,8 @@ from gbcli.cli.reporting import (
     say,
     stderr_console,
 )
-from gbcli.errors import INTERRUPTED, USAGE
+from gbcli.errors import INTERRUPTED, USAGE, GbcliError
+from gbcli.settings import read_config
 
 __all__ = [  # what other modules and the tests import from gbcli.cli
     "ModelChoice",
@@ -114,8 +120,7 @@ def report_click_error(error: click_errors.ClickException) -> None:
 
 def typo_error(error: click_errors.ClickException, context: Any) -> tuple[str, str] | None:
     """(message, hint) for an unknown command or option: the name, then the closest names gbcli has."""
-    import difflib
-    import re
+    import difflib  # late: start-up (only a mistyped name needs it)
 
     if isinstance(error, click_errors.NoSuchOption):
         where = f"`{context.command_path} --help`" if context is not None else "`gbcli --help`"
@@ -174,9 +179,6 @@ def main_callback(
 def check_settings_file() -> None:
     """The user's settings file, read before the command: a bad one is an error naming its line, an unknown key a
     warning (gbcli.settings)."""
-    from gbcli.errors import GbcliError
-    from gbcli.settings import read_config
-
     try:
         config = read_config()
     except GbcliError as error:

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 import typer
 
 from gbcli.cli.options import JsonOption
-from gbcli.cli.reporting import handle_errors, print_warnings
+from gbcli.cli.reporting import handle_errors, print_warnings, show
 from gbcli.errors import usage_error
+from gbcli.settings import SETTINGS, config_path, key_line, read_config, resolve, write_setting
 
 HELP = """Show and change the settings gbcli keeps in a TOML file (`gbcli config path` says where).
 
@@ -61,8 +62,6 @@ class SettingsReport:
 
 
 def current(key: str) -> SettingValue:
-    from gbcli.settings import SETTINGS, resolve
-
     value, source = resolve(key)
     variable = SETTINGS[key].variable
     if key == "auto-serve" and source == "environment" and not os.environ.get(variable, "").strip():
@@ -71,8 +70,6 @@ def current(key: str) -> SettingValue:
 
 
 def setting_named(key: str) -> Any:
-    from gbcli.settings import SETTINGS
-
     setting = SETTINGS.get(key)
     if setting is None:
         raise usage_error(f"There is no setting '{key}'.", f"The settings: {', '.join(SETTINGS)}.")
@@ -105,8 +102,6 @@ def show_settings(context: typer.Context, json_output: JsonOption = False) -> No
     """Every setting, its value and where it comes from (environment, file or default)."""
     if context.invoked_subcommand is not None:
         return
-    from gbcli.cli.reporting import show
-    from gbcli.settings import SETTINGS, read_config
 
     config = read_config()
     print_warnings(config.warnings)
@@ -138,8 +133,6 @@ def set_setting(
     value: Annotated[str, typer.Argument(help="Its value: a model, a device, on/off, 30m...", show_default=False)],
 ) -> None:
     """Write KEY = VALUE into the settings file (the rest of the file is kept)."""
-    from gbcli.settings import write_setting
-
     setting = setting_named(key)
     try:
         parsed = setting.from_text(value)
@@ -155,11 +148,7 @@ def set_setting(
 @handle_errors
 def unset_setting(key: Annotated[str, typer.Argument(help="The setting.", show_default=False)]) -> None:
     """Remove KEY from the settings file: its environment variable or built-in default applies again."""
-    from gbcli.settings import SETTINGS, write_setting
-
     if key not in SETTINGS:  # an unknown key may be removed too: it is what the warning about it suggests
-        from gbcli.settings import key_line, read_config
-
         config = read_config()
         if key_line(config.text, key) is None:
             raise usage_error(f"There is no setting '{key}'.", f"The settings: {', '.join(SETTINGS)}.")
@@ -171,8 +160,6 @@ def unset_setting(key: Annotated[str, typer.Argument(help="The setting.", show_d
 @handle_errors
 def config_path_command() -> None:
     """Print where the settings file is (it need not exist yet)."""
-    from gbcli.settings import config_path
-
     print(config_path())
 
 

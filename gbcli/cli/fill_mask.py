@@ -8,7 +8,14 @@ import typer
 
 from gbcli.cli.options import ForceOption, JsonOption, ModelChoice, OutputOption, ResumeOption, model_options
 from gbcli.cli.reporting import handle_errors, interrupt_exits_130, print_warnings
-from gbcli.cli.streams import check_output_options, under_torchrun_needs_output
+from gbcli.cli.streams import (
+    Records,
+    check_output_options,
+    json_lines,
+    output_job,
+    print_output_summary,
+    under_torchrun_needs_output,
+)
 from gbcli.errors import usage_error
 from gbcli.tasks.finite import check_finite
 
@@ -124,7 +131,6 @@ def _fill_mask_file(
 ) -> None:
     """`fill-mask --file`: every line's blanks, JSON Lines streamed as they come (or into --output), or one table
     at the end with the `shown` best candidates of each blank."""
-    from gbcli.cli.streams import Records, json_lines
     from gbcli.jobs.inputs import FileLines, read_lines
     from gbcli.jobs.plan import fill_mask_file
     from gbcli.render.common import stderr_console, stdout_console
@@ -180,7 +186,6 @@ def _fill_mask_into(
 ) -> None:
     """`fill-mask --file --output`: the records into the file (here, or shared among torchrun's processes); rank 0
     then says how many lines it holds and which could not be filled, as the streamed run does."""
-    from gbcli.cli.streams import output_job, print_output_summary
     from gbcli.jobs.jsonl_output import FILL_MASK_RECORDS, each_record
     from gbcli.jobs.plan import LineTally, fill_mask_plan
     from gbcli.render.common import stderr_console

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gbcli.cli.options import JsonOption, ModelChoice, model_options
-from gbcli.cli.reporting import handle_errors, interrupt_exits_130, warn_unknown
+from gbcli.cli.options import JsonOption, ModelChoice, model_options, requested_columns
+from gbcli.cli.reporting import handle_errors, interrupt_exits_130, show, warn_unknown
 from gbcli.errors import GbcliError, usage_error
 from gbcli.jobs.builtin_tasks import BUILTIN_TASKS
 
 if TYPE_CHECKING:
-    from gbcli.tasks.finetune.comparison import Plan
     from gbcli.tasks.finetune.data import FinetuneData
+    from gbcli.tasks.finetune.head_to_head import Plan
     from gbcli.tasks.finetune.results import FinetuneResult
 
 TASKS = ", ".join(BUILTIN_TASKS)
@@ -328,8 +328,7 @@ def finetune(
     train, dev_examples, name = read_data(file, dev, task, file_format, text_field, label_field)
     data = prepare(train, dev_examples, name, max_train_samples=max_train_samples)
     words = parse_verbalizer(verbalizer, data.labels) if verbalizer is not None else None
-    from gbcli.cli.options import requested_columns
-    from gbcli.tasks.finetune.comparison import Plan
+    from gbcli.tasks.finetune.head_to_head import Plan
 
     plan = Plan(
         requested_columns(families, choice.specs, options),
@@ -354,7 +353,6 @@ def finetune(
         from gbcli.render.finetune import write_curves_png
 
         write_atomically(png_target, lambda handle: write_curves_png(handle, result))
-    from gbcli.cli.reporting import show
     from gbcli.render.finetune import finetune_view
 
     show(result, json_output, finetune_view)
@@ -368,7 +366,7 @@ def _train(
     from gbcli.loading.models import release_model
     from gbcli.render.common import animated, stderr_console
     from gbcli.render.finetune import estimate_text, training_progress
-    from gbcli.tasks.finetune.comparison import compare_finetuning
+    from gbcli.tasks.finetune.head_to_head import compare_finetuning
     from gbcli.tasks.finetune.run_folder import check_output
 
     rank = int(os.environ.get("RANK", "0"))

@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gbcli.cli.options import JsonOption, ModelChoice, model_options, requested_columns
+from gbcli.cli.options import JsonOption, ModelChoice, load_column, model_options, requested_columns
 from gbcli.cli.reporting import handle_errors, interrupt_exits_130, warn_unknown
 from gbcli.errors import usage_error
-from gbcli.loading.models import Family, LoadedModel, LoadOptions, display_name
+from gbcli.loading.families import Family, LoadOptions, family_title
 from gbcli.tasks.finite import check_finite
+from gbcli.terminal import terminal_echo_off
 
 if TYPE_CHECKING:
+    from gbcli.loading.models import LoadedModel
     from gbcli.tasks.generation import GenerationResult
 
 
@@ -79,7 +81,7 @@ def generate(
     from gbcli.jobs.inputs import read_text
     from gbcli.render.common import animated, print_json, stdout_console
     from gbcli.render.generation import generation_view
-    from gbcli.tasks.decoding_settings import settings_from_options
+    from gbcli.tasks.decoding_options import settings_from_options
     from gbcli.tasks.generation import GenerationResult, check_prompt
 
     if len(prompt) > 1:  # the shell split an unquoted prompt into words
@@ -152,9 +154,8 @@ def _generate_live(
     """On a terminal: the columns fill in as they are written; Ctrl-C keeps what was written on the screen."""
     from rich.live import Live
 
-    from gbcli.loading.models import libraries_imported, load_model
+    from gbcli.loading.models import display_name, libraries_imported, load_model
     from gbcli.render.generation import StreamingView
-    from gbcli.terminal import terminal_echo_off
 
     sequences = len(result.settings.one_stream_each())  # sampling with -n: written one after the other
     beams = result.settings.num_beams if result.settings.mode == "beam" else 1
@@ -189,7 +190,7 @@ def _generate_plain(
 ) -> None:
     """Off a terminal (or with --json): the view once all are written; Ctrl-C writes each model's text so far
     when `keep_partial` (a pipe or a file keeps what was generated; JSON is never half a document)."""
-    from gbcli.cli.options import load_column
+    from gbcli.loading.models import display_name
     from gbcli.render.generation import plain_progress_line
     from gbcli.render.progress import plain_ticker
 
@@ -217,7 +218,6 @@ def _write_partial_generation(
 ) -> None:
     """After Ctrl-C off a terminal: each model's sequences so far, one paragraph each (the last one cut short; in a
     beam search, the beam that ranked first when it stopped), before exit 130."""
-    from gbcli.loading.models import family_title
     from gbcli.render.common import visible_controls
     from gbcli.render.generation import beam_search_so_far
 

@@ -18,7 +18,11 @@ import typer
 
 from gbcli.cli.reporting import print_warnings, stderr_console
 from gbcli.errors import usage_error
-from gbcli.loading.models import FAMILIES, FAMILY_INFO, Family, LoadedModel, LoadedTokenizer, LoadOptions
+from gbcli.loading.families import FAMILIES, FAMILY_INFO, Family, LoadOptions
+from gbcli.settings import value
+
+if TYPE_CHECKING:
+    from gbcli.loading.models import LoadedModel, LoadedTokenizer
 
 if TYPE_CHECKING:
     from gbcli.loading.shapes import ModelShape
@@ -280,8 +284,6 @@ def model_options(command: F | None = None, *, columns: bool = True) -> Any:
 
     @functools.wraps(command)
     def with_choice(**typed: Any) -> Any:
-        from gbcli.settings import value
-
         # An option left out takes GBCLI_DEVICE/GBCLI_DTYPE (Typer reads them), else the settings file, else auto.
         choice = ModelChoice(
             {family: typed.pop(family) for family in FAMILIES},

@@ -39,13 +39,13 @@ def show(result: Any, json_output: bool, view: Callable[[Any], Any]) -> None:
 
 def say(label: str, style: str, text: str) -> None:
     """`error: …`, `hint: …` or `warning: …` on stderr (gbcli.render.messages.say)."""
-    from gbcli.render.messages import say as show  # late: rich stays out of `--help`'s imports
+    from gbcli.render.messages import say as show  # late: start-up (no Rich in `--help`)
 
     show(label, style, text)
 
 
 def report_error(error: GbcliError, command: str = "") -> None:
-    from gbcli.render.messages import report_error as report  # late: rich stays out of `--help`'s imports
+    from gbcli.render.messages import report_error as report  # late: start-up (no Rich in `--help`)
 
     report(error, command)
 
@@ -57,7 +57,7 @@ def _escape(text: str) -> str:
 
 
 def print_warnings(warnings: list[str]) -> None:
-    from gbcli.render.messages import print_warnings as report  # late: rich stays out of `--help`'s imports
+    from gbcli.render.messages import print_warnings as report  # late: start-up (no Rich in `--help`)
 
     report(warnings)
 

@@ -18,14 +18,21 @@ from gbcli.cli.reporting import (
     stderr_console,
     warn_unknown,
 )
-from gbcli.cli.streams import check_output_options, under_torchrun_needs_output
+from gbcli.cli.streams import (
+    Records,
+    check_output_options,
+    json_lines,
+    output_job,
+    print_output_summary,
+    under_torchrun_needs_output,
+)
 from gbcli.errors import usage_error
-from gbcli.loading.models import LoadedModel, LoadOptions
+from gbcli.loading.families import LoadOptions
 from gbcli.tasks.finite import check_finite
 
 if TYPE_CHECKING:
-    from gbcli.cli.streams import Records
     from gbcli.jobs.pair_file import FileRun, PairFields
+    from gbcli.loading.models import LoadedModel
     from gbcli.tasks.pairs import PairsSummary
     from gbcli.tasks.scoring import ScoreSettings
 
@@ -155,7 +162,6 @@ def _score_into(
 ) -> None:
     """`score --file --output`: the records into the file (here, or shared among torchrun's processes), the file
     read a chunk at a time; then what rank 0 says about it."""
-    from gbcli.cli.streams import output_job, print_output_summary
     from gbcli.jobs.inputs import FileLines
     from gbcli.jobs.jsonl_output import SCORE_RECORDS, each_record
     from gbcli.jobs.plan import score_plan, unknown_in
@@ -184,7 +190,6 @@ def _score_into(
 
 def _score_records(json_output: bool, csv_output: bool, tokens: bool, words: bool) -> Records:
     """JSON Lines or CSV rows written as each batch is scored, else the records kept for the table."""
-    from gbcli.cli.streams import Records, json_lines
     from gbcli.render.scoring import csv_header, write_csv
 
     if json_output:
@@ -388,7 +393,6 @@ def _pairs_into(
 ) -> tuple[FileRun, int, list[LoadedModel]] | None:
     """`pairs --file --output` in one process or as one of torchrun's; on rank 0 the run with its tally read back
     from the finished file, how many records an earlier run had written, and the models."""
-    from gbcli.cli.streams import output_job
     from gbcli.jobs import pair_file
     from gbcli.jobs.jsonl_output import PAIR_RECORDS, each_record
     from gbcli.jobs.plan import pairs_plan
@@ -438,7 +442,6 @@ def _pairs_file_here(
 ) -> tuple[FileRun, list[LoadedModel]]:
     """`pairs --file` in one process, without --output: the records streamed as JSON Lines as they come (with
     --json), the accuracy added up."""
-    from gbcli.cli.streams import json_lines
     from gbcli.jobs import pair_file
     from gbcli.jobs.plan import score_pair_file
     from gbcli.render.scoring import progress_bar

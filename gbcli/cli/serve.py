@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from gbcli import settings
 from gbcli.cli.options import JsonOption, ModelChoice, load_columns, load_options, model_options, parse_models
 from gbcli.cli.reporting import handle_errors, print_warnings
-from gbcli.errors import GbcliError
-from gbcli.loading.models import FAMILIES, FAMILY_INFO
+from gbcli.errors import GbcliError, usage_error
+from gbcli.loading.families import FAMILIES, FAMILY_INFO
 
 if TYPE_CHECKING:
     from gbcli.warm.runner import Host
@@ -120,10 +121,9 @@ def serve(
     on TCP only with --port (clients: GBCLI_SERVER=tcp://HOST:PORT, and GBCLI_SERVER_TOKEN off this machine).
     Other models load on the first request that names them. `gbcli ps` lists what it holds; `gbcli stop` ends it.
     """
-    from gbcli.settings import value
     from gbcli.warm.runner import parse_duration
 
-    keep_alive = str(value("keep-alive", keep_alive))
+    keep_alive = str(settings.value("keep-alive", keep_alive))
     seconds = parse_duration(keep_alive)
     tcp = tcp_address(host, port)
     options = choice.load_options()
@@ -180,8 +180,6 @@ def hosted_by(ctx: typer.Context) -> Host:
 
 def tcp_address(host: str | None, port: int | None) -> tuple[str, int] | None:
     """The (host, port) of --host/--port: None without --port (no TCP unless asked), 127.0.0.1 by default."""
-    from gbcli.errors import usage_error
-
     if port is None:
         if host is not None:
             raise usage_error(

@@ -4,8 +4,11 @@ the table, or (`--output`) into a file, by this process or shared among torchrun
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from gbcli.cli.reporting import _escape, interrupt_exits_130, stderr_console
 from gbcli.errors import usage_error
 
 if TYPE_CHECKING:
@@ -51,15 +54,11 @@ def output_job(
     """A file job into --output: here, or this rank's share under torchrun (then the models load on this rank's
     device), under --output's lock. How many of the file's records an earlier run had written (and are kept); None
     on a rank other than 0, which prints nothing."""
-    from contextlib import nullcontext
-
     from gbcli.jobs.distributed import detect, job_threads
     from gbcli.jobs.jsonl_output import OutputLock
 
     world = detect()  # a torchrun job of several processes, or None (then torch.distributed is never imported)
     if world is not None:
-        from dataclasses import replace
-
         from gbcli.jobs.distributed import start
         from gbcli.jobs.torchrun_job import run_distributed
 
@@ -75,7 +74,6 @@ def output_job(
                 announce=announce,
                 label=label,
             )
-    from gbcli.cli.reporting import _escape, interrupt_exits_130, stderr_console
     from gbcli.jobs.jsonl_output import open_output, settle
     from gbcli.jobs.plan import run_here
     from gbcli.render.progress import progress_bar

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
 
-from gbcli.cli.options import ModelChoice, model_options
+from gbcli.cli.options import ModelChoice, load_column, model_options, requested_columns
 from gbcli.cli.reporting import handle_errors, interrupt_exits_130
 from gbcli.errors import GbcliError
 
@@ -80,8 +81,6 @@ def tour(
         if path is not None
     ]
     if _models_defaulted():
-        from dataclasses import replace
-
         choice = replace(choice, models=TOUR_FAMILIES)
     families = choice.families()
     options = choice.load_options()
@@ -166,8 +165,6 @@ def _model_flags(choice: ModelChoice) -> ModelFlags:
 
 
 def _load(choice: ModelChoice, family: str, options):
-    from gbcli.cli.options import load_column, requested_columns
-
     [(family_, spec)] = requested_columns([family], choice.specs, options)  # type: ignore[list-item]
     return load_column(family_, spec, options)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import heapq
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -110,17 +111,18 @@ def job_threads() -> int | None:
     return int(text)
 
 
-def barrier(world: World, what: str, ranges: Sequence[tuple[int, int] | None] | None = None) -> None:
-    """Wait for every rank, at most the timeout; a rank that never arrives is named, with the lines it held."""
+def barrier(world: World, what: str, job: Job | None = None) -> None:
+    """Wait for every rank, at most the timeout; a rank that never arrives is named, with the lines it held and how
+    many of them it had written (as when torchrun stops the job: `Job.unfinished`)."""
     import torch.distributed as dist
 
     try:
         dist.monitored_barrier(timeout=timedelta(seconds=world.timeout_s), wait_all_ranks=True)
     except RuntimeError as exc:
         held = ""
-        if ranges is not None:
-            missing = [int(r) for r in _ranks_named(str(exc)) if int(r) < len(ranges)] or list(range(world.size))
-            held = "; ".join(f"rank {r} held {describe_range(ranges[r])}" for r in missing if r != world.rank)
+        if job is not None:
+            missing = [int(r) for r in _ranks_named(str(exc)) if int(r) < len(job.ranges)] or list(range(world.size))
+            held = job.held_by([r for r in missing if r != world.rank])
         raise GbcliError(
             f"A worker did not reach {what} within {world.timeout_s:g} s{': ' + held if held else ''}.",
             "Its finished lines are kept: run the same command with --resume to continue.",
@@ -128,8 +130,6 @@ def barrier(world: World, what: str, ranges: Sequence[tuple[int, int] | None] | 
 
 
 def _ranks_named(message: str) -> list[str]:
-    import re
-
     match = re.search(r"[Rr]anks? ([\d, ]+)", message)
     return [r for r in re.split(r"[ ,]+", match.group(1)) if r] if match else []
 
@@ -247,12 +247,15 @@ class Job:
         if all(lines is None for lines in self.ranges):
             return "the lines had not been shared out yet"
         done = self.progress()
-        rows = [
-            f"rank {r} held {describe_range(self.ranges[r])} ({done[r]} of {self.expected[r]} done)"
-            for r in range(self.world.size)
-            if done[r] < self.expected[r]
-        ]
-        return "; ".join(rows) or "every rank had finished its lines"
+        unfinished = [r for r in range(self.world.size) if done[r] < self.expected[r]]
+        return self.held_by(unfinished, done) or "every rank had finished its lines"
+
+    def held_by(self, ranks: Sequence[int], done: list[int] | None = None) -> str:
+        """`rank 1 held lines 21–40 (7 of 20 done)` for each of `ranks`."""
+        done = self.progress() if done is None else done
+        return "; ".join(
+            f"rank {r} held {describe_range(self.ranges[r])} ({done[r]} of {self.expected[r]} done)" for r in ranks
+        )
 
 
 def on_termination(job: Job, report: Callable[[str, str], None]) -> None:

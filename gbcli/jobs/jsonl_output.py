@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gbcli.errors import GbcliError, usage_error
+from gbcli.errors import GbcliError, explain_os_error, usage_error
 from gbcli.render.common import dumps
 from gbcli.terminal import deferred_interrupt
 
@@ -73,7 +73,7 @@ class OutputLock:
         self.descriptor: int | None = None
 
     def __enter__(self) -> OutputLock:
-        import fcntl
+        import fcntl  # late: platform (not on Windows)
 
         path = lock_path(self.output)
         try:
@@ -381,8 +381,6 @@ def append_records(path: str, lines: list[str]) -> None:
             stream.flush()
             os.fsync(stream.fileno())
     except OSError as exc:  # a full disk names --output, not standard output
-        from gbcli.errors import explain_os_error
-
         error = explain_os_error(OSError(exc.errno, exc.strerror, path))
         raise GbcliError(
             error.message,

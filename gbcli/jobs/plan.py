@@ -7,6 +7,9 @@ and keeps every finished line when Ctrl-C comes. With `--output`, a command's wo
 process cuts from the whole input (read again from the file for each pass, never held), each written to the file
 whole; the chunks the file holds whole already are skipped (gbcli.jobs.jsonl_output.settle); one process does the
 rest (`run_here`), or torchrun's processes share them out by cost (gbcli.jobs.torchrun_job).
+
+Each command's plan imports that command's task inside the function that builds it (`# late: start-up`): the
+commands import this module before they check their text, and none needs the others' tasks.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
 
 from gbcli.errors import GbcliError, usage_error
-from gbcli.jobs.jsonl_output import Chunk
+from gbcli.jobs.jsonl_output import Chunk, append_results, checker
 from gbcli.loading.models import LoadedModel
+from gbcli.render.common import to_jsonable
 from gbcli.tasks.finite import check_finite
 
 if TYPE_CHECKING:
@@ -55,7 +60,7 @@ def score_in_batches(
     on_progress: Callable[[int], None],
 ) -> ScoreTotals:
     """Score (index, text) pairs a batch at a time, each batch checked finite before it is handed on."""
-    from gbcli.tasks.scoring import iter_scores
+    from gbcli.tasks.scoring import iter_scores  # late: start-up
 
     totals = ScoreTotals()
     for batch in iter_scores(models, items, settings):
@@ -128,7 +133,7 @@ def fill_mask_chunk(
     batch_size: int,
     on_progress: Callable[[int], None] | None = None,
 ) -> list[FillMaskResult]:
-    from gbcli.tasks.masking import fill_mask_lines
+    from gbcli.tasks.masking import fill_mask_lines  # late: start-up
 
     results = fill_mask_lines(
         {lm.family: lm for lm in models},
@@ -182,7 +187,7 @@ def run_here(plan: Plan, done: set[int], output: str, on_progress: Callable[[int
 def token_cost(models: list[LoadedModel], text: str, *, pll: bool) -> float:
     """The work of one text, in token passes: a forward pass over n tokens (GPT-2, BART, BERT filling blanks), or,
     for BERT's pseudo-log-likelihood (`pll`), one pass per masked copy: n²."""
-    from gbcli.tasks.tokenization import tokenize_text
+    from gbcli.tasks.tokenization import tokenize_text  # late: start-up
 
     cost = 0.0
     for lm in models:
@@ -204,10 +209,8 @@ def _cut(items: Iterable[tuple[int, Any]], size: int) -> Iterator[list[tuple[int
 
 def score_plan(models: list[LoadedModel], texts: FileLines, settings: ScoreSettings, output: str) -> Plan:
     """`score --file --output`: the texts in the chunks `score --file --json` streams (32 non-empty lines)."""
-    from gbcli.jobs.jsonl_output import append_results, checker
-    from gbcli.jobs.pair_file import column_keys
-    from gbcli.render.common import to_jsonable
-    from gbcli.tasks.scoring import SCORE_CHUNK, check_texts, conventions, score_batch
+    from gbcli.jobs.pair_file import column_keys  # late: start-up
+    from gbcli.tasks.scoring import SCORE_CHUNK, check_texts, conventions, score_batch  # late: start-up
 
     def chunks() -> Iterator[Chunk]:
         for k, part in enumerate(_cut(texts.numbered(), SCORE_CHUNK)):
@@ -235,8 +238,6 @@ def score_plan(models: list[LoadedModel], texts: FileLines, settings: ScoreSetti
 
 def unknown_in(records: Iterable[dict]) -> list[Any]:
     """The records of --output that scored [UNK] tokens, in input order, as the attributes the warnings read."""
-    from types import SimpleNamespace
-
     return [
         SimpleNamespace(index=record["index"], columns=[SimpleNamespace(**c) for c in record["columns"]])
         for record in records
@@ -246,8 +247,8 @@ def unknown_in(records: Iterable[dict]) -> list[Any]:
 
 def pairs_plan(models: list[LoadedModel], run: FileRun, settings: ScoreSettings, batch_size: int, output: str) -> Plan:
     """`pairs --file --output`: the chunks of pairs one process scores (--batch-size pairs each)."""
-    from gbcli.jobs.pair_file import resumed_check
-    from gbcli.tasks.pairs import iter_pair_chunks
+    from gbcli.jobs.pair_file import resumed_check  # late: start-up
+    from gbcli.tasks.pairs import iter_pair_chunks  # late: start-up
 
     def chunks() -> Iterator[Chunk]:
         for k, chunk in enumerate(iter_pair_chunks(run.pairs, batch_size)):
@@ -268,8 +269,7 @@ def fill_mask_plan(
     models: list[LoadedModel], lines: FileLines, top_k: int, targets: Sequence[str], batch_size: int, output: str
 ) -> Plan:
     """`fill-mask --file --output`: the chunks `fill-mask --file --json` streams (128 lines, empty ones skipped)."""
-    from gbcli.jobs.jsonl_output import append_results, checker
-    from gbcli.tasks.masking.masks import target_words
+    from gbcli.tasks.masking.masks import target_words  # late: start-up
 
     size = max(FILL_MASK_CHUNK_LINES, batch_size)
 
@@ -304,8 +304,7 @@ def score_pair_chunk(
     models: list[LoadedModel], chunk: list[PairInput], settings: ScoreSettings, output: str | None
 ) -> list[PairResult]:
     """One chunk of pairs scored and checked finite; with `output`, its records appended there, whole and flushed."""
-    from gbcli.jobs.jsonl_output import append_results
-    from gbcli.tasks import pairs as task
+    from gbcli.tasks import pairs as task  # late: start-up
 
     results = task.score_pairs(models, chunk, settings)
     check_finite(results, models)
@@ -325,7 +324,7 @@ def score_pair_file(
 ) -> None:
     """`pairs --file` in one process without --output: the pairs a chunk at a time, handed on, each added to the
     run's tally."""
-    from gbcli.tasks import pairs as task
+    from gbcli.tasks import pairs as task  # late: start-up
 
     for chunk in task.iter_pair_chunks(run.pairs, batch_size):
         results = score_pair_chunk(models, chunk, settings, None)

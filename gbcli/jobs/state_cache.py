@@ -21,11 +21,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
+import transformers
+
 from gbcli.errors import GbcliError
+from gbcli.lm.hidden import layer_states, pooled_states, random_init_copy
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from gbcli.lm.hidden import EncodedInput
     from gbcli.loading.models import LoadedModel
 
@@ -73,8 +76,6 @@ class LayerFile(Sequence["np.ndarray"]):
     probe holds one layer at a time, never the whole array (nor a mapping of it that grows with the data)."""
 
     def __init__(self, path: Path) -> None:
-        import numpy as np
-
         with path.open("rb") as stream:
             version = np.lib.format.read_magic(stream)
             form = np.lib.format
@@ -88,7 +89,6 @@ class LayerFile(Sequence["np.ndarray"]):
         return self.shape[0]
 
     def __getitem__(self, layer: int) -> np.ndarray:  # type: ignore[override]
-        import numpy as np
 
         _, rows, hidden = self.shape
         if not 0 <= layer < self.shape[0]:
@@ -102,8 +102,6 @@ class StreamedArray:
     place by `finish` (and removed by `discard`)."""
 
     def __init__(self, path: Path, layers: int, rows: int, hidden: int) -> None:
-        import numpy as np
-
         self.path = path
         self.partial = path.with_name(path.name + ".partial")
         self.shape = (layers, rows, hidden)
@@ -118,8 +116,6 @@ class StreamedArray:
 
     def write(self, indices: Sequence[int], block: np.ndarray) -> None:
         """Rows `indices` of every layer, from `block` [rows, layers, hidden]."""
-        import numpy as np
-
         layers, rows, hidden = self.shape
         row_bytes = 4 * hidden
         for row, index in enumerate(indices):
@@ -173,9 +169,6 @@ def stream_to_cache(
 
 def model_identity(lm: LoadedModel, random_init_seed: int | None) -> list[Any]:
     """What makes one model's states what they are (see the module's docstring)."""
-    import torch
-    import transformers
-
     identity: list[Any] = [
         lm.spec,
         folder_identity(lm.spec),
@@ -206,7 +199,6 @@ def cached_states(
     """Each stack's states [layers][examples, hidden] (read from the cache a layer at a time) and whether they
     were all there already; what is missing is computed and streamed to the cache first. Without `use_cache`,
     computed here and kept in memory."""
-    from gbcli.lm.hidden import layer_states, pooled_states, random_init_copy
 
     def model() -> LoadedModel:  # the control's random weights are drawn only when its states are computed
         return lm if random_init_seed is None else random_init_copy(lm, random_init_seed)

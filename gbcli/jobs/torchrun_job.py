@@ -85,7 +85,7 @@ def run_distributed(
     if world.is_main:
         announce()
     _do_my_chunks(job, work, {indices[k] for k in runs[world.rank]}, label)
-    distributed.barrier(world, "the end of the job", job.ranges)
+    distributed.barrier(world, "the end of the job", job)
     if not world.is_main:
         distributed.finish()
         return None

@@ -1,5 +1,5 @@
 """How each next token is chosen: the decoding settings every generating column shares, so that GPT-2, BERT and
-BART are asked the same thing. Plain values; `gbcli.tasks.decoding_settings` builds them from the command's options
+BART are asked the same thing. Plain values; `gbcli.tasks.decoding_options` builds them from the command's options
 and says what is wrong with a bad one."""
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ between two texts (GPT-2), the two texts joined by a space.
 
 BART gives two stacks: its encoder (bidirectional) and its decoder (causal), the decoder reading the text shifted
 right after its start token, as in training, so that its piece i is read at position i + 1.
-Nothing here imports torch at module level.
 """
 
 from __future__ import annotations
@@ -25,12 +24,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
+import torch
+from transformers import AutoModel
+
+from gbcli.errors import GbcliError
 from gbcli.lm.batching import cut_batches
 
 if TYPE_CHECKING:
-    import numpy as np
-    import torch
-
     from gbcli.loading.models import LoadedModel
 
 Pool = Literal["mean", "first", "last"]
@@ -121,8 +122,6 @@ def pooled_states(
 
     Layer 0 is the embeddings, then one per block (GPT-2's last is after its final layer norm, as
     `output_hidden_states` gives it). `on_batch(rows)` is called after each batch (a progress bar)."""
-    import torch
-
     body = lm.model.base_model
     seq2seq = is_encoder_decoder(lm)
     start_id = _decoder_start_id(lm) if seq2seq else None
@@ -164,8 +163,6 @@ def pooled_states(
 
 def _pooled(hidden: tuple[torch.Tensor, ...], rows: list[EncodedInput], shift: int) -> np.ndarray:
     """[rows, layers, hidden] float32: the mean of each row's positions (moved by `shift` in BART's decoder)."""
-    import torch
-
     layers = torch.stack(hidden, dim=1)  # [rows, layers, width, hidden]
     vectors = []
     for row, item in enumerate(rows):
@@ -176,8 +173,6 @@ def _pooled(hidden: tuple[torch.Tensor, ...], rows: list[EncodedInput], shift: i
 
 def _decoder_start_id(lm: LoadedModel) -> int:
     """The token BART's decoder starts from (</s>), as generation and the training loss use it."""
-    from gbcli.errors import GbcliError
-
     # A bare BartModel (the random-init control) has no generation config; its config holds the id too.
     for source in (getattr(lm.model, "generation_config", None), lm.model.config):
         value = getattr(source, "decoder_start_token_id", None)
@@ -190,8 +185,6 @@ def layer_states(
     lm: LoadedModel, inputs: Sequence[EncodedInput], *, on_batch: Callable[[int], None] | None = None
 ) -> list[np.ndarray]:
     """Every layer's pooled states of each stack, [layers, examples, hidden], all in memory."""
-    import numpy as np
-
     stacks: list[np.ndarray] = []
     for indices, arrays in pooled_states(lm, inputs, on_batch=on_batch):
         if not stacks:
@@ -203,9 +196,6 @@ def layer_states(
 
 def random_init_copy(lm: LoadedModel, seed: int = RANDOM_INIT_SEED) -> LoadedModel:
     """The same architecture and tokenizer with freshly initialised weights (the control)."""
-    import torch
-    from transformers import AutoModel
-
     torch.manual_seed(seed)
     body = AutoModel.from_config(lm.model.config).to(dtype=lm.dtype, device=lm.device).eval()
     return replace(lm, model=body, has_lm_head=False, extras={**lm.extras, "random_init_seed": seed})

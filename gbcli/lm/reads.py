@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
     from gbcli.loading.models import LoadedModel
 
+# One step's alternatives: the `top` most likely tokens of the raw distribution, (id, log-probability), best first.
+TopTokens = list[tuple[int, float]]
+
 # The logsumexp over the vocabulary runs this many reads at a time (its temporary is as large as its input).
 NORMALISER_BLOCK = 256
 
@@ -164,3 +167,11 @@ def causal_logprobs(
     reads = [scored_tokens(ids, start) for ids, start in zip(sequences, score_from, strict=True)]
     passes = run_reads(lm, reads, max_tokens=max_tokens, max_rows=max_rows, order=order) if reads else 0
     return [token_logprobs(r) for r in reads], passes
+
+
+def top_tokens(raw_logprobs: Any, top: int) -> TopTokens:
+    """The `top` most likely tokens of one raw log-probability row, best first (none when `top` is 0)."""
+    if top <= 0:
+        return []
+    values, indices = raw_logprobs.topk(min(top, raw_logprobs.shape[-1]))
+    return list(zip(indices.tolist(), values.tolist(), strict=True))

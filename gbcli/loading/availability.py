@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import socket
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from gbcli.errors import GbcliError
 from gbcli.loading.families import FAMILY_INFO, LoadOptions
@@ -117,8 +121,6 @@ def _explain_any_failure(spec: str, flag: str, exc: BaseException, lowered: str)
             "Restore the file (or save the model again with save_pretrained()).",
         )
     if "does not recognize this architecture" in lowered or "unrecognized model" in lowered:
-        import re
-
         named = re.search(r"model type [`'\"]?([\w.-]+)", str(exc))
         kind = f"the model type '{named.group(1)}', which" if named else "a model type that"
         return GbcliError(
@@ -219,9 +221,6 @@ def hub_reachable(timeout: float = 1.5) -> bool:
     global _HUB_REACHABLE
     if _HUB_REACHABLE is not None:
         return _HUB_REACHABLE
-    import socket
-    import threading
-    from urllib.parse import urlsplit
 
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     parts = urlsplit(endpoint)

@@ -15,10 +15,12 @@ listed there for a module whose probe checks it. This module sits in `loading`, 
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 
 Probe = Callable[[], "str | None"]
 
@@ -75,8 +77,6 @@ def say_off(path: FastPath) -> None:
 
 def installed_version(package: str) -> str:
     """A package's installed version, for probe messages (without importing it)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(package)
     except PackageNotFoundError:
@@ -94,8 +94,6 @@ def missing(owner: object, *names: str) -> str | None:
 
 def lacks_parameters(function: Callable, *names: str) -> str | None:
     """'transformers X: f() takes no `name`' for the first of `names` the function does not take, else None."""
-    import inspect
-
     parameters = inspect.signature(function).parameters
     for name in names:
         if name not in parameters:

@@ -12,7 +12,9 @@ torch and transformers are imported inside the functions that need them.
 
 from __future__ import annotations
 
+import json
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +116,6 @@ def check_shapes(spec: str, flag: str, mismatched: Any) -> None:
 
 def checkpoint_tensor_names(folder: Path) -> list[str] | None:
     """The tensor names of a local safetensors checkpoint, from its header or index alone (no weight is read)."""
-    import json
-    import struct
-
     index = folder / "model.safetensors.index.json"
     try:
         if index.is_file():

@@ -11,9 +11,12 @@ from __future__ import annotations
 import fnmatch
 import json
 import sys
+import threading
 from typing import Any
 
 from gbcli.errors import GbcliError
+from gbcli.loading.availability import hub_reachable
+from gbcli.terminal import no_color
 
 # What `from_pretrained` reads for the model, its tokenizer and its generation defaults. Weights in other
 # frameworks' formats (flax, tf, onnx, rust, tflite, coreml) are never read and are left on the hub.
@@ -72,8 +75,6 @@ def is_complete_in_cache(repo: str, revision: str | None) -> bool:
 
 def wants_rich_display(stream: Any = None) -> bool:
     """A progress display moves the cursor: only on a terminal, and not with NO_COLOR (as gbcli's spinners)."""
-    from gbcli.terminal import no_color
-
     stream = stream or sys.stderr
     return bool(getattr(stream, "isatty", lambda: False)()) and not no_color()
 
@@ -84,8 +85,6 @@ def _live_console() -> Any:
     Rich nests a second live display inside the first only on the same Console; on another one both would redraw
     the same lines. Rich keeps no public registry of live displays, but each runs a refresh thread holding it.
     """
-    import threading
-
     from rich.live import Live
 
     for thread in threading.enumerate():
@@ -193,8 +192,6 @@ def download_missing(repo: str, revision: str | None, flag: str) -> None:
     Does nothing when the model is already cached, or when the hub cannot be reached (the load that follows
     explains that, in gbcli's words).
     """
-    from gbcli.loading.availability import hub_reachable
-
     if is_complete_in_cache(repo, revision) or not hub_reachable():
         return
     from huggingface_hub import HfApi, hf_hub_download

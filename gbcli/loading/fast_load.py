@@ -27,6 +27,8 @@ one of them as this module calls it (5.0, which finishes loading differently) lo
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
 import json
 import struct
 from pathlib import Path
@@ -119,8 +121,6 @@ def _matches(model: PreTrainedModel, header: dict[str, Any]) -> bool:
 
 def _probe() -> str | None:
     """Why the short way cannot run on this transformers (None: it can): each internal it calls, as it calls it."""
-    import dataclasses
-
     from transformers import AutoModel, PreTrainedModel, initialization
     from transformers.modeling_utils import LoadStateDictConfig
     from transformers.models.auto import auto_factory
@@ -138,7 +138,6 @@ def _probe() -> str | None:
     )
     if reason:
         return reason
-    import inspect
 
     parameters = inspect.signature(PreTrainedModel.get_init_context).parameters.values()
     unknown = {p.name for p in parameters if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD}
@@ -210,8 +209,6 @@ def fast_load(model_class: Any, folder: Path, config: Any, dtype: torch.dtype) -
 def _init_contexts(concrete: Any, dtype: torch.dtype, config: Any) -> list[Any]:
     """transformers' own init contexts, called with the arguments this version's `get_init_context` takes, as
     from_pretrained calls it for an unquantised model."""
-    import inspect
-
     given = dict(zip(INIT_CONTEXT_ARGUMENTS, (dtype, False, False, None, config), strict=True))
     parameters = inspect.signature(concrete.get_init_context).parameters
     return concrete.get_init_context(**{name: given[name] for name in parameters if name in given})
@@ -238,8 +235,6 @@ def _assign_tensors(model: PreTrainedModel, path: Path) -> None:
 
 def _finish(model: PreTrainedModel, folder: Path) -> None:
     """What `from_pretrained` does after the tensors are in: buffers made, ties tied, eval mode, generation config."""
-    import dataclasses
-
     from transformers.modeling_utils import LoadStateDictConfig
     from transformers.utils.loading_report import LoadStateDictInfo
 

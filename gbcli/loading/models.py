@@ -8,19 +8,24 @@ process, in eval mode, and its kind is checked against the flag it was given, so
 Whether a model can be had at all (before a long load) is `gbcli.loading.availability`; whether a checkpoint is what its
 flag asks for and intact is `gbcli.loading.checkpoint_checks`.
 
-torch and transformers are imported inside functions so that `gbcli --help` never pays for them.
+torch and transformers are imported inside the functions that use them: a command imports this module before it
+has checked its text (tests/test_late_imports.py: START_UP), and `tokenize` reads a tokenizer without torch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import sys
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gbcli import settings
 from gbcli.errors import GbcliError, usage_error
 from gbcli.loading.availability import check_available as check_available  # cli.py's preflight, imported from here
 from gbcli.loading.availability import (
@@ -146,9 +151,7 @@ def max_positions(config: Any, tokenizer: Any = None) -> int:
 def resolve_spec(family: Family, spec: str | None) -> str:
     """The model spec to use: the flag's value, else its environment variable, else the settings file's, else the
     family's default (gbcli.settings)."""
-    from gbcli.settings import value
-
-    return spec or value(family)
+    return spec or settings.value(family)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -288,8 +291,6 @@ def _tokenizer_without_torch(source: str, common: dict[str, Any]) -> Any:
     """The tokenizer class its tokenizer_config.json names, loaded by that class itself; None where it names none
     (AutoTokenizer then decides from config.json). `AutoTokenizer` imports transformers' configuration code, which
     imports torch (a few seconds cold); the class alone does not. A folder's config, or a hub id's cached one."""
-    import json
-
     if os.path.isdir(source):
         found: str | None = os.path.join(source, "tokenizer_config.json")
     else:
@@ -467,8 +468,6 @@ def _load_tokenizer_while_checking_weights(
     (it holds the GIL), the check is torch summing every weight once (it releases the GIL), so on two cores they
     overlap. A damaged weight is reported before a tokenizer problem, as when the two ran one after the other.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gbcli-finite") as pool:
         checking = pool.submit(check_finite_weights, spec, info.flag, model)
         try:
@@ -487,8 +486,6 @@ _EARLY_IMPORT_SECONDS = 0.0
 
 def libraries_imported() -> bool:
     """Whether torch and transformers are already in this process (a warm server, a second model)."""
-    import sys
-
     return "torch" in sys.modules and "transformers" in sys.modules
 
 
@@ -550,7 +547,7 @@ def _load(family: Family, spec: str, options: LoadOptions, need_head: bool) -> L
     if offline:
         common["local_files_only"] = True
     if not offline and not looks_like_path(spec):  # an uncached hub id downloads here, its bytes shown as they come
-        from gbcli.loading.download import download_missing
+        from gbcli.loading.download import download_missing  # late: start-up (only a hub id downloads)
 
         download_missing(spec, options.revision, info.flag)
     try:

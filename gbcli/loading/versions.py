@@ -9,6 +9,7 @@ The range is pyproject.toml's, which tests/test_versions.py holds it to.
 from __future__ import annotations
 
 import re
+from importlib.metadata import PackageNotFoundError, version
 
 from gbcli.errors import GbcliError
 
@@ -18,8 +19,6 @@ SUPPORTED_MAJOR = 5
 
 def installed_transformers() -> str | None:
     """The installed transformers' version, or None when it is not installed."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("transformers")
     except PackageNotFoundError:

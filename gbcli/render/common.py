@@ -9,7 +9,10 @@ import sys
 from typing import Any
 
 import rich.text
-from rich.console import Console
+from rich.cells import cell_len
+from rich.console import Console, Group
+from rich.measure import Measurement
+from rich.table import Table
 from rich.text import Text
 
 from gbcli.terminal import deferred_interrupt, no_color, visible_json, visible_text
@@ -93,8 +96,6 @@ class Phrases:
         self.style = style
 
     def __rich_console__(self, console: Console, options: Any):
-        from rich.cells import cell_len
-
         width = options.max_width
         line = Text(style=self.style)
         for separator, phrase in self.phrases:
@@ -181,16 +182,12 @@ class ProbText:
         yield Text("\n").join(wrap_at(text, set(starts), options.max_width))
 
     def __rich_measure__(self, console: Console, options: Any):
-        from rich.measure import Measurement
-
         return Measurement.get(console, options, self.text(colourless(console)))
 
 
 def wrap_at(text: Text, boundaries: set[int], width: int) -> list[Text]:
     """`text` in lines of at most `width` cells: broken at spaces, and a word wider than the width broken at the
     given boundaries (then, only where one piece alone is wider, inside it)."""
-    from rich.cells import cell_len
-
     plain = text.plain
     lines: list[Text] = []
     for paragraph_start, paragraph in _paragraphs(plain):
@@ -337,10 +334,6 @@ class SideBySide:
         self.gap = gap
 
     def __rich_console__(self, console, options):
-        from rich.console import Group
-        from rich.measure import Measurement
-        from rich.table import Table
-
         if self.natural:
             widths = [Measurement.get(console, options, item).maximum for item in self.renderables]
             if len(self.renderables) > 1 and sum(widths) + self.gap * (len(widths) - 1) <= options.max_width:

@@ -146,7 +146,7 @@ def comparison_view(result: ComparisonResult, full: bool = False) -> RenderableT
         section("Scores"),
     ]
     parts += scored_lines(result)
-    parts.append(whole_names_table(result.scores, titled=False))
+    parts.append(whole_names_table(result.scores))
     parts += tokens_scored_notes(result.scores)
     if len(result.scores.columns) > 1:
         parts.append(scale_note(result.scores))

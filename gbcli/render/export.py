@@ -24,6 +24,7 @@ import os
 import signal
 import tempfile
 import threading
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -243,8 +244,6 @@ def write_attention_json(handle: BinaryIO, text: str, results: list[AttentionRes
     """The JSON document, streamed: the arrays a query row at a time, never whole as Python lists (a 1,024-token
     GPT-2-small export would be 150 million Python floats, over 10 GB). The bytes equal those of `json.dumps` of the
     whole document (tests/test_hostile_world.py)."""
-    import uuid
-
     nonce = uuid.uuid4().hex  # marks where each array goes; no text can contain it by chance
     arrays: list[np.ndarray] = []
 
@@ -308,17 +307,17 @@ def write_npz(handle: BinaryIO, text: str, results: list[AttentionResult]) -> No
 
 def _require_matplotlib() -> None:
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401  # late: extra
     except ImportError as exc:
         raise GbcliError("Exporting PNG needs matplotlib, which is not installed.", PLOT_HINT) from exc
 
 
 def write_png(handle: BinaryIO, text: str, results: list[AttentionResult], head: int | None) -> None:
     """One heatmap per model and layer, for the chosen head (default the mean), on a shared 0–1 colour scale."""
-    from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import PowerNorm
-    from matplotlib.figure import Figure
+    from matplotlib import colormaps  # late: extra
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # late: extra
+    from matplotlib.colors import PowerNorm  # late: extra
+    from matplotlib.figure import Figure  # late: extra
 
     per_row = max(min(max(m.layers for r in results for m in r.maps), 6), 1)
     # One row of heatmaps per model and map (BART has three: encoder, decoder, cross), wrapped every 6 layers.

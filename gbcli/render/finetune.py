@@ -10,15 +10,16 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from rich.console import Group
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from gbcli.loading.models import display_name
-from gbcli.tasks.finetune.comparison import TIMED_STEPS
+from gbcli.tasks.finetune.head_to_head import TIMED_STEPS
 from gbcli.tasks.finetune.results import CurvePoint, FamilyResult, FinetuneResult, MeanPoint, Run
 
 if TYPE_CHECKING:
-    from gbcli.tasks.finetune.comparison import Estimate
+    from gbcli.tasks.finetune.head_to_head import Estimate
 
 CHART_HEIGHT = 8
 CHART_WIDTH = 28  # two charts, their axes and a gap fit 80 columns
@@ -248,7 +249,6 @@ def training_progress(console: Any, animated: bool) -> Iterator[Any]:
     if not animated:
         yield PlainProgress(console)
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(
         TextColumn("{task.description}"),
@@ -266,8 +266,8 @@ def training_progress(console: Any, animated: bool) -> Iterator[Any]:
 def write_curves_png(handle: BinaryIO, result: FinetuneResult) -> None:
     """Both families' mean dev accuracy against training examples, with the seeds' 95% interval as a band, the
     majority baseline, each family's threshold and its zero-shot point."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # late: extra
+    from matplotlib.figure import Figure  # late: extra
 
     figure = Figure(figsize=(7, 4.2), dpi=120)
     FigureCanvasAgg(figure)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.panel import Panel
 from rich.segment import Segment
@@ -12,7 +13,7 @@ from rich.text import Text
 
 from gbcli.loading.models import family_title
 from gbcli.render.common import ProbText, SideBySide, format_nats, format_prob, format_seconds, prob_legend
-from gbcli.tasks.decoding_settings import DecodingSettings
+from gbcli.tasks.decoding_options import DecodingSettings
 from gbcli.tasks.generation import Alternative, Continuation, GeneratedToken, GenerationResult, ModelGeneration
 from gbcli.tasks.tokenization import readable_piece
 
@@ -103,22 +104,66 @@ def written_cell(token: GeneratedToken) -> Text:
     )
 
 
-def alternatives_table(continuation: Continuation) -> Table:
-    """One row per step: its number, then the tokens the model weighed most, best first, the one written marked."""
-    table = Table.grid(padding=(0, 2))
-    table.add_column(justify="right", style="dim", no_wrap=True)
-    widest = max((len(token.alternatives) for token in continuation.tokens), default=0)
-    # A last column for the written token where sampling picked one below the alternatives shown.
-    below = any(not any(a.chosen for a in token.alternatives) for token in continuation.tokens)
-    for _ in range(widest + below):
-        table.add_column(overflow="fold")
-    for step, token in enumerate(continuation.tokens, start=1):
-        cells = [alternative_cell(alternative) for alternative in token.alternatives]
-        cells += [Text("")] * (widest - len(cells))
-        if below:
-            cells.append(Text("") if any(a.chosen for a in token.alternatives) else written_cell(token))
-        table.add_row(str(step), *cells)
-    return table
+class AlternativesTable:
+    """One row per step: its number, then the tokens the model weighed most, best first, the one written marked.
+
+    Aligned columns when every cell fits the width whole; otherwise (a large K, a narrow terminal) each step's cells
+    flow onto as many lines as they need, wrapped between cells, never inside one."""
+
+    def __init__(self, continuation: Continuation) -> None:
+        widest = max((len(token.alternatives) for token in continuation.tokens), default=0)
+        # A last cell for the written token where sampling picked one below the alternatives shown.
+        below = any(not any(a.chosen for a in token.alternatives) for token in continuation.tokens)
+        self.rows: list[tuple[str, list[Text]]] = []
+        for step, token in enumerate(continuation.tokens, start=1):
+            cells = [alternative_cell(alternative) for alternative in token.alternatives]
+            cells += [Text("")] * (widest - len(cells))
+            if below:
+                cells.append(Text("") if any(a.chosen for a in token.alternatives) else written_cell(token))
+            self.rows.append((str(step), cells))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if not self.rows:
+            return
+        numbers = max(len(number) for number, _ in self.rows)
+        columns = len(self.rows[0][1])
+        widths = [max(cell_len(cells[k].plain) for _, cells in self.rows) for k in range(columns)]
+        if numbers + sum(widths) + 2 * columns <= options.max_width:
+            yield self._aligned()
+        else:
+            yield from self._flowing(numbers, options.max_width)
+
+    def _aligned(self) -> Table:
+        table = Table.grid(padding=(0, 2))
+        table.add_column(justify="right", style="dim", no_wrap=True)
+        for _ in self.rows[0][1]:
+            table.add_column(no_wrap=True)
+        for number, cells in self.rows:
+            table.add_row(number, *cells)
+        return table
+
+    def _flowing(self, numbers: int, width: int) -> RenderResult:
+        indent = numbers + 2
+        for number, cells in self.rows:
+            line = Text(number.rjust(numbers), style="dim")
+            line.append("  ")
+            filled = indent
+            first = True
+            for cell in cells:
+                if not cell.plain:
+                    continue
+                size = cell_len(cell.plain)
+                if not first and filled + 2 + size > width:
+                    yield line
+                    line, filled, first = Text(" " * indent), indent, True
+                if not first:
+                    line.append("  ")
+                    filled += 2
+                line.append_text(cell)
+                filled += size
+                first = False
+            line.overflow = "fold"  # a single cell wider than the whole line
+            yield line
 
 
 def alternatives_section(column: ModelGeneration) -> list[RenderableType]:
@@ -128,14 +173,14 @@ def alternatives_section(column: ModelGeneration) -> list[RenderableType]:
     for index, continuation in enumerate(column.continuations):
         if len(column.continuations) > 1:
             parts.append(Text(f"#{index + 1}", style="cyan"))
-        parts.append(alternatives_table(continuation))
+        parts.append(AlternativesTable(continuation))
     return parts
 
 
 def alternatives_legend(result: GenerationResult) -> Text:
     text = Text(
         f"{CHOSEN_MARK} the token written; each number is the raw model probability (before temperature, "
-        "top-k and top-p), from the same distribution the token was chosen from",
+        "top-k and top-p), from the logits the token was chosen from",
         style="dim",
     )
     if any(column.family == "bert" for column in result.columns):
@@ -223,6 +268,8 @@ class StreamingView:
                 body = Text(f"{what} …", style="dim italic")
             elif family == self.active and not self.interrupted:
                 body.append("▌", style="blink")
+            elif family == self.active:  # the sequence Ctrl-C cut short, as the piped output marks it
+                body.append(" (interrupted)", style="italic yellow")
             title = f"{family_title(family)} · {name}"
             if self.sequences > 1 and family == self.active:
                 title += f" · sequence {len(texts)} of {self.sequences}"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gbcli.errors import GbcliError, usage_error
+from gbcli.render.export import ExportTarget, write_atomically
 from gbcli.tasks.tour import STEP_NUMBERS, TourStep
 
 VERDICT_WORDS = {
@@ -33,8 +34,6 @@ class HandoutTarget:
     force: bool
 
     def write(self, steps: list[TourStep]) -> None:
-        from gbcli.render.export import ExportTarget, write_atomically
-
         page = handout_html(steps) if self.format == "html" else handout_markdown(steps)
         write_atomically(ExportTarget(self.path, self.format, self.force), lambda handle: handle.write(page.encode()))
 

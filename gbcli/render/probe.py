@@ -108,8 +108,8 @@ def probe_view(result: ProbeResult) -> RenderableType:
 
 def write_probe_png(handle: BinaryIO, result: ProbeResult) -> None:
     """A line chart of every row's accuracy per layer, with 95% bands and the majority baseline."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # late: extra
+    from matplotlib.figure import Figure  # late: extra
 
     colours = {"gpt": "tab:blue", "bert": "tab:red", "bart": "tab:orange"}
     figure = Figure(figsize=(8, 4.5), dpi=120, layout="constrained")

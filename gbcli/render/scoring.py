@@ -64,10 +64,9 @@ def measure_value(column: ModelScore) -> str:
     return format_perplexity(column.value) if "perplexity" in column.measure else format_nats(column.value)
 
 
-def single_table(record: TextScore, label: Label = model_label, *, titled: bool = True) -> Table:
-    """One column per model, one row per quantity: narrow enough for three models in 80 columns; `titled` names
-    the text above it (compare names it on a line of its own, with why it is that text)."""
-    table = Table(title=f"Scores of: {record.text}" if titled else None, title_justify="left", title_style="bold")
+def single_table(record: TextScore, label: Label = model_label) -> Table:
+    """One column per model, one row per quantity: narrow enough for three models in 80 columns."""
+    table = Table()
     table.add_column("", style="dim", min_width=len("log-likelihood"))
     for column in record.columns:
         # As narrow as the longest word or number in it, never narrower: a measure's name is not cut.
@@ -280,18 +279,23 @@ def scale_note(record: TextScore) -> RenderableType:
     )
 
 
-def whole_names_table(record: TextScore, *, titled: bool = True) -> RenderableType:
+def whole_names_table(record: TextScore) -> RenderableType:
     """The one-text table, its models named in the headers, or on a line above where a name would not fit whole."""
-    return WholeNames(
-        partial(single_table, record, titled=titled), [(column.family, column.model) for column in record.columns]
-    )
+    return WholeNames(partial(single_table, record), [(column.family, column.model) for column in record.columns])
 
 
 def score_view(
     records: list[TextScore], *, seconds: dict[str, float] | None = None, passes: dict[str, int] | None = None
 ) -> RenderableType:
     """A table of scores (one text: a row per model; several: a row per text), methods and the scale note."""
-    parts: list[RenderableType] = [whole_names_table(records[0]) if len(records) == 1 else many_table(records)]
+    if len(records) == 1:
+        # The text on a line of its own, as wide as the screen (the table is narrow), a paragraph by its beginning.
+        parts: list[RenderableType] = [
+            Text(f"Scores of: {text_excerpt(records[0].text)}", style="bold"),
+            whole_names_table(records[0]),
+        ]
+    else:
+        parts = [many_table(records)]
     parts += methods(records)
     parts.append(conventions_line(records[0].columns))
     for record in records:

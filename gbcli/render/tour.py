@@ -8,6 +8,14 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
+from gbcli.render.attention import heatmap_view
+from gbcli.render.context import context_view
+from gbcli.render.finetune import charts, header, legend, summary_table
+from gbcli.render.generation import generation_view
+from gbcli.render.masking import fill_mask_view
+from gbcli.render.probe import probe_view
+from gbcli.render.scoring import score_view
+from gbcli.render.similarity import similarity_view
 from gbcli.tasks.tour import STEP_NUMBERS, TourStep
 
 VERDICT_MARKS = {
@@ -20,14 +28,6 @@ VERDICT_MARKS = {
 
 def demonstration(step: TourStep) -> list[RenderableType]:
     """The same view the named command prints for the same result."""
-    from gbcli.render.attention import heatmap_view
-    from gbcli.render.context import context_view
-    from gbcli.render.generation import generation_view
-    from gbcli.render.masking import fill_mask_view
-    from gbcli.render.probe import probe_view
-    from gbcli.render.scoring import score_view
-    from gbcli.render.similarity import similarity_view
-
     results = step.results
     parts: list[RenderableType] = []
     if "attention" in results:
@@ -53,8 +53,6 @@ def demonstration(step: TourStep) -> list[RenderableType]:
 def finetune_parts(result) -> list[RenderableType]:
     """`gbcli finetune`'s view without its reading (the step reads it) and without the run's folder (the tour's
     scratch, gone once the step is done)."""
-    from gbcli.render.finetune import charts, header, legend, summary_table
-
     return [header(result), Text(""), charts(result), legend(result), Text(""), summary_table(result)]
 
 

@@ -196,6 +196,7 @@ class ForwardClock:
 
 def attention_lines(lm: LoadedModel, text: str) -> list[AttentionLine]:
     """The `attention --summary` means of one model, one line per attention map (BART has three)."""
+    # late: start-up (attention's maps import numpy, which compare's text check does without)
     from gbcli.tasks.attention import ATTENTION_FREE, compute_attention, summarize
 
     if lm.model.config.model_type in ATTENTION_FREE:  # Mamba, RWKV: no attention, so no line

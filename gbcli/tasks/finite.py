@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gbcli.errors import GbcliError
-from gbcli.loading.models import family_title
+from gbcli.loading.families import family_title
 
 if TYPE_CHECKING:
     from gbcli.loading.models import LoadedModel

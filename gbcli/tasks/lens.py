@@ -19,11 +19,13 @@ of the last hidden state is from it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gbcli.errors import GbcliError, usage_error
+from gbcli.lm.heads import MLM_HEADS
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks.prediction import blank_segments, encoder_extras, prediction_query, token_label
 
@@ -144,8 +146,6 @@ def _causal_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k: 
 
 def _masked_lens(lm: LoadedModel, text: str, segments: list[str] | None, top_k: int) -> ModelLens:
     import torch
-
-    from gbcli.lm.heads import MLM_HEADS
 
     query = prediction_query(lm, text, segments)
     ids, position = query.ids, query.position
@@ -280,8 +280,6 @@ def _model_lens(
 
 
 def _token(lm: LoadedModel, token_id: int, logprob: float) -> LensToken:
-    import math
-
     return LensToken(token_label(lm, token_id), token_id, math.exp(logprob), logprob)
 
 

@@ -26,12 +26,17 @@ cannot see what decides the label.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
 import random
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
+
+import numpy as np
 
 from gbcli.errors import GbcliError, usage_error
 from gbcli.lm.hidden import (
@@ -46,9 +51,6 @@ from gbcli.lm.hidden import (
 )
 from gbcli.loading.models import LoadedModel, family_title
 from gbcli.tasks.labelled_data import LabelledData, LabelledExample
-
-if TYPE_CHECKING:
-    import numpy as np
 
 CS = (0.001, 0.01, 0.1, 1.0, 10.0)  # the regularisation grid (inverse strength) cross-validation picks from
 MAX_ITER = 100  # lbfgs iterations per fit, and its tolerance: a probe's accuracy does not move past these
@@ -142,8 +144,6 @@ PROBE_HINT = "Install the probe extra: pip install 'gbcli[probe]' (or pip instal
 
 def require_scikit_learn() -> None:
     """A clear refusal before any model loads when scikit-learn is missing (it is an extra)."""
-    import importlib.util
-
     if importlib.util.find_spec("sklearn") is None:
         raise GbcliError("gbcli probe needs scikit-learn, which is not installed.", PROBE_HINT)
 
@@ -210,7 +210,7 @@ def encode_examples(
 def make_splits(labels: Sequence[str], options: ProbeOptions, test_count: int = 0) -> list[tuple[list[int], list[int]]]:
     """(train, test) indices of every split. With `test_count`, the last `test_count` examples are the one given
     test set; else `folds` stratified folds or `seeds` stratified random splits."""
-    from sklearn.model_selection import StratifiedKFold, train_test_split
+    from sklearn.model_selection import StratifiedKFold, train_test_split  # late: extra
 
     counts = Counter(labels[: len(labels) - test_count])
     rarest, fewest = min(counts.items(), key=lambda item: item[1])
@@ -259,8 +259,6 @@ def make_splits(labels: Sequence[str], options: ProbeOptions, test_count: int = 
 def standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both parts centred and scaled by the training part's statistics (float64); a coordinate whose spread is
     rounding (see ROUNDING) is held at 0."""
-    import numpy as np
-
     train64 = train.astype(np.float64)
     mean = train64.mean(axis=0)
     std = train64.std(axis=0)
@@ -279,10 +277,7 @@ def fit_accuracy(
     train_x: np.ndarray, train_y: Sequence[str], test_x: np.ndarray, test_y: Sequence[str], inner_folds: int, seed: int
 ) -> tuple[float, float]:
     """(test accuracy, chosen C) of the standardised logistic regression, C chosen on the training part only."""
-    import warnings
-
-    import numpy as np
-    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.exceptions import ConvergenceWarning  # late: extra
 
     train_x, test_x = standardise(train_x, test_x)
     model = probe_classifier(inner_folds, seed)
@@ -297,8 +292,8 @@ def fit_accuracy(
 
 def probe_classifier(inner_folds: int, seed: int) -> Any:
     """The probe: L2 logistic regression, C chosen among CS by stratified `inner_folds`-fold cross-validation."""
-    from sklearn.linear_model import LogisticRegressionCV
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.linear_model import LogisticRegressionCV  # late: extra
+    from sklearn.model_selection import StratifiedKFold  # late: extra
 
     return LogisticRegressionCV(
         Cs=list(CS),
@@ -320,7 +315,7 @@ def majority_accuracy(train_y: Sequence[str], test_y: Sequence[str]) -> float:
 
 def interval(runs: Sequence[float], test_size: int) -> tuple[float, float, float]:
     """(mean, low, high): Student's t 95% interval over the splits, or Wilson's for one test set."""
-    from scipy import stats
+    from scipy import stats  # late: extra
 
     mean = sum(runs) / len(runs)
     if len(runs) == 1:
@@ -356,11 +351,8 @@ def probe_layers(
     """The protocol on one row's states: a LayerScore per layer. The fits (layer × split, and the control task's)
     are independent and run on as many threads as there are cores, each on one BLAS thread: the products are
     small, and a team of BLAS threads per fit beside the others would only wait on each other."""
-    import os
-
-    import numpy as np
-    from joblib import Parallel, delayed
-    from threadpoolctl import threadpool_limits
+    from joblib import Parallel, delayed  # late: extra
+    from threadpoolctl import threadpool_limits  # late: extra
 
     y = np.asarray(labels)
     targets = [y] if control is None else [y, np.asarray(control)]

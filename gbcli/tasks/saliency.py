@@ -17,17 +17,18 @@ be mapped onto three architectures anyway; written here, every step can be read 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
+
+import torch
 
 from gbcli.errors import GbcliError, usage_error
+from gbcli.lm.heads import MLM_HEADS
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks.prediction import Query, blank_segments, encoder_extras, prediction_query, token_label
 from gbcli.tasks.tokenization import readable_piece
-
-if TYPE_CHECKING:
-    import torch
 
 Method = Literal["gxi", "ig"]
 METHODS: dict[str, str] = {"gxi": "gradient × input", "ig": "integrated gradients"}
@@ -138,8 +139,6 @@ def saliency(
 def _model_saliency(
     lm: LoadedModel, text: str, segments: list[str] | None, target: str | None, methods: tuple[Method, ...], steps: int
 ) -> ModelSaliency:
-    import torch
-
     query = prediction_query(lm, text, segments)
     f = _log_prob_function(lm, query)
     embed = lm.model.get_input_embeddings()
@@ -196,12 +195,6 @@ def _log_prob_function(lm: LoadedModel, query: Query) -> Callable[[torch.Tensor,
     Only the predicting position goes through the vocabulary projection: integrated gradients run the model on
     a batch of path points, and logits at every position would cost batch × tokens × vocabulary floats.
     """
-    import inspect
-
-    import torch
-
-    from gbcli.lm.heads import MLM_HEADS
-
     model = lm.model
     ids = torch.tensor([query.ids], device=lm.device)
     extras = encoder_extras(lm, ids)
@@ -233,8 +226,6 @@ def _log_prob_function(lm: LoadedModel, query: Query) -> Callable[[torch.Tensor,
 
 def _gradients(objective: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor) -> torch.Tensor:
     """∇ f at each point of a batch (rows are independent, so the gradient of the sum is each row's own)."""
-    import torch
-
     # gbcli switches gradients off when it loads a model; attribution needs them here, and only here.
     with torch.enable_grad():
         points = points.detach().requires_grad_(True)

@@ -490,7 +490,7 @@ def score_seq2seq(
 ) -> tuple[list[ModelScore], int]:
     """log p(x | x) of each text: the encoder reads it uncorrupted, the decoder is teacher-forced on it; one pass
     per text (each has its own encoder input). See seq2seq.RECONSTRUCTION_DEFINITION."""
-    from gbcli.tasks import seq2seq
+    from gbcli.tasks import seq2seq  # late: start-up (seq2seq imports generation: score's text check does without)
 
     seq2seq.check_seq2seq(lm)
     start = seq2seq.decoder_start_id(lm)
@@ -540,7 +540,7 @@ def _scored_ends(lm: LoadedModel, ids: list[int]) -> str:
 def score_note(models: list[LoadedModel]) -> str:
     """The note every score record carries: the scales differ, and BART's number is a reconstruction."""
     if any(lm.kind == "seq2seq" for lm in models):
-        from gbcli.tasks.seq2seq import RECONSTRUCTION_NOTE
+        from gbcli.tasks.seq2seq import RECONSTRUCTION_NOTE  # late: start-up
 
         return f"{SCALE_NOTE} {RECONSTRUCTION_NOTE}"
     return SCALE_NOTE

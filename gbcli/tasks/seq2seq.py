@@ -205,7 +205,7 @@ def generation_kwargs(lm: LoadedModel, settings: Any) -> dict[str, Any]:
     """`model.generate` arguments for DecodingSettings, with the checkpoint's summarisation habits switched off
     (forced </s> at the length limit, no_repeat_ngram_size, minimum lengths) so that BART decodes exactly as the
     other columns are asked to."""
-    from gbcli.lm.hf_generate import generate_kwargs
+    from gbcli.lm.hf_generate import generate_kwargs  # late: start-up (fill-mask and score check text without it)
 
     return generate_kwargs(
         settings,
@@ -225,8 +225,8 @@ def generate_seq2seq(
     """Continue the prompt with BART's decoder; each new token comes with its raw log-probability."""
     import torch
 
-    from gbcli.lm.hf_generate import run_generate
-    from gbcli.tasks.generation import continuation, model_generation
+    from gbcli.lm.hf_generate import run_generate  # late: start-up
+    from gbcli.tasks.generation import continuation, model_generation  # late: start-up
 
     check_seq2seq(lm)
     source, prefix = generation_inputs(lm, prompt)

@@ -16,15 +16,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+
+import numpy as np
 
 from gbcli.errors import usage_error
 from gbcli.lm.hidden import POOLS, Pool, TextItem, encode_inputs, layer_states, stack_names
 from gbcli.loading.models import LoadedModel, family_title
 from gbcli.tasks.layer_choice import layer_index
-
-if TYPE_CHECKING:
-    import numpy as np
 
 MAX_TEXTS = 12
 # Unrelated sentences for the anisotropy baseline: different topics, lengths and forms, none about another.
@@ -119,8 +117,6 @@ def check_inputs(texts: Sequence[str], pool: str, by_layer: bool) -> None:
 
 def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
     """[n, n] cosines of the rows, in float64."""
-    import numpy as np
-
     rows = vectors.astype(np.float64)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     unit = rows / np.where(norms == 0, 1.0, norms)
@@ -129,8 +125,6 @@ def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
 
 def mean_pairwise_cosine(vectors: np.ndarray) -> float:
     """The mean cosine over every pair of distinct rows."""
-    import numpy as np
-
     matrix = cosine_matrix(vectors)
     upper = np.triu_indices(len(vectors), k=1)
     return float(matrix[upper].mean())

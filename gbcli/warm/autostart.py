@@ -19,11 +19,15 @@ Only the standard library is imported here, as in gbcli.warm.client.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 
-from gbcli.warm.protocol import LOG_NAME, build_id, runtime_folder, socket_file
+from gbcli.errors import GbcliError
+from gbcli.settings import value
+from gbcli.warm.protocol import LOG_NAME, build_id, connect, private_dir, runtime_folder, socket_file
 
 LOCK_NAME = "autostart.lock"
 FAILED_NAME = "autostart.failed"  # this build's server could not start: commands run in-process, quietly
@@ -42,8 +46,6 @@ def allowed() -> bool:
         return False
     if any(name in os.environ for name in LAUNCHER_VARIABLES):
         return False
-    from gbcli.errors import GbcliError
-    from gbcli.settings import value
 
     try:
         return bool(value("auto-serve"))
@@ -59,21 +61,17 @@ def _isatty(fd: int) -> bool:
 
 
 def keep_alive_text() -> str:
-    from gbcli.settings import value
-
     return str(value("keep-alive"))
 
 
 def start_and_connect() -> tuple[socket.socket, int] | None:
     """Start a server (or find the one a simultaneous command started) and connect: (socket, its pid), or None
     when none could be had (the command then runs in-process; why is said on stderr once)."""
-    from gbcli.warm.protocol import connect
-
     try:
         folder = _private_folder()
     except OSError:
         return None  # the runtime folder is not usable: the command runs here, and `gbcli serve` would say why
-    import fcntl
+    import fcntl  # late: platform (not on Windows)
 
     with open(os.path.join(folder, LOCK_NAME), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when this process dies
@@ -86,16 +84,10 @@ def start_and_connect() -> tuple[socket.socket, int] | None:
 
 
 def _private_folder() -> str:
-    from gbcli.warm.protocol import private_dir
-
     return str(private_dir())
 
 
 def _start(folder: str) -> tuple[socket.socket, int] | None:
-    import subprocess
-
-    from gbcli.warm.protocol import connect
-
     keep_alive = keep_alive_text()
     log_path = os.path.join(folder, LOG_NAME)
     # The server inherits this environment (threads, Hugging Face cache, GBCLI_*), so it answers as this process
@@ -175,8 +167,6 @@ def forget_failure() -> None:
 def stop_server(pid: int | None, timeout: float = 15.0) -> bool:
     """Stop a server that started by itself (one of another gbcli build): SIGTERM, then wait for its socket to go.
     True once it is gone."""
-    import signal
-
     if not pid:
         return False
     try:

@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 
+from gbcli.errors import explain_os_error
 from gbcli.warm.protocol import (
     PROTOCOL,
     SERVER_VARIABLE,
@@ -220,7 +221,7 @@ def forward(argv: list[str], replacing: bool = False) -> int | None:
         return unreachable(target, exc)
     started = 0  # the pid of the server this command started, if it did
     if sock is None:
-        from gbcli.warm import autostart
+        from gbcli.warm import autostart  # late: start-up (only when no server answers)
 
         if target.named or not autostart.allowed():
             return None
@@ -253,14 +254,14 @@ def forward(argv: list[str], replacing: bool = False) -> int | None:
         pid = _peer(sock)
         channel.close()
         if (answer or {}).get("auto") and not same_build(answer) and not target.named and not replacing:
-            from gbcli.warm import autostart
+            from gbcli.warm import autostart  # late: start-up (only when no server answers)
 
             if autostart.allowed() and autostart.stop_server(pid):
                 return forward(argv, replacing=True)
         return refused(target, answer)
     code = Session(channel, silence, started_here=bool(started)).run()
     if code == Session.GONE:  # the server this command started died before answering: run it here instead
-        from gbcli.warm import autostart
+        from gbcli.warm import autostart  # late: start-up (only when no server answers)
 
         autostart.record_failure(os.path.dirname(target.where), f"it stopped: {autostart.log_tail()}")
         return None
@@ -370,7 +371,7 @@ class Session:
                 if code is not None:
                     return code
             elif kind == "stdin_request":
-                import threading  # only a command that reads standard input needs a second thread
+                import threading  # late: start-up (only a command reading stdin needs a thread)
 
                 threading.Thread(target=self._send_stdin, daemon=True).start()
             elif kind == "exit":
@@ -393,8 +394,6 @@ class Session:
         except OSError as exc:  # a full disk, a closed or unwritable stream: the in-process message, exit 1
             _discard(stream)
             if stream is sys.stdout:
-                from gbcli.errors import explain_os_error
-
                 error = explain_os_error(exc)
                 return _fail(error.message, error.hint or "See `gbcli --help`.")
             return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -59,8 +60,6 @@ def start_detached(argv: list[str]) -> int:
 def open_log(path: Any, append: bool = True) -> BinaryIO:
     """The server's log in the runtime folder, never through a symbolic link planted there (O_NOFOLLOW), and only
     a plain file: anything else at its place is named, and nothing is written through it."""
-    import stat
-
     # O_NONBLOCK: a named pipe planted there fails at once instead of waiting for a reader (a file ignores it).
     flags = (
         (os.O_WRONLY | os.O_APPEND | os.O_CREAT if append else os.O_RDONLY)
@@ -90,7 +89,7 @@ def open_log(path: Any, append: bool = True) -> BinaryIO:
 
 
 def show_status(json_output: bool) -> int:
-    from gbcli.render.common import dumps, stdout_console
+    from gbcli.render.common import dumps, stdout_console  # late: start-up (`gbcli stop` draws nothing)
 
     try:
         answer = status(named=True)  # the server GBCLI_SERVER names, else the local one
@@ -161,7 +160,7 @@ def _alive(pid: int) -> bool:
         return True
     # A child of ours that exited stays a zombie until reaped; it is gone all the same.
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
+        with open(f"/proc/{pid}/stat") as stat_file:
+            return stat_file.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True

@@ -19,6 +19,9 @@ import socket
 import stat
 import zlib
 from functools import cache
+from time import monotonic
+
+from gbcli import __version__
 
 TYPE_CHECKING = False  # importing typing is start-up a warm command pays (row `warm`); annotations are strings
 if TYPE_CHECKING:
@@ -43,8 +46,6 @@ class ProtocolError(Exception):
 @cache
 def build_id() -> str:
     """The gbcli version and a hash of the package's source: a server running other code refuses the client."""
-    from gbcli import __version__
-
     # CRC-32 and Adler-32 of the names and bytes: a 64-bit fingerprint that tells two builds apart by mistake-proof
     # odds (it is no defence against a forger: the socket's permissions and the TCP token are that), and zlib costs
     # a warm command no start-up where hashlib loads OpenSSL (benchmarks/run.py, row `warm`).
@@ -78,7 +79,7 @@ def runtime_folder() -> str:
 
 
 def runtime_dir() -> Path:
-    from pathlib import Path
+    from pathlib import Path  # late: start-up
 
     return Path(runtime_folder())
 
@@ -92,13 +93,13 @@ def token_file() -> str:
 
 
 def socket_path() -> Path:
-    from pathlib import Path
+    from pathlib import Path  # late: start-up
 
     return Path(socket_file())
 
 
 def token_path() -> Path:
-    from pathlib import Path
+    from pathlib import Path  # late: start-up
 
     return Path(token_file())
 
@@ -111,7 +112,7 @@ def chosen_server() -> tuple[str, int] | None:
     value = os.environ.get(SERVER_VARIABLE, "").strip()
     if not value:
         return None
-    from urllib.parse import urlsplit
+    from urllib.parse import urlsplit  # late: start-up
 
     try:
         parts = urlsplit(value)
@@ -156,7 +157,7 @@ def peer_pid(sock: socket.socket) -> int | None:
     """The process at the other end of a Unix socket, as the kernel reports it (Linux)."""
     if not hasattr(socket, "SO_PEERCRED"):
         return None
-    import struct
+    import struct  # late: start-up
 
     credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return struct.unpack("3i", credentials)[0]
@@ -165,7 +166,7 @@ def peer_pid(sock: socket.socket) -> int | None:
 def peer_uid(sock: socket.socket) -> int | None:
     if not hasattr(socket, "SO_PEERCRED"):
         return None
-    import struct
+    import struct  # late: start-up
 
     credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return struct.unpack("3i", credentials)[1]
@@ -261,8 +262,6 @@ class Channel:
     ) -> dict[str, Any] | None:
         """The next message; None when the other side closed; TimeoutError after `timeout` seconds of silence, or
         when the whole message has not come `within` seconds; ProtocolError past `limit` bytes."""
-        from time import monotonic
-
         deadline = None if within is None else monotonic() + within
         while (end := self._buffer.find(b"\n", self._scanned)) < 0:
             self._scanned = len(self._buffer)

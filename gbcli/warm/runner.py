@@ -13,7 +13,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from gbcli import settings
+from gbcli.errors import usage_error
+from gbcli.loading import models
 from gbcli.loading.download import human_size  # one way to write a size: the hub's (548 MB, 12 kB)
+from gbcli.loading.families import family_title
 
 
 @dataclass(frozen=True)
@@ -71,8 +75,6 @@ def exit_code_of(code: Any) -> int:
 @contextlib.contextmanager
 def models_kept_loaded() -> Iterator[None]:
     """While it lasts, no command lets go of its models after use (`compare` would): the next command needs them."""
-    from gbcli.loading import models
-
     before, models.KEEP_LOADED = models.KEEP_LOADED, True
     try:
         yield
@@ -101,8 +103,6 @@ def loaded_models(in_use_since: float | None = None, keep_alive: float | None = 
     in_use_since: when the request now running began (time.monotonic); the models it asked for are in use, not idle.
     keep_alive: the server's; each entry then says how long until it is let go.
     """
-    from gbcli.loading import models
-
     now = time.monotonic()
     entries: dict[int, LoadedEntry] = {}
     for key, lm in list(models._CACHE.items()):
@@ -139,8 +139,6 @@ def weight_size(model: Any) -> tuple[int, int]:
 def used_until_now(since: float) -> None:
     """The models a request asked for after `since` were in use until it ended: their idle time starts now, so a
     request longer than the keep-alive does not unload its models the moment it ends."""
-    from gbcli.loading import models
-
     now = time.monotonic()
     for key, used in list(models.LAST_USED.items()):
         if used >= since:
@@ -149,8 +147,6 @@ def used_until_now(since: float) -> None:
 
 def unload_idle(keep_alive: float) -> list[str]:
     """Let go of every model nobody asked for in the last `keep_alive` seconds; returns their names."""
-    from gbcli.loading import models
-
     now = time.monotonic()
     idle_keys = [key for key in list(models._CACHE) if now - models.LAST_USED.get(key, now) >= keep_alive]
     names = []
@@ -183,9 +179,6 @@ def format_duration(seconds: float) -> str:
 
 def parse_duration(text: str) -> float | None:
     """`30m`, `90s`, `2h`, `45` (seconds), or `never`/`-1` for no limit (None); a usage error otherwise."""
-    from gbcli import settings
-    from gbcli.errors import usage_error
-
     try:
         return settings.parse_duration(text)
     except ValueError:
@@ -195,8 +188,6 @@ def parse_duration(text: str) -> float | None:
 def model_table(entries: list[LoadedEntry], server: bool = False) -> Any:
     """A Rich table of the loaded models (the shell's `models`; with `server`, `gbcli ps`: when each is let go)."""
     from rich.table import Table
-
-    from gbcli.loading.models import family_title
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     columns = [

@@ -9,24 +9,34 @@ gets SIGINT delivered to the main thread: the command stops exactly as Ctrl-C st
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import hmac
 import io
+import ipaddress
 import json
 import os
 import queue
+import secrets
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from gbcli.errors import GbcliError
+from gbcli.loading import models
+from gbcli.render.common import to_jsonable
 from gbcli.warm.client import LOCAL_COMMANDS, forwarded, read_at_import
 from gbcli.warm.protocol import (
     AUTH_LIMIT,
     HEARTBEAT_SECONDS,
     Channel,
     ProtocolError,
+    connect,
     decode_bytes,
     encode_bytes,
     hello,
@@ -181,9 +191,6 @@ class Server:
 
     # -- start and stop ------------------------------------------------------------------------------------------
     def bind(self) -> None:
-        from gbcli.errors import GbcliError
-        from gbcli.warm.protocol import connect
-
         try:
             private_dir()
         except PermissionError as exc:
@@ -226,10 +233,6 @@ class Server:
     def bind_tcp(self, host: str, port: int) -> None:
         """Listen on host:port too. TCP has no file permissions, so every request must carry a random token,
         which only this user can read (0600 in the 0700 runtime folder); a remote client is given it."""
-        import secrets
-
-        from gbcli.errors import GbcliError
-
         try:
             family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
             listener = socket.create_server(address[:2], family=family, backlog=16)
@@ -313,10 +316,9 @@ class Server:
                 except KeyboardInterrupt:
                     return
                 self.ready = True
-                from gbcli.loading.models import LAST_USED
 
-                for key in LAST_USED:  # idle time counts from now: a slow start must not unload the first model
-                    LAST_USED[key] = time.monotonic()
+                for key in models.LAST_USED:  # idle time counts from now: a slow start must not unload the first model
+                    models.LAST_USED[key] = time.monotonic()
                 also = f" and {self.tcp_address}" if self.tcp_address else ""
                 self.say(f"ready on {self.path}{also} (pid {os.getpid()})")
                 while not self.stopping:
@@ -359,8 +361,6 @@ class Server:
     def leave_if_empty(self) -> None:
         """An automatic server that holds no model any more (they all idled out) stops listening, answers whoever
         already connected, and exits: the next command starts a fresh one."""
-        from gbcli.loading import models
-
         if not self.auto or self.keep_alive is None or models._CACHE or self.current is not None:
             return
         if self.served == 0 and time.time() - self.started < self.keep_alive:
@@ -498,8 +498,6 @@ class Server:
                 self.connections -= 1
 
     def converse(self, sock: socket.socket, tcp: bool) -> None:
-        import hmac
-
         channel = Channel(sock, message_seconds=MESSAGE_SECONDS)
         try:
             if not tcp and peer_uid(sock) not in (None, os.getuid()):
@@ -586,13 +584,11 @@ class Server:
         # The exit message was sent by `run` as the job ended.
 
     def status(self) -> dict[str, Any]:
-        from gbcli.render.common import to_jsonable
-
         current_since = self.current_since if self.current is not None else None
         try:
-            models = to_jsonable(loaded_models(current_since, self.keep_alive))
+            loaded = to_jsonable(loaded_models(current_since, self.keep_alive))
         except RuntimeError:  # the cache changed under us; the next `ps` sees it settled
-            models = []
+            loaded = []
         extra = {"tcp": self.tcp_address} if self.tcp_address else {}
         return hello(
             "status",
@@ -606,16 +602,13 @@ class Server:
             uptime=time.time() - self.started,
             keep_alive=self.keep_alive,
             auto=self.auto,
-            models=models,
+            models=loaded,
         )
 
 
 def release_freed_memory() -> None:
     """Hand the heap a request freed back to the system (glibc keeps it for reuse otherwise): a server holds its
     models for minutes, and the activations and gradients of one large request should not stay resident that long."""
-    import ctypes
-    import ctypes.util
-
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.malloc_trim(0)
@@ -626,8 +619,6 @@ def release_freed_memory() -> None:
 def what_is_at(path: Any) -> str | None:
     """What is at the socket's path when it is not a socket (a stale socket is removed before): a file, a folder,
     a symbolic link ... named, so that the user can see what to move; None when nothing is there."""
-    import stat
-
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
@@ -649,8 +640,6 @@ def _text(raw: io.RawIOBase, encoding: list[str]) -> io.TextIOWrapper:
 
 def exposure_warning(host: str, port: int) -> str | None:
     """What a listener on a non-loopback address risks, in one sentence; None for 127.0.0.1 and ::1."""
-    import ipaddress
-
     try:
         if ipaddress.ip_address(host.split("%")[0]).is_loopback:
             return None

@@ -21,8 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import Completer, Completion, PathCompleter
+from prompt_toolkit.document import Document
+from prompt_toolkit.history import FileHistory, InMemoryHistory
+from rich.console import Console
+from rich.table import Table
+
 from gbcli.errors import INTERRUPTED, GbcliError, usage_error
+from gbcli.render.common import dumps, stderr_console
+from gbcli.render.messages import commands_typed_bare, report_error
 from gbcli.terminal import interrupt_raises
+from gbcli.warm.client import strip_no_server
 from gbcli.warm.runner import (
     command_tree,
     hosted,
@@ -156,6 +166,11 @@ class Shell:
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def run(self, lines: Iterable[str]) -> int:
+        # `shell` is no command here ("This is the gbcli shell already" stays as it is).
+        with commands_typed_bare(set(command_tree().commands) - {"shell"}):
+            return self._run(lines)
+
+    def _run(self, lines: Iterable[str]) -> int:
         try:
             for line in lines:
                 if not line.strip() or line.lstrip().startswith("#"):
@@ -208,8 +223,6 @@ class Shell:
         return None
 
     def run_command(self, args: list[str]) -> None:
-        from gbcli.warm.client import strip_no_server
-
         args, _ = strip_no_server(args)  # a line copied from the command line: the shell runs in-process anyway
         full = self.session.command_line(args)
         if not self.session.json_lines:
@@ -230,7 +243,6 @@ class Shell:
         if topic and topic[0] in command_tree().commands:
             run_command_line([topic[0], "--help"])
             return
-        from rich.table import Table
 
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold")
@@ -253,8 +265,6 @@ class Shell:
     def show_models(self) -> None:
         entries = loaded_models()
         if self.session.json_lines:
-            from gbcli.render.common import dumps
-
             print(dumps(entries, indent=None), flush=True)
             return
         console = _out(self.session)
@@ -365,21 +375,15 @@ def _print_json_line(output: str, args: list[str], code: int) -> None:
 
 
 def _out(session: Session):
-    from rich.console import Console
-
     # In --json mode stdout carries only JSON documents: the shell's own messages go to stderr.
     return Console(stderr=session.json_lines, highlight=False)
 
 
 def _stderr():
-    from gbcli.render.common import stderr_console
-
     return stderr_console()
 
 
 def _report(error: GbcliError) -> None:
-    from gbcli.render.messages import report_error
-
     report_error(error)
 
 
@@ -391,9 +395,6 @@ def stdin_lines() -> Iterator[str]:
 
 def terminal_lines(session: Session) -> Iterator[str]:
     """Lines typed at a prompt with editing, history across sessions and completion; Ctrl-C clears the line."""
-    from prompt_toolkit import PromptSession
-    from prompt_toolkit.history import FileHistory, InMemoryHistory
-
     path = history_path()
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -413,8 +414,6 @@ def terminal_lines(session: Session) -> Iterator[str]:
 
 
 def command_completer():  # a class built on first use, so that prompt_toolkit loads only on a terminal
-    from prompt_toolkit.completion import Completer, Completion, PathCompleter
-    from prompt_toolkit.document import Document
 
     class _CommandCompleter(Completer):
         """Commands, then their options, from the click command tree; paths after a model or file option."""

@@ -3,6 +3,7 @@ sharing the model's tensors where the fused kernels would hide them), labelled a
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from gbcli.errors import GbcliError, usage_error
 from gbcli.loading.capability import FastPath, installed_version, missing
 from gbcli.loading.models import LoadedModel
 from gbcli.loading.versions import TRANSFORMERS_RANGE
+from gbcli.tasks.finite import check_finite
 from gbcli.tasks.tokenization import readable_piece
 
 MEAN = "mean"  # --head mean: the average over a layer's heads
@@ -168,8 +170,6 @@ def eager_twin(model: Any) -> Any:
     It is built on the meta device (no memory, no random initialisation), then every parameter, buffer and other
     tensor attribute is the original's object, so its outputs are the model's with eager attention.
     """
-    import copy
-
     import torch
 
     config = copy.deepcopy(model.config)
@@ -271,8 +271,6 @@ def check_map(lm: LoadedModel, amap: AttentionMap) -> AttentionMap:
     if weights.shape[-2:] != expected:
         problem = f"its {amap.name} map is {weights.shape[-2]} x {weights.shape[-1]}, not {expected[0]} x {expected[1]}"
     elif not np.isfinite(weights).all():
-        from gbcli.tasks.finite import check_finite
-
         check_finite(amap, [lm])  # an overflow is the arithmetic's, not the architecture's: say it as such
     elif (weights < 0).any():
         problem = f"its {amap.name} map holds negative weights"

@@ -12,7 +12,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
 from gbcli.errors import GbcliError, usage_error
+from gbcli.loading.models import quiet_transformers
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -20,15 +25,11 @@ if TYPE_CHECKING:
 
 def classification_architectures() -> list[str]:
     """The model types transformers has a sequence-classification head for."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
-
     return sorted(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
 
 
 def check_head_class(config: Any, spec: str, flag: str) -> str:
     """The name of the classification class for this checkpoint, or a refusal that says which kinds work."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
-
     name = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.get(config.model_type)
     if name is None:
         known = classification_architectures()
@@ -67,11 +68,6 @@ def load_classifier(
     offline: bool = False,
 ) -> PreTrainedModel:
     """The checkpoint with a new, seeded classification head of len(labels) outputs, in float32 for training."""
-    import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    from gbcli.loading.models import quiet_transformers
-
     quiet_transformers()
     common: dict[str, Any] = {"revision": revision, "local_files_only": offline}
     config = AutoConfig.from_pretrained(spec, **common)

@@ -19,7 +19,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import torch
+from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+
 from gbcli.errors import GbcliError
+from gbcli.loading.models import resolve_device
 from gbcli.tasks.finetune.data import FinetuneData, encode
 from gbcli.tasks.finetune.recipe import Recipe
 from gbcli.tasks.finetune.results import CurvePoint, Run
@@ -56,7 +60,7 @@ class Silent:
 
 def scores(labels: Any, predictions: Any) -> dict[str, float]:
     """Accuracy, macro-F1 and Matthews correlation of predicted class ids (scikit-learn's definitions)."""
-    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef  # late: extra
 
     return {
         "accuracy": float(accuracy_score(labels, predictions)),
@@ -80,10 +84,6 @@ def examples_seen(step: int, recipe: Recipe, train_examples: int, processes: int
 def training_arguments(
     folder: Path, recipe: Recipe, seed: int, data: FinetuneData, *, device: str, dtype: str, resuming: bool
 ) -> Any:
-    from transformers import TrainingArguments
-
-    from gbcli.loading.models import resolve_device
-
     on_cpu = resolve_device(device).type == "cpu"
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     interval = recipe.evaluation_interval(len(data.train), processes)
@@ -125,8 +125,6 @@ class CurveListener:
     """A Trainer callback that forwards steps, losses and evaluations to a Listener."""
 
     def __init__(self, listener: Listener, recipe: Recipe, train_examples: int) -> None:
-        from transformers import TrainerCallback
-
         self.listener = listener
         self.recipe = recipe
         self.train_examples = train_examples
@@ -226,8 +224,6 @@ def finished_run(folder: Path) -> Run | None:
 
 def memory_now_mb(device: Any) -> float | None:
     """Memory in use now: CUDA's allocated tensors, else the process's resident set (Linux)."""
-    import torch
-
     if getattr(device, "type", str(device)) == "cuda":
         return torch.cuda.memory_allocated(device) / 2**20
     try:
@@ -238,8 +234,6 @@ def memory_now_mb(device: Any) -> float | None:
 
 
 def peak_memory_mb(device: Any) -> float | None:
-    import torch
-
     if getattr(device, "type", str(device)) == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     if sys.platform.startswith("linux"):  # ru_maxrss is in KiB on Linux (bytes on macOS)
@@ -263,8 +257,6 @@ def train_run(
 ) -> Run:
     """Fine-tune `model` (its head already made for data.labels) and save it, its tokenizer, Trainer's state and
     results, and curves.json in `folder`. With `resume`, go on from the folder's last whole checkpoint."""
-    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer
-
     listener = listener or Silent()
     checkpoint = last_checkpoint(folder) if resume else None
     arguments = training_arguments(

@@ -5,13 +5,14 @@ inside a sentence; the closest it gets to writing is to append a `[MASK]`, fill 
 2019, "BERT has a Mouth, and It Must Speak"). Running both with the same decoding settings shows the difference.
 
 - results: the result types every column returns, and the text each new token adds;
-- causal: GPT-2's column (the decoding loop itself is gbcli.lm.decoding, GPT-2's fast step gbcli.lm.gpt2_fast);
+- causal: GPT-2's column (the decoding loop itself is gbcli.lm.fast.decoding_loop, GPT-2's fast step
+  gbcli.lm.fast.gpt2_step);
 - masked: BERT's column.
 BART's column is gbcli.tasks.seq2seq.generate_seq2seq.
 """
 
-from gbcli.lm.decoding import decodes_in_own_loop
-from gbcli.lm.threads import StepThreads, other_busy_cores, step_threads, usable_cores
+from gbcli.lm.fast.decoding_loop import decodes_in_own_loop
+from gbcli.lm.fast.threads import StepThreads, other_busy_cores, step_threads, usable_cores
 from gbcli.tasks.generation.causal import GPT_METHOD, generate_causal, score_continuation
 from gbcli.tasks.generation.masked import BERT_METHOD, generate_masked
 from gbcli.tasks.generation.results import (

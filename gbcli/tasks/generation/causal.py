@@ -1,8 +1,8 @@
 """GPT-2's column of `gbcli generate`: a causal LM continues the prompt, as it was trained to.
 
-One stream (greedy or sampling) runs in gbcli's own decoding loop (gbcli.lm.decoding), which reads each token's
-log-probability and the most likely tokens (the alternatives) from the logits that chose it; beam search (and every
-stream where that loop cannot run) runs `model.generate` (gbcli.lm.hf_generate) and is scored afterwards by one
+One stream (greedy or sampling) runs in gbcli's own decoding loop (gbcli.lm.fast.decoding_loop), which reads each
+token's log-probability and the most likely tokens (the alternatives) from the logits that chose it; beam search (and
+every stream where that loop cannot run) runs `model.generate` (gbcli.lm.hf_generate) and is scored afterwards by one
 teacher-forced pass per sequence, which gives each token's log-probability and the alternatives of its step from one
 distribution.
 """
@@ -13,10 +13,11 @@ import time
 from typing import Any
 
 from gbcli.errors import usage_error
-from gbcli.lm.decoding import TopTokens, decode_one_stream, decodes_in_own_loop
+from gbcli.lm.fast.decoding_loop import decode_one_stream, decodes_in_own_loop
 from gbcli.lm.hf_generate import generate_kwargs, run_generate
+from gbcli.lm.reads import TopTokens, run_reads, scored_tokens, token_logprobs
 from gbcli.loading.models import LoadedModel
-from gbcli.tasks.decoding_settings import DecodingSettings
+from gbcli.tasks.decoding_options import DecodingSettings
 from gbcli.tasks.generation.results import ModelGeneration, TokenCallback, check_room, continuation, model_generation
 
 GPT_METHOD = "autoregressive decoding: each token predicted from the tokens to its left, as in pre-training"
@@ -109,8 +110,6 @@ def read_continuation(
     lm: LoadedModel, prompt_ids: list[int], new_ids: list[int], top: int
 ) -> tuple[list[float], list[TopTokens]]:
     """`score_continuation`, and the `top` most likely tokens at each new token's step, from the same pass."""
-    from gbcli.lm.reads import run_reads, scored_tokens, token_logprobs
-
     if not new_ids:
         return [], []
     reads = scored_tokens(prompt_ids + new_ids, len(prompt_ids))

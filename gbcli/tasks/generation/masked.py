@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 
 from gbcli.errors import usage_error
-from gbcli.lm.decoding import TopTokens, top_tokens
-from gbcli.lm.threads import threads_for_steps
+from gbcli.lm.fast.threads import threads_for_steps
+from gbcli.lm.heads import logits_at, model_inputs
+from gbcli.lm.reads import TopTokens, top_tokens
 from gbcli.loading.models import LoadedModel
-from gbcli.tasks.decoding_settings import DecodingSettings
+from gbcli.tasks.decoding_options import DecodingSettings
 from gbcli.tasks.generation.results import ModelGeneration, TokenCallback, check_room, continuation, model_generation
 
 BERT_METHOD = "iterative mask filling: append [MASK], fill it, repeat (Wang and Cho 2019); not how BERT was trained"
@@ -72,8 +73,6 @@ def _mask_logits(lm: LoadedModel, bodies: list[list[int]], closing: list[int]):
     """Logits at the appended mask for each body (all the same length), in one batched forward pass; the
     vocabulary is projected at the mask alone (`gbcli.lm.heads.logits_at`)."""
     import torch
-
-    from gbcli.lm.heads import logits_at, model_inputs
 
     mask = lm.tokenizer.mask_token_id
     position = len(bodies[0])

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from gbcli.errors import usage_error
 from gbcli.loading.models import LoadedModel
-from gbcli.tasks.decoding_settings import DecodingSettings
+from gbcli.tasks.decoding_options import DecodingSettings
 
 # Called with (family, continuation text so far, which sequence: 0 for the first) as tokens arrive, for streaming
 # to a terminal and for keeping what was written when Ctrl-C stops it.

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from gbcli.errors import usage_error
-from gbcli.lm.prefix import Prefix, continuation_logprobs, grouped_logprobs, run_prefix
+from gbcli.lm.fast.shared_prefix import Prefix, continuation_logprobs, grouped_logprobs, run_prefix
 from gbcli.lm.reads import Reads, next_tokens, run_reads, scored_tokens, token_logprobs
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks.masking.column import Column, RunSettings, as_fill
@@ -194,7 +194,7 @@ class GptColumns(Column):
         """Rank the candidates by GPT-2's likelihood of the complete sentence with each one in the blank.
 
         The other masks hold the best joint filling (BERT's, or GPT-2's own left-to-right one without BERT).
-        One blank's sentences are alike up to it, so that shared start runs once (gbcli.lm.prefix).
+        One blank's sentences are alike up to it, so that shared start runs once (gbcli.lm.fast.shared_prefix).
         """
         rankings = self._rankings(texts)
         for ranking in rankings:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from functools import partial
 
 from gbcli.errors import usage_error
-from gbcli.lm.threads import run_beside, side_by_side
+from gbcli.lm.fast.threads import run_beside, side_by_side
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks import seq2seq
 from gbcli.tasks.masking.bart import BartColumn
@@ -21,6 +21,7 @@ from gbcli.tasks.masking.gpt import GptColumns
 from gbcli.tasks.masking.masks import target_words
 from gbcli.tasks.masking.results import FillMaskResult
 from gbcli.tasks.masking.text import TextState, parse_text
+from gbcli.tasks.tokenization import unknown_text_warning
 
 DEFAULT_TOP_K = 5
 DEFAULT_BATCH_SIZE = 32
@@ -87,8 +88,6 @@ def fill_mask(
 
     Raises GbcliError (exit 2) for a text without mask, with too many masks, or too long for a model.
     """
-    from gbcli.tasks.tokenization import unknown_text_warning
-
     result = fill_mask_lines(models, [text], top_k, targets)[0]
     result.line = None
     if result.error is not None:

@@ -9,7 +9,7 @@ random-init model or a pair of models in the wrong roles shows the contradiction
 - `results`: what a step is (`TourStep`), what a step's runner hands back, the tour's settings;
 - `claims`: the steps about what each family is (attention, generation, objectives, context, scores, BART);
 - `learning`: the steps about what each family learns (the probes, similarity, fine-tuning);
-- `runner`: the steps in order, and the tour that runs them.
+- `steps`: the steps in order, and the tour that runs them.
 
 Models are loaded when the first step that needs them runs (so the first step shows while the rest load), through a
 callback the command gives; a model that cannot be had skips the steps that need it, with the reason, and a step
@@ -28,7 +28,7 @@ from gbcli.tasks.tour.results import (
     TourSettings,
     TourStep,
 )
-from gbcli.tasks.tour.runner import (
+from gbcli.tasks.tour.steps import (
     LABELLED_TASKS,
     STEP_NUMBERS,
     STEPS,

@@ -5,9 +5,18 @@ BART (8). Each runs that command's own task, and reads the figures it got."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from gbcli.loading.models import LoadedModel
+from gbcli.tasks.attention import build_report, compute_attention
+from gbcli.tasks.context import apply_change, context_shift
+from gbcli.tasks.decoding_options import settings_from_options
+from gbcli.tasks.generation import GenerationResult, generate_causal, generate_masked
+from gbcli.tasks.masking import fill_mask
+from gbcli.tasks.scoring import ScoreSettings, score_texts
 from gbcli.tasks.tour.learning import probe_figures, right_context_probe
 from gbcli.tasks.tour.results import Figures, Outcome, StepContext, Verdict, agreement, lower, say_p, say_ppl
 
@@ -32,8 +41,6 @@ SPAN_TOP_K = 3
 def attention_figures(result: Any) -> Figures:
     """Over every layer and head of one map: the largest weight on a later token, and the mean share of a token's
     attention that goes to later tokens (0 for a causal triangle, above 0 for a full square)."""
-    import numpy as np
-
     amap = result.main
     weights = amap.weights  # [layer, head, query, key]
     later = np.triu(np.ones(weights.shape[-2:], dtype=bool), k=1)
@@ -50,8 +57,6 @@ def attention_figures(result: Any) -> Figures:
 
 
 def attention_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
-    from gbcli.tasks.attention import build_report, compute_attention
-
     results = [compute_attention(models[family], ATTENTION_TEXT) for family in ("gpt", "bert")]
     report = build_report(ATTENTION_TEXT, results)
     gpt, bert = (attention_figures(result) for result in results)
@@ -89,15 +94,10 @@ def attention_step(models: dict[str, LoadedModel], context: StepContext) -> Outc
 
 
 def _generation_settings() -> Any:
-    from gbcli.tasks.decoding_settings import settings_from_options
-
     return settings_from_options(max_new_tokens=NEW_TOKENS, greedy=True, alternatives=ALTERNATIVES)
 
 
 def generation_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
-    from gbcli.tasks.generation import GenerationResult, generate_causal, generate_masked
-    from gbcli.tasks.scoring import ScoreSettings, score_texts
-
     settings = _generation_settings()
     generation = GenerationResult(prompt=PROMPT, decoding=settings.describe(), settings=settings)
     generation.columns.append(generate_causal(models["gpt"], PROMPT, settings))
@@ -175,8 +175,6 @@ def _least_sure(tokens: list[Any]) -> Figures | None:
 
 
 def fill_mask_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
-    from gbcli.tasks.masking import fill_mask
-
     result = fill_mask({"bert": models["bert"], "gpt": models["gpt"]}, MASK_TEXT, 5, [MASK_TARGET])
     slot = result.masks[0]
     assert slot.bert is not None and slot.gpt_left is not None and slot.gpt_whole is not None
@@ -232,8 +230,6 @@ def fill_mask_step(models: dict[str, LoadedModel], context: StepContext) -> Outc
 
 
 def context_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
-    from gbcli.tasks.context import apply_change, context_shift
-
     texts = [ATTENTION_TEXT, apply_change(ATTENTION_TEXT, CHANGE)]
     result = context_shift([models["gpt"], models["bert"]], texts, CHANGE)
     figures: Figures = {}
@@ -314,8 +310,6 @@ def context_step(models: dict[str, LoadedModel], context: StepContext) -> Outcom
 
 
 def score_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
-    from gbcli.tasks.scoring import ScoreSettings, score_texts
-
     records = score_texts([models["gpt"], models["bert"]], [ATTENTION_TEXT, SCRAMBLED], ScoreSettings())
     gpt = [record.columns[0].value for record in records]
     bert = [record.columns[1].value for record in records]
@@ -359,9 +353,6 @@ def score_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
 
 
 def bart_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
-    from gbcli.tasks.attention import build_report, compute_attention
-    from gbcli.tasks.masking import fill_mask
-
     lm = models["bart"]
     attention = compute_attention(lm, ATTENTION_TEXT)
     # The encoder against the decoder is the claim; the command shows cross-attention too.
@@ -409,6 +400,4 @@ def bart_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
 
 def _only_maps(result: Any, *names: str) -> Any:
     """The result with only these maps, the first as the main one (which `attention_figures` reads)."""
-    from dataclasses import replace
-
     return replace(result, maps=[result.map(name) for name in names])

@@ -3,10 +3,19 @@ sentence similarity against the anisotropy baseline) and fine-tuning (7), each w
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
+import torch
+
 from gbcli.loading.models import LoadedModel
+from gbcli.tasks.finetune.data import prepare
+from gbcli.tasks.finetune.head_to_head import Plan, compare_finetuning
+from gbcli.tasks.finetune.recipe import Recipe, check_recipe
+from gbcli.tasks.probe import ProbeOptions, probe
+from gbcli.tasks.similarity import similarity
 from gbcli.tasks.tour.results import Figures, Outcome, StepContext, StepUnavailable, agreement
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -20,8 +29,6 @@ PROBE_OPTIONS = ("--seeds", "1", "--control", "none")  # one split and no random
 
 def right_context_probe(models: dict[str, LoadedModel], context: StepContext) -> Any:
     """The right-context probe of GPT-2 and BERT, once per tour (steps 4 and 6 read the same result)."""
-    from gbcli.tasks.probe import ProbeOptions, probe
-
     if RIGHT_CONTEXT_TASK not in context.memo:
         data = context.settings.labelled[RIGHT_CONTEXT_TASK]
         context.memo[RIGHT_CONTEXT_TASK] = probe(
@@ -61,8 +68,6 @@ SIMILAR_TEXTS = ("the duck quacks in the park .", "the dog barks in the park .",
 
 
 def layers_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
-    from gbcli.tasks.similarity import similarity
-
     probed = right_context_probe(models, context)
     compared = similarity([models["gpt"], models["bert"]], list(SIMILAR_TEXTS))
     figures: Figures = {"probe": probe_figures(probed)}
@@ -135,8 +140,6 @@ FINETUNE_SEED = 42
 
 
 def _finetune_recipe() -> Any:
-    from gbcli.tasks.finetune.recipe import Recipe, check_recipe
-
     return check_recipe(
         Recipe(
             learning_rate=FINETUNE_LR, epochs=FINETUNE_EPOCHS, batch_size=FINETUNE_BATCH, eval_every=FINETUNE_EVAL_EVERY
@@ -170,8 +173,6 @@ def finetune_words() -> list[str]:
 def forward_seconds(lm: LoadedModel, texts: list[str]) -> float:
     """Seconds of one forward pass of the model's body over `texts` as one padded batch (no head: a classifier's
     head is small), the second of two so that the first pays for the kernels' warm-up."""
-    import torch
-
     tokenizer = lm.tokenizer
     ids = [tokenizer(text)["input_ids"] for text in texts]
     width = max(len(row) for row in ids)
@@ -205,12 +206,6 @@ def finetune_estimate(models: dict[str, LoadedModel], data: Any, recipe: Any) ->
 
 
 def finetune_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome:
-    import tempfile
-    from pathlib import Path
-
-    from gbcli.tasks.finetune.comparison import Plan, compare_finetuning
-    from gbcli.tasks.finetune.data import prepare
-
     settings = context.settings
     data = prepare(
         settings.labelled[FINETUNE_TASK].examples, None, f"task {FINETUNE_TASK}", max_train_samples=FINETUNE_SAMPLES

@@ -4,8 +4,8 @@ Speed (issue 6): the loop reads each token's raw log-probability from the logits
 pass) and spends no per-token work on machinery gbcli does not use. It makes the same forward calls `generate`
 makes and picks tokens the same way, so greedy output equals `generate`'s and a seed reproduces `generate`'s
 sample; tests/test_generation_speed_paths.py holds it to that. GPT-2 steps through its written-out decoder
-(gbcli.lm.gpt2_fast), any other causal LM through its own forward (ModelDecoder); the thread count of each step
-is chosen by gbcli.lm.threads. Beam search and several sequences stay on `model.generate` (gbcli.lm.hf_generate).
+(gbcli.lm.fast.gpt2_step), any other causal LM through its own forward (ModelDecoder); the thread count of each step
+is chosen by gbcli.lm.fast.threads. Beam search and several sequences stay on `model.generate` (gbcli.lm.hf_generate).
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 from gbcli.lm.decoding_settings import DecodingSettings
-from gbcli.lm.gpt2_fast import gpt2_decoder, runs_gpt2_step
-from gbcli.lm.threads import on_fastest_threads
+from gbcli.lm.fast.gpt2_step import gpt2_decoder, runs_gpt2_step
+from gbcli.lm.fast.threads import on_fastest_threads
+from gbcli.lm.reads import TopTokens, top_tokens
 from gbcli.loading.capability import FastPath, lacks_parameters, missing
 from gbcli.loading.models import LoadedModel
-
-# One step's alternatives: the `top` most likely tokens of the raw distribution, (id, log-probability), best first.
-TopTokens = list[tuple[int, float]]
 
 # Generation-config fields that don't change which token is picked, or that gbcli always sets itself.
 _NEUTRAL_GENERATION_FIELDS = {
@@ -68,14 +66,6 @@ def decodes_in_own_loop(lm: LoadedModel, settings: DecodingSettings) -> bool:
         return False
     extra = set(lm.model.generation_config.to_diff_dict()) - _NEUTRAL_GENERATION_FIELDS
     return not extra and (runs_gpt2_step(lm) or MODEL_STEPS.on)
-
-
-def top_tokens(raw_logprobs: Any, top: int) -> TopTokens:
-    """The `top` most likely tokens of one raw log-probability row, best first (none when `top` is 0)."""
-    if top <= 0:
-        return []
-    values, indices = raw_logprobs.topk(min(top, raw_logprobs.shape[-1]))
-    return list(zip(indices.tolist(), values.tolist(), strict=True))
 
 
 def decode_one_stream(

@@ -1,9 +1,9 @@
 """GPT-2's decoding step written out, for speed: the one fast path gbcli's decoding loop has for one architecture.
 
 `gpt2_decoder(lm, new_tokens)` is all the rest of gbcli sees: a decoder with `start(input_ids, capacity)` and
-`step(token, position)`, as gbcli.lm.decoding's generic one has, or None for a model the step was not written for,
-or when this transformers' GPT-2 lacks what the step reads (GPT2_DECODER's probe: 5.0's attention has no
-`scaling`); the model's own forward then runs each step.
+`step(token, position)`, as gbcli.lm.fast.decoding_loop's generic one has, or None for a model the step was not
+written for, or when this transformers' GPT-2 lacks what the step reads (GPT2_DECODER's probe: 5.0's attention has
+no `scaling`); the model's own forward then runs each step.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class _Gpt2Decoder:
         self.head_t = None
         self.keys = self.values = None
         # Blocks per matrix-vector product: the caller's thread count when gpt2_decoder() hands this out;
-        # a step that runs on fewer threads (gbcli.lm.threads) splits into no more blocks than it has threads.
+        # a step that runs on fewer threads (gbcli.lm.fast.threads) splits into no more blocks than it has threads.
         self.parts = 1
         self.wants_relayout = False
         self._blocks: dict[int, list[tuple[_BlockedProduct, ...]]] = {}

@@ -1,4 +1,4 @@
-"""The comparison: every chosen family fine-tuned on the same data with the same recipe and seeds, their curves
+"""The head-to-head: every chosen family fine-tuned on the same data with the same recipe and seeds, their curves
 averaged over seeds, and the reading of who reached the threshold first.
 
     data = prepare(read_labelled("train.jsonl").examples, None, "train.jsonl")
@@ -18,7 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gbcli.loading.models import FAMILY_INFO, LoadedModel, family_title, release_model
+import torch
+from transformers import AutoTokenizer, DataCollatorWithPadding, set_seed
+
+from gbcli.loading.models import FAMILY_INFO, LoadedModel, family_title, release_model, resolve_device
 from gbcli.tasks.finetune.classifier import freeze_below, load_classifier, prepare_tokenizer
 from gbcli.tasks.finetune.data import FinetuneData, encode
 from gbcli.tasks.finetune.recipe import Recipe
@@ -32,7 +35,7 @@ from gbcli.tasks.finetune.results import (
     mean_interval,
     reading,
 )
-from gbcli.tasks.finetune.run_folder import MANIFEST, run_folder
+from gbcli.tasks.finetune.run_folder import MANIFEST, run_folder, write_manifest
 from gbcli.tasks.finetune.training import Listener, Silent, finished_run, train_run
 from gbcli.tasks.finetune.zero_shot import zero_shot
 
@@ -92,8 +95,6 @@ def new_classifier(
     family: str, spec: str, data: FinetuneData, recipe: Recipe, seed: int, plan: Plan
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The checkpoint with a classification head seeded by `seed`, its tokenizer ready to pad."""
-    from transformers import AutoTokenizer, set_seed
-
     tokenizer = prepare_tokenizer(
         AutoTokenizer.from_pretrained(spec, revision=plan.revision, local_files_only=plan.offline)
     )
@@ -116,11 +117,6 @@ def time_steps(
 ) -> tuple[float, float]:
     """Seconds of one training step (forward and backward of a full batch, as long as the data's longest texts)
     and of one evaluation over the dev set, measured on the model; its weights are left as they were."""
-    import torch
-    from transformers import DataCollatorWithPadding
-
-    from gbcli.loading.models import resolve_device
-
     target = resolve_device(device)
     model.to(target)
     collate = DataCollatorWithPadding(tokenizer)
@@ -199,16 +195,12 @@ def compare_finetuning(
 ) -> FinetuneResult:
     """Fine-tune every family of the plan with every seed (a finished run found by --resume is read back, an
     interrupted one goes on from its last checkpoint), and compare their curves."""
-    import torch
-
     # gbcli's model loader turns gradients off for the whole process (every other command only reads models).
     with torch.enable_grad():
         return _compare(data, plan, listener, on_estimate)
 
 
 def _compare(data: FinetuneData, plan: Plan, listener: Listener | None, on_estimate: Any) -> FinetuneResult:
-    from gbcli.tasks.finetune.run_folder import write_manifest
-
     listener = listener or Silent()
     if not plan.resume and int(os.environ.get("RANK", "0")) == 0:
         write_manifest(plan.output, plan.manifest(data))

@@ -2,12 +2,13 @@
 
 Decoding one token is a few hundred small ops, and an OpenMP team waits at the end of each op for its slowest
 thread, so on a shared machine fewer threads are often faster. Everything here is about the machine, not about
-any model: the decoding loop (gbcli.lm.decoding) and BERT's mask filling use it.
+any model: the decoding loop (gbcli.lm.fast.decoding_loop) and BERT's mask filling use it.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -90,9 +91,9 @@ class StepThreads:
     count is timed again after PROBE_EVERY steps (the machine may have become idle or busy), and after twice as many
     each time it loses again, so that a count that keeps losing (a team stalled by other work that the looks missed)
     costs a few steps per generation, not one every PROBE_EVERY. The count moves only the last bits of a step's numbers
-    (~1e-6): the GPT-2 decoder (gbcli.lm.gpt2_fast) splits its products into as many blocks as threads run them, and
-    torch's attention kernel divides its sums by thread count (in `model.generate` too). OMP_NUM_THREADS, when set, is
-    the user's choice and is kept.
+    (~1e-6): the GPT-2 decoder (gbcli.lm.fast.gpt2_step) splits its products into as many blocks as threads run them,
+    and torch's attention kernel divides its sums by thread count (in `model.generate` too). OMP_NUM_THREADS, when
+    set, is the user's choice and is kept.
     """
 
     PROBE_STEPS = 3  # steps per candidate at the start
@@ -212,8 +213,6 @@ def run_beside(first: Any, second: Any) -> None:
     """`first()` on another thread while `second()` runs on this one, each on half of this process's threads
     (an odd one left over is left idle: MKL's thread count is one setting for the whole process); both finish
     before this returns, and an exception of either is raised here (this thread's first)."""
-    import threading
-
     import torch
 
     threads = torch.get_num_threads()
