@@ -230,7 +230,7 @@ def test_attention_figures_match_the_models_own_attention(tour_steps, gpt, bert)
     """The triangle and the square, from transformers' own eager attention weights on the same text."""
     import torch
 
-    from gbcli.tasks.tour import ATTENTION_TEXT
+    from gbcli.tasks.tour.claims import ATTENTION_TEXT
 
     for family, (tokenizer, model) in (("gpt", gpt), ("bert", bert)):
         model.set_attn_implementation("eager")
@@ -249,7 +249,7 @@ def test_attention_figures_match_the_models_own_attention(tour_steps, gpt, bert)
 def test_bart_figures_match_its_own_encoder_and_decoder_attention(tour_steps, bart):
     import torch
 
-    from gbcli.tasks.tour import ATTENTION_TEXT
+    from gbcli.tasks.tour.claims import ATTENTION_TEXT
 
     tokenizer, model = bart
     model.set_attn_implementation("eager")
@@ -342,7 +342,7 @@ def test_a_model_that_contradicts_a_claim_is_said_to(gpt_path, random_bert):
 
 
 def test_the_view_shows_each_step_its_reading_and_command_at_80_columns(every_model, tour_steps):
-    from gbcli.tasks.tour import STEPS
+    from gbcli.tasks.tour.steps import STEPS
 
     result = run("tour", "--no-pause", *every_model, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.stderr
@@ -615,3 +615,11 @@ def test_tour_is_listed_and_its_help_names_the_options():
     from gbcli.tasks.tour import DEFAULT_BUDGET
 
     assert f"[default: {DEFAULT_BUDGET}]" in " ".join(result.stdout.split())  # the option's default is the tour's
+
+
+def test_the_step_numbers_the_options_accept_are_the_tours_steps():
+    """`choice.STEP_NUMBERS` is written out so that --steps is checked before the steps (and torch) are imported."""
+    from gbcli.tasks.tour.choice import STEP_NUMBERS
+    from gbcli.tasks.tour.steps import STEPS
+
+    assert tuple(spec.number for spec in STEPS) == STEP_NUMBERS

@@ -298,10 +298,8 @@ def saliency(
     error.
     """
     from gbcli.jobs.inputs import read_text
-    from gbcli.render.saliency import saliency_view
     from gbcli.tasks.prediction import check_text
-    from gbcli.tasks.saliency import check_options
-    from gbcli.tasks.saliency import saliency as saliency_task
+    from gbcli.tasks.saliency_options import check_options
 
     methods = check_options(method, steps)
     if target is not None and not target.strip():
@@ -309,6 +307,9 @@ def saliency(
     families = choice.families()
     source = read_text(text)
     check_text(source, families)  # before any model loads
+    from gbcli.render.saliency import saliency_view
+    from gbcli.tasks.saliency import saliency as saliency_task
+
     columns = choice.load(families)
     warn_unknown(columns, [source])
     with interrupt_exits_130():

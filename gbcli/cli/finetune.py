@@ -16,7 +16,7 @@ from gbcli.jobs.builtin_tasks import BUILTIN_TASKS
 
 if TYPE_CHECKING:
     from gbcli.tasks.finetune.data import FinetuneData
-    from gbcli.tasks.finetune.head_to_head import Plan
+    from gbcli.tasks.finetune.plan import Plan
     from gbcli.tasks.finetune.results import FinetuneResult
 
 TASKS = ", ".join(BUILTIN_TASKS)
@@ -328,7 +328,7 @@ def finetune(
     train, dev_examples, name = read_data(file, dev, task, file_format, text_field, label_field)
     data = prepare(train, dev_examples, name, max_train_samples=max_train_samples)
     words = parse_verbalizer(verbalizer, data.labels) if verbalizer is not None else None
-    from gbcli.tasks.finetune.head_to_head import Plan
+    from gbcli.tasks.finetune.plan import Plan
 
     plan = Plan(
         requested_columns(families, choice.specs, options),
@@ -363,15 +363,16 @@ def _train(
 ) -> FinetuneResult | None:
     """Check the output folder and the checkpoints, then train with progress on stderr; the result on the main
     process (None on torchrun's other processes)."""
+    from gbcli.tasks.finetune.run_folder import check_output
+
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:  # before torch and the Trainer are imported
+        check_output(plan.output, plan.manifest(data), resume=plan.resume, force=force)
     from gbcli.loading.models import release_model
     from gbcli.render.common import animated, stderr_console
     from gbcli.render.finetune import estimate_text, training_progress
     from gbcli.tasks.finetune.head_to_head import compare_finetuning
-    from gbcli.tasks.finetune.run_folder import check_output
 
-    rank = int(os.environ.get("RANK", "0"))
-    if rank == 0:
-        check_output(plan.output, plan.manifest(data), resume=plan.resume, force=force)
     # The gbcli loader checks each checkpoint against its flag (a BERT given to --gpt is refused) and serves the
     # zero-shot point; the classifiers are then built from the same files.
     families = [family for family, _ in plan.columns]

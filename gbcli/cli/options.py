@@ -23,8 +23,6 @@ from gbcli.settings import value
 
 if TYPE_CHECKING:
     from gbcli.loading.models import LoadedModel, LoadedTokenizer
-
-if TYPE_CHECKING:
     from gbcli.loading.shapes import ModelShape
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -125,7 +125,7 @@ def probe(
     from gbcli.jobs.builtin_tasks import builtin_task
     from gbcli.jobs.builtin_tasks import write_task as write_builtin_task
     from gbcli.jobs.labelled import read_labelled
-    from gbcli.tasks.probe import ProbeOptions, check_options, require_scikit_learn
+    from gbcli.tasks.probe_options import ProbeOptions, check_options, require_scikit_learn
 
     if write_task is not None:
         name, path = write_task
@@ -272,11 +272,12 @@ def similarity(
     families = choice.families()
     if not by_layer:  # --by-layer shows every layer and reads no --layer
         check_states_layer(choice.shapes(families), layer)  # config.json says: no model loads for this
+    from gbcli.tasks.similarity_options import check_inputs
+
+    check_inputs(sources, pool, by_layer)  # before the task, which imports torch
     from gbcli.render.similarity import similarity_view
-    from gbcli.tasks.similarity import check_inputs
     from gbcli.tasks.similarity import similarity as similarity_task
 
-    check_inputs(sources, pool, by_layer)
     columns = choice.load(families, need_head=False)
     warn_unknown(columns, sources)
     with interrupt_exits_130():

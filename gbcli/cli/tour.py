@@ -14,7 +14,8 @@ from gbcli.cli.reporting import handle_errors, interrupt_exits_130
 from gbcli.errors import GbcliError
 
 if TYPE_CHECKING:
-    from gbcli.tasks.tour import ModelFlags, ModelPool, StepSpec, TourSettings, TourStep
+    from gbcli.tasks.tour import ModelFlags, StepSpec, TourSettings, TourStep
+    from gbcli.tasks.tour.steps import ModelPool
 
 TOUR_FAMILIES = "gpt,bert,bart"  # the tour's default --models: step 8 is BART's
 
@@ -62,24 +63,27 @@ def tour(
     on, q to stop). Without --models it uses all three families (BART for step 8).
     """
     from gbcli.jobs.builtin_tasks import builtin_task
-    from gbcli.render.common import stdout_console
     from gbcli.render.handout import check_handout_target
-    from gbcli.render.tour import closing_view
-    from gbcli.tasks.tour import LABELLED_TASKS, ModelPool, TourSettings, check_budget, chosen_steps, parse_steps
+    from gbcli.tasks.tour import LABELLED_TASKS, TourSettings, check_budget, parse_steps
 
-    settings = TourSettings(
-        steps=parse_steps(steps),
-        budget=check_budget(budget),
-        model_flags=_model_flags(choice),
-        load=choice.load_options(),
-        labelled={name: builtin_task(name) for name in LABELLED_TASKS},
-        probe_states=_cached_probe_states,
-    )
+    chosen, budget = parse_steps(steps), check_budget(budget)  # before the steps (and torch) are imported
     targets = [
         check_handout_target(path, force, option)
         for path, option in ((html, "--html"), (markdown, "--markdown"))
         if path is not None
     ]
+    from gbcli.render.common import stdout_console
+    from gbcli.render.tour import closing_view
+    from gbcli.tasks.tour.steps import ModelPool, chosen_steps
+
+    settings = TourSettings(
+        steps=chosen,
+        budget=budget,
+        model_flags=_model_flags(choice),
+        load=choice.load_options(),
+        labelled={name: builtin_task(name) for name in LABELLED_TASKS},
+        probe_states=_cached_probe_states,
+    )
     if _models_defaulted():
         choice = replace(choice, models=TOUR_FAMILIES)
     families = choice.families()
@@ -104,7 +108,7 @@ def _walk(
     the steps shown, and whether the user stopped the tour."""
     from gbcli.render.common import print_json, stdout_console
     from gbcli.render.tour import step_view
-    from gbcli.tasks.tour import run_step
+    from gbcli.tasks.tour.steps import run_step
 
     shown: list[TourStep] = []
     for position, spec in enumerate(specs):

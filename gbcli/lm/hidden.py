@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,12 +30,12 @@ from transformers import AutoModel
 
 from gbcli.errors import GbcliError
 from gbcli.lm.batching import cut_batches
+from gbcli.lm.pooling import POOLS as POOLS  # re-exported: the pools are part of what lm.hidden computes
+from gbcli.lm.pooling import Pool
 
 if TYPE_CHECKING:
     from gbcli.loading.models import LoadedModel
 
-Pool = Literal["mean", "first", "last"]
-POOLS: tuple[Pool, ...] = ("mean", "first", "last")
 RANDOM_INIT_SEED = 0  # the control's weights: the same on every run, so that they can be cached
 # Padded tokens per forward pass. On a CPU small batches win: every layer's states of the batch are kept, and a
 # batch whose activations outgrow the caches runs slower per token (benchmarks/probe_rows.py); a GPU wants more.

@@ -26,7 +26,6 @@ cannot see what decides the label.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import random
@@ -34,15 +33,13 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from gbcli.errors import GbcliError, usage_error
+from gbcli.errors import usage_error
 from gbcli.lm.hidden import (
-    POOLS,
     EncodedInput,
-    Pool,
     TextItem,
     encode_inputs,
     layer_states,
@@ -51,26 +48,29 @@ from gbcli.lm.hidden import (
 )
 from gbcli.loading.models import LoadedModel, family_title
 from gbcli.tasks.labelled_data import LabelledData, LabelledExample
+from gbcli.tasks.probe_options import (  # re-exported: the probe's options are part of its API
+    CONTROLS as CONTROLS,
+)
+from gbcli.tasks.probe_options import (
+    PROBE_HINT as PROBE_HINT,
+)
+from gbcli.tasks.probe_options import (
+    Control as Control,
+)
+from gbcli.tasks.probe_options import (
+    ProbeOptions as ProbeOptions,
+)
+from gbcli.tasks.probe_options import (
+    check_options as check_options,
+)
+from gbcli.tasks.probe_options import (
+    require_scikit_learn as require_scikit_learn,
+)
 
 CS = (0.001, 0.01, 0.1, 1.0, 10.0)  # the regularisation grid (inverse strength) cross-validation picks from
 MAX_ITER = 100  # lbfgs iterations per fit, and its tolerance: a probe's accuracy does not move past these
 TOL = 1e-3
 ROUNDING = 1e-5  # relative spread below which a coordinate is float32 rounding, not information
-Control = Literal["random-init", "none"]
-CONTROLS: tuple[Control, ...] = ("random-init", "none")
-
-
-@dataclass(frozen=True)
-class ProbeOptions:
-    pool: Pool = "mean"  # sentence level
-    word_pool: Pool = "last"  # word level
-    test_size: float = 0.25
-    seeds: int = 3
-    folds: int | None = None  # k-fold instead of `seeds` random splits
-    inner_folds: int = 3  # cross-validation of C on each training part
-    control: Control = "random-init"
-    control_task: bool = False
-    truncate: bool = False
 
 
 @dataclass
@@ -137,34 +137,6 @@ StatesFor = Callable[[LoadedModel, list[EncodedInput], bool], list[Sequence["np.
 # --------------------------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------------------------
-
-
-PROBE_HINT = "Install the probe extra: pip install 'gbcli[probe]' (or pip install scikit-learn)."
-
-
-def require_scikit_learn() -> None:
-    """A clear refusal before any model loads when scikit-learn is missing (it is an extra)."""
-    if importlib.util.find_spec("sklearn") is None:
-        raise GbcliError("gbcli probe needs scikit-learn, which is not installed.", PROBE_HINT)
-
-
-def check_options(options: ProbeOptions) -> None:
-    if options.pool not in POOLS or options.word_pool not in POOLS:
-        raise usage_error(
-            f"Unknown pooling '{options.pool if options.pool not in POOLS else options.word_pool}'.",
-            f"Choose from: {', '.join(POOLS)}.",
-        )
-    if options.folds is None and not 0.0 < options.test_size < 1.0:
-        raise usage_error(
-            f"--test-size {options.test_size} is not a fraction between 0 and 1.",
-            "For example --test-size 0.25 holds a quarter out.",
-        )
-    if options.seeds < 1:
-        raise usage_error("--seeds must be at least 1.", "For example --seeds 3.")
-    if options.folds is not None and options.folds < 2:
-        raise usage_error("--folds must be at least 2.", "For example --folds 5.")
-    if options.control not in CONTROLS:
-        raise usage_error(f"Unknown --control '{options.control}'.", f"Choose from: {', '.join(CONTROLS)}.")
 
 
 def encode_examples(

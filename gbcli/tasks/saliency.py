@@ -28,13 +28,26 @@ from gbcli.errors import GbcliError, usage_error
 from gbcli.lm.heads import MLM_HEADS
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks.prediction import Query, blank_segments, encoder_extras, prediction_query, token_label
+from gbcli.tasks.saliency_options import (  # re-exported: the methods are part of the saliency API
+    DEFAULT_STEPS as DEFAULT_STEPS,
+)
+from gbcli.tasks.saliency_options import (
+    MAX_STEPS as MAX_STEPS,
+)
+from gbcli.tasks.saliency_options import (
+    METHOD_CHOICES as METHOD_CHOICES,
+)
+from gbcli.tasks.saliency_options import (
+    METHODS as METHODS,
+)
+from gbcli.tasks.saliency_options import (
+    Method as Method,
+)
+from gbcli.tasks.saliency_options import (
+    check_options as check_options,
+)
 from gbcli.tasks.tokenization import readable_piece
 
-Method = Literal["gxi", "ig"]
-METHODS: dict[str, str] = {"gxi": "gradient × input", "ig": "integrated gradients"}
-METHOD_CHOICES: dict[str, tuple[Method, ...]] = {"both": ("gxi", "ig"), "gxi": ("gxi",), "ig": ("ig",)}
-DEFAULT_STEPS = 50
-MAX_STEPS = 2000
 STEP_BATCH = 16  # path points per forward pass
 COMPLETENESS_TOLERANCE = 0.01  # relative: above it, the path integral needs more --steps ...
 COMPLETENESS_FLOOR = 1e-4  # ... unless the error is below this many nats (f(x) ≈ f(x') makes relative meaningless)
@@ -100,14 +113,6 @@ class SaliencyResult:
     steps: int
     models: list[ModelSaliency] = field(default_factory=list)
     note: str = NOTE
-
-
-def check_options(method: str, steps: int) -> tuple[Method, ...]:
-    if method not in METHOD_CHOICES:
-        raise usage_error(f"Unknown --method '{method}'.", "Choose from: ig, gxi, both.")
-    if not 1 <= steps <= MAX_STEPS:
-        raise usage_error(f"--steps must be between 1 and {MAX_STEPS}, not {steps}.", "For example --steps 50.")
-    return METHOD_CHOICES[method]
 
 
 def saliency(

@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gbcli.errors import usage_error
-from gbcli.lm.hidden import POOLS, Pool, TextItem, encode_inputs, layer_states, stack_names
+from gbcli.lm.hidden import Pool, TextItem, encode_inputs, layer_states, stack_names
 from gbcli.loading.models import LoadedModel, family_title
 from gbcli.tasks.layer_choice import layer_index
+from gbcli.tasks.similarity_options import check_inputs
 
-MAX_TEXTS = 12
 # Unrelated sentences for the anisotropy baseline: different topics, lengths and forms, none about another.
 REFERENCE_SENTENCES: tuple[str, ...] = (
     "the train to the coast leaves at seven .",
@@ -99,20 +98,6 @@ NOTE = (
     "cosine of the pooled states; baseline = the mean cosine of {n} unrelated reference sentences at the same "
     "layer (Ethayarajh 2019); adjusted = cosine − baseline, 0 = as alike as unrelated sentences"
 )
-
-
-def check_inputs(texts: Sequence[str], pool: str, by_layer: bool) -> None:
-    if pool not in POOLS:
-        raise usage_error(f"Unknown --pool '{pool}'.", f"Choose from: {', '.join(POOLS)}.")
-    if any(not text.strip() for text in texts):
-        raise usage_error("A text is empty.", 'For example: gbcli similarity "a cat sat ." "a dog sat ."')
-    if by_layer and len(texts) != 2:
-        raise usage_error(f"--by-layer compares two texts; {len(texts)} given.", "Give exactly two texts.")
-    if not 2 <= len(texts) <= MAX_TEXTS:
-        raise usage_error(
-            f"similarity compares 2 to {MAX_TEXTS} texts; {len(texts)} given.",
-            'For example: gbcli similarity "a cat sat on the mat ." "a dog lay on the rug ."',
-        )
 
 
 def cosine_matrix(vectors: np.ndarray) -> np.ndarray:

@@ -14,16 +14,16 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import AutoTokenizer, DataCollatorWithPadding, set_seed
 
-from gbcli.loading.models import FAMILY_INFO, LoadedModel, family_title, release_model, resolve_device
+from gbcli.loading.models import FAMILY_INFO, family_title, release_model, resolve_device
 from gbcli.tasks.finetune.classifier import freeze_below, load_classifier, prepare_tokenizer
 from gbcli.tasks.finetune.data import FinetuneData, encode
+from gbcli.tasks.finetune.plan import Plan as Plan  # re-exported: what compare_finetuning takes
 from gbcli.tasks.finetune.recipe import Recipe
 from gbcli.tasks.finetune.results import (
     FamilyResult,
@@ -43,38 +43,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 TIMED_STEPS = 3  # training steps timed before the run (after one untimed step that warms the kernels up)
-
-
-@dataclass
-class Plan:
-    """What to train: the families' checkpoints, their recipes, the seeds, and where the results go."""
-
-    columns: list[tuple[str, str]]  # (family, spec)
-    recipes: dict[str, Recipe]
-    seeds: list[int]
-    output: Path
-    device: str = "auto"
-    dtype: str = "auto"
-    revision: str | None = None
-    offline: bool = False
-    resume: bool = False
-    threshold_fraction: float | None = 0.9  # of each family's own final accuracy ...
-    threshold_value: float | None = None  # ... or one accuracy for every family
-    prompt: str | None = None
-    verbalizer: dict[str, str] | None = None
-    language_models: dict[str, LoadedModel] = field(default_factory=dict)  # for the zero-shot point
-
-    def manifest(self, data: FinetuneData) -> dict[str, Any]:
-        """What --resume must find unchanged (the device may change: a run may go on elsewhere)."""
-        return {
-            "command": "gbcli finetune",
-            "data": data.fingerprint(),
-            "labels": data.labels,
-            "models": dict(self.columns),
-            "recipes": {f: asdict(r) for f, r in self.recipes.items()},
-            "seeds": self.seeds,
-            "dtype": self.dtype,
-        }
 
 
 @dataclass

@@ -9,15 +9,25 @@ random-init model or a pair of models in the wrong roles shows the contradiction
 - `results`: what a step is (`TourStep`), what a step's runner hands back, the tour's settings;
 - `claims`: the steps about what each family is (attention, generation, objectives, context, scores, BART);
 - `learning`: the steps about what each family learns (the probes, similarity, fine-tuning);
-- `steps`: the steps in order, and the tour that runs them.
+- `steps`: the steps in order, and the tour that runs them;
+- `choice`: the steps and the budget a user chooses, checked before anything heavy is imported.
+
+This package imports only `results` and `choice`, which import nothing heavy: a mistake in the options is refused
+before torch is imported. The steps (`steps`, `claims`, `learning`) import every task the tour runs.
 
 Models are loaded when the first step that needs them runs (so the first step shows while the rest load), through a
 callback the command gives; a model that cannot be had skips the steps that need it, with the reason, and a step
 that fails says so while the tour goes on.
 """
 
-from gbcli.tasks.tour.claims import ATTENTION_TEXT, attention_figures
-from gbcli.tasks.tour.learning import FINETUNE_TASK, RIGHT_CONTEXT_TASK, probe_figures
+from gbcli.tasks.tour.choice import (
+    FINETUNE_TASK,
+    LABELLED_TASKS,
+    RIGHT_CONTEXT_TASK,
+    STEP_NUMBERS,
+    check_budget,
+    parse_steps,
+)
 from gbcli.tasks.tour.results import (
     DEFAULT_BUDGET,
     ModelFlags,
@@ -28,37 +38,20 @@ from gbcli.tasks.tour.results import (
     TourSettings,
     TourStep,
 )
-from gbcli.tasks.tour.steps import (
-    LABELLED_TASKS,
-    STEP_NUMBERS,
-    STEPS,
-    ModelPool,
-    check_budget,
-    chosen_steps,
-    parse_steps,
-    run_step,
-)
 
 __all__ = [
-    "ATTENTION_TEXT",
     "DEFAULT_BUDGET",
     "FINETUNE_TASK",
     "LABELLED_TASKS",
     "RIGHT_CONTEXT_TASK",
-    "STEPS",
     "STEP_NUMBERS",
     "ModelFlags",
-    "ModelPool",
     "Outcome",
     "StepContext",
     "StepSpec",
     "StepUnavailable",
     "TourSettings",
     "TourStep",
-    "attention_figures",
     "check_budget",
-    "chosen_steps",
     "parse_steps",
-    "probe_figures",
-    "run_step",
 ]

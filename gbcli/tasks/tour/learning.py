@@ -16,6 +16,7 @@ from gbcli.tasks.finetune.head_to_head import Plan, compare_finetuning
 from gbcli.tasks.finetune.recipe import Recipe, check_recipe
 from gbcli.tasks.probe import ProbeOptions, probe
 from gbcli.tasks.similarity import similarity
+from gbcli.tasks.tour.choice import FINETUNE_TASK, RIGHT_CONTEXT_TASK
 from gbcli.tasks.tour.results import Figures, Outcome, StepContext, StepUnavailable, agreement
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -23,7 +24,6 @@ from gbcli.tasks.tour.results import Figures, Outcome, StepContext, StepUnavaila
 # ---------------------------------------------------------------------------------------------------------------
 
 
-RIGHT_CONTEXT_TASK = "right-context"
 PROBE_OPTIONS = ("--seeds", "1", "--control", "none")  # one split and no random-weight rows: the tour's setting
 
 
@@ -130,7 +130,6 @@ def layers_step(models: dict[str, LoadedModel], context: StepContext) -> Outcome
 # ---------------------------------------------------------------------------------------------------------------
 
 
-FINETUNE_TASK = "sentiment"
 FINETUNE_SAMPLES = 128
 FINETUNE_EPOCHS = 2
 FINETUNE_BATCH = 16

@@ -3,14 +3,14 @@ cannot be had skipping its steps, a step that fails said while the tour goes on.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import Any
 
-from gbcli.errors import GbcliError, usage_error
+from gbcli.errors import GbcliError
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks.finite import check_finite
+from gbcli.tasks.tour.choice import RIGHT_CONTEXT_TASK
 from gbcli.tasks.tour.claims import (
     ALTERNATIVES,
     ATTENTION_TEXT,
@@ -30,9 +30,7 @@ from gbcli.tasks.tour.claims import (
     score_step,
 )
 from gbcli.tasks.tour.learning import (
-    FINETUNE_TASK,
     PROBE_OPTIONS,
-    RIGHT_CONTEXT_TASK,
     SIMILAR_TEXTS,
     finetune_step,
     finetune_words,
@@ -132,34 +130,6 @@ STEPS: tuple[StepSpec, ...] = (
         bart_step,
     ),
 )
-STEP_NUMBERS = tuple(spec.number for spec in STEPS)
-LABELLED_TASKS = (RIGHT_CONTEXT_TASK, FINETUNE_TASK)  # the built-in tasks the tour learns from
-
-
-def parse_steps(raw: str | None) -> tuple[int, ...]:
-    """`1,4,7` → (1, 4, 7), in tour order, each once; None → every step."""
-    if raw is None:
-        return STEP_NUMBERS
-    chosen: set[int] = set()
-    for part in raw.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if not part.isdigit() or int(part) not in STEP_NUMBERS:
-            raise usage_error(
-                f"--steps: there is no step '{part}'.",
-                f"Choose from {STEP_NUMBERS[0]} to {STEP_NUMBERS[-1]}, e.g. --steps 1,4,7.",
-            )
-        chosen.add(int(part))
-    if not chosen:
-        raise usage_error("--steps names no step.", "For example --steps 1,4,7.")
-    return tuple(sorted(chosen))
-
-
-def check_budget(budget: float) -> float:
-    if not math.isfinite(budget) or budget <= 0:
-        raise usage_error(f"--budget must be a number of seconds above 0, not {budget}.", "For example --budget 60.")
-    return budget
 
 
 Loader = Callable[[str], LoadedModel]  # a family's model, loaded; raises GbcliError when it cannot be had
