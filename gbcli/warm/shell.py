@@ -141,7 +141,9 @@ def split_line(line: str) -> list[str]:
             ) from None
     words = stripped.split()
     known = [*command_tree().commands, *BUILTINS]
-    close = difflib.get_close_matches(first.lower(), known, n=1, cutoff=0.75)
+    # Case kept: a capitalised first word begins a sentence ("Stop the war"), not a command. A lone word may be further
+    # from a name than the first word of a line of text ("She went home" is no `shell`).
+    close = difflib.get_close_matches(first, known, n=1, cutoff=0.75 if len(words) == 1 else 0.85)
     text_command = "fill-mask" if any(mask in stripped for mask in MASKS) else "compare"
     # A first word one typo away from a command is a command mistyped, not the first word of a text; so is a word
     # followed by options. A text that does begin so is still run when its command is named.
