@@ -17,7 +17,7 @@ from gbcli.terminal import terminal_echo_off
 
 if TYPE_CHECKING:
     from gbcli.loading.models import LoadedModel
-    from gbcli.tasks.generation import GenerationResult
+    from gbcli.tasks.generation import GenerationResult, ModelGeneration
 
 
 @handle_errors
@@ -127,6 +127,7 @@ def _generate_in_turn(
     columns: list[LoadedModel],
     load: Callable[[Family, str], LoadedModel],
     on_text: Callable[[str, str], None],
+    on_done: Callable[[ModelGeneration], None] | None = None,
 ) -> None:
     """Each model is loaded just before it writes, so the first column streams while the later ones wait to load.
 
@@ -142,6 +143,8 @@ def _generate_in_turn(
         columns.append(lm)
         with interrupt_exits_130():
             result.columns.append(runners[family](lm, result.prompt, result.settings, on_text))
+        if on_done is not None:
+            on_done(result.columns[-1])
 
 
 def _generate_live(
@@ -173,7 +176,7 @@ def _generate_live(
 
     with terminal_echo_off(), Live(view, console=console, refresh_per_second=12, transient=True) as live:
         try:
-            _generate_in_turn(requested, result, columns, load, view.update)
+            _generate_in_turn(requested, result, columns, load, view.update, view.finish)
         except KeyboardInterrupt:
             view.interrupted = True  # the last frame, whole and without the cursor, stays on the screen
             live.transient = False

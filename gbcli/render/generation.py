@@ -246,6 +246,13 @@ class StreamingView:
         self.loading_family = family
         self.importing = importing
 
+    def finish(self, generation: ModelGeneration) -> None:
+        """A column has finished: its sequences as the model ended them (a beam search's final ranking, not the
+        beam that led at its last step), and no longer the one being written."""
+        self.texts[generation.family] = [continuation.text for continuation in generation.continuations]
+        if self.active == generation.family:
+            self.active = None
+
     def update(self, family: str, text: str, sequence: int = 0) -> None:
         self.active = family
         self.loading_family = None
@@ -259,7 +266,7 @@ class StreamingView:
             texts = self.texts[family]
             body = Text(overflow="fold")  # see continuation_text
             for index, text in enumerate(texts):
-                if self.sequences > 1:
+                if self.sequences > 1 or len(texts) > 1:
                     body.append(f"{'' if index == 0 else chr(10)}#{index + 1} ", style="cyan")
                 body.append(self.prompt, style="dim")
                 body.append(text, style="bold")
