@@ -25,13 +25,14 @@ themselves. (The task that shows a vocabulary piece uses it too, which is why it
 
 Progress, one policy for every spinner, bar and live view (on stderr, but generate's live view of its text):
 - a terminal: spinners while torch is imported and each model loads, bars for long work (a long text's masked
-  copies, a file's lines, probe's states, a download, training), generate's text as it is written; each is gone
-  when its work is done;
+  copies, a file's lines, probe's states, training), generate's text as it is written; each is gone when its work
+  is done (a download says one line per file, on a terminal or not);
 - a terminal with NO_COLOR: the same progress on stderr, without a single escape code: each step a spinner would
   name is a plain line ("Loading BERT model bert-base-uncased …"), and each bar's counts (or where generate's
   writing is: "GPT · gpt2: sequence 3 of 30, 41 words so far") a plain line every few seconds once the work has
   run that long (`gbcli.render.progress.PLAIN_EVERY`), a bar's with its rate and the time left. NO_COLOR asks for
-  no colour (no-color.org), not for silence: a long computation still says where it is;
+  no colour (no-color.org), not for silence: a long computation still says where it is (training says one line
+  per evaluation);
 - stderr not a terminal (a pipe, a file, a script): no progress, so that a log holds results and messages only
   (a download's one line per file and training's one line per evaluation excepted: they are worth keeping).
 

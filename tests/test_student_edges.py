@@ -389,8 +389,15 @@ TOO_MANY_MASKS = " ".join(["[MASK]"] * 33)
         ("lens", "the [MASK] and [MASK] ."),
         ("generate", "  "),
         ("context", "the duck", "--change", "zebra=dog"),
+        ("similarity", "only one text"),
+        ("similarity", "a b", "c d", "--pool", "max"),
+        ("saliency", "  "),
+        ("saliency", "the [MASK] quacks", "--method", "bogus"),
+        ("tour", "--steps", "bogus"),
+        ("probe", "--task", "right-context", "--test", "x.jsonl", "--folds", "3"),
+        ("finetune", "data.csv", "--resume", "--force"),
     ],
-    ids=lambda args: f"{args[0]}-{args[1][:12].strip() or 'empty'}",
+    ids=lambda args: f"{args[0]}-{' '.join(args[1:])[:16].strip() or 'empty'}",
 )
 def test_a_usage_error_in_the_text_comes_before_any_heavy_import(args, models):
     from tests.test_startup import modules_imported_by
@@ -669,7 +676,7 @@ def test_ctrl_c_during_many_samples_keeps_the_ones_written(long_context_gpt):
         stderr=subprocess.PIPE,
         env={**os.environ, "NO_COLOR": "1", "GBCLI_NO_SERVER": "1", "OMP_NUM_THREADS": "1"},
     )
-    _wait_for_cpu_seconds(process.pid, 8, timeout=240)  # start-up is ~5 CPU seconds: into the samples
+    _wait_for_cpu_seconds(process.pid, 8, timeout=240)  # past start-up's CPU seconds: into the samples
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr.decode()
@@ -723,7 +730,7 @@ def test_ctrl_c_during_a_beam_search_keeps_its_best_beam_so_far(long_context_gpt
         stderr=subprocess.PIPE,
         env={**os.environ, "NO_COLOR": "1", "GBCLI_NO_SERVER": "1", "OMP_NUM_THREADS": "1"},
     )
-    _wait_for_cpu_seconds(process.pid, 8, timeout=240)  # start-up is ~5 CPU seconds: into the search
+    _wait_for_cpu_seconds(process.pid, 8, timeout=240)  # past start-up's CPU seconds: into the search
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr.decode()
@@ -750,6 +757,23 @@ def test_a_streamed_beam_search_says_its_text_is_the_best_beam_so_far(width):
     view.interrupted = True  # Ctrl-C: the last frame stays, the text it cut short marked
     console.print(view)
     assert "(interrupted)" in console.file.getvalue()
+
+
+def test_a_finished_column_is_not_marked_cut_short_when_ctrl_c_comes_during_the_next_load():
+    from gbcli.render.generation import StreamingView
+    from gbcli.tasks.generation import Continuation, ModelGeneration
+
+    view = StreamingView("once upon a time", [("gpt", "tiny-gpt"), ("bert", "tiny-bert")], beams=4)
+    view.update("gpt", " there")  # the beam that led at the last step ...
+    finished = [Continuation(" there was", [], None), Continuation(" there is", [], None)]
+    view.finish(ModelGeneration("gpt", "tiny-gpt", "", finished, 2, 0.1, 20.0))  # ... and the search's ranking
+    view.loading("bert")
+    view.interrupted = True
+    console = Console(width=80, file=io.StringIO(), no_color=True)
+    console.print(view)
+    screen = console.file.getvalue()
+    assert "(interrupted)" not in screen and "beams so far" not in screen
+    assert "#1 once upon a time there was" in screen and "#2 once upon a time there is" in screen
 
 
 # ---- 17. a typo gets one "did you mean", and a hint about what it got wrong ---------------------------------------
