@@ -83,6 +83,7 @@ def generate(
     from gbcli.render.generation import generation_view
     from gbcli.tasks.decoding_options import settings_from_options
     from gbcli.tasks.generation import GenerationResult, check_prompt
+    from gbcli.tasks.generation.results import check_room_before_load
 
     if len(prompt) > 1:  # the shell split an unquoted prompt into words
         joined = " ".join(prompt)
@@ -104,6 +105,7 @@ def generate(
         alternatives=alternatives,
     )
     text = check_prompt(read_text(prompt[0], "prompt"))
+    check_room_before_load(choice.shapes(families), settings.max_new_tokens)  # config.json says: no model loads
     options = choice.load_options()
     requested = requested_columns(families, choice.specs, options)
     result = GenerationResult(prompt=text, decoding=settings.describe(), settings=settings)

@@ -136,8 +136,11 @@ def display_name(spec: str) -> str:
     return path.name if path.exists() else spec
 
 
+POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "max_seq_len")  # the config's names, in order
+
+
 def max_positions(config: Any, tokenizer: Any = None) -> int:
-    for attr in ("n_positions", "max_position_embeddings", "n_ctx", "max_seq_len"):
+    for attr in POSITION_KEYS:
         value = getattr(config, attr, None)
         if isinstance(value, int) and value > 0:
             # RoBERTa reserves two positions for its padding offset.

@@ -18,10 +18,11 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from gbcli.loading.families import Family
-from gbcli.loading.models import display_name
+from gbcli.loading.models import POSITION_KEYS, display_name, max_positions
 
 # The names config.json gives its counts, GPT-2's first (n_layer, n_head), then BERT's and its kin's; transformers
 # maps them onto num_hidden_layers and num_attention_heads in the built config, but the file keeps its own.
@@ -45,6 +46,7 @@ class ModelShape:
     family: Family
     name: str
     stacks: list[StackShape]
+    positions: int | None = None  # the tokens it can hold, where config.json names them (LoadedModel.max_positions)
 
 
 def _count(config: dict[str, Any], keys: tuple[str, ...]) -> int | None:
@@ -102,4 +104,14 @@ def read_shape(family: Family, spec: str, revision: str | None = None) -> ModelS
     except (OSError, ValueError):
         return None  # the loader says what is wrong with the file
     stacks = stacks_of(config) if isinstance(config, dict) else None
-    return None if stacks is None else ModelShape(family, display_name(spec), stacks)
+    if stacks is None:
+        return None
+    return ModelShape(family, display_name(spec), stacks, positions_of(config))
+
+
+def positions_of(config: dict[str, Any]) -> int | None:
+    """The tokens the model can hold, as `gbcli.loading.models.max_positions` reads them from the built config;
+    None where config.json names none (the loaded model then falls back to its tokenizer's limit)."""
+    if not any(isinstance(config.get(key), int) and config[key] > 0 for key in POSITION_KEYS):
+        return None
+    return max_positions(SimpleNamespace(**config))
