@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, pipeline
 
-from gbcli.lm import MLM_HEADS, logits_at, model_inputs
+from gbcli.lm.heads import MLM_HEADS, logits_at, model_inputs
 from gbcli.loading.models import LoadedModel
 from gbcli.tasks.masking import MAX_MASKS
 from tests.cli_helpers import assert_user_error, run, run_installed, run_json

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from gbcli.errors import GbcliError
-from gbcli.lm import Reads, causal_logprobs, cut_batches, logits_at, model_inputs, padded_batches, run_reads
+from gbcli.lm.batching import cut_batches, padded_batches
+from gbcli.lm.heads import logits_at, model_inputs
+from gbcli.lm.reads import Reads, causal_logprobs, run_reads
 from gbcli.lm.teacher_forcing import teacher_forced_logprobs
 from gbcli.loading.models import LoadOptions, load_model
 from tests.fixtures.tiny_models import MAX_POSITIONS

@@ -14,25 +14,7 @@
 The model-level facts these need (the pad id, the BOS id, whether an input fits, the mask token) are properties
 and methods of `gbcli.loading.models.LoadedModel`. The modules a command imports before it checks its text
 (every one but `hidden`) import torch and transformers inside the functions that use them, so that a usage error
-comes before torch is imported (tests/test_late_imports.py: START_UP).
+comes before torch is imported (tests/test_late_imports.py: START_UP). This file re-exports nothing, so that importing
+a light module (`decoding_settings`, `pooling`) imports no computation with it: import each name from its module.
 It may import `loading`, `terminal` and `gbcli.errors`, never `cli`, `tasks`, `render`, `warm` or `jobs`.
 """
-
-from gbcli.lm.batching import PaddedBatch, cut_batches, padded_batches
-from gbcli.lm.heads import MLM_HEADS, logits_at, logsumexp_in_blocks, model_inputs
-from gbcli.lm.reads import Reads, causal_logprobs, run_reads
-from gbcli.lm.teacher_forcing import teacher_forced_logprobs
-
-__all__ = [
-    "MLM_HEADS",
-    "PaddedBatch",
-    "Reads",
-    "causal_logprobs",
-    "cut_batches",
-    "logits_at",
-    "logsumexp_in_blocks",
-    "model_inputs",
-    "padded_batches",
-    "run_reads",
-    "teacher_forced_logprobs",
-]

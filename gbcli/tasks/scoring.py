@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gbcli.errors import usage_error
-from gbcli.lm import Reads, causal_logprobs, run_reads
 
 # Re-exported: tasks/masking.py imports it from here until it reads its predictions through gbcli.lm.
 from gbcli.lm.heads import logsumexp_in_blocks as logsumexp_in_blocks
+from gbcli.lm.reads import Reads, causal_logprobs, run_reads
 from gbcli.loading.models import LoadedModel, family_title
 from gbcli.tasks.tokenization import ModelTokens, check_text, tokenize_text
 
