@@ -26,7 +26,8 @@ def main() -> None:
 
     from gbcli.loading.models import load_model
     from gbcli.tasks.decoding_options import settings_from_options
-    from gbcli.tasks.generation import generate_causal, generate_masked
+    from gbcli.tasks.generation.causal import generate_causal
+    from gbcli.tasks.generation.masked import generate_masked
 
     settings = settings_from_options(
         max_new_tokens=args.max_new_tokens, num_beams=args.beams, num_return_sequences=args.beams

@@ -347,7 +347,7 @@ def generate_rows(ctx: Context) -> list[Row]:
 
     from gbcli.loading.models import LoadOptions, load_model
     from gbcli.tasks.decoding_options import settings_from_options
-    from gbcli.tasks.generation import generate_causal
+    from gbcli.tasks.generation.causal import generate_causal
 
     args = ctx.args
     new = args.new_tokens

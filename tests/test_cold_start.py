@@ -99,7 +99,8 @@ def test_a_cached_hub_id_loads_without_network(tmp_path, gpt_path):
 
 def test_generate_writes_each_column_before_the_next_model_loads(gpt_path, bert_path, monkeypatch):
     """The first model's text does not wait for the second model's load."""
-    import gbcli.tasks.generation as generation
+    import gbcli.tasks.generation.causal as causal
+    import gbcli.tasks.generation.masked as masked
 
     events: list[tuple[str, str]] = []
     original_load = models.load_model
@@ -116,8 +117,8 @@ def test_generate_writes_each_column_before_the_next_model_loads(gpt_path, bert_
         return wrapped
 
     monkeypatch.setattr(models, "load_model", spy_load)
-    monkeypatch.setattr(generation, "generate_causal", spy(generation.generate_causal))
-    monkeypatch.setattr(generation, "generate_masked", spy(generation.generate_masked))
+    monkeypatch.setattr(causal, "generate_causal", spy(causal.generate_causal))
+    monkeypatch.setattr(masked, "generate_masked", spy(masked.generate_masked))
     result = run(
         "generate",
         "once upon a time",

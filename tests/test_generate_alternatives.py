@@ -150,7 +150,9 @@ def test_alternatives_view_is_whole_at_80_and_120_columns(gpt_path, bert_path, b
     from gbcli.render.common import format_prob
     from gbcli.render.generation import generation_view
     from gbcli.tasks.decoding_options import settings_from_options
-    from gbcli.tasks.generation import GenerationResult, generate_causal, generate_masked
+    from gbcli.tasks.generation import GenerationResult
+    from gbcli.tasks.generation.causal import generate_causal
+    from gbcli.tasks.generation.masked import generate_masked
     from gbcli.tasks.seq2seq import generate_seq2seq
     from gbcli.tasks.tokenization import readable_piece
 

@@ -17,13 +17,12 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from gbcli.lm.fast import threads
-from gbcli.lm.fast.decoding_loop import MODEL_STEPS, ModelDecoder, decoder_for
+from gbcli.lm.fast.decoding_loop import MODEL_STEPS, ModelDecoder, decoder_for, decodes_in_own_loop
 from gbcli.lm.fast.gpt2_step import GPT2_DECODER, RELAYOUT_MIN_TOKENS, _BlockedProduct, _RowBlocks, gpt2_decoder
 from gbcli.loading.capability import FastPath
 from gbcli.loading.models import LoadOptions, load_model
-from gbcli.tasks import generation
 from gbcli.tasks.decoding_options import DecodingSettings, settings_from_options
-from gbcli.tasks.generation import generate_causal
+from gbcli.tasks.generation.causal import generate_causal
 from gbcli.tasks.generation.masked import _mask_logits
 from tests.fixtures.tiny_models import BERT_MASKED_DUCK, GPT_PROMPT
 from tests.helpers_reference import prompt_after_bos
@@ -105,7 +104,7 @@ def test_own_loop_greedy_equals_model_generate(family, request):
     lm = request.getfixturevalue(family)
     settings = settings_from_options(max_new_tokens=30, greedy=True)
     # Where this transformers turns the step off, `generate` itself runs: the tokens must still be its own.
-    assert generation.decodes_in_own_loop(lm, settings) == (GPT2_DECODER if family == "gpt" else MODEL_STEPS).on
+    assert decodes_in_own_loop(lm, settings) == (GPT2_DECODER if family == "gpt" else MODEL_STEPS).on
     assert _produced(generate_causal(lm, GPT_PROMPT, settings)) == _reference(lm, settings)
 
 
@@ -176,14 +175,14 @@ def test_streaming_hands_over_the_text_so_far_after_every_token(gpt):
 def test_beams_and_several_sequences_stay_on_model_generate(gpt):
     for options in ({"num_beams": 3}, {"num_return_sequences": 2, "seed": 1}):
         settings = settings_from_options(max_new_tokens=5, **options)
-        assert not generation.decodes_in_own_loop(gpt, settings)
+        assert not decodes_in_own_loop(gpt, settings)
 
 
 def test_a_generation_config_with_extra_rules_stays_on_model_generate(llama):
     settings = settings_from_options(max_new_tokens=5, greedy=True)
     llama.model.generation_config.no_repeat_ngram_size = 2
     try:
-        assert not generation.decodes_in_own_loop(llama, settings)
+        assert not decodes_in_own_loop(llama, settings)
         assert _produced(generate_causal(llama, GPT_PROMPT, settings)) == _reference(llama, settings)
     finally:
         llama.model.generation_config.no_repeat_ngram_size = None

@@ -52,6 +52,8 @@ REASONS = {
     "start-up": "keeps a light path (START_UP) free of what only some of its commands need",
     "extra": "an optional dependency, missing unless its extra is installed (its error then says which)",
     "platform": "a standard-library module some platforms lack",
+    "probe": "a private module of torch or transformers that a speed path's probe looks into: a release that moves it"
+    " turns that path off (gbcli.loading.capability), where an import at the top would fail the whole module",
 }
 LATE = re.compile(r"#\s*late:\s*([a-z-]+)")
 
@@ -84,12 +86,9 @@ START_UP = {
     "gbcli.lm.batching",
     "gbcli.lm.decoding_settings",
     "gbcli.lm.fast",
-    "gbcli.lm.fast.decoding_loop",
-    "gbcli.lm.fast.gpt2_step",
     "gbcli.lm.fast.shared_prefix",
     "gbcli.lm.fast.threads",
     "gbcli.lm.heads",
-    "gbcli.lm.hf_generate",
     "gbcli.lm.pooling",
     "gbcli.lm.reads",
     "gbcli.lm.teacher_forcing",
@@ -110,7 +109,6 @@ START_UP = {
     "gbcli.render.comparison",
     "gbcli.render.context",
     "gbcli.render.export",
-    "gbcli.render.generation",
     "gbcli.render.handout",
     "gbcli.render.lens",
     "gbcli.render.masking",
@@ -136,10 +134,7 @@ START_UP = {
     "gbcli.tasks.finetune.run_folder",
     "gbcli.tasks.finetune.zero_shot",
     "gbcli.tasks.finite",
-    "gbcli.tasks.generation",
-    "gbcli.tasks.generation.causal",
-    "gbcli.tasks.generation.masked",
-    "gbcli.tasks.generation.results",
+    "gbcli.tasks.generation_options",
     "gbcli.tasks.labelled_data",
     "gbcli.tasks.layer_choice",
     "gbcli.tasks.lens",
@@ -240,6 +235,10 @@ def why_not_allowed(late: LateImport, start_up: set[str], extras: set[str]) -> s
         return "`# late: extra` for a package that is no optional extra of pyproject.toml"
     if late.reason == "platform" and not tops <= PLATFORM_ONLY:
         return "`# late: platform` for a module every platform has"
+    if late.reason == "probe" and not (
+        tops <= {"torch", "transformers"} and all("." in name for name in late.imported)
+    ):
+        return "`# late: probe` for no private module of torch or transformers"
     return None
 
 
@@ -274,6 +273,8 @@ def test_every_late_import_is_allowed_by_a_rule():
         ("gbcli.tasks.probe", "def f():\n    import json  # late: extra\n", False),  # json is no extra
         ("gbcli.tasks.probe", "def f():\n    import fcntl  # late: platform (not on Windows)\n", True),
         ("gbcli.tasks.probe", "def f():\n    import json  # late: platform\n", False),
+        ("gbcli.lm.fast.gpt2_step", "def f():\n    from transformers.cache_utils import C  # late: probe\n", True),
+        ("gbcli.lm.fast.gpt2_step", "def f():\n    from transformers import GPT2Config  # late: probe\n", False),
         ("gbcli.warm.client", "def f():\n    # late: start-up\n    import threading\n", True),  # comment above
         ("gbcli.cli.scoring", "def f():\n    from gbcli.tasks.scoring import score_texts\n", True),  # rule 1
         ("gbcli.cli.scoring", "def f():\n    from gbcli.cli.streams import json_lines\n", False),  # not a room below

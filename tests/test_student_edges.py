@@ -695,7 +695,8 @@ def test_a_beam_search_shows_its_best_beam_at_every_step(family, long_context_gp
     and when the search runs its full length that last report is the answer it returns first."""
     from gbcli.loading.models import load_model
     from gbcli.tasks.decoding_options import settings_from_options
-    from gbcli.tasks.generation import generate_causal, generate_masked
+    from gbcli.tasks.generation.causal import generate_causal
+    from gbcli.tasks.generation.masked import generate_masked
     from gbcli.tasks.seq2seq import generate_seq2seq
 
     path = {"gpt": long_context_gpt, "bert": bert_path, "bart": bart_path}[family]

@@ -79,11 +79,8 @@ def generate(
 ) -> None:
     """GPT-2 continues the prompt; BERT tries the same by iterative mask filling; BART writes through its decoder."""
     from gbcli.jobs.inputs import read_text
-    from gbcli.render.common import animated, print_json, stdout_console
-    from gbcli.render.generation import generation_view
     from gbcli.tasks.decoding_options import settings_from_options
-    from gbcli.tasks.generation import GenerationResult, check_prompt
-    from gbcli.tasks.generation.results import check_room_before_load
+    from gbcli.tasks.generation_options import check_prompt, check_room_before_load
 
     if len(prompt) > 1:  # the shell split an unquoted prompt into words
         joined = " ".join(prompt)
@@ -106,6 +103,11 @@ def generate(
     )
     text = check_prompt(read_text(prompt[0], "prompt"))
     check_room_before_load(choice.shapes(families), settings.max_new_tokens)  # config.json says: no model loads
+    # what runs the models, imported once the text and the options have passed
+    from gbcli.render.common import animated, print_json, stdout_console
+    from gbcli.render.generation import generation_view
+    from gbcli.tasks.generation import GenerationResult
+
     options = choice.load_options()
     requested = requested_columns(families, choice.specs, options)
     result = GenerationResult(prompt=text, decoding=settings.describe(), settings=settings)
@@ -136,7 +138,8 @@ def _generate_in_turn(
     Loading stays outside `interrupt_exits_130`: a Ctrl-C that lands inside torch's or transformers' imports must
     end the process at once (gbcli.entry), not raise KeyboardInterrupt half-way through an import.
     """
-    from gbcli.tasks.generation import generate_causal, generate_masked
+    from gbcli.tasks.generation.causal import generate_causal
+    from gbcli.tasks.generation.masked import generate_masked
     from gbcli.tasks.seq2seq import generate_seq2seq
 
     runners = {"gpt": generate_causal, "bert": generate_masked, "bart": generate_seq2seq}

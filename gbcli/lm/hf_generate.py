@@ -10,6 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
 from gbcli.lm.decoding_settings import DecodingSettings
 from gbcli.loading.models import LoadedModel
 
@@ -60,8 +63,6 @@ def leading_beam_reporter(lm: LoadedModel, prompt_length: int, on_text: Callable
     """A stopping criterion that never stops: beam search cannot stream (its best sequence is known only at the
     end), so at each step it hands over the text of the candidate that ranks first so far, and a long search shows
     progress, and leaves the best beam so far on the screen when Ctrl-C comes."""
-    import torch
-    from transformers import StoppingCriteria
 
     class LeadingBeamReporter(StoppingCriteria):
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
@@ -85,9 +86,6 @@ def run_generate(
     """`lm.model.generate(**inputs, **kwargs)` seeded by `settings.seed`: each row's new ids after the first
     `prompt_length`, and the seconds `generate` took. One stream (no beams, one sequence) is streamed to `on_text`;
     beam search hands it the best beam so far at each step."""
-    import torch
-    from transformers import StoppingCriteriaList
-
     if on_text is not None and settings.mode == "beam":
         reporter = leading_beam_reporter(lm, prompt_length, on_text)
         kwargs = {**kwargs, "stopping_criteria": StoppingCriteriaList([reporter])}

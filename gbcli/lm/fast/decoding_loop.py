@@ -14,6 +14,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import torch
+from transformers import GenerationMixin
+
 from gbcli.lm.decoding_settings import DecodingSettings
 from gbcli.lm.fast.gpt2_step import gpt2_decoder, runs_gpt2_step
 from gbcli.lm.fast.threads import on_fastest_threads
@@ -47,8 +50,6 @@ _NEUTRAL_GENERATION_FIELDS = {
 def _probe() -> str | None:
     """Why ModelDecoder cannot step a model on this transformers (None: it can): it calls generate's own input
     preparation with the arguments 5.1 and later take, and its private `_update_model_kwargs_for_generation`."""
-    from transformers import GenerationMixin
-
     return (
         missing(GenerationMixin, "_update_model_kwargs_for_generation")
         or lacks_parameters(GenerationMixin.prepare_inputs_for_generation, "next_sequence_length", "is_first_iteration")
@@ -83,8 +84,6 @@ def decode_one_stream(
     global generator seeded with `torch.manual_seed`, so that a seed gives `generate`'s sample. `on_text` gets the
     decoded continuation after every token.
     """
-    import torch
-
     processors = settings.logits_processors()
     eos = _eos_ids(lm)
     prompt_len = input_ids.shape[1]
@@ -155,8 +154,6 @@ class ModelDecoder:
 
     def start(self, input_ids: Any, capacity: int) -> Any:
         """Logits after the prompt, from one batched pass; room is kept for `capacity` ids in all."""
-        import torch
-
         length = input_ids.shape[1]
         self.ids = torch.empty((1, capacity), dtype=input_ids.dtype, device=input_ids.device)
         self.ids[:, :length] = input_ids
@@ -173,8 +170,6 @@ class ModelDecoder:
         return self._keep(self.model(**inputs, return_dict=True))
 
     def _keep(self, out: Any) -> Any:
-        import torch
-
         # The cache (or RWKV's state) and the grown attention mask, for the next step.
         self.kwargs = self.model._update_model_kwargs_for_generation(out, self.kwargs, is_encoder_decoder=False)
         return out.logits[:, -1].to(dtype=torch.float32, copy=True)

@@ -8,6 +8,10 @@ no `scaling`); the model's own forward then runs each step.
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+from transformers import GPT2Config
+
 from gbcli.loading.capability import FastPath, installed_version, missing
 from gbcli.loading.models import LoadedModel
 
@@ -20,10 +24,9 @@ RELAYOUT_MIN_TOKENS = 256
 def _probe() -> str | None:
     """Why the written-out step cannot run on this transformers (None: it can): the attention's `scaling`, the
     config's attention implementation and the cache's per-layer keys and values, which the step reads."""
-    import torch
-    from transformers import GPT2Config
+    # late: probe (a moved name is this probe's answer)
     from transformers.cache_utils import DynamicCache
-    from transformers.models.gpt2.modeling_gpt2 import GPT2Attention
+    from transformers.models.gpt2.modeling_gpt2 import GPT2Attention  # late: probe
 
     config = GPT2Config(n_embd=4, n_head=1, n_positions=2, vocab_size=2)
     with torch.device("meta"):
@@ -53,8 +56,6 @@ def gpt2_decoder(lm: LoadedModel, new_tokens: int) -> _Gpt2Decoder | None:
     thread count the prompt runs on) once a generation asks for RELAYOUT_MIN_TOKENS new tokens or more (see
     _Gpt2Decoder). The caller's thread setting now is the number of blocks every product is split into.
     """
-    import torch
-
     if not runs_gpt2_step(lm):
         return None
     decoder = lm.extras.get("gpt2_decoder")
@@ -117,15 +118,11 @@ class _Gpt2Decoder:
 
     def relayout_head(self) -> None:
         """Keep a [hidden, vocab] copy of the output projection (float32 on CPU, where its speed was measured)."""
-        import torch
-
         head = self.head
         if self.head_t is None and head.dtype == torch.float32 and head.device.type == "cpu":
             self.head_t = head.t().contiguous()
 
     def start(self, input_ids, capacity: int):
-        import torch
-
         if self.wants_relayout:
             self.relayout_head()
         # The prompt is one batched pass through the model itself; its cache moves into pre-allocated buffers.
@@ -143,8 +140,6 @@ class _Gpt2Decoder:
 
     def step(self, token, position: int):
         """Logits for the token after `token`, which sits at `position`."""
-        import torch.nn.functional as F
-
         width = self.wte.shape[1]
         hidden = F.embedding(token, self.wte) + F.embedding(token.new_tensor([[position]]), self.wpe)
         hidden = hidden.view(1, width)
@@ -182,8 +177,6 @@ class _Gpt2Decoder:
         now. One thread given two blocks runs them one after the other through a batched product, slower than the
         model's own `addmm` (0.71 against 1.0 times OMP_NUM_THREADS=1's tokens/s with another process spinning
         on one of two cores), and the model's own op is what a step on one thread should run anyway."""
-        import torch
-
         return min(self.parts, torch.get_num_threads())
 
     def _block_products(self, parts: int | None = None) -> list[tuple[_BlockedProduct, ...]]:
@@ -202,8 +195,6 @@ class _Gpt2Decoder:
         return blocks
 
     def _logits(self, hidden, parts: int):
-        import torch
-
         hidden = hidden.reshape(1, -1)
         copied = self.head_t is not None
         head = self._head_blocks.get((copied, parts))
@@ -226,8 +217,6 @@ class _BlockedProduct:
     """
 
     def __init__(self, weight, bias, parts: int) -> None:
-        import torch
-
         rows, columns = weight.shape
         self.weight, self.bias, self.columns = weight, bias, columns
         self.parts = parts if parts > 1 and columns >= 2 * parts and weight.stride(1) == 1 else 1
@@ -245,8 +234,6 @@ class _BlockedProduct:
         self.bias_blocks = bias.view(self.parts, 1, width) if bias is not None and not self.overlap else None
 
     def __call__(self, x):
-        import torch
-
         if self.parts == 1:
             return torch.mm(x, self.weight) if self.bias is None else torch.addmm(self.bias, x, self.weight)
         if self.row_ranges is not None:
@@ -276,9 +263,6 @@ class _RowBlocks:
         self.views = weight.as_strided((self.parts, size, width), (self.step * width, width, 1))
 
     def __call__(self, x):
-        import torch
-        import torch.nn.functional as F
-
         if self.parts == 1:
             return F.linear(x, self.weight)
         blocks = torch.bmm(x.expand(self.parts, 1, x.shape[1]), self.views.transpose(1, 2))
@@ -297,8 +281,6 @@ def _overlapping_ranges(length: int, parts: int) -> tuple[int, int]:
 def _joined(blocks, step: int):
     """One row [1, length] from the [parts, size] results of `_overlapping_ranges`' ranges: each but the last gives
     its first `step` values, the last all of its own."""
-    import torch
-
     return torch.cat([blocks[:-1, :step].reshape(-1), blocks[-1]]).view(1, -1)
 
 

@@ -9,12 +9,11 @@ inside a sentence; the closest it gets to writing is to append a `[MASK]`, fill 
   gbcli.lm.fast.gpt2_step);
 - masked: BERT's column.
 BART's column is gbcli.tasks.seq2seq.generate_seq2seq.
+
+This file re-exports the result types alone: a column imports torch at its top, and the live view and the warm
+runner build a result before the libraries are imported (import a column from its module).
 """
 
-from gbcli.lm.fast.decoding_loop import decodes_in_own_loop
-from gbcli.lm.fast.threads import StepThreads, other_busy_cores, step_threads, usable_cores
-from gbcli.tasks.generation.causal import GPT_METHOD, generate_causal, score_continuation
-from gbcli.tasks.generation.masked import BERT_METHOD, generate_masked
 from gbcli.tasks.generation.results import (
     Alternative,
     Continuation,
@@ -22,29 +21,17 @@ from gbcli.tasks.generation.results import (
     GenerationResult,
     ModelGeneration,
     TokenCallback,
-    check_prompt,
     continuation,
     model_generation,
 )
 
 __all__ = [
-    "BERT_METHOD",
-    "GPT_METHOD",
     "Alternative",
     "Continuation",
     "GeneratedToken",
     "GenerationResult",
     "ModelGeneration",
-    "StepThreads",
     "TokenCallback",
-    "check_prompt",
     "continuation",
-    "decodes_in_own_loop",
-    "generate_causal",
-    "generate_masked",
     "model_generation",
-    "other_busy_cores",
-    "score_continuation",
-    "step_threads",
-    "usable_cores",
 ]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import torch
+
 from gbcli.errors import usage_error
 from gbcli.lm.fast.decoding_loop import decode_one_stream, decodes_in_own_loop
 from gbcli.lm.hf_generate import generate_kwargs, run_generate
@@ -30,8 +32,6 @@ def generate_causal(
 
     The model reads its BOS token (GPT-2: <|endoftext|>) before the prompt, as score, fill-mask and lens read a
     text, so the first new token's probability is the one `score` gives it after the same prompt."""
-    import torch
-
     tok = lm.tokenizer
     text_ids = tok(prompt, add_special_tokens=False)["input_ids"]
     if not text_ids:

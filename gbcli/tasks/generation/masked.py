@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 from gbcli.errors import usage_error
 from gbcli.lm.fast.threads import threads_for_steps
 from gbcli.lm.heads import logits_at, model_inputs
@@ -24,8 +26,6 @@ def generate_masked(
     lm: LoadedModel, prompt: str, settings: DecodingSettings, on_token: TokenCallback | None = None
 ) -> ModelGeneration:
     """Make a masked LM write: append a mask before the final separator, fill it, and repeat."""
-    import torch
-
     tok = lm.tokenizer
     lm.require_mask_token("fill blanks", "Use a masked LM for --bert.")
     ids = tok(prompt)["input_ids"]
@@ -72,8 +72,6 @@ def _continuation_text(lm: LoadedModel, body: list[int], new_ids: list[int]) -> 
 def _mask_logits(lm: LoadedModel, bodies: list[list[int]], closing: list[int]):
     """Logits at the appended mask for each body (all the same length), in one batched forward pass; the
     vocabulary is projected at the mask alone (`gbcli.lm.heads.logits_at`)."""
-    import torch
-
     mask = lm.tokenizer.mask_token_id
     position = len(bodies[0])
     ids = torch.tensor([b + [mask] + closing for b in bodies], device=lm.device)
@@ -84,8 +82,6 @@ def _mask_logits(lm: LoadedModel, bodies: list[list[int]], closing: list[int]):
 
 
 def _sample_fill(lm, body, closing, settings, processors, banned, generator, on_token, sequence=0):
-    import torch
-
     body = list(body)
     start = len(body)
     logprobs: list[float] = []
@@ -114,8 +110,6 @@ def _sample_fill(lm, body, closing, settings, processors, banned, generator, on_
 def _beam_fill(lm, body, closing, settings, processors, banned, on_token=None):
     """Beam search over left-to-right mask filling, ranked like `generate`: by summed processed log-probs. After
     each step `on_token` gets the best beam so far (as `generate`'s beam search reports it)."""
-    import torch
-
     start = len(body)
     beams: list[tuple[list[int], float, list[float], list[TopTokens]]] = [(list(body), 0.0, [], [])]
     for _ in range(settings.max_new_tokens):

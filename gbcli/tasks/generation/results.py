@@ -1,17 +1,17 @@
 """What `gbcli generate` returns: each model's continuations, token by token with raw log-probabilities.
 
 Shared by the three columns (gbcli.tasks.generation.causal, .masked and gbcli.tasks.seq2seq): the result types, the
-checks on the prompt, and the text each new token adds.
+check that a prompt fits a loaded model, and the text each new token adds (what is checked before a load is
+gbcli.tasks.generation_options).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gbcli.errors import usage_error
 from gbcli.loading.models import LoadedModel
-from gbcli.loading.shapes import ModelShape
 from gbcli.tasks.decoding_options import DecodingSettings
 
 # Called with (family, continuation text so far, which sequence: 0 for the first) as tokens arrive, for streaming
@@ -72,12 +72,6 @@ class GenerationResult:
     columns: list[ModelGeneration] = field(default_factory=list)
 
 
-def check_prompt(prompt: str) -> str:
-    if not prompt.strip():
-        raise usage_error("The prompt is empty.", 'Give some text, e.g. gbcli generate "Once upon a time".')
-    return prompt
-
-
 def check_room(lm: LoadedModel, prompt_tokens: int, settings: DecodingSettings, reserved: int = 0) -> None:
     """The prompt, the new tokens and `reserved` special tokens must fit in the model's positions."""
     limit = lm.max_positions
@@ -88,18 +82,6 @@ def check_room(lm: LoadedModel, prompt_tokens: int, settings: DecodingSettings, 
             f"{settings.max_new_tokens} new tokens{' plus special tokens' if reserved else ''} needs {needed}.",
             "Shorten the prompt or lower --max-new-tokens.",
         )
-
-
-def check_room_before_load(shapes: Sequence[ModelShape], max_new_tokens: int) -> None:
-    """New tokens that alone fill a model's positions leave no room for any prompt: said from config.json, before
-    the model loads (`check_room` says the rest once the prompt's tokens are counted)."""
-    for shape in shapes:
-        if shape.positions is not None and max_new_tokens >= shape.positions:
-            raise usage_error(
-                f"{shape.name} can hold {shape.positions} tokens: --max-new-tokens {max_new_tokens} leaves no room "
-                "for the prompt.",
-                f"Lower --max-new-tokens below {shape.positions}, less the prompt's tokens.",
-            )
 
 
 def alternatives_of(lm: LoadedModel, top: list[tuple[int, float]], chosen_id: int) -> list[Alternative]:

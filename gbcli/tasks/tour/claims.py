@@ -14,7 +14,9 @@ from gbcli.loading.models import LoadedModel
 from gbcli.tasks.attention import build_report, compute_attention
 from gbcli.tasks.context import apply_change, context_shift
 from gbcli.tasks.decoding_options import settings_from_options
-from gbcli.tasks.generation import GenerationResult, generate_causal, generate_masked
+from gbcli.tasks.generation import GenerationResult
+from gbcli.tasks.generation.causal import generate_causal
+from gbcli.tasks.generation.masked import generate_masked
 from gbcli.tasks.masking import fill_mask
 from gbcli.tasks.scoring import ScoreSettings, score_texts
 from gbcli.tasks.tour.learning import probe_figures, right_context_probe
