@@ -13,7 +13,8 @@
 
 The model-level facts these need (the pad id, the BOS id, whether an input fits, the mask token) are properties
 and methods of `gbcli.loading.models.LoadedModel`. The modules a command imports before it checks its text
-(every one but `hidden`) import torch and transformers inside the functions that use them, so that a usage error
+(all but `hidden`, `hf_generate`, `fast.decoding_loop` and `fast.gpt2_step`, which `generate` imports once its
+text has passed) import torch and transformers inside the functions that use them, so that a usage error
 comes before torch is imported (tests/test_late_imports.py: START_UP). This file re-exports nothing, so that importing
 a light module (`decoding_settings`, `pooling`) imports no computation with it: import each name from its module.
 It may import `loading`, `terminal` and `gbcli.errors`, never `cli`, `tasks`, `render`, `warm` or `jobs`.
