@@ -11,7 +11,7 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderR
 from rich.table import Table
 from rich.text import Text
 
-from gbcli.loading.models import family_title
+from gbcli.loading.families import family_title
 from gbcli.tasks.context import ContextResult, ModelShift, WordSimilarity
 
 MEASURES: dict[str, str] = {"cosine": "cosine distance", "l2": "relative L2"}

@@ -11,7 +11,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from gbcli.loading.models import family_title
+from gbcli.loading.families import family_title
 from gbcli.render.common import ProbText, SideBySide, format_nats, format_prob, format_seconds, prob_legend
 from gbcli.tasks.decoding_options import DecodingSettings
 from gbcli.tasks.generation import Alternative, Continuation, GeneratedToken, GenerationResult, ModelGeneration

@@ -12,7 +12,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gbcli.loading.models import family_title
+from gbcli.loading.families import family_title
 from gbcli.render.common import prob_style
 from gbcli.render.masking import format_prob
 from gbcli.tasks.lens import LensResult, ModelLens

@@ -12,7 +12,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gbcli.loading.models import family_title
+from gbcli.loading.families import family_title
 from gbcli.render.common import Phrases, format_nats, format_prob
 from gbcli.render.model_names import NamesLine
 from gbcli.tasks.masking import CHOICE_POOL, FillMaskResult, MaskColumn, MaskPrediction, MaskSlot, SpanInfilling

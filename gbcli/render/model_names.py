@@ -16,7 +16,7 @@ from rich.measure import Measurement
 from rich.segment import Segment
 from rich.text import Text
 
-from gbcli.loading.models import family_title
+from gbcli.loading.families import family_title
 
 Label = Callable[[str, str], str]  # (family, model) → how a table names that model
 

@@ -9,7 +9,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gbcli.loading.models import family_title
+from gbcli.loading.families import family_title
 from gbcli.render.common import format_nats
 from gbcli.render.model_names import Label, WholeNames, model_label
 from gbcli.render.scoring import conventions_line

@@ -9,7 +9,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gbcli.loading.models import family_title
+from gbcli.loading.families import family_title
 from gbcli.render.common import titled_line
 from gbcli.render.model_names import Label, WholeNames, model_label
 from gbcli.tasks.tokenization import CONTINUATION_MARK, NEWLINE_MARK, SPACE_MARK, ModelTokens, Piece, TokenizationResult

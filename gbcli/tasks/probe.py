@@ -46,7 +46,8 @@ from gbcli.lm.hidden import (
     random_init_copy,
     stack_names,
 )
-from gbcli.loading.models import LoadedModel, family_title
+from gbcli.loading.families import family_title
+from gbcli.loading.models import LoadedModel
 from gbcli.tasks.labelled_data import LabelledData, LabelledExample
 from gbcli.tasks.probe_options import (  # re-exported: the probe's options are part of its API
     CONTROLS as CONTROLS,

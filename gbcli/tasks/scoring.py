@@ -24,7 +24,8 @@ from gbcli.errors import usage_error
 # Re-exported: tasks/masking.py imports it from here until it reads its predictions through gbcli.lm.
 from gbcli.lm.heads import logsumexp_in_blocks as logsumexp_in_blocks
 from gbcli.lm.reads import Reads, causal_logprobs, run_reads
-from gbcli.loading.models import LoadedModel, family_title
+from gbcli.loading.families import family_title
+from gbcli.loading.models import LoadedModel
 from gbcli.tasks.tokenization import ModelTokens, check_text, tokenize_text
 
 PllVariant = Literal["original", "within-word"]

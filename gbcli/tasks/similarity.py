@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gbcli.lm.hidden import Pool, TextItem, encode_inputs, layer_states, stack_names
-from gbcli.loading.models import LoadedModel, family_title
+from gbcli.loading.families import family_title
+from gbcli.loading.models import LoadedModel
 from gbcli.tasks.layer_choice import layer_index
 from gbcli.tasks.similarity_options import check_inputs
 

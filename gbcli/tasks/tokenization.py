@@ -13,7 +13,8 @@ import itertools
 from dataclasses import dataclass, field
 
 from gbcli.errors import usage_error
-from gbcli.loading.models import LoadedModel, family_title
+from gbcli.loading.families import family_title
+from gbcli.loading.models import LoadedModel
 from gbcli.terminal import visible_text
 
 SPACE_MARK = "␣"  # GPT-2's leading-space marker Ġ, shown as the space it stands for

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import AutoTokenizer, DataCollatorWithPadding, set_seed
 
-from gbcli.loading.models import FAMILY_INFO, family_title, release_model, resolve_device
+from gbcli.loading.families import family_title
+from gbcli.loading.models import FAMILY_INFO, release_model, resolve_device
 from gbcli.tasks.finetune.classifier import freeze_below, load_classifier, prepare_tokenizer
 from gbcli.tasks.finetune.data import FinetuneData, encode
 from gbcli.tasks.finetune.plan import Plan as Plan  # re-exported: what compare_finetuning takes
