@@ -274,6 +274,19 @@ def test_a_crashed_server_is_restarted_by_the_next_command(terminal, bert_path):
     assert shown.count(NOTICE) == 0  # the notice is for the first time only
 
 
+def test_a_server_that_starts_by_itself_never_writes_its_log_through_a_link(terminal, tmp_path):
+    """The automatic start opens server.log as `serve --detach` does: a symbolic link planted there is refused, the
+    file it points to untouched, and the command runs in-process, saying why."""
+    terminal.runtime.mkdir(mode=0o700)
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("untouched\n")
+    (terminal.runtime / "server.log").symlink_to(target)
+    code, shown = terminal.run("tokenize", "hi", "--models", "nope")
+    assert code == 2 and b"Unknown model column 'nope'" in shown  # answered in-process
+    assert b"warning: gbcli could not start a warm server" in shown and b"is a symbolic link" in shown
+    assert target.read_text() == "untouched\n" and terminal.server_pids() == []
+
+
 def test_a_server_that_cannot_start_leaves_the_command_here_and_says_so_once():
     # A runtime folder whose socket path is longer than a socket's address can hold: the server cannot listen.
     root = Path(tempfile.mkdtemp(prefix="gbcli-auto-"))

@@ -27,7 +27,7 @@ import time
 
 from gbcli.errors import GbcliError
 from gbcli.settings import value
-from gbcli.warm.protocol import LOG_NAME, build_id, connect, private_dir, runtime_folder, socket_file
+from gbcli.warm.protocol import LOG_NAME, build_id, connect, open_log, private_dir, runtime_folder, socket_file
 
 LOCK_NAME = "autostart.lock"
 FAILED_NAME = "autostart.failed"  # this build's server could not start: commands run in-process, quietly
@@ -90,17 +90,11 @@ def _private_folder() -> str:
 def _start(folder: str) -> tuple[socket.socket, int] | None:
     keep_alive = keep_alive_text()
     log_path = os.path.join(folder, LOG_NAME)
-    # The server inherits this environment (threads, Hugging Face cache, GBCLI_*), so it answers as this process
-    # would; GBCLI_NO_SERVER keeps it from forwarding anything itself.
-    with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "gbcli", "serve", "--auto", "--keep-alive", keep_alive],
-            stdin=devnull,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            env={**os.environ, "GBCLI_NO_SERVER": "1"},
-        )
+    try:
+        child = spawn_server(["serve", "--auto", "--keep-alive", keep_alive], log_path)
+    except GbcliError as error:  # the log's place holds a link or no plain file: nothing is written through it
+        record_failure(folder, error.message)
+        return None
     deadline = time.monotonic() + LISTEN_SECONDS
     while time.monotonic() < deadline:
         sock = connect()
@@ -119,15 +113,32 @@ def _start(folder: str) -> tuple[socket.socket, int] | None:
     return None
 
 
+def spawn_server(argv: list[str], log_path: str | os.PathLike[str]) -> subprocess.Popen:
+    """`gbcli ARGV` (a `serve`) in a session of its own, its output appended to the server's log (`open_log`:
+    never through a link): how both an automatic server and `gbcli serve --detach` start.
+
+    The server inherits this environment (threads, Hugging Face cache, GBCLI_*), so it answers as this process
+    would; GBCLI_NO_SERVER keeps it from forwarding anything itself."""
+    with open_log(log_path) as log, open(os.devnull, "rb") as devnull:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gbcli", *argv],
+            stdin=devnull,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env={**os.environ, "GBCLI_NO_SERVER": "1"},
+        )
+
+
 def log_tail(path: str | None = None, lines: int = 1) -> str:
     """The last lines of the server's log, for saying why it stopped."""
     path = path or os.path.join(runtime_folder(), LOG_NAME)
     try:
-        with open(path, "rb") as log:
+        with open_log(path, append=False) as log:
             log.seek(0, os.SEEK_END)
             log.seek(max(0, log.tell() - 4096))
             text = log.read().decode(errors="replace")
-    except OSError:
+    except (OSError, GbcliError):
         return "no log"
     kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
     return " / ".join(kept) or "no log"

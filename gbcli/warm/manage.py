@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-import stat
-import subprocess
 import sys
 import time
-from typing import Any, BinaryIO
 
 from gbcli.errors import GbcliError
+from gbcli.warm.autostart import log_tail, spawn_server
 from gbcli.warm.client import status
 from gbcli.warm.protocol import LOG_NAME, SERVER_VARIABLE, hello, private_dir, same_build, socket_path, token_path
 from gbcli.warm.runner import LoadedEntry, format_duration, model_table
@@ -29,22 +27,12 @@ def start_detached(argv: list[str]) -> int:
         )
     folder = private_dir()
     log_path = folder / LOG_NAME
-    with open_log(log_path) as log, open(os.devnull, "rb") as devnull:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "gbcli", *argv],
-            stdin=devnull,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            env={**os.environ, "GBCLI_NO_SERVER": "1"},
-        )
+    child = spawn_server(argv, log_path)
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
         if child.poll() is not None:
-            with open_log(log_path, append=False) as log:
-                tail = log.read().decode(errors="replace").strip().splitlines()[-3:]
             raise GbcliError(
-                f"The server exited at start (code {child.returncode}): {' / '.join(tail)}",
+                f"The server exited at start (code {child.returncode}): {log_tail(str(log_path), lines=3)}",
                 f"The whole log: {log_path}",
             )
         answer = status()
@@ -55,37 +43,6 @@ def start_detached(argv: list[str]) -> int:
         time.sleep(0.2)
     child.terminate()
     raise GbcliError(f"The server did not get ready in {START_SECONDS:.0f} s.", f"See its log: {log_path}")
-
-
-def open_log(path: Any, append: bool = True) -> BinaryIO:
-    """The server's log in the runtime folder, never through a symbolic link planted there (O_NOFOLLOW), and only
-    a plain file: anything else at its place is named, and nothing is written through it."""
-    # O_NONBLOCK: a named pipe planted there fails at once instead of waiting for a reader (a file ignores it).
-    flags = (
-        (os.O_WRONLY | os.O_APPEND | os.O_CREAT if append else os.O_RDONLY)
-        | os.O_NOFOLLOW
-        | os.O_CLOEXEC
-        | os.O_NONBLOCK
-    )
-    try:
-        descriptor = os.open(path, flags, 0o600)
-    except OSError as exc:
-        if os.path.islink(path):
-            raise GbcliError(
-                f"{path} is a symbolic link: the server's log is never written through one.",
-                "Remove the link; gbcli makes the log itself.",
-            ) from None
-        raise GbcliError(
-            f"Cannot open the server's log {path}: {exc.strerror or exc}.",
-            "Check the runtime folder (GBCLI_RUNTIME_DIR).",
-        ) from None
-    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-        os.close(descriptor)
-        raise GbcliError(
-            f"{path} is not a plain file: the server's log cannot be written there.",
-            "Move it away; gbcli makes the log itself.",
-        )
-    return os.fdopen(descriptor, "ab" if append else "rb")
 
 
 def show_status(json_output: bool) -> int:

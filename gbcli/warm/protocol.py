@@ -22,11 +22,12 @@ from functools import cache
 from time import monotonic
 
 from gbcli import __version__
+from gbcli.errors import GbcliError
 
 TYPE_CHECKING = False  # importing typing is start-up a warm command pays (row `warm`); annotations are strings
 if TYPE_CHECKING:
     from pathlib import Path
-    from typing import Any
+    from typing import Any, BinaryIO
 
 PROTOCOL = 1
 SOCKET_NAME = "server.sock"
@@ -315,3 +316,34 @@ class Channel:
             self.sock.close()
         except OSError:
             pass
+
+
+def open_log(path: Any, append: bool = True) -> BinaryIO:
+    """The server's log in the runtime folder, never through a symbolic link planted there (O_NOFOLLOW), and only
+    a plain file: anything else at its place is named, and nothing is written through it."""
+    # O_NONBLOCK: a named pipe planted there fails at once instead of waiting for a reader (a file ignores it).
+    flags = (
+        (os.O_WRONLY | os.O_APPEND | os.O_CREAT if append else os.O_RDONLY)
+        | os.O_NOFOLLOW
+        | os.O_CLOEXEC
+        | os.O_NONBLOCK
+    )
+    try:
+        descriptor = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise GbcliError(
+                f"{path} is a symbolic link: the server's log is never written through one.",
+                "Remove the link; gbcli makes the log itself.",
+            ) from None
+        raise GbcliError(
+            f"Cannot open the server's log {path}: {exc.strerror or exc}.",
+            "Check the runtime folder (GBCLI_RUNTIME_DIR).",
+        ) from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise GbcliError(
+            f"{path} is not a plain file: the server's log cannot be written there.",
+            "Move it away; gbcli makes the log itself.",
+        )
+    return os.fdopen(descriptor, "ab" if append else "rb")
