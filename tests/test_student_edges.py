@@ -649,7 +649,9 @@ def test_the_first_of_several_samples_is_the_one_sample_of_the_same_seed(models)
     )
 
 
-def test_ctrl_c_during_many_samples_keeps_the_ones_written(long_context_gpt):
+def interrupted_generation(long_context_gpt, *options: str) -> list[str]:
+    """`gbcli generate "once upon a time" OPTIONS` on the never-ending GPT-2, piped, sent SIGINT once it is past
+    start-up's CPU seconds: the lines it kept (exit 130, no traceback)."""
     import os
     import signal
     import subprocess
@@ -662,31 +664,27 @@ def test_ctrl_c_during_many_samples_keeps_the_ones_written(long_context_gpt):
             gbcli_executable(),
             "generate",
             "once upon a time",
-            "--models",
-            "gpt",
-            "--gpt",
-            str(long_context_gpt),
-            "--max-new-tokens",
-            "40",
-            "-n",
-            "64",
-            "--seed",
-            "1",
+            *("--models", "gpt", "--gpt", str(long_context_gpt)),
+            *options,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "NO_COLOR": "1", "GBCLI_NO_SERVER": "1", "OMP_NUM_THREADS": "1"},
     )
-    _wait_for_cpu_seconds(process.pid, 8, timeout=240)  # past start-up's CPU seconds: into the samples
+    _wait_for_cpu_seconds(process.pid, 8, timeout=240)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr.decode()
-    lines = stdout.decode().splitlines()
+    assert TRACEBACK.encode() not in stderr
+    return stdout.decode().splitlines()
+
+
+def test_ctrl_c_during_many_samples_keeps_the_ones_written(long_context_gpt):
+    lines = interrupted_generation(long_context_gpt, "--max-new-tokens", "40", "-n", "64", "--seed", "1")
     whole = [line for line in lines if " (whole): once upon a time" in line]
     cut = [line for line in lines if " (interrupted): once upon a time" in line]
     assert len(whole) >= 1 and len(cut) == 1, lines
     assert whole[0].startswith("GPT · ") and " #1 (whole)" in whole[0]
-    assert TRACEBACK.encode() not in stderr
 
 
 @pytest.mark.parametrize("family", ["gpt", "bert", "bart"])
@@ -713,34 +711,10 @@ def test_a_beam_search_shows_its_best_beam_at_every_step(family, long_context_gp
 
 
 def test_ctrl_c_during_a_beam_search_keeps_its_best_beam_so_far(long_context_gpt):
-    import os
-    import signal
-    import subprocess
-
-    from tests.cli_helpers import TRACEBACK, gbcli_executable
-    from tests.test_signals import _wait_for_cpu_seconds
-
-    process = subprocess.Popen(
-        [
-            gbcli_executable(),
-            "generate",
-            "once upon a time",
-            *("--models", "gpt", "--gpt", str(long_context_gpt)),
-            *("--max-new-tokens", "3000", "--num-beams", "4", "-n", "2"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "NO_COLOR": "1", "GBCLI_NO_SERVER": "1", "OMP_NUM_THREADS": "1"},
-    )
-    _wait_for_cpu_seconds(process.pid, 8, timeout=240)  # past start-up's CPU seconds: into the search
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr.decode()
-    lines = stdout.decode().splitlines()
+    lines = interrupted_generation(long_context_gpt, "--max-new-tokens", "3000", "--num-beams", "4", "-n", "2")
     assert len(lines) == 1, lines
     assert lines[0].startswith("GPT · ") and "(interrupted, best of 4 beams so far): once upon a time" in lines[0]
     assert len(lines[0].split("once upon a time", 1)[1]) > 0  # some of the search was kept
-    assert TRACEBACK.encode() not in stderr
 
 
 @pytest.mark.parametrize("width", [80, 120])
