@@ -89,22 +89,25 @@ def colourless(console: Console) -> bool:
 class Phrases:
     """Phrases on a line, wrapped only between them: a phrase (`Σ log p(word) -1.878`, `colour: 0 ███ 1`) goes
     whole to the next line where it does not fit; only a phrase wider than the whole line wraps inside, between
-    its words. Each phrase is (separator before it, text); a line never starts with a separator."""
+    its words. Each phrase is (separator before it, text); a line never starts with a separator, and a line after the
+    first starts with `indent` spaces (a hanging indent)."""
 
-    def __init__(self, phrases: list[tuple[str, Text]], style: str = "") -> None:
+    def __init__(self, phrases: list[tuple[str, Text]], style: str = "", indent: int = 0) -> None:
         self.phrases = phrases
         self.style = style
+        self.indent = indent
 
     def __rich_console__(self, console: Console, options: Any):
         width = options.max_width
-        line = Text(style=self.style)
+        line, empty = Text(style=self.style), True
         for separator, phrase in self.phrases:
-            if line.plain and cell_len(line.plain + separator + phrase.plain) > width:
+            if not empty and cell_len(line.plain + separator + phrase.plain) > width:
                 yield line
-                line = Text(style=self.style)
-            if line.plain:
+                line, empty = Text(" " * self.indent, style=self.style), True
+            if not empty:
                 line.append(separator)
             line.append_text(phrase)
+            empty = empty and not phrase.plain
         yield line
 
 

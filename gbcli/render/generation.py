@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gbcli.loading.families import family_title
-from gbcli.render.common import ProbText, SideBySide, format_nats, format_prob, format_seconds, prob_legend
+from gbcli.render.common import Phrases, ProbText, SideBySide, format_nats, format_prob, format_seconds, prob_legend
 from gbcli.tasks.decoding_options import DecodingSettings
 from gbcli.tasks.generation import Alternative, Continuation, GeneratedToken, GenerationResult, ModelGeneration
 from gbcli.tasks.tokenization import readable_piece
@@ -131,7 +131,7 @@ class AlternativesTable:
         if numbers + sum(widths) + 2 * columns <= options.max_width:
             yield self._aligned()
         else:
-            yield from self._flowing(numbers, options.max_width)
+            yield from self._flowing(numbers)
 
     def _aligned(self) -> Table:
         table = Table.grid(padding=(0, 2))
@@ -142,28 +142,10 @@ class AlternativesTable:
             table.add_row(number, *cells)
         return table
 
-    def _flowing(self, numbers: int, width: int) -> RenderResult:
-        indent = numbers + 2
-        for number, cells in self.rows:
-            line = Text(number.rjust(numbers), style="dim")
-            line.append("  ")
-            filled = indent
-            first = True
-            for cell in cells:
-                if not cell.plain:
-                    continue
-                size = cell_len(cell.plain)
-                if not first and filled + 2 + size > width:
-                    yield line
-                    line, filled, first = Text(" " * indent), indent, True
-                if not first:
-                    line.append("  ")
-                    filled += 2
-                line.append_text(cell)
-                filled += size
-                first = False
-            line.overflow = "fold"  # a single cell wider than the whole line
-            yield line
+    def _flowing(self, numbers: int) -> RenderResult:
+        for number, cells in self.rows:  # the cells under the first, each line after the step's number
+            phrases = [("", Text(number.rjust(numbers), style="dim"))] + [("  ", cell) for cell in cells if cell.plain]
+            yield Phrases(phrases, indent=numbers + 2)
 
 
 def alternatives_section(column: ModelGeneration) -> list[RenderableType]:
